@@ -1,0 +1,153 @@
+"""How llama.cpp is built for this machine: backend and CMake flags from the CPU's features.
+
+Standard library only: `scripts/install.py` imports this before anything is installed, and `doctor`
+uses it to print the command that rebuilds llama.cpp for a GPU the current build cannot use.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+BACKENDS = ("cpu", "cuda", "metal", "vulkan")
+BACKEND_ENV = "EDGELLM_BACKEND"
+BUILD_INFO_NAME = "llama-build.json"
+INSTALL_COMMAND = "python3 scripts/install.py"
+
+# x86 CPU feature (as /proc/cpuinfo spells it) -> the ggml CMake option it turns on.
+X86_FEATURE_OPTIONS = (
+    ("avx", "GGML_AVX"),
+    ("avx2", "GGML_AVX2"),
+    ("fma", "GGML_FMA"),
+    ("f16c", "GGML_F16C"),
+    ("bmi2", "GGML_BMI2"),
+    ("avx_vnni", "GGML_AVX_VNNI"),
+    ("avx512f", "GGML_AVX512"),
+    ("avx512vbmi", "GGML_AVX512_VBMI"),
+    ("avx512_vnni", "GGML_AVX512_VNNI"),
+    ("avx512_bf16", "GGML_AVX512_BF16"),
+)
+# AMX stays off whatever the CPU says: ggml's AMX matmul segfaults on the first decode (llama.cpp #20824).
+AMX_OPTIONS = ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16")
+
+
+def cmake_args(backend: str, machine: str, system: str, cpu_flags: set[str]) -> list[str]:
+    """The CMake arguments for llama.cpp on a CPU with `cpu_flags` (lower-case /proc/cpuinfo names)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    args: list[str] = []
+    arch = machine.lower()
+    if arch in ("x86_64", "amd64", "i686", "i386"):
+        args.append("-DGGML_NATIVE=OFF")
+        args += [f"-D{option}={'ON' if flag in cpu_flags else 'OFF'}" for flag, option in X86_FEATURE_OPTIONS]
+        args += [f"-D{option}=OFF" for option in AMX_OPTIONS]
+    elif arch in ("aarch64", "arm64") and system == "Darwin":
+        args.append("-DGGML_NATIVE=ON")
+    elif arch in ("aarch64", "arm64"):
+        args += ["-DGGML_NATIVE=OFF", f"-DGGML_CPU_ARM_ARCH={arm_march(cpu_flags)}"]
+    else:
+        args.append("-DGGML_NATIVE=ON")
+    args += {
+        "cpu": ["-DGGML_METAL=OFF"] if system == "Darwin" else [],
+        "cuda": ["-DGGML_CUDA=ON", "-DCMAKE_CUDA_ARCHITECTURES=native"],
+        "metal": ["-DGGML_METAL=ON"],
+        "vulkan": ["-DGGML_VULKAN=ON"],
+    }[backend]
+    return args
+
+
+def enabled_cpu_features(args: list[str]) -> list[str]:
+    """The CPU features a build made with `args` uses, named as /proc/cpuinfo names them ("native" if chosen by the compiler)."""
+    if "-DGGML_NATIVE=ON" in args:
+        return ["native"]
+    features = [flag for flag, option in X86_FEATURE_OPTIONS if f"-D{option}=ON" in args]
+    for arg in args:
+        if arg.startswith("-DGGML_CPU_ARM_ARCH="):
+            features += ["neon"] + arg.split("=", 1)[1].split("+")[1:]
+    return features
+
+
+def arm_march(cpu_flags: set[str]) -> str:
+    """The -march value for a Linux aarch64 CPU from its /proc/cpuinfo Features (asimddp, i8mm, sve...)."""
+    has_v82 = "asimddp" in cpu_flags or "fphp" in cpu_flags or "asimdhp" in cpu_flags
+    march = "armv8.2-a" if has_v82 else "armv8-a"
+    for flag, extension in (("fphp", "fp16"), ("asimddp", "dotprod"), ("i8mm", "i8mm"), ("sve", "sve")):
+        if flag in cpu_flags and has_v82:
+            march += f"+{extension}"
+    return march
+
+
+def cpu_flags_of_this_machine() -> set[str]:
+    """Lower-case CPU feature names: /proc/cpuinfo flags (x86) or Features (ARM); empty elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            return set(value.lower().split())
+    return set()
+
+
+def nvidia_driver_present() -> bool:
+    """True where an NVIDIA driver answers (nvidia-smi) or libcuda loads; `nvcc` alone is not a GPU."""
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            if subprocess.run([smi, "-L"], capture_output=True, timeout=20).returncode == 0:
+                return True
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        return True
+    except OSError:
+        return False
+
+
+def detect_backend(environ: dict[str, str] | None = None) -> str:
+    """The GPU backend to build: EDGELLM_BACKEND if set, Metal on Apple Silicon, CUDA with a driver, else CPU."""
+    environ = os.environ if environ is None else environ
+    forced = environ.get(BACKEND_ENV, "").strip().lower()
+    if forced:
+        if forced not in BACKENDS:
+            raise ValueError(f"{BACKEND_ENV}={forced!r} is not a backend: use one of {', '.join(BACKENDS)}")
+        return forced
+    if platform.system() == "Darwin" and platform.machine() == "arm64":
+        return "metal"
+    if platform.system() == "Linux" and nvidia_driver_present():
+        return "cuda"
+    return "cpu"
+
+
+def build_key(version: str, args: list[str]) -> str:
+    """Names one build: the wheel cache is keyed by it, so a wheel built with other flags is never reused."""
+    ident = json.dumps([version, sys.implementation.cache_tag, platform.machine(), sorted(args)])
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def rebuild_command(backend: str) -> str:
+    """The one command that rebuilds llama.cpp with `backend` (printed by doctor)."""
+    return f"{BACKEND_ENV}={backend} {INSTALL_COMMAND} --rebuild"
+
+
+def build_info_path(prefix: str | None = None) -> Path:
+    """Where the install records the llama.cpp build of the environment at `prefix` (default: this one)."""
+    return Path(prefix or sys.prefix) / "share" / "edgellm" / BUILD_INFO_NAME
+
+
+def read_build_info(path: Path | None = None) -> dict | None:
+    """The recorded build (backend, cmake args, features), or None when this install did not record one."""
+    try:
+        return json.loads((path or build_info_path()).read_text())
+    except (OSError, ValueError):
+        return None

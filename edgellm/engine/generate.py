@@ -1,0 +1,107 @@
+"""Stream text from a loaded model, token by token, with the timings a user sees."""
+
+from __future__ import annotations
+
+import codecs
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temp: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_ms: float | None = None  # prompt evaluation plus the first sampled token
+    prompt_tokens_per_s: float | None = None
+    tokens_per_s: float | None = None  # decode only: tokens after the first over the time after the first
+    stop_reason: str = "eos"  # eos | length | context | interrupted
+
+    def as_dict(self) -> dict[str, Any]:
+        def rounded(value: float | None) -> float | None:
+            return None if value is None else round(value, 2)
+
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "ttft_ms": rounded(self.ttft_ms),
+            "prompt_tokens_per_s": rounded(self.prompt_tokens_per_s),
+            "tokens_per_s": rounded(self.tokens_per_s),
+            "stop_reason": self.stop_reason,
+        }
+
+
+class Generation:
+    """Iterate to get text pieces as tokens are sampled; `stats` is complete once iteration ends.
+
+    Stops at end-of-generation (unless ignore_eos), after max_tokens (-1: no limit), or when the
+    context is full. A KeyboardInterrupt mid-way ends the iteration with stop_reason "interrupted".
+    """
+
+    def __init__(self, llm: Any, prompt_tokens: list[int], sampling: Sampling, max_tokens: int = -1,
+                 ignore_eos: bool = False) -> None:
+        self.llm = llm
+        self.prompt_tokens = prompt_tokens
+        self.sampling = sampling
+        room = llm.n_ctx() - len(prompt_tokens)
+        self.limit = room if max_tokens < 0 else min(max_tokens, room)
+        self.limited_by_context = max_tokens < 0 or max_tokens > room
+        self.ignore_eos = ignore_eos
+        self.stats = GenerationStats(prompt_tokens=len(prompt_tokens))
+
+    def __iter__(self) -> Iterator[str]:
+        import llama_cpp
+
+        llm, stats, sampling = self.llm, self.stats, self.sampling
+        vocab = llm._model.vocab
+        is_eog = llama_cpp.llama_vocab_is_eog
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        started = time.perf_counter()
+        first = last = started
+        sampled = 0
+        tokens = llm.generate(self.prompt_tokens, top_k=sampling.top_k, top_p=sampling.top_p,
+                              min_p=sampling.min_p, temp=sampling.temp, repeat_penalty=sampling.repeat_penalty,
+                              reset=True)
+        stats.stop_reason = "context" if self.limited_by_context else "length"
+        try:
+            if self.limit <= 0:
+                return
+            for token in tokens:
+                last = time.perf_counter()
+                sampled += 1
+                if sampled == 1:
+                    first = last
+                if is_eog(vocab, token) and not self.ignore_eos:
+                    stats.stop_reason = "eos"
+                    break
+                stats.completion_tokens += 1
+                text = decoder.decode(llm.detokenize([token]))
+                if text:
+                    yield text
+                if stats.completion_tokens >= self.limit:
+                    break
+        except KeyboardInterrupt:
+            stats.stop_reason = "interrupted"
+        finally:
+            tokens.close()
+            tail = decoder.decode(b"", final=True)
+            self._finish(started, first, last, sampled)
+        if tail:
+            yield tail
+
+    def _finish(self, started: float, first: float, last: float, sampled: int) -> None:
+        stats = self.stats
+        if first > started:
+            stats.ttft_ms = (first - started) * 1000
+            stats.prompt_tokens_per_s = stats.prompt_tokens / (first - started)
+        if sampled > 1 and last > first:
+            stats.tokens_per_s = (sampled - 1) / (last - first)

@@ -1,0 +1,62 @@
+"""Route llama.cpp's own log: to EDGELLM_HOME/logs/edgellm.log always, to stderr with -v.
+
+The last lines are kept in memory too, so a failed load can say why (unknown architecture...).
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+RECENT_LINES = 200
+
+
+class LlamaLog:
+    """Receives llama.cpp log text through a ctypes callback installed with llama_log_set."""
+
+    def __init__(self, path: Path, echo: bool) -> None:
+        self.path = path
+        self.echo = echo
+        self.recent: collections.deque[str] = collections.deque(maxlen=RECENT_LINES)
+        self._file: IO[str] | None = None
+        self._callback = None  # keeps the ctypes callback alive as long as llama.cpp may call it
+        self._partial = ""
+
+    def install(self) -> None:
+        import ctypes
+
+        import llama_cpp
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8", errors="replace")
+        self._file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} llama.cpp log ---\n")
+
+        @llama_cpp.llama_log_callback
+        def on_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+            self.write(text.decode("utf-8", errors="replace"))
+
+        self._callback = on_log
+        llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
+
+    def write(self, text: str) -> None:
+        if self._file is not None:
+            self._file.write(text)
+        if self.echo:
+            sys.stderr.write(text)
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        self.recent.extend(lines)
+
+    def find(self, needle: str) -> str | None:
+        """The most recent logged line containing `needle`."""
+        for line in reversed(self.recent):
+            if needle in line:
+                return line.strip()
+        return None
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()

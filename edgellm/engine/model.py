@@ -1,0 +1,83 @@
+"""Load a GGUF into llama.cpp with settings already checked, turning load failures into UserErrors."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgellm.engine.llama_log import LlamaLog
+from edgellm.errors import UserError
+
+KV_GGML_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
+LLAMA_DEFAULT_SEED = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """What llama.cpp is asked for; every value already resolved (no 'auto')."""
+
+    path: Path
+    n_ctx: int
+    n_threads: int
+    n_threads_batch: int
+    n_gpu_layers: int  # -1: all
+    flash_attn: bool
+    kv: str
+    seed: int  # -1: random
+    n_batch: int = 512
+    use_mmap: bool = True
+
+
+@dataclass
+class LoadedModel:
+    llm: Any  # llama_cpp.Llama
+    settings: LoadSettings
+    load_ms: float
+    log: LlamaLog
+
+
+def load(settings: LoadSettings, log: LlamaLog) -> LoadedModel:
+    """Load the model; a failure comes out as a UserError naming the cause found in llama.cpp's log."""
+    import llama_cpp
+
+    log.install()
+    started = time.perf_counter()
+    try:
+        llm = llama_cpp.Llama(
+            model_path=str(settings.path),
+            n_ctx=settings.n_ctx,
+            n_batch=settings.n_batch,
+            n_ubatch=settings.n_batch,
+            n_threads=settings.n_threads,
+            n_threads_batch=settings.n_threads_batch,
+            n_gpu_layers=settings.n_gpu_layers,
+            flash_attn=settings.flash_attn,
+            type_k=KV_GGML_TYPES[settings.kv],
+            type_v=KV_GGML_TYPES[settings.kv],
+            seed=LLAMA_DEFAULT_SEED if settings.seed < 0 else settings.seed,
+            use_mmap=settings.use_mmap,
+            verbose=log.echo,
+        )
+    except (ValueError, RuntimeError, OSError) as error:
+        log.flush()
+        raise UserError(explain_load_failure(settings.path, log, error)) from None
+    log.flush()
+    return LoadedModel(llm, settings, (time.perf_counter() - started) * 1000, log)
+
+
+def explain_load_failure(path: Path, log: LlamaLog, error: Exception) -> str:
+    unknown = log.find("unknown model architecture")
+    if unknown:
+        found = re.search(r"unknown model architecture: '([^']*)'", unknown)
+        arch = found.group(1) if found else "?"
+        return (f"{path}: model architecture '{arch}' is not supported by this llama.cpp build; "
+                f"use a model of a supported architecture or update edgellm")
+    for needle in ("failed to allocate", "unable to allocate", "out of memory"):
+        line = log.find(needle)
+        if line:
+            return f"{path}: not enough memory to load ({line}); try a smaller -c or a smaller quant"
+    reason = log.find("error loading model") or log.find("failed to") or str(error)
+    return f"{path}: llama.cpp could not load the model ({reason}); see the log: {log.path}"

@@ -1,0 +1,41 @@
+"""EDGELLM_HOME: the one directory everything edgellm writes lives under.
+
+Layout:
+    config.toml     defaults for the command-line flags
+    models/         the model store (downloaded GGUF files)
+    history.db      chat history (SQLite)
+    logs/           edgellm.log (llama.cpp's own log goes here unless -v)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME_ENV = "EDGELLM_HOME"
+
+
+def home() -> Path:
+    """The state root: $EDGELLM_HOME, else the platform's user data directory (~/.local/share/edgellm)."""
+    configured = os.environ.get(HOME_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("edgellm", appauthor=False))
+
+
+def config_path() -> Path:
+    return home() / "config.toml"
+
+
+def models_dir() -> Path:
+    return home() / "models"
+
+
+def history_path() -> Path:
+    return home() / "history.db"
+
+
+def log_path() -> Path:
+    return home() / "logs" / "edgellm.log"

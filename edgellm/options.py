@@ -1,0 +1,205 @@
+"""The flags shared by every command that loads a model, named as llama.cpp names them.
+
+Each flag's default can be set in EDGELLM_HOME/config.toml under the flag's long name
+(`ctx-size = 8192`, `threads = 4`); a flag given on the command line wins over the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from edgellm.errors import UserError
+
+KV_TYPES = ("f16", "q8_0", "q4_0")
+FLASH_ATTN = ("auto", "on", "off")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be 1 or more")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def n_predict(text: str) -> int:
+    value = int(text)
+    if value < -1:
+        raise ValueError("must be -1 (until the model stops) or more")
+    return value
+
+
+def gpu_layers(text: str) -> str | int:
+    if text in ("auto", "all"):
+        return text
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be auto, all or a layer count of 0 or more")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be between 0 and 1")
+    return value
+
+
+def seed(text: str) -> int:
+    value = int(text)
+    if not -1 <= value < 2**32:
+        raise ValueError("must be -1 (random) or between 0 and 4294967295")
+    return value
+
+
+def choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One common flag: its spellings, where it lands, how it parses, its default and its help."""
+
+    names: tuple[str, ...]
+    dest: str
+    parse: Callable[[str], Any] | None
+    default: Any
+    help: str
+    metavar: str | None = None
+
+    @property
+    def config_key(self) -> str:
+        return self.dest.replace("_", "-")
+
+
+MODEL_FLAGS = (
+    Flag(("-m", "--model"), "model", str, None, "GGUF file to load", "MODEL"),
+    Flag(("-hf", "--hf-repo"), "hf_repo", str, None, "Hugging Face repo to take the model from", "REPO[:QUANT]"),
+    Flag(("-c", "--ctx-size"), "ctx_size", non_negative_int, None,
+         "context size in tokens (default: 4096, or the model's trained context if smaller)", "N"),
+    Flag(("-n", "--n-predict"), "n_predict", n_predict, -1, "tokens to generate, -1 until the model stops", "N"),
+    Flag(("-t", "--threads"), "threads", positive_int, None, "CPU threads (default: physical performance cores)", "N"),
+    Flag(("-ngl", "--gpu-layers", "--n-gpu-layers"), "gpu_layers", gpu_layers, "auto",
+         "layers on the GPU: auto, all or a count", "auto|all|N"),
+    Flag(("--temp",), "temp", non_negative_float, 0.8, "sampling temperature, 0 for greedy", "T"),
+    Flag(("--top-k",), "top_k", non_negative_int, 40, "top-k sampling, 0 to disable", "K"),
+    Flag(("--top-p",), "top_p", probability, 0.95, "top-p sampling, 1.0 to disable", "P"),
+    Flag(("--min-p",), "min_p", probability, 0.05, "min-p sampling, 0.0 to disable", "P"),
+    Flag(("--repeat-penalty",), "repeat_penalty", non_negative_float, 1.0, "penalty for repeated tokens, 1.0 off", "X"),
+    Flag(("-s", "--seed"), "seed", seed, -1, "sampling seed, -1 for random", "SEED"),
+    Flag(("-sys", "--system-prompt"), "system_prompt", str, None, "system prompt (chat models)", "TEXT"),
+    Flag(("--kv", "--cache-type"), "kv", choice(KV_TYPES), "f16", "KV cache type: f16, q8_0 or q4_0", "TYPE"),
+    Flag(("-fa", "--flash-attn"), "flash_attn", choice(FLASH_ATTN), "auto", "flash attention: auto, on or off",
+         "auto|on|off"),
+    Flag(("-v", "--verbose"), "verbose", None, False, "show llama.cpp's log and the load details"),
+)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The resolved values of the common flags for one command."""
+
+    model: str | None
+    hf_repo: str | None
+    ctx_size: int | None
+    n_predict: int
+    threads: int | None
+    gpu_layers: str | int
+    temp: float
+    top_k: int
+    top_p: float
+    min_p: float
+    repeat_penalty: float
+    seed: int
+    system_prompt: str | None
+    kv: str
+    flash_attn: str
+    verbose: bool
+
+
+def _argparse_type(flag: Flag) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return flag.parse(text)
+        except ValueError as error:
+            detail = str(error) if not str(error).startswith(("invalid literal", "could not convert")) else "not a number"
+            raise argparse.ArgumentTypeError(f"{text!r} for {flag.names[0]}: {detail}") from None
+
+    return convert
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """Add the common flags to a subcommand's parser, defaults left unset so config.toml can fill them."""
+    group = parser.add_argument_group("model and sampling")
+    for flag in MODEL_FLAGS:
+        if flag.parse is None:
+            group.add_argument(*flag.names, dest=flag.dest, action="store_true", default=None, help=flag.help)
+        else:
+            group.add_argument(*flag.names, dest=flag.dest, type=_argparse_type(flag), default=None,
+                               metavar=flag.metavar, help=flag.help)
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """The flag defaults in config.toml, checked with the flags' own parsers; {} when there is no file."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {path}: {error}; fix or remove the file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path} is not valid TOML ({error}); fix or remove the file") from None
+    by_key = {flag.config_key: flag for flag in MODEL_FLAGS}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        flag = by_key.get(key)
+        if flag is None:
+            raise UserError(f"{path}: unknown setting {key!r}; known settings: {', '.join(sorted(by_key))}")
+        if flag.parse is None:
+            if not isinstance(value, bool):
+                raise UserError(f"{path}: {key} must be true or false")
+            values[flag.dest] = value
+            continue
+        if isinstance(value, (dict, list)) or isinstance(value, bool):
+            raise UserError(f"{path}: {key} = {value!r} is not a valid value for {flag.names[0]}")
+        try:
+            values[flag.dest] = flag.parse(str(value))
+        except ValueError as error:
+            raise UserError(f"{path}: {key} = {value!r}: {error}") from None
+    return values
+
+
+def resolve(args: argparse.Namespace, config: dict[str, Any]) -> ModelSettings:
+    """Flags win over config.toml, which wins over the built-in defaults."""
+    defaults = {flag.dest: flag.default for flag in MODEL_FLAGS}
+    values = {}
+    for field in fields(ModelSettings):
+        given = getattr(args, field.name, None)
+        values[field.name] = given if given is not None else config.get(field.name, defaults[field.name])
+    return ModelSettings(**values)

@@ -1,0 +1,39 @@
+"""One-token self-test of the installed llama.cpp, run by `edgellm doctor` in a child process.
+
+`python -m edgellm.selftest MODEL` prints llama.cpp's system info first (so the parent learns the
+build's CPU features even if the next step crashes), then loads MODEL, decodes a prompt and samples
+one token, printing one JSON line per step. A crash (the AMX segfault) kills only this child.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def emit(**record) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def main(argv: list[str]) -> int:
+    import ctypes
+
+    import llama_cpp
+
+    llama_cpp.llama_log_set(llama_cpp.llama_log_callback(lambda level, text, data: None), ctypes.c_void_p(0))
+    emit(step="system_info", system_info=llama_cpp.llama_print_system_info().decode(errors="replace"),
+         gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()))
+    started = time.perf_counter()
+    llm = llama_cpp.Llama(argv[0], n_ctx=128, n_batch=64, n_threads=1, n_gpu_layers=int(argv[1]) if len(argv) > 1
+                          else 0, verbose=False)
+    emit(step="loaded", load_ms=round((time.perf_counter() - started) * 1000, 1))
+    tokens = llm.tokenize(b"The quick brown fox", add_bos=True)
+    started = time.perf_counter()
+    token = next(llm.generate(tokens, temp=0.0))
+    emit(step="token", token=int(token), ms=round((time.perf_counter() - started) * 1000, 1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
