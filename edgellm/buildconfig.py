@@ -35,6 +35,7 @@ X86_FEATURE_OPTIONS = (
     ("avx512_vnni", "GGML_AVX512_VNNI"),
     ("avx512_bf16", "GGML_AVX512_BF16"),
 )
+REPORTED_NAMES = {"avx512vbmi": "avx512_vbmi"}  # as `edgellm hw` names features
 # AMX stays off whatever the CPU says: ggml's AMX matmul segfaults on the first decode (llama.cpp #20824).
 AMX_OPTIONS = ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16")
 
@@ -68,7 +69,7 @@ def enabled_cpu_features(args: list[str]) -> list[str]:
     """The CPU features a build made with `args` uses, named as /proc/cpuinfo names them ("native" if chosen by the compiler)."""
     if "-DGGML_NATIVE=ON" in args:
         return ["native"]
-    features = [flag for flag, option in X86_FEATURE_OPTIONS if f"-D{option}=ON" in args]
+    features = [REPORTED_NAMES.get(flag, flag) for flag, option in X86_FEATURE_OPTIONS if f"-D{option}=ON" in args]
     for arg in args:
         if arg.startswith("-DGGML_CPU_ARM_ARCH="):
             features += ["neon"] + arg.split("=", 1)[1].split("+")[1:]
@@ -86,7 +87,9 @@ def arm_march(cpu_flags: set[str]) -> str:
 
 
 def cpu_flags_of_this_machine() -> set[str]:
-    """Lower-case CPU feature names: /proc/cpuinfo flags (x86) or Features (ARM); empty elsewhere."""
+    """Lower-case CPU feature names as /proc/cpuinfo spells them: its flags (x86) or Features (ARM)."""
+    if platform.system() == "Darwin":
+        return mac_x86_flags()
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -96,6 +99,17 @@ def cpu_flags_of_this_machine() -> set[str]:
         if key.strip().lower() in ("flags", "features"):
             return set(value.lower().split())
     return set()
+
+
+def mac_x86_flags() -> set[str]:
+    """An Intel Mac's features from sysctl, renamed as Linux names them (AVX1.0 -> avx); empty on Apple Silicon."""
+    try:
+        done = subprocess.run(["sysctl", "-n", "machdep.cpu.features", "machdep.cpu.leaf7_features"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    renames = {"avx1.0": "avx", "avx512vbmi": "avx512vbmi", "avx512vnni": "avx512_vnni", "avx512bf16": "avx512_bf16"}
+    return {renames.get(flag, flag) for flag in done.stdout.lower().split()}
 
 
 def nvidia_driver_present() -> bool:

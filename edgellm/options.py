@@ -42,10 +42,9 @@ def n_predict(text: str) -> int:
 def gpu_layers(text: str) -> str | int:
     if text in ("auto", "all"):
         return text
-    value = int(text)
-    if value < 0:
+    if not text.isdigit():
         raise ValueError("must be auto, all or a layer count of 0 or more")
-    return value
+    return int(text)
 
 
 def non_negative_float(text: str) -> float:
@@ -145,7 +144,7 @@ def _argparse_type(flag: Flag) -> Callable[[str], Any]:
             return flag.parse(text)
         except ValueError as error:
             detail = str(error) if not str(error).startswith(("invalid literal", "could not convert")) else "not a number"
-            raise argparse.ArgumentTypeError(f"{text!r} for {flag.names[0]}: {detail}") from None
+            raise argparse.ArgumentTypeError(f"{text!r}: {detail}") from None
 
     return convert
 

@@ -12,6 +12,9 @@ import sys
 import time
 
 
+_silence = None
+
+
 def emit(**record) -> None:
     print(json.dumps(record), flush=True)
 
@@ -21,7 +24,9 @@ def main(argv: list[str]) -> int:
 
     import llama_cpp
 
-    llama_cpp.llama_log_set(llama_cpp.llama_log_callback(lambda level, text, data: None), ctypes.c_void_p(0))
+    global _silence  # llama.cpp keeps the pointer: the callback must outlive every call
+    _silence = llama_cpp.llama_log_callback(lambda level, text, data: None)
+    llama_cpp.llama_log_set(_silence, ctypes.c_void_p(0))
     emit(step="system_info", system_info=llama_cpp.llama_print_system_info().decode(errors="replace"),
          gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()))
     started = time.perf_counter()

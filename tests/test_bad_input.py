@@ -58,8 +58,8 @@ def test_context_above_trained(test_model: Path) -> None:
 
 
 @pytest.mark.parametrize("flag, value, needle", [
-    ("-t", "0", "'0' for -t: must be 1 or more"),
-    ("-t", "two", "'two' for -t: not a number"),
+    ("-t", "0", "-t/--threads: '0': must be 1 or more"),
+    ("-t", "two", "-t/--threads: 'two': not a number"),
     ("-ngl", "some", "must be auto, all or a layer count"),
     ("--kv", "q5_1", "must be one of f16, q8_0, q4_0"),
     ("--top-p", "1.5", "must be between 0 and 1"),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO
 
 RECENT_LINES = 200
+MAX_LOG_BYTES = 10 * 2**20  # past this the log is moved to edgellm.log.1 and started afresh
 
 
 class LlamaLog:
@@ -31,6 +32,8 @@ class LlamaLog:
         import llama_cpp
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and self.path.stat().st_size > MAX_LOG_BYTES:
+            self.path.replace(self.path.with_name(self.path.name + ".1"))
         self._file = open(self.path, "a", encoding="utf-8", errors="replace")
         self._file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} llama.cpp log ---\n")
 
