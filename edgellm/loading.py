@@ -1,6 +1,6 @@
-"""From the common flags to a checked model file and fully resolved llama.cpp settings.
+"""From the common flags to a checked model file and a plan of llama.cpp settings for this machine.
 
-Shared by every command that loads a model (run now; plan, chat, serve later).
+Shared by every command that loads a model (run and plan now; chat and serve later).
 """
 
 from __future__ import annotations
@@ -11,26 +11,22 @@ from pathlib import Path
 
 from edgellm import home
 from edgellm.errors import UserError
-from edgellm.gguf_header import GGUFError, GGUFHeader, read_header
+from edgellm.gguf_header import GGUFError
+from edgellm.hw.profile import DeviceProfile
 from edgellm.options import ModelSettings, load_config, resolve
+from edgellm.plan.planner import Plan, PlanError, Wishes, choose_quant, plan
+from edgellm.plan.spec import SHARD_RE, ModelSpec, load_spec
+from edgellm.quants import parse_quant
 
-DEFAULT_CTX = 4096
+MIB = 2**20
 
 
 @dataclass(frozen=True)
 class ModelChoice:
     path: Path
-    header: GGUFHeader
-
-    @property
-    def trained_ctx(self) -> int | None:
-        value = self.header.arch_value("context_length")
-        return value if isinstance(value, int) and value > 0 else None
-
-    @property
-    def n_layers(self) -> int:
-        value = self.header.arch_value("block_count")
-        return value if isinstance(value, int) else 0
+    spec: ModelSpec
+    plan: Plan
+    alternatives: tuple[str, ...] = ()  # lines on the other quants considered, when -m named a folder
 
 
 def settings_from(args: argparse.Namespace) -> ModelSettings:
@@ -38,19 +34,66 @@ def settings_from(args: argparse.Namespace) -> ModelSettings:
     return resolve(args, load_config(home.config_path()))
 
 
-def choose_model(settings: ModelSettings) -> ModelChoice:
-    """The model file named by -m, checked (header, tensor data inside the file) before llama.cpp sees it."""
+def wishes_from(settings: ModelSettings) -> Wishes:
+    return Wishes(
+        ctx=settings.ctx_size, gpu_layers=settings.gpu_layers, kv=settings.kv, flash_attn=settings.flash_attn,
+        threads=settings.threads, force=settings.force,
+        ram_margin=None if settings.ram_margin is None else settings.ram_margin * MIB,
+        gpu_margin=None if settings.gpu_margin is None else settings.gpu_margin * MIB,
+    )
+
+
+def this_machine() -> DeviceProfile:
+    from edgellm.commands.hw import detect_this_machine
+
+    return detect_this_machine()
+
+
+def read_spec(path: Path) -> ModelSpec:
+    try:
+        return load_spec(path, home.home() / "cache" / "specs")
+    except GGUFError as error:
+        raise UserError(f"{path}: {error}; {way_out(error)}") from None
+    except OSError as error:
+        raise UserError(f"{path}: {error.strerror or error}; check the path (-m takes a .gguf file)") from None
+
+
+def model_files(folder: Path) -> list[Path]:
+    """The models in a folder: one path per model (the first shard of a split one), projectors left out."""
+    files = []
+    for path in sorted(folder.glob("**/*.gguf")):
+        shard = SHARD_RE.search(path.name)
+        if "mmproj" in path.name.lower() or (shard and int(shard.group(1)) != 1):
+            continue
+        files.append(path)
+    return files
+
+
+def choose_model(settings: ModelSettings, profile: DeviceProfile) -> ModelChoice:
+    """The model named by -m (a file, or a folder of quants to choose from) and its plan on `profile`."""
     if settings.hf_repo:
         raise UserError("-hf (models from the Hugging Face Hub) is not available in this version yet; "
                         "download the .gguf file and pass it with -m PATH")
     if not settings.model:
         raise UserError("no model given: pass -m PATH/TO/MODEL.gguf")
     path = Path(settings.model).expanduser()
+    wishes = wishes_from(settings)
+    if path.is_dir():
+        files = model_files(path)
+        if not files:
+            raise UserError(f"{path}: is a directory with no .gguf model in it; pass a GGUF file")
+        candidates = [(parse_quant(file.name) or read_spec(file).file_type or file.stem, read_spec(file))
+                      for file in files]
+        try:
+            choice = choose_quant(profile, candidates, wishes)
+        except PlanError as error:
+            raise UserError(f"{path}: {error}") from None
+        return ModelChoice(Path(choice.spec.path), choice.spec, choice.plan, choice.considered)
+    spec = read_spec(path)
     try:
-        header = read_header(path)
-    except GGUFError as error:
-        raise UserError(f"{path}: {error}; {way_out(error)}") from None
-    return ModelChoice(path, header)
+        return ModelChoice(path, spec, plan(profile, spec, wishes))
+    except PlanError as error:
+        raise UserError(str(error)) from None
 
 
 def way_out(error: GGUFError) -> str:
@@ -63,46 +106,6 @@ def way_out(error: GGUFError) -> str:
         return "the file is incomplete: download or copy it again"
     if text.startswith("permission"):
         return "make the file readable by this user"
+    if "split model" in text or "shard" in text:
+        return "keep every part of a split model together"
     return "pass a GGUF model file (convert other formats to GGUF first)"
-
-
-def context_size(settings: ModelSettings, model: ModelChoice) -> int:
-    """-c as given (0: the trained context), else 4096 or the trained context if smaller."""
-    trained = model.trained_ctx
-    if settings.ctx_size is None:
-        return min(DEFAULT_CTX, trained) if trained else DEFAULT_CTX
-    if settings.ctx_size == 0:
-        return trained or DEFAULT_CTX
-    if trained and settings.ctx_size > trained:
-        raise UserError(f"-c {settings.ctx_size} is above the model's trained context of {trained} tokens; "
-                        f"use -c {trained} or less")
-    return settings.ctx_size
-
-
-def thread_count(settings: ModelSettings) -> int:
-    """-t as given, else the physical performance cores (llama.cpp is slower on SMT siblings and E-cores)."""
-    if settings.threads is not None:
-        return settings.threads
-    from edgellm.hw.detect import detect_cpu, sysctl_values
-    from edgellm.hw.probes import LiveProbe
-
-    probe = LiveProbe()
-    return detect_cpu(probe, sysctl_values(probe)).performance_cores
-
-
-def gpu_layer_count(settings: ModelSettings, model: ModelChoice, build_backend: str | None) -> int:
-    """-ngl as a number for llama.cpp: all -> -1; auto -> everything on a GPU build, 0 on a CPU build."""
-    value = settings.gpu_layers
-    if value == "all":
-        return -1
-    if value == "auto":
-        return -1 if build_backend not in (None, "cpu") else 0
-    return min(int(value), model.n_layers + 1)
-
-
-def flash_attention(settings: ModelSettings) -> bool:
-    """-fa auto means on: every backend edgellm builds (CPU, CUDA, Metal, Vulkan) has the kernels."""
-    if settings.kv != "f16" and settings.flash_attn == "off":
-        raise UserError(f"--kv {settings.kv} (a quantized V cache) needs flash attention: use -fa on or auto, "
-                        f"or --kv f16")
-    return settings.flash_attn != "off"

@@ -109,10 +109,16 @@ MODEL_FLAGS = (
     Flag(("--repeat-penalty",), "repeat_penalty", non_negative_float, 1.0, "penalty for repeated tokens, 1.0 off", "X"),
     Flag(("-s", "--seed"), "seed", seed, -1, "sampling seed, -1 for random", "SEED"),
     Flag(("-sys", "--system-prompt"), "system_prompt", str, None, "system prompt (chat models)", "TEXT"),
-    Flag(("--kv", "--cache-type"), "kv", choice(KV_TYPES), "f16", "KV cache type: f16, q8_0 or q4_0", "TYPE"),
+    Flag(("--kv", "--cache-type"), "kv", choice(KV_TYPES), None,
+         "KV cache type: f16, q8_0 or q4_0 (default: f16, q8_0 when memory is short)", "TYPE"),
     Flag(("-fa", "--flash-attn"), "flash_attn", choice(FLASH_ATTN), "auto", "flash attention: auto, on or off",
          "auto|on|off"),
-    Flag(("-v", "--verbose"), "verbose", None, False, "show llama.cpp's log and the load details"),
+    Flag(("--ram-margin",), "ram_margin", non_negative_int, None,
+         "MiB of RAM to keep free (default: max(512, 10%% of RAM))", "MIB"),
+    Flag(("--gpu-margin",), "gpu_margin", non_negative_int, None, "MiB to keep free on a discrete GPU (default 1024)",
+         "MIB"),
+    Flag(("--force",), "force", None, False, "run even when the memory estimate says it will not fit"),
+    Flag(("-v", "--verbose"), "verbose", None, False, "show the memory budget, llama.cpp's log and load details"),
 )
 
 
@@ -133,8 +139,11 @@ class ModelSettings:
     repeat_penalty: float
     seed: int
     system_prompt: str | None
-    kv: str
+    kv: str | None  # None: the planner chooses (f16 unless memory is short)
     flash_attn: str
+    ram_margin: int | None
+    gpu_margin: int | None
+    force: bool
     verbose: bool
 
 

@@ -40,35 +40,27 @@ def read_prompt(args: argparse.Namespace) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from edgellm import loading
-    from edgellm.buildconfig import read_build_info
-
-    settings = loading.settings_from(args)
-    model = loading.choose_model(settings)
-    prompt = read_prompt(args)
-    build = read_build_info() or {}
     from edgellm.engine.model import LoadSettings
 
-    threads = loading.thread_count(settings)
-    load_settings = LoadSettings(
-        path=model.path,
-        n_ctx=loading.context_size(settings, model),
-        n_threads=threads,
-        n_threads_batch=threads,
-        n_gpu_layers=loading.gpu_layer_count(settings, model, build.get("backend")),
-        flash_attn=loading.flash_attention(settings),
-        kv=settings.kv,
-        seed=settings.seed,
-    )
+    settings = loading.settings_from(args)
+    prompt = read_prompt(args)
+    profile = loading.this_machine()
+    choice = loading.choose_model(settings, profile)
+    plan = choice.plan
+    if settings.verbose:
+        from edgellm.plan import report
+
+        print(report.render(plan, choice.spec, profile), file=sys.stderr)
+    for notice in plan.notices:
+        print(f"edgellm: note: {notice}", file=sys.stderr)
     if settings.system_prompt:
         print("edgellm: note: run completes the raw prompt; -sys is used by chat", file=sys.stderr)
-    if settings.verbose:
-        print(f"edgellm: loading {model.path} with {describe(load_settings)}", file=sys.stderr)
+    load_settings = LoadSettings(
+        path=choice.path, n_ctx=plan.n_ctx, n_threads=plan.n_threads, n_threads_batch=plan.n_threads_batch,
+        n_gpu_layers=plan.n_gpu_layers, flash_attn=plan.flash_attn, kv=plan.kv, seed=settings.seed,
+        use_mmap=plan.use_mmap, use_mlock=plan.use_mlock,
+    )
     return generate(load_settings, settings, prompt, args)
-
-
-def describe(load_settings) -> str:
-    return (f"n_ctx={load_settings.n_ctx} threads={load_settings.n_threads} "
-            f"n_gpu_layers={load_settings.n_gpu_layers} flash_attn={load_settings.flash_attn} kv={load_settings.kv}")
 
 
 def generate(load_settings, settings, prompt: str, args: argparse.Namespace) -> int:

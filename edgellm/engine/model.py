@@ -29,6 +29,7 @@ class LoadSettings:
     seed: int  # -1: random
     n_batch: int = 512
     use_mmap: bool = True
+    use_mlock: bool = False
 
 
 @dataclass
@@ -59,6 +60,8 @@ def load(settings: LoadSettings, log: LlamaLog) -> LoadedModel:
             type_v=KV_GGML_TYPES[settings.kv],
             seed=LLAMA_DEFAULT_SEED if settings.seed < 0 else settings.seed,
             use_mmap=settings.use_mmap,
+            use_mlock=settings.use_mlock,
+            swa_full=False,  # sliding-window layers keep only their window: what the planner budgets
             verbose=log.echo,
         )
     except (ValueError, RuntimeError, OSError) as error:

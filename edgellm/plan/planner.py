@@ -1,0 +1,368 @@
+"""Choose n_gpu_layers, context, threads, flash attention, KV type and mmap/mlock for a model on a device.
+
+Pure: device profile + model spec + wishes -> Plan, every choice with one line of why. Layers go to the
+GPU while they fit (llama.cpp fills from the last layer); the context is kept and only reduced, never
+below 2048, when the user did not ask for one; a q8_0 KV cache is tried before the context shrinks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from edgellm.hw.profile import DeviceProfile, Gpu
+from edgellm.plan.estimate import EstimateSettings, MemoryEstimate, estimate
+from edgellm.plan.spec import ModelSpec
+
+MIB, GIB = 2**20, 2**30
+DEFAULT_CTX = 4096
+MIN_AUTO_CTX = 2048
+GPU_MARGIN = GIB  # llama.cpp's --fit default
+FLASH_ATTN_BACKENDS = ("cpu", "cuda", "metal", "vulkan", "rocm")
+
+
+class PlanError(ValueError):
+    """The wishes cannot be met on this device; the message names the nearest setting that fits."""
+
+
+@dataclass(frozen=True)
+class Wishes:
+    """What the user asked for; None means 'choose for me'."""
+
+    ctx: int | None = None  # 0: the trained context
+    gpu_layers: str | int = "auto"  # auto | all | N
+    kv: str | None = None  # f16 | q8_0 | q4_0
+    flash_attn: str = "auto"  # auto | on | off
+    threads: int | None = None
+    ram_margin: int | None = None  # bytes kept free of RAM (default max(512 MiB, 10% of RAM))
+    gpu_margin: int | None = None  # bytes kept free on a discrete GPU (default 1 GiB)
+    force: bool = False
+    n_ubatch: int = 512
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a device can give: available memory less the margin kept free."""
+
+    device: str
+    available: int
+    margin: int
+
+    @property
+    def usable(self) -> int:
+        return self.available - self.margin
+
+
+@dataclass(frozen=True)
+class Plan:
+    n_gpu_layers: int
+    n_ctx: int
+    n_threads: int
+    n_threads_batch: int
+    flash_attn: bool
+    kv: str
+    use_mmap: bool
+    use_mlock: bool
+    estimate: MemoryEstimate
+    ram: Budget
+    gpu: Budget | None  # None: no GPU used (none present, or the build cannot drive it)
+    unified_memory: bool
+    fits: bool
+    reasons: dict[str, str] = field(default_factory=dict)
+    notices: tuple[str, ...] = ()
+
+    @property
+    def full_offload(self) -> bool:
+        return self.gpu is not None and self.n_gpu_layers > self.estimate_layers
+
+    @property
+    def estimate_layers(self) -> int:
+        return sum(device.layers for device in self.estimate.devices)
+
+
+def usable_gpu(profile: DeviceProfile) -> tuple[Gpu | None, str]:
+    """The GPU llama.cpp can drive with this build, and why (not) one is used."""
+    if not profile.gpus:
+        return None, "no GPU on this machine"
+    gpu = profile.gpus[0]
+    build = profile.llama_build
+    if build is not None and build.backend != gpu.backend:
+        return None, f"{gpu.name} is present but this llama.cpp build is {build.backend}-only (see edgellm doctor)"
+    return gpu, ""
+
+
+def ram_margin(profile: DeviceProfile, wishes: Wishes) -> int:
+    return wishes.ram_margin if wishes.ram_margin is not None else max(512 * MIB, profile.memory.total_bytes // 10)
+
+
+def metal_working_set(total_ram: int) -> int:
+    """Metal's recommendedMaxWorkingSetSize: about 2/3 of RAM up to 36 GB, 3/4 above."""
+    return total_ram * 2 // 3 if total_ram <= 36 * GIB else total_ram * 3 // 4
+
+
+def budgets(profile: DeviceProfile, gpu: Gpu | None, wishes: Wishes) -> tuple[Budget, Budget | None]:
+    ram = Budget("RAM", profile.memory.available_bytes, ram_margin(profile, wishes))
+    if gpu is None:
+        return ram, None
+    if gpu.unified_memory:
+        cap = metal_working_set(profile.memory.total_bytes) if gpu.backend == "metal" else ram.usable
+        return ram, Budget(gpu.name, min(cap, ram.usable), 0)
+    margin = wishes.gpu_margin if wishes.gpu_margin is not None else GPU_MARGIN
+    return ram, Budget(gpu.name, gpu.memory_free_bytes, margin)
+
+
+def fits(est: MemoryEstimate, ram: Budget, gpu: Budget | None, unified: bool) -> bool:
+    on_gpu = est.device(True)
+    on_cpu = est.device(False)
+    gpu_total = on_gpu.total if on_gpu else 0
+    cpu_total = on_cpu.total if on_cpu else 0
+    if gpu is not None and gpu_total > gpu.usable:
+        return False
+    if unified:
+        return gpu_total + cpu_total <= ram.usable
+    return cpu_total <= ram.usable
+
+
+def context_options(spec: ModelSpec, wishes: Wishes) -> tuple[list[int], bool]:
+    """The contexts to try, largest first, and whether the user fixed it."""
+    trained = spec.trained_ctx or DEFAULT_CTX
+    if wishes.ctx is not None:
+        wanted = trained if wishes.ctx == 0 else wishes.ctx
+        if wanted > trained:
+            raise PlanError(f"-c {wanted} is above the model's trained context of {trained} tokens; "
+                            f"use -c {trained} or less")
+        return [wanted], True
+    default = min(DEFAULT_CTX, trained)
+    options = [default]
+    while options[-1] // 2 >= MIN_AUTO_CTX:
+        options.append(options[-1] // 2)
+    return options, False
+
+
+@dataclass(frozen=True)
+class Fitter:
+    """Everything fixed for one planning run: the device, its budgets and the flash-attention choice."""
+
+    profile: DeviceProfile
+    spec: ModelSpec
+    wishes: Wishes
+    gpu: Gpu | None
+    ram: Budget
+    gpu_budget: Budget | None
+    flash_attn: bool
+
+    @property
+    def unified(self) -> bool:
+        return bool(self.gpu and self.gpu.unified_memory)
+
+    def settings(self, n_ctx: int, kv: str, layers: int = 0) -> EstimateSettings:
+        return EstimateSettings(n_ctx=n_ctx, n_gpu_layers=layers, kv=kv, flash_attn=self.flash_attn,
+                                n_ubatch=self.wishes.n_ubatch, gpu_backend=self.gpu.backend if self.gpu else None)
+
+    def estimate(self, n_ctx: int, kv: str, layers: int = 0) -> MemoryEstimate:
+        return estimate(self.spec, self.settings(n_ctx, kv, layers), self.gpu.name if self.gpu else "GPU")
+
+    def fits(self, est: MemoryEstimate) -> bool:
+        return fits(est, self.ram, self.gpu_budget, self.unified)
+
+    def most_gpu_layers(self, n_ctx: int, kv: str) -> tuple[int, MemoryEstimate] | None:
+        """The largest n_gpu_layers (0..n_layers+1) whose estimate fits; None if not even 0 does."""
+        for layers in range(self.spec.n_layers + 1, -1, -1):
+            est = self.estimate(n_ctx, kv, layers)
+            if self.fits(est):
+                return layers, est
+        return None
+
+    def attempt(self, n_ctx: int, kv: str) -> tuple[int, MemoryEstimate, bool]:
+        """(n_gpu_layers, estimate, fits) for one context and KV type, honouring -ngl."""
+        wanted = self.wishes.gpu_layers
+        if self.gpu is None:
+            est = self.estimate(n_ctx, kv)
+            return 0, est, self.fits(est)
+        if wanted == "all":
+            est = self.estimate(n_ctx, kv, self.spec.n_layers + 1)
+            on_cpu = est.device(False)
+            return self.spec.n_layers + 1, est, (on_cpu.total if on_cpu else 0) <= self.ram.usable
+        if isinstance(wanted, int):
+            layers = min(wanted, self.spec.n_layers + 1)
+            est = self.estimate(n_ctx, kv, layers)
+            return layers, est, self.fits(est)
+        best = self.most_gpu_layers(n_ctx, kv)
+        if best is None:
+            return 0, self.estimate(n_ctx, kv), False
+        return best[0], best[1], True
+
+    def largest_ctx(self, kv: str, upper: int) -> int | None:
+        """The largest context, a multiple of 256 up to `upper`, that fits with the best GPU split."""
+        low, high, best = 1, upper // 256, None
+        while low <= high:
+            middle = (low + high) // 2
+            n_ctx = middle * 256
+            ok = (self.most_gpu_layers(n_ctx, kv) is not None if self.gpu
+                  else self.fits(self.estimate(n_ctx, kv)))
+            if ok:
+                best, low = n_ctx, middle + 1
+            else:
+                high = middle - 1
+        return best
+
+
+def plan(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes = Wishes()) -> Plan:
+    """Choose the settings for `spec` on `profile`; PlanError when the wishes cannot fit (unless force)."""
+    gpu, no_gpu_reason = usable_gpu(profile)
+    backend = gpu.backend if gpu else (profile.llama_build.backend if profile.llama_build else "cpu")
+    flash_attn = wishes.flash_attn == "on" or (wishes.flash_attn == "auto" and backend in FLASH_ATTN_BACKENDS)
+    if wishes.kv not in (None, "f16") and not flash_attn:
+        raise PlanError(f"--kv {wishes.kv} (a quantized V cache) needs flash attention: use -fa on or auto, "
+                        f"or --kv f16")
+    ram, gpu_budget = budgets(profile, gpu, wishes)
+    fitter = Fitter(profile, spec, wishes, gpu, ram, gpu_budget, flash_attn)
+    contexts, ctx_fixed = context_options(spec, wishes)
+    kv_types = [wishes.kv] if wishes.kv else (["f16", "q8_0"] if flash_attn else ["f16"])
+    tried = []
+    for n_ctx in contexts:
+        for kv in kv_types:
+            layers, est, ok = fitter.attempt(n_ctx, kv)
+            tried.append((n_ctx, kv, layers, est))
+            if ok:
+                return finish(fitter, no_gpu_reason, n_ctx, kv, layers, est, contexts[0], ctx_fixed, True)
+    if wishes.force:
+        n_ctx, kv, layers, est = tried[0]
+        return finish(fitter, no_gpu_reason, n_ctx, kv, layers, est, contexts[0], ctx_fixed, False)
+    raise PlanError(nearest_fit(fitter, tried[0], kv_types, ctx_fixed))
+
+
+def nearest_fit(fitter: Fitter, first_try, kv_types: list[str], ctx_fixed: bool) -> str:
+    """Say what does not fit and the nearest setting that does."""
+    n_ctx, kv, layers, est = first_try
+    wishes, spec, ram, gpu = fitter.wishes, fitter.spec, fitter.ram, fitter.gpu_budget
+    have = ram.usable + (gpu.usable if gpu and not fitter.unified else 0)
+    head = (f"the model needs {gib(est.total)} with -c {n_ctx} --kv {kv}"
+            + (f" -ngl {wishes.gpu_layers}" if isinstance(wishes.gpu_layers, int) else "")
+            + f" but {fitter.profile.name} has {gib(max(have, 0))} usable")
+    if isinstance(wishes.gpu_layers, int) and fitter.gpu is not None:
+        best = fitter.most_gpu_layers(n_ctx, kv)
+        if best is not None:
+            return f"{head}; -ngl {best[0]} fits (or leave -ngl out to let edgellm choose, or --force)"
+    for candidate in kv_types:
+        largest = fitter.largest_ctx(candidate, n_ctx)
+        if largest:
+            suggestion = f"-c {largest}" + (f" --kv {candidate}" if candidate != "f16" else "")
+            return f"{head}; {suggestion} fits" + (" (or --force)" if ctx_fixed else "")
+    weights = spec.weight_bytes
+    room = have - (est.total - weights)
+    bpw_now = weights * 8 / max(1, approx_params(spec))
+    if room <= 0:
+        return f"{head}; even without the weights it does not fit: free memory, or use a smaller model"
+    return (f"{head}; the weights alone are {gib(weights)}: a smaller quant of about "
+            f"{bpw_now * room / weights:.1f} bits per weight (now {bpw_now:.1f}) or a smaller model would fit")
+
+
+def approx_params(spec: ModelSpec) -> int:
+    """A rough parameter count from the shapes (for bits-per-weight hints)."""
+    attention = spec.n_embd * (spec.n_head + spec.n_kv_heads_max) * (spec.key_length + spec.value_length)
+    per_layer = attention + 3 * spec.n_embd * spec.n_ff
+    embeddings = spec.n_vocab * spec.n_embd * (1 if spec.tied_embeddings else 2)
+    return per_layer * spec.n_layers + embeddings
+
+
+def finish(fitter: Fitter, no_gpu_reason: str, n_ctx: int, kv: str, layers: int, est: MemoryEstimate,
+           first_ctx: int, ctx_fixed: bool, ok: bool) -> Plan:
+    profile, spec, wishes, gpu = fitter.profile, fitter.spec, fitter.wishes, fitter.gpu
+    threads = wishes.threads or profile.cpu.performance_cores
+    reasons = {}
+    notices = []
+    if gpu is None:
+        reasons["n_gpu_layers"] = no_gpu_reason
+    elif wishes.gpu_layers == "all":
+        reasons["n_gpu_layers"] = "-ngl all: every layer on the GPU, whatever the estimate"
+    elif isinstance(wishes.gpu_layers, int):
+        reasons["n_gpu_layers"] = f"-ngl {wishes.gpu_layers} as asked"
+    elif layers > spec.n_layers:
+        reasons["n_gpu_layers"] = f"all {spec.n_layers} layers and the output fit in {gpu.name}'s budget"
+    else:
+        reasons["n_gpu_layers"] = (f"{min(layers, spec.n_layers)} of {spec.n_layers} layers fit in {gpu.name}'s "
+                                   f"budget; the rest run on the CPU")
+    trained = spec.trained_ctx or DEFAULT_CTX
+    if ctx_fixed:
+        reasons["n_ctx"] = f"-c as asked (trained context {trained})"
+    elif n_ctx < first_ctx:
+        reasons["n_ctx"] = f"reduced from {first_ctx} to fit the memory budget (trained context {trained})"
+        notices.append(f"context reduced to {n_ctx} tokens to fit; pass -c to choose it yourself")
+    else:
+        reasons["n_ctx"] = (f"the default {DEFAULT_CTX} (trained context {trained})" if n_ctx == DEFAULT_CTX
+                            else f"the model's trained context (below the default {DEFAULT_CTX})")
+    cpu = profile.cpu
+    reasons["threads"] = ("-t as asked" if wishes.threads else
+                          f"the {cpu.performance_cores} physical performance cores"
+                          + (" (efficiency cores and SMT siblings slow llama.cpp down)"
+                             if cpu.logical_cores > cpu.performance_cores else ""))
+    reasons["flash_attn"] = ("off as asked" if wishes.flash_attn == "off" else
+                             "off: this backend has no flash-attention kernels" if not fitter.flash_attn else
+                             "on: the backend has the kernels; it shrinks the attention buffers")
+    if wishes.kv:
+        reasons["kv"] = f"--kv {kv} as asked"
+    elif kv != "f16":
+        reasons["kv"] = f"{kv}: an f16 cache did not fit at this context; q8_0 halves it at no visible quality cost"
+        notices.append(f"KV cache quantized to {kv} to keep the context at {n_ctx}")
+    else:
+        reasons["kv"] = "f16: full precision fits"
+    reasons["mmap"] = "on: the weights load instantly and stay in the page cache between runs"
+    reasons["mlock"] = "off: the budget keeps memory free, and locking needs privileges on most systems"
+    if not ok:
+        notices.append("the estimate says this does not fit: --force runs it anyway and may run out of memory")
+    return Plan(n_gpu_layers=layers, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                flash_attn=fitter.flash_attn, kv=kv, use_mmap=True, use_mlock=False, estimate=est, ram=fitter.ram,
+                gpu=fitter.gpu_budget if gpu else None, unified_memory=fitter.unified, fits=ok, reasons=reasons,
+                notices=tuple(notices))
+
+
+@dataclass(frozen=True)
+class QuantChoice:
+    quant: str
+    spec: ModelSpec
+    plan: Plan
+    considered: tuple[str, ...]  # one line per candidate: what it would need and why it was (not) taken
+
+
+def choose_quant(profile: DeviceProfile, candidates: list[tuple[str, ModelSpec]], wishes: Wishes = Wishes(),
+                 asked: str | None = None) -> QuantChoice:
+    """The best quant of one model for `profile`: the highest rank whose plan fits, preferring full GPU
+    offload over a partial offload one rank higher. On CPU-only devices nothing above Q8_0 unless asked."""
+    from edgellm.quants import CPU_CEILING, is_full_precision, rank
+
+    gpu, _ = usable_gpu(profile)
+    ordered = sorted(candidates, key=lambda item: rank(item[0]), reverse=True)
+    if asked:
+        ordered = [item for item in ordered if item[0].upper() == asked.upper()]
+        if not ordered:
+            names = ", ".join(sorted({quant for quant, _ in candidates}, key=rank, reverse=True))
+            raise PlanError(f"no {asked} file among the candidates ({names})")
+    considered: list[str] = []
+    fitting: list[tuple[str, ModelSpec, Plan]] = []
+    for quant, spec in ordered:
+        if gpu is None and not asked and is_full_precision(quant):
+            considered.append(f"{quant}: skipped on a CPU-only device (above {CPU_CEILING}: slower, no visible "
+                              f"quality gain)")
+            continue
+        try:
+            found = plan(profile, spec, replace(wishes, force=False))
+        except PlanError as error:
+            considered.append(f"{quant}: does not fit ({error})")
+            continue
+        fitting.append((quant, spec, found))
+        considered.append(f"{quant}: fits, {gib(found.estimate.total)}"
+                          + (", all layers on the GPU" if found.full_offload else
+                             f", {found.n_gpu_layers} layers on the GPU" if gpu else ""))
+    if not fitting:
+        raise PlanError("no quant fits: " + "; ".join(considered))
+    best = fitting[0]
+    if gpu is not None and not best[2].full_offload and len(fitting) > 1:
+        lower = fitting[1]
+        if lower[2].full_offload:
+            considered.append(f"{lower[0]} chosen over {best[0]}: full GPU offload beats a partial one a rank higher")
+            best = lower
+    return QuantChoice(best[0], best[1], best[2], tuple(considered))
+
+
+def gib(n_bytes: int) -> str:
+    return f"{n_bytes / GIB:.2f} GiB" if abs(n_bytes) >= GIB else f"{n_bytes / MIB:.0f} MiB"

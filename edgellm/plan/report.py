@@ -1,0 +1,82 @@
+"""The plan shown to a person (the memory-budget table and the settings with their reasons) and as JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgellm.hw.profile import DeviceProfile
+from edgellm.plan.planner import Plan
+from edgellm.plan.spec import ModelSpec
+
+MIB, GIB = 2**20, 2**30
+ROWS = (("weights", "Weights"), ("kv_cache", "KV cache"), ("compute", "Activations"), ("overhead", "Overhead"))
+
+
+def size(n_bytes: int) -> str:
+    return f"{n_bytes / GIB:.2f} GiB" if abs(n_bytes) >= GIB else f"{n_bytes / MIB:.1f} MiB"
+
+
+def settings_dict(plan: Plan) -> dict[str, Any]:
+    return {
+        "n_gpu_layers": plan.n_gpu_layers, "n_ctx": plan.n_ctx, "n_threads": plan.n_threads,
+        "n_threads_batch": plan.n_threads_batch, "flash_attn": plan.flash_attn, "kv": plan.kv,
+        "use_mmap": plan.use_mmap, "use_mlock": plan.use_mlock,
+    }
+
+
+def to_dict(plan: Plan, spec: ModelSpec, profile: DeviceProfile) -> dict[str, Any]:
+    devices = []
+    for device in plan.estimate.devices:
+        budget = plan.gpu if device.is_gpu else plan.ram
+        devices.append({
+            "device": device.device, "is_gpu": device.is_gpu, "layers": device.layers,
+            "weights_bytes": device.weights, "kv_cache_bytes": device.kv_cache, "compute_bytes": device.compute,
+            "overhead_bytes": device.overhead, "total_bytes": device.total,
+            "available_bytes": budget.available if budget else None, "margin_bytes": budget.margin if budget else None,
+        })
+    return {
+        "model": {"path": spec.path, "architecture": spec.architecture, "quant": spec.file_type,
+                  "n_layers": spec.n_layers, "trained_ctx": spec.trained_ctx, "file_bytes": spec.file_bytes,
+                  "chat_template": spec.has_chat_template},
+        "profile": profile.name,
+        "fits": plan.fits,
+        "settings": settings_dict(plan),
+        "reasons": plan.reasons,
+        "notices": list(plan.notices),
+        "estimate": {"devices": devices, "total_bytes": plan.estimate.total,
+                     "kv_cells": {"full": plan.estimate.kv_cells_full, "sliding_window": plan.estimate.kv_cells_swa}},
+        "unified_memory": plan.unified_memory,
+    }
+
+
+def render(plan: Plan, spec: ModelSpec, profile: DeviceProfile) -> str:
+    lines = [f"Model    {spec.path}",
+             f"         {spec.architecture}, {spec.n_layers} layers, {spec.file_type or 'unknown quant'}, "
+             f"{size(spec.file_bytes)}, trained context {spec.trained_ctx}"
+             + ("" if spec.has_chat_template else ", no chat template"),
+             f"Machine  {profile.name}: " + (", ".join(gpu.name for gpu in profile.gpus) or "CPU only")
+             + (" (unified memory)" if plan.unified_memory else ""), ""]
+    for device in plan.estimate.devices:
+        budget = plan.gpu if device.is_gpu else plan.ram
+        where = f"{device.device} memory" if device.is_gpu else "CPU RAM"
+        if plan.unified_memory:
+            where += " (shared)"
+        lines.append(f"Memory budget: {where}")
+        for key, label in ROWS:
+            lines.append(f"  {label:<12} {size(getattr(device, key)):>11}   {device.notes.get(key, '')}")
+        lines.append(f"  {'Total':<12} {size(device.total):>11}   " + (
+            f"of {size(budget.usable)} usable ({size(budget.available)} free, {size(budget.margin)} kept free)"
+            if budget else ""))
+        lines.append("")
+    if len(plan.estimate.devices) > 1:
+        lines += [f"All devices    {size(plan.estimate.total)}", ""]
+    lines.append("Settings" + ("" if plan.fits else "  (DOES NOT FIT: forced)"))
+    labels = (("n_gpu_layers", "n_gpu_layers", plan.n_gpu_layers), ("n_ctx", "n_ctx", plan.n_ctx),
+              ("threads", "threads", f"{plan.n_threads} (batch {plan.n_threads_batch})"),
+              ("flash_attn", "flash_attn", "on" if plan.flash_attn else "off"), ("kv", "kv cache", plan.kv),
+              ("mmap", "mmap", "on" if plan.use_mmap else "off"), ("mlock", "mlock", "on" if plan.use_mlock else "off"))
+    for key, label, value in labels:
+        lines.append(f"  {label:<12} {str(value):<12} {plan.reasons.get(key, '')}")
+    for notice in plan.notices:
+        lines.append(f"note: {notice}")
+    return "\n".join(lines).rstrip()

@@ -1,0 +1,201 @@
+"""What the planner needs to know about a model, read from the GGUF header and tensor table alone.
+
+`model_spec(header)` is pure; `load_spec(path)` reads the header (every shard of a split model) and
+caches the spec in EDGELLM_HOME/cache by path, size and mtime, so a second plan costs a file stat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edgellm.gguf_header import ArrayInfo, GGUFError, GGUFHeader, read_header
+from edgellm.quants import FILE_TYPES, parse_quant
+
+SPEC_VERSION = 2
+# Architectures whose sliding-window layers follow a fixed pattern in llama.cpp: every Nth layer is global.
+SWA_PATTERNS = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "gpt-oss": 2, "exaone4": 4}
+SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+_BLOCK_RE = re.compile(r"^blk\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    path: str
+    architecture: str
+    n_layers: int
+    layer_bytes: tuple[int, ...]  # weight bytes of each repeating block
+    token_embd_bytes: int
+    output_bytes: int  # output.weight + output_norm; 0 weight bytes when tied to the embedding
+    tied_embeddings: bool
+    n_embd: int
+    n_ff: int
+    n_head: int
+    n_head_kv: tuple[int, ...]  # per layer (grouped-query attention; some models vary it by layer)
+    key_length: int
+    value_length: int
+    swa_layers: tuple[bool, ...]  # per layer: True where the layer attends to a sliding window only
+    sliding_window: int
+    trained_ctx: int
+    n_vocab: int
+    file_type: str | None  # Q4_K_M, Q8_0, ... from general.file_type or the file name
+    has_chat_template: bool
+    file_bytes: int  # all shards
+    n_tensors: int
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(self.layer_bytes) + self.token_embd_bytes + self.output_bytes
+
+    @property
+    def n_kv_heads_max(self) -> int:
+        return max(self.n_head_kv) if self.n_head_kv else 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _int(header: GGUFHeader, key: str, default: int = 0) -> int:
+    value = header.arch_value(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _per_layer(header: GGUFHeader, key: str, n_layers: int, default: int) -> tuple[int, ...]:
+    """A hyper-parameter that is either one number or an array with one value per layer."""
+    full_key = f"{header.architecture}.{key}"
+    value = header.metadata.get(full_key)
+    if isinstance(value, ArrayInfo):
+        items = header.small_arrays.get(full_key)
+        if items and len(items) == n_layers:
+            return tuple(int(item) for item in items)
+        return (default,) * n_layers
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,) * n_layers
+    return (default,) * n_layers
+
+
+def _swa_layers(header: GGUFHeader, n_layers: int, window: int) -> tuple[bool, ...]:
+    if window <= 0:
+        return (False,) * n_layers
+    key = f"{header.architecture}.attention.sliding_window_pattern"
+    pattern = header.small_arrays.get(key)
+    if pattern and len(pattern) == n_layers:
+        return tuple(bool(item) for item in pattern)
+    every = SWA_PATTERNS.get(header.architecture or "")
+    if every is None:
+        value = header.metadata.get(key)
+        every = value if isinstance(value, int) and value > 0 else None
+    if every is None:
+        return (True,) * n_layers  # e.g. Mistral's sliding window on every layer
+    return tuple(layer % every < every - 1 for layer in range(n_layers))
+
+
+def model_spec(headers: list[GGUFHeader]) -> ModelSpec:
+    """The spec of one model from the headers of all its shards (the first shard holds the metadata)."""
+    header = headers[0]
+    arch = header.architecture
+    if not arch:
+        raise GGUFError("the file has no general.architecture: it is not a model llama.cpp can run")
+    n_layers = _int(header, "block_count")
+    if n_layers <= 0:
+        raise GGUFError(f"{arch}.block_count is missing: it is not a model llama.cpp can run")
+    layer_bytes = [0] * n_layers
+    token_embd = output = 0
+    has_output_weight = False
+    n_tensors = 0
+    for part in headers:
+        for tensor in part.tensors:
+            n_tensors += 1
+            found = _BLOCK_RE.match(tensor.name)
+            if found and int(found.group(1)) < n_layers:
+                layer_bytes[int(found.group(1))] += tensor.n_bytes
+            elif tensor.name.startswith("token_embd."):
+                token_embd += tensor.n_bytes
+            elif tensor.name.startswith("output"):
+                output += tensor.n_bytes
+                has_output_weight = has_output_weight or tensor.name == "output.weight"
+            else:
+                token_embd += tensor.n_bytes  # other non-layer tensors (position embeddings...) stay with the input
+    n_embd = _int(header, "embedding_length")
+    n_head = max(_per_layer(header, "attention.head_count", n_layers, 0)) or 1
+    n_head_kv = _per_layer(header, "attention.head_count_kv", n_layers, n_head)
+    head_dim = n_embd // n_head if n_head else 0
+    window = _int(header, "attention.sliding_window")
+    tokens = header.metadata.get("tokenizer.ggml.tokens")
+    n_vocab = _int(header, "vocab_size") or (tokens.count if isinstance(tokens, ArrayInfo) else 0)
+    file_type = header.metadata.get("general.file_type")
+    quant = FILE_TYPES.get(file_type) if isinstance(file_type, int) else None
+    return ModelSpec(
+        path=str(header.path),
+        architecture=arch,
+        n_layers=n_layers,
+        layer_bytes=tuple(layer_bytes),
+        token_embd_bytes=token_embd,
+        output_bytes=output,
+        tied_embeddings=not has_output_weight,
+        n_embd=n_embd,
+        n_ff=max(_per_layer(header, "feed_forward_length", n_layers, 4 * n_embd)),
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        key_length=_int(header, "attention.key_length", head_dim),
+        value_length=_int(header, "attention.value_length", head_dim),
+        swa_layers=_swa_layers(header, n_layers, window),
+        sliding_window=window,
+        trained_ctx=_int(header, "context_length"),
+        n_vocab=n_vocab,
+        file_type=quant or parse_quant(Path(header.path).name),
+        has_chat_template=isinstance(header.metadata.get("tokenizer.chat_template"), str),
+        file_bytes=sum(part.file_size for part in headers),
+        n_tensors=n_tensors,
+    )
+
+
+def shard_paths(path: Path, header: GGUFHeader) -> list[Path]:
+    """All shards of a split model given its first shard (`-00001-of-00003.gguf`), checked to exist."""
+    count = header.metadata.get("split.count")
+    if not isinstance(count, int) or count <= 1:
+        return [path]
+    found = SHARD_RE.search(path.name)
+    if not found or int(found.group(1)) != 1:
+        raise GGUFError(f"is shard {header.metadata.get('split.no', 0) + 1} of a {count}-part model; "
+                        "pass the first part (-00001-of-...)")
+    stem = path.name[: found.start()]
+    paths = [path.with_name(f"{stem}-{index:05d}-of-{count:05d}.gguf") for index in range(1, count + 1)]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing:
+        raise GGUFError(f"is part of a split model but {', '.join(missing)} is missing beside it")
+    return paths
+
+
+def _cache_file(cache_dir: Path, path: Path) -> Path:
+    return cache_dir / (hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:20] + ".json")
+
+
+def load_spec(path: Path, cache_dir: Path | None = None) -> ModelSpec:
+    """Read (or take from the cache) the spec of the model at `path`; GGUFError if the file is bad."""
+    path = Path(path)
+    if not path.is_file():
+        read_header(path)  # raises the GGUFError that names the problem (missing, a directory...)
+    stat = path.stat()
+    key = {"version": SPEC_VERSION, "path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    cached = _cache_file(cache_dir, path) if cache_dir else None
+    if cached and cached.exists():
+        try:
+            data = json.loads(cached.read_text())
+            if data.get("key") == key:
+                spec = data["spec"]
+                return ModelSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+        except (ValueError, TypeError, KeyError):
+            pass
+    first = read_header(path)
+    headers = [first] + [read_header(shard) for shard in shard_paths(path, first)[1:]]
+    spec = model_spec(headers)
+    if cached:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(".tmp")
+        partial.write_text(json.dumps({"key": key, "spec": spec.to_dict()}))
+        partial.replace(cached)
+    return spec
