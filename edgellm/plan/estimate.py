@@ -18,7 +18,7 @@ from edgellm.plan.spec import ModelSpec
 MIB = 2**20
 CTX_PAD = 256
 KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}  # bytes per element, ggml block sizes
-CPU_OVERHEAD = 8 * MIB  # ggml contexts, tensor metadata, graph
+CPU_OVERHEAD = 4 * MIB  # ggml contexts, tensor metadata, graph
 # Driver-side memory outside llama.cpp's buffers: the CUDA/ROCm context and BLAS workspaces.
 GPU_RUNTIME_OVERHEAD = {"cuda": 384 * MIB, "rocm": 384 * MIB, "vulkan": 256 * MIB, "metal": 32 * MIB}
 
