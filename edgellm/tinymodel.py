@@ -38,8 +38,10 @@ def write_tiny_llama(path: Path, *, architecture: str = "llama", quant: str = "q
     return write_model(path, Shape(architecture=architecture), quant=quant, seed=seed)
 
 
-def write_model(path: Path, shape: Shape, *, quant: str = "q8_0", seed: int = 0) -> Path:
+def write_model(path: Path, shape: Shape, *, quant: str = "q8_0", seed: int = 0, split_max_tensors: int = 0) -> Path:
     """Write a model of `shape` to `path` (through a temporary name) and return `path`.
+
+    With split_max_tensors, gguf writes shards `STEM-00001-of-0000N.gguf` beside `path`; the first is returned.
 
     Weights are a small random block tiled to each tensor's size: real shapes and byte counts without
     spending minutes on random numbers for a billion parameters.
@@ -54,8 +56,8 @@ def write_model(path: Path, shape: Shape, *, quant: str = "q8_0", seed: int = 0)
     block = (rng.standard_normal(1 << 16) * 0.02).astype(np.float32)
     head_dim = shape.head_dim or shape.n_embd // shape.n_head
     arch = shape.architecture
-    partial = path.with_name(path.name + ".partial")
-    writer = GGUFWriter(str(partial), arch)
+    partial = path if split_max_tensors else path.with_name(path.name + ".partial")
+    writer = GGUFWriter(str(partial), arch, split_max_tensors=split_max_tensors)
     writer.add_name(f"synthetic {arch}")
     writer.add_context_length(shape.context_length)
     writer.add_embedding_length(shape.n_embd)
@@ -114,6 +116,8 @@ def write_model(path: Path, shape: Shape, *, quant: str = "q8_0", seed: int = 0)
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    if split_max_tensors:
+        return sorted(path.parent.glob(f"{path.stem}-00001-of-*.gguf"))[0]
     partial.replace(path)
     return path
 

@@ -327,7 +327,7 @@ class QuantChoice:
 def choose_quant(profile: DeviceProfile, candidates: list[tuple[str, ModelSpec]], wishes: Wishes = Wishes(),
                  asked: str | None = None) -> QuantChoice:
     """The best quant of one model for `profile`: the highest rank whose plan fits, preferring full GPU
-    offload over a partial offload one rank higher. On CPU-only devices nothing above Q8_0 unless asked."""
+    offload over a partial offload one rank higher. Nothing above Q8_0 runs on the CPU unless asked."""
     from edgellm.quants import CPU_CEILING, is_full_precision, rank
 
     gpu, _ = usable_gpu(profile)
@@ -348,6 +348,10 @@ def choose_quant(profile: DeviceProfile, candidates: list[tuple[str, ModelSpec]]
             found = plan(profile, spec, replace(wishes, force=False))
         except PlanError as error:
             considered.append(f"{quant}: does not fit ({error})")
+            continue
+        if not asked and is_full_precision(quant) and not found.full_offload:
+            considered.append(f"{quant}: skipped, its layers would run on the CPU (above {CPU_CEILING}: slower, "
+                              f"no visible quality gain)")
             continue
         fitting.append((quant, spec, found))
         considered.append(f"{quant}: fits, {gib(found.estimate.total)}"

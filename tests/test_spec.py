@@ -1,0 +1,80 @@
+"""The model spec read from GGUF headers: shapes, per-layer bytes, sliding windows, split files, the cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from edgellm.gguf_header import GGUFError, read_header
+from edgellm.plan.spec import load_spec, model_spec
+from edgellm.tinymodel import Shape, write_model
+
+
+def test_test_model_spec(test_model: Path) -> None:
+    spec = model_spec([read_header(test_model)])
+    assert (spec.architecture, spec.n_layers, spec.n_embd, spec.n_head) == ("gemma3", 18, 640, 4)
+    assert spec.n_head_kv == (1,) * 18
+    assert (spec.key_length, spec.value_length) == (256, 256)
+    assert spec.sliding_window == 512
+    assert [layer for layer, swa in enumerate(spec.swa_layers) if not swa] == [5, 11, 17]
+    assert spec.tied_embeddings and spec.output_bytes == 640 * 4  # output_norm only
+    assert spec.n_vocab == 262144 and spec.trained_ctx == 32768
+    assert spec.file_type == "Q4_K_M" and not spec.has_chat_template
+    header = read_header(test_model)
+    assert spec.weight_bytes == sum(t.n_bytes for t in header.tensors)
+
+
+def test_untied_model_counts_its_output(tmp_path: Path) -> None:
+    shape = Shape("llama", n_embd=256, n_layers=3, n_ff=512, n_vocab=1000, tied=False)
+    spec = load_spec(write_model(tmp_path / "m.gguf", shape))
+    assert not spec.tied_embeddings
+    assert spec.output_bytes == 1000 * 256 * 34 // 32 + 256 * 4  # q8_0 output.weight + f32 output_norm
+    assert spec.token_embd_bytes == 1000 * 256 * 34 // 32
+    assert len(set(spec.layer_bytes)) == 1 and spec.swa_layers == (False, False, False)
+    assert spec.file_type == "Q8_0"
+
+
+def test_split_model_adds_up_every_shard(tmp_path: Path) -> None:
+    shape = Shape("llama", n_embd=256, n_layers=4, n_ff=512, n_vocab=1000)
+    whole = load_spec(write_model(tmp_path / "whole.gguf", shape))
+    first = write_model(tmp_path / "split.gguf", shape, split_max_tensors=12)
+    shards = sorted(tmp_path.glob("split-*-of-*.gguf"))
+    assert len(shards) >= 3 and first == shards[0]
+    split = load_spec(first)
+    assert split.layer_bytes == whole.layer_bytes and split.weight_bytes == whole.weight_bytes
+    from conftest import edgellm
+
+    done = edgellm("run", "-m", str(first), "-p", "a b", "-n", "2", "--json")
+    assert done.returncode == 0, done.stderr  # llama.cpp loads the shards the spec added up
+    with pytest.raises(GGUFError, match="pass the first part"):
+        load_spec(shards[1])
+    shards[-1].unlink()
+    with pytest.raises(GGUFError, match="is missing beside it"):
+        load_spec(first)
+
+
+def test_cache_is_keyed_by_size_and_mtime(tmp_path: Path) -> None:
+    model = write_model(tmp_path / "m.gguf", Shape(n_layers=2))
+    cache = tmp_path / "cache"
+    first = load_spec(model, cache)
+    assert len(list(cache.iterdir())) == 1
+    assert load_spec(model, cache) == first
+    write_model(model, Shape(n_layers=3))
+    stat = model.stat()
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert load_spec(model, cache).n_layers == 3
+
+
+def test_not_a_model(tmp_path: Path) -> None:
+    from gguf import GGUFWriter
+
+    path = tmp_path / "vocab-only.gguf"
+    writer = GGUFWriter(str(path), "llama")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(GGUFError, match="block_count is missing"):
+        load_spec(path)
