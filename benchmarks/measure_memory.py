@@ -49,7 +49,7 @@ def main() -> None:
     before = process.memory_info().rss
     log = LlamaLog(home.log_path(), echo=False)
     loaded = load(LoadSettings(Path(options.model), chosen.n_ctx, chosen.n_threads, chosen.n_threads_batch,
-                               chosen.n_gpu_layers, chosen.flash_attn, chosen.kv, seed=0), log)
+                               chosen.n_gpu_layers, chosen.flash_attn, chosen.kv, seed=0, n_batch=chosen.n_ubatch), log)
     llm = loaded.llm
     prompt = [llm.token_bos()] + [(index * 7919) % 5000 + 300 for index in range(options.prompt_tokens - 1)]
     for count, _ in enumerate(llm.generate(prompt, temp=0.0), start=1):

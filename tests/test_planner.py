@@ -106,7 +106,7 @@ def test_q8_cache_is_tried_before_the_context_shrinks() -> None:
     needed = f16.estimate.total
     kv_f16 = f16.estimate.device(False).kv_cache
     squeezed = replace(pi4, memory=replace(pi4.memory, available_bytes=needed - kv_f16 // 3 + f16.ram.margin))
-    found = plan(squeezed, LLAMA_3B_Q4)
+    found = plan(squeezed, LLAMA_3B_Q4, Wishes(n_ubatch=512))
     assert (found.n_ctx, found.kv) == (4096, "q8_0")
     assert "KV cache quantized to q8_0" in found.notices[0]
 
@@ -139,10 +139,23 @@ def test_quantized_cache_needs_flash_attention() -> None:
         plan(resolve_profile("raspberry-pi-5-8gb"), LLAMA_1B_Q4, Wishes(kv="q4_0", flash_attn="off"))
 
 
-def test_a_model_larger_than_every_budget_names_a_smaller_quant() -> None:
+def test_a_model_larger_than_every_budget_names_a_smaller_quant_or_model() -> None:
+    with pytest.raises(PlanError, match=r"the weights alone are 8.\d+ GiB: a smaller quant of about 2.\d bits per weight"):
+        plan(resolve_profile("raspberry-pi-4-4gb"), LLAMA_8B_Q8)
     huge = llama_like(1700 * MIB, n_layers=80, n_embd=8192, quant="Q8_0")  # a 70B at Q8_0
-    with pytest.raises(PlanError, match="smaller quant of about .* bits per weight"):
+    with pytest.raises(PlanError, match="no quant of this model fits in what is free: use a smaller model"):
         plan(resolve_profile("raspberry-pi-5-8gb"), huge)
+
+
+def test_micro_batch_shrinks_before_the_cache_is_quantized() -> None:
+    pi4 = resolve_profile("raspberry-pi-4-4gb")
+    full = plan(pi4, LLAMA_3B_Q4)
+    compute = full.estimate.device(False).compute
+    squeezed = replace(pi4, memory=replace(pi4.memory, available_bytes=full.estimate.total - compute // 3
+                                           + full.ram.margin))
+    found = plan(squeezed, LLAMA_3B_Q4)
+    assert (found.n_ctx, found.kv, found.n_ubatch) == (4096, "f16", 256)
+    assert found.notices == ("micro-batch reduced to 256 tokens to fit",)
 
 
 def quants_of(base: ModelSpec, sizes: dict[str, float]) -> list[tuple[str, ModelSpec]]:

@@ -57,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
         print("edgellm: note: run completes the raw prompt; -sys is used by chat", file=sys.stderr)
     load_settings = LoadSettings(
         path=choice.path, n_ctx=plan.n_ctx, n_threads=plan.n_threads, n_threads_batch=plan.n_threads_batch,
-        n_gpu_layers=plan.n_gpu_layers, flash_attn=plan.flash_attn, kv=plan.kv, seed=settings.seed,
+        n_gpu_layers=plan.n_gpu_layers, flash_attn=plan.flash_attn, kv=plan.kv, seed=settings.seed, n_batch=plan.n_ubatch,
         use_mmap=plan.use_mmap, use_mlock=plan.use_mlock,
     )
     return generate(load_settings, settings, prompt, args)
@@ -97,7 +97,8 @@ def generate(load_settings, settings, prompt: str, args: argparse.Namespace) -> 
         report = {**stats.as_dict(), "load_ms": round(loaded.load_ms, 1), "model": str(load_settings.path),
                   "settings": {
                       "n_ctx": load_settings.n_ctx, "n_predict": settings.n_predict, "threads": load_settings.n_threads,
-                      "n_gpu_layers": load_settings.n_gpu_layers, "flash_attn": load_settings.flash_attn,
+                      "n_gpu_layers": load_settings.n_gpu_layers, "n_batch": load_settings.n_batch,
+                      "flash_attn": load_settings.flash_attn,
                       "kv": load_settings.kv, "temp": settings.temp, "top_k": settings.top_k, "top_p": settings.top_p,
                       "min_p": settings.min_p, "repeat_penalty": settings.repeat_penalty, "seed": settings.seed,
                       "ignore_eos": args.ignore_eos}}

@@ -16,6 +16,8 @@ from edgellm.plan.spec import ModelSpec
 MIB, GIB = 2**20, 2**30
 DEFAULT_CTX = 4096
 MIN_AUTO_CTX = 2048
+MIN_BITS_PER_WEIGHT = 2.0  # below this no useful quant exists (IQ1_S is about 1.6 and barely coherent)
+UBATCH_OPTIONS = (512, 256, 128)  # a smaller micro-batch shrinks the compute buffer (the logits of one batch)
 GPU_MARGIN = GIB  # llama.cpp's --fit default
 FLASH_ATTN_BACKENDS = ("cpu", "cuda", "metal", "vulkan", "rocm")
 
@@ -36,7 +38,7 @@ class Wishes:
     ram_margin: int | None = None  # bytes kept free of RAM (default max(512 MiB, 10% of RAM))
     gpu_margin: int | None = None  # bytes kept free on a discrete GPU (default 1 GiB)
     force: bool = False
-    n_ubatch: int = 512
+    n_ubatch: int | None = None  # tokens per micro-batch; None: 512, less when its buffers do not fit
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Budget:
 class Plan:
     n_gpu_layers: int
     n_ctx: int
+    n_ubatch: int
     n_threads: int
     n_threads_batch: int
     flash_attn: bool
@@ -154,12 +157,12 @@ class Fitter:
     def unified(self) -> bool:
         return bool(self.gpu and self.gpu.unified_memory)
 
-    def settings(self, n_ctx: int, kv: str, layers: int = 0) -> EstimateSettings:
-        return EstimateSettings(n_ctx=n_ctx, n_gpu_layers=layers, kv=kv, flash_attn=self.flash_attn,
-                                n_ubatch=self.wishes.n_ubatch, gpu_backend=self.gpu.backend if self.gpu else None)
+    ubatch: int = UBATCH_OPTIONS[0]
 
     def estimate(self, n_ctx: int, kv: str, layers: int = 0) -> MemoryEstimate:
-        return estimate(self.spec, self.settings(n_ctx, kv, layers), self.gpu.name if self.gpu else "GPU")
+        settings = EstimateSettings(n_ctx=n_ctx, n_gpu_layers=layers, kv=kv, flash_attn=self.flash_attn,
+                                    n_ubatch=self.ubatch, gpu_backend=self.gpu.backend if self.gpu else None)
+        return estimate(self.spec, settings, self.gpu.name if self.gpu else "GPU")
 
     def fits(self, est: MemoryEstimate) -> bool:
         return fits(est, self.ram, self.gpu_budget, self.unified)
@@ -218,17 +221,20 @@ def plan(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes = Wishes()) -> 
     fitter = Fitter(profile, spec, wishes, gpu, ram, gpu_budget, flash_attn)
     contexts, ctx_fixed = context_options(spec, wishes)
     kv_types = [wishes.kv] if wishes.kv else (["f16", "q8_0"] if flash_attn else ["f16"])
+    ubatches = [wishes.n_ubatch] if wishes.n_ubatch else list(UBATCH_OPTIONS)
     tried = []
     for n_ctx in contexts:
         for kv in kv_types:
-            layers, est, ok = fitter.attempt(n_ctx, kv)
-            tried.append((n_ctx, kv, layers, est))
-            if ok:
-                return finish(fitter, no_gpu_reason, n_ctx, kv, layers, est, contexts[0], ctx_fixed, True)
+            for ubatch in ubatches:
+                sized = replace(fitter, ubatch=ubatch)
+                layers, est, ok = sized.attempt(n_ctx, kv)
+                tried.append((n_ctx, kv, layers, est))
+                if ok:
+                    return finish(sized, no_gpu_reason, n_ctx, kv, layers, est, contexts[0], ctx_fixed, True)
     if wishes.force:
         n_ctx, kv, layers, est = tried[0]
         return finish(fitter, no_gpu_reason, n_ctx, kv, layers, est, contexts[0], ctx_fixed, False)
-    raise PlanError(nearest_fit(fitter, tried[0], kv_types, ctx_fixed))
+    raise PlanError(nearest_fit(replace(fitter, ubatch=ubatches[-1]), tried[0], kv_types, ctx_fixed))
 
 
 def nearest_fit(fitter: Fitter, first_try, kv_types: list[str], ctx_fixed: bool) -> str:
@@ -249,12 +255,14 @@ def nearest_fit(fitter: Fitter, first_try, kv_types: list[str], ctx_fixed: bool)
             suggestion = f"-c {largest}" + (f" --kv {candidate}" if candidate != "f16" else "")
             return f"{head}; {suggestion} fits" + (" (or --force)" if ctx_fixed else "")
     weights = spec.weight_bytes
-    room = have - (est.total - weights)
+    smallest = fitter.estimate(min(n_ctx, MIN_AUTO_CTX), kv_types[-1])  # the least this model needs beside weights
+    room = have - (smallest.total - weights)
     bpw_now = weights * 8 / max(1, approx_params(spec))
-    if room <= 0:
-        return f"{head}; even without the weights it does not fit: free memory, or use a smaller model"
-    return (f"{head}; the weights alone are {gib(weights)}: a smaller quant of about "
-            f"{bpw_now * room / weights:.1f} bits per weight (now {bpw_now:.1f}) or a smaller model would fit")
+    bpw_fit = bpw_now * room / weights
+    if bpw_fit < MIN_BITS_PER_WEIGHT:
+        return f"{head}; no quant of this model fits in what is free: use a smaller model, or free memory"
+    return (f"{head}; the weights alone are {gib(weights)}: a smaller quant of about {bpw_fit:.1f} bits per weight "
+            f"(now {bpw_now:.1f}) or a smaller model would fit")
 
 
 def approx_params(spec: ModelSpec) -> int:
@@ -306,11 +314,16 @@ def finish(fitter: Fitter, no_gpu_reason: str, n_ctx: int, kv: str, layers: int,
         notices.append(f"KV cache quantized to {kv} to keep the context at {n_ctx}")
     else:
         reasons["kv"] = "f16: full precision fits"
+    reasons["n_ubatch"] = (f"{fitter.ubatch}: the default micro-batch" if fitter.ubatch == UBATCH_OPTIONS[0] else
+                           f"{fitter.ubatch}: a {UBATCH_OPTIONS[0]}-token batch's buffers did not fit "
+                           f"(prompts are read a little slower)")
+    if fitter.ubatch != UBATCH_OPTIONS[0] and not wishes.n_ubatch:
+        notices.append(f"micro-batch reduced to {fitter.ubatch} tokens to fit")
     reasons["mmap"] = "on: the weights load instantly and stay in the page cache between runs"
     reasons["mlock"] = "off: the budget keeps memory free, and locking needs privileges on most systems"
     if not ok:
         notices.append("the estimate says this does not fit: --force runs it anyway and may run out of memory")
-    return Plan(n_gpu_layers=layers, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+    return Plan(n_gpu_layers=layers, n_ctx=n_ctx, n_ubatch=fitter.ubatch, n_threads=threads, n_threads_batch=threads,
                 flash_attn=fitter.flash_attn, kv=kv, use_mmap=True, use_mlock=False, estimate=est, ram=fitter.ram,
                 gpu=fitter.gpu_budget if gpu else None, unified_memory=fitter.unified, fits=ok, reasons=reasons,
                 notices=tuple(notices))

@@ -18,7 +18,7 @@ def size(n_bytes: int) -> str:
 
 def settings_dict(plan: Plan) -> dict[str, Any]:
     return {
-        "n_gpu_layers": plan.n_gpu_layers, "n_ctx": plan.n_ctx, "n_threads": plan.n_threads,
+        "n_gpu_layers": plan.n_gpu_layers, "n_ctx": plan.n_ctx, "n_batch": plan.n_ubatch, "n_threads": plan.n_threads,
         "n_threads_batch": plan.n_threads_batch, "flash_attn": plan.flash_attn, "kv": plan.kv,
         "use_mmap": plan.use_mmap, "use_mlock": plan.use_mlock,
     }
@@ -72,6 +72,7 @@ def render(plan: Plan, spec: ModelSpec, profile: DeviceProfile) -> str:
         lines += [f"All devices    {size(plan.estimate.total)}", ""]
     lines.append("Settings" + ("" if plan.fits else "  (DOES NOT FIT: forced)"))
     labels = (("n_gpu_layers", "n_gpu_layers", plan.n_gpu_layers), ("n_ctx", "n_ctx", plan.n_ctx),
+              ("n_ubatch", "n_batch", plan.n_ubatch),
               ("threads", "threads", f"{plan.n_threads} (batch {plan.n_threads_batch})"),
               ("flash_attn", "flash_attn", "on" if plan.flash_attn else "off"), ("kv", "kv cache", plan.kv),
               ("mmap", "mmap", "on" if plan.use_mmap else "off"), ("mlock", "mlock", "on" if plan.use_mlock else "off"))
