@@ -74,10 +74,10 @@ def choose_model(settings: ModelSettings, profile: DeviceProfile) -> ModelChoice
     if settings.hf_repo:
         raise UserError("-hf (models from the Hugging Face Hub) is not available in this version yet; "
                         "download the .gguf file and pass it with -m PATH")
-    if not settings.model:
-        raise UserError("no model given: pass -m PATH/TO/MODEL.gguf")
-    path = Path(settings.model).expanduser()
     wishes = wishes_from(settings)
+    if not settings.model:
+        return best_local_model(profile, wishes)
+    path = Path(settings.model).expanduser()
     if path.is_dir():
         files = model_files(path)
         if not files:
@@ -94,6 +94,25 @@ def choose_model(settings: ModelSettings, profile: DeviceProfile) -> ModelChoice
         return ModelChoice(path, spec, plan(profile, spec, wishes))
     except PlanError as error:
         raise UserError(str(error)) from None
+
+
+def best_local_model(profile: DeviceProfile, wishes: Wishes) -> ModelChoice:
+    """With no -m: the most capable model in the store that fits this machine (largest, then best quant)."""
+    from edgellm.quants import rank
+
+    store = home.models_dir()
+    fitting = []
+    for path in model_files(store) if store.is_dir() else []:
+        try:
+            spec = load_spec(path, home.home() / "cache" / "specs")
+            fitting.append((spec, plan(profile, spec, wishes)))
+        except (GGUFError, PlanError, OSError):
+            continue
+    if not fitting:
+        raise UserError(f"no model given, and no model in {store} fits this machine: pass -m PATH/TO/MODEL.gguf")
+    spec, chosen = max(fitting, key=lambda item: (item[0].weight_bytes * rank(item[0].file_type or "") > 0,
+                                                  item[0].n_layers * item[0].n_embd, rank(item[0].file_type or "")))
+    return ModelChoice(Path(spec.path), spec, chosen)
 
 
 def way_out(error: GGUFError) -> str:

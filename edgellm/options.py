@@ -99,6 +99,7 @@ MODEL_FLAGS = (
     Flag(("-c", "--ctx-size"), "ctx_size", non_negative_int, None,
          "context size in tokens (default: 4096, or the model's trained context if smaller)", "N"),
     Flag(("-n", "--n-predict"), "n_predict", n_predict, -1, "tokens to generate, -1 until the model stops", "N"),
+    Flag(("--ignore-eos",), "ignore_eos", None, False, "keep generating past end-of-sequence"),
     Flag(("-t", "--threads"), "threads", positive_int, None, "CPU threads (default: physical performance cores)", "N"),
     Flag(("-ngl", "--gpu-layers", "--n-gpu-layers"), "gpu_layers", gpu_layers, "auto",
          "layers on the GPU: auto, all or a count", "auto|all|N"),
@@ -130,6 +131,7 @@ class ModelSettings:
     hf_repo: str | None
     ctx_size: int | None
     n_predict: int
+    ignore_eos: bool
     threads: int | None
     gpu_layers: str | int
     temp: float

@@ -20,7 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prompt.add_argument("-f", "--file", help="read the prompt from a file")
     parser.add_argument("--json", action="store_true",
                         help="after the text, print one JSON line with token counts, timings and settings")
-    parser.add_argument("--ignore-eos", action="store_true", help="keep generating past end-of-sequence")
     add_model_flags(parser)
 
 
@@ -74,7 +73,7 @@ def generate(load_settings, settings, prompt: str, args: argparse.Namespace) -> 
         raise UserError(f"the prompt is {len(tokens)} tokens, which does not leave room in the {load_settings.n_ctx}-"
                         f"token context; raise -c or shorten the prompt")
     sampling = Sampling(settings.temp, settings.top_k, settings.top_p, settings.min_p, settings.repeat_penalty)
-    generation = Generation(loaded.llm, tokens, sampling, settings.n_predict, ignore_eos=args.ignore_eos)
+    generation = Generation(loaded.llm, tokens, sampling, settings.n_predict, ignore_eos=settings.ignore_eos)
     out = sys.stdout
     pieces = iter(generation)
     printed = ""
@@ -101,7 +100,7 @@ def generate(load_settings, settings, prompt: str, args: argparse.Namespace) -> 
                       "flash_attn": load_settings.flash_attn,
                       "kv": load_settings.kv, "temp": settings.temp, "top_k": settings.top_k, "top_p": settings.top_p,
                       "min_p": settings.min_p, "repeat_penalty": settings.repeat_penalty, "seed": settings.seed,
-                      "ignore_eos": args.ignore_eos}}
+                      "ignore_eos": settings.ignore_eos}}
         out.write(json.dumps(report) + "\n")
     elif printed and not printed.endswith("\n") and out.isatty():
         out.write("\n")

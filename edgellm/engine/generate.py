@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -20,6 +21,7 @@ class Sampling:
 @dataclass
 class GenerationStats:
     prompt_tokens: int = 0
+    prompt_evaluated: int = 0  # prompt tokens actually processed: the rest were reused from the KV cache
     completion_tokens: int = 0
     ttft_ms: float | None = None  # prompt evaluation plus the first sampled token
     prompt_tokens_per_s: float | None = None
@@ -32,6 +34,7 @@ class GenerationStats:
 
         return {
             "prompt_tokens": self.prompt_tokens,
+            "prompt_evaluated": self.prompt_evaluated,
             "completion_tokens": self.completion_tokens,
             "ttft_ms": rounded(self.ttft_ms),
             "prompt_tokens_per_s": rounded(self.prompt_tokens_per_s),
@@ -44,11 +47,12 @@ class Generation:
     """Iterate to get text pieces as tokens are sampled; `stats` is complete once iteration ends.
 
     Stops at end-of-generation (unless ignore_eos), after max_tokens (-1: no limit), or when the
-    context is full. A KeyboardInterrupt mid-way ends the iteration with stop_reason "interrupted".
+    context is full. A KeyboardInterrupt or a set `cancel` event ends it with stop_reason "interrupted";
+    `tokens` holds the sampled tokens that were evaluated (the KV cache's view of the reply).
     """
 
     def __init__(self, llm: Any, prompt_tokens: list[int], sampling: Sampling, max_tokens: int = -1,
-                 ignore_eos: bool = False) -> None:
+                 ignore_eos: bool = False, cancel: threading.Event | None = None) -> None:
         self.llm = llm
         self.prompt_tokens = prompt_tokens
         self.sampling = sampling
@@ -56,7 +60,11 @@ class Generation:
         self.limit = room if max_tokens < 0 else min(max_tokens, room)
         self.limited_by_context = max_tokens < 0 or max_tokens > room
         self.ignore_eos = ignore_eos
-        self.stats = GenerationStats(prompt_tokens=len(prompt_tokens))
+        self.cancel = cancel
+        self.tokens: list[int] = []
+        cached = common_prefix(llm.input_ids[: llm.n_tokens].tolist(), prompt_tokens)
+        self.stats = GenerationStats(prompt_tokens=len(prompt_tokens),
+                                     prompt_evaluated=max(1, len(prompt_tokens) - cached))
 
     def __iter__(self) -> Iterator[str]:
         import llama_cpp
@@ -72,6 +80,7 @@ class Generation:
                               min_p=sampling.min_p, temp=sampling.temp, repeat_penalty=sampling.repeat_penalty,
                               reset=True)
         stats.stop_reason = "context" if self.limited_by_context else "length"
+        cancel = self.cancel
         try:
             if self.limit <= 0:
                 return
@@ -80,16 +89,24 @@ class Generation:
                 sampled += 1
                 if sampled == 1:
                     first = last
+                if cancel is not None and cancel.is_set():
+                    stats.stop_reason = "interrupted"
+                    break
                 if is_eog(vocab, token) and not self.ignore_eos:
                     stats.stop_reason = "eos"
                     break
                 stats.completion_tokens += 1
+                self.tokens.append(token)
                 text = decoder.decode(llm.detokenize([token]))
                 if text:
                     yield text
                 if stats.completion_tokens >= self.limit:
                     break
         except KeyboardInterrupt:
+            stats.stop_reason = "interrupted"
+        except RuntimeError:  # llama_decode stopped by the abort callback: a cancelled prompt
+            if cancel is None or not cancel.is_set():
+                raise
             stats.stop_reason = "interrupted"
         finally:
             tokens.close()
@@ -102,6 +119,16 @@ class Generation:
         stats = self.stats
         if first > started:
             stats.ttft_ms = (first - started) * 1000
-            stats.prompt_tokens_per_s = stats.prompt_tokens / (first - started)
+            stats.prompt_tokens_per_s = stats.prompt_evaluated / (first - started)
         if sampled > 1 and last > first:
             stats.tokens_per_s = (sampled - 1) / (last - first)
+
+
+def common_prefix(cached: list[int], tokens: list[int]) -> int:
+    """How many leading tokens two sequences share: what llama-cpp-python reuses from the KV cache."""
+    count = 0
+    for old, new in zip(cached, tokens):
+        if old != new:
+            break
+        count += 1
+    return count

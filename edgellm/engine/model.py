@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,14 @@ class LoadedModel:
     settings: LoadSettings
     load_ms: float
     log: LlamaLog
+    _abort_callback: Any = None
+
+    def abort_when(self, event: threading.Event) -> None:
+        """Let llama.cpp stop a long prompt evaluation between graph nodes once `event` is set."""
+        import llama_cpp
+
+        self._abort_callback = llama_cpp.ggml_abort_callback(lambda data: event.is_set())
+        llama_cpp.llama_set_abort_callback(self.llm._ctx.ctx, self._abort_callback, None)
 
 
 def load(settings: LoadSettings, log: LlamaLog) -> LoadedModel:

@@ -1,0 +1,78 @@
+"""Chat templates: the model's own (from the GGUF), or a fallback for its architecture when it has none.
+
+Rendering goes through llama-cpp-python's Jinja2ChatFormatter, a sandboxed Jinja environment with the
+same extensions as Hugging Face's. A base model without a template (the Gemma 3 test model) still chats
+in its family's turn format rather than llama-2's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# Fallback templates, written for edgellm. Each keeps an assistant message verbatim (no trim), so that the
+# rendered history extends the previous prompt and the KV cache is reused across turns.
+GEMMA = (
+    "{{ bos_token }}{% set ns = namespace(system='') %}"
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{% set ns.system = m['content'] + '\\n\\n' %}"
+    "{% elif m['role'] == 'user' %}{{ '<start_of_turn>user\\n' + ns.system + m['content'] + '<end_of_turn>\\n' }}"
+    "{% set ns.system = '' %}"
+    "{% else %}{{ '<start_of_turn>model\\n' + m['content'] + '<end_of_turn>\\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+CHATML = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+LLAMA3 = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' + m['content'] + '<|eot_id|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+PHI3 = (
+    "{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] + '<|end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+)
+MISTRAL = (
+    "{{ bos_token }}{% set ns = namespace(system='') %}{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{% set ns.system = m['content'] + '\\n\\n' %}"
+    "{% elif m['role'] == 'user' %}{{ '[INST] ' + ns.system + m['content'] + ' [/INST]' }}{% set ns.system = '' %}"
+    "{% else %}{{ m['content'] + eos_token }}{% endif %}{% endfor %}"
+)
+FALLBACKS = {"gemma": (GEMMA, "<end_of_turn>"), "chatml": (CHATML, "<|im_end|>"), "llama3": (LLAMA3, "<|eot_id|>"),
+             "phi3": (PHI3, "<|end|>"), "mistral": (MISTRAL, "</s>")}
+ARCH_FAMILIES = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "gemma3n": "gemma", "phi3": "phi3",
+                 "llama": "llama3", "mistral": "mistral", "mistral3": "mistral"}
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    name: str  # "model" for the GGUF's own template, else the fallback family
+    source: str
+    stop: tuple[str, ...]  # text that ends a reply, besides the model's end-of-generation tokens
+
+    def render(self, messages: list[dict[str, Any]], bos_token: str, eos_token: str,
+               add_generation_prompt: bool = True) -> str:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        formatter = Jinja2ChatFormatter(self.source, eos_token=eos_token, bos_token=bos_token,
+                                        add_generation_prompt=add_generation_prompt)
+        return formatter(messages=messages).prompt
+
+
+def fallback_family(architecture: str, has_llama3_tokens: bool) -> str:
+    family = ARCH_FAMILIES.get(architecture, "chatml")
+    if family == "llama3" and not has_llama3_tokens:
+        return "mistral"  # llama-2 era models: [INST] turns
+    return family
+
+
+def choose(model_template: str | None, architecture: str, has_llama3_tokens: bool = False) -> ChatTemplate:
+    """The model's own template when the GGUF has one, else the fallback for its architecture."""
+    if model_template:
+        return ChatTemplate("model", model_template, ())
+    family = fallback_family(architecture, has_llama3_tokens)
+    source, stop = FALLBACKS[family]
+    return ChatTemplate(family, source, (stop,))

@@ -1,0 +1,105 @@
+"""The chat engine on the real test model: templates, multi-turn KV reuse, context overflow, cancellation."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from edgellm.chat.engine import ChatEngine, ContextOverflow, Reply, fit_history
+from edgellm.chat.templates import choose
+from edgellm.engine.generate import Sampling
+from edgellm.engine.llama_log import LlamaLog
+from edgellm.engine.model import LoadSettings, load
+
+GREEDY = Sampling(temp=0.0)
+
+
+def engine_for(model: Path, n_ctx: int, tmp_path: Path, **options) -> ChatEngine:
+    loaded = load(LoadSettings(model, n_ctx, 2, 2, 0, True, "f16", 0), LlamaLog(tmp_path / "llama.log", False))
+    return ChatEngine.for_model(loaded, "gemma3", sampling=GREEDY, **options)
+
+
+def say(engine: ChatEngine, messages: list[dict[str, str]]) -> Reply:
+    reply = Reply()
+    for _ in engine.stream(engine.prepare(messages), reply):
+        pass
+    messages.append({"role": "assistant", "content": reply.content})
+    return reply
+
+
+def test_gemma_base_model_chats_in_gemma_turns(test_model: Path, tmp_path: Path) -> None:
+    engine = engine_for(test_model, 1024, tmp_path, max_tokens=8)
+    assert engine.template.name == "gemma"  # the test model has no template of its own
+    text = engine.render([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
+    assert text == "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
+
+
+def test_model_template_wins_over_the_fallback() -> None:
+    own = "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
+    assert choose(own, "gemma3").name == "model"
+    assert choose(None, "qwen2").name == "chatml"
+    assert choose(None, "llama", has_llama3_tokens=True).name == "llama3"
+    assert choose(None, "llama", has_llama3_tokens=False).name == "mistral"
+
+
+def test_multi_turn_reuses_the_kv_cache(test_model: Path, tmp_path: Path) -> None:
+    engine = engine_for(test_model, 2048, tmp_path, max_tokens=16)
+    messages = [{"role": "user", "content": "Name a colour."}]
+    first = say(engine, messages)
+    assert first.content and first.stats.prompt_evaluated == first.stats.prompt_tokens
+    messages.append({"role": "user", "content": "And another one?"})
+    second = say(engine, messages)
+    new_turn = engine.tokenize("<end_of_turn>\n<start_of_turn>user\nAnd another one?<end_of_turn>\n"
+                               "<start_of_turn>model\n")
+    assert second.stats.prompt_tokens > first.stats.prompt_tokens + first.stats.completion_tokens
+    # only the new tokens were processed, plus the reply's last token when it stopped at -n: that one was
+    # sampled but never fed back, so the cache does not hold it yet
+    assert second.stats.prompt_evaluated == len(new_turn) + (first.stats.stop_reason == "length")
+    assert second.context_used == second.stats.prompt_tokens + second.stats.completion_tokens
+
+
+def test_small_context_drops_old_turns_and_goes_on(test_model: Path, tmp_path: Path) -> None:
+    engine = engine_for(test_model, 512, tmp_path, max_tokens=48, ignore_eos=True)
+    messages = [{"role": "system", "content": "You are a helpful assistant."}]
+    dropped = 0
+    for turn in range(8):
+        messages.append({"role": "user", "content": f"Tell me fact number {turn} about the sea, in detail."})
+        reply = say(engine, messages)
+        assert reply.stats.completion_tokens > 0
+        dropped = max(dropped, reply.dropped_messages)
+        assert reply.context_used <= 512
+    assert dropped > 0, "the conversation outgrew 512 tokens"
+    kept, _ = fit_history(messages + [{"role": "user", "content": "last"}], engine.count,
+                          512 - engine.reply_room())
+    assert kept[0]["role"] == "system" and kept[-1]["content"] == "last" and kept[1]["role"] == "user"
+
+
+def test_one_message_longer_than_the_context_is_an_error(test_model: Path, tmp_path: Path) -> None:
+    engine = engine_for(test_model, 512, tmp_path, max_tokens=8)
+    with pytest.raises(ContextOverflow, match="shorten it, or raise -c"):
+        engine.prepare([{"role": "user", "content": "word " * 1000}])
+
+
+def test_cancel_between_tokens(test_model: Path, tmp_path: Path) -> None:
+    engine = engine_for(test_model, 1024, tmp_path, ignore_eos=True)
+    reply = Reply()
+    for index, _ in enumerate(engine.stream(engine.prepare([{"role": "user", "content": "Count."}]), reply)):
+        if index == 5:
+            engine.cancel()
+    assert reply.interrupted and 5 <= reply.stats.completion_tokens <= 7
+
+
+def test_cancel_during_a_long_prompt(test_model: Path, tmp_path: Path) -> None:
+    engine = engine_for(test_model, 4096, tmp_path, max_tokens=4)
+    prepared = engine.prepare([{"role": "user", "content": "word " * 3000}])
+    started = threading.Event()
+    timer = threading.Timer(0.05, lambda: (started.set(), engine.cancel()))
+    timer.start()
+    reply = Reply()
+    list(engine.stream(prepared, reply))
+    timer.join()
+    assert started.is_set() and reply.interrupted and reply.stats.completion_tokens == 0
+    after = say(engine, [{"role": "user", "content": "Hello"}])  # the engine still works afterwards
+    assert after.stats.completion_tokens > 0 and not after.interrupted
