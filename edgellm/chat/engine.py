@@ -68,9 +68,7 @@ class ChatEngine:
         llm = loaded.llm
         own = llm.metadata.get("tokenizer.chat_template")
         llama3 = len(llm.tokenize(b"<|start_header_id|>", add_bos=False, special=True)) == 1
-        engine = cls(loaded, choose(own, architecture, llama3), **options)
-        loaded.abort_when(engine.cancel_event)
-        return engine
+        return cls(loaded, choose(own, architecture, llama3), **options)
 
     @property
     def n_ctx(self) -> int:
@@ -121,9 +119,13 @@ class ChatEngine:
                                 ignore_eos=self.ignore_eos, cancel=self.cancel_event)
         splitter = ReasoningSplitter()
         raw = []
+        self.loaded.abort_when(self.cancel_event)  # the prompt may be long: let a cancel stop it mid-way
         for piece in generation:
+            if not raw:
+                self.loaded.abort_when(None)  # decoding: cancel is checked between tokens, at no cost
             raw.append(piece)
             yield from self._collect(reply, splitter.feed(piece))
+        self.loaded.abort_when(None)
         yield from self._collect(reply, splitter.flush())
         reply.stats = generation.stats
         reply.context_used = len(prepared.tokens) + len(generation.tokens)

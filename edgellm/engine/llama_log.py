@@ -23,26 +23,18 @@ class LlamaLog:
         self.echo = echo
         self.recent: collections.deque[str] = collections.deque(maxlen=RECENT_LINES)
         self._file: IO[str] | None = None
-        self._callback = None  # keeps the ctypes callback alive as long as llama.cpp may call it
         self._partial = ""
 
     def install(self) -> None:
-        import ctypes
-
-        import llama_cpp
-
+        """Route llama.cpp's log here from now on (one process-wide callback, installed once)."""
+        global _active
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and self.path.stat().st_size > MAX_LOG_BYTES:
             self.path.replace(self.path.with_name(self.path.name + ".1"))
         self._file = open(self.path, "a", encoding="utf-8", errors="replace")
         self._file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} llama.cpp log ---\n")
-
-        @llama_cpp.llama_log_callback
-        def on_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-            self.write(text.decode("utf-8", errors="replace"))
-
-        self._callback = on_log
-        llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
+        _active = self
+        _install_callback()
 
     def write(self, text: str) -> None:
         if self._file is not None:
@@ -63,3 +55,24 @@ class LlamaLog:
     def flush(self) -> None:
         if self._file is not None:
             self._file.flush()
+
+
+_active: LlamaLog | None = None
+_callback = None  # the ctypes callback llama.cpp holds: it must live as long as the process
+
+
+def _install_callback() -> None:
+    global _callback
+    if _callback is not None:
+        return
+    import ctypes
+
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def on_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        if _active is not None:
+            _active.write(text.decode("utf-8", errors="replace"))
+
+    _callback = on_log
+    llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))

@@ -1,0 +1,81 @@
+"""The history database: migrations, replies written as they stream, orphans marked interrupted."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgellm.chat.history import SCHEMA_VERSION, History, HistoryError
+
+
+def test_schema_is_versioned(tmp_path: Path) -> None:
+    history = History(tmp_path / "h.db")
+    assert history.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    history.close()
+    History(tmp_path / "h.db").close()  # opening again migrates nothing and keeps the data
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "h.db")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(HistoryError, match="newer than this edgellm knows"):
+        History(tmp_path / "h.db")
+
+
+def test_not_a_database(tmp_path: Path) -> None:
+    (tmp_path / "h.db").write_text("this is not sqlite" * 100)
+    with pytest.raises(HistoryError, match="move it aside|--no-history"):
+        History(tmp_path / "h.db")
+
+
+def test_conversation_round_trip(tmp_path: Path) -> None:
+    history = History(tmp_path / "h.db")
+    conversation = history.new_conversation("model.gguf", {"temp": 0.7})
+    history.set_system(conversation, "Be brief.")
+    history.add(conversation, "user", "What is   the\nsea?")
+    reply = history.start_reply(conversation)
+    history.update_reply(reply, "Salt", "")
+    history.finish_reply(reply, "Salt water.", "thinking", False, {"tokens_per_s": 40.0})
+    (listed,) = history.conversations()
+    assert (listed.title, listed.model, listed.message_count, listed.settings) == (
+        "What is the sea?", "model.gguf", 3, {"temp": 0.7})
+    roles = [(m.role, m.content, m.state) for m in history.messages(conversation)]
+    assert roles == [("system", "Be brief.", "complete"), ("user", "What is   the\nsea?", "complete"),
+                     ("assistant", "Salt water.", "complete")]
+    assert history.messages(conversation)[-1].timings == {"tokens_per_s": 40.0}
+    assert history.delete(conversation) and history.conversations() == []
+    assert history.messages(conversation) == []  # messages go with their conversation
+
+
+WRITER = """
+import os, sys, time
+from pathlib import Path
+from edgellm.chat.history import History
+history = History(Path(sys.argv[1]))
+conversation = history.new_conversation("m", {})
+history.add(conversation, "user", "hi")
+reply = history.start_reply(conversation)
+history.update_reply(reply, "partial answ", "")
+print("written", flush=True)
+time.sleep(600)
+"""
+
+
+def test_reply_of_a_killed_writer_is_marked_interrupted(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "written"
+    alive = History(path)  # the writer lives: its reply is still streaming, not interrupted
+    assert alive.recovered == 0 and alive.messages(1)[-1].state == "streaming"
+    alive.close()
+    writer.kill()
+    writer.wait()
+    history = History(path)
+    assert history.recovered == 1
+    last = history.messages(1)[-1]
+    assert (last.content, last.interrupted) == ("partial answ", True)
