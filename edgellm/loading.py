@@ -110,8 +110,8 @@ def best_local_model(profile: DeviceProfile, wishes: Wishes) -> ModelChoice:
             continue
     if not fitting:
         raise UserError(f"no model given, and no model in {store} fits this machine: pass -m PATH/TO/MODEL.gguf")
-    spec, chosen = max(fitting, key=lambda item: (item[0].weight_bytes * rank(item[0].file_type or "") > 0,
-                                                  item[0].n_layers * item[0].n_embd, rank(item[0].file_type or "")))
+    # the most parameters (layers × width², a proxy that ignores the quant), then the best quant
+    spec, chosen = max(fitting, key=lambda item: (item[0].n_layers * item[0].n_embd ** 2, rank(item[0].file_type or "")))
     return ModelChoice(Path(spec.path), spec, chosen)
 
 

@@ -103,3 +103,13 @@ def test_cancel_during_a_long_prompt(test_model: Path, tmp_path: Path) -> None:
     assert started.is_set() and reply.interrupted and reply.stats.completion_tokens == 0
     after = say(engine, [{"role": "user", "content": "Hello"}])  # the engine still works afterwards
     assert after.stats.completion_tokens > 0 and not after.interrupted
+
+
+def test_stop_sequence_ends_the_reply(test_model: Path, tmp_path: Path) -> None:
+    engine = engine_for(test_model, 1024, tmp_path, max_tokens=40, ignore_eos=True)
+    free = say(engine, [{"role": "user", "content": "Count: 1, 2, 3"}])
+    assert len(free.content) > 6
+    stop = free.content[3:6]
+    engine.stop = (stop,)
+    stopped = say(engine, [{"role": "user", "content": "Count: 1, 2, 3"}])
+    assert stopped.content == free.content[: free.content.index(stop)] and stopped.stats.stop_reason == "stop"

@@ -33,3 +33,14 @@ def test_reply_that_starts_inside_reasoning() -> None:
 
 def test_unfinished_reasoning_is_kept() -> None:
     assert run(["<think>still thinking"]) == ("still thinking", "")
+
+
+def test_stop_sequence_split_across_pieces() -> None:
+    from edgellm.chat.reasoning import StopMatcher
+
+    matcher = StopMatcher(("\nUser:",))
+    shown = [matcher.feed(piece) for piece in ["Sure.", "\nUs", "e", "r: more"]]
+    assert "".join(shown) == "Sure." and matcher.stopped
+    loose = StopMatcher(("\nUser:",))
+    assert "".join(loose.feed(p) for p in ["a\nU", "nrelated"]) + loose.flush() == "a\nUnrelated"
+    assert not loose.stopped

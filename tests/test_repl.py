@@ -161,3 +161,15 @@ def test_history_and_export_commands(test_model: Path) -> None:
     assert_one_line_error(edgellm("history", "rm"), "needs a conversation id")
     assert edgellm("history", "rm", "1").stdout.strip() == "deleted conversation 1"
     assert_one_line_error(edgellm("history", "rm", "1"), "no conversation 1")
+
+
+def test_without_a_model_chat_takes_the_best_local_one(test_model: Path, edgellm_home: Path, tiny_model: Path) -> None:
+    assert_one_line_error(edgellm("chat", "--no-history", input="hi\n"), "no model given", "-m PATH")
+    store = edgellm_home / "models"
+    store.mkdir(parents=True)
+    (store / "tiny-llama.gguf").symlink_to(tiny_model)
+    (store / "gemma-3-270m-Q4_K_M.gguf").symlink_to(test_model)
+    done = edgellm("chat", "-n", "3", input="hi\n")
+    assert done.returncode == 0, done.stderr
+    (conversation,) = json.loads(edgellm("history", "--json").stdout)
+    assert conversation["model"].endswith("gemma-3-270m-Q4_K_M.gguf")  # the larger of the two that fit

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from edgellm.chat.reasoning import ReasoningSplitter
+from edgellm.chat.reasoning import ReasoningSplitter, StopMatcher
 from edgellm.chat.templates import ChatTemplate, choose
 from edgellm.engine.generate import Generation, GenerationStats, Sampling
 from edgellm.engine.model import LoadedModel
@@ -59,6 +59,7 @@ class ChatEngine:
     sampling: Sampling = field(default_factory=Sampling)
     max_tokens: int = -1
     ignore_eos: bool = False
+    stop: tuple[str, ...] = ()  # text that ends a reply (besides the model's end-of-generation tokens)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     _prev_text: str = ""
     _prev_tokens: list[int] = field(default_factory=list)
@@ -118,15 +119,21 @@ class ChatEngine:
         generation = Generation(self.loaded.llm, prepared.tokens, self.sampling, self.max_tokens,
                                 ignore_eos=self.ignore_eos, cancel=self.cancel_event)
         splitter = ReasoningSplitter()
+        stops = StopMatcher(self.stop + self.template.stop)
         raw = []
         self.loaded.abort_when(self.cancel_event)  # the prompt may be long: let a cancel stop it mid-way
-        for piece in generation:
+        pieces = iter(generation)
+        for piece in pieces:
             if not raw:
                 self.loaded.abort_when(None)  # decoding: cancel is checked between tokens, at no cost
             raw.append(piece)
-            yield from self._collect(reply, splitter.feed(piece))
+            yield from self._collect(reply, splitter.feed(stops.feed(piece)))
+            if stops.stopped:
+                pieces.close()
+                generation.stats.stop_reason = "stop"
+                break
         self.loaded.abort_when(None)
-        yield from self._collect(reply, splitter.flush())
+        yield from self._collect(reply, splitter.feed(stops.flush()) + splitter.flush())
         reply.stats = generation.stats
         reply.context_used = len(prepared.tokens) + len(generation.tokens)
         self._prev_text = prepared.text + "".join(raw)

@@ -1,4 +1,5 @@
-"""Keep reasoning (`<think>…</think>`, as Qwen3, DeepSeek-R1 and others write it) apart from the answer."""
+"""Streamed-text filters: reasoning (`<think>…</think>`, as Qwen3 and DeepSeek-R1 write it) kept apart from
+the answer, and stop sequences that end a reply."""
 
 from __future__ import annotations
 
@@ -39,6 +40,36 @@ class ReasoningSplitter:
     def flush(self) -> list[tuple[str, str]]:
         rest, self.pending = self.pending, ""
         return [("reasoning" if self.in_reasoning else "content", rest)] if rest else []
+
+
+class StopMatcher:
+    """Feed streamed text; get back what may be shown, holding back a possible start of a stop sequence.
+
+    `stopped` turns true once a stop sequence appears; the text before it is the last returned.
+    """
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = tuple(stop for stop in stops if stop)
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        if not self.stops:
+            return text
+        self.pending += text
+        hits = [index for index in (self.pending.find(stop) for stop in self.stops) if index >= 0]
+        if hits:
+            self.stopped = True
+            shown, self.pending = self.pending[: min(hits)], ""
+            return shown
+        keep = max(_partial_suffix(self.pending, stop) for stop in self.stops)
+        shown = self.pending[: len(self.pending) - keep]
+        self.pending = self.pending[len(shown):]
+        return shown
+
+    def flush(self) -> str:
+        rest, self.pending = self.pending, ""
+        return rest
 
 
 def _partial_suffix(text: str, tag: str) -> int:

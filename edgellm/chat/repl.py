@@ -24,7 +24,8 @@ HELP = """commands:
   /history           list saved conversations
   /load ID           continue a saved conversation
   /system TEXT       set the system prompt of this conversation
-  /set KEY VALUE     temp, top-k, top-p, min-p, repeat-penalty, n-predict, seed, think (show|hide)
+  /set KEY VALUE     temp, top-k, top-p, min-p, repeat-penalty, n-predict, seed, think (show|hide),
+                     stop TEXT (a reply ends where TEXT appears; /set stop alone clears it)
   /stats             timings of the last reply and of this session
   /exit              leave (also Ctrl-D, or Ctrl-C twice)
 \"\"\" on a line of its own starts and ends a multi-line message; Ctrl-C stops a reply."""
@@ -252,6 +253,10 @@ class Repl:
 
         key, _, value = argument.partition(" ")
         value = value.strip()
+        if key == "stop":
+            self.engine.stop = (value.encode().decode("unicode_escape"),) if value else ()
+            self.say(f"stop = {value!r}" if value else "stop cleared")
+            return
         if key == "think":
             if value not in ("show", "hide"):
                 raise UserError("/set think takes show or hide")
@@ -259,7 +264,7 @@ class Repl:
             self.say(f"reasoning {'shown' if self.show_reasoning else 'hidden'}")
             return
         if key not in SETTABLE:
-            raise UserError(f"/set knows {', '.join(list(SETTABLE) + ['think'])}")
+            raise UserError(f"/set knows {', '.join(list(SETTABLE) + ['think', 'stop'])}")
         flag = next(flag for flag in MODEL_FLAGS if flag.dest == SETTABLE[key])
         try:
             parsed = flag.parse(value)

@@ -26,7 +26,7 @@ class GenerationStats:
     ttft_ms: float | None = None  # prompt evaluation plus the first sampled token
     prompt_tokens_per_s: float | None = None
     tokens_per_s: float | None = None  # decode only: tokens after the first over the time after the first
-    stop_reason: str = "eos"  # eos | length | context | interrupted
+    stop_reason: str = "eos"  # eos | length | context | stop (a stop sequence) | interrupted
 
     def as_dict(self) -> dict[str, Any]:
         def rounded(value: float | None) -> float | None:
