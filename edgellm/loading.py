@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgellm import home
 from edgellm.errors import UserError
@@ -17,6 +18,9 @@ from edgellm.options import ModelSettings, load_config, resolve
 from edgellm.plan.planner import Plan, PlanError, Wishes, choose_quant, plan
 from edgellm.plan.spec import SHARD_RE, ModelSpec, load_spec
 from edgellm.quants import parse_quant
+
+if TYPE_CHECKING:
+    from edgellm.engine.model import LoadSettings
 
 MIB = 2**20
 
@@ -113,6 +117,28 @@ def best_local_model(profile: DeviceProfile, wishes: Wishes) -> ModelChoice:
     # the most parameters (layers × width², a proxy that ignores the quant), then the best quant
     spec, chosen = max(fitting, key=lambda item: (item[0].n_layers * item[0].n_embd ** 2, rank(item[0].file_type or "")))
     return ModelChoice(Path(spec.path), spec, chosen)
+
+
+def planned_model(settings: ModelSettings) -> tuple[ModelChoice, "LoadSettings"]:
+    """The model and its plan on this machine, told to the user (the budget table with -v, notices always),
+    and the llama.cpp settings that carry the plan out."""
+    import sys
+
+    from edgellm.engine.model import LoadSettings
+
+    profile = this_machine()
+    choice = choose_model(settings, profile)
+    plan_ = choice.plan
+    if settings.verbose:
+        from edgellm.plan import report
+
+        print(report.render(plan_, choice.spec, profile), file=sys.stderr)
+    for notice in plan_.notices:
+        print(f"edgellm: note: {notice}", file=sys.stderr)
+    return choice, LoadSettings(
+        path=choice.path, n_ctx=plan_.n_ctx, n_threads=plan_.n_threads, n_threads_batch=plan_.n_threads_batch,
+        n_gpu_layers=plan_.n_gpu_layers, flash_attn=plan_.flash_attn, kv=plan_.kv, seed=settings.seed,
+        n_batch=plan_.n_ubatch, use_mmap=plan_.use_mmap, use_mlock=plan_.use_mlock)
 
 
 def way_out(error: GGUFError) -> str:

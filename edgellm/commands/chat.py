@@ -26,29 +26,19 @@ def main(args: argparse.Namespace) -> int:
     from edgellm.chat.repl import Repl, Session
     from edgellm.engine.generate import Sampling
     from edgellm.engine.llama_log import LlamaLog
-    from edgellm.engine.model import LoadSettings, load
+    from edgellm.engine.model import load
     from edgellm.errors import UserError
 
     settings = loading.settings_from(args)
-    profile = loading.this_machine()
-    choice = loading.choose_model(settings, profile)
+    choice, load_settings = loading.planned_model(settings)
     plan = choice.plan
-    if settings.verbose:
-        from edgellm.plan import report
-
-        print(report.render(plan, choice.spec, profile), file=sys.stderr)
-    for notice in plan.notices:
-        print(f"edgellm: note: {notice}", file=sys.stderr)
     history = None
     if not args.no_history:
         try:
             history = History(home.history_path())
         except HistoryError as error:
             raise UserError(str(error)) from None
-    loaded = load(LoadSettings(choice.path, plan.n_ctx, plan.n_threads, plan.n_threads_batch, plan.n_gpu_layers,
-                               plan.flash_attn, plan.kv, settings.seed, n_batch=plan.n_ubatch, use_mmap=plan.use_mmap,
-                               use_mlock=plan.use_mlock),
-                  LlamaLog(home.log_path(), echo=settings.verbose))
+    loaded = load(load_settings, LlamaLog(home.log_path(), echo=settings.verbose))
     sampling = Sampling(settings.temp, settings.top_k, settings.top_p, settings.min_p, settings.repeat_penalty)
     engine = ChatEngine.for_model(loaded, choice.spec.architecture, sampling=sampling, max_tokens=settings.n_predict,
                                   ignore_eos=settings.ignore_eos)

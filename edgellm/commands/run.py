@@ -39,30 +39,16 @@ def read_prompt(args: argparse.Namespace) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from edgellm import loading
-    from edgellm.engine.model import LoadSettings
 
     settings = loading.settings_from(args)
     prompt = read_prompt(args)
-    profile = loading.this_machine()
-    choice = loading.choose_model(settings, profile)
-    plan = choice.plan
-    if settings.verbose:
-        from edgellm.plan import report
-
-        print(report.render(plan, choice.spec, profile), file=sys.stderr)
-    for notice in plan.notices:
-        print(f"edgellm: note: {notice}", file=sys.stderr)
+    _, load_settings = loading.planned_model(settings)
     if settings.system_prompt:
         print("edgellm: note: run completes the raw prompt; -sys is used by chat", file=sys.stderr)
-    load_settings = LoadSettings(
-        path=choice.path, n_ctx=plan.n_ctx, n_threads=plan.n_threads, n_threads_batch=plan.n_threads_batch,
-        n_gpu_layers=plan.n_gpu_layers, flash_attn=plan.flash_attn, kv=plan.kv, seed=settings.seed, n_batch=plan.n_ubatch,
-        use_mmap=plan.use_mmap, use_mlock=plan.use_mlock,
-    )
-    return generate(load_settings, settings, prompt, args)
+    return generate(load_settings, settings, prompt, as_json=args.json)
 
 
-def generate(load_settings, settings, prompt: str, args: argparse.Namespace) -> int:
+def generate(load_settings, settings, prompt: str, as_json: bool) -> int:
     from edgellm.engine.generate import Generation, Sampling
     from edgellm.engine.llama_log import LlamaLog
     from edgellm.engine.model import load
@@ -90,7 +76,7 @@ def generate(load_settings, settings, prompt: str, args: argparse.Namespace) -> 
     stats = generation.stats
     if interrupted:
         stats.stop_reason = "interrupted"
-    if args.json:
+    if as_json:
         if printed and not printed.endswith("\n"):
             out.write("\n")
         report = {**stats.as_dict(), "load_ms": round(loaded.load_ms, 1), "model": str(load_settings.path),
