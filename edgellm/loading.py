@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgellm import home
+from edgellm import home, store
 from edgellm.errors import UserError
 from edgellm.gguf_header import GGUFError
 from edgellm.hw.profile import DeviceProfile
@@ -47,6 +47,19 @@ def wishes_from(settings: ModelSettings) -> Wishes:
     )
 
 
+def profile_named(name: str | None) -> DeviceProfile:
+    """A built-in profile or profile file when named (--profile), else this machine."""
+    if not name:
+        return this_machine()
+    from edgellm.hw.builtin import resolve_profile
+    from edgellm.hw.profile import ProfileError
+
+    try:
+        return resolve_profile(name)
+    except ProfileError as error:
+        raise UserError(f"--profile: {error}") from None
+
+
 def this_machine() -> DeviceProfile:
     from edgellm.commands.hw import detect_this_machine
 
@@ -75,13 +88,20 @@ def model_files(folder: Path) -> list[Path]:
 
 def choose_model(settings: ModelSettings, profile: DeviceProfile) -> ModelChoice:
     """The model named by -m (a file, or a folder of quants to choose from) and its plan on `profile`."""
-    if settings.hf_repo:
-        raise UserError("-hf (models from the Hugging Face Hub) is not available in this version yet; "
-                        "download the .gguf file and pass it with -m PATH")
     wishes = wishes_from(settings)
+    if settings.hf_repo:
+        from edgellm.hub.pull import resolve
+        from edgellm.hub.refs import parse_ref
+
+        stored = resolve(parse_ref(settings.hf_repo), profile, wishes, settings.offline)
+        return _planned(stored.path(store.store_dir()), wishes, profile, stored)
     if not settings.model:
         return best_local_model(profile, wishes)
     path = Path(settings.model).expanduser()
+    if not path.exists():
+        stored = store.find(settings.model)
+        if stored is not None:
+            return _planned(stored.path(store.store_dir()), wishes, profile, stored)
     if path.is_dir():
         files = model_files(path)
         if not files:
@@ -93,11 +113,18 @@ def choose_model(settings: ModelSettings, profile: DeviceProfile) -> ModelChoice
         except PlanError as error:
             raise UserError(f"{path}: {error}") from None
         return ModelChoice(Path(choice.spec.path), choice.spec, choice.plan, choice.considered)
+    return _planned(path, wishes, profile)
+
+
+def _planned(path: Path, wishes: Wishes, profile: DeviceProfile, stored: "store.StoredModel | None" = None) -> ModelChoice:
     spec = read_spec(path)
     try:
-        return ModelChoice(path, spec, plan(profile, spec, wishes))
+        choice = ModelChoice(path, spec, plan(profile, spec, wishes))
     except PlanError as error:
         raise UserError(str(error)) from None
+    if stored is not None:
+        store.touch(stored)
+    return choice
 
 
 def best_local_model(profile: DeviceProfile, wishes: Wishes) -> ModelChoice:
@@ -144,7 +171,7 @@ def planned_model(settings: ModelSettings) -> tuple[ModelChoice, "LoadSettings"]
 def way_out(error: GGUFError) -> str:
     text = str(error)
     if text.startswith("no such file"):
-        return "check the path (-m takes a .gguf file)"
+        return "check the path (-m takes a .gguf file or a store name: `edgellm ls`)"
     if text.startswith("is a directory"):
         return "pass the .gguf file inside it"
     if text.startswith("truncated"):

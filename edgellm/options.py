@@ -118,6 +118,7 @@ MODEL_FLAGS = (
          "MiB of RAM to keep free (default: max(512, 10%% of RAM))", "MIB"),
     Flag(("--gpu-margin",), "gpu_margin", non_negative_int, None, "MiB to keep free on a discrete GPU (default 1024)",
          "MIB"),
+    Flag(("--offline",), "offline", None, False, "use only models already stored (also HF_HUB_OFFLINE=1)"),
     Flag(("--force",), "force", None, False, "run even when the memory estimate says it will not fit"),
     Flag(("-v", "--verbose"), "verbose", None, False, "show the memory budget, llama.cpp's log and load details"),
 )
@@ -145,6 +146,7 @@ class ModelSettings:
     flash_attn: str
     ram_margin: int | None
     gpu_margin: int | None
+    offline: bool
     force: bool
     verbose: bool
 

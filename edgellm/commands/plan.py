@@ -21,19 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from edgellm import loading
-    from edgellm.errors import UserError
-    from edgellm.hw.builtin import resolve_profile
-    from edgellm.hw.profile import ProfileError
     from edgellm.plan import report
 
     settings = loading.settings_from(args)
-    if args.profile:
-        try:
-            profile = resolve_profile(args.profile)
-        except ProfileError as error:
-            raise UserError(f"--profile: {error}") from None
-    else:
-        profile = loading.this_machine()
+    profile = loading.profile_named(args.profile)
     choice = loading.choose_model(settings, profile)
     if args.json:
         data = report.to_dict(choice.plan, choice.spec, profile)

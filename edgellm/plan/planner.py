@@ -8,6 +8,7 @@ below 2048, when the user did not ask for one; a q8_0 KV cache is tried before t
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 from edgellm.hw.profile import DeviceProfile, Gpu
 from edgellm.plan.estimate import EstimateSettings, MemoryEstimate, estimate
@@ -337,10 +338,13 @@ class QuantChoice:
     considered: tuple[str, ...]  # one line per candidate: what it would need and why it was (not) taken
 
 
-def choose_quant(profile: DeviceProfile, candidates: list[tuple[str, ModelSpec]], wishes: Wishes = Wishes(),
-                 asked: str | None = None) -> QuantChoice:
+def choose_quant(profile: DeviceProfile, candidates: list[tuple[str, ModelSpec | Callable[[], ModelSpec]]],
+                 wishes: Wishes = Wishes(), asked: str | None = None) -> QuantChoice:
     """The best quant of one model for `profile`: the highest rank whose plan fits, preferring full GPU
-    offload over a partial offload one rank higher. Nothing above Q8_0 runs on the CPU unless asked."""
+    offload over a partial offload one rank higher. Nothing above Q8_0 runs on the CPU unless asked.
+
+    A candidate's spec may be a callable (a remote header to read): only the candidates needed are read.
+    """
     from edgellm.quants import CPU_CEILING, is_full_precision, rank
 
     gpu, _ = usable_gpu(profile)
@@ -352,11 +356,14 @@ def choose_quant(profile: DeviceProfile, candidates: list[tuple[str, ModelSpec]]
             raise PlanError(f"no {asked} file among the candidates ({names})")
     considered: list[str] = []
     fitting: list[tuple[str, ModelSpec, Plan]] = []
-    for quant, spec in ordered:
+    for quant, spec_or_reader in ordered:
+        if fitting and (gpu is None or fitting[0][2].full_offload or len(fitting) == 2):
+            break  # the choice cannot change any more
         if gpu is None and not asked and is_full_precision(quant):
             considered.append(f"{quant}: skipped on a CPU-only device (above {CPU_CEILING}: slower, no visible "
                               f"quality gain)")
             continue
+        spec = spec_or_reader() if callable(spec_or_reader) else spec_or_reader
         try:
             found = plan(profile, spec, replace(wishes, force=False))
         except PlanError as error:
@@ -373,11 +380,9 @@ def choose_quant(profile: DeviceProfile, candidates: list[tuple[str, ModelSpec]]
     if not fitting:
         raise PlanError("no quant fits: " + "; ".join(considered))
     best = fitting[0]
-    if gpu is not None and not best[2].full_offload and len(fitting) > 1:
-        lower = fitting[1]
-        if lower[2].full_offload:
-            considered.append(f"{lower[0]} chosen over {best[0]}: full GPU offload beats a partial one a rank higher")
-            best = lower
+    if gpu is not None and not best[2].full_offload and len(fitting) > 1 and fitting[1][2].full_offload:
+        considered.append(f"{fitting[1][0]} chosen over {best[0]}: full GPU offload beats a partial one a rank higher")
+        best = fitting[1]
     return QuantChoice(best[0], best[1], best[2], tuple(considered))
 
 

@@ -1,0 +1,62 @@
+"""`edgellm pull owner/repo[:QUANT]`: the quant that fits this machine best, downloaded into the store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+NAME = "pull"
+HELP = "download the GGUF quant of a Hugging Face repo that fits this machine best (resumable, verified)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ref", metavar="owner/repo[:QUANT]", help="a GGUF repo on the Hub; :QUANT forces a quant")
+    parser.add_argument("--profile", metavar="NAME|FILE", help="choose for another machine (see edgellm plan)")
+    parser.add_argument("--dry-run", action="store_true", help="show the choice and why; download nothing")
+    parser.add_argument("--json", action="store_true", help="print the choice (quant, files, plan) as JSON")
+    parser.add_argument("-c", "--ctx-size", type=int, default=None, metavar="N", help="plan for this context")
+    parser.add_argument("--offline", action="store_true", help="refuse to use the network (also HF_HUB_OFFLINE)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from edgellm import loading, store
+    from edgellm.errors import UserError
+    from edgellm.hub import client
+    from edgellm.hub.pull import choose_remote, download
+    from edgellm.hub.refs import parse_ref
+    from edgellm.plan import report
+    from edgellm.plan.planner import Wishes
+
+    ref = parse_ref(args.ref)
+    profile = loading.profile_named(args.profile)
+    if args.offline or client.offline():
+        stored = store.find(ref.name)
+        if stored is None:
+            raise UserError(f"{ref.name} is not in the store and offline mode is on; pull it without --offline")
+        print(stored.path(store.store_dir()))
+        return 0
+    choice = choose_remote(ref, profile, Wishes(ctx=args.ctx_size))
+    if choice.warning:
+        print(f"edgellm: warning: {choice.warning}", file=sys.stderr)
+    if args.json:
+        data = {"name": choice.name, "repo": ref.repo, "quant": choice.group.quant, "commit": choice.commit,
+                "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in choice.group.files],
+                "size": choice.group.size, "considered": list(choice.considered),
+                "plan": report.to_dict(choice.plan, choice.spec, profile)}
+        if not args.dry_run:
+            model = download(choice, quiet=True)
+            data["path"] = str(model.path(store.store_dir()))
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"{choice.name}: {choice.group.size / 2**30:.2f} GiB in {len(choice.group.files)} file(s), for "
+          f"{profile.name}")
+    for line in choice.considered:
+        print(f"  {line}")
+    print(f"  plan: n_gpu_layers {choice.plan.n_gpu_layers}, context {choice.plan.n_ctx}, kv {choice.plan.kv}, "
+          f"{choice.plan.estimate.total / 2**30:.2f} GiB")
+    if args.dry_run:
+        return 0
+    model = download(choice)
+    print(model.path(store.store_dir()))  # the local path last, as `hf download` prints it
+    return 0

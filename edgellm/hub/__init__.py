@@ -1,0 +1,1 @@
+"""The Hugging Face Hub: model references, repo listings, remote sizing, resumable verified downloads."""

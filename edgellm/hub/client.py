@@ -1,0 +1,128 @@
+"""Talking to the Hub through the real huggingface_hub client: listings, metadata, ranged header reads.
+
+HF_ENDPOINT (a mirror, or the tests' local Hub) is read at each call, not once at import. The token comes
+from HF_TOKEN or `hf auth login` through huggingface_hub itself, and is never printed or logged.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from edgellm.errors import UserError
+from edgellm.gguf_header import GGUFError, GGUFHeader, parse
+from edgellm.hub.files import QuantFiles, RemoteFile
+from edgellm.plan.spec import ModelSpec, model_spec
+
+HEADER_FIRST_READ = 4 * 2**20
+HEADER_MAX_READ = 128 * 2**20
+
+
+def endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@contextmanager
+def hub_errors(repo: str) -> Iterator[None]:
+    """Turn huggingface_hub's and the network's errors into one-line UserErrors with the way out."""
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    try:
+        yield
+    except GatedRepoError:
+        raise UserError(f"{repo} is gated: accept its licence on the Hub, then set HF_TOKEN or run "
+                        f"`hf auth login` with a token that may read it") from None
+    except RepositoryNotFoundError:
+        raise UserError(f"{repo} was not found on the Hub (or it is private: set HF_TOKEN); check the name") from None
+    except (RevisionNotFoundError, EntryNotFoundError) as error:
+        raise UserError(f"{repo}: {str(error).splitlines()[0]}") from None
+    except OfflineModeIsEnabled:
+        raise UserError(f"{repo} is not in the store and offline mode is on (--offline or HF_HUB_OFFLINE)") from None
+    except HfHubHTTPError as error:
+        raise UserError(f"{repo}: the Hub answered {str(error).splitlines()[0]}; try again later") from None
+    except OSError as error:  # connection refused, DNS, timeouts (httpx errors are OSErrors or wrap them)
+        raise UserError(f"{repo}: cannot reach the Hub at {endpoint()} ({error}); check the network or use "
+                        f"--offline with a stored model") from None
+    except Exception as error:  # the HTTP library's transport errors
+        if type(error).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore"):
+            raise UserError(f"{repo}: cannot reach the Hub at {endpoint()} ({error}); check the network or use "
+                            f"--offline with a stored model") from None
+        raise
+
+
+def list_files(repo: str, revision: str | None = None) -> tuple[str, list[RemoteFile]]:
+    """The commit the listing is at, and every file with its size and LFS sha256."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+
+    api = HfApi(endpoint=endpoint())
+    with hub_errors(repo):
+        info = api.model_info(repo, revision=revision)
+        tree = api.list_repo_tree(repo, recursive=True, revision=info.sha)
+        files = [RemoteFile(item.path, item.size, item.lfs.sha256 if item.lfs else None)
+                 for item in tree if isinstance(item, RepoFile)]
+    return info.sha, files
+
+
+def file_url(repo: str, path: str, commit: str) -> str:
+    from huggingface_hub import hf_hub_url
+
+    return hf_hub_url(repo, path, revision=commit, endpoint=endpoint())
+
+
+def read_range(url: str, start: int, end: int) -> bytes:
+    """Bytes start..end (inclusive) of a Hub file: HEAD for the real location, then one ranged GET."""
+    from huggingface_hub import get_hf_file_metadata
+    from huggingface_hub.utils import build_hf_headers, get_session
+
+    meta = get_hf_file_metadata(url, endpoint=endpoint())
+    headers = {"Range": f"bytes={start}-{end}"}
+    if _same_host(meta.location, endpoint()):
+        headers.update(build_hf_headers())
+    wanted = end - start + 1
+    data = bytearray()
+    with get_session().stream("GET", meta.location, headers=headers, follow_redirects=True) as response:
+        response.raise_for_status()
+        for chunk in response.iter_bytes():  # a server that ignores Range sends it all: stop when we have enough
+            data += chunk
+            if len(data) >= wanted:
+                break
+    return bytes(data[:wanted])
+
+
+def _same_host(url: str, base: str) -> bool:
+    from urllib.parse import urlparse
+
+    return urlparse(url).netloc == urlparse(base).netloc
+
+
+def remote_header(repo: str, file: RemoteFile, commit: str) -> GGUFHeader:
+    """The GGUF header of a Hub file, read with Range requests that grow until the header is whole."""
+    url = file_url(repo, file.path, commit)
+    size = HEADER_FIRST_READ
+    with hub_errors(repo):
+        while True:
+            data = read_range(url, 0, min(size, file.size) - 1)
+            try:
+                return parse(data, Path(file.path), file.size)
+            except GGUFError as error:
+                if not str(error).startswith("truncated: the file ends inside") or len(data) >= file.size \
+                        or size >= HEADER_MAX_READ:
+                    raise UserError(f"{repo}/{file.path}: {error}") from None
+                size *= 4
+
+
+def remote_spec(repo: str, group: QuantFiles, commit: str) -> ModelSpec:
+    """The spec of a remote quant from the headers of its shards (no tensor data fetched)."""
+    headers = [remote_header(repo, file, commit) for file in group.files]
+    spec = model_spec(headers)
+    from dataclasses import replace
+
+    return replace(spec, path=f"{repo}/{group.first.path}", file_type=group.quant)

@@ -1,0 +1,217 @@
+"""Resumable, verified downloads of Hub files into the store.
+
+A file is fetched into `NAME.part` beside its final place and renamed only once its sha256 matches the
+Hub's LFS oid. The partial file survives errors, Ctrl-C and kill -9: the next run asks for the rest with
+a Range request instead of starting again (huggingface_hub deletes its partial files on failure). Hashing
+runs on a second thread while the next chunk arrives, so verifying costs no time on two cores.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import queue
+import shutil
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+from edgellm.errors import UserError
+from edgellm.hub.client import _same_host, endpoint, file_url, hub_errors
+from edgellm.hub.files import RemoteFile
+
+CHUNK = 8 * 2**20
+RETRIES = 5  # network errors within one run; each retry resumes where the last stopped
+PART = ".part"
+
+class Progress:
+    """Bytes, rate and time left for a whole pull, on one line that rewrites itself (a line every few
+    seconds when stderr is not a terminal). Bytes found on disk count as done but not towards the rate."""
+
+    def __init__(self, total: int, out: IO[str] = sys.stderr, quiet: bool = False) -> None:
+        self.total, self.out, self.quiet = total, out, quiet
+        self.done = 0
+        self.fetched = 0
+        self.started = time.monotonic()
+        self.shown = 0.0
+        self.tty = out.isatty()
+
+    def resumed(self, n_bytes: int) -> None:
+        self.done += n_bytes
+
+    def advance(self, n_bytes: int) -> None:
+        self.done += n_bytes
+        self.fetched += n_bytes
+        now = time.monotonic()
+        if now - self.shown >= (0.2 if self.tty else 5.0):
+            self.shown = now
+            self.show()
+
+    def rewind(self, n_bytes: int) -> None:
+        self.done -= n_bytes
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = self.fetched / elapsed
+        left = (self.total - self.done) / rate if rate > 0 else 0
+        return (f"{self.done / 2**20:,.1f} / {self.total / 2**20:,.1f} MiB  {rate / 2**20:,.1f} MiB/s  "
+                f"ETA {int(left) // 60}:{int(left) % 60:02d}")
+
+    def show(self) -> None:
+        if not self.quiet:
+            self.out.write(("\r" + self.line() + "\x1b[K") if self.tty else self.line() + "\n")
+            self.out.flush()
+
+    def finish(self) -> None:
+        if not self.quiet:
+            self.show()
+            if self.tty:
+                self.out.write("\n")
+
+
+class Hasher:
+    """sha256 on a worker thread: hashlib drops the GIL on large buffers, so hashing overlaps the network.
+    Small network chunks are gathered into 1 MiB blocks first, to keep the hand-offs few."""
+
+    BLOCK = 2**20
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=32)
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (block := self.blocks.get()) is not None:
+            self.digest.update(block)
+
+    def update(self, chunk: bytes) -> None:
+        self.pending.append(chunk)
+        self.pending_size += len(chunk)
+        if self.pending_size >= self.BLOCK:
+            self._hand_off()
+
+    def _hand_off(self) -> None:
+        if self.pending:
+            self.blocks.put(b"".join(self.pending))
+            self.pending, self.pending_size = [], 0
+
+    def hexdigest(self) -> str:
+        self._hand_off()
+        self.blocks.put(None)
+        self.thread.join()
+        return self.digest.hexdigest()
+
+
+@contextmanager
+def locked(part: Path) -> Iterator[None]:
+    """One process at a time per file; a second `pull` of the same model waits instead of corrupting it."""
+    lock_path = part.with_name(part.name + ".lock")
+    with open(lock_path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{part.name[:-len(PART)]} is being downloaded by another edgellm process; "
+                            f"wait for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock_path.unlink(missing_ok=True)
+
+
+def fetch(repo: str, file: RemoteFile, commit: str, dest: Path, progress: Progress) -> Path:
+    """Download `file` to `dest`, resuming a partial `dest.part`; verified against the LFS sha256."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + PART)
+    with locked(part):
+        for attempt in (1, 2):
+            digest = _transfer(repo, file, commit, part, progress)
+            if file.sha256 is None or digest == file.sha256:
+                break
+            progress.rewind(part.stat().st_size)
+            part.unlink()  # a corrupted byte: the only safe place to resume from is the start
+            if attempt == 2:
+                raise UserError(f"{repo}/{file.path}: the download does not match its sha256 twice in a row; "
+                                f"the mirror may be serving a broken file ({endpoint()})")
+        os.replace(part, dest)
+    return dest
+
+
+def _transfer(repo: str, file: RemoteFile, commit: str, part: Path, progress: Progress) -> str:
+    """Bring `part` up to the file's full size, resuming from what it holds, retrying transient errors;
+    returns the sha256 of the whole file, hashed as it was written."""
+    from huggingface_hub import get_hf_file_metadata
+    from huggingface_hub.utils import build_hf_headers, get_session
+
+    url = file_url(repo, file.path, commit)
+    have = part.stat().st_size if part.exists() else 0
+    if have > file.size:
+        part.unlink()
+        have = 0
+    hasher = Hasher()
+    if have:
+        with open(part, "rb") as handle:
+            while chunk := handle.read(CHUNK):
+                hasher.update(chunk)
+        progress.resumed(have)
+    for retry in range(RETRIES + 1):
+        if have == file.size:
+            break
+        try:
+            with hub_errors(repo):
+                meta = get_hf_file_metadata(url, endpoint=endpoint())
+                headers = {"Range": f"bytes={have}-"} if have else {}
+                if _same_host(meta.location, endpoint()):
+                    headers.update(build_hf_headers())
+                with get_session().stream("GET", meta.location, headers=headers, follow_redirects=True,
+                                          timeout=60) as response:
+                    response.raise_for_status()
+                    if have and response.status_code != 206:  # the server ignored the Range: start over
+                        progress.rewind(have)
+                        have, hasher = 0, Hasher()
+                    with open(part, "ab" if have else "wb", buffering=CHUNK) as out:
+                        # chunks as they arrive: a dropped connection loses nothing that was received
+                        for chunk in response.iter_bytes():
+                            out.write(chunk)
+                            hasher.update(chunk)
+                            have += len(chunk)
+                            progress.advance(len(chunk))
+        except UserError as error:
+            if "cannot reach the Hub" not in str(error) or retry == RETRIES:
+                raise
+        except Exception as error:  # the connection dropped mid-body: resume from what arrived
+            if retry == RETRIES:
+                raise UserError(f"{repo}/{file.path}: the download kept failing ({error}); run the same command "
+                                f"again to resume from {have} bytes") from None
+        if have < file.size:
+            time.sleep(min(2 ** retry * 0.2, 5))
+    return hasher.hexdigest()
+
+
+def check_disk(folder: Path, needed: int) -> None:
+    """Stop before starting when the store's file system cannot hold what is left to fetch."""
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed > free:
+        raise UserError(f"not enough disk: the download needs {needed / 2**30:.2f} GiB more but {probe} has "
+                        f"{free / 2**30:.2f} GiB free; free some space or set EDGELLM_HOME to a larger disk")
+
+
+def remaining_bytes(files: list[tuple[RemoteFile, Path]]) -> int:
+    """Bytes still to fetch: what is neither in place nor in a partial file."""
+    total = 0
+    for file, dest in files:
+        if dest.exists():
+            continue
+        part = dest.with_name(dest.name + PART)
+        total += file.size - (part.stat().st_size if part.exists() else 0)
+    return total

@@ -1,0 +1,190 @@
+"""Pick the quant of a Hub repo that fits a machine, and bring it into the store."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from edgellm import store
+from edgellm.errors import UserError
+from edgellm.hub import client
+from edgellm.hub.download import PART, Progress, check_disk, fetch, remaining_bytes
+from edgellm.hub.files import QuantFiles, group_quants
+from edgellm.hub.refs import ModelRef
+from edgellm.hw.profile import DeviceProfile
+from edgellm.plan.planner import Plan, PlanError, Wishes, choose_quant, plan
+from edgellm.plan.spec import ModelSpec
+from edgellm.quants import rank
+
+SIZE_ONLY_MARGIN = 0.25  # without a readable header, keep this share of the file size free as well
+
+
+@dataclass(frozen=True)
+class RemoteChoice:
+    ref: ModelRef
+    commit: str
+    group: QuantFiles
+    spec: ModelSpec
+    plan: Plan
+    considered: tuple[str, ...]
+    warning: str | None = None  # a forced quant that does not fit
+
+    @property
+    def name(self) -> str:
+        return f"{self.ref.repo}:{self.group.quant}"
+
+
+def size_only_spec(repo: str, group: QuantFiles) -> ModelSpec:
+    """A coarse spec from the file size alone, for a file whose header cannot be read: one block of weights."""
+    size = group.size
+    return ModelSpec(path=f"{repo}/{group.first.path}", architecture="unknown", n_layers=1, layer_bytes=(size,),
+                     token_embd_bytes=0, output_bytes=0, tied_embeddings=True, n_embd=1, n_ff=1, n_head=1,
+                     n_head_kv=(1,), key_length=1, value_length=1, swa_layers=(False,), sliding_window=0,
+                     trained_ctx=0, n_vocab=1, file_type=group.quant, has_chat_template=False, file_bytes=size,
+                     n_tensors=len(group.files))
+
+
+def spec_reader(repo: str, group: QuantFiles, commit: str, fallbacks: list[str]):
+    def read() -> ModelSpec:
+        local = local_copy(repo, group)
+        if local is not None:  # in the store or the Hugging Face cache already: read the header here
+            from edgellm.gguf_header import read_header
+            from edgellm.plan.spec import model_spec
+
+            return replace(model_spec([read_header(path) for path in local]), file_type=group.quant)
+        try:
+            return client.remote_spec(repo, group, commit)
+        except UserError as error:
+            fallbacks.append(f"{group.quant}: header unreadable ({error}); sized from its file size with a wider margin")
+            return size_only_spec(repo, group)
+    return read
+
+
+def local_copy(repo: str, group: QuantFiles) -> list[Path] | None:
+    """Whole local copies of a quant's files (the store's, or the Hugging Face cache's blobs), if any."""
+    folder = store.store_dir() / repo
+    in_store = [folder / file.path for file in group.files]
+    if all(path.is_file() and path.stat().st_size == file.size for path, file in zip(in_store, group.files)):
+        return in_store
+    cached = [store.hf_cache_blob(repo, file.sha256, file.size) for file in group.files]
+    return cached if len(group.files) == 1 and cached[0] is not None else None
+
+
+def choose_remote(ref: ModelRef, profile: DeviceProfile, wishes: Wishes) -> RemoteChoice:
+    """List the repo, then ask the planner which quant fits `profile` best (or plan the one asked for)."""
+    commit, files = client.list_files(ref.repo)
+    groups = group_quants(files)
+    if not groups:
+        raise UserError(f"{ref.repo} has no GGUF model files; pick a GGUF repo (its name often ends in -GGUF)")
+    fallbacks: list[str] = []
+    if ref.quant:
+        matching = [g for g in groups if g.quant == ref.quant]
+        if not matching:
+            names = ", ".join(g.quant for g in groups)
+            raise UserError(f"{ref.repo} has no {ref.quant} file; it has {names}")
+        group = matching[0]
+        spec = spec_reader(ref.repo, group, commit, fallbacks)()
+        try:
+            chosen = plan(profile, spec, _wider(wishes, spec, profile, fallbacks))
+            warning = None
+        except PlanError as error:
+            chosen = plan(profile, spec, replace(_wider(wishes, spec, profile, fallbacks), force=True))
+            warning = f"{ref.quant} does not fit {profile.name}: {error}"
+        return RemoteChoice(ref, commit, group, spec, chosen, tuple(fallbacks), warning)
+    by_quant = {g.quant: g for g in groups}
+    readers = [(g.quant, spec_reader(ref.repo, g, commit, fallbacks)) for g in groups]
+    try:
+        choice = choose_quant(profile, readers, wishes)
+    except PlanError as error:
+        smallest = min(groups, key=lambda g: g.size)
+        raise UserError(f"{ref.repo}: {error}. The smallest file is {smallest.quant} "
+                        f"({smallest.size / 2**30:.2f} GiB); a smaller model would fit better") from None
+    return RemoteChoice(ref, commit, by_quant[choice.quant], choice.spec, choice.plan,
+                        choice.considered + tuple(fallbacks))
+
+
+def _wider(wishes: Wishes, spec: ModelSpec, profile: DeviceProfile, fallbacks: list[str]) -> Wishes:
+    if spec.architecture != "unknown":
+        return wishes
+    from edgellm.plan.planner import ram_margin
+
+    return replace(wishes, ram_margin=ram_margin(profile, wishes) + int(spec.file_bytes * SIZE_ONLY_MARGIN))
+
+
+def download(choice: RemoteChoice, quiet: bool = False) -> store.StoredModel:
+    """Bring the chosen files into the store (resuming, verified); reuse what the store or the Hugging Face
+    cache already holds instead of downloading it again."""
+    existing = store.find(choice.name)
+    if existing and existing.commit == choice.commit and all(
+            (store.store_dir() / f).exists() for f in existing.files):
+        return existing
+    folder = store.store_dir() / choice.ref.repo
+    cached = [store.hf_cache_blob(choice.ref.repo, f.sha256, f.size) for f in choice.group.files]
+    if all(cached) and cached[0] != folder / choice.group.first.path:
+        model = store.StoredModel(name=choice.name, repo=choice.ref.repo, quant=choice.group.quant,
+                                  files=[str(path) for path in cached], size=choice.group.size,
+                                  sha256=[f.sha256 for f in choice.group.files], commit=choice.commit,
+                                  source="hf-cache")
+        store.add(model)
+        return model
+    targets = [(file, folder / file.path) for file in choice.group.files]
+    clean_orphans(folder, {dest for _, dest in targets})
+    check_disk(folder, remaining_bytes(targets))
+    progress = Progress(choice.group.size, quiet=quiet)
+    try:
+        for file, dest in targets:
+            if not dest.exists():
+                fetch(choice.ref.repo, file, choice.commit, dest, progress)
+            else:
+                progress.resumed(file.size)
+    except KeyboardInterrupt:
+        progress.finish()
+        raise UserError(f"download interrupted; run the same command again to resume where it stopped") from None
+    progress.finish()
+    model = store.StoredModel(
+        name=choice.name, repo=choice.ref.repo, quant=choice.group.quant,
+        files=[str(dest.relative_to(store.store_dir())) for _, dest in targets], size=choice.group.size,
+        sha256=[f.sha256 for f in choice.group.files], commit=choice.commit, source="pull", added=time.time())
+    store.add(model)
+    return model
+
+
+def clean_orphans(folder: Path, wanted: set[Path]) -> None:
+    """Remove partial files in the repo's folder that no download of this pull will resume."""
+    import fcntl
+
+    if not folder.is_dir():
+        return
+    for part in folder.glob(f"**/*{PART}"):
+        if part.with_name(part.name[: -len(PART)]) in wanted:
+            continue
+        lock = part.with_name(part.name + ".lock")
+        if lock.exists():
+            with open(lock) as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # another process is downloading it
+        part.unlink(missing_ok=True)
+
+
+def resolve(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, offline: bool) -> store.StoredModel:
+    """A -hf reference as a stored model: from the store when it is there, else pulled (unless offline)."""
+    stored = store.find(ref.name) if ref.quant else _best_stored(ref.repo)
+    if stored is not None:
+        return stored
+    if offline or client.offline():
+        raise UserError(f"{ref.name} is not in the store and offline mode is on (--offline or HF_HUB_OFFLINE); "
+                        f"pull it first, or pass -m PATH")
+    choice = choose_remote(ref, profile, wishes)
+    if choice.warning:
+        print(f"edgellm: warning: {choice.warning}", file=sys.stderr)
+    print(f"edgellm: pulling {choice.name} ({choice.group.size / 2**30:.2f} GiB)", file=sys.stderr)
+    return download(choice)
+
+
+def _best_stored(repo: str) -> store.StoredModel | None:
+    stored = [m for m in store.load_models().values() if m.repo.lower() == repo.lower()]
+    return max(stored, key=lambda m: rank(m.quant)) if stored else None

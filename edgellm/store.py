@@ -1,0 +1,205 @@
+"""The local model store (EDGELLM_HOME/models) and the GGUF files other tools already keep.
+
+Store names are `owner/repo:QUANT`, with the file stem as a short alias. A manifest records what edgellm
+downloaded (and may delete) and what it was pointed at in place (`import`, the Hugging Face cache), which
+`rm` never deletes. GGUFs in the Hugging Face cache, LM Studio's folder and llama.cpp's cache are found and
+used where they are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from edgellm import home
+from edgellm.errors import UserError
+from edgellm.hub.files import SHARD_RE, is_projector
+from edgellm.quants import parse_quant
+
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class StoredModel:
+    name: str  # owner/repo:QUANT
+    repo: str
+    quant: str
+    files: list[str]  # relative to the store, or absolute for files used in place
+    size: int
+    sha256: list[str | None] = field(default_factory=list)
+    commit: str | None = None
+    source: str = "pull"  # pull: edgellm owns the files; import / hf-cache: used in place, never deleted
+    added: float = 0.0
+    last_used: float | None = None
+
+    @property
+    def alias(self) -> str:
+        first = Path(self.files[0]).name
+        shard = SHARD_RE.search(first)
+        return first[: shard.start()] if shard else first.removesuffix(".gguf")
+
+    def path(self, store: Path) -> Path:
+        """The file llama.cpp opens: the first (or only) shard."""
+        return store / self.files[0]
+
+
+def store_dir() -> Path:
+    return home.models_dir()
+
+
+def _manifest_path() -> Path:
+    return store_dir() / "manifest.json"
+
+
+def load_models() -> dict[str, StoredModel]:
+    path = _manifest_path()
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} is damaged ({error}); move it aside and pull or import the models again") from None
+    return {name: StoredModel(**entry) for name, entry in data.get("models", {}).items()}
+
+
+def save_models(models: dict[str, StoredModel]) -> None:
+    path = _manifest_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps({"version": MANIFEST_VERSION,
+                                   "models": {name: asdict(model) for name, model in sorted(models.items())}},
+                                  indent=2))
+    os.replace(partial, path)
+
+
+def add(model: StoredModel) -> None:
+    models = load_models()
+    model.added = model.added or time.time()
+    models[model.name] = model
+    save_models(models)
+
+
+def find(name: str) -> StoredModel | None:
+    """A stored model by `owner/repo:QUANT`, by `owner/repo` when one quant of it is stored, or by alias."""
+    models = load_models()
+    if name in models:
+        return models[name]
+    wanted = name.lower()
+    exact = [m for m in models.values() if m.name.lower() == wanted or m.alias.lower() == wanted]
+    if exact:
+        return exact[0]
+    of_repo = [m for m in models.values() if m.repo.lower() == wanted]
+    if len(of_repo) == 1:
+        return of_repo[0]
+    if len(of_repo) > 1:
+        from edgellm.quants import rank
+
+        return max(of_repo, key=lambda m: rank(m.quant))
+    return None
+
+
+def touch(model: StoredModel) -> None:
+    models = load_models()
+    if model.name in models:
+        models[model.name].last_used = time.time()
+        save_models(models)
+
+
+def remove(name: str) -> tuple[StoredModel, bool]:
+    """Forget a model; delete its files only if edgellm downloaded them. Returns (model, files deleted)."""
+    model = find(name)
+    if model is None:
+        raise UserError(f"no model {name!r} in the store: `edgellm ls` lists them")
+    models = load_models()
+    del models[model.name]
+    save_models(models)
+    if model.source != "pull":
+        return model, False
+    store = store_dir()
+    for relative in model.files:
+        for path in (store / relative, store / (relative + ".part")):
+            path.unlink(missing_ok=True)
+        folder = (store / relative).parent
+        while folder != store and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+    return model, True
+
+
+def import_path(path: Path) -> StoredModel:
+    """Use a GGUF where it is (never copied); it gets a store name and an alias."""
+    from edgellm.plan.spec import load_spec, shard_paths
+    from edgellm.gguf_header import GGUFError, read_header
+
+    path = path.expanduser().resolve()
+    try:
+        spec = load_spec(path)
+        shards = shard_paths(path, read_header(path))
+    except GGUFError as error:
+        raise UserError(f"{path}: {error}; pass a GGUF model file") from None
+    quant = spec.file_type or parse_quant(path.name) or "unknown"
+    stem = path.name.removesuffix(".gguf")
+    model = StoredModel(name=f"local/{stem}:{quant}", repo=f"local/{stem}", quant=quant,
+                        files=[str(shard) for shard in shards], size=spec.file_bytes, source="import")
+    add(model)
+    return model
+
+
+# GGUF files kept by other tools
+
+
+def external_roots() -> list[tuple[str, Path]]:
+    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    hf_cache = Path(os.environ.get("HF_HUB_CACHE", hf_home / "hub"))
+    llama_cache = Path(os.environ.get("LLAMA_CACHE", Path.home() / ".cache" / "llama.cpp"))
+    return [("hf-cache", hf_cache), ("lm-studio", Path.home() / ".lmstudio" / "models"),
+            ("lm-studio", Path.home() / ".cache" / "lm-studio" / "models"), ("llama.cpp", llama_cache)]
+
+
+@dataclass(frozen=True)
+class FoundModel:
+    name: str
+    source: str
+    path: Path
+    size: int
+
+
+def scan_external() -> list[FoundModel]:
+    """GGUF models in the Hugging Face cache, LM Studio's models folder and llama.cpp's cache."""
+    found = []
+    for source, root in external_roots():
+        if not root.is_dir():
+            continue
+        for path in sorted(root.glob("**/*.gguf")):
+            shard = SHARD_RE.search(path.name)
+            if is_projector(path.name) or (shard and int(shard.group(1)) != 1) or not path.is_file():
+                continue
+            repo = _repo_of(source, root, path)
+            quant = parse_quant(path.name) or "unknown"
+            found.append(FoundModel(f"{repo}:{quant}", source, path, path.stat().st_size))
+    return found
+
+
+def _repo_of(source: str, root: Path, path: Path) -> str:
+    relative = path.relative_to(root).parts
+    if source == "hf-cache" and relative[0].startswith("models--"):
+        return relative[0].removeprefix("models--").replace("--", "/", 1)
+    if source == "lm-studio" and len(relative) >= 3:
+        return f"{relative[0]}/{relative[1]}"
+    return f"local/{path.name.removesuffix('.gguf')}"
+
+
+def hf_cache_blob(repo: str, sha256: str | None, size: int) -> Path | None:
+    """The Hugging Face cache's copy of an LFS file (its blobs are named by sha256), if it is whole."""
+    if not sha256:
+        return None
+    for source, root in external_roots():
+        if source != "hf-cache":
+            continue
+        blob = root / f"models--{repo.replace('/', '--')}" / "blobs" / sha256
+        if blob.is_file() and blob.stat().st_size == size:
+            return blob
+    return None
