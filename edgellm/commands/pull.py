@@ -23,7 +23,7 @@ def main(args: argparse.Namespace) -> int:
     from edgellm import loading, store
     from edgellm.errors import UserError
     from edgellm.hub import client
-    from edgellm.hub.pull import choose_remote, download
+    from edgellm.hub.pull import choose_remote, download, plan_forced_quant
     from edgellm.hub.refs import parse_ref
     from edgellm.plan import report
     from edgellm.plan.planner import Wishes
@@ -36,7 +36,13 @@ def main(args: argparse.Namespace) -> int:
             raise UserError(f"{ref.name} is not in the store and offline mode is on; pull it without --offline")
         print(stored.path(store.store_dir()))
         return 0
-    choice = choose_remote(ref, profile, Wishes(ctx=args.ctx_size))
+    wishes = Wishes(ctx=args.ctx_size)
+    choice = choose_remote(ref, profile, wishes, plan_forced=args.dry_run)
+    model = None
+    if not args.dry_run:
+        model = download(choice, quiet=args.json)
+        if choice.plan is None:  # a forced quant: planned from the file now on disk
+            choice = plan_forced_quant(choice, loading.read_spec(model.path(store.store_dir())), profile, wishes)
     if choice.warning:
         print(f"edgellm: warning: {choice.warning}", file=sys.stderr)
     if args.json:
@@ -44,8 +50,7 @@ def main(args: argparse.Namespace) -> int:
                 "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in choice.group.files],
                 "size": choice.group.size, "considered": list(choice.considered),
                 "plan": report.to_dict(choice.plan, choice.spec, profile)}
-        if not args.dry_run:
-            model = download(choice, quiet=True)
+        if model is not None:
             data["path"] = str(model.path(store.store_dir()))
         print(json.dumps(data, indent=2))
         return 0
@@ -55,8 +60,6 @@ def main(args: argparse.Namespace) -> int:
         print(f"  {line}")
     print(f"  plan: n_gpu_layers {choice.plan.n_gpu_layers}, context {choice.plan.n_ctx}, kv {choice.plan.kv}, "
           f"{choice.plan.estimate.total / 2**30:.2f} GiB")
-    if args.dry_run:
-        return 0
-    model = download(choice)
-    print(model.path(store.store_dir()))  # the local path last, as `hf download` prints it
+    if model is not None:
+        print(model.path(store.store_dir()))  # the local path last, as `hf download` prints it
     return 0

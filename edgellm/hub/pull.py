@@ -26,8 +26,8 @@ class RemoteChoice:
     ref: ModelRef
     commit: str
     group: QuantFiles
-    spec: ModelSpec
-    plan: Plan
+    spec: ModelSpec | None  # None until planned (a forced quant is planned from the downloaded file)
+    plan: Plan | None
     considered: tuple[str, ...]
     warning: str | None = None  # a forced quant that does not fit
 
@@ -72,8 +72,9 @@ def local_copy(repo: str, group: QuantFiles) -> list[Path] | None:
     return cached if len(group.files) == 1 and cached[0] is not None else None
 
 
-def choose_remote(ref: ModelRef, profile: DeviceProfile, wishes: Wishes) -> RemoteChoice:
-    """List the repo, then ask the planner which quant fits `profile` best (or plan the one asked for)."""
+def choose_remote(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, plan_forced: bool = True) -> RemoteChoice:
+    """List the repo, then ask the planner which quant fits `profile` best (or plan the one asked for;
+    with plan_forced=False that waits for `plan_forced_quant` on the downloaded file, saving a header read)."""
     commit, files = client.list_files(ref.repo)
     groups = group_quants(files)
     if not groups:
@@ -84,15 +85,11 @@ def choose_remote(ref: ModelRef, profile: DeviceProfile, wishes: Wishes) -> Remo
         if not matching:
             names = ", ".join(g.quant for g in groups)
             raise UserError(f"{ref.repo} has no {ref.quant} file; it has {names}")
-        group = matching[0]
-        spec = spec_reader(ref.repo, group, commit, fallbacks)()
-        try:
-            chosen = plan(profile, spec, _wider(wishes, spec, profile, fallbacks))
-            warning = None
-        except PlanError as error:
-            chosen = plan(profile, spec, replace(_wider(wishes, spec, profile, fallbacks), force=True))
-            warning = f"{ref.quant} does not fit {profile.name}: {error}"
-        return RemoteChoice(ref, commit, group, spec, chosen, tuple(fallbacks), warning)
+        choice = RemoteChoice(ref, commit, matching[0], None, None, ())
+        if not plan_forced:
+            return choice
+        return plan_forced_quant(choice, spec_reader(ref.repo, choice.group, commit, fallbacks)(), profile, wishes,
+                                 fallbacks)
     by_quant = {g.quant: g for g in groups}
     readers = [(g.quant, spec_reader(ref.repo, g, commit, fallbacks)) for g in groups]
     try:
@@ -103,6 +100,18 @@ def choose_remote(ref: ModelRef, profile: DeviceProfile, wishes: Wishes) -> Remo
                         f"({smallest.size / 2**30:.2f} GiB); a smaller model would fit better") from None
     return RemoteChoice(ref, commit, by_quant[choice.quant], choice.spec, choice.plan,
                         choice.considered + tuple(fallbacks))
+
+
+def plan_forced_quant(choice: RemoteChoice, spec: ModelSpec, profile: DeviceProfile, wishes: Wishes,
+                      fallbacks: list[str] = ()) -> RemoteChoice:
+    """Plan the quant the user named; when it does not fit, plan it anyway and say so."""
+    wider = _wider(wishes, spec, profile, list(fallbacks))
+    try:
+        chosen, warning = plan(profile, spec, wider), None
+    except PlanError as error:
+        chosen = plan(profile, spec, replace(wider, force=True))
+        warning = f"{choice.ref.quant} does not fit {profile.name}: {error}"
+    return replace(choice, spec=spec, plan=chosen, considered=tuple(fallbacks), warning=warning)
 
 
 def _wider(wishes: Wishes, spec: ModelSpec, profile: DeviceProfile, fallbacks: list[str]) -> Wishes:
@@ -178,7 +187,7 @@ def resolve(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, offline: bool
     if offline or client.offline():
         raise UserError(f"{ref.name} is not in the store and offline mode is on (--offline or HF_HUB_OFFLINE); "
                         f"pull it first, or pass -m PATH")
-    choice = choose_remote(ref, profile, wishes)
+    choice = choose_remote(ref, profile, wishes, plan_forced=False)
     if choice.warning:
         print(f"edgellm: warning: {choice.warning}", file=sys.stderr)
     print(f"edgellm: pulling {choice.name} ({choice.group.size / 2**30:.2f} GiB)", file=sys.stderr)

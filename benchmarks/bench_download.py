@@ -1,0 +1,74 @@
+"""Download throughput: edgellm's resumable, sha256-verified fetch against a plain `hf_hub_download` of the
+same 250 MB file, both from the local Hub on 127.0.0.1 (tests/fakehub.py), in one process, alternating.
+Goal: ratio ≥ 0.9. For information, the whole `edgellm pull` command (listing, plan, download) is also timed
+against a whole `hf_hub_download` process.
+Usage: .venv/bin/python benchmarks/bench_download.py [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import REPO, TEST_MODEL, median, spread
+
+sys.path.insert(0, str(REPO / "tests"))
+
+from fakehub import FakeHub, FakeRepo  # noqa: E402
+
+HF_DOWNLOAD = ("import sys; from huggingface_hub import hf_hub_download; "
+               "hf_hub_download(sys.argv[1], sys.argv[2], cache_dir=sys.argv[3])")
+MIB = 2**20
+
+
+def timed(action) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    options = parser.parse_args()
+    hub = FakeHub()
+    repo, name = "bench/gemma-3-270m-GGUF", "gemma-3-270m-Q4_K_M.gguf"
+    digest = hub.add(repo, FakeRepo({name: TEST_MODEL})).digest(name)
+    os.environ["HF_ENDPOINT"] = hub.endpoint
+    from huggingface_hub import hf_hub_download
+
+    from edgellm.hub.download import Progress, fetch
+    from edgellm.hub.files import RemoteFile
+
+    size = TEST_MODEL.stat().st_size
+    remote = RemoteFile(name, size, digest)
+    ours, theirs, our_cmd, their_cmd = [], [], [], []
+    try:
+        for _ in range(options.rounds):
+            with tempfile.TemporaryDirectory(prefix="edgellm-bench-") as tmp:
+                theirs.append(size / timed(lambda: hf_hub_download(repo, name, cache_dir=f"{tmp}/hf",
+                                                                   endpoint=hub.endpoint)))
+                ours.append(size / timed(lambda: fetch(repo, remote, hub.repos[repo].commit,
+                                                       Path(tmp) / "ours" / name, Progress(size, quiet=True))))
+                env = {**os.environ, "HF_HOME": f"{tmp}/hf2", "EDGELLM_HOME": f"{tmp}/e"}
+                their_cmd.append(timed(lambda: subprocess.run([sys.executable, "-c", HF_DOWNLOAD, repo, name,
+                                                               f"{tmp}/c2"], env=env, check=True)))
+                our_cmd.append(timed(lambda: subprocess.run([sys.executable, "-m", "edgellm", "pull", f"{repo}:Q4_K_M"],
+                                                            env=env, check=True, capture_output=True)))
+    finally:
+        hub.close()
+    print(f"download of {size / MIB:.0f} MiB from 127.0.0.1, {options.rounds} rounds, alternating")
+    print(f"  hf_hub_download()                 MiB/s: {spread([v / MIB for v in theirs])}")
+    print(f"  edgellm fetch (resumable, sha256) MiB/s: {spread([v / MIB for v in ours])}")
+    print(f"  ratio edgellm/hf_hub_download (medians): {median(ours) / median(theirs):.3f}  (goal >= 0.9)")
+    print(f"  whole commands, seconds: python -c hf_hub_download {spread(their_cmd)}; "
+          f"edgellm pull {spread(our_cmd)} (adds the listing, the plan and the start-up of the CLI)")
+
+
+if __name__ == "__main__":
+    main()
