@@ -131,16 +131,19 @@ def best_local_model(profile: DeviceProfile, wishes: Wishes) -> ModelChoice:
     """With no -m: the most capable model in the store that fits this machine (largest, then best quant)."""
     from edgellm.quants import rank
 
-    store = home.models_dir()
+    folder = store.store_dir()
+    paths = {model.path(folder) for model in store.load_models().values()}
+    paths |= set(model_files(folder)) if folder.is_dir() else set()
     fitting = []
-    for path in model_files(store) if store.is_dir() else []:
+    for path in sorted(paths):
         try:
             spec = load_spec(path, home.home() / "cache" / "specs")
             fitting.append((spec, plan(profile, spec, wishes)))
         except (GGUFError, PlanError, OSError):
             continue
     if not fitting:
-        raise UserError(f"no model given, and no model in {store} fits this machine: pass -m PATH/TO/MODEL.gguf")
+        raise UserError(f"no model given, and no model in {folder} fits this machine: `edgellm recommend` suggests "
+                        f"some and `edgellm pull owner/repo` fetches one; or pass -m PATH/TO/MODEL.gguf")
     # the most parameters (layers × width², a proxy that ignores the quant), then the best quant
     spec, chosen = max(fitting, key=lambda item: (item[0].n_layers * item[0].n_embd ** 2, rank(item[0].file_type or "")))
     return ModelChoice(Path(spec.path), spec, chosen)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import re
 
+from dataclasses import replace
+
+from edgellm.hw.bandwidth import gpu_bandwidth, system_bandwidth
 from edgellm.hw.probes import Probe
 from edgellm.hw.profile import Board, Cpu, DeviceProfile, Gpu, LlamaBuild, Memory
 
@@ -223,8 +226,11 @@ def detect(probe: Probe, home_path: str, build_info: dict | None = None) -> Devi
     system = probe.system()
     sysctl = sysctl_values(probe)
     raw = probe.memory()
-    memory = Memory(raw["total"], raw["available"], raw["swap_total"], raw["swap_free"])
     board = detect_board(probe, sysctl)
+    cpu = detect_cpu(probe, sysctl)
+    bandwidth = system_bandwidth(system["machine"], board.model if board else None, board.module if board else None,
+                                 cpu.model)
+    memory = Memory(raw["total"], raw["available"], raw["swap_total"], raw["swap_free"], bandwidth)
     build = None
     if build_info:
         build = LlamaBuild(build_info.get("backend", "cpu"), tuple(build_info.get("cpu_features", ())),
@@ -233,9 +239,10 @@ def detect(probe: Probe, home_path: str, build_info: dict | None = None) -> Devi
     return DeviceProfile(
         name=hostname or (board.model if board else system["machine"]),
         os=system["os"].lower(),
-        cpu=detect_cpu(probe, sysctl),
+        cpu=cpu,
         memory=memory,
-        gpus=tuple(detect_gpus(probe, memory, board, sysctl)),
+        gpus=tuple(replace(gpu, bandwidth_bytes_per_s=bandwidth if gpu.unified_memory else gpu_bandwidth(gpu.name))
+                   for gpu in detect_gpus(probe, memory, board, sysctl)),
         board=board,
         disk_free_bytes=probe.disk_free(home_path),
         disk_path=home_path,

@@ -38,6 +38,7 @@ class Memory:
     available_bytes: int
     swap_total_bytes: int
     swap_free_bytes: int
+    bandwidth_bytes_per_s: int | None = None  # RAM to CPU (and a unified-memory GPU)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Gpu:
     unified_memory: bool  # shares system RAM (Apple Silicon, Jetson)
     backend: str  # the llama.cpp backend that drives it
     driver: str | None = None
+    bandwidth_bytes_per_s: int | None = None
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,8 @@ def from_dict(data: Any) -> DeviceProfile:
         raise ProfileError("cpu: performance_cores <= physical_cores <= logical_cores does not hold")
     mem_data = _get(data, "memory", dict, "profile")
     memory = Memory(*(_size(mem_data, key, "memory") for key in
-                      ("total_bytes", "available_bytes", "swap_total_bytes", "swap_free_bytes")))
+                      ("total_bytes", "available_bytes", "swap_total_bytes", "swap_free_bytes")),
+                    bandwidth_bytes_per_s=_size(mem_data, "bandwidth_bytes_per_s", "memory", optional=True))
     if memory.total_bytes < 64 * 2**20:
         raise ProfileError(f"memory.total_bytes = {memory.total_bytes} is too small for any model")
     if memory.available_bytes > memory.total_bytes:
@@ -160,6 +163,7 @@ def from_dict(data: Any) -> DeviceProfile:
             unified_memory=_get(gpu_data, "unified_memory", bool, where),
             backend=_get(gpu_data, "backend", str, where),
             driver=_get(gpu_data, "driver", str, where, optional=True),
+            bandwidth_bytes_per_s=_size(gpu_data, "bandwidth_bytes_per_s", where, optional=True),
         )
         if gpu.vendor not in GPU_VENDORS or gpu.backend not in GPU_BACKENDS:
             raise ProfileError(f"{where}: vendor {gpu.vendor!r} / backend {gpu.backend!r} is not known")

@@ -1,0 +1,47 @@
+"""`edgellm recommend`: the catalog's chat models that fit this machine and run at a usable speed, best first."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+NAME = "recommend"
+HELP = "rank the catalog's chat models (and quants) that fit this machine at 5 tokens/s or more"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", metavar="NAME|FILE", help="recommend for another machine (see edgellm plan)")
+    parser.add_argument("--json", action="store_true", help="print the ranking as JSON")
+    parser.add_argument("--min-speed", type=float, default=5.0, metavar="T/S",
+                        help="the slowest estimated decode speed to recommend (default 5 tokens/s)")
+    parser.add_argument("--offline", action="store_true",
+                        help="estimate file sizes instead of asking the Hub (also HF_HUB_OFFLINE)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from edgellm import loading
+    from edgellm.hub import client
+    from edgellm.recommend import recommend
+
+    profile = loading.profile_named(args.profile)
+    result = recommend(profile, args.min_speed, online=not (args.offline or client.offline()))
+    if args.json:
+        print(json.dumps({"profile": profile.name, "min_tokens_per_s": args.min_speed,
+                          "sizes": "hub" if result.online else "estimated",
+                          "recommended": [pick.as_dict() for pick in result.picks],
+                          "left_out": result.left_out}, indent=2))
+        return 0
+    if not result.picks:
+        print(f"nothing in the catalog runs at {args.min_speed:g} tokens/s or more on {profile.name}:")
+    else:
+        print(f"Chat models for {profile.name}, best first"
+              + ("" if result.online else " (file sizes estimated: the Hub was not asked)") + ":")
+        print(f"  {'model':<24} {'quant':<7} {'size':>9} {'~tok/s':>7}  {'where':<14} licence")
+        for pick in result.picks:
+            print(f"  {pick.name:<24} {pick.quant:<7} {pick.size / 2**30:>6.2f} GiB {pick.tokens_per_s:>7.1f}  "
+                  f"{pick.where:<14} {pick.licence}")
+        top = result.picks[0]
+        print(f"\nTo get the first: edgellm pull {top.repo}:{top.quant}")
+    for line in result.left_out:
+        print(f"  left out: {line}")
+    return 0
