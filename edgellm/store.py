@@ -98,6 +98,17 @@ def find(name: str) -> StoredModel | None:
         from edgellm.quants import rank
 
         return max(of_repo, key=lambda m: rank(m.quant))
+    return find_external(wanted)
+
+
+def find_external(wanted: str) -> StoredModel | None:
+    """A GGUF another tool keeps (`edgellm ls --all`), by name or file stem: used in place, not recorded."""
+    for found in scan_external():
+        stem = found.path.name.removesuffix(".gguf").lower()
+        if found.name.lower() == wanted or stem == wanted:
+            repo, _, quant = found.name.rpartition(":")
+            return StoredModel(name=found.name, repo=repo, quant=quant, files=[str(found.path)], size=found.size,
+                               source=found.source)
     return None
 
 

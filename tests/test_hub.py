@@ -225,6 +225,8 @@ def test_models_in_the_hf_cache_are_used_in_place(hub: FakeHub, models: dict[str
     (cache / "snapshots" / "abc" / "tiny-Q8_0.gguf").symlink_to(cache / "blobs" / digest)
     listed = json.loads(edgellm("ls", "--all", "--json").stdout)
     assert [(m["name"], m["source"]) for m in listed] == [("tests/tiny-GGUF:Q8_0", "hf-cache")]
+    ran = edgellm("run", "-m", "tests/tiny-GGUF:Q8_0", "-p", "a", "-n", "2", "--json")  # usable by name, in place
+    assert json.loads(ran.stdout.splitlines()[-1])["model"] == str(cache / "snapshots" / "abc" / "tiny-Q8_0.gguf")
     data = pull_json("tests/tiny-GGUF:Q8_0")
     assert data["path"] == str(cache / "blobs" / digest)
     assert digest not in hub.served, "never downloaded twice"
