@@ -58,21 +58,7 @@ def write_model(path: Path, shape: Shape, *, quant: str = "q8_0", seed: int = 0,
     arch = shape.architecture
     partial = path if split_max_tensors else path.with_name(path.name + ".partial")
     writer = GGUFWriter(str(partial), arch, split_max_tensors=split_max_tensors)
-    writer.add_name(f"synthetic {arch}")
-    writer.add_context_length(shape.context_length)
-    writer.add_embedding_length(shape.n_embd)
-    writer.add_block_count(shape.n_layers)
-    writer.add_feed_forward_length(shape.n_ff)
-    writer.add_head_count(shape.n_head)
-    writer.add_head_count_kv(shape.n_head_kv)
-    writer.add_key_length(head_dim)
-    writer.add_value_length(head_dim)
-    writer.add_layer_norm_rms_eps(1e-6)
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_rope_freq_base(10000.0)
-    if shape.sliding_window:
-        writer.add_sliding_window(shape.sliding_window)
-    writer.add_file_type({"f32": 0, "f16": 1, "q8_0": 7, "q4_0": 2}[quant])
+    add_shape(writer, shape, f"synthetic {arch}", {"f32": 0, "f16": 1, "q8_0": 7, "q4_0": 2}[quant])
     _add_spm_vocab(writer, shape.n_vocab)
 
     def weight(name: str, rows: int, cols: int) -> None:
@@ -120,6 +106,26 @@ def write_model(path: Path, shape: Shape, *, quant: str = "q8_0", seed: int = 0,
         return sorted(path.parent.glob(f"{path.stem}-00001-of-*.gguf"))[0]
     partial.replace(path)
     return path
+
+
+def add_shape(writer, shape: Shape, name: str, file_type: int) -> None:
+    """The hyper-parameters of `shape` as GGUF metadata (what llama.cpp and the planner read back)."""
+    head_dim = shape.head_dim or shape.n_embd // shape.n_head
+    writer.add_name(name)
+    writer.add_context_length(shape.context_length)
+    writer.add_embedding_length(shape.n_embd)
+    writer.add_block_count(shape.n_layers)
+    writer.add_feed_forward_length(shape.n_ff)
+    writer.add_head_count(shape.n_head)
+    writer.add_head_count_kv(shape.n_head_kv)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(10000.0)
+    if shape.sliding_window:
+        writer.add_sliding_window(shape.sliding_window)
+    writer.add_file_type(file_type)
 
 
 def _add_spm_vocab(writer, n_vocab: int) -> None:

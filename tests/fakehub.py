@@ -257,19 +257,12 @@ def sparse_model(path: Path, shape, quant: str) -> Path:
     from gguf import GGMLQuantizationType, GGUFWriter
     from gguf.quants import quant_shape_to_byte_shape
 
+    from edgellm.tinymodel import add_shape
+
     qtype = GGMLQuantizationType[quant]
     head_dim = shape.head_dim or shape.n_embd // shape.n_head
     writer = GGUFWriter(str(path), shape.architecture)
-    writer.add_name(f"sparse {shape.architecture}")
-    writer.add_context_length(shape.context_length)
-    writer.add_embedding_length(shape.n_embd)
-    writer.add_block_count(shape.n_layers)
-    writer.add_feed_forward_length(shape.n_ff)
-    writer.add_head_count(shape.n_head)
-    writer.add_head_count_kv(shape.n_head_kv)
-    writer.add_key_length(head_dim)
-    writer.add_value_length(head_dim)
-    writer.add_file_type({"Q8_0": 7, "Q6_K": 18, "Q4_K": 15, "Q2_K": 10}[quant])
+    add_shape(writer, shape, f"sparse {shape.architecture}", {"Q8_0": 7, "Q6_K": 18, "Q4_K": 15, "Q2_K": 10}[quant])
     writer.add_token_list([f"t{i}" for i in range(shape.n_vocab)])
 
     def tensor(name: str, rows: int, cols: int, kind=qtype) -> None:
