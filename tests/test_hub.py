@@ -87,6 +87,15 @@ def test_dry_run_picks_the_quant_that_fits_each_profile(hub: FakeHub, profile: s
     assert ranged and sum(hub.served.values()) < 64 * 2**20
 
 
+def test_plan_of_a_remote_model_downloads_nothing(hub: FakeHub, edgellm_home: Path) -> None:
+    done = edgellm("plan", "-hf", "bigco/Llama-8B-GGUF", "--profile", "raspberry-pi-5-8gb", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["quant"] == "Q6_K" and data["model"]["architecture"] == "llama" and data["fits"]
+    assert all((wanted or "").startswith("bytes=0-") for _, wanted, _ in hub.transfers), "headers only"
+    assert not (edgellm_home / "models").exists()
+
+
 def test_nothing_fits_names_the_smallest(hub: FakeHub) -> None:
     assert_one_line_error(edgellm("pull", "bigco/Llama-8B-GGUF", "--profile", "raspberry-pi-4-4gb", "--dry-run",
                                   "-c", "131072"), "no quant fits", "The smallest file is Q2_K")

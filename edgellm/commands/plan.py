@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from edgellm.options import add_model_flags
 
@@ -21,12 +22,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from edgellm import loading
-    from edgellm.plan import report
+    from edgellm.hub.client import offline
 
     settings = loading.settings_from(args)
     profile = loading.profile_named(args.profile)
+    if settings.hf_repo and not (settings.offline or offline()):
+        remote = plan_remote(settings, profile)
+        if remote is not None:
+            return show(remote, profile, args.json)
     choice = loading.choose_model(settings, profile)
-    if args.json:
+    return show(choice, profile, args.json)
+
+
+def plan_remote(settings, profile):
+    """-hf of a model not yet stored: plan it from the Hub listing and headers, downloading nothing."""
+    from edgellm import loading, store
+    from edgellm.hub.pull import choose_remote
+    from edgellm.hub.refs import parse_ref
+
+    ref = parse_ref(settings.hf_repo)
+    if store.find(ref.name) is not None:
+        return None
+    remote = choose_remote(ref, profile, loading.wishes_from(settings))
+    return loading.ModelChoice(Path(remote.spec.path), remote.spec, remote.plan,
+                               remote.considered if not ref.quant else ())
+
+
+def show(choice, profile, as_json: bool) -> int:
+    from edgellm.plan import report
+
+    if as_json:
         data = report.to_dict(choice.plan, choice.spec, profile)
         if choice.alternatives:
             data["quant"] = choice.spec.file_type
