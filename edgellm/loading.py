@@ -1,6 +1,6 @@
 """From the common flags to a checked model file and a plan of llama.cpp settings for this machine.
 
-Shared by every command that loads a model (run and plan now; chat and serve later).
+Shared by every command that loads a model: run, plan, chat (and serve later).
 """
 
 from __future__ import annotations

@@ -96,6 +96,20 @@ def test_plan_of_a_remote_model_downloads_nothing(hub: FakeHub, edgellm_home: Pa
     assert not (edgellm_home / "models").exists()
 
 
+def test_unreadable_header_is_sized_from_the_file_with_a_wider_margin(hub: FakeHub, tmp_path: Path) -> None:
+    broken = tmp_path / "broken-Q4_K_M.gguf"
+    broken.write_bytes(b"not a gguf header" * 100_000)
+    hub.add("odd/Broken-GGUF", FakeRepo({"broken-Q4_K_M.gguf": broken},
+                                        gguf={"architecture": "llama", "context_length": 8192, "total": 1_000_000}))
+    data = pull_json("odd/Broken-GGUF", "--dry-run", "--profile", "raspberry-pi-5-8gb")
+    assert data["quant"] == "Q4_K_M"
+    assert any("header unreadable" in line and "wider margin" in line for line in data["considered"])
+    assert data["plan"]["model"]["trained_ctx"] == 8192  # from model_info(expand=["gguf"])
+    pi5_ram = 8449957888
+    margin = data["plan"]["estimate"]["devices"][0]["margin_bytes"]
+    assert margin == pi5_ram // 10 + broken.stat().st_size // 4  # the usual margin, plus a quarter of the file
+
+
 def test_nothing_fits_names_the_smallest(hub: FakeHub) -> None:
     assert_one_line_error(edgellm("pull", "bigco/Llama-8B-GGUF", "--profile", "raspberry-pi-4-4gb", "--dry-run",
                                   "-c", "131072"), "no quant fits", "The smallest file is Q2_K")

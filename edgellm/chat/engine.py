@@ -118,7 +118,8 @@ class ChatEngine:
         reply.dropped_messages, reply.n_ctx = prepared.dropped, self.n_ctx
         generation = Generation(self.loaded.llm, prepared.tokens, self.sampling, self.max_tokens,
                                 ignore_eos=self.ignore_eos, cancel=self.cancel_event)
-        splitter = ReasoningSplitter()
+        # some templates open the reasoning block in the prompt itself (DeepSeek-R1 distills): the reply starts inside it
+        splitter = ReasoningSplitter(starts_in_reasoning=prepared.text.rstrip().endswith("<think>"))
         stops = StopMatcher(self.stop + self.template.stop)
         raw = []
         self.loaded.abort_when(self.cancel_event)  # the prompt may be long: let a cancel stop it mid-way

@@ -165,7 +165,10 @@ class Repl:
                 self.out.write(RESET)
             self.out.write("\n")
             self.out.flush()
-            session.messages.append({"role": "assistant", "content": reply.content})
+            answer = {"role": "assistant", "content": reply.content}
+            if reply.reasoning:
+                answer["reasoning_content"] = reply.reasoning  # for templates that replay or drop it themselves
+            session.messages.append(answer)
             if self.history and reply_id is not None:
                 self.history.finish_reply(reply_id, reply.content, reply.reasoning, reply.interrupted, reply.timings())
         session.replies.append(reply.timings())
@@ -237,6 +240,7 @@ class Repl:
         system = next((m.content for m in messages if m.role == "system"), None)
         self.session = replace(self.session, conversation_id=conversation_id, system_prompt=system, replies=[],
                                messages=[m.as_chat() for m in messages if m.role != "system"])
+        # reasoning is kept in the history but only its answer goes back to the model, as chat templates expect
         for message in messages:
             mark = " [interrupted]" if message.interrupted else ""
             self.say(f"{message.role}{mark}: {message.content}")

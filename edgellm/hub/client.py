@@ -71,6 +71,17 @@ def list_files(repo: str, revision: str | None = None) -> tuple[str, list[Remote
     return info.sha, files
 
 
+def gguf_metadata(repo: str) -> dict:
+    """What the Hub says of the repo's GGUF files (architecture, context length, parameters), or {}."""
+    from huggingface_hub import HfApi
+
+    try:
+        with hub_errors(repo):
+            return HfApi(endpoint=endpoint()).model_info(repo, expand=["gguf"]).gguf or {}
+    except UserError:
+        return {}
+
+
 def file_url(repo: str, path: str, commit: str) -> str:
     from huggingface_hub import hf_hub_url
 

@@ -19,6 +19,7 @@ from edgellm.plan.spec import ModelSpec
 from edgellm.quants import rank
 
 SIZE_ONLY_MARGIN = 0.25  # without a readable header, keep this share of the file size free as well
+SIZE_ONLY = "unknown (sized from the file)"
 
 
 @dataclass(frozen=True)
@@ -36,14 +37,16 @@ class RemoteChoice:
         return f"{self.ref.repo}:{self.group.quant}"
 
 
-def size_only_spec(repo: str, group: QuantFiles) -> ModelSpec:
-    """A coarse spec from the file size alone, for a file whose header cannot be read: one block of weights."""
+def size_only_spec(repo: str, group: QuantFiles, gguf: dict) -> ModelSpec:
+    """A coarse spec for a file whose header cannot be read: its size as one block of weights, and what the
+    repo's GGUF metadata on the Hub says (architecture, trained context, chat template)."""
     size = group.size
-    return ModelSpec(path=f"{repo}/{group.first.path}", architecture="unknown", n_layers=1, layer_bytes=(size,),
+    context = gguf.get("context_length")
+    return ModelSpec(path=f"{repo}/{group.first.path}", architecture=SIZE_ONLY, n_layers=1, layer_bytes=(size,),
                      token_embd_bytes=0, output_bytes=0, tied_embeddings=True, n_embd=1, n_ff=1, n_head=1,
                      n_head_kv=(1,), key_length=1, value_length=1, swa_layers=(False,), sliding_window=0,
-                     trained_ctx=0, n_vocab=1, file_type=group.quant, has_chat_template=False, file_bytes=size,
-                     n_tensors=len(group.files))
+                     trained_ctx=context if isinstance(context, int) else 0, n_vocab=1, file_type=group.quant,
+                     has_chat_template=bool(gguf.get("chat_template")), file_bytes=size, n_tensors=len(group.files))
 
 
 def spec_reader(repo: str, group: QuantFiles, commit: str, fallbacks: list[str]):
@@ -58,7 +61,7 @@ def spec_reader(repo: str, group: QuantFiles, commit: str, fallbacks: list[str])
             return client.remote_spec(repo, group, commit)
         except UserError as error:
             fallbacks.append(f"{group.quant}: header unreadable ({error}); sized from its file size with a wider margin")
-            return size_only_spec(repo, group)
+            return size_only_spec(repo, group, client.gguf_metadata(repo))
     return read
 
 
@@ -93,7 +96,8 @@ def choose_remote(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, plan_fo
     by_quant = {g.quant: g for g in groups}
     readers = [(g.quant, spec_reader(ref.repo, g, commit, fallbacks)) for g in groups]
     try:
-        choice = choose_quant(profile, readers, wishes)
+        choice = choose_quant(profile, readers, wishes,
+                              wishes_for=lambda spec, base: _wider(base, spec, profile))
     except PlanError as error:
         smallest = min(groups, key=lambda g: g.size)
         raise UserError(f"{ref.repo}: {error}. The smallest file is {smallest.quant} "
@@ -105,7 +109,7 @@ def choose_remote(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, plan_fo
 def plan_forced_quant(choice: RemoteChoice, spec: ModelSpec, profile: DeviceProfile, wishes: Wishes,
                       fallbacks: list[str] = ()) -> RemoteChoice:
     """Plan the quant the user named; when it does not fit, plan it anyway and say so."""
-    wider = _wider(wishes, spec, profile, list(fallbacks))
+    wider = _wider(wishes, spec, profile)
     try:
         chosen, warning = plan(profile, spec, wider), None
     except PlanError as error:
@@ -114,8 +118,9 @@ def plan_forced_quant(choice: RemoteChoice, spec: ModelSpec, profile: DeviceProf
     return replace(choice, spec=spec, plan=chosen, considered=tuple(fallbacks), warning=warning)
 
 
-def _wider(wishes: Wishes, spec: ModelSpec, profile: DeviceProfile, fallbacks: list[str]) -> Wishes:
-    if spec.architecture != "unknown":
+def _wider(wishes: Wishes, spec: ModelSpec, profile: DeviceProfile) -> Wishes:
+    """A spec known only by its file size plans with a quarter of that size kept free besides the margin."""
+    if spec.architecture != SIZE_ONLY:
         return wishes
     from edgellm.plan.planner import ram_margin
 

@@ -339,11 +339,13 @@ class QuantChoice:
 
 
 def choose_quant(profile: DeviceProfile, candidates: list[tuple[str, ModelSpec | Callable[[], ModelSpec]]],
-                 wishes: Wishes = Wishes(), asked: str | None = None) -> QuantChoice:
+                 wishes: Wishes = Wishes(), asked: str | None = None,
+                 wishes_for: Callable[[ModelSpec, Wishes], Wishes] | None = None) -> QuantChoice:
     """The best quant of one model for `profile`: the highest rank whose plan fits, preferring full GPU
     offload over a partial offload one rank higher. Nothing above Q8_0 runs on the CPU unless asked.
 
     A candidate's spec may be a callable (a remote header to read): only the candidates needed are read.
+    `wishes_for` may adjust the wishes per spec (a wider margin for a spec known only by its size).
     """
     from edgellm.quants import CPU_CEILING, is_full_precision, rank
 
@@ -365,7 +367,7 @@ def choose_quant(profile: DeviceProfile, candidates: list[tuple[str, ModelSpec |
             continue
         spec = spec_or_reader() if callable(spec_or_reader) else spec_or_reader
         try:
-            found = plan(profile, spec, replace(wishes, force=False))
+            found = plan(profile, spec, replace(wishes_for(spec, wishes) if wishes_for else wishes, force=False))
         except PlanError as error:
             considered.append(f"{quant}: does not fit ({error})")
             continue
