@@ -40,6 +40,7 @@ class Recommendation:
     picks: list[Pick]
     left_out: list[str] = field(default_factory=list)
     online: bool = True
+    unreachable: bool = False  # the Hub was asked and did not answer
 
 
 def quant_sizes(entry: Entry, online: bool) -> tuple[dict[str, int], str]:
@@ -67,7 +68,7 @@ def recommend(profile: DeviceProfile, min_speed: float, online: bool) -> Recomme
     for entry in load_catalog():
         sizes, source = quant_sizes(entry, result.online)
         if source == "unreachable":
-            result.online = False  # the Hub did not answer: estimate the rest rather than wait on each
+            result.online, result.unreachable = False, True  # estimate the rest rather than wait on each
         fast, reason = [], "no quant fits"
         for quant in sorted(sizes, key=rank, reverse=True):
             if quant not in BITS_PER_WEIGHT:

@@ -28,14 +28,16 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"profile": profile.name, "min_tokens_per_s": args.min_speed,
                           "sizes": "hub" if result.online else "estimated",
+                          "hub_unreachable": result.unreachable,
                           "recommended": [pick.as_dict() for pick in result.picks],
                           "left_out": result.left_out}, indent=2))
         return 0
     if not result.picks:
         print(f"nothing in the catalog runs at {args.min_speed:g} tokens/s or more on {profile.name}:")
     else:
-        print(f"Chat models for {profile.name}, best first"
-              + ("" if result.online else " (file sizes estimated: the Hub was not asked)") + ":")
+        note = ("" if result.online else " (file sizes estimated: the Hub could not be reached)" if result.unreachable
+                else " (file sizes estimated: offline)")
+        print(f"Chat models for {profile.name}, best first{note}:")
         print(f"  {'model':<24} {'quant':<7} {'size':>9} {'~tok/s':>7}  {'where':<14} licence")
         for pick in result.picks:
             print(f"  {pick.name:<24} {pick.quant:<7} {pick.size / 2**30:>6.2f} GiB {pick.tokens_per_s:>7.1f}  "
