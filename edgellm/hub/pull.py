@@ -155,7 +155,8 @@ def download(choice: RemoteChoice, quiet: bool = False) -> store.StoredModel:
                 progress.resumed(file.size)
     except KeyboardInterrupt:
         progress.finish()
-        raise UserError(f"download interrupted; run the same command again to resume where it stopped") from None
+        print("edgellm: download stopped; run the same command again to resume where it stopped", file=sys.stderr)
+        raise
     progress.finish()
     model = store.StoredModel(
         name=choice.name, repo=choice.ref.repo, quant=choice.group.quant,
