@@ -8,11 +8,15 @@ used where they are.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Iterator
 
 from edgellm import home
 from edgellm.errors import UserError
@@ -58,47 +62,66 @@ def load_models() -> dict[str, StoredModel]:
     path = _manifest_path()
     try:
         data = json.loads(path.read_text())
+        known = {f.name for f in fields(StoredModel)}
+        return {name: StoredModel(**{k: v for k, v in entry.items() if k in known})
+                for name, entry in data.get("models", {}).items()}
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError, AttributeError) as error:
         raise UserError(f"{path} is damaged ({error}); move it aside and pull or import the models again") from None
-    return {name: StoredModel(**entry) for name, entry in data.get("models", {}).items()}
 
 
 def save_models(models: dict[str, StoredModel]) -> None:
+    """Write the manifest through a temporary file of its own, renamed into place when complete."""
     path = _manifest_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp")
-    partial.write_text(json.dumps({"version": MANIFEST_VERSION,
-                                   "models": {name: asdict(model) for name, model in sorted(models.items())}},
-                                  indent=2))
+    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=".manifest-", suffix=".tmp")
+    with os.fdopen(handle, "w") as out:
+        json.dump({"version": MANIFEST_VERSION,
+                   "models": {name: asdict(model) for name, model in sorted(models.items())}}, out, indent=2)
+        out.flush()
+        os.fsync(out.fileno())
     os.replace(partial, path)
 
 
+@contextmanager
+def editing() -> Iterator[dict[str, StoredModel]]:
+    """The manifest to change and save, one process at a time (pulls finishing together lose nothing)."""
+    lock_path = store_dir() / ".manifest.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        models = load_models()
+        yield models
+        save_models(models)
+
+
 def add(model: StoredModel) -> None:
-    models = load_models()
     model.added = model.added or time.time()
-    models[model.name] = model
-    save_models(models)
+    with editing() as models:
+        models[model.name] = model
 
 
-def find(name: str) -> StoredModel | None:
-    """A stored model by `owner/repo:QUANT`, by `owner/repo` when one quant of it is stored, or by alias."""
+def find(name: str, strict: bool = False) -> StoredModel | None:
+    """A stored model by `owner/repo:QUANT`, by alias, or by `owner/repo` (its best stored quant; with
+    strict, only when one is stored), else a GGUF another tool keeps. Two models of one alias are an error."""
     models = load_models()
     if name in models:
         return models[name]
     wanted = name.lower()
     exact = [m for m in models.values() if m.name.lower() == wanted or m.alias.lower() == wanted]
+    if len(exact) > 1:
+        raise UserError(f"{name!r} names {len(exact)} stored models: use one of {', '.join(m.name for m in exact)}")
     if exact:
         return exact[0]
     of_repo = [m for m in models.values() if m.repo.lower() == wanted]
-    if len(of_repo) == 1:
-        return of_repo[0]
-    if len(of_repo) > 1:
+    if len(of_repo) > 1 and strict:
+        raise UserError(f"{name!r} has {len(of_repo)} quants stored: use one of {', '.join(m.name for m in of_repo)}")
+    if of_repo:
         from edgellm.quants import rank
 
         return max(of_repo, key=lambda m: rank(m.quant))
-    return find_external(wanted)
+    return None if strict else find_external(wanted)
 
 
 def find_external(wanted: str) -> StoredModel | None:
@@ -113,25 +136,26 @@ def find_external(wanted: str) -> StoredModel | None:
 
 
 def touch(model: StoredModel) -> None:
-    models = load_models()
-    if model.name in models:
-        models[model.name].last_used = time.time()
-        save_models(models)
+    if model.name not in load_models():
+        return  # a file another tool keeps: nothing recorded
+    with editing() as models:
+        if model.name in models:
+            models[model.name].last_used = time.time()
 
 
 def remove(name: str) -> tuple[StoredModel, bool]:
     """Forget a model; delete its files only if edgellm downloaded them. Returns (model, files deleted)."""
-    model = find(name)
+    model = find(name, strict=True)
     if model is None:
-        raise UserError(f"no model {name!r} in the store: `edgellm ls` lists them")
-    models = load_models()
-    del models[model.name]
-    save_models(models)
+        hint = " (it belongs to another tool; delete it there)" if find_external(name.lower()) else ""
+        raise UserError(f"no model {name!r} in the store{hint}: `edgellm ls` lists them")
+    with editing() as models:
+        models.pop(model.name, None)
     if model.source != "pull":
         return model, False
     store = store_dir()
     for relative in model.files:
-        for path in (store / relative, store / (relative + ".part")):
+        for path in (store / relative, store / (relative + ".part"), store / (relative + ".part.lock")):
             path.unlink(missing_ok=True)
         folder = (store / relative).parent
         while folder != store and folder.is_dir() and not any(folder.iterdir()):

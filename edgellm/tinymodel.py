@@ -26,6 +26,7 @@ class Shape:
     tied: bool = False  # no output.weight: the output reuses token_embd
     sliding_window: int | None = None  # gemma3 only
     context_length: int = 2048
+    chat_template: str | None = None
 
 
 LLAMA_1B = Shape("llama", 2048, 16, 8192, 128256, 32, 8, 64, tied=True, context_length=131072)
@@ -60,6 +61,8 @@ def write_model(path: Path, shape: Shape, *, quant: str = "q8_0", seed: int = 0,
     writer = GGUFWriter(str(partial), arch, split_max_tensors=split_max_tensors)
     add_shape(writer, shape, f"synthetic {arch}", {"f32": 0, "f16": 1, "q8_0": 7, "q4_0": 2}[quant])
     _add_spm_vocab(writer, shape.n_vocab)
+    if shape.chat_template:
+        writer.add_chat_template(shape.chat_template)
 
     def weight(name: str, rows: int, cols: int) -> None:
         data = np.resize(block, rows * cols).reshape(rows, cols)

@@ -140,6 +140,32 @@ def test_pull_stores_verifies_and_runs(hub: FakeHub, edgellm_home: Path, models:
     assert not path.exists() and not (edgellm_home / "models" / "tests").exists()
 
 
+def test_a_file_changed_on_the_hub_is_fetched_again(hub: FakeHub, models: dict[str, Path], tmp_path: Path) -> None:
+    first = Path(edgellm("pull", "tests/tiny-GGUF:Q8_0").stdout.strip().splitlines()[-1])
+    changed = tmp_path / "changed.gguf"
+    changed.write_bytes(models["tiny-Q4_0.gguf"].read_bytes())
+    repo = hub.repos["tests/tiny-GGUF"]
+    repo.files["tiny-Q8_0.gguf"], repo.commit = changed, "f" * 40
+    repo.sha256.pop("tiny-Q8_0.gguf")
+    again = edgellm("pull", "tests/tiny-GGUF:Q8_0")
+    assert again.returncode == 0, again.stderr
+    assert first.read_bytes() == changed.read_bytes()
+    assert json.loads(edgellm("ls", "--json").stdout)[0]["name"] == "tests/tiny-GGUF:Q8_0"
+
+
+def test_store_names_that_do_not_fit_one_model(hub: FakeHub, models: dict[str, Path], tmp_path: Path) -> None:
+    assert edgellm("pull", "tests/tiny-GGUF:Q8_0").returncode == 0
+    copy = tmp_path / "other" / "tiny-Q8_0.gguf"
+    copy.parent.mkdir()
+    shutil.copy(models["tiny-Q8_0.gguf"], copy)
+    assert edgellm("import", str(copy)).returncode == 0
+    assert_one_line_error(edgellm("rm", "tiny-Q8_0"), "names 2 stored models", "tests/tiny-GGUF:Q8_0")
+    cache = tmp_path / "hf-home" / "hub" / "models--x--y" / "snapshots" / "c"
+    cache.mkdir(parents=True)
+    shutil.copy(models["tiny-Q4_0.gguf"], cache / "y-Q4_0.gguf")
+    assert_one_line_error(edgellm("rm", "x/y:Q4_0"), "belongs to another tool")
+
+
 def test_kill_9_mid_download_then_a_new_process_finishes_it(hub: FakeHub, edgellm_home: Path, test_model: Path) -> None:
     repo = hub.repos["google/gemma-3-270m-GGUF"]
     repo.faults["gemma-3-270m-Q4_K_M.gguf"] = Faults(bytes_per_s=40 * 2**20)

@@ -173,3 +173,28 @@ def test_without_a_model_chat_takes_the_best_local_one(test_model: Path, edgellm
     assert done.returncode == 0, done.stderr
     (conversation,) = json.loads(edgellm("history", "--json").stdout)
     assert conversation["model"].endswith("gemma-3-270m-Q4_K_M.gguf")  # the larger of the two that fit
+
+
+def test_template_refusal_and_odd_settings_are_errors_not_crashes(tmp_path: Path) -> None:
+    from edgellm.tinymodel import Shape, write_model
+
+    template = ("{% for m in messages %}{% if m['role'] == 'system' %}"
+                "{{ raise_exception('System role not supported') }}{% endif %}"
+                "<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}<|assistant|>")
+    model = write_model(tmp_path / "strict.gguf", Shape(chat_template=template))
+    child = spawn_chat(model, "-n", "3")
+    child.sendline("/system Be brief.")
+    child.expect("system prompt set")
+    child.sendline("Hello")
+    child.expect("error: the model's chat template refused this conversation: System role not supported")
+    child.expect_exact(PROMPT)
+    child.sendline("/set stop \\x")
+    child.expect_exact("stop = '\\\\x'")
+    child.sendline("/system")
+    child.expect("system prompt cleared")
+    child.sendline("Hello")
+    child.expect(r"\[\d+ tokens")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0

@@ -24,6 +24,10 @@ class ContextOverflow(UserError):
     """One message is longer than the whole context."""
 
 
+class TemplateError(UserError):
+    """The model's chat template refused the conversation (a role it does not support, an order it forbids)."""
+
+
 @dataclass(frozen=True)
 class Prepared:
     text: str
@@ -83,7 +87,10 @@ class ChatEngine:
         llm = self.loaded.llm
         bos = llm.detokenize([llm.token_bos()], special=True).decode(errors="replace") if llm.token_bos() >= 0 else ""
         eos = llm.detokenize([llm.token_eos()], special=True).decode(errors="replace") if llm.token_eos() >= 0 else ""
-        return self.template.render(messages, bos_token=bos, eos_token=eos)
+        try:
+            return self.template.render(messages, bos_token=bos, eos_token=eos)
+        except Exception as error:  # raise_exception() in the template, or a Jinja error
+            raise TemplateError(f"the model's chat template refused this conversation: {error}") from None
 
     def tokenize(self, text: str) -> list[int]:
         return self.loaded.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
@@ -104,7 +111,9 @@ class ChatEngine:
         return self.tokenize(text)
 
     def prepare(self, messages: list[dict[str, str]]) -> "Prepared":
-        """Fit the conversation into the context and tokenize it; ContextOverflow if one message is too long."""
+        """Fit the conversation into the context and tokenize it; ContextOverflow if one message is too long.
+        This starts a turn: a cancel asked for from here on stops it."""
+        self.cancel_event.clear()
         kept, dropped = fit_history(messages, self.count, self.n_ctx - self.reply_room())
         text = self.render(kept)
         tokens = self.prompt_tokens(text)
@@ -114,7 +123,6 @@ class ChatEngine:
 
     def stream(self, prepared: "Prepared", reply: Reply) -> Iterator[tuple[str, str]]:
         """Yield ("content" | "reasoning", text) pieces of the reply, filling `reply` as they come."""
-        self.cancel_event.clear()
         reply.dropped_messages, reply.n_ctx = prepared.dropped, self.n_ctx
         generation = Generation(self.loaded.llm, prepared.tokens, self.sampling, self.max_tokens,
                                 ignore_eos=self.ignore_eos, cancel=self.cancel_event)

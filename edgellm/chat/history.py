@@ -205,6 +205,6 @@ class History:
             "UPDATE messages SET content = ?, reasoning = ?, state = ?, timings = ?, writer_pid = NULL, updated = ? "
             "WHERE id = ?", (content, reasoning, "interrupted" if interrupted else "complete", json.dumps(timings),
                              time.time(), message_id))
-        conversation_id = self.db.execute("SELECT conversation_id FROM messages WHERE id = ?",
-                                          (message_id,)).fetchone()[0]
-        self._touch(conversation_id)
+        row = self.db.execute("SELECT conversation_id FROM messages WHERE id = ?", (message_id,)).fetchone()
+        if row:  # gone if the conversation was deleted meanwhile (`edgellm history rm` from another terminal)
+            self._touch(row[0])

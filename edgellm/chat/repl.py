@@ -7,6 +7,7 @@ Imports no Textual. Every reply is written to the history before it is shown; Ct
 from __future__ import annotations
 
 import signal
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -138,20 +139,34 @@ class Repl:
     def chat(self, text: str) -> None:
         session = self.session
         session.messages.append({"role": "user", "content": text})
+        self.generating = True  # from here Ctrl-C stops this turn instead of leaving the chat
         try:
-            prepared = self.engine.prepare(session.chat_messages())
-        except ContextOverflow as error:
-            session.messages.pop()
-            self.say(f"error: {error}")
-            return
-        reply_id = self._save_user_message(text)
-        reply = Reply()
-        self.generating = True
+            try:
+                prepared = self.engine.prepare(session.chat_messages())
+            except UserError as error:  # too long for the context, or refused by the chat template
+                session.messages.pop()
+                self.say(f"error: {error}")
+                return
+            reply_id = self._save("_user_message", text)
+            reply = Reply()
+            self._stream(prepared, reply, reply_id)
+        finally:
+            self.generating = False
+        session.replies.append(reply.timings())
+        if reply.dropped_messages:
+            self.say(f"(the {reply.dropped_messages} oldest messages no longer fit the {self.engine.n_ctx}-token "
+                     f"context and were left out)")
+        if reply.interrupted or reply.stats is None:
+            self.say("[reply stopped]")
+        elif self.interactive:
+            self.say(stats_line(reply.timings()))
+
+    def _stream(self, prepared, reply: Reply, reply_id: int | None) -> None:
         in_reasoning = False
         try:
             for kind, piece in self.engine.stream(prepared, reply):
-                if self.history and reply_id is not None:
-                    self.history.update_reply(reply_id, reply.content, reply.reasoning)  # saved before shown
+                if reply_id is not None:
+                    self._save("update_reply", reply_id, reply.content, reply.reasoning)  # saved before shown
                 if kind == "reasoning" and not self.show_reasoning:
                     continue
                 if (kind == "reasoning") != in_reasoning and self.color:
@@ -160,7 +175,6 @@ class Repl:
                 self.out.write(piece)
                 self.out.flush()
         finally:
-            self.generating = False
             if in_reasoning and self.color:
                 self.out.write(RESET)
             self.out.write("\n")
@@ -168,21 +182,24 @@ class Repl:
             answer = {"role": "assistant", "content": reply.content}
             if reply.reasoning:
                 answer["reasoning_content"] = reply.reasoning  # for templates that replay or drop it themselves
-            session.messages.append(answer)
-            if self.history and reply_id is not None:
-                self.history.finish_reply(reply_id, reply.content, reply.reasoning, reply.interrupted, reply.timings())
-        session.replies.append(reply.timings())
-        if reply.dropped_messages:
-            self.say(f"(the {reply.dropped_messages} oldest messages no longer fit the {self.engine.n_ctx}-token "
-                     f"context and were left out)")
-        if reply.interrupted:
-            self.say("[reply stopped]")
-        elif self.interactive:
-            self.say(stats_line(reply.timings()))
+            self.session.messages.append(answer)
+            if reply_id is not None:
+                interrupted = reply.stats is None or reply.interrupted
+                self._save("finish_reply", reply_id, reply.content, reply.reasoning, interrupted, reply.timings())
 
-    def _save_user_message(self, text: str) -> int | None:
+    def _save(self, write: str, *args):
+        """A history write (a History method, or _user_message); if the database fails (disk full, locked,
+        deleted), say so and go on without it."""
         if not self.history:
             return None
+        try:
+            return getattr(self, write)(*args) if write.startswith("_") else getattr(self.history, write)(*args)
+        except sqlite3.Error as error:
+            self.history = None
+            self.say(f"error: the history could not be saved ({error}); this session goes on without it")
+            return None
+
+    def _user_message(self, text: str) -> int:
         session = self.session
         if session.conversation_id is None:
             session.conversation_id = self.history.new_conversation(session.model, session.settings)
@@ -258,8 +275,9 @@ class Repl:
         key, _, value = argument.partition(" ")
         value = value.strip()
         if key == "stop":
-            self.engine.stop = (value.encode().decode("unicode_escape"),) if value else ()
-            self.say(f"stop = {value!r}" if value else "stop cleared")
+            stop = value.replace("\\n", "\n").replace("\\t", "\t")  # \n and \t may be typed as escapes
+            self.engine.stop = (stop,) if stop else ()
+            self.say(f"stop = {stop!r}" if stop else "stop cleared")
             return
         if key == "think":
             if value not in ("show", "hide"):

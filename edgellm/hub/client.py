@@ -99,7 +99,7 @@ def read_range(url: str, start: int, end: int) -> bytes:
         headers.update(build_hf_headers())
     wanted = end - start + 1
     data = bytearray()
-    with get_session().stream("GET", meta.location, headers=headers, follow_redirects=True) as response:
+    with get_session().stream("GET", meta.location, headers=headers, follow_redirects=True, timeout=60) as response:
         response.raise_for_status()
         for chunk in response.iter_bytes():  # a server that ignores Range sends it all: stop when we have enough
             data += chunk
@@ -127,7 +127,7 @@ def remote_header(repo: str, file: RemoteFile, commit: str) -> GGUFHeader:
                 if not str(error).startswith("truncated: the file ends inside") or len(data) >= file.size \
                         or size >= HEADER_MAX_READ:
                     raise UserError(f"{repo}/{file.path}: {error}") from None
-                size *= 4
+                size = min(size * 4, HEADER_MAX_READ)
 
 
 def remote_spec(repo: str, group: QuantFiles, commit: str) -> ModelSpec:

@@ -109,11 +109,25 @@ class Hasher:
         return self.digest.hexdigest()
 
 
+class DiskError(UserError):
+    """Writing the download failed on this machine (full disk, no permission): no retry, the partial stays."""
+
+
+def disk_error(path: Path, error: OSError) -> DiskError:
+    return DiskError(f"cannot write {path}: {error.strerror or error}; free some space, or set EDGELLM_HOME to a "
+                     f"writable folder on a larger disk (the partial download is kept and resumed)")
+
+
 @contextmanager
 def locked(part: Path) -> Iterator[None]:
-    """One process at a time per file; a second `pull` of the same model waits instead of corrupting it."""
+    """One process at a time per file. The lock file is left in place: removing it would let two processes
+    lock two different files of the same name."""
     lock_path = part.with_name(part.name + ".lock")
-    with open(lock_path, "w") as lock:
+    try:
+        lock = open(lock_path, "a")
+    except OSError as error:
+        raise disk_error(lock_path, error) from None
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -123,17 +137,19 @@ def locked(part: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-            lock_path.unlink(missing_ok=True)
 
 
 def fetch(repo: str, file: RemoteFile, commit: str, dest: Path, progress: Progress) -> Path:
     """Download `file` to `dest`, resuming a partial `dest.part`; verified against the LFS sha256."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise disk_error(dest.parent, error) from None
     part = dest.with_name(dest.name + PART)
     with locked(part):
         for attempt in (1, 2):
             digest = _transfer(repo, file, commit, part, progress)
-            if file.sha256 is None or digest == file.sha256:
+            if part.stat().st_size == file.size and (file.sha256 is None or digest == file.sha256):
                 break
             progress.rewind(part.stat().st_size)
             part.unlink()  # a corrupted byte: the only safe place to resume from is the start
@@ -144,23 +160,39 @@ def fetch(repo: str, file: RemoteFile, commit: str, dest: Path, progress: Progre
     return dest
 
 
-def _transfer(repo: str, file: RemoteFile, commit: str, part: Path, progress: Progress) -> str:
-    """Bring `part` up to the file's full size, resuming from what it holds, retrying transient errors;
-    returns the sha256 of the whole file, hashed as it was written."""
-    from huggingface_hub import get_hf_file_metadata
-    from huggingface_hub.utils import build_hf_headers, get_session
-
-    url = file_url(repo, file.path, commit)
-    have = part.stat().st_size if part.exists() else 0
-    if have > file.size:
-        part.unlink()
-        have = 0
+def _hash_existing(part: Path, size: int) -> tuple[Hasher, int]:
+    """A hasher fed with what the partial file holds, and how many bytes that is (a file too long starts over)."""
     hasher = Hasher()
+    have = part.stat().st_size if part.exists() else 0
+    if have > size:
+        part.unlink()
+        return hasher, 0
     if have:
         with open(part, "rb") as handle:
             while chunk := handle.read(CHUNK):
                 hasher.update(chunk)
-        progress.resumed(have)
+    return hasher, have
+
+
+def _append(fd: int, chunk: bytes, part: Path) -> None:
+    """Write all of `chunk`, unbuffered: what is counted as received is what is on disk."""
+    view = memoryview(chunk)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as error:
+        raise disk_error(part, error) from None
+
+
+def _transfer(repo: str, file: RemoteFile, commit: str, part: Path, progress: Progress) -> str:
+    """Bring `part` up to the file's full size, resuming from what it holds, retrying network errors (not disk
+    errors); returns the sha256 of the whole file, hashed as it was written."""
+    from huggingface_hub import get_hf_file_metadata
+    from huggingface_hub.utils import build_hf_headers, get_session
+
+    url = file_url(repo, file.path, commit)
+    hasher, have = _hash_existing(part, file.size)
+    progress.resumed(have)
     for retry in range(RETRIES + 1):
         if have == file.size:
             break
@@ -176,13 +208,21 @@ def _transfer(repo: str, file: RemoteFile, commit: str, part: Path, progress: Pr
                     if have and response.status_code != 206:  # the server ignored the Range: start over
                         progress.rewind(have)
                         have, hasher = 0, Hasher()
-                    with open(part, "ab" if have else "wb", buffering=CHUNK) as out:
+                    try:
+                        fd = os.open(part, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if have else os.O_TRUNC), 0o644)
+                    except OSError as error:
+                        raise disk_error(part, error) from None
+                    try:
                         # chunks as they arrive: a dropped connection loses nothing that was received
                         for chunk in response.iter_bytes():
-                            out.write(chunk)
+                            _append(fd, chunk, part)
                             hasher.update(chunk)
                             have += len(chunk)
                             progress.advance(len(chunk))
+                    finally:
+                        os.close(fd)
+        except DiskError:
+            raise
         except UserError as error:
             if "cannot reach the Hub" not in str(error) or retry == RETRIES:
                 raise

@@ -93,8 +93,10 @@ def choose_remote(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, plan_fo
             return choice
         return plan_forced_quant(choice, spec_reader(ref.repo, choice.group, commit, fallbacks)(), profile, wishes,
                                  fallbacks)
-    by_quant = {g.quant: g for g in groups}
-    readers = [(g.quant, spec_reader(ref.repo, g, commit, fallbacks)) for g in groups]
+    by_quant: dict[str, QuantFiles] = {}
+    for group in groups:  # several files of one quant (folders of other sizes): the first, as planned
+        by_quant.setdefault(group.quant, group)
+    readers = [(quant, spec_reader(ref.repo, group, commit, fallbacks)) for quant, group in by_quant.items()]
     try:
         choice = choose_quant(profile, readers, wishes,
                               wishes_for=lambda spec, base: _wider(base, spec, profile))
@@ -144,15 +146,18 @@ def download(choice: RemoteChoice, quiet: bool = False) -> store.StoredModel:
         store.add(model)
         return model
     targets = [(file, folder / file.path) for file in choice.group.files]
+    recorded = dict(zip(existing.files, existing.sha256)) if existing and existing.source == "pull" else {}
+    current = {dest for file, dest in targets
+               if dest.exists() and recorded.get(str(dest.relative_to(store.store_dir()))) == file.sha256}
     clean_orphans(folder, {dest for _, dest in targets})
-    check_disk(folder, remaining_bytes(targets))
+    check_disk(folder, remaining_bytes([(f, d) for f, d in targets if d not in current]))
     progress = Progress(choice.group.size, quiet=quiet)
     try:
         for file, dest in targets:
-            if not dest.exists():
-                fetch(choice.ref.repo, file, choice.commit, dest, progress)
-            else:
+            if dest in current:
                 progress.resumed(file.size)
+            else:  # missing, or changed on the Hub since: fetched beside it, then renamed over it
+                fetch(choice.ref.repo, file, choice.commit, dest, progress)
     except KeyboardInterrupt:
         progress.finish()
         print("edgellm: download stopped; run the same command again to resume where it stopped", file=sys.stderr)
@@ -175,14 +180,12 @@ def clean_orphans(folder: Path, wanted: set[Path]) -> None:
     for part in folder.glob(f"**/*{PART}"):
         if part.with_name(part.name[: -len(PART)]) in wanted:
             continue
-        lock = part.with_name(part.name + ".lock")
-        if lock.exists():
-            with open(lock) as handle:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # another process is downloading it
-        part.unlink(missing_ok=True)
+        with open(part.with_name(part.name + ".lock"), "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # another process is downloading it
+            part.unlink(missing_ok=True)  # removed while holding its lock
 
 
 def resolve(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, offline: bool) -> store.StoredModel:
