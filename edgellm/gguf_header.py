@@ -63,10 +63,6 @@ class TensorInfo:
     offset: int  # relative to the start of the tensor data
     n_bytes: int
 
-    @property
-    def type_name(self) -> str:
-        return GGML_TYPES[self.ggml_type][0]
-
 
 @dataclass(frozen=True)
 class GGUFHeader:

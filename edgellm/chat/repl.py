@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import IO, Any, Iterator
 
-from edgellm.chat.engine import ChatEngine, ContextOverflow, Reply
+from edgellm.chat.engine import ChatEngine, Reply
 from edgellm.chat.history import History
 from edgellm.errors import UserError
 

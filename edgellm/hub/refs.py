@@ -33,7 +33,3 @@ def parse_ref(text: str) -> ModelRef:
         raise UserError(f"{quant!r} is not a quant name: use one like Q4_K_M, Q8_0 or IQ4_XS")
     return ModelRef(repo, quant.upper().removeprefix("UD-") if quant else None)
 
-
-def looks_like_ref(text: str) -> bool:
-    """True for `owner/repo[:QUANT]` that is not an existing path (how -m tells a store name from a file)."""
-    return bool(_REPO_RE.match(text.partition(":")[0]))
