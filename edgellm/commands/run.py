@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 
 from edgellm import home
 from edgellm.errors import UserError
@@ -59,23 +61,25 @@ def generate(load_settings, settings, prompt: str, as_json: bool) -> int:
         raise UserError(f"the prompt is {len(tokens)} tokens, which does not leave room in the {load_settings.n_ctx}-"
                         f"token context; raise -c or shorten the prompt")
     sampling = Sampling(settings.temp, settings.top_k, settings.top_p, settings.min_p, settings.repeat_penalty)
-    generation = Generation(loaded.llm, tokens, sampling, settings.n_predict, ignore_eos=settings.ignore_eos)
+    cancel = threading.Event()  # Ctrl-C sets it: the generation stops between tokens (or mid-prompt), no exception
+    generation = Generation(loaded.llm, tokens, sampling, settings.n_predict, ignore_eos=settings.ignore_eos,
+                            cancel=cancel)
     out = sys.stdout
-    pieces = iter(generation)
     printed = ""
-    interrupted = False
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: cancel.set())
+    loaded.abort_when(cancel)  # a long prompt can be stopped while it is read
     try:
-        for piece in pieces:
+        for piece in generation:
+            if not printed:
+                loaded.abort_when(None)  # decoding: checked between tokens, at no cost per token
             out.write(piece)
             out.flush()
             printed = piece
-    except KeyboardInterrupt:
-        interrupted = True
     finally:
-        pieces.close()
+        signal.signal(signal.SIGINT, previous)
+        loaded.abort_when(None)
     stats = generation.stats
-    if interrupted:
-        stats.stop_reason = "interrupted"
+    interrupted = stats.stop_reason == "interrupted"
     if as_json:
         if printed and not printed.endswith("\n"):
             out.write("\n")
