@@ -16,7 +16,8 @@ from edgellm.gguf_header import GGUFError
 from edgellm.hw.profile import DeviceProfile
 from edgellm.options import ModelSettings, load_config, resolve
 from edgellm.plan.planner import Plan, PlanError, Wishes, choose_quant, plan
-from edgellm.plan.spec import SHARD_RE, ModelSpec, load_spec
+from edgellm.hub.files import opens_a_model
+from edgellm.plan.spec import ModelSpec, load_spec
 from edgellm.quants import parse_quant
 
 if TYPE_CHECKING:
@@ -77,13 +78,7 @@ def read_spec(path: Path) -> ModelSpec:
 
 def model_files(folder: Path) -> list[Path]:
     """The models in a folder: one path per model (the first shard of a split one), projectors left out."""
-    files = []
-    for path in sorted(folder.glob("**/*.gguf")):
-        shard = SHARD_RE.search(path.name)
-        if "mmproj" in path.name.lower() or (shard and int(shard.group(1)) != 1):
-            continue
-        files.append(path)
-    return files
+    return [path for path in sorted(folder.glob("**/*.gguf")) if opens_a_model(path.name)]
 
 
 def choose_model(settings: ModelSettings, profile: DeviceProfile) -> ModelChoice:

@@ -20,7 +20,7 @@ from typing import Iterator
 
 from edgellm import home
 from edgellm.errors import UserError
-from edgellm.hub.files import SHARD_RE, is_projector
+from edgellm.hub.files import SHARD_RE, opens_a_model
 from edgellm.quants import parse_quant
 
 MANIFEST_VERSION = 1
@@ -209,8 +209,7 @@ def scan_external() -> list[FoundModel]:
         if not root.is_dir():
             continue
         for path in sorted(root.glob("**/*.gguf")):
-            shard = SHARD_RE.search(path.name)
-            if is_projector(path.name) or (shard and int(shard.group(1)) != 1) or not path.is_file():
+            if not opens_a_model(path.name) or not path.is_file():
                 continue
             repo = _repo_of(source, root, path)
             quant = parse_quant(path.name) or "unknown"

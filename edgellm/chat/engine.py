@@ -130,18 +130,14 @@ class ChatEngine:
         splitter = ReasoningSplitter(starts_in_reasoning=prepared.text.rstrip().endswith("<think>"))
         stops = StopMatcher(self.stop + self.template.stop)
         raw = []
-        self.loaded.abort_when(self.cancel_event)  # the prompt may be long: let a cancel stop it mid-way
         pieces = iter(generation)
         for piece in pieces:
-            if not raw:
-                self.loaded.abort_when(None)  # decoding: cancel is checked between tokens, at no cost
             raw.append(piece)
             yield from self._collect(reply, splitter.feed(stops.feed(piece)))
             if stops.stopped:
                 pieces.close()
                 generation.stats.stop_reason = "stop"
                 break
-        self.loaded.abort_when(None)
         yield from self._collect(reply, splitter.feed(stops.flush()) + splitter.flush())
         reply.stats = generation.stats
         reply.context_used = len(prepared.tokens) + len(generation.tokens)

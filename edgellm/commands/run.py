@@ -67,17 +67,13 @@ def generate(load_settings, settings, prompt: str, as_json: bool) -> int:
     out = sys.stdout
     printed = ""
     previous = signal.signal(signal.SIGINT, lambda signum, frame: cancel.set())
-    loaded.abort_when(cancel)  # a long prompt can be stopped while it is read
     try:
         for piece in generation:
-            if not printed:
-                loaded.abort_when(None)  # decoding: checked between tokens, at no cost per token
             out.write(piece)
             out.flush()
             printed = piece
     finally:
         signal.signal(signal.SIGINT, previous)
-        loaded.abort_when(None)
     stats = generation.stats
     interrupted = stats.stop_reason == "interrupted"
     if as_json:

@@ -61,6 +61,7 @@ class Generation:
         self.limited_by_context = max_tokens < 0 or max_tokens > room
         self.ignore_eos = ignore_eos
         self.cancel = cancel
+        self._abort_callback = None  # the ctypes callback llama.cpp holds while a prompt is read
         self.tokens: list[int] = []
         cached = common_prefix(llm.input_ids[: llm.n_tokens].tolist(), prompt_tokens)
         self.stats = GenerationStats(prompt_tokens=len(prompt_tokens),
@@ -81,6 +82,7 @@ class Generation:
                               reset=True)
         stats.stop_reason = "context" if self.limited_by_context else "length"
         cancel = self.cancel
+        self._abort_when(cancel)  # a long prompt can be stopped while llama.cpp reads it
         try:
             if self.limit <= 0:
                 return
@@ -89,6 +91,7 @@ class Generation:
                 sampled += 1
                 if sampled == 1:
                     first = last
+                    self._abort_when(None)  # decoding: cancel is checked between tokens, at no cost
                 if cancel is not None and cancel.is_set():
                     stats.stop_reason = "interrupted"
                     break
@@ -109,11 +112,28 @@ class Generation:
                 raise
             stats.stop_reason = "interrupted"
         finally:
+            self._abort_when(None)
             tokens.close()
             tail = decoder.decode(b"", final=True)
             self._finish(started, first, last, sampled)
         if tail:
             yield tail
+
+    def _abort_when(self, event: threading.Event | None) -> None:
+        """Let llama.cpp stop a prompt evaluation once `event` is set; None removes the check.
+
+        ggml calls the check between graph nodes, a call into Python each time: worth it while a long prompt
+        is read, about 3% of decode speed if left on, so it is removed once the first token is sampled.
+        """
+        if event is None and self._abort_callback is None:
+            return
+        import llama_cpp
+
+        self._abort_callback = (llama_cpp.ggml_abort_callback() if event is None  # NULL: no check
+                                else llama_cpp.ggml_abort_callback(lambda data: event.is_set()))
+        llama_cpp.llama_set_abort_callback(self.llm._ctx.ctx, self._abort_callback, None)
+        if event is None:
+            self._abort_callback = None
 
     def _finish(self, started: float, first: float, last: float, sampled: int) -> None:
         stats = self.stats

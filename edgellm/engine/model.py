@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,21 +38,6 @@ class LoadedModel:
     settings: LoadSettings
     load_ms: float
     log: LlamaLog
-    _abort_callback: Any = None
-
-    def abort_when(self, event: threading.Event | None) -> None:
-        """Let llama.cpp stop a long prompt evaluation once `event` is set; None removes the check.
-
-        ggml calls the check between graph nodes, a call into Python each time: worth it while a long
-        prompt is read, a measurable cost (about 3%) per generated token, so callers remove it after that.
-        """
-        import llama_cpp
-
-        if event is None:
-            self._abort_callback = llama_cpp.ggml_abort_callback()  # a NULL function pointer: no check
-        else:
-            self._abort_callback = llama_cpp.ggml_abort_callback(lambda data: event.is_set())
-        llama_cpp.llama_set_abort_callback(self.llm._ctx.ctx, self._abort_callback, None)
 
 
 def load(settings: LoadSettings, log: LlamaLog) -> LoadedModel:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from edgellm.errors import UserError
 from edgellm.gguf_header import GGUFError, GGUFHeader, parse
@@ -88,19 +88,27 @@ def file_url(repo: str, path: str, commit: str) -> str:
     return hf_hub_url(repo, path, revision=commit, endpoint=endpoint())
 
 
-def read_range(url: str, start: int, end: int) -> bytes:
-    """Bytes start..end (inclusive) of a Hub file: HEAD for the real location, then one ranged GET."""
+@contextmanager
+def open_file(url: str, start: int = 0, end: int | None = None) -> Iterator[Any]:
+    """A streamed GET of a Hub file from byte `start` (to `end`, inclusive): HEAD for its real location (a CDN
+    after a redirect), the token sent only to the Hub itself, as huggingface_hub does."""
     from huggingface_hub import get_hf_file_metadata
     from huggingface_hub.utils import build_hf_headers, get_session
 
     meta = get_hf_file_metadata(url, endpoint=endpoint())
-    headers = {"Range": f"bytes={start}-{end}"}
+    headers = {"Range": f"bytes={start}-{'' if end is None else end}"} if start or end is not None else {}
     if _same_host(meta.location, endpoint()):
         headers.update(build_hf_headers())
-    wanted = end - start + 1
-    data = bytearray()
     with get_session().stream("GET", meta.location, headers=headers, follow_redirects=True, timeout=60) as response:
         response.raise_for_status()
+        yield response
+
+
+def read_range(url: str, start: int, end: int) -> bytes:
+    """Bytes start..end (inclusive) of a Hub file."""
+    wanted = end - start + 1
+    data = bytearray()
+    with open_file(url, start, end) as response:
         for chunk in response.iter_bytes():  # a server that ignores Range sends it all: stop when we have enough
             data += chunk
             if len(data) >= wanted:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from edgellm.errors import UserError
-from edgellm.hub.client import _same_host, endpoint, file_url, hub_errors
+from edgellm.hub.client import endpoint, file_url, hub_errors, open_file
 from edgellm.hub.files import RemoteFile
 
 CHUNK = 8 * 2**20
@@ -187,9 +187,6 @@ def _append(fd: int, chunk: bytes, part: Path) -> None:
 def _transfer(repo: str, file: RemoteFile, commit: str, part: Path, progress: Progress) -> str:
     """Bring `part` up to the file's full size, resuming from what it holds, retrying network errors (not disk
     errors); returns the sha256 of the whole file, hashed as it was written."""
-    from huggingface_hub import get_hf_file_metadata
-    from huggingface_hub.utils import build_hf_headers, get_session
-
     url = file_url(repo, file.path, commit)
     hasher, have = _hash_existing(part, file.size)
     progress.resumed(have)
@@ -198,13 +195,7 @@ def _transfer(repo: str, file: RemoteFile, commit: str, part: Path, progress: Pr
             break
         try:
             with hub_errors(repo):
-                meta = get_hf_file_metadata(url, endpoint=endpoint())
-                headers = {"Range": f"bytes={have}-"} if have else {}
-                if _same_host(meta.location, endpoint()):
-                    headers.update(build_hf_headers())
-                with get_session().stream("GET", meta.location, headers=headers, follow_redirects=True,
-                                          timeout=60) as response:
-                    response.raise_for_status()
+                with open_file(url, have) as response:
                     if have and response.status_code != 206:  # the server ignored the Range: start over
                         progress.rewind(have)
                         have, hasher = 0, Hasher()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from edgellm.plan.spec import SHARD_RE
 from edgellm.quants import parse_quant, rank
-
-SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -35,6 +33,12 @@ class QuantFiles:
 
 def is_projector(path: str) -> bool:
     return "mmproj" in path.rsplit("/", 1)[-1].lower()
+
+
+def opens_a_model(name: str) -> bool:
+    """A file llama.cpp is pointed at: a GGUF that is no projector, and the first part of a split model."""
+    shard = SHARD_RE.search(name)
+    return name.lower().endswith(".gguf") and not is_projector(name) and not (shard and int(shard.group(1)) != 1)
 
 
 def group_quants(files: list[RemoteFile]) -> list[QuantFiles]:
