@@ -42,7 +42,7 @@ def main() -> None:
     os.environ["HF_ENDPOINT"] = hub.endpoint
     from huggingface_hub import hf_hub_download
 
-    from edgellm.hub.download import Progress, fetch
+    from edgellm.hub.download import Meter, fetch
     from edgellm.hub.files import RemoteFile
 
     size = TEST_MODEL.stat().st_size
@@ -54,7 +54,7 @@ def main() -> None:
                 theirs.append(size / timed(lambda: hf_hub_download(repo, name, cache_dir=f"{tmp}/hf",
                                                                    endpoint=hub.endpoint)))
                 ours.append(size / timed(lambda: fetch(repo, remote, hub.repos[repo].commit,
-                                                       Path(tmp) / "ours" / name, Progress(size, quiet=True))))
+                                                       Path(tmp) / "ours" / name, Meter(size))))
                 env = {**os.environ, "HF_HOME": f"{tmp}/hf2", "EDGELLM_HOME": f"{tmp}/e"}
                 their_cmd.append(timed(lambda: subprocess.run([sys.executable, "-c", HF_DOWNLOAD, repo, name,
                                                                f"{tmp}/c2"], env=env, check=True)))

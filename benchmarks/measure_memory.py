@@ -18,6 +18,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from edgellm.hw.detect import detect_this_machine
+
 BUFFER_RE = re.compile(r"(\S+)\s+(model|KV|compute|output) buffer size =\s+([\d.]+) MiB")
 
 
@@ -42,7 +44,7 @@ def main() -> None:
 
     import llama_cpp  # noqa: F401  (imported before the first RSS reading, as it is not part of the model)
 
-    profile = loading.this_machine()
+    profile = detect_this_machine()
     spec = load_spec(Path(options.model))
     chosen = plan(profile, spec, Wishes(ctx=options.c, kv=options.kv, flash_attn=options.fa))
     process = psutil.Process()

@@ -44,7 +44,12 @@ GGML_TYPES: dict[int, tuple[str, int, int]] = {
 
 
 class GGUFError(Exception):
-    """The file is not a GGUF llama.cpp can load; the message says why."""
+    """The file is not a GGUF llama.cpp can load; the message says why, `problem` names the kind of fault:
+    missing, directory, permission, truncated, split, not-gguf or corrupt (the default)."""
+
+    def __init__(self, message: str, problem: str = "corrupt") -> None:
+        super().__init__(message)
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ class _Cursor:
 
     def need(self, n: int, what: str) -> None:
         if n < 0 or self.pos + n > self.size:
-            raise GGUFError(f"truncated: the file ends inside {what}")
+            raise GGUFError(f"truncated: the file ends inside {what}", "truncated")
 
     def scalar(self, kind: int, what: str) -> Any:
         n = SCALAR_SIZES[kind]
@@ -121,10 +126,10 @@ class _Cursor:
         buf, pos, end = self.buf, self.pos, self.size - 8
         for _ in range(count):
             if pos > end:
-                raise GGUFError(f"truncated: the file ends inside {what}")
+                raise GGUFError(f"truncated: the file ends inside {what}", "truncated")
             pos += 8 + unpack(buf, pos)[0]
         if pos > self.size:
-            raise GGUFError(f"truncated: the file ends inside {what}")
+            raise GGUFError(f"truncated: the file ends inside {what}", "truncated")
         self.pos = pos
 
 
@@ -168,7 +173,7 @@ def tensor_bytes(shape: tuple[int, ...], ggml_type: int) -> int:
 def parse(buf: Any, path: Path, file_size: int) -> GGUFHeader:
     """Parse a GGUF header held in `buf` (bytes or an mmap of the whole file)."""
     if file_size < 4 or bytes(buf[:4]) != MAGIC:
-        raise GGUFError("not a GGUF file (it does not start with the GGUF magic bytes)")
+        raise GGUFError("not a GGUF file (it does not start with the GGUF magic bytes)", "not-gguf")
     cur = _Cursor(buf, len(MAGIC))
     version = cur.scalar(UINT32, "the header")
     if version not in SUPPORTED_VERSIONS:
@@ -224,12 +229,12 @@ def read_header(path: str | os.PathLike[str]) -> GGUFHeader:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if size == 0:
-                raise GGUFError("the file is empty")
+                raise GGUFError("the file is empty", "truncated")
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                 return parse(buf, path, size)
     except IsADirectoryError:
-        raise GGUFError("is a directory, not a GGUF file") from None
+        raise GGUFError("is a directory, not a GGUF file", "directory") from None
     except FileNotFoundError:
-        raise GGUFError("no such file") from None
+        raise GGUFError("no such file", "missing") from None
     except PermissionError:
-        raise GGUFError("permission denied") from None
+        raise GGUFError("permission denied", "permission") from None

@@ -1,6 +1,8 @@
-"""From the common flags to a checked model file and a plan of llama.cpp settings for this machine.
+"""The model opener: from the common flags to a checked model file, its plan on this machine, and a loaded model.
 
-Shared by every command that loads a model: run, plan, chat (and serve later).
+Shared by every front end that loads a model: run, plan, chat (the TUI and the server next). It returns the
+choice, the plan, the load settings and the notices as data, and reports download progress as events;
+each front end decides how to show them.
 """
 
 from __future__ import annotations
@@ -8,20 +10,21 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from edgellm import home, store
-from edgellm.errors import UserError
+from edgellm.engine.generate import GenerationOptions, Sampling
+from edgellm.engine.llama_log import LlamaLog
+from edgellm.engine.model import LoadedModel, LoadSettings, load
+from edgellm.errors import DoesNotFit, ModelFileError, NoModel, UserError
+from edgellm.events import Notice, Report, ignore
 from edgellm.gguf_header import GGUFError
+from edgellm.hub.files import opens_a_model
+from edgellm.hw.detect import detect_this_machine
 from edgellm.hw.profile import DeviceProfile
 from edgellm.options import ModelSettings, load_config, resolve
 from edgellm.plan.planner import Plan, PlanError, Wishes, choose_quant, plan
-from edgellm.hub.files import opens_a_model
 from edgellm.plan.spec import ModelSpec, load_spec
 from edgellm.quants import parse_quant
-
-if TYPE_CHECKING:
-    from edgellm.engine.model import LoadSettings
 
 MIB = 2**20
 
@@ -51,7 +54,7 @@ def wishes_from(settings: ModelSettings) -> Wishes:
 def profile_named(name: str | None) -> DeviceProfile:
     """A built-in profile or profile file when named (--profile), else this machine."""
     if not name:
-        return this_machine()
+        return detect_this_machine()
     from edgellm.hw.builtin import resolve_profile
     from edgellm.hw.profile import ProfileError
 
@@ -61,19 +64,14 @@ def profile_named(name: str | None) -> DeviceProfile:
         raise UserError(f"--profile: {error}") from None
 
 
-def this_machine() -> DeviceProfile:
-    from edgellm.commands.hw import detect_this_machine
-
-    return detect_this_machine()
-
-
 def read_spec(path: Path) -> ModelSpec:
     try:
         return load_spec(path, home.home() / "cache" / "specs")
     except GGUFError as error:
-        raise UserError(f"{path}: {error}; {way_out(error)}") from None
+        raise ModelFileError(f"{path}: {error}; {WAYS_OUT[error.problem]}", path, error.problem) from None
     except OSError as error:
-        raise UserError(f"{path}: {error.strerror or error}; check the path (-m takes a .gguf file)") from None
+        raise ModelFileError(f"{path}: {error.strerror or error}; check the path (-m takes a .gguf file)", path,
+                             "unreadable") from None
 
 
 def model_files(folder: Path) -> list[Path]:
@@ -81,14 +79,15 @@ def model_files(folder: Path) -> list[Path]:
     return [path for path in sorted(folder.glob("**/*.gguf")) if opens_a_model(path.name)]
 
 
-def choose_model(settings: ModelSettings, profile: DeviceProfile) -> ModelChoice:
-    """The model named by -m (a file, or a folder of quants to choose from) and its plan on `profile`."""
+def choose_model(settings: ModelSettings, profile: DeviceProfile, report: Report = ignore) -> ModelChoice:
+    """The model named by -m (a file, or a folder of quants to choose from) or -hf (pulled when not stored,
+    reporting progress) and its plan on `profile`."""
     wishes = wishes_from(settings)
     if settings.hf_repo:
         from edgellm.hub.pull import resolve
         from edgellm.hub.refs import parse_ref
 
-        stored = resolve(parse_ref(settings.hf_repo), profile, wishes, settings.offline)
+        stored = resolve(parse_ref(settings.hf_repo), profile, wishes, settings.offline, report=report)
         return _planned(stored.path(store.store_dir()), wishes, profile, stored)
     if not settings.model:
         return best_local_model(profile, wishes)
@@ -100,13 +99,14 @@ def choose_model(settings: ModelSettings, profile: DeviceProfile) -> ModelChoice
     if path.is_dir():
         files = model_files(path)
         if not files:
-            raise UserError(f"{path}: is a directory with no .gguf model in it; pass a GGUF file")
+            raise ModelFileError(f"{path}: is a directory with no .gguf model in it; pass a GGUF file", path,
+                                 "directory")
         candidates = [(parse_quant(file.name) or read_spec(file).file_type or file.stem, read_spec(file))
                       for file in files]
         try:
             choice = choose_quant(profile, candidates, wishes)
         except PlanError as error:
-            raise UserError(f"{path}: {error}") from None
+            raise DoesNotFit(f"{path}: {error}", str(path)) from None
         return ModelChoice(Path(choice.spec.path), choice.spec, choice.plan, choice.considered)
     return _planned(path, wishes, profile)
 
@@ -116,7 +116,7 @@ def _planned(path: Path, wishes: Wishes, profile: DeviceProfile, stored: "store.
     try:
         choice = ModelChoice(path, spec, plan(profile, spec, wishes))
     except PlanError as error:
-        raise UserError(str(error)) from None
+        raise DoesNotFit(str(error), str(path)) from None
     if stored is not None:
         store.touch(stored)
     return choice
@@ -137,45 +137,53 @@ def best_local_model(profile: DeviceProfile, wishes: Wishes) -> ModelChoice:
         except (GGUFError, PlanError, OSError):
             continue
     if not fitting:
-        raise UserError(f"no model given, and no model in {folder} fits this machine: `edgellm recommend` suggests "
+        raise NoModel(f"no model given, and no model in {folder} fits this machine: `edgellm recommend` suggests "
                         f"some and `edgellm pull owner/repo` fetches one; or pass -m PATH/TO/MODEL.gguf")
     # the most parameters (layers × width², a proxy that ignores the quant), then the best quant
     spec, chosen = max(fitting, key=lambda item: (item[0].n_layers * item[0].n_embd ** 2, rank(item[0].file_type or "")))
     return ModelChoice(Path(spec.path), spec, chosen)
 
 
-def planned_model(settings: ModelSettings) -> tuple[ModelChoice, "LoadSettings"]:
-    """The model and its plan on this machine, told to the user (the budget table with -v, notices always),
-    and the llama.cpp settings that carry the plan out."""
-    import sys
+@dataclass(frozen=True)
+class PlannedModel:
+    """A model chosen and planned for this machine, not yet loaded."""
 
-    from edgellm.engine.model import LoadSettings
+    choice: ModelChoice
+    profile: DeviceProfile
+    load_settings: LoadSettings
 
-    profile = this_machine()
-    choice = choose_model(settings, profile)
-    plan_ = choice.plan
-    if settings.verbose:
-        from edgellm.plan import report
-
-        print(report.render(plan_, choice.spec, profile), file=sys.stderr)
-    for notice in plan_.notices:
-        print(f"edgellm: note: {notice}", file=sys.stderr)
-    return choice, LoadSettings(
-        path=choice.path, n_ctx=plan_.n_ctx, n_threads=plan_.n_threads, n_threads_batch=plan_.n_threads_batch,
-        n_gpu_layers=plan_.n_gpu_layers, flash_attn=plan_.flash_attn, kv=plan_.kv, seed=settings.seed,
-        n_batch=plan_.n_ubatch, use_mmap=plan_.use_mmap, use_mlock=plan_.use_mlock)
+    @property
+    def notices(self) -> list[Notice]:
+        """What the plan tells the person (a context reduced to fit, a KV cache quantized, ...)."""
+        return [Notice(text) for text in self.choice.plan.notices]
 
 
-def way_out(error: GGUFError) -> str:
-    text = str(error)
-    if text.startswith("no such file"):
-        return "check the path (-m takes a .gguf file or a store name: `edgellm ls`)"
-    if text.startswith("is a directory"):
-        return "pass the .gguf file inside it"
-    if text.startswith("truncated"):
-        return "the file is incomplete: download or copy it again"
-    if text.startswith("permission"):
-        return "make the file readable by this user"
-    if "split model" in text or "shard" in text:
-        return "keep every part of a split model together"
-    return "pass a GGUF model file (convert other formats to GGUF first)"
+def plan_model(settings: ModelSettings, report: Report = ignore) -> PlannedModel:
+    """The model the flags name and its plan on this machine, with the llama.cpp settings that carry it out."""
+    profile = detect_this_machine()
+    choice = choose_model(settings, profile, report)
+    return PlannedModel(choice, profile, LoadSettings.from_plan(choice.path, choice.plan, settings.seed))
+
+
+def open_model(planned: PlannedModel, settings: ModelSettings) -> LoadedModel:
+    """Load the planned model; llama.cpp's log goes to EDGELLM_HOME/logs (and stderr with -v)."""
+    return load(planned.load_settings, LlamaLog(home.log_path(), echo=settings.verbose))
+
+
+def generation_options(settings: ModelSettings, chat: bool = False) -> GenerationOptions:
+    """The per-call options the flags ask for. The loop guard is on in chat unless --ignore-eos or -n is given."""
+    sampling = Sampling(settings.temp, settings.top_k, settings.top_p, settings.min_p, settings.repeat_penalty)
+    return GenerationOptions(sampling=sampling, max_tokens=settings.n_predict, ignore_eos=settings.ignore_eos,
+                             seed=settings.seed,
+                             loop_guard=chat and not settings.ignore_eos and settings.n_predict < 0)
+
+
+WAYS_OUT = {
+    "missing": "check the path (-m takes a .gguf file or a store name: `edgellm ls`)",
+    "directory": "pass the .gguf file inside it",
+    "truncated": "the file is incomplete: download or copy it again",
+    "permission": "make the file readable by this user",
+    "split": "keep every part of a split model together",
+    "not-gguf": "pass a GGUF model file (convert other formats to GGUF first)",
+    "corrupt": "pass a GGUF model file (convert other formats to GGUF first)",
+}

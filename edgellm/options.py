@@ -18,22 +18,36 @@ KV_TYPES = ("f16", "q8_0", "q4_0")
 FLASH_ATTN = ("auto", "on", "off")
 
 
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("not a number") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("not a number") from None
+
+
 def positive_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 1:
         raise ValueError("must be 1 or more")
     return value
 
 
 def non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 0:
         raise ValueError("must be 0 or more")
     return value
 
 
 def n_predict(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < -1:
         raise ValueError("must be -1 (until the model stops) or more")
     return value
@@ -48,21 +62,21 @@ def gpu_layers(text: str) -> str | int:
 
 
 def non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _float(text)
     if not value >= 0:
         raise ValueError("must be 0 or more")
     return value
 
 
 def probability(text: str) -> float:
-    value = float(text)
+    value = _float(text)
     if not 0.0 <= value <= 1.0:
         raise ValueError("must be between 0 and 1")
     return value
 
 
 def seed(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if not -1 <= value < 2**32:
         raise ValueError("must be -1 (random) or between 0 and 4294967295")
     return value
@@ -156,8 +170,7 @@ def _argparse_type(flag: Flag) -> Callable[[str], Any]:
         try:
             return flag.parse(text)
         except ValueError as error:
-            detail = str(error) if not str(error).startswith(("invalid literal", "could not convert")) else "not a number"
-            raise argparse.ArgumentTypeError(f"{text!r}: {detail}") from None
+            raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
     return convert
 

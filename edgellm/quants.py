@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 
-# Best first. `_L`/`_XL` variants (bartowski, unsloth) rank just above their base; `UD-` ranks as its base.
+# Best first. `_L`/`_XL` variants (bartowski, unsloth) rank just above their base; `UD-` ranks as its base;
+# ALIASES as the name they stand for.
 QUANT_ORDER = (
     "F32", "BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "IQ4_NL",
     "IQ4_XS", "Q4_1", "Q4_0", "MXFP4", "Q3_K_L", "Q3_K_M", "IQ3_M", "IQ3_S", "Q3_K_S", "IQ3_XS", "IQ3_XXS",
     "Q2_K", "Q2_K_S", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "TQ2_0", "IQ1_M", "TQ1_0", "IQ1_S",
 )
-FULL_PRECISION = ("F32", "BF16", "F16")
 CPU_CEILING = "Q8_0"  # on CPU-only devices nothing above this unless asked: F16 halves decode speed
 
 # llama.cpp's llama_ftype (general.file_type) -> quant name.
@@ -26,12 +26,29 @@ FILE_TYPES = {
     37: "TQ2_0", 38: "MXFP4",
 }
 
+# Names with no row of their own, ranked as the quant they stand for.
+ALIASES = {
+    "Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M",  # old llama.cpp short names
+    "Q4_0_4_4": "Q4_0", "Q4_0_4_8": "Q4_0", "Q4_0_8_8": "Q4_0",  # Q4_0 repacked for ARM
+}
+# The base an `_L`/`_XL` variant improves on, where it is not the name less its suffix (or that name's alias).
+VARIANT_BASES = {"Q8_K": "Q8_0", "Q3_K": "Q3_K_L"}  # Q8_K_XL: Q8_0 with some BF16; Q3_K_XL: Q3_K_L with Q8_0
+# ARM repacks of Q4_0 that llama.cpp no longer loads (it repacks Q4_0 itself as it loads).
+DROPPED = ("Q4_0_4_4", "Q4_0_4_8", "Q4_0_8_8")
+
 _QUANT_RE = re.compile(
-    r"(?<![A-Za-z0-9])(?P<ud>UD-)?(?P<name>"
-    r"IQ[1-4]_(?:XXS|XS|NL|S|M)|Q[2-6]_K(?:_(?:XL|S|M|L))?|Q8_0|Q[45]_[01]|TQ[12]_0|MXFP4|BF16|F16|FP16|F32"
-    r")(?P<variant>_XL|_L)?(?![A-Za-z0-9])",
+    r"(?<![A-Za-z0-9])(?P<name>"
+    r"Q4_0_(?:4_4|4_8|8_8)|IQ[1-4]_(?:XXS|XS|NL|S|M)|Q[2-6]_K(?:_(?:XL|S|M|L))?|Q8_K_XL|Q8_0|Q[45]_[01]"
+    r"|TQ[12]_0|MXFP4|BF16|FP?16|FP?32"
+    r")(?P<variant>_XL|_L)?(?![A-Za-z0-9]|_\d)",  # `_4_4` after a name makes another name: no match
     re.IGNORECASE,
 )
+
+
+def normalize(quant: str) -> str:
+    """One spelling per quant, so that names from files and from `repo:QUANT` match: 'ud-q4_k_xl' -> 'Q4_K_XL'."""
+    quant = quant.upper().removeprefix("UD-")
+    return {"FP16": "F16", "FP32": "F32"}.get(quant, quant)
 
 
 def parse_quant(file_name: str) -> str | None:
@@ -43,23 +60,33 @@ def parse_quant(file_name: str) -> str | None:
     if not matches:
         return None
     match = matches[-1]
-    name = match.group("name").upper().replace("FP16", "F16")
-    return name + (match.group("variant") or "").upper()
+    return normalize(match.group("name") + (match.group("variant") or ""))
 
 
 def rank(quant: str) -> float:
     """Higher is better quality. Unknown names rank below every known one."""
-    quant = quant.upper().removeprefix("UD-")
+    quant = normalize(quant)
+    quant = ALIASES.get(quant, quant)
     if quant in QUANT_ORDER:
         return float(len(QUANT_ORDER) - QUANT_ORDER.index(quant))
-    for suffix in ("_XL", "_L"):
+    for suffix, above in (("_XL", 0.5), ("_L", 0.4)):
         if quant.endswith(suffix):
             base = quant[: -len(suffix)]
-            base = base if base in QUANT_ORDER else base + "_M"  # Q4_K_XL -> Q4_K_M
+            base = VARIANT_BASES.get(base) or ALIASES.get(base, base)
             if base in QUANT_ORDER:
-                return rank(base) + (0.5 if suffix == "_XL" else 0.4)
+                return rank(base) + above
     return 0.0
 
 
-def is_full_precision(quant: str) -> bool:
-    return quant.upper() in FULL_PRECISION
+def loadable(quant: str) -> bool:
+    """False for the quants this llama.cpp refuses to load (Q4_0_4_4 and the other ARM repacks of Q4_0).
+
+    An unknown name may still load: whether to pick it is the caller's call (`rank` puts it last).
+    """
+    return normalize(quant) not in DROPPED
+
+
+def above_cpu_ceiling(quant: str) -> bool:
+    """Ranked above Q8_0 (F16, BF16, Q8_K_XL…): on the CPU it decodes slower for no visible quality gain."""
+    return rank(quant) > rank(CPU_CEILING)
+

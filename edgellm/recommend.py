@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from edgellm.catalog import BITS_PER_WEIGHT, OFFERED, Entry, load_catalog
-from edgellm.errors import UserError
+from edgellm.errors import HubUnreachable, UserError
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.planner import PlanError, Wishes, choose_quant, plan
 from edgellm.plan.speed import decode_tokens_per_s
@@ -55,9 +55,10 @@ def quant_sizes(entry: Entry, online: bool) -> tuple[dict[str, int], str]:
             groups = group_quants(files)
             if groups:
                 return {group.quant: group.size for group in groups}, "hub"
-        except UserError as error:
-            if "cannot reach the Hub" in str(error):
-                return {quant: entry.estimated_size(quant) for quant in OFFERED}, "unreachable"
+        except HubUnreachable:
+            return {quant: entry.estimated_size(quant) for quant in OFFERED}, "unreachable"
+        except UserError:  # the repo is gone or private: estimated
+            pass
     return {quant: entry.estimated_size(quant) for quant in OFFERED}, "estimated"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgellm.chat.history import SCHEMA_VERSION, History, HistoryError
+from edgellm.chat.history import SCHEMA_VERSION, History, HistoryUnavailable
 
 
 def test_schema_is_versioned(tmp_path: Path) -> None:
@@ -23,13 +23,13 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "h.db")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
-    with pytest.raises(HistoryError, match="newer than this edgellm knows"):
+    with pytest.raises(HistoryUnavailable, match="newer than this edgellm knows"):
         History(tmp_path / "h.db")
 
 
 def test_not_a_database(tmp_path: Path) -> None:
     (tmp_path / "h.db").write_text("this is not sqlite" * 100)
-    with pytest.raises(HistoryError, match="move it aside|--no-history"):
+    with pytest.raises(HistoryUnavailable, match="move it aside|--no-history"):
         History(tmp_path / "h.db")
 
 

@@ -291,3 +291,35 @@ def test_import_uses_a_file_in_place(models: dict[str, Path]) -> None:
     edgellm("rm", "local/tiny-Q4_0:Q4_0")
     assert models["tiny-Q4_0.gguf"].exists()
     assert_one_line_error(edgellm("import", str(models["tiny-Q4_0.gguf"].parent)), "is a directory")
+
+
+@pytest.fixture
+def closed_port(monkeypatch: pytest.MonkeyPatch) -> str:
+    """HF_ENDPOINT on a port nothing listens on: every connection is refused."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return endpoint
+
+
+def test_a_refused_connection_is_typed_hub_unreachable(closed_port: str) -> None:
+    from edgellm.errors import HubUnreachable
+    from edgellm.hub.client import list_files
+
+    with pytest.raises(HubUnreachable) as raised:
+        list_files("tests/tiny-GGUF")
+    assert (raised.value.repo, raised.value.endpoint) == ("tests/tiny-GGUF", closed_port)
+    assert f"cannot reach the Hub at {closed_port}" in str(raised.value)
+    assert_one_line_error(edgellm("pull", "tests/tiny-GGUF"), "cannot reach the Hub", "--offline")
+
+
+def test_recommend_with_an_unreachable_hub_estimates_sizes(closed_port: str) -> None:
+    done = edgellm("recommend", "--profile", "raspberry-pi-5-8gb", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["hub_unreachable"] and data["sizes"] == "estimated"
+    assert data["recommended"] and all(pick["sizes_from"] == "estimated" for pick in data["recommended"])

@@ -198,3 +198,31 @@ def test_template_refusal_and_odd_settings_are_errors_not_crashes(tmp_path: Path
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_the_base_model_loop_ends_in_a_notice_not_a_full_context(test_model: Path) -> None:
+    done = edgellm("chat", "-m", str(test_model), "--temp", "0", "--no-history", input="Tell me about the sea.\n")
+    assert done.returncode == 0, done.stderr
+    assert "looks like a base model" in done.stderr  # said at the start
+    assert "kept repeating the same text" in done.stderr and "loop-guard off" in done.stderr
+    assert len(done.stdout) < 4000  # a few hundred tokens, not the 4096-token context
+
+
+def test_retry_edit_rename_and_search(test_model: Path) -> None:
+    child = spawn_chat(test_model, "-n", "4")
+    child.sendline("Name a fruit.")
+    child.expect(r"\[\d+ tokens")
+    child.sendline("/retry")
+    child.expect(r"\[\d+ tokens")
+    child.sendline("/edit Name a tree.")
+    child.expect(r"\[\d+ tokens")
+    child.sendline("/rename Trees and such")
+    child.expect("renamed: Trees and such")
+    child.sendline("/search TREE")
+    child.expect(r"1 .* 2 messages +Trees and such")
+    child.sendline("/search fruit")
+    child.expect("no conversation mentions 'fruit'")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    messages = exported(1)["messages"]
+    assert [(m["role"], m["content"]) for m in messages][0] == ("user", "Name a tree.") and len(messages) == 2

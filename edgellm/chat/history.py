@@ -2,18 +2,25 @@
 
 A reply is written as it streams, before each piece is shown, with its writer's process id and start
 time; a reply whose writer died (kill -9, a power cut on a board) is marked interrupted at the next start.
-The schema is versioned with PRAGMA user_version and upgraded by the migrations below.
+The schema is versioned with PRAGMA user_version and upgraded by the migrations below. One History may be
+used from several threads (a Textual worker, a server's request threads): every call holds one lock.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import functools
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+from edgellm.errors import HistoryUnavailable
+
+T = TypeVar("T", bound=Callable[..., Any])
 
 MIGRATIONS = (
     # 1: the first schema
@@ -71,12 +78,20 @@ class Message:
         return self.state == "interrupted"
 
     def as_chat(self) -> dict[str, str]:
-        """The message as a chat template takes it."""
-        return {"role": self.role, "content": self.content}
+        """The message as a chat template takes it (the template decides whether reasoning goes back)."""
+        chat = {"role": self.role, "content": self.content}
+        if self.reasoning:
+            chat["reasoning_content"] = self.reasoning
+        return chat
 
 
-class HistoryError(Exception):
-    """The history database cannot be used; the message says why and what to do."""
+def serialized(method: T) -> T:
+    """Run the method holding the History's lock: one connection, shared by threads, one call at a time."""
+    @functools.wraps(method)
+    def locked(self: "History", *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            return method(self, *args, **kwargs)
+    return locked  # type: ignore[return-value]
 
 
 def _process_started(pid: int) -> float | None:
@@ -92,20 +107,22 @@ class History:
     """One connection to the history database; every write is committed at once."""
 
     def __init__(self, path: Path) -> None:
+        self.lock = threading.RLock()
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(str(path), timeout=10, isolation_level=None)
+            self.db = sqlite3.connect(str(path), timeout=10, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.DatabaseError as error:
-            raise HistoryError(f"{path} is not a usable history database ({error}); move it aside to start "
+            raise HistoryUnavailable(f"{path} is not a usable history database ({error}); move it aside to start "
                                f"a new one, or use --no-history") from None
         self.pid = os.getpid()
         self.pid_started = _process_started(self.pid)
         self.recovered = self._mark_orphans_interrupted()
 
+    @serialized
     def close(self) -> None:
         self.db.close()
 
@@ -137,12 +154,14 @@ class History:
 
     # conversations
 
+    @serialized
     def new_conversation(self, model: str, settings: dict[str, Any]) -> int:
         now = time.time()
         cursor = self.db.execute("INSERT INTO conversations (model, settings, created, updated) VALUES (?, ?, ?, ?)",
                                  (model, json.dumps(settings), now, now))
         return int(cursor.lastrowid)
 
+    @serialized
     def conversations(self) -> list[Conversation]:
         rows = self.db.execute(
             "SELECT c.id, c.title, c.model, c.settings, c.created, c.updated, COUNT(m.id) FROM conversations c "
@@ -150,9 +169,25 @@ class History:
         ).fetchall()
         return [Conversation(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6]) for r in rows]
 
+    @serialized
     def conversation(self, conversation_id: int) -> Conversation | None:
         return next((c for c in self.conversations() if c.id == conversation_id), None)
 
+    @serialized
+    def search(self, text: str) -> list[Conversation]:
+        """Conversations whose title or any message contains `text` (case-insensitive), newest first."""
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        ids = {row[0] for row in self.db.execute(
+            "SELECT id FROM conversations WHERE title LIKE ? ESCAPE '\\' UNION "
+            "SELECT conversation_id FROM messages WHERE content LIKE ? ESCAPE '\\'", (pattern, pattern))}
+        return [c for c in self.conversations() if c.id in ids]
+
+    @serialized
+    def rename(self, conversation_id: int, title: str) -> bool:
+        return self.db.execute("UPDATE conversations SET title = ? WHERE id = ?",
+                               (" ".join(title.split()), conversation_id)).rowcount > 0
+
+    @serialized
     def delete(self, conversation_id: int) -> bool:
         return self.db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount > 0
 
@@ -165,12 +200,14 @@ class History:
 
     # messages
 
+    @serialized
     def messages(self, conversation_id: int) -> list[Message]:
         rows = self.db.execute(
             "SELECT id, role, content, reasoning, state, timings, created FROM messages WHERE conversation_id = ? "
             "ORDER BY id", (conversation_id,)).fetchall()
         return [Message(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else None, r[6]) for r in rows]
 
+    @serialized
     def add(self, conversation_id: int, role: str, content: str) -> int:
         now = time.time()
         cursor = self.db.execute(
@@ -179,6 +216,13 @@ class History:
         self._touch(conversation_id, content if role == "user" else None)
         return int(cursor.lastrowid)
 
+    @serialized
+    def delete_messages_from(self, conversation_id: int, message_id: int) -> None:
+        """Remove a message and every later one of its conversation (a reply regenerated, a message edited)."""
+        self.db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (conversation_id, message_id))
+        self._touch(conversation_id)
+
+    @serialized
     def set_system(self, conversation_id: int, content: str) -> None:
         """The conversation's system prompt: its first message, replaced or inserted."""
         now = time.time()
@@ -188,6 +232,7 @@ class History:
         if not updated:
             self.add(conversation_id, "system", content)
 
+    @serialized
     def start_reply(self, conversation_id: int) -> int:
         now = time.time()
         cursor = self.db.execute(
@@ -195,10 +240,12 @@ class History:
             "VALUES (?, 'assistant', 'streaming', ?, ?, ?, ?)", (conversation_id, self.pid, self.pid_started, now, now))
         return int(cursor.lastrowid)
 
+    @serialized
     def update_reply(self, message_id: int, content: str, reasoning: str) -> None:
         self.db.execute("UPDATE messages SET content = ?, reasoning = ?, updated = ? WHERE id = ?",
                         (content, reasoning, time.time(), message_id))
 
+    @serialized
     def finish_reply(self, message_id: int, content: str, reasoning: str, interrupted: bool,
                      timings: dict[str, Any]) -> None:
         self.db.execute(

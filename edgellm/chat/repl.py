@@ -1,21 +1,20 @@
 """The headless chat: a line REPL for SSH and serial consoles, and a pipe filter (one message per line).
 
-Imports no Textual. Every reply is written to the history before it is shown; Ctrl-C stops a reply
-(kept, marked interrupted), and a second Ctrl-C at the prompt exits.
+A thin driver over one ChatSession: terminal input, Ctrl-C and colours. Imports no Textual. Ctrl-C stops a
+reply (the session keeps it, marked interrupted), and a second Ctrl-C at the prompt exits.
 """
 
 from __future__ import annotations
 
 import signal
-import sqlite3
 import sys
 import time
-from dataclasses import dataclass, field, replace
 from typing import IO, Any, Iterator
 
-from edgellm.chat.engine import ChatEngine, Reply
-from edgellm.chat.history import History
-from edgellm.errors import UserError
+from edgellm.chat.events import AnswerPiece, ReasoningPiece, ReplyDone
+from edgellm.chat.session import ChatSession, Turn, timings_line
+from edgellm.errors import NoSuchConversation, UserError
+from edgellm.events import Notice
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 MULTILINE = '"""'
@@ -23,42 +22,25 @@ HELP = """commands:
   /help              this list
   /new               start a new conversation
   /history           list saved conversations
+  /search TEXT       saved conversations that mention TEXT
   /load ID           continue a saved conversation
+  /rename TITLE      rename this conversation
+  /retry             answer the last message again
+  /edit TEXT         replace the last message with TEXT and answer it
   /system TEXT       set the system prompt of this conversation
   /set KEY VALUE     temp, top-k, top-p, min-p, repeat-penalty, n-predict, seed, think (show|hide),
-                     stop TEXT (a reply ends where TEXT appears; /set stop alone clears it)
+                     loop-guard (on|off), stop TEXT (a reply ends where TEXT appears; /set stop alone clears it)
   /stats             timings of the last reply and of this session
   /exit              leave (also Ctrl-D, or Ctrl-C twice)
 \"\"\" on a line of its own starts and ends a multi-line message; Ctrl-C stops a reply."""
-SETTABLE = {"temp": "temp", "top-k": "top_k", "top-p": "top_p", "min-p": "min_p", "repeat-penalty": "repeat_penalty",
-            "n-predict": "n_predict", "seed": "seed"}
-
-
-@dataclass
-class Session:
-    """The conversation in memory and where it is saved (conversation_id None until its first message)."""
-
-    model: str
-    settings: dict[str, Any]
-    system_prompt: str | None = None
-    messages: list[dict[str, str]] = field(default_factory=list)
-    conversation_id: int | None = None
-    replies: list[dict[str, Any]] = field(default_factory=list)
-
-    def chat_messages(self) -> list[dict[str, str]]:
-        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        return system + self.messages
 
 
 class Repl:
-    def __init__(self, engine: ChatEngine, history: History | None, session: Session, *, interactive: bool,
-                 out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> None:
-        self.engine = engine
-        self.history = history
+    def __init__(self, session: ChatSession, *, interactive: bool, out: IO[str] = sys.stdout,
+                 err: IO[str] = sys.stderr) -> None:
         self.session = session
         self.interactive = interactive
         self.out, self.err = out, err
-        self.show_reasoning = interactive
         self.generating = False
         self.last_interrupt = 0.0
         self.color = interactive and out.isatty()
@@ -70,6 +52,9 @@ class Repl:
         stream = self.out if self.interactive else self.err
         stream.write((f"{DIM}{text}{RESET}" if self.color else text) + "\n")
         stream.flush()
+
+    def notice(self, notice: Notice) -> None:
+        self.say(f"({notice.text})" if notice.kind == "note" else f"{notice.kind}: {notice.text}")
 
     # input
 
@@ -103,8 +88,10 @@ class Repl:
         previous = signal.signal(signal.SIGINT, self._on_sigint)
         try:
             if self.interactive:
-                self.say(f"edgellm chat: {self.session.model}, context {self.engine.n_ctx} tokens. /help for commands, "
-                         f"Ctrl-D to leave.")
+                self.say(f"edgellm chat: {self.session.model_name}, context {self.session.model.n_ctx} tokens. "
+                         f"/help for commands, Ctrl-D to leave.")
+            for notice in self.session.opening_notices():
+                self.notice(notice)
             while True:
                 try:
                     message = self.read_message(lines)
@@ -124,89 +111,42 @@ class Repl:
                     if self.command(message) == "exit":
                         return 0
                     continue
-                self.chat(message.removeprefix("/") if message.startswith("//") else message)
+                self.show(self.session.send(message.removeprefix("/") if message.startswith("//") else message))
         finally:
             signal.signal(signal.SIGINT, previous)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self.generating:
-            self.engine.cancel()
+            self.session.cancel()
         else:
             raise KeyboardInterrupt
 
-    # one exchange
-
-    def chat(self, text: str) -> None:
-        session = self.session
-        session.messages.append({"role": "user", "content": text})
+    def show(self, turn: Turn) -> None:
+        """Draw one turn's events as they come: the reply on its line(s), then its notices and timings."""
         self.generating = True  # from here Ctrl-C stops this turn instead of leaving the chat
+        line = _ReplyLine(self.out, self.color)
+        reply = None
         try:
-            try:
-                prepared = self.engine.prepare(session.chat_messages())
-            except UserError as error:  # too long for the context, or refused by the chat template
-                session.messages.pop()
-                self.say(f"error: {error}")
-                return
-            reply_id = self._save("_user_message", text)
-            reply = Reply()
-            self._stream(prepared, reply, reply_id)
+            for event in turn:
+                if isinstance(event, (AnswerPiece, ReasoningPiece)):
+                    if isinstance(event, AnswerPiece) or self.session.show_reasoning:
+                        line.write(event.text, reasoning=isinstance(event, ReasoningPiece))
+                elif isinstance(event, ReplyDone):
+                    line.end()
+                    reply = event.reply
+                elif isinstance(event, Notice):
+                    if line.started and self.interactive:  # a notice goes on its own line
+                        line.end()
+                    self.notice(event)
+        except UserError as error:  # too long for the context, or refused by the chat template
+            self.say(f"error: {error}")
+            return
         finally:
             self.generating = False
-        session.replies.append(reply.timings())
-        if reply.dropped_messages:
-            self.say(f"(the {reply.dropped_messages} oldest messages no longer fit the {self.engine.n_ctx}-token "
-                     f"context and were left out)")
-        if reply.interrupted or reply.stats is None:
+        if reply is None or reply.interrupted:
             self.say("[reply stopped]")
         elif self.interactive:
-            self.say(stats_line(reply.timings()))
-
-    def _stream(self, prepared, reply: Reply, reply_id: int | None) -> None:
-        in_reasoning = False
-        try:
-            for kind, piece in self.engine.stream(prepared, reply):
-                if reply_id is not None:
-                    self._save("update_reply", reply_id, reply.content, reply.reasoning)  # saved before shown
-                if kind == "reasoning" and not self.show_reasoning:
-                    continue
-                if (kind == "reasoning") != in_reasoning and self.color:
-                    self.out.write(DIM if kind == "reasoning" else RESET)
-                in_reasoning = kind == "reasoning"
-                self.out.write(piece)
-                self.out.flush()
-        finally:
-            if in_reasoning and self.color:
-                self.out.write(RESET)
-            self.out.write("\n")
-            self.out.flush()
-            answer = {"role": "assistant", "content": reply.content}
-            if reply.reasoning:
-                answer["reasoning_content"] = reply.reasoning  # for templates that replay or drop it themselves
-            self.session.messages.append(answer)
-            if reply_id is not None:
-                interrupted = reply.stats is None or reply.interrupted
-                self._save("finish_reply", reply_id, reply.content, reply.reasoning, interrupted, reply.timings())
-
-    def _save(self, write: str, *args):
-        """A history write (a History method, or _user_message); if the database fails (disk full, locked,
-        deleted), say so and go on without it."""
-        if not self.history:
-            return None
-        try:
-            return getattr(self, write)(*args) if write.startswith("_") else getattr(self.history, write)(*args)
-        except sqlite3.Error as error:
-            self.history = None
-            self.say(f"error: the history could not be saved ({error}); this session goes on without it")
-            return None
-
-    def _user_message(self, text: str) -> int:
-        session = self.session
-        if session.conversation_id is None:
-            session.conversation_id = self.history.new_conversation(session.model, session.settings)
-            if session.system_prompt:
-                self.history.set_system(session.conversation_id, session.system_prompt)
-        self.history.add(session.conversation_id, "user", text)
-        return self.history.start_reply(session.conversation_id)
+            self.say(timings_line(reply.timings()))
 
     # commands
 
@@ -219,9 +159,11 @@ class Repl:
             return None
         try:
             return handler(argument)
+        except NoSuchConversation as error:
+            self.say(f"error: {error}: /history lists them")
         except UserError as error:
             self.say(f"error: {error}")
-            return None
+        return None
 
     def cmd_help(self, argument: str) -> None:
         self.say(HELP)
@@ -232,94 +174,87 @@ class Repl:
     cmd_quit = cmd_exit
 
     def cmd_new(self, argument: str) -> None:
-        self.session = replace(self.session, messages=[], conversation_id=None, replies=[])
+        self.session.new()
         self.say("new conversation")
 
     def cmd_history(self, argument: str) -> None:
-        if not self.history:
-            raise UserError("history is off (--no-history)")
-        conversations = self.history.conversations()
+        self._list(self.session.conversations(), "no saved conversations")
+
+    def cmd_search(self, argument: str) -> None:
+        if not argument:
+            raise UserError("/search takes the text to look for")
+        self._list(self.session.search(argument), f"no conversation mentions {argument!r}")
+
+    def _list(self, conversations: list, empty: str) -> None:
         if not conversations:
-            self.say("no saved conversations")
+            self.say(empty)
         for conversation in conversations[:20]:
             self.say(f"{conversation.id:>5}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(conversation.updated))}"
                      f"  {conversation.message_count:>3} messages  {conversation.title or '(untitled)'}")
 
     def cmd_load(self, argument: str) -> None:
-        if not self.history:
-            raise UserError("history is off (--no-history)")
         if not argument.isdigit():
             raise UserError("/load takes a conversation id: /history lists them")
-        conversation_id = int(argument)
-        if self.history.conversation(conversation_id) is None:
-            raise UserError(f"no conversation {conversation_id}: /history lists them")
-        messages = self.history.messages(conversation_id)
-        system = next((m.content for m in messages if m.role == "system"), None)
-        self.session = replace(self.session, conversation_id=conversation_id, system_prompt=system, replies=[],
-                               messages=[m.as_chat() for m in messages if m.role != "system"])
-        # reasoning is kept in the history but only its answer goes back to the model, as chat templates expect
+        self.show_loaded(int(argument), self.session.load(int(argument)))
+
+    def show_loaded(self, conversation_id: int, messages: list) -> None:
+        """A conversation just loaded, message by message."""
         for message in messages:
             mark = " [interrupted]" if message.interrupted else ""
             self.say(f"{message.role}{mark}: {message.content}")
         self.say(f"conversation {conversation_id} loaded: {len(messages)} messages")
 
+    def cmd_rename(self, argument: str) -> None:
+        self.session.rename(argument)
+        self.say(f"renamed: {' '.join(argument.split())}")
+
+    def cmd_retry(self, argument: str) -> None:
+        self.show(self.session.regenerate())
+
+    def cmd_edit(self, argument: str) -> None:
+        if not argument:
+            raise UserError("/edit takes the new text of your last message")
+        self.show(self.session.edit_last(argument))
+
     def cmd_system(self, argument: str) -> None:
-        self.session.system_prompt = argument or None
-        if self.history and self.session.conversation_id is not None:
-            self.history.set_system(self.session.conversation_id, argument)
+        self.session.set_system(argument)
         self.say("system prompt set" if argument else "system prompt cleared")
 
     def cmd_set(self, argument: str) -> None:
-        from edgellm.options import MODEL_FLAGS
-
         key, _, value = argument.partition(" ")
-        value = value.strip()
-        if key == "stop":
-            stop = value.replace("\\n", "\n").replace("\\t", "\t")  # \n and \t may be typed as escapes
-            self.engine.stop = (stop,) if stop else ()
-            self.say(f"stop = {stop!r}" if stop else "stop cleared")
-            return
-        if key == "think":
-            if value not in ("show", "hide"):
-                raise UserError("/set think takes show or hide")
-            self.show_reasoning = value == "show"
-            self.say(f"reasoning {'shown' if self.show_reasoning else 'hidden'}")
-            return
-        if key not in SETTABLE:
-            raise UserError(f"/set knows {', '.join(list(SETTABLE) + ['think', 'stop'])}")
-        flag = next(flag for flag in MODEL_FLAGS if flag.dest == SETTABLE[key])
-        try:
-            parsed = flag.parse(value)
-        except ValueError as error:
-            raise UserError(f"/set {key} {value}: {error}") from None
-        engine = self.engine
-        if key == "n-predict":
-            engine.max_tokens = parsed
-        elif key == "seed":
-            engine.loaded.llm.set_seed(parsed if parsed >= 0 else 0xFFFFFFFF)
-        else:
-            engine.sampling = replace(engine.sampling, **{SETTABLE[key]: parsed})
-        self.session.settings[SETTABLE[key]] = parsed
-        self.say(f"{key} = {parsed}")
+        self.say(self.session.set(key, value))
 
     def cmd_stats(self, argument: str) -> None:
-        replies = self.session.replies
-        if not replies:
+        stats = self.session.stats
+        if stats.last is None:
             self.say("no replies yet")
             return
-        self.say("last reply: " + stats_line(replies[-1]))
-        tokens = sum(r.get("completion_tokens", 0) for r in replies)
-        rates = [r["tokens_per_s"] for r in replies if r.get("tokens_per_s")]
-        self.say(f"this session: {len(replies)} replies, {tokens} tokens"
-                 + (f", {sum(rates) / len(rates):.1f} tokens/s on average" if rates else ""))
+        self.say("last reply: " + timings_line(stats.last))
+        rate = stats.mean_tokens_per_s
+        self.say(f"this session: {len(stats.replies)} replies, {stats.tokens} tokens"
+                 + (f", {rate:.1f} tokens/s on average" if rate else ""))
 
 
-def stats_line(timings: dict[str, Any]) -> str:
-    parts = [f"{timings.get('completion_tokens', 0)} tokens"]
-    if timings.get("tokens_per_s"):
-        parts.append(f"{timings['tokens_per_s']:.1f} tokens/s")
-    if timings.get("ttft_ms") is not None:
-        parts.append(f"first token {timings['ttft_ms']:.0f} ms")
-    parts.append(f"prompt {timings.get('prompt_evaluated', 0)} new of {timings.get('prompt_tokens', 0)}")
-    parts.append(f"context {timings.get('context_used', 0)}/{timings.get('n_ctx', 0)}")
-    return "[" + " · ".join(parts) + "]"
+class _ReplyLine:
+    """The reply as it streams: reasoning dimmed on a terminal, ended by exactly one newline (so a piped
+    chat gives one line per reply, an empty reply included)."""
+
+    def __init__(self, out: IO[str], color: bool) -> None:
+        self.out, self.color = out, color
+        self.started = self.ended = self.in_reasoning = False
+
+    def write(self, text: str, reasoning: bool) -> None:
+        if reasoning != self.in_reasoning and self.color:
+            self.out.write(DIM if reasoning else RESET)
+        self.in_reasoning, self.started, self.ended = reasoning, True, False
+        self.out.write(text)
+        self.out.flush()
+
+    def end(self) -> None:
+        if self.ended:
+            return
+        if self.in_reasoning and self.color:
+            self.out.write(RESET)
+        self.out.write("\n")
+        self.out.flush()
+        self.ended = True

@@ -7,8 +7,9 @@ in its family's turn format rather than llama-2's.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 # Fallback templates, written for edgellm. Each keeps an assistant message verbatim (no trim), so that the
 # rendered history extends the previous prompt and the KV cache is reused across turns.
@@ -53,10 +54,19 @@ class ChatTemplate:
     source: str
     stop: tuple[str, ...]  # text that ends a reply, besides the model's end-of-generation tokens
 
+    @property
+    def reads_reasoning(self) -> bool:
+        """Whether the template does something with an assistant message's `reasoning_content`."""
+        return "reasoning_content" in self.source
+
     def render(self, messages: list[dict[str, Any]], bos_token: str, eos_token: str,
                add_generation_prompt: bool = True) -> str:
+        """The prompt text. Reasoning goes back to the model by the template's own rule: passed as
+        `reasoning_content` where the template reads it, left out otherwise (live or loaded alike)."""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+        if not self.reads_reasoning:
+            messages = [{k: v for k, v in m.items() if k != "reasoning_content"} for m in messages]
         formatter = Jinja2ChatFormatter(self.source, eos_token=eos_token, bos_token=bos_token,
                                         add_generation_prompt=add_generation_prompt)
         return formatter(messages=messages).prompt
@@ -76,3 +86,12 @@ def choose(model_template: str | None, architecture: str, has_llama3_tokens: boo
     family = fallback_family(architecture, has_llama3_tokens)
     source, stop = FALLBACKS[family]
     return ChatTemplate(family, source, (stop,))
+
+
+TUNED_WORD = re.compile(r"(?<![a-z0-9])(it|instruct|chat)(?![a-z0-9])", re.IGNORECASE)
+
+
+def looks_like_base_model(has_template: bool, names: Iterable[str]) -> bool:
+    """A base model: no chat template of its own, and no `it`, `instruct` or `chat` as a whole word in any of its
+    names (file name, general.name, basename, finetune). It continues text instead of answering."""
+    return not has_template and not any(TUNED_WORD.search(name or "") for name in names)

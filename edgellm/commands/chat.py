@@ -21,37 +21,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from edgellm import home, loading
-    from edgellm.chat.engine import ChatEngine
-    from edgellm.chat.history import History, HistoryError
-    from edgellm.chat.repl import Repl, Session
-    from edgellm.engine.generate import Sampling
-    from edgellm.engine.llama_log import LlamaLog
-    from edgellm.engine.model import load
-    from edgellm.errors import UserError
+    from edgellm.chat.completion import ChatModel
+    from edgellm.chat.history import History
+    from edgellm.chat.repl import Repl
+    from edgellm.chat.session import ChatSession
+    from edgellm.commands.opening import plan_and_tell
+    from edgellm.errors import NoSuchConversation, UserError
 
     settings = loading.settings_from(args)
-    choice, load_settings = loading.planned_model(settings)
-    plan = choice.plan
-    history = None
-    if not args.no_history:
-        try:
-            history = History(home.history_path())
-        except HistoryError as error:
-            raise UserError(str(error)) from None
-    loaded = load(load_settings, LlamaLog(home.log_path(), echo=settings.verbose))
-    sampling = Sampling(settings.temp, settings.top_k, settings.top_p, settings.min_p, settings.repeat_penalty)
-    engine = ChatEngine.for_model(loaded, choice.spec.architecture, sampling=sampling, max_tokens=settings.n_predict,
-                                  ignore_eos=settings.ignore_eos)
-    session = Session(model=str(choice.path), system_prompt=settings.system_prompt, settings={
-        "n_ctx": plan.n_ctx, "n_gpu_layers": plan.n_gpu_layers, "kv": plan.kv, "temp": settings.temp,
-        "top_k": settings.top_k, "top_p": settings.top_p, "min_p": settings.min_p,
-        "repeat_penalty": settings.repeat_penalty, "seed": settings.seed, "n_predict": settings.n_predict,
-        "template": engine.template.name})
-    repl = Repl(engine, history, session, interactive=sys.stdin.isatty())
-    if args.resume is not None:
-        if repl.command(f"/load {args.resume}") is None and repl.session.conversation_id != args.resume:
-            raise UserError(f"no conversation {args.resume}: `edgellm history` lists them")
+    planned = plan_and_tell(settings)
+    history = None if args.no_history else History(home.history_path())
     try:
+        loaded = loading.open_model(planned, settings)
+        interactive = sys.stdin.isatty()
+        session = ChatSession(ChatModel.for_model(loaded, planned.choice.spec.architecture), history,
+                              model_name=str(planned.choice.path), options=loading.generation_options(settings, chat=True),
+                              system_prompt=settings.system_prompt, show_reasoning=interactive)
+        repl = Repl(session, interactive=interactive)
+        if args.resume is not None:
+            try:
+                repl.show_loaded(args.resume, session.load(args.resume))
+            except NoSuchConversation:
+                raise UserError(f"no conversation {args.resume}: `edgellm history` lists them") from None
         return repl.run()
     finally:
         if history:

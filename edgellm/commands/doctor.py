@@ -105,7 +105,7 @@ def gpu_findings(profile, build_backend: str | None, gpu_offload: bool | None) -
 
 
 def main(args: argparse.Namespace) -> int:
-    from edgellm.commands.hw import detect_this_machine
+    from edgellm.hw.detect import detect_this_machine
 
     profile = detect_this_machine()
     build = buildconfig.read_build_info()

@@ -17,14 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def open_history():
+    """The history database; a HistoryUnavailable (a UserError) names the way out when it cannot be used."""
     from edgellm import home
-    from edgellm.chat.history import History, HistoryError
-    from edgellm.errors import UserError
+    from edgellm.chat.history import History
 
-    try:
-        return History(home.history_path())
-    except HistoryError as error:
-        raise UserError(str(error)) from None
+    return History(home.history_path())
 
 
 def main(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from edgellm.hw.detect import detect_this_machine
 from edgellm.hw.profile import DeviceProfile
 
 NAME = "hw"
@@ -12,15 +13,6 @@ HELP = "show this machine's CPU, memory, GPUs and llama.cpp build (--json: the d
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the device profile (schema edgellm.device-profile)")
-
-
-def detect_this_machine() -> DeviceProfile:
-    from edgellm import home
-    from edgellm.buildconfig import read_build_info
-    from edgellm.hw.detect import detect
-    from edgellm.hw.probes import LiveProbe
-
-    return detect(LiveProbe(), str(home.home()), read_build_info())
 
 
 def main(args: argparse.Namespace) -> int:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
+from edgellm.commands.progress_line import ProgressLine
+from edgellm.events import Notice
 from edgellm.options import non_negative_int
 
 NAME = "pull"
@@ -23,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from edgellm import loading, store
-    from edgellm.errors import UserError
+    from edgellm.errors import OfflineMode
     from edgellm.hub import client
     from edgellm.hub.pull import choose_remote, download, plan_forced_quant
     from edgellm.hub.refs import parse_ref
@@ -35,18 +36,19 @@ def main(args: argparse.Namespace) -> int:
     if args.offline or client.offline():
         stored = store.find(ref.name)
         if stored is None:
-            raise UserError(f"{ref.name} is not in the store and offline mode is on; pull it without --offline")
+            raise OfflineMode(f"{ref.name} is not in the store and offline mode is on; pull it without --offline")
         print(stored.path(store.store_dir()))
         return 0
     wishes = Wishes(ctx=args.ctx_size)
+    show = ProgressLine(show_progress=not args.json)  # --json: notices only, no progress line
     choice = choose_remote(ref, profile, wishes, plan_forced=args.dry_run)
     model = None
     if not args.dry_run:
-        model = download(choice, quiet=args.json)
+        model = download(choice, show)
         if choice.plan is None:  # a forced quant: planned from the file now on disk
             choice = plan_forced_quant(choice, loading.read_spec(model.path(store.store_dir())), profile, wishes)
     if choice.warning:
-        print(f"edgellm: warning: {choice.warning}", file=sys.stderr)
+        show(Notice(choice.warning, "warning"))
     if args.json:
         data = {"name": choice.name, "repo": ref.repo, "quant": choice.group.quant, "commit": choice.commit,
                 "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in choice.group.files],

@@ -8,8 +8,7 @@ import signal
 import sys
 import threading
 
-from edgellm import home
-from edgellm.errors import UserError
+from edgellm.errors import ContextOverflow, UserError
 from edgellm.options import add_model_flags
 
 NAME = "run"
@@ -41,29 +40,28 @@ def read_prompt(args: argparse.Namespace) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from edgellm import loading
+    from edgellm.commands.opening import plan_and_tell
 
     settings = loading.settings_from(args)
     prompt = read_prompt(args)
-    _, load_settings = loading.planned_model(settings)
+    planned = plan_and_tell(settings)
     if settings.system_prompt:
         print("edgellm: note: run completes the raw prompt; -sys is used by chat", file=sys.stderr)
-    return generate(load_settings, settings, prompt, as_json=args.json)
+    loaded = loading.open_model(planned, settings)
+    return generate(loaded, loading.generation_options(settings), prompt, as_json=args.json, verbose=settings.verbose)
 
 
-def generate(load_settings, settings, prompt: str, as_json: bool) -> int:
-    from edgellm.engine.generate import Generation, Sampling
-    from edgellm.engine.llama_log import LlamaLog
-    from edgellm.engine.model import load
+def generate(loaded, options, prompt: str, as_json: bool, verbose: bool = False) -> int:
+    """Stream the completion of `prompt` to stdout; Ctrl-C stops it (exit 130) and keeps what was printed."""
+    from edgellm.engine.generate import Generation
 
-    loaded = load(load_settings, LlamaLog(home.log_path(), echo=settings.verbose))
+    n_ctx = loaded.settings.n_ctx
     tokens = loaded.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
-    if len(tokens) >= load_settings.n_ctx:
-        raise UserError(f"the prompt is {len(tokens)} tokens, which does not leave room in the {load_settings.n_ctx}-"
-                        f"token context; raise -c or shorten the prompt")
-    sampling = Sampling(settings.temp, settings.top_k, settings.top_p, settings.min_p, settings.repeat_penalty)
+    if len(tokens) >= n_ctx:
+        raise ContextOverflow(f"the prompt is {len(tokens)} tokens, which does not leave room in the {n_ctx}-"
+                              f"token context; raise -c or shorten the prompt", len(tokens), n_ctx)
     cancel = threading.Event()  # Ctrl-C sets it: the generation stops between tokens (or mid-prompt), no exception
-    generation = Generation(loaded.llm, tokens, sampling, settings.n_predict, ignore_eos=settings.ignore_eos,
-                            cancel=cancel)
+    generation = Generation(loaded.llm, tokens, options, cancel=cancel)
     out = sys.stdout
     printed = ""
     previous = signal.signal(signal.SIGINT, lambda signum, frame: cancel.set())
@@ -75,25 +73,18 @@ def generate(load_settings, settings, prompt: str, as_json: bool) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     stats = generation.stats
-    interrupted = stats.stop_reason == "interrupted"
     if as_json:
         if printed and not printed.endswith("\n"):
             out.write("\n")
-        report = {**stats.as_dict(), "load_ms": round(loaded.load_ms, 1), "model": str(load_settings.path),
-                  "settings": {
-                      "n_ctx": load_settings.n_ctx, "n_predict": settings.n_predict, "threads": load_settings.n_threads,
-                      "n_gpu_layers": load_settings.n_gpu_layers, "n_batch": load_settings.n_batch,
-                      "flash_attn": load_settings.flash_attn,
-                      "kv": load_settings.kv, "temp": settings.temp, "top_k": settings.top_k, "top_p": settings.top_p,
-                      "min_p": settings.min_p, "repeat_penalty": settings.repeat_penalty, "seed": settings.seed,
-                      "ignore_eos": settings.ignore_eos}}
+        report = {**stats.as_dict(), "load_ms": round(loaded.load_ms, 1), "model": str(loaded.settings.path),
+                  "settings": {**loaded.settings.as_dict(), **options.as_dict()}}
         out.write(json.dumps(report) + "\n")
     elif printed and not printed.endswith("\n") and out.isatty():
         out.write("\n")
     out.flush()
-    if settings.verbose:
+    if verbose:
         print(f"edgellm: {stats.as_dict()}", file=sys.stderr)
-    if interrupted:
+    if stats.stop_reason == "interrupted":
         print("edgellm: interrupted", file=sys.stderr)
         return 130
     return 0

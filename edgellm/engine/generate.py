@@ -8,6 +8,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from edgellm.chat.loop_guard import LoopGuard
+from edgellm.engine.model import LLAMA_DEFAULT_SEED
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -18,6 +21,25 @@ class Sampling:
     repeat_penalty: float = 1.0
 
 
+@dataclass(frozen=True)
+class GenerationOptions:
+    """What one call asks for, passed with the call: two calls on one model never see each other's options."""
+
+    sampling: Sampling = Sampling()
+    max_tokens: int = -1  # -1: until the model stops or the context is full
+    ignore_eos: bool = False
+    seed: int = -1  # -1: random
+    stop: tuple[str, ...] = ()  # text that ends a reply (applied by the chat layer, which sees text)
+    loop_guard: bool = False  # stop a reply that repeats the same run of tokens over and over
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as `run --json` and a saved conversation report them."""
+        sampling = self.sampling
+        return {"n_predict": self.max_tokens, "temp": sampling.temp, "top_k": sampling.top_k, "top_p": sampling.top_p,
+                "min_p": sampling.min_p, "repeat_penalty": sampling.repeat_penalty, "seed": self.seed,
+                "ignore_eos": self.ignore_eos, "stop": list(self.stop), "loop_guard": self.loop_guard}
+
+
 @dataclass
 class GenerationStats:
     prompt_tokens: int = 0
@@ -26,7 +48,7 @@ class GenerationStats:
     ttft_ms: float | None = None  # prompt evaluation plus the first sampled token
     prompt_tokens_per_s: float | None = None
     tokens_per_s: float | None = None  # decode only: tokens after the first over the time after the first
-    stop_reason: str = "eos"  # eos | length | context | stop (a stop sequence) | interrupted
+    stop_reason: str = "eos"  # eos | length | context | stop (a stop sequence) | repetition | interrupted
 
     def as_dict(self) -> dict[str, Any]:
         def rounded(value: float | None) -> float | None:
@@ -46,20 +68,20 @@ class GenerationStats:
 class Generation:
     """Iterate to get text pieces as tokens are sampled; `stats` is complete once iteration ends.
 
-    Stops at end-of-generation (unless ignore_eos), after max_tokens (-1: no limit), or when the
-    context is full. A KeyboardInterrupt or a set `cancel` event ends it with stop_reason "interrupted";
-    `tokens` holds the sampled tokens that were evaluated (the KV cache's view of the reply).
+    Stops at end-of-generation (unless ignore_eos), after max_tokens (-1: no limit), when the context is
+    full, or (with the loop guard) when the reply repeats itself. A KeyboardInterrupt or a set `cancel` event,
+    even one set before the call starts, ends it with stop_reason "interrupted"; `tokens` holds the sampled
+    tokens that were evaluated (the KV cache's view of the reply).
     """
 
-    def __init__(self, llm: Any, prompt_tokens: list[int], sampling: Sampling, max_tokens: int = -1,
-                 ignore_eos: bool = False, cancel: threading.Event | None = None) -> None:
+    def __init__(self, llm: Any, prompt_tokens: list[int], options: GenerationOptions,
+                 cancel: threading.Event | None = None) -> None:
         self.llm = llm
         self.prompt_tokens = prompt_tokens
-        self.sampling = sampling
+        self.options = options
         room = llm.n_ctx() - len(prompt_tokens)
-        self.limit = room if max_tokens < 0 else min(max_tokens, room)
-        self.limited_by_context = max_tokens < 0 or max_tokens > room
-        self.ignore_eos = ignore_eos
+        self.limit = room if options.max_tokens < 0 else min(options.max_tokens, room)
+        self.limited_by_context = options.max_tokens < 0 or options.max_tokens > room
         self.cancel = cancel
         self._abort_callback = None  # the ctypes callback llama.cpp holds while a prompt is read
         self.tokens: list[int] = []
@@ -70,10 +92,17 @@ class Generation:
     def __iter__(self) -> Iterator[str]:
         import llama_cpp
 
-        llm, stats, sampling = self.llm, self.stats, self.sampling
+        llm, stats, options = self.llm, self.stats, self.options
+        sampling, ignore_eos = options.sampling, options.ignore_eos
+        cancel = self.cancel
+        if cancel is not None and cancel.is_set():  # cancelled before it started: nothing is evaluated
+            stats.stop_reason, stats.prompt_evaluated = "interrupted", 0
+            return
         vocab = llm._model.vocab
         is_eog = llama_cpp.llama_vocab_is_eog
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        guard = LoopGuard() if options.loop_guard else None
+        llm.set_seed(LLAMA_DEFAULT_SEED if options.seed < 0 else options.seed)  # per call: samplers read it
         started = time.perf_counter()
         first = last = started
         sampled = 0
@@ -81,7 +110,6 @@ class Generation:
                               min_p=sampling.min_p, temp=sampling.temp, repeat_penalty=sampling.repeat_penalty,
                               reset=True)
         stats.stop_reason = "context" if self.limited_by_context else "length"
-        cancel = self.cancel
         self._abort_when(cancel)  # a long prompt can be stopped while llama.cpp reads it
         try:
             if self.limit <= 0:
@@ -95,7 +123,7 @@ class Generation:
                 if cancel is not None and cancel.is_set():
                     stats.stop_reason = "interrupted"
                     break
-                if is_eog(vocab, token) and not self.ignore_eos:
+                if is_eog(vocab, token) and not ignore_eos:
                     stats.stop_reason = "eos"
                     break
                 stats.completion_tokens += 1
@@ -104,6 +132,9 @@ class Generation:
                 if text:
                     yield text
                 if stats.completion_tokens >= self.limit:
+                    break
+                if guard is not None and guard.feed(token):
+                    stats.stop_reason = "repetition"
                     break
         except KeyboardInterrupt:
             stats.stop_reason = "interrupted"

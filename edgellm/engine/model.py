@@ -6,10 +6,13 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgellm.engine.llama_log import LlamaLog
-from edgellm.errors import UserError
+from edgellm.errors import LoadFailed
+
+if TYPE_CHECKING:
+    from edgellm.plan.planner import Plan
 
 KV_GGML_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF
@@ -31,6 +34,19 @@ class LoadSettings:
     use_mmap: bool = True
     use_mlock: bool = False
 
+    @classmethod
+    def from_plan(cls, path: Path, plan: "Plan", seed: int = -1) -> "LoadSettings":
+        """The llama.cpp settings that carry a plan out."""
+        return cls(path=path, n_ctx=plan.n_ctx, n_threads=plan.n_threads, n_threads_batch=plan.n_threads_batch,
+                   n_gpu_layers=plan.n_gpu_layers, flash_attn=plan.flash_attn, kv=plan.kv, seed=seed,
+                   n_batch=plan.n_ubatch, use_mmap=plan.use_mmap, use_mlock=plan.use_mlock)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The load settings as `run --json`, `plan --json` and a saved conversation report them."""
+        return {"n_ctx": self.n_ctx, "n_gpu_layers": self.n_gpu_layers, "n_batch": self.n_batch,
+                "threads": self.n_threads, "threads_batch": self.n_threads_batch, "flash_attn": self.flash_attn,
+                "kv": self.kv, "use_mmap": self.use_mmap, "use_mlock": self.use_mlock}
+
 
 @dataclass
 class LoadedModel:
@@ -41,7 +57,7 @@ class LoadedModel:
 
 
 def load(settings: LoadSettings, log: LlamaLog) -> LoadedModel:
-    """Load the model; a failure comes out as a UserError naming the cause found in llama.cpp's log."""
+    """Load the model; a failure comes out as a LoadFailed naming the cause found in llama.cpp's log."""
     import llama_cpp
 
     log.install()
@@ -66,21 +82,22 @@ def load(settings: LoadSettings, log: LlamaLog) -> LoadedModel:
         )
     except (ValueError, RuntimeError, OSError) as error:
         log.flush()
-        raise UserError(explain_load_failure(settings.path, log, error)) from None
+        raise explain_load_failure(settings.path, log, error) from None
     log.flush()
     return LoadedModel(llm, settings, (time.perf_counter() - started) * 1000, log)
 
 
-def explain_load_failure(path: Path, log: LlamaLog, error: Exception) -> str:
+def explain_load_failure(path: Path, log: LlamaLog, error: Exception) -> LoadFailed:
     unknown = log.find("unknown model architecture")
     if unknown:
         found = re.search(r"unknown model architecture: '([^']*)'", unknown)
         arch = found.group(1) if found else "?"
-        return (f"{path}: model architecture '{arch}' is not supported by this llama.cpp build; "
-                f"use a model of a supported architecture or update edgellm")
+        return LoadFailed(f"{path}: model architecture '{arch}' is not supported by this llama.cpp build; "
+                          f"use a model of a supported architecture or update edgellm", path, "architecture")
     for needle in ("failed to allocate", "unable to allocate", "out of memory"):
         line = log.find(needle)
         if line:
-            return f"{path}: not enough memory to load ({line}); try a smaller -c or a smaller quant"
+            return LoadFailed(f"{path}: not enough memory to load ({line}); try a smaller -c or a smaller quant",
+                              path, "memory")
     reason = log.find("error loading model") or log.find("failed to") or str(error)
-    return f"{path}: llama.cpp could not load the model ({reason}); see the log: {log.path}"
+    return LoadFailed(f"{path}: llama.cpp could not load the model ({reason}); see the log: {log.path}", path, "other")

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from edgellm.errors import UserError
+from edgellm.errors import GatedRepo, HubError, HubUnreachable, OfflineMode, RepoNotFound, UserError
 from edgellm.gguf_header import GGUFError, GGUFHeader, parse
 from edgellm.hub.files import QuantFiles, RemoteFile
 from edgellm.plan.spec import ModelSpec, model_spec
@@ -30,31 +30,36 @@ def offline() -> bool:
 
 @contextmanager
 def hub_errors(repo: str) -> Iterator[None]:
-    """Turn huggingface_hub's and the network's errors into one-line UserErrors with the way out."""
+    """Turn huggingface_hub's and the network's errors into typed one-line errors that name the way out."""
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled,
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
     try:
         yield
     except GatedRepoError:
-        raise UserError(f"{repo} is gated: accept its licence on the Hub, then set HF_TOKEN or run "
-                        f"`hf auth login` with a token that may read it") from None
+        raise GatedRepo(f"{repo} is gated: accept its licence on the Hub, then set HF_TOKEN or run "
+                        f"`hf auth login` with a token that may read it", repo) from None
     except RepositoryNotFoundError:
-        raise UserError(f"{repo} was not found on the Hub (or it is private: set HF_TOKEN); check the name") from None
+        raise RepoNotFound(f"{repo} was not found on the Hub (or it is private: set HF_TOKEN); check the name",
+                           repo) from None
     except (RevisionNotFoundError, EntryNotFoundError) as error:
-        raise UserError(f"{repo}: {str(error).splitlines()[0]}") from None
+        raise HubError(f"{repo}: {str(error).splitlines()[0]}", repo) from None
     except OfflineModeIsEnabled:
-        raise UserError(f"{repo} is not in the store and offline mode is on (--offline or HF_HUB_OFFLINE)") from None
+        raise OfflineMode(f"{repo} is not in the store and offline mode is on (--offline or HF_HUB_OFFLINE)") from None
     except HfHubHTTPError as error:
-        raise UserError(f"{repo}: the Hub answered {str(error).splitlines()[0]}; try again later") from None
+        raise HubError(f"{repo}: the Hub answered {str(error).splitlines()[0]}; try again later", repo) from None
     except OSError as error:  # connection refused, DNS, timeouts (httpx errors are OSErrors or wrap them)
-        raise UserError(f"{repo}: cannot reach the Hub at {endpoint()} ({error}); check the network or use "
-                        f"--offline with a stored model") from None
+        raise unreachable(repo, error) from None
     except Exception as error:  # the HTTP library's transport errors
         if type(error).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore"):
-            raise UserError(f"{repo}: cannot reach the Hub at {endpoint()} ({error}); check the network or use "
-                            f"--offline with a stored model") from None
+            raise unreachable(repo, error) from None
         raise
+
+
+def unreachable(repo: str, error: Exception) -> HubUnreachable:
+    """The error for a network failure on the way to the Hub: worth a retry, or --offline."""
+    return HubUnreachable(f"{repo}: cannot reach the Hub at {endpoint()} ({error}); check the network or use "
+                          f"--offline with a stored model", repo, endpoint())
 
 
 def list_files(repo: str, revision: str | None = None) -> tuple[str, list[RemoteFile]]:
@@ -132,8 +137,7 @@ def remote_header(repo: str, file: RemoteFile, commit: str) -> GGUFHeader:
             try:
                 return parse(data, Path(file.path), file.size)
             except GGUFError as error:
-                if not str(error).startswith("truncated: the file ends inside") or len(data) >= file.size \
-                        or size >= HEADER_MAX_READ:
+                if error.problem != "truncated" or len(data) >= file.size or size >= HEADER_MAX_READ:
                     raise UserError(f"{repo}/{file.path}: {error}") from None
                 size = min(size * 4, HEADER_MAX_READ)
 

@@ -13,14 +13,14 @@ import hashlib
 import os
 import queue
 import shutil
-import sys
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Iterator
 
-from edgellm.errors import UserError
+from edgellm.errors import DiskError, HubUnreachable, UserError
+from edgellm.events import Progress, Report, ignore
 from edgellm.hub.client import endpoint, file_url, hub_errors, open_file
 from edgellm.hub.files import RemoteFile
 
@@ -28,49 +28,50 @@ CHUNK = 8 * 2**20
 RETRIES = 5  # network errors within one run; each retry resumes where the last stopped
 PART = ".part"
 
-class Progress:
-    """Bytes, rate and time left for a whole pull, on one line that rewrites itself (a line every few
-    seconds when stderr is not a terminal). Bytes found on disk count as done but not towards the rate."""
 
-    def __init__(self, total: int, out: IO[str] = sys.stderr, quiet: bool = False) -> None:
-        self.total, self.out, self.quiet = total, out, quiet
+class Meter:
+    """Counts the bytes of a whole pull and reports them as Progress events: the first at once, then at most one
+    every INTERVAL seconds, and a last one from finish(). Events carry totals, so a dropped one loses nothing.
+    Bytes found on disk count as done but not towards the rate; a corrupted file rewinds them."""
+
+    INTERVAL = 0.1
+
+    def __init__(self, total: int, report: Report = ignore) -> None:
+        self.total, self.report = total, report
         self.done = 0
         self.fetched = 0
         self.started = time.monotonic()
-        self.shown = 0.0
-        self.tty = out.isatty()
+        self.reported: float | None = None
 
     def resumed(self, n_bytes: int) -> None:
         self.done += n_bytes
+        self._tick()
 
     def advance(self, n_bytes: int) -> None:
         self.done += n_bytes
         self.fetched += n_bytes
-        now = time.monotonic()
-        if now - self.shown >= (0.2 if self.tty else 5.0):
-            self.shown = now
-            self.show()
+        self._tick()
 
     def rewind(self, n_bytes: int) -> None:
         self.done -= n_bytes
+        self._tick()
 
-    def line(self) -> str:
+    def event(self, finished: bool = False) -> Progress:
+        """Where the pull stands now; the rate is over the bytes fetched in this run only."""
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        rate = self.fetched / elapsed
-        left = (self.total - self.done) / rate if rate > 0 else 0
-        return (f"{self.done / 2**20:,.1f} / {self.total / 2**20:,.1f} MiB  {rate / 2**20:,.1f} MiB/s  "
-                f"ETA {int(left) // 60}:{int(left) % 60:02d}")
-
-    def show(self) -> None:
-        if not self.quiet:
-            self.out.write(("\r" + self.line() + "\x1b[K") if self.tty else self.line() + "\n")
-            self.out.flush()
+        rate = self.fetched / elapsed if self.fetched else None
+        eta = (self.total - self.done) / rate if rate else None
+        return Progress("download", self.done, self.total, rate, eta, finished)
 
     def finish(self) -> None:
-        if not self.quiet:
-            self.show()
-            if self.tty:
-                self.out.write("\n")
+        """The last event: the pull is over (whole, or stopped when done < total)."""
+        self.report(self.event(finished=True))
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self.reported is None or now - self.reported >= self.INTERVAL:
+            self.reported = now
+            self.report(self.event())
 
 
 class Hasher:
@@ -109,13 +110,10 @@ class Hasher:
         return self.digest.hexdigest()
 
 
-class DiskError(UserError):
-    """Writing the download failed on this machine (full disk, no permission): no retry, the partial stays."""
-
-
 def disk_error(path: Path, error: OSError) -> DiskError:
+    """Writing the download failed on this machine (full disk, no permission): no retry, the partial stays."""
     return DiskError(f"cannot write {path}: {error.strerror or error}; free some space, or set EDGELLM_HOME to a "
-                     f"writable folder on a larger disk (the partial download is kept and resumed)")
+                     f"writable folder on a larger disk (the partial download is kept and resumed)", path)
 
 
 @contextmanager
@@ -139,7 +137,7 @@ def locked(part: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def fetch(repo: str, file: RemoteFile, commit: str, dest: Path, progress: Progress) -> Path:
+def fetch(repo: str, file: RemoteFile, commit: str, dest: Path, progress: Meter) -> Path:
     """Download `file` to `dest`, resuming a partial `dest.part`; verified against the LFS sha256."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -184,7 +182,7 @@ def _append(fd: int, chunk: bytes, part: Path) -> None:
         raise disk_error(part, error) from None
 
 
-def _transfer(repo: str, file: RemoteFile, commit: str, part: Path, progress: Progress) -> str:
+def _transfer(repo: str, file: RemoteFile, commit: str, part: Path, progress: Meter) -> str:
     """Bring `part` up to the file's full size, resuming from what it holds, retrying network errors (not disk
     errors); returns the sha256 of the whole file, hashed as it was written."""
     url = file_url(repo, file.path, commit)
@@ -212,15 +210,15 @@ def _transfer(repo: str, file: RemoteFile, commit: str, part: Path, progress: Pr
                             progress.advance(len(chunk))
                     finally:
                         os.close(fd)
-        except DiskError:
-            raise
-        except UserError as error:
-            if "cannot reach the Hub" not in str(error) or retry == RETRIES:
+        except HubUnreachable:
+            if retry == RETRIES:
                 raise
+        except UserError:  # disk errors and the Hub's answers: retrying would not help
+            raise
         except Exception as error:  # the connection dropped mid-body: resume from what arrived
             if retry == RETRIES:
-                raise UserError(f"{repo}/{file.path}: the download kept failing ({error}); run the same command "
-                                f"again to resume from {have} bytes") from None
+                raise HubUnreachable(f"{repo}/{file.path}: the download kept failing ({error}); run the same "
+                                     f"command again to resume from {have} bytes", repo, endpoint()) from None
         if have < file.size:
             time.sleep(min(2 ** retry * 0.2, 5))
     return hasher.hexdigest()
@@ -233,8 +231,8 @@ def check_disk(folder: Path, needed: int) -> None:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if needed > free:
-        raise UserError(f"not enough disk: the download needs {needed / 2**30:.2f} GiB more but {probe} has "
-                        f"{free / 2**30:.2f} GiB free; free some space or set EDGELLM_HOME to a larger disk")
+        raise DiskError(f"not enough disk: the download needs {needed / 2**30:.2f} GiB more but {probe} has "
+                        f"{free / 2**30:.2f} GiB free; free some space or set EDGELLM_HOME to a larger disk", probe)
 
 
 def remaining_bytes(files: list[tuple[RemoteFile, Path]]) -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from edgellm import quants
 from edgellm.plan.spec import SHARD_RE
-from edgellm.quants import parse_quant, rank
+from edgellm.quants import normalize, parse_quant, rank
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,16 @@ class QuantFiles:
     def first(self) -> RemoteFile:
         return self.files[0]
 
+    @property
+    def known(self) -> bool:
+        """Whether the quant was read from the file names; an unknown one is named after its file instead."""
+        return rank(self.quant) > 0
+
+    @property
+    def loadable(self) -> bool:
+        """False for a quant this llama.cpp refuses (Q4_0_4_4…): listed, but never to be pulled."""
+        return quants.loadable(self.quant)
+
 
 def is_projector(path: str) -> bool:
     return "mmproj" in path.rsplit("/", 1)[-1].lower()
@@ -41,22 +53,32 @@ def opens_a_model(name: str) -> bool:
     return name.lower().endswith(".gguf") and not is_projector(name) and not (shard and int(shard.group(1)) != 1)
 
 
+def unknown_quant(name: str) -> str:
+    """The name of a GGUF whose quant its file name does not say: its stem, spelled so that `repo:NAME` picks it."""
+    shard = SHARD_RE.search(name)
+    stem = name[: shard.start()] if shard else name[: -len(".gguf")]
+    return normalize(re.sub(r"[^A-Za-z0-9_-]+", "_", stem)) or "UNKNOWN"
+
+
 def group_quants(files: list[RemoteFile]) -> list[QuantFiles]:
     """The models in a listing, best quant first: GGUF files by quant, shards grouped, projectors left out.
 
-    A split model counts only when every shard is listed; a quant is named by its file name, else by its folder.
+    A split model counts only when every shard is listed; a quant is named by its file name, else by its folder,
+    else (unknown, ranked last) by `unknown_quant`.
     """
     groups: dict[tuple[str, str], list[RemoteFile]] = {}
     expected: dict[tuple[str, str], int] = {}
     for file in files:
-        if not file.path.lower().endswith(".gguf") or is_projector(file.path):
-            continue
         name = file.path.rsplit("/", 1)[-1]
+        if not name.lower().endswith(".gguf") or is_projector(name):
+            continue
         quant = parse_quant(name) or parse_quant(file.path)
         if quant is None:
-            continue
+            if "imatrix" in name.lower():
+                continue  # importance-matrix data for quantizing, no model
+            quant = unknown_quant(name)
         shard = SHARD_RE.search(name)
-        stem = file.path[: shard.start()] if shard else file.path
+        stem = file.path[: -len(shard.group(0))] if shard else file.path
         key = (quant, stem)
         groups.setdefault(key, []).append(file)
         expected[key] = int(shard.group(2)) if shard else 1
@@ -66,3 +88,8 @@ def group_quants(files: list[RemoteFile]) -> list[QuantFiles]:
         if len(members) == expected[key]:
             models.append(QuantFiles(key[0], tuple(members)))
     return sorted(models, key=lambda m: (-rank(m.quant), m.size))
+
+
+def choosable(groups: list[QuantFiles]) -> list[QuantFiles]:
+    """The groups edgellm may pick on its own: known quants that this llama.cpp loads."""
+    return [group for group in groups if group.known and group.loadable]

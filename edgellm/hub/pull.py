@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgellm import store
-from edgellm.errors import UserError
+from edgellm.errors import DoesNotFit, OfflineMode, UserError
+from edgellm.events import Notice, Report
 from edgellm.hub import client
-from edgellm.hub.download import PART, Progress, check_disk, fetch, remaining_bytes
-from edgellm.hub.files import QuantFiles, group_quants
+from edgellm.hub.download import PART, Meter, check_disk, fetch, remaining_bytes
+from edgellm.hub.files import QuantFiles, choosable, group_quants
 from edgellm.hub.refs import ModelRef
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.planner import Plan, PlanError, Wishes, choose_quant, plan
@@ -88,22 +88,28 @@ def choose_remote(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, plan_fo
         if not matching:
             names = ", ".join(g.quant for g in groups)
             raise UserError(f"{ref.repo} has no {ref.quant} file; it has {names}")
+        if not matching[0].loadable:
+            raise UserError(f"{ref.repo}: {ref.quant} files no longer load in llama.cpp; take Q4_0, which it "
+                            f"repacks for this CPU as it loads")
         choice = RemoteChoice(ref, commit, matching[0], None, None, ())
         if not plan_forced:
             return choice
         return plan_forced_quant(choice, spec_reader(ref.repo, choice.group, commit, fallbacks)(), profile, wishes,
                                  fallbacks)
     by_quant: dict[str, QuantFiles] = {}
-    for group in groups:  # several files of one quant (folders of other sizes): the first, as planned
+    for group in choosable(groups):  # several files of one quant (folders of other sizes): the first, as planned
         by_quant.setdefault(group.quant, group)
+    if not by_quant:
+        raise UserError(f"{ref.repo} has no quant edgellm can choose on its own (it has "
+                        f"{', '.join(g.quant for g in groups)}); name one: {ref.repo}:QUANT")
     readers = [(quant, spec_reader(ref.repo, group, commit, fallbacks)) for quant, group in by_quant.items()]
     try:
         choice = choose_quant(profile, readers, wishes,
                               wishes_for=lambda spec, base: _wider(base, spec, profile))
     except PlanError as error:
-        smallest = min(groups, key=lambda g: g.size)
-        raise UserError(f"{ref.repo}: {error}. The smallest file is {smallest.quant} "
-                        f"({smallest.size / 2**30:.2f} GiB); a smaller model would fit better") from None
+        smallest = min(by_quant.values(), key=lambda g: g.size)
+        raise DoesNotFit(f"{ref.repo}: {error}. The smallest file is {smallest.quant} "
+                         f"({smallest.size / 2**30:.2f} GiB); a smaller model would fit better", ref.repo) from None
     return RemoteChoice(ref, commit, by_quant[choice.quant], choice.spec, choice.plan,
                         choice.considered + tuple(fallbacks))
 
@@ -129,9 +135,9 @@ def _wider(wishes: Wishes, spec: ModelSpec, profile: DeviceProfile) -> Wishes:
     return replace(wishes, ram_margin=ram_margin(profile, wishes) + int(spec.file_bytes * SIZE_ONLY_MARGIN))
 
 
-def download(choice: RemoteChoice, quiet: bool = False) -> store.StoredModel:
-    """Bring the chosen files into the store (resuming, verified); reuse what the store or the Hugging Face
-    cache already holds instead of downloading it again."""
+def download(choice: RemoteChoice, report: Report) -> store.StoredModel:
+    """Bring the chosen files into the store (resuming, verified), reporting progress; reuse what the store or
+    the Hugging Face cache already holds instead of downloading it again."""
     existing = store.find(choice.name)
     if existing and existing.commit == choice.commit and all(
             (store.store_dir() / f).exists() for f in existing.files):
@@ -151,7 +157,7 @@ def download(choice: RemoteChoice, quiet: bool = False) -> store.StoredModel:
                if dest.exists() and recorded.get(str(dest.relative_to(store.store_dir()))) == file.sha256}
     clean_orphans(folder, {dest for _, dest in targets})
     check_disk(folder, remaining_bytes([(f, d) for f, d in targets if d not in current]))
-    progress = Progress(choice.group.size, quiet=quiet)
+    progress = Meter(choice.group.size, report)
     try:
         for file, dest in targets:
             if dest in current:
@@ -160,7 +166,7 @@ def download(choice: RemoteChoice, quiet: bool = False) -> store.StoredModel:
                 fetch(choice.ref.repo, file, choice.commit, dest, progress)
     except KeyboardInterrupt:
         progress.finish()
-        print("edgellm: download stopped; run the same command again to resume where it stopped", file=sys.stderr)
+        report(Notice("download stopped; run the same command again to resume where it stopped"))
         raise
     progress.finish()
     model = store.StoredModel(
@@ -188,19 +194,21 @@ def clean_orphans(folder: Path, wanted: set[Path]) -> None:
             part.unlink(missing_ok=True)  # removed while holding its lock
 
 
-def resolve(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, offline: bool) -> store.StoredModel:
-    """A -hf reference as a stored model: from the store when it is there, else pulled (unless offline)."""
+def resolve(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, offline: bool, *,
+            report: Report) -> store.StoredModel:
+    """A -hf reference as a stored model: from the store when it is there, else pulled (unless offline),
+    with the pull's notices and progress sent to `report`."""
     stored = store.find(ref.name) if ref.quant else _best_stored(ref.repo)
     if stored is not None:
         return stored
     if offline or client.offline():
-        raise UserError(f"{ref.name} is not in the store and offline mode is on (--offline or HF_HUB_OFFLINE); "
-                        f"pull it first, or pass -m PATH")
+        raise OfflineMode(f"{ref.name} is not in the store and offline mode is on (--offline or HF_HUB_OFFLINE); "
+                          f"pull it first, or pass -m PATH")
     choice = choose_remote(ref, profile, wishes, plan_forced=False)
     if choice.warning:
-        print(f"edgellm: warning: {choice.warning}", file=sys.stderr)
-    print(f"edgellm: pulling {choice.name} ({choice.group.size / 2**30:.2f} GiB)", file=sys.stderr)
-    return download(choice)
+        report(Notice(choice.warning, "warning"))
+    report(Notice(f"pulling {choice.name} ({choice.group.size / 2**30:.2f} GiB)"))
+    return download(choice, report)
 
 
 def _best_stored(repo: str) -> store.StoredModel | None:

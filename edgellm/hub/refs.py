@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from edgellm.errors import UserError
+from edgellm.quants import normalize
 
 _REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
@@ -31,5 +32,5 @@ def parse_ref(text: str) -> ModelRef:
                         f"(for example bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M)")
     if quant and not re.fullmatch(r"[A-Za-z0-9_-]+", quant):
         raise UserError(f"{quant!r} is not a quant name: use one like Q4_K_M, Q8_0 or IQ4_XS")
-    return ModelRef(repo, quant.upper().removeprefix("UD-") if quant else None)
+    return ModelRef(repo, normalize(quant) if quant else None)
 

@@ -10,8 +10,10 @@ import re
 
 from dataclasses import replace
 
+from edgellm import home
+from edgellm.buildconfig import read_build_info
 from edgellm.hw.bandwidth import gpu_bandwidth, system_bandwidth
-from edgellm.hw.probes import Probe
+from edgellm.hw.probes import LiveProbe, Probe
 from edgellm.hw.profile import Board, Cpu, DeviceProfile, Gpu, LlamaBuild, Memory
 
 # /proc/cpuinfo x86 flag or ARM feature -> the name edgellm reports (llama.cpp's feature names, lower case).
@@ -248,3 +250,8 @@ def detect(probe: Probe, home_path: str, build_info: dict | None = None) -> Devi
         disk_path=home_path,
         llama_build=build,
     )
+
+
+def detect_this_machine() -> DeviceProfile:
+    """The profile of the machine edgellm runs on: live probes, EDGELLM_HOME's disk, the recorded llama.cpp build."""
+    return detect(LiveProbe(), str(home.home()), read_build_info())

@@ -347,10 +347,11 @@ def choose_quant(profile: DeviceProfile, candidates: list[tuple[str, ModelSpec |
     A candidate's spec may be a callable (a remote header to read): only the candidates needed are read.
     `wishes_for` may adjust the wishes per spec (a wider margin for a spec known only by its size).
     """
-    from edgellm.quants import CPU_CEILING, is_full_precision, rank
+    from edgellm.quants import CPU_CEILING, above_cpu_ceiling, loadable, rank
 
     gpu, _ = usable_gpu(profile)
-    ordered = sorted(candidates, key=lambda item: rank(item[0]), reverse=True)
+    ordered = sorted((item for item in candidates if loadable(item[0])), key=lambda item: rank(item[0]),
+                     reverse=True)
     if asked:
         ordered = [item for item in ordered if item[0].upper() == asked.upper()]
         if not ordered:
@@ -361,7 +362,7 @@ def choose_quant(profile: DeviceProfile, candidates: list[tuple[str, ModelSpec |
     for quant, spec_or_reader in ordered:
         if fitting and (gpu is None or fitting[0][2].full_offload or len(fitting) == 2):
             break  # the choice cannot change any more
-        if gpu is None and not asked and is_full_precision(quant):
+        if gpu is None and not asked and above_cpu_ceiling(quant):
             considered.append(f"{quant}: skipped on a CPU-only device (above {CPU_CEILING}: slower, no visible "
                               f"quality gain)")
             continue
@@ -371,7 +372,7 @@ def choose_quant(profile: DeviceProfile, candidates: list[tuple[str, ModelSpec |
         except PlanError as error:
             considered.append(f"{quant}: does not fit ({error})")
             continue
-        if not asked and is_full_precision(quant) and not found.full_offload:
+        if not asked and above_cpu_ceiling(quant) and not found.full_offload:
             considered.append(f"{quant}: skipped, its layers would run on the CPU (above {CPU_CEILING}: slower, "
                               f"no visible quality gain)")
             continue

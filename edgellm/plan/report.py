@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from edgellm.hw.profile import DeviceProfile
@@ -16,12 +17,11 @@ def size(n_bytes: int) -> str:
     return f"{n_bytes / GIB:.2f} GiB" if abs(n_bytes) >= GIB else f"{n_bytes / MIB:.1f} MiB"
 
 
-def settings_dict(plan: Plan) -> dict[str, Any]:
-    return {
-        "n_gpu_layers": plan.n_gpu_layers, "n_ctx": plan.n_ctx, "n_batch": plan.n_ubatch, "n_threads": plan.n_threads,
-        "n_threads_batch": plan.n_threads_batch, "flash_attn": plan.flash_attn, "kv": plan.kv,
-        "use_mmap": plan.use_mmap, "use_mlock": plan.use_mlock,
-    }
+def settings_dict(plan: Plan, spec: ModelSpec) -> dict[str, Any]:
+    """The plan's settings under the keys `run --json` and saved conversations use."""
+    from edgellm.engine.model import LoadSettings
+
+    return LoadSettings.from_plan(Path(spec.path), plan).as_dict()
 
 
 def to_dict(plan: Plan, spec: ModelSpec, profile: DeviceProfile) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def to_dict(plan: Plan, spec: ModelSpec, profile: DeviceProfile) -> dict[str, An
                   "chat_template": spec.has_chat_template},
         "profile": profile.name,
         "fits": plan.fits,
-        "settings": settings_dict(plan),
+        "settings": settings_dict(plan, spec),
         "reasons": plan.reasons,
         "notices": list(plan.notices),
         "estimate": {"devices": devices, "total_bytes": plan.estimate.total,

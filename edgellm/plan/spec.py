@@ -161,12 +161,12 @@ def shard_paths(path: Path, header: GGUFHeader) -> list[Path]:
     found = SHARD_RE.search(path.name)
     if not found or int(found.group(1)) != 1:
         raise GGUFError(f"is shard {header.metadata.get('split.no', 0) + 1} of a {count}-part model; "
-                        "pass the first part (-00001-of-...)")
+                        "pass the first part (-00001-of-...)", "split")
     stem = path.name[: found.start()]
     paths = [path.with_name(f"{stem}-{index:05d}-of-{count:05d}.gguf") for index in range(1, count + 1)]
     missing = [p.name for p in paths if not p.exists()]
     if missing:
-        raise GGUFError(f"is part of a split model but {', '.join(missing)} is missing beside it")
+        raise GGUFError(f"is part of a split model but {', '.join(missing)} is missing beside it", "split")
     return paths
 
 

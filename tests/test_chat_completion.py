@@ -1,27 +1,53 @@
-"""The chat engine on the real test model: templates, multi-turn KV reuse, context overflow, cancellation."""
+"""The chat model on the real test model: templates, multi-turn KV reuse, context overflow, cancellation."""
 
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from edgellm.chat.engine import ChatEngine, ContextOverflow, Reply, fit_history
+from edgellm.chat.completion import ChatModel, fit_history
+from edgellm.chat.events import Reply
 from edgellm.chat.templates import choose
-from edgellm.engine.generate import Sampling
+from edgellm.engine.generate import GenerationOptions, Sampling
 from edgellm.engine.llama_log import LlamaLog
 from edgellm.engine.model import LoadSettings, load
+from edgellm.errors import ContextOverflow
 
 GREEDY = Sampling(temp=0.0)
 
 
-def engine_for(model: Path, n_ctx: int, tmp_path: Path, **options) -> ChatEngine:
+class Engine:
+    """A chat model with fixed options and a cancel switch, as these tests drive it."""
+
+    def __init__(self, model: ChatModel, options: GenerationOptions) -> None:
+        self.model, self.options, self.cancelled = model, options, threading.Event()
+        self.template, self.n_ctx = model.template, model.n_ctx
+        self.render, self.tokenize, self.count = model.render, model.tokenize, model.count
+
+    def reply_room(self) -> int:
+        return self.model.reply_room(self.options.max_tokens)
+
+    def prepare(self, messages):
+        self.cancelled.clear()
+        return self.model.prepare(messages, self.options)
+
+    def stream(self, prepared, reply):
+        return self.model.stream(prepared, reply, self.options, self.cancelled)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+def engine_for(model: Path, n_ctx: int, tmp_path: Path, max_tokens: int = -1, ignore_eos: bool = False) -> Engine:
     loaded = load(LoadSettings(model, n_ctx, 2, 2, 0, True, "f16", 0), LlamaLog(tmp_path / "llama.log", False))
-    return ChatEngine.for_model(loaded, "gemma3", sampling=GREEDY, **options)
+    return Engine(ChatModel.for_model(loaded, "gemma3"),
+                  GenerationOptions(sampling=GREEDY, max_tokens=max_tokens, ignore_eos=ignore_eos, seed=0))
 
 
-def say(engine: ChatEngine, messages: list[dict[str, str]]) -> Reply:
+def say(engine: Engine, messages: list[dict[str, str]]) -> Reply:
     reply = Reply()
     for _ in engine.stream(engine.prepare(messages), reply):
         pass
@@ -110,6 +136,6 @@ def test_stop_sequence_ends_the_reply(test_model: Path, tmp_path: Path) -> None:
     free = say(engine, [{"role": "user", "content": "Count: 1, 2, 3"}])
     assert len(free.content) > 6
     stop = free.content[3:6]
-    engine.stop = (stop,)
+    engine.options = replace(engine.options, stop=(stop,))
     stopped = say(engine, [{"role": "user", "content": "Count: 1, 2, 3"}])
     assert stopped.content == free.content[: free.content.index(stop)] and stopped.stats.stop_reason == "stop"

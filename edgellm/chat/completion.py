@@ -1,0 +1,180 @@
+"""A loaded model that completes conversations: template, context, streaming. Shared by every front end.
+
+It renders messages with the model's chat template, keeps them inside the context by dropping the oldest
+turns, reuses the KV cache across calls (a next turn processes only its new tokens), and streams the reply
+with reasoning kept apart. Options come with each call; one call runs at a time (a lock), so a server's
+requests and a chat's turns can share one model. `complete` writes no history: the session does that.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from edgellm.chat.events import AnswerPiece, ChatEvent, ReasoningPiece, Reply, ReplyDone
+from edgellm.chat.reasoning import ReasoningSplitter, StopMatcher
+from edgellm.chat.templates import ChatTemplate, choose, looks_like_base_model
+from edgellm.engine.generate import Generation, GenerationOptions
+from edgellm.engine.model import LoadedModel
+from edgellm.errors import ContextOverflow, TemplateRefused
+from edgellm.events import Notice
+
+MIN_REPLY_ROOM = 64
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    text: str
+    tokens: list[int]
+    dropped: int  # old messages left out to fit the context
+
+
+@dataclass
+class ChatModel:
+    loaded: LoadedModel
+    template: ChatTemplate
+    base_model: bool = False  # no chat template and no instruct-style name: it will ramble, not chat
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _prev_text: str = ""
+    _prev_tokens: list[int] = field(default_factory=list)
+
+    @classmethod
+    def for_model(cls, loaded: LoadedModel, architecture: str) -> "ChatModel":
+        llm = loaded.llm
+        metadata = llm.metadata
+        own = metadata.get("tokenizer.chat_template")
+        llama3 = len(llm.tokenize(b"<|start_header_id|>", add_bos=False, special=True)) == 1
+        names = [loaded.settings.path.name] + [metadata.get(key, "") for key in
+                                               ("general.name", "general.basename", "general.finetune")]
+        return cls(loaded, choose(own, architecture, llama3), looks_like_base_model(bool(own), names))
+
+    @property
+    def n_ctx(self) -> int:
+        return self.loaded.llm.n_ctx()
+
+    def opening_notices(self) -> list[Notice]:
+        """What a person should know before the first message."""
+        if not self.base_model:
+            return []
+        return [Notice("this looks like a base model (no chat template, not instruction-tuned): it continues "
+                       "text rather than answering, and may repeat itself", "warning")]
+
+    def render(self, messages: Messages) -> str:
+        llm = self.loaded.llm
+        bos = llm.detokenize([llm.token_bos()], special=True).decode(errors="replace") if llm.token_bos() >= 0 else ""
+        eos = llm.detokenize([llm.token_eos()], special=True).decode(errors="replace") if llm.token_eos() >= 0 else ""
+        try:
+            return self.template.render(messages, bos_token=bos, eos_token=eos)
+        except Exception as error:  # raise_exception() in the template, or a Jinja error
+            raise TemplateRefused(f"the model's chat template refused this conversation: {error}") from None
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.loaded.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def count(self, messages: Messages) -> int:
+        return len(self.tokenize(self.render(messages)))
+
+    def reply_room(self, max_tokens: int = -1) -> int:
+        """Tokens kept free for the reply when the history is trimmed."""
+        wanted = max_tokens if max_tokens > 0 else self.n_ctx // 4
+        return max(MIN_REPLY_ROOM, min(wanted, self.n_ctx // 2))
+
+    def prompt_tokens(self, text: str) -> list[int]:
+        """The prompt's tokens, extending the previous call's exactly when the text extends it: the KV cache
+        then holds every token but the new ones."""
+        if self._prev_text and text.startswith(self._prev_text):
+            return self._prev_tokens + self.tokenize(text[len(self._prev_text):])
+        return self.tokenize(text)
+
+    def prepare(self, messages: Messages, options: GenerationOptions = GenerationOptions()) -> Prepared:
+        """Fit the conversation into the context and tokenize it; ContextOverflow if one message is too long."""
+        kept, dropped = fit_history(messages, self.count, self.n_ctx - self.reply_room(options.max_tokens))
+        text = self.render(kept)
+        tokens = self.prompt_tokens(text)
+        if len(tokens) >= self.n_ctx:
+            raise ContextOverflow(f"the conversation needs {len(tokens)} tokens but the context holds {self.n_ctx}",
+                                  len(tokens), self.n_ctx)
+        return Prepared(text, tokens, dropped)
+
+    def stream(self, prepared: Prepared, reply: Reply, options: GenerationOptions = GenerationOptions(),
+               cancel: threading.Event | None = None) -> Iterator[AnswerPiece | ReasoningPiece]:
+        """Yield the reply's pieces, filling `reply` as they come; `cancel` stops it, even before it starts."""
+        with self._lock:
+            yield from self._stream(prepared, reply, options, cancel)
+
+    def _stream(self, prepared: Prepared, reply: Reply, options: GenerationOptions,
+                cancel: threading.Event | None) -> Iterator[AnswerPiece | ReasoningPiece]:
+        reply.dropped_messages, reply.n_ctx = prepared.dropped, self.n_ctx
+        generation = Generation(self.loaded.llm, prepared.tokens, options, cancel=cancel)
+        # some templates open the reasoning block in the prompt itself (DeepSeek-R1 distills): the reply starts inside it
+        splitter = ReasoningSplitter(starts_in_reasoning=prepared.text.rstrip().endswith("<think>"))
+        stops = StopMatcher(options.stop + self.template.stop)
+        raw = []
+        pieces = iter(generation)
+        try:
+            for piece in pieces:
+                raw.append(piece)
+                yield from _collect(reply, splitter.feed(stops.feed(piece)))
+                if stops.stopped:
+                    pieces.close()
+                    generation.stats.stop_reason = "stop"
+                    break
+            yield from _collect(reply, splitter.feed(stops.flush()) + splitter.flush())
+        finally:
+            reply.stats = generation.stats
+            reply.context_used = len(prepared.tokens) + len(generation.tokens)
+            self._prev_text = prepared.text + "".join(raw)
+            self._prev_tokens = prepared.tokens + generation.tokens
+
+    def complete(self, messages: Messages, options: GenerationOptions = GenerationOptions(),
+                 cancel: threading.Event | None = None) -> Iterator[ChatEvent]:
+        """One stateless completion of `messages` (what the server needs): pieces, notices, then ReplyDone."""
+        prepared = self.prepare(messages, options)
+        reply = Reply()
+        yield from self.stream(prepared, reply, options, cancel)
+        yield from reply_notices(reply)
+        yield ReplyDone(reply)
+
+
+def reply_notices(reply: Reply) -> list[Notice]:
+    """What a finished reply tells the person besides its text."""
+    notices = []
+    if reply.dropped_messages:
+        notices.append(Notice(f"the {reply.dropped_messages} oldest messages no longer fit the {reply.n_ctx}-token "
+                              f"context and were left out"))
+    if reply.stop_reason == "repetition":
+        notices.append(Notice("the reply kept repeating the same text and was stopped by the loop guard "
+                              "(setting loop-guard off lets it run)", "warning"))
+    return notices
+
+
+def _collect(reply: Reply, pieces: list[tuple[str, str]]) -> Iterator[AnswerPiece | ReasoningPiece]:
+    for kind, text in pieces:
+        if kind == "reasoning":
+            reply.reasoning += text
+            yield ReasoningPiece(text)
+        else:
+            reply.content += text
+            yield AnswerPiece(text)
+
+
+def fit_history(messages: Messages, count: Callable[[Messages], int], budget: int) -> tuple[Messages, int]:
+    """Drop the oldest turns until the conversation fits `budget` tokens; the system prompt and the last
+    user message always stay. Returns the kept messages and how many were dropped."""
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    turns = messages[len(system):]
+    dropped = 0
+    while count(system + turns) > budget and len(turns) > 1:
+        turns = turns[1:]
+        dropped += 1
+        while len(turns) > 1 and turns[0]["role"] != "user":  # a kept history starts with a user turn
+            turns = turns[1:]
+            dropped += 1
+    needed = count(system + turns)
+    if needed > budget:
+        raise ContextOverflow(
+            f"this message needs {needed} tokens with the system prompt, more than the "
+            f"{budget} the context leaves for it; shorten it, or raise -c", needed, budget)
+    return system + turns, dropped

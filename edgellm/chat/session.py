@@ -1,0 +1,312 @@
+"""One chat session, independent of any terminal: the conversation, its history and its settings.
+
+Front ends drive it (the REPL today, the TUI next): `send` returns a Turn, an iterator of events, which a
+Textual worker or any thread may run; `cancel` may be called from any other thread. Each piece of a reply
+is written to the history before it is yielded, so whatever a front end shows is saved; a turn that ends
+early (cancelled, an error, the consumer gone) is saved as interrupted.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterator
+
+from edgellm.chat.completion import ChatModel, reply_notices
+from edgellm.chat.events import ChatEvent, Reply, ReplyDone
+from edgellm.chat.history import Conversation, History, Message
+from edgellm.engine.generate import GenerationOptions
+from edgellm.errors import HistoryUnavailable, InvalidSetting, NoSuchConversation, UserError
+from edgellm.events import Notice
+from edgellm.options import MODEL_FLAGS
+
+SAMPLING_KEYS = {"temp": "temp", "top-k": "top_k", "top-p": "top_p", "min-p": "min_p",
+                 "repeat-penalty": "repeat_penalty"}
+OPTION_KEYS = {"n-predict": "max_tokens", "seed": "seed"}
+FLAG_OF = {"temp": "temp", "top-k": "top_k", "top-p": "top_p", "min-p": "min_p", "repeat-penalty": "repeat_penalty",
+           "n-predict": "n_predict", "seed": "seed"}
+SETTINGS = (*FLAG_OF, "stop", "think", "loop-guard")
+SWITCH = {"on": True, "off": False}
+
+
+@dataclass
+class Entry:
+    """A message of the conversation in memory, with its id in the history once saved."""
+
+    role: str
+    content: str
+    reasoning: str = ""
+    id: int | None = None
+
+    def as_chat(self) -> dict[str, str]:
+        chat = {"role": self.role, "content": self.content}
+        if self.reasoning:
+            chat["reasoning_content"] = self.reasoning  # the template's own rule decides whether it goes back
+        return chat
+
+
+@dataclass(frozen=True)
+class SessionStats:
+    replies: tuple[dict[str, Any], ...]  # each reply's timings, oldest first
+
+    @property
+    def last(self) -> dict[str, Any] | None:
+        return self.replies[-1] if self.replies else None
+
+    @property
+    def tokens(self) -> int:
+        return sum(r.get("completion_tokens", 0) for r in self.replies)
+
+    @property
+    def mean_tokens_per_s(self) -> float | None:
+        rates = [r["tokens_per_s"] for r in self.replies if r.get("tokens_per_s")]
+        return sum(rates) / len(rates) if rates else None
+
+
+class Turn:
+    """One exchange: iterate it for its events. `cancel()` stops this turn only, even before it starts."""
+
+    def __init__(self, session: "ChatSession", number: int, text: str | None) -> None:
+        self.id = number
+        self.text = text  # None: answer the last user message again (regenerate)
+        self.cancelled = threading.Event()
+        self._events = session._run(self)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def __iter__(self) -> Iterator[ChatEvent]:
+        return self._events
+
+
+@dataclass
+class ChatSession:
+    model: ChatModel
+    history: History | None
+    model_name: str
+    options: GenerationOptions = GenerationOptions()
+    system_prompt: str | None = None
+    show_reasoning: bool = True
+    entries: list[Entry] = field(default_factory=list)
+    conversation_id: int | None = None
+    _replies: list[dict[str, Any]] = field(default_factory=list)
+    _turns: int = 0
+    _current: Turn | None = None
+    _running: bool = False
+    _notices: list[Notice] = field(default_factory=list)  # history failures met inside a turn, not yet yielded
+
+    # the conversation
+
+    def chat_messages(self) -> list[dict[str, str]]:
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return system + [entry.as_chat() for entry in self.entries]
+
+    def opening_notices(self) -> list[Notice]:
+        return self.model.opening_notices()
+
+    def settings(self) -> dict[str, Any]:
+        """The settings in force, as saved with a new conversation and reported by `run --json` and `plan`."""
+        return {**self.model.loaded.settings.as_dict(), **self.options.as_dict(), "template": self.model.template.name}
+
+    @property
+    def stats(self) -> SessionStats:
+        return SessionStats(tuple(self._replies))
+
+    # turns
+
+    def send(self, text: str) -> Turn:
+        """Start a turn answering `text`; iterate the Turn for its events."""
+        return self._start(text)
+
+    def regenerate(self) -> Turn:
+        """Answer the last user message again, replacing the last reply."""
+        if not self.entries or self.entries[-1].role != "assistant":
+            raise UserError("there is no reply to regenerate yet")
+        self._forget_from(len(self.entries) - 1)
+        return self._start(None)
+
+    def edit_last(self, text: str) -> Turn:
+        """Replace the last user message (and the reply to it) with `text`, and answer it."""
+        index = next((i for i in range(len(self.entries) - 1, -1, -1) if self.entries[i].role == "user"), None)
+        if index is None:
+            raise UserError("there is no message to edit yet")
+        self._forget_from(index)
+        return self._start(text)
+
+    def cancel(self, turn_id: int | None = None) -> None:
+        """Stop the turn in progress (or turn `turn_id`, if it is still the latest); safe from any thread."""
+        turn = self._current
+        if turn is not None and (turn_id is None or turn.id == turn_id):
+            turn.cancel()
+
+    def _start(self, text: str | None) -> Turn:
+        if self._running:
+            raise UserError("a reply is still being written; cancel it first")
+        self._turns += 1
+        self._current = Turn(self, self._turns, text)
+        return self._current
+
+    def _run(self, turn: Turn) -> Iterator[ChatEvent]:
+        self._running = True
+        try:
+            yield from self._exchange(turn)
+        finally:
+            self._running = False
+
+    def _exchange(self, turn: Turn) -> Iterator[ChatEvent]:
+        if turn.text is not None:
+            self.entries.append(Entry("user", turn.text))
+        try:
+            prepared = self.model.prepare(self.chat_messages(), self.options)
+        except UserError:  # too long for the context, or refused by the chat template
+            if turn.text is not None:
+                self.entries.pop()
+            raise
+        user = self.entries[-1]
+        reply_id = self._write(self._save_user, user) if user.id is None else self._write(self._save_reply_start)
+        yield from self._take_notices()
+        reply = Reply()
+        try:
+            for piece in self.model.stream(prepared, reply, self.options, turn.cancelled):
+                if reply_id is not None:  # saved before it is shown
+                    self._write(self.history.update_reply, reply_id, reply.content, reply.reasoning)
+                    yield from self._take_notices()
+                yield piece
+        finally:
+            self.entries.append(Entry("assistant", reply.content, reply.reasoning, reply_id))
+            if reply_id is not None:
+                self._write(self.history.finish_reply, reply_id, reply.content, reply.reasoning, reply.interrupted,
+                            reply.timings())
+            self._replies.append(reply.timings())
+        yield from self._take_notices()
+        yield from reply_notices(reply)
+        yield ReplyDone(reply)
+
+    # the history
+
+    def _write(self, write: Callable[..., Any], *args: Any) -> Any:
+        """A history write; if the database fails (disk full, locked, deleted), the session goes on without it
+        and says so once."""
+        if self.history is None:
+            return None
+        try:
+            return write(*args)
+        except sqlite3.Error as error:
+            self.history = None
+            self._notices.append(Notice(f"the history could not be saved ({error}); this session goes on "
+                                        f"without it", "warning"))
+            return None
+
+    def _take_notices(self) -> Iterator[Notice]:
+        while self._notices:
+            yield self._notices.pop(0)
+
+    def _save_user(self, user: Entry) -> int:
+        history = self.history
+        if self.conversation_id is None:
+            self.conversation_id = history.new_conversation(self.model_name, self.settings())
+            if self.system_prompt:
+                history.set_system(self.conversation_id, self.system_prompt)
+        user.id = history.add(self.conversation_id, "user", user.content)
+        return history.start_reply(self.conversation_id)
+
+    def _save_reply_start(self) -> int:
+        return self.history.start_reply(self.conversation_id)
+
+    def _forget_from(self, index: int) -> None:
+        """Drop entries[index:] from memory and from the history."""
+        saved = [entry.id for entry in self.entries[index:] if entry.id is not None]
+        if saved and self.conversation_id is not None:
+            self._write(self.history.delete_messages_from, self.conversation_id, min(saved))
+        del self.entries[index:]
+
+    def _history(self) -> History:
+        if self.history is None:
+            raise HistoryUnavailable("history is off (--no-history)")
+        return self.history
+
+    # conversations
+
+    def new(self) -> None:
+        """Start a new conversation; the system prompt and the settings stay."""
+        self.entries, self.conversation_id, self._replies = [], None, []
+
+    def load(self, conversation_id: int) -> list[Message]:
+        """Continue a saved conversation; returns its messages (for a front end to show)."""
+        history = self._history()
+        if history.conversation(conversation_id) is None:
+            raise NoSuchConversation(f"no conversation {conversation_id}", conversation_id)
+        messages = history.messages(conversation_id)
+        self.system_prompt = next((m.content for m in messages if m.role == "system"), None)
+        self.entries = [Entry(m.role, m.content, m.reasoning, m.id) for m in messages if m.role != "system"]
+        self.conversation_id, self._replies = conversation_id, []
+        return messages
+
+    def conversations(self) -> list[Conversation]:
+        return self._history().conversations()
+
+    def search(self, text: str) -> list[Conversation]:
+        return self._history().search(text)
+
+    def rename(self, title: str) -> None:
+        if not title.strip():
+            raise UserError("a title needs some text")
+        if self.conversation_id is None:
+            raise UserError("nothing to rename yet: a conversation is saved with its first message")
+        self._history().rename(self.conversation_id, title)
+
+    def delete(self, conversation_id: int) -> None:
+        if not self._history().delete(conversation_id):
+            raise NoSuchConversation(f"no conversation {conversation_id}", conversation_id)
+        if conversation_id == self.conversation_id:
+            self.new()
+
+    def set_system(self, text: str) -> None:
+        """The system prompt of this conversation; empty text clears it."""
+        self.system_prompt = text or None
+        if self.conversation_id is not None:
+            self._write(self._history().set_system, self.conversation_id, text)
+
+    def set(self, key: str, value: str) -> str:
+        """Change one setting for the next turns; returns what it is now, in words. InvalidSetting if bad."""
+        value = value.strip()
+        if key == "stop":
+            stop = value.replace("\\n", "\n").replace("\\t", "\t")  # \n and \t may be typed as escapes
+            self.options = replace(self.options, stop=(stop,) if stop else ())
+            return f"stop = {stop!r}" if stop else "stop cleared"
+        if key == "think":
+            if value not in ("show", "hide"):
+                raise InvalidSetting("think takes show or hide", key, value)
+            self.show_reasoning = value == "show"
+            return f"reasoning {'shown' if self.show_reasoning else 'hidden'}"
+        if key == "loop-guard":
+            if value not in SWITCH:
+                raise InvalidSetting("loop-guard takes on or off", key, value)
+            self.options = replace(self.options, loop_guard=SWITCH[value])
+            return f"loop-guard = {value}"
+        if key not in FLAG_OF:
+            raise InvalidSetting(f"unknown setting {key!r}; the settings are {', '.join(SETTINGS)}", key, value)
+        flag = next(flag for flag in MODEL_FLAGS if flag.dest == FLAG_OF[key])
+        try:
+            parsed = flag.parse(value)
+        except ValueError as error:
+            raise InvalidSetting(f"{key} {value}: {error}", key, value) from None
+        if key in SAMPLING_KEYS:
+            self.options = replace(self.options, sampling=replace(self.options.sampling, **{SAMPLING_KEYS[key]: parsed}))
+        else:
+            self.options = replace(self.options, **{OPTION_KEYS[key]: parsed})
+        return f"{key} = {parsed}"
+
+
+def timings_line(timings: dict[str, Any]) -> str:
+    """One reply's timings in a line: tokens, speed, first token, prompt reuse, context."""
+    parts = [f"{timings.get('completion_tokens', 0)} tokens"]
+    if timings.get("tokens_per_s"):
+        parts.append(f"{timings['tokens_per_s']:.1f} tokens/s")
+    if timings.get("ttft_ms") is not None:
+        parts.append(f"first token {timings['ttft_ms']:.0f} ms")
+    parts.append(f"prompt {timings.get('prompt_evaluated', 0)} new of {timings.get('prompt_tokens', 0)}")
+    parts.append(f"context {timings.get('context_used', 0)}/{timings.get('n_ctx', 0)}")
+    return "[" + " · ".join(parts) + "]"
+

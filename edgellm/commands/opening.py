@@ -1,0 +1,22 @@
+"""How the command line opens a model: the opener's choice and notices on stderr, the budget table with -v."""
+
+from __future__ import annotations
+
+import sys
+
+from edgellm import loading
+from edgellm.commands.progress_line import ProgressLine
+from edgellm.options import ModelSettings
+from edgellm.plan import report
+
+
+def plan_and_tell(settings: ModelSettings) -> loading.PlannedModel:
+    """Plan the model the flags name (pulling it with a progress line if -hf names one not stored) and tell
+    the person what the plan says; stdout stays for the model's text."""
+    tell = ProgressLine()
+    planned = loading.plan_model(settings, tell)
+    if settings.verbose:
+        print(report.render(planned.choice.plan, planned.choice.spec, planned.profile), file=sys.stderr)
+    for notice in planned.notices:
+        tell(notice)
+    return planned

@@ -1,0 +1,38 @@
+"""Events that long work reports to whichever front end drives it: notices and progress, as data.
+
+A producer takes a `report` callable and calls it with these; the CLI prints them on stderr, a TUI would
+draw them as toasts and progress bars. Producers never print.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Union
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should know, in one line. `kind` lets a front end treat some apart (warnings)."""
+
+    text: str
+    kind: str = "note"  # note | warning
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a long task is: `done` of `total` units (bytes for downloads), with a rate when known."""
+
+    task: str  # what is being done: "download", "convert", ...
+    done: int
+    total: int
+    rate: float | None = None  # units per second over the part actually transferred
+    eta_s: float | None = None
+    finished: bool = False
+
+
+Event = Union[Notice, Progress]
+Report = Callable[[Event], None]
+
+
+def ignore(event: Event) -> None:
+    """A report that shows nothing (quiet modes, tests)."""

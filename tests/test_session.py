@@ -1,0 +1,197 @@
+"""The chat session as front ends drive it: from a worker thread, cancelled from another, on the real model."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from edgellm.chat.completion import ChatModel
+from edgellm.chat.events import AnswerPiece, ReasoningPiece, ReplyDone
+from edgellm.chat.history import History
+from edgellm.chat.session import ChatSession
+from edgellm.engine.generate import GenerationOptions, Sampling
+from edgellm.engine.llama_log import LlamaLog
+from edgellm.engine.model import LoadSettings, load
+from edgellm.errors import InvalidSetting, NoSuchConversation, UserError
+from edgellm.events import Notice
+
+GREEDY = GenerationOptions(sampling=Sampling(temp=0.0), seed=0)
+
+
+@pytest.fixture(scope="module")
+def chat_model(test_model: Path, tmp_path_factory: pytest.TempPathFactory) -> ChatModel:
+    log = LlamaLog(tmp_path_factory.mktemp("log") / "llama.log", False)
+    return ChatModel.for_model(load(LoadSettings(test_model, 2048, 2, 2, 0, True, "f16", 0), log), "gemma3")
+
+
+def session_on(chat_model: ChatModel, history: History | None, **options) -> ChatSession:
+    from dataclasses import replace
+
+    return ChatSession(chat_model, history, model_name="test", options=replace(GREEDY, **options))
+
+
+def answer(turn) -> tuple[str, list]:
+    events = list(turn)
+    return "".join(e.text for e in events if isinstance(e, AnswerPiece)), events
+
+
+def test_a_worker_thread_streams_the_main_thread_cancels_and_history_is_read_elsewhere(
+        chat_model: ChatModel, tmp_path: Path) -> None:
+    history = History(tmp_path / "history.db")  # opened on this (the main) thread
+    session = session_on(chat_model, history, ignore_eos=True)
+    turn = session.send("Write a long story about the sea.")
+    pieces: list[str] = []
+    enough, finished = threading.Event(), threading.Event()
+    done: list[ReplyDone] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:  # what a Textual worker does: iterate the turn, post each event to the UI
+        try:
+            for event in turn:
+                if isinstance(event, AnswerPiece):
+                    pieces.append(event.text)
+                    if len(pieces) >= 10:
+                        enough.set()
+                elif isinstance(event, ReplyDone):
+                    done.append(event)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            finished.set()
+
+    threading.Thread(target=worker).start()
+    assert enough.wait(120), "the reply started streaming"
+    session.cancel()  # from the main thread, mid-reply
+    assert finished.wait(120) and not errors
+    reply = done[0].reply
+    assert reply.interrupted and reply.stop_reason == "interrupted" and reply.content == "".join(pieces)
+
+    read: list = []
+    reader = threading.Thread(target=lambda: read.extend(history.messages(session.conversation_id)))
+    reader.start()
+    reader.join()
+    assert [m.role for m in read] == ["user", "assistant"]
+    assert read[1].interrupted and read[1].content == reply.content  # saved, as shown, from the worker's writes
+    assert read[1].timings["stop_reason"] == "interrupted"
+
+
+def test_a_cancel_before_streaming_is_kept_but_never_carries_over(chat_model: ChatModel, tmp_path: Path) -> None:
+    session = session_on(chat_model, History(tmp_path / "history.db"), max_tokens=8)
+    first = session.send("Hello")
+    session.cancel()  # before the first event: the turn still stops
+    text, events = answer(first)
+    assert text == "" and events[-1].reply.interrupted and events[-1].reply.stats.prompt_evaluated == 0
+    second = session.send("Hello again")
+    session.cancel(turn_id=first.id)  # names the old turn: the new one is not touched
+    text, events = answer(second)
+    assert not events[-1].reply.interrupted and events[-1].reply.stats.completion_tokens > 0
+
+
+def test_two_calls_with_different_options_each_get_their_own(chat_model: ChatModel) -> None:
+    messages = [{"role": "user", "content": "Write a poem about a cat."}]
+    hot = GenerationOptions(sampling=Sampling(temp=1.5, top_k=0, top_p=1.0, min_p=0.0), max_tokens=24, seed=7)
+    greedy = GenerationOptions(sampling=Sampling(temp=0.0), max_tokens=24, seed=0)
+
+    def text(options: GenerationOptions) -> str:
+        return "".join(e.text for e in chat_model.complete(messages, options) if isinstance(e, AnswerPiece))
+
+    first_greedy, first_hot = text(greedy), text(hot)
+    assert first_hot != first_greedy  # its own sampling, not the other call's
+    assert text(greedy) == first_greedy  # the hot call left nothing behind
+    assert text(hot) == first_hot  # and its seed came with it
+    short = list(chat_model.complete(messages, GenerationOptions(sampling=Sampling(temp=0.0), max_tokens=3)))
+    assert short[-1].reply.stats.completion_tokens == 3
+
+
+def test_the_stateless_completion_writes_no_history(chat_model: ChatModel, edgellm_home: Path) -> None:
+    events = list(chat_model.complete([{"role": "user", "content": "Hi"}], GenerationOptions(max_tokens=4)))
+    assert isinstance(events[-1], ReplyDone)
+    assert not (edgellm_home / "history.db").exists()
+
+
+def test_regenerate_edit_rename_search_delete(chat_model: ChatModel, tmp_path: Path) -> None:
+    history = History(tmp_path / "history.db")
+    session = session_on(chat_model, history, max_tokens=6)
+    answer(session.send("Name a fruit."))
+    conversation = session.conversation_id
+    hot = session.set("temp", "1.5")
+    assert hot == "temp = 1.5"
+    session.set("seed", "3")
+    regenerated, _ = answer(session.regenerate())
+    saved = history.messages(conversation)
+    assert [m.role for m in saved] == ["user", "assistant"] and saved[1].content == regenerated
+    answer(session.edit_last("Name a vegetable."))
+    saved = history.messages(conversation)
+    assert [(m.role, m.content) for m in saved][0] == ("user", "Name a vegetable.") and len(saved) == 2
+    assert [e.role for e in session.entries] == ["user", "assistant"]
+    session.rename("Greens")
+    assert history.conversation(conversation).title == "Greens"
+    assert [c.id for c in session.search("vegetable")] == [conversation]
+    assert session.search("fruit") == []  # the edited message is gone
+    assert [c.id for c in session.search("greens")] == [conversation]  # titles too, any case
+    session.delete(conversation)
+    assert session.conversation_id is None and history.conversation(conversation) is None
+    with pytest.raises(NoSuchConversation):
+        session.delete(conversation)
+    with pytest.raises(UserError, match="no reply to regenerate"):
+        session.regenerate()
+
+
+def test_settings_are_checked_in_one_place(chat_model: ChatModel) -> None:
+    session = session_on(chat_model, None)
+    with pytest.raises(InvalidSetting, match="must be between 0 and 1") as bad:
+        session.set("top-p", "7")
+    assert (bad.value.key, bad.value.value) == ("top-p", "7")
+    with pytest.raises(InvalidSetting, match="not a number"):
+        session.set("temp", "warm")
+    with pytest.raises(InvalidSetting, match="unknown setting 'tmp'"):
+        session.set("tmp", "1")
+    with pytest.raises(InvalidSetting, match="on or off"):
+        session.set("loop-guard", "maybe")
+    assert session.set("n-predict", "5") == "n-predict = 5" and session.options.max_tokens == 5
+    assert session.set("loop-guard", "on") == "loop-guard = on" and session.options.loop_guard
+    assert session.set("stop", "\\n") == "stop = '\\n'" and session.options.stop == ("\n",)
+    assert session.set("think", "hide") == "reasoning hidden" and not session.show_reasoning
+    assert session.options.sampling.temp == 0.0  # a bad value changed nothing
+
+
+def test_the_base_model_loop_is_stopped_with_a_notice(chat_model: ChatModel) -> None:
+    assert chat_model.base_model and chat_model.opening_notices()[0].kind == "warning"
+    session = session_on(chat_model, None, loop_guard=True)  # chat's default without -n or --ignore-eos
+    text, events = answer(session.send("Tell me about the sea."))
+    reply = events[-1].reply
+    assert reply.stop_reason == "repetition"
+    assert reply.stats.completion_tokens < 1000  # long before the 2048-token context is full
+    notices = [e for e in events if isinstance(e, Notice)]
+    assert any("repeating" in notice.text for notice in notices)
+
+
+REASONING_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>"
+    "{% if m.reasoning_content %}<think>{{ m.reasoning_content }}</think>{% endif %}"
+    "{{ m['content'] }}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|><think>{% endif %}")
+
+
+@pytest.mark.parametrize("template, replayed", [
+    (REASONING_TEMPLATE, True),
+    (REASONING_TEMPLATE.replace("reasoning_content", "thoughts"), False),
+])
+def test_reasoning_goes_back_by_the_templates_rule_live_and_resumed(
+        tmp_path: Path, template: str, replayed: bool) -> None:
+    from edgellm.tinymodel import Shape, write_model
+
+    path = write_model(tmp_path / "thinker.gguf", Shape(chat_template=template))
+    loaded = load(LoadSettings(path, 512, 2, 2, 0, True, "f16", 0), LlamaLog(tmp_path / "llama.log", False))
+    model = ChatModel.for_model(loaded, "llama")
+    history = History(tmp_path / "history.db")
+    live = session_on(model, history, max_tokens=6, ignore_eos=True)
+    events = list(live.send("Think first."))
+    reasoning = "".join(e.text for e in events if isinstance(e, ReasoningPiece))
+    assert reasoning and live.entries[-1].reasoning == reasoning  # the prompt opened <think>: all of it is reasoning
+    resumed = session_on(model, history)
+    resumed.load(live.conversation_id)
+    live_prompt, resumed_prompt = model.render(live.chat_messages()), model.render(resumed.chat_messages())
+    assert live_prompt == resumed_prompt
+    assert (f"<think>{reasoning}</think>" in live_prompt) == replayed
