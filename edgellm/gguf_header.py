@@ -45,7 +45,8 @@ GGML_TYPES: dict[int, tuple[str, int, int]] = {
 
 class GGUFError(Exception):
     """The file is not a GGUF llama.cpp can load; the message says why, `problem` names the kind of fault:
-    missing, directory, permission, truncated, split, not-gguf or corrupt (the default)."""
+    missing, directory, permission, truncated (the header is cut short), incomplete (tensor data is missing),
+    split, not-gguf or corrupt (the default)."""
 
     def __init__(self, message: str, problem: str = "corrupt") -> None:
         super().__init__(message)
@@ -217,7 +218,7 @@ def parse(buf: Any, path: Path, file_size: int) -> GGUFHeader:
             missing = tensor.offset + tensor.n_bytes - data_size
             raise GGUFError(
                 f"truncated: tensor {tensor.name} runs {missing} bytes past the end of the file "
-                f"({file_size} bytes); the download or copy is incomplete"
+                f"({file_size} bytes); the download or copy is incomplete", "incomplete"
             )
     return GGUFHeader(path, version, metadata, tuple(tensors), data_offset, file_size, small_arrays)
 

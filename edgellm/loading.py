@@ -19,12 +19,15 @@ from edgellm.errors import DoesNotFit, ModelFileError, NoModel, UserError
 from edgellm.events import Notice, Report, ignore
 from edgellm.gguf_header import GGUFError
 from edgellm.hub.files import opens_a_model
+from edgellm.hub.pull import resolve as stored_or_pulled
+from edgellm.hub.refs import parse_ref
+from edgellm.hw.builtin import resolve_profile
 from edgellm.hw.detect import detect_this_machine
-from edgellm.hw.profile import DeviceProfile
+from edgellm.hw.profile import DeviceProfile, ProfileError
 from edgellm.options import ModelSettings, load_config, resolve
 from edgellm.plan.planner import Plan, PlanError, Wishes, choose_quant, plan
 from edgellm.plan.spec import ModelSpec, load_spec
-from edgellm.quants import parse_quant
+from edgellm.quants import parse_quant, rank
 
 MIB = 2**20
 
@@ -55,8 +58,6 @@ def profile_named(name: str | None) -> DeviceProfile:
     """A built-in profile or profile file when named (--profile), else this machine."""
     if not name:
         return detect_this_machine()
-    from edgellm.hw.builtin import resolve_profile
-    from edgellm.hw.profile import ProfileError
 
     try:
         return resolve_profile(name)
@@ -84,10 +85,8 @@ def choose_model(settings: ModelSettings, profile: DeviceProfile, report: Report
     reporting progress) and its plan on `profile`."""
     wishes = wishes_from(settings)
     if settings.hf_repo:
-        from edgellm.hub.pull import resolve
-        from edgellm.hub.refs import parse_ref
 
-        stored = resolve(parse_ref(settings.hf_repo), profile, wishes, settings.offline, report=report)
+        stored = stored_or_pulled(parse_ref(settings.hf_repo), profile, wishes, settings.offline, report=report)
         return _planned(stored.path(store.store_dir()), wishes, profile, stored)
     if not settings.model:
         return best_local_model(profile, wishes)
@@ -124,7 +123,6 @@ def _planned(path: Path, wishes: Wishes, profile: DeviceProfile, stored: "store.
 
 def best_local_model(profile: DeviceProfile, wishes: Wishes) -> ModelChoice:
     """With no -m: the most capable model in the store that fits this machine (largest, then best quant)."""
-    from edgellm.quants import rank
 
     folder = store.store_dir()
     paths = {model.path(folder) for model in store.load_models().values()}
@@ -182,6 +180,7 @@ WAYS_OUT = {
     "missing": "check the path (-m takes a .gguf file or a store name: `edgellm ls`)",
     "directory": "pass the .gguf file inside it",
     "truncated": "the file is incomplete: download or copy it again",
+    "incomplete": "the file is incomplete: download or copy it again",
     "permission": "make the file readable by this user",
     "split": "keep every part of a split model together",
     "not-gguf": "pass a GGUF model file (convert other formats to GGUF first)",

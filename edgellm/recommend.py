@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 
 from edgellm.catalog import BITS_PER_WEIGHT, OFFERED, Entry, load_catalog
 from edgellm.errors import HubUnreachable, UserError
+from edgellm.hub.client import list_files
+from edgellm.hub.files import group_quants
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.planner import PlanError, Wishes, choose_quant, plan
 from edgellm.plan.speed import decode_tokens_per_s
@@ -47,8 +49,6 @@ def quant_sizes(entry: Entry, online: bool) -> tuple[dict[str, int], str]:
     """The quants of a catalog model with their sizes, and where the sizes come from: "hub" (its listing),
     "estimated" (offline, or the repo is gone), or "unreachable" (estimated: the Hub did not answer)."""
     if online:
-        from edgellm.hub.client import list_files
-        from edgellm.hub.files import group_quants
 
         try:
             _, files = list_files(entry.repo)

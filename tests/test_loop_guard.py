@@ -90,17 +90,23 @@ def test_the_guard_fires_on_loops_and_only_there() -> None:
 
 # --- with the real model's tokenizer --------------------------------------------------------------------
 
-TABLE = "| item | a | b | c |\n|---|---|---|---|\n" + "".join(f"| item {n} | 0 | 0 | 0 |\n" for n in range(1, 41))
-WIDE_TABLE = ("| " + " | ".join(f"c{n}" for n in range(30)) + " |\n" + "|---" * 30 + "|\n"
-              + ("| " + " | ".join("0" for _ in range(30)) + " |\n") + "| " + " | ".join("1" for _ in range(30)) + " |\n")
+
+def row(cells: list[object]) -> str:
+    """One markdown table row."""
+    return "| " + " | ".join(str(cell) for cell in cells) + " |\n"
+
+
+TABLE = row(["item", "a", "b", "c"]) + "|---|---|---|---|\n" + "".join(row([f"item {n}", 0, 0, 0])
+                                                                     for n in range(1, 41))
+WIDE_TABLE = row([f"c{n}" for n in range(30)]) + "|---" * 30 + "|\n" + row([0] * 30) + row([1] * 30)
 NUMBERED = "".join(f"{n}. Check the value again.\n" for n in range(1, 31))
-MULTIPLICATION = ("| × | " + " | ".join(str(c) for c in range(1, 13)) + " |\n" + "|---" * 13 + "|\n"
-                  + "".join("| " + " | ".join(str(r * c) for c in range(1, 13)) + " |\n" for r in range(1, 13)))
+MULTIPLICATION = (row(["×", *range(1, 13)]) + "|---" * 13 + "|\n"
+                  + "".join(row([r, *(r * c for c in range(1, 13))]) for r in range(1, 13)))
 CSV = "date,rain,snow,hail,fog\n" + "".join(f"2024-01-{d:02d},0,0,0,0\n" for d in range(1, 32))
 CODE = "def reset():\n" + "    x = 0\n" * 10 + "    return x\n"  # borderline, kept: 10 lines are ~60 tokens
 RULES = "=" * 400 + "\n" + "-" * 2000 + "\n"
 
-# Gemma 3 270M (base) answering "Tell me about the sea." greedily: this from the first token to the context's end.
+# Gemma 3 270M (base) answering "Tell me about the sea." greedily: this, from the first token to the end.
 GREEDY_CYCLE = "Tell me about the sea. mendatanguser\n"
 # The same at temp 0.8, seed 2: a near-loop (one extra line in the first copy), then an exact one.
 SAMPLED_LOOP = ("Tell me what's the ocean?\n言音(mā-nā-ō-me)\n(a) the sea.\n(b) the water.\n(c) the ocean.\n"
@@ -127,6 +133,16 @@ def test_legitimate_repetition_is_never_cut(tokenize, text: str) -> None:
     tokens = tokenize(text)
     assert len(tokens) > 60
     assert guard_hits(tokens) == []
+
+
+def test_identical_lines_are_cut_only_past_min_span(tokenize) -> None:
+    line = tokenize("    x = 0\n")
+    assert guard_hits(tokenize("def reset():\n" + "    x = 0\n" * 40)) == []
+    lines = tokenize("def reset():\n" + "    x = 0\n" * 60)
+    first = guard_hits(lines)[0]
+    assert first < 260
+    loop = find_loop(lines[: first + 1])
+    assert loop.period == len(line) and loop.span == MIN_SPAN
 
 
 def test_the_base_models_greedy_loop_is_caught_after_min_span_tokens(tokenize) -> None:

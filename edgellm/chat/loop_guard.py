@@ -5,22 +5,31 @@ that suffix's length (the first copy plus every token that matched). It counts o
 least `min_span` tokens and holds at least `min_repeats` copies, and the smallest such period is reported.
 
 Thresholds (defaults), chosen to never cut legitimate text:
-- min_span=256: the whole repetition must be long. Tables, numbered lists and multiplication tables change
-  a number on every row, so their exact repetitions stay inside one row (a `|---|---|---|` separator is a
-  few tokens); 10 lines of `    x = 0` are 50 tokens and are kept. Only output that copies the same
-  tokens for 256 tokens or more is cut: some 20 identical table rows without a row number would be, which
-  at the token level cannot be told apart from a loop.
-- min_repeats=4: a long period must still come back four times, so a paragraph or code block written
-  twice or three times in a row (a before/after, a quoted chorus) is kept.
-Together they form a sliding scale: a period of 1 needs 256 copies, 10 needs 26, 64 and above need 4.
-- max_period=256: longer cycles are rare, and each would need 1024+ tokens before it could be cut anyway.
+- min_span=256: the whole repetition must be long. Tables, numbered lists, multiplication tables and CSV
+  rows change a number or a label on every row, so their exact repetitions stay inside one row (a 30-column
+  `|---|` separator is 90 tokens); 10 lines of `    x = 0` are ~60 tokens and are kept (up to ~40 such
+  lines would be). Only output that copies the same tokens for 256 tokens or more is cut, e.g. some 20
+  identical table rows with no row number, or a literal list of ~86 zeros: at the token level that cannot
+  be told apart from a loop.
+- min_repeats=4: a long period must still come back four times, so a paragraph or a code block written
+  two or three times in a row (a before/after, a quoted chorus) is kept.
+Together they form a sliding scale in copies: a period of 1 needs 256, 9 about 28, 64 and above 4.
+- max_period=256: longer cycles are rare, and would need 1024+ tokens before they could be cut anyway.
+Repetition is exact on purpose: at its row period a table with numbered rows matches ~93% of its tokens
+and a CSV with dated rows ~95% (only the number changes), so a "share of matches" rule tolerant enough to
+help would cut them.
 
-The base model's loop ("Tell me about the sea. mendatanguser", period ...) is caught at token ...
+Measured with Gemma 3 270M (base) answering "Tell me about the sea." (2 threads, ~40 tokens/s): greedy, it
+loops from its first token with a 9-token period ("Tell me about the sea. mendatanguser\n") and is caught
+at token 256 (~6 s instead of the whole 4096-token context). At temp 0.8 (top_k 40, top_p 0.95, min_p
+0.05) 18 of 18 seeds were caught, at tokens 256 to 467 (periods 3 to 44): the loops wander for a few
+copies, then settle into exact repetition.
 
 `LoopGuard` gives the same answer token by token: for each new token it visits only the earlier
-occurrences of that token within `max_period` (the periods it can extend) and keeps, per period, where
-the current run of matches started; a period whose run broke is simply not extended. Cost: ... µs per
-token on typical text (at most ... µs inside a period-1 run), against a decode step of milliseconds.
+occurrences of that token within `max_period` (the periods it extends) and keeps, per period, where the
+current run of matches started; a period whose run broke is simply not extended, so costs nothing.
+Measured: ~1-1.5 us per token on prose and code, ~4 us inside a loop, at most ~50 us when one token is
+repeated (256 occurrences to visit), against ~25 ms per decoded token here.
 """
 
 from __future__ import annotations
@@ -63,7 +72,7 @@ def find_loop(tokens: Sequence[int], min_span: int = MIN_SPAN, min_repeats: int 
 
 
 class LoopGuard:
-    """Feed generated tokens one at a time; `feed` says whether the tokens so far end in a loop (`loop`)."""
+    """Feed a reply's tokens (not the prompt's) one at a time; `feed` says whether they end in a loop (`loop`)."""
 
     def __init__(self, min_span: int = MIN_SPAN, min_repeats: int = MIN_REPEATS,
                  max_period: int = MAX_PERIOD) -> None:

@@ -16,6 +16,7 @@ from edgellm.hub.refs import ModelRef
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.planner import Plan, PlanError, Wishes, choose_quant, plan
 from edgellm.plan.spec import ModelSpec
+from edgellm.plan.planner import ram_margin
 from edgellm.quants import rank
 
 SIZE_ONLY_MARGIN = 0.25  # without a readable header, keep this share of the file size free as well
@@ -130,7 +131,6 @@ def _wider(wishes: Wishes, spec: ModelSpec, profile: DeviceProfile) -> Wishes:
     """A spec known only by its file size plans with a quarter of that size kept free besides the margin."""
     if spec.architecture != SIZE_ONLY:
         return wishes
-    from edgellm.plan.planner import ram_margin
 
     return replace(wishes, ram_margin=ram_margin(profile, wishes) + int(spec.file_bytes * SIZE_ONLY_MARGIN))
 

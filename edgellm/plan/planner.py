@@ -13,6 +13,7 @@ from typing import Callable
 from edgellm.hw.profile import DeviceProfile, Gpu
 from edgellm.plan.estimate import EstimateSettings, MemoryEstimate, estimate
 from edgellm.plan.spec import ModelSpec
+from edgellm.quants import CPU_CEILING, above_cpu_ceiling, loadable, rank
 
 MIB, GIB = 2**20, 2**30
 DEFAULT_CTX = 4096
@@ -347,7 +348,6 @@ def choose_quant(profile: DeviceProfile, candidates: list[tuple[str, ModelSpec |
     A candidate's spec may be a callable (a remote header to read): only the candidates needed are read.
     `wishes_for` may adjust the wishes per spec (a wider margin for a spec known only by its size).
     """
-    from edgellm.quants import CPU_CEILING, above_cpu_ceiling, loadable, rank
 
     gpu, _ = usable_gpu(profile)
     ordered = sorted((item for item in candidates if loadable(item[0])), key=lambda item: rank(item[0]),

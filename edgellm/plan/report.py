@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from edgellm.hw.profile import DeviceProfile
+from edgellm.engine.model import LoadSettings
 from edgellm.plan.planner import Plan
 from edgellm.plan.spec import ModelSpec
 
@@ -19,7 +20,6 @@ def size(n_bytes: int) -> str:
 
 def settings_dict(plan: Plan, spec: ModelSpec) -> dict[str, Any]:
     """The plan's settings under the keys `run --json` and saved conversations use."""
-    from edgellm.engine.model import LoadSettings
 
     return LoadSettings.from_plan(Path(spec.path), plan).as_dict()
 
