@@ -68,6 +68,14 @@ class GatedRepo(HubError):
     """A repo whose licence must be accepted, and a token that may read it."""
 
 
+class NoSuchQuant(HubError):
+    """The repo has no file of the quant asked for (or none edgellm may choose); `available` lists what it has."""
+
+    def __init__(self, message: str, repo: str, quant: str | None, available: list[str]) -> None:
+        super().__init__(message, repo)
+        self.quant, self.available = quant, available
+
+
 class OfflineMode(UserError):
     """The model is not stored and offline mode forbids fetching it."""
 

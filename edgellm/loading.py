@@ -85,7 +85,6 @@ def choose_model(settings: ModelSettings, profile: DeviceProfile, report: Report
     reporting progress) and its plan on `profile`."""
     wishes = wishes_from(settings)
     if settings.hf_repo:
-
         stored = stored_or_pulled(parse_ref(settings.hf_repo), profile, wishes, settings.offline, report=report)
         return _planned(stored.path(store.store_dir()), wishes, profile, stored)
     if not settings.model:
@@ -123,7 +122,6 @@ def _planned(path: Path, wishes: Wishes, profile: DeviceProfile, stored: "store.
 
 def best_local_model(profile: DeviceProfile, wishes: Wishes) -> ModelChoice:
     """With no -m: the most capable model in the store that fits this machine (largest, then best quant)."""
-
     folder = store.store_dir()
     paths = {model.path(folder) for model in store.load_models().values()}
     paths |= set(model_files(folder)) if folder.is_dir() else set()

@@ -49,7 +49,6 @@ def quant_sizes(entry: Entry, online: bool) -> tuple[dict[str, int], str]:
     """The quants of a catalog model with their sizes, and where the sizes come from: "hub" (its listing),
     "estimated" (offline, or the repo is gone), or "unreachable" (estimated: the Hub did not answer)."""
     if online:
-
         try:
             _, files = list_files(entry.repo)
             groups = group_quants(files)

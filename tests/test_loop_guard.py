@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgellm.chat.loop_guard import MIN_REPEATS, MIN_SPAN, Loop, LoopGuard, find_loop
+from edgellm.engine.loop_guard import MIN_REPEATS, MIN_SPAN, Loop, LoopGuard, find_loop
 
 PREFIX = list(range(10_000, 13_000))  # tokens that never repeat, distinct from every unit below
 

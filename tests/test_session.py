@@ -195,3 +195,51 @@ def test_reasoning_goes_back_by_the_templates_rule_live_and_resumed(
     live_prompt, resumed_prompt = model.render(live.chat_messages()), model.render(resumed.chat_messages())
     assert live_prompt == resumed_prompt
     assert (f"<think>{reasoning}</think>" in live_prompt) == replayed
+
+
+def test_a_history_failure_mid_reply_is_a_notice_and_the_chat_goes_on(chat_model: ChatModel, tmp_path: Path) -> None:
+    history = History(tmp_path / "history.db")
+    session = session_on(chat_model, history, max_tokens=12, ignore_eos=True)
+    events = []
+    for event in session.send("Hello"):
+        events.append(event)
+        if sum(isinstance(e, AnswerPiece) for e in events) == 3:
+            history.db.close()  # the database goes away under the reply (a disk pulled, a file deleted)
+    warnings = [e for e in events if isinstance(e, Notice) and e.kind == "warning"]
+    assert len(warnings) == 1 and "could not be saved" in warnings[0].text
+    assert events[-1].reply.stats.completion_tokens == 12 and session.history is None
+    text, events = answer(session.send("Again"))  # the session goes on without its history
+    assert events[-1].reply.stats.completion_tokens == 12 and session.entries[-1].content == text
+
+
+def test_the_conversation_cannot_change_under_a_turn_and_a_closed_turn_frees_the_model(
+        chat_model: ChatModel, tmp_path: Path) -> None:
+    history = History(tmp_path / "history.db")
+    session = session_on(chat_model, history, ignore_eos=True, max_tokens=200)
+    session.set_system("Be brief.")
+    answer(session.send("Hi"))
+    turn = session.send("Tell me a story.")
+    pieces = iter(turn)
+    next(pieces)  # streaming
+    for change in (lambda: session.edit_last("x"), session.regenerate, session.new, lambda: session.send("y"),
+                   lambda: session.load(session.conversation_id)):
+        with pytest.raises(UserError, match="still being written"):
+            change()
+    turn.close()  # a front end that stops early: the reply is saved as interrupted and the model is free
+    saved = history.messages(session.conversation_id)
+    assert saved[-1].interrupted and saved[-1].role == "assistant"
+    text, events = answer(session.regenerate())  # the next turn runs
+    assert not events[-1].reply.interrupted
+    roles = [m.role for m in history.messages(session.conversation_id)]
+    assert roles == ["system", "user", "assistant", "user", "assistant"]  # the system prompt survived the retry
+
+
+def test_an_edit_that_does_not_fit_changes_nothing(chat_model: ChatModel, tmp_path: Path) -> None:
+    history = History(tmp_path / "history.db")
+    session = session_on(chat_model, history, max_tokens=4)
+    answer(session.send("Hi"))
+    before = [(m.role, m.content) for m in history.messages(session.conversation_id)]
+    with pytest.raises(UserError, match="shorten it"):
+        list(session.edit_last("word " * 5000))
+    assert [(m.role, m.content) for m in history.messages(session.conversation_id)] == before
+    assert [(e.role, e.content) for e in session.entries] == before

@@ -1,1 +1,1 @@
-"""Chat: templates, the engine that streams replies, history in SQLite, and the headless REPL."""
+"""Chat: the session front ends drive, the model that completes messages, templates, history, the headless REPL."""

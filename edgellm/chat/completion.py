@@ -37,8 +37,7 @@ class ChatModel:
     template: ChatTemplate
     base_model: bool = False  # no chat template and no instruct-style name: it will ramble, not chat
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _prev_text: str = ""
-    _prev_tokens: list[int] = field(default_factory=list)
+    _previous: tuple[str, list[int]] = ("", [])  # the last call's prompt + reply, as text and as tokens
 
     @classmethod
     def for_model(cls, loaded: LoadedModel, architecture: str) -> "ChatModel":
@@ -84,8 +83,9 @@ class ChatModel:
     def prompt_tokens(self, text: str) -> list[int]:
         """The prompt's tokens, extending the previous call's exactly when the text extends it: the KV cache
         then holds every token but the new ones."""
-        if self._prev_text and text.startswith(self._prev_text):
-            return self._prev_tokens + self.tokenize(text[len(self._prev_text):])
+        previous_text, previous_tokens = self._previous  # one read: another thread may replace it meanwhile
+        if previous_text and text.startswith(previous_text):
+            return previous_tokens + self.tokenize(text[len(previous_text):])
         return self.tokenize(text)
 
     def prepare(self, messages: Messages, options: GenerationOptions = GenerationOptions()) -> Prepared:
@@ -123,17 +123,22 @@ class ChatModel:
                     break
             yield from _collect(reply, splitter.feed(stops.flush()) + splitter.flush())
         finally:
+            pieces.close()  # ends llama.cpp's generation and completes the timings, also when closed early
             reply.stats = generation.stats
             reply.context_used = len(prepared.tokens) + len(generation.tokens)
-            self._prev_text = prepared.text + "".join(raw)
-            self._prev_tokens = prepared.tokens + generation.tokens
+            self._previous = (prepared.text + "".join(raw), prepared.tokens + generation.tokens)
 
     def complete(self, messages: Messages, options: GenerationOptions = GenerationOptions(),
                  cancel: threading.Event | None = None) -> Iterator[ChatEvent]:
-        """One stateless completion of `messages` (what the server needs): pieces, notices, then ReplyDone."""
+        """One stateless completion of `messages` (what the server needs): pieces, notices, then ReplyDone.
+        A caller that stops early must close() the iterator: that frees the model for the next call."""
         prepared = self.prepare(messages, options)
         reply = Reply()
-        yield from self.stream(prepared, reply, options, cancel)
+        pieces = self.stream(prepared, reply, options, cancel)
+        try:
+            yield from pieces
+        finally:
+            pieces.close()
         yield from reply_notices(reply)
         yield ReplyDone(reply)
 

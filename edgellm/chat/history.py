@@ -77,13 +77,6 @@ class Message:
     def interrupted(self) -> bool:
         return self.state == "interrupted"
 
-    def as_chat(self) -> dict[str, str]:
-        """The message as a chat template takes it (the template decides whether reasoning goes back)."""
-        chat = {"role": self.role, "content": self.content}
-        if self.reasoning:
-            chat["reasoning_content"] = self.reasoning
-        return chat
-
 
 def serialized(method: T) -> T:
     """Run the method holding the History's lock: one connection, shared by threads, one call at a time."""
@@ -218,8 +211,10 @@ class History:
 
     @serialized
     def delete_messages_from(self, conversation_id: int, message_id: int) -> None:
-        """Remove a message and every later one of its conversation (a reply regenerated, a message edited)."""
-        self.db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (conversation_id, message_id))
+        """Remove a message and every later one of its conversation (a reply regenerated, a message edited); the
+        system prompt stays, wherever it was inserted."""
+        self.db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ? AND role != 'system'",
+                        (conversation_id, message_id))
         self._touch(conversation_id)
 
     @serialized

@@ -12,7 +12,7 @@ import time
 from typing import IO, Any, Iterator
 
 from edgellm.chat.events import AnswerPiece, ReasoningPiece, ReplyDone
-from edgellm.chat.session import ChatSession, Turn, timings_line
+from edgellm.chat.session import ChatSession, Turn
 from edgellm.errors import NoSuchConversation, UserError
 from edgellm.events import Notice
 
@@ -143,6 +143,7 @@ class Repl:
             return
         finally:
             self.generating = False
+            turn.close()  # saved as interrupted and the model freed, even if drawing failed
         if reply is None or reply.interrupted:
             self.say("[reply stopped]")
         elif self.interactive:
@@ -181,8 +182,6 @@ class Repl:
         self._list(self.session.conversations(), "no saved conversations")
 
     def cmd_search(self, argument: str) -> None:
-        if not argument:
-            raise UserError("/search takes the text to look for")
         self._list(self.session.search(argument), f"no conversation mentions {argument!r}")
 
     def _list(self, conversations: list, empty: str) -> None:
@@ -212,8 +211,6 @@ class Repl:
         self.show(self.session.regenerate())
 
     def cmd_edit(self, argument: str) -> None:
-        if not argument:
-            raise UserError("/edit takes the new text of your last message")
         self.show(self.session.edit_last(argument))
 
     def cmd_system(self, argument: str) -> None:
@@ -258,3 +255,15 @@ class _ReplyLine:
         self.out.write("\n")
         self.out.flush()
         self.ended = True
+
+
+def timings_line(timings: dict[str, Any]) -> str:
+    """One reply's timings in a line: tokens, speed, first token, prompt reuse, context."""
+    parts = [f"{timings.get('completion_tokens', 0)} tokens"]
+    if timings.get("tokens_per_s"):
+        parts.append(f"{timings['tokens_per_s']:.1f} tokens/s")
+    if timings.get("ttft_ms") is not None:
+        parts.append(f"first token {timings['ttft_ms']:.0f} ms")
+    parts.append(f"prompt {timings.get('prompt_evaluated', 0)} new of {timings.get('prompt_tokens', 0)}")
+    parts.append(f"context {timings.get('context_used', 0)}/{timings.get('n_ctx', 0)}")
+    return "[" + " · ".join(parts) + "]"

@@ -1,9 +1,10 @@
 """One chat session, independent of any terminal: the conversation, its history and its settings.
 
 Front ends drive it (the REPL today, the TUI next): `send` returns a Turn, an iterator of events, which a
-Textual worker or any thread may run; `cancel` may be called from any other thread. Each piece of a reply
-is written to the history before it is yielded, so whatever a front end shows is saved; a turn that ends
-early (cancelled, an error, the consumer gone) is saved as interrupted.
+Textual worker or any thread may run; `cancel` may be called from any other thread. One turn at a time: the
+conversation cannot change under a turn in progress. Each piece of a reply is written to the history before
+it is yielded, so whatever a front end shows is saved; a turn that ends early (cancelled, an error, closed
+by its front end) is saved as interrupted.
 """
 
 from __future__ import annotations
@@ -16,18 +17,16 @@ from typing import Any, Callable, Iterator
 from edgellm.chat.completion import ChatModel, reply_notices
 from edgellm.chat.events import ChatEvent, Reply, ReplyDone
 from edgellm.chat.history import Conversation, History, Message
-from edgellm.engine.generate import GenerationOptions
+from edgellm.engine.generate import GenerationOptions, settings_report
 from edgellm.errors import HistoryUnavailable, InvalidSetting, NoSuchConversation, UserError
 from edgellm.events import Notice
 from edgellm.options import MODEL_FLAGS
 
-SAMPLING_KEYS = {"temp": "temp", "top-k": "top_k", "top-p": "top_p", "min-p": "min_p",
-                 "repeat-penalty": "repeat_penalty"}
-OPTION_KEYS = {"n-predict": "max_tokens", "seed": "seed"}
-FLAG_OF = {"temp": "temp", "top-k": "top_k", "top-p": "top_p", "min-p": "min_p", "repeat-penalty": "repeat_penalty",
-           "n-predict": "n_predict", "seed": "seed"}
-SETTINGS = (*FLAG_OF, "stop", "think", "loop-guard")
+SAMPLING_KEYS = ("temp", "top-k", "top-p", "min-p", "repeat-penalty")  # Sampling fields, named as the flags
+OPTION_FIELDS = {"n-predict": "max_tokens", "seed": "seed"}  # GenerationOptions fields
+SETTINGS = (*SAMPLING_KEYS, *OPTION_FIELDS, "stop", "think", "loop-guard")
 SWITCH = {"on": True, "off": False}
+BUSY = "a reply is still being written; cancel it first"
 
 
 @dataclass
@@ -65,19 +64,35 @@ class SessionStats:
 
 
 class Turn:
-    """One exchange: iterate it for its events. `cancel()` stops this turn only, even before it starts."""
+    """One exchange: iterate it for its events. `cancel()` stops this turn only, even before it starts.
 
-    def __init__(self, session: "ChatSession", number: int, text: str | None) -> None:
+    A front end that stops iterating early (an error while drawing, a worker torn down) must `close()` it, or use
+    it as a context manager: that saves the reply as interrupted and frees the model for the next turn.
+    """
+
+    def __init__(self, session: "ChatSession", number: int, text: str | None, keep: int) -> None:
         self.id = number
-        self.text = text  # None: answer the last user message again (regenerate)
+        self.text = text  # the new user message; None answers the last one again (regenerate)
+        self.keep = keep  # entries kept before this turn: the rest are replaced once the prompt is known to fit
         self.cancelled = threading.Event()
+        self.finished = False
         self._events = session._run(self)
 
     def cancel(self) -> None:
         self.cancelled.set()
 
+    def close(self) -> None:
+        self._events.close()
+        self.finished = True
+
     def __iter__(self) -> Iterator[ChatEvent]:
         return self._events
+
+    def __enter__(self) -> "Turn":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass
@@ -93,21 +108,22 @@ class ChatSession:
     _replies: list[dict[str, Any]] = field(default_factory=list)
     _turns: int = 0
     _current: Turn | None = None
-    _running: bool = False
+    _starting: threading.Lock = field(default_factory=threading.Lock)
     _notices: list[Notice] = field(default_factory=list)  # history failures met inside a turn, not yet yielded
 
     # the conversation
 
-    def chat_messages(self) -> list[dict[str, str]]:
+    def chat_messages(self, entries: list[Entry] | None = None) -> list[dict[str, str]]:
+        """The conversation (or `entries`) as the chat template takes it, the system prompt first."""
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        return system + [entry.as_chat() for entry in self.entries]
+        return system + [entry.as_chat() for entry in (self.entries if entries is None else entries)]
 
     def opening_notices(self) -> list[Notice]:
         return self.model.opening_notices()
 
     def settings(self) -> dict[str, Any]:
-        """The settings in force, as saved with a new conversation and reported by `run --json` and `plan`."""
-        return {**self.model.loaded.settings.as_dict(), **self.options.as_dict(), "template": self.model.template.name}
+        """The settings in force, saved with a new conversation: the keys `run --json` reports, and the template."""
+        return {**settings_report(self.model.loaded.settings, self.options), "template": self.model.template.name}
 
     @property
     def stats(self) -> SessionStats:
@@ -117,22 +133,29 @@ class ChatSession:
 
     def send(self, text: str) -> Turn:
         """Start a turn answering `text`; iterate the Turn for its events."""
-        return self._start(text)
+        if not text.strip():
+            raise UserError("a message needs some text")
+        return self._start(text, lambda: len(self.entries))
 
     def regenerate(self) -> Turn:
         """Answer the last user message again, replacing the last reply."""
-        if not self.entries or self.entries[-1].role != "assistant":
-            raise UserError("there is no reply to regenerate yet")
-        self._forget_from(len(self.entries) - 1)
-        return self._start(None)
+        def keep() -> int:
+            if not self.entries or self.entries[-1].role != "assistant":
+                raise UserError("there is no reply to regenerate yet")
+            return len(self.entries) - 1
+        return self._start(None, keep)
 
     def edit_last(self, text: str) -> Turn:
         """Replace the last user message (and the reply to it) with `text`, and answer it."""
-        index = next((i for i in range(len(self.entries) - 1, -1, -1) if self.entries[i].role == "user"), None)
-        if index is None:
-            raise UserError("there is no message to edit yet")
-        self._forget_from(index)
-        return self._start(text)
+        if not text.strip():
+            raise UserError("the new message needs some text")
+
+        def keep() -> int:
+            index = next((i for i in range(len(self.entries) - 1, -1, -1) if self.entries[i].role == "user"), None)
+            if index is None:
+                raise UserError("there is no message to edit yet")
+            return index
+        return self._start(text, keep)
 
     def cancel(self, turn_id: int | None = None) -> None:
         """Stop the turn in progress (or turn `turn_id`, if it is still the latest); safe from any thread."""
@@ -140,43 +163,49 @@ class ChatSession:
         if turn is not None and (turn_id is None or turn.id == turn_id):
             turn.cancel()
 
-    def _start(self, text: str | None) -> Turn:
-        if self._running:
-            raise UserError("a reply is still being written; cancel it first")
-        self._turns += 1
-        self._current = Turn(self, self._turns, text)
-        return self._current
+    @property
+    def busy(self) -> bool:
+        """A turn was started and has not finished: the conversation must not change under it."""
+        return self._current is not None and not self._current.finished
+
+    def _idle(self) -> None:
+        if self.busy:
+            raise UserError(BUSY)
+
+    def _start(self, text: str | None, keep: Callable[[], int]) -> Turn:
+        with self._starting:  # two threads cannot both start a turn
+            self._idle()
+            self._turns += 1
+            self._current = Turn(self, self._turns, text, keep())
+            return self._current
 
     def _run(self, turn: Turn) -> Iterator[ChatEvent]:
-        self._running = True
         try:
             yield from self._exchange(turn)
         finally:
-            self._running = False
+            turn.finished = True
 
     def _exchange(self, turn: Turn) -> Iterator[ChatEvent]:
-        if turn.text is not None:
-            self.entries.append(Entry("user", turn.text))
-        try:
-            prepared = self.model.prepare(self.chat_messages(), self.options)
-        except UserError:  # too long for the context, or refused by the chat template
-            if turn.text is not None:
-                self.entries.pop()
-            raise
-        user = self.entries[-1]
-        reply_id = self._write(self._save_user, user) if user.id is None else self._write(self._save_reply_start)
+        kept = self.entries[:turn.keep] + ([Entry("user", turn.text)] if turn.text is not None else [])
+        prepared = self.model.prepare(self.chat_messages(kept), self.options)  # raises before anything changes
+        self._forget_from(turn.keep)
+        self.entries = kept
+        user = kept[-1]
+        reply_id = self._write(self._save_user if user.id is None else self._save_reply_start, user)
         yield from self._take_notices()
         reply = Reply()
+        pieces = self.model.stream(prepared, reply, self.options, turn.cancelled)
         try:
-            for piece in self.model.stream(prepared, reply, self.options, turn.cancelled):
+            for piece in pieces:
                 if reply_id is not None:  # saved before it is shown
-                    self._write(self.history.update_reply, reply_id, reply.content, reply.reasoning)
+                    self._write(History.update_reply, reply_id, reply.content, reply.reasoning)
                     yield from self._take_notices()
                 yield piece
         finally:
+            pieces.close()  # frees the model and completes the reply's timings, also when this turn is closed early
             self.entries.append(Entry("assistant", reply.content, reply.reasoning, reply_id))
             if reply_id is not None:
-                self._write(self.history.finish_reply, reply_id, reply.content, reply.reasoning, reply.interrupted,
+                self._write(History.finish_reply, reply_id, reply.content, reply.reasoning, reply.interrupted,
                             reply.timings())
             self._replies.append(reply.timings())
         yield from self._take_notices()
@@ -186,12 +215,12 @@ class ChatSession:
     # the history
 
     def _write(self, write: Callable[..., Any], *args: Any) -> Any:
-        """A history write; if the database fails (disk full, locked, deleted), the session goes on without it
-        and says so once."""
+        """`write(history, *args)`; if the database fails (disk full, locked, deleted), the session goes on without
+        it and says so once. Without a history, nothing is written."""
         if self.history is None:
             return None
         try:
-            return write(*args)
+            return write(self.history, *args)
         except sqlite3.Error as error:
             self.history = None
             self._notices.append(Notice(f"the history could not be saved ({error}); this session goes on "
@@ -202,8 +231,7 @@ class ChatSession:
         while self._notices:
             yield self._notices.pop(0)
 
-    def _save_user(self, user: Entry) -> int:
-        history = self.history
+    def _save_user(self, history: History, user: Entry) -> int:
         if self.conversation_id is None:
             self.conversation_id = history.new_conversation(self.model_name, self.settings())
             if self.system_prompt:
@@ -211,15 +239,14 @@ class ChatSession:
         user.id = history.add(self.conversation_id, "user", user.content)
         return history.start_reply(self.conversation_id)
 
-    def _save_reply_start(self) -> int:
-        return self.history.start_reply(self.conversation_id)
+    def _save_reply_start(self, history: History, user: Entry) -> int:
+        return history.start_reply(self.conversation_id)
 
     def _forget_from(self, index: int) -> None:
-        """Drop entries[index:] from memory and from the history."""
+        """Drop the saved messages of entries[index:] from the history (the caller drops them from memory)."""
         saved = [entry.id for entry in self.entries[index:] if entry.id is not None]
         if saved and self.conversation_id is not None:
-            self._write(self.history.delete_messages_from, self.conversation_id, min(saved))
-        del self.entries[index:]
+            self._write(History.delete_messages_from, self.conversation_id, min(saved))
 
     def _history(self) -> History:
         if self.history is None:
@@ -230,10 +257,12 @@ class ChatSession:
 
     def new(self) -> None:
         """Start a new conversation; the system prompt and the settings stay."""
+        self._idle()
         self.entries, self.conversation_id, self._replies = [], None, []
 
     def load(self, conversation_id: int) -> list[Message]:
         """Continue a saved conversation; returns its messages (for a front end to show)."""
+        self._idle()
         history = self._history()
         if history.conversation(conversation_id) is None:
             raise NoSuchConversation(f"no conversation {conversation_id}", conversation_id)
@@ -247,9 +276,12 @@ class ChatSession:
         return self._history().conversations()
 
     def search(self, text: str) -> list[Conversation]:
+        if not text.strip():
+            raise UserError("a search needs some text")
         return self._history().search(text)
 
     def rename(self, title: str) -> None:
+        self._history()
         if not title.strip():
             raise UserError("a title needs some text")
         if self.conversation_id is None:
@@ -257,6 +289,8 @@ class ChatSession:
         self._history().rename(self.conversation_id, title)
 
     def delete(self, conversation_id: int) -> None:
+        if conversation_id == self.conversation_id:
+            self._idle()
         if not self._history().delete(conversation_id):
             raise NoSuchConversation(f"no conversation {conversation_id}", conversation_id)
         if conversation_id == self.conversation_id:
@@ -266,7 +300,7 @@ class ChatSession:
         """The system prompt of this conversation; empty text clears it."""
         self.system_prompt = text or None
         if self.conversation_id is not None:
-            self._write(self._history().set_system, self.conversation_id, text)
+            self._write(History.set_system, self.conversation_id, text)
 
     def set(self, key: str, value: str) -> str:
         """Change one setting for the next turns; returns what it is now, in words. InvalidSetting if bad."""
@@ -285,28 +319,17 @@ class ChatSession:
                 raise InvalidSetting("loop-guard takes on or off", key, value)
             self.options = replace(self.options, loop_guard=SWITCH[value])
             return f"loop-guard = {value}"
-        if key not in FLAG_OF:
+        if key not in SAMPLING_KEYS and key not in OPTION_FIELDS:
             raise InvalidSetting(f"unknown setting {key!r}; the settings are {', '.join(SETTINGS)}", key, value)
-        flag = next(flag for flag in MODEL_FLAGS if flag.dest == FLAG_OF[key])
+        flag = next(flag for flag in MODEL_FLAGS if flag.dest == key.replace("-", "_"))
         try:
             parsed = flag.parse(value)
         except ValueError as error:
             raise InvalidSetting(f"{key} {value}: {error}", key, value) from None
         if key in SAMPLING_KEYS:
-            self.options = replace(self.options, sampling=replace(self.options.sampling, **{SAMPLING_KEYS[key]: parsed}))
+            sampling = replace(self.options.sampling, **{key.replace("-", "_"): parsed})
+            self.options = replace(self.options, sampling=sampling)
         else:
-            self.options = replace(self.options, **{OPTION_KEYS[key]: parsed})
+            self.options = replace(self.options, **{OPTION_FIELDS[key]: parsed})
         return f"{key} = {parsed}"
-
-
-def timings_line(timings: dict[str, Any]) -> str:
-    """One reply's timings in a line: tokens, speed, first token, prompt reuse, context."""
-    parts = [f"{timings.get('completion_tokens', 0)} tokens"]
-    if timings.get("tokens_per_s"):
-        parts.append(f"{timings['tokens_per_s']:.1f} tokens/s")
-    if timings.get("ttft_ms") is not None:
-        parts.append(f"first token {timings['ttft_ms']:.0f} ms")
-    parts.append(f"prompt {timings.get('prompt_evaluated', 0)} new of {timings.get('prompt_tokens', 0)}")
-    parts.append(f"context {timings.get('context_used', 0)}/{timings.get('n_ctx', 0)}")
-    return "[" + " · ".join(parts) + "]"
 

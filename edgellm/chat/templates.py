@@ -54,19 +54,12 @@ class ChatTemplate:
     source: str
     stop: tuple[str, ...]  # text that ends a reply, besides the model's end-of-generation tokens
 
-    @property
-    def reads_reasoning(self) -> bool:
-        """Whether the template does something with an assistant message's `reasoning_content`."""
-        return "reasoning_content" in self.source
-
     def render(self, messages: list[dict[str, Any]], bos_token: str, eos_token: str,
                add_generation_prompt: bool = True) -> str:
-        """The prompt text. Reasoning goes back to the model by the template's own rule: passed as
-        `reasoning_content` where the template reads it, left out otherwise (live or loaded alike)."""
+        """The prompt text. Reasoning goes back to the model by the template's own rule: every earlier reply
+        carries it as `reasoning_content`, which a template uses or ignores (live or loaded alike)."""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        if not self.reads_reasoning:
-            messages = [{k: v for k, v in m.items() if k != "reasoning_content"} for m in messages]
         formatter = Jinja2ChatFormatter(self.source, eos_token=eos_token, bos_token=bos_token,
                                         add_generation_prompt=add_generation_prompt)
         return formatter(messages=messages).prompt

@@ -26,12 +26,15 @@ def main(args: argparse.Namespace) -> int:
     from edgellm.chat.repl import Repl
     from edgellm.chat.session import ChatSession
     from edgellm.commands.opening import plan_and_tell
-    from edgellm.errors import NoSuchConversation, UserError
+    from edgellm.errors import UserError
 
     settings = loading.settings_from(args)
-    planned = plan_and_tell(settings)
     history = None if args.no_history else History(home.history_path())
     try:
+        if args.resume is not None and (history is None or history.conversation(args.resume) is None):
+            raise UserError(f"no conversation {args.resume}: `edgellm history` lists them" if history else
+                            "--resume needs the history: drop --no-history")  # checked before a long model load
+        planned = plan_and_tell(settings)
         loaded = loading.open_model(planned, settings)
         interactive = sys.stdin.isatty()
         session = ChatSession(ChatModel.for_model(loaded, planned.choice.spec.architecture), history,
@@ -39,10 +42,7 @@ def main(args: argparse.Namespace) -> int:
                               system_prompt=settings.system_prompt, show_reasoning=interactive)
         repl = Repl(session, interactive=interactive)
         if args.resume is not None:
-            try:
-                repl.show_loaded(args.resume, session.load(args.resume))
-            except NoSuchConversation:
-                raise UserError(f"no conversation {args.resume}: `edgellm history` lists them") from None
+            repl.show_loaded(args.resume, session.load(args.resume))
         return repl.run()
     finally:
         if history:

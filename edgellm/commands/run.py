@@ -53,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
 
 def generate(loaded, options, prompt: str, as_json: bool, verbose: bool = False) -> int:
     """Stream the completion of `prompt` to stdout; Ctrl-C stops it (exit 130) and keeps what was printed."""
-    from edgellm.engine.generate import Generation
+    from edgellm.engine.generate import Generation, settings_report
 
     n_ctx = loaded.settings.n_ctx
     tokens = loaded.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
@@ -77,7 +77,7 @@ def generate(loaded, options, prompt: str, as_json: bool, verbose: bool = False)
         if printed and not printed.endswith("\n"):
             out.write("\n")
         report = {**stats.as_dict(), "load_ms": round(loaded.load_ms, 1), "model": str(loaded.settings.path),
-                  "settings": {**loaded.settings.as_dict(), **options.as_dict()}}
+                  "settings": settings_report(loaded.settings, options)}
         out.write(json.dumps(report) + "\n")
     elif printed and not printed.endswith("\n") and out.isatty():
         out.write("\n")

@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from edgellm.chat.loop_guard import LoopGuard
-from edgellm.engine.model import LLAMA_DEFAULT_SEED
+from edgellm.engine.loop_guard import LoopGuard
+from edgellm.engine.model import LLAMA_DEFAULT_SEED, LoadSettings
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,12 @@ class GenerationOptions:
         return {"n_predict": self.max_tokens, "temp": sampling.temp, "top_k": sampling.top_k, "top_p": sampling.top_p,
                 "min_p": sampling.min_p, "repeat_penalty": sampling.repeat_penalty, "seed": self.seed,
                 "ignore_eos": self.ignore_eos, "stop": list(self.stop), "loop_guard": self.loop_guard}
+
+
+def settings_report(load_settings: LoadSettings, options: GenerationOptions) -> dict[str, Any]:
+    """The one settings dictionary: what `run --json` reports and a saved conversation keeps (plan --json
+    reports the load half, `LoadSettings.as_dict`)."""
+    return {**load_settings.as_dict(), **options.as_dict()}
 
 
 @dataclass
@@ -138,6 +144,9 @@ class Generation:
                     break
         except KeyboardInterrupt:
             stats.stop_reason = "interrupted"
+        except GeneratorExit:  # the consumer closed the stream early
+            stats.stop_reason = "interrupted"
+            raise
         except RuntimeError:  # llama_decode stopped by the abort callback: a cancelled prompt
             if cancel is None or not cancel.is_set():
                 raise

@@ -7,16 +7,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgellm import store
-from edgellm.errors import DoesNotFit, OfflineMode, UserError
+from edgellm.errors import DoesNotFit, NoSuchQuant, OfflineMode, UserError
 from edgellm.events import Notice, Report
 from edgellm.hub import client
 from edgellm.hub.download import PART, Meter, check_disk, fetch, remaining_bytes
 from edgellm.hub.files import QuantFiles, choosable, group_quants
 from edgellm.hub.refs import ModelRef
 from edgellm.hw.profile import DeviceProfile
-from edgellm.plan.planner import Plan, PlanError, Wishes, choose_quant, plan
+from edgellm.plan.planner import Plan, PlanError, Wishes, choose_quant, plan, ram_margin
 from edgellm.plan.spec import ModelSpec
-from edgellm.plan.planner import ram_margin
 from edgellm.quants import rank
 
 SIZE_ONLY_MARGIN = 0.25  # without a readable header, keep this share of the file size free as well
@@ -82,16 +81,18 @@ def choose_remote(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, plan_fo
     commit, files = client.list_files(ref.repo)
     groups = group_quants(files)
     if not groups:
-        raise UserError(f"{ref.repo} has no GGUF model files; pick a GGUF repo (its name often ends in -GGUF)")
+        raise NoSuchQuant(f"{ref.repo} has no GGUF model files; pick a GGUF repo (its name often ends in -GGUF)",
+                          ref.repo, ref.quant, [])
     fallbacks: list[str] = []
     if ref.quant:
         matching = [g for g in groups if g.quant == ref.quant]
         if not matching:
             names = ", ".join(g.quant for g in groups)
-            raise UserError(f"{ref.repo} has no {ref.quant} file; it has {names}")
+            raise NoSuchQuant(f"{ref.repo} has no {ref.quant} file; it has {names}", ref.repo, ref.quant,
+                              [g.quant for g in groups])
         if not matching[0].loadable:
-            raise UserError(f"{ref.repo}: {ref.quant} files no longer load in llama.cpp; take Q4_0, which it "
-                            f"repacks for this CPU as it loads")
+            raise NoSuchQuant(f"{ref.repo}: {ref.quant} files no longer load in llama.cpp; take Q4_0, which it "
+                              f"repacks for this CPU as it loads", ref.repo, ref.quant, [g.quant for g in groups])
         choice = RemoteChoice(ref, commit, matching[0], None, None, ())
         if not plan_forced:
             return choice
@@ -101,8 +102,9 @@ def choose_remote(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, plan_fo
     for group in choosable(groups):  # several files of one quant (folders of other sizes): the first, as planned
         by_quant.setdefault(group.quant, group)
     if not by_quant:
-        raise UserError(f"{ref.repo} has no quant edgellm can choose on its own (it has "
-                        f"{', '.join(g.quant for g in groups)}); name one: {ref.repo}:QUANT")
+        raise NoSuchQuant(f"{ref.repo} has no quant edgellm can choose on its own (it has "
+                          f"{', '.join(g.quant for g in groups)}); name one: {ref.repo}:QUANT", ref.repo, None,
+                          [g.quant for g in groups])
     readers = [(quant, spec_reader(ref.repo, group, commit, fallbacks)) for quant, group in by_quant.items()]
     try:
         choice = choose_quant(profile, readers, wishes,
@@ -131,7 +133,6 @@ def _wider(wishes: Wishes, spec: ModelSpec, profile: DeviceProfile) -> Wishes:
     """A spec known only by its file size plans with a quarter of that size kept free besides the margin."""
     if spec.architecture != SIZE_ONLY:
         return wishes
-
     return replace(wishes, ram_margin=ram_margin(profile, wishes) + int(spec.file_bytes * SIZE_ONLY_MARGIN))
 
 

@@ -348,7 +348,6 @@ def choose_quant(profile: DeviceProfile, candidates: list[tuple[str, ModelSpec |
     A candidate's spec may be a callable (a remote header to read): only the candidates needed are read.
     `wishes_for` may adjust the wishes per spec (a wider margin for a spec known only by its size).
     """
-
     gpu, _ = usable_gpu(profile)
     ordered = sorted((item for item in candidates if loadable(item[0])), key=lambda item: rank(item[0]),
                      reverse=True)

@@ -20,7 +20,6 @@ def size(n_bytes: int) -> str:
 
 def settings_dict(plan: Plan, spec: ModelSpec) -> dict[str, Any]:
     """The plan's settings under the keys `run --json` and saved conversations use."""
-
     return LoadSettings.from_plan(Path(spec.path), plan).as_dict()
 
 
