@@ -226,3 +226,16 @@ def test_retry_edit_rename_and_search(test_model: Path) -> None:
     child.expect(pexpect.EOF)
     messages = exported(1)["messages"]
     assert [(m["role"], m["content"]) for m in messages][0] == ("user", "Name a tree.") and len(messages) == 2
+
+
+def test_resume_continues_a_conversation_and_a_bad_id_fails_before_any_model_loads(test_model: Path) -> None:
+    assert edgellm("chat", "-m", str(test_model), "-n", "4", "--temp", "0", input="Remember kiwi.\n").returncode == 0
+    done = edgellm("chat", "-m", str(test_model), "-n", "4", "--temp", "0", "--resume", "1", input="Which fruit?\n")
+    assert done.returncode == 0, done.stderr
+    assert "user: Remember kiwi." in done.stderr and "conversation 1 loaded: 2 messages" in done.stderr
+    assert [m["content"] for m in exported(1)["messages"] if m["role"] == "user"] == ["Remember kiwi.", "Which fruit?"]
+    # checked before the model is even looked at: a missing model file is not what the error names
+    assert_one_line_error(edgellm("chat", "-m", "/nonexistent.gguf", "--resume", "9"), "no conversation 9",
+                          "edgellm history")
+    assert_one_line_error(edgellm("chat", "-m", str(test_model), "--no-history", "--resume", "1"),
+                          "drop --no-history")
