@@ -243,3 +243,16 @@ def test_an_edit_that_does_not_fit_changes_nothing(chat_model: ChatModel, tmp_pa
         list(session.edit_last("word " * 5000))
     assert [(m.role, m.content) for m in history.messages(session.conversation_id)] == before
     assert [(e.role, e.content) for e in session.entries] == before
+
+
+def test_a_system_prompt_set_mid_conversation_survives_an_edit(chat_model: ChatModel, tmp_path: Path) -> None:
+    history = History(tmp_path / "history.db")
+    session = session_on(chat_model, history, max_tokens=4)
+    answer(session.send("Hi"))
+    session.set_system("Answer in French.")  # saved after the first exchange: the newest row of the conversation
+    answer(session.edit_last("Hello"))
+    roles = [(m.role, m.content) for m in history.messages(session.conversation_id)][:2]
+    assert roles == [("system", "Answer in French."), ("user", "Hello")]
+    resumed = session_on(chat_model, history)
+    resumed.load(session.conversation_id)
+    assert resumed.system_prompt == "Answer in French." and [e.role for e in resumed.entries] == ["user", "assistant"]

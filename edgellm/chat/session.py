@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from edgellm.chat.completion import ChatModel, reply_notices
 from edgellm.chat.events import ChatEvent, Reply, ReplyDone
@@ -27,6 +28,7 @@ OPTION_FIELDS = {"n-predict": "max_tokens", "seed": "seed"}  # GenerationOptions
 SETTINGS = (*SAMPLING_KEYS, *OPTION_FIELDS, "stop", "think", "loop-guard")
 SWITCH = {"on": True, "off": False}
 BUSY = "a reply is still being written; cancel it first"
+T = TypeVar("T")
 
 
 @dataclass
@@ -82,6 +84,7 @@ class Turn:
         self.cancelled.set()
 
     def close(self) -> None:
+        """End the turn here; only the thread that iterates it may close it (others call `cancel`)."""
         self._events.close()
         self.finished = True
 
@@ -110,6 +113,7 @@ class ChatSession:
     _current: Turn | None = None
     _starting: threading.Lock = field(default_factory=threading.Lock)
     _notices: list[Notice] = field(default_factory=list)  # history failures met inside a turn, not yet yielded
+    _history_lost: bool = False  # the database failed during this session and was let go
 
     # the conversation
 
@@ -191,11 +195,11 @@ class ChatSession:
         self._forget_from(turn.keep)
         self.entries = kept
         user = kept[-1]
-        reply_id = self._write(self._save_user if user.id is None else self._save_reply_start, user)
-        yield from self._take_notices()
-        reply = Reply()
+        reply, reply_id = Reply(), None
         pieces = self.model.stream(prepared, reply, self.options, turn.cancelled)
-        try:
+        try:  # from here on, however the turn ends, memory and history get the reply
+            reply_id = self._write(self._save_user if user.id is None else self._save_reply_start, user)
+            yield from self._take_notices()
             for piece in pieces:
                 if reply_id is not None:  # saved before it is shown
                     self._write(History.update_reply, reply_id, reply.content, reply.reasoning)
@@ -222,7 +226,7 @@ class ChatSession:
         try:
             return write(self.history, *args)
         except sqlite3.Error as error:
-            self.history = None
+            self.history, self._history_lost = None, True
             self._notices.append(Notice(f"the history could not be saved ({error}); this session goes on "
                                         f"without it", "warning"))
             return None
@@ -248,59 +252,70 @@ class ChatSession:
         if saved and self.conversation_id is not None:
             self._write(History.delete_messages_from, self.conversation_id, min(saved))
 
-    def _history(self) -> History:
+    def _ask(self, question: Callable[..., T], *args: Any) -> T:
+        """A read or a change the person asked for: `question(history, *args)`. Without a history, or when the
+        database fails, a HistoryUnavailable the front end shows (the session goes on)."""
         if self.history is None:
-            raise HistoryUnavailable("history is off (--no-history)")
-        return self.history
+            raise HistoryUnavailable("history is off: it failed earlier in this session" if self._history_lost
+                                     else "history is off (--no-history)")
+        try:
+            return question(self.history, *args)
+        except sqlite3.Error as error:
+            raise HistoryUnavailable(f"the history cannot be used ({error})") from None
+
+    @contextmanager
+    def _between_turns(self) -> Iterator[None]:
+        """Change the conversation only while no turn runs, and start none meanwhile."""
+        with self._starting:
+            self._idle()
+            yield
 
     # conversations
 
     def new(self) -> None:
         """Start a new conversation; the system prompt and the settings stay."""
-        self._idle()
-        self.entries, self.conversation_id, self._replies = [], None, []
+        with self._between_turns():
+            self.entries, self.conversation_id, self._replies = [], None, []
 
     def load(self, conversation_id: int) -> list[Message]:
         """Continue a saved conversation; returns its messages (for a front end to show)."""
-        self._idle()
-        history = self._history()
-        if history.conversation(conversation_id) is None:
-            raise NoSuchConversation(f"no conversation {conversation_id}", conversation_id)
-        messages = history.messages(conversation_id)
-        self.system_prompt = next((m.content for m in messages if m.role == "system"), None)
-        self.entries = [Entry(m.role, m.content, m.reasoning, m.id) for m in messages if m.role != "system"]
-        self.conversation_id, self._replies = conversation_id, []
-        return messages
+        with self._between_turns():
+            if self._ask(History.conversation, conversation_id) is None:
+                raise NoSuchConversation(f"no conversation {conversation_id}", conversation_id)
+            messages = self._ask(History.messages, conversation_id)
+            self.system_prompt = next((m.content for m in messages if m.role == "system"), None)
+            self.entries = [Entry(m.role, m.content, m.reasoning, m.id) for m in messages if m.role != "system"]
+            self.conversation_id, self._replies = conversation_id, []
+            return messages
 
     def conversations(self) -> list[Conversation]:
-        return self._history().conversations()
+        return self._ask(History.conversations)
 
     def search(self, text: str) -> list[Conversation]:
         if not text.strip():
             raise UserError("a search needs some text")
-        return self._history().search(text)
+        return self._ask(History.search, text)
 
     def rename(self, title: str) -> None:
-        self._history()
         if not title.strip():
             raise UserError("a title needs some text")
         if self.conversation_id is None:
             raise UserError("nothing to rename yet: a conversation is saved with its first message")
-        self._history().rename(self.conversation_id, title)
+        self._ask(History.rename, self.conversation_id, title)
 
     def delete(self, conversation_id: int) -> None:
-        if conversation_id == self.conversation_id:
-            self._idle()
-        if not self._history().delete(conversation_id):
-            raise NoSuchConversation(f"no conversation {conversation_id}", conversation_id)
-        if conversation_id == self.conversation_id:
-            self.new()
+        with self._between_turns():
+            if not self._ask(History.delete, conversation_id):
+                raise NoSuchConversation(f"no conversation {conversation_id}", conversation_id)
+            if conversation_id == self.conversation_id:
+                self.entries, self.conversation_id, self._replies = [], None, []
 
     def set_system(self, text: str) -> None:
         """The system prompt of this conversation; empty text clears it."""
-        self.system_prompt = text or None
-        if self.conversation_id is not None:
-            self._write(History.set_system, self.conversation_id, text)
+        with self._between_turns():
+            self.system_prompt = text or None
+            if self.conversation_id is not None:
+                self._ask(History.set_system, self.conversation_id, text)
 
     def set(self, key: str, value: str) -> str:
         """Change one setting for the next turns; returns what it is now, in words. InvalidSetting if bad."""

@@ -144,13 +144,13 @@ class Generation:
                     break
         except KeyboardInterrupt:
             stats.stop_reason = "interrupted"
-        except GeneratorExit:  # the consumer closed the stream early
+        except RuntimeError:  # llama_decode stopped by the abort callback (a cancelled prompt), or failed
             stats.stop_reason = "interrupted"
-            raise
-        except RuntimeError:  # llama_decode stopped by the abort callback: a cancelled prompt
             if cancel is None or not cancel.is_set():
                 raise
+        except BaseException:  # the consumer closed the stream early (GeneratorExit), or a failure: unfinished
             stats.stop_reason = "interrupted"
+            raise
         finally:
             self._abort_when(None)
             tokens.close()
