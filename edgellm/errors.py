@@ -17,7 +17,8 @@ class UserError(Exception):
 
 
 class ModelFileError(UserError):
-    """A model file that cannot be used. `problem`: missing, directory, truncated, permission, split, not-gguf."""
+    """A model file (or checkpoint) that cannot be used. `problem`: missing, directory, permission, truncated,
+    incomplete, split, not-gguf, corrupt, unreadable, unsupported or ambiguous."""
 
     def __init__(self, message: str, path: Path | str, problem: str) -> None:
         super().__init__(message)

@@ -1,0 +1,1 @@
+"""Converting Hugging Face transformers checkpoints to GGUF, one tensor at a time, without torch."""
