@@ -18,7 +18,7 @@ class UserError(Exception):
 
 class ModelFileError(UserError):
     """A model file (or checkpoint) that cannot be used. `problem`: missing, directory, permission, truncated,
-    incomplete, split, not-gguf, corrupt, unreadable, unsupported or ambiguous."""
+    incomplete, split, not-gguf, not-folder, corrupt, unreadable, unsupported or ambiguous."""
 
     def __init__(self, message: str, path: Path | str, problem: str) -> None:
         super().__init__(message)
