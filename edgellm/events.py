@@ -28,6 +28,7 @@ class Progress:
     rate: float | None = None  # units per second over the part actually transferred
     eta_s: float | None = None
     finished: bool = False
+    unit: str = "bytes"  # or "tensors" (quantize)
 
 
 Event = Union[Notice, Progress]

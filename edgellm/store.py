@@ -26,6 +26,9 @@ from edgellm.quants import parse_quant
 MANIFEST_VERSION = 1
 
 
+OWNED = ("pull", "convert")  # sources whose files edgellm wrote, and so may delete
+
+
 @dataclass
 class StoredModel:
     name: str  # owner/repo:QUANT
@@ -35,7 +38,7 @@ class StoredModel:
     size: int
     sha256: list[str | None] = field(default_factory=list)
     commit: str | None = None
-    source: str = "pull"  # pull: edgellm owns the files; import / hf-cache: used in place, never deleted
+    source: str = "pull"  # pull, convert: edgellm owns the files; import / hf-cache: used in place, never deleted
     added: float = 0.0
     last_used: float | None = None
 
@@ -151,7 +154,7 @@ def remove(name: str) -> tuple[StoredModel, bool]:
         raise UserError(f"no model {name!r} in the store{hint}: `edgellm ls` lists them")
     with editing() as models:
         models.pop(model.name, None)
-    if model.source != "pull":
+    if model.source not in OWNED:
         return model, False
     store = store_dir()
     for relative in model.files:

@@ -168,14 +168,18 @@ def _write_gguf(path: Path, vocab: Vocab) -> Path:
     return path
 
 
-def _load(path: Path, capfd):
-    """llama.cpp's vocabulary of the GGUF at `path`, and what it logged while loading it."""
+def _load(path: Path):
+    """llama.cpp's vocabulary of the GGUF at `path`, and what it logged while loading it (through edgellm's own
+    log callback, which holds llama.cpp's log for the whole process once any test has loaded a model)."""
     import llama_cpp
 
-    capfd.readouterr()
-    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=True)
-    log = capfd.readouterr()
-    return llm, log.out + log.err
+    from edgellm.engine.llama_log import LlamaLog
+
+    log = LlamaLog(path.with_suffix(".log"), echo=False)
+    log.install()
+    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    log.flush()
+    return llm, path.with_suffix(".log").read_text()
 
 
 def _assert_no_fallback(log: str) -> None:
@@ -185,7 +189,7 @@ def _assert_no_fallback(log: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(PRE_TOKENIZERS))
-def test_bpe_tokens_match_hf(tmp_path: Path, capfd, name: str) -> None:
+def test_bpe_tokens_match_hf(tmp_path: Path, name: str) -> None:
     from tokenizers import Tokenizer
 
     folder = _train_bpe(tmp_path / "ckpt", PRE_TOKENIZERS[name], ignore_merges=name in IGNORE_MERGES)
@@ -201,7 +205,7 @@ def test_bpe_tokens_match_hf(tmp_path: Path, capfd, name: str) -> None:
     reader = gguf.GGUFReader(str(path))
     pre_field = reader.fields["tokenizer.ggml.pre"]
     assert bytes(pre_field.parts[pre_field.data[0]]).decode() == name
-    llm, log = _load(path, capfd)
+    llm, log = _load(path)
     _assert_no_fallback(log)
     hf = Tokenizer.from_file(str(folder / "tokenizer.json"))
     for text in SAMPLES:
@@ -215,7 +219,7 @@ def test_bpe_tokens_match_hf(tmp_path: Path, capfd, name: str) -> None:
     assert llm.detokenize(hf.encode(SAMPLES[5], add_special_tokens=False).ids).decode() == SAMPLES[5]
 
 
-def test_spm_tokens_match_sentencepiece(tmp_path: Path, capfd) -> None:
+def test_spm_tokens_match_sentencepiece(tmp_path: Path) -> None:
     folder = _train_spm(tmp_path / "ckpt")
     vocab = read_vocab(folder, n_vocab=640)  # the model's embedding has more rows than the tokenizer
     sp = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
@@ -231,7 +235,7 @@ def test_spm_tokens_match_sentencepiece(tmp_path: Path, capfd) -> None:
     assert list(vocab.scores[:sp.get_piece_size()]) == pytest.approx(
         [sp.get_score(i) for i in range(sp.get_piece_size())])
 
-    llm, log = _load(_write_gguf(tmp_path / "m.gguf", vocab), capfd)
+    llm, log = _load(_write_gguf(tmp_path / "m.gguf", vocab))
     assert "GENERATION QUALITY WILL BE DEGRADED" not in log
     for text in SAMPLES:
         assert llm.tokenize(text.encode(), add_bos=False, special=False) == sp.encode(text), text
@@ -298,12 +302,12 @@ def test_tokenizer_smaller_than_n_vocab_only(tmp_path: Path) -> None:
         read_vocab(folder, n_vocab=n - 1)
 
 
-def test_missing_pre_is_what_the_fallback_check_sees(tmp_path: Path, capfd) -> None:
+def test_missing_pre_is_what_the_fallback_check_sees(tmp_path: Path) -> None:
     """The control for _assert_no_fallback: without `pre`, llama.cpp's warning is in the captured log."""
     import dataclasses
 
     vocab = read_vocab(_train_bpe(tmp_path / "ckpt", PRE_TOKENIZERS["gpt-2"], vocab_size=300))
-    _, log = _load(_write_gguf(tmp_path / "m.gguf", dataclasses.replace(vocab, pre=None)), capfd)
+    _, log = _load(_write_gguf(tmp_path / "m.gguf", dataclasses.replace(vocab, pre=None)))
     assert "missing pre-tokenizer type" in log
     with pytest.raises(AssertionError):
         _assert_no_fallback(log)

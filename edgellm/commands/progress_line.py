@@ -12,7 +12,11 @@ MIB = 2**20
 
 
 def progress_text(event: Progress) -> str:
-    """`done / total MiB  rate MiB/s  ETA m:ss`, as the progress line shows it."""
+    """`done / total MiB  rate MiB/s  ETA m:ss`, as the progress line shows it (other tasks and units named)."""
+    if event.unit != "bytes":
+        return f"{event.task} {event.done}/{event.total} {event.unit}"
+    if event.task != "download":
+        return f"{event.task} {event.done / MIB:,.1f} / {event.total / MIB:,.1f} MiB"
     rate = event.rate or 0.0
     left = int(event.eta_s or 0)
     return (f"{event.done / MIB:,.1f} / {event.total / MIB:,.1f} MiB  {rate / MIB:,.1f} MiB/s  "

@@ -1,0 +1,96 @@
+"""A whole conversion: choose the quant and the file, write the GGUF, quantize it, keep it in the store.
+
+`plan_conversion` checks everything it can before any byte is written (the checkpoint's config, the quant,
+the target) and says why it chose what it chose; `run_conversion` does the work, reporting progress events,
+and leaves either the finished file or nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgellm import store
+from edgellm.convert.hf_config import (CONVERTER_TYPES, SUPPORTED_QUANTS, HFConfig, canonical_quant, read_config,
+                                       spec_from_config)
+from edgellm.convert.quantize import quantize
+from edgellm.convert.writer import convert_checkpoint
+from edgellm.errors import DoesNotFit, UserError
+from edgellm.events import Notice, Report, ignore
+from edgellm.hw.profile import DeviceProfile
+from edgellm.plan.planner import PlanError, choose_quant
+
+
+@dataclass(frozen=True)
+class Conversion:
+    source: Path
+    config: HFConfig
+    quant: str  # the final file's quant
+    outtype: str  # what the GGUF writer writes: the quant itself, or the f16/bf16 file llama.cpp quantizes
+    target: Path
+    in_store: bool
+    notices: tuple[Notice, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"local/{self.target.parent.name}:{self.quant}"
+
+
+def plan_conversion(source: Path, quant: str, outtype: str, profile: DeviceProfile,
+                    output: Path | None = None) -> Conversion:
+    """What converting `source` will do; one-line errors for a bad checkpoint, quant or target."""
+    config = read_config(source)
+    notices: list[Notice] = []
+    if quant == "auto":
+        candidates = [(q, spec_from_config(config, q, str(source))) for q in SUPPORTED_QUANTS]
+        try:
+            chosen = choose_quant(profile, candidates)
+        except PlanError as error:
+            raise DoesNotFit(f"{source}: {error}", str(source)) from None
+        quant = chosen.quant
+        notices.append(Notice(f"{quant} is the best quant of this model that fits {profile.name} "
+                              f"(--quant names another)"))
+    else:
+        quant = canonical_quant(quant)
+    if outtype == "auto":
+        outtype = quant.lower() if quant in CONVERTER_TYPES else ("bf16" if config.dtype == "bfloat16" else "f16")
+    elif quant in CONVERTER_TYPES and outtype != quant.lower() and quant != "Q8_0":
+        raise UserError(f"--outtype {outtype} cannot become {quant}; drop --outtype, or pass --quant "
+                        f"{outtype.upper()}")
+    elif quant not in CONVERTER_TYPES and outtype == "q8_0":
+        raise UserError(f"{quant} is made from f16, bf16 or f32 weights, not q8_0; drop --outtype")
+    target = output if output is not None else default_target(source, quant)
+    if target.suffix != ".gguf":
+        raise UserError(f"{target}: the output must be a .gguf file")
+    if target.exists():
+        raise UserError(f"{target} exists already; remove it (`edgellm rm` for the store) or pass -o OTHER.gguf")
+    return Conversion(source, config, quant, outtype, target, output is None, tuple(notices))
+
+
+def default_target(source: Path, quant: str) -> Path:
+    """Where the store keeps a conversion: models/local/NAME/NAME-QUANT.gguf."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", source.resolve().name).strip("-") or "model"
+    return store.store_dir() / "local" / name / f"{name}-{quant}.gguf"
+
+
+def run_conversion(conversion: Conversion, report: Report = ignore) -> Path:
+    """Write the GGUF, quantize it when the quant needs llama.cpp, and add it to the store when it lives there."""
+    target = conversion.target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if conversion.outtype == conversion.quant.lower():
+        convert_checkpoint(conversion.source, target, conversion.outtype, report)
+    else:
+        intermediate = target.with_name(f"{target.stem}.{conversion.outtype}.tmp.gguf")
+        try:
+            convert_checkpoint(conversion.source, intermediate, conversion.outtype, report)
+            quantize(intermediate, target, conversion.quant, report)
+        finally:
+            intermediate.unlink(missing_ok=True)
+    if conversion.in_store:
+        store.add(store.StoredModel(
+            name=conversion.name, repo=conversion.name.split(":")[0], quant=conversion.quant,
+            files=[str(target.relative_to(store.store_dir()))], size=target.stat().st_size, source="convert",
+            added=time.time()))
+    return target

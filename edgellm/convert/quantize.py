@@ -1,0 +1,81 @@
+"""K-quants through llama.cpp's own quantizer, run in a child process so progress and Ctrl-C work.
+
+The child (`python -m edgellm.convert.quantize SRC DST FTYPE THREADS`) calls `llama_model_quantize` and passes
+llama.cpp's log lines through; the parent reads the `[  i/  n]` line llama.cpp writes for each tensor and
+reports it as a Progress event. The output is written under a temporary name and renamed once complete, so an
+interrupted quantize never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from edgellm.errors import DiskError, UserError
+from edgellm.events import Progress, Report, ignore
+from edgellm.quants import FILE_TYPES
+
+FTYPES = {name: number for number, name in FILE_TYPES.items()}
+TENSOR_LINE = re.compile(rb"\[\s*(\d+)/\s*(\d+)\]")
+
+
+def quantize(source: Path, target: Path, quant: str, report: Report = ignore, threads: int | None = None) -> Path:
+    """Quantize the GGUF `source` to `quant` (a llama.cpp file type such as Q4_K_M) at `target`."""
+    if quant not in FTYPES:
+        raise UserError(f"llama.cpp cannot quantize to {quant}; use one of {', '.join(sorted(FTYPES))}")
+    free = shutil.disk_usage(target.parent).free
+    if free < source.stat().st_size:  # a quantized file is smaller than its f16 source
+        raise DiskError(f"not enough disk to quantize into {target.parent}: {free / 2**30:.2f} GiB free, up to "
+                        f"{source.stat().st_size / 2**30:.2f} GiB needed; free some space or pass -o elsewhere",
+                        target.parent)
+    partial = target.with_name(target.name + ".partial")
+    command = [sys.executable, "-m", "edgellm.convert.quantize", str(source), str(partial), str(FTYPES[quant]),
+               str(threads or os.cpu_count() or 1)]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    tail: list[bytes] = []
+    total = 1
+    try:
+        for line in child.stdout:
+            found = TENSOR_LINE.search(line)
+            if found:
+                total = int(found.group(2))
+                report(Progress("quantize", int(found.group(1)), total, unit="tensors"))
+            tail = (tail + [line.strip()])[-5:]
+        code = child.wait()
+        if code != 0:
+            last = next((t.decode(errors="replace") for t in reversed(tail) if t), f"exit {code}")
+            raise UserError(f"llama.cpp could not quantize {source.name} to {quant} ({last})")
+        partial.replace(target)
+    except BaseException:
+        child.kill()
+        child.wait()
+        partial.unlink(missing_ok=True)
+        raise
+    report(Progress("quantize", total, total, finished=True, unit="tensors"))
+    return target
+
+
+def _child(source: str, target: str, ftype: int, threads: int) -> int:
+    """In the child process: run llama.cpp's quantizer with its log on stdout."""
+    import ctypes
+
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def forward(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        sys.stdout.buffer.write(text)
+        sys.stdout.buffer.flush()
+
+    llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = threads
+    return 1 if llama_cpp.llama_model_quantize(source.encode(), target.encode(), ctypes.byref(params)) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))

@@ -1,0 +1,273 @@
+"""convert_checkpoint against real transformers models and real llama.cpp: tiny random models of each architecture
+are saved with save_pretrained, converted, loaded by llama.cpp, and their logits compared with transformers' on
+the same tokens. Malformed checkpoints must fail before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType, GGUFReader
+
+import llama_cpp  # noqa: E402
+import torch  # noqa: E402  (dev dependencies: the install puts them in .venv)
+import transformers  # noqa: E402
+from safetensors.numpy import load_file, save_file  # noqa: E402  (installed with transformers)
+from test_convert_vocab import PRE_TOKENIZERS, _train_bpe, _train_spm  # noqa: E402
+
+from edgellm.convert.writer import convert_checkpoint  # noqa: E402
+from edgellm.errors import ModelFileError, UserError  # noqa: E402
+from edgellm.events import Progress  # noqa: E402
+
+N_TOKENS = 32
+N_VOCAB = 832  # more rows than the tokenizer's tokens: the GGUF vocabulary is padded to the embedding rows
+SHAPE = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, vocab_size=N_VOCAB, max_position_embeddings=512, initializer_range=0.1,
+             bos_token_id=0, eos_token_id=1, pad_token_id=2)
+
+
+def _configs():
+    t = transformers
+    return {
+        "llama": lambda: t.LlamaConfig(**SHAPE, tie_word_embeddings=False),
+        "qwen2": lambda: t.Qwen2Config(**SHAPE, tie_word_embeddings=True),
+        "qwen3": lambda: t.Qwen3Config(**SHAPE, head_dim=32, tie_word_embeddings=False),
+        "gemma3": lambda: t.Gemma3TextConfig(**SHAPE, head_dim=64, query_pre_attn_scalar=64, sliding_window=16,
+                                             tie_word_embeddings=True),
+        "phi3": lambda: t.Phi3Config(**SHAPE, original_max_position_embeddings=512, tie_word_embeddings=False),
+        # Llama 3.1's rope scaling with a short original context, so that most frequencies are scaled
+        "llama3-rope": lambda: t.LlamaConfig(**SHAPE, tie_word_embeddings=False, rope_parameters={
+            "rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+        # Phi-3's long rope: llama.cpp picks the short factors while its context (64, padded to 256) is within the
+        # original 256 positions, as transformers does for 32 tokens; both scale attention by the same factor
+        "phi3-longrope": lambda: t.Phi3Config(**{**SHAPE, "max_position_embeddings": 1024},
+                                              original_max_position_embeddings=256, tie_word_embeddings=False,
+                                              rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                                               "long_factor": _factors(1.0, 4.0, 3),
+                                                               "short_factor": _factors(1.0, 2.0, 4)}),
+        # q/k/v/o and MLP biases (the q and k biases are permuted with their rows)
+        "llama-bias": lambda: t.LlamaConfig(**SHAPE, attention_bias=True, mlp_bias=True),
+        "mistral": lambda: t.MistralConfig(**SHAPE, sliding_window=4096, tie_word_embeddings=False),
+        # a SentencePiece tokenizer (tokenizer.model), as Llama 2's
+        "llama-spm": lambda: t.LlamaConfig(**SHAPE, tie_word_embeddings=True),
+        "gemma3-spm": lambda: t.Gemma3TextConfig(**SHAPE, head_dim=32, query_pre_attn_scalar=32, sliding_window=512),
+    }
+
+
+def _factors(low: float, high: float, seed: int) -> list[float]:
+    return [float(x) for x in np.random.default_rng(seed).uniform(low, high, SHAPE["hidden_size"] // 8)]
+
+
+MODELS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+          "gemma3": "Gemma3ForCausalLM", "phi3": "Phi3ForCausalLM", "llama3-rope": "LlamaForCausalLM",
+          "phi3-longrope": "Phi3ForCausalLM", "llama-bias": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+          "llama-spm": "LlamaForCausalLM", "gemma3-spm": "Gemma3ForCausalLM"}
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _train_bpe(tmp_path_factory.mktemp("tok"), PRE_TOKENIZERS["qwen2"])
+
+
+@pytest.fixture(scope="module")
+def spm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _train_spm(tmp_path_factory.mktemp("spm"))
+
+
+def _checkpoint(arch: str, folder: Path, tokenizer_dir: Path):
+    """A tiny random `arch` model saved as safetensors with the test tokenizer; returns (folder, model)."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = getattr(transformers, MODELS[arch])(_configs()[arch]()).float().eval()
+    with torch.no_grad():  # norms start at one and biases at zero: make them random so their mapping is checked
+        for name, param in model.named_parameters():
+            if "norm" in name or name.endswith(".bias"):
+                param.add_(torch.randn_like(param) * 0.2)
+    model.save_pretrained(folder, safe_serialization=True)
+    for file in tokenizer_dir.iterdir():
+        shutil.copy(file, folder / file.name)
+    return folder, model
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path):
+    return _checkpoint("llama", tmp_path_factory.mktemp("llama"), tokenizer_dir)
+
+
+def _token_ids() -> list[int]:
+    return [int(i) for i in np.random.default_rng(1).integers(3, 800, N_TOKENS)]
+
+
+def _compare(model, gguf_path: Path) -> tuple[float, int, int]:
+    """(NMSE of llama.cpp's logits against transformers', top-1 disagreements where the margin is clear, the
+    number of positions with a clear margin)."""
+    ids = _token_ids()
+    with torch.no_grad():
+        ref = model(torch.tensor([ids])).logits[0].numpy().astype(np.float64)
+    llm = llama_cpp.Llama(str(gguf_path), n_ctx=64, logits_all=True, verbose=False, n_threads=1, n_gpu_layers=0)
+    try:
+        llm.eval(ids)
+        got = np.array(llm.scores[:N_TOKENS], dtype=np.float64)
+    finally:
+        llm.close()
+    assert got.shape == ref.shape
+    nmse = float(np.sum((got - ref) ** 2) / np.sum(ref ** 2))
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 0.01
+    wrong = int(np.sum((got.argmax(1) != ref.argmax(1)) & clear))
+    return nmse, wrong, int(clear.sum())
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "gemma3", "phi3", "llama3-rope", "phi3-longrope",
+                                  "llama-bias", "mistral", "llama-spm", "gemma3-spm"])
+def test_f32_logits_match_transformers(arch: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    tokenizer = request.getfixturevalue("spm_dir" if arch.endswith("-spm") else "tokenizer_dir")
+    folder, model = _checkpoint(arch, tmp_path / arch, tokenizer)
+    out = convert_checkpoint(folder, tmp_path / f"{arch}.gguf", "f32")
+    if arch == "gemma3-spm":  # convert_hf_to_gguf.py turns the dummy prefix off for Gemma 3's SentencePiece
+        field = GGUFReader(out).fields["tokenizer.ggml.add_space_prefix"]
+        assert field.contents() is False
+    nmse, wrong, clear = _compare(model, out)
+    print(f"{arch} f32 NMSE {nmse:.2e}")
+    assert clear >= N_TOKENS // 2
+    assert nmse < 1e-4, nmse
+    assert wrong == 0
+
+
+@pytest.mark.parametrize("outtype, limit", [("f16", 1e-3), ("bf16", 1e-2), ("q8_0", 1e-2)])
+def test_smaller_types_stay_close(llama_dir, tmp_path: Path, outtype: str, limit: float) -> None:
+    folder, model = llama_dir
+    out = convert_checkpoint(folder, tmp_path / "m.gguf", outtype)
+    nmse, wrong, _ = _compare(model, out)
+    print(f"llama {outtype} NMSE {nmse:.2e}")
+    assert nmse < limit, nmse
+    assert wrong <= 1
+
+
+def test_progress_ends_finished_and_partial_is_gone(llama_dir, tmp_path: Path) -> None:
+    events: list[Progress] = []
+    out = convert_checkpoint(llama_dir[0], tmp_path / "m.gguf", "f16", report=events.append)
+    assert out.is_file() and not (tmp_path / "m.gguf.partial").exists()
+    assert events and all(e.task == "convert" for e in events)
+    assert events[-1].finished and events[-1].done == out.stat().st_size == events[-1].total
+    assert not any(e.finished for e in events[:-1])
+    assert [e.done for e in events] == sorted(e.done for e in events)
+
+
+def test_interrupt_removes_partial(llama_dir, tmp_path: Path) -> None:
+    def interrupt(event) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        convert_checkpoint(llama_dir[0], tmp_path / "m.gguf", "f16", report=interrupt)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_outtype(llama_dir, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="q4_k"):
+        convert_checkpoint(llama_dir[0], tmp_path / "m.gguf", "q4_k")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _broken(llama_dir, tmp_path: Path, change) -> Path:
+    folder = tmp_path / "broken"
+    shutil.copytree(llama_dir[0], folder)
+    tensors = load_file(folder / "model.safetensors")
+    change(tensors)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def _assert_refused(folder: Path, out_dir: Path, *words: str) -> None:
+    out_dir.mkdir()
+    with pytest.raises(ModelFileError) as caught:
+        convert_checkpoint(folder, out_dir / "m.gguf", "f32")
+    message = str(caught.value)
+    assert "\n" not in message and caught.value.problem == "corrupt"
+    for word in words:
+        assert word in message, message
+    assert list(out_dir.iterdir()) == []
+
+
+def test_wrong_shape_is_refused(llama_dir, tmp_path: Path) -> None:
+    name = "model.layers.1.self_attn.k_proj.weight"
+
+    def change(t):
+        t[name] = np.zeros((96, 256), np.float32)
+    _assert_refused(_broken(llama_dir, tmp_path, change), tmp_path / "out", name, "[96, 256]", "[128, 256]")
+
+
+def test_missing_tensor_is_refused(llama_dir, tmp_path: Path) -> None:
+    name = "model.layers.0.mlp.up_proj.weight"
+
+    def change(t):
+        del t[name]
+    _assert_refused(_broken(llama_dir, tmp_path, change), tmp_path / "out", name)
+
+
+def test_unknown_tensor_is_refused(llama_dir, tmp_path: Path) -> None:
+    def change(t):
+        t["model.layers.0.mlp.extra_proj.weight"] = np.zeros((4, 4), np.float32)
+    _assert_refused(_broken(llama_dir, tmp_path, change), tmp_path / "out", "extra_proj")
+
+
+def test_config_json_is_checked_against_the_weights(llama_dir, tmp_path: Path) -> None:
+    folder = tmp_path / "wider"
+    shutil.copytree(llama_dir[0], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["intermediate_size"] = 640
+    (folder / "config.json").write_text(json.dumps(config))
+    _assert_refused(folder, tmp_path / "out", "gate_proj", "[640, 256]")
+
+
+@pytest.mark.parametrize("prefix", ["model.language_model.", "language_model.model."])
+def test_gemma3_multimodal_layout_converts_its_text_model(tmp_path: Path, tokenizer_dir: Path, prefix: str) -> None:
+    """Gemma3ForConditionalGeneration checkpoints hold the text model under a prefix (transformers 5's or 4's)
+    beside a vision tower, which is left out."""
+    folder, model = _checkpoint("gemma3", tmp_path / "gemma3", tokenizer_dir)
+    tensors = load_file(folder / "model.safetensors")
+    moved = {(prefix + name[len("model."):] if name.startswith("model.") else name): value
+             for name, value in tensors.items()}
+    moved["model.vision_tower.vision_model.embeddings.patch_embedding.weight"] = np.zeros((8, 3), np.float32)
+    save_file(moved, folder / "model.safetensors", metadata={"format": "pt"})
+    text = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3", "text_config": text,
+        "vision_config": {"hidden_size": 8}, "bos_token_id": 0, "eos_token_id": 1}))
+    nmse, wrong, _ = _compare(model, convert_checkpoint(folder, tmp_path / "g.gguf", "f32"))
+    assert nmse < 1e-4, nmse
+    assert wrong == 0
+
+
+def test_bf16_checkpoint_converts_exactly(tmp_path: Path, tokenizer_dir: Path) -> None:
+    """Most checkpoints are stored in bfloat16: bf16 -> bf16 keeps every weight's bits, so llama.cpp's logits stay
+    as close to the bfloat16 model (run in float32) as the f32 conversion does."""
+    folder, model = _checkpoint("qwen2", tmp_path / "qwen2", tokenizer_dir)
+    model = model.to(torch.bfloat16)
+    model.save_pretrained(folder, safe_serialization=True)
+    assert json.loads((folder / "config.json").read_text()).get("dtype", "bfloat16") == "bfloat16"
+    model = model.float()
+    out = convert_checkpoint(folder, tmp_path / "q.gguf", "bf16")
+    types = {t.name: t.tensor_type for t in GGUFReader(out).tensors}
+    assert types["blk.0.attn_q.weight"] == GGMLQuantizationType.BF16
+    assert types["blk.0.attn_q.bias"] == types["output_norm.weight"] == GGMLQuantizationType.F32
+    assert "output.weight" not in types  # tied embeddings
+    nmse, wrong, _ = _compare(model, out)
+    print(f"qwen2 bf16 checkpoint -> bf16 NMSE {nmse:.2e}")
+    assert nmse < 1e-3, nmse
+
+
+def test_too_little_disk_is_refused_before_writing(llama_dir, tmp_path: Path, monkeypatch) -> None:
+    from edgellm.convert import writer
+    from edgellm.errors import DiskError
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(writer.shutil, "disk_usage", lambda path: real(path)._replace(free=1_000_000))
+    with pytest.raises(DiskError, match="GB free"):
+        convert_checkpoint(llama_dir[0], tmp_path / "m.gguf", "f32")
+    assert list(tmp_path.iterdir()) == []
