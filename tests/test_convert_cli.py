@@ -59,3 +59,27 @@ def test_bad_input_is_one_line_and_leaves_nothing(checkpoint: Path, tmp_path: Pa
     assert_one_line_error(edgellm("convert", str(checkpoint), "--quant", "Q4_K_M", "--outtype", "q8_0"),
                           "drop --outtype")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "odd"]
+
+
+def test_convert_from_the_hub_fetches_only_what_it_needs(checkpoint: Path, edgellm_home: Path, tmp_path: Path) -> None:
+    from fakehub import FakeHub, FakeRepo
+
+    hub = FakeHub()
+    extra = tmp_path / "README.md"
+    extra.write_text("# tiny\n")
+    files = {p.name: p for p in checkpoint.iterdir() if p.is_file()} | {"README.md": extra, "onnx/model.onnx": extra}
+    hub.add("tests/tiny-llama", FakeRepo(files))
+    hub.add("tests/tiny-GGUF", FakeRepo({"tiny-Q8_0.gguf": extra}))
+    env = {"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf-home")}
+    done = edgellm("convert", "-hf", "tests/tiny-llama", "--quant", "Q8_0", env=env)
+    assert done.returncode == 0, done.stderr
+    path = Path(done.stdout.strip().splitlines()[-1])
+    assert path == edgellm_home / "models" / "local" / "tiny-llama" / "tiny-llama-Q8_0.gguf" and path.is_file()
+    assert "fetching tests/tiny-llama" in done.stderr and "removed the downloaded checkpoint" in done.stderr
+    assert not (edgellm_home / "checkpoints" / "tests" / "tiny-llama").exists()
+    fetched = {path for method, path, _ in hub.log if method in ("GET", "HEAD") and "/resolve/" in path}
+    assert any(path.endswith("/config.json") for path in fetched)  # the log does show what was fetched
+    assert not any(name in path for path in fetched for name in ("README.md", "model.onnx"))
+    assert_one_line_error(edgellm("convert", "-hf", "tests/tiny-GGUF", env=env), "edgellm pull tests/tiny-GGUF")
+    assert_one_line_error(edgellm("convert", "-hf", "tests/tiny-llama", "--quant", "Q9_X", env=env), "Q9_X")
+    assert_one_line_error(edgellm("convert"), "a folder (SRC) or a Hub repo")

@@ -10,7 +10,11 @@ OUTTYPES = ("auto", "f32", "f16", "bf16", "q8_0")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", metavar="SRC", help="a checkpoint folder: config.json, *.safetensors, tokenizer files")
+    parser.add_argument("src", metavar="SRC", nargs="?",
+                        help="a checkpoint folder: config.json, *.safetensors, tokenizer files")
+    parser.add_argument("-hf", "--hf-repo", metavar="REPO", help="a transformers repo on the Hub, fetched first")
+    parser.add_argument("--keep-checkpoint", action="store_true",
+                        help="with -hf, keep the downloaded checkpoint (in EDGELLM_HOME/checkpoints) afterwards")
     parser.add_argument("-o", "--output", metavar="OUT", help="the GGUF to write (default: into the model store)")
     parser.add_argument("--outtype", choices=OUTTYPES, default="auto",
                         help="what the GGUF writer writes (auto: the quant itself when it can, else f16 or bf16)")
@@ -26,15 +30,26 @@ def main(args: argparse.Namespace) -> int:
 
     from edgellm import loading
     from edgellm.commands.progress_line import ProgressLine
-    from edgellm.convert.pipeline import plan_conversion, run_conversion
+    from edgellm.convert.pipeline import check_request, plan_conversion, run_conversion
+    from edgellm.errors import UserError
 
-    conversion = plan_conversion(Path(args.src).expanduser(), args.quant, args.outtype,
-                                 loading.profile_named(args.profile),
-                                 Path(args.output).expanduser() if args.output else None)
+    if (args.src is None) == (args.hf_repo is None):
+        raise UserError("name one checkpoint: a folder (SRC) or a Hub repo (-hf owner/repo)")
+    output = Path(args.output).expanduser() if args.output else None
+    profile = loading.profile_named(args.profile)
     report = ProgressLine(show_progress=not args.json)
+    if args.hf_repo:
+        from edgellm.hub.checkpoint import fetch_checkpoint
+        from edgellm.hub.refs import parse_ref
+
+        check_request(args.quant, output)  # before fetching gigabytes
+        source = fetch_checkpoint(parse_ref(args.hf_repo).repo, report)
+    else:
+        source = Path(args.src).expanduser()
+    conversion = plan_conversion(source, args.quant, args.outtype, profile, output)
     for notice in conversion.notices:
         report(notice)
-    path = run_conversion(conversion, report)
+    path = run_conversion(conversion, report, discard_source=bool(args.hf_repo) and not args.keep_checkpoint)
     if args.json:
         print(json.dumps({"path": str(path), "name": conversion.name if conversion.in_store else None,
                           "quant": conversion.quant, "outtype": conversion.outtype, "size": path.stat().st_size,

@@ -8,6 +8,7 @@ and leaves either the finished file or nothing.
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +39,18 @@ class Conversion:
         return f"local/{self.target.parent.name}:{self.quant}"
 
 
+def check_request(quant: str, output: Path | None) -> None:
+    """What can be refused before anything is read or fetched: an unknown quant, an output that is no GGUF."""
+    if quant != "auto":
+        canonical_quant(quant)
+    if output is not None and output.suffix != ".gguf":
+        raise UserError(f"{output}: the output must be a .gguf file")
+
+
 def plan_conversion(source: Path, quant: str, outtype: str, profile: DeviceProfile,
                     output: Path | None = None) -> Conversion:
     """What converting `source` will do; one-line errors for a bad checkpoint, quant or target."""
+    check_request(quant, output)
     config = read_config(source)
     notices: list[Notice] = []
     if quant == "auto":
@@ -62,8 +72,6 @@ def plan_conversion(source: Path, quant: str, outtype: str, profile: DeviceProfi
     elif quant not in CONVERTER_TYPES and outtype == "q8_0":
         raise UserError(f"{quant} is made from f16, bf16 or f32 weights, not q8_0; drop --outtype")
     target = output if output is not None else default_target(source, quant)
-    if target.suffix != ".gguf":
-        raise UserError(f"{target}: the output must be a .gguf file")
     if target.exists():
         raise UserError(f"{target} exists already; remove it (`edgellm rm` for the store) or pass -o OTHER.gguf")
     return Conversion(source, config, quant, outtype, target, output is None, tuple(notices))
@@ -75,8 +83,10 @@ def default_target(source: Path, quant: str) -> Path:
     return store.store_dir() / "local" / name / f"{name}-{quant}.gguf"
 
 
-def run_conversion(conversion: Conversion, report: Report = ignore) -> Path:
-    """Write the GGUF, quantize it when the quant needs llama.cpp, and add it to the store when it lives there."""
+def run_conversion(conversion: Conversion, report: Report = ignore, discard_source: bool = False) -> Path:
+    """Write the GGUF, quantize it when the quant needs llama.cpp, and add it to the store when it lives there.
+    `discard_source` removes the checkpoint afterwards (one fetched only to be converted: it would double the disk
+    used)."""
     target = conversion.target
     target.parent.mkdir(parents=True, exist_ok=True)
     if conversion.outtype == conversion.quant.lower():
@@ -93,4 +103,7 @@ def run_conversion(conversion: Conversion, report: Report = ignore) -> Path:
             name=conversion.name, repo=conversion.name.split(":")[0], quant=conversion.quant,
             files=[str(target.relative_to(store.store_dir()))], size=target.stat().st_size, source="convert",
             added=time.time()))
+    if discard_source:
+        shutil.rmtree(conversion.source, ignore_errors=True)
+        report(Notice(f"removed the downloaded checkpoint {conversion.source} (--keep-checkpoint keeps it)"))
     return target

@@ -1,0 +1,60 @@
+"""Bring a transformers checkpoint from the Hub for conversion: only the files a conversion reads.
+
+The weights (safetensors), config.json and the tokenizer files at the top of the repo, fetched as pull fetches
+GGUFs (resumable `.part` files, sha256 checked for LFS files, free disk checked first, progress as events) into
+EDGELLM_HOME/checkpoints/owner/repo/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgellm import home
+from edgellm.errors import NoSuchQuant
+from edgellm.events import Notice, Report, ignore
+from edgellm.hub import client
+from edgellm.hub.download import Meter, check_disk, fetch, remaining_bytes
+from edgellm.hub.files import RemoteFile
+
+NEEDED = ("config.json", "generation_config.json", "model.safetensors.index.json", "tokenizer.json",
+          "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+          "chat_template.jinja")
+
+
+def checkpoint_dir(repo: str) -> Path:
+    return home.home() / "checkpoints" / repo
+
+
+def conversion_files(files: list[RemoteFile]) -> list[RemoteFile]:
+    """The files of a repo listing a conversion reads: top-level safetensors, config and tokenizer files."""
+    return [f for f in files if "/" not in f.path and (f.path in NEEDED or f.path.endswith(".safetensors"))]
+
+
+def fetch_checkpoint(repo: str, report: Report = ignore) -> Path:
+    """The checkpoint folder of `repo`, downloaded (or completed) now; typed errors for a repo with no weights."""
+    commit, files = client.list_files(repo)
+    wanted = conversion_files(files)
+    if not any(f.path.endswith(".safetensors") for f in wanted) or not any(f.path == "config.json" for f in wanted):
+        has_gguf = any(f.path.lower().endswith(".gguf") for f in files)
+        raise NoSuchQuant(f"{repo} has no transformers checkpoint (config.json and safetensors weights) to convert"
+                          + (f"; it holds GGUF files: `edgellm pull {repo}` downloads one" if has_gguf else ""),
+                          repo, None, [])
+    folder = checkpoint_dir(repo)
+    targets = [(file, folder / file.path) for file in wanted]
+    todo = [(file, dest) for file, dest in targets if not (dest.is_file() and dest.stat().st_size == file.size)]
+    check_disk(folder, remaining_bytes(todo))
+    total = sum(file.size for file in wanted)
+    report(Notice(f"fetching {repo} ({total / 2**30:.2f} GiB in {len(wanted)} files) to convert it"))
+    meter = Meter(total, report)
+    try:
+        for file, dest in targets:
+            if (file, dest) in todo:
+                fetch(repo, file, commit, dest, meter)
+            else:
+                meter.resumed(file.size)
+    except KeyboardInterrupt:
+        meter.finish()
+        report(Notice("download stopped; run the same command again to resume where it stopped"))
+        raise
+    meter.finish()
+    return folder
