@@ -1,9 +1,14 @@
 """`edgellm convert` on a synthetic llama checkpoint: MB/s against a plain file copy of the same bytes (the anchor,
 measured in the same run) and the converter's peak RSS against the checkpoint's size.
 
-Goal (issue 9): peak RSS under 300 MB whatever the model's size. The checkpoint is bf16, in two shards, with a
-trained BPE tokenizer; conversion writes f16 (and, with --quant, times llama.cpp's quantize step too).
-Usage: .venv/bin/python benchmarks/bench_convert.py [--layers 5] [--quant Q4_K_M]
+A second anchor, in the same run on the same input: llama.cpp's own convert_hf_to_gguf.py (from llama-cpp-python's
+sdist, fetched and cached by llama_cpp_source.py), run in its folder with this environment's python, torch and
+transformers and its own gguf-py; its MiB/s and peak RSS are printed beside edgellm's, with ratios.
+
+Goal (issue 9): peak RSS under 300 MB whatever the model's size. The checkpoint is bf16, in two shards, about 1 GB
+(9 layers), with a trained SentencePiece tokenizer (or --tokenizer bpe); conversion writes f16, and the quantize step
+to Q4_K_M is timed too (--quant none skips it).
+Usage: .venv/bin/python benchmarks/bench_convert.py [--layers 9] [--tokenizer spm|bpe] [--quant Q4_K_M]
 """
 
 from __future__ import annotations
@@ -34,9 +39,9 @@ def bf16(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     return np.resize(block.astype(np.uint16), count).reshape(shape)
 
 
-def write_checkpoint(folder: Path, layers: int) -> int:
+def write_checkpoint(folder: Path, layers: int, tokenizer_kind: str = "spm") -> int:
     """A llama checkpoint in two safetensors shards with an index; returns its size in bytes."""
-    from test_convert_vocab import PRE_TOKENIZERS, _train_bpe
+    from test_convert_vocab import PRE_TOKENIZERS, _train_bpe, _train_spm
 
     rng = np.random.default_rng(0)
     head_dim = HIDDEN // HEADS
@@ -64,9 +69,14 @@ def write_checkpoint(folder: Path, layers: int) -> int:
         "num_hidden_layers": layers, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
         "vocab_size": VOCAB, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
         "tie_word_embeddings": False, "torch_dtype": "bfloat16", "bos_token_id": 0, "eos_token_id": 1}))
-    tokenizer = _train_bpe(Path(tempfile.mkdtemp(prefix="edgellm-tok-")), PRE_TOKENIZERS["llama-bpe"])
+    scratch = Path(tempfile.mkdtemp(prefix="edgellm-tok-"))
+    if tokenizer_kind == "spm":
+        tokenizer = _train_spm(scratch)
+    else:
+        tokenizer = _train_bpe(scratch, PRE_TOKENIZERS["llama-bpe"])
     for file in tokenizer.iterdir():
         shutil.copy(file, folder / file.name)
+    shutil.rmtree(scratch, ignore_errors=True)
     return sum(f.stat().st_size for f in folder.glob("*.safetensors"))
 
 
@@ -85,26 +95,49 @@ def write_bf16_shard(path: Path, shapes: dict[str, tuple[int, ...]], rng: np.ran
             handle.write(bf16(shape, rng).tobytes())
 
 
-def timed_child(argv: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of a child process."""
-    started = time.perf_counter()
-    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    elapsed = time.perf_counter() - started
-    if status != 0:
-        raise SystemExit(f"failed: {' '.join(argv)}\n{child.stderr.read().decode()}")
-    return elapsed, usage.ru_maxrss * 1024
+def timed_child(argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of a child process, measured by /usr/bin/time: a child forked from this
+    process would count this process's own memory (the written checkpoint) in its peak. Its stderr goes to a file,
+    so a chatty child never blocks on a full pipe."""
+    with tempfile.TemporaryFile() as log, tempfile.NamedTemporaryFile("r") as rss:
+        started = time.perf_counter()
+        status = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *argv], stdout=subprocess.DEVNULL,
+                                stderr=log, cwd=cwd, env=env).returncode
+        elapsed = time.perf_counter() - started
+        if status != 0:
+            log.seek(0)
+            raise SystemExit(f"failed: {' '.join(argv)}\n{log.read().decode(errors='replace')[-4000:]}")
+        peak_kib = int(rss.read().split()[-1])
+    return elapsed, peak_kib * 1024
+
+
+def anchor_convert(source: Path, out: Path) -> tuple[float, int]:
+    """llama.cpp's convert_hf_to_gguf.py on `source` to f16, run from its own folder with this environment's
+    python (torch, transformers) and its own gguf-py: wall seconds and peak RSS, measured as for edgellm."""
+    from llama_cpp_source import llama_cpp_source
+
+    folder = llama_cpp_source()
+    env = dict(os.environ, PYTHONPATH=str(folder / "gguf-py"))
+    env.pop("NO_LOCAL_GGUF", None)
+    argv = [str(REPO / ".venv" / "bin" / "python"), "convert_hf_to_gguf.py", str(source),
+            "--outtype", "f16", "--outfile", str(out)]
+    return timed_child(argv, cwd=folder, env=env)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--layers", type=int, default=5)
-    parser.add_argument("--quant", default=None, help="also time quantizing to this quant (e.g. Q4_K_M)")
+    parser.add_argument("--layers", type=int, default=9, help="decoder layers (9: about 1 GB of bf16)")
+    parser.add_argument("--tokenizer", choices=("spm", "bpe"), default="spm",
+                        help="a trained SentencePiece tokenizer.model (default) or a byte-level BPE tokenizer.json")
+    parser.add_argument("--quant", default="Q4_K_M", help="also time quantizing to this quant ('none' to skip)")
     options = parser.parse_args()
+    from llama_cpp_source import llama_cpp_source
+
+    llama_cpp_source()  # fetched (once) before anything is timed
     with tempfile.TemporaryDirectory(prefix="edgellm-bench-convert-") as tmp:
         source = Path(tmp) / "synthetic-llama"
         source.mkdir()
-        size = write_checkpoint(source, options.layers)
+        size = write_checkpoint(source, options.layers, options.tokenizer)
         started = time.perf_counter()
         for shard in source.glob("*.safetensors"):
             shutil.copyfile(shard, Path(tmp) / (shard.name + ".copy"))
@@ -114,16 +147,24 @@ def main() -> None:
         env_python = [sys.executable, "-m", "edgellm", "convert", str(source)]
         f16 = Path(tmp) / "out-F16.gguf"
         convert_s, rss = timed_child(env_python + ["-o", str(f16), "--quant", "F16"])
-        print(f"synthetic llama, {options.layers} layers, {size / 2**20:,.0f} MiB bf16 in 2 shards -> f16")
-        print(f"  plain copy of the same bytes: {size / 2**20 / copy_s:,.0f} MiB/s (the anchor)")
-        print(f"  edgellm convert:             {size / 2**20 / convert_s:,.0f} MiB/s, {convert_s:.1f} s, "
-              f"ratio to the copy {copy_s / convert_s:.2f}")
-        print(f"  peak RSS: {rss / 2**20:,.0f} MiB for a {size / 2**20:,.0f} MiB checkpoint (goal < 300 MiB)")
-        if options.quant:
+        f16.unlink()
+        anchor_s, anchor_rss = anchor_convert(source, Path(tmp) / "anchor-F16.gguf")
+        (Path(tmp) / "anchor-F16.gguf").unlink()
+        mib = size / 2**20
+        print(f"synthetic llama, {options.layers} layers, {mib:,.0f} MiB bf16 in 2 shards, {options.tokenizer} "
+              f"tokenizer -> f16")
+        print(f"  plain copy of the same bytes:     {mib / copy_s:7,.0f} MiB/s")
+        print(f"  edgellm convert:                  {mib / convert_s:7,.0f} MiB/s, {convert_s:6.1f} s, "
+              f"peak RSS {rss / 2**20:6,.0f} MiB (goal < 300 MiB)")
+        print(f"  llama.cpp convert_hf_to_gguf.py:  {mib / anchor_s:7,.0f} MiB/s, {anchor_s:6.1f} s, "
+              f"peak RSS {anchor_rss / 2**20:6,.0f} MiB (the anchor)")
+        print(f"  ratios: edgellm / llama.cpp MiB/s {anchor_s / convert_s:.2f}, peak RSS "
+              f"{rss / anchor_rss:.2f}; edgellm / plain copy MiB/s {copy_s / convert_s:.2f}")
+        if options.quant and options.quant.lower() != "none":
             quantized = Path(tmp) / f"out-{options.quant}.gguf"
             quant_s, quant_rss = timed_child(env_python + ["-o", str(quantized), "--quant", options.quant])
             print(f"  convert + quantize to {options.quant}: {quant_s:.1f} s (quantize alone about "
-                  f"{quant_s - convert_s:.1f} s), peak RSS of the parent {quant_rss / 2**20:,.0f} MiB")
+                  f"{quant_s - convert_s:.1f} s), peak RSS {quant_rss / 2**20:,.0f} MiB")
 
 
 if __name__ == "__main__":

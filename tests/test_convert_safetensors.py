@@ -278,3 +278,43 @@ def test_iterating_a_200_mb_file_holds_one_tensor(tmp_path: Path) -> None:
     assert marks == [i + 1.5 for i in range(count)]
     one_tensor = shape[0] * shape[1] * 2  # float16 output
     assert one_tensor <= peak < one_tensor + chunk + (1 << 20), peak
+
+
+@pytest.mark.parametrize(("src", "out"), [("BF16", np.float16), ("BF16", np.float32), ("F32", np.float16),
+                                          ("F16", np.float32), ("F32", None)])
+def test_read_rows_equals_a_slice_of_the_whole_read(tmp_path: Path, src: str, out) -> None:
+    values = rng.standard_normal((301, 37)).astype(np.float32)
+    stored = {"BF16": to_bf16(values), "F32": values, "F16": values.astype(np.float16)}[src]
+    write_st(tmp_path / "model.safetensors", {"w": (src, stored), "v": (src, stored[:, 0].copy()),
+                                              "s": ("F32", np.array(1.0, np.float32))})
+    ck = Checkpoint.open(tmp_path)
+    whole = ck.read("w", out)
+    buffer = np.empty(whole.nbytes, np.uint8)
+    for start, stop in [(0, 0), (0, 1), (5, 17), (300, 301), (0, 301), (128, 256)]:
+        rows = ck.read_rows("w", start, stop, out, chunk_bytes=1000)
+        assert rows.dtype == whole.dtype and rows.shape == (stop - start, 37)
+        np.testing.assert_array_equal(rows, whole[start:stop])
+        np.testing.assert_array_equal(ck.read_rows("w", start, stop, out, buffer=buffer), whole[start:stop])
+    np.testing.assert_array_equal(ck.read_rows("v", 7, 70, out), ck.read("v", out)[7:70])
+    with pytest.raises(ValueError, match="rows"):
+        ck.read_rows("w", 10, 302, out)
+    with pytest.raises(ValueError, match="scalar"):
+        ck.read_rows("s", 0, 1)
+
+
+def test_bf16_to_f16_is_numpys_cast_for_every_value(tmp_path: Path) -> None:
+    """BF16 is read as F16 by bit arithmetic: every one of the 65536 bf16 values (normal, subnormal, zero, overflow,
+    inf, NaN) must come out as numpy's float32 -> float16 cast gives it, in blocks of mostly odd values too."""
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    shuffled = np.random.default_rng(3).permutation(bits)
+    write_st(tmp_path / "model.safetensors", {"all": ("BF16", bits.reshape(256, 256)),
+                                              "mixed": ("BF16", shuffled.reshape(256, 256))})
+    ck = Checkpoint.open(tmp_path)
+    for name, stored in (("all", bits), ("mixed", shuffled)):
+        with np.errstate(over="ignore"):
+            want = np.left_shift(stored, 16, dtype=np.uint32).view(np.float32).astype(np.float16)
+        for chunk in (1000, 1 << 20):
+            got = ck.read(name, np.float16, chunk_bytes=chunk).reshape(-1)
+            nan = np.isnan(want)
+            assert np.array_equal(np.isnan(got), nan)
+            np.testing.assert_array_equal(got.view(np.uint16)[~nan], want.view(np.uint16)[~nan])

@@ -271,3 +271,39 @@ def test_too_little_disk_is_refused_before_writing(llama_dir, tmp_path: Path, mo
     with pytest.raises(DiskError, match="GB free"):
         convert_checkpoint(llama_dir[0], tmp_path / "m.gguf", "f32")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("outtype", ["f16", "q8_0", "f32"])
+def test_slab_size_does_not_change_the_file(llama_dir, tmp_path: Path, monkeypatch, outtype: str) -> None:
+    """Matrices are converted in slabs of rows (whole q/k heads): one head or row at a time writes the same bytes
+    as slabs larger than any tensor."""
+    from edgellm.convert import writer
+
+    monkeypatch.setattr(writer, "SLAB_BYTES", 1 << 30)
+    whole = convert_checkpoint(llama_dir[0], tmp_path / "whole.gguf", outtype).read_bytes()
+    monkeypatch.setattr(writer, "SLAB_BYTES", 1)
+    monkeypatch.setattr(writer, "READ_CHUNK", 100)
+    assert convert_checkpoint(llama_dir[0], tmp_path / "slabs.gguf", outtype).read_bytes() == whole
+
+
+def test_bf16_checkpoint_to_f16_in_slabs_matches_a_whole_tensor_conversion(tmp_path: Path, tokenizer_dir: Path,
+                                                                          monkeypatch) -> None:
+    """bf16 -> f16 reads the rows straight as float16 and permutes q/k slab by slab: the same values as converting
+    each whole tensor through float32."""
+    from edgellm.convert import writer
+
+    folder, model = _checkpoint("llama", tmp_path / "llama", tokenizer_dir)
+    model.to(torch.bfloat16).save_pretrained(folder, safe_serialization=True)
+    monkeypatch.setattr(writer, "SLAB_BYTES", 4096)
+    out = convert_checkpoint(folder, tmp_path / "m.gguf", "f16")
+    tensors = {t.name: t for t in GGUFReader(out).tensors}
+    q = np.asarray(tensors["blk.0.attn_q.weight"].data)
+    assert q.dtype == np.float16
+    import safetensors.torch  # safetensors.numpy cannot hold bf16
+
+    hf = safetensors.torch.load_file(folder / "model.safetensors")["model.layers.0.self_attn.q_proj.weight"]
+    assert hf.dtype == torch.bfloat16
+    w = hf.float().numpy()
+    n_head = SHAPE["num_attention_heads"]
+    want = w.reshape(n_head, 2, w.shape[0] // n_head // 2, w.shape[1]).swapaxes(1, 2).reshape(w.shape)
+    np.testing.assert_array_equal(q.reshape(want.shape), want.astype(np.float16))

@@ -35,12 +35,19 @@ _SKIPPED = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "m
 @dataclass(frozen=True)
 class PlannedTensor:
     """One GGUF tensor: `shape` in ggml order, `source` the checkpoint tensor it is made from (None: generated),
-    `transform` what is done to the source's float32 array (or, when generated, makes it from nothing)."""
+    `transform` what is done to the source's float32 array (or, when generated, makes it from nothing).
+
+    Every transform works row by row or on groups of `row_block` rows (a q/k head), so it may be given any slab
+    of the source's rows that starts and ends on a multiple of `row_block`: large tensors are converted in slabs,
+    never whole. `moves_only`: the transform only moves values (no arithmetic), so it may be given the source in
+    any dtype (read straight as the output's float16, say) and gives the same values."""
 
     name: str
     shape: tuple[int, ...]
     source: str | None
     transform: Callable[[np.ndarray | None], np.ndarray]
+    row_block: int = 1
+    moves_only: bool = False
 
     @property
     def source_shape(self) -> tuple[int, ...]:
@@ -93,12 +100,12 @@ def expected_source(config: HFConfig, gguf_name: str) -> str:
             "output.weight": "lm_head.weight"}.get(gguf_name, gguf_name)
 
 
-def _permute(n_head: int) -> Callable[[np.ndarray | None], np.ndarray]:
-    """HF's rotate-half q/k rows -> llama.cpp's interleaved pairs, per head (weights and biases alike)."""
+def _permute(head_rows: int) -> Callable[[np.ndarray | None], np.ndarray]:
+    """HF's rotate-half q/k rows -> llama.cpp's interleaved pairs, per head of `head_rows` rows (weights and biases
+    alike); any whole number of heads at a time, so a tensor may be permuted slab by slab."""
     def apply(w: np.ndarray | None) -> np.ndarray:
         assert w is not None
-        rows = w.shape[0]
-        return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+        return w.reshape(-1, 2, head_rows // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
     return apply
 
 
@@ -161,14 +168,16 @@ def plan_tensors(config: HFConfig, sources: dict[str, str]) -> tuple[list[Planne
             missing.append(name)
             continue
         transform: Callable[[np.ndarray | None], np.ndarray] = _as_is
+        row_block = 1
         kind = name.split(".")[2] if name.startswith("blk.") else ""
-        if arch == "llama" and kind == "attn_q":
-            transform = _permute(config.n_head)
-        elif arch == "llama" and kind == "attn_k":
-            transform = _permute(config.n_head_kv)
+        if arch == "llama" and kind in ("attn_q", "attn_k"):
+            n_head = config.n_head if kind == "attn_q" else config.n_head_kv
+            row_block = tensor.shape[-1] // n_head  # the rows of one head (shape is in ggml order)
+            transform = _permute(row_block)
         elif arch == "gemma3" and name.endswith("norm.weight"):
             transform = _plus_one
-        planned.append(PlannedTensor(name, tensor.shape, source, transform))
+        planned.append(PlannedTensor(name, tensor.shape, source, transform, row_block,
+                                     moves_only=transform is not _plus_one))
     return planned, missing
 
 

@@ -21,6 +21,7 @@ from edgellm.quants import FILE_TYPES
 
 FTYPES = {name: number for number, name in FILE_TYPES.items()}
 TENSOR_LINE = re.compile(rb"\[\s*(\d+)/\s*(\d+)\]")
+MAX_BUFFER = 64 * 2**20  # tensor rows llama.cpp keeps in memory at once (its default is 8 GiB: a Pi has 4)
 
 
 def quantize(source: Path, target: Path, quant: str, report: Report = ignore, threads: int | None = None) -> Path:
@@ -74,6 +75,7 @@ def _child(source: str, target: str, ftype: int, threads: int) -> int:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = threads
+    params.max_buf_size = MAX_BUFFER
     return 1 if llama_cpp.llama_model_quantize(source.encode(), target.encode(), ctypes.byref(params)) else 0
 
 

@@ -37,6 +37,7 @@ DTYPES: dict[str, np.dtype] = {
     }.items()
 }
 BF16_RAW = np.dtype("<u2")
+BF16_STEP = 1 << 16  # values converted bf16 -> f16 at a time (their scratch stays in the CPU's cache)
 
 
 @dataclass(frozen=True)
@@ -120,31 +121,40 @@ class Checkpoint:
         """
         info = self.info(name)
         out_dtype = self.output_dtype(info, out_dtype)
-        src = DTYPES[info.dtype]
         out = _output_array(info, out_dtype, buffer)
-        flat = out.reshape(-1)
         if info.nbytes == 0:
             return out
         with _open(info.file) as f:
             f.seek(info.offset)
-            if out_dtype == src:  # stored as asked: straight into the output, no scratch
-                _read_exact(f, flat, info)
-                return out
-            via_f32 = info.dtype == "BF16" and out_dtype != np.float32
-            per_element = src.itemsize + (4 if via_f32 else 0)
-            step = max(1, (chunk_bytes or CHUNK_BYTES) // per_element)
-            raw = np.empty(min(step, flat.size), src)
-            f32 = np.empty(raw.size, np.float32) if via_f32 else None
-            for start in range(0, flat.size, step):
-                n = min(step, flat.size - start)
-                _read_exact(f, raw[:n], info)
-                if info.dtype != "BF16":
-                    np.copyto(flat[start:start + n], raw[:n], casting="same_kind")
-                elif f32 is None:  # BF16 -> float32: the 16 bits are the top half of the float32
-                    np.left_shift(raw[:n], 16, out=flat[start:start + n].view(np.uint32), dtype=np.uint32)
-                else:
-                    np.left_shift(raw[:n], 16, out=f32[:n].view(np.uint32), dtype=np.uint32)
-                    np.copyto(flat[start:start + n], f32[:n], casting="same_kind")
+            _fill(f, out.reshape(-1), info, chunk_bytes)
+        return out
+
+    def read_rows(self, name: str, start: int, stop: int, out_dtype: DTypeLike | None = None, *,
+                  buffer: np.ndarray | None = None, chunk_bytes: int | None = None) -> np.ndarray:
+        """Rows `start:stop` (along the first axis) of one tensor, converted as `read` does, without reading the
+        rest: a slab of a large tensor costs its own size, not the tensor's. `buffer` as for `read`."""
+        info = self.info(name)
+        if not info.shape:
+            raise ValueError(f"{info.name} is a scalar: it has no rows")
+        rows = info.shape[0]
+        if not 0 <= start <= stop <= rows:
+            raise ValueError(f"rows {start}:{stop} are not inside the {rows} rows of {info.name}")
+        out_dtype = self.output_dtype(info, out_dtype)
+        shape = (stop - start, *info.shape[1:])
+        count = math.prod(shape)
+        if buffer is None:
+            out = np.empty(shape, out_dtype)
+        else:
+            nbytes = count * out_dtype.itemsize
+            if buffer.dtype != np.uint8 or buffer.ndim != 1 or buffer.size < nbytes:
+                raise ValueError(f"buffer must be a 1-D uint8 array of at least {nbytes} bytes for {info.name}")
+            out = buffer[:nbytes].view(out_dtype).reshape(shape)
+        if count == 0:
+            return out
+        per_row = math.prod(info.shape[1:]) * DTYPES[info.dtype].itemsize
+        with _open(info.file) as f:
+            f.seek(info.offset + start * per_row)
+            _fill(f, out.reshape(-1), info, chunk_bytes)
         return out
 
     def iter_tensors(self, out_dtype: DTypeLike | None = None, *, reuse: bool = True,
@@ -312,6 +322,62 @@ def _output_array(info: TensorInfo, out_dtype: np.dtype, buffer: np.ndarray | No
     if buffer.dtype != np.uint8 or buffer.ndim != 1 or buffer.size < nbytes:
         raise ValueError(f"buffer must be a 1-D uint8 array of at least {nbytes} bytes for {info.name}")
     return buffer[:nbytes].view(out_dtype).reshape(info.shape)
+
+
+def _fill(f, flat: np.ndarray, info: TensorInfo, chunk_bytes: int | None) -> None:
+    """Fill the contiguous 1-D `flat` with the next `flat.size` stored values of `info` from `f`, converted to its
+    dtype through at most `chunk_bytes` of scratch (none when the stored dtype is the one asked for)."""
+    src = DTYPES[info.dtype]
+    if flat.dtype == src:  # stored as asked: straight into the output, no scratch
+        _read_exact(f, flat, info)
+        return
+    if info.dtype == "BF16" and flat.dtype == np.float16:  # bit arithmetic, 3x numpy's float32 -> float16 cast
+        step = max(1, (chunk_bytes or CHUNK_BYTES) // 4)  # 2 bytes of raw, at most 2 of scratch per value
+        raw = np.empty(min(step, flat.size), src)
+        for start in range(0, flat.size, step):
+            n = min(step, flat.size - start)
+            _read_exact(f, raw[:n], info)
+            for at in range(0, n, BF16_STEP):
+                _bf16_to_f16(raw[at:at + BF16_STEP][:n - at], flat[start + at:start + min(n, at + BF16_STEP)])
+        return
+    via_f32 = info.dtype == "BF16" and flat.dtype != np.float32
+    per_element = src.itemsize + (4 if via_f32 else 0)
+    step = max(1, (chunk_bytes or CHUNK_BYTES) // per_element)
+    raw = np.empty(min(step, flat.size), src)
+    f32 = np.empty(raw.size, np.float32) if via_f32 else None
+    for start in range(0, flat.size, step):
+        n = min(step, flat.size - start)
+        _read_exact(f, raw[:n], info)
+        if info.dtype != "BF16":
+            np.copyto(flat[start:start + n], raw[:n], casting="same_kind")
+        elif f32 is None:  # BF16 -> float32: the 16 bits are the top half of the float32
+            np.left_shift(raw[:n], 16, out=flat[start:start + n].view(np.uint32), dtype=np.uint32)
+        else:
+            np.left_shift(raw[:n], 16, out=f32[:n].view(np.uint32), dtype=np.uint32)
+            np.copyto(flat[start:start + n], f32[:n], casting="same_kind")
+
+
+def _bf16_to_f16(raw: np.ndarray, out: np.ndarray) -> None:
+    """bf16 bits (uint16) -> float16 in `out`, bit for bit what numpy's float32 -> float16 cast gives: a value in
+    float16's normal range keeps its 7 mantissa bits (exact, only the exponent is rebiased); the rare rest
+    (subnormal, zero, overflow, inf, NaN) goes through numpy's cast."""
+    h = out.view(np.uint16)
+    pre = np.bitwise_and(raw, np.uint16(0x7FFF))
+    np.subtract(pre, np.uint16(113 << 7), out=pre)  # wraps: 0 <= pre < 30 << 7 exactly for float16's normal range
+    odd = pre >= np.uint16(30 << 7)
+    np.add(pre, np.uint16(1 << 7), out=h)  # exponent - 127 + 15, mantissa: the 15 low bits >> 3 of the float16
+    np.left_shift(h, np.uint16(3), out=h)
+    np.bitwise_or(h, np.bitwise_and(raw, np.uint16(0x8000), out=pre), out=h)
+    n_odd = np.count_nonzero(odd)
+    if not n_odd:
+        return
+    with np.errstate(over="ignore"):
+        if n_odd > raw.size // 16:  # many (a block of zeros): the whole step through float32
+            f32 = np.left_shift(raw, 16, dtype=np.uint32).view(np.float32)
+            np.copyto(out, f32, casting="same_kind")
+        else:
+            idx = np.flatnonzero(odd)
+            h[idx] = np.left_shift(raw[idx], 16, dtype=np.uint32).view(np.float32).astype(np.float16).view(np.uint16)
 
 
 def _read_exact(f, array: np.ndarray, info: TensorInfo) -> None:

@@ -1,9 +1,13 @@
-"""Convert a Hugging Face safetensors checkpoint to a GGUF file llama.cpp loads, one tensor in memory at a time.
+"""Convert a Hugging Face safetensors checkpoint to a GGUF file llama.cpp loads, one slab of rows in memory at a time.
 
 `convert_checkpoint(folder, out, outtype)` checks everything first (the weights' headers, config.json, the
 tokenizer, every tensor's presence and shape, free disk), then writes `out.name + ".partial"` beside `out`: the
 header, metadata and tensor infos, then each tensor's data as it is read, converted and written; the finished file
 is renamed to `out`. Any failure (or Ctrl-C) removes the partial file, so `out` either is whole or does not exist.
+
+A matrix goes through in slabs of rows (about SLAB_BYTES of float32, whole q/k heads), each read, transformed,
+converted and written before the next is read, in buffers reused from slab to slab: memory holds one slab, never a
+whole tensor, so peak RSS stays the same whatever the model's size. bf16 -> f16 reads straight to float16.
 
 Types: f32, f16, bf16 and q8_0 (gguf's numpy quantizer) for 2-D weights; 1-D tensors (norms, biases, rope
 factors) are always F32, and a Q8_0 row that 32 does not divide falls back to F16, as convert_hf_to_gguf.py does.
@@ -33,6 +37,8 @@ OUTTYPES = {"f32": (Q.F32, gguf.LlamaFileType.ALL_F32), "f16": (Q.F16, gguf.Llam
             "bf16": (Q.BF16, gguf.LlamaFileType.MOSTLY_BF16), "q8_0": (Q.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0)}
 PROGRESS_INTERVAL_S = 0.1  # at most 10 progress events a second
 HEADER_SLACK = 1 << 20  # metadata besides the vocabulary (chat template, keys), generously
+SLAB_BYTES = 16 << 20  # float32 bytes of one slab of rows read, converted and written at a time
+READ_CHUNK = 1 << 20  # scratch of one read within a slab (small: it stays in the CPU's cache)
 
 
 @dataclass(frozen=True)
@@ -126,12 +132,30 @@ def _safe_name(name: str, tokens: tuple[str, ...]) -> bool:
     return {"</s>", "<unk>", "<s>", "<|endoftext|>"} <= set(tokens)
 
 
-def _convert(array: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
-    if qtype == Q.F32:
-        return np.ascontiguousarray(array, dtype=np.float32)
-    if qtype == Q.F16:
-        return np.ascontiguousarray(array, dtype=np.float16)
+def _convert(array: np.ndarray, qtype: gguf.GGMLQuantizationType, out: np.ndarray | None = None) -> np.ndarray:
+    """`array` as `qtype`'s bytes; F16 and F32 go into `out` (a uint8 buffer large enough) when it is given."""
+    if qtype in (Q.F32, Q.F16):
+        dtype = np.dtype(np.float32 if qtype == Q.F32 else np.float16)
+        if array.dtype == dtype and array.flags.c_contiguous:
+            return array
+        if out is None:
+            return np.ascontiguousarray(array, dtype=dtype)
+        result = out[:array.size * dtype.itemsize].view(dtype).reshape(array.shape)
+        np.copyto(result, array, casting="same_kind")
+        return result
     return gguf.quants.quantize(np.ascontiguousarray(array, dtype=np.float32), qtype)
+
+
+def _slabs(job: _Job) -> list[tuple[int, int]]:
+    """The (start, stop) row ranges a tensor is converted in: one for a vector or a generated tensor, else about
+    SLAB_BYTES of float32 each, a multiple of the transform's row block."""
+    shape = job.tensor.source_shape
+    if job.tensor.source is None or len(shape) < 2:
+        return [(0, shape[0] if shape else 0)]
+    block = max(1, job.tensor.row_block)
+    row_bytes = math.prod(shape[1:]) * 4
+    rows = max(block, SLAB_BYTES // max(1, row_bytes * block) * block)
+    return [(start, min(start + rows, shape[0])) for start in range(0, shape[0], rows)]
 
 
 def _write(checkpoint: Checkpoint, config, vocab, jobs: list[_Job], path: Path, file_type: int, total: int,
@@ -148,23 +172,43 @@ def _write(checkpoint: Checkpoint, config, vocab, jobs: list[_Job], path: Path, 
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        done = writer.fout[0].tell()
+        fout = writer.fout[0]
+        done = fout.tell()
         last = time.monotonic()
         report(Progress(task="convert", done=done, total=total))
-        for job in jobs:
-            source = checkpoint.read(job.tensor.source, np.float32) if job.tensor.source is not None else None
-            data = _convert(job.tensor.transform(source), job.qtype)
-            del source
-            if data.nbytes != job.nbytes:
-                raise AssertionError(f"{job.tensor.name}: {data.nbytes} bytes, {job.nbytes} planned")
-            writer.write_tensor_data(data)
+        plans = [(job, _slabs(job)) for job in jobs]
+        largest = max((math.prod(job.tensor.source_shape[1:]) * (stop - start) * 4
+                       for job, slabs in plans if job.tensor.source is not None for start, stop in slabs), default=0)
+        source_buffer = np.empty(largest, np.uint8)  # one slab as float32, reused
+        out_buffer = np.empty(largest, np.uint8)  # one slab converted (f16, f32), reused
+        for job, slabs in plans:
+            # the data of each tensor starts aligned, as GGUFWriter.write_tensor_data places it
+            writer.write_padding(fout, fout.tell())
+            written = 0
+            for start, stop in slabs:
+                if job.tensor.source is None:
+                    source = None
+                elif job.qtype == Q.F16 and job.tensor.moves_only:  # read as float16 at once: no float32 pass
+                    source = checkpoint.read_rows(job.tensor.source, start, stop, np.float16, buffer=source_buffer,
+                                                 chunk_bytes=READ_CHUNK)
+                else:
+                    source = checkpoint.read_rows(job.tensor.source, start, stop, np.float32, buffer=source_buffer,
+                                                 chunk_bytes=READ_CHUNK)
+                data = _convert(job.tensor.transform(source), job.qtype, out_buffer)
+                del source
+                fout.write(memoryview(data.reshape(-1).view(np.uint8)))
+                written += data.nbytes
+                del data
+                now = time.monotonic()
+                if now - last >= PROGRESS_INTERVAL_S:
+                    report(Progress(task="convert", done=min(done + written, total), total=total))
+                    last = now
+            if written != job.nbytes:
+                raise AssertionError(f"{job.tensor.name}: {written} bytes, {job.nbytes} planned")
+            writer.write_padding(fout, written)
             done += _padded(job.nbytes)
-            now = time.monotonic()
-            if now - last >= PROGRESS_INTERVAL_S:
-                report(Progress(task="convert", done=min(done, total), total=total))
-                last = now
-        writer.fout[0].flush()
-        os.fsync(writer.fout[0].fileno())
+        fout.flush()
+        os.fsync(fout.fileno())
     finally:
         writer.close()
     size = path.stat().st_size

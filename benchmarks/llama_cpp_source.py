@@ -1,0 +1,70 @@
+"""llama.cpp's source as llama-cpp-python's sdist ships it, fetched once and cached (benchmarks and the RPC work).
+
+`llama_cpp_source()` returns the unpacked `vendor/llama.cpp` folder of the sdist for the version the install builds
+(edgellm.buildconfig.LLAMA_CPP_PYTHON_VERSION), under ~/.cache/edgellm/llama-cpp-src/VERSION/. The download goes
+through pip (`pip download --no-deps --no-binary :all:`); the archive is unpacked under a temporary name and renamed
+when complete, so an interrupted fetch is never taken for a finished one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from _common import REPO
+
+sys.path.insert(0, str(REPO))
+
+from edgellm.buildconfig import LLAMA_CPP_PYTHON_VERSION  # noqa: E402
+
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgellm" / "llama-cpp-src"
+
+
+def llama_cpp_source(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
+    """The `vendor/llama.cpp` folder of llama-cpp-python==`version`'s sdist, downloaded and unpacked on first use."""
+    root = CACHE / version
+    unpacked = root / "src"
+    if not unpacked.is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        archive = _download(version, root)
+        partial = Path(tempfile.mkdtemp(prefix=".unpacking-", dir=root))
+        try:
+            with tarfile.open(archive) as tar:
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(partial, filter="data")
+                else:
+                    tar.extractall(partial)
+            (top,) = [entry for entry in partial.iterdir() if entry.is_dir()]
+            try:
+                top.rename(unpacked)
+            except OSError:  # another process finished first
+                if not unpacked.is_dir():
+                    raise
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    folder = unpacked / "vendor" / "llama.cpp"
+    if not (folder / "convert_hf_to_gguf.py").is_file():
+        raise SystemExit(f"{folder} has no convert_hf_to_gguf.py: remove {root} and fetch again")
+    return folder
+
+
+def _download(version: str, root: Path) -> Path:
+    """The sdist archive in `root`, downloaded with pip unless already there."""
+    found = sorted(root.glob(f"llama_cpp_python-{version}.tar.gz")) + sorted(root.glob(f"llama-cpp-python-{version}.tar.gz"))
+    if found:
+        return found[0]
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                    f"llama-cpp-python=={version}", "-d", str(root)], check=True)
+    found = sorted(root.glob("*.tar.gz"))
+    if not found:
+        raise SystemExit(f"pip download left no sdist in {root}")
+    return found[0]
+
+
+if __name__ == "__main__":
+    print(llama_cpp_source())
