@@ -186,6 +186,17 @@ def test_gemma3_sliding_window_layers(tmp_path: Path) -> None:
     assert spec.swa_layers == wrapper.swa_layers and spec.sliding_window == 1024
 
 
+def test_gemma3_rope_per_layer_type_as_transformers_5_saves_it(tmp_path: Path) -> None:
+    text = {k: v for k, v in GEMMA3_4B.get("text_config", GEMMA3_4B).items()
+            if k not in ("rope_scaling", "rope_theta", "rope_local_base_freq")}
+    resaved = {**GEMMA3_4B, "text_config": {**text, "rope_parameters": {
+        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}}}}
+    config = config_of(tmp_path, resaved)
+    assert config.rope_scaling is not None and (config.rope_scaling.kind, config.rope_scaling.factor) == ("linear", 8.0)
+    assert (config.rope_theta, config.rope_theta_swa) == (1_000_000.0, 10_000.0)
+
+
 def test_quant_spellings() -> None:
     assert [canonical_quant(q) for q in ("q4_k", "q4_k_m", "fp16", "bf16", "Q8_0")] == \
         ["Q4_K_M", "Q4_K_M", "F16", "BF16", "Q8_0"]

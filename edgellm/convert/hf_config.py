@@ -205,6 +205,11 @@ def parse_config(raw: dict[str, Any], path: Path | str = "config.json") -> HFCon
     partial = values.get("partial_rotary_factor")
     rope_dim = int(head_dim * partial) if isinstance(partial, (int, float)) and 0 < partial < 1 else head_dim
     rope_params = values.get("rope_parameters") if isinstance(values.get("rope_parameters"), dict) else {}
+    if isinstance(rope_params.get("full_attention"), dict):  # transformers 5 keeps Gemma 3's rope per layer type
+        sliding = rope_params.get("sliding_attention") if isinstance(rope_params.get("sliding_attention"), dict) else {}
+        if values.get("rope_local_base_freq") is None and "rope_theta" in sliding:
+            values["rope_local_base_freq"] = sliding["rope_theta"]
+        rope_params = rope_params["full_attention"]
     if values.get("rope_theta") is None and "rope_theta" in rope_params:  # transformers 5 moved it there
         values["rope_theta"] = rope_params["rope_theta"]
     scaling = _rope_scaling(values.get("rope_scaling") or rope_params)
