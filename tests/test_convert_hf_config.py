@@ -197,6 +197,16 @@ def test_gemma3_rope_per_layer_type_as_transformers_5_saves_it(tmp_path: Path) -
     assert (config.rope_theta, config.rope_theta_swa) == (1_000_000.0, 10_000.0)
 
 
+def test_phi3_original_context_at_the_top_level(tmp_path: Path) -> None:
+    factors = [1.0] * 48
+    config = config_of(tmp_path, {
+        "architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_size": 3072, "intermediate_size": 8192,
+        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32064,
+        "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
+        "rope_scaling": {"type": "longrope", "long_factor": factors, "short_factor": factors}})
+    assert config.rope_scaling is not None and config.rope_scaling.original_context == 4096
+
+
 def test_quant_spellings() -> None:
     assert [canonical_quant(q) for q in ("q4_k", "q4_k_m", "fp16", "bf16", "Q8_0")] == \
         ["Q4_K_M", "Q4_K_M", "F16", "BF16", "Q8_0"]

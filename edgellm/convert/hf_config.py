@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +213,9 @@ def parse_config(raw: dict[str, Any], path: Path | str = "config.json") -> HFCon
     if values.get("rope_theta") is None and "rope_theta" in rope_params:  # transformers 5 moved it there
         values["rope_theta"] = rope_params["rope_theta"]
     scaling = _rope_scaling(values.get("rope_scaling") or rope_params)
+    top_original = values.get("original_max_position_embeddings")  # Phi-3 128k and 3.5 keep it at the top level
+    if scaling is not None and scaling.original_context is None and isinstance(top_original, int):
+        scaling = replace(scaling, original_context=top_original)
     window, swa_layers = _sliding_window(arch, values, n_layers)
     eos = values.get("eos_token_id")
     eos_ids = tuple(eos) if isinstance(eos, list) else (eos,) if isinstance(eos, int) else ()

@@ -18,7 +18,7 @@ from edgellm.convert.hf_config import (CONVERTER_TYPES, SUPPORTED_QUANTS, HFConf
                                        spec_from_config)
 from edgellm.convert.quantize import quantize
 from edgellm.convert.writer import convert_checkpoint
-from edgellm.errors import DoesNotFit, UserError
+from edgellm.errors import DiskError, DoesNotFit, UserError
 from edgellm.events import Notice, Report, ignore
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.planner import PlanError, choose_quant
@@ -83,12 +83,9 @@ def default_target(source: Path, quant: str) -> Path:
     return store.store_dir() / "local" / name / f"{name}-{quant}.gguf"
 
 
-def run_conversion(conversion: Conversion, report: Report = ignore, discard_source: bool = False) -> Path:
-    """Write the GGUF, quantize it when the quant needs llama.cpp, and add it to the store when it lives there.
-    `discard_source` removes the checkpoint afterwards (one fetched only to be converted: it would double the disk
-    used)."""
+def _write(conversion: Conversion, report: Report) -> None:
+    """The GGUF at the target (through llama.cpp's quantizer when the quant needs it), then its store entry."""
     target = conversion.target
-    target.parent.mkdir(parents=True, exist_ok=True)
     if conversion.outtype == conversion.quant.lower():
         convert_checkpoint(conversion.source, target, conversion.outtype, report)
     else:
@@ -103,6 +100,27 @@ def run_conversion(conversion: Conversion, report: Report = ignore, discard_sour
             name=conversion.name, repo=conversion.name.split(":")[0], quant=conversion.quant,
             files=[str(target.relative_to(store.store_dir()))], size=target.stat().st_size, source="convert",
             added=time.time()))
+
+
+def run_conversion(conversion: Conversion, report: Report = ignore, discard_source: bool = False) -> Path:
+    """Write the GGUF, quantize it when the quant needs llama.cpp, and add it to the store when it lives there.
+    `discard_source` removes the checkpoint afterwards (one fetched only to be converted: it would double the disk
+    used)."""
+    target = conversion.target
+    missing = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write(conversion, report)
+    except OSError as error:  # a folder that cannot be written, a disk that fills up: the way out, not a traceback
+        raise DiskError(f"cannot write {error.filename or target.parent}: {error.strerror or error}; free some "
+                        f"space or pass -o to a writable folder", target.parent) from None
+    finally:
+        if not target.exists():
+            for folder in missing:  # folders made for this conversion, empty again after a failure
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
     if discard_source:
         shutil.rmtree(conversion.source, ignore_errors=True)
         report(Notice(f"removed the downloaded checkpoint {conversion.source} (--keep-checkpoint keeps it)"))

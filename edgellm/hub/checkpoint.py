@@ -26,8 +26,16 @@ def checkpoint_dir(repo: str) -> Path:
 
 
 def conversion_files(files: list[RemoteFile]) -> list[RemoteFile]:
-    """The files of a repo listing a conversion reads: top-level safetensors, config and tokenizer files."""
-    return [f for f in files if "/" not in f.path and (f.path in NEEDED or f.path.endswith(".safetensors"))]
+    """The files of a repo listing a conversion reads: top-level config and tokenizer files, and the weights
+    the reader will open (model.safetensors, else model-*.safetensors shards, else any top-level safetensors:
+    a repo that also ships consolidated.safetensors is not fetched twice)."""
+    top = [f for f in files if "/" not in f.path]
+    weights = [f for f in top if f.path.endswith(".safetensors")]
+    for prefer in (lambda f: f.path == "model.safetensors", lambda f: f.path.startswith("model-")):
+        if any(prefer(f) for f in weights):
+            weights = [f for f in weights if prefer(f)]
+            break
+    return [f for f in top if f.path in NEEDED] + weights
 
 
 def fetch_checkpoint(repo: str, report: Report = ignore) -> Path:
