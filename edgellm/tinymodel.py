@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,11 @@ def write_tiny_llama(path: Path, *, architecture: str = "llama", quant: str = "q
     return write_model(path, Shape(architecture=architecture), quant=quant, seed=seed)
 
 
-def write_model(path: Path, shape: Shape, *, quant: str = "q8_0", seed: int = 0, split_max_tensors: int = 0) -> Path:
+def write_model(path: Path, shape: Shape, *, quant: str = "q8_0", seed: int = 0, split_max_tensors: int = 0,
+                add_vocab: Callable[[Any], None] | None = None) -> Path:
     """Write a model of `shape` to `path` (through a temporary name) and return `path`.
 
+    `add_vocab(writer)` writes the tokenizer (default: a synthetic SentencePiece vocabulary of shape.n_vocab tokens).
     With split_max_tensors, gguf writes shards `STEM-00001-of-0000N.gguf` beside `path`; the first is returned.
 
     Weights are a small random block tiled to each tensor's size: real shapes and byte counts without
@@ -60,7 +63,10 @@ def write_model(path: Path, shape: Shape, *, quant: str = "q8_0", seed: int = 0,
     partial = path if split_max_tensors else path.with_name(path.name + ".partial")
     writer = GGUFWriter(str(partial), arch, split_max_tensors=split_max_tensors)
     add_shape(writer, shape, f"synthetic {arch}", {"f32": 0, "f16": 1, "q8_0": 7, "q4_0": 2}[quant])
-    _add_spm_vocab(writer, shape.n_vocab)
+    if add_vocab is None:
+        _add_spm_vocab(writer, shape.n_vocab)
+    else:
+        add_vocab(writer)
     if shape.chat_template:
         writer.add_chat_template(shape.chat_template)
 

@@ -11,14 +11,13 @@ import json
 from pathlib import Path
 
 import gguf
-import numpy as np
 import pytest
 import sentencepiece as spm  # dev dependencies (pip install -e .[dev]), as is tokenizers
 
 from edgellm.convert import vocab as vocab_mod
 from edgellm.convert.vocab import Vocab, pre_tokenizer_name, read_vocab, write_vocab
 from edgellm.errors import ModelFileError
-from edgellm.tinymodel import Shape, add_shape
+from edgellm.tinymodel import Shape, write_model
 
 
 CHAT_TEMPLATE = "{% for m in messages %}<|start|>{{ m['role'] }}\n{{ m['content'] }}<|end|>\n{% endfor %}"
@@ -136,36 +135,9 @@ def _train_spm(folder: Path, vocab_size: int = 600) -> Path:
 
 
 def _write_gguf(path: Path, vocab: Vocab) -> Path:
-    """A tiny random 2-layer llama whose token embedding has one row per token of `vocab`."""
+    """A tiny random llama whose token embedding has one row per token of `vocab`, written with that vocabulary."""
     shape = Shape(n_embd=32, n_layers=1, n_ff=64, n_vocab=len(vocab), n_head=2, n_head_kv=1, context_length=256)
-    writer = gguf.GGUFWriter(str(path), "llama")
-    add_shape(writer, shape, "vocab test", 0)
-    write_vocab(writer, vocab)
-    rng = np.random.default_rng(0)
-
-    def weight(name: str, rows: int, cols: int) -> None:
-        writer.add_tensor(name, (rng.standard_normal((rows, cols)) * 0.02).astype(np.float32))
-
-    head_dim = shape.n_embd // shape.n_head
-    weight("token_embd.weight", shape.n_vocab, shape.n_embd)
-    writer.add_tensor("output_norm.weight", np.ones(shape.n_embd, np.float32))
-    weight("output.weight", shape.n_vocab, shape.n_embd)
-    for layer in range(shape.n_layers):
-        blk = f"blk.{layer}"
-        writer.add_tensor(f"{blk}.attn_norm.weight", np.ones(shape.n_embd, np.float32))
-        writer.add_tensor(f"{blk}.ffn_norm.weight", np.ones(shape.n_embd, np.float32))
-        weight(f"{blk}.attn_q.weight", head_dim * shape.n_head, shape.n_embd)
-        weight(f"{blk}.attn_k.weight", head_dim * shape.n_head_kv, shape.n_embd)
-        weight(f"{blk}.attn_v.weight", head_dim * shape.n_head_kv, shape.n_embd)
-        weight(f"{blk}.attn_output.weight", shape.n_embd, head_dim * shape.n_head)
-        weight(f"{blk}.ffn_gate.weight", shape.n_ff, shape.n_embd)
-        weight(f"{blk}.ffn_up.weight", shape.n_ff, shape.n_embd)
-        weight(f"{blk}.ffn_down.weight", shape.n_embd, shape.n_ff)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return write_model(path, shape, quant="f32", add_vocab=lambda writer: write_vocab(writer, vocab))
 
 
 def _load(path: Path):

@@ -203,7 +203,8 @@ class ChatSession:
             for piece in pieces:
                 if reply_id is not None:  # saved before it is shown
                     self._write(History.update_reply, reply_id, reply.content, reply.reasoning)
-                    yield from self._take_notices()
+                    if self._notices:  # per token: only when a write just failed
+                        yield from self._take_notices()
                 yield piece
         finally:
             pieces.close()  # frees the model and completes the reply's timings, also when this turn is closed early
