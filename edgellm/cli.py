@@ -43,10 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
-        return 0
     try:
+        if handler is None:
+            return _no_command(parser, args)
         return handler(args)
     except UserError as error:
         sys.stdout.flush()
@@ -61,3 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _no_command(parser: Parser, args: argparse.Namespace) -> int:
+    """`edgellm` alone opens the TUI on a terminal, and prints the help anywhere else."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        parser.print_help()
+        return 0
+    from edgellm import loading
+    from edgellm.tui.launch import run_tui
+
+    return run_tui(loading.settings_from(args))

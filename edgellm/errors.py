@@ -16,6 +16,10 @@ class UserError(Exception):
     exit_code = 2
 
 
+class Cancelled(UserError):
+    """Long work (a download, a conversion) stopped on request; a download keeps its partial file to resume."""
+
+
 class ModelFileError(UserError):
     """A model file (or checkpoint) that cannot be used. `problem`: missing, directory, permission, truncated,
     incomplete, split, not-gguf, not-folder, corrupt, unreadable, unsupported or ambiguous."""

@@ -6,8 +6,11 @@ draw them as toasts and progress bars. Producers never print.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Callable, Union
+
+from edgellm.errors import Cancelled
 
 
 @dataclass(frozen=True)
@@ -37,3 +40,9 @@ Report = Callable[[Event], None]
 
 def ignore(event: Event) -> None:
     """A report that shows nothing (quiet modes, tests)."""
+
+
+def check_cancel(cancel: threading.Event | None, what: str) -> None:
+    """Raise Cancelled when `cancel` is set: how a front end stops long work running on another thread."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(f"{what} stopped")

@@ -228,6 +228,11 @@ class History:
             self.add(conversation_id, "system", content)
 
     @serialized
+    def set_settings(self, conversation_id: int, settings: dict[str, Any]) -> None:
+        """The settings the conversation continues with (sampling changed during it)."""
+        self.db.execute("UPDATE conversations SET settings = ? WHERE id = ?", (json.dumps(settings), conversation_id))
+
+    @serialized
     def start_reply(self, conversation_id: int) -> int:
         now = time.time()
         cursor = self.db.execute(

@@ -281,12 +281,14 @@ class ChatSession:
     def load(self, conversation_id: int) -> list[Message]:
         """Continue a saved conversation; returns its messages (for a front end to show)."""
         with self._between_turns():
-            if self._ask(History.conversation, conversation_id) is None:
+            conversation = self._ask(History.conversation, conversation_id)
+            if conversation is None:
                 raise NoSuchConversation(f"no conversation {conversation_id}", conversation_id)
             messages = self._ask(History.messages, conversation_id)
             self.system_prompt = next((m.content for m in messages if m.role == "system"), None)
             self.entries = [Entry(m.role, m.content, m.reasoning, m.id) for m in messages if m.role != "system"]
             self.conversation_id, self._replies = conversation_id, []
+            self.options = self.options.with_saved(conversation.settings)  # its sampling, as it was left
             return messages
 
     def conversations(self) -> list[Conversation]:
@@ -319,8 +321,14 @@ class ChatSession:
                 self._ask(History.set_system, self.conversation_id, text)
 
     def set(self, key: str, value: str) -> str:
-        """Change one setting for the next turns; returns what it is now, in words. InvalidSetting if bad."""
-        value = value.strip()
+        """Change one setting for the next turns (kept with the conversation); returns what it is now, in words.
+        InvalidSetting if bad."""
+        said = self._apply(key, value.strip())
+        if self.conversation_id is not None and self.history is not None and not self._history_lost:
+            self._ask(History.set_settings, self.conversation_id, self.settings())
+        return said
+
+    def _apply(self, key: str, value: str) -> str:
         if key == "stop":
             stop = value.replace("\\n", "\n").replace("\\t", "\t")  # \n and \t may be typed as escapes
             self.options = replace(self.options, stop=(stop,) if stop else ())

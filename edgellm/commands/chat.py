@@ -8,7 +8,7 @@ import sys
 from edgellm.options import add_model_flags
 
 NAME = "chat"
-HELP = "chat with a model: a line REPL on a terminal, one reply per line when stdin is piped"
+HELP = "chat with a model: the full-screen app on a terminal (--headless: a line REPL), one reply per line when piped"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +29,8 @@ def main(args: argparse.Namespace) -> int:
     from edgellm.errors import UserError
 
     settings = loading.settings_from(args)
+    if not args.headless and sys.stdin.isatty() and sys.stdout.isatty():
+        return _full_screen(args, settings)
     history = None if args.no_history else History(home.history_path())
     try:
         if args.resume is not None and (history is None or history.conversation(args.resume) is None):
@@ -47,3 +49,23 @@ def main(args: argparse.Namespace) -> int:
     finally:
         if history:
             history.close()
+
+
+def _full_screen(args: argparse.Namespace, settings) -> int:
+    """The TUI, opened on the chat with the model the flags name (or the best one stored)."""
+    from edgellm import home
+    from edgellm.chat.history import History
+    from edgellm.errors import UserError
+    from edgellm.tui.launch import run_tui
+
+    if args.resume is not None:
+        if args.no_history:
+            raise UserError("--resume needs the history: drop --no-history")
+        history = History(home.history_path())
+        try:
+            if history.conversation(args.resume) is None:
+                raise UserError(f"no conversation {args.resume}: `edgellm history` lists them")
+        finally:
+            history.close()
+    return run_tui(settings, model=settings.model or "", resume=args.resume, use_history=not args.no_history,
+                   start="chat")

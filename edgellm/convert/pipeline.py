@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,16 +84,16 @@ def default_target(source: Path, quant: str) -> Path:
     return store.store_dir() / "local" / name / f"{name}-{quant}.gguf"
 
 
-def _write(conversion: Conversion, report: Report) -> None:
+def _write(conversion: Conversion, report: Report, cancel: threading.Event | None) -> None:
     """The GGUF at the target (through llama.cpp's quantizer when the quant needs it), then its store entry."""
     target = conversion.target
     if conversion.outtype == conversion.quant.lower():
-        convert_checkpoint(conversion.source, target, conversion.outtype, report)
+        convert_checkpoint(conversion.source, target, conversion.outtype, report, cancel)
     else:
         intermediate = target.with_name(f"{target.stem}.{conversion.outtype}.tmp.gguf")
         try:
-            convert_checkpoint(conversion.source, intermediate, conversion.outtype, report)
-            quantize(intermediate, target, conversion.quant, report)
+            convert_checkpoint(conversion.source, intermediate, conversion.outtype, report, cancel)
+            quantize(intermediate, target, conversion.quant, report, cancel=cancel)
         finally:
             intermediate.unlink(missing_ok=True)
     if conversion.in_store:
@@ -102,15 +103,16 @@ def _write(conversion: Conversion, report: Report) -> None:
             added=time.time()))
 
 
-def run_conversion(conversion: Conversion, report: Report = ignore, discard_source: bool = False) -> Path:
+def run_conversion(conversion: Conversion, report: Report = ignore, discard_source: bool = False,
+                   cancel: threading.Event | None = None) -> Path:
     """Write the GGUF, quantize it when the quant needs llama.cpp, and add it to the store when it lives there.
     `discard_source` removes the checkpoint afterwards (one fetched only to be converted: it would double the disk
-    used)."""
+    used). Setting `cancel` stops it with Cancelled, leaving no output file."""
     target = conversion.target
     missing = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _write(conversion, report)
+        _write(conversion, report, cancel)
     except OSError as error:  # a folder that cannot be written, a disk that fills up: the way out, not a traceback
         raise DiskError(f"cannot write {error.filename or target.parent}: {error.strerror or error}; free some "
                         f"space or pass -o to a writable folder", target.parent) from None

@@ -13,10 +13,11 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from edgellm.errors import DiskError, UserError
-from edgellm.events import Progress, Report, ignore
+from edgellm.events import Progress, Report, check_cancel, ignore
 from edgellm.quants import FILE_TYPES
 
 FTYPES = {name: number for number, name in FILE_TYPES.items()}
@@ -24,8 +25,10 @@ TENSOR_LINE = re.compile(rb"\[\s*(\d+)/\s*(\d+)\]")
 MAX_BUFFER = 64 * 2**20  # tensor rows llama.cpp keeps in memory at once (its default is 8 GiB: a Pi has 4)
 
 
-def quantize(source: Path, target: Path, quant: str, report: Report = ignore, threads: int | None = None) -> Path:
-    """Quantize the GGUF `source` to `quant` (a llama.cpp file type such as Q4_K_M) at `target`."""
+def quantize(source: Path, target: Path, quant: str, report: Report = ignore, threads: int | None = None,
+             cancel: threading.Event | None = None) -> Path:
+    """Quantize the GGUF `source` to `quant` (a llama.cpp file type such as Q4_K_M) at `target`. Setting `cancel`
+    kills the child and raises Cancelled, leaving no file."""
     if quant not in FTYPES:
         raise UserError(f"llama.cpp cannot quantize to {quant}; use one of {', '.join(sorted(FTYPES))}")
     free = shutil.disk_usage(target.parent).free
@@ -39,6 +42,8 @@ def quantize(source: Path, target: Path, quant: str, report: Report = ignore, th
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     tail: list[bytes] = []
     total = 1
+    if cancel is not None:
+        threading.Thread(target=_kill_on_cancel, args=(child, cancel), daemon=True).start()
     try:
         for line in child.stdout:
             found = TENSOR_LINE.search(line)
@@ -47,6 +52,7 @@ def quantize(source: Path, target: Path, quant: str, report: Report = ignore, th
                 report(Progress("quantize", int(found.group(1)), total, unit="tensors"))
             tail = (tail + [line.strip()])[-5:]
         code = child.wait()
+        check_cancel(cancel, f"quantizing {source.name}")
         if code != 0:
             last = next((t.decode(errors="replace") for t in reversed(tail) if t), f"exit {code}")
             raise UserError(f"llama.cpp could not quantize {source.name} to {quant} ({last})")
@@ -58,6 +64,14 @@ def quantize(source: Path, target: Path, quant: str, report: Report = ignore, th
         raise
     report(Progress("quantize", total, total, finished=True, unit="tensors"))
     return target
+
+
+def _kill_on_cancel(child: subprocess.Popen, cancel: threading.Event) -> None:
+    """Kill the quantizer child as soon as `cancel` is set (it may print nothing for a while)."""
+    while child.poll() is None:
+        if cancel.wait(0.1):
+            child.kill()
+            return
 
 
 def _child(source: str, target: str, ftype: int, threads: int) -> int:

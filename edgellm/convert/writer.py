@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +31,7 @@ from edgellm.convert.hf_config import read_config
 from edgellm.convert.safetensors import Checkpoint
 from edgellm.convert.vocab import read_vocab, write_vocab
 from edgellm.errors import DiskError, ModelFileError, UserError
-from edgellm.events import Progress, Report, ignore
+from edgellm.events import Progress, Report, check_cancel, ignore
 
 Q = gguf.GGMLQuantizationType
 OUTTYPES = {"f32": (Q.F32, gguf.LlamaFileType.ALL_F32), "f16": (Q.F16, gguf.LlamaFileType.MOSTLY_F16),
@@ -48,8 +49,10 @@ class _Job:
     nbytes: int
 
 
-def convert_checkpoint(folder: Path, out: Path, outtype: str = "f16", report: Report = ignore) -> Path:
-    """Convert the checkpoint in `folder` to the GGUF `out` at `outtype`; returns `out`.
+def convert_checkpoint(folder: Path, out: Path, outtype: str = "f16", report: Report = ignore,
+                       cancel: threading.Event | None = None) -> Path:
+    """Convert the checkpoint in `folder` to the GGUF `out` at `outtype`; returns `out`. Setting `cancel` stops it
+    between slabs with Cancelled, leaving no file.
 
     ModelFileError (before anything is written) for a broken or incomplete checkpoint, DiskError when `out`'s
     folder lacks the space, UserError for an unknown `outtype`.
@@ -76,7 +79,7 @@ def convert_checkpoint(folder: Path, out: Path, outtype: str = "f16", report: Re
                         "some space or write it elsewhere", out.parent)
     partial = out.with_name(out.name + ".partial")
     try:
-        _write(checkpoint, config, vocab, jobs, partial, int(file_type), total, report)
+        _write(checkpoint, config, vocab, jobs, partial, int(file_type), total, report, cancel)
         os.replace(partial, out)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -159,7 +162,7 @@ def _slabs(job: _Job) -> list[tuple[int, int]]:
 
 
 def _write(checkpoint: Checkpoint, config, vocab, jobs: list[_Job], path: Path, file_type: int, total: int,
-           report: Report) -> None:
+           report: Report, cancel: threading.Event | None = None) -> None:
     writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[architectures.GGUF_ARCH[config.architecture]])
     try:
         if _safe_name(checkpoint.folder.name, vocab.tokens):
@@ -186,6 +189,7 @@ def _write(checkpoint: Checkpoint, config, vocab, jobs: list[_Job], path: Path, 
             writer.write_padding(fout, fout.tell())
             written = 0
             for start, stop in slabs:
+                check_cancel(cancel, "the conversion")
                 if job.tensor.source is None:
                     source = None
                 elif job.qtype == Q.F16 and job.tensor.moves_only:  # read as float16 at once: no float32 pass

@@ -39,6 +39,27 @@ class GenerationOptions:
                 "min_p": sampling.min_p, "repeat_penalty": sampling.repeat_penalty, "seed": self.seed,
                 "ignore_eos": self.ignore_eos, "stop": list(self.stop), "loop_guard": self.loop_guard}
 
+    def with_saved(self, saved: dict[str, Any]) -> "GenerationOptions":
+        """These options with the ones a saved conversation kept (`as_dict`'s keys); unknown or odd values are
+        skipped, so an old or hand-edited record never breaks a load."""
+        def value(key: str, kinds: Any, default: Any) -> Any:
+            found = saved.get(key, default)
+            if isinstance(found, bool) != (kinds is bool):  # True is an int: keep switches and numbers apart
+                return default
+            return found if isinstance(found, kinds) else default
+
+        sampling = self.sampling
+        number = (int, float)
+        restored = Sampling(float(value("temp", number, sampling.temp)), value("top_k", int, sampling.top_k),
+                            float(value("top_p", number, sampling.top_p)), float(value("min_p", number, sampling.min_p)),
+                            float(value("repeat_penalty", number, sampling.repeat_penalty)))
+        stop = saved.get("stop", list(self.stop))
+        return GenerationOptions(
+            sampling=restored, max_tokens=value("n_predict", int, self.max_tokens),
+            ignore_eos=value("ignore_eos", bool, self.ignore_eos), seed=value("seed", int, self.seed),
+            stop=tuple(s for s in stop if isinstance(s, str)) if isinstance(stop, list) else self.stop,
+            loop_guard=value("loop_guard", bool, self.loop_guard))
+
 
 def settings_report(load_settings: LoadSettings, options: GenerationOptions) -> dict[str, Any]:
     """The one settings dictionary: what `run --json` reports and a saved conversation keeps (plan --json

@@ -7,10 +7,11 @@ EDGELLM_HOME/checkpoints/owner/repo/.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from edgellm import home
-from edgellm.errors import NoSuchQuant
+from edgellm.errors import Cancelled, NoSuchQuant
 from edgellm.events import Notice, Report, ignore
 from edgellm.hub import client
 from edgellm.hub.download import Meter, check_disk, fetch, remaining_bytes
@@ -38,8 +39,9 @@ def conversion_files(files: list[RemoteFile]) -> list[RemoteFile]:
     return [f for f in top if f.path in NEEDED] + weights
 
 
-def fetch_checkpoint(repo: str, report: Report = ignore) -> Path:
-    """The checkpoint folder of `repo`, downloaded (or completed) now; typed errors for a repo with no weights."""
+def fetch_checkpoint(repo: str, report: Report = ignore, cancel: threading.Event | None = None) -> Path:
+    """The checkpoint folder of `repo`, downloaded (or completed) now; typed errors for a repo with no weights.
+    Setting `cancel` stops it with Cancelled, the partial file kept for the next fetch."""
     commit, files = client.list_files(repo)
     wanted = conversion_files(files)
     if not any(f.path.endswith(".safetensors") for f in wanted) or not any(f.path == "config.json" for f in wanted):
@@ -57,12 +59,15 @@ def fetch_checkpoint(repo: str, report: Report = ignore) -> Path:
     try:
         for file, dest in targets:
             if (file, dest) in todo:
-                fetch(repo, file, commit, dest, meter)
+                fetch(repo, file, commit, dest, meter, cancel)
             else:
                 meter.resumed(file.size)
     except KeyboardInterrupt:
         meter.finish()
         report(Notice("download stopped; run the same command again to resume where it stopped"))
+        raise
+    except Cancelled:
+        meter.finish()
         raise
     meter.finish()
     return folder

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from edgellm.errors import DiskError, HubUnreachable, UserError
-from edgellm.events import Progress, Report, ignore
+from edgellm.events import Progress, Report, check_cancel, ignore
 from edgellm.hub.client import endpoint, file_url, hub_errors, open_file
 from edgellm.hub.files import RemoteFile
 
@@ -137,8 +137,10 @@ def locked(part: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def fetch(repo: str, file: RemoteFile, commit: str, dest: Path, progress: Meter) -> Path:
-    """Download `file` to `dest`, resuming a partial `dest.part`; verified against the LFS sha256."""
+def fetch(repo: str, file: RemoteFile, commit: str, dest: Path, progress: Meter,
+          cancel: threading.Event | None = None) -> Path:
+    """Download `file` to `dest`, resuming a partial `dest.part`; verified against the LFS sha256. Setting
+    `cancel` stops it between chunks with Cancelled, the partial file kept."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -146,7 +148,7 @@ def fetch(repo: str, file: RemoteFile, commit: str, dest: Path, progress: Meter)
     part = dest.with_name(dest.name + PART)
     with locked(part):
         for attempt in (1, 2):
-            digest = _transfer(repo, file, commit, part, progress)
+            digest = _transfer(repo, file, commit, part, progress, cancel)
             if part.stat().st_size == file.size and (file.sha256 is None or digest == file.sha256):
                 break
             progress.rewind(part.stat().st_size)
@@ -182,7 +184,8 @@ def _append(fd: int, chunk: bytes, part: Path) -> None:
         raise disk_error(part, error) from None
 
 
-def _transfer(repo: str, file: RemoteFile, commit: str, part: Path, progress: Meter) -> str:
+def _transfer(repo: str, file: RemoteFile, commit: str, part: Path, progress: Meter,
+              cancel: threading.Event | None = None) -> str:
     """Bring `part` up to the file's full size, resuming from what it holds, retrying network errors (not disk
     errors); returns the sha256 of the whole file, hashed as it was written."""
     url = file_url(repo, file.path, commit)
@@ -191,6 +194,7 @@ def _transfer(repo: str, file: RemoteFile, commit: str, part: Path, progress: Me
     for retry in range(RETRIES + 1):
         if have == file.size:
             break
+        _stop_if_cancelled(cancel, hasher, f"{repo}/{file.path}")
         try:
             with hub_errors(repo):
                 with open_file(url, have) as response:
@@ -208,6 +212,7 @@ def _transfer(repo: str, file: RemoteFile, commit: str, part: Path, progress: Me
                             hasher.update(chunk)
                             have += len(chunk)
                             progress.advance(len(chunk))
+                            _stop_if_cancelled(cancel, hasher, f"{repo}/{file.path}")
                     finally:
                         os.close(fd)
         except HubUnreachable:
@@ -219,9 +224,18 @@ def _transfer(repo: str, file: RemoteFile, commit: str, part: Path, progress: Me
             if retry == RETRIES:
                 raise HubUnreachable(f"{repo}/{file.path}: the download kept failing ({error}); run the same "
                                      f"command again to resume from {have} bytes", repo, endpoint()) from None
-        if have < file.size:
+        if have < file.size and cancel is not None:
+            cancel.wait(min(2 ** retry * 0.2, 5))
+        elif have < file.size:
             time.sleep(min(2 ** retry * 0.2, 5))
     return hasher.hexdigest()
+
+
+def _stop_if_cancelled(cancel: threading.Event | None, hasher: Hasher, what: str) -> None:
+    """Stop the transfer when cancelled, ending the hasher's thread first."""
+    if cancel is not None and cancel.is_set():
+        hasher.hexdigest()
+        check_cancel(cancel, f"the download of {what} (start it again to resume)")
 
 
 def check_disk(folder: Path, needed: int) -> None:

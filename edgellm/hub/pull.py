@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgellm import store
-from edgellm.errors import DoesNotFit, NoSuchQuant, OfflineMode, UserError
+from edgellm.errors import Cancelled, DoesNotFit, NoSuchQuant, OfflineMode, UserError
 from edgellm.events import Notice, Report
 from edgellm.hub import client
 from edgellm.hub.download import PART, Meter, check_disk, fetch, remaining_bytes
@@ -136,9 +137,10 @@ def _wider(wishes: Wishes, spec: ModelSpec, profile: DeviceProfile) -> Wishes:
     return replace(wishes, ram_margin=ram_margin(profile, wishes) + int(spec.file_bytes * SIZE_ONLY_MARGIN))
 
 
-def download(choice: RemoteChoice, report: Report) -> store.StoredModel:
+def download(choice: RemoteChoice, report: Report, *, cancel: threading.Event | None = None) -> store.StoredModel:
     """Bring the chosen files into the store (resuming, verified), reporting progress; reuse what the store or
-    the Hugging Face cache already holds instead of downloading it again."""
+    the Hugging Face cache already holds instead of downloading it again. Setting `cancel` (from another thread)
+    stops it with Cancelled, keeping the partial file that the next download resumes."""
     existing = store.find(choice.name)
     if existing and existing.commit == choice.commit and all(
             (store.store_dir() / f).exists() for f in existing.files):
@@ -164,10 +166,14 @@ def download(choice: RemoteChoice, report: Report) -> store.StoredModel:
             if dest in current:
                 progress.resumed(file.size)
             else:  # missing, or changed on the Hub since: fetched beside it, then renamed over it
-                fetch(choice.ref.repo, file, choice.commit, dest, progress)
+                fetch(choice.ref.repo, file, choice.commit, dest, progress, cancel)
     except KeyboardInterrupt:
         progress.finish()
         report(Notice("download stopped; run the same command again to resume where it stopped"))
+        raise
+    except Cancelled:
+        progress.finish()
+        report(Notice("download stopped; download it again to resume where it stopped"))
         raise
     progress.finish()
     model = store.StoredModel(

@@ -1,0 +1,209 @@
+"""The edgellm app: its modes (home, models, convert, chat), the model opener run in a worker, errors shown
+as screens with the way out, every action in the command palette."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from dataclasses import replace
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from edgellm import home
+from edgellm.events import Event, Notice, Progress
+from edgellm.tui.messages import (ChatWith, ModelLoading, ModelReady, OpenerProgress, ProgressUpdate, ResumeConversation,
+                                  StoreChanged, WorkNotice)
+
+if TYPE_CHECKING:
+    from edgellm.chat.history import History
+    from edgellm.chat.session import ChatSession
+    from edgellm.hw.profile import DeviceProfile
+    from edgellm.loading import PlannedModel
+    from edgellm.options import ModelSettings
+    from edgellm.tui.widgets.hardware import Sampler
+
+log = logging.getLogger("edgellm.tui")
+
+
+def _home_screen() -> Screen:
+    from edgellm.tui.screens.home import HomeScreen
+
+    return HomeScreen()
+
+
+def _models_screen() -> Screen:
+    from edgellm.tui.screens.picker import PickerScreen
+
+    return PickerScreen()
+
+
+def _convert_screen() -> Screen:
+    from edgellm.tui.screens.convert import ConvertScreen
+
+    return ConvertScreen()
+
+
+def _chat_screen() -> Screen:
+    from edgellm.tui.screens.chat import ChatScreen
+
+    return ChatScreen()
+
+
+class EdgeApp(App[int]):
+    """edgellm's TUI. `profile` and `sampler` replace this machine's for tests and snapshots."""
+
+    TITLE = "edgellm"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: a subclass elsewhere still finds it
+    MODES = {"home": _home_screen, "models": _models_screen, "convert": _convert_screen, "chat": _chat_screen}
+    BINDINGS = [
+        Binding("f1", "help", "Help"),
+        Binding("f2", "switch_mode('home')", "Home"),
+        Binding("f3", "switch_mode('models')", "Models"),
+        Binding("f4", "switch_mode('convert')", "Convert"),
+        Binding("f5", "switch_mode('chat')", "Chat"),
+        Binding("ctrl+t", "toggle_theme", "Theme", show=False),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(self, settings: "ModelSettings", *, profile: "DeviceProfile | None" = None,
+                 sampler: "Sampler | None" = None, history: "History | None" = None, model: str | None = None,
+                 resume: int | None = None, start: str = "home") -> None:
+        super().__init__()
+        self.settings = settings
+        self._profile = profile
+        self.sampler = sampler
+        self.history = history
+        self.session: ChatSession | None = None
+        self.planned: PlannedModel | None = None
+        self.start_model, self.resume, self.start_mode = model, resume, start
+        self.theme = "textual-dark"
+
+    # what every screen shares
+
+    @property
+    def profile(self) -> "DeviceProfile":
+        """The device the screens plan for: this machine (detected once), or the one given."""
+        if self._profile is None:
+            from edgellm.hw.detect import detect_this_machine
+
+            self._profile = detect_this_machine()
+        return self._profile
+
+    def on_mount(self) -> None:
+        self.switch_mode(self.start_mode)
+        if self.start_model is not None:  # "": the model the flags name, or the best one stored
+            self.post_message(ChatWith(self.start_model))
+
+    def reporter(self, target: "App | Screen | None" = None) -> Callable[[Event], None]:
+        """A `report` for long work on a worker thread: events become messages to `target` (the app)."""
+        receiver = target or self
+
+        def report(event: Event) -> None:
+            if isinstance(event, Progress):
+                receiver.post_message(ProgressUpdate(event))
+            elif isinstance(event, Notice):
+                receiver.post_message(WorkNotice(event))
+
+        return report
+
+    def on_work_notice(self, message: WorkNotice) -> None:
+        self.notify(message.notice.text, severity="warning" if message.notice.kind == "warning" else "information")
+
+    def on_progress_update(self, message: ProgressUpdate) -> None:
+        """Progress of the model opener (a -hf model pulled before it loads): the chat draws it."""
+        self.broadcast(OpenerProgress(message.progress))
+
+    def on_store_changed(self, message: StoreChanged) -> None:
+        self.broadcast(StoreChanged())
+
+    def broadcast(self, message: object) -> None:
+        """Post a message to every screen the app has made (the modes' screens and those pushed on them)."""
+        for stack in self._screen_stacks.values():
+            for screen in stack:
+                screen.post_message(message)  # type: ignore[arg-type]
+
+    # errors: shown with the way out, never a traceback, never the app exiting
+
+    def show_error(self, error: BaseException, retry: Callable[[], None] | None = None) -> None:
+        from edgellm.tui.screens.error import ErrorScreen
+
+        if not isinstance(error, Exception) or type(error).__module__ != "edgellm.errors":
+            log.exception("unexpected error in the TUI", exc_info=error)
+        self.push_screen(ErrorScreen(error, retry))
+
+    # the model opener, in a worker
+
+    def on_chat_with(self, message: ChatWith) -> None:
+        self.open_model(message.model)
+
+    def open_model(self, model: str) -> None:
+        if self.session is not None and self.session.busy:
+            self.notify("a reply is still being written: stop it (Esc) first", severity="warning")
+            return
+        self.switch_mode("chat")
+        self.call_after_refresh(self.broadcast, ModelLoading(model))
+        self._load(model)
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def _load(self, model: str) -> None:
+        from edgellm import loading
+        from edgellm.chat.completion import ChatModel
+        from edgellm.chat.session import ChatSession
+        from edgellm.errors import UserError
+
+        settings = replace(self.settings, model=model, hf_repo=None) if model else self.settings
+        try:
+            planned = loading.plan_model(settings, report=self.reporter())
+            previous, self.session = self.session, None
+            if previous is not None:
+                previous.model.loaded.llm.close()  # free its memory before the next one is loaded
+            loaded = loading.open_model(planned, settings)
+            session = ChatSession(ChatModel.for_model(loaded, planned.choice.spec.architecture), self.history,
+                                  model_name=str(planned.choice.path),
+                                  options=loading.generation_options(settings, chat=True),
+                                  system_prompt=settings.system_prompt, show_reasoning=True)
+        except UserError as error:
+            self.call_from_thread(self.show_error, error, lambda: self.open_model(model))
+            return
+        except Exception as error:  # noqa: BLE001 - shown, logged, and the app goes on
+            self.call_from_thread(self.show_error, error)
+            return
+        self.post_message(ModelReady(session, planned))
+
+    def on_model_ready(self, message: ModelReady) -> None:
+        self.session, self.planned = message.session, message.planned
+        self.settings = replace(self.settings, model=str(message.planned.choice.path), hf_repo=None)
+        self.broadcast(ModelReady(message.session, message.planned))
+        if self.resume is not None:
+            resume, self.resume = self.resume, None
+            self.screen.post_message(ResumeConversation(resume))
+
+    # actions
+
+    def action_help(self) -> None:
+        from edgellm.tui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield SystemCommand("Home", "the hardware, the local models and what fits (F2)",
+                            lambda: self.switch_mode("home"))
+        yield SystemCommand("Models", "pick a model: the store and the catalog, with downloads (F3)",
+                            lambda: self.switch_mode("models"))
+        yield SystemCommand("Convert", "convert a Hugging Face checkpoint to GGUF (F4)",
+                            lambda: self.switch_mode("convert"))
+        yield SystemCommand("Chat", "the conversation (F5)", lambda: self.switch_mode("chat"))
+        yield SystemCommand("Help", "keys and how things work (F1)", self.action_help)
+        yield SystemCommand("Toggle light/dark theme", "switch between the light and the dark theme (Ctrl+T)",
+                            self.action_toggle_theme)
+        for title, help_text, callback in getattr(screen, "commands", lambda: [])():
+            yield SystemCommand(title, help_text, callback)
+        yield from super().get_system_commands(screen)

@@ -1,0 +1,30 @@
+"""Open the TUI: the history, the log file, the app; what `edgellm` (no command) and `edgellm chat` call."""
+
+from __future__ import annotations
+
+import logging
+
+from edgellm import home
+from edgellm.options import ModelSettings
+
+
+def run_tui(settings: ModelSettings, *, model: str | None = None, resume: int | None = None,
+            use_history: bool = True, start: str = "home") -> int:
+    """Run the app until it quits; 0 unless it was asked to exit otherwise."""
+    from edgellm.chat.history import History
+    from edgellm.tui.app import EdgeApp
+
+    log_file = home.home() / "logs" / "tui.log"
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        logging.basicConfig(filename=log_file, level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    except OSError:
+        pass  # no log on a read-only or full disk: the app still runs
+    history = History(home.history_path()) if use_history else None
+    try:
+        app = EdgeApp(settings, history=history, model=model, resume=resume, start=start)
+        return app.run() or 0
+    finally:
+        if history is not None:
+            history.close()

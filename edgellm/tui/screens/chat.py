@@ -1,0 +1,491 @@
+"""The chat: the conversation streamed as Markdown, the history beside it, the status line under it.
+
+Every turn is the chat session's: this screen sends, stops and shows. A thread worker iterates the turn and
+posts the reply in batches (never one UI call per token, never waiting on the UI).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Header, ProgressBar, Static
+
+from edgellm.chat.events import AnswerPiece, ReasoningPiece, ReplyDone
+from edgellm.errors import UserError
+from edgellm.events import Notice
+from edgellm.tui.clipboard import code_blocks, copy
+from edgellm.tui.messages import (ModelLoading, ModelReady, OpenerProgress, ReplyFinished, ReplyNotice, ReplyPieces,
+                                  ResumeConversation)
+from edgellm.tui.widgets.conversations import ConversationList
+from edgellm.tui.widgets.message import ChatMessage, reply_meta
+from edgellm.tui.widgets.prompt import PromptInput
+from edgellm.tui.widgets.status import StatusLine, status_text
+
+if TYPE_CHECKING:
+    from edgellm.chat.history import Message as SavedMessage
+    from edgellm.chat.session import ChatSession, Turn
+    from edgellm.loading import PlannedModel
+
+BATCH_S = 1 / 30  # reply text reaches the screen at most this often (the first piece at once)
+SIDEBAR_MIN_WIDTH = 100  # below this terminal width the history starts hidden
+
+
+class TurnFailed(Message):
+    """The turn could not run (the message does not fit the context, the template refused it)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+
+class ChatScreen(Screen):
+    """The conversation with the loaded model."""
+
+    DEFAULT_CSS = """
+    ChatScreen #chat-main { width: 1fr; }
+    ChatScreen #messages { height: 1fr; padding: 0 1; }
+    ChatScreen .notice { color: $warning; margin: 0 0 1 0; }
+    ChatScreen .note { color: $text-muted; margin: 0 0 1 0; }
+    ChatScreen #load-progress { height: 1; margin: 0 1; display: none; }
+    ChatScreen #editing { height: 1; color: $warning; padding: 0 1; display: none; }
+    """
+
+    BINDINGS = [
+        Binding("escape", "stop", "Stop"),
+        Binding("ctrl+n", "new", "New"),
+        Binding("ctrl+r", "regenerate", "Retry"),
+        Binding("ctrl+e", "edit_last", "Edit", priority=True),
+        Binding("ctrl+y", "copy_reply", "Copy", priority=True),
+        Binding("ctrl+k", "copy_code", "Copy code", priority=True),
+        Binding("ctrl+s", "settings", "Settings"),
+        Binding("ctrl+b", "toggle_history", "History"),
+        Binding("f6", "rename", "Rename", show=False),
+        Binding("f7", "search", "Search", show=False),
+        Binding("delete", "delete_conversation", "Delete", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.session: ChatSession | None = None
+        self.planned: PlannedModel | None = None
+        self.reply: ChatMessage | None = None  # the reply being streamed
+        self.editing = False
+        self.state = ""
+        self.timings: dict | None = None
+        self.context_used: int | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield ConversationList()
+        with Vertical(id="chat-main"):
+            yield ProgressBar(id="load-progress", show_eta=True)
+            yield VerticalScroll(id="messages")
+            yield Static("editing the last message: Enter sends it, Esc leaves it as it was", id="editing")
+            yield PromptInput(id="prompt")
+            yield StatusLine(id="status", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(ConversationList).display = self.app.size.width >= SIDEBAR_MIN_WIDTH
+        app_session = getattr(self.app, "session", None)
+        if app_session is not None and self.session is None:
+            self._use_session(app_session, getattr(self.app, "planned", None))
+        self._show_status()
+        self.query_one(PromptInput).focus()
+
+    # the model
+
+    def on_model_loading(self, message: ModelLoading) -> None:
+        self.state = f"loading {Path(message.model).name}…"
+        self._show_status()
+
+    def on_opener_progress(self, message: OpenerProgress) -> None:
+        bar = self.query_one("#load-progress", ProgressBar)
+        bar.display = not message.progress.finished
+        bar.update(total=message.progress.total or None, progress=message.progress.done)
+
+    def on_model_ready(self, message: ModelReady) -> None:
+        self._use_session(message.session, message.planned)
+
+    def _use_session(self, session: "ChatSession", planned: "PlannedModel | None") -> None:
+        self.session, self.planned = session, planned
+        self.state, self.timings, self.context_used = "", None, None
+        self.query_one("#load-progress", ProgressBar).display = False
+        self._clear_messages()
+        for notice in [*(planned.notices if planned else []), *session.opening_notices()]:
+            self._mount_notice(notice)
+        self._show_status()
+        self._refresh_history()
+        self.query_one(PromptInput).focus()
+
+    def on_resume_conversation(self, message: ResumeConversation) -> None:
+        self._open_conversation(message.conversation_id)
+
+    # sending and streaming
+
+    def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
+        text = event.text
+        if not text.strip():
+            return
+        session = self._ready()
+        if session is None:
+            return
+        editing = self.editing
+        try:
+            turn = session.edit_last(text) if editing else session.send(text)
+        except UserError as error:
+            self.app.show_error(error)
+            return
+        event.prompt.clear()
+        self._leave_editing()
+        if editing:
+            self._remove_from_last_user()
+        self._mount(ChatMessage("user", text))
+        self._start(turn)
+
+    def _start(self, turn: "Turn") -> None:
+        self.reply = ChatMessage("assistant")
+        self._mount(self.reply)
+        self.state = "writing… (Esc stops)"
+        self._show_status()
+        self._run_turn(turn)
+
+    @work(thread=True, group="reply", exit_on_error=False)
+    def _run_turn(self, turn: "Turn") -> None:
+        answer: list[str] = []
+        reasoning: list[str] = []
+        flushed_at: float | None = None
+
+        def flush() -> None:
+            nonlocal flushed_at
+            if answer or reasoning:
+                self.post_message(ReplyPieces("".join(answer), "".join(reasoning)))
+                answer.clear()
+                reasoning.clear()
+            flushed_at = time.monotonic()
+
+        try:
+            with turn:
+                for event in turn:
+                    if isinstance(event, AnswerPiece):
+                        answer.append(event.text)
+                    elif isinstance(event, ReasoningPiece):
+                        reasoning.append(event.text)
+                    elif isinstance(event, Notice):
+                        flush()
+                        self.post_message(ReplyNotice(event))
+                    elif isinstance(event, ReplyDone):
+                        flush()
+                        self.post_message(ReplyFinished(event.reply))
+                        continue
+                    if flushed_at is None or time.monotonic() - flushed_at >= BATCH_S:
+                        flush()
+        except Exception as error:  # noqa: BLE001 - a UserError with its way out, or logged and shown
+            self.post_message(TurnFailed(error))
+
+    async def on_reply_pieces(self, message: ReplyPieces) -> None:
+        if self.reply is not None:
+            await self.reply.append(message.answer, message.reasoning)
+            self._follow()
+
+    def on_reply_notice(self, message: ReplyNotice) -> None:
+        self._mount_notice(message.notice, before=self.reply)
+
+    async def on_reply_finished(self, message: ReplyFinished) -> None:
+        reply = message.reply
+        timings = reply.timings()
+        if self.reply is not None:
+            await self.reply.finish(reply.content, reply.reasoning, interrupted=reply.interrupted,
+                                    meta=reply_meta(timings, reply.interrupted))
+        self.reply = None
+        self.timings, self.context_used = timings, reply.context_used
+        self.state = "stopped" if reply.interrupted else ""
+        self._show_status()
+        self._refresh_history()
+        self._follow()
+
+    def on_turn_failed(self, message: TurnFailed) -> None:
+        if self.reply is not None:
+            self.reply.remove()
+            self.reply = None
+        self.state = ""
+        self._show_status()
+        self.app.show_error(message.error)
+
+    # actions
+
+    def action_stop(self) -> None:
+        if self.session is not None and self.session.busy:
+            self.session.cancel()
+        elif self.editing:
+            self._leave_editing()
+            self.query_one(PromptInput).clear()
+
+    def action_new(self) -> None:
+        session = self._ready()
+        if session is None:
+            return
+        try:
+            session.new()
+        except UserError as error:
+            self.app.show_error(error)
+            return
+        self._leave_editing()
+        self._clear_messages()
+        self.timings, self.context_used = None, None
+        for notice in session.opening_notices():
+            self._mount_notice(notice)
+        self._show_status()
+        self._refresh_history()
+        self.query_one(PromptInput).focus()
+
+    def action_regenerate(self) -> None:
+        session = self._ready()
+        if session is None:
+            return
+        try:
+            turn = session.regenerate()
+        except UserError as error:
+            self.app.show_error(error)
+            return
+        replies = self._messages("assistant")
+        if replies:
+            self._remove_from(replies[-1])
+        self._start(turn)
+
+    def action_edit_last(self) -> None:
+        users = self._messages("user")
+        if self._ready() is None or not users:
+            self.app.notify("there is no message to edit yet", severity="warning")
+            return
+        prompt = self.query_one(PromptInput)
+        prompt.text = users[-1].content
+        prompt.move_cursor(prompt.document.end)
+        self.editing = True
+        self.query_one("#editing").display = True
+        prompt.focus()
+
+    def action_copy_reply(self) -> None:
+        message = self._chosen_reply()
+        if message is None:
+            self.app.notify("no reply to copy yet", severity="warning")
+            return
+        self.app.notify(f"copied the reply to the {copy(self.app, message.content)}")
+
+    def action_copy_code(self) -> None:
+        message = self._chosen_reply()
+        blocks = code_blocks(message.content) if message is not None else []
+        if not blocks:
+            self.app.notify("no code block in the reply", severity="warning")
+            return
+        self.app.notify(f"copied the code block to the {copy(self.app, blocks[-1])}")
+
+    def action_settings(self) -> None:
+        from edgellm.tui.screens.settings import SettingsScreen
+
+        session = self._ready()
+        if session is not None:
+            self.app.push_screen(SettingsScreen(session), lambda applied: applied and self.app.notify(
+                "settings applied to this conversation"))
+
+    def action_toggle_history(self) -> None:
+        sidebar = self.query_one(ConversationList)
+        sidebar.display = not sidebar.display
+        if sidebar.display:
+            self._refresh_history()
+
+    def action_rename(self) -> None:
+        from edgellm.tui.screens.dialogs import AskText
+
+        session = self._ready()
+        if session is None:
+            return
+
+        def rename(title: str | None) -> None:
+            if title is None:
+                return
+            try:
+                session.rename(title)
+            except UserError as error:
+                self.app.show_error(error)
+                return
+            self._refresh_history()
+
+        current = next((c.title for c in self._conversations() if c.id == session.conversation_id), "")
+        self.app.push_screen(AskText("Title of this conversation", current), rename)
+
+    def action_search(self) -> None:
+        sidebar = self.query_one(ConversationList)
+        sidebar.display = True
+        sidebar.query_one("#history-search").focus()
+
+    def action_delete_conversation(self) -> None:
+        from edgellm.tui.screens.dialogs import Confirm
+
+        session = self._ready()
+        sidebar = self.query_one(ConversationList)
+        chosen = sidebar.highlighted if sidebar.display else None
+        if session is None or chosen is None:
+            self.app.notify("choose a conversation in the history first (Ctrl+B shows it)", severity="warning")
+            return
+
+        def delete(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                session.delete(chosen.id)
+            except UserError as error:
+                self.app.show_error(error)
+                return
+            if session.conversation_id is None and not session.entries:
+                self._clear_messages()
+            self._refresh_history()
+
+        self.app.push_screen(Confirm(f"Delete “{chosen.title or 'untitled'}” and its messages?"), delete)
+
+    def commands(self) -> list[tuple[str, str, Callable[[], None]]]:
+        """This screen's actions for the command palette."""
+        return [
+            ("Chat: stop the reply", "stop generating, keeping what was written (Esc)", self.action_stop),
+            ("Chat: new conversation", "start over; the old one stays in the history (Ctrl+N)", self.action_new),
+            ("Chat: answer again", "regenerate the last reply (Ctrl+R)", self.action_regenerate),
+            ("Chat: edit the last message", "change it and get a new answer (Ctrl+E)", self.action_edit_last),
+            ("Chat: copy the reply", "to the clipboard (Ctrl+Y)", self.action_copy_reply),
+            ("Chat: copy the code block", "the reply's last code block (Ctrl+K)", self.action_copy_code),
+            ("Chat: settings", "system prompt and sampling for this conversation (Ctrl+S)", self.action_settings),
+            ("Chat: show or hide the history", "the saved conversations (Ctrl+B)", self.action_toggle_history),
+            ("Chat: rename the conversation", "give it a title (F6)", self.action_rename),
+            ("Chat: search the history", "find a conversation by its text (F7)", self.action_search),
+            ("Chat: delete the conversation", "the one chosen in the history (Del)", self.action_delete_conversation),
+        ]
+
+    # the history sidebar
+
+    def on_conversation_list_chosen(self, message: ConversationList.Chosen) -> None:
+        self._open_conversation(message.conversation_id)
+
+    def on_conversation_list_searched(self, message: ConversationList.Searched) -> None:
+        session = self._ready(quiet=True)
+        if session is None:
+            return
+        try:
+            found = session.search(message.text) if message.text.strip() else session.conversations()
+        except UserError as error:
+            self.app.show_error(error)
+            return
+        self.query_one(ConversationList).show(found, session.conversation_id)
+
+    def _open_conversation(self, conversation_id: int) -> None:
+        session = self._ready()
+        if session is None:
+            return
+        try:
+            saved = session.load(conversation_id)
+        except UserError as error:
+            self.app.show_error(error)
+            return
+        self._leave_editing()
+        self._show_saved(saved)
+        self._refresh_history()
+        self.query_one(PromptInput).focus()
+
+    def _show_saved(self, saved: "list[SavedMessage]") -> None:
+        self._clear_messages()
+        last = None
+        for message in saved:
+            if message.role == "system":
+                continue
+            timings = message.timings or {}
+            meta = reply_meta(timings, message.interrupted) if message.role == "assistant" else ""
+            self._mount(ChatMessage(message.role, message.content, message.reasoning,
+                                    interrupted=message.interrupted, meta=meta))
+            last = timings if message.role == "assistant" and timings else last
+        self.timings = last
+        self.context_used = last.get("context_used") if last else None
+        self._show_status()
+
+    def _conversations(self) -> list:
+        if self.session is None:
+            return []
+        try:
+            return self.session.conversations()
+        except UserError:
+            return []
+
+    def _refresh_history(self) -> None:
+        if self.session is None:
+            return
+        sidebar = self.query_one(ConversationList)
+        sidebar.show(self._conversations(), self.session.conversation_id)
+
+    # helpers
+
+    def _ready(self, quiet: bool = False) -> "ChatSession | None":
+        """The session, when a model is loaded and no reply is being written; else a notice and None."""
+        if self.session is None:
+            if not quiet:
+                self.app.notify("no model loaded yet: choose one on Home (F2) or Models (F3)", severity="warning")
+            return None
+        if self.session.busy:
+            if not quiet:
+                self.app.notify("a reply is still being written: Esc stops it", severity="warning")
+            return None
+        return self.session
+
+    def _messages(self, role: str | None = None) -> list[ChatMessage]:
+        return [m for m in self.query_one("#messages").query(ChatMessage) if role is None or m.role == role]
+
+    def _chosen_reply(self) -> ChatMessage | None:
+        focused = self.focused
+        if isinstance(focused, ChatMessage) and focused.role == "assistant":
+            return focused
+        replies = [m for m in self._messages("assistant") if m.content]
+        return replies[-1] if replies else None
+
+    def _mount(self, widget: ChatMessage) -> None:
+        self.query_one("#messages").mount(widget)
+        self._follow()
+
+    def _mount_notice(self, notice: Notice, before: ChatMessage | None = None) -> None:
+        line = Static(notice.text, classes="notice" if notice.kind == "warning" else "note", markup=False)
+        self.query_one("#messages").mount(line, before=before)
+
+    def _follow(self) -> None:
+        self.query_one("#messages").scroll_end(animate=False, immediate=False)
+
+    def _remove_from(self, first: ChatMessage) -> None:
+        """Remove `first` and everything shown after it."""
+        children = list(self.query_one("#messages").children)
+        for child in children[children.index(first):]:
+            child.remove()
+
+    def _remove_from_last_user(self) -> None:
+        users = self._messages("user")
+        if users:
+            self._remove_from(users[-1])
+
+    def _clear_messages(self) -> None:
+        self.query_one("#messages").remove_children()
+        self.reply = None
+
+    def _leave_editing(self) -> None:
+        self.editing = False
+        self.query_one("#editing").display = False
+
+    def _show_status(self) -> None:
+        planned = self.planned
+        model = Path(str(planned.choice.path)).name if planned else (
+            Path(self.session.model_name).name if self.session else None)
+        settings = planned.load_settings if planned else None
+        self.query_one(StatusLine).update(status_text(
+            model, settings.n_gpu_layers if settings else None,
+            planned.choice.spec.n_layers if planned else None, self.context_used,
+            settings.n_ctx if settings else None, self.timings, self.state))

@@ -1,0 +1,194 @@
+"""The hardware panel: the CPU, RAM, GPUs and board the plans are made for, with live memory and CPU gauges."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.widget import Widget
+from textual.widgets import Static
+
+if TYPE_CHECKING:
+    from edgellm.hw.profile import DeviceProfile
+
+GIB = 2**30
+BAR_WIDTH = 16
+
+
+@dataclass(frozen=True)
+class Gauges:
+    """One reading: RAM in use and in all (bytes), CPU load (percent), and (used, total) bytes per GPU."""
+
+    ram_used: int
+    ram_total: int
+    cpu_percent: float
+    gpus: tuple[tuple[int, int], ...] = ()
+
+
+Sampler = Callable[[], Gauges]
+
+
+def profile_gauges(profile: "DeviceProfile") -> Gauges:
+    """The reading the profile itself holds (from when it was made): the start, and all a recorded device has."""
+    memory = profile.memory
+    return Gauges(memory.total_bytes - memory.available_bytes, memory.total_bytes, 0.0,
+                  tuple((gpu.memory_total_bytes - gpu.memory_free_bytes, gpu.memory_total_bytes)
+                        for gpu in profile.gpus))
+
+
+class LiveSampler:
+    """This machine's gauges. RAM and CPU come from psutil on each call (fast enough for the UI thread);
+    NVIDIA memory comes from NVML through `refresh_gpus`, which is slower and is called off the UI thread."""
+
+    def __init__(self, profile: "DeviceProfile") -> None:
+        self._gpus = profile_gauges(profile).gpus
+        self._nvidia = [index for index, gpu in enumerate(profile.gpus)
+                        if gpu.vendor == "nvidia" and not gpu.unified_memory]
+        self._lock = threading.Lock()
+
+    @property
+    def has_nvidia(self) -> bool:
+        return bool(self._nvidia)
+
+    def __call__(self) -> Gauges:
+        import psutil
+
+        memory = psutil.virtual_memory()
+        with self._lock:
+            gpus = self._gpus
+        return Gauges(memory.total - memory.available, memory.total, psutil.cpu_percent(interval=None), gpus)
+
+    def refresh_gpus(self) -> None:
+        """Read the NVIDIA GPUs' memory through NVML; keep the last reading when NVML does not answer."""
+        from edgellm.hw.probes import LiveProbe
+
+        found = LiveProbe().nvml_gpus() or []
+        with self._lock:
+            gpus = list(self._gpus)
+            for index, reading in zip(self._nvidia, found):
+                total, free = reading.get("memory_total"), reading.get("memory_free")
+                if total and free is not None:
+                    gpus[index] = (total - free, total)
+            self._gpus = tuple(gpus)
+
+
+def live_sampler(profile: "DeviceProfile") -> LiveSampler:
+    """The sampler of this machine, starting from the profile's GPU memory."""
+    return LiveSampler(profile)
+
+
+def gib(n_bytes: int) -> str:
+    return f"{n_bytes / GIB:.1f}"
+
+
+def bar(fraction: float, width: int = BAR_WIDTH) -> Text:
+    """A gauge of `width` cells, green, then yellow above 70 %, red above 90 %."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    filled = round(fraction * width)
+    colour = "green" if fraction < 0.7 else "yellow" if fraction < 0.9 else "red"
+    return Text.assemble(("█" * filled, colour), ("░" * (width - filled), "dim"))
+
+
+def memory_gauge(label: str, used: int, total: int) -> Text:
+    fraction = used / total if total else 0.0
+    return Text.assemble((f"{label:<6}", "bold"), bar(fraction),
+                         f" {gib(used)} / {gib(total)} GiB {fraction:4.0%}")
+
+
+def facts_text(profile: "DeviceProfile") -> Text:
+    """The fixed facts, two lines: CPU model and cores; SIMD features and the board."""
+    cpu = profile.cpu
+    cores = f"{cpu.physical_cores} cores / {cpu.logical_cores} threads"
+    if cpu.efficiency_cores:
+        cores += f" ({cpu.performance_cores}P + {cpu.efficiency_cores}E)"
+    text = Text.assemble(("CPU   ", "bold"), f"{cpu.model} ({cpu.arch}) · {cores}",
+                         ("\nSIMD  ", "bold"), " ".join(cpu.features) or "none detected")
+    if profile.board is not None:
+        board = profile.board
+        text.append("  Board ", "bold")
+        text.append(" · ".join(part for part in (board.model, board.module, board.release) if part))
+    return text
+
+
+def gauges_text(profile: "DeviceProfile", gauges: Gauges) -> Text:
+    """The live part: RAM and CPU load, then a line per GPU with its memory (or unified memory, or no GPU)."""
+    text = memory_gauge("RAM", gauges.ram_used, gauges.ram_total)
+    text.append_text(Text.assemble(("   CPU ", "bold"), bar(gauges.cpu_percent / 100, 8),
+                                   f" {gauges.cpu_percent:3.0f}%"))
+    if not profile.gpus:
+        text.append_text(Text.assemble(("\nGPU   ", "bold"), "no GPU: models run on the CPU"))
+    for index, gpu in enumerate(profile.gpus):
+        if gpu.unified_memory:
+            text.append_text(Text.assemble(("\nGPU   ", "bold"),
+                                           f"{gpu.name} ({gpu.backend}) · unified memory: shares the RAM"))
+            continue
+        used, total = gauges.gpus[index] if index < len(gauges.gpus) else (
+            gpu.memory_total_bytes - gpu.memory_free_bytes, gpu.memory_total_bytes)
+        text.append("\n")
+        text.append_text(memory_gauge("VRAM", used, total))
+        text.append(f"  {gpu.name} ({gpu.backend})")
+    return text
+
+
+class HardwarePanel(Widget):
+    """This machine (or the profile given to the app) with gauges refreshed every second from `app.sampler`."""
+
+    DEFAULT_CSS = """
+    HardwarePanel {
+        height: auto;
+        border: round $primary;
+        border-title-color: $text-accent;
+        padding: 0 1;
+    }
+    HardwarePanel Static {
+        height: auto;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.border_title = "This machine"
+        self.sampler: Sampler | None = None
+        self.gauges: Gauges | None = None
+
+    def compose(self) -> ComposeResult:
+        profile = self.app.profile
+        yield Static(facts_text(profile), id="hw-facts")
+        yield Static(gauges_text(profile, profile_gauges(profile)), id="hw-gauges")
+
+    def on_mount(self) -> None:
+        profile = self.app.profile
+        self.sampler = getattr(self.app, "sampler", None) or live_sampler(profile)
+        self.sample()
+        self.set_interval(1.0, self.sample)
+        if isinstance(self.sampler, LiveSampler) and self.sampler.has_nvidia:
+            self._refresh_gpus()
+            self.set_interval(2.0, self._refresh_gpus)
+
+    def sample(self) -> None:
+        """Take a reading and show it; a sampler that fails leaves the last reading shown."""
+        if self.sampler is None:
+            return
+        try:
+            gauges = self.sampler()
+        except Exception:  # noqa: BLE001 - a gauge is not worth an error screen
+            return
+        if gauges != self.gauges:
+            self.gauges = gauges
+            self.query_one("#hw-gauges", Static).update(gauges_text(self.app.profile, gauges))
+
+    @work(thread=True, exclusive=True, group="gpu-gauges", exit_on_error=False)
+    def _refresh_gpus(self) -> None:
+        if isinstance(self.sampler, LiveSampler):
+            self.sampler.refresh_gpus()
+
+    @property
+    def gauges_plain(self) -> str:
+        """The gauges as plain text (what tests and screen readers look at)."""
+        return self.query_one("#hw-gauges", Static).content.plain

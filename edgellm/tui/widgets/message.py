@@ -1,0 +1,85 @@
+"""One message of the conversation: the user's, or a reply streamed as Markdown with its reasoning folded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Collapsible, Label, Markdown, Static
+from textual.widgets._markdown import MarkdownStream
+
+
+class ChatMessage(Vertical, can_focus=True):
+    """A message; a reply is written piece by piece through a MarkdownStream, then rendered once whole."""
+
+    DEFAULT_CSS = """
+    ChatMessage { height: auto; margin: 0 0 1 0; padding: 0 1; }
+    ChatMessage.user { background: $boost; border-left: thick $accent; }
+    ChatMessage.assistant { border-left: thick $success; }
+    ChatMessage.interrupted { border-left: thick $warning; }
+    ChatMessage:focus { background: $boost; }
+    ChatMessage .role { color: $text-muted; text-style: bold; }
+    ChatMessage Markdown { margin: 0; padding: 0; }
+    ChatMessage Collapsible { margin: 0; padding: 0; border: none; }
+    ChatMessage .reasoning-text { color: $text-muted; text-style: italic; }
+    ChatMessage .meta { color: $text-muted; }
+    """
+
+    def __init__(self, role: str, content: str = "", reasoning: str = "", *, interrupted: bool = False,
+                 meta: str = "") -> None:
+        super().__init__(classes=role + (" interrupted" if interrupted else ""))
+        self.role, self.content, self.reasoning, self.meta = role, content, reasoning, meta
+        self._stream: MarkdownStream | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Label("You" if self.role == "user" else "Assistant", classes="role")
+        with Collapsible(title="Reasoning", collapsed=True, classes="reasoning") as folded:
+            folded.display = bool(self.reasoning)
+            yield Static(self.reasoning, classes="reasoning-text", markup=False)
+        yield Markdown(self.content)
+        meta = Static(self.meta, classes="meta", markup=False)
+        meta.display = bool(self.meta)
+        yield meta
+
+    async def append(self, answer: str, reasoning: str) -> None:
+        """Add a batch of the reply as it streams."""
+        if reasoning:
+            self.reasoning += reasoning
+            self.query_one(Collapsible).display = True
+            self.query_one(".reasoning-text", Static).update(self.reasoning)
+        if answer:
+            self.content += answer
+            if self._stream is None:
+                self._stream = Markdown.get_stream(self.query_one(Markdown))
+            await self._stream.write(answer)
+
+    async def finish(self, content: str, reasoning: str, *, interrupted: bool, meta: str) -> None:
+        """The reply is whole: render it once from the full text (a stream can leave a code fence half drawn)."""
+        if self._stream is not None:
+            await self._stream.stop()
+            self._stream = None
+        self.content, self.reasoning, self.meta = content, reasoning, meta
+        await self.query_one(Markdown).update(content)
+        self.query_one(".reasoning-text", Static).update(reasoning)
+        self.query_one(Collapsible).display = bool(reasoning)
+        self.set_class(interrupted, "interrupted")
+        meta_line = self.query_one(".meta", Static)
+        meta_line.update(meta)
+        meta_line.display = bool(meta)
+
+
+def reply_meta(timings: dict[str, Any], interrupted: bool) -> str:
+    """The line under a reply: tokens, speed, time to first token; and whether it was stopped."""
+    parts = []
+    if timings.get("completion_tokens"):
+        parts.append(f"{timings['completion_tokens']} tokens")
+    if timings.get("tokens_per_s"):
+        parts.append(f"{timings['tokens_per_s']:.1f} tokens/s")
+    if timings.get("ttft_ms") is not None:
+        parts.append(f"first token {timings['ttft_ms']:.0f} ms")
+    if interrupted:
+        parts.append("stopped")
+    elif timings.get("stop_reason") not in (None, "eos", "stop"):
+        parts.append(f"stopped: {timings['stop_reason']}")
+    return " · ".join(parts)
