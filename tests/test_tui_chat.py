@@ -222,3 +222,42 @@ def test_a_broken_model_is_shown_with_the_way_out_and_the_app_goes_on(tmp_path: 
             assert not messages(app)
 
     run(main)
+
+
+def test_old_turns_left_out_are_noticed(test_model: Path) -> None:
+    app = chat_app(test_model, "-c", "256", "-n", "24", "--ignore-eos")
+    long_line = "the quick brown fox jumps over the lazy dog " * 6
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            for _ in range(4):
+                await say(pilot, long_line)
+            notes = [str(note.content) for note in app.screen.query(".notice, .note")]
+            assert any("left out" in note for note in notes), notes
+
+    run(main)
+
+
+def test_every_chat_action_is_in_the_palette_and_help_and_theme_work(test_model: Path) -> None:
+    from edgellm.tui.screens.help import HelpScreen
+
+    app = chat_app(test_model, "-n", "4")
+
+    async def main() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await loaded(pilot)
+            titles = [command.title for command in app.get_system_commands(screen)]
+            for title in ("Home", "Models", "Convert", "Chat: stop the reply", "Chat: new conversation",
+                          "Chat: answer again", "Chat: edit the last message", "Chat: copy the reply",
+                          "Chat: settings", "Chat: delete the conversation", "Toggle light/dark theme"):
+                assert title in titles
+            await pilot.press("f1")
+            await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="the help")
+            await pilot.press("escape")
+            await until(pilot, lambda: isinstance(app.screen, ChatScreen), what="the chat")
+            dark = app.theme
+            await pilot.press("ctrl+t")
+            assert app.theme != dark
+
+    run(main)

@@ -12,9 +12,8 @@ import pytest
 from edgellm import store
 from edgellm.hw.builtin import resolve_profile
 from edgellm.options import resolve
-from edgellm.tui import app as app_module
 from edgellm.tui.app import EdgeApp
-from edgellm.tui.messages import ChatWith, StoreChanged
+from edgellm.tui.messages import ChatWith, ChooseRemote, StoreChanged
 from edgellm.tui.screens.home import FIRST_RUN, HomeScreen
 from edgellm.tui.widgets.hardware import Gauges, HardwarePanel, gauges_text, live_sampler, profile_gauges
 from textual.widgets import DataTable, Static
@@ -37,16 +36,19 @@ def frozen(ram_used: float = 3.0, ram_total: float = 8.0, cpu: float = 25.0) -> 
 class RecordingApp(EdgeApp):
     """The app with the model opener and the other screens replaced by a record of what was asked."""
 
-    CSS_PATH = Path(app_module.__file__).with_name("app.tcss")  # a relative CSS_PATH follows the subclass's file
-
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.chats: list[str] = []
         self.modes: list[str] = []
+        self.remote_refs: list[str] = []
 
     def on_chat_with(self, message: ChatWith) -> None:
         message.prevent_default()
         self.chats.append(message.model)
+
+    def on_choose_remote(self, message: ChooseRemote) -> None:
+        message.prevent_default()
+        self.remote_refs.append(message.ref)
 
     def switch_mode(self, mode: str):  # type: ignore[override]
         if mode != "home":
@@ -132,7 +134,7 @@ def test_gauges_text_for_gpus() -> None:
     assert "unified memory" in gauges_text(mac, profile_gauges(mac)).plain
 
 
-def test_enter_chats_with_a_local_model_or_opens_the_models_screen(test_model: Path) -> None:
+def test_enter_chats_with_a_local_model_or_plans_a_recommended_one(test_model: Path) -> None:
     store.import_path(test_model)
 
     async def main() -> None:
@@ -143,9 +145,12 @@ def test_enter_chats_with_a_local_model_or_opens_the_models_screen(test_model: P
             await pilot.press("enter")
             await until(pilot, lambda: bool(app.chats))
             assert Path(app.chats[0]).resolve() == test_model.resolve()
-            app.screen.query_one("#recommended-models", DataTable).focus()
+            picks = app.screen.query_one("#recommended-models", DataTable)
+            picks.focus()
             await pilot.press("enter")
-            await until(pilot, lambda: app.modes == ["models"])
+            await until(pilot, lambda: bool(app.remote_refs))
+            first = picks.get_row_at(0)
+            assert app.remote_refs[0].endswith(f":{first[1]}") and "/" in app.remote_refs[0]  # owner/repo:QUANT
 
     asyncio.run(main())
 

@@ -55,6 +55,13 @@ def test_catalog_shows_the_offline_verdict_for_the_profile() -> None:
     assert any(text != "does not fit" for text in shown.values())
 
 
+async def click(pilot, selector: str) -> None:
+    """Click a widget once it is laid out on the current screen (a click before lands nowhere)."""
+    await wait_for(pilot, lambda: bool(pilot.app.screen.query(selector))
+                   and pilot.app.screen.query_one(selector).region.width > 0)
+    await pilot.click(selector)
+
+
 def test_download_moves_is_stopped_keeps_its_part_and_resumes(hub: FakeHub, gguf_file: Path) -> None:
     from textual.widgets import Button, DataTable, Input, Label, ProgressBar
 
@@ -71,23 +78,23 @@ def test_download_moves_is_stopped_keeps_its_part_and_resumes(hub: FakeHub, gguf
             picker.query_one("#repo-input", Input).value = "tests/tiny-GGUF:Q8_0"
             picker.query_one("#repo-input", Input).focus()
             await pilot.press("enter")
-            await wait_for(pilot, lambda: isinstance(app.screen, PlanScreen)
-                           and bool(app.screen.query("#plan-download")))
+            await wait_for(pilot, lambda: isinstance(app.screen, PlanScreen) and bool(app.screen.query("#plan-download"))
+                           and app.screen.query_one("#plan-download").region.width > 0)  # laid out: clickable
             assert "tests/tiny-GGUF:Q8_0" in str(app.screen.query_one("#plan-title", Label).render())
             assert app.screen.query_one("#plan-table")
-            await pilot.click("#plan-download")
+            await click(pilot, "#plan-download")
             await wait_for(pilot, lambda: app.screen is picker)
             bar = picker.query_one("#download-bar", ProgressBar)
             await wait_for(pilot, lambda: app.screen is picker and (bar.progress or 0) >= 2**20)
             assert bar.total == size and "MiB" in str(picker.query_one("#download-stats", Label).render())
-            await pilot.click("#download-cancel")
+            await click(pilot, "#download-cancel")
             title = picker.query_one("#download-title", Label)
             await wait_for(pilot, lambda: str(title.render()).startswith("stopped: Download again to resume"))
             assert part.exists() and 0 < part.stat().st_size < size and not dest.exists()
             assert picker.query_one("#download-again", Button).display
 
             hub.repos["tests/tiny-GGUF"].faults.clear()
-            await pilot.click("#download-again")
+            await click(pilot, "#download-again")
             await wait_for(pilot, lambda: str(title.render()).startswith("done:"))
             assert picker.query_one("#download-chat", Button).display
             local = picker.query_one("#local-table", DataTable)
@@ -110,7 +117,7 @@ def test_conversion_ends_in_the_store(checkpoint: Path) -> None:  # noqa: F811
             screen = app.screen
             screen.query_one("#convert-source", Input).value = str(checkpoint)
             screen.query_one("#convert-quant", Select).value = "Q8_0"
-            await pilot.click("#convert-start")
+            await click(pilot, "#convert-start")
             state = screen.query_one("#convert-state", Label)
             await wait_for(pilot, lambda: str(state.render()).startswith(("done:", "failed:")), 120)
             assert str(state.render()) == "done: local/tiny-llama:Q8_0 is in the store"

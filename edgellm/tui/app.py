@@ -13,9 +13,8 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from edgellm import home
 from edgellm.events import Event, Notice, Progress
-from edgellm.tui.messages import (ChatWith, ModelLoading, ModelReady, OpenerProgress, ProgressUpdate, ResumeConversation,
+from edgellm.tui.messages import (ChatWith, ChooseRemote, ModelLoading, ModelReady, OpenerProgress, ProgressUpdate, ResumeConversation,
                                   StoreChanged, WorkNotice)
 
 if TYPE_CHECKING:
@@ -61,10 +60,10 @@ class EdgeApp(App[int]):
     MODES = {"home": _home_screen, "models": _models_screen, "convert": _convert_screen, "chat": _chat_screen}
     BINDINGS = [
         Binding("f1", "help", "Help"),
-        Binding("f2", "switch_mode('home')", "Home"),
-        Binding("f3", "switch_mode('models')", "Models"),
-        Binding("f4", "switch_mode('convert')", "Convert"),
-        Binding("f5", "switch_mode('chat')", "Chat"),
+        Binding("f2", "switch_mode('home')", "Home", show=False),
+        Binding("f3", "switch_mode('models')", "Models", show=False),
+        Binding("f4", "switch_mode('convert')", "Convert", show=False),
+        Binding("f5", "switch_mode('chat')", "Chat", show=False),
         Binding("ctrl+t", "toggle_theme", "Theme", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
@@ -136,6 +135,10 @@ class EdgeApp(App[int]):
         self.push_screen(ErrorScreen(error, retry))
 
     # the model opener, in a worker
+
+    def on_choose_remote(self, message: ChooseRemote) -> None:
+        self.switch_mode("models")
+        self.screen.post_message(ChooseRemote(message.ref))
 
     def on_chat_with(self, message: ChatWith) -> None:
         self.open_model(message.model)

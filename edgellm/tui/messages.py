@@ -71,6 +71,14 @@ class ChatWith(Message):
         self.model = model
 
 
+class ChooseRemote(Message):
+    """Ask the models screen to plan a Hub model (owner/repo[:QUANT]) and offer its download."""
+
+    def __init__(self, ref: str) -> None:
+        super().__init__()
+        self.ref = ref
+
+
 class ModelLoading(Message, bubble=False):
     """A model is being planned and loaded (the chat shows it in its status line)."""
 

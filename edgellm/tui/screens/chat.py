@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, Static
@@ -26,6 +26,7 @@ from edgellm.tui.messages import (ModelLoading, ModelReady, OpenerProgress, Repl
                                   ResumeConversation)
 from edgellm.tui.widgets.conversations import ConversationList
 from edgellm.tui.widgets.message import ChatMessage, reply_meta
+from edgellm.tui.widgets.modebar import ModeBar
 from edgellm.tui.widgets.prompt import PromptInput
 from edgellm.tui.widgets.status import StatusLine, status_text
 
@@ -50,6 +51,7 @@ class ChatScreen(Screen):
     """The conversation with the loaded model."""
 
     DEFAULT_CSS = """
+    ChatScreen #chat-body { height: 1fr; }
     ChatScreen #chat-main { width: 1fr; }
     ChatScreen #messages { height: 1fr; padding: 0 1; }
     ChatScreen .notice { color: $warning; margin: 0 0 1 0; }
@@ -63,10 +65,10 @@ class ChatScreen(Screen):
         Binding("ctrl+n", "new", "New"),
         Binding("ctrl+r", "regenerate", "Retry"),
         Binding("ctrl+e", "edit_last", "Edit", priority=True),
-        Binding("ctrl+y", "copy_reply", "Copy", priority=True),
-        Binding("ctrl+k", "copy_code", "Copy code", priority=True),
+        Binding("ctrl+y", "copy_reply", "Copy", priority=True, show=False),
+        Binding("ctrl+k", "copy_code", "Copy code", priority=True, show=False),
         Binding("ctrl+s", "settings", "Settings"),
-        Binding("ctrl+b", "toggle_history", "History"),
+        Binding("ctrl+b", "toggle_history", "History", show=False),
         Binding("f6", "rename", "Rename", show=False),
         Binding("f7", "search", "Search", show=False),
         Binding("delete", "delete_conversation", "Delete", show=False),
@@ -84,14 +86,16 @@ class ChatScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield ConversationList()
-        with Vertical(id="chat-main"):
-            yield ProgressBar(id="load-progress", show_eta=True)
-            yield VerticalScroll(id="messages")
-            yield Static("editing the last message: Enter sends it, Esc leaves it as it was", id="editing")
-            yield PromptInput(id="prompt")
-            yield StatusLine(id="status", markup=False)
-        yield Footer()
+        yield ModeBar("chat")
+        with Horizontal(id="chat-body"):
+            yield ConversationList()
+            with Vertical(id="chat-main"):
+                yield ProgressBar(id="load-progress", show_eta=True)
+                yield VerticalScroll(id="messages")
+                yield Static("editing the last message: Enter sends it, Esc leaves it as it was", id="editing")
+                yield PromptInput(id="prompt")
+                yield StatusLine(id="status", markup=False)
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one(ConversationList).display = self.app.size.width >= SIDEBAR_MIN_WIDTH
@@ -144,19 +148,20 @@ class ChatScreen(Screen):
         except UserError as error:
             self.app.show_error(error)
             return
+        self._run_turn(turn)  # first: the model starts while the screen is being updated
         event.prompt.clear()
         self._leave_editing()
         if editing:
             self._remove_from_last_user()
         self._mount(ChatMessage("user", text))
-        self._start(turn)
+        self._show_reply()
 
-    def _start(self, turn: "Turn") -> None:
+    def _show_reply(self) -> None:
+        """The reply's place on screen, which the worker's batches fill."""
         self.reply = ChatMessage("assistant")
         self._mount(self.reply)
         self.state = "writing… (Esc stops)"
         self._show_status()
-        self._run_turn(turn)
 
     @work(thread=True, group="reply", exit_on_error=False)
     def _run_turn(self, turn: "Turn") -> None:
@@ -256,10 +261,11 @@ class ChatScreen(Screen):
         except UserError as error:
             self.app.show_error(error)
             return
+        self._run_turn(turn)
         replies = self._messages("assistant")
         if replies:
             self._remove_from(replies[-1])
-        self._start(turn)
+        self._show_reply()
 
     def action_edit_last(self) -> None:
         users = self._messages("user")

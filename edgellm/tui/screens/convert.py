@@ -12,12 +12,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Label, Log, ProgressBar, Select
+from textual.widgets import Button, Footer, Header, Input, Label, Log, ProgressBar, Select
 
 from edgellm.convert.hf_config import SUPPORTED_QUANTS
 from edgellm.errors import Cancelled
+from edgellm.tui.format import progress_text
 from edgellm.tui.messages import ChatWith, ProgressUpdate, StoreChanged, WorkNotice
-from edgellm.tui.screens.picker import progress_text
+from edgellm.tui.widgets.modebar import ModeBar
 
 STEPS = (("download", "fetching the checkpoint"), ("convert", "converting"), ("quantize", "quantizing"))
 
@@ -52,6 +53,8 @@ class ConvertScreen(Screen):
         self._result: Path | None = None
 
     def compose(self) -> ComposeResult:
+        yield Header()
+        yield ModeBar("convert")
         with Horizontal(id="convert-form"):
             yield Input(placeholder="a checkpoint folder, or owner/repo on the Hub", id="convert-source")
             yield Select([("auto: what fits", "auto")] + [(quant, quant) for quant in SUPPORTED_QUANTS],
@@ -68,7 +71,7 @@ class ConvertScreen(Screen):
             yield Button("Chat with it", id="convert-chat", variant="success")
         with Vertical():
             yield Log(id="convert-log")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self._show_buttons()
@@ -92,6 +95,7 @@ class ConvertScreen(Screen):
             self.query_one(f"#step-{task}").add_class("idle")
         self.query_one("#convert-state", Label).update(f"converting {text} to {quant}")
         self._show_buttons()
+        self.refresh_bindings()
         self._convert(text, quant, self._cancel)
 
     @work(thread=True, exclusive=True, group="convert", exit_on_error=False)
@@ -123,6 +127,7 @@ class ConvertScreen(Screen):
 
     def _ended(self, text: str, path: Path | None) -> None:
         self._cancel, self._result = None, path
+        self.refresh_bindings()
         self.query_one("#convert-state", Label).update(text)
         self._show_buttons()
         if path is not None:
@@ -163,6 +168,10 @@ class ConvertScreen(Screen):
             self.action_stop()
         elif event.button.id == "convert-chat" and self._result is not None:
             self.app.post_message(ChatWith(str(self._result)))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Esc (stop) is offered only while a conversion runs."""
+        return self._cancel is not None if action == "stop" else True
 
     def action_stop(self) -> None:
         """Stop the conversion: no output file is left; a Hub checkpoint's partial download stays."""

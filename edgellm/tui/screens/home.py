@@ -11,8 +11,10 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from edgellm.tui.messages import ChatWith, StoreChanged
+from edgellm.tui.format import size_text, speed_text
+from edgellm.tui.messages import ChatWith, ChooseRemote, StoreChanged
 from edgellm.tui.widgets.hardware import HardwarePanel
+from edgellm.tui.widgets.modebar import ModeBar
 
 if TYPE_CHECKING:
     from edgellm.inventory import LocalModel
@@ -23,16 +25,6 @@ FIRST_RUN = ("No models in the store yet: pick one found on this machine below, 
 
 LOCAL_COLUMNS = (("name", "name"), ("size", "size"), ("fit", "verdict"), ("tokens/s", "speed"), ("source", "source"))
 PICK_COLUMNS = (("name", "name"), ("quant", "quant"), ("size", "size"), ("where", "where"), ("tokens/s", "speed"))
-
-
-def size_text(n_bytes: int) -> str:
-    if n_bytes >= 1000 * 2**20:
-        return f"{n_bytes / 2**30:.1f} GiB"
-    return f"{n_bytes / 2**20:.0f} MiB" if n_bytes >= 2**20 else f"{n_bytes / 1024:.0f} KiB"
-
-
-def speed_text(tokens_per_s: float | None) -> str:
-    return "—" if tokens_per_s is None else f"{tokens_per_s:.1f}"
 
 
 class ListsReady(Message):
@@ -84,15 +76,16 @@ class HomeScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield ModeBar("home")
         yield HardwarePanel(id="hardware")
         yield Static(id="home-banner")
         local = DataTable(id="local-models", cursor_type="row", zebra_stripes=True)
         local.border_title = "On this machine (Enter: chat)"
         yield local
         picks = DataTable(id="recommended-models", cursor_type="row", zebra_stripes=True)
-        picks.border_title = "Recommended for it, estimated (Enter: the models screen to download)"
+        picks.border_title = "Recommended for it, estimated (Enter: plan and download)"
         yield picks
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         local = self.query_one("#local-models", DataTable)
@@ -155,8 +148,8 @@ class HomeScreen(Screen):
         if event.data_table.id == "local-models":
             if event.row_key.value:
                 self.app.post_message(ChatWith(event.row_key.value))
-        elif event.data_table.id == "recommended-models":
-            self.app.switch_mode("models")
+        elif event.data_table.id == "recommended-models" and event.row_key.value:
+            self.app.post_message(ChooseRemote(event.row_key.value))  # the models screen plans it, then downloads
 
     def on_store_changed(self, message: StoreChanged) -> None:
         message.stop()

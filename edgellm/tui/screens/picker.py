@@ -12,37 +12,19 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, TabbedContent, TabPane
+from textual.widgets import Button, DataTable, Footer, Header, Input, Label, ProgressBar, TabbedContent, TabPane
 
 from edgellm import store
 from edgellm.errors import Cancelled
-from edgellm.events import Progress
-from edgellm.tui.messages import ChatWith, ProgressUpdate, StoreChanged
+from edgellm.tui.format import progress_text, size_text
+from edgellm.tui.messages import ChatWith, ChooseRemote, ProgressUpdate, StoreChanged
+from edgellm.tui.widgets.modebar import ModeBar
 
 if TYPE_CHECKING:
     from edgellm.hub.pull import RemoteChoice
     from edgellm.recommend import Pick
 
 log = logging.getLogger("edgellm.tui")
-
-
-def size_text(n_bytes: float) -> str:
-    """Bytes as MiB below a GiB, else GiB."""
-    return f"{n_bytes / 2**30:.2f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
-
-
-def progress_text(progress: Progress) -> str:
-    """What a progress bar's label says: done of total, the rate and the time left when known."""
-    if progress.unit != "bytes":
-        text = f"{progress.done} / {progress.total} {progress.unit}"
-    else:
-        text = f"{size_text(progress.done)} / {size_text(progress.total)}"
-        if progress.rate:
-            text += f", {size_text(progress.rate)}/s"
-    if progress.eta_s is not None and not progress.finished:
-        minutes, seconds = divmod(int(progress.eta_s), 60)
-        text += f", {minutes}:{seconds:02d} left"
-    return text
 
 
 def pick_text(pick: "Pick | None") -> str:
@@ -53,14 +35,12 @@ def pick_text(pick: "Pick | None") -> str:
 
 
 def local_verdicts(profile) -> dict[str, str]:
-    """Plan verdicts of the stored models by name, from edgellm.inventory when it exists; else none."""
+    """Plan verdicts of the stored models by name; none if planning fails (the list shows without them)."""
+    from edgellm.inventory import local_models
+
     try:
-        from edgellm.inventory import local_models
-    except ImportError:
-        return {}
-    try:
-        return {str(getattr(row, "name")): str(getattr(row, "verdict")) for row in local_models(profile)}
-    except Exception:  # noqa: BLE001 - the verdicts are extra: the list shows without them
+        return {model.name: model.verdict for model in local_models(profile)}
+    except Exception:  # noqa: BLE001 - the verdicts are extra: logged, and the list shows without them
         log.exception("the local models' verdicts failed")
         return {}
 
@@ -89,6 +69,8 @@ class PickerScreen(Screen):
         self._finished: store.StoredModel | None = None
 
     def compose(self) -> ComposeResult:
+        yield Header()
+        yield ModeBar("models")
         with TabbedContent(id="picker-tabs"):
             with TabPane("On this machine", id="tab-local"):
                 yield DataTable(id="local-table", cursor_type="row", zebra_stripes=True)
@@ -105,7 +87,7 @@ class PickerScreen(Screen):
                 yield Button("Cancel", id="download-cancel", variant="error")
                 yield Button("Download again", id="download-again", variant="primary")
                 yield Button("Chat with it", id="download-chat", variant="success")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         local = self.query_one("#local-table", DataTable)
@@ -168,6 +150,10 @@ class PickerScreen(Screen):
         if event.value.strip():
             self.choose(event.value.strip())
 
+    def on_choose_remote(self, message: ChooseRemote) -> None:
+        message.stop()
+        self.choose(message.ref)
+
     def on_store_changed(self, message: StoreChanged) -> None:
         message.stop()
         self.refresh_local()
@@ -224,6 +210,7 @@ class PickerScreen(Screen):
         self.query_one("#download-bar", ProgressBar).update(total=choice.group.size, progress=0)
         self.query_one("#download-stats", Label).update("")
         self._show_buttons(running=True)
+        self.refresh_bindings()
         self._download(choice, self._cancel)
 
     @work(thread=True, exclusive=True, group="download", exit_on_error=False)
@@ -242,6 +229,7 @@ class PickerScreen(Screen):
 
     def _ended(self, text: str, model: store.StoredModel | None) -> None:
         self._cancel, self._finished = None, model
+        self.refresh_bindings()
         self.query_one("#download-title", Label).update(text)
         self._show_buttons(running=False)
         if model is not None:
@@ -270,6 +258,10 @@ class PickerScreen(Screen):
             self.start_download(self._choice)
         elif event.button.id == "download-chat" and self._finished is not None:
             self.app.post_message(ChatWith(str(self._finished.path(store.store_dir()))))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Esc (stop) is offered only while a download runs."""
+        return self.downloading if action == "stop" else True
 
     def action_stop(self) -> None:
         """Stop the running download; its partial file stays for the next one."""

@@ -26,10 +26,11 @@ class ConversationList(Vertical):
     """Search box and list; posts Chosen when a conversation is picked."""
 
     DEFAULT_CSS = """
-    ConversationList { width: 30; dock: left; border-right: solid $panel-lighten-1; }
+    ConversationList { width: 30; border-right: solid $panel-lighten-1; }
     ConversationList Input { margin: 0; }
     ConversationList ListView { height: 1fr; }
     ConversationList .title { text-style: bold; padding: 0 1; }
+    ConversationList ListItem { padding: 0 1; }
     """
 
     class Chosen(Message):

@@ -11,7 +11,7 @@ class PromptInput(TextArea):
     """A multi-line input whose Enter sends the text instead of breaking the line."""
 
     DEFAULT_CSS = """
-    PromptInput { height: auto; min-height: 3; max-height: 10; border: round $accent; }
+    PromptInput, PromptInput:focus { height: auto; min-height: 3; max-height: 10; border: round $accent; }
     """
 
     class Submitted(Message):
@@ -20,7 +20,8 @@ class PromptInput(TextArea):
             self.prompt, self.text = prompt, text
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus", **kwargs)
+        super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus",
+                         placeholder="Message (Enter sends, Alt+Enter a new line, F1 help)", **kwargs)
 
     async def _on_key(self, event: events.Key) -> None:
         if event.key == "enter":
