@@ -23,6 +23,7 @@ import time
 from _common import TEST_MODEL, median, spread
 
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
+RUN_PROMPT = PROMPT + " Tell it slowly, in short parts."  # as many tokens as PROMPT in the chat template
 KEY_EVERY_S = 0.1  # a key press this often while the reply streams
 
 
@@ -87,7 +88,7 @@ def child(threads: int, tokens: int) -> None:
             presser = threading.Thread(target=press_keys, daemon=True)
             presser.start()
             while app.session.busy or app.screen.reply is not None:
-                await pilot.pause(0.05)
+                await pilot.pause(0.25)  # seldom: the bench's own polling is work the app would not do
             presser.join()
             return app.session.stats.replies[-1]
 
@@ -107,7 +108,7 @@ def measure_tui(threads: int, tokens: int) -> dict:
 
 def measure_run(threads: int, tokens: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgellm-bench-") as home:
-        done = subprocess.run([sys.executable, "-m", "edgellm", "run", "-m", str(TEST_MODEL), "-p", PROMPT,
+        done = subprocess.run([sys.executable, "-m", "edgellm", "run", "-m", str(TEST_MODEL), "-p", RUN_PROMPT,
                                "-n", str(tokens), "--ignore-eos", "-t", str(threads), "-c", "2048", "--temp", "0",
                                "--json"], capture_output=True, text=True, check=True,
                               env={**os.environ, "EDGELLM_HOME": home})
@@ -159,9 +160,11 @@ def main() -> None:
         print(f"  decode t/s   run: {spread([r['tokens_per_s'] for r in run])}   "
               f"TUI: {spread([t['tokens_per_s'] for t in tui])}")
         print(f"  decode TUI/run (medians): {decode_ratio:.3f}  (goal >= 0.95: {'ok' if decode_ratio >= 0.95 else 'MISSED'})")
+        tui_ttft = median([t["ttft_ms"] for t in tui])
         print(f"  Enter to first token on screen: {enter:.0f} ms vs run's TTFT {run_ttft:.0f} ms "
               f"(prompt {tui[-1]['prompt_tokens']} vs {run[-1]['prompt_tokens']} tokens); goal <= "
-              f"{1.1 * run_ttft + 50:.0f} ms: {'ok' if enter <= 1.1 * run_ttft + 50 else 'MISSED'}")
+              f"{1.1 * run_ttft + 50:.0f} ms: {'ok' if enter <= 1.1 * run_ttft + 50 else 'MISSED'}; "
+              f"the TUI's own TTFT {tui_ttft:.0f} ms, so {enter - tui_ttft:.0f} ms between Enter and the screen")
         print(f"  key press handled during generation: {len(delays)} presses, median {median(delays):.1f} ms, "
               f"p95 {p95:.1f} ms, max {max(delays):.1f} ms  (goal p95 <= 100 ms: {'ok' if p95 <= 100 else 'MISSED'})")
     python = []

@@ -53,7 +53,9 @@ def stable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, test_model: Path):
 
 
 def app(**kwargs) -> EdgeApp:
-    return EdgeApp(settings("-c", "2048", "-ngl", "0"), profile=resolve_profile(PROFILE), sampler=frozen, **kwargs)
+    made = EdgeApp(settings("-c", "2048", "-ngl", "0"), profile=resolve_profile(PROFILE), sampler=frozen, **kwargs)
+    made.animation_level = "none"  # the tabs' underline slides in: never caught halfway on a busy machine
+    return made
 
 
 def saved_conversation() -> int:

@@ -38,6 +38,7 @@ class ChatModel:
     base_model: bool = False  # no chat template and no instruct-style name: it will ramble, not chat
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _previous: tuple[str, list[int]] = ("", [])  # the last call's prompt + reply, as text and as tokens
+    _special: tuple[str, str] | None = None  # BOS and EOS as text
 
     @classmethod
     def for_model(cls, loaded: LoadedModel, architecture: str) -> "ChatModel":
@@ -47,7 +48,12 @@ class ChatModel:
         llama3 = len(llm.tokenize(b"<|start_header_id|>", add_bos=False, special=True)) == 1
         names = [loaded.settings.path.name] + [metadata.get(key, "") for key in
                                                ("general.name", "general.basename", "general.finetune")]
-        return cls(loaded, choose(own, architecture, llama3), looks_like_base_model(bool(own), names))
+        model = cls(loaded, choose(own, architecture, llama3), looks_like_base_model(bool(own), names))
+        try:
+            model.template.compile(*model.special_tokens())  # now, not in the first turn's time to first token
+        except Exception:  # noqa: BLE001 - a broken template is refused when a turn renders it, with its words
+            pass
+        return model
 
     @property
     def n_ctx(self) -> int:
@@ -60,10 +66,18 @@ class ChatModel:
         return [Notice("this looks like a base model (no chat template, not instruction-tuned): it continues "
                        "text rather than answering, and may repeat itself", "warning")]
 
+    def special_tokens(self) -> tuple[str, str]:
+        """The model's BOS and EOS tokens as text, for the template (read once: each llama.cpp call hands the GIL
+        over, which a busy UI thread makes slow)."""
+        if self._special is None:
+            llm = self.loaded.llm
+            bos = llm.detokenize([llm.token_bos()], special=True).decode(errors="replace") if llm.token_bos() >= 0 else ""
+            eos = llm.detokenize([llm.token_eos()], special=True).decode(errors="replace") if llm.token_eos() >= 0 else ""
+            self._special = (bos, eos)
+        return self._special
+
     def render(self, messages: Messages) -> str:
-        llm = self.loaded.llm
-        bos = llm.detokenize([llm.token_bos()], special=True).decode(errors="replace") if llm.token_bos() >= 0 else ""
-        eos = llm.detokenize([llm.token_eos()], special=True).decode(errors="replace") if llm.token_eos() >= 0 else ""
+        bos, eos = self.special_tokens()
         try:
             return self.template.render(messages, bos_token=bos, eos_token=eos)
         except Exception as error:  # raise_exception() in the template, or a Jinja error

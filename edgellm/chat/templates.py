@@ -59,12 +59,16 @@ class ChatTemplate:
                add_generation_prompt: bool = True) -> str:
         """The prompt text. Reasoning goes back to the model by the template's own rule: every earlier reply
         carries it as `reasoning_content`, which a template uses or ignores (live or loaded alike)."""
-        return _formatter(self.source, eos_token, bos_token, add_generation_prompt)(messages=messages).prompt
+        return self.compile(bos_token, eos_token, add_generation_prompt)(messages=messages).prompt
+
+    def compile(self, bos_token: str, eos_token: str, add_generation_prompt: bool = True) -> Any:
+        """The template compiled (once: compiling costs ~8 ms, and every turn renders it several times)."""
+        return _formatter(self.source, eos_token, bos_token, add_generation_prompt)
 
 
 @functools.lru_cache(maxsize=8)
 def _formatter(source: str, eos_token: str, bos_token: str, add_generation_prompt: bool) -> Any:
-    """The template compiled once (compiling costs ~8 ms, and every turn renders it several times)."""
+    """llama-cpp-python's sandboxed Jinja formatter for one template and its special tokens."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     return Jinja2ChatFormatter(source, eos_token=eos_token, bos_token=bos_token,

@@ -11,10 +11,13 @@ from textual.widgets._markdown import MarkdownStream
 
 
 class ChatMessage(Vertical, can_focus=True):
-    """A message; a reply is written piece by piece through a MarkdownStream, then rendered once whole."""
+    """A message; a reply is written piece by piece through a MarkdownStream, then rendered once whole.
+
+    The parts a message may lack (the folded reasoning, the timings line) are mounted only when it has them:
+    a turn starts with as little layout work as possible, since the UI thread shares the cores with the model."""
 
     DEFAULT_CSS = """
-    ChatMessage { height: auto; margin: 0 0 1 0; padding: 0 1; }
+    ChatMessage { height: auto; margin: 0 0 1 0; padding: 0 1 1 1; }
     ChatMessage.user { background: $boost; border-left: thick $accent; }
     ChatMessage.assistant { border-left: thick $success; }
     ChatMessage.interrupted { border-left: thick $warning; }
@@ -34,20 +37,31 @@ class ChatMessage(Vertical, can_focus=True):
 
     def compose(self) -> ComposeResult:
         yield Label("You" if self.role == "user" else "Assistant", classes="role")
-        with Collapsible(title="Reasoning", collapsed=True, classes="reasoning") as folded:
-            folded.display = bool(self.reasoning)
-            yield Static(self.reasoning, classes="reasoning-text", markup=False)
-        yield Markdown(self.content)
-        meta = Static(self.meta, classes="meta", markup=False)
-        meta.display = bool(self.meta)
-        yield meta
+        if self.reasoning:
+            yield self._reasoning_part()
+        if self.role == "user":
+            yield Static(self.content, classes="text", markup=False)  # what was typed, as typed
+        else:
+            yield Markdown(self.content)
+        if self.meta:
+            yield Static(self.meta, classes="meta", markup=False)
+
+    def _reasoning_part(self) -> Collapsible:
+        return Collapsible(Static(self.reasoning, classes="reasoning-text", markup=False), title="Reasoning",
+                           collapsed=True)
+
+    async def _show_reasoning(self) -> None:
+        found = self.query(".reasoning-text")
+        if found:
+            found.first(Static).update(self.reasoning)
+        elif self.reasoning:
+            await self.mount(self._reasoning_part(), after=self.query_one(".role"))
 
     async def append(self, answer: str, reasoning: str) -> None:
         """Add a batch of the reply as it streams."""
         if reasoning:
             self.reasoning += reasoning
-            self.query_one(Collapsible).display = True
-            self.query_one(".reasoning-text", Static).update(self.reasoning)
+            await self._show_reasoning()
         if answer:
             self.content += answer
             if self._stream is None:
@@ -61,12 +75,12 @@ class ChatMessage(Vertical, can_focus=True):
             self._stream = None
         self.content, self.reasoning, self.meta = content, reasoning, meta
         await self.query_one(Markdown).update(content)
-        self.query_one(".reasoning-text", Static).update(reasoning)
-        self.query_one(Collapsible).display = bool(reasoning)
+        await self._show_reasoning()
         self.set_class(interrupted, "interrupted")
-        meta_line = self.query_one(".meta", Static)
-        meta_line.update(meta)
-        meta_line.display = bool(meta)
+        if self.query(".meta"):
+            self.query_one(".meta", Static).update(meta)
+        elif meta:
+            await self.mount(Static(meta, classes="meta", markup=False))
 
 
 def reply_meta(timings: dict[str, Any], interrupted: bool) -> str:
