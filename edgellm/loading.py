@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgellm import home, store
 from edgellm.engine.generate import GenerationOptions, Sampling
@@ -28,6 +29,10 @@ from edgellm.options import ModelSettings, load_config, resolve
 from edgellm.plan.planner import Plan, PlanError, Wishes, choose_quant, plan
 from edgellm.plan.spec import ModelSpec, load_spec
 from edgellm.quants import parse_quant, rank
+
+if TYPE_CHECKING:
+    from edgellm.chat.history import History
+    from edgellm.chat.session import ChatSession
 
 MIB = 2**20
 
@@ -161,9 +166,22 @@ def plan_model(settings: ModelSettings, report: Report = ignore) -> PlannedModel
     return PlannedModel(choice, profile, LoadSettings.from_plan(choice.path, choice.plan, settings.seed))
 
 
-def open_model(planned: PlannedModel, settings: ModelSettings) -> LoadedModel:
-    """Load the planned model; llama.cpp's log goes to EDGELLM_HOME/logs (and stderr with -v)."""
-    return load(planned.load_settings, LlamaLog(home.log_path(), echo=settings.verbose))
+def open_model(planned: PlannedModel, settings: ModelSettings, full_screen: bool = False) -> LoadedModel:
+    """Load the planned model; llama.cpp's log goes to EDGELLM_HOME/logs (and stderr with -v, unless a full-screen
+    UI owns the terminal)."""
+    echo = settings.verbose and not full_screen
+    return load(planned.load_settings, LlamaLog(home.log_path(), echo=echo), keep_terminal=full_screen)
+
+
+def chat_session(planned: PlannedModel, loaded: LoadedModel, settings: ModelSettings, history: "History | None",
+                 show_reasoning: bool = True) -> "ChatSession":
+    """The chat session every chat front end drives: the loaded model, its template, the flags' options."""
+    from edgellm.chat.completion import ChatModel
+    from edgellm.chat.session import ChatSession
+
+    return ChatSession(ChatModel.for_model(loaded, planned.choice.spec.architecture), history,
+                       model_name=str(planned.choice.path), options=generation_options(settings, chat=True),
+                       system_prompt=settings.system_prompt, show_reasoning=show_reasoning)
 
 
 def generation_options(settings: ModelSettings, chat: bool = False) -> GenerationOptions:

@@ -261,3 +261,60 @@ def test_every_chat_action_is_in_the_palette_and_help_and_theme_work(test_model:
             assert app.theme != dark
 
     run(main)
+
+
+def test_a_message_too_long_for_the_context_is_given_back(test_model: Path) -> None:
+    app = chat_app(test_model, "-c", "256", "-n", "8")
+    too_long = "lighthouse " * 400
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await say(pilot, "hello")
+            app.screen.query_one("#prompt").text = too_long
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the error")
+            assert "tokens" in str(app.screen.query_one("#error-text").content)
+            await pilot.press("escape")
+            await until(pilot, lambda: isinstance(app.screen, ChatScreen), what="the chat")
+            assert app.screen.query_one("#prompt").text == too_long  # nothing typed is lost
+            assert [m.content for m in messages(app)][0] == "hello" and len(messages(app)) == 2
+
+    run(main)
+
+
+def test_quitting_during_a_reply_stops_it(test_model: Path) -> None:
+    app = chat_app(test_model, "-c", "2048", "-n", "1800", "--ignore-eos")
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await pilot.press(*"Tell me a long story", "enter")
+            await until(pilot, lambda: app.screen.reply is not None and len(app.screen.reply.content) > 10,
+                        what="part of the reply")
+            await pilot.press("ctrl+q")
+            await until(pilot, lambda: not app.is_running, what="the app to end")
+        assert not app.session.busy
+        saved = History(home.history_path()).messages(app.session.conversation_id)[-1]
+        assert saved.interrupted and saved.content  # what was written is kept
+
+    run(main)
+
+
+def test_a_second_model_replaces_the_first(test_model: Path) -> None:
+    from edgellm.tui.messages import ChatWith
+
+    app = chat_app(test_model, "-n", "4")
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            first = (await loaded(pilot)).session
+            app.post_message(ChatWith(str(test_model)))
+            app.post_message(ChatWith(str(test_model)))  # a second ask while loading is refused, not a second model
+            await until(pilot, lambda: app.session is not None and app.session is not first
+                        and app.screen.session is app.session and not app.loading_model, what="the new model")
+            assert first.model.loaded.llm._ctx.ctx is None  # the first model was freed before the second loaded
+            await say(pilot, "hi")
+            assert messages(app)[-1].content
+
+    run(main)

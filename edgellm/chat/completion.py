@@ -55,6 +55,11 @@ class ChatModel:
             pass
         return model
 
+    def close(self) -> None:
+        """Free llama.cpp's model and context, once no call is running on them."""
+        with self._lock:
+            self.loaded.llm.close()
+
     @property
     def n_ctx(self) -> int:
         return self.loaded.llm.n_ctx()

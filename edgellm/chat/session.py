@@ -291,6 +291,11 @@ class ChatSession:
             self.options = self.options.with_saved(conversation.settings)  # its sampling, as it was left
             return messages
 
+    def close(self) -> None:
+        """Free the model's memory (before another is loaded); the session is not used after."""
+        with self._between_turns():
+            self.model.close()
+
     def conversations(self) -> list[Conversation]:
         return self._ask(History.conversations)
 

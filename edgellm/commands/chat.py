@@ -21,27 +21,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from edgellm import home, loading
-    from edgellm.chat.completion import ChatModel
     from edgellm.chat.history import History
     from edgellm.chat.repl import Repl
-    from edgellm.chat.session import ChatSession
     from edgellm.commands.opening import plan_and_tell
-    from edgellm.errors import UserError
 
     settings = loading.settings_from(args)
+    _check_resume(args.resume, args.no_history)  # before a long model load
     if not args.headless and sys.stdin.isatty() and sys.stdout.isatty():
-        return _full_screen(args, settings)
+        from edgellm.tui.launch import run_tui
+
+        return run_tui(settings, model=settings.model or "", resume=args.resume, use_history=not args.no_history,
+                       start="chat")
     history = None if args.no_history else History(home.history_path())
     try:
-        if args.resume is not None and (history is None or history.conversation(args.resume) is None):
-            raise UserError(f"no conversation {args.resume}: `edgellm history` lists them" if history else
-                            "--resume needs the history: drop --no-history")  # checked before a long model load
         planned = plan_and_tell(settings)
         loaded = loading.open_model(planned, settings)
         interactive = sys.stdin.isatty()
-        session = ChatSession(ChatModel.for_model(loaded, planned.choice.spec.architecture), history,
-                              model_name=str(planned.choice.path), options=loading.generation_options(settings, chat=True),
-                              system_prompt=settings.system_prompt, show_reasoning=interactive)
+        session = loading.chat_session(planned, loaded, settings, history, show_reasoning=interactive)
         repl = Repl(session, interactive=interactive)
         if args.resume is not None:
             repl.show_loaded(args.resume, session.load(args.resume))
@@ -51,21 +47,19 @@ def main(args: argparse.Namespace) -> int:
             history.close()
 
 
-def _full_screen(args: argparse.Namespace, settings) -> int:
-    """The TUI, opened on the chat with the model the flags name (or the best one stored)."""
+def _check_resume(resume: int | None, no_history: bool) -> None:
+    """--resume names a saved conversation, and the history is on."""
     from edgellm import home
     from edgellm.chat.history import History
     from edgellm.errors import UserError
-    from edgellm.tui.launch import run_tui
 
-    if args.resume is not None:
-        if args.no_history:
-            raise UserError("--resume needs the history: drop --no-history")
-        history = History(home.history_path())
-        try:
-            if history.conversation(args.resume) is None:
-                raise UserError(f"no conversation {args.resume}: `edgellm history` lists them")
-        finally:
-            history.close()
-    return run_tui(settings, model=settings.model or "", resume=args.resume, use_history=not args.no_history,
-                   start="chat")
+    if resume is None:
+        return
+    if no_history:
+        raise UserError("--resume needs the history: drop --no-history")
+    history = History(home.history_path())
+    try:
+        if history.conversation(resume) is None:
+            raise UserError(f"no conversation {resume}: `edgellm history` lists them")
+    finally:
+        history.close()

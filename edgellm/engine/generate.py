@@ -42,6 +42,8 @@ class GenerationOptions:
     def with_saved(self, saved: dict[str, Any]) -> "GenerationOptions":
         """These options with the ones a saved conversation kept (`as_dict`'s keys); unknown or odd values are
         skipped, so an old or hand-edited record never breaks a load."""
+        if not isinstance(saved, dict):
+            return self
         def value(key: str, kinds: Any, default: Any) -> Any:
             found = saved.get(key, default)
             if isinstance(found, bool) != (kinds is bool):  # True is an int: keep switches and numbers apart

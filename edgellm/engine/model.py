@@ -56,8 +56,11 @@ class LoadedModel:
     log: LlamaLog
 
 
-def load(settings: LoadSettings, log: LlamaLog) -> LoadedModel:
-    """Load the model; a failure comes out as a LoadFailed naming the cause found in llama.cpp's log."""
+def load(settings: LoadSettings, log: LlamaLog, keep_terminal: bool = False) -> LoadedModel:
+    """Load the model; a failure comes out as a LoadFailed naming the cause found in llama.cpp's log.
+
+    Unless verbose, llama-cpp-python points file descriptors 1 and 2 at /dev/null while it loads; a full-screen
+    UI drawing to them asks `keep_terminal` (llama.cpp's log still goes to `log`)."""
     import llama_cpp
 
     log.install()
@@ -78,8 +81,9 @@ def load(settings: LoadSettings, log: LlamaLog) -> LoadedModel:
             use_mmap=settings.use_mmap,
             use_mlock=settings.use_mlock,
             swa_full=False,  # sliding-window layers keep only their window: what the planner budgets
-            verbose=log.echo,
+            verbose=log.echo or keep_terminal,
         )
+        llm.verbose = log.echo  # loaded: llama-cpp-python's own per-call prints only when asked for
     except (ValueError, RuntimeError, OSError) as error:
         log.flush()
         raise explain_load_failure(settings.path, log, error) from None

@@ -4,18 +4,20 @@ as screens with the way out, every action in the command palette."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
 
+from edgellm.errors import UserError
 from edgellm.events import Event, Notice, Progress
-from edgellm.tui.messages import (ChatWith, ChooseRemote, ModelLoading, ModelReady, OpenerProgress, ProgressUpdate, ResumeConversation,
-                                  StoreChanged, WorkNotice)
+from edgellm.tui.messages import (ChatWith, ChooseRemote, ModelLoadFailed, ModelLoading, ModelReady, OpenerProgress,
+                                  ProgressUpdate, ResumeConversation, StoreChanged, WorkNotice)
 
 if TYPE_CHECKING:
     from edgellm.chat.history import History
@@ -70,15 +72,17 @@ class EdgeApp(App[int]):
 
     def __init__(self, settings: "ModelSettings", *, profile: "DeviceProfile | None" = None,
                  sampler: "Sampler | None" = None, history: "History | None" = None, model: str | None = None,
-                 resume: int | None = None, start: str = "home") -> None:
+                 resume: int | None = None, start: str = "home", trouble: "UserError | None" = None) -> None:
         super().__init__()
         self.settings = settings
         self._profile = profile
         self.sampler = sampler
         self.history = history
         self.session: ChatSession | None = None
+        self._loading = False
         self.planned: PlannedModel | None = None
         self.start_model, self.resume, self.start_mode = model, resume, start
+        self.trouble = trouble  # a problem met before the app started (a history that cannot be opened)
         self.theme = "textual-dark"
 
     # what every screen shares
@@ -94,6 +98,8 @@ class EdgeApp(App[int]):
 
     def on_mount(self) -> None:
         self.switch_mode(self.start_mode)
+        if self.trouble is not None:
+            self.notify(f"{self.trouble} — chat history is off for this run", severity="warning", timeout=15)
         if self.start_model is not None:  # "": the model the flags name, or the best one stored
             self.post_message(ChatWith(self.start_model))
 
@@ -130,52 +136,75 @@ class EdgeApp(App[int]):
     def show_error(self, error: BaseException, retry: Callable[[], None] | None = None) -> None:
         from edgellm.tui.screens.error import ErrorScreen
 
-        if not isinstance(error, Exception) or type(error).__module__ != "edgellm.errors":
-            log.exception("unexpected error in the TUI", exc_info=error)
+        if not isinstance(error, UserError):
+            log.error("unexpected error in the TUI", exc_info=error)
         self.push_screen(ErrorScreen(error, retry))
 
     # the model opener, in a worker
 
     def on_choose_remote(self, message: ChooseRemote) -> None:
         self.switch_mode("models")
-        self.screen.post_message(ChooseRemote(message.ref))
+        self.mode_screen("models").post_message(ChooseRemote(message.ref))
+
+    def mode_screen(self, mode: str) -> Screen:
+        """The screen a mode was made with (under any dialog pushed on it)."""
+        return self._screen_stacks[mode][0]
 
     def on_chat_with(self, message: ChatWith) -> None:
         self.open_model(message.model)
 
-    def open_model(self, model: str) -> None:
-        if self.session is not None and self.session.busy:
-            self.notify("a reply is still being written: stop it (Esc) first", severity="warning")
-            return
-        self.switch_mode("chat")
-        self.call_after_refresh(self.broadcast, ModelLoading(model))
-        self._load(model)
+    @property
+    def loading_model(self) -> bool:
+        return self._loading
 
-    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
-    def _load(self, model: str) -> None:
+    def open_model(self, model: str) -> None:
+        """Plan and load `model` on a worker, then chat with it: one load at a time, never under a reply."""
+        from edgellm.chat.session import BUSY
+
+        if self._loading:
+            self.notify("a model is being loaded already: wait for it", severity="warning")
+            return
+        if self.session is not None and self.session.busy:
+            self.notify(BUSY, severity="warning")
+            return
+        previous, self.session = self.session, None  # no turn starts on it from now on
+        self._loading = True
+        self.switch_mode("chat")
+        self.broadcast(ModelLoading(model))
+        self._load(model, previous, self.planned)
+
+    @work(thread=True, group="load", exit_on_error=False)
+    def _load(self, model: str, previous: "ChatSession | None", previous_plan: "PlannedModel | None") -> None:
         from edgellm import loading
-        from edgellm.chat.completion import ChatModel
-        from edgellm.chat.session import ChatSession
-        from edgellm.errors import UserError
 
         settings = replace(self.settings, model=model, hf_repo=None) if model else self.settings
         try:
             planned = loading.plan_model(settings, report=self.reporter())
-            previous, self.session = self.session, None
+        except Exception as error:  # noqa: BLE001 - the previous model stays; the error is shown
+            self.post_message(LoadEnded(None, None, error, model, previous, previous_plan))
+            return
+        try:
             if previous is not None:
-                previous.model.loaded.llm.close()  # free its memory before the next one is loaded
-            loaded = loading.open_model(planned, settings)
-            session = ChatSession(ChatModel.for_model(loaded, planned.choice.spec.architecture), self.history,
-                                  model_name=str(planned.choice.path),
-                                  options=loading.generation_options(settings, chat=True),
-                                  system_prompt=settings.system_prompt, show_reasoning=True)
-        except UserError as error:
-            self.call_from_thread(self.show_error, error, lambda: self.open_model(model))
+                previous.close()  # its memory back before the next model is loaded
+            loaded = loading.open_model(planned, settings, full_screen=True)
+            session = loading.chat_session(planned, loaded, settings, self.history)
+        except Exception as error:  # noqa: BLE001 - shown, logged, and the app goes on without a model
+            self.post_message(LoadEnded(None, None, error, model, None, None))
             return
-        except Exception as error:  # noqa: BLE001 - shown, logged, and the app goes on
-            self.call_from_thread(self.show_error, error)
+        self.post_message(LoadEnded(session, planned, None, model, None, None))
+
+    def on_load_ended(self, message: "LoadEnded") -> None:
+        self._loading = False
+        if message.session is not None:
+            self.post_message(ModelReady(message.session, message.planned))
             return
-        self.post_message(ModelReady(session, planned))
+        if message.kept is not None:
+            self.session, self.planned = message.kept, message.kept_plan
+            self.broadcast(ModelReady(message.kept, message.kept_plan))
+        else:
+            self.planned = None
+            self.broadcast(ModelLoadFailed())
+        self.show_error(message.error, lambda: self.open_model(message.model))
 
     def on_model_ready(self, message: ModelReady) -> None:
         self.session, self.planned = message.session, message.planned
@@ -183,7 +212,19 @@ class EdgeApp(App[int]):
         self.broadcast(ModelReady(message.session, message.planned))
         if self.resume is not None:
             resume, self.resume = self.resume, None
-            self.screen.post_message(ResumeConversation(resume))
+            self.mode_screen("chat").post_message(ResumeConversation(resume))
+
+    async def action_quit(self) -> None:
+        """Stop what runs on worker threads (a reply, a download, a conversion), then leave: the process would
+        otherwise wait for them."""
+        for stack in self._screen_stacks.values():
+            for screen in stack:
+                stop = getattr(screen, "stop_work", None)
+                if stop is not None:
+                    stop()
+        if self.session is not None:
+            self.session.cancel()
+        self.exit()
 
     # actions
 
@@ -210,3 +251,13 @@ class EdgeApp(App[int]):
         for title, help_text, callback in getattr(screen, "commands", lambda: [])():
             yield SystemCommand(title, help_text, callback)
         yield from super().get_system_commands(screen)
+
+
+class LoadEnded(Message):
+    """The load worker's outcome: a session, or the error with the session kept (planning failed) if any."""
+
+    def __init__(self, session: "ChatSession | None", planned: "PlannedModel | None", error: BaseException | None,
+                 model: str, kept: "ChatSession | None", kept_plan: "PlannedModel | None") -> None:
+        super().__init__()
+        self.session, self.planned, self.error, self.model = session, planned, error, model
+        self.kept, self.kept_plan = kept, kept_plan

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,14 +26,18 @@ def system_tool() -> tuple[str, ...] | None:
 
 
 def copy(app: "App", text: str) -> str:
-    """Copy `text` every way available; returns how, in words, for a notification."""
+    """Copy `text` every way available; returns how, in words, for a notification. The system tool runs on a
+    thread: xclip stays behind to serve the selection, and the UI must not wait for it."""
     app.copy_to_clipboard(text)  # OSC 52: the terminal puts it on the clipboard, even over SSH
-    how = "terminal clipboard (OSC 52)"
     tool = system_tool()
-    if tool is not None:
-        try:
-            subprocess.run(tool, input=text.encode(), timeout=2, check=True, capture_output=True)
-            how += f" and {tool[0]}"
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return how
+    if tool is None:
+        return "terminal clipboard (OSC 52)"
+    threading.Thread(target=_pipe_to, args=(tool, text), daemon=True).start()
+    return f"terminal clipboard (OSC 52) and {tool[0]}"
+
+
+def _pipe_to(tool: tuple[str, ...], text: str) -> None:
+    try:
+        subprocess.run(tool, input=text.encode(), timeout=5, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        pass  # no desktop session: OSC 52 was the way

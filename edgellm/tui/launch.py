@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from edgellm import home
+from edgellm.errors import UserError
 from edgellm.options import ModelSettings
 
 
@@ -21,10 +22,16 @@ def run_tui(settings: ModelSettings, *, model: str | None = None, resume: int | 
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     except OSError:
         pass  # no log on a read-only or full disk: the app still runs
-    history = History(home.history_path()) if use_history else None
+    history, trouble = None, None
+    if use_history:
+        try:
+            history = History(home.history_path())
+        except UserError as error:  # the app runs without it, and says why on its first screen
+            trouble = error
     try:
-        app = EdgeApp(settings, history=history, model=model, resume=resume, start=start)
-        return app.run() or 0
+        app = EdgeApp(settings, history=history, model=model, resume=resume, start=start, trouble=trouble)
+        app.run()
+        return app.return_code or 0
     finally:
         if history is not None:
             history.close()

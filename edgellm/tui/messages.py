@@ -95,6 +95,10 @@ class ModelReady(Message, bubble=False):
         self.session, self.planned = session, planned
 
 
+class ModelLoadFailed(Message, bubble=False):
+    """The model could not be planned or loaded; the chat has none (the error is shown by the app)."""
+
+
 class StoreChanged(Message, bubble=False):
     """The model store changed (a download or a conversion finished, a model was removed): lists refresh."""
 

@@ -22,7 +22,7 @@ from edgellm.chat.events import AnswerPiece, ReasoningPiece, ReplyDone
 from edgellm.errors import UserError
 from edgellm.events import Notice
 from edgellm.tui.clipboard import code_blocks, copy
-from edgellm.tui.messages import (ModelLoading, ModelReady, OpenerProgress, ReplyFinished, ReplyNotice, ReplyPieces,
+from edgellm.tui.messages import (ModelLoadFailed, ModelLoading, ModelReady, OpenerProgress, ReplyFinished, ReplyNotice, ReplyPieces,
                                   ResumeConversation)
 from edgellm.tui.widgets.conversations import ConversationList
 from edgellm.tui.widgets.message import ChatMessage, reply_meta
@@ -69,8 +69,8 @@ class ChatScreen(Screen):
         Binding("ctrl+k", "copy_code", "Copy code", priority=True, show=False),
         Binding("ctrl+s", "settings", "Settings"),
         Binding("ctrl+b", "toggle_history", "History", show=False),
-        Binding("f6", "rename", "Rename", show=False),
-        Binding("f7", "search", "Search", show=False),
+        Binding("f6", "rename", "Rename", show=False, priority=True),
+        Binding("f7", "search", "Search", show=False, priority=True),
         Binding("delete", "delete_conversation", "Delete", show=False),
     ]
 
@@ -79,6 +79,7 @@ class ChatScreen(Screen):
         self.session: ChatSession | None = None
         self.planned: PlannedModel | None = None
         self.reply: ChatMessage | None = None  # the reply being streamed
+        self._sent = ""  # the last message sent, put back in the box if its turn fails
         self.editing = False
         self.state = ""
         self.timings: dict | None = None
@@ -108,7 +109,15 @@ class ChatScreen(Screen):
     # the model
 
     def on_model_loading(self, message: ModelLoading) -> None:
-        self.state = f"loading {Path(message.model).name}…"
+        self.session = None  # the app let go of it: nothing is sent until the next model is ready
+        self._leave_editing()
+        self.state = f"loading {Path(message.model).name or 'the model'}…"
+        self._show_status()
+
+    def on_model_load_failed(self, message: ModelLoadFailed) -> None:
+        self.planned, self.state = None, ""
+        self.query_one("#load-progress", ProgressBar).display = False
+        self._clear_messages()
         self._show_status()
 
     def on_opener_progress(self, message: OpenerProgress) -> None:
@@ -122,6 +131,7 @@ class ChatScreen(Screen):
     def _use_session(self, session: "ChatSession", planned: "PlannedModel | None") -> None:
         self.session, self.planned = session, planned
         self.state, self.timings, self.context_used = "", None, None
+        self._leave_editing()
         self.query_one("#load-progress", ProgressBar).display = False
         self._clear_messages()
         for notice in [*(planned.notices if planned else []), *session.opening_notices()]:
@@ -143,6 +153,7 @@ class ChatScreen(Screen):
         if session is None:
             return
         editing = self.editing
+        self._sent = text
         try:
             turn = session.edit_last(text) if editing else session.send(text)
         except UserError as error:
@@ -169,6 +180,7 @@ class ChatScreen(Screen):
         answer: list[str] = []
         reasoning: list[str] = []
         flushed_at: float | None = None
+        finished: ReplyFinished | None = None
 
         def flush() -> None:
             nonlocal flushed_at
@@ -190,15 +202,18 @@ class ChatScreen(Screen):
                         self.post_message(ReplyNotice(event))
                     elif isinstance(event, ReplyDone):
                         flush()
-                        self.post_message(ReplyFinished(event.reply))
+                        finished = ReplyFinished(event.reply)  # posted once the turn is over: Enter then works
                         continue
                     if flushed_at is None or time.monotonic() - flushed_at >= BATCH_S:
                         flush()
         except Exception as error:  # noqa: BLE001 - a UserError with its way out, or logged and shown
             self.post_message(TurnFailed(error))
+            return
+        if finished is not None:
+            self.post_message(finished)
 
     async def on_reply_pieces(self, message: ReplyPieces) -> None:
-        if self.reply is not None:
+        if self.reply is not None and self.is_attached:
             await self.reply.append(message.answer, message.reasoning)
             self._follow()
 
@@ -206,6 +221,8 @@ class ChatScreen(Screen):
         self._mount_notice(message.notice, before=self.reply)
 
     async def on_reply_finished(self, message: ReplyFinished) -> None:
+        if not self.is_attached:  # the app is closing: the reply is saved already
+            return
         reply = message.reply
         timings = reply.timings()
         if self.reply is not None:
@@ -219,10 +236,14 @@ class ChatScreen(Screen):
         self._follow()
 
     def on_turn_failed(self, message: TurnFailed) -> None:
-        if self.reply is not None:
-            self.reply.remove()
-            self.reply = None
-        self.state = ""
+        """The screen shows the conversation as the session kept it, and the message is back in the box."""
+        self.reply, self.state = None, ""
+        self._clear_messages()
+        for entry in self.session.entries if self.session is not None else []:
+            self._mount(ChatMessage(entry.role, entry.content, entry.reasoning))
+        prompt = self.query_one(PromptInput)
+        if self._sent and not prompt.text:
+            prompt.text = self._sent
         self._show_status()
         self.app.show_error(message.error)
 
@@ -234,6 +255,11 @@ class ChatScreen(Screen):
         elif self.editing:
             self._leave_editing()
             self.query_one(PromptInput).clear()
+
+    def stop_work(self) -> None:
+        """The app is quitting: stop the reply being written."""
+        if self.session is not None:
+            self.session.cancel()
 
     def action_new(self) -> None:
         session = self._ready()
@@ -438,7 +464,8 @@ class ChatScreen(Screen):
         """The session, when a model is loaded and no reply is being written; else a notice and None."""
         if self.session is None:
             if not quiet:
-                self.app.notify("no model loaded yet: choose one on Home (F2) or Models (F3)", severity="warning")
+                self.app.notify("a model is being loaded: a moment" if getattr(self.app, "loading_model", False)
+                                else "no model loaded yet: choose one on Home (F2) or Models (F3)", severity="warning")
             return None
         if self.session.busy:
             if not quiet:

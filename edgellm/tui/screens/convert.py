@@ -173,6 +173,11 @@ class ConvertScreen(Screen):
         """Esc (stop) is offered only while a conversion runs."""
         return self._cancel is not None if action == "stop" else True
 
+    def stop_work(self) -> None:
+        """The app is quitting: stop the conversion."""
+        if self._cancel is not None:
+            self._cancel.set()
+
     def action_stop(self) -> None:
         """Stop the conversion: no output file is left; a Hub checkpoint's partial download stays."""
         if self._cancel is not None:

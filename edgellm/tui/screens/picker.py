@@ -15,7 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, ProgressBar, TabbedContent, TabPane
 
 from edgellm import store
-from edgellm.errors import Cancelled
+from edgellm.errors import Cancelled, UserError
 from edgellm.tui.format import progress_text, size_text
 from edgellm.tui.messages import ChatWith, ChooseRemote, ProgressUpdate, StoreChanged
 from edgellm.tui.widgets.modebar import ModeBar
@@ -101,7 +101,11 @@ class PickerScreen(Screen):
     # the tables
 
     def refresh_local(self) -> None:
-        self._stored = store.load_models()
+        try:
+            self._stored = store.load_models()
+        except UserError as error:  # a damaged manifest: said, with its way out; the catalog still works
+            self._stored = {}
+            self.app.show_error(error)
         self._fill_local({})
         self._load_verdicts()
 
@@ -262,6 +266,11 @@ class PickerScreen(Screen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Esc (stop) is offered only while a download runs."""
         return self.downloading if action == "stop" else True
+
+    def stop_work(self) -> None:
+        """The app is quitting: stop the download (its partial file stays)."""
+        if self._cancel is not None:
+            self._cancel.set()
 
     def action_stop(self) -> None:
         """Stop the running download; its partial file stays for the next one."""

@@ -59,6 +59,8 @@ class ChatMessage(Vertical, can_focus=True):
 
     async def append(self, answer: str, reasoning: str) -> None:
         """Add a batch of the reply as it streams."""
+        if not self.is_attached:
+            return
         if reasoning:
             self.reasoning += reasoning
             await self._show_reasoning()
@@ -70,10 +72,12 @@ class ChatMessage(Vertical, can_focus=True):
 
     async def finish(self, content: str, reasoning: str, *, interrupted: bool, meta: str) -> None:
         """The reply is whole: render it once from the full text (a stream can leave a code fence half drawn)."""
+        self.content, self.reasoning, self.meta = content, reasoning, meta
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
-        self.content, self.reasoning, self.meta = content, reasoning, meta
+        if not self.is_attached:  # the app is closing: the reply is saved, there is nothing left to draw
+            return
         await self.query_one(Markdown).update(content)
         await self._show_reasoning()
         self.set_class(interrupted, "interrupted")
