@@ -172,8 +172,9 @@ class HardwarePanel(Widget):
             self.set_interval(2.0, self._refresh_gpus)
 
     def sample(self) -> None:
-        """Take a reading and show it; a sampler that fails leaves the last reading shown."""
-        if self.sampler is None:
+        """Take a reading and show it; a sampler that fails leaves the last reading shown. Nothing while another
+        screen is in front: the UI thread shares the cores with the model."""
+        if self.sampler is None or not self.screen.is_current:
             return
         try:
             gauges = self.sampler()
@@ -185,7 +186,7 @@ class HardwarePanel(Widget):
 
     @work(thread=True, exclusive=True, group="gpu-gauges", exit_on_error=False)
     def _refresh_gpus(self) -> None:
-        if isinstance(self.sampler, LiveSampler):
+        if isinstance(self.sampler, LiveSampler) and self.screen.is_current:
             self.sampler.refresh_gpus()
 
     @property
