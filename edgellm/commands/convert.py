@@ -30,26 +30,18 @@ def main(args: argparse.Namespace) -> int:
 
     from edgellm import loading
     from edgellm.commands.progress_line import ProgressLine
-    from edgellm.convert.pipeline import check_request, plan_conversion, run_conversion
+    from edgellm.convert.pipeline import convert
     from edgellm.errors import UserError
+    from edgellm.hub.refs import parse_ref
 
     if (args.src is None) == (args.hf_repo is None):
         raise UserError("name one checkpoint: a folder (SRC) or a Hub repo (-hf owner/repo)")
     output = Path(args.output).expanduser() if args.output else None
     profile = loading.profile_named(args.profile)
     report = ProgressLine(show_progress=not args.json)
-    if args.hf_repo:
-        from edgellm.hub.checkpoint import fetch_checkpoint
-        from edgellm.hub.refs import parse_ref
-
-        check_request(args.quant, output)  # before fetching gigabytes
-        source = fetch_checkpoint(parse_ref(args.hf_repo).repo, report)
-    else:
-        source = Path(args.src).expanduser()
-    conversion = plan_conversion(source, args.quant, args.outtype, profile, output)
-    for notice in conversion.notices:
-        report(notice)
-    path = run_conversion(conversion, report, discard_source=bool(args.hf_repo) and not args.keep_checkpoint)
+    conversion, path = convert(Path(args.src).expanduser() if args.src else None,
+                               parse_ref(args.hf_repo).repo if args.hf_repo else None, args.quant, args.outtype,
+                               profile, output, report, keep_checkpoint=args.keep_checkpoint)
     if args.json:
         print(json.dumps({"path": str(path), "name": conversion.name if conversion.in_store else None,
                           "quant": conversion.quant, "outtype": conversion.outtype, "size": path.stat().st_size,

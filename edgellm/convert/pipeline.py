@@ -127,3 +127,22 @@ def run_conversion(conversion: Conversion, report: Report = ignore, discard_sour
         shutil.rmtree(conversion.source, ignore_errors=True)
         report(Notice(f"removed the downloaded checkpoint {conversion.source} (--keep-checkpoint keeps it)"))
     return target
+
+
+def convert(source: Path | None, repo: str | None, quant: str, outtype: str, profile: DeviceProfile,
+            output: Path | None = None, report: Report = ignore, keep_checkpoint: bool = False,
+            cancel: threading.Event | None = None) -> tuple[Conversion, Path]:
+    """The whole job for any front end: a folder's checkpoint, or a Hub repo's fetched first (and removed after
+    unless kept), planned, reported and converted."""
+    if repo is not None:
+        from edgellm.hub.checkpoint import fetch_checkpoint
+
+        check_request(quant, output)  # before fetching gigabytes
+        source = fetch_checkpoint(repo, report, cancel)
+    if source is None:
+        raise UserError("name one checkpoint: a folder or a Hub repo")
+    conversion = plan_conversion(source, quant, outtype, profile, output)
+    for notice in conversion.notices:
+        report(notice)
+    path = run_conversion(conversion, report, discard_source=repo is not None and not keep_checkpoint, cancel=cancel)
+    return conversion, path

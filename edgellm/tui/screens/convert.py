@@ -18,6 +18,7 @@ from edgellm.convert.hf_config import SUPPORTED_QUANTS
 from edgellm.errors import Cancelled
 from edgellm.tui.format import progress_text
 from edgellm.tui.messages import ChatWith, ProgressUpdate, StoreChanged, WorkNotice
+from edgellm.tui.screens.stoppable import StoppableJob
 from edgellm.tui.widgets.modebar import ModeBar
 
 STEPS = (("download", "fetching the checkpoint"), ("convert", "converting"), ("quantize", "quantizing"))
@@ -29,8 +30,10 @@ def local_source(text: str) -> Path | None:
     return path if path.is_dir() else None
 
 
-class ConvertScreen(Screen):
+class ConvertScreen(StoppableJob, Screen):
     """A checkpoint and a quant in; the GGUF in the store out, with the steps' progress and a way to stop."""
+
+    STATE_LABEL = "#convert-state"
 
     DEFAULT_CSS = """
     #convert-form { height: auto; }
@@ -100,22 +103,14 @@ class ConvertScreen(Screen):
 
     @work(thread=True, exclusive=True, group="convert", exit_on_error=False)
     def _convert(self, text: str, quant: str, cancel: threading.Event) -> None:
-        from edgellm.convert.pipeline import check_request, plan_conversion, run_conversion
+        from edgellm.convert.pipeline import convert
+        from edgellm.hub.refs import parse_ref
 
-        report = self.app.reporter(self)
         try:
             source = local_source(text)
-            if source is None:
-                from edgellm.hub.checkpoint import fetch_checkpoint
-                from edgellm.hub.refs import parse_ref
-
-                repo = parse_ref(text).repo
-                check_request(quant, None)
-                source = fetch_checkpoint(repo, report, cancel)
-            conversion = plan_conversion(source, quant, "auto", self.app.profile)
-            for notice in conversion.notices:
-                report(notice)
-            path = run_conversion(conversion, report, discard_source=local_source(text) is None, cancel=cancel)
+            repo = None if source is not None else parse_ref(text).repo
+            conversion, path = convert(source, repo, quant, "auto", self.app.profile,
+                                       report=self.app.reporter(self), cancel=cancel)
         except Cancelled:
             self.app.call_from_thread(self._ended, "stopped: nothing was kept (a Hub download resumes)", None)
         except Exception as error:  # noqa: BLE001 - UserErrors and the unexpected alike: shown, never a crash
@@ -168,21 +163,6 @@ class ConvertScreen(Screen):
             self.action_stop()
         elif event.button.id == "convert-chat" and self._result is not None:
             self.app.post_message(ChatWith(str(self._result)))
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Esc (stop) is offered only while a conversion runs."""
-        return self._cancel is not None if action == "stop" else True
-
-    def stop_work(self) -> None:
-        """The app is quitting: stop the conversion."""
-        if self._cancel is not None:
-            self._cancel.set()
-
-    def action_stop(self) -> None:
-        """Stop the conversion: no output file is left; a Hub checkpoint's partial download stays."""
-        if self._cancel is not None:
-            self._cancel.set()
-            self.query_one("#convert-state", Label).update("stopping ...")
 
     def commands(self) -> list[tuple[str, str, Callable[[], None]]]:
         """The screen's actions for the command palette."""

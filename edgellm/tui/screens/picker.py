@@ -18,6 +18,7 @@ from edgellm import store
 from edgellm.errors import Cancelled, UserError
 from edgellm.tui.format import progress_text, size_text
 from edgellm.tui.messages import ChatWith, ChooseRemote, ProgressUpdate, StoreChanged
+from edgellm.tui.screens.stoppable import StoppableJob
 from edgellm.tui.widgets.modebar import ModeBar
 
 if TYPE_CHECKING:
@@ -45,8 +46,10 @@ def local_verdicts(profile) -> dict[str, str]:
         return {}
 
 
-class PickerScreen(Screen):
+class PickerScreen(StoppableJob, Screen):
     """The store and the catalog as tables, a field for any Hub repo, and the download of the one chosen."""
+
+    STATE_LABEL = "#download-title"
 
     DEFAULT_CSS = """
     PickerScreen TabbedContent { height: 1fr; }
@@ -262,21 +265,6 @@ class PickerScreen(Screen):
             self.start_download(self._choice)
         elif event.button.id == "download-chat" and self._finished is not None:
             self.app.post_message(ChatWith(str(self._finished.path(store.store_dir()))))
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Esc (stop) is offered only while a download runs."""
-        return self.downloading if action == "stop" else True
-
-    def stop_work(self) -> None:
-        """The app is quitting: stop the download (its partial file stays)."""
-        if self._cancel is not None:
-            self._cancel.set()
-
-    def action_stop(self) -> None:
-        """Stop the running download; its partial file stays for the next one."""
-        if self._cancel is not None:
-            self._cancel.set()
-            self.query_one("#download-title", Label).update("stopping ...")
 
     def commands(self) -> list[tuple[str, str, Callable[[], None]]]:
         """The screen's actions for the command palette."""
