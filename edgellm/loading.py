@@ -8,6 +8,7 @@ each front end decides how to show them.
 from __future__ import annotations
 
 import argparse
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,12 +86,14 @@ def model_files(folder: Path) -> list[Path]:
     return [path for path in sorted(folder.glob("**/*.gguf")) if opens_a_model(path.name)]
 
 
-def choose_model(settings: ModelSettings, profile: DeviceProfile, report: Report = ignore) -> ModelChoice:
+def choose_model(settings: ModelSettings, profile: DeviceProfile, report: Report = ignore,
+                 cancel: threading.Event | None = None) -> ModelChoice:
     """The model named by -m (a file, or a folder of quants to choose from) or -hf (pulled when not stored,
-    reporting progress) and its plan on `profile`."""
+    reporting progress; `cancel` stops the pull) and its plan on `profile`."""
     wishes = wishes_from(settings)
     if settings.hf_repo:
-        stored = stored_or_pulled(parse_ref(settings.hf_repo), profile, wishes, settings.offline, report=report)
+        stored = stored_or_pulled(parse_ref(settings.hf_repo), profile, wishes, settings.offline, report=report,
+                                  cancel=cancel)
         return _planned(stored.path(store.store_dir()), wishes, profile, stored)
     if not settings.model:
         return best_local_model(profile, wishes)
@@ -159,10 +162,11 @@ class PlannedModel:
         return [Notice(text) for text in self.choice.plan.notices]
 
 
-def plan_model(settings: ModelSettings, report: Report = ignore) -> PlannedModel:
+def plan_model(settings: ModelSettings, report: Report = ignore,
+               cancel: threading.Event | None = None) -> PlannedModel:
     """The model the flags name and its plan on this machine, with the llama.cpp settings that carry it out."""
     profile = detect_this_machine()
-    choice = choose_model(settings, profile, report)
+    choice = choose_model(settings, profile, report, cancel)
     return PlannedModel(choice, profile, LoadSettings.from_plan(choice.path, choice.plan, settings.seed))
 
 

@@ -240,3 +240,28 @@ def hf_cache_blob(repo: str, sha256: str | None, size: int) -> Path | None:
         if blob.is_file() and blob.stat().st_size == size:
             return blob
     return None
+
+
+@dataclass(frozen=True)
+class PausedDownload:
+    """A pull that stopped part-way: the next pull of `name` resumes it."""
+
+    name: str  # owner/repo:QUANT
+    path: Path  # the partial file
+    done: int  # bytes already here
+
+
+def paused_downloads() -> list[PausedDownload]:
+    """The partial files of pulls that stopped (cancelled, interrupted, a lost connection), oldest first."""
+    folder = store_dir()
+    if not folder.is_dir():
+        return []
+    found = []
+    for part in folder.glob("*/*/**/*.gguf.part"):
+        relative = part.relative_to(folder).parts
+        quant = parse_quant(part.name.removesuffix(".part"))
+        if quant is None or relative[0] == "local":
+            continue
+        found.append((part.stat().st_mtime, PausedDownload(f"{relative[0]}/{relative[1]}:{quant}", part,
+                                                             part.stat().st_size)))
+    return [paused for _, paused in sorted(found, key=lambda item: item[0])]

@@ -108,6 +108,38 @@ def test_download_moves_is_stopped_keeps_its_part_and_resumes(hub: FakeHub, gguf
     assert len(resumed) == 1, "the second download asked only for the rest"
 
 
+def test_a_download_stopped_before_a_restart_is_listed_and_resumes(hub: FakeHub, gguf_file: Path) -> None:
+    from textual.widgets import DataTable, Label
+
+    from edgellm.tui.screens.plan import PlanScreen
+
+    dest = store.store_dir() / "tests/tiny-GGUF" / "tiny-Q8_0.gguf"
+    part = dest.with_name(dest.name + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(gguf_file.read_bytes()[: 2**20])  # what an earlier run of the app left when it stopped
+    hub.repos["tests/tiny-GGUF"].faults.clear()
+
+    async def run() -> None:
+        app = make_app("models")
+        async with app.run_test(size=(120, 40)) as pilot:
+            picker = app.screen
+            local = picker.query_one("#local-table", DataTable)
+            await wait_for(pilot, lambda: local.row_count == 1)
+            row = [str(cell) for cell in local.get_row_at(0)]
+            assert row[0] == "tests/tiny-GGUF:Q8_0" and row[3] == "paused" and "1.0 MiB" in row[2]
+            local.focus()
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: isinstance(app.screen, PlanScreen))
+            await click(pilot, "#plan-download")
+            title = picker.query_one("#download-title", Label)
+            await wait_for(pilot, lambda: str(title.render()).startswith("done:"))
+
+    asyncio.run(run())
+    assert dest.read_bytes() == gguf_file.read_bytes() and not part.exists()
+    fetches = [wanted for _, wanted, _ in hub.transfers if wanted and wanted.endswith("-")]  # not the header reads
+    assert fetches == [f"bytes={2**20}-"], "only the rest was asked for"
+
+
 def test_conversion_ends_in_the_store(checkpoint: Path) -> None:  # noqa: F811
     from textual.widgets import Button, Input, Label, Log, ProgressBar, Select
 

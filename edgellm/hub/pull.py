@@ -202,9 +202,9 @@ def clean_orphans(folder: Path, wanted: set[Path]) -> None:
 
 
 def resolve(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, offline: bool, *,
-            report: Report) -> store.StoredModel:
+            report: Report, cancel: threading.Event | None = None) -> store.StoredModel:
     """A -hf reference as a stored model: from the store when it is there, else pulled (unless offline),
-    with the pull's notices and progress sent to `report`."""
+    with the pull's notices and progress sent to `report`; `cancel` stops the pull (see download)."""
     stored = store.find(ref.name) if ref.quant else _best_stored(ref.repo)
     if stored is not None:
         return stored
@@ -215,7 +215,7 @@ def resolve(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, offline: bool
     if choice.warning:
         report(Notice(choice.warning, "warning"))
     report(Notice(f"pulling {choice.name} ({choice.group.size / 2**30:.2f} GiB)"))
-    return download(choice, report)
+    return download(choice, report, cancel=cancel)
 
 
 def _best_stored(repo: str) -> store.StoredModel | None:

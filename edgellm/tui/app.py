@@ -4,6 +4,7 @@ as screens with the way out, every action in the command palette."""
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
@@ -79,7 +80,7 @@ class EdgeApp(App[int]):
         self.sampler = sampler
         self.history = history
         self.session: ChatSession | None = None
-        self._loading = False
+        self._loading, self._load_cancel = False, threading.Event()
         self.planned: PlannedModel | None = None
         self.start_model, self.resume, self.start_mode = model, resume, start
         self.trouble = trouble  # a problem met before the app started (a history that cannot be opened)
@@ -168,18 +169,19 @@ class EdgeApp(App[int]):
             self.notify(BUSY, severity="warning")
             return
         previous, self.session = self.session, None  # no turn starts on it from now on
-        self._loading = True
+        self._loading, self._load_cancel = True, threading.Event()
         self.switch_mode("chat")
         self.broadcast(ModelLoading(model))
-        self._load(model, previous, self.planned)
+        self._load(model, previous, self.planned, self._load_cancel)
 
     @work(thread=True, group="load", exit_on_error=False)
-    def _load(self, model: str, previous: "ChatSession | None", previous_plan: "PlannedModel | None") -> None:
+    def _load(self, model: str, previous: "ChatSession | None", previous_plan: "PlannedModel | None",
+              cancel: threading.Event) -> None:
         from edgellm import loading
 
         settings = replace(self.settings, model=model, hf_repo=None) if model else self.settings
         try:
-            planned = loading.plan_model(settings, report=self.reporter())
+            planned = loading.plan_model(settings, report=self.reporter(), cancel=cancel)  # a -hf pull stops
         except Exception as error:  # noqa: BLE001 - the previous model stays; the error is shown
             self.post_message(LoadEnded(None, None, error, model, previous, previous_plan))
             return
@@ -224,6 +226,7 @@ class EdgeApp(App[int]):
                     stop()
         if self.session is not None:
             self.session.cancel()
+        self._load_cancel.set()
         self.exit()
 
     # actions

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from edgellm.recommend import Pick
 
 log = logging.getLogger("edgellm.tui")
+PAUSED = "paused:"  # row keys of downloads that stopped part-way
 
 
 def pick_text(pick: "Pick | None") -> str:
@@ -117,6 +118,10 @@ class PickerScreen(StoppableJob, Screen):
         table.clear()
         for name, model in sorted(self._stored.items()):
             table.add_row(name, model.quant, size_text(model.size), model.source, verdicts.get(name, ""), key=name)
+        for paused in store.paused_downloads():
+            quant = paused.name.rsplit(":", 1)[1]
+            table.add_row(paused.name, quant, f"{size_text(paused.done)} so far", "paused", "Enter resumes",
+                          key=PAUSED + paused.name)
 
     @work(thread=True, exclusive=True, group="verdicts", exit_on_error=False)
     def _load_verdicts(self) -> None:
@@ -148,7 +153,9 @@ class PickerScreen(StoppableJob, Screen):
         key = str(event.row_key.value)
         if event.data_table.id == "local-table":
             model = self._stored.get(key)
-            if model is not None:
+            if key.startswith(PAUSED):
+                self.choose(key.removeprefix(PAUSED))  # planned again, then the download picks up its .part
+            elif model is not None:
                 self.app.post_message(ChatWith(str(model.path(store.store_dir()))))
         else:
             self.choose(key)
