@@ -292,3 +292,12 @@ def sparse_model(path: Path, shape, quant: str) -> Path:
     data_start = -(-header_end // 32) * 32
     os.truncate(path, data_start + total)
     return path
+
+
+def point_hub_at(server: "FakeHub", monkeypatch, tmp_path: Path) -> "FakeHub":
+    """huggingface_hub (and edgellm) talk to `server`, with a private HF_HOME and no token or offline switch."""
+    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return server

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import edgellm
-from fakehub import FakeHub, FakeRepo, Faults, sparse_model
+from fakehub import FakeHub, FakeRepo, Faults, point_hub_at, sparse_model
 from test_bad_input import assert_one_line_error
 
 from edgellm.tinymodel import Shape, write_model
@@ -40,11 +40,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, models: dict[str, Path], test_model: Path):
-    server = FakeHub()
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    server = point_hub_at(FakeHub(), monkeypatch, tmp_path)
     server.add("tests/tiny-GGUF", FakeRepo({name: models[name] for name in
                                             ("tiny-Q8_0.gguf", "tiny-Q4_0.gguf", "tiny-F16.gguf")} |
                                            {"README.md": models["tiny-Q8_0.gguf"].with_name("README.md")}))

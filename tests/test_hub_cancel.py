@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fakehub import FakeHub, FakeRepo, Faults
+from fakehub import FakeHub, FakeRepo, Faults, point_hub_at
 
 from edgellm import store
 from edgellm.errors import Cancelled
@@ -28,11 +28,7 @@ def gguf_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, gguf_file: Path):
-    server = FakeHub()
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    server = point_hub_at(FakeHub(), monkeypatch, tmp_path)
     server.add("tests/tiny-GGUF", FakeRepo({"tiny-Q8_0.gguf": gguf_file},
                                            faults={"tiny-Q8_0.gguf": Faults(bytes_per_s=4 * 2**20)}))
     yield server

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fakehub import FakeHub, FakeRepo, Faults
+from fakehub import FakeHub, FakeRepo, Faults, point_hub_at
 
 from edgellm import store
 from edgellm.commands.progress_line import ProgressLine
@@ -34,11 +34,7 @@ def noise(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, noise: Path):
-    server = FakeHub()
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    server = point_hub_at(FakeHub(), monkeypatch, tmp_path)
     server.add(REPO, FakeRepo({FILE: noise}))
     yield server
     server.close()
