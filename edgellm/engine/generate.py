@@ -5,7 +5,7 @@ from __future__ import annotations
 import codecs
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 from edgellm.engine.loop_guard import LoopGuard
@@ -44,23 +44,25 @@ class GenerationOptions:
         skipped, so an old or hand-edited record never breaks a load."""
         if not isinstance(saved, dict):
             return self
+
         def value(key: str, kinds: Any, default: Any) -> Any:
             found = saved.get(key, default)
             if isinstance(found, bool) != (kinds is bool):  # True is an int: keep switches and numbers apart
                 return default
             return found if isinstance(found, kinds) else default
 
-        sampling = self.sampling
-        number = (int, float)
-        restored = Sampling(float(value("temp", number, sampling.temp)), value("top_k", int, sampling.top_k),
-                            float(value("top_p", number, sampling.top_p)), float(value("min_p", number, sampling.min_p)),
-                            float(value("repeat_penalty", number, sampling.repeat_penalty)))
-        stop = saved.get("stop", list(self.stop))
-        return GenerationOptions(
-            sampling=restored, max_tokens=value("n_predict", int, self.max_tokens),
-            ignore_eos=value("ignore_eos", bool, self.ignore_eos), seed=value("seed", int, self.seed),
-            stop=tuple(s for s in stop if isinstance(s, str)) if isinstance(stop, list) else self.stop,
-            loop_guard=value("loop_guard", bool, self.loop_guard))
+        number, sampling = (int, float), self.sampling
+        stop = saved.get("stop")
+        return replace(
+            self,
+            sampling=replace(sampling, temp=float(value("temp", number, sampling.temp)),
+                             top_k=value("top_k", int, sampling.top_k),
+                             top_p=float(value("top_p", number, sampling.top_p)),
+                             min_p=float(value("min_p", number, sampling.min_p)),
+                             repeat_penalty=float(value("repeat_penalty", number, sampling.repeat_penalty))),
+            max_tokens=value("n_predict", int, self.max_tokens), ignore_eos=value("ignore_eos", bool, self.ignore_eos),
+            seed=value("seed", int, self.seed), loop_guard=value("loop_guard", bool, self.loop_guard),
+            stop=tuple(s for s in stop if isinstance(s, str)) if isinstance(stop, list) else self.stop)
 
 
 def settings_report(load_settings: LoadSettings, options: GenerationOptions) -> dict[str, Any]:

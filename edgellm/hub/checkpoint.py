@@ -11,10 +11,10 @@ import threading
 from pathlib import Path
 
 from edgellm import home
-from edgellm.errors import Cancelled, NoSuchQuant
+from edgellm.errors import NoSuchQuant
 from edgellm.events import Notice, Report, ignore
 from edgellm.hub import client
-from edgellm.hub.download import Meter, check_disk, fetch, remaining_bytes
+from edgellm.hub.download import check_disk, fetch_all, remaining_bytes
 from edgellm.hub.files import RemoteFile
 
 NEEDED = ("config.json", "generation_config.json", "model.safetensors.index.json", "tokenizer.json",
@@ -51,23 +51,9 @@ def fetch_checkpoint(repo: str, report: Report = ignore, cancel: threading.Event
                           repo, None, [])
     folder = checkpoint_dir(repo)
     targets = [(file, folder / file.path) for file in wanted]
-    todo = [(file, dest) for file, dest in targets if not (dest.is_file() and dest.stat().st_size == file.size)]
-    check_disk(folder, remaining_bytes(todo))
+    present = {dest for file, dest in targets if dest.is_file() and dest.stat().st_size == file.size}
+    check_disk(folder, remaining_bytes([(file, dest) for file, dest in targets if dest not in present]))
     total = sum(file.size for file in wanted)
     report(Notice(f"fetching {repo} ({total / 2**30:.2f} GiB in {len(wanted)} files) to convert it"))
-    meter = Meter(total, report)
-    try:
-        for file, dest in targets:
-            if (file, dest) in todo:
-                fetch(repo, file, commit, dest, meter, cancel)
-            else:
-                meter.resumed(file.size)
-    except KeyboardInterrupt:
-        meter.finish()
-        report(Notice("download stopped; run the same command again to resume where it stopped"))
-        raise
-    except Cancelled:
-        meter.finish()
-        raise
-    meter.finish()
+    fetch_all(repo, commit, targets, present, report, cancel)
     return folder

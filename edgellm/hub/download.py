@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from edgellm.errors import DiskError, HubUnreachable, UserError
-from edgellm.events import Progress, Report, check_cancel, ignore
+from edgellm.errors import Cancelled, DiskError, HubUnreachable, UserError
+from edgellm.events import Notice, Progress, Report, check_cancel, ignore
 from edgellm.hub.client import endpoint, file_url, hub_errors, open_file
 from edgellm.hub.files import RemoteFile
 
@@ -258,3 +258,29 @@ def remaining_bytes(files: list[tuple[RemoteFile, Path]]) -> int:
         part = dest.with_name(dest.name + PART)
         total += file.size - (part.stat().st_size if part.exists() else 0)
     return total
+
+
+STOPPED = "download stopped; run the same command again to resume where it stopped"
+
+
+def fetch_all(repo: str, commit: str, targets: list[tuple[RemoteFile, Path]], present: set[Path], report: Report,
+              cancel: threading.Event | None = None, cancelled: str | None = None) -> None:
+    """Fetch each (file, dest) whose dest is not in `present`, one Meter over them all. Ctrl-C or `cancel` keeps
+    the partial file; Ctrl-C says how to resume, and a cancel says `cancelled` when given."""
+    meter = Meter(sum(file.size for file, _ in targets), report)
+    try:
+        for file, dest in targets:
+            if dest in present:
+                meter.resumed(file.size)
+            else:  # missing, or changed on the Hub since: fetched beside it, then renamed over it
+                fetch(repo, file, commit, dest, meter, cancel)
+    except KeyboardInterrupt:
+        meter.finish()
+        report(Notice(STOPPED))
+        raise
+    except Cancelled:
+        meter.finish()
+        if cancelled:
+            report(Notice(cancelled))
+        raise
+    meter.finish()

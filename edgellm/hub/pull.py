@@ -8,10 +8,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgellm import store
-from edgellm.errors import Cancelled, DoesNotFit, NoSuchQuant, OfflineMode, UserError
+from edgellm.errors import DoesNotFit, NoSuchQuant, OfflineMode, UserError
 from edgellm.events import Notice, Report
 from edgellm.hub import client
-from edgellm.hub.download import PART, Meter, check_disk, fetch, remaining_bytes
+from edgellm.hub.download import PART, check_disk, fetch_all, remaining_bytes
 from edgellm.hub.files import QuantFiles, choosable, group_quants
 from edgellm.hub.refs import ModelRef
 from edgellm.hw.profile import DeviceProfile
@@ -160,22 +160,8 @@ def download(choice: RemoteChoice, report: Report, *, cancel: threading.Event | 
                if dest.exists() and recorded.get(str(dest.relative_to(store.store_dir()))) == file.sha256}
     clean_orphans(folder, {dest for _, dest in targets})
     check_disk(folder, remaining_bytes([(f, d) for f, d in targets if d not in current]))
-    progress = Meter(choice.group.size, report)
-    try:
-        for file, dest in targets:
-            if dest in current:
-                progress.resumed(file.size)
-            else:  # missing, or changed on the Hub since: fetched beside it, then renamed over it
-                fetch(choice.ref.repo, file, choice.commit, dest, progress, cancel)
-    except KeyboardInterrupt:
-        progress.finish()
-        report(Notice("download stopped; run the same command again to resume where it stopped"))
-        raise
-    except Cancelled:
-        progress.finish()
-        report(Notice("download stopped; download it again to resume where it stopped"))
-        raise
-    progress.finish()
+    fetch_all(choice.ref.repo, choice.commit, targets, current, report, cancel,
+              cancelled="download stopped; download it again to resume where it stopped")
     model = store.StoredModel(
         name=choice.name, repo=choice.ref.repo, quant=choice.group.quant,
         files=[str(dest.relative_to(store.store_dir())) for _, dest in targets], size=choice.group.size,

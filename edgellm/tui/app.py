@@ -126,11 +126,14 @@ class EdgeApp(App[int]):
     def on_store_changed(self, message: StoreChanged) -> None:
         self.broadcast(StoreChanged())
 
-    def broadcast(self, message: object) -> None:
-        """Post a message to every screen the app has made (the modes' screens and those pushed on them)."""
-        for stack in self._screen_stacks.values():
-            for screen in stack:
-                screen.post_message(message)  # type: ignore[arg-type]
+    def made_screens(self) -> list[Screen]:
+        """Every screen the app has made: the modes' screens and those pushed on them."""
+        return [screen for stack in self._screen_stacks.values() for screen in stack]
+
+    def broadcast(self, message: Message) -> None:
+        """Post a message to every screen the app has made."""
+        for screen in self.made_screens():
+            screen.post_message(message)
 
     # errors: shown with the way out, never a traceback, never the app exiting
 
@@ -219,11 +222,10 @@ class EdgeApp(App[int]):
     async def action_quit(self) -> None:
         """Stop what runs on worker threads (a reply, a download, a conversion), then leave: the process would
         otherwise wait for them."""
-        for stack in self._screen_stacks.values():
-            for screen in stack:
-                stop = getattr(screen, "stop_work", None)
-                if stop is not None:
-                    stop()
+        for screen in self.made_screens():
+            stop = getattr(screen, "stop_work", None)
+            if stop is not None:
+                stop()
         if self.session is not None:
             self.session.cancel()
         self._load_cancel.set()

@@ -40,8 +40,11 @@ def local_verdicts(profile) -> dict[str, str]:
     """Plan verdicts of the stored models by name; none if planning fails (the list shows without them)."""
     from edgellm.inventory import local_models
 
+    verdicts: dict[str, str] = {}
     try:
-        return {model.name: model.verdict for model in local_models(profile)}
+        for model in local_models(profile):  # the store first: a file elsewhere under the same name never wins
+            verdicts.setdefault(model.name, model.verdict)
+        return verdicts
     except Exception:  # noqa: BLE001 - the verdicts are extra: logged, and the list shows without them
         log.exception("the local models' verdicts failed")
         return {}

@@ -23,7 +23,7 @@ FIELDS = (("temp", "temperature"), ("top-k", "top-k"), ("top-p", "top-p"), ("min
 def current_values(session: "ChatSession") -> dict[str, str]:
     """The settings in force, as the text the fields show."""
     saved = session.options.as_dict()
-    return {key: str(saved[key.replace("-", "_") if key != "n-predict" else "n_predict"]) for key, _ in FIELDS}
+    return {key: str(saved[key.replace("-", "_")]) for key, _ in FIELDS}
 
 
 class SettingsScreen(ModalScreen[bool]):
