@@ -48,3 +48,22 @@ def test_headless_commands_never_import_textual(test_model: Path, args: list[str
     assert output.strip()
     if shows:
         assert shows in output
+
+
+def test_the_server_never_imports_textual() -> None:
+    """`edgellm serve`'s modules, its app built and its flags parsed, leave Textual out (a board has no use for it)."""
+    code = (
+        "import sys\n"
+        "from edgellm.cli import build_parser\n"
+        "from edgellm.commands import serve\n"
+        "from edgellm.engine.generate import GenerationOptions\n"
+        "from edgellm.server.app import ServerConfig, ServerState, create_app\n"
+        "from edgellm.server.launch import serve as run_server\n"
+        "from edgellm.server.scheduler import Scheduler\n"
+        "build_parser().parse_args(['serve', '-m', 'x.gguf', '--port', '0'])\n"
+        "create_app(ServerState(ServerConfig('m', 0, GenerationOptions()), Scheduler(1)))\n"
+        "print(sorted(n for n in sys.modules if n == 'textual' or n.startswith(('textual.', 'edgellm.tui'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -52,7 +52,7 @@ def test_help_and_hw_do_not_import_the_engine_or_the_tui() -> None:
         "    main(['hw']); main(['hw', '--json'])\n"
         "    try: main(['--help'])\n"
         "    except SystemExit: pass\n"
-        "heavy = sorted(m for m in ('llama_cpp', 'textual', 'numpy', 'gguf', 'huggingface_hub') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('llama_cpp', 'textual', 'numpy', 'gguf', 'huggingface_hub', 'fastapi', 'uvicorn') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)

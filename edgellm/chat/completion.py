@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from edgellm.chat.events import AnswerPiece, ChatEvent, ReasoningPiece, Reply, ReplyDone
 from edgellm.chat.reasoning import ReasoningSplitter, StopMatcher
@@ -29,6 +29,7 @@ class Prepared:
     text: str
     tokens: list[int]
     dropped: int  # old messages left out to fit the context
+    chat: bool = True  # rendered from messages by the template; False: a raw text prompt, completed as it is
 
 
 @dataclass
@@ -111,11 +112,15 @@ class ChatModel:
         """Fit the conversation into the context and tokenize it; ContextOverflow if one message is too long."""
         kept, dropped = fit_history(messages, self.count, self.n_ctx - self.reply_room(options.max_tokens))
         text = self.render(kept)
-        tokens = self.prompt_tokens(text)
+        tokens = self.prompt_tokens(text) if options.cache_prompt else self.tokenize(text)
         if len(tokens) >= self.n_ctx:
             raise ContextOverflow(f"the conversation needs {len(tokens)} tokens but the context holds {self.n_ctx}",
                                   len(tokens), self.n_ctx)
         return Prepared(text, tokens, dropped)
+
+    def prepare_text(self, prompt: str) -> Prepared:
+        """A raw prompt, completed as it is (no template): BOS and its tokens; ContextOverflow if no room is left."""
+        return Prepared(prompt, text_prompt_tokens(self.loaded.llm, prompt), 0, chat=False)
 
     def stream(self, prepared: Prepared, reply: Reply, options: GenerationOptions = GenerationOptions(),
                cancel: threading.Event | None = None) -> Iterator[AnswerPiece | ReasoningPiece]:
@@ -127,9 +132,11 @@ class ChatModel:
                 cancel: threading.Event | None) -> Iterator[AnswerPiece | ReasoningPiece]:
         reply.dropped_messages, reply.n_ctx = prepared.dropped, self.n_ctx
         generation = Generation(self.loaded.llm, prepared.tokens, options, cancel=cancel)
+        reply.stats = generation.stats  # its counts grow as tokens come (a server's metrics read them live)
         # some templates open the reasoning block in the prompt itself (DeepSeek-R1 distills): the reply starts inside it
-        splitter = ReasoningSplitter(starts_in_reasoning=prepared.text.rstrip().endswith("<think>"))
-        stops = StopMatcher(options.stop + self.template.stop)
+        splitter = (ReasoningSplitter(starts_in_reasoning=prepared.text.rstrip().endswith("<think>")) if prepared.chat
+                    else PlainText())
+        stops = StopMatcher(options.stop + (self.template.stop if prepared.chat else ()))
         raw = []
         pieces = iter(generation)
         try:
@@ -160,6 +167,27 @@ class ChatModel:
             pieces.close()
         yield from reply_notices(reply)
         yield ReplyDone(reply)
+
+
+class PlainText:
+    """The splitter of a raw text completion: everything is answer, `<think>` included."""
+
+    def feed(self, text: str) -> list[tuple[str, str]]:
+        return [("answer", text)] if text else []
+
+    def flush(self) -> list[tuple[str, str]]:
+        return []
+
+
+def text_prompt_tokens(llm: Any, prompt: str) -> list[int]:
+    """A raw prompt's tokens, BOS first, as `run` and the server's /v1/completions evaluate it; ContextOverflow when
+    it leaves no room for a reply."""
+    tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
+    n_ctx = llm.n_ctx()
+    if len(tokens) >= n_ctx:
+        raise ContextOverflow(f"the prompt is {len(tokens)} tokens, which does not leave room in the {n_ctx}-"
+                              f"token context; raise -c or shorten the prompt", len(tokens), n_ctx)
+    return tokens
 
 
 def reply_notices(reply: Reply) -> list[Notice]:

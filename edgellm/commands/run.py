@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from edgellm.errors import ContextOverflow, UserError
+from edgellm.errors import UserError
 from edgellm.options import add_model_flags
 
 NAME = "run"
@@ -55,11 +55,9 @@ def generate(loaded, options, prompt: str, as_json: bool, verbose: bool = False)
     """Stream the completion of `prompt` to stdout; Ctrl-C stops it (exit 130) and keeps what was printed."""
     from edgellm.engine.generate import Generation, settings_report
 
-    n_ctx = loaded.settings.n_ctx
-    tokens = loaded.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
-    if len(tokens) >= n_ctx:
-        raise ContextOverflow(f"the prompt is {len(tokens)} tokens, which does not leave room in the {n_ctx}-"
-                              f"token context; raise -c or shorten the prompt", len(tokens), n_ctx)
+    from edgellm.chat.completion import text_prompt_tokens
+
+    tokens = text_prompt_tokens(loaded.llm, prompt)
     cancel = threading.Event()  # Ctrl-C sets it: the generation stops between tokens (or mid-prompt), no exception
     generation = Generation(loaded.llm, tokens, options, cancel=cancel)
     out = sys.stdout

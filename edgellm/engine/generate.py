@@ -19,6 +19,8 @@ class Sampling:
     top_p: float = 0.95
     min_p: float = 0.05
     repeat_penalty: float = 1.0
+    frequency_penalty: float = 0.0  # OpenAI's penalties, as llama.cpp applies them
+    presence_penalty: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class GenerationOptions:
     seed: int = -1  # -1: random
     stop: tuple[str, ...] = ()  # text that ends a reply (applied by the chat layer, which sees text)
     loop_guard: bool = False  # stop a reply that repeats the same run of tokens over and over
+    cache_prompt: bool = True  # reuse the KV cache of the previous call's common prefix; off: the whole prompt is
+    # evaluated afresh, so the result never depends on what ran before (a server's requests)
 
     def as_dict(self) -> dict[str, Any]:
         """The options as `run --json` and a saved conversation report them."""
@@ -116,7 +120,7 @@ class Generation:
         self.cancel = cancel
         self._abort_callback = None  # the ctypes callback llama.cpp holds while a prompt is read
         self.tokens: list[int] = []
-        cached = common_prefix(llm.input_ids[: llm.n_tokens].tolist(), prompt_tokens)
+        cached = common_prefix(llm.input_ids[: llm.n_tokens].tolist(), prompt_tokens) if options.cache_prompt else 0
         self.stats = GenerationStats(prompt_tokens=len(prompt_tokens),
                                      prompt_evaluated=max(1, len(prompt_tokens) - cached))
 
@@ -134,12 +138,15 @@ class Generation:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         guard = LoopGuard() if options.loop_guard else None
         llm.set_seed(LLAMA_DEFAULT_SEED if options.seed < 0 else options.seed)  # per call: samplers read it
+        if not options.cache_prompt:
+            llm.reset()  # no common prefix: llama-cpp-python evaluates the whole prompt and clears the KV cache
         started = time.perf_counter()
         first = last = started
         sampled = 0
         tokens = llm.generate(self.prompt_tokens, top_k=sampling.top_k, top_p=sampling.top_p,
                               min_p=sampling.min_p, temp=sampling.temp, repeat_penalty=sampling.repeat_penalty,
-                              reset=True)
+                              frequency_penalty=sampling.frequency_penalty,
+                              presence_penalty=sampling.presence_penalty, reset=True)
         stats.stop_reason = "context" if self.limited_by_context else "length"
         self._abort_when(cancel)  # a long prompt can be stopped while llama.cpp reads it
         try:

@@ -1,0 +1,86 @@
+"""`edgellm serve`: an OpenAI-compatible HTTP server for one model, fitted to this machine."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgellm.options import add_model_flags, positive_int
+
+NAME = "serve"
+HELP = "serve a model over HTTP with the OpenAI API (chat, completions, models), /health and /metrics"
+
+
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be from 1 to 65535 (0: any free port)")
+    return value
+
+
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
+    return value
+
+
+def megabytes(text: str) -> int:
+    try:
+        return positive_int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("server")
+    group.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only; any other needs an API key)")
+    group.add_argument("--port", type=port, default=8080, help="port to listen on (default 8080; 0: any free port)")
+    group.add_argument("--api-key", metavar="KEY",
+                       help="require `Authorization: Bearer KEY` (default: $EDGELLM_API_KEY; keep it out of the "
+                            "command line on shared machines)")
+    group.add_argument("--queue", type=count, default=32, metavar="N",
+                       help="requests that may wait while one is generating; past it, 503 with Retry-After "
+                            "(default 32)")
+    group.add_argument("--cors", action="append", metavar="ORIGIN",
+                       help="let web pages from ORIGIN call the API (repeatable; default: none)")
+    group.add_argument("--alias", metavar="NAME", help="the model's id in /v1/models (default: the file's name)")
+    group.add_argument("--max-body-mb", type=megabytes, default=4, metavar="MB",
+                       help="largest request body accepted, in MiB (default 4)")
+    add_model_flags(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    import sys
+
+    from edgellm import loading
+    from edgellm.chat.completion import ChatModel
+    from edgellm.commands.opening import plan_and_tell
+    from edgellm.server.app import ServerConfig
+    from edgellm.server.launch import Listen, api_key_from, check_exposure, say, serve
+
+    settings = loading.settings_from(args)
+    api_key = api_key_from(args.api_key)
+    check_exposure(args.host, api_key)  # before a download or a load
+    if settings.system_prompt:
+        print("edgellm: note: serve takes the system prompt from each request; -sys is used by chat", file=sys.stderr)
+    planned = plan_and_tell(settings)
+    path, load_settings = planned.choice.path, planned.load_settings
+    config = ServerConfig(model_id=args.alias or path.name.removesuffix(".gguf"), created=int(path.stat().st_mtime),
+                          defaults=loading.generation_options(settings), api_key=api_key,
+                          max_body_bytes=args.max_body_mb * 2**20, cors_origins=tuple(args.cors or ()))
+    layers = {-1: "all layers"}.get(load_settings.n_gpu_layers, f"{load_settings.n_gpu_layers} layers")
+    say(f"loading {path.name}: {load_settings.n_ctx}-token context, {layers} on the GPU, "
+        f"{load_settings.n_threads} threads, KV cache {load_settings.kv}")
+
+    def load() -> ChatModel:
+        loaded = loading.open_model(planned, settings)
+        return ChatModel.for_model(loaded, planned.choice.spec.architecture)
+
+    return serve(config, Listen(args.host, args.port, args.queue), load)

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP server (`edgellm serve`): FastAPI on uvicorn over one loaded model."""

@@ -1,0 +1,337 @@
+"""The HTTP face of one loaded model: FastAPI routes over the stateless completion, the scheduler and the metrics.
+
+Thin by design: the request is checked by `protocol`, the prompt prepared by the chat layer (`ChatModel`), the
+turn taken through the `Scheduler`, and the answer shaped by `protocol` again. No chat history is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from edgellm.chat.completion import ChatModel, Prepared
+from edgellm.chat.events import AnswerPiece, ReasoningPiece, Reply
+from edgellm.engine.generate import GenerationOptions
+from edgellm.errors import ContextOverflow, TemplateRefused
+from edgellm.server import protocol
+from edgellm.server.metrics import CONTENT_TYPE, Metrics, render
+from edgellm.server.protocol import Answer, ApiError, CompletionRequest
+from edgellm.server.scheduler import Ended, Job, QueueFull, Scheduler, ShuttingDown
+
+RETRY_AFTER_S = 5
+CLIENT_GONE = 499  # nginx's status for a client that closed the connection before the answer
+ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What the command line sets for the server's whole life."""
+
+    model_id: str
+    created: int  # the model file's time, for /v1/models
+    defaults: GenerationOptions  # the flags' sampling; a request overrides what it names
+    api_key: str | None = None
+    max_body_bytes: int = 4 * 2**20
+    cors_origins: tuple[str, ...] = ()
+
+
+@dataclass
+class ServerState:
+    """What the routes share: the model once loaded, the turn-taking, the counters."""
+
+    config: ServerConfig
+    scheduler: Scheduler
+    metrics: Metrics = field(default_factory=Metrics)
+    model: ChatModel | None = None  # None while loading
+    stopping: bool = False
+    running: dict[int, Reply] = field(default_factory=dict)  # replies being written, by id: their tokens count live
+    log: Callable[[str], None] = lambda line: None
+    _finishing: set[asyncio.Task] = field(default_factory=set)
+
+    def ready_model(self) -> ChatModel:
+        if self.stopping:
+            raise ApiError(503, "the server is shutting down", "shutting_down", kind="server_error")
+        if self.model is None:
+            raise ApiError(503, "the model is still loading; retry when GET /health answers ok", "model_loading",
+                           kind="server_error", headers={"Retry-After": str(RETRY_AFTER_S)})
+        return self.model
+
+    def finish_later(self, job: Job, finish: "_Finish") -> None:
+        """Count and log a request whose client left once its job has ended (at the next token)."""
+        async def wait() -> None:
+            await _drain(job)
+            finish.done()
+            self._finishing.discard(task)
+
+        task = asyncio.get_running_loop().create_task(wait())
+        self._finishing.add(task)  # held until done: the loop keeps only weak references to tasks
+
+    def metrics_text(self) -> str:
+        running_tokens = sum(reply.stats.completion_tokens for reply in self.running.values() if reply.stats)
+        return render(self.metrics, self.scheduler.waiting, int(self.scheduler.busy), running_tokens,
+                      self.model is not None)
+
+
+def create_app(state: ServerState) -> FastAPI:
+    app = FastAPI(title="edgellm", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.edgellm = state
+    if state.config.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(state.config.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+
+    async def require_key(request: Request) -> None:
+        """The bearer token, compared in constant time; never logged, never echoed."""
+        key = state.config.api_key
+        if key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+            raise ApiError(401, "missing or wrong API key: send it as `Authorization: Bearer KEY`", "invalid_api_key",
+                           headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        return _error_response(state, request, error)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        message = {404: f"no such endpoint: {request.method} {request.url.path}",
+                   405: f"{request.method} is not allowed on {request.url.path}"}.get(error.status_code, str(error.detail))
+        return _error_response(state, request, ApiError(error.status_code, message))
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        status, code = ("stopping", 503) if state.stopping else ("loading", 503) if state.model is None else ("ok", 200)
+        return JSONResponse({"status": status}, status_code=code)
+
+    @app.get("/metrics", dependencies=[Depends(require_key)])
+    async def metrics() -> Response:
+        return Response(state.metrics_text(), media_type=CONTENT_TYPE)
+
+    @app.get("/v1/models", dependencies=[Depends(require_key)])
+    async def models(request: Request) -> JSONResponse:
+        state.metrics.answered(request.url.path, 200)
+        return JSONResponse(protocol.model_list(state.config.model_id, state.config.created))
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(require_key)])
+    async def chat_completions(request: Request) -> Response:
+        return await _complete(state, request, chat=True)
+
+    @app.post("/v1/completions", dependencies=[Depends(require_key)])
+    async def completions(request: Request) -> Response:
+        return await _complete(state, request, chat=False)
+
+    return app
+
+
+def _error_response(state: ServerState, request: Request, error: ApiError) -> JSONResponse:
+    path = request.url.path
+    state.metrics.answered(path if path in ENDPOINTS else "other", error.status)
+    state.log(f"{_client(request)} {request.method} {path} {error.status} {error.message}")
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "-"
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON: 413 past `limit` bytes (checked before reading when the length is declared), 400 if it
+    is not JSON."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the request body is {int(declared)} bytes; this server takes at most {limit}",
+                       "request_too_large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"the request body is over {limit} bytes, the most this server takes",
+                           "request_too_large")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ApiError(400, f"the request body is not valid JSON: {error}", "invalid_json") from None
+
+
+def _prepare(model: ChatModel, request: CompletionRequest) -> Prepared:
+    """Render and tokenize the prompt (off the event loop: a long one takes a while), worded for the API."""
+    try:
+        if request.messages is not None:
+            return model.prepare(request.messages, request.options)
+        return model.prepare_text(request.prompt or "")
+    except ContextOverflow as error:
+        n_ctx = model.n_ctx
+        if request.messages is None:
+            message = (f"the prompt is {error.needed} tokens, more than this server's {n_ctx}-token context "
+                       f"leaves for a reply; shorten the prompt")
+        else:
+            message = (f"the last message needs {error.needed} tokens with the system prompt, more than the "
+                       f"{error.available} that this server's {n_ctx}-token context leaves for it once the reply "
+                       f"has room; shorten the message or ask for fewer max_tokens")
+        raise ApiError(400, message, "context_length_exceeded", "messages" if request.messages else "prompt") from None
+    except TemplateRefused as error:
+        raise ApiError(400, str(error), "template_error", "messages") from None
+
+
+async def _complete(state: ServerState, http: Request, chat: bool) -> Response:
+    started = time.perf_counter()
+    body = await read_json(http, state.config.max_body_bytes)
+    model = state.ready_model()
+    parse = protocol.parse_chat if chat else protocol.parse_text
+    request = parse(body, state.config.defaults, model.n_ctx)
+    prepared = await asyncio.to_thread(_prepare, model, request)
+    reply = Reply()
+
+    def work(cancel: threading.Event):
+        return model.stream(prepared, reply, request.options, cancel)
+
+    job = Job(work, asyncio.get_running_loop())
+    try:
+        state.scheduler.submit(job)
+    except QueueFull:
+        raise ApiError(503, f"the server is busy: {state.scheduler.waiting} requests are waiting already; retry "
+                            f"later", "queue_full", kind="server_error",
+                       headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+    except ShuttingDown:
+        raise ApiError(503, "the server is shutting down", "shutting_down", kind="server_error") from None
+    watcher = asyncio.create_task(_watch_disconnect(http, state.scheduler, job))
+    finish = _Finish(state, http, reply, started)
+    try:
+        first = await job.events.get()
+        if isinstance(first, Ended):  # withdrawn (its client left), refused by a shutdown, or broken
+            if isinstance(first.error, ShuttingDown):
+                raise ApiError(503, "the server is shutting down; this request was not started", "shutting_down",
+                               kind="server_error", headers={"Retry-After": str(RETRY_AFTER_S)})
+            if first.error is not None:
+                raise first.error
+            finish.status = CLIENT_GONE
+            finish.done()
+            return Response(status_code=CLIENT_GONE)
+        state.running[id(reply)] = reply
+    except BaseException:
+        watcher.cancel()
+        raise
+    answer = Answer.start(chat, state.config.model_id)
+    text_before = request.prompt if request.echo and request.prompt else ""
+    if request.stream:
+        return StreamingResponse(_stream(state, request, answer, job, watcher, finish, text_before),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    try:
+        error = await _drain(job)
+    except BaseException:  # the handler itself was cancelled
+        finish.status = CLIENT_GONE
+        state.scheduler.withdraw(job)
+        state.finish_later(job, finish)
+        raise
+    finally:
+        watcher.cancel()
+    if error is not None:
+        finish.status = 500
+        finish.done()
+        failure = ApiError(500, f"the reply failed: {error}", "generation_failed", kind="server_error")
+        return JSONResponse(failure.body(), status_code=500)
+    if job.cancel.is_set() and reply.interrupted:
+        finish.status = CLIENT_GONE
+        finish.done()
+        return Response(status_code=CLIENT_GONE)
+    finish.done()
+    return JSONResponse(answer.whole(text_before + reply.content, reply.reasoning, reply))
+
+
+async def _drain(job: Job) -> BaseException | None:
+    """Wait for a job's end (the reply fills as it runs); what broke it, if anything."""
+    while True:
+        event = await job.events.get()
+        if isinstance(event, Ended):
+            return event.error
+
+
+async def _stream(state: ServerState, request: CompletionRequest, answer: Answer, job: Job,
+                  watcher: asyncio.Task, finish: "_Finish", text_before: str) -> AsyncIterator[bytes]:
+    """The reply as server-sent events: pieces as they come (merged when the client reads slower than the model
+    writes), then the finish reason, the usage if asked, and [DONE]."""
+    error: BaseException | None = None
+    ended = False
+    try:
+        yield protocol.sse(answer.chunk(text_before, first=True))
+        while not ended:
+            event = await job.events.get()
+            events = [event]
+            while not job.events.empty():
+                events.append(job.events.get_nowait())
+            text = reasoning = ""
+            for event in events:
+                if isinstance(event, AnswerPiece):
+                    text += event.text
+                elif isinstance(event, ReasoningPiece):
+                    reasoning += event.text
+                elif isinstance(event, Ended):
+                    ended, error = True, event.error
+            if text or reasoning:
+                yield protocol.sse(answer.chunk(text, reasoning))
+        reply = finish.reply
+        if error is not None:
+            finish.status = 500
+            failure = ApiError(500, f"the reply failed: {error}", "generation_failed", kind="server_error")
+            yield protocol.sse(failure.body())
+        else:
+            yield protocol.sse(answer.chunk(finish=protocol.finish_reason(reply.stop_reason)))
+            if request.include_usage:
+                yield protocol.sse(answer.usage_chunk(reply))
+        yield protocol.sse("[DONE]")
+    finally:
+        watcher.cancel()
+        if ended:
+            finish.done()
+        else:  # the client went away: stop the reply at its next token, count it once it has stopped
+            finish.status = CLIENT_GONE
+            state.scheduler.withdraw(job)
+            state.finish_later(job, finish)
+
+
+async def _watch_disconnect(http: Request, scheduler: Scheduler, job: Job) -> None:
+    """Withdraw the job when its client closes the connection: queued, it leaves the queue; running, it stops at
+    its next token."""
+    while True:
+        message = await http.receive()
+        if message["type"] == "http.disconnect":
+            scheduler.withdraw(job)
+            return
+
+
+class _Finish:
+    """Counts and logs one request once, however it ends."""
+
+    def __init__(self, state: ServerState, http: Request, reply: Reply, started: float) -> None:
+        self.state, self.http, self.reply, self.started = state, http, reply, started
+        self.status = 200
+        self._done = False
+
+    def done(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        state, reply, stats = self.state, self.reply, self.reply.stats
+        state.running.pop(id(reply), None)
+        path = self.http.url.path
+        state.metrics.answered(path, self.status)
+        if stats is not None:
+            state.metrics.replied(stats.prompt_tokens, stats.completion_tokens, stats.ttft_ms, stats.tokens_per_s)
+        speed = f" {stats.tokens_per_s:.1f} tok/s" if stats and stats.tokens_per_s else ""
+        tokens = f" {stats.prompt_tokens}+{stats.completion_tokens} tokens" if stats else ""
+        state.log(f"{_client(self.http)} POST {path} {self.status}{tokens}{speed} "
+                  f"{time.perf_counter() - self.started:.2f} s" + (" (client went away)"
+                                                                    if self.status == CLIENT_GONE else ""))

@@ -1,0 +1,134 @@
+"""One generation at a time on the model, the rest waiting in order in a bounded queue.
+
+llama.cpp's context holds one sequence, so requests take turns: a model thread runs the jobs one after another,
+first come first served, and hands each job's events to the event loop that waits for them. Past the bound a
+request is refused at once (QueueFull). A job whose client went away is withdrawn, or stopped at its next token.
+`drain` (SIGTERM) lets the running job finish and answers the waiting ones with ShuttingDown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+class QueueFull(Exception):
+    """Every place in the queue is taken."""
+
+
+class ShuttingDown(Exception):
+    """The server is stopping and takes no more work."""
+
+
+@dataclass(frozen=True)
+class Started:
+    """The job has the model: its events follow."""
+
+
+@dataclass(frozen=True)
+class Ended:
+    """The job is over; `error` is what broke it, if anything did."""
+
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's work: `work(cancel)` yields events on the model thread; the loop reads them from `events`."""
+
+    work: Callable[[threading.Event], Iterator[Any]]
+    loop: asyncio.AbstractEventLoop
+    cancel: threading.Event = field(default_factory=threading.Event)
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+
+    def deliver(self, event: Any) -> None:
+        """Hand an event to the loop (from any thread)."""
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+
+class Scheduler:
+    """Runs jobs one at a time on its own thread; up to `waiting_limit` more wait their turn."""
+
+    def __init__(self, waiting_limit: int) -> None:
+        self.waiting_limit = waiting_limit
+        self._waiting: deque[Job] = deque()
+        self._running: Job | None = None
+        self._closed = False
+        self._condition = threading.Condition()
+        self._thread = threading.Thread(target=self._serve, name="edgellm-model", daemon=True)
+        self._thread.start()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def busy(self) -> bool:
+        return self._running is not None
+
+    def submit(self, job: Job) -> None:
+        """Queue the job; QueueFull past the bound, ShuttingDown once draining."""
+        with self._condition:
+            if self._closed:
+                raise ShuttingDown()
+            if (self._running is not None or self._waiting) and len(self._waiting) >= self.waiting_limit:
+                raise QueueFull()
+            self._waiting.append(job)
+            self._condition.notify()
+
+    def withdraw(self, job: Job) -> None:
+        """Stop a job: taken out of the queue if it is waiting, stopped at its next token if it runs."""
+        job.cancel.set()
+        with self._condition:
+            if job in self._waiting:
+                self._waiting.remove(job)
+                job.deliver(Ended())
+
+    def drain(self) -> None:
+        """Take no more jobs: the running one finishes, the waiting ones end with ShuttingDown."""
+        with self._condition:
+            self._closed = True
+            refused, self._waiting = list(self._waiting), deque()
+            self._condition.notify_all()
+        for job in refused:
+            job.deliver(Ended(ShuttingDown()))
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the model thread to finish its last job (after drain)."""
+        self._thread.join(timeout)
+
+    def _serve(self) -> None:
+        while True:
+            with self._condition:
+                while not self._waiting and not self._closed:
+                    self._condition.wait()
+                if not self._waiting:
+                    return
+                job = self._running = self._waiting.popleft()
+            try:
+                self._run(job)
+            finally:
+                with self._condition:
+                    self._running = None
+
+    @staticmethod
+    def _run(job: Job) -> None:
+        if job.cancel.is_set():
+            job.deliver(Ended())
+            return
+        job.deliver(Started())
+        error: BaseException | None = None
+        events = job.work(job.cancel)
+        try:
+            for event in events:
+                job.deliver(event)
+        except Exception as failure:  # noqa: BLE001 - the request fails, the server goes on
+            error = failure
+        finally:
+            events.close()
+        job.deliver(Ended(error))

@@ -1,0 +1,105 @@
+"""`edgellm serve` run as a real process on a free loopback port, its log read as it is written."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+
+LISTENING = re.compile(r"listening on http://([^/]+)/v1")
+
+
+class ServerProcess:
+    """A server started with `edgellm serve ARGS --port 0`; `url` once it listens, `wait_ready()` once loaded."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "edgellm", "serve", "--port", "0", *args],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                        env={**os.environ, **(env or {})})
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+        found = self.wait_for_line(LISTENING)
+        self.url = f"http://{found.group(1)}"
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for_line(self, pattern: re.Pattern[str] | str, timeout: float = 120) -> re.Match[str]:
+        """The first log line matching `pattern`, waited for; fails if the process ends first."""
+        pattern = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines:
+                    found = pattern.search(line)
+                    if found:
+                        return found
+                if self.process.poll() is not None and self.process.stderr.closed:  # type: ignore[union-attr]
+                    raise AssertionError(f"the server exited ({self.process.returncode}) before {pattern.pattern!r}:"
+                                         f"\n{self.log}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no {pattern.pattern!r} in the server's log after {timeout} s:\n{self.log}")
+                self._changed.wait(min(left, 1.0))
+
+    def wait_ready(self) -> "ServerProcess":
+        self.wait_for_line("ready")
+        return self
+
+    def metrics(self, key: str | None = None) -> dict[str, float]:
+        """The /metrics samples, by name with labels (`edgellm_requests_total{endpoint=...}`)."""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        text = httpx.get(f"{self.url}/metrics", headers=headers, timeout=30).text
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 120) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
+
+def until(condition, timeout: float = 60, interval: float = 0.05, what: str = "the condition"):  # type: ignore[no-untyped-def]
+    """Poll `condition` until it returns something true; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(interval)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
