@@ -16,18 +16,17 @@ import httpx2 as httpx
 LISTENING = re.compile(r"listening on http://([^/]+)/v1")
 
 
-class ServerProcess:
-    """A server started with `edgellm serve ARGS --port 0`; `url` once it listens, `wait_ready()` once loaded."""
+class LoggedProcess:
+    """A process whose stderr is read (and kept) by a thread as it is written, so its pipe never fills."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "edgellm", "serve", "--port", "0", *args],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    def __init__(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.url = ""  # where it serves, once known
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                         env={**os.environ, **(env or {})})
         self.lines: list[str] = []
         self._changed = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
-        found = self.wait_for_line(LISTENING)
-        self.url = f"http://{found.group(1)}"
 
     def _read(self) -> None:
         assert self.process.stderr is not None
@@ -42,6 +41,9 @@ class ServerProcess:
     def log(self) -> str:
         return "\n".join(self.lines)
 
+    def failed(self, why: str) -> AssertionError:
+        return AssertionError(f"{self.name}: {why}; its log ends:\n" + "\n".join(self.lines[-30:]))
+
     def wait_for_line(self, pattern: re.Pattern[str] | str, timeout: float = 120) -> re.Match[str]:
         """The first log line matching `pattern`, waited for; fails if the process ends first."""
         pattern = re.compile(pattern) if isinstance(pattern, str) else pattern
@@ -53,15 +55,41 @@ class ServerProcess:
                     if found:
                         return found
                 if self.process.poll() is not None and self.process.stderr.closed:  # type: ignore[union-attr]
-                    raise AssertionError(f"the server exited ({self.process.returncode}) before {pattern.pattern!r}:"
-                                         f"\n{self.log}")
+                    raise self.failed(f"exited ({self.process.returncode}) before {pattern.pattern!r}")
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"no {pattern.pattern!r} in the server's log after {timeout} s:\n{self.log}")
+                    raise self.failed(f"no {pattern.pattern!r} in its log after {timeout} s")
                 self._changed.wait(min(left, 1.0))
 
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 120) -> int:
+        """Signal it and wait for it; killed if it outlives `timeout`."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise self.failed(f"still running {timeout} s after signal {sig}") from None
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
+
+class ServerProcess(LoggedProcess):
+    """`edgellm serve ARGS --port 0`; `url` once it listens, `wait_ready()` once its model is loaded."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        super().__init__("edgellm serve", [sys.executable, "-m", "edgellm", "serve", "--port", "0", *args], env)
+        try:
+            self.url = f"http://{self.wait_for_line(LISTENING).group(1)}"
+        except BaseException:
+            self.kill()
+            raise
+
     def wait_ready(self) -> "ServerProcess":
-        self.wait_for_line("ready")
+        self.wait_for_line(r"\bready\b")
         return self
 
     def metrics(self, key: str | None = None) -> dict[str, float]:
@@ -74,16 +102,6 @@ class ServerProcess:
                 name, _, value = line.rpartition(" ")
                 samples[name] = float(value)
         return samples
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 120) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.process.wait(timeout)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(30)
 
 
 def until(condition, timeout: float = 60, interval: float = 0.05, what: str = "the condition"):  # type: ignore[no-untyped-def]

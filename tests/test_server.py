@@ -233,6 +233,7 @@ def test_rss_stays_flat_over_200_requests(server: ServerProcess, client: openai.
 def small_queue(test_model: Path, tmp_path: Path):
     """A server where one request may wait, no key, the sampler's defaults."""
     started = ServerProcess("-m", str(test_model), "-c", str(CTX), "--queue", "1", "--temp", "0",
+                            "--cors", "http://ui.example",
                             env={"EDGELLM_HOME": str(tmp_path / "home")})
     try:
         yield started.wait_ready()
@@ -284,6 +285,18 @@ def test_sigterm_finishes_the_reply_in_flight_and_refuses_the_waiting(small_queu
     waiting.shutdown()
     assert small_queue.process.wait(60) == 0
     assert "stopped" in small_queue.log
+
+
+def test_cors_is_off_unless_an_origin_is_named(server: ServerProcess, small_queue: ServerProcess) -> None:
+    preflight = {"Origin": "http://ui.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization, content-type"}
+    assert "access-control-allow-origin" not in httpx.options(f"{server.url}/v1/chat/completions",
+                                                              headers=preflight).headers
+    allowed = httpx.options(f"{small_queue.url}/v1/chat/completions", headers=preflight)
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "http://ui.example"
+    other = httpx.options(f"{small_queue.url}/v1/chat/completions",
+                          headers={**preflight, "Origin": "http://evil.example"})
+    assert other.headers.get("access-control-allow-origin") != "http://evil.example"
 
 
 # --- starting ----------------------------------------------------------------------------------------------------

@@ -110,6 +110,11 @@ def create_app(state: ServerState) -> FastAPI:
                    405: f"{request.method} is not allowed on {request.url.path}"}.get(error.status_code, str(error.detail))
         return _error_response(state, request, ApiError(error.status_code, message))
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:  # a bug: logged with its traceback
+        return _error_response(state, request, ApiError(500, f"internal error: {type(error).__name__}: {error}",
+                                                        "internal_error", kind="server_error"))
+
     @app.get("/health")
     async def health() -> JSONResponse:
         status, code = ("stopping", 503) if state.stopping else ("loading", 503) if state.model is None else ("ok", 200)

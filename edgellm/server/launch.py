@@ -149,7 +149,7 @@ def serve(config: ServerConfig, listen: Listen, load: Callable[[], ChatModel], l
         loader.join()
         stop_quietly = state.stopping
         state.stopping = True
-        scheduler.drain()
+        scheduler.drain(stop_running=server.force_exit)  # a second Ctrl-C does not wait for the reply
         scheduler.join()
         if state.model is not None:
             state.model.close()

@@ -89,11 +89,14 @@ class Scheduler:
                 self._waiting.remove(job)
                 job.deliver(Ended())
 
-    def drain(self) -> None:
-        """Take no more jobs: the running one finishes, the waiting ones end with ShuttingDown."""
+    def drain(self, stop_running: bool = False) -> None:
+        """Take no more jobs: the waiting ones end with ShuttingDown; the running one finishes, or stops at its
+        next token if `stop_running` (a forced exit)."""
         with self._condition:
             self._closed = True
             refused, self._waiting = list(self._waiting), deque()
+            if stop_running and self._running is not None:
+                self._running.cancel.set()
             self._condition.notify_all()
         for job in refused:
             job.deliver(Ended(ShuttingDown()))
