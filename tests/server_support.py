@@ -116,8 +116,10 @@ def until(condition, timeout: float = 60, interval: float = 0.05, what: str = "t
         time.sleep(interval)
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(pid: int, kind: str = "RssAnon") -> int:
+    """A process's resident memory in KiB: RssAnon (its heap: what a leak grows), RssFile (the mapped model's
+    pages, which grow as new tokens touch new rows of the embedding table) or VmRSS (both)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{kind}:"):
             return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for process {pid}")
+    raise AssertionError(f"no {kind} for process {pid}")

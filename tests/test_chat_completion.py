@@ -139,3 +139,40 @@ def test_stop_sequence_ends_the_reply(test_model: Path, tmp_path: Path) -> None:
     engine.options = replace(engine.options, stop=(stop,))
     stopped = say(engine, [{"role": "user", "content": "Count: 1, 2, 3"}])
     assert stopped.content == free.content[: free.content.index(stop)] and stopped.stats.stop_reason == "stop"
+
+
+def test_without_prompt_caching_a_reply_never_depends_on_what_ran_before(test_model: Path, tmp_path: Path) -> None:
+    """cache_prompt off (the server's way): the whole prompt is evaluated afresh each time, so the same request
+    gives the same greedy reply whatever the model answered before."""
+    engine = engine_for(test_model, 512, tmp_path, max_tokens=12, ignore_eos=True)
+    engine.options = replace(engine.options, cache_prompt=False)
+    ask = [{"role": "user", "content": "Name three rivers."}]
+    alone = say(engine, list(ask))
+    say(engine, [{"role": "user", "content": "Name three mountains."}])
+    after = say(engine, list(ask))
+    assert after.content == alone.content
+    assert after.stats.prompt_evaluated == after.stats.prompt_tokens  # nothing was reused
+
+
+def test_replies_leave_no_native_memory_behind(test_model: Path, tmp_path: Path) -> None:
+    """llama-cpp-python makes a sampler per generation that only Python's cycle collector frees; a long-running
+    server must not wait for it. With the collector off, 60 replies leave the process's heap where it was."""
+    import gc
+
+    def heap_kib() -> int:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("RssAnon:")).split()[1])
+
+    engine = engine_for(test_model, 512, tmp_path, max_tokens=2)
+    for i in range(5):
+        say(engine, [{"role": "user", "content": f"Warm up {i}"}])
+    gc.collect()
+    gc.disable()
+    try:
+        before = heap_kib()
+        for i in range(60):
+            say(engine, [{"role": "user", "content": f"Number {i}"}])
+        grown = heap_kib() - before
+    finally:
+        gc.enable()
+    assert grown < 16 * 1024, f"the heap grew {grown} KiB over 60 replies"

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
+
+BATCH_S = 0.03
+
 
 class QueueFull(Exception):
     """Every place in the queue is taken."""
@@ -36,19 +40,43 @@ class Ended:
 
 @dataclass(eq=False)
 class Job:
-    """One request's work: `work(cancel)` yields events on the model thread; the loop reads them from `events`."""
+    """One request's work: `work(cancel)` yields events on the model thread; the loop reads them from `events`.
+
+    The work's events reach the loop at most once per BATCH_S (the first at once): each hand-over wakes the event
+    loop, whose thread then takes a core from llama.cpp's threads; batching halves that cost at 40 tokens/s and
+    changes nothing on a board that writes fewer than 30."""
 
     work: Callable[[threading.Event], Iterator[Any]]
     loop: asyncio.AbstractEventLoop
     cancel: threading.Event = field(default_factory=threading.Event)
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    _held: list[Any] = field(default_factory=list)
+    _sent_at: float = -BATCH_S  # when the work's events were last handed over: the first goes at once
 
     def deliver(self, event: Any) -> None:
-        """Hand an event to the loop (from any thread)."""
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
+        """Hand an event to the loop now, after any held ones."""
+        self._held.append(event)
+        self._flush()
+
+    def send(self, event: Any) -> None:
+        """Hand the work's event to the loop, batched (the model thread)."""
+        self._held.append(event)
+        now = time.monotonic()
+        if now - self._sent_at >= BATCH_S:
+            self._sent_at = now
+            self._flush()
+
+    def _flush(self) -> None:
+        events, self._held = self._held, []
+        if events:
+            try:
+                self.loop.call_soon_threadsafe(self._put, events)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+    def _put(self, events: list[Any]) -> None:
+        for event in events:
+            self.events.put_nowait(event)
 
 
 class Scheduler:
@@ -129,7 +157,7 @@ class Scheduler:
         events = job.work(job.cancel)
         try:
             for event in events:
-                job.deliver(event)
+                job.send(event)
         except Exception as failure:  # noqa: BLE001 - the request fails, the server goes on
             error = failure
         finally:
