@@ -176,3 +176,36 @@ def test_replies_leave_no_native_memory_behind(test_model: Path, tmp_path: Path)
     finally:
         gc.enable()
     assert grown < 16 * 1024, f"the heap grew {grown} KiB over 60 replies"
+
+
+def test_fit_history_keeps_what_dropping_turn_by_turn_keeps() -> None:
+    """The bisection keeps exactly what dropping the oldest turn, one at a time, kept (random conversations)."""
+    import random
+
+    def one_by_one(messages, count, budget):  # type: ignore[no-untyped-def]
+        system = [m for m in messages[:1] if m["role"] == "system"]
+        turns, dropped = messages[len(system):], 0
+        while count(system + turns) > budget and len(turns) > 1:
+            turns, dropped = turns[1:], dropped + 1
+            while len(turns) > 1 and turns[0]["role"] != "user":
+                turns, dropped = turns[1:], dropped + 1
+        return system + turns, dropped
+
+    def count(messages):  # type: ignore[no-untyped-def]
+        return sum(len(m["content"]) + 3 for m in messages)
+
+    chance = random.Random(7)
+    for _ in range(500):
+        roles = (["system"] if chance.random() < 0.5 else []) + [
+            chance.choice(["user", "assistant", "user"]) for _ in range(chance.randint(1, 12))]
+        messages = [{"role": role, "content": "x" * chance.randint(0, 20)} for role in roles]
+        budget = chance.randint(5, 200)
+        try:
+            expected = one_by_one(messages, count, budget)
+        except ContextOverflow:
+            expected = None
+        if expected is None or count(expected[0]) > budget:
+            with pytest.raises(ContextOverflow):
+                fit_history(messages, count, budget)
+        else:
+            assert fit_history(messages, count, budget) == expected

@@ -125,6 +125,8 @@ def test_the_key_is_required_and_never_logged(server: ServerProcess) -> None:
     pytest.param(json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 100000}).encode(), 400,
                  "context_length_exceeded", id="max-tokens"),
     pytest.param(json.dumps({"messages": []}).encode(), 400, None, id="no-messages"),
+    pytest.param(b"[" * 100_000, 400, "invalid_json", id="nested-too-deep"),
+    pytest.param(b'{"messages": [{"role": "user", "content": "\\ud83d"}]}', 400, None, id="lone-surrogate"),
 ])
 def test_bad_requests_are_400_in_the_api_error_format(server: ServerProcess, body: bytes, status: int,
                                                       code: str | None) -> None:
@@ -167,6 +169,9 @@ def test_a_prompt_longer_than_the_context_is_400(client: openai.OpenAI) -> None:
     assert f"{CTX}-token context" in error["message"] and "shorten" in error["message"]
     with pytest.raises(openai.BadRequestError, match="prompt is"):
         client.completions.create(model="any", prompt="word " * 2000)
+    with pytest.raises(openai.BadRequestError, match="max_tokens") as raised:  # each fits, not both together
+        client.completions.create(model="any", prompt="word " * 300, max_tokens=CTX - 100)
+    assert raised.value.body["code"] == "context_length_exceeded"
 
 
 def test_concurrent_streams_each_equal_the_request_made_alone(client: openai.OpenAI) -> None:
@@ -318,6 +323,44 @@ def test_a_port_in_use_is_one_line(test_model: Path) -> None:
         taken.listen(1)
         done = edgellm("serve", "-m", str(test_model), "--port", str(taken.getsockname()[1]), timeout=60)
     assert done.returncode == 2 and "another --port" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_stop_while_the_model_loads_does_not_wait_for_the_load(tmp_path: Path) -> None:
+    """SIGTERM during a long load: the server stops at once and says so (the command then exits 0 without
+    waiting for llama.cpp)."""
+    import os
+    import signal
+
+    from edgellm.engine.generate import GenerationOptions
+    from edgellm.server.app import ServerConfig
+    from edgellm.server.launch import STOPPED_WHILE_LOADING, Listen, serve
+
+    release, lines = threading.Event(), []
+
+    def load():  # type: ignore[no-untyped-def]
+        release.wait(60)
+        raise AssertionError("the load was waited for")
+
+    def stop_once_served() -> None:
+        address = until(lambda: next((line.split("http://")[1].split("/")[0] for line in lines
+                                      if "listening" in line), None), what="the server to listen")
+        until(lambda: _answers(f"http://{address}/health"), what="the server to answer")  # its handlers are set
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_once_served, daemon=True).start()
+    try:
+        assert serve(ServerConfig("m", 0, GenerationOptions()), Listen(port=0), load,
+                     log=lines.append) == STOPPED_WHILE_LOADING
+    finally:
+        release.set()
+    assert any("stopped while the model was loading" in line for line in lines)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code in (200, 503)
+    except httpx.HTTPError:
+        return False
 
 
 def test_health_says_loading_until_the_model_is_loaded(tmp_path: Path) -> None:

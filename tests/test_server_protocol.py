@@ -84,6 +84,28 @@ def test_bad_values_name_the_parameter(body: dict, param: str) -> None:
     assert error.param == param and error.message
 
 
+@pytest.mark.parametrize("body, param", [
+    ({"messages": [{"role": "user", "content": "\ud83d"}]}, "messages[0].content"),
+    ({"messages": HI, "stop": ["\udc00"]}, "stop"),
+])
+def test_text_that_is_not_unicode_is_refused(body: dict, param: str) -> None:
+    """JSON lets a lone surrogate escape through; the tokenizer cannot encode it: a 400, not a 500."""
+    assert refused(body).param == param
+    assert refused({"prompt": "a\ud800"}, parse_text).param == "prompt"
+
+
+def test_an_assistant_message_without_content_is_empty() -> None:
+    request = parse_chat({"messages": [*HI, {"role": "assistant", "content": None}, *HI]}, DEFAULTS, 4096)
+    assert request.messages[1] == {"role": "assistant", "content": ""}
+
+
+def test_log_lines_cannot_be_forged() -> None:
+    from edgellm.server.app import printable
+
+    assert printable("GET /x\n12:00:00 edgellm serve: fake 200") == "GET /x\\n12:00:00 edgellm serve: fake 200"
+    assert printable("café ✓") == "café ✓"
+
+
 def test_max_tokens_is_bounded_by_the_context() -> None:
     error = refused({"messages": HI, "max_tokens": 600}, n_ctx=512)
     assert error.code == "context_length_exceeded" and "512" in error.message
@@ -195,5 +217,29 @@ def test_the_scheduler_runs_jobs_in_order_bounds_the_queue_and_drains() -> None:
         assert isinstance(refused, Ended) and isinstance(refused.error, ShuttingDown)
         scheduler.join(10)
         assert order == ["first"]
+
+    asyncio.run(scenario())
+
+
+def test_a_job_that_breaks_ends_its_request_and_the_model_thread_goes_on() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        scheduler = Scheduler(waiting_limit=4)
+
+        def broken(cancel: threading.Event):  # type: ignore[no-untyped-def]
+            raise RuntimeError("no generator at all")
+
+        def fine(cancel: threading.Event):  # type: ignore[no-untyped-def]
+            yield "ok"
+
+        first, second = Job(broken, loop), Job(fine, loop)
+        scheduler.submit(first)
+        scheduler.submit(second)
+        assert isinstance(await first.events.get(), Started)
+        ended = await first.events.get()
+        assert isinstance(ended, Ended) and isinstance(ended.error, RuntimeError)
+        assert [await second.events.get() for _ in range(2)][1] == "ok"
+        scheduler.drain()
+        scheduler.join(10)
 
     asyncio.run(scenario())

@@ -214,16 +214,24 @@ def _collect(reply: Reply, pieces: list[tuple[str, str]]) -> Iterator[AnswerPiec
 
 def fit_history(messages: Messages, count: Callable[[Messages], int], budget: int) -> tuple[Messages, int]:
     """Drop the oldest turns until the conversation fits `budget` tokens; the system prompt and the last
-    user message always stay. Returns the kept messages and how many were dropped."""
+    user message always stay. Returns the kept messages and how many were dropped.
+
+    A kept history starts with a user turn (or is the last message alone); the first start that fits is found by
+    bisection, so a long conversation costs a few renders, not one per message."""
     system = [m for m in messages[:1] if m["role"] == "system"]
     turns = messages[len(system):]
-    dropped = 0
-    while count(system + turns) > budget and len(turns) > 1:
-        turns = turns[1:]
-        dropped += 1
-        while len(turns) > 1 and turns[0]["role"] != "user":  # a kept history starts with a user turn
-            turns = turns[1:]
-            dropped += 1
+    starts = sorted({0, max(0, len(turns) - 1)} | {i for i, m in enumerate(turns) if i and m["role"] == "user"})
+    low, high = 0, len(starts) - 1  # the answer is the first start that fits, or the last one
+    if count(system + turns) > budget:
+        low = 1
+        while low < high:
+            middle = (low + high) // 2
+            if count(system + turns[starts[middle]:]) <= budget:
+                high = middle
+            else:
+                low = middle + 1
+    dropped = starts[min(low, len(starts) - 1)]
+    turns = turns[dropped:]
     needed = count(system + turns)
     if needed > budget:
         raise ContextOverflow(

@@ -57,13 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    import os
     import sys
 
     from edgellm import loading
     from edgellm.chat.completion import ChatModel
     from edgellm.commands.opening import plan_and_tell
     from edgellm.server.app import ServerConfig
-    from edgellm.server.launch import Listen, api_key_from, check_exposure, say, serve
+    from edgellm.server.launch import STOPPED_WHILE_LOADING, Listen, api_key_from, check_exposure, say, serve
 
     settings = loading.settings_from(args)
     api_key = api_key_from(args.api_key)
@@ -83,4 +84,8 @@ def main(args: argparse.Namespace) -> int:
         loaded = loading.open_model(planned, settings)
         return ChatModel.for_model(loaded, planned.choice.spec.architecture)
 
-    return serve(config, Listen(args.host, args.port, args.queue), load)
+    code = serve(config, Listen(args.host, args.port, args.queue), load)
+    if code == STOPPED_WHILE_LOADING:
+        sys.stderr.flush()
+        os._exit(0)  # the model is still loading on its thread: a clean stop all the same
+    return code

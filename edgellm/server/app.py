@@ -11,6 +11,7 @@ import hmac
 import json
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
@@ -68,8 +69,8 @@ class ServerState:
     def finish_later(self, job: Job, finish: "_Finish") -> None:
         """Count and log a request whose client left once its job has ended (at the next token)."""
         async def wait() -> None:
-            await _drain(job)
-            finish.done()
+            error = await _wait_end(job)
+            finish.end(500 if error is not None else CLIENT_GONE, error)
             self._finishing.discard(task)
 
         task = asyncio.get_running_loop().create_task(wait())
@@ -96,7 +97,8 @@ def create_app(state: ServerState) -> FastAPI:
         if key is None:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+        # headers arrive as latin-1: compare the bytes the client sent with the key's UTF-8 bytes
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode("latin-1"), key.encode()):
             raise ApiError(401, "missing or wrong API key: send it as `Authorization: Bearer KEY`", "invalid_api_key",
                            headers={"WWW-Authenticate": "Bearer"})
 
@@ -143,8 +145,13 @@ def create_app(state: ServerState) -> FastAPI:
 def _error_response(state: ServerState, request: Request, error: ApiError) -> JSONResponse:
     path = request.url.path
     state.metrics.answered(path if path in ENDPOINTS else "other", error.status)
-    state.log(f"{_client(request)} {request.method} {path} {error.status} {error.message}")
+    state.log(printable(f"{_client(request)} {request.method} {path} {error.status} {error.message}"))
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def printable(line: str) -> str:
+    """A log line that cannot forge another: control characters (from a path or a parameter's name) escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in line)
 
 
 def _client(request: Request) -> str:
@@ -168,14 +175,17 @@ async def read_json(request: Request, limit: int) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise ApiError(400, f"the request body is not valid JSON: {error}", "invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, "the request body is JSON nested too deeply", "invalid_json") from None
 
 
 def _prepare(model: ChatModel, request: CompletionRequest) -> Prepared:
     """Render and tokenize the prompt (off the event loop: a long one takes a while), worded for the API."""
     try:
         if request.messages is not None:
-            return model.prepare(request.messages, request.options)
-        return model.prepare_text(request.prompt or "")
+            prepared = model.prepare(request.messages, request.options)
+        else:
+            prepared = model.prepare_text(request.prompt or "")
     except ContextOverflow as error:
         n_ctx = model.n_ctx
         if request.messages is None:
@@ -188,6 +198,21 @@ def _prepare(model: ChatModel, request: CompletionRequest) -> Prepared:
         raise ApiError(400, message, "context_length_exceeded", "messages" if request.messages else "prompt") from None
     except TemplateRefused as error:
         raise ApiError(400, str(error), "template_error", "messages") from None
+    wanted, n_ctx = request.options.max_tokens, model.n_ctx
+    if wanted > 0 and len(prepared.tokens) + wanted > n_ctx:
+        raise ApiError(400, f"the prompt is {len(prepared.tokens)} tokens and max_tokens asks for {wanted} more: "
+                            f"together more than this server's {n_ctx}-token context; ask for fewer max_tokens or "
+                            f"shorten the prompt", "context_length_exceeded", "max_tokens")
+    return prepared
+
+
+def _refused(error: Exception) -> ApiError:
+    """The 503 for a request the scheduler will not take."""
+    if isinstance(error, QueueFull):
+        return ApiError(503, "the server is busy: the queue of waiting requests is full; retry later", "queue_full",
+                        kind="server_error", headers={"Retry-After": str(RETRY_AFTER_S)})
+    return ApiError(503, "the server is shutting down; this request was not started", "shutting_down",
+                    kind="server_error", headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 async def _complete(state: ServerState, http: Request, chat: bool) -> Response:
@@ -196,6 +221,10 @@ async def _complete(state: ServerState, http: Request, chat: bool) -> Response:
     model = state.ready_model()
     parse = protocol.parse_chat if chat else protocol.parse_text
     request = parse(body, state.config.defaults, model.n_ctx)
+    try:
+        state.scheduler.check_room()  # before the prompt is prepared: a refused request costs nothing
+    except (QueueFull, ShuttingDown) as error:
+        raise _refused(error) from None
     prepared = await asyncio.to_thread(_prepare, model, request)
     reply = Reply()
 
@@ -205,29 +234,23 @@ async def _complete(state: ServerState, http: Request, chat: bool) -> Response:
     job = Job(work, asyncio.get_running_loop())
     try:
         state.scheduler.submit(job)
-    except QueueFull:
-        raise ApiError(503, f"the server is busy: {state.scheduler.waiting} requests are waiting already; retry "
-                            f"later", "queue_full", kind="server_error",
-                       headers={"Retry-After": str(RETRY_AFTER_S)}) from None
-    except ShuttingDown:
-        raise ApiError(503, "the server is shutting down", "shutting_down", kind="server_error") from None
+    except (QueueFull, ShuttingDown) as error:
+        raise _refused(error) from None
     watcher = asyncio.create_task(_watch_disconnect(http, state.scheduler, job))
     finish = _Finish(state, http, reply, started)
     try:
         first = await job.events.get()
-        if isinstance(first, Ended):  # withdrawn (its client left), refused by a shutdown, or broken
-            if isinstance(first.error, ShuttingDown):
-                raise ApiError(503, "the server is shutting down; this request was not started", "shutting_down",
-                               kind="server_error", headers={"Retry-After": str(RETRY_AFTER_S)})
-            if first.error is not None:
-                raise first.error
-            finish.status = CLIENT_GONE
-            finish.done()
-            return Response(status_code=CLIENT_GONE)
-        state.running[id(reply)] = reply
-    except BaseException:
+    except BaseException:  # the handler was cancelled while its request waited
         watcher.cancel()
+        state.scheduler.withdraw(job)
         raise
+    if isinstance(first, Ended):  # withdrawn (its client left), or refused by a shutdown
+        watcher.cancel()
+        if first.error is not None:
+            raise _refused(first.error)
+        finish.end(CLIENT_GONE)
+        return Response(status_code=CLIENT_GONE)
+    state.running[id(reply)] = reply
     answer = Answer.start(chat, state.config.model_id)
     text_before = request.prompt if request.echo and request.prompt else ""
     if request.stream:
@@ -235,28 +258,29 @@ async def _complete(state: ServerState, http: Request, chat: bool) -> Response:
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     try:
-        error = await _drain(job)
+        error = await _wait_end(job)
     except BaseException:  # the handler itself was cancelled
-        finish.status = CLIENT_GONE
         state.scheduler.withdraw(job)
         state.finish_later(job, finish)
         raise
     finally:
         watcher.cancel()
     if error is not None:
-        finish.status = 500
-        finish.done()
-        failure = ApiError(500, f"the reply failed: {error}", "generation_failed", kind="server_error")
-        return JSONResponse(failure.body(), status_code=500)
+        finish.end(500, error)
+        return JSONResponse(_failure(error).body(), status_code=500)
     if job.cancel.is_set() and reply.interrupted:
-        finish.status = CLIENT_GONE
-        finish.done()
+        finish.end(CLIENT_GONE)
         return Response(status_code=CLIENT_GONE)
-    finish.done()
+    finish.end(200)
     return JSONResponse(answer.whole(text_before + reply.content, reply.reasoning, reply))
 
 
-async def _drain(job: Job) -> BaseException | None:
+def _failure(error: BaseException) -> ApiError:
+    return ApiError(500, f"the reply failed: {type(error).__name__}: {error}", "generation_failed",
+                    kind="server_error")
+
+
+async def _wait_end(job: Job) -> BaseException | None:
     """Wait for a job's end (the reply fills as it runs); what broke it, if anything."""
     while True:
         event = await job.events.get()
@@ -273,8 +297,7 @@ async def _stream(state: ServerState, request: CompletionRequest, answer: Answer
     try:
         yield protocol.sse(answer.chunk(text_before, first=True))
         while not ended:
-            event = await job.events.get()
-            events = [event]
+            events = [await job.events.get()]
             while not job.events.empty():
                 events.append(job.events.get_nowait())
             text = reasoning = ""
@@ -289,20 +312,20 @@ async def _stream(state: ServerState, request: CompletionRequest, answer: Answer
                 yield protocol.sse(answer.chunk(text, reasoning))
         reply = finish.reply
         if error is not None:
-            finish.status = 500
-            failure = ApiError(500, f"the reply failed: {error}", "generation_failed", kind="server_error")
-            yield protocol.sse(failure.body())
+            finish.end(500, error)
+            yield protocol.sse(_failure(error).body())
+        elif job.cancel.is_set() and reply.interrupted:  # its client left (the watcher saw it first)
+            finish.end(CLIENT_GONE)
+            return
         else:
             yield protocol.sse(answer.chunk(finish=protocol.finish_reason(reply.stop_reason)))
             if request.include_usage:
                 yield protocol.sse(answer.usage_chunk(reply))
+            finish.end(200)
         yield protocol.sse("[DONE]")
     finally:
         watcher.cancel()
-        if ended:
-            finish.done()
-        else:  # the client went away: stop the reply at its next token, count it once it has stopped
-            finish.status = CLIENT_GONE
+        if not ended:  # the client went away: stop the reply at its next token, count it once it has stopped
             state.scheduler.withdraw(job)
             state.finish_later(job, finish)
 
@@ -322,21 +345,23 @@ class _Finish:
 
     def __init__(self, state: ServerState, http: Request, reply: Reply, started: float) -> None:
         self.state, self.http, self.reply, self.started = state, http, reply, started
-        self.status = 200
         self._done = False
 
-    def done(self) -> None:
+    def end(self, status: int, error: BaseException | None = None) -> None:
+        """Count the request and its tokens, and log one line (with the traceback of a reply that broke)."""
         if self._done:
             return
         self._done = True
         state, reply, stats = self.state, self.reply, self.reply.stats
         state.running.pop(id(reply), None)
         path = self.http.url.path
-        state.metrics.answered(path, self.status)
+        state.metrics.answered(path, status)
         if stats is not None:
             state.metrics.replied(stats.prompt_tokens, stats.completion_tokens, stats.ttft_ms, stats.tokens_per_s)
         speed = f" {stats.tokens_per_s:.1f} tok/s" if stats and stats.tokens_per_s else ""
         tokens = f" {stats.prompt_tokens}+{stats.completion_tokens} tokens" if stats else ""
-        state.log(f"{_client(self.http)} POST {path} {self.status}{tokens}{speed} "
-                  f"{time.perf_counter() - self.started:.2f} s" + (" (client went away)"
-                                                                    if self.status == CLIENT_GONE else ""))
+        gone = " (client went away)" if status == CLIENT_GONE else ""
+        state.log(printable(f"{_client(self.http)} POST {path} {status}{tokens}{speed} "
+                            f"{time.perf_counter() - self.started:.2f} s{gone}"))
+        if error is not None:
+            state.log("the reply failed:\n" + "".join(traceback.format_exception(error)).rstrip())

@@ -24,6 +24,8 @@ from edgellm.server.app import ServerConfig, ServerState, create_app
 from edgellm.server.scheduler import Scheduler
 
 API_KEY_ENV = "EDGELLM_API_KEY"
+STOPPED_WHILE_LOADING = -1  # serve's answer when stopped mid-load: the caller exits at once (os._exit), since
+# interpreter shutdown would race llama.cpp's loading thread
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,8 @@ def serve(config: ServerConfig, listen: Listen, load: Callable[[], ChatModel], l
     server = _Server(uvicorn.Config(create_app(state), log_level="warning", access_log=False, lifespan="off",
                                     timeout_keep_alive=30, server_header=False), stop)
 
+    load_over = threading.Event()
+
     def load_model() -> None:
         try:
             started = time.perf_counter()
@@ -135,6 +139,9 @@ def serve(config: ServerConfig, listen: Listen, load: Callable[[], ChatModel], l
             log(f"model loaded in {time.perf_counter() - started:.1f} s; ready")
         except BaseException as error:  # noqa: BLE001 - reported by the main thread
             failure.append(error)
+        finally:
+            load_over.set()
+        if failure:
             server.should_exit = True
 
     loader = threading.Thread(target=load_model, name="edgellm-load", daemon=True)
@@ -146,16 +153,18 @@ def serve(config: ServerConfig, listen: Listen, load: Callable[[], ChatModel], l
         server.run(sockets=[sock])
     finally:
         sock.close()
-        loader.join()
-        stop_quietly = state.stopping
+        stopped = state.stopping
         state.stopping = True
         scheduler.drain(stop_running=server.force_exit)  # a second Ctrl-C does not wait for the reply
         scheduler.join()
-        if state.model is not None:
-            state.model.close()
+    if not load_over.is_set():  # stopped while llama.cpp loads, which cannot be interrupted: leave without waiting
+        log("stopped while the model was loading")
+        return STOPPED_WHILE_LOADING
+    if state.model is not None:
+        state.model.close()
     if failure:
         raise failure[0]
-    if stop_quietly:
+    if stopped:
         log("stopped")
     return 0
 

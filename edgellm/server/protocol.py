@@ -77,13 +77,23 @@ def _boolean(name: str) -> Callable[[Any], bool]:
     return read
 
 
+def _text(value: str, where: str) -> str:
+    """A string that can reach the tokenizer: JSON lets a lone surrogate (\\ud83d) through, UTF-8 does not."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad(f"{where} holds text that is not valid Unicode (a lone surrogate escape such as \\ud83d)",
+                  where) from None
+    return value
+
+
 def _stop(value: Any) -> tuple[str, ...]:
     stops = [value] if isinstance(value, str) else value
     if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
         raise bad("stop must be a string or a list of non-empty strings", "stop")
     if len(stops) > MAX_STOP_SEQUENCES:
         raise bad(f"stop takes at most {MAX_STOP_SEQUENCES} sequences, not {len(stops)}", "stop")
-    return tuple(stops)
+    return tuple(_text(stop, "stop") for stop in stops)
 
 
 def _stream_options(value: Any) -> bool:
@@ -196,7 +206,7 @@ def parse_text(body: Any, defaults: GenerationOptions, n_ctx: int) -> Completion
     if not isinstance(prompt, str):
         raise bad("prompt must be a string", "prompt")
     echo = body.get("echo")
-    return CompletionRequest(options, stream, include_usage, prompt=prompt,
+    return CompletionRequest(options, stream, include_usage, prompt=_text(prompt, "prompt"),
                              echo=False if echo is None else _boolean("echo")(echo))
 
 
@@ -221,10 +231,13 @@ def _message(item: Any, index: int) -> dict[str, str]:
         if name not in ("role", "content", "name", "reasoning_content", "refusal", "annotations", "tool_calls",
                         "function_call", "audio"):
             raise bad(f"{where}: unrecognized field {name}", f"{where}.{name}", "unknown_parameter")
-    message = {"role": ROLES[role], "content": _content(item.get("content"), where)}
+    content = item.get("content")
+    if content is None and role == "assistant":  # the API's own replies carry null beside tool calls or a refusal
+        content = ""
+    message = {"role": ROLES[role], "content": _text(_content(content, where), f"{where}.content")}
     reasoning = item.get("reasoning_content")
     if isinstance(reasoning, str) and reasoning and role == "assistant":
-        message["reasoning_content"] = reasoning
+        message["reasoning_content"] = _text(reasoning, f"{where}.reasoning_content")
     return message
 
 

@@ -99,15 +99,24 @@ class Scheduler:
     def busy(self) -> bool:
         return self._running is not None
 
+    def check_room(self) -> None:
+        """QueueFull or ShuttingDown if a job submitted now would be refused: asked before a request's prompt is
+        prepared, so a refused request costs no work."""
+        with self._condition:
+            self._refuse_if_full()
+
     def submit(self, job: Job) -> None:
         """Queue the job; QueueFull past the bound, ShuttingDown once draining."""
         with self._condition:
-            if self._closed:
-                raise ShuttingDown()
-            if (self._running is not None or self._waiting) and len(self._waiting) >= self.waiting_limit:
-                raise QueueFull()
+            self._refuse_if_full()
             self._waiting.append(job)
             self._condition.notify()
+
+    def _refuse_if_full(self) -> None:
+        if self._closed:
+            raise ShuttingDown()
+        if (self._running is not None or self._waiting) and len(self._waiting) >= self.waiting_limit:
+            raise QueueFull()
 
     def withdraw(self, job: Job) -> None:
         """Stop a job: taken out of the queue if it is waiting, stopped at its next token if it runs."""
@@ -149,17 +158,19 @@ class Scheduler:
 
     @staticmethod
     def _run(job: Job) -> None:
+        """Run one job; whatever happens, its request gets its Ended and the model thread goes on."""
         if job.cancel.is_set():
             job.deliver(Ended())
             return
         job.deliver(Started())
         error: BaseException | None = None
-        events = job.work(job.cancel)
         try:
-            for event in events:
-                job.send(event)
-        except Exception as failure:  # noqa: BLE001 - the request fails, the server goes on
+            events = job.work(job.cancel)
+            try:
+                for event in events:
+                    job.send(event)
+            finally:
+                events.close()
+        except BaseException as failure:  # noqa: BLE001 - the request fails, the server goes on
             error = failure
-        finally:
-            events.close()
         job.deliver(Ended(error))
