@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 from edgellm.chat.events import AnswerPiece, ChatEvent, ReasoningPiece, Reply, ReplyDone
 from edgellm.chat.reasoning import ReasoningSplitter, StopMatcher
 from edgellm.chat.templates import ChatTemplate, choose, looks_like_base_model
-from edgellm.engine.generate import Generation, GenerationOptions
+from edgellm.engine.generate import Generation, GenerationOptions, context_size
 from edgellm.engine.model import LoadedModel
 from edgellm.errors import ContextOverflow, TemplateRefused
 from edgellm.events import Notice
@@ -63,7 +63,7 @@ class ChatModel:
 
     @property
     def n_ctx(self) -> int:
-        return self.loaded.llm.n_ctx()
+        return context_size(self.loaded.llm)
 
     def opening_notices(self) -> list[Notice]:
         """What a person should know before the first message."""
@@ -183,7 +183,7 @@ def text_prompt_tokens(llm: Any, prompt: str) -> list[int]:
     """A raw prompt's tokens, BOS first, as `run` and the server's /v1/completions evaluate it; ContextOverflow when
     it leaves no room for a reply."""
     tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
-    n_ctx = llm.n_ctx()
+    n_ctx = context_size(llm)
     if len(tokens) >= n_ctx:
         raise ContextOverflow(f"the prompt is {len(tokens)} tokens, which does not leave room in the {n_ctx}-"
                               f"token context; raise -c or shorten the prompt", len(tokens), n_ctx)

@@ -114,7 +114,7 @@ class Generation:
         self.llm = llm
         self.prompt_tokens = prompt_tokens
         self.options = options
-        room = llm.n_ctx() - len(prompt_tokens)
+        room = context_size(llm) - len(prompt_tokens)
         self.limit = room if options.max_tokens < 0 else min(options.max_tokens, room)
         self.limited_by_context = options.max_tokens < 0 or options.max_tokens > room
         self.cancel = cancel
@@ -215,6 +215,12 @@ class Generation:
             stats.prompt_tokens_per_s = stats.prompt_evaluated / (first - started)
         if sampled > 1 and last > first:
             stats.tokens_per_s = (sampled - 1) / (last - first)
+
+
+def context_size(llm: Any) -> int:
+    """How many tokens a generation may hold: llama.cpp pads the context it allocates (to 256 cells), but
+    llama-cpp-python's token buffer has the size that was asked for."""
+    return min(llm.n_ctx(), len(llm.input_ids))
 
 
 def free_sampler(llm: Any) -> None:
