@@ -165,10 +165,11 @@ class ModelSettings:
     verbose: bool
 
 
-def _argparse_type(flag: Flag) -> Callable[[str], Any]:
+def argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse `type` from one of the parsers above: its ValueError becomes argparse's one-line error."""
     def convert(text: str) -> Any:
         try:
-            return flag.parse(text)
+            return parse(text)
         except ValueError as error:
             raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
@@ -182,7 +183,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         if flag.parse is None:
             group.add_argument(*flag.names, dest=flag.dest, action="store_true", default=None, help=flag.help)
         else:
-            group.add_argument(*flag.names, dest=flag.dest, type=_argparse_type(flag), default=None,
+            group.add_argument(*flag.names, dest=flag.dest, type=argument_type(flag.parse), default=None,
                                metavar=flag.metavar, help=flag.help)
 
 

@@ -317,6 +317,15 @@ def test_a_non_loopback_bind_without_a_key_is_refused(test_model: Path) -> None:
     assert done.stderr.count("\n") == 1 and "--api-key" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("flags, needle", [
+    (["--port", "70000"], "must be from 1 to 65535"), (["--queue", "-1"], "must be 0 or more"),
+    (["--max-body-mb", "0"], "must be 1 or more"), (["--port", "http"], "not a number"),
+])
+def test_bad_server_flags_are_one_line(flags: list[str], needle: str) -> None:
+    done = edgellm("serve", "-m", "model.gguf", *flags, timeout=60)
+    assert done.returncode == 2 and needle in done.stderr and done.stderr.count("\n") == 1
+
+
 def test_a_port_in_use_is_one_line(test_model: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -156,8 +156,9 @@ class ChatModel:
 
     def complete(self, messages: Messages, options: GenerationOptions = GenerationOptions(),
                  cancel: threading.Event | None = None) -> Iterator[ChatEvent]:
-        """One stateless completion of `messages` (what the server needs): pieces, notices, then ReplyDone.
-        A caller that stops early must close() the iterator: that frees the model for the next call."""
+        """One stateless completion of `messages`: pieces, notices, then ReplyDone. A caller that stops early must
+        close() the iterator: that frees the model for the next call. (The server calls prepare and stream itself,
+        to refuse a request that does not fit before it waits for its turn.)"""
         prepared = self.prepare(messages, options)
         reply = Reply()
         pieces = self.stream(prepared, reply, options, cancel)

@@ -4,54 +4,35 @@ from __future__ import annotations
 
 import argparse
 
-from edgellm.options import add_model_flags, positive_int
+from edgellm.options import add_model_flags, argument_type, non_negative_int, positive_int
 
 NAME = "serve"
 HELP = "serve a model over HTTP with the OpenAI API (chat, completions, models), /health and /metrics"
 
 
 def port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: not a number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be from 1 to 65535 (0: any free port)")
+    value = non_negative_int(text)
+    if value > 65535:
+        raise ValueError("must be from 1 to 65535 (0: any free port)")
     return value
-
-
-def count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
-    return value
-
-
-def megabytes(text: str) -> int:
-    try:
-        return positive_int(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("server")
     group.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1: this machine only; any other needs an API key)")
-    group.add_argument("--port", type=port, default=8080, help="port to listen on (default 8080; 0: any free port)")
+    group.add_argument("--port", type=argument_type(port), default=8080,
+                       help="port to listen on (default 8080; 0: any free port)")
     group.add_argument("--api-key", metavar="KEY",
                        help="require `Authorization: Bearer KEY` (default: $EDGELLM_API_KEY; keep it out of the "
                             "command line on shared machines)")
-    group.add_argument("--queue", type=count, default=32, metavar="N",
+    group.add_argument("--queue", type=argument_type(non_negative_int), default=32, metavar="N",
                        help="requests that may wait while one is generating; past it, 503 with Retry-After "
                             "(default 32)")
     group.add_argument("--cors", action="append", metavar="ORIGIN",
                        help="let web pages from ORIGIN call the API (repeatable; default: none)")
     group.add_argument("--alias", metavar="NAME", help="the model's id in /v1/models (default: the file's name)")
-    group.add_argument("--max-body-mb", type=megabytes, default=4, metavar="MB",
+    group.add_argument("--max-body-mb", type=argument_type(positive_int), default=4, metavar="MB",
                        help="largest request body accepted, in MiB (default 4)")
     add_model_flags(parser)
 

@@ -60,7 +60,7 @@ class ServerState:
 
     def ready_model(self) -> ChatModel:
         if self.stopping:
-            raise ApiError(503, "the server is shutting down", "shutting_down", kind="server_error")
+            raise _refused(ShuttingDown())
         if self.model is None:
             raise ApiError(503, "the model is still loading; retry when GET /health answers ok", "model_loading",
                            kind="server_error", headers={"Retry-After": str(RETRY_AFTER_S)})
