@@ -9,8 +9,9 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from edgellm import __version__
+from edgellm import __version__, disk
 from edgellm.errors import UserError
+from edgellm.events import Notice
 
 EXIT_INTERRUPTED = 130
 
@@ -37,7 +38,12 @@ def build_parser() -> Parser:
     return parser
 
 
+def warn(notice: Notice) -> None:
+    print(f"edgellm: {notice.kind}: {notice.text}", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    disk.report = warn  # a write edgellm can do without failed: one line on stderr (the TUI shows its own)
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:

@@ -114,7 +114,12 @@ class InvalidSetting(UserError):
 
 
 class HistoryUnavailable(UserError):
-    """The history database cannot be used (corrupt, newer schema, or history is off)."""
+    """The history database cannot be used (corrupt, newer schema, history off, or `disk_problem`: the disk holding
+    it is full or read-only, the database itself may be fine)."""
+
+    def __init__(self, message: str, disk_problem: str | None = None) -> None:
+        super().__init__(message)
+        self.disk_problem = disk_problem
 
 
 class NoSuchConversation(UserError):

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterator
 
-from edgellm import home
+from edgellm import disk, home
 from edgellm.errors import UserError
 from edgellm.hub.files import SHARD_RE, opens_a_model
 from edgellm.quants import parse_quant
@@ -79,12 +79,16 @@ def save_models(models: dict[str, StoredModel]) -> None:
     path = _manifest_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(dir=path.parent, prefix=".manifest-", suffix=".tmp")
-    with os.fdopen(handle, "w") as out:
-        json.dump({"version": MANIFEST_VERSION,
-                   "models": {name: asdict(model) for name, model in sorted(models.items())}}, out, indent=2)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(partial, path)
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump({"version": MANIFEST_VERSION,
+                       "models": {name: asdict(model) for name, model in sorted(models.items())}}, out, indent=2)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, path)
+    except BaseException:  # a full disk midway: the old manifest stays, no half-written one is left
+        Path(partial).unlink(missing_ok=True)
+        raise
 
 
 @contextmanager
@@ -139,11 +143,16 @@ def find_external(wanted: str) -> StoredModel | None:
 
 
 def touch(model: StoredModel) -> None:
+    """Record that the model was used now; on a full or read-only disk, go on without (said once)."""
     if model.name not in load_models():
         return  # a file another tool keeps: nothing recorded
-    with editing() as models:
-        if model.name in models:
-            models[model.name].last_used = time.time()
+    try:
+        with editing() as models:
+            if model.name in models:
+                models[model.name].last_used = time.time()
+    except OSError as error:
+        if not disk.lost("the store's record of when each model was last used", store_dir(), error):
+            raise
 
 
 def remove(name: str) -> tuple[StoredModel, bool]:

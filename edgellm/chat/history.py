@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from edgellm import disk
 from edgellm.errors import HistoryUnavailable
 
 T = TypeVar("T", bound=Callable[..., Any])
@@ -101,16 +102,23 @@ class History:
 
     def __init__(self, path: Path) -> None:
         self.lock = threading.RLock()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(path), timeout=10, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
-        except sqlite3.DatabaseError as error:
+        except (sqlite3.DatabaseError, OSError) as error:
+            trouble = disk.problem(error, path)
+            if trouble is not None:  # the database may be fine: the disk is what fails
+                raise HistoryUnavailable(f"{disk.describe(path, trouble)}, so the history cannot be written; free "
+                                         f"some space or use --no-history", disk_problem=trouble) from None
+            if isinstance(error, OSError):
+                raise
             raise HistoryUnavailable(f"{path} is not a usable history database ({error}); move it aside to start "
-                               f"a new one, or use --no-history") from None
+                                     f"a new one, or use --no-history") from None
         self.pid = os.getpid()
         self.pid_started = _process_started(self.pid)
         self.recovered = self._mark_orphans_interrupted()

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, TypeVar
 
+from edgellm import disk
 from edgellm.chat.completion import ChatModel, reply_notices
 from edgellm.chat.events import ChatEvent, Reply, ReplyDone
 from edgellm.chat.history import Conversation, History, Message
@@ -227,9 +228,11 @@ class ChatSession:
         try:
             return write(self.history, *args)
         except sqlite3.Error as error:
-            self.history, self._history_lost = None, True
-            self._notices.append(Notice(f"the history could not be saved ({error}); this session goes on "
-                                        f"without it", "warning"))
+            history, self.history, self._history_lost = self.history, None, True
+            trouble = disk.problem(error, history.path)
+            cause = disk.describe(history.path, trouble) if trouble else f"the history could not be saved ({error})"
+            self._notices.append(Notice(f"{cause}: this conversation is not being saved from here on (what is "
+                                        f"on screen is all there is of it); the session goes on", "warning"))
             return None
 
     def _take_notices(self) -> Iterator[Notice]:

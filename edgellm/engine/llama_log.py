@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import IO
 
+from edgellm import disk
+
 RECENT_LINES = 200
 MAX_LOG_BYTES = 10 * 2**20  # past this the log is moved to edgellm.log.1 and started afresh
 
@@ -28,17 +30,37 @@ class LlamaLog:
     def install(self) -> None:
         """Route llama.cpp's log here from now on (one process-wide callback, installed once)."""
         global _active
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() and self.path.stat().st_size > MAX_LOG_BYTES:
-            self.path.replace(self.path.with_name(self.path.name + ".1"))
-        self._file = open(self.path, "a", encoding="utf-8", errors="replace")
-        self._file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} llama.cpp log ---\n")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists() and self.path.stat().st_size > MAX_LOG_BYTES:
+                self.path.replace(self.path.with_name(self.path.name + ".1"))
+            self._file = open(self.path, "a", encoding="utf-8", errors="replace")
+            self._file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} llama.cpp log ---\n")
+        except OSError as error:
+            self._give_up_file(error)
         _active = self
         _install_callback()
 
+    def _give_up_file(self, error: OSError) -> None:
+        """Go on without the log file (a full or read-only disk: said once); any other fault is raised."""
+        file, self._file = self._file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError:
+                pass
+        if not disk.lost("llama.cpp's log", self.path, error):
+            raise error
+
     def write(self, text: str) -> None:
         if self._file is not None:
-            self._file.write(text)
+            try:
+                self._file.write(text)
+            except (OSError, ValueError) as error:  # ValueError: written after the file was closed at exit
+                if isinstance(error, OSError):
+                    self._give_up_file(error)
+                else:
+                    self._file = None
         if self.echo:
             sys.stderr.write(text)
         lines = (self._partial + text).split("\n")
@@ -54,7 +76,10 @@ class LlamaLog:
 
     def flush(self) -> None:
         if self._file is not None:
-            self._file.flush()
+            try:
+                self._file.flush()
+            except OSError as error:
+                self._give_up_file(error)
 
 
 _active: LlamaLog | None = None

@@ -12,6 +12,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edgellm import disk
 from edgellm.gguf_header import ArrayInfo, GGUFError, GGUFHeader, read_header
 from edgellm.quants import FILE_TYPES, parse_quant
 
@@ -194,8 +195,21 @@ def load_spec(path: Path, cache_dir: Path | None = None) -> ModelSpec:
     headers = [first] + [read_header(shard) for shard in shard_paths(path, first)[1:]]
     spec = model_spec(headers)
     if cached:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_suffix(".tmp")
-        partial.write_text(json.dumps({"key": key, "spec": spec.to_dict()}))
-        partial.replace(cached)
+        _keep(cached, {"key": key, "spec": spec.to_dict()})
     return spec
+
+
+def _keep(cached: Path, data: dict) -> None:
+    """Write the cache entry whole or not at all; a full or read-only disk skips it (said once)."""
+    partial = cached.with_suffix(".tmp")
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(data))
+        partial.replace(cached)
+    except OSError as error:
+        try:
+            partial.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if not disk.lost("the model spec cache", cached.parent, error):
+            raise

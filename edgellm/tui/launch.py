@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from edgellm import home
+from edgellm import disk, home
 from edgellm.errors import UserError
 from edgellm.options import ModelSettings
 
@@ -28,10 +28,14 @@ def run_tui(settings: ModelSettings, *, model: str | None = None, resume: int | 
             history = History(home.history_path())
         except UserError as error:  # the app runs without it, and says why on its first screen
             trouble = error
+    told = disk.report
     try:
         app = EdgeApp(settings, history=history, model=model, resume=resume, start=start, trouble=trouble)
+        # a write edgellm can do without failed (the log, the spec cache): a toast (notify is thread-safe)
+        disk.report = lambda notice: app.notify(notice.text, severity="warning", timeout=15)
         app.run()
         return app.return_code or 0
     finally:
+        disk.report = told
         if history is not None:
             history.close()

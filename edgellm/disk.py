@@ -1,0 +1,64 @@
+"""What a full or read-only disk means to edgellm: the words for it, and the writes it can do without.
+
+llama.cpp's log, the model spec cache and the chat history are kept when the disk lets them be; when it does not,
+edgellm goes on without them and says so once, naming the disk and what is not being kept (`lost`). The problem
+is read from the errno, or, for SQLite (which reports a full disk as a "disk I/O error"), by asking the file
+system itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Callable
+
+from edgellm.events import Notice
+
+PROBLEMS = {errno.ENOSPC: "is full", errno.EDQUOT: "has no quota left for this user", errno.EROFS: "is read-only",
+            errno.EACCES: "is not writable by this user", errno.EPERM: "is not writable by this user"}
+
+
+def problem(error: BaseException | None, where: Path) -> str | None:
+    """What is wrong with the disk holding `where` ("is full", "is read-only", ...), from `error`'s errno, else
+    from the file system; None when the disk is fine (the fault lies elsewhere)."""
+    code = getattr(error, "errno", None)
+    if code in PROBLEMS:
+        return PROBLEMS[code]
+    folder = Path(where)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return None
+    if stats.f_flag & os.ST_RDONLY:
+        return PROBLEMS[errno.EROFS]
+    if stats.f_bavail * stats.f_frsize < 64 * 1024:  # less than SQLite needs for one more page and its journal
+        return PROBLEMS[errno.ENOSPC]
+    if not os.access(folder, os.W_OK):
+        return PROBLEMS[errno.EACCES]
+    return None
+
+
+def describe(where: Path, trouble: str) -> str:
+    return f"the disk holding {Path(where).parent if Path(where).suffix else where} {trouble}"
+
+
+told: list[Notice] = []  # what was said, for a front end that sets `report` late, and for tests
+report: Callable[[Notice], None] = lambda notice: None  # each front end points this at its own way of telling
+_told: set[str] = set()
+
+
+def lost(what: str, where: Path, error: BaseException) -> bool:
+    """Tell, once per `what`, that `what` cannot be written to `where` because of the disk, and go on without it.
+    False (and nothing said) when the disk is not the cause: the caller raises `error` as before."""
+    trouble = problem(error, where)
+    if trouble is None:
+        return False
+    if what not in _told:
+        _told.add(what)
+        notice = Notice(f"{describe(where, trouble)}: {what} is not being kept", "warning")
+        told.append(notice)
+        report(notice)
+    return True

@@ -1,0 +1,143 @@
+"""A full or read-only disk under EDGELLM_HOME: `run` and `chat` go on without the log, the spec cache and the
+history, and say so once, naming the disk. Each test mounts a small tmpfs, which needs root: elsewhere they are
+skipped with the reason."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import edgellm
+
+
+def mount(where: Path, size_kib: int, read_only: bool = False) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    options = f"size={size_kib}k" + (",ro" if read_only else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'not root'}): the disk-fault tests "
+                    f"need root")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A factory of small tmpfs mounts under tmp_path, unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root; run the suite as root to test a full disk")
+    mounted: list[Path] = []
+
+    def make(name: str, size_kib: int, read_only: bool = False) -> Path:
+        where = tmp_path / name
+        mount(where, size_kib, read_only)
+        mounted.append(where)
+        return where
+
+    yield make
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill(disk: Path) -> None:
+    """Take every free block of `disk`."""
+    with open(disk / "filler", "ab", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
+def test_run_on_a_full_disk_answers_and_says_what_is_not_kept(test_model: Path, small_disk) -> None:
+    disk = small_disk("full", 64)
+    fill(disk)
+    done = edgellm("run", "-m", str(test_model), "-p", "The capital of France is", "-n", "8", "--temp", "0",
+                   env={"EDGELLM_HOME": str(disk / "home")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
+    assert "Traceback" not in done.stderr
+    assert f"the disk holding {disk / 'home'}" in done.stderr and "is full" in done.stderr
+    assert "the model spec cache is not being kept" in done.stderr
+    assert not list(disk.rglob("*.tmp")), "a half-written cache entry was left behind"
+
+
+def test_chat_on_a_full_disk_answers_without_history(test_model: Path, small_disk) -> None:
+    """The history database is not blamed: the disk is."""
+    disk = small_disk("almost-full", 48)
+    (disk / "filler").write_bytes(b"\0" * 24 * 1024)
+    done = edgellm("chat", "-m", str(test_model), "-n", "4", input="Hi\n", env={"EDGELLM_HOME": str(disk / "home")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
+    assert "is full: this conversation is not being saved" in done.stderr
+    assert "not a usable history database" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_read_only_home(test_model: Path, small_disk) -> None:
+    disk = small_disk("read-only", 64, read_only=True)
+    home = {"EDGELLM_HOME": str(disk / "home")}
+    ran = edgellm("run", "-m", str(test_model), "-p", "Hello", "-n", "4", env=home)
+    chatted = edgellm("chat", "-m", str(test_model), "-n", "4", input="Hi\n", env=home)
+    for done in (ran, chatted):
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() and "is read-only" in done.stderr and "Traceback" not in done.stderr
+    assert "this conversation is not being saved" in chatted.stderr
+
+
+def test_the_disk_fills_between_two_replies(test_model: Path, small_disk) -> None:
+    """The first exchange is saved; the disk fills; the second reply is still shown, and the person is told it is
+    not saved. Once space is freed the database is whole and holds the first exchange."""
+    disk = small_disk("filling", 2048)
+    home = disk / "home"
+    chat = subprocess.Popen([sys.executable, "-m", "edgellm", "chat", "-m", str(test_model), "-n", "6"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "EDGELLM_HOME": str(home)})
+    assert chat.stdin is not None
+    chat.stdin.write("Hi\n")
+    chat.stdin.flush()
+    database = home / "history.db"
+
+    def first_reply_saved() -> bool:
+        if not database.exists():
+            return False
+        try:
+            with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+                return bool(db.execute("SELECT count(*) FROM messages WHERE role = 'assistant' AND state = "
+                                       "'complete'").fetchone()[0])
+        except sqlite3.Error:
+            return False
+
+    deadline = time.monotonic() + 120
+    while not first_reply_saved():
+        assert chat.poll() is None and time.monotonic() < deadline, "the first reply was never saved"
+        time.sleep(0.05)
+    fill(disk)
+    out, err = chat.communicate("Again\n", timeout=120)
+    assert chat.returncode == 0, err
+    assert "Traceback" not in err
+    assert "is full: this conversation is not being saved from here on" in err
+    (disk / "filler").unlink()
+    with sqlite3.connect(database) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        roles = [row[0] for row in db.execute("SELECT role FROM messages ORDER BY id")]
+    assert roles[:2] == ["user", "assistant"]
+
+
+def test_a_stored_model_runs_on_a_full_disk(test_model: Path, small_disk) -> None:
+    """Its last-used time cannot be recorded: said once; the manifest stays whole, no partial one is left."""
+    disk = small_disk("store", 256)
+    home = {"EDGELLM_HOME": str(disk / "home")}
+    imported = edgellm("import", str(test_model), env=home)
+    assert imported.returncode == 0, imported.stderr
+    manifest = disk / "home" / "models" / "manifest.json"
+    before = manifest.read_text()
+    fill(disk)
+    done = edgellm("run", "-m", test_model.stem, "-p", "Hello", "-n", "4", env=home)
+    assert done.returncode == 0, done.stderr
+    assert "is full: the store's record of when each model was last used is not being kept" in done.stderr
+    assert manifest.read_text() == before
+    assert not list((disk / "home" / "models").glob(".manifest-*.tmp"))
