@@ -14,7 +14,7 @@ from edgellm import home
 from edgellm.errors import NoSuchQuant
 from edgellm.events import Notice, Report, ignore
 from edgellm.hub import client
-from edgellm.hub.download import check_disk, fetch_all, remaining_bytes
+from edgellm.hub.download import check_disk, check_inside, fetch_all, remaining_bytes
 from edgellm.hub.files import RemoteFile
 
 NEEDED = ("config.json", "generation_config.json", "model.safetensors.index.json", "tokenizer.json",
@@ -51,6 +51,7 @@ def fetch_checkpoint(repo: str, report: Report = ignore, cancel: threading.Event
                           repo, None, [])
     folder = checkpoint_dir(repo)
     targets = [(file, folder / file.path) for file in wanted]
+    check_inside(folder, targets, repo)
     present = {dest for file, dest in targets if dest.is_file() and dest.stat().st_size == file.size}
     check_disk(folder, remaining_bytes([(file, dest) for file, dest in targets if dest not in present]))
     total = sum(file.size for file in wanted)

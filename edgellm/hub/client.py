@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 from edgellm.errors import GatedRepo, HubError, HubUnreachable, OfflineMode, RepoNotFound, UserError
 from edgellm.gguf_header import GGUFError, GGUFHeader, parse
-from edgellm.hub.files import QuantFiles, RemoteFile
+from edgellm.hub.files import QuantFiles, RemoteFile, leaves_the_repo
 from edgellm.plan.spec import ModelSpec, model_spec
 
 HEADER_FIRST_READ = 4 * 2**20
@@ -73,6 +73,10 @@ def list_files(repo: str, revision: str | None = None) -> tuple[str, list[Remote
         tree = api.list_repo_tree(repo, recursive=True, revision=info.sha)
         files = [RemoteFile(item.path, item.size, item.lfs.sha256 if item.lfs else None)
                  for item in tree if isinstance(item, RepoFile)]
+    escaping = [file.path for file in files if leaves_the_repo(file.path)]
+    if escaping:
+        raise HubError(f"{repo}: the Hub's listing names a file outside the repo's folder ({escaping[0]!r}); "
+                       f"refused: nothing was downloaded", repo)
     return info.sha, files
 
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from edgellm.errors import Cancelled, DiskError, HubUnreachable, UserError
+from edgellm.errors import Cancelled, DiskError, HubError, HubUnreachable, UserError
 from edgellm.events import Notice, Progress, Report, check_cancel, ignore
 from edgellm.hub.client import endpoint, file_url, hub_errors, open_file
 from edgellm.hub.files import RemoteFile
@@ -261,6 +261,16 @@ def remaining_bytes(files: list[tuple[RemoteFile, Path]]) -> int:
 
 
 STOPPED = "download stopped; run the same command again to resume where it stopped"
+
+
+def check_inside(folder: Path, targets: list[tuple[RemoteFile, Path]], repo: str) -> None:
+    """Refuse a download whose file would land outside `folder`, a symlink followed (the listing's names are
+    checked already; this catches a link planted in the store)."""
+    root = folder.resolve()
+    for file, dest in targets:
+        if not dest.resolve().is_relative_to(root):
+            raise HubError(f"{repo}: {file.path} would be written to {dest.resolve()}, outside {folder} (a symbolic "
+                           f"link?); refused: remove the link", repo)
 
 
 def fetch_all(repo: str, commit: str, targets: list[tuple[RemoteFile, Path]], present: set[Path], report: Report,

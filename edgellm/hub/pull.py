@@ -11,7 +11,7 @@ from edgellm import store
 from edgellm.errors import DoesNotFit, NoSuchQuant, OfflineMode, UserError
 from edgellm.events import Notice, Report
 from edgellm.hub import client
-from edgellm.hub.download import PART, check_disk, fetch_all, remaining_bytes
+from edgellm.hub.download import PART, check_disk, check_inside, fetch_all, remaining_bytes
 from edgellm.hub.files import QuantFiles, choosable, group_quants
 from edgellm.hub.refs import ModelRef
 from edgellm.hw.profile import DeviceProfile
@@ -155,6 +155,7 @@ def download(choice: RemoteChoice, report: Report, *, cancel: threading.Event | 
         store.add(model)
         return model
     targets = [(file, folder / file.path) for file in choice.group.files]
+    check_inside(store.store_dir(), targets, choice.ref.repo)
     recorded = dict(zip(existing.files, existing.sha256)) if existing and existing.source == "pull" else {}
     current = {dest for file, dest in targets
                if dest.exists() and recorded.get(str(dest.relative_to(store.store_dir()))) == file.sha256}
