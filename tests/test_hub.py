@@ -261,6 +261,49 @@ def test_not_enough_disk(hub: FakeHub, tmp_path: Path) -> None:
         subprocess.run(["umount", str(small)], check=True)
 
 
+def test_the_disk_fills_during_a_download_then_it_resumes(hub: FakeHub, tmp_path: Path, test_model: Path) -> None:
+    """Something else fills the disk mid-download: one line naming the disk, the partial file kept (never one that
+    looks complete), and once space is freed the next pull fetches only the rest and verifies it."""
+    disk = tmp_path / "filling-disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        repo = hub.repos["google/gemma-3-270m-GGUF"]
+        repo.faults["gemma-3-270m-Q4_K_M.gguf"] = Faults(bytes_per_s=40 * 2**20)
+        env = {**os.environ, "EDGELLM_HOME": str(disk / "home")}
+        folder = disk / "home" / "models" / "google" / "gemma-3-270m-GGUF"
+        part = folder / "gemma-3-270m-Q4_K_M.gguf.part"
+        pull = subprocess.Popen([sys.executable, "-m", "edgellm", "pull", "google/gemma-3-270m-GGUF"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (part.exists() and part.stat().st_size > 20 * 2**20):
+            time.sleep(0.05)  # polling for a condition: 20 MiB downloaded
+        with open(disk / "filler", "ab", buffering=0) as filler:  # another program takes the rest of the disk
+            try:
+                while True:
+                    filler.write(bytes(2**20))
+            except OSError:
+                pass
+        out, err = pull.communicate(timeout=120)
+        assert pull.returncode == 2, err
+        last = err.strip().splitlines()[-1]
+        assert "No space left on device" in last and "free some space" in last and "Traceback" not in err
+        assert part.exists() and not (folder / "gemma-3-270m-Q4_K_M.gguf").exists()
+        (disk / "filler").unlink()
+        repo.faults.clear()
+        kept, already = part.stat().st_size, len(hub.transfers)
+        again = subprocess.run([sys.executable, "-m", "edgellm", "pull", "google/gemma-3-270m-GGUF"],
+                               capture_output=True, text=True, env=env, timeout=300)
+        assert again.returncode == 0, again.stderr
+        wanted = [wanted for _, wanted, _ in hub.transfers[already:] if not (wanted or "").startswith("bytes=0-")]
+        assert wanted == [f"bytes={kept}-"], "only the rest was fetched"
+        final = Path(again.stdout.strip().splitlines()[-1])
+        assert final.read_bytes() == test_model.read_bytes() and not part.exists()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
 def test_models_in_the_hf_cache_are_used_in_place(hub: FakeHub, models: dict[str, Path], tmp_path: Path) -> None:
     digest = hub.repos["tests/tiny-GGUF"].digest("tiny-Q8_0.gguf")
     cache = tmp_path / "hf-home" / "hub" / "models--tests--tiny-GGUF"
