@@ -20,6 +20,7 @@ from typing import Any, Callable, TypeVar
 
 from edgellm import disk
 from edgellm.errors import HistoryUnavailable
+from edgellm.events import Notice
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -122,6 +123,19 @@ class History:
         self.pid = os.getpid()
         self.pid_started = _process_started(self.pid)
         self.recovered = self._mark_orphans_interrupted()
+
+    @classmethod
+    def open_or_none(cls, path: Path) -> "History | None":
+        """The history, or None with one warning (`disk.report`) when the disk holding it is full or read-only: the
+        conversation goes on unsaved. A damaged database is still a HistoryUnavailable."""
+        try:
+            return cls(path)
+        except HistoryUnavailable as error:
+            if error.disk_problem is None:
+                raise
+            disk.report(Notice(f"{disk.describe(path, error.disk_problem)}: this conversation is not being saved",
+                               "warning"))
+            return None
 
     @serialized
     def close(self) -> None:

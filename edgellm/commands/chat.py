@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edgellm import loading
+    from edgellm import home, loading
+    from edgellm.chat.history import History
     from edgellm.chat.repl import Repl
     from edgellm.commands.opening import plan_and_tell
 
@@ -31,7 +32,7 @@ def main(args: argparse.Namespace) -> int:
 
         return run_tui(settings, model=settings.model or "", resume=args.resume, use_history=not args.no_history,
                        start="chat")
-    history = None if args.no_history else open_history()
+    history = None if args.no_history else History.open_or_none(home.history_path())
     try:
         planned = plan_and_tell(settings)
         loaded = loading.open_model(planned, settings)
@@ -44,23 +45,6 @@ def main(args: argparse.Namespace) -> int:
     finally:
         if history:
             history.close()
-
-
-def open_history():  # type: ignore[no-untyped-def]
-    """The history, or None with one warning when the disk holding it is full or read-only (chat goes on)."""
-    from edgellm import disk, home
-    from edgellm.chat.history import History
-    from edgellm.errors import HistoryUnavailable
-    from edgellm.events import Notice
-
-    try:
-        return History(home.history_path())
-    except HistoryUnavailable as error:
-        if error.disk_problem is None:
-            raise
-        disk.report(Notice(f"{disk.describe(home.history_path(), error.disk_problem)}: this conversation is not "
-                           f"being saved", "warning"))
-        return None
 
 
 def _check_resume(resume: int | None, no_history: bool) -> None:
