@@ -25,14 +25,13 @@ from _common import REPO, TEST_MODEL
 sys.path.insert(0, str(REPO / "tests"))
 import httpx2 as httpx  # noqa: E402
 from fakehub import FakeHub, FakeRepo  # noqa: E402
-from server_support import ServerProcess  # noqa: E402
+from server_support import ServerProcess, status_value  # noqa: E402
 
 
 def figures(pid: int) -> dict[str, int]:
     """Anonymous RSS (KiB), open file descriptors and threads of a process, from /proc."""
-    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return {"rss_anon_kib": int(status["RssAnon"].split()[0]), "open_files": len(os.listdir(f"/proc/{pid}/fd")),
-            "threads": int(status["Threads"])}
+    return {"rss_anon_kib": status_value(pid, "RssAnon"), "open_files": len(os.listdir(f"/proc/{pid}/fd")),
+            "threads": status_value(pid, "Threads")}
 
 
 def chat_turns(session, round_: int) -> None:  # type: ignore[no-untyped-def]

@@ -41,8 +41,8 @@ def problem(error: BaseException | None, where: Path) -> str | None:
     return None
 
 
-def describe(where: Path, trouble: str) -> str:
-    return f"the disk holding {Path(where).parent if Path(where).suffix else where} {trouble}"
+def describe(folder: Path, trouble: str) -> str:
+    return f"the disk holding {folder} {trouble}"
 
 
 told: list[Notice] = []  # what was said, for a front end that sets `report` late, and for tests
@@ -50,15 +50,15 @@ report: Callable[[Notice], None] = lambda notice: None  # each front end points 
 _told: set[str] = set()
 
 
-def lost(what: str, where: Path, error: BaseException) -> bool:
-    """Tell, once per `what`, that `what` cannot be written to `where` because of the disk, and go on without it.
+def lost(what: str, folder: Path, error: BaseException) -> bool:
+    """Tell, once per `what`, that `what` cannot be written in `folder` because of the disk, and go on without it.
     False (and nothing said) when the disk is not the cause: the caller raises `error` as before."""
-    trouble = problem(error, where)
+    trouble = problem(error, folder)
     if trouble is None:
         return False
     if what not in _told:
         _told.add(what)
-        notice = Notice(f"{describe(where, trouble)}: {what} is not being kept", "warning")
+        notice = Notice(f"{describe(folder, trouble)}: {what} is not being kept", "warning")
         told.append(notice)
         report(notice)
     return True

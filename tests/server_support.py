@@ -116,10 +116,10 @@ def until(condition, timeout: float = 60, interval: float = 0.05, what: str = "t
         time.sleep(interval)
 
 
-def rss_kib(pid: int, kind: str = "RssAnon") -> int:
-    """A process's resident memory in KiB: RssAnon (its heap: what a leak grows), RssFile (the mapped model's
-    pages, which grow as new tokens touch new rows of the embedding table) or VmRSS (both)."""
+def status_value(pid: int, key: str = "RssAnon") -> int:
+    """A number from /proc/PID/status: RssAnon (its heap in KiB: what a leak grows), RssFile (the mapped model's
+    pages, which grow as new tokens touch new rows of the embedding table), VmRSS (both), Threads..."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{kind}:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1])
-    raise AssertionError(f"no {kind} for process {pid}")
+    raise AssertionError(f"no {key} for process {pid}")

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import edgellm
 from fakehub import FakeHub, FakeRepo, Faults, point_hub_at, sparse_model
+from test_disk_faults import fill
 from test_bad_input import assert_one_line_error
 
 from edgellm.tinymodel import Shape, write_model
@@ -279,12 +280,7 @@ def test_the_disk_fills_during_a_download_then_it_resumes(hub: FakeHub, tmp_path
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (part.exists() and part.stat().st_size > 20 * 2**20):
             time.sleep(0.05)  # polling for a condition: 20 MiB downloaded
-        with open(disk / "filler", "ab", buffering=0) as filler:  # another program takes the rest of the disk
-            try:
-                while True:
-                    filler.write(bytes(2**20))
-            except OSError:
-                pass
+        fill(disk)  # another program takes the rest of the disk
         out, err = pull.communicate(timeout=120)
         assert pull.returncode == 2, err
         last = err.strip().splitlines()[-1]

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from conftest import edgellm
-from server_support import ServerProcess, rss_kib, until
+from server_support import ServerProcess, status_value, until
 
 KEY = "sk-test-7d41c0ffee"
 CTX = 512
@@ -227,11 +227,11 @@ def test_rss_stays_flat_over_200_requests(server: ServerProcess, client: openai.
 
     for i in range(30):  # warm-up: allocator pools, the thread pool, lazily built caches
         one(i)
-    warm, warm_total = rss_kib(server.process.pid), rss_kib(server.process.pid, "VmRSS")
+    warm, warm_total = status_value(server.process.pid), status_value(server.process.pid, "VmRSS")
     for i in range(200):
         one(i)
-    grown = rss_kib(server.process.pid) / warm - 1
-    total = rss_kib(server.process.pid, "VmRSS")
+    grown = status_value(server.process.pid) / warm - 1
+    total = status_value(server.process.pid, "VmRSS")
     assert grown < 0.05, (f"anonymous RSS grew {grown:.1%} over 200 requests ({warm} KiB after warm-up); "
                           f"all RSS {warm_total} -> {total} KiB")
 

@@ -24,6 +24,15 @@ def messages(app) -> list[ChatMessage]:
     return list(app.screen.query(ChatMessage))
 
 
+async def long_reply_started(pilot, chars: int) -> None:
+    """The model loaded, a long story asked for, and more than `chars` characters of it on screen."""
+    app = pilot.app
+    await loaded(pilot)
+    await pilot.press(*"Tell me a long story", "enter")
+    await until(pilot, lambda: app.screen.reply is not None and len(app.screen.reply.content) > chars,
+                what="part of the reply")
+
+
 async def loaded(pilot) -> ChatScreen:
     app = pilot.app
     await until(pilot, lambda: app.session is not None and isinstance(app.screen, ChatScreen), what="the model")
@@ -71,10 +80,7 @@ def test_escape_stops_the_reply_and_keeps_what_was_written(test_model: Path) -> 
 
     async def main() -> None:
         async with app.run_test(size=(120, 40)) as pilot:
-            await loaded(pilot)
-            await pilot.press(*"Tell me a long story", "enter")
-            await until(pilot, lambda: app.screen.reply is not None and len(app.screen.reply.content) > 20,
-                        what="part of the reply")
+            await long_reply_started(pilot, 20)
             await pilot.press("escape")
             await until(pilot, lambda: not app.session.busy and app.screen.reply is None, what="the stop")
             reply = messages(app)[-1]
@@ -288,10 +294,7 @@ def test_quitting_during_a_reply_stops_it(test_model: Path) -> None:
 
     async def main() -> None:
         async with app.run_test(size=(120, 40)) as pilot:
-            await loaded(pilot)
-            await pilot.press(*"Tell me a long story", "enter")
-            await until(pilot, lambda: app.screen.reply is not None and len(app.screen.reply.content) > 10,
-                        what="part of the reply")
+            await long_reply_started(pilot, 10)
             await pilot.press("ctrl+q")
             await until(pilot, lambda: not app.is_running, what="the app to end")
         assert not app.session.busy

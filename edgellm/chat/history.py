@@ -114,7 +114,7 @@ class History:
         except (sqlite3.DatabaseError, OSError) as error:
             trouble = disk.problem(error, path)
             if trouble is not None:  # the database may be fine: the disk is what fails
-                raise HistoryUnavailable(f"{disk.describe(path, trouble)}, so the history cannot be written; free "
+                raise HistoryUnavailable(f"{disk.describe(path.parent, trouble)}, so the history cannot be written; free "
                                          f"some space or use --no-history", disk_problem=trouble) from None
             if isinstance(error, OSError):
                 raise
@@ -133,7 +133,7 @@ class History:
         except HistoryUnavailable as error:
             if error.disk_problem is None:
                 raise
-            disk.report(Notice(f"{disk.describe(path, error.disk_problem)}: this conversation is not being saved",
+            disk.report(Notice(f"{disk.describe(path.parent, error.disk_problem)}: this conversation is not being saved",
                                "warning"))
             return None
 

@@ -230,7 +230,7 @@ class ChatSession:
         except sqlite3.Error as error:
             history, self.history, self._history_lost = self.history, None, True
             trouble = disk.problem(error, history.path)
-            cause = disk.describe(history.path, trouble) if trouble else f"the history could not be saved ({error})"
+            cause = disk.describe(history.path.parent, trouble) if trouble else f"the history could not be saved ({error})"
             self._notices.append(Notice(f"{cause}: this conversation is not being saved from here on (what is "
                                         f"on screen is all there is of it); the session goes on", "warning"))
             return None

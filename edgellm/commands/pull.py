@@ -7,7 +7,7 @@ import json
 
 from edgellm.commands.progress_line import ProgressLine
 from edgellm.events import Notice
-from edgellm.options import non_negative_int
+from edgellm.options import argument_type, non_negative_int
 
 NAME = "pull"
 HELP = "download the GGUF quant of a Hugging Face repo that fits this machine best (resumable, verified)"
@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", metavar="NAME|FILE", help="choose for another machine (see edgellm plan)")
     parser.add_argument("--dry-run", action="store_true", help="show the choice and why; download nothing")
     parser.add_argument("--json", action="store_true", help="print the choice (quant, files, plan) as JSON")
-    parser.add_argument("-c", "--ctx-size", type=non_negative_int, default=None, metavar="N", help="plan for this context")
+    parser.add_argument("-c", "--ctx-size", type=argument_type(non_negative_int), default=None, metavar="N", help="plan for this context")
     parser.add_argument("--offline", action="store_true", help="refuse to use the network (also HF_HUB_OFFLINE)")
 
 

@@ -49,7 +49,7 @@ class LlamaLog:
                 file.close()
             except OSError:
                 pass
-        if not disk.lost("llama.cpp's log", self.path, error):
+        if not disk.lost("llama.cpp's log", self.path.parent, error):
             raise error
 
     def write(self, text: str) -> None:
