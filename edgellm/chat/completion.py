@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 
 from edgellm.chat.events import AnswerPiece, ChatEvent, ReasoningPiece, Reply, ReplyDone
 from edgellm.chat.reasoning import ReasoningSplitter, StopMatcher
+from edgellm.chat.sandbox import TemplateLimit
 from edgellm.chat.templates import ChatTemplate, choose, looks_like_base_model
 from edgellm.engine.generate import Generation, GenerationOptions, context_size
 from edgellm.engine.model import LoadedModel
@@ -86,7 +87,10 @@ class ChatModel:
         bos, eos = self.special_tokens()
         try:
             return self.template.render(messages, bos_token=bos, eos_token=eos)
-        except Exception as error:  # raise_exception() in the template, or a Jinja error
+        except TemplateLimit as error:
+            raise TemplateRefused(f"the model's chat template was stopped: {error}; the template in this GGUF is "
+                                  f"broken or hostile: use another GGUF of this model") from None
+        except Exception as error:  # raise_exception() in the template, a Jinja error, RecursionError
             raise TemplateRefused(f"the model's chat template refused this conversation: {error}") from None
 
     def tokenize(self, text: str) -> list[int]:

@@ -1,7 +1,7 @@
 """Chat templates: the model's own (from the GGUF), or a fallback for its architecture when it has none.
 
-Rendering goes through llama-cpp-python's Jinja2ChatFormatter, a sandboxed Jinja environment with the
-same extensions as Hugging Face's. A base model without a template (the Gemma 3 test model) still chats
+Rendering goes through edgellm.chat.sandbox: Jinja's immutable sandbox with the same extensions as Hugging
+Face's, and bounds on time and size (a template is code from whoever made the GGUF). A base model without a template (the Gemma 3 test model) still chats
 in its family's turn format rather than llama-2's.
 """
 
@@ -11,6 +11,8 @@ import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable
+
+from edgellm.chat.sandbox import BoundedTemplate
 
 # Fallback templates, written for edgellm. Each keeps an assistant message verbatim (no trim), so that the
 # rendered history extends the previous prompt and the KV cache is reused across turns.
@@ -59,20 +61,17 @@ class ChatTemplate:
                add_generation_prompt: bool = True) -> str:
         """The prompt text. Reasoning goes back to the model by the template's own rule: every earlier reply
         carries it as `reasoning_content`, which a template uses or ignores (live or loaded alike)."""
-        return self.compile(bos_token, eos_token, add_generation_prompt)(messages=messages).prompt
+        return self.compile(bos_token, eos_token, add_generation_prompt).render(messages)
 
-    def compile(self, bos_token: str, eos_token: str, add_generation_prompt: bool = True) -> Any:
+    def compile(self, bos_token: str, eos_token: str, add_generation_prompt: bool = True) -> BoundedTemplate:
         """The template compiled (once: compiling costs ~8 ms, and every turn renders it several times)."""
         return _formatter(self.source, eos_token, bos_token, add_generation_prompt)
 
 
 @functools.lru_cache(maxsize=8)
-def _formatter(source: str, eos_token: str, bos_token: str, add_generation_prompt: bool) -> Any:
-    """llama-cpp-python's sandboxed Jinja formatter for one template and its special tokens."""
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    return Jinja2ChatFormatter(source, eos_token=eos_token, bos_token=bos_token,
-                               add_generation_prompt=add_generation_prompt)
+def _formatter(source: str, eos_token: str, bos_token: str, add_generation_prompt: bool) -> BoundedTemplate:
+    """One template compiled in the bounded sandbox, with its special tokens."""
+    return BoundedTemplate(source, bos_token, eos_token, add_generation_prompt)
 
 
 def fallback_family(architecture: str, has_llama3_tokens: bool) -> str:

@@ -6,7 +6,8 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable
 
 from edgellm.engine.llama_log import LlamaLog
 from edgellm.errors import LoadFailed
@@ -63,6 +64,7 @@ def load(settings: LoadSettings, log: LlamaLog, keep_terminal: bool = False) -> 
     UI drawing to them asks `keep_terminal` (llama.cpp's log still goes to `log`)."""
     import llama_cpp
 
+    _leave_templates_to_edgellm(llama_cpp)
     log.install()
     started = time.perf_counter()
     try:
@@ -89,6 +91,25 @@ def load(settings: LoadSettings, log: LlamaLog, keep_terminal: bool = False) -> 
         raise explain_load_failure(settings.path, log, error) from None
     log.flush()
     return LoadedModel(llm, settings, (time.perf_counter() - started) * 1000, log)
+
+
+class _UncompiledTemplate:
+    """Stands in for llama-cpp-python's Jinja2ChatFormatter while a model loads: it compiles nothing."""
+
+    def __init__(self, template: str, *args: object, **kwargs: object) -> None:
+        self.template = template
+
+    def to_chat_handler(self) -> Callable[..., object]:
+        def refuse(*args: object, **kwargs: object) -> object:
+            raise NotImplementedError("edgellm renders chat templates itself (edgellm.chat.sandbox)")
+        return refuse
+
+
+def _leave_templates_to_edgellm(llama_cpp: ModuleType) -> None:
+    """llama-cpp-python compiles every chat template in a GGUF as it loads it, in a Jinja sandbox without bounds,
+    where `{{ 'x' * 10**10 }}` is folded into 10 GB at compile time. edgellm never uses those handlers (it renders
+    in its own bounded sandbox), so they are made as stand-ins that compile nothing."""
+    llama_cpp.llama.llama_chat_format.Jinja2ChatFormatter = _UncompiledTemplate
 
 
 def explain_load_failure(path: Path, log: LlamaLog, error: Exception) -> LoadFailed:
