@@ -40,6 +40,56 @@ REPORTED_NAMES = {"avx512vbmi": "avx512_vbmi"}  # as `edgellm hw` names features
 AMX_OPTIONS = ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16")
 
 
+# llama.cpp's x86 CPU backend variants (GGML_CPU_ALL_VARIANTS), each with the CPU features it is compiled for, as
+# /proc/cpuinfo names them. A portable build ships one library per variant and ggml loads the best this CPU runs.
+# `sapphirerapids` (AMX) is left out: the AMX segfault; a Sapphire Rapids Xeon gets `zen4`.
+_HASWELL = ("sse4_2", "avx", "f16c", "fma", "avx2", "bmi2")
+_AVX512 = ("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw")  # what ggml checks for its AVX512 option
+X86_CPU_VARIANTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("x64", ()),
+    ("sse42", ("sse4_2",)),
+    ("sandybridge", ("sse4_2", "avx")),
+    ("ivybridge", ("sse4_2", "avx", "f16c")),
+    ("piledriver", ("sse4_2", "avx", "f16c", "fma")),
+    ("haswell", _HASWELL),
+    ("skylakex", _HASWELL + _AVX512),
+    ("cannonlake", _HASWELL + _AVX512 + ("avx512vbmi",)),
+    ("cascadelake", _HASWELL + _AVX512 + ("avx512_vnni",)),
+    ("icelake", _HASWELL + _AVX512 + ("avx512vbmi", "avx512_vnni")),
+    ("cooperlake", _HASWELL + _AVX512 + ("avx512_vnni", "avx512_bf16")),
+    ("zen4", _HASWELL + _AVX512 + ("avx512vbmi", "avx512_vnni", "avx512_bf16")),
+    ("alderlake", _HASWELL + ("avx_vnni",)),
+)
+LEFT_OUT_VARIANTS = ("sapphirerapids",)
+# ggml's score for each feature a variant is built with (ggml-cpu/arch/x86/cpu-feats.cpp); the highest wins.
+_FEATURE_SCORES = {"fma": 1, "f16c": 2, "sse4_2": 4, "bmi2": 8, "avx": 16, "avx2": 32, "avx_vnni": 64,
+                   "avx512f": 128, "avx512vbmi": 256, "avx512_bf16": 512, "avx512_vnni": 1024}
+
+
+def cpu_variant(cpu_flags: set[str]) -> str | None:
+    """The CPU variant ggml loads on an x86 CPU with `cpu_flags`, scored as ggml scores them; None for no x86."""
+    if not cpu_flags or "sse2" not in cpu_flags:
+        return None
+    runnable = [(1 + sum(_FEATURE_SCORES.get(flag, 0) for flag in needs), name)
+                for name, needs in X86_CPU_VARIANTS if set(needs) <= cpu_flags]
+    return max(runnable)[1]
+
+
+def variant_features(variant: str) -> list[str]:
+    """The CPU features a variant's kernels use, named as `edgellm hw` names them."""
+    needs = dict(X86_CPU_VARIANTS)[variant]
+    return [REPORTED_NAMES.get(flag, flag) for flag, _ in X86_FEATURE_OPTIONS if flag in needs]
+
+
+def portable_cmake_args(machine: str) -> list[str]:
+    """The CMake arguments of the portable single binary: every x86 CPU variant, loaded at run time (x86-64 only;
+    an ARM board's binary is built on the board with `cmake_args`)."""
+    if machine.lower() not in ("x86_64", "amd64"):
+        raise ValueError(f"the portable build is for x86-64; on {machine} build on the device with its own flags")
+    return ["-DGGML_NATIVE=OFF", "-DGGML_BACKEND_DL=ON", "-DGGML_CPU_ALL_VARIANTS=ON", "-DGGML_RPC=ON",
+            "-DLLAVA_BUILD=OFF"]
+
+
 def cmake_args(backend: str, machine: str, system: str, cpu_flags: set[str]) -> list[str]:
     """The CMake arguments for llama.cpp on a CPU with `cpu_flags` (lower-case /proc/cpuinfo names)."""
     if backend not in BACKENDS:
@@ -62,7 +112,7 @@ def cmake_args(backend: str, machine: str, system: str, cpu_flags: set[str]) -> 
         "metal": ["-DGGML_METAL=ON"],
         "vulkan": ["-DGGML_VULKAN=ON"],
     }[backend]
-    return args
+    return args + ["-DGGML_RPC=ON"]  # llama.cpp's RPC backend: a model split across boards
 
 
 def enabled_cpu_features(args: list[str]) -> list[str]:

@@ -29,7 +29,9 @@ def build_parser() -> Parser:
 
     parser = Parser(prog="edgellm", description="Run GGUF language models on your own hardware, fitted to it.",
                     allow_abbrev=False)
-    parser.add_argument("--version", action="version", version=f"edgellm {__version__}")
+    parser.add_argument("--version", action="store_true", help="show the version and exit (with --verbose: how "
+                        "this build of llama.cpp was made)")
+    parser.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for module in (run, chat, serve, pull, convert, recommend, ls, rm, import_model, history, export, plan, hw, doctor):
         sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP, allow_abbrev=False)
@@ -49,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if getattr(args, "version", False) and handler is None:
+        print(version_text(args.verbose))
+        return 0
     try:
         if handler is None:
             return _no_command(parser, args)
@@ -66,6 +71,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def version_text(verbose: bool) -> str:
+    """`edgellm 0.1.0`; verbose: the Python, and how llama.cpp was built (commit, CMake flags, CPU variants)."""
+    if not verbose:
+        return f"edgellm {__version__}"
+    import platform
+
+    from edgellm import buildconfig
+
+    build = buildconfig.read_build_info() or {}
+    frozen = "single binary" if getattr(sys, "frozen", False) else "Python package"
+    lines = [f"edgellm {__version__} ({frozen}, Python {platform.python_version()}, {platform.machine()})",
+             f"llama-cpp-python {build.get('llama_cpp_python', 'unknown')}, backend {build.get('backend', 'unknown')}",
+             f"llama.cpp commit: {build.get('llama_cpp_commit', 'not recorded')}",
+             f"CMake flags: {' '.join(build.get('cmake_args', [])) or 'not recorded'}"]
+    if build.get("cpu_variants"):
+        here = buildconfig.cpu_variant(buildconfig.cpu_flags_of_this_machine())
+        lines.append(f"CPU variants: {' '.join(build['cpu_variants'])} (left out: "
+                     f"{' '.join(build.get('left_out_variants', [])) or 'none'}); this CPU gets {here or 'none'}")
+    else:
+        lines.append(f"CPU kernels: {' '.join(build.get('cpu_features', [])) or 'not recorded'}")
+    if build.get("pyinstaller"):
+        lines.append(f"built with PyInstaller {build['pyinstaller']} on {build.get('built_at', '?')}")
+    return "\n".join(lines)
 
 
 def _no_command(parser: Parser, args: argparse.Namespace) -> int:

@@ -24,11 +24,15 @@ def main(argv: list[str]) -> int:
 
     import llama_cpp
 
+    from edgellm.engine import backends
+
     global _silence  # llama.cpp keeps the pointer: the callback must outlive every call
     _silence = llama_cpp.llama_log_callback(lambda level, text, data: None)
     llama_cpp.llama_log_set(_silence, ctypes.c_void_p(0))
+    backends.load_backends()  # a portable build's CPU variant, before the system info names its features
     emit(step="system_info", system_info=llama_cpp.llama_print_system_info().decode(errors="replace"),
-         gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()))
+         gpu_offload=backends.gpu_offload_possible(), cpu_library=backends.loaded_cpu_library(),
+         devices=[f"{device.name} ({device.kind})" for device in backends.devices()])
     started = time.perf_counter()
     llm = llama_cpp.Llama(argv[0], n_ctx=128, n_batch=64, n_threads=1, n_gpu_layers=int(argv[1]) if len(argv) > 1
                           else 0, verbose=False)

@@ -19,11 +19,12 @@ LISTENING = re.compile(r"listening on http://([^/]+)/v1")
 class LoggedProcess:
     """A process whose stderr is read (and kept) by a thread as it is written, so its pipe never fills."""
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, name: str, command: list[str], env: dict[str, str] | None = None,
+                 inherit_env: bool = True) -> None:
         self.name = name
         self.url = ""  # where it serves, once known
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, **(env or {})})
+                                        env={**(os.environ if inherit_env else {}), **(env or {})})
         self.lines: list[str] = []
         self._changed = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
@@ -80,8 +81,10 @@ class LoggedProcess:
 class ServerProcess(LoggedProcess):
     """`edgellm serve ARGS --port 0`; `url` once it listens, `wait_ready()` once its model is loaded."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        super().__init__("edgellm serve", [sys.executable, "-m", "edgellm", "serve", "--port", "0", *args], env)
+    def __init__(self, *args: str, env: dict[str, str] | None = None, binary: Path | None = None) -> None:
+        """`binary`: a single binary, run with `env` alone (nothing of this Python's environment)."""
+        command = [str(binary)] if binary else [sys.executable, "-m", "edgellm"]
+        super().__init__("edgellm serve", [*command, "serve", "--port", "0", *args], env, inherit_env=binary is None)
         try:
             self.url = f"http://{self.wait_for_line(LISTENING).group(1)}"
         except BaseException:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgellm import __version__, buildconfig
+from edgellm.child import module_command
 
 NAME = "doctor"
 HELP = "check the llama.cpp build (one-token self-test in a child process) and the GPU setup"
@@ -50,7 +51,7 @@ class SelfTest:
 
 
 def run_selftest(model: Path, timeout: float = SELFTEST_TIMEOUT_S) -> SelfTest:
-    argv = [sys.executable, "-m", "edgellm.selftest", str(model)]
+    argv = module_command("edgellm.selftest", str(model))
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as expired:
@@ -125,6 +126,8 @@ def main(args: argparse.Namespace) -> int:
         "build": build,
         "build_cpu_features": test.build_features,
         "gpu_offload": info.get("gpu_offload"),
+        "cpu_library": info.get("cpu_library"),
+        "devices": info.get("devices", []),
         "selftest": {"passed": test.passed, "returncode": test.returncode, "model": str(model),
                      "steps": test.records},
         "problems": problems,
@@ -150,6 +153,8 @@ def render(report: dict) -> str:
         "llama.cpp build: " + (f"llama-cpp-python {build['llama_cpp_python']}, backend {build['backend']}"
                                if build else "not recorded (installed without scripts/install.py)"),
         "build CPU features: " + (" ".join(report["build_cpu_features"]) or "unknown"),
+        "CPU library: " + (report["cpu_library"] or "unknown"),
+        "devices: " + (", ".join(report["devices"]) or "unknown"),
         f"GPU offload: {'yes' if report['gpu_offload'] else 'no'}",
         "self-test: " + (f"passed (one token in {token['ms']} ms)" if report["selftest"]["passed"] else "FAILED"),
     ]

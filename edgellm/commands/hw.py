@@ -54,8 +54,9 @@ def render(profile: DeviceProfile) -> str:
     if not profile.gpus:
         rows.append(("GPU", "none"))
     build = profile.llama_build
+    variant = f" (portable build: the {build.cpu_variant} variant)" if build and build.cpu_variant else ""
     rows.append(("llama.cpp", f"llama-cpp-python {build.llama_cpp_python}, backend {build.backend}, CPU kernels: "
-                              f"{' '.join(build.cpu_features) or 'baseline'}" if build
+                              f"{' '.join(build.cpu_features) or 'baseline'}{variant}" if build
                  else "build not recorded (installed without scripts/install.py); `edgellm doctor` tests it"))
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)

@@ -16,6 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
+from edgellm.child import module_command
 from edgellm.errors import DiskError, UserError
 from edgellm.events import Progress, Report, check_cancel, ignore
 from edgellm.quants import FILE_TYPES
@@ -37,8 +38,8 @@ def quantize(source: Path, target: Path, quant: str, report: Report = ignore, th
                         f"{source.stat().st_size / 2**30:.2f} GiB needed; free some space or pass -o elsewhere",
                         target.parent)
     partial = target.with_name(target.name + ".partial")
-    command = [sys.executable, "-m", "edgellm.convert.quantize", str(source), str(partial), str(FTYPES[quant]),
-               str(threads or os.cpu_count() or 1)]
+    command = module_command("edgellm.convert.quantize", str(source), str(partial), str(FTYPES[quant]),
+                             str(threads or os.cpu_count() or 1))
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     tail: list[bytes] = []
     total = 1

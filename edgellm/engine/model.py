@@ -64,8 +64,11 @@ def load(settings: LoadSettings, log: LlamaLog, keep_terminal: bool = False) -> 
     UI drawing to them asks `keep_terminal` (llama.cpp's log still goes to `log`)."""
     import llama_cpp
 
+    from edgellm.engine import backends
+
     _leave_templates_to_edgellm(llama_cpp)
     log.install()
+    backends.load_backends()  # a portable build's CPU variant; logged into `log` like the rest
     started = time.perf_counter()
     try:
         llm = llama_cpp.Llama(

@@ -11,7 +11,7 @@ import re
 from dataclasses import replace
 
 from edgellm import home
-from edgellm.buildconfig import read_build_info
+from edgellm.buildconfig import cpu_variant, read_build_info, variant_features
 from edgellm.hw.bandwidth import gpu_bandwidth, system_bandwidth
 from edgellm.hw.probes import LiveProbe, Probe
 from edgellm.hw.profile import Board, Cpu, DeviceProfile, Gpu, LlamaBuild, Memory
@@ -223,6 +223,19 @@ def sysctl_values(probe: Probe) -> dict[str, str]:
     return parse_sysctl(probe.command(MAC_SYSCTL) or "") if probe.system()["os"] == "Darwin" else {}
 
 
+def llama_build(build_info: dict, probe: Probe) -> LlamaBuild:
+    """The recorded llama.cpp build; for a portable one, the CPU variant ggml will load here and its features,
+    found from this CPU's flags without loading llama.cpp."""
+    features, variant = tuple(build_info.get("cpu_features", ())), None
+    if build_info.get("cpu_variants"):
+        blocks = cpuinfo_fields(probe.read_file("/proc/cpuinfo") or "")
+        flags = set((blocks[0].get("flags") or "").split()) if blocks else set()
+        variant = cpu_variant(flags)
+        features = tuple(variant_features(variant)) if variant else ()
+    return LlamaBuild(build_info.get("backend", "cpu"), features, build_info.get("llama_cpp_python", "unknown"),
+                      tuple(build_info.get("cmake_args", ())), variant)
+
+
 def detect(probe: Probe, home_path: str, build_info: dict | None = None) -> DeviceProfile:
     """The device profile of the machine behind `probe`, with the llama.cpp build recorded at install."""
     system = probe.system()
@@ -233,10 +246,7 @@ def detect(probe: Probe, home_path: str, build_info: dict | None = None) -> Devi
     bandwidth = system_bandwidth(system["machine"], board.model if board else None, board.module if board else None,
                                  cpu.model)
     memory = Memory(raw["total"], raw["available"], raw["swap_total"], raw["swap_free"], bandwidth)
-    build = None
-    if build_info:
-        build = LlamaBuild(build_info.get("backend", "cpu"), tuple(build_info.get("cpu_features", ())),
-                           build_info.get("llama_cpp_python", "unknown"), tuple(build_info.get("cmake_args", ())))
+    build = llama_build(build_info, probe) if build_info else None
     hostname = system.get("node", "").strip()
     return DeviceProfile(
         name=hostname or (board.model if board else system["machine"]),

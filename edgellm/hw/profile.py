@@ -67,6 +67,7 @@ class LlamaBuild:
     cpu_features: tuple[str, ...]
     llama_cpp_python: str
     cmake_args: tuple[str, ...] = ()
+    cpu_variant: str | None = None  # a portable build: the CPU library ggml loads on this CPU ("zen4")
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,8 @@ def from_dict(data: Any) -> DeviceProfile:
         build = LlamaBuild(_get(build_data, "backend", str, "llama_build"),
                            tuple(_get(build_data, "cpu_features", list, "llama_build")),
                            _get(build_data, "llama_cpp_python", str, "llama_build"),
-                           tuple(_get(build_data, "cmake_args", list, "llama_build", True) or ()))
+                           tuple(_get(build_data, "cmake_args", list, "llama_build", True) or ()),
+                           _get(build_data, "cpu_variant", str, "llama_build", True))
     return DeviceProfile(
         name=_get(data, "name", str, "profile"),
         os=_get(data, "os", str, "profile"),

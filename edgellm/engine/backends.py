@@ -1,0 +1,95 @@
+"""llama.cpp's backends and devices, read from ggml's own registry through ctypes on libggml.
+
+Two things llama-cpp-python does not do: a build made with GGML_BACKEND_DL (the portable binary: one CPU library per
+CPU generation, loaded at run time) needs its backend libraries loaded from `llama_cpp/lib`, where llama.cpp does
+not look ("no backends are loaded"); and `llama_supports_gpu_offload()` answers true on any build with the RPC
+backend, GPU or not, so whether a GPU can take layers is read from the devices themselves.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+DEVICE_KINDS = ("cpu", "gpu", "igpu", "accel", "meta")  # enum ggml_backend_dev_type, in order
+GPU_KINDS = ("gpu", "igpu")
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str  # "CPU", "CUDA0", "RPC[host:port]"...
+    description: str
+    kind: str  # one of DEVICE_KINDS
+
+
+def lib_folder() -> Path:
+    """Where llama-cpp-python keeps llama.cpp's libraries (inside the single binary too)."""
+    import llama_cpp
+
+    return Path(llama_cpp.__file__).resolve().parent / "lib"
+
+
+@functools.lru_cache(maxsize=1)
+def _ggml() -> ctypes.CDLL:
+    from llama_cpp._ggml import libggml
+
+    lib = libggml
+    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+    lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+    for name in ("ggml_backend_dev_name", "ggml_backend_dev_description"):
+        getattr(lib, name).argtypes = [ctypes.c_void_p]
+        getattr(lib, name).restype = ctypes.c_char_p
+    lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_type.restype = ctypes.c_int
+    lib.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+    lib.ggml_backend_load_all_from_path.restype = None
+    return lib
+
+
+def load_backends() -> None:
+    """Load the backend libraries of a GGML_BACKEND_DL build (ggml picks the best CPU variant for this CPU);
+    nothing to do for a build whose backends are linked in. Call before the first model is loaded."""
+    lib = _ggml()
+    if lib.ggml_backend_dev_count() == 0:
+        lib.ggml_backend_load_all_from_path(str(lib_folder()).encode())
+
+
+def devices() -> list[Device]:
+    """The devices llama.cpp can place layers and work on, after `load_backends`."""
+    load_backends()
+    lib = _ggml()
+    found = []
+    for index in range(lib.ggml_backend_dev_count()):
+        device = lib.ggml_backend_dev_get(index)
+        kind = lib.ggml_backend_dev_type(device)
+        found.append(Device((lib.ggml_backend_dev_name(device) or b"").decode(errors="replace"),
+                            (lib.ggml_backend_dev_description(device) or b"").decode(errors="replace"),
+                            DEVICE_KINDS[kind] if 0 <= kind < len(DEVICE_KINDS) else "other"))
+    return found
+
+
+def gpu_offload_possible() -> bool:
+    """True when a GPU device (not the RPC backend, not the CPU) can take layers."""
+    return any(device.kind in GPU_KINDS and not device.name.startswith("RPC") for device in devices())
+
+
+def loaded_cpu_library(maps: str | None = None) -> str | None:
+    """The file name of the CPU backend library this process runs (`libggml-cpu-zen4.so`), from /proc/self/maps;
+    None where that cannot be read."""
+    if maps is None:
+        try:
+            maps = Path("/proc/self/maps").read_text()
+        except OSError:
+            return None
+    names = {Path(line.split()[-1]).name for line in maps.splitlines() if "libggml-cpu" in line}
+    return sorted(names)[0] if names else None
+
+
+def cpu_variant_of(library: str | None) -> str | None:
+    """`zen4` for `libggml-cpu-zen4.so`; None for a build with one CPU library (`libggml-cpu.so`)."""
+    if not library or not library.startswith("libggml-cpu-"):
+        return None
+    return library[len("libggml-cpu-"):].split(".so")[0]

@@ -1,0 +1,11 @@
+"""The single binary's entry point: edgellm's command line, or one of its child modules when started as one."""
+
+import sys
+
+from edgellm.child import run_if_child
+
+run_if_child(sys.argv)
+
+from edgellm.cli import main  # noqa: E402  (a child never loads the command line)
+
+sys.exit(main())
