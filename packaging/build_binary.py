@@ -185,14 +185,10 @@ def main() -> int:
     BUNDLE_INFO.write_text(json.dumps(bundle_info(python, recorded, cmake_args, options.portable), indent=2) + "\n")
     for mode in [options.only] if options.only else ["onedir", "onefile"]:
         built = pyinstaller(python, mode, options.dist)
-        say(f"{mode}: {built} ({sum(f.stat().st_size for f in _files(built)) / 2**20:.1f} MiB)")
+        files = [built] if mode == "onefile" else [f for f in built.parent.rglob("*") if f.is_file() and not f.is_symlink()]
+        say(f"{mode}: {built} ({sum(f.stat().st_size for f in files) / 2**20:.1f} MiB)")
     say(f"done in {(time.monotonic() - started) / 60:.1f} min")
     return 0
-
-
-def _files(built: Path) -> list[Path]:
-    return [built] if built.is_file() and built.parent.name != "edgellm-dir" else \
-        [f for f in built.parent.rglob("*") if f.is_file()]
 
 
 if __name__ == "__main__":

@@ -148,6 +148,21 @@ def test_serve_answers(binary: Path, bare_env: dict[str, str], test_model: Path)
         server.stop()
 
 
+def test_pull_from_the_hub_then_run(binary: Path, bare_env: dict[str, str], tiny_model: Path) -> None:
+    from fakehub import FakeHub, FakeRepo
+
+    hub = FakeHub()
+    try:
+        hub.add("tests/tiny-GGUF", FakeRepo({"tiny-Q8_0.gguf": tiny_model}))
+        env = {**bare_env, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(Path(bare_env["HOME"]) / "hf")}
+        done = run_binary(binary, "pull", "tests/tiny-GGUF", env=env)
+        assert done.returncode == 0, done.stderr
+        ran = run_binary(binary, "run", "-m", "tests/tiny-GGUF", "-p", "hello", "-n", "4", env=env)
+        assert ran.returncode == 0, ran.stderr
+    finally:
+        hub.close()
+
+
 def test_convert_a_checkpoint(binary: Path, bare_env: dict[str, str], checkpoint: Path,  # noqa: F811
                               tmp_path: Path) -> None:
     out = tmp_path / "tiny.gguf"
