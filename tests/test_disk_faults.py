@@ -1,19 +1,22 @@
 """A full or read-only disk under EDGELLM_HOME: `run` and `chat` go on without the log, the spec cache and the
-history, and say so once, naming the disk. Each test mounts a small tmpfs, which needs root: elsewhere they are
-skipped with the reason."""
+history, and say so once, naming the disk; a disk that fills while `convert` writes a GGUF leaves no file and a
+one-line error. Each test mounts a small tmpfs, which needs root: elsewhere they are skipped with the reason."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from conftest import edgellm
+from test_bad_input import assert_one_line_error
 
 
 def mount(where: Path, size_kib: int, read_only: bool = False) -> None:
@@ -141,3 +144,67 @@ def test_a_stored_model_runs_on_a_full_disk(test_model: Path, small_disk) -> Non
     assert "is full: the store's record of when each model was last used is not being kept" in done.stderr
     assert manifest.read_text() == before
     assert not list((disk / "home" / "models").glob(".manifest-*.tmp"))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random Llama of 13M parameters (52 MB of f32): big enough that its GGUF is cut off mid-write."""
+    import torch
+    import transformers
+    from test_convert_vocab import PRE_TOKENIZERS, _train_bpe
+    from test_convert_writer import SHAPE
+
+    tokenizer = _train_bpe(tmp_path_factory.mktemp("tok"), PRE_TOKENIZERS["qwen2"])
+    folder = tmp_path_factory.mktemp("ckpt") / "big-llama"
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(**{**SHAPE, "hidden_size": 512, "intermediate_size": 1536,
+                                         "num_hidden_layers": 4, "num_attention_heads": 8}, tie_word_embeddings=False)
+    transformers.LlamaForCausalLM(config).float().save_pretrained(folder, safe_serialization=True)
+    for file in tokenizer.iterdir():
+        shutil.copy(file, folder / file.name)
+    return folder
+
+
+def fill_when(appears: Path, disk: Path, writer: subprocess.Popen) -> tuple[threading.Thread, threading.Event]:
+    """Another program takes the rest of `disk` once `appears` exists, i.e. after the pre-flight check passed."""
+    filled = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while not appears.exists():
+            if writer.poll() is not None or time.monotonic() > deadline:
+                return
+            time.sleep(0.001)  # polling for a condition: the file appearing
+        fill(disk)
+        filled.set()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread, filled
+
+
+@pytest.mark.parametrize("quant", ["F32", "Q4_K_M"])
+def test_the_disk_fills_during_a_conversion(checkpoint: Path, small_disk, quant: str) -> None:
+    """A one-line error naming the full disk, no file left, and a GGUF that runs once space is freed."""
+    weights = sum(file.stat().st_size for file in checkpoint.glob("*.safetensors"))
+    # Room for the f32 GGUF and the writer's 1 MiB header allowance; for Q4_K_M, for the f16 intermediate plus the
+    # quantizer's check (free >= the f16 file). The allowance makes "just enough free space" pass the check and the
+    # write, so the disk is filled from outside while out.gguf.partial is written: by the converter for F32, by
+    # llama.cpp's quantizer for Q4_K_M (the intermediate is out.f16.tmp.gguf).
+    disk = small_disk("output", (weights + (2 << 20)) // 1024)
+    out = disk / "out.gguf"
+    command = [sys.executable, "-m", "edgellm", "convert", str(checkpoint), "--quant", quant, "-o", str(out), "--json"]
+    convert = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    filler, filled = fill_when(disk / "out.gguf.partial", disk, convert)
+    stdout, stderr = convert.communicate(timeout=300)
+    filler.join(30)
+    assert filled.is_set(), f"the output was never started: {stderr}"
+    done = subprocess.CompletedProcess(command, convert.returncode, stdout, stderr)
+    assert_one_line_error(done, f"cannot write {out}: the disk holding {disk} is full", "free some space", "pass -o")
+    assert sorted(p.name for p in disk.iterdir()) == ["filler"], "a partial or intermediate file was left"
+    (disk / "filler").unlink()
+    again = edgellm(*command[3:])
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in disk.iterdir()) == ["out.gguf"]
+    ran = edgellm("run", "-m", str(out), "-p", "hi", "-n", "2", "--temp", "0")
+    assert ran.returncode == 0, ran.stderr

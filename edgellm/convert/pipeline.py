@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgellm import store
+from edgellm import disk, store
 from edgellm.convert.hf_config import (CONVERTER_TYPES, SUPPORTED_QUANTS, HFConfig, canonical_quant, read_config,
                                        spec_from_config)
 from edgellm.convert.quantize import quantize
@@ -114,8 +114,10 @@ def run_conversion(conversion: Conversion, report: Report = ignore, discard_sour
         target.parent.mkdir(parents=True, exist_ok=True)
         _write(conversion, report, cancel)
     except OSError as error:  # a folder that cannot be written, a disk that fills up: the way out, not a traceback
-        raise DiskError(f"cannot write {error.filename or target.parent}: {error.strerror or error}; free some "
-                        f"space or pass -o to a writable folder", target.parent) from None
+        trouble = disk.problem(error, target.parent)
+        why = disk.describe(target.parent, trouble) if trouble else error.strerror or error
+        raise DiskError(f"cannot write {error.filename or target}: {why}; free some space or pass -o to a writable "
+                        f"folder", target.parent) from None
     finally:
         if not target.exists():
             for folder in missing:  # folders made for this conversion, empty again after a failure

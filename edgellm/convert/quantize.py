@@ -16,6 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
+from edgellm import disk
 from edgellm.child import module_command
 from edgellm.errors import DiskError, UserError
 from edgellm.events import Progress, Report, check_cancel, ignore
@@ -55,6 +56,10 @@ def quantize(source: Path, target: Path, quant: str, report: Report = ignore, th
         code = child.wait()
         check_cancel(cancel, f"quantizing {source.name}")
         if code != 0:
+            trouble = disk.problem(None, target.parent)  # llama.cpp says "iostream error" for a full disk
+            if trouble is not None:
+                raise DiskError(f"cannot write {target}: {disk.describe(target.parent, trouble)}; free some space "
+                                f"or pass -o to a writable folder", target.parent)
             last = next((t.decode(errors="replace") for t in reversed(tail) if t), f"exit {code}")
             raise UserError(f"llama.cpp could not quantize {source.name} to {quant} ({last})")
         partial.replace(target)
