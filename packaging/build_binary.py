@@ -124,6 +124,7 @@ def portable_venv(wheel: Path) -> Path:
         run([sys.executable, "-m", "venv", str(venv)])
     run([str(python_of(venv)), "-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps", str(wheel)])
     run([str(python_of(venv)), "-m", "pip", "install", "--quiet", str(wheel), str(REPO)])
+    run([str(python_of(venv)), "-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps", str(REPO)])
     return venv
 
 

@@ -33,9 +33,12 @@ def lib_folder() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _ggml() -> ctypes.CDLL:
-    from llama_cpp._ggml import libggml
+    """libggml as libllama links it (`libggml.so.0`): pip and PyInstaller write `libggml.so` as a separate copy,
+    and a copy opened by its own path is a second library with a second, empty backend registry."""
+    import llama_cpp  # noqa: F401 - loads libllama, and with it the libggml it links
 
-    lib = libggml
+    linked = lib_folder() / "libggml.so.0"
+    lib = ctypes.CDLL(str(linked) if linked.exists() else str(lib_folder() / "libggml.so"))
     lib.ggml_backend_dev_count.restype = ctypes.c_size_t
     lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
     lib.ggml_backend_dev_get.restype = ctypes.c_void_p
