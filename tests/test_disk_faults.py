@@ -1,6 +1,7 @@
-"""A full or read-only disk under EDGELLM_HOME: `run` and `chat` go on without the log, the spec cache and the
-history, and say so once, naming the disk; a disk that fills while `convert` writes a GGUF leaves no file and a
-one-line error. Each test mounts a small tmpfs, which needs root: elsewhere they are skipped with the reason."""
+"""A full or read-only disk under EDGELLM_HOME: `run`, `chat`, the TUI and `serve` go on without the log, the spec
+cache and the history, and say so once, naming the disk; a disk that fills while `convert` writes a GGUF leaves no
+file and a one-line error. Each test mounts a small tmpfs, which needs root: elsewhere they are skipped with the
+reason."""
 
 from __future__ import annotations
 
@@ -13,10 +14,16 @@ import threading
 import time
 from pathlib import Path
 
+import httpx2 as httpx
 import pytest
 
 from conftest import edgellm
+from edgellm import disk as disk_words
+from edgellm.tui.launch import open_app
+from server_support import ServerProcess
 from test_bad_input import assert_one_line_error
+from test_tui_chat import loaded, messages, say
+from tui_support import run, settings, until
 
 
 def mount(where: Path, size_kib: int, read_only: bool = False) -> None:
@@ -144,6 +151,58 @@ def test_a_stored_model_runs_on_a_full_disk(test_model: Path, small_disk) -> Non
     assert "is full: the store's record of when each model was last used is not being kept" in done.stderr
     assert manifest.read_text() == before
     assert not list((disk / "home" / "models").glob(".manifest-*.tmp"))
+
+
+def test_the_tui_on_a_full_disk_answers_and_says_nothing_is_saved(test_model: Path, small_disk,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full-screen chat answers and shows, in a toast, the words `chat` prints for an unsaved conversation."""
+    disk = small_disk("full", 64)
+    fill(disk)
+    monkeypatch.setenv("EDGELLM_HOME", str(disk / "home"))
+    monkeypatch.setattr(disk_words, "report", disk_words.report)  # open_app points it at the app: put back after
+    app = open_app(settings("-n", "8", "--temp", "0"), model=str(test_model), start="chat")
+    notice = f"the disk holding {disk / 'home'} is full: this conversation is not being saved"
+
+    def toasts() -> list[str]:
+        return [str(toast.render()) for toast in app.screen.query("Toast")]
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 40), notifications=True) as pilot:
+            await until(pilot, lambda: notice in toasts(), what=f"a toast saying {notice!r}")
+            await loaded(pilot)
+            await say(pilot, "The capital of France is")
+            user, reply = messages(app)[-2:]
+            assert user.content == "The capital of France is"
+            assert reply.role == "assistant" and reply.content.strip()
+            assert app.history is None and app.session.history is None
+            assert not any("--no-history" in text for text in toasts()), "advice for a flag, shown in the app"
+
+    run(main)
+
+
+def test_serve_on_a_full_disk_answers(test_model: Path, small_disk) -> None:
+    """The server starts and answers both endpoints; the full disk is one warning line per lost write, no traceback."""
+    disk = small_disk("full", 64)
+    fill(disk)
+    server = ServerProcess("-m", str(test_model), "-c", "512", env={"EDGELLM_HOME": str(disk / "home")})
+    try:
+        server.wait_ready()
+        chat = httpx.post(f"{server.url}/v1/chat/completions", timeout=120, json={
+            "messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 8, "temperature": 0})
+        completion = httpx.post(f"{server.url}/v1/completions", timeout=120, json={
+            "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0})
+    finally:
+        stopped = server.stop()
+    assert stopped == 0, server.log
+    assert chat.status_code == 200, chat.text
+    assert chat.json()["choices"][0]["message"]["content"].strip()
+    assert completion.status_code == 200, completion.text
+    assert completion.json()["choices"][0]["text"].strip()
+    assert "Traceback" not in server.log
+    full = [line for line in server.lines if f"the disk holding {disk / 'home'}" in line]
+    assert full and all(line.startswith("edgellm: warning: ") and "is full: " in line for line in full), server.log
+    assert any(line.endswith("is full: the model spec cache is not being kept") for line in full), server.log
+    assert len(full) == len(set(full)), "the same loss said twice"
 
 
 @pytest.fixture(scope="module")

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from edgellm import disk, home
 from edgellm.errors import UserError
 from edgellm.options import ModelSettings
 
+if TYPE_CHECKING:
+    from edgellm.tui.app import EdgeApp
+
 
 def run_tui(settings: ModelSettings, *, model: str | None = None, resume: int | None = None,
             use_history: bool = True, start: str = "home") -> int:
     """Run the app until it quits; 0 unless it was asked to exit otherwise."""
-    from edgellm.chat.history import History
-    from edgellm.tui.app import EdgeApp
-
     log_file = home.home() / "logs" / "tui.log"
     try:
         log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -22,20 +23,32 @@ def run_tui(settings: ModelSettings, *, model: str | None = None, resume: int | 
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     except OSError:
         pass  # no log on a read-only or full disk: the app still runs
-    history, trouble = None, None
-    if use_history:
-        try:
-            history = History(home.history_path())
-        except UserError as error:  # the app runs without it, and says why on its first screen
-            trouble = error
     told = disk.report
+    app = None
     try:
-        app = EdgeApp(settings, history=history, model=model, resume=resume, start=start, trouble=trouble)
-        # a write edgellm can do without failed (the log, the spec cache): a toast (notify is thread-safe)
-        disk.report = lambda notice: app.notify(notice.text, severity="warning", timeout=15)
+        app = open_app(settings, model=model, resume=resume, use_history=use_history, start=start)
         app.run()
         return app.return_code or 0
     finally:
         disk.report = told
-        if history is not None:
-            history.close()
+        if app is not None and app.history is not None:
+            app.history.close()
+
+
+def open_app(settings: ModelSettings, *, model: str | None = None, resume: int | None = None,
+             use_history: bool = True, start: str = "home") -> "EdgeApp":
+    """The app, with `disk.report` pointed at its toasts, then its history: on a full or read-only disk none, and
+    a toast saying so in the words `chat` uses; a damaged database is said on its first screen."""
+    from edgellm.chat.history import History
+    from edgellm.tui.app import EdgeApp
+
+    app = EdgeApp(settings, model=model, resume=resume, start=start)
+    # a write edgellm can do without failed (the history, the log, the spec cache): a toast (notify is thread-safe,
+    # and one asked for before the app runs is shown when it starts)
+    disk.report = lambda notice: app.notify(notice.text, severity="warning", timeout=15)
+    if use_history:
+        try:
+            app.history = History.open_or_none(home.history_path())
+        except UserError as error:  # the app runs without it, and says why on its first screen
+            app.trouble = error
+    return app
