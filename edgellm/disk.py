@@ -8,10 +8,11 @@ system itself.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from edgellm.events import Notice
 
@@ -48,6 +49,7 @@ def describe(folder: Path, trouble: str) -> str:
 told: list[Notice] = []  # what was said, for a front end that sets `report` late, and for tests
 report: Callable[[Notice], None] = lambda notice: None  # each front end points this at its own way of telling
 _told: set[str] = set()
+_held: list[list[Notice]] = []
 
 
 def lost(what: str, folder: Path, error: BaseException) -> bool:
@@ -60,5 +62,19 @@ def lost(what: str, folder: Path, error: BaseException) -> bool:
         _told.add(what)
         notice = Notice(f"{describe(folder, trouble)}: {what} is not being kept", "warning")
         told.append(notice)
-        report(notice)
+        (_held[-1].append if _held else report)(notice)
     return True
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Notices wait until the block ends: while llama-cpp-python points fds 1 and 2 at /dev/null (a model
+    loading), a warning written to stderr would be lost."""
+    queue: list[Notice] = []
+    _held.append(queue)
+    try:
+        yield
+    finally:
+        _held.remove(queue)
+        for notice in queue:
+            report(notice)

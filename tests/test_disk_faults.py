@@ -73,6 +73,7 @@ def test_run_on_a_full_disk_answers_and_says_what_is_not_kept(test_model: Path, 
     assert "Traceback" not in done.stderr
     assert f"the disk holding {disk / 'home'}" in done.stderr and "is full" in done.stderr
     assert "the model spec cache is not being kept" in done.stderr
+    assert "llama.cpp's log is not being kept" in done.stderr  # said while loading, when fd 2 is /dev/null: held
     assert not list(disk.rglob("*.tmp")), "a half-written cache entry was left behind"
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable
 
+from edgellm import disk
 from edgellm.engine.llama_log import LlamaLog
 from edgellm.errors import LoadFailed
 
@@ -71,29 +72,34 @@ def load(settings: LoadSettings, log: LlamaLog, keep_terminal: bool = False) -> 
     backends.load_backends()  # a portable build's CPU variant; logged into `log` like the rest
     started = time.perf_counter()
     try:
-        llm = llama_cpp.Llama(
-            model_path=str(settings.path),
-            n_ctx=settings.n_ctx,
-            n_batch=settings.n_batch,
-            n_ubatch=settings.n_batch,
-            n_threads=settings.n_threads,
-            n_threads_batch=settings.n_threads_batch,
-            n_gpu_layers=settings.n_gpu_layers,
-            flash_attn=settings.flash_attn,
-            type_k=KV_GGML_TYPES[settings.kv],
-            type_v=KV_GGML_TYPES[settings.kv],
-            seed=LLAMA_DEFAULT_SEED if settings.seed < 0 else settings.seed,
-            use_mmap=settings.use_mmap,
-            use_mlock=settings.use_mlock,
-            swa_full=False,  # sliding-window layers keep only their window: what the planner budgets
-            verbose=log.echo or keep_terminal,
-        )
+        with disk.held():  # a warning said while llama-cpp-python silences fds 1 and 2 is said after
+            llm = _new_llama(llama_cpp, settings, log, keep_terminal)
         llm.verbose = log.echo  # loaded: llama-cpp-python's own per-call prints only when asked for
     except (ValueError, RuntimeError, OSError) as error:
         log.flush()
         raise explain_load_failure(settings.path, log, error) from None
     log.flush()
     return LoadedModel(llm, settings, (time.perf_counter() - started) * 1000, log)
+
+
+def _new_llama(llama_cpp: ModuleType, settings: LoadSettings, log: LlamaLog, keep_terminal: bool) -> Any:
+    return llama_cpp.Llama(
+        model_path=str(settings.path),
+        n_ctx=settings.n_ctx,
+        n_batch=settings.n_batch,
+        n_ubatch=settings.n_batch,
+        n_threads=settings.n_threads,
+        n_threads_batch=settings.n_threads_batch,
+        n_gpu_layers=settings.n_gpu_layers,
+        flash_attn=settings.flash_attn,
+        type_k=KV_GGML_TYPES[settings.kv],
+        type_v=KV_GGML_TYPES[settings.kv],
+        seed=LLAMA_DEFAULT_SEED if settings.seed < 0 else settings.seed,
+        use_mmap=settings.use_mmap,
+        use_mlock=settings.use_mlock,
+        swa_full=False,  # sliding-window layers keep only their window: what the planner budgets
+        verbose=log.echo or keep_terminal,
+    )
 
 
 class _UncompiledTemplate:
