@@ -31,7 +31,7 @@ def build_parser() -> Parser:
                     allow_abbrev=False)
     parser.add_argument("--version", action="store_true", help="show the version and exit (with --verbose: how "
                         "this build of llama.cpp was made)")
-    parser.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--verbose", action="store_true", dest="version_verbose", help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for module in (run, chat, serve, pull, convert, recommend, ls, rm, import_model, history, export, plan, hw, doctor):
         sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP, allow_abbrev=False)
@@ -51,8 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
-    if getattr(args, "version", False) and handler is None:
-        print(version_text(args.verbose))
+    if args.version_verbose and not args.version:
+        parser.error("--verbose goes with --version (edgellm --version --verbose)")
+    if args.version:
+        print(version_text(args.version_verbose))
         return 0
     try:
         if handler is None:

@@ -41,10 +41,14 @@ def binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"onefile": dist / "edgellm", "onedir": dist / "edgellm-dir" / "edgellm"}
 
 
-@pytest.fixture(scope="session")
-def binary(binaries: dict[str, Path]) -> Path:
-    """The one-file binary (the download), or the given one."""
-    return binaries.get("onefile") or binaries["given"]
+@pytest.fixture(scope="session", params=["onefile", "onedir"])
+def binary(request: pytest.FixtureRequest, binaries: dict[str, Path]) -> Path:
+    """Each form of the binary in turn, or the one given."""
+    if "given" in binaries:
+        if request.param == "onedir":
+            pytest.skip("EDGELLM_BINARY names one binary")
+        return binaries["given"]
+    return binaries[request.param]
 
 
 @pytest.fixture
@@ -67,15 +71,14 @@ def bundled_build(binary: Path, env: dict[str, str]) -> dict:
     return json.loads(run_binary(binary, "hw", "--json", env=env).stdout)["llama_build"]
 
 
-def test_version_and_how_it_was_built(binaries: dict[str, Path], bare_env: dict[str, str]) -> None:
-    for binary in binaries.values():
-        short = run_binary(binary, "--version", env=bare_env)
-        assert short.returncode == 0 and re.fullmatch(r"edgellm \d+\.\d+\.\d+\n", short.stdout), short
-        verbose = run_binary(binary, "--version", "--verbose", env=bare_env).stdout
-        assert "(single binary, Python 3." in verbose
-        assert re.search(r"llama\.cpp commit: [0-9a-f]{40}\n", verbose), verbose
-        assert re.search(r"CMake flags: .*-DGGML_RPC=ON", verbose), verbose
-        assert "built with PyInstaller 6." in verbose
+def test_version_and_how_it_was_built(binary: Path, bare_env: dict[str, str]) -> None:
+    short = run_binary(binary, "--version", env=bare_env)
+    assert short.returncode == 0 and re.fullmatch(r"edgellm \d+\.\d+\.\d+\n", short.stdout), short
+    verbose = run_binary(binary, "--version", "--verbose", env=bare_env).stdout
+    assert "(single binary, Python 3." in verbose
+    assert re.search(r"llama\.cpp commit: [0-9a-f]{40}\n", verbose), verbose
+    assert re.search(r"CMake flags: .*-DGGML_RPC=ON", verbose), verbose
+    assert "built with PyInstaller 6." in verbose
 
 
 def test_help_of_every_command(binary: Path, bare_env: dict[str, str]) -> None:
@@ -94,19 +97,18 @@ def test_hw_json_is_a_device_profile(binary: Path, bare_env: dict[str, str]) -> 
     assert profile.disk_path and profile.disk_path.startswith(bare_env["HOME"])  # the empty HOME, not ours
 
 
-def test_run_gives_the_installed_packages_greedy_text(binaries: dict[str, Path], bare_env: dict[str, str],
+def test_run_gives_the_installed_packages_greedy_text(binary: Path, bare_env: dict[str, str],
                                                       test_model: Path) -> None:
     installed = buildconfig.read_build_info() or {}
-    for binary in binaries.values():
-        build = bundled_build(binary, bare_env)
-        if build["cpu_features"] != installed.get("cpu_features"):
-            pytest.skip(f"the binary's kernels ({build['cpu_features']}) differ from the installed build's "
-                        f"({installed.get('cpu_features')}): their greedy text may differ in the last bits")
-        args = ("run", "-m", str(test_model), "-p", PROMPT, "-n", "24", "--temp", "0")
-        ours = run_binary(binary, *args, env=bare_env)
-        package = edgellm(*args)
-        assert ours.returncode == 0 and package.returncode == 0, ours.stderr
-        assert ours.stdout == package.stdout and len(ours.stdout.split()) > 5
+    build = bundled_build(binary, bare_env)
+    if build["cpu_features"] != installed.get("cpu_features"):
+        pytest.skip(f"the binary's kernels ({build['cpu_features']}) differ from the installed build's "
+                    f"({installed.get('cpu_features')}): their greedy text may differ in the last bits")
+    args = ("run", "-m", str(test_model), "-p", PROMPT, "-n", "24", "--temp", "0")
+    ours = run_binary(binary, *args, env=bare_env)
+    package = edgellm(*args)
+    assert ours.returncode == 0 and package.returncode == 0, ours.stderr
+    assert ours.stdout == package.stdout and len(ours.stdout.split()) > 5
 
 
 def test_doctor_passes_and_names_the_cpu_library(binary: Path, bare_env: dict[str, str]) -> None:

@@ -50,23 +50,36 @@ def test_raise_exception_still_refuses() -> None:
 
 HOSTILE = {
     "repeat": ("{{ 'x' * 10000000000 }}", "10,000,000,000 characters"),
-    "power": ("{{ 10 ** 100000000 }}", "power 100000000"),
+    "power": ("{{ 10 ** 100000000 }}", "bits"),
+    "tower": ("{{ (((10 ** 64) ** 64) ** 64) ** 64 }}", "bits"),
+    "product": ("{% set n = 10 ** 4000 %}{{ n * n * n * n * n * n }}", "bits"),
     "doubling": ("{% set ns = namespace(s='a') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
-                 "more than"),
+                 "items, more than"),
     "adding": ("{% set ns = namespace(s='a') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
-               "more than"),
-    "width": ("{{ 'a' | center(1000000000) }}", "2,000,000,000"),
-    "method width": ("{{ 'a'.ljust(1000000000) }}", "2,000,000,000"),
-    "format width": ("{{ '%1000000000d' % 1 }}", "1,000,000,0"),
-    "format spec": ("{{ '{:1000000000}'.format(1) }}", "1,000,000,0"),
-    "replace": ("{{ ('a' * 1000000).replace('', 'x' * 100) }}", "more than"),
-    "indent": ("{{ ('a\n' * 1000000) | indent(1000) }}", "more than"),
-    "join": ("{{ ('y' * 10000000).join(['a', 'b', 'c', 'd', 'e', 'f', 'g']) }}", "more than"),
-    "expandtabs": ("{{ ('\t' * 1000000).expandtabs(100000) }}", "more than"),
-    "output": ("{% for i in range(100000) %}{% for j in range(100) %}{{ 'x' * 100 }}{% endfor %}{% endfor %}",
-               "more than"),
-    "slices": ("{{ messages | slice(100000000) | list | length }}", "more than"),
-    "list": ("{{ (messages * 100000000) | length }}", "more than"),
+               "items, more than"),
+    "width": ("{{ 'a' | center(10000000000) }}", "10,000,000,000"),
+    "method width": ("{{ 'a'.ljust(10000000000) }}", "10,000,000,000"),
+    "format width": ("{{ '%10000000000d' % 1 }}", "10,000,000,0"),
+    "format spec": ("{{ '{:10000000000}'.format(1) }}", "10,000,000,0"),
+    "star width": ("{{ '%*s' % (10000000000, 'x') }}", "items, more than"),
+    "nested width": ("{{ '{:{w}}'.format('x', w=10000000000) }}", "items, more than"),
+    "repeated field": ("{% set s = 'x' * 10000000 %}{{ ('{0}' * 100).format(s) }}", "items, more than"),
+    "nested list": ("{% set s = 'x' * 10000000 %}{{ [s] * 100 }}", "items, more than"),
+    "join a generator": ("{% set s = 'x' * 10000000 %}{{ ([s] * 5) | map('string') | join(s * 2) }}", "items, more than"),
+    "set block": ("{% set s = 'x' * 40000000 %}{% set b %}{{ s }}{{ s }}{% endset %}", "items, more than"),
+    "macro": ("{% set s = 'x' * 40000000 %}{% macro m() %}{{ s }}{{ s }}{% endmacro %}{{ m() }}", "items, more than"),
+    "many under the bound": ("{% set s = 'ab ' * 10000000 %}{% for i in range(20) %}{% set p = s.upper() %}"
+                             "{% endfor %}", "in all"),
+    "folded at compile time": ("{% set a = ' ' | center(10000000) | list %}", "items, more than"),
+    "replace": ("{{ ('a' * 1000000).replace('', 'x' * 100) }}", "items, more than"),
+    "indent": ("{{ ('a\n' * 1000000) | indent(1000) }}", "items, more than"),
+    "join": ("{{ ('y' * 10000000).join(['a', 'b', 'c', 'd', 'e', 'f', 'g']) }}", "items, more than"),
+    "expandtabs": ("{{ ('\t' * 1000000).expandtabs(100000) }}", "items, more than"),
+    "output": ("{% set s = 'x' * 1000 %}{% for i in range(100000) %}{% for j in range(100) %}{{ s }}{% endfor %}"
+               "{% endfor %}", "items, more than"),
+    "slices": ("{{ messages | slice(100000000) | list | length }}", "items, more than"),
+    "list": ("{{ (messages * 100000000) | length }}", "items, more than"),
+    "characters": ("{{ ('x' * 10000000) | list | length }}", "items, more than"),
 }
 
 
@@ -80,7 +93,7 @@ def test_a_template_that_would_fill_the_memory_is_stopped_before_it_does(name: s
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 4 * sandbox.MAX_TEXT * 4  # at most a few texts at the bound (4 bytes a character at worst)
+    assert peak < 2 * sandbox.MAX_TEXT  # nothing near what was asked for: refused before it was built
 
 
 def test_a_template_that_would_run_for_ever_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -110,3 +123,30 @@ def test_chat_with_a_hostile_template_says_so_in_one_line(tmp_path: Path) -> Non
     assert "chat template was stopped" in done.stderr and "broken or hostile" in done.stderr
     assert done.stderr.count("chat template was stopped") == 2  # each message told, the chat went on
     assert "Traceback" not in done.stderr
+
+
+LLAMA_CPP_TEMPLATES = (Path.home() / ".cache" / "edgellm" / "llama-cpp-src" / "0.3.36" / "src" / "vendor" / "llama.cpp"
+                       / "models" / "templates")
+
+
+@pytest.mark.skipif(not LLAMA_CPP_TEMPLATES.is_dir(), reason="llama.cpp's source is not cached here (the benchmarks "
+                    "and packaging/build_binary.py --portable fetch it)")
+def test_the_real_templates_llama_cpp_ships_render_as_llama_cpp_python_renders_them() -> None:
+    """Every chat template of llama.cpp's models/templates, with tools and a 4 MiB message: the same text, or the
+    same refusal, as llama-cpp-python's unbounded sandbox gives."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "weather in a city",
+                                               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    messages = MESSAGES[:-1] + [{"role": "user", "content": "word " * (2**22 // 5)}]
+    checked = 0
+    for path in sorted(LLAMA_CPP_TEMPLATES.glob("*.jinja")):
+        source = path.read_text()
+        try:
+            theirs = Jinja2ChatFormatter(source, eos_token="</s>", bos_token="<s>")(messages=messages,
+                                                                                    tools=tools).prompt
+        except Exception as error:  # noqa: BLE001 - a template that refuses these messages
+            with pytest.raises(type(error)):
+                BoundedTemplate(source, "<s>", "</s>").render(messages, tools=tools)
+            continue
+        assert BoundedTemplate(source, "<s>", "</s>").render(messages, tools=tools) == theirs, path.name
+        checked += 1
+    assert checked > 20

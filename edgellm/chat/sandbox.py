@@ -3,8 +3,9 @@
 Jinja's immutable sandbox (llama-cpp-python's fix for CVE-2024-34359, and what transformers renders with) keeps
 Python's insides out of reach, but bounds no work: two nested `range(100000)` loops hang the app, and
 `'x' * 10**10` or `ns.s ~ ns.s` forty times fills the memory. Here each render also stops with `TemplateLimit`
-when it runs past RENDER_SECONDS (checked at every loop step, call, operator and output piece), or when any text or
-list it builds, or its output, would pass MAX_TEXT items. The environment matches llama-cpp-python's (trim and
+when it runs past RENDER_SECONDS (checked at every loop step, call, operator and output piece), when any text or
+list it builds, or its output, would pass MAX_TEXT items, when all it builds passes RENDER_BUDGET, or when a number
+would pass MAX_INT_BITS. The environment matches llama-cpp-python's (trim and
 lstrip blocks, loop controls, `{% generation %}` passed through, transformers' `tojson`), so a template renders
 the same text as it does there.
 """
@@ -28,8 +29,12 @@ from jinja2.visitor import NodeTransformer
 
 RENDER_SECONDS = 10.0  # a real template renders a long conversation in milliseconds
 MAX_TEXT = 64 * 2**20  # characters (or list items): above the server's largest request body
+RENDER_BUDGET = 4 * MAX_TEXT  # all that one render builds
+MAX_INT_BITS = 2**16  # a number of 20,000 digits: far beyond any template's arithmetic
+ITEM_COST = 8  # a list item counts as 8 characters: the pointer that holds it
 
 _deadline: contextvars.ContextVar[float] = contextvars.ContextVar("template_deadline", default=float("inf"))
+_spent: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("template_spent", default=None)
 
 
 class TemplateLimit(Exception):
@@ -41,8 +46,18 @@ def _check_time() -> None:
         raise TemplateLimit(f"it ran for more than {RENDER_SECONDS:g} s")
 
 
-def _size(value: Any) -> int:
-    return len(value) if isinstance(value, (str, list, tuple, dict)) else 0
+def _size(value: Any, limit: int = MAX_TEXT) -> int:
+    """Characters in `value`, and ITEM_COST for each item of its lists and dicts (nested too), until past `limit`."""
+    if isinstance(value, str):
+        return len(value)
+    if not isinstance(value, (list, tuple, dict)):
+        return 0
+    total = ITEM_COST * len(value)
+    for item in (value.items() if isinstance(value, dict) else value):
+        if total > limit:
+            break
+        total += _size(item, limit - total)
+    return total
 
 
 def _check_size(size: int) -> None:
@@ -50,34 +65,68 @@ def _check_size(size: int) -> None:
         raise TemplateLimit(f"it would build {size:,} characters or items, more than {MAX_TEXT:,}")
 
 
+def _spend(size: int) -> None:
+    """Count what a render has built so far: many texts each under the bound must not add up to gigabytes."""
+    spent = _spent.get()
+    if spent is None:  # not inside a render
+        return
+    spent[0] += size
+    if spent[0] > RENDER_BUDGET:
+        raise TemplateLimit(f"it built more than {RENDER_BUDGET:,} characters or items in all")
+
+
 def _expected_size(name: str, value: Any, args: tuple, kwargs: dict) -> int:
     """An upper bound on the size of what a growing call (`replace`, `indent`, `join`, `center`...) returns,
-    checked before the call allocates it."""
-    arguments = list(args) + list(kwargs.values())
+    checked before the call allocates it. `value` is the text or list worked on (a filter's first argument, a
+    method's object); Jinja's own keywords (`_loop_vars`, `_block_vars`) are not arguments."""
+    arguments = [a for a in args if a is not value] + [v for k, v in kwargs.items() if not k.startswith("_")]
+    ints = [a for a in arguments if isinstance(a, int) and not isinstance(a, bool)]
+    texts = [a for a in arguments if isinstance(a, str)]
+    size = _size(value)
     if name == "join":
         items = next((a for a in arguments if isinstance(a, (list, tuple))), value)
-        separator = value if isinstance(value, str) else next((a for a in arguments if isinstance(a, str)), "")
-        count = len(items) if isinstance(items, (list, tuple, str, dict)) else 0
-        return sum(_size(item) for item in items) + len(separator) * count if count else 0
-    if name in ("format", "format_map"):  # widths written in the format string: '%999999999d', '{:999999999}'
-        widths = [int(digits) for text in (value, *arguments) if isinstance(text, str) for digits in WIDTH.findall(text)]
-        return _size(value) + sum(map(_size, arguments)) + sum(widths)
-    factor = max([1] + [a for a in arguments if isinstance(a, int)] + [_size(a) for a in arguments])
-    return (_size(value) + 1) * factor
+        separator = value if isinstance(value, str) else (texts or [""])[0]
+        if not isinstance(items, (list, tuple, str, dict)):
+            return 0
+        return sum(_size(item) + 1 for item in items) + len(separator) * len(items)
+    if name in ("format", "format_map"):  # every field may take the largest argument, at any width written
+        strings = [text for text in (value, *arguments) if isinstance(text, str)]
+        fields = max(1, sum(text.count("{") + text.count("%") for text in strings))
+        widths = [int(digits) for text in strings for digits in WIDTH.findall(text)] + ints  # also '%*s', '{:{w}}'
+        return size + fields * max([0] + [_size(a) for a in arguments]) + sum(widths)
+    if name == "list":  # a text becomes a list of its characters
+        return ITEM_COST * (len(value) if isinstance(value, str) else size)
+    if name == "replace":
+        old, new = (texts + ["", ""])[:2]
+        return size + max(len(new) - len(old), 0) * (size // len(old) if old else size + 1)
+    if name in ("center", "ljust", "rjust", "zfill"):
+        return max([size] + ints)
+    if name in ("indent", "expandtabs"):
+        where = (value.count("\n") + 1) if name == "indent" else value.count("\t")
+        step = max(ints + [len(t) for t in texts] + [8])
+        return size + (where * step if isinstance(value, str) else 0)
+    if name in ("slice", "batch"):
+        return ITEM_COST * (size + max(ints + [0]))
+    return 2 * size + max(ints + [0])  # wordwrap: a line break at most every other character
 
 
 WIDTH = re.compile(r"(?<![0-9])[0-9]{1,15}(?![0-9])")
-GROWING = {"replace", "indent", "join", "center", "ljust", "rjust", "zfill", "expandtabs", "wordwrap", "format",
+GROWING = {"list", "replace", "indent", "join", "center", "ljust", "rjust", "zfill", "expandtabs", "wordwrap", "format",
            "format_map", "slice", "batch"}
 
 
 def _bounded(name: str, function: Callable[..., Any], value: Any, args: tuple, kwargs: dict) -> Any:
     """Call `function`, refusing first what would grow past MAX_TEXT, and checking what it returns."""
     _check_time()
+    if name == "join":  # a generator's items are counted before they are joined
+        args = tuple(list(a) if isinstance(a, Iterator) else a for a in args)
+        value = next((a for a in args if isinstance(a, list)), value) if not isinstance(value, str) else value
     if name in GROWING:
         _check_size(_expected_size(name, value, args, kwargs))
     result = function(*args, **kwargs)
-    _check_size(_size(result))
+    size = _size(result)
+    _check_size(size)
+    _spend(size)
     return result
 
 
@@ -133,8 +182,10 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"+", "*", "**", "%"})
 
     def __init__(self) -> None:
-        super().__init__(loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True,
+        # optimized=False: Jinja's optimizer runs filters on constants at compile time, outside every bound
+        super().__init__(loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True, optimized=False,
                          extensions=[_IgnoreGenerationTags, jinja2.ext.loopcontrols])
+        self.concat = self.bounded_concat  # type: ignore[assignment]
         self.globals.pop("lipsum", None)  # lipsum(n) builds n paragraphs at once; no chat template uses it
         self.filters["tojson"] = _tojson
         for name, function in list(self.filters.items()):
@@ -160,26 +211,36 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
         _check_time()
-        if operator_name == "*" and isinstance(left, int) != isinstance(right, int):
+        if operator_name in ("*", "**") and isinstance(left, int) and isinstance(right, int):
+            bits = abs(left).bit_length() * abs(right) if operator_name == "**" else \
+                abs(left).bit_length() + abs(right).bit_length()
+            if bits > MAX_INT_BITS:
+                raise TemplateLimit(f"it would compute a number of {bits:,} bits")
+        elif operator_name == "*" and isinstance(left, int) != isinstance(right, int):
             sequence, count = (right, left) if isinstance(left, int) else (left, right)
             _check_size(_size(sequence) * max(count, 0))
         elif operator_name == "+":
             _check_size(_size(left) + _size(right))
-        elif operator_name == "**" and isinstance(right, int) and right > 64 and isinstance(left, (int, float)) \
-                and abs(left) > 1:
-            raise TemplateLimit(f"it would raise a number to the power {right}")
         elif operator_name == "%" and isinstance(left, str):
             _check_size(_expected_size("format", left, (right,) if not isinstance(right, tuple) else right, {}))
         result = super().call_binop(context, operator_name, left, right)
-        _check_size(_size(result))
+        size = _size(result)
+        _check_size(size)
+        _spend(size)
         return result
 
     def bounded_iterable(self, iterable: Iterable[Any]) -> _Steps:
         return _Steps(iterable)
 
-    def bounded_concat(self, parts: tuple[Any, ...]) -> str:
-        pieces = [str(part) for part in parts]
-        _check_size(sum(map(len, pieces)))
+    def bounded_concat(self, parts: Iterable[Any]) -> str:
+        """`~`, and the text of `{% set %}` blocks, macros and filter blocks (Jinja's `concat`)."""
+        pieces, size = [], 0
+        for part in parts:
+            piece = str(part)
+            size += len(piece)
+            _check_size(size)
+            pieces.append(piece)
+        _spend(size)
         return "".join(pieces)
 
 
@@ -200,13 +261,14 @@ class BoundedTemplate:
     def __init__(self, source: str, bos_token: str, eos_token: str, add_generation_prompt: bool = True) -> None:
         self._template = _ENVIRONMENT.from_string(source)
         self._variables = {"bos_token": bos_token, "eos_token": eos_token, "raise_exception": _raise_exception,
-                           "add_generation_prompt": add_generation_prompt, "strftime_now": _strftime_now}
+                           "add_generation_prompt": add_generation_prompt, "strftime_now": _strftime_now,
+                           "tools": None, "tool_choice": None, "functions": None, "function_call": None}
 
     def render(self, messages: list[dict[str, Any]], **variables: Any) -> str:
-        token = _deadline.set(time.monotonic() + RENDER_SECONDS)
+        token, spent = _deadline.set(time.monotonic() + RENDER_SECONDS), _spent.set([0])
         try:
             pieces, size = [], 0
-            for piece in self._template.generate(messages=messages, **self._variables, **variables):
+            for piece in self._template.generate(messages=messages, **{**self._variables, **variables}):
                 size += len(piece)
                 _check_size(size)
                 _check_time()
@@ -214,4 +276,5 @@ class BoundedTemplate:
             return "".join(pieces)
         finally:
             _deadline.reset(token)
+            _spent.reset(spent)
 

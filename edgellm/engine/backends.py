@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,13 +33,20 @@ def lib_folder() -> Path:
 
 
 @functools.lru_cache(maxsize=1)
-def _ggml() -> ctypes.CDLL:
+def _ggml() -> ctypes.CDLL | None:
     """libggml as libllama links it (`libggml.so.0`): pip and PyInstaller write `libggml.so` as a separate copy,
-    and a copy opened by its own path is a second library with a second, empty backend registry."""
+    and a copy opened by its own path is a second library with a second, empty backend registry. None where no
+    libggml is found beside llama-cpp-python (a LLAMA_CPP_LIB_PATH install): the registry is then not read."""
     import llama_cpp  # noqa: F401 - loads libllama, and with it the libggml it links
 
-    linked = lib_folder() / "libggml.so.0"
-    lib = ctypes.CDLL(str(linked) if linked.exists() else str(lib_folder() / "libggml.so"))
+    names = ["libggml.0.dylib", "libggml.dylib"] if sys.platform == "darwin" else ["libggml.so.0", "libggml.so"]
+    found = [lib_folder() / name for name in names if (lib_folder() / name).exists()]
+    try:
+        lib = ctypes.CDLL(str(found[0])) if found else None
+    except OSError:
+        lib = None
+    if lib is None:
+        return None
     lib.ggml_backend_dev_count.restype = ctypes.c_size_t
     lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
     lib.ggml_backend_dev_get.restype = ctypes.c_void_p
@@ -56,7 +64,7 @@ def load_backends() -> None:
     """Load the backend libraries of a GGML_BACKEND_DL build (ggml picks the best CPU variant for this CPU);
     nothing to do for a build whose backends are linked in. Call before the first model is loaded."""
     lib = _ggml()
-    if lib.ggml_backend_dev_count() == 0:
+    if lib is not None and lib.ggml_backend_dev_count() == 0:
         lib.ggml_backend_load_all_from_path(str(lib_folder()).encode())
 
 
@@ -64,6 +72,8 @@ def devices() -> list[Device]:
     """The devices llama.cpp can place layers and work on, after `load_backends`."""
     load_backends()
     lib = _ggml()
+    if lib is None:
+        return []
     found = []
     for index in range(lib.ggml_backend_dev_count()):
         device = lib.ggml_backend_dev_get(index)
@@ -75,7 +85,12 @@ def devices() -> list[Device]:
 
 
 def gpu_offload_possible() -> bool:
-    """True when a GPU device (not the RPC backend, not the CPU) can take layers."""
+    """True when a GPU device (not the RPC backend, not the CPU) can take layers; llama.cpp's own answer where
+    the device list cannot be read."""
+    if _ggml() is None:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_supports_gpu_offload())
     return any(device.kind in GPU_KINDS and not device.name.startswith("RPC") for device in devices())
 
 

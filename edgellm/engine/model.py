@@ -67,7 +67,7 @@ def load(settings: LoadSettings, log: LlamaLog, keep_terminal: bool = False) -> 
 
     from edgellm.engine import backends
 
-    _leave_templates_to_edgellm(llama_cpp)
+    leave_templates_to_edgellm(llama_cpp)
     log.install()
     backends.load_backends()  # a portable build's CPU variant; logged into `log` like the rest
     started = time.perf_counter()
@@ -114,7 +114,7 @@ class _UncompiledTemplate:
         return refuse
 
 
-def _leave_templates_to_edgellm(llama_cpp: ModuleType) -> None:
+def leave_templates_to_edgellm(llama_cpp: ModuleType) -> None:
     """llama-cpp-python compiles every chat template in a GGUF as it loads it, in a Jinja sandbox without bounds,
     where `{{ 'x' * 10**10 }}` is folded into 10 GB at compile time. edgellm never uses those handlers (it renders
     in its own bounded sandbox), so they are made as stand-ins that compile nothing."""
