@@ -211,6 +211,10 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
         _check_time()
+        if operator_name == "+" and type(left) is str and type(right) is str:  # the common case, kept quick
+            _check_size(len(left) + len(right))
+            _spend(len(left) + len(right))
+            return left + right
         if operator_name in ("*", "**") and isinstance(left, int) and isinstance(right, int):
             bits = abs(left).bit_length() * abs(right) if operator_name == "**" else \
                 abs(left).bit_length() + abs(right).bit_length()
