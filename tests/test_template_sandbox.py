@@ -35,12 +35,25 @@ TOOLS_STYLE = (
 )
 
 
-@pytest.mark.parametrize("source", [source for source, _ in templates.FALLBACKS.values()] + [TOOLS_STYLE])
+@pytest.mark.parametrize("source", [source for source, _ in templates.FALLBACKS.values()] + [TOOLS_STYLE],
+                         ids=list(templates.FALLBACKS) + ["tools-style"])
 def test_renders_as_llama_cpp_python_does(source: str) -> None:
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"city": "string"}}}]
     ours = BoundedTemplate(source, "<s>", "</s>").render(MESSAGES, tools=tools)
     theirs = Jinja2ChatFormatter(source, eos_token="</s>", bos_token="<s>")(messages=MESSAGES, tools=tools).prompt
     assert ours == theirs and ours
+
+
+def test_llama_cpp_python_compiles_no_template_while_a_model_loads_and_its_own_class_is_back_after() -> None:
+    import llama_cpp
+
+    from edgellm.engine.model import templates_left_to_edgellm
+
+    original = llama_cpp.llama_chat_format.Jinja2ChatFormatter
+    with templates_left_to_edgellm(llama_cpp):
+        stand_in = llama_cpp.llama_chat_format.Jinja2ChatFormatter("{{ 'x' * 10**10 }}", eos_token="", bos_token="")
+        assert stand_in.template == "{{ 'x' * 10**10 }}"  # kept as text, never compiled
+    assert llama_cpp.llama_chat_format.Jinja2ChatFormatter is original
 
 
 def test_raise_exception_still_refuses() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from edgellm import disk
 from edgellm.engine.llama_log import LlamaLog
@@ -67,12 +69,12 @@ def load(settings: LoadSettings, log: LlamaLog, keep_terminal: bool = False) -> 
 
     from edgellm.engine import backends
 
-    leave_templates_to_edgellm(llama_cpp)
     log.install()
     backends.load_backends()  # a portable build's CPU variant; logged into `log` like the rest
     started = time.perf_counter()
     try:
-        with disk.held():  # a warning said while llama-cpp-python silences fds 1 and 2 is said after
+        # a warning said while llama-cpp-python silences fds 1 and 2 is said after
+        with disk.held(), templates_left_to_edgellm(llama_cpp):
             llm = _new_llama(llama_cpp, settings, log, keep_terminal)
         llm.verbose = log.echo  # loaded: llama-cpp-python's own per-call prints only when asked for
     except (ValueError, RuntimeError, OSError) as error:
@@ -114,11 +116,22 @@ class _UncompiledTemplate:
         return refuse
 
 
-def leave_templates_to_edgellm(llama_cpp: ModuleType) -> None:
-    """llama-cpp-python compiles every chat template in a GGUF as it loads it, in a Jinja sandbox without bounds,
-    where `{{ 'x' * 10**10 }}` is folded into 10 GB at compile time. edgellm never uses those handlers (it renders
-    in its own bounded sandbox), so they are made as stand-ins that compile nothing."""
-    llama_cpp.llama.llama_chat_format.Jinja2ChatFormatter = _UncompiledTemplate
+_TEMPLATE_SWAP = threading.Lock()
+
+
+@contextlib.contextmanager
+def templates_left_to_edgellm(llama_cpp: ModuleType) -> Iterator[None]:
+    """While a model loads: llama-cpp-python compiles every chat template in a GGUF as it loads it, in a Jinja
+    sandbox without bounds, where `{{ 'x' * 10**10 }}` is folded into 10 GB at compile time. edgellm never uses
+    those handlers (it renders in its own bounded sandbox), so during the load they are stand-ins that compile
+    nothing; afterwards llama-cpp-python's own class is back."""
+    module = llama_cpp.llama.llama_chat_format
+    with _TEMPLATE_SWAP:
+        original, module.Jinja2ChatFormatter = module.Jinja2ChatFormatter, _UncompiledTemplate
+        try:
+            yield
+        finally:
+            module.Jinja2ChatFormatter = original
 
 
 def explain_load_failure(path: Path, log: LlamaLog, error: Exception) -> LoadFailed:
