@@ -81,6 +81,8 @@ elif [[ -L "$BINARY" ]]; then
 else
     checkout_bin="$(cd "$HERE/../.." && pwd)/.venv/bin/edgellm"
     say "warning: $BINARY does not exist yet; the service needs it."
+    say "  From the single binary (python3 packaging/build_binary.py), copy its folder and link it:"
+    say "    sudo cp -r dist/edgellm-dir /opt/edgellm-dir && sudo ln -sf /opt/edgellm-dir/edgellm $BINARY"
     say "  From a source install (a venv made by \`python3 scripts/install.py\`), link the venv's edgellm:"
     say "    sudo ln -sf $checkout_bin $BINARY"
     say "  The checkout must be readable by the $SERVICE_USER user and outside /home (ProtectHome=yes),"
