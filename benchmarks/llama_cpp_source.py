@@ -8,9 +8,7 @@ when complete, so an interrupted fetch is never taken for a finished one.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -20,9 +18,9 @@ from _common import REPO
 
 sys.path.insert(0, str(REPO))
 
-from edgellm.buildconfig import LLAMA_CPP_PYTHON_VERSION  # noqa: E402
+from edgellm.buildconfig import LLAMA_CPP_PYTHON_VERSION, cache_root, llama_cpp_sdist  # noqa: E402
 
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgellm" / "llama-cpp-src"
+CACHE = cache_root() / "llama-cpp-src"
 
 
 def llama_cpp_source(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
@@ -31,7 +29,7 @@ def llama_cpp_source(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
     unpacked = root / "src"
     if not unpacked.is_dir():
         root.mkdir(parents=True, exist_ok=True)
-        archive = _download(version, root)
+        archive = llama_cpp_sdist(version)
         partial = Path(tempfile.mkdtemp(prefix=".unpacking-", dir=root))
         try:
             with tarfile.open(archive) as tar:
@@ -51,19 +49,6 @@ def llama_cpp_source(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
     if not (folder / "convert_hf_to_gguf.py").is_file():
         raise SystemExit(f"{folder} has no convert_hf_to_gguf.py: remove {root} and fetch again")
     return folder
-
-
-def _download(version: str, root: Path) -> Path:
-    """The sdist archive in `root`, downloaded with pip unless already there."""
-    found = sorted(root.glob(f"llama_cpp_python-{version}.tar.gz")) + sorted(root.glob(f"llama-cpp-python-{version}.tar.gz"))
-    if found:
-        return found[0]
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                    f"llama-cpp-python=={version}", "-d", str(root)], check=True)
-    found = sorted(root.glob("*.tar.gz"))
-    if not found:
-        raise SystemExit(f"pip download left no sdist in {root}")
-    return found[0]
 
 
 if __name__ == "__main__":

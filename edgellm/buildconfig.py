@@ -199,6 +199,40 @@ def build_key(version: str, args: list[str]) -> str:
     return hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
+def cache_root() -> Path:
+    """~/.cache/edgellm (XDG_CACHE_HOME honoured): built llama.cpp wheels and llama-cpp-python's sdist."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgellm"
+
+
+def wheel_cache_root() -> Path:
+    """Where built llama-cpp-python wheels are kept, one folder per build key (EDGELLM_WHEELHOUSE moves it)."""
+    return Path(os.environ["EDGELLM_WHEELHOUSE"]) if os.environ.get("EDGELLM_WHEELHOUSE") else cache_root() / "wheels"
+
+
+def keep_wheel(built: Path, folder: Path) -> Path:
+    """Copy a freshly built wheel into its cache folder: complete wheels only, a killed copy leaves no usable file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / (built.name + ".partial")
+    shutil.copyfile(built, partial)
+    partial.rename(folder / built.name)
+    return folder / built.name
+
+
+def llama_cpp_sdist(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
+    """llama-cpp-python's sdist archive, downloaded once (through pip) into ~/.cache/edgellm/llama-cpp-src/VERSION."""
+    root = cache_root() / "llama-cpp-src" / version
+    found = sorted(root.glob(f"llama_cpp_python-{version}.tar.gz")) + sorted(root.glob(f"llama-cpp-python-{version}.tar.gz"))
+    if found:
+        return found[0]
+    root.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                    f"llama-cpp-python=={version}", "-d", str(root)], check=True)
+    found = sorted(root.glob("*.tar.gz"))
+    if not found:
+        raise SystemExit(f"pip download left no sdist in {root}")
+    return found[0]
+
+
 def rebuild_command(backend: str) -> str:
     """The one command that rebuilds llama.cpp with `backend` (printed by doctor)."""
     return f"{BACKEND_ENV}={backend} {INSTALL_COMMAND} --rebuild"

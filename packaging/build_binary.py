@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -53,19 +52,6 @@ def python_of(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def llama_cpp_sdist() -> Path:
-    """llama-cpp-python's sdist for the pinned version, downloaded once into ~/.cache/edgellm/llama-cpp-src."""
-    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgellm" / "llama-cpp-src" / \
-        buildconfig.LLAMA_CPP_PYTHON_VERSION
-    found = sorted(root.glob("llama_cpp_python-*.tar.gz"))
-    if found:
-        return found[0]
-    root.mkdir(parents=True, exist_ok=True)
-    run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-         f"llama-cpp-python=={buildconfig.LLAMA_CPP_PYTHON_VERSION}", "-d", str(root)])
-    return sorted(root.glob("*.tar.gz"))[0]
-
-
 def patch_for_variants(source: Path) -> None:
     """Make llama-cpp-python's CMake install every CPU variant library beside libggml (it installs only a target
     named `ggml-cpu`), and drop the AMX variant from ggml's list."""
@@ -91,13 +77,13 @@ def portable_wheel() -> tuple[Path, list[str], float]:
     minutes it took to compile (0 when cached)."""
     args = buildconfig.portable_cmake_args(platform.machine())
     key = "portable-" + buildconfig.build_key(buildconfig.LLAMA_CPP_PYTHON_VERSION, args)
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgellm" / "wheels" / key
+    cache = buildconfig.wheel_cache_root() / key
     found = sorted(cache.glob("llama_cpp_python-*.whl"))
     if found:
         say(f"reusing the portable llama.cpp wheel: {found[-1]}")
         return found[-1], args, 0.0
     with tempfile.TemporaryDirectory(prefix="edgellm-portable-") as tmp:
-        with tarfile.open(llama_cpp_sdist()) as tar:
+        with tarfile.open(buildconfig.llama_cpp_sdist()) as tar:
             tar.extractall(tmp, filter="data")
         (source,) = [entry for entry in Path(tmp).iterdir() if entry.is_dir()]
         patch_for_variants(source)
@@ -107,14 +93,10 @@ def portable_wheel() -> tuple[Path, list[str], float]:
         run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir",
              "-w", tmp, str(source)], env=env)
         minutes = (time.monotonic() - started) / 60
-        built = next(Path(tmp).glob("llama_cpp_python-*.whl"))
-        cache.mkdir(parents=True, exist_ok=True)
-        partial = cache / (built.name + ".partial")
-        shutil.copyfile(built, partial)
-        partial.rename(cache / built.name)
+        wheel = buildconfig.keep_wheel(next(Path(tmp).glob("llama_cpp_python-*.whl")), cache)
         (cache / "build-minutes.txt").write_text(f"{minutes:.1f}\n")
     say(f"compiled the portable llama.cpp in {minutes:.1f} min")
-    return cache / built.name, args, minutes
+    return wheel, args, minutes
 
 
 def portable_venv(wheel: Path) -> Path:
@@ -130,7 +112,7 @@ def portable_venv(wheel: Path) -> Path:
 
 def llama_cpp_commit() -> str:
     """The llama.cpp commit vendored in the pinned sdist (its submodule's HEAD, which the sdist ships)."""
-    with tarfile.open(llama_cpp_sdist()) as tar:
+    with tarfile.open(buildconfig.llama_cpp_sdist()) as tar:
         for member in tar.getmembers():
             if member.name.endswith(".git/modules/vendor/llama.cpp/HEAD"):
                 handle = tar.extractfile(member)

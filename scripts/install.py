@@ -42,16 +42,9 @@ def venv_python() -> Path:
     return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
-def wheel_cache_root() -> Path:
-    if os.environ.get("EDGELLM_WHEELHOUSE"):
-        return Path(os.environ["EDGELLM_WHEELHOUSE"])
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "edgellm" / "wheels"
-
-
 def build_wheel(args: list[str], key: str) -> Path:
     """The llama-cpp-python wheel for these flags: from the keyed cache, or compiled now (about 5 minutes)."""
-    wheel_dir = wheel_cache_root() / key
+    wheel_dir = buildconfig.wheel_cache_root() / key
     wheels = sorted(wheel_dir.glob("llama_cpp_python-*.whl"))
     if wheels:
         say(f"reusing llama.cpp wheel built with the same flags: {wheels[-1]}")
@@ -63,12 +56,7 @@ def build_wheel(args: list[str], key: str) -> Path:
         run([str(venv_python()), "-m", "pip", "wheel", "--no-deps", "--no-cache-dir",
              "--no-binary", "llama-cpp-python", "-w", tmp,
              f"llama-cpp-python=={buildconfig.LLAMA_CPP_PYTHON_VERSION}"], env=env)
-        built = next(Path(tmp).glob("llama_cpp_python-*.whl"))
-        wheel_dir.mkdir(parents=True, exist_ok=True)
-        partial = wheel_dir / (built.name + ".partial")
-        shutil.copyfile(built, partial)
-        partial.rename(wheel_dir / built.name)  # complete wheels only: a killed build leaves no usable file
-    return wheel_dir / built.name
+        return buildconfig.keep_wheel(next(Path(tmp).glob("llama_cpp_python-*.whl")), wheel_dir)
 
 
 def install_llama_cpp(backend: str, rebuild: bool) -> None:
@@ -81,7 +69,7 @@ def install_llama_cpp(backend: str, rebuild: bool) -> None:
         say(f"llama.cpp already built for this machine ({backend}, key {key})")
         return
     if rebuild:
-        shutil.rmtree(wheel_cache_root() / key, ignore_errors=True)
+        shutil.rmtree(buildconfig.wheel_cache_root() / key, ignore_errors=True)
     wheel = build_wheel(args, key)
     run([str(venv_python()), "-m", "pip", "install", "--no-deps", "--force-reinstall", "--no-cache-dir", str(wheel)])
     info = {
