@@ -24,7 +24,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from edgellm.commands import (chat, convert, doctor, export, history, hw, import_model, ls, plan, pull,
+    from edgellm.commands import (bench, chat, convert, doctor, export, history, hw, import_model, ls, plan, pull,
                                   recommend, rm, run, serve)
 
     parser = Parser(prog="edgellm", description="Run GGUF language models on your own hardware, fitted to it.",
@@ -33,7 +33,8 @@ def build_parser() -> Parser:
                         "this build of llama.cpp was made)")
     parser.add_argument("--verbose", action="store_true", dest="version_verbose", help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for module in (run, chat, serve, pull, convert, recommend, ls, rm, import_model, history, export, plan, hw, doctor):
+    for module in (run, chat, serve, pull, convert, recommend, ls, rm, import_model, history, export, plan, bench, hw,
+                   doctor):
         sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP, allow_abbrev=False)
         module.add_arguments(sub)
         sub.set_defaults(handler=module.main, command_parser=sub)

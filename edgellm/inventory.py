@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgellm import store
+from edgellm.bench import results
 from edgellm.errors import ModelFileError, UserError
 from edgellm.hw.profile import DeviceProfile
 from edgellm.loading import model_files, read_spec
 from edgellm.plan.planner import Plan, PlanError, Wishes, plan
-from edgellm.plan.speed import decode_tokens_per_s
+from edgellm.plan.speed import Calibration, estimate_speed
 from edgellm.recommend import Pick, recommend
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,10 @@ class LocalModel:
     source: str  # pull, convert, import, hf-cache, lm-studio, llama.cpp, dev
     fits: bool
     verdict: str  # full GPU | partial: N of M layers on GPU | CPU | does not fit | cannot be read
-    tokens_per_s: float | None = None
+    tokens_per_s: float | None = None  # estimated (calibrated when this device has benchmarks)
     n_ctx: int | None = None
     reason: str | None = None  # why it does not fit or cannot be read
+    measured_tokens_per_s: float | None = None  # what `edgellm bench` measured for this file here
 
 
 def verdict(plan: Plan | None) -> str:
@@ -51,8 +53,11 @@ def verdict(plan: Plan | None) -> str:
     return "CPU"
 
 
-def assess(name: str, path: Path, size: int, source: str, profile: DeviceProfile) -> LocalModel:
-    """One model file with its fit on `profile`: its plan and estimated decode speed, or why it has none."""
+def assess(name: str, path: Path, size: int, source: str, profile: DeviceProfile,
+           calibrations: dict[str, Calibration] | None = None,
+           benchmarks: dict[str, dict] | None = None) -> LocalModel:
+    """One model file with its fit on `profile`: its plan and estimated decode speed (scaled by `calibrations`),
+    the speed measured for it (`benchmarks`: this device's latest result per model), or why it has none."""
     try:
         spec = read_spec(path)
     except ModelFileError as error:
@@ -61,8 +66,10 @@ def assess(name: str, path: Path, size: int, source: str, profile: DeviceProfile
         chosen = plan(profile, spec, Wishes())
     except PlanError as error:
         return LocalModel(name, path, size or spec.file_bytes, source, False, DOES_NOT_FIT, reason=str(error))
+    measured = results.measured_for(profile, path.name, spec.file_bytes, chosen.flash_attn, benchmarks or {})
     return LocalModel(name, path, size or spec.file_bytes, source, chosen.fits, verdict(chosen),
-                      decode_tokens_per_s(spec, chosen, profile), chosen.n_ctx)
+                      estimate_speed(spec, chosen, profile, calibrations).tokens_per_s, chosen.n_ctx,
+                      measured_tokens_per_s=measured.tokens_per_s if measured else None)
 
 
 def dev_models_dir() -> Path | None:
@@ -113,7 +120,9 @@ def _size(path: Path) -> int:
 
 def local_models(profile: DeviceProfile) -> list[LocalModel]:
     """Every model on this machine with its fit on `profile`, in the order `candidates` finds them."""
-    return [assess(name, path, size, source, profile) for name, path, size, source in candidates()]
+    calibrations, benchmarks = results.calibrations(profile), results.latest_by_model(profile)
+    return [assess(name, path, size, source, profile, calibrations, benchmarks)
+            for name, path, size, source in candidates()]
 
 
 def store_is_empty() -> bool:
@@ -135,4 +144,5 @@ def store_problem() -> str | None:
 
 def recommended(profile: DeviceProfile) -> list[Pick]:
     """The catalog models that suit `profile`, from offline size estimates (instant, no network)."""
-    return recommend(profile, min_speed=MIN_SPEED, online=False).picks
+    return recommend(profile, min_speed=MIN_SPEED, online=False, calibrations=results.calibrations(profile),
+                     measured=results.measured_by_repo(profile)).picks

@@ -176,10 +176,17 @@ def argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
-def add_model_flags(parser: argparse.ArgumentParser) -> None:
-    """Add the common flags to a subcommand's parser, defaults left unset so config.toml can fill them."""
+SAMPLING_DESTS = ("n_predict", "ignore_eos", "temp", "top_k", "top_p", "min_p", "repeat_penalty", "seed",
+                  "system_prompt")
+
+
+def add_model_flags(parser: argparse.ArgumentParser, leave_out: tuple[str, ...] = ()) -> None:
+    """Add the common flags to a subcommand's parser, defaults left unset so config.toml can fill them; the flags
+    whose dest is in `leave_out` are not added (a command that has its own, or no use for them)."""
     group = parser.add_argument_group("model and sampling")
     for flag in MODEL_FLAGS:
+        if flag.dest in leave_out:
+            continue
         if flag.parse is None:
             group.add_argument(*flag.names, dest=flag.dest, action="store_true", default=None, help=flag.help)
         else:

@@ -10,7 +10,7 @@ from edgellm.hub.client import list_files
 from edgellm.hub.files import group_quants
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.planner import PlanError, Wishes, choose_quant, plan
-from edgellm.plan.speed import decode_tokens_per_s
+from edgellm.plan.speed import Calibration, Measured, estimate_speed
 from edgellm.quants import rank
 
 GOOD_QUANT = "Q4_K_S"  # below it (3- and 2-bit) the loss is noticeable: rank those after every 4-bit pick
@@ -29,10 +29,14 @@ class Pick:
     params_b: float
     licence: str
     sizes_from: str  # hub | estimated
+    calibrated: bool = False  # the estimate was scaled by this device's benchmarks
+    measured_tokens_per_s: float | None = None  # what `edgellm bench` measured for this repo and quant here
 
     def as_dict(self) -> dict:
         data = asdict(self)
         data["tokens_per_s"] = round(self.tokens_per_s, 1)
+        if self.measured_tokens_per_s is not None:
+            data["measured_tokens_per_s"] = round(self.measured_tokens_per_s, 1)
         data["pull"] = f"edgellm pull {self.repo}:{self.quant}"
         return data
 
@@ -61,9 +65,14 @@ def quant_sizes(entry: Entry, online: bool) -> tuple[dict[str, int], str]:
     return {quant: entry.estimated_size(quant) for quant in OFFERED}, "estimated"
 
 
-def recommend(profile: DeviceProfile, min_speed: float, online: bool) -> Recommendation:
+def recommend(profile: DeviceProfile, min_speed: float, online: bool,
+              calibrations: dict[str, Calibration] | None = None,
+              measured: dict[tuple[str, str], Measured] | None = None) -> Recommendation:
     """Per catalog model, the quant the planner would choose among those fast enough; then the models
-    ranked by quality: 4-bit and better before the 3- and 2-bit quants, then by parameter count."""
+    ranked by quality: 4-bit and better before the 3- and 2-bit quants, then by parameter count.
+    `calibrations` scale the speed estimates (this device's benchmarks); `measured` speeds, by (repo, QUANT), are
+    shown beside them."""
+    measured = measured or {}
     result = Recommendation([], online=online)
     for entry in load_catalog():
         sizes, source = quant_sizes(entry, result.online)
@@ -75,7 +84,7 @@ def recommend(profile: DeviceProfile, min_speed: float, online: bool) -> Recomme
                 continue
             spec = entry.spec(quant, sizes[quant])
             try:
-                speed = decode_tokens_per_s(spec, plan(profile, spec, Wishes()), profile)
+                speed = estimate_speed(spec, plan(profile, spec, Wishes()), profile, calibrations).tokens_per_s
             except PlanError:
                 continue
             if speed >= min_speed:
@@ -89,9 +98,12 @@ def recommend(profile: DeviceProfile, min_speed: float, online: bool) -> Recomme
             continue
         chosen = choice.plan
         where = "GPU" if chosen.full_offload else ("GPU+CPU" if chosen.gpu and chosen.n_gpu_layers else "CPU")
-        result.picks.append(Pick(entry.name, entry.repo, choice.quant, sizes[choice.quant],
-                                 decode_tokens_per_s(choice.spec, chosen, profile), where, chosen.n_gpu_layers,
-                                 chosen.n_ctx, entry.params, entry.licence, "hub" if source == "hub" else "estimated"))
+        speed = estimate_speed(choice.spec, chosen, profile, calibrations)
+        found = measured.get((entry.repo, choice.quant.upper()))
+        result.picks.append(Pick(entry.name, entry.repo, choice.quant, sizes[choice.quant], speed.tokens_per_s, where,
+                                 chosen.n_gpu_layers, chosen.n_ctx, entry.params, entry.licence,
+                                 "hub" if source == "hub" else "estimated", speed.calibration is not None,
+                                 found.tokens_per_s if found else None))
     result.picks.sort(key=lambda pick: (rank(pick.quant) >= rank(GOOD_QUANT), pick.params_b, rank(pick.quant)),
                       reverse=True)
     return result

@@ -1,4 +1,4 @@
-"""The commands that do not open the TUI never import Textual (nor edgellm.tui): a run, a piped chat, ls, plan, and
+"""The commands that do not open the TUI never import Textual (nor edgellm.tui): a run, a piped chat, ls, plan, bench and
 `edgellm` alone off a terminal, each in a fresh process."""
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def probe(args: list[str], stdin: str = "") -> tuple[int, str, list[str]]:
     pytest.param(["chat", "-m", "{model}", "-n", "2"], "Hi\n", None, id="chat-piped"),
     pytest.param(["ls"], "", "no models yet", id="ls"),
     pytest.param(["plan", "-m", "{model}"], "", "gemma-3-270m", id="plan"),
+    pytest.param(["bench", "-m", "{model}", "--pp", "8", "--tg", "4", "-r", "1"], "", "tg4", id="bench"),
     pytest.param([], "", "usage: edgellm", id="no-command"),
 ])
 def test_headless_commands_never_import_textual(test_model: Path, args: list[str], stdin: str,

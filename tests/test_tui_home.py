@@ -86,7 +86,7 @@ def test_home_lists_the_store_and_recommendations(test_model: Path) -> None:
         async with app.run_test(size=(120, 40)) as pilot:
             await until(pilot, lambda: filled(app))
             local = rows(app.screen.query_one("#local-models", DataTable))
-            assert local[0][0] == stored.name and local[0][2] == "CPU" and local[0][4] == "import"
+            assert local[0][0] == stored.name and local[0][2] == "CPU" and local[0][5] == "import"
             assert float(local[0][3]) > 5
             assert all(row[0] != test_model.stem for row in local)  # the dev copy is the same file: listed once
             picks = rows(app.screen.query_one("#recommended-models", DataTable))
@@ -104,7 +104,7 @@ def test_first_run_banner_when_the_store_is_empty() -> None:
             banner = app.screen.query_one("#home-banner", Static)
             assert banner.display and str(banner.content) == FIRST_RUN
             local = rows(app.screen.query_one("#local-models", DataTable))
-            assert all(row[4] == "dev" for row in local)
+            assert all(row[5] == "dev" for row in local)
             assert rows(app.screen.query_one("#recommended-models", DataTable))
 
     asyncio.run(main())
@@ -161,10 +161,10 @@ def test_store_changed_refreshes_the_lists(test_model: Path) -> None:
         async with app.run_test(size=(120, 40)) as pilot:
             await until(pilot, lambda: filled(app))
             table = app.screen.query_one("#local-models", DataTable)
-            assert all(row[4] != "import" for row in rows(table))
+            assert all(row[5] != "import" for row in rows(table))
             store.import_path(test_model)
             app.post_message(StoreChanged())
-            await until(pilot, lambda: any(row[4] == "import" for row in rows(table)))
+            await until(pilot, lambda: any(row[5] == "import" for row in rows(table)))
             assert not app.screen.query_one("#home-banner", Static).display
             titles = [title for title, _, _ in app.screen.commands()]
             assert "Refresh models" in titles

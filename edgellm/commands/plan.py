@@ -49,10 +49,12 @@ def plan_remote(settings, profile):
 
 
 def show(choice, profile, as_json: bool) -> int:
+    from edgellm.bench.results import speed_of
     from edgellm.plan import report
 
+    speed, measured = speed_of(profile, choice.spec, choice.plan)
     if as_json:
-        data = report.to_dict(choice.plan, choice.spec, profile)
+        data = report.to_dict(choice.plan, choice.spec, profile, speed, measured)
         if choice.alternatives:
             data["quant"] = choice.spec.file_type
             data["considered"] = list(choice.alternatives)
@@ -62,5 +64,5 @@ def show(choice, profile, as_json: bool) -> int:
         print("Quants considered (best first):")
         print("\n".join(f"  {line}" for line in choice.alternatives))
         print()
-    print(report.render(choice.plan, choice.spec, profile))
+    print(report.render(choice.plan, choice.spec, profile, speed, measured))
     return 0

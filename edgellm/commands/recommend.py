@@ -20,15 +20,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from edgellm import loading
+    from edgellm.bench import results
     from edgellm.hub import client
     from edgellm.recommend import recommend
 
     profile = loading.profile_named(args.profile)
-    result = recommend(profile, args.min_speed, online=not (args.offline or client.offline()))
+    calibrations = results.calibrations(profile)
+    result = recommend(profile, args.min_speed, online=not (args.offline or client.offline()),
+                       calibrations=calibrations, measured=results.measured_by_repo(profile))
     if args.json:
         print(json.dumps({"profile": profile.name, "min_tokens_per_s": args.min_speed,
                           "sizes": "hub" if result.online else "estimated",
                           "hub_unreachable": result.unreachable,
+                          "calibrations": {c.placement: {"factor": round(c.factor, 4), "models": c.models}
+                                           for c in calibrations.values()},
                           "recommended": [pick.as_dict() for pick in result.picks],
                           "left_out": result.left_out}, indent=2))
         return 0
@@ -38,10 +43,15 @@ def main(args: argparse.Namespace) -> int:
         note = ("" if result.online else " (file sizes estimated: the Hub could not be reached)" if result.unreachable
                 else " (file sizes estimated: offline)")
         print(f"Chat models for {profile.name}, best first{note}:")
-        print(f"  {'model':<24} {'quant':<7} {'size':>9} {'~tok/s':>7}  {'where':<14} licence")
+        print(f"  {'model':<24} {'quant':<7} {'size':>9} {'~tok/s':>7} {'measured':>8}  {'where':<14} licence")
         for pick in result.picks:
-            print(f"  {pick.name:<24} {pick.quant:<7} {pick.size / 2**30:>6.2f} GiB {pick.tokens_per_s:>7.1f}  "
-                  f"{pick.where:<14} {pick.licence}")
+            measured = "—" if pick.measured_tokens_per_s is None else f"{pick.measured_tokens_per_s:.1f}"
+            print(f"  {pick.name:<24} {pick.quant:<7} {pick.size / 2**30:>6.2f} GiB {pick.tokens_per_s:>7.1f} "
+                  f"{measured:>8}  {pick.where:<14} {pick.licence}")
+        if calibrations:
+            print("  (~tok/s: estimates scaled by " + ", ".join(
+                f"{c.factor:.2f} for {c.placement}" for c in calibrations.values())
+                + " from this device's `edgellm bench` results)")
         top = result.picks[0]
         print(f"\nTo get the first: edgellm pull {top.repo}:{top.quant}")
     for line in result.left_out:

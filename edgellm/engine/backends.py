@@ -57,6 +57,9 @@ def _ggml() -> ctypes.CDLL | None:
     lib.ggml_backend_dev_type.restype = ctypes.c_int
     lib.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
     lib.ggml_backend_load_all_from_path.restype = None
+    lib.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
+                                            ctypes.POINTER(ctypes.c_size_t)]
+    lib.ggml_backend_dev_memory.restype = None
     return lib
 
 
@@ -82,6 +85,24 @@ def devices() -> list[Device]:
                             (lib.ggml_backend_dev_description(device) or b"").decode(errors="replace"),
                             DEVICE_KINDS[kind] if 0 <= kind < len(DEVICE_KINDS) else "other"))
     return found
+
+
+def gpu_memory_free() -> int | None:
+    """Free memory summed over the GPUs (RPC devices left out), as the backends report it; None without a GPU."""
+    lib = _ggml()
+    if lib is None:
+        return None
+    load_backends()
+    free_total, found = 0, False
+    for index in range(lib.ggml_backend_dev_count()):
+        device = lib.ggml_backend_dev_get(index)
+        kind = lib.ggml_backend_dev_type(device)
+        name = (lib.ggml_backend_dev_name(device) or b"").decode(errors="replace")
+        if 0 <= kind < len(DEVICE_KINDS) and DEVICE_KINDS[kind] in GPU_KINDS and not name.startswith("RPC"):
+            free, total = ctypes.c_size_t(), ctypes.c_size_t()
+            lib.ggml_backend_dev_memory(device, ctypes.byref(free), ctypes.byref(total))
+            free_total, found = free_total + free.value, True
+    return free_total if found else None
 
 
 def gpu_offload_possible() -> bool:

@@ -9,6 +9,7 @@ from edgellm.hw.profile import DeviceProfile
 from edgellm.engine.model import LoadSettings
 from edgellm.plan.planner import Plan
 from edgellm.plan.spec import ModelSpec
+from edgellm.plan.speed import Measured, SpeedEstimate
 
 MIB, GIB = 2**20, 2**30
 ROWS = (("weights", "Weights"), ("kv_cache", "KV cache"), ("compute", "Activations"), ("overhead", "Overhead"))
@@ -23,7 +24,8 @@ def settings_dict(plan: Plan, spec: ModelSpec) -> dict[str, Any]:
     return LoadSettings.from_plan(Path(spec.path), plan).as_dict()
 
 
-def to_dict(plan: Plan, spec: ModelSpec, profile: DeviceProfile) -> dict[str, Any]:
+def to_dict(plan: Plan, spec: ModelSpec, profile: DeviceProfile, speed: SpeedEstimate | None = None,
+            measured: Measured | None = None) -> dict[str, Any]:
     devices = []
     for device in plan.estimate.devices:
         budget = plan.gpu if device.is_gpu else plan.ram
@@ -45,10 +47,17 @@ def to_dict(plan: Plan, spec: ModelSpec, profile: DeviceProfile) -> dict[str, An
         "estimate": {"devices": devices, "total_bytes": plan.estimate.total,
                      "kv_cells": {"full": plan.estimate.kv_cells_full, "sliding_window": plan.estimate.kv_cells_swa}},
         "unified_memory": plan.unified_memory,
+        "speed": None if speed is None else {
+            "estimate_tokens_per_s": round(speed.tokens_per_s, 2),
+            "calibration": None if speed.calibration is None else {
+                "placement": speed.calibration.placement, "factor": round(speed.calibration.factor, 4),
+                "models": speed.calibration.models},
+            "measured": measured.as_dict() if measured else None},
     }
 
 
-def render(plan: Plan, spec: ModelSpec, profile: DeviceProfile) -> str:
+def render(plan: Plan, spec: ModelSpec, profile: DeviceProfile, speed: SpeedEstimate | None = None,
+           measured: Measured | None = None) -> str:
     lines = [f"Model    {spec.path}",
              f"         {spec.architecture}, {spec.n_layers} layers, {spec.file_type or 'unknown quant'}, "
              f"{size(spec.file_bytes)}, trained context {spec.trained_ctx}"
@@ -77,6 +86,8 @@ def render(plan: Plan, spec: ModelSpec, profile: DeviceProfile) -> str:
               ("mmap", "mmap", "on" if plan.use_mmap else "off"), ("mlock", "mlock", "on" if plan.use_mlock else "off"))
     for key, label, value in labels:
         lines.append(f"  {label:<12} {str(value):<12} {plan.reasons.get(key, '')}")
+    if speed is not None:
+        lines += ["", f"Speed    {speed.describe()}"] + ([f"         {measured.describe()}"] if measured else [])
     for notice in plan.notices:
         lines.append(f"note: {notice}")
     return "\n".join(lines).rstrip()

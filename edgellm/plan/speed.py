@@ -1,7 +1,15 @@
 """Estimated decode speed: generating a token reads every weight once, so tokens/s ≈ efficiency × bandwidth ÷
-bytes read per token, summed over the devices the layers sit on (the field notes' rule of thumb, 0.4-0.5)."""
+bytes read per token, summed over the devices the layers sit on (the field notes' rule of thumb, 0.4-0.5).
+
+A device that has been measured (`edgellm bench`) passes a calibration: the ratio of measured to estimated speed
+on this device, for plans that place layers the same way. The estimate stays a pure function of its inputs.
+"""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
 
 from edgellm.hw.bandwidth import DEFAULT_GPU, system_bandwidth
 from edgellm.hw.profile import DeviceProfile
@@ -10,6 +18,59 @@ from edgellm.plan.planner import Plan
 from edgellm.plan.spec import ModelSpec
 
 EFFICIENCY = 0.45
+PLACEMENTS = ("cpu", "gpu", "split")
+FACTOR_RANGE = (0.05, 20.0)  # a ratio outside this says the measurement went wrong, not the estimate
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Measured ÷ estimated decode speed on one device for one placement, from `models` benchmarked models."""
+
+    placement: str  # cpu | gpu | split
+    factor: float
+    models: int
+
+
+@dataclass(frozen=True)
+class SpeedEstimate:
+    tokens_per_s: float
+    calibration: Calibration | None = None  # the one applied, if any
+
+    def describe(self) -> str:
+        """`about 41 tokens/s` with how it was made, in words."""
+        text = f"about {self.tokens_per_s:.1f} tokens/s decode"
+        if self.calibration is None:
+            return text + " (estimated from memory bandwidth; `edgellm bench` calibrates it)"
+        calibration = self.calibration
+        return (text + f" (estimate × {calibration.factor:.2f}, calibrated by {calibration.models} benchmark"
+                + ("s" if calibration.models != 1 else "") + " on this device)")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What `edgellm bench` measured for one model on this device (its latest result)."""
+
+    tokens_per_s: float  # decode, at the shallowest depth measured
+    stddev: float
+    prompt_tokens_per_s: float
+    flash_attn: bool
+    when: str  # ISO time, UTC
+
+    def describe(self) -> str:
+        return (f"measured {self.tokens_per_s:.1f} ± {self.stddev:.1f} tokens/s decode, "
+                f"{self.prompt_tokens_per_s:.0f} tokens/s prompt (edgellm bench, {self.when[:16].replace('T', ' ')})")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tokens_per_s": round(self.tokens_per_s, 2), "stddev": round(self.stddev, 2),
+                "prompt_tokens_per_s": round(self.prompt_tokens_per_s, 1), "flash_attn": self.flash_attn,
+                "when": self.when}
+
+
+def placement(plan: Plan) -> str:
+    """Where a plan runs the layers: all on the CPU, all on the GPU, or split between them."""
+    if plan.gpu is None or plan.n_gpu_layers == 0:
+        return "cpu"
+    return "gpu" if plan.full_offload else "split"
 
 
 def bytes_per_token(spec: ModelSpec, plan: Plan) -> tuple[int, int]:
@@ -23,11 +84,32 @@ def bytes_per_token(spec: ModelSpec, plan: Plan) -> tuple[int, int]:
     return cpu, gpu
 
 
-def decode_tokens_per_s(spec: ModelSpec, plan: Plan, profile: DeviceProfile) -> float:
+def decode_tokens_per_s(spec: ModelSpec, plan: Plan, profile: DeviceProfile, calibration: float = 1.0) -> float:
+    """The estimated decode speed, times `calibration` (measured ÷ estimated on this device; 1: uncalibrated)."""
     cpu_bytes, gpu_bytes = bytes_per_token(spec, plan)
     ram = profile.memory.bandwidth_bytes_per_s or system_bandwidth(
         profile.cpu.arch, profile.board.model if profile.board else None,
         profile.board.module if profile.board else None, profile.cpu.model)
     gpu = profile.gpus[0].bandwidth_bytes_per_s if profile.gpus else None
     seconds = cpu_bytes / (EFFICIENCY * ram) + gpu_bytes / (EFFICIENCY * (gpu or DEFAULT_GPU))
-    return 1 / seconds if seconds > 0 else float("inf")
+    return calibration / seconds if seconds > 0 else float("inf")
+
+
+def estimate_speed(spec: ModelSpec, plan: Plan, profile: DeviceProfile,
+                   calibrations: dict[str, Calibration] | None = None) -> SpeedEstimate:
+    """The decode speed of `plan`, calibrated when this device has a calibration for the plan's placement."""
+    calibration = (calibrations or {}).get(placement(plan))
+    factor = calibration.factor if calibration else 1.0
+    return SpeedEstimate(decode_tokens_per_s(spec, plan, profile, factor), calibration)
+
+
+def calibrations_from(ratios: list[tuple[str, float]]) -> dict[str, Calibration]:
+    """One calibration per placement from (placement, measured ÷ estimated) pairs, one pair per benchmarked model:
+    the geometric mean of the ratios (a model twice as fast as estimated and one half as fast cancel out), ratios
+    outside FACTOR_RANGE left out."""
+    grouped: dict[str, list[float]] = {}
+    for where, ratio in ratios:
+        if where in PLACEMENTS and FACTOR_RANGE[0] <= ratio <= FACTOR_RANGE[1]:
+            grouped.setdefault(where, []).append(ratio)
+    return {where: Calibration(where, math.exp(sum(map(math.log, values)) / len(values)), len(values))
+            for where, values in grouped.items()}

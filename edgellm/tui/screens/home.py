@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 FIRST_RUN = ("No models in the store yet: pick one found on this machine below, "
              "or a recommended one to download")
 
-LOCAL_COLUMNS = (("name", "name"), ("size", "size"), ("fit", "verdict"), ("tokens/s", "speed"), ("source", "source"))
-PICK_COLUMNS = (("name", "name"), ("quant", "quant"), ("size", "size"), ("where", "where"), ("tokens/s", "speed"))
+LOCAL_COLUMNS = (("name", "name"), ("size", "size"), ("fit", "verdict"), ("~tokens/s", "speed"),
+                 ("measured", "measured"), ("source", "source"))
+PICK_COLUMNS = (("name", "name"), ("quant", "quant"), ("size", "size"), ("where", "where"), ("~tokens/s", "speed"),
+                ("measured", "measured"))
 
 
 class ListsReady(Message):
@@ -124,14 +126,14 @@ class HomeScreen(Screen):
         local.clear()
         for model in message.local:
             local.add_row(model.name, size_text(model.size), model.verdict, speed_text(model.tokens_per_s),
-                          model.source, key=str(model.path))
+                          speed_text(model.measured_tokens_per_s), model.source, key=str(model.path))
         if not message.local:
-            local.add_row("no model files found: see the recommended ones below", "", "", "", "", key="")
+            local.add_row("no model files found: see the recommended ones below", "", "", "", "", "", key="")
         picks = self.query_one("#recommended-models", DataTable)
         picks.clear()
         for pick in message.picks:
             picks.add_row(pick.name, pick.quant, size_text(pick.size), pick.where, speed_text(pick.tokens_per_s),
-                          key=f"{pick.repo}:{pick.quant}")
+                          speed_text(pick.measured_tokens_per_s), key=f"{pick.repo}:{pick.quant}")
         local.loading = picks.loading = False
         banner = self.query_one("#home-banner", Static)
         text = message.problem or (FIRST_RUN if message.store_empty else "")

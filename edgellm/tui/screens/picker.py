@@ -33,7 +33,9 @@ def pick_text(pick: "Pick | None") -> str:
     """The catalog's verdict for one model on this machine."""
     if pick is None:
         return "does not fit"
-    return f"{pick.quant}, {size_text(pick.size)}, about {pick.tokens_per_s:.0f} tokens/s on {pick.where}"
+    measured = "" if pick.measured_tokens_per_s is None else f" (measured {pick.measured_tokens_per_s:.0f})"
+    return (f"{pick.quant}, {size_text(pick.size)}, about {pick.tokens_per_s:.0f} tokens/s{measured} "
+            f"on {pick.where}")
 
 
 def local_verdicts(profile) -> dict[str, str]:

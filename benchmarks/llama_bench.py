@@ -1,0 +1,70 @@
+"""llama.cpp's own `llama-bench`, built once from the same source and CMake flags as the installed wheel, and cached.
+
+The anchor the report compares `edgellm bench` and `edgellm run` with: the same llama.cpp commit (llama-cpp-python's
+sdist, `llama_cpp_source()`), the same CMake flags (read from `.venv/share/edgellm/llama-build.json`, what
+`scripts/install.py` built the wheel with). The build goes to ~/.cache/edgellm/llama-bench/KEY/ (KEY: the version and
+the flags), in a temporary folder renamed when complete. On 2 cores it takes several minutes, once.
+
+Usage: .venv/bin/python benchmarks/llama_bench.py   (prints the binary's path, building it when missing)
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import REPO
+from llama_cpp_source import llama_cpp_source
+
+sys.path.insert(0, str(REPO))
+
+from edgellm.buildconfig import LLAMA_CPP_PYTHON_VERSION, build_key, cache_root, read_build_info  # noqa: E402
+
+TARGET = "llama-bench"
+FIXED_ARGS = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+              "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_TOOLS=ON",
+              "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_APP=OFF"]
+
+
+def installed_cmake_args() -> list[str]:
+    """The CMake flags the installed wheel was built with."""
+    info = read_build_info(REPO / ".venv" / "share" / "edgellm" / "llama-build.json")
+    if not info:
+        raise SystemExit("no .venv/share/edgellm/llama-build.json: run `python3 scripts/install.py` first")
+    return list(info.get("cmake_args", []))
+
+
+def llama_bench_path(build: bool = True) -> Path | None:
+    """The cached llama-bench for the installed flags; built when missing and `build`, else None."""
+    args = installed_cmake_args()
+    folder = cache_root() / "llama-bench" / build_key(LLAMA_CPP_PYTHON_VERSION, args)
+    binary = folder / TARGET
+    if binary.is_file() or not build:
+        return binary if binary.is_file() else None
+    source = llama_cpp_source()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
+    try:
+        generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+        subprocess.run(["cmake", "-S", str(source), "-B", str(work / "build"), *generator, *FIXED_ARGS, *args],
+                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["cmake", "--build", str(work / "build"), "--target", TARGET, "-j"], check=True,
+                       stdout=subprocess.DEVNULL)
+        built = next((work / "build").glob(f"**/bin/{TARGET}"))
+        (work / "out").mkdir()
+        shutil.copy2(built, work / "out" / TARGET)
+        try:
+            (work / "out").rename(folder)
+        except OSError:  # another build finished first
+            if not binary.is_file():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return binary
+
+
+if __name__ == "__main__":
+    print(llama_bench_path())

@@ -1,0 +1,126 @@
+"""Measure a loaded model as llama-bench does, through the path edgellm itself generates with.
+
+Prompt speed (pp): a prompt of `pp` tokens read into an empty KV cache, with the time to the first token (TTFT).
+Decode speed (tg): `tg` tokens generated after a prompt of `depth` tokens, one figure per depth (how decoding slows as
+a conversation grows). Each is repeated and given as mean ± standard deviation. The prompt is ordinary English text,
+so no control tokens reach the model; decoding is greedy and ignores end-of-sequence, as llama-bench does.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from edgellm.engine.generate import Generation, GenerationOptions, Sampling
+from edgellm.engine.model import LoadedModel
+
+FILLER = ("The river runs past the old mill and under the stone bridge, where the town keeps its market on "
+          "Saturdays. Farmers bring apples, cheese and bread; children watch the boats go by. In winter the water "
+          "rises and the path along the bank is closed until spring returns. ")
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """What to measure: prompt and generation lengths, repetitions, and the context depths to decode at."""
+
+    pp: int = 512
+    tg: int = 128
+    repetitions: int = 3
+    depths: tuple[int, ...] = (0,)
+
+    def context_needed(self) -> int:
+        """The context the runs need: the prompt and its first token, or the deepest prompt and tg + 1 tokens."""
+        return max(self.pp + 1, max(max(depth, 1) for depth in self.depths) + self.tg + 1)
+
+    def steps(self) -> int:
+        """Timed runs per configuration (the progress line counts them)."""
+        return self.repetitions * (1 + len(self.depths))
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation (0 for one value) and the values themselves."""
+    return {"mean": statistics.fmean(values), "stddev": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def filler_tokens(llm: Any, count: int) -> list[int]:
+    """`count` tokens of ordinary text, BOS first."""
+    piece = llm.tokenize(FILLER.encode(), add_bos=False, special=False)
+    first = llm.tokenize(b"", add_bos=True, special=False)
+    tokens = list(first)
+    while len(tokens) < count:
+        tokens += piece
+    return tokens[:count]
+
+
+class PeakMemory:
+    """The process's peak resident memory since `reset`: Linux resets its high-water mark on request
+    (/proc/self/clear_refs); elsewhere the peak since the process started (getrusage)."""
+
+    def reset(self) -> None:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+    def peak(self) -> int:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+class Interrupted(KeyboardInterrupt):
+    """A generation ended by Ctrl-C: the benchmark stops and stores nothing."""
+
+
+def timed(loaded: LoadedModel, prompt: list[int], max_tokens: int, cache_prompt: bool):
+    """One greedy generation, its text thrown away; its stats (ttft, prompt and decode tokens/s)."""
+    options = GenerationOptions(sampling=Sampling(temp=0.0), max_tokens=max_tokens, ignore_eos=True, seed=0,
+                                cache_prompt=cache_prompt)
+    generation = Generation(loaded.llm, prompt, options)
+    for _ in generation:
+        pass
+    if generation.stats.stop_reason == "interrupted":
+        raise Interrupted()
+    return generation.stats
+
+
+def measure(loaded: LoadedModel, request: BenchRequest, step: Callable[[str], None],
+            gpu_free: Callable[[], int | None] = lambda: None) -> dict[str, Any]:
+    """Measure one loaded model: pp (and TTFT) and tg at each depth, `request.repetitions` times each. `step` is
+    called before each timed run with what it measures; `gpu_free` reads the GPU's free memory (None: no GPU)."""
+    llm = loaded.llm
+    tokens = filler_tokens(llm, max(request.pp, max(request.depths), 1))
+    lowest_free = gpu_free()
+    timed(loaded, tokens[:16], 4, cache_prompt=False)  # warm-up, as llama-bench does: first-touch costs left out
+    pp, ttft = [], []
+    tg: dict[int, list[float]] = {depth: [] for depth in request.depths}
+    for rep in range(request.repetitions):
+        step(f"pp{request.pp}")
+        stats = timed(loaded, tokens[:request.pp], 1, cache_prompt=False)
+        pp.append(stats.prompt_tokens_per_s or 0.0)
+        ttft.append(stats.ttft_ms or 0.0)
+        for depth in sorted(request.depths):  # each depth's prompt extends the last: the cache keeps the prefix
+            step(f"tg{request.tg}" + (f" at depth {depth}" if depth else ""))
+            stats = timed(loaded, tokens[:max(depth, 1)], request.tg + 1, cache_prompt=True)
+            tg[depth].append(stats.tokens_per_s or 0.0)
+            free = gpu_free()
+            if free is not None and lowest_free is not None:
+                lowest_free = min(lowest_free, free)
+    return {"pp": summary(pp), "ttft_ms": summary(ttft),
+            "tg": [{"depth": depth, **summary(values)} for depth, values in sorted(tg.items())],
+            "lowest_gpu_free_bytes": lowest_free}
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

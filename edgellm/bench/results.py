@@ -1,0 +1,146 @@
+"""Benchmark results kept in EDGELLM_HOME/bench, one JSON file per device, and what they tell the estimates.
+
+A result is keyed by the device (its profile: host, CPU, RAM, GPUs, llama.cpp backend) and the model (file name and
+size). `plan`, `recommend` and the TUI read the latest result of a model to show the measured speed beside the
+estimate, and every model's latest result on a device to calibrate the estimate (plan/speed.py stays pure: it is
+given the calibration).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edgellm import disk, home
+from edgellm.hw.profile import DeviceProfile
+from edgellm.plan.planner import Plan
+from edgellm.plan.spec import ModelSpec
+from edgellm.plan.speed import Calibration, Measured, SpeedEstimate, calibrations_from, estimate_speed
+
+SCHEMA = "edgellm.bench/1"
+KEPT_PER_MODEL = 10  # the most recent results of one model on one device
+CALIBRATION_DEPTH = 512  # decode measured deeper than this also reads a long KV cache, which the estimate leaves out
+
+
+def bench_dir() -> Path:
+    return home.home() / "bench"
+
+
+def device_key(profile: DeviceProfile) -> str:
+    """Names one device as a benchmark sees it: the same host, CPU, RAM, GPUs and llama.cpp backend."""
+    build = profile.llama_build
+    ident = [profile.name, profile.cpu.model, profile.cpu.arch, profile.cpu.physical_cores,
+             round(profile.memory.total_bytes / 2**30), [gpu.name for gpu in profile.gpus],
+             build.backend if build else None, build.cpu_variant if build else None]
+    return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
+
+
+def model_key(name: str, file_bytes: int) -> str:
+    return f"{name}:{file_bytes}"
+
+
+def results_path(profile: DeviceProfile) -> Path:
+    return bench_dir() / f"{device_key(profile)}.json"
+
+
+def load_results(profile: DeviceProfile) -> list[dict[str, Any]]:
+    """Every stored result for `profile`'s device, oldest first; [] when none (or the file cannot be read)."""
+    try:
+        data = json.loads(results_path(profile).read_text())
+    except (OSError, ValueError):
+        return []
+    results = data.get("results") if isinstance(data, dict) else None
+    return [result for result in results or [] if _well_formed(result)]
+
+
+def _well_formed(result: Any) -> bool:
+    try:
+        return (result["schema"] == SCHEMA and isinstance(result["model"]["key"], str)
+                and all(isinstance(run["tg"], list) for run in result["runs"]))
+    except (KeyError, TypeError):
+        return False
+
+
+def save_result(profile: DeviceProfile, result: dict[str, Any]) -> Path | None:
+    """Add `result` to its device's file (written whole under a temporary name, then renamed), keeping the latest
+    KEPT_PER_MODEL per model. None when the disk would not take it (said once, as `disk.lost` says it)."""
+    path = results_path(profile)
+    kept = load_results(profile) + [result]
+    key = result["model"]["key"]
+    same = [item for item in kept if item["model"]["key"] == key]
+    kept = [item for item in kept if item["model"]["key"] != key or item in same[-KEPT_PER_MODEL:]]
+    partial = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(dir=path.parent, prefix=".bench-", suffix=".tmp")
+        with os.fdopen(handle, "w") as out:
+            json.dump({"schema": SCHEMA, "device": result["device"], "results": kept}, out, indent=1)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, path)
+        return path
+    except OSError as error:
+        if partial:
+            Path(partial).unlink(missing_ok=True)
+        if disk.lost("the benchmark result", path.parent, error):
+            return None
+        raise
+
+
+def latest_by_model(profile: DeviceProfile) -> dict[str, dict[str, Any]]:
+    """The most recent result of each model on this device, by model key."""
+    return {result["model"]["key"]: result for result in load_results(profile)}
+
+
+def measured(result: dict[str, Any], flash_attn: bool | None = None) -> Measured | None:
+    """The decode speed a result measured: the run with `flash_attn` when there is one, else its first run."""
+    runs = result.get("runs") or []
+    run = next((run for run in runs if run.get("flash_attn") == flash_attn), runs[0] if runs else None)
+    if not run or not run["tg"]:
+        return None
+    tg = min(run["tg"], key=lambda item: item["depth"])
+    return Measured(tg["mean"], tg["stddev"], run["pp"]["mean"], bool(run.get("flash_attn")), result["when"])
+
+
+def measured_for(profile: DeviceProfile, name: str, file_bytes: int, flash_attn: bool | None = None,
+                 latest: dict[str, dict[str, Any]] | None = None) -> Measured | None:
+    """The latest measured speed of the model file `name` (of `file_bytes`) on this device, if it was benchmarked."""
+    found = (latest if latest is not None else latest_by_model(profile)).get(model_key(name, file_bytes))
+    return measured(found, flash_attn) if found else None
+
+
+def measured_by_repo(profile: DeviceProfile) -> dict[tuple[str, str], Measured]:
+    """Measured speeds of models pulled from the Hub, by (repo, quant): how `recommend` matches its picks."""
+    found = {}
+    for result in latest_by_model(profile).values():
+        model = result["model"]
+        speed = measured(result)
+        if model.get("repo") and model.get("quant") and speed:
+            found[(model["repo"], model["quant"].upper())] = speed
+    return found
+
+
+def calibrations(profile: DeviceProfile) -> dict[str, Calibration]:
+    """This device's calibration per placement, from every model's latest result: measured ÷ estimated decode
+    speed of each run (the estimate as it was when measured, uncalibrated)."""
+    ratios = []
+    for result in latest_by_model(profile).values():
+        for run in result["runs"]:
+            estimate = run.get("estimate", {}).get("tokens_per_s")
+            tg = min(run["tg"], key=lambda item: item["depth"]) if run["tg"] else None
+            if tg and estimate and tg["depth"] <= CALIBRATION_DEPTH:
+                ratios.append((run.get("placement", "cpu"), tg["mean"] / estimate))
+                break  # one ratio per model: its first run
+    return calibrations_from(ratios)
+
+
+def speed_of(profile: DeviceProfile, spec: ModelSpec, plan: Plan) -> tuple[SpeedEstimate, Measured | None]:
+    """What the front ends show for a planned model: the estimate (calibrated when this device has been measured)
+    and the speed `edgellm bench` measured for this very file, if it was."""
+    name = Path(spec.path).name
+    return (estimate_speed(spec, plan, profile, calibrations(profile)),
+            measured_for(profile, name, spec.file_bytes, plan.flash_attn))

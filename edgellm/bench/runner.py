@@ -1,0 +1,150 @@
+"""One `edgellm bench`: choose the model as every command does, plan it for each flash-attention setting with a
+context deep enough for the request, load it, measure it, and put the figures and the plan into one result record.
+
+Shared by the command line (and any front end that benchmarks): progress comes out as events, errors as UserErrors.
+"""
+
+from __future__ import annotations
+
+import gc
+import platform
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from edgellm import __version__, loading, store
+from edgellm.bench import results
+from edgellm.bench.measure import BenchRequest, PeakMemory, measure, now_iso
+from edgellm.engine.model import LoadSettings
+from edgellm.errors import DoesNotFit, UserError
+from edgellm.events import Progress, Report, ignore
+from edgellm.hw.profile import DeviceProfile
+from edgellm.options import ModelSettings
+from edgellm.plan.planner import DEFAULT_CTX, Plan, PlanError, Wishes, plan
+from edgellm.plan.report import settings_dict
+from edgellm.plan.spec import ModelSpec
+from edgellm.plan.speed import decode_tokens_per_s, placement
+
+CTX_STEP = 256
+
+
+def round_up(n: int, step: int = CTX_STEP) -> int:
+    return -(-n // step) * step
+
+
+def bench_plan(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes, request: BenchRequest) -> Plan:
+    """The plan edgellm would run with, its context raised (when -c was not given) to what the request needs."""
+    needed = request.context_needed()
+    what = (f"--pp {request.pp}, --tg {request.tg} and --depth {max(request.depths)} need a {needed}-token "
+            f"context")
+    trained = spec.trained_ctx or DEFAULT_CTX
+    if wishes.ctx is not None:
+        given = wishes.ctx or trained
+        if needed > given:
+            raise UserError(f"{what}, more than -c {given}: raise -c to {min(round_up(needed), trained)} or lower "
+                            f"--depth, --pp or --tg")
+    elif needed > trained:
+        raise UserError(f"{what}, more than the model's trained context of {trained}: lower --depth, --pp or --tg")
+    try:
+        chosen = plan(profile, spec, wishes)
+        if chosen.n_ctx < needed:
+            chosen = plan(profile, spec, replace(wishes, ctx=min(round_up(needed), trained)))
+    except PlanError as error:
+        raise DoesNotFit(f"{what}: {error}", spec.path) from None
+    return chosen
+
+
+def stored_origin(path: Path) -> dict[str, str]:
+    """The Hub repo and quant of a stored model (recommend matches its picks by them); {} for other files."""
+    try:
+        models = store.load_models()
+    except UserError:
+        return {}
+    folder = store.store_dir()
+    for model in models.values():
+        if model.path(folder) == path:
+            return {"repo": model.repo, "quant": model.quant, "store_name": model.name}
+    return {}
+
+
+def model_record(path: Path, spec: ModelSpec) -> dict[str, Any]:
+    return {"key": results.model_key(path.name, spec.file_bytes), "name": path.name, "path": str(path),
+            "file_bytes": spec.file_bytes, "weights_bytes": spec.weight_bytes, "architecture": spec.architecture,
+            "quant": spec.file_type, "n_layers": spec.n_layers, **stored_origin(path)}
+
+
+def device_record(profile: DeviceProfile) -> dict[str, Any]:
+    build = profile.llama_build
+    return {"key": results.device_key(profile), "name": profile.name, "os": profile.os, "machine": platform.machine(),
+            "cpu": profile.cpu.model, "cores": profile.cpu.physical_cores, "cpu_features": list(profile.cpu.features),
+            "ram_bytes": profile.memory.total_bytes, "gpus": [gpu.name for gpu in profile.gpus],
+            "backend": build.backend if build else None, "cpu_variant": build.cpu_variant if build else None}
+
+
+def flash_attn_values(texts: list[str]) -> list[str]:
+    """`-fa on,off` as a list of auto | on | off, repeats dropped; ValueError naming a bad one."""
+    values: list[str] = []
+    for text in texts:
+        if text not in ("auto", "on", "off"):
+            raise ValueError(f"{text!r} is not auto, on or off")
+        if text not in values:
+            values.append(text)
+    if not values:
+        raise ValueError("give auto, on, off or a list of them (on,off)")
+    return values
+
+
+def run_bench(settings: ModelSettings, request: BenchRequest, flash_attn: list[str], report: Report = ignore,
+              cancel: threading.Event | None = None) -> tuple[DeviceProfile, dict[str, Any]]:
+    """Benchmark the model the flags name on this device with each flash-attention setting; the result record."""
+    from edgellm.engine import backends
+
+    planned = loading.plan_model(settings, report, cancel)
+    profile, spec, path = planned.profile, planned.choice.spec, planned.choice.path
+    wishes = loading.wishes_from(settings)
+    plans: list[Plan] = []
+    for value in flash_attn:
+        chosen = bench_plan(profile, spec, replace(wishes, flash_attn=value), request)
+        if all(chosen.flash_attn != other.flash_attn for other in plans):  # auto is on or off: measured once
+            plans.append(chosen)
+    total = len(plans) * (1 + request.steps())
+    done = 0
+    peak = PeakMemory()
+    runs = []
+    for chosen in plans:
+        label = f"flash attention {'on' if chosen.flash_attn else 'off'}"
+
+        def step(what: str) -> None:
+            nonlocal done
+            report(Progress(f"bench: {what}, {label}", done, total, unit="runs"))
+            done += 1
+
+        step("loading")
+        gpu_before = backends.gpu_memory_free()
+        peak.reset()
+        load_settings = LoadSettings.from_plan(path, chosen, seed=0)
+        loaded = loading.open_model(replace(planned, load_settings=load_settings), settings)
+        load_ms = loaded.load_ms
+        try:
+            figures = measure(loaded, request, step, backends.gpu_memory_free)
+        finally:
+            loaded.llm.close()
+            del loaded
+            gc.collect()
+        lowest = figures.pop("lowest_gpu_free_bytes")
+        runs.append({"flash_attn": chosen.flash_attn, "settings": settings_dict(chosen, spec),
+                     "placement": placement(chosen), "n_gpu_layers": chosen.n_gpu_layers,
+                     "load_ms": round(load_ms, 1),
+                     **figures, "peak_rss_bytes": peak.peak(),
+                     "vram_used_bytes": (gpu_before - lowest) if gpu_before is not None and lowest is not None
+                     else None,
+                     "estimate": {"tokens_per_s": decode_tokens_per_s(spec, chosen, profile),
+                                  "memory_bytes": chosen.estimate.total}})
+    report(Progress("bench", total, total, unit="runs", finished=True))
+    result = {"schema": results.SCHEMA, "when": now_iso(), "edgellm": __version__, "device": device_record(profile),
+              "model": model_record(path, spec),
+              "request": {"pp": request.pp, "tg": request.tg, "repetitions": request.repetitions,
+                          "depths": list(request.depths), "flash_attn": flash_attn},
+              "runs": runs}
+    return profile, result
