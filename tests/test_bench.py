@@ -121,3 +121,22 @@ def test_bench_is_listed_in_the_help() -> None:
     done = edgellm("bench", "--help")
     assert done.returncode == 0 and "--depth" in done.stdout and "--flash-attn" in done.stdout
     assert os.linesep.join(["usage: edgellm bench"]) in done.stdout
+
+
+def test_ctrl_c_stops_the_benchmark_and_keeps_nothing(test_model: Path, edgellm_home: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "edgellm", "bench", "-m", str(test_model), "--tg", "4000",
+                                "-c", "8192"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = process.stderr.readline()  # the progress line's first report: the benchmark has started
+        assert first.startswith("bench: loading"), first
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=120)
+        rest = process.stderr.read()
+    finally:
+        process.kill()
+    assert code == 130 and "edgellm: interrupted" in rest and "Traceback" not in rest
+    assert not (edgellm_home / "bench").exists()

@@ -125,17 +125,19 @@ def measured_by_repo(profile: DeviceProfile) -> dict[tuple[str, str], Measured]:
 
 
 def calibrations(profile: DeviceProfile) -> dict[str, Calibration]:
-    """This device's calibration per placement, from every model's latest result: measured ÷ estimated decode
-    speed of each run (the estimate as it was when measured, uncalibrated)."""
-    ratios = []
-    for result in latest_by_model(profile).values():
-        for run in result["runs"]:
+    """This device's calibration per placement: measured ÷ estimated decode speed (the estimate as it was when
+    measured, uncalibrated), one ratio per model and placement, from the latest result that ran it so."""
+    ratios: dict[tuple[str, str], float] = {}
+    for result in load_results(profile):  # oldest first: a later result replaces an earlier one
+        taken = set()
+        for run in result["runs"]:  # of a result's runs (-fa on,off), the first of each placement
+            key = (result["model"]["key"], run.get("placement", "cpu"))
             estimate = run.get("estimate", {}).get("tokens_per_s")
             tg = min(run["tg"], key=lambda item: item["depth"]) if run["tg"] else None
-            if tg and estimate and tg["depth"] <= CALIBRATION_DEPTH:
-                ratios.append((run.get("placement", "cpu"), tg["mean"] / estimate))
-                break  # one ratio per model: its first run
-    return calibrations_from(ratios)
+            if key not in taken and tg and estimate and tg["depth"] <= CALIBRATION_DEPTH:
+                ratios[key] = tg["mean"] / estimate
+                taken.add(key)
+    return calibrations_from([(where, ratio) for (_, where), ratio in ratios.items()])
 
 
 def speed_of(profile: DeviceProfile, spec: ModelSpec, plan: Plan) -> tuple[SpeedEstimate, Measured | None]:
