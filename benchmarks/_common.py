@@ -16,3 +16,38 @@ def median(values: list[float]) -> float:
 
 def spread(values: list[float]) -> str:
     return f"min {min(values):.2f} / median {statistics.median(values):.2f} / max {max(values):.2f}"
+
+
+class Findings:
+    """What one benchmark found, for `benchmarks/run`: its figures and its goals (each with whether it holds).
+
+    A script prints as it always has, records each figure and goal here as well, and calls `save(options.json)` at
+    the end: with `--json PATH` the findings are written there (add the flag with `add_json_flag`), else nothing."""
+
+    def __init__(self, name: str, title: str) -> None:
+        self.data: dict = {"name": name, "title": title, "figures": [], "goals": [], "notes": []}
+
+    def figure(self, label: str, value: float | None, unit: str, anchor: str | None = None) -> None:
+        """A measured figure: `unit` is what it counts ("tokens/s", "ms", "MiB", "ratio"...); `anchor` names what a
+        ratio is taken against, measured in the same run."""
+        self.data["figures"].append({"label": label, "value": value, "unit": unit, "anchor": anchor})
+
+    def goal(self, text: str, value: float | None, op: str, target: float) -> bool:
+        """A goal an issue set (`text`, e.g. "edgellm run / raw decode ≥ 0.98"): `value` `op` (">=" or "<=") `target`."""
+        holds = value is not None and (value >= target if op == ">=" else value <= target)
+        self.data["goals"].append({"goal": text, "value": value, "op": op, "target": target, "holds": holds})
+        return holds
+
+    def note(self, text: str) -> None:
+        """Something the reader of the report should know (a part skipped, and why)."""
+        self.data["notes"].append(text)
+
+    def save(self, path: str | None) -> None:
+        if path:
+            import json
+
+            Path(path).write_text(json.dumps(self.data, indent=2))
+
+
+def add_json_flag(parser) -> None:
+    parser.add_argument("--json", metavar="PATH", help="also write the figures and goals to PATH (benchmarks/run)")

@@ -24,6 +24,7 @@ cannot set swa_full=False (edgellm keeps only the sliding window's KV; a small m
 Each round starts fresh processes (the run, then each server started once for the round, warmed by one short
 request, always stopped: SIGTERM, then kill) in an order that rotates from round to round; medians over rounds.
 Usage: .venv/bin/python benchmarks/bench_server.py [--rounds 3] [--tokens 256] [--threads N] [--requests 10]
+       [--json PATH]
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx2 as httpx
 
-from _common import REPO, TEST_MODEL, median, spread
+from _common import REPO, TEST_MODEL, Findings, add_json_flag, median, spread
 
 sys.path.insert(0, str(REPO / "tests"))
 from server_support import LoggedProcess, ServerProcess  # noqa: E402 - the tests' process helpers
@@ -217,7 +218,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, help="threads for all three (default: what edgellm's planner chooses)")
     parser.add_argument("--requests", type=int, default=10, help="short requests timed per server and round")
+    add_json_flag(parser)
     options = parser.parse_args()
+    findings = Findings("server", "edgellm serve against edgellm run and llama_cpp.server")
     with tempfile.TemporaryDirectory(prefix="edgellm-bench-") as home:
         settings = edgellm_run(None, 1, home, options.threads)["settings"]
         print(f"edgellm serve vs edgellm run and llama_cpp.server: {TEST_MODEL.name}, {options.tokens} tokens, "
@@ -265,22 +268,52 @@ def main() -> None:
     print(f"  serve/run (medians): {to_run:.3f}  (goal >= 0.95: {goal(to_run >= 0.95)})")
     print(f"  serve/llama_cpp.server (medians): {to_llama:.3f}  (goal >= 1: {goal(to_llama >= 1)})")
     print(f"  run's own TTFT for the same prompt: {median([r['ttft_ms'] for r in runs]):.0f} ms")
+    run_label = f"decode, edgellm run --json ({options.tokens} tokens)"
+    llama_label = f"decode, llama_cpp.server, streamed, rate on the client ({options.tokens} tokens)"
+    findings.figure(run_label, median(run_rate), "tokens/s")
+    findings.figure(f"decode, edgellm serve, streamed, rate on the client ({options.tokens} tokens)",
+                    median(serve_rate), "tokens/s")
+    if serve_own:
+        findings.figure("decode, edgellm serve, its own timings", median(serve_own), "tokens/s")
+    findings.figure(llama_label, median(llama_rate), "tokens/s")
+    findings.figure("decode serve / run", to_run, "ratio", anchor=run_label)
+    findings.figure("decode serve / llama_cpp.server", to_llama, "ratio", anchor=llama_label)
+    findings.figure("edgellm run's TTFT, same prompt", median([r["ttft_ms"] for r in runs]), "ms")
+    if not same:
+        findings.note(f"decode: tokens produced differ (serve {sorted(serve_tokens)}, llama_cpp.server "
+                      f"{sorted(llama_tokens)}, asked {options.tokens}): the rates are not comparable as they stand")
 
     print(f"short request (\"Hi\", \"Hello\", ...; max_tokens 1, streamed), medians of {options.requests} per round:")
     for label, key in (("time to first byte", "ttfb_ms"), ("time to first text", "ttft_ms")):
         ours, theirs = [s[key] for s in serves], [s[key] for s in llamas]
         print(f"  {label:<20} serve {spread(ours)} ms   llama_cpp.server {spread(theirs)} ms   "
               f"serve/llama_cpp.server {median(ours) / median(theirs):.2f}")
+        anchor = f"short request, {label}, llama_cpp.server"
+        findings.figure(f"short request, {label}, edgellm serve", median(ours), "ms")
+        findings.figure(anchor, median(theirs), "ms")
+        findings.figure(f"short request, {label}, serve / llama_cpp.server", median(ours) / median(theirs), "ratio",
+                        anchor=anchor)
     ours, theirs = [s["requests_per_s"] for s in serves], [s["requests_per_s"] for s in llamas]
     print(f"{CONCURRENT} concurrent short requests (max_tokens 8, not streamed): requests/s")
     print(f"  serve {spread(ours)}   llama_cpp.server {spread(theirs)}   "
           f"serve/llama_cpp.server {median(ours) / median(theirs):.2f}   (tokens produced: serve "
           f"{sorted({s['short_tokens'] for s in serves})}, llama_cpp.server {sorted({s['short_tokens'] for s in llamas})})")
+    anchor = f"{CONCURRENT} concurrent short requests, llama_cpp.server"
+    findings.figure(f"{CONCURRENT} concurrent short requests, edgellm serve", median(ours), "requests/s")
+    findings.figure(anchor, median(theirs), "requests/s")
+    findings.figure(f"{CONCURRENT} concurrent short requests, serve / llama_cpp.server", median(ours) / median(theirs),
+                    "ratio", anchor=anchor)
 
     print("goals:")
     print(f"  decode through the server >= 0.95 x edgellm run: {goal(to_run >= 0.95)} ({to_run:.3f})")
     print(f"  decode through the server >= llama_cpp.server: {goal(to_llama >= 1)} ({to_llama:.3f})"
           + ("" if same else " (token counts differ)"))
+    findings.goal("decode through the server ≥ 0.95 × edgellm run", to_run, ">=", 0.95)
+    findings.goal("decode through the server ≥ llama_cpp.server", to_llama, ">=", 1)
+    findings.note(f"medians of {options.rounds} round(s), {settings['threads']} threads, context {CTX}, "
+                  f"flash attention {'on' if settings['flash_attn'] else 'off'}; short requests: {options.requests} "
+                  f"per server and round; {os.cpu_count()} CPUs")
+    findings.save(options.json)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@
 2. Enter to the first token on screen vs run's TTFT (goal <= 1.1 x run's TTFT + 50 ms).
 3. Delay before a key press during generation is handled, 95th percentile (goal <= 100 ms).
 4. Start-up to the first frame of the home screen (goal <= 1 s; `python -c pass` as the anchor).
-Each at 2 threads and at 1 (the UI keeping a core of its own), on this machine's cores.
-Usage: .venv/bin/python benchmarks/bench_tui.py [--rounds 3] [--tokens 256]
+Each at 2 threads and at 1 (the UI keeping a core of its own), on this machine's cores (--threads-list 2 for 2 only).
+Usage: .venv/bin/python benchmarks/bench_tui.py [--rounds 3] [--tokens 256] [--threads-list 2,1] [--json PATH]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 
-from _common import TEST_MODEL, median, spread
+from _common import TEST_MODEL, Findings, add_json_flag, median, spread
 
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
 RUN_PROMPT = PROMPT + " Tell it slowly, in short parts."  # as many tokens as PROMPT in the chat template
@@ -136,17 +136,31 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
+def thread_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of thread counts: {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of thread counts: {text!r}")
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--threads-list", type=thread_counts, default=[2, 1], metavar="N[,N...]",
+                        help="the thread counts to measure at, in this order (default 2,1)")
     parser.add_argument("--child", type=int, metavar="THREADS", help=argparse.SUPPRESS)
+    add_json_flag(parser)
     options = parser.parse_args()
     if options.child:
         child(options.child, options.tokens)
         return
+    findings = Findings("tui", "The TUI against edgellm run: decode, first token, key presses, start-up")
     print(f"TUI vs edgellm run: {options.tokens} tokens, {options.rounds} rounds, {os.cpu_count()} CPUs")
-    for threads in (2, 1):
+    for threads in options.threads_list:
         tui, run = [], []
         for _ in range(options.rounds):
             run.append(measure_run(threads, options.tokens))
@@ -155,7 +169,7 @@ def main() -> None:
         run_ttft = median([r["ttft_ms"] for r in run])
         enter = median([t["enter_to_screen_ms"] for t in tui])
         delays = [d for t in tui for d in t["key_delays_ms"]]
-        p95 = percentile(delays, 0.95)
+        p95 = percentile(delays, 0.95) if delays else None
         print(f"{threads} thread(s):")
         print(f"  decode t/s   run: {spread([r['tokens_per_s'] for r in run])}   "
               f"TUI: {spread([t['tokens_per_s'] for t in tui])}")
@@ -165,8 +179,29 @@ def main() -> None:
               f"(prompt {tui[-1]['prompt_tokens']} vs {run[-1]['prompt_tokens']} tokens); goal <= "
               f"{1.1 * run_ttft + 50:.0f} ms: {'ok' if enter <= 1.1 * run_ttft + 50 else 'MISSED'}; "
               f"the TUI's own TTFT {tui_ttft:.0f} ms, so {enter - tui_ttft:.0f} ms between Enter and the screen")
-        print(f"  key press handled during generation: {len(delays)} presses, median {median(delays):.1f} ms, "
-              f"p95 {p95:.1f} ms, max {max(delays):.1f} ms  (goal p95 <= 100 ms: {'ok' if p95 <= 100 else 'MISSED'})")
+        if delays:
+            print(f"  key press handled during generation: {len(delays)} presses, median {median(delays):.1f} ms, "
+                  f"p95 {p95:.1f} ms, max {max(delays):.1f} ms  (goal p95 <= 100 ms: "
+                  f"{'ok' if p95 <= 100 else 'MISSED'})")
+        else:
+            print("  key press handled during generation: no press landed while the reply streamed (more --tokens)")
+            findings.note(f"{threads} thread(s): no key press landed while the reply streamed; use more --tokens")
+        at = f"{threads} thread{'s' if threads > 1 else ''}"
+        run_label = f"decode, edgellm run ({at})"
+        ttft_label = f"TTFT, edgellm run ({at})"
+        findings.figure(run_label, median([r["tokens_per_s"] for r in run]), "tokens/s")
+        findings.figure(f"decode, TUI ({at})", median([t["tokens_per_s"] for t in tui]), "tokens/s")
+        findings.figure(f"decode TUI / run ({at})", decode_ratio, "ratio", anchor=run_label)
+        findings.figure(ttft_label, run_ttft, "ms")
+        findings.figure(f"TTFT, TUI's own ({at})", tui_ttft, "ms")
+        findings.figure(f"Enter to first token on screen ({at})", enter, "ms")
+        findings.figure(f"key press delay during generation, median ({at}, {len(delays)} presses)",
+                        median(delays) if delays else None, "ms")
+        findings.figure(f"key press delay during generation, p95 ({at})", p95, "ms")
+        findings.goal(f"decode TUI / run ≥ 0.95 ({at})", decode_ratio, ">=", 0.95)
+        findings.goal(f"Enter to first token on screen ≤ 1.1 × run's TTFT + 50 ms = {1.1 * run_ttft + 50:.0f} ms "
+                      f"({at})", enter, "<=", 1.1 * run_ttft + 50)
+        findings.goal(f"key press delay during generation, p95 ≤ 100 ms ({at})", p95, "<=", 100)
     python = []
     for _ in range(options.rounds):
         started = time.perf_counter()
@@ -175,6 +210,15 @@ def main() -> None:
     frames = [first_frame_s() for _ in range(options.rounds)]
     print(f"start-up to the home screen's first frame: {spread(frames)} s ({median(frames) / median(python):.1f}x "
           f"python -c pass; goal <= 1 s: {'ok' if median(frames) <= 1 else 'MISSED'})")
+    findings.figure("start-up, python -c pass", median(python), "s")
+    findings.figure("start-up to the home screen's first frame", median(frames), "s")
+    findings.figure("start-up to first frame / python -c pass", median(frames) / median(python), "ratio",
+                    anchor="start-up, python -c pass")
+    findings.goal("start-up to the home screen's first frame ≤ 1 s", median(frames), "<=", 1)
+    findings.note(f"medians of {options.rounds} round(s), {options.tokens} tokens, thread counts "
+                  f"{', '.join(map(str, options.threads_list))}, {os.cpu_count()} CPUs; run and TUI alternate in "
+                  f"fresh processes; a key press every {KEY_EVERY_S * 1000:.0f} ms while the reply streams")
+    findings.save(options.json)
 
 
 if __name__ == "__main__":

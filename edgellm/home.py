@@ -4,6 +4,7 @@ Layout:
     config.toml     defaults for the command-line flags
     models/         the model store (downloaded GGUF files)
     history.db      chat history (SQLite)
+    bench/          `edgellm bench` results, one JSON file per device
     logs/           edgellm.log (llama.cpp's own log goes here unless -v)
 """
 
