@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
 
 from _common import TEST_MODEL, Findings, add_json_flag, median, spread
 from llama_bench import llama_bench_path
@@ -20,19 +22,24 @@ from llama_bench import llama_bench_path
 PP, TG, DEPTHS = 512, 128, (0, 1024)
 
 
-def edgellm_bench(repetitions: int) -> dict:
+def edgellm_bench(repetitions: int, home: str) -> dict:
+    """One `edgellm bench` in its own EDGELLM_HOME (the developer's results and calibration stay untouched)."""
     done = subprocess.run([sys.executable, "-m", "edgellm", "bench", "-m", str(TEST_MODEL), "--pp", str(PP),
                            "--tg", str(TG), "-r", str(repetitions), "--depth", ",".join(map(str, DEPTHS)), "--json"],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, env={**os.environ, "EDGELLM_HOME": home})
     (run,) = json.loads(done.stdout)["runs"]
     return run
 
 
-def llama_bench(binary: str, threads: int, flash_attn: bool, repetitions: int) -> dict[str, float]:
-    """llama-bench's mean tokens/s by test: pp512, tg128 and tg128@d1024."""
+def llama_bench(binary: str, settings: dict, repetitions: int) -> dict[str, float]:
+    """llama-bench's mean tokens/s by test (pp512, tg128 and tg128@d1024), with edgellm's planned settings: threads,
+    flash attention, GPU layers, batch and KV type."""
+    ngl = settings["n_gpu_layers"]
     done = subprocess.run([binary, "-m", str(TEST_MODEL), "-p", str(PP), "-n", str(TG), "-r", str(repetitions),
-                           "-t", str(threads), "-fa", "1" if flash_attn else "0", "-d",
-                           ",".join(map(str, DEPTHS)), "-o", "json"], capture_output=True, text=True, check=True)
+                           "-t", str(settings["threads"]), "-fa", "1" if settings["flash_attn"] else "0",
+                           "-ngl", str(99 if ngl < 0 else ngl), "-b", str(settings["n_batch"]),
+                           "-ub", str(settings["n_batch"]), "-ctk", settings["kv"], "-ctv", settings["kv"],
+                           "-d", ",".join(map(str, DEPTHS)), "-o", "json"], capture_output=True, text=True, check=True)
     found = {}
     for test in json.loads(done.stdout):
         name = f"pp{test['n_prompt']}" if test["n_prompt"] else f"tg{test['n_gen']}"
@@ -46,22 +53,29 @@ def main() -> int:
     parser.add_argument("-r", "--repetitions", type=int, default=3, help="repetitions inside each round (default 3)")
     add_json_flag(parser)
     options = parser.parse_args()
+    if options.rounds < 1 or options.repetitions < 1:
+        parser.error("--rounds and --repetitions must be 1 or more")
     findings = Findings("llama-bench", "edgellm bench against llama-bench (same llama.cpp, same flags)")
-    binary = llama_bench_path(build=False)
+    try:
+        binary = llama_bench_path(build=False)
+    except SystemExit as missing:  # no record of the installed build's flags
+        binary, reason = None, str(missing)
+    else:
+        reason = "llama-bench not built: run .venv/bin/python benchmarks/llama_bench.py"
     if binary is None:
-        findings.note("llama-bench not built: run .venv/bin/python benchmarks/llama_bench.py")
+        findings.note(reason)
         print(findings.data["notes"][0])
         findings.save(options.json)
         return 0
     ours: dict[str, list[float]] = {}
     theirs: dict[str, list[float]] = {}
+    home = tempfile.mkdtemp(prefix="edgellm-bench-home-")
     for _ in range(options.rounds):
-        run = edgellm_bench(options.repetitions)
+        run = edgellm_bench(options.repetitions, home)
         ours.setdefault(f"pp{PP}", []).append(run["pp"]["mean"])
         for tg in run["tg"]:
             ours.setdefault(f"tg{TG}" + (f"@d{tg['depth']}" if tg["depth"] else ""), []).append(tg["mean"])
-        for test, rate in llama_bench(str(binary), run["settings"]["threads"], run["flash_attn"],
-                                      options.repetitions).items():
+        for test, rate in llama_bench(str(binary), run["settings"], options.repetitions).items():
             theirs.setdefault(test, []).append(rate)
     print(f"{options.rounds} rounds of {options.repetitions} repetitions, {run['settings']['threads']} threads, "
           f"flash attention {'on' if run['flash_attn'] else 'off'}")
@@ -79,7 +93,7 @@ def main() -> int:
         elif test == f"tg{TG}":
             findings.goal(f"decode: edgellm bench tg{TG} / llama-bench tg{TG} ≥ 0.97", ratio, ">=", 0.97)
     deep = f"tg{TG}@d{DEPTHS[-1]}"
-    if deep in ours:
+    if deep in ours and deep in theirs and f"tg{TG}" in theirs:
         fall = median(ours[deep]) / median(ours[f"tg{TG}"])
         print(f"  decode at depth {DEPTHS[-1]} / depth 0: edgellm {fall:.3f}, "
               f"llama-bench {median(theirs[deep]) / median(theirs[f'tg{TG}']):.3f}")

@@ -16,6 +16,13 @@ class UserError(Exception):
     exit_code = 2
 
 
+class EngineFailed(UserError):
+    """llama.cpp failed while it ran a model that had loaded (a decode error, a GPU out of memory): not bad input,
+    so exit 1."""
+
+    exit_code = 1
+
+
 class Cancelled(UserError):
     """Long work (a download, a conversion) stopped on request; a download keeps its partial file to resume."""
 

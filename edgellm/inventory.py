@@ -17,7 +17,7 @@ from edgellm.errors import ModelFileError, UserError
 from edgellm.hw.profile import DeviceProfile
 from edgellm.loading import model_files, read_spec
 from edgellm.plan.planner import Plan, PlanError, Wishes, plan
-from edgellm.plan.speed import Calibration, estimate_speed
+from edgellm.plan.speed import Sample, estimate_speed, placement
 from edgellm.recommend import Pick, recommend
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,9 @@ def verdict(plan: Plan | None) -> str:
 
 
 def assess(name: str, path: Path, size: int, source: str, profile: DeviceProfile,
-           calibrations: dict[str, Calibration] | None = None,
+           samples: list[Sample] | None = None,
            benchmarks: dict[str, dict] | None = None) -> LocalModel:
-    """One model file with its fit on `profile`: its plan and estimated decode speed (scaled by `calibrations`),
+    """One model file with its fit on `profile`: its plan and estimated decode speed (calibrated by `samples`),
     the speed measured for it (`benchmarks`: this device's latest result per model), or why it has none."""
     try:
         spec = read_spec(path)
@@ -66,9 +66,10 @@ def assess(name: str, path: Path, size: int, source: str, profile: DeviceProfile
         chosen = plan(profile, spec, Wishes())
     except PlanError as error:
         return LocalModel(name, path, size or spec.file_bytes, source, False, DOES_NOT_FIT, reason=str(error))
-    measured = results.measured_for(profile, path.name, spec.file_bytes, chosen.flash_attn, benchmarks or {})
+    measured = results.measured_for(profile, path.name, spec.file_bytes, chosen.flash_attn, benchmarks or {},
+                                    where=placement(chosen))
     return LocalModel(name, path, size or spec.file_bytes, source, chosen.fits, verdict(chosen),
-                      estimate_speed(spec, chosen, profile, calibrations).tokens_per_s, chosen.n_ctx,
+                      estimate_speed(spec, chosen, profile, samples).tokens_per_s, chosen.n_ctx,
                       measured_tokens_per_s=measured.tokens_per_s if measured else None)
 
 
@@ -120,8 +121,8 @@ def _size(path: Path) -> int:
 
 def local_models(profile: DeviceProfile) -> list[LocalModel]:
     """Every model on this machine with its fit on `profile`, in the order `candidates` finds them."""
-    calibrations, benchmarks = results.calibrations(profile), results.latest_by_model(profile)
-    return [assess(name, path, size, source, profile, calibrations, benchmarks)
+    samples, benchmarks = results.calibration_samples(profile), results.latest_by_model(profile)
+    return [assess(name, path, size, source, profile, samples, benchmarks)
             for name, path, size, source in candidates()]
 
 
@@ -144,5 +145,5 @@ def store_problem() -> str | None:
 
 def recommended(profile: DeviceProfile) -> list[Pick]:
     """The catalog models that suit `profile`, from offline size estimates (instant, no network)."""
-    return recommend(profile, min_speed=MIN_SPEED, online=False, calibrations=results.calibrations(profile),
+    return recommend(profile, min_speed=MIN_SPEED, online=False, samples=results.calibration_samples(profile),
                      measured=results.measured_by_repo(profile)).picks

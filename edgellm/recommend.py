@@ -10,7 +10,7 @@ from edgellm.hub.client import list_files
 from edgellm.hub.files import group_quants
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.planner import PlanError, Wishes, choose_quant, plan
-from edgellm.plan.speed import Calibration, Measured, estimate_speed
+from edgellm.plan.speed import Measured, Sample, estimate_speed
 from edgellm.quants import rank
 
 GOOD_QUANT = "Q4_K_S"  # below it (3- and 2-bit) the loss is noticeable: rank those after every 4-bit pick
@@ -66,11 +66,11 @@ def quant_sizes(entry: Entry, online: bool) -> tuple[dict[str, int], str]:
 
 
 def recommend(profile: DeviceProfile, min_speed: float, online: bool,
-              calibrations: dict[str, Calibration] | None = None,
+              samples: list[Sample] | None = None,
               measured: dict[tuple[str, str], Measured] | None = None) -> Recommendation:
     """Per catalog model, the quant the planner would choose among those fast enough; then the models
     ranked by quality: 4-bit and better before the 3- and 2-bit quants, then by parameter count.
-    `calibrations` scale the speed estimates (this device's benchmarks); `measured` speeds, by (repo, QUANT), are
+    `samples` (this device's benchmarks) calibrate the speed estimates; `measured` speeds, by (repo, QUANT), are
     shown beside them."""
     measured = measured or {}
     result = Recommendation([], online=online)
@@ -84,7 +84,7 @@ def recommend(profile: DeviceProfile, min_speed: float, online: bool,
                 continue
             spec = entry.spec(quant, sizes[quant])
             try:
-                speed = estimate_speed(spec, plan(profile, spec, Wishes()), profile, calibrations).tokens_per_s
+                speed = estimate_speed(spec, plan(profile, spec, Wishes()), profile, samples).tokens_per_s
             except PlanError:
                 continue
             if speed >= min_speed:
@@ -98,7 +98,7 @@ def recommend(profile: DeviceProfile, min_speed: float, online: bool,
             continue
         chosen = choice.plan
         where = "GPU" if chosen.full_offload else ("GPU+CPU" if chosen.gpu and chosen.n_gpu_layers else "CPU")
-        speed = estimate_speed(choice.spec, chosen, profile, calibrations)
+        speed = estimate_speed(choice.spec, chosen, profile, samples)
         found = measured.get((entry.repo, choice.quant.upper()))
         result.picks.append(Pick(entry.name, entry.repo, choice.quant, sizes[choice.quant], speed.tokens_per_s, where,
                                  chosen.n_gpu_layers, chosen.n_ctx, entry.params, entry.licence,

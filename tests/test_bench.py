@@ -40,7 +40,8 @@ def test_the_result_has_every_figure_with_sane_values(benched: tuple[dict, Path]
         assert run["pp"]["mean"] > run["tg"][0]["mean"]  # a batch of prompt tokens beats one token at a time
         assert run["load_ms"] > 0 and run["peak_rss_bytes"] > model["weights_bytes"]
         assert run["vram_used_bytes"] is None  # no GPU here
-        assert run["placement"] == "cpu" and run["n_gpu_layers"] == 0
+        assert run["placement"] == "cpu" and run["n_gpu_layers"] == 0 and run["fits"] and run["planned"]
+        assert run["overrides"] == [] and run["peak_rss_since"] == "load"
         assert run["settings"]["n_ctx"] >= 81 + 12 and run["settings"]["flash_attn"] == run["flash_attn"]
         assert run["estimate"]["tokens_per_s"] > 0 and run["estimate"]["memory_bytes"] > model["weights_bytes"]
 
@@ -70,7 +71,8 @@ def test_plan_shows_the_measured_speed_and_calibrates_its_estimate(benched: tupl
     assert speed["calibration"] == {"placement": "cpu", "factor": pytest.approx(factor, rel=1e-3), "models": 1}
     assert speed["estimate_tokens_per_s"] == pytest.approx(run["estimate"]["tokens_per_s"] * factor, rel=1e-3)
     text = edgellm("plan", "-m", str(test_model), env=env).stdout
-    assert "calibrated by 1 benchmark on this device" in text and f"measured {measured:.1f} ±" in text
+    assert "calibrated by 1 benchmark of a model of similar size on this device" in text
+    assert f"measured {measured:.1f} ±" in text
     uncalibrated = edgellm("plan", "-m", str(test_model))  # another EDGELLM_HOME: nothing measured
     assert "`edgellm bench` calibrates it" in uncalibrated.stdout and "measured" not in uncalibrated.stdout
 
@@ -87,9 +89,9 @@ def test_recommend_and_the_tui_lists_use_the_measurements(benched: tuple[dict, P
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     result, home = benched
     done = edgellm("recommend", "--offline", "--json", env={"EDGELLM_HOME": str(home)})
-    factor = json.loads(done.stdout)["calibrations"]["cpu"]["factor"]
-    assert factor == pytest.approx(result["runs"][0]["tg"][0]["mean"] / result["runs"][0]["estimate"]["tokens_per_s"],
-                                   rel=1e-3)
+    (sample,) = json.loads(done.stdout)["calibration_samples"]
+    assert sample == {"placement": "cpu", "weights_bytes": result["model"]["weights_bytes"], "ratio": pytest.approx(
+        result["runs"][0]["tg"][0]["mean"] / result["runs"][0]["estimate"]["tokens_per_s"], rel=1e-3)}
     monkeypatch.setenv("EDGELLM_HOME", str(home))
     from edgellm import inventory
     from edgellm.hw.detect import detect_this_machine
@@ -104,6 +106,7 @@ def test_recommend_and_the_tui_lists_use_the_measurements(benched: tuple[dict, P
     (["--depth", "0,x"], ["--depth", "not a number"]),
     (["-fa", "on,sometimes"], ["--flash-attn", "'sometimes' is not auto, on or off"]),
     (["-c", "256", "--depth", "512"], ["need a 641-token context, more than -c 256", "raise -c to 768"]),
+    (["-c", "2048", "--depth", "40000"], ["more than the model's trained context of 32768", "lower --depth"]),
     (["--depth", "40000"], ["more than the model's trained context of 32768", "lower --depth"]),
 ])
 def test_bad_values_are_one_line_and_exit_2(test_model: Path, edgellm_home: Path, args: list[str],

@@ -62,11 +62,13 @@ class PeakMemory:
     """The process's peak resident memory since `reset`: Linux resets its high-water mark on request
     (/proc/self/clear_refs); elsewhere the peak since the process started (getrusage)."""
 
-    def reset(self) -> None:
+    def reset(self) -> str:
+        """Reset the high-water mark; what `peak` will count from: "load" (reset) or "process start" (not)."""
         try:
             Path("/proc/self/clear_refs").write_text("5")
+            return "load"
         except OSError:
-            pass
+            return "process start"
 
     def peak(self) -> int:
         try:
@@ -102,7 +104,8 @@ def measure(loaded: LoadedModel, request: BenchRequest, step: Callable[[str], No
     llm = loaded.llm
     tokens = filler_tokens(llm, max(request.pp, max(request.depths), 1))
     lowest_free = gpu_free()
-    timed(loaded, tokens[:16], 4, cache_prompt=False)  # warm-up, as llama-bench does: first-touch costs left out
+    # warm-up, as llama-bench does: a whole prompt and a token, so first-touch costs (pages, GPU kernels) are left out
+    timed(loaded, tokens[:request.pp], 2, cache_prompt=False)
     pp, ttft = [], []
     tg: dict[int, list[float]] = {depth: [] for depth in request.depths}
     for rep in range(request.repetitions):
@@ -110,7 +113,8 @@ def measure(loaded: LoadedModel, request: BenchRequest, step: Callable[[str], No
         stats = timed(loaded, tokens[:request.pp], 1, cache_prompt=False)
         pp.append(stats.prompt_tokens_per_s or 0.0)
         ttft.append(stats.ttft_ms or 0.0)
-        for depth in sorted(request.depths):  # each depth's prompt extends the last: the cache keeps the prefix
+    for depth in sorted(request.depths):  # each depth's prompt extends the last: the cache keeps the prefix
+        for rep in range(request.repetitions):
             step(f"tg{request.tg}" + (f" at depth {depth}" if depth else ""))
             stats = timed(loaded, tokens[:max(depth, 1)], request.tg + 1, cache_prompt=True)
             tg[depth].append(stats.tokens_per_s or 0.0)

@@ -19,7 +19,7 @@ from edgellm import disk, home
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.planner import Plan
 from edgellm.plan.spec import ModelSpec
-from edgellm.plan.speed import Calibration, Measured, SpeedEstimate, calibrations_from, estimate_speed
+from edgellm.plan.speed import Measured, Sample, SpeedEstimate, estimate_speed, placement
 
 SCHEMA = "edgellm.bench/1"
 KEPT_PER_MODEL = 10  # the most recent results of one model on one device
@@ -96,9 +96,10 @@ def latest_by_model(profile: DeviceProfile) -> dict[str, dict[str, Any]]:
     return {result["model"]["key"]: result for result in load_results(profile)}
 
 
-def measured(result: dict[str, Any], flash_attn: bool | None = None) -> Measured | None:
-    """The decode speed a result measured: the run with `flash_attn` when there is one, else its first run."""
-    runs = result.get("runs") or []
+def measured(result: dict[str, Any], flash_attn: bool | None = None, where: str | None = None) -> Measured | None:
+    """The decode speed a result measured: of its runs placed `where` (any when None), the one with `flash_attn`
+    when there is one, else the first. None when no run was placed so (a GPU measurement says nothing of a CPU plan)."""
+    runs = [run for run in result.get("runs") or [] if where is None or run.get("placement", "cpu") == where]
     run = next((run for run in runs if run.get("flash_attn") == flash_attn), runs[0] if runs else None)
     if not run or not run["tg"]:
         return None
@@ -107,10 +108,11 @@ def measured(result: dict[str, Any], flash_attn: bool | None = None) -> Measured
 
 
 def measured_for(profile: DeviceProfile, name: str, file_bytes: int, flash_attn: bool | None = None,
-                 latest: dict[str, dict[str, Any]] | None = None) -> Measured | None:
-    """The latest measured speed of the model file `name` (of `file_bytes`) on this device, if it was benchmarked."""
+                 latest: dict[str, dict[str, Any]] | None = None, where: str | None = None) -> Measured | None:
+    """The latest measured speed of the model file `name` (of `file_bytes`) on this device with its layers placed
+    `where`, if it was benchmarked so."""
     found = (latest if latest is not None else latest_by_model(profile)).get(model_key(name, file_bytes))
-    return measured(found, flash_attn) if found else None
+    return measured(found, flash_attn, where) if found else None
 
 
 def measured_by_repo(profile: DeviceProfile) -> dict[tuple[str, str], Measured]:
@@ -124,25 +126,28 @@ def measured_by_repo(profile: DeviceProfile) -> dict[tuple[str, str], Measured]:
     return found
 
 
-def calibrations(profile: DeviceProfile) -> dict[str, Calibration]:
-    """This device's calibration per placement: measured ÷ estimated decode speed (the estimate as it was when
-    measured, uncalibrated), one ratio per model and placement, from the latest result that ran it so."""
-    ratios: dict[tuple[str, str], float] = {}
+def calibration_samples(profile: DeviceProfile) -> list[Sample]:
+    """This device's calibration samples: measured ÷ estimated decode speed (the estimate as it was when measured,
+    uncalibrated), one per model and placement, from the latest result that ran it so. Only runs with the settings
+    the planner chose (no -t, -ngl N, --kv or --force) and a plan that fits count: a forced or hand-tuned run says
+    little about the plans edgellm makes."""
+    samples: dict[tuple[str, str], Sample] = {}
     for result in load_results(profile):  # oldest first: a later result replaces an earlier one
         taken = set()
         for run in result["runs"]:  # of a result's runs (-fa on,off), the first of each placement
             key = (result["model"]["key"], run.get("placement", "cpu"))
             estimate = run.get("estimate", {}).get("tokens_per_s")
             tg = min(run["tg"], key=lambda item: item["depth"]) if run["tg"] else None
-            if key not in taken and tg and estimate and tg["depth"] <= CALIBRATION_DEPTH:
-                ratios[key] = tg["mean"] / estimate
+            usable = run.get("planned") is True and run.get("fits") is True
+            if key not in taken and usable and tg and estimate and tg["depth"] <= CALIBRATION_DEPTH:
+                samples[key] = Sample(key[1], int(result["model"].get("weights_bytes") or 0), tg["mean"] / estimate)
                 taken.add(key)
-    return calibrations_from([(where, ratio) for (_, where), ratio in ratios.items()])
+    return list(samples.values())
 
 
 def speed_of(profile: DeviceProfile, spec: ModelSpec, plan: Plan) -> tuple[SpeedEstimate, Measured | None]:
     """What the front ends show for a planned model: the estimate (calibrated when this device has been measured)
     and the speed `edgellm bench` measured for this very file, if it was."""
     name = Path(spec.path).name
-    return (estimate_speed(spec, plan, profile, calibrations(profile)),
-            measured_for(profile, name, spec.file_bytes, plan.flash_attn))
+    return (estimate_speed(spec, plan, profile, calibration_samples(profile)),
+            measured_for(profile, name, spec.file_bytes, plan.flash_attn, where=placement(plan)))

@@ -17,8 +17,8 @@ from edgellm import __version__, loading, store
 from edgellm.bench import results
 from edgellm.bench.measure import BenchRequest, PeakMemory, measure, now_iso
 from edgellm.engine.model import LoadSettings
-from edgellm.errors import DoesNotFit, UserError
-from edgellm.events import Progress, Report, ignore
+from edgellm.errors import DoesNotFit, EngineFailed, UserError
+from edgellm.events import Notice, Progress, Report, ignore
 from edgellm.hw.profile import DeviceProfile
 from edgellm.options import ModelSettings
 from edgellm.plan.planner import DEFAULT_CTX, Plan, PlanError, Wishes, plan
@@ -39,20 +39,28 @@ def bench_plan(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes, request:
     what = (f"--pp {request.pp}, --tg {request.tg} and --depth {max(request.depths)} need a {needed}-token "
             f"context")
     trained = spec.trained_ctx or DEFAULT_CTX
-    if wishes.ctx is not None:
-        given = wishes.ctx or trained
-        if needed > given:
-            raise UserError(f"{what}, more than -c {given}: raise -c to {min(round_up(needed), trained)} or lower "
-                            f"--depth, --pp or --tg")
-    elif needed > trained:
+    if needed > trained:
         raise UserError(f"{what}, more than the model's trained context of {trained}: lower --depth, --pp or --tg")
+    if wishes.ctx is not None and needed > (wishes.ctx or trained):
+        raise UserError(f"{what}, more than -c {wishes.ctx}: raise -c to {min(round_up(needed), trained)} or lower "
+                        f"--depth, --pp or --tg")
     try:
         chosen = plan(profile, spec, wishes)
-        if chosen.n_ctx < needed:
-            chosen = plan(profile, spec, replace(wishes, ctx=min(round_up(needed), trained)))
+    except PlanError as error:
+        raise DoesNotFit(str(error), spec.path) from None
+    if chosen.n_ctx >= needed:
+        return chosen
+    try:
+        return plan(profile, spec, replace(wishes, ctx=min(round_up(needed), trained)))
     except PlanError as error:
         raise DoesNotFit(f"{what}: {error}", spec.path) from None
-    return chosen
+
+
+def overrides(settings: ModelSettings) -> list[str]:
+    """The flags that took a choice away from the planner (a run with them does not calibrate the estimates)."""
+    given = {"-t": settings.threads is not None, "-ngl": settings.gpu_layers != "auto",
+             "--kv": settings.kv is not None, "--force": settings.force}
+    return [flag for flag, set_by_hand in given.items() if set_by_hand]
 
 
 def stored_origin(path: Path) -> dict[str, str]:
@@ -63,7 +71,7 @@ def stored_origin(path: Path) -> dict[str, str]:
         return {}
     folder = store.store_dir()
     for model in models.values():
-        if model.path(folder) == path:
+        if model.path(folder).resolve() == path.resolve():
             return {"repo": model.repo, "quant": model.quant, "store_name": model.name}
     return {}
 
@@ -108,6 +116,10 @@ def run_bench(settings: ModelSettings, request: BenchRequest, flash_attn: list[s
         chosen = bench_plan(profile, spec, replace(wishes, flash_attn=value), request)
         if all(chosen.flash_attn != other.flash_attn for other in plans):  # auto is on or off: measured once
             plans.append(chosen)
+    for notice in dict.fromkeys(notice for chosen in plans for notice in chosen.notices):
+        report(Notice(notice))
+    unified = profile.unified_memory
+    by_hand = overrides(settings)
     total = len(plans) * (1 + request.steps())
     done = 0
     peak = PeakMemory()
@@ -121,13 +133,16 @@ def run_bench(settings: ModelSettings, request: BenchRequest, flash_attn: list[s
             done += 1
 
         step("loading")
-        gpu_before = backends.gpu_memory_free()
-        peak.reset()
+        gpu_before = None if unified else backends.gpu_memory_free()
+        peak_since = peak.reset()
         load_settings = LoadSettings.from_plan(path, chosen, seed=0)
         loaded = loading.open_model(replace(planned, load_settings=load_settings), settings)
         load_ms = loaded.load_ms
         try:
-            figures = measure(loaded, request, step, backends.gpu_memory_free)
+            figures = measure(loaded, request, step, (lambda: None) if unified else backends.gpu_memory_free)
+        except RuntimeError as error:  # llama.cpp failed mid-run (a decode error, a GPU out of memory)
+            raise EngineFailed(f"llama.cpp failed while measuring {path.name} ({error}); see the log: "
+                               f"{loaded.log.path}") from None
         finally:
             loaded.llm.close()
             del loaded
@@ -135,9 +150,12 @@ def run_bench(settings: ModelSettings, request: BenchRequest, flash_attn: list[s
         lowest = figures.pop("lowest_gpu_free_bytes")
         runs.append({"flash_attn": chosen.flash_attn, "settings": settings_dict(chosen, spec),
                      "placement": placement(chosen), "n_gpu_layers": chosen.n_gpu_layers,
+                     "planned": not by_hand, "overrides": by_hand, "fits": chosen.fits,
                      "load_ms": round(load_ms, 1),
-                     **figures, "peak_rss_bytes": peak.peak(),
-                     "vram_used_bytes": (gpu_before - lowest) if gpu_before is not None and lowest is not None
+                     **figures, "peak_rss_bytes": peak.peak(), "peak_rss_since": peak_since,
+                     # GPU memory taken while it ran (the device's free memory before less the lowest seen); None
+                     # without a GPU, and on unified memory, where "free" is the system RAM the RSS counts already
+                     "vram_used_bytes": max(0, gpu_before - lowest) if gpu_before is not None and lowest is not None
                      else None,
                      "estimate": {"tokens_per_s": decode_tokens_per_s(spec, chosen, profile),
                                   "memory_bytes": chosen.estimate.total}})

@@ -60,11 +60,18 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(render(result))
-    calibration = results.calibrations(profile).get(result["runs"][0]["placement"])
+    from edgellm.plan.speed import calibration_for
+
+    first = result["runs"][0]
+    calibration = calibration_for(results.calibration_samples(profile), first["placement"],
+                                  result["model"]["weights_bytes"])
     if stored is not None:
         print(f"\nStored in {stored}: `edgellm plan` and `recommend` show it"
-              + (f", and scale their speed estimates by {calibration.factor:.2f} (from {calibration.models} "
-                 f"benchmarked model{'s' if calibration.models != 1 else ''})" if calibration else "") + ".")
+              + (f", and scale their speed estimates for models of this size by {calibration.factor:.2f} (from "
+                 f"{calibration.models} benchmarked model{'s' if calibration.models != 1 else ''})" if calibration
+                 else "" if first.get("planned") and first.get("fits") else
+                 "; it does not calibrate the estimates (settings chosen by hand, or a plan that does not fit)")
+              + ".")
     sys.stdout.flush()
     return 0
 

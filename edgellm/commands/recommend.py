@@ -25,15 +25,16 @@ def main(args: argparse.Namespace) -> int:
     from edgellm.recommend import recommend
 
     profile = loading.profile_named(args.profile)
-    calibrations = results.calibrations(profile)
+    samples = results.calibration_samples(profile)
     result = recommend(profile, args.min_speed, online=not (args.offline or client.offline()),
-                       calibrations=calibrations, measured=results.measured_by_repo(profile))
+                       samples=samples, measured=results.measured_by_repo(profile))
     if args.json:
         print(json.dumps({"profile": profile.name, "min_tokens_per_s": args.min_speed,
                           "sizes": "hub" if result.online else "estimated",
                           "hub_unreachable": result.unreachable,
-                          "calibrations": {c.placement: {"factor": round(c.factor, 4), "models": c.models}
-                                           for c in calibrations.values()},
+                          "calibration_samples": [{"placement": sample.placement, "weights_bytes":
+                                                   sample.weights_bytes, "ratio": round(sample.ratio, 4)}
+                                                  for sample in samples],
                           "recommended": [pick.as_dict() for pick in result.picks],
                           "left_out": result.left_out}, indent=2))
         return 0
@@ -48,10 +49,10 @@ def main(args: argparse.Namespace) -> int:
             measured = "—" if pick.measured_tokens_per_s is None else f"{pick.measured_tokens_per_s:.1f}"
             print(f"  {pick.name:<24} {pick.quant:<7} {pick.size / 2**30:>6.2f} GiB {pick.tokens_per_s:>7.1f} "
                   f"{measured:>8}  {pick.where:<14} {pick.licence}")
-        if calibrations:
-            print("  (~tok/s: estimates scaled by " + ", ".join(
-                f"{c.factor:.2f} for {c.placement}" for c in calibrations.values())
-                + " from this device's `edgellm bench` results)")
+        calibrated = sum(pick.calibrated for pick in result.picks)
+        if calibrated:
+            print(f"  (~tok/s: {calibrated} of these estimates calibrated by this device's `edgellm bench` results "
+                  f"for models of similar size)")
         top = result.picks[0]
         print(f"\nTo get the first: edgellm pull {top.repo}:{top.quant}")
     for line in result.left_out:

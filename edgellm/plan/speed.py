@@ -1,8 +1,11 @@
 """Estimated decode speed: generating a token reads every weight once, so tokens/s ≈ efficiency × bandwidth ÷
 bytes read per token, summed over the devices the layers sit on (the field notes' rule of thumb, 0.4-0.5).
 
-A device that has been measured (`edgellm bench`) passes a calibration: the ratio of measured to estimated speed
-on this device, for plans that place layers the same way. The estimate stays a pure function of its inputs.
+A device that has been measured (`edgellm bench`) passes its samples: the ratio of measured to estimated speed of
+each benchmarked model. A plan is calibrated by the samples that placed layers the same way (CPU, GPU, split) and
+whose weights are within SIZE_WINDOW of its own: a tiny model spends a larger share of each token outside the weight
+reads (sampling, the vocabulary), so its ratio says little about a model 20 times larger. The estimate stays a pure
+function of its inputs.
 """
 
 from __future__ import annotations
@@ -18,13 +21,22 @@ from edgellm.plan.planner import Plan
 from edgellm.plan.spec import ModelSpec
 
 EFFICIENCY = 0.45
-PLACEMENTS = ("cpu", "gpu", "split")
 FACTOR_RANGE = (0.05, 20.0)  # a ratio outside this says the measurement went wrong, not the estimate
+SIZE_WINDOW = 4.0  # a sample calibrates models from a quarter to four times its weights
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One benchmarked model on this device: where its layers ran, its weights, measured ÷ estimated decode speed."""
+
+    placement: str  # cpu | gpu | split
+    weights_bytes: int
+    ratio: float
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Measured ÷ estimated decode speed on one device for one placement, from `models` benchmarked models."""
+    """Measured ÷ estimated decode speed on one device for one placement and size, from `models` benchmarked models."""
 
     placement: str  # cpu | gpu | split
     factor: float
@@ -43,7 +55,7 @@ class SpeedEstimate:
             return text + " (estimated from memory bandwidth; `edgellm bench` calibrates it)"
         calibration = self.calibration
         return (text + f" (estimate × {calibration.factor:.2f}, calibrated by {calibration.models} benchmark"
-                + ("s" if calibration.models != 1 else "") + " on this device)")
+                + ("s" if calibration.models != 1 else "") + " of a model of similar size on this device)")
 
 
 @dataclass(frozen=True)
@@ -96,20 +108,20 @@ def decode_tokens_per_s(spec: ModelSpec, plan: Plan, profile: DeviceProfile, cal
 
 
 def estimate_speed(spec: ModelSpec, plan: Plan, profile: DeviceProfile,
-                   calibrations: dict[str, Calibration] | None = None) -> SpeedEstimate:
-    """The decode speed of `plan`, calibrated when this device has a calibration for the plan's placement."""
-    calibration = (calibrations or {}).get(placement(plan))
+                   samples: list[Sample] | None = None) -> SpeedEstimate:
+    """The decode speed of `plan`, calibrated when this device has samples for the plan's placement and size."""
+    calibration = calibration_for(samples or [], placement(plan), spec.weight_bytes)
     factor = calibration.factor if calibration else 1.0
     return SpeedEstimate(decode_tokens_per_s(spec, plan, profile, factor), calibration)
 
 
-def calibrations_from(ratios: list[tuple[str, float]]) -> dict[str, Calibration]:
-    """One calibration per placement from (placement, measured ÷ estimated) pairs, one pair per benchmarked model:
-    the geometric mean of the ratios (a model twice as fast as estimated and one half as fast cancel out), ratios
-    outside FACTOR_RANGE left out."""
-    grouped: dict[str, list[float]] = {}
-    for where, ratio in ratios:
-        if where in PLACEMENTS and FACTOR_RANGE[0] <= ratio <= FACTOR_RANGE[1]:
-            grouped.setdefault(where, []).append(ratio)
-    return {where: Calibration(where, math.exp(sum(map(math.log, values)) / len(values)), len(values))
-            for where, values in grouped.items()}
+def calibration_for(samples: list[Sample], where: str, weights_bytes: int) -> Calibration | None:
+    """The calibration for a plan placed `where` with `weights_bytes` of weights: the geometric mean of the ratios of
+    the samples placed alike and within SIZE_WINDOW in size (a model twice as fast as estimated and one half as fast
+    cancel out); ratios outside FACTOR_RANGE are left out. None when no sample qualifies."""
+    ratios = [sample.ratio for sample in samples
+              if sample.placement == where and FACTOR_RANGE[0] <= sample.ratio <= FACTOR_RANGE[1]
+              and weights_bytes / SIZE_WINDOW <= sample.weights_bytes <= weights_bytes * SIZE_WINDOW]
+    if not ratios:
+        return None
+    return Calibration(where, math.exp(sum(map(math.log, ratios)) / len(ratios)), len(ratios))
