@@ -25,7 +25,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> Parser:
     from edgellm.commands import (bench, chat, convert, doctor, export, history, hw, import_model, ls, plan, pull,
-                                  recommend, rm, run, serve)
+                                  recommend, rm, run, serve, worker)
 
     parser = Parser(prog="edgellm", description="Run GGUF language models on your own hardware, fitted to it.",
                     allow_abbrev=False)
@@ -34,7 +34,7 @@ def build_parser() -> Parser:
     parser.add_argument("--verbose", action="store_true", dest="version_verbose", help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for module in (run, chat, serve, pull, convert, recommend, ls, rm, import_model, history, export, plan, bench, hw,
-                   doctor):
+                   doctor, worker):
         sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP, allow_abbrev=False)
         module.add_arguments(sub)
         sub.set_defaults(handler=module.main, command_parser=sub)

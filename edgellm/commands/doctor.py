@@ -15,6 +15,7 @@ from pathlib import Path
 
 from edgellm import __version__, buildconfig
 from edgellm.child import module_command
+from edgellm.options import argument_type
 
 NAME = "doctor"
 HELP = "check the llama.cpp build (one-token self-test in a child process) and the GPU setup"
@@ -26,6 +27,37 @@ PIP_REBUILD = ('CMAKE_ARGS="{args}" pip install --force-reinstall --no-cache-dir
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--model", help="GGUF file for the self-test (default: a tiny generated model)")
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
+    parser.add_argument("--rpc", type=argument_type(rpc_endpoints), metavar="HOST:PORT[,HOST:PORT...]",
+                        help="also check these RPC workers (`edgellm worker`): reachable, protocol version, memory")
+
+
+def rpc_endpoints(text: str):
+    from edgellm.engine.rpc import parse_endpoints
+
+    return parse_endpoints(text)
+
+
+def check_workers(endpoints) -> tuple[list[dict], list[str]]:
+    """Each worker as doctor reports it, and the problems found (a worker that cannot be used, with the way out)."""
+    from edgellm.engine.rpc import WorkerUnreachable, check_worker
+    from edgellm.workers import fetch_profile
+
+    found, problems = [], []
+    for endpoint in endpoints:
+        try:
+            status = check_worker(endpoint)
+        except WorkerUnreachable as error:
+            found.append({"endpoint": str(endpoint), "reachable": False})
+            problems.append(str(error))
+            continue
+        document = fetch_profile(endpoint) or {}
+        profile = document.get("profile") or {}
+        found.append({"endpoint": str(endpoint), "reachable": True, "protocol": ".".join(map(str, status.version)),
+                      "devices": [{"free_bytes": free, "total_bytes": total} for free, total in status.devices],
+                      "promised_bytes": document.get("memory_cap_bytes"), "served": document.get("devices"),
+                      "host": profile.get("name"), "cpu": (profile.get("cpu") or {}).get("model"),
+                      "edgellm": document.get("edgellm")})
+    return found, problems
 
 
 @dataclass
@@ -119,6 +151,8 @@ def main(args: argparse.Namespace) -> int:
     info = test.record("system_info") or {}
     problems = diagnose(test, cpu_flags, safe_args) + gpu_findings(profile, build and build.get("backend"),
                                                                    info.get("gpu_offload"))
+    workers, worker_problems = check_workers(args.rpc) if args.rpc else ([], [])
+    problems += worker_problems
     report = {
         "edgellm": __version__,
         "python": sys.version.split()[0],
@@ -130,6 +164,7 @@ def main(args: argparse.Namespace) -> int:
         "devices": info.get("devices", []),
         "selftest": {"passed": test.passed, "returncode": test.returncode, "model": str(model),
                      "steps": test.records},
+        "workers": workers,
         "problems": problems,
     }
     if args.json:
@@ -158,6 +193,17 @@ def render(report: dict) -> str:
         f"GPU offload: {'yes' if report['gpu_offload'] else 'no'}",
         "self-test: " + (f"passed (one token in {token['ms']} ms)" if report["selftest"]["passed"] else "FAILED"),
     ]
+    for worker in report.get("workers", []):
+        if worker["reachable"]:
+            memory = ", ".join(f"{device['free_bytes'] / 2**30:.1f} of {device['total_bytes'] / 2**30:.1f} GiB free"
+                               for device in worker["devices"])
+            promised = worker["promised_bytes"]
+            lines.append(f"worker {worker['endpoint']}: protocol {worker['protocol']}, {memory}"
+                         + (f", {promised / 2**30:.1f} GiB promised" if promised is not None else
+                            ", no edgellm profile (a plain llama.cpp rpc-server?)")
+                         + (f" ({worker['host']}: {worker['cpu']})" if worker.get("host") else ""))
+        else:
+            lines.append(f"worker {worker['endpoint']}: cannot be used")
     lines += [f"problem: {problem}" for problem in report["problems"]]
     if not report["problems"]:
         lines.append("no problems found")

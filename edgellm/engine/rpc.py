@@ -1,0 +1,160 @@
+"""llama.cpp's RPC backend from Python: serve this device to other edgellm processes (a worker), and check a worker
+from Python before llama.cpp is pointed at it.
+
+ggml aborts the whole process (GGML_ABORT) when a server it was given cannot be reached, so edgellm speaks the
+protocol's first messages itself, with a timeout: the hello (and its version), the device count and each device's
+memory. The server side is llama.cpp's own `ggml_backend_rpc_start_server`, found through ggml's backend registry
+(it is linked in, or a loaded backend library in a portable build). It never returns: it runs on a thread of its own.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass, field
+from typing import Callable
+
+from edgellm.errors import UserError
+
+DEFAULT_PORT = 50052
+PROTOCOL_MAJOR = 7  # RPC_PROTO_MAJOR_VERSION of the llama.cpp edgellm is built with (ggml/include/ggml-rpc.h)
+PROTOCOL_MINOR = 0
+CMD_GET_DEVICE_MEMORY, CMD_HELLO, CMD_DEVICE_COUNT = 11, 14, 15  # enum rpc_cmd (ggml-rpc.cpp)
+CONN_CAPS_SIZE = 24  # rpc_msg_hello_req: transport capabilities; all zero asks for plain TCP
+CHECK_TIMEOUT_S = 5.0
+
+
+class WorkerUnreachable(UserError):
+    """An RPC worker that cannot be used: it does not answer, speaks another protocol version, or went away."""
+
+    def __init__(self, message: str, endpoint: str) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_endpoint(text: str) -> Endpoint:
+    """HOST:PORT (an IPv6 host in brackets); ValueError naming what is wrong."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT (a port from 1 to 65535)")
+    return Endpoint(host.strip("[]"), int(port))
+
+
+def parse_endpoints(text: str) -> list[Endpoint]:
+    """HOST:PORT[,HOST:PORT...], repeats refused."""
+    found = [parse_endpoint(part) for part in text.split(",") if part.strip()]
+    if not found:
+        raise ValueError("give at least one HOST:PORT")
+    if len(set(found)) != len(found):
+        raise ValueError("a worker is named twice")
+    return found
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost: addresses no other machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """What a worker said: its protocol version and, per device, (free, total) bytes of memory."""
+
+    endpoint: Endpoint
+    version: tuple[int, int, int]
+    devices: tuple[tuple[int, int], ...] = field(default=())
+
+    @property
+    def free_bytes(self) -> int:
+        return sum(free for free, _ in self.devices)
+
+
+def _exchange(sock: socket.socket, command: int, payload: bytes, reply_size: int) -> bytes:
+    sock.sendall(bytes([command]) + struct.pack("<Q", len(payload)) + payload)
+    size = struct.unpack("<Q", _receive(sock, 8))[0]
+    if size != reply_size:
+        raise ConnectionError(f"an answer of {size} bytes where {reply_size} were expected")
+    return _receive(sock, reply_size)
+
+
+def _receive(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise ConnectionError("the connection was closed")
+        data += chunk
+    return data
+
+
+def check_worker(endpoint: Endpoint, timeout: float = CHECK_TIMEOUT_S) -> WorkerStatus:
+    """Connect, say hello, ask for the devices and their memory, and close; WorkerUnreachable (one line, with the
+    way out) when the worker does not answer in `timeout` seconds or answers wrongly."""
+    way_out = f"start it there with `edgellm worker --port {endpoint.port}`, or leave it out of --rpc"
+    try:
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as sock:
+            hello = _exchange(sock, CMD_HELLO, bytes(CONN_CAPS_SIZE), 4 + CONN_CAPS_SIZE)
+            version = (hello[0], hello[1], hello[2])
+            if version[0] != PROTOCOL_MAJOR or version[1] > PROTOCOL_MINOR:
+                raise WorkerUnreachable(
+                    f"the RPC worker at {endpoint} speaks protocol {'.'.join(map(str, version))}, this edgellm "
+                    f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}: run the same edgellm version on both machines", str(endpoint))
+            (count,) = struct.unpack("<I", _exchange(sock, CMD_DEVICE_COUNT, b"", 4))
+            devices = tuple(struct.unpack("<QQ", _exchange(sock, CMD_GET_DEVICE_MEMORY, struct.pack("<I", index), 16))
+                            for index in range(count))
+    except socket.timeout:
+        raise WorkerUnreachable(f"the RPC worker at {endpoint} did not answer within {timeout:g} s; {way_out}",
+                                str(endpoint)) from None
+    except (OSError, ConnectionError, struct.error) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise WorkerUnreachable(f"the RPC worker at {endpoint} cannot be used ({reason}); {way_out}",
+                                str(endpoint)) from None
+    return WorkerStatus(endpoint, version, devices)
+
+
+def _registry_function(name: str, restype, argtypes) -> Callable:
+    """A function of the RPC backend, found through ggml's registry (linked in, or a loaded backend library)."""
+    from edgellm.engine import backends
+
+    lib = backends.registry()
+    if lib is None:
+        raise UserError("this llama.cpp build's backend registry cannot be read; reinstall with "
+                        "`python3 scripts/install.py`")
+    reg = lib.ggml_backend_reg_by_name(b"RPC")
+    if not reg:
+        raise UserError("this llama.cpp build has no RPC backend; reinstall with `python3 scripts/install.py` "
+                        "(it builds llama.cpp with GGML_RPC=ON)")
+    address = lib.ggml_backend_reg_get_proc_address(reg, name.encode())
+    if not address:
+        raise UserError(f"this llama.cpp build's RPC backend has no {name}; reinstall with "
+                        f"`python3 scripts/install.py`")
+    return ctypes.CFUNCTYPE(restype, *argtypes)(address)
+
+
+def serve_forever(endpoint: Endpoint, cache_dir: str | None, threads: int, device_names: list[str]) -> None:
+    """Run llama.cpp's RPC server on `endpoint` for the named devices (ggml's names: "CPU", "CUDA0"...). Returns
+    only when the server could not start (the port taken, say): call it on a thread of its own."""
+    from edgellm.engine import backends
+
+    lib = backends.registry()
+    start = _registry_function("ggml_backend_rpc_start_server", None,
+                               [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t,
+                                ctypes.POINTER(ctypes.c_void_p)])
+    handles = [lib.ggml_backend_dev_by_name(name.encode()) for name in device_names]
+    array = (ctypes.c_void_p * len(handles))(*handles)
+    start(str(endpoint).encode(), cache_dir.encode() if cache_dir else None, threads, len(handles), array)

@@ -1,0 +1,74 @@
+"""The side channel of an RPC worker: its device profile and the memory it promises, over HTTP beside the RPC port.
+
+llama.cpp's RPC protocol carries no device profile (a CPU worker reports its free memory as its total), so a worker
+also answers `GET /profile` on the next port (RPC port + 1) with the `edgellm hw --json` document of its machine and
+the memory cap it keeps (`edgellm worker --memory`). A client that finds no side channel plans with what RPC reports.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from edgellm import __version__
+from edgellm.engine.rpc import Endpoint
+
+SCHEMA = "edgellm.worker/1"
+
+
+def side_channel(endpoint: Endpoint) -> Endpoint:
+    """Where a worker's profile is served: the RPC port + 1, on the same host."""
+    return Endpoint(endpoint.host, endpoint.port + 1)
+
+
+def profile_document(profile: dict[str, Any], memory_cap: int | None, devices: list[str],
+                     endpoint: Endpoint) -> dict[str, Any]:
+    return {"schema": SCHEMA, "edgellm": __version__, "rpc": str(endpoint), "devices": devices,
+            "memory_cap_bytes": memory_cap, "profile": profile}
+
+
+class ProfileServer(ThreadingHTTPServer):
+    """Answers GET /profile with one JSON document, and nothing else."""
+
+    daemon_threads = True
+
+    def __init__(self, endpoint: Endpoint, document: dict[str, Any]) -> None:
+        self.body = json.dumps(document).encode()
+        super().__init__((endpoint.host, endpoint.port), _Handler)
+
+    def serve_in_background(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, name="edgellm-worker-profile", daemon=True)
+        thread.start()
+        return thread
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ProfileServer
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.path.split("?")[0] != "/profile":
+            self.send_error(404, "only /profile is served here")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.server.body)))
+        self.end_headers()
+        self.wfile.write(self.server.body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: the worker's terminal is llama.cpp's
+        pass
+
+
+def fetch_profile(endpoint: Endpoint, timeout: float = 5.0) -> dict[str, Any] | None:
+    """The worker's side-channel document, or None when it has none (a plain llama.cpp rpc-server) or it is bad."""
+    import urllib.request
+
+    where = side_channel(endpoint)
+    try:
+        with urllib.request.urlopen(f"http://{where}/profile", timeout=timeout) as answer:
+            document = json.loads(answer.read(1 << 20))
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) and document.get("schema") == SCHEMA else None
