@@ -128,6 +128,27 @@ def _planned(path: Path, wishes: Wishes, profile: DeviceProfile, stored: "store.
     return choice
 
 
+def model_file(settings: ModelSettings) -> Path:
+    """The model file -m or -hf names, without planning it for one machine (a split plans it for several): a file,
+    a store name, or a stored -hf model; a UserError with the way out otherwise."""
+    if settings.hf_repo:
+        stored = store.find(parse_ref(settings.hf_repo).name)
+        if stored is None:
+            raise NoModel(f"{settings.hf_repo} is not stored; pull it first (edgellm pull {settings.hf_repo} "
+                          f"--dry-run shows what would be fetched)")
+        return stored.path(store.store_dir())
+    if not settings.model:
+        raise NoModel("name the model to split: -m PATH/TO/MODEL.gguf, a store name, or -hf REPO")
+    path = Path(settings.model).expanduser()
+    if not path.exists():
+        stored = store.find(settings.model)
+        if stored is not None:
+            return stored.path(store.store_dir())
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a directory; a split plans one GGUF file: pass it", path, "directory")
+    return path
+
+
 def best_local_model(profile: DeviceProfile, wishes: Wishes) -> ModelChoice:
     """With no -m: the most capable model in the store that fits this machine (largest, then best quant)."""
     folder = store.store_dir()

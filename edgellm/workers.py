@@ -72,3 +72,15 @@ def fetch_profile(endpoint: Endpoint, timeout: float = 5.0) -> dict[str, Any] | 
     except (OSError, ValueError):
         return None
     return document if isinstance(document, dict) and document.get("schema") == SCHEMA else None
+
+
+def worker_device(endpoint: Endpoint):
+    """A worker as the split planner sees it: checked (WorkerUnreachable when it cannot be used), named by its
+    profile's host name, with the memory it promised (or what it reports, less a margin)."""
+    from edgellm.engine.rpc import check_worker
+    from edgellm.plan.split import Device, worker_budget
+
+    status = check_worker(endpoint)
+    document = fetch_profile(endpoint) or {}
+    host = (document.get("profile") or {}).get("name") or "worker"
+    return Device(host, worker_budget(status.free_bytes, document.get("memory_cap_bytes")), str(endpoint))

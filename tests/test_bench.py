@@ -136,6 +136,8 @@ def test_ctrl_c_stops_the_benchmark_and_keeps_nothing(test_model: Path, edgellm_
     try:
         first = process.stderr.readline()  # the progress line's first report: the benchmark has started
         assert first.startswith("bench: loading"), first
+        second = process.stderr.readline()  # the next (off a terminal, 5 s later): it is measuring
+        assert second.startswith("bench: "), second
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=120)
         rest = process.stderr.read()

@@ -158,3 +158,16 @@ def serve_forever(endpoint: Endpoint, cache_dir: str | None, threads: int, devic
     handles = [lib.ggml_backend_dev_by_name(name.encode()) for name in device_names]
     array = (ctypes.c_void_p * len(handles))(*handles)
     start(str(endpoint).encode(), cache_dir.encode() if cache_dir else None, threads, len(handles), array)
+
+
+def join(endpoints: list[Endpoint]) -> None:
+    """Add each worker's devices to llama.cpp's registry, as llama.cpp's `--rpc` does: models loaded afterwards in
+    this process count them as GPU devices (layers reach them through n_gpu_layers and tensor_split). Check each
+    worker first (`check_worker`): ggml aborts the process on one it cannot reach. There is no leaving: a process
+    that joins workers is one that runs with them (a child process)."""
+    from edgellm.engine import backends
+
+    lib = backends.registry()
+    add = _registry_function("ggml_backend_rpc_add_server", ctypes.c_void_p, [ctypes.c_char_p])
+    for endpoint in endpoints:
+        lib.ggml_backend_register(add(str(endpoint).encode()))

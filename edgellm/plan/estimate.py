@@ -29,7 +29,8 @@ GPU_RUNTIME_OVERHEAD = {"cuda": 384 * MIB, "rocm": 384 * MIB, "vulkan": 256 * MI
 @dataclass(frozen=True)
 class EstimateSettings:
     n_ctx: int
-    n_gpu_layers: int = 0  # 0..n_layers+1; more than n_layers puts the output layer on the GPU too
+    n_gpu_layers: int = 0  # 0..n_layers+1, counted as llama.cpp counts them: the output layer first, then the last
+    # repeating layers (n_gpu_layers=1: the output alone; n_layers+1: everything)
     kv: str = "f16"
     flash_attn: bool = True
     n_ubatch: int = 512
@@ -102,9 +103,15 @@ def compute_bytes(spec: ModelSpec, n_ubatch: int, n_kv: int, flash_attn: bool, l
 
 
 def gpu_layer_range(spec: ModelSpec, n_gpu_layers: int) -> range:
-    """The repeating layers llama.cpp puts on the GPU: the last ones."""
-    first = max(spec.n_layers - n_gpu_layers, 0)
+    """The repeating layers llama.cpp puts on the GPU: the last n_gpu_layers - 1. llama.cpp counts the output as
+    layer n_layers and offloads from the top, so the output goes first (llama-model.cpp: i_gpu_start)."""
+    first = max(spec.n_layers + 1 - n_gpu_layers, 0)
     return range(first, spec.n_layers)
+
+
+def output_offloaded(n_gpu_layers: int) -> bool:
+    """Whether llama.cpp puts the output layer on the GPU: as soon as one layer is offloaded."""
+    return n_gpu_layers >= 1
 
 
 def estimate(spec: ModelSpec, settings: EstimateSettings, gpu_name: str = "GPU") -> MemoryEstimate:
@@ -112,7 +119,7 @@ def estimate(spec: ModelSpec, settings: EstimateSettings, gpu_name: str = "GPU")
     n_ubatch = min(settings.n_ubatch, padded_ctx(settings.n_ctx))
     full_cells, swa_cells = kv_cells(spec, settings.n_ctx, n_ubatch, settings.n_seq)
     on_gpu = set(gpu_layer_range(spec, settings.n_gpu_layers)) if settings.gpu_backend else set()
-    output_on_gpu = bool(settings.gpu_backend) and settings.n_gpu_layers > spec.n_layers
+    output_on_gpu = bool(settings.gpu_backend) and output_offloaded(settings.n_gpu_layers)
     output_weights = spec.output_bytes + (spec.token_embd_bytes if spec.tied_embeddings else 0)
 
     def device(is_gpu: bool) -> DeviceEstimate | None:

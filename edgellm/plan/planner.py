@@ -290,8 +290,9 @@ def finish(fitter: Fitter, no_gpu_reason: str, n_ctx: int, kv: str, layers: int,
     elif layers > spec.n_layers:
         reasons["n_gpu_layers"] = f"all {spec.n_layers} layers and the output fit in {gpu.name}'s budget"
     else:
-        reasons["n_gpu_layers"] = (f"{min(layers, spec.n_layers)} of {spec.n_layers} layers fit in {gpu.name}'s "
-                                   f"budget; the rest run on the CPU")
+        reasons["n_gpu_layers"] = (f"the output and {max(layers - 1, 0)} of {spec.n_layers} layers fit in "
+                                   f"{gpu.name}'s budget; the rest run on the CPU" if layers else
+                                   f"not even the output layer fits in {gpu.name}'s budget: all on the CPU")
     trained = spec.trained_ctx or DEFAULT_CTX
     if ctx_fixed:
         reasons["n_ctx"] = f"-c as asked (trained context {trained})"

@@ -16,7 +16,7 @@ from typing import Any
 
 from edgellm.hw.bandwidth import DEFAULT_GPU, system_bandwidth
 from edgellm.hw.profile import DeviceProfile
-from edgellm.plan.estimate import gpu_layer_range
+from edgellm.plan.estimate import gpu_layer_range, output_offloaded
 from edgellm.plan.planner import Plan
 from edgellm.plan.spec import ModelSpec
 
@@ -90,7 +90,7 @@ def bytes_per_token(spec: ModelSpec, plan: Plan) -> tuple[int, int]:
     lookup of one row; the output (the tied embedding, when tied) is read whole."""
     on_gpu = set(gpu_layer_range(spec, plan.n_gpu_layers)) if plan.gpu else set()
     output = spec.output_bytes + (spec.token_embd_bytes if spec.tied_embeddings else 0)
-    output_on_gpu = plan.gpu is not None and plan.n_gpu_layers > spec.n_layers
+    output_on_gpu = plan.gpu is not None and output_offloaded(plan.n_gpu_layers)
     gpu = sum(spec.layer_bytes[layer] for layer in on_gpu) + (output if output_on_gpu else 0)
     cpu = sum(b for layer, b in enumerate(spec.layer_bytes) if layer not in on_gpu) + (0 if output_on_gpu else output)
     return cpu, gpu

@@ -1,0 +1,231 @@
+"""Split a model's layers across this machine and RPC workers (llama.cpp's RPC backend). Pure.
+
+llama.cpp keeps the input embedding and the first layers on the machine that runs it and puts the last
+`n_gpu_layers` on the GPU-type devices, which RPC workers are, shared by `tensor_split` in device order. It counts
+the output as one more layer after the last, offloaded first: with any layer on a worker, the output is on the last
+worker, and `n_gpu_layers` is the workers' layers + 1. edgellm gives each device a number of layers in
+proportion to the memory it can give (this machine's usable RAM; a worker's promise, or what it reports), so every
+device fills alike (after what it holds whatever its share: the embedding here, the output on the last worker),
+and keeps the context and KV type as the single-device planner would: the default context, a
+q8_0 cache before a smaller context, never below 2048 tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgellm.plan.estimate import CPU_OVERHEAD, compute_bytes, kv_cells, kv_layer_bytes, padded_ctx
+from edgellm.hw.profile import DeviceProfile
+from edgellm.plan.planner import DEFAULT_CTX, GPU_MARGIN, MIN_AUTO_CTX, PlanError, Wishes, gib, ram_margin, usable_gpu
+from edgellm.plan.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device that can hold layers: this machine (first) or a worker, with the bytes it can give."""
+
+    name: str
+    budget: int
+    where: str = ""  # HOST:PORT of a worker; "" for this machine or a profile
+
+
+@dataclass(frozen=True)
+class Share:
+    """What one device holds under a split, with the memory it takes."""
+
+    device: Device
+    first_layer: int
+    layers: int
+    output: bool  # holds the output layer
+    weights: int
+    kv_cache: int
+    compute: int
+    overhead: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.compute + self.overhead
+
+    @property
+    def fits(self) -> bool:
+        return self.total <= self.device.budget
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    shares: tuple[Share, ...]  # this machine first, then the workers in --rpc order
+    n_ctx: int
+    kv: str
+    n_gpu_layers: int  # layers on the workers and the output (0: everything here)
+    tensor_split: tuple[int, ...]  # per worker, the layers it holds (the output counted on the last that holds any)
+    notices: tuple[str, ...] = ()
+
+    @property
+    def fits(self) -> bool:
+        return all(share.fits for share in self.shares)
+
+    @property
+    def total(self) -> int:
+        return sum(share.total for share in self.shares)
+
+
+def profile_device(profile: DeviceProfile, local: bool) -> Device:
+    """What a machine of `profile` can give: a worker's discrete GPU (its free memory less 1 GiB) when its build can
+    drive one, else its available RAM less edgellm's margin. This machine runs its layers on the CPU."""
+    gpu, _ = usable_gpu(profile)
+    if gpu is not None and not gpu.unified_memory and not local:
+        return Device(f"{profile.name} ({gpu.name})", gpu.memory_free_bytes - GPU_MARGIN)
+    return Device(profile.name + (" (this machine)" if local else ""),
+                  profile.memory.available_bytes - ram_margin(profile, Wishes()))
+
+
+def worker_budget(reported_free: int, promised: int | None) -> int:
+    """A worker's budget: what it promised (`edgellm worker --memory`), never more than it reports free; without a
+    promise (a plain llama.cpp rpc-server), what it reports less edgellm's margin (a CPU worker reports all its RAM)."""
+    if promised is not None:
+        return min(promised, reported_free)
+    return reported_free - max(512 * 2**20, reported_free // 10)
+
+
+def layer_counts(n_layers: int, budgets: list[int]) -> list[int]:
+    """`n_layers` shared in proportion to `budgets` (largest remainders); a device with no budget gets none."""
+    usable = [max(budget, 0) for budget in budgets]
+    whole = sum(usable)
+    if whole == 0:
+        return [n_layers] + [0] * (len(budgets) - 1)
+    exact = [n_layers * budget / whole for budget in usable]
+    counts = [int(value) for value in exact]
+    for index in sorted(range(len(exact)), key=lambda i: exact[i] - counts[i], reverse=True)[:n_layers - sum(counts)]:
+        counts[index] += 1
+    return counts
+
+
+def room_counts(spec: ModelSpec, devices: list[Device], n_ctx: int, kv: str, flash_attn: bool,
+                n_ubatch: int) -> list[int]:
+    """Layers per device in proportion to the room each has for layers: its budget less what it holds whatever its
+    share (this machine: the embedding, the logits buffer; the last worker holding layers: the output and the logits
+    of a batch). The output goes to the last worker given any layer, so its room is counted that way."""
+    no_layers = [0] * len(devices)
+    for holder in range(len(devices) - 1, 0, -1):
+        fixed = [share.total for share in shares(spec, devices, no_layers, n_ctx, kv, flash_attn, n_ubatch,
+                                                 output_at=holder)]
+        room = [device.budget - cost if index <= holder else 0  # layers past the holder would take the output
+                for index, (device, cost) in enumerate(zip(devices, fixed))]
+        counts = layer_counts(spec.n_layers, room)
+        if counts[holder] or not any(counts[1:]):
+            return counts
+    return layer_counts(spec.n_layers, [devices[0].budget] + [0] * (len(devices) - 1))
+
+
+def shares(spec: ModelSpec, devices: list[Device], counts: list[int], n_ctx: int, kv: str, flash_attn: bool,
+           n_ubatch: int, output_at: int | None = None) -> tuple[Share, ...]:
+    """The memory each device takes holding `counts[i]` consecutive layers (this machine first); the output on the
+    last worker holding layers, as llama.cpp places it (`output_at` fixes where, to size a device before layers)."""
+    n_ubatch = min(n_ubatch, padded_ctx(n_ctx))
+    full_cells, swa_cells = kv_cells(spec, n_ctx, n_ubatch)
+    offloaded = sum(counts[1:]) > 0 or output_at is not None
+    last_holder = output_at if output_at is not None else max((i for i, count in enumerate(counts) if count),
+                                                              default=0)
+    output_weights = spec.output_bytes + (spec.token_embd_bytes if spec.tied_embeddings else 0)
+    found, first = [], 0
+    for index, (device, count) in enumerate(zip(devices, counts)):
+        layers = range(first, first + count)
+        first += count
+        local = index == 0
+        output = (index == last_holder) if offloaded else local
+        cells = [swa_cells if spec.swa_layers[layer] else full_cells for layer in layers]
+        weights = sum(spec.layer_bytes[layer] for layer in layers)
+        if local:
+            weights += spec.token_embd_bytes + (spec.output_bytes if output else 0)
+        elif output:
+            weights += output_weights
+        kv_cache = sum(kv_layer_bytes(spec, layer, cell, kv) for layer, cell in zip(layers, cells))
+        compute = compute_bytes(spec, n_ubatch, max(cells, default=0), flash_attn, output, bool(count)) \
+            if count or output or local else 0
+        overhead = CPU_OVERHEAD + (spec.n_vocab * 4 if local else 0)  # the logits buffer stays here
+        found.append(Share(device, layers.start, count, output, weights, kv_cache, compute, overhead))
+    return tuple(found)
+
+
+def plan_split(spec: ModelSpec, devices: list[Device], ctx: int | None = None, kv: str | None = None,
+               flash_attn: bool = True, n_ubatch: int = 512) -> SplitPlan:
+    """Share the layers across `devices` (this machine first) in proportion to their budgets, at the largest context
+    (from the default down to 2048, or `ctx` as asked) and the cheapest KV type (f16, then q8_0) that fit every
+    device; PlanError saying what the devices lack when nothing fits."""
+    if len(devices) < 2:
+        raise PlanError("a split needs this machine and at least one worker")
+    trained = spec.trained_ctx or DEFAULT_CTX
+    if ctx is not None and ctx > trained:
+        raise PlanError(f"-c {ctx} is above the model's trained context of {trained} tokens; use -c {trained} or less")
+    contexts = [ctx or trained] if ctx is not None else [min(DEFAULT_CTX, trained)]
+    while ctx is None and contexts[-1] // 2 >= MIN_AUTO_CTX:
+        contexts.append(contexts[-1] // 2)
+    kv_types = [kv] if kv else (["f16", "q8_0"] if flash_attn else ["f16"])
+    first = None
+    for n_ctx in contexts:
+        for kv_type in kv_types:
+            counts = room_counts(spec, devices, n_ctx, kv_type, flash_attn, n_ubatch)
+            found = shares(spec, devices, counts, n_ctx, kv_type, flash_attn, n_ubatch)
+            notices = []
+            if n_ctx < contexts[0]:
+                notices.append(f"context reduced to {n_ctx} tokens to fit the devices; pass -c to choose it")
+            if kv_type != kv_types[0]:
+                notices.append(f"KV cache quantized to {kv_type} to keep the context at {n_ctx}")
+            candidate = SplitPlan(found, n_ctx, kv_type, remote_layers(counts), tensor_split(counts),
+                                  tuple(notices))
+            first = first or candidate
+            if candidate.fits:
+                return candidate
+    short = [f"{share.device.name} needs {gib(share.total)} of {gib(max(share.device.budget, 0))}"
+             for share in first.shares if not share.fits]
+    raise PlanError(f"the model does not fit across these devices at -c {first.n_ctx}: {'; '.join(short)}; add a "
+                    f"worker, give more memory (--memory on a worker), or use a smaller quant or model")
+
+
+def remote_layers(counts: list[int]) -> int:
+    """n_gpu_layers for llama.cpp: the layers on the workers and the output with them (none: 0)."""
+    offloaded = sum(counts[1:])
+    return offloaded + 1 if offloaded else 0
+
+
+def tensor_split(counts: list[int]) -> tuple[int, ...]:
+    """llama.cpp's tensor_split for the workers: their layer counts, the last that holds any also counting the output
+    (llama.cpp shares n_gpu_layers items, the output being the last item)."""
+    split = list(counts[1:])
+    holders = [i for i, count in enumerate(split) if count]
+    if holders:
+        split[holders[-1]] += 1
+    return tuple(split)
+
+
+
+def render(plan: SplitPlan, spec: ModelSpec) -> str:
+    """The split as a table: per device, the layers, weights, KV cache, activations and total against its budget."""
+    def size(n: int) -> str:
+        return gib(n)
+
+    lines = [f"Split of {spec.n_layers} layers across {len(plan.shares)} devices "
+             f"(n_ctx {plan.n_ctx}, KV {plan.kv}):", "",
+             f"  {'device':<34} {'layers':>9} {'weights':>9} {'KV cache':>9} {'activ.':>9} {'total':>9} {'of':>9}"]
+    for share in plan.shares:
+        layers = (f"{share.first_layer}-{share.first_layer + share.layers - 1}" if share.layers else "none") \
+            + ("+out" if share.output else "")
+        name = share.device.name + (f" ({share.device.where})" if share.device.where else "")
+        lines.append(f"  {name[:34]:<34} {layers:>9} {size(share.weights):>9} {size(share.kv_cache):>9} "
+                     f"{size(share.compute):>9} {size(share.total):>9} {size(max(share.device.budget, 0)):>9}"
+                     + ("" if share.fits else "  DOES NOT FIT"))
+    lines += ["", f"  all devices {size(plan.total)}; llama.cpp: n_gpu_layers {plan.n_gpu_layers}, tensor_split "
+              + ",".join(map(str, plan.tensor_split))]
+    lines += [f"note: {notice}" for notice in plan.notices]
+    return "\n".join(lines)
+
+
+def to_dict(plan: SplitPlan) -> dict:
+    return {"fits": plan.fits, "n_ctx": plan.n_ctx, "kv": plan.kv, "n_gpu_layers": plan.n_gpu_layers,
+            "tensor_split": list(plan.tensor_split), "total_bytes": plan.total, "notices": list(plan.notices),
+            "devices": [{"device": share.device.name, "endpoint": share.device.where or None,
+                         "budget_bytes": share.device.budget, "first_layer": share.first_layer,
+                         "layers": share.layers, "output": share.output, "weights_bytes": share.weights,
+                         "kv_cache_bytes": share.kv_cache, "compute_bytes": share.compute,
+                         "overhead_bytes": share.overhead, "total_bytes": share.total, "fits": share.fits}
+                        for share in plan.shares]}
