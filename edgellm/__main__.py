@@ -2,6 +2,10 @@
 
 import sys
 
-from edgellm.cli import main
+try:
+    from edgellm.cli import main
 
-sys.exit(main())
+    sys.exit(main())
+except KeyboardInterrupt:  # Ctrl-C before the command line's own handling starts (while it imports)
+    print("\nedgellm: interrupted", file=sys.stderr)
+    sys.exit(130)

@@ -74,7 +74,7 @@ def load(settings: LoadSettings, log: LlamaLog, keep_terminal: bool = False) -> 
     started = time.perf_counter()
     try:
         # a warning said while llama-cpp-python silences fds 1 and 2 is said after
-        with disk.held(), templates_left_to_edgellm(llama_cpp):
+        with disk.held(), templates_left_to_edgellm(llama_cpp), interrupt_after():
             llm = _new_llama(llama_cpp, settings, log, keep_terminal)
         llm.verbose = log.echo  # loaded: llama-cpp-python's own per-call prints only when asked for
     except (ValueError, RuntimeError, OSError) as error:
@@ -102,6 +102,26 @@ def _new_llama(llama_cpp: ModuleType, settings: LoadSettings, log: LlamaLog, kee
         swa_full=False,  # sliding-window layers keep only their window: what the planner budgets
         verbose=log.echo or keep_terminal,
     )
+
+
+@contextlib.contextmanager
+def interrupt_after() -> Iterator[None]:
+    """Ctrl-C while llama.cpp loads a model is kept and raised once the load returns. Python raises KeyboardInterrupt
+    wherever it next runs Python code, which during a load is llama.cpp's log callback: ctypes drops an exception
+    raised there, so the interrupt was lost and the command went on. On the main thread only (signals are its)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    import signal
+
+    asked: list[bool] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: asked.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if asked:
+        raise KeyboardInterrupt
 
 
 class _UncompiledTemplate:
