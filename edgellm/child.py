@@ -7,7 +7,7 @@ import runpy
 import sys
 
 CHILD_FLAG = "--edgellm-child"
-CHILD_MODULES = ("edgellm.selftest", "edgellm.convert.quantize")
+CHILD_MODULES = ("edgellm.selftest", "edgellm.convert.quantize", "edgellm.engine.split_child")
 
 
 def module_command(module: str, *args: str) -> list[str]:

@@ -9,7 +9,7 @@ import sys
 import threading
 
 from edgellm.errors import UserError
-from edgellm.options import add_model_flags
+from edgellm.options import add_model_flags, argument_type
 
 NAME = "run"
 HELP = "complete one prompt with a model, streaming the text to stdout"
@@ -21,7 +21,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prompt.add_argument("-f", "--file", help="read the prompt from a file")
     parser.add_argument("--json", action="store_true",
                         help="after the text, print one JSON line with token counts, timings and settings")
+    parser.add_argument("--rpc", type=argument_type(rpc_endpoints), metavar="HOST:PORT[,HOST:PORT...]",
+                        help="split the model across this machine and these workers (`edgellm worker`), as "
+                             "`edgellm plan --rpc` shows")
     add_model_flags(parser)
+
+
+def rpc_endpoints(text: str):
+    from edgellm.engine.rpc import parse_endpoints
+
+    return parse_endpoints(text)
 
 
 def read_prompt(args: argparse.Namespace) -> str:
@@ -44,6 +53,8 @@ def main(args: argparse.Namespace) -> int:
 
     settings = loading.settings_from(args)
     prompt = read_prompt(args)
+    if args.rpc:
+        return run_split(settings, args.rpc, prompt, args.json)
     planned = plan_and_tell(settings)
     if settings.system_prompt:
         print("edgellm: note: run completes the raw prompt; -sys is used by chat", file=sys.stderr)
@@ -85,4 +96,42 @@ def generate(loaded, options, prompt: str, as_json: bool, verbose: bool = False)
     if stats.stop_reason == "interrupted":
         print("edgellm: interrupted", file=sys.stderr)
         return 130
+    return 0
+
+
+def run_split(settings, endpoints, prompt: str, as_json: bool) -> int:
+    """`run --rpc`: the model split across workers, generated in a watched child process; a worker lost mid-reply
+    ends it with one line naming the worker (exit 1), the text printed so far kept."""
+    from edgellm import loading
+    from edgellm.split_run import WorkerLost, plan_for_workers, stream
+
+    setup = plan_for_workers(settings, endpoints)
+    if settings.verbose:
+        from edgellm.plan.split import render
+
+        print(render(setup.split, loading.read_spec(setup.path)), file=sys.stderr)
+    out, printed, report = sys.stdout, "", {}
+    try:
+        for event in stream(setup, prompt, loading.generation_options(settings)):
+            if "text" in event:
+                out.write(event["text"])
+                out.flush()
+                printed = event["text"]
+            report.update(event)
+    except WorkerLost:
+        if printed and not printed.endswith("\n"):
+            out.write("\n")
+        out.flush()
+        raise
+    if as_json:
+        if printed and not printed.endswith("\n"):
+            out.write("\n")
+        out.write(json.dumps({**report.get("stats", {}), "load_ms": round(report.get("loaded", 0.0), 1),
+                              "model": str(setup.path), "split": {"n_gpu_layers": setup.split.n_gpu_layers,
+                                                                  "tensor_split": list(setup.split.tensor_split),
+                                                                  "workers": [str(e) for e in setup.endpoints]}})
+                  + "\n")
+    elif printed and not printed.endswith("\n") and out.isatty():
+        out.write("\n")
+    out.flush()
     return 0

@@ -1,0 +1,144 @@
+"""Run a model split across RPC workers: the plan, then a child process that generates, watched.
+
+ggml aborts the process that runs a split when a worker goes away, and waits forever when the network goes silent. So
+the generation runs in a child process (edgellm.engine.split_child) and this side keeps what was shown and watches:
+while the child is quiet it looks at each worker's side channel (which answers even while the worker computes), and
+after WATCHDOG_S of silence mid-reply, or when the child dies, it ends the reply with WorkerLost naming the worker
+that is gone (or all of them, when it cannot tell). Shared by the front ends that run with `--rpc`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+from edgellm.engine.rpc import Endpoint
+from edgellm.errors import DoesNotFit, EngineFailed, UserError
+from edgellm.plan.split import SplitPlan
+
+WATCHDOG_S = 30.0  # silence mid-reply before the workers are looked at and the reply ended
+POLL_S = 1.0  # how often the workers' side channels are looked at while the child is quiet
+
+
+class WorkerLost(UserError):
+    """A worker went away (or the network went silent) while a split model ran: the reply ends, what was shown
+    stays. Not bad input: exit 1."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, endpoints: list[str]) -> None:
+        super().__init__(message)
+        self.endpoints = endpoints
+
+
+@dataclass(frozen=True)
+class SplitSetup:
+    path: Path
+    split: SplitPlan
+    endpoints: tuple[Endpoint, ...]
+    threads: int
+    flash_attn: bool
+
+
+def plan_for_workers(settings, endpoints: list[Endpoint]) -> SplitSetup:
+    """The model the flags name, split across this machine and the workers (each checked: WorkerUnreachable)."""
+    from edgellm import loading
+    from edgellm.plan.planner import FLASH_ATTN_BACKENDS, PlanError
+    from edgellm.plan.split import plan_split, profile_device
+    from edgellm.workers import worker_device
+
+    here = loading.profile_named(None)
+    devices = [profile_device(here, local=True)] + [worker_device(endpoint) for endpoint in endpoints]
+    path = loading.model_file(settings)
+    spec = loading.read_spec(path)
+    backend = here.llama_build.backend if here.llama_build else "cpu"
+    flash_attn = settings.flash_attn == "on" or (settings.flash_attn == "auto" and backend in FLASH_ATTN_BACKENDS)
+    try:
+        split = plan_split(spec, devices, settings.ctx_size, settings.kv, flash_attn)
+    except PlanError as error:
+        raise DoesNotFit(f"{path.name}: {error}", str(path)) from None
+    return SplitSetup(path, split, tuple(endpoints), settings.threads or here.cpu.performance_cores, flash_attn)
+
+
+def gone_workers(endpoints: tuple[Endpoint, ...], timeout: float = 2.0) -> list[str]:
+    """The workers whose side channel does not answer (stopped, killed, or cut off)."""
+    from edgellm.workers import fetch_profile
+
+    return [str(endpoint) for endpoint in endpoints if fetch_profile(endpoint, timeout=timeout) is None]
+
+
+def job(setup: SplitSetup, prompt: str, options) -> dict:
+    split = setup.split
+    return {"model": str(setup.path), "workers": [str(endpoint) for endpoint in setup.endpoints],
+            "prompt": prompt, "seed": options.seed,
+            "load": {"n_ctx": split.n_ctx, "n_batch": 512, "threads": setup.threads, "n_gpu_layers": split.n_gpu_layers,
+                     "tensor_split": list(split.tensor_split), "flash_attn": setup.flash_attn, "kv": split.kv},
+            "options": {"sampling": asdict(options.sampling), "max_tokens": options.max_tokens,
+                        "ignore_eos": options.ignore_eos, "seed": options.seed}}
+
+
+def stream(setup: SplitSetup, prompt: str, options, watchdog_s: float = WATCHDOG_S) -> Iterator[dict]:
+    """The child's events ({"loaded"}, {"text"}..., {"stats"}) as they come; WorkerLost when a worker goes away or
+    the network goes silent for `watchdog_s` mid-reply; the child is always ended when this ends."""
+    from edgellm.child import module_command
+
+    child = subprocess.Popen(module_command("edgellm.engine.split_child", json.dumps(job(setup, prompt, options))),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "GGML_NO_BACKTRACE": "1"})
+    events: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in child.stdout:
+            try:
+                events.put(json.loads(line))
+            except ValueError:
+                continue
+        events.put(None)
+
+    threading.Thread(target=read, name="edgellm-split-reader", daemon=True).start()
+    generating, quiet_since = False, time.monotonic()
+    try:
+        while True:
+            try:
+                event = events.get(timeout=POLL_S)
+            except queue.Empty:
+                gone = gone_workers(setup.endpoints)
+                silent = generating and time.monotonic() - quiet_since > watchdog_s
+                if gone or silent:
+                    child.kill()
+                    raise lost(gone or [str(endpoint) for endpoint in setup.endpoints], silent and not gone)
+                continue
+            if event is None:
+                break
+            quiet_since = time.monotonic()
+            generating = generating or "loaded" in event
+            if "error" in event:
+                raise UserError(event["error"])
+            yield event
+            if "stats" in event:
+                return
+        code = child.wait()
+        gone = gone_workers(setup.endpoints)
+        if gone or code in (134, -6):  # ggml's abort: a worker went away under it
+            raise lost(gone or [str(endpoint) for endpoint in setup.endpoints], False)
+        raise EngineFailed(f"the split run ended without a reply (exit {code}): "
+                           f"{(child.stderr.read() or '').strip().splitlines()[-1:] or 'no message'}")
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+
+
+def lost(endpoints: list[str], silent: bool) -> WorkerLost:
+    names = ", ".join(endpoints)
+    what = (f"the network to the RPC worker{'s' if len(endpoints) > 1 else ''} at {names} went silent"
+            if silent else f"the RPC worker{'s' if len(endpoints) > 1 else ''} at {names} went away")
+    return WorkerLost(f"{what} mid-reply; the reply ends here (what was shown is kept): restart "
+                      f"`edgellm worker` there, or run without it", endpoints)
