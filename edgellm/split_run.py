@@ -13,6 +13,7 @@ import json
 import os
 import queue
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -89,8 +90,9 @@ def stream(setup: SplitSetup, prompt: str, options, watchdog_s: float = WATCHDOG
     the network goes silent for `watchdog_s` mid-reply; the child is always ended when this ends."""
     from edgellm.child import module_command
 
+    errors = tempfile.TemporaryFile(mode="w+")  # llama.cpp's own messages: a pipe nobody reads could fill and block
     child = subprocess.Popen(module_command("edgellm.engine.split_child", json.dumps(job(setup, prompt, options))),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             stdout=subprocess.PIPE, stderr=errors, text=True,
                              env={**os.environ, "GGML_NO_BACKTRACE": "1"})
     events: queue.Queue = queue.Queue()
 
@@ -128,12 +130,14 @@ def stream(setup: SplitSetup, prompt: str, options, watchdog_s: float = WATCHDOG
         gone = gone_workers(setup.endpoints)
         if gone or code in (134, -6):  # ggml's abort: a worker went away under it
             raise lost(gone or [str(endpoint) for endpoint in setup.endpoints], False)
-        raise EngineFailed(f"the split run ended without a reply (exit {code}): "
-                           f"{(child.stderr.read() or '').strip().splitlines()[-1:] or 'no message'}")
+        errors.seek(0)
+        last = (errors.read().strip().splitlines() or ["no message"])[-1]
+        raise EngineFailed(f"the split run ended without a reply (exit {code}): {last}")
     finally:
         if child.poll() is None:
             child.kill()
         child.wait()
+        errors.close()
 
 
 def lost(endpoints: list[str], silent: bool) -> WorkerLost:

@@ -127,7 +127,7 @@ split = json.loads(sys.argv[3]) if endpoints else {"n_gpu_layers": 0, "tensor_sp
 extra = {"tensor_split": [float(n) for n in split["tensor_split"]]} if endpoints else {}
 llm = llama_cpp.Llama(sys.argv[1], n_ctx=512, n_threads=1, n_gpu_layers=split["n_gpu_layers"], seed=0, verbose=True,
                       **extra)
-text = llm("The capital of France is", max_tokens=8, temperature=0)["choices"][0]["text"]
+text = llm("1, 2, 3, 4, 5,", max_tokens=8, temperature=0)["choices"][0]["text"]  # sure tokens (test_split_run)
 print(json.dumps({"text": text, "devices": [d.name for d in devices()]}))
 """
 

@@ -16,7 +16,7 @@ from typing import Any
 from edgellm import __version__, loading, store
 from edgellm.bench import results
 from edgellm.bench.measure import BenchRequest, PeakMemory, measure, now_iso
-from edgellm.engine.model import LoadSettings
+from edgellm.engine.model import LoadSettings, interrupt_after
 from edgellm.errors import DoesNotFit, EngineFailed, UserError
 from edgellm.events import Notice, Progress, Report, ignore
 from edgellm.hw.profile import DeviceProfile
@@ -133,10 +133,11 @@ def run_bench(settings: ModelSettings, request: BenchRequest, flash_attn: list[s
             done += 1
 
         step("loading")
-        gpu_before = None if unified else backends.gpu_memory_free()
-        peak_since = peak.reset()
-        load_settings = LoadSettings.from_plan(path, chosen, seed=0)
-        loaded = loading.open_model(replace(planned, load_settings=load_settings), settings)
+        with interrupt_after():  # llama.cpp's calls here log through a callback that would swallow Ctrl-C
+            gpu_before = None if unified else backends.gpu_memory_free()
+            peak_since = peak.reset()
+            load_settings = LoadSettings.from_plan(path, chosen, seed=0)
+            loaded = loading.open_model(replace(planned, load_settings=load_settings), settings)
         load_ms = loaded.load_ms
         try:
             figures = measure(loaded, request, step, (lambda: None) if unified else backends.gpu_memory_free)

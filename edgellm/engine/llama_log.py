@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO
@@ -83,6 +84,7 @@ class LlamaLog:
 
 
 _active: LlamaLog | None = None
+interrupted = threading.Event()  # a Ctrl-C that landed in the callback, where it would be lost
 _callback = None  # the ctypes callback llama.cpp holds: it must live as long as the process
 
 
@@ -96,8 +98,11 @@ def _install_callback() -> None:
 
     @llama_cpp.llama_log_callback
     def on_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        if _active is not None:
-            _active.write(text.decode("utf-8", errors="replace"))
+        try:
+            if _active is not None:
+                _active.write(text.decode("utf-8", errors="replace"))
+        except KeyboardInterrupt:  # ctypes drops an exception raised in a callback: keep it for interrupt_after
+            interrupted.set()
 
     _callback = on_log
     llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))

@@ -69,12 +69,12 @@ def load(settings: LoadSettings, log: LlamaLog, keep_terminal: bool = False) -> 
 
     from edgellm.engine import backends
 
-    log.install()
-    backends.load_backends()  # a portable build's CPU variant; logged into `log` like the rest
     started = time.perf_counter()
     try:
         # a warning said while llama-cpp-python silences fds 1 and 2 is said after
-        with disk.held(), templates_left_to_edgellm(llama_cpp), interrupt_after():
+        with interrupt_after(), disk.held(), templates_left_to_edgellm(llama_cpp):
+            log.install()
+            backends.load_backends()  # a portable build's CPU variant; logged into `log` like the rest
             llm = _new_llama(llama_cpp, settings, log, keep_terminal)
         llm.verbose = log.echo  # loaded: llama-cpp-python's own per-call prints only when asked for
     except (ValueError, RuntimeError, OSError) as error:
@@ -106,9 +106,12 @@ def _new_llama(llama_cpp: ModuleType, settings: LoadSettings, log: LlamaLog, kee
 
 @contextlib.contextmanager
 def interrupt_after() -> Iterator[None]:
-    """Ctrl-C while llama.cpp loads a model is kept and raised once the load returns. Python raises KeyboardInterrupt
-    wherever it next runs Python code, which during a load is llama.cpp's log callback: ctypes drops an exception
-    raised there, so the interrupt was lost and the command went on. On the main thread only (signals are its)."""
+    """Ctrl-C while llama.cpp works (a model loading) is kept and raised once the block ends. Python raises
+    KeyboardInterrupt wherever it next runs Python code, which there is llama.cpp's log callback: ctypes drops an
+    exception raised there, so the interrupt was lost and the command went on. The handler is the main thread's
+    only (signals are its); the log callback keeps one that lands in it either way."""
+    from edgellm.engine import llama_log
+
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -120,7 +123,8 @@ def interrupt_after() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    if asked:
+    if asked or llama_log.interrupted.is_set():
+        llama_log.interrupted.clear()
         raise KeyboardInterrupt
 
 
