@@ -2,9 +2,10 @@
 
 ggml aborts the process that runs a split when a worker goes away, and waits forever when the network goes silent. So
 the generation runs in a child process (edgellm.engine.split_child) and this side keeps what was shown and watches:
-while the child is quiet it looks at each worker's side channel (which answers even while the worker computes), and
-after WATCHDOG_S of silence mid-reply, or when the child dies, it ends the reply with WorkerLost naming the worker
-that is gone (or all of them, when it cannot tell). Shared by the front ends that run with `--rpc`.
+while the child is quiet it looks at each worker's side channel (which answers even while the worker computes); when
+one misses MISSES_TO_LOSE times running, or the child dies and a side channel is gone, the reply ends with WorkerLost
+naming the worker. Workers without a side channel (a plain llama.cpp rpc-server, a tunnel of one port) are given
+WATCHDOG_S of silence mid-reply. Shared by the front ends that run with `--rpc`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from edgellm.engine.rpc import Endpoint
 from edgellm.errors import DoesNotFit, EngineFailed, UserError
 from edgellm.plan.split import SplitPlan
 
-WATCHDOG_S = 30.0  # silence mid-reply before the workers are looked at and the reply ended
+WATCHDOG_S = 30.0  # silence mid-reply that ends it, for workers without a side channel to look at
 POLL_S = 1.0  # how often the workers' side channels are looked at while the child is quiet
+MISSES_TO_LOSE = 3  # side-channel answers missed running before a worker counts as gone (a busy network drops one)
 
 
 class WorkerLost(UserError):
@@ -68,11 +70,12 @@ def plan_for_workers(settings, endpoints: list[Endpoint]) -> SplitSetup:
     return SplitSetup(path, split, tuple(endpoints), settings.threads or here.cpu.performance_cores, flash_attn)
 
 
-def gone_workers(endpoints: tuple[Endpoint, ...], timeout: float = 2.0) -> list[str]:
-    """The workers whose side channel does not answer (stopped, killed, or cut off)."""
+def gone_workers(endpoints: list[str], timeout: float = 2.0) -> list[str]:
+    """Of the watched workers, those whose side channel does not answer (stopped, killed, or cut off)."""
+    from edgellm.engine.rpc import parse_endpoint
     from edgellm.workers import fetch_profile
 
-    return [str(endpoint) for endpoint in endpoints if fetch_profile(endpoint, timeout=timeout) is None]
+    return [where for where in endpoints if fetch_profile(parse_endpoint(where), timeout=timeout) is None]
 
 
 def job(setup: SplitSetup, prompt: str, options) -> dict:
@@ -86,13 +89,16 @@ def job(setup: SplitSetup, prompt: str, options) -> dict:
 
 
 def stream(setup: SplitSetup, prompt: str, options, watchdog_s: float = WATCHDOG_S) -> Iterator[dict]:
-    """The child's events ({"loaded"}, {"text"}..., {"stats"}) as they come; WorkerLost when a worker goes away or
-    the network goes silent for `watchdog_s` mid-reply; the child is always ended when this ends."""
+    """The child's events ({"loaded"}, {"text"}..., {"stats"}) as they come; WorkerLost when a worker goes away (its
+    side channel fails MISSES_TO_LOSE times running) or, for workers without one, when the reply falls silent for
+    `watchdog_s`; the child is always ended when this ends."""
     from edgellm.child import module_command
 
-    errors = tempfile.TemporaryFile(mode="w+")  # llama.cpp's own messages: a pipe nobody reads could fill and block
-    child = subprocess.Popen(module_command("edgellm.engine.split_child", json.dumps(job(setup, prompt, options))),
-                             stdout=subprocess.PIPE, stderr=errors, text=True,
+    watched = [share.device.where for share in setup.split.shares if share.device.where and share.device.watched]
+    unwatched = [str(endpoint) for endpoint in setup.endpoints if str(endpoint) not in watched]
+    errors = tempfile.TemporaryFile(mode="w+", errors="replace")  # llama.cpp's messages: a pipe could fill and block
+    child = subprocess.Popen(module_command("edgellm.engine.split_child"), stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=errors, text=True, start_new_session=True,
                              env={**os.environ, "GGML_NO_BACKTRACE": "1"})
     events: queue.Queue = queue.Queue()
 
@@ -104,35 +110,44 @@ def stream(setup: SplitSetup, prompt: str, options, watchdog_s: float = WATCHDOG
                 continue
         events.put(None)
 
+    try:
+        child.stdin.write(json.dumps(job(setup, prompt, options)))  # the job (and the prompt) on stdin: any size,
+        child.stdin.close()  # and not in `ps` for other users to read
+    except OSError:
+        pass  # the child died at once: told below, from its exit
     threading.Thread(target=read, name="edgellm-split-reader", daemon=True).start()
-    generating, quiet_since = False, time.monotonic()
+    phase, quiet_since, misses = "loading", time.monotonic(), {where: 0 for where in watched}
     try:
         while True:
             try:
                 event = events.get(timeout=POLL_S)
             except queue.Empty:
-                gone = gone_workers(setup.endpoints)
-                silent = generating and time.monotonic() - quiet_since > watchdog_s
-                if gone or silent:
+                for where in watched:
+                    misses[where] = misses[where] + 1 if gone_workers([where]) else 0
+                gone = [where for where, count in misses.items() if count >= MISSES_TO_LOSE]
+                silent = bool(unwatched) and phase == "replying" and time.monotonic() - quiet_since > watchdog_s
+                if (gone or silent) and events.empty():
                     child.kill()
-                    raise lost(gone or [str(endpoint) for endpoint in setup.endpoints], silent and not gone)
+                    raise lost(gone or unwatched, silent and not gone, phase)
                 continue
             if event is None:
                 break
             quiet_since = time.monotonic()
-            generating = generating or "loaded" in event
+            if "text" in event:
+                phase = "replying"
             if "error" in event:
-                raise UserError(event["error"])
+                raise (UserError if event.get("unreachable") else EngineFailed)(event["error"])
             yield event
             if "stats" in event:
                 return
         code = child.wait()
-        gone = gone_workers(setup.endpoints)
-        if gone or code in (134, -6):  # ggml's abort: a worker went away under it
-            raise lost(gone or [str(endpoint) for endpoint in setup.endpoints], False)
+        gone = gone_workers(watched)
+        if gone:
+            raise lost(gone, False, phase)
         errors.seek(0)
         last = (errors.read().strip().splitlines() or ["no message"])[-1]
-        raise EngineFailed(f"the split run ended without a reply (exit {code}): {last}")
+        raise EngineFailed(f"the split run ended {'mid-reply' if phase == 'replying' else 'while loading'} (exit "
+                           f"{code}): {last}; a worker may have refused the work: see its terminal")
     finally:
         if child.poll() is None:
             child.kill()
@@ -140,9 +155,12 @@ def stream(setup: SplitSetup, prompt: str, options, watchdog_s: float = WATCHDOG
         errors.close()
 
 
-def lost(endpoints: list[str], silent: bool) -> WorkerLost:
+def lost(endpoints: list[str], silent: bool, phase: str) -> WorkerLost:
     names = ", ".join(endpoints)
-    what = (f"the network to the RPC worker{'s' if len(endpoints) > 1 else ''} at {names} went silent"
-            if silent else f"the RPC worker{'s' if len(endpoints) > 1 else ''} at {names} went away")
-    return WorkerLost(f"{what} mid-reply; the reply ends here (what was shown is kept): restart "
-                      f"`edgellm worker` there, or run without it", endpoints)
+    plural = "s" if len(endpoints) > 1 else ""
+    what = (f"the network to the RPC worker{plural} at {names} went silent" if silent
+            else f"the RPC worker{plural} at {names} went away")
+    if phase == "replying":
+        return WorkerLost(f"{what} mid-reply; the reply ends here (what was shown is kept): restart `edgellm worker` "
+                          f"there, or run without it", endpoints)
+    return WorkerLost(f"{what} while the model loaded: restart `edgellm worker` there, or run without it", endpoints)

@@ -66,21 +66,35 @@ def fetch_profile(endpoint: Endpoint, timeout: float = 5.0) -> dict[str, Any] | 
     import urllib.request
 
     where = side_channel(endpoint)
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an http_proxy
     try:
-        with urllib.request.urlopen(f"http://{where}/profile", timeout=timeout) as answer:
+        with direct.open(f"http://{where}/profile", timeout=timeout) as answer:
             document = json.loads(answer.read(1 << 20))
     except (OSError, ValueError):
         return None
-    return document if isinstance(document, dict) and document.get("schema") == SCHEMA else None
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA:
+        return None
+    cap = document.get("memory_cap_bytes")
+    if not (cap is None or (isinstance(cap, int) and not isinstance(cap, bool) and cap >= 0)):
+        return None
+    if not isinstance(document.get("profile", {}), dict):
+        return None
+    return document
 
 
 def worker_device(endpoint: Endpoint):
     """A worker as the split planner sees it: checked (WorkerUnreachable when it cannot be used), named by its
-    profile's host name, with the memory it promised (or what it reports, less a margin)."""
-    from edgellm.engine.rpc import check_worker
+    profile's host name, with the memory it promised (or what it reports, less a margin). `watched` on the device
+    says whether it has a side channel to watch while it runs."""
+    from edgellm.engine.rpc import WorkerUnreachable, check_worker
     from edgellm.plan.split import Device, worker_budget
 
     status = check_worker(endpoint)
+    if len(status.devices) != 1:
+        raise WorkerUnreachable(f"the RPC worker at {endpoint} serves {len(status.devices)} devices; edgellm splits "
+                                f"over one device per worker: start one worker per device", str(endpoint))
     document = fetch_profile(endpoint) or {}
-    host = (document.get("profile") or {}).get("name") or "worker"
-    return Device(host, worker_budget(status.free_bytes, document.get("memory_cap_bytes")), str(endpoint))
+    host = (document.get("profile") or {}).get("name")
+    return Device(host if isinstance(host, str) and host else "worker",
+                  worker_budget(status.free_bytes, document.get("memory_cap_bytes")), str(endpoint),
+                  watched=bool(document))

@@ -73,6 +73,7 @@ def test_a_worker_answers_edgellms_check_and_serves_its_profile() -> None:
 def test_a_worker_refuses_to_listen_beyond_loopback_without_the_explicit_flag(edgellm_home: Path) -> None:
     assert_one_line_error(edgellm("worker", "--host", "0.0.0.0"), "no authentication", "SSH tunnel",
                           "--expose-unauthenticated")
+    assert_one_line_error(edgellm("worker", "--host", "::1"), "IPv4 only")
 
 
 def test_a_taken_port_and_too_much_memory_are_one_line_errors() -> None:
@@ -102,8 +103,10 @@ def test_an_unreachable_or_silent_worker_is_a_clear_error_not_an_abort() -> None
 
 
 def test_worker_lists_are_parsed_strictly() -> None:
-    assert parse_endpoints("pi-a.local:50052,[::1]:7000") == [Endpoint("pi-a.local", 50052), Endpoint("::1", 7000)]
-    for bad in ("pi-a.local", "pi:0", "pi:70000", "a:1,a:1", ","):
+    assert parse_endpoints("pi-a.local:50052,10.0.0.7:7000") == [Endpoint("pi-a.local", 50052),
+                                                                  Endpoint("10.0.0.7", 7000)]
+    for bad in ("pi-a.local", "pi:0", "pi:70000", "a:1,a:1", ",", "[::1]:7000", "::1:7000",
+                "localhost:7000,127.0.0.1:7000"):  # the last: one worker under two names
         with pytest.raises(ValueError):
             parse_endpoints(bad)
 

@@ -109,6 +109,5 @@ def show_split(settings, profiles: list[str], endpoints, as_json: bool) -> int:
           f"\n")
     print(render(split, spec))
     if not profiles:
-        print("\nRunning it (--rpc on run, chat, serve and bench) comes with the next version; this plan shows the "
-              "split it will use.")
+        print("\n`edgellm run --rpc` runs this split; --rpc on chat, serve and bench comes next.")
     return 0

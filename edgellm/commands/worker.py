@@ -41,19 +41,27 @@ def main(args: argparse.Namespace) -> int:
     from edgellm.engine.backends import GPU_KINDS, devices, gpu_memory_free
     from edgellm.errors import UserError
     from edgellm.hw.detect import detect_this_machine
-    from edgellm.plan.planner import ram_margin, Wishes
+    from edgellm.plan.planner import GPU_MARGIN, Wishes, ram_margin
     from edgellm.workers import ProfileServer, profile_document, side_channel
 
-    endpoint = rpc.Endpoint(args.host.strip("[]"), args.port)
+    if ":" in args.host:
+        raise UserError(f"--host {args.host}: llama.cpp's RPC speaks IPv4 only; give an IPv4 address such as "
+                        f"127.0.0.1")
+    try:
+        address = socket.gethostbyname(args.host)  # llama.cpp's server takes a dotted IPv4 address only
+    except OSError:
+        raise UserError(f"--host {args.host} does not resolve to an IPv4 address of this machine") from None
+    endpoint = rpc.Endpoint(address, args.port)
     if not rpc.is_loopback(endpoint.host) and not args.expose:
         raise UserError(f"--host {args.host} would let any machine that reaches port {args.port} use this device: "
                         f"llama.cpp's RPC protocol has no authentication. Keep 127.0.0.1 and reach it through an SSH "
-                        f"tunnel (ssh -L {args.port}:127.0.0.1:{args.port} THIS-HOST), or on a private network you "
-                        f"trust add {EXPOSE_FLAG}")
+                        f"tunnel of both its ports (ssh -N -L {args.port}:127.0.0.1:{args.port} -L {args.port + 1}:"
+                        f"127.0.0.1:{args.port + 1} THIS-HOST), or on a private network you trust add {EXPOSE_FLAG}")
     if args.port >= 65535:
         raise UserError(f"--port {args.port}: the profile needs the next port too; use 65534 or less")
     for port in (endpoint.port, endpoint.port + 1):
-        probe = socket.socket(socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET)
+        probe = socket.socket(socket.AF_INET)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as both servers do: a restart is not refused
         try:
             probe.bind((endpoint.host, port))
         except OSError as error:
@@ -63,8 +71,9 @@ def main(args: argparse.Namespace) -> int:
             probe.close()
     profile = detect_this_machine()
     gpus = [device.name for device in devices() if device.kind in GPU_KINDS and not device.name.startswith("RPC")]
-    served = gpus or ["CPU"]
-    free = gpu_memory_free() if gpus else profile.memory.available_bytes - ram_margin(profile, Wishes())
+    served = gpus[:1] or ["CPU"]  # one device per worker: the split gives each worker one share
+    free = (gpu_memory_free() or 0) // len(gpus) - GPU_MARGIN if gpus else \
+        profile.memory.available_bytes - ram_margin(profile, Wishes())
     if args.memory is not None and args.memory * MIB > max(free or 0, 0):
         raise UserError(f"--memory {args.memory} is more than this device can give ({max(free or 0, 0) // MIB} MiB "
                         f"free, less the margin kept free); use --memory {max(free or 0, 0) // MIB} or less")
@@ -74,10 +83,16 @@ def main(args: argparse.Namespace) -> int:
     if args.cache:
         cache = home.home() / "rpc-cache"
         cache.mkdir(parents=True, exist_ok=True)
+    start = rpc.server_function()  # on this thread: a build without RPC is one line, not a thread's traceback
     document = profile_document(profile.to_dict(), cap, served, endpoint)
-    profile_server = ProfileServer(side_channel(endpoint), document)
+    try:
+        profile_server = ProfileServer(side_channel(endpoint), document)
+    except OSError as error:
+        raise UserError(f"cannot serve the profile on {side_channel(endpoint)} ({error.strerror or error}); choose "
+                        f"another --port (the profile takes the next one)") from None
     profile_server.serve_in_background()
-    server = threading.Thread(target=rpc.serve_forever, args=(endpoint, str(cache) if cache else None, threads, served),
+    server = threading.Thread(target=rpc.serve_forever,
+                              args=(start, endpoint, str(cache) if cache else None, threads, served),
                               name="edgellm-rpc-server", daemon=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -118,11 +118,12 @@ def interrupt_after() -> Iterator[None]:
     import signal
 
     asked: list[bool] = []
+    llama_log.interrupted.clear()
     previous = signal.signal(signal.SIGINT, lambda signum, frame: asked.append(True))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
     if asked or llama_log.interrupted.is_set():
         llama_log.interrupted.clear()
         raise KeyboardInterrupt

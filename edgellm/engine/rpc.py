@@ -44,21 +44,34 @@ class Endpoint:
 
 
 def parse_endpoint(text: str) -> Endpoint:
-    """HOST:PORT (an IPv6 host in brackets); ValueError naming what is wrong."""
+    """HOST:PORT with an IPv4 address or a host name (llama.cpp's RPC transport is IPv4 only); ValueError naming what
+    is wrong."""
     host, sep, port = text.strip().rpartition(":")
+    if ":" in host or host.startswith("["):
+        raise ValueError(f"{text!r}: llama.cpp's RPC speaks IPv4 only; give an IPv4 address or a host name")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{text!r} is not HOST:PORT (a port from 1 to 65535)")
-    return Endpoint(host.strip("[]"), int(port))
+    return Endpoint(host, int(port))
 
 
 def parse_endpoints(text: str) -> list[Endpoint]:
-    """HOST:PORT[,HOST:PORT...], repeats refused."""
+    """HOST:PORT[,HOST:PORT...], repeats refused (also one worker under two names, once resolved)."""
     found = [parse_endpoint(part) for part in text.split(",") if part.strip()]
     if not found:
         raise ValueError("give at least one HOST:PORT")
-    if len(set(found)) != len(found):
-        raise ValueError("a worker is named twice")
+    resolved = [(ipv4_of(endpoint.host), endpoint.port) for endpoint in found]
+    if len(set(resolved)) != len(resolved):
+        raise ValueError("a worker is named twice (a worker serves one client at a time)")
     return found
+
+
+def ipv4_of(host: str) -> str:
+    """The dotted IPv4 address of `host` (llama.cpp's transport takes nothing else); the host itself when it does not
+    resolve (the check that follows names it)."""
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return host
 
 
 def is_loopback(host: str) -> bool:
@@ -106,6 +119,7 @@ def check_worker(endpoint: Endpoint, timeout: float = CHECK_TIMEOUT_S) -> Worker
     """Connect, say hello, ask for the devices and their memory, and close; WorkerUnreachable (one line, with the
     way out) when the worker does not answer in `timeout` seconds or answers wrongly."""
     way_out = f"start it there with `edgellm worker --port {endpoint.port}`, or leave it out of --rpc"
+    busy = f"busy with another client (a worker serves one at a time) or not running; {way_out}"
     try:
         with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as sock:
             hello = _exchange(sock, CMD_HELLO, bytes(CONN_CAPS_SIZE), 4 + CONN_CAPS_SIZE)
@@ -118,7 +132,7 @@ def check_worker(endpoint: Endpoint, timeout: float = CHECK_TIMEOUT_S) -> Worker
             devices = tuple(struct.unpack("<QQ", _exchange(sock, CMD_GET_DEVICE_MEMORY, struct.pack("<I", index), 16))
                             for index in range(count))
     except socket.timeout:
-        raise WorkerUnreachable(f"the RPC worker at {endpoint} did not answer within {timeout:g} s; {way_out}",
+        raise WorkerUnreachable(f"the RPC worker at {endpoint} did not answer within {timeout:g} s: {busy}",
                                 str(endpoint)) from None
     except (OSError, ConnectionError, struct.error) as error:
         reason = getattr(error, "strerror", None) or str(error)
@@ -146,15 +160,21 @@ def _registry_function(name: str, restype, argtypes) -> Callable:
     return ctypes.CFUNCTYPE(restype, *argtypes)(address)
 
 
-def serve_forever(endpoint: Endpoint, cache_dir: str | None, threads: int, device_names: list[str]) -> None:
-    """Run llama.cpp's RPC server on `endpoint` for the named devices (ggml's names: "CPU", "CUDA0"...). Returns
-    only when the server could not start (the port taken, say): call it on a thread of its own."""
+def server_function() -> Callable:
+    """llama.cpp's `ggml_backend_rpc_start_server` (a UserError, with the way out, when this build has none)."""
+    return _registry_function("ggml_backend_rpc_start_server", None,
+                              [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t,
+                               ctypes.POINTER(ctypes.c_void_p)])
+
+
+def serve_forever(start: Callable, endpoint: Endpoint, cache_dir: str | None, threads: int,
+                  device_names: list[str]) -> None:
+    """Run llama.cpp's RPC server (`start`, from `server_function`) on `endpoint`, an IPv4 address, for the named
+    devices (ggml's names: "CPU", "CUDA0"...). Returns only when the server could not start: call it on a thread of
+    its own."""
     from edgellm.engine import backends
 
     lib = backends.registry()
-    start = _registry_function("ggml_backend_rpc_start_server", None,
-                               [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t,
-                                ctypes.POINTER(ctypes.c_void_p)])
     handles = [lib.ggml_backend_dev_by_name(name.encode()) for name in device_names]
     array = (ctypes.c_void_p * len(handles))(*handles)
     start(str(endpoint).encode(), cache_dir.encode() if cache_dir else None, threads, len(handles), array)

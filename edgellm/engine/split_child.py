@@ -1,7 +1,7 @@
 """The child process that runs a model split across RPC workers: it joins the workers (which cannot be undone in a
 process), loads the model with the planned split, generates, and reports on stdout one JSON line per event.
 
-Run by `edgellm.split_run`; its only argument is a JSON job: the model, the load settings, the workers, the split,
+Run by `edgellm.split_run`, which writes on its stdin a JSON job: the model, the load settings, the workers, the split,
 the prompt and the generation options. Lines out: {"loaded": ms}, {"text": piece}..., {"stats": {...}}, or
 {"error": message}. When a worker goes away mid-run, ggml aborts this process (exit 134): the parent, which holds
 what was already shown, tells which worker it was.
@@ -53,8 +53,13 @@ def main(job: dict) -> int:
 
 
 if __name__ == "__main__":
+    from edgellm.engine.rpc import WorkerUnreachable
+
     try:
-        sys.exit(main(json.loads(sys.argv[1])))
+        sys.exit(main(json.loads(sys.stdin.read())))
+    except WorkerUnreachable as error:  # a worker gone between the parent's check and this one: bad input, exit 2
+        say({"error": str(error), "unreachable": True})
+        sys.exit(1)
     except Exception as error:  # noqa: BLE001 - told to the parent as data, one line
         say({"error": str(error)})
         sys.exit(1)

@@ -27,6 +27,7 @@ class Device:
     name: str
     budget: int
     where: str = ""  # HOST:PORT of a worker; "" for this machine or a profile
+    watched: bool = False  # a worker whose side channel answers, so its health can be looked at while it runs
 
 
 @dataclass(frozen=True)
