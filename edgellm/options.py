@@ -194,6 +194,13 @@ def add_model_flags(parser: argparse.ArgumentParser, leave_out: tuple[str, ...] 
                                metavar=flag.metavar, help=flag.help)
 
 
+def add_rpc_flag(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--rpc HOST:PORT[,HOST:PORT...]`: RPC workers (`edgellm worker`), parsed and checked for repeats."""
+    from edgellm.engine.rpc import parse_endpoints
+
+    parser.add_argument("--rpc", type=argument_type(parse_endpoints), metavar="HOST:PORT[,HOST:PORT...]", help=help)
+
+
 def load_config(path: Path) -> dict[str, Any]:
     """The flag defaults in config.toml, checked with the flags' own parsers; {} when there is no file."""
     if sys.version_info >= (3, 11):

@@ -23,6 +23,7 @@ from typing import Iterator
 
 from edgellm.engine.rpc import Endpoint
 from edgellm.errors import DoesNotFit, EngineFailed, UserError
+from edgellm.plan.spec import ModelSpec
 from edgellm.plan.split import SplitPlan
 
 WATCHDOG_S = 30.0  # silence mid-reply that ends it, for workers without a side channel to look at
@@ -44,21 +45,25 @@ class WorkerLost(UserError):
 @dataclass(frozen=True)
 class SplitSetup:
     path: Path
+    spec: ModelSpec
     split: SplitPlan
     endpoints: tuple[Endpoint, ...]
     threads: int
     flash_attn: bool
 
 
-def plan_for_workers(settings, endpoints: list[Endpoint]) -> SplitSetup:
-    """The model the flags name, split across this machine and the workers (each checked: WorkerUnreachable)."""
+def plan_for_workers(settings, endpoints: list[Endpoint], profiles: list[str] = ()) -> SplitSetup:
+    """The model the flags name, split across this machine (or the first of `profiles`), the other `profiles` and
+    the workers (each checked: WorkerUnreachable). Shared by `plan` and the commands that run a split."""
     from edgellm import loading
     from edgellm.plan.planner import FLASH_ATTN_BACKENDS, PlanError
     from edgellm.plan.split import plan_split, profile_device
     from edgellm.workers import worker_device
 
-    here = loading.profile_named(None)
-    devices = [profile_device(here, local=True)] + [worker_device(endpoint) for endpoint in endpoints]
+    here = loading.profile_named(profiles[0] if profiles else None)
+    devices = [profile_device(here, local=not profiles)]
+    devices += [profile_device(loading.profile_named(name), local=False) for name in profiles[1:]]
+    devices += [worker_device(endpoint) for endpoint in endpoints]
     path = loading.model_file(settings)
     spec = loading.read_spec(path)
     backend = here.llama_build.backend if here.llama_build else "cpu"
@@ -67,7 +72,7 @@ def plan_for_workers(settings, endpoints: list[Endpoint]) -> SplitSetup:
         split = plan_split(spec, devices, settings.ctx_size, settings.kv, flash_attn)
     except PlanError as error:
         raise DoesNotFit(f"{path.name}: {error}", str(path)) from None
-    return SplitSetup(path, split, tuple(endpoints), settings.threads or here.cpu.performance_cores, flash_attn)
+    return SplitSetup(path, spec, split, tuple(endpoints), settings.threads or here.cpu.performance_cores, flash_attn)
 
 
 def gone_workers(endpoints: list[str], timeout: float = 2.0) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from edgellm import __version__, buildconfig
 from edgellm.child import module_command
-from edgellm.options import argument_type
+from edgellm.options import add_rpc_flag
 
 NAME = "doctor"
 HELP = "check the llama.cpp build (one-token self-test in a child process) and the GPU setup"
@@ -27,14 +27,7 @@ PIP_REBUILD = ('CMAKE_ARGS="{args}" pip install --force-reinstall --no-cache-dir
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--model", help="GGUF file for the self-test (default: a tiny generated model)")
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
-    parser.add_argument("--rpc", type=argument_type(rpc_endpoints), metavar="HOST:PORT[,HOST:PORT...]",
-                        help="also check these RPC workers (`edgellm worker`): reachable, protocol version, memory")
-
-
-def rpc_endpoints(text: str):
-    from edgellm.engine.rpc import parse_endpoints
-
-    return parse_endpoints(text)
+    add_rpc_flag(parser, "also check these RPC workers (`edgellm worker`): reachable, protocol version, memory")
 
 
 def check_workers(endpoints) -> tuple[list[dict], list[str]]:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from edgellm.options import add_model_flags, argument_type
+from edgellm.options import add_model_flags, add_rpc_flag
 
 NAME = "plan"
 HELP = "show the chosen n_gpu_layers, context, threads and KV cache, with the memory budget behind them"
@@ -17,16 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="plan for another machine: a built-in profile (raspberry-pi-5-8gb, "
                              "jetson-orin-nano-8gb, ...) or a file saved with `edgellm hw --json`. Given twice or "
                              "more: plan a split of the model across those machines, the first running edgellm")
-    parser.add_argument("--rpc", type=argument_type(rpc_endpoints), metavar="HOST:PORT[,HOST:PORT...]",
-                        help="plan a split of the model across this machine and these workers (`edgellm worker`)")
+    add_rpc_flag(parser, "plan a split of the model across this machine and these workers (`edgellm worker`)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (sizes in bytes)")
     add_model_flags(parser)
-
-
-def rpc_endpoints(text: str):
-    from edgellm.engine.rpc import parse_endpoints
-
-    return parse_endpoints(text)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -82,24 +75,11 @@ def show(choice, profile, as_json: bool) -> int:
 
 def show_split(settings, profiles: list[str], endpoints, as_json: bool) -> int:
     """`plan --profile A --profile B` or `plan --rpc HOST:PORT,...`: the model's layers shared across machines."""
-    from edgellm import loading
-    from edgellm.errors import DoesNotFit
-    from edgellm.plan.planner import FLASH_ATTN_BACKENDS, PlanError
-    from edgellm.plan.split import plan_split, profile_device, render, to_dict
-    from edgellm.workers import worker_device
+    from edgellm.plan.split import render, to_dict
+    from edgellm.split_run import plan_for_workers
 
-    local = loading.profile_named(profiles[0] if profiles else None)
-    devices = [profile_device(local, local=not profiles)]
-    devices += [profile_device(loading.profile_named(name), local=False) for name in profiles[1:]]
-    devices += [worker_device(endpoint) for endpoint in endpoints]
-    path = loading.model_file(settings)
-    spec = loading.read_spec(path)
-    backend = local.llama_build.backend if local.llama_build else "cpu"
-    flash_attn = settings.flash_attn == "on" or (settings.flash_attn == "auto" and backend in FLASH_ATTN_BACKENDS)
-    try:
-        split = plan_split(spec, devices, settings.ctx_size, settings.kv, flash_attn)
-    except PlanError as error:
-        raise DoesNotFit(f"{path.name}: {error}", str(path)) from None
+    setup = plan_for_workers(settings, endpoints, profiles)
+    path, spec, split = setup.path, setup.spec, setup.split
     if as_json:
         print(json.dumps({"model": {"path": str(path), "architecture": spec.architecture, "quant": spec.file_type,
                                     "n_layers": spec.n_layers, "file_bytes": spec.file_bytes},

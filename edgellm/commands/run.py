@@ -9,7 +9,7 @@ import sys
 import threading
 
 from edgellm.errors import UserError
-from edgellm.options import add_model_flags, argument_type
+from edgellm.options import add_model_flags, add_rpc_flag
 
 NAME = "run"
 HELP = "complete one prompt with a model, streaming the text to stdout"
@@ -21,16 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prompt.add_argument("-f", "--file", help="read the prompt from a file")
     parser.add_argument("--json", action="store_true",
                         help="after the text, print one JSON line with token counts, timings and settings")
-    parser.add_argument("--rpc", type=argument_type(rpc_endpoints), metavar="HOST:PORT[,HOST:PORT...]",
-                        help="split the model across this machine and these workers (`edgellm worker`), as "
-                             "`edgellm plan --rpc` shows")
+    add_rpc_flag(parser, "split the model across this machine and these workers (`edgellm worker`), as `edgellm "
+                         "plan --rpc` shows")
     add_model_flags(parser)
-
-
-def rpc_endpoints(text: str):
-    from edgellm.engine.rpc import parse_endpoints
-
-    return parse_endpoints(text)
 
 
 def read_prompt(args: argparse.Namespace) -> str:
@@ -109,7 +102,7 @@ def run_split(settings, endpoints, prompt: str, as_json: bool) -> int:
     if settings.verbose:
         from edgellm.plan.split import render
 
-        print(render(setup.split, loading.read_spec(setup.path)), file=sys.stderr)
+        print(render(setup.split, setup.spec), file=sys.stderr)
     out, printed, report = sys.stdout, "", {}
     try:
         for event in stream(setup, prompt, loading.generation_options(settings)):
