@@ -11,6 +11,7 @@ from __future__ import annotations
 import resource
 import statistics
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,11 +86,15 @@ class Interrupted(KeyboardInterrupt):
     """A generation ended by Ctrl-C: the benchmark stops and stores nothing."""
 
 
-def timed(loaded: LoadedModel, prompt: list[int], max_tokens: int, cache_prompt: bool):
-    """One greedy generation, its text thrown away; its stats (ttft, prompt and decode tokens/s)."""
+def timed(loaded: LoadedModel, prompt: list[int], max_tokens: int, cache_prompt: bool,
+          cancel: threading.Event | None = None):
+    """One greedy generation, its text thrown away; its stats (ttft, prompt and decode tokens/s). `cancel` set (Ctrl-C)
+    stops it between tokens or inside the prompt, and raises Interrupted."""
+    if cancel is not None and cancel.is_set():
+        raise Interrupted()
     options = GenerationOptions(sampling=Sampling(temp=0.0), max_tokens=max_tokens, ignore_eos=True, seed=0,
                                 cache_prompt=cache_prompt)
-    generation = Generation(loaded.llm, prompt, options)
+    generation = Generation(loaded.llm, prompt, options, cancel=cancel)
     for _ in generation:
         pass
     if generation.stats.stop_reason == "interrupted":
@@ -98,25 +103,26 @@ def timed(loaded: LoadedModel, prompt: list[int], max_tokens: int, cache_prompt:
 
 
 def measure(loaded: LoadedModel, request: BenchRequest, step: Callable[[str], None],
-            gpu_free: Callable[[], int | None] = lambda: None) -> dict[str, Any]:
+            gpu_free: Callable[[], int | None] = lambda: None,
+            cancel: threading.Event | None = None) -> dict[str, Any]:
     """Measure one loaded model: pp (and TTFT) and tg at each depth, `request.repetitions` times each. `step` is
     called before each timed run with what it measures; `gpu_free` reads the GPU's free memory (None: no GPU)."""
     llm = loaded.llm
     tokens = filler_tokens(llm, max(request.pp, max(request.depths), 1))
     lowest_free = gpu_free()
     # warm-up, as llama-bench does: a whole prompt and a token, so first-touch costs (pages, GPU kernels) are left out
-    timed(loaded, tokens[:request.pp], 2, cache_prompt=False)
+    timed(loaded, tokens[:request.pp], 2, cache_prompt=False, cancel=cancel)
     pp, ttft = [], []
     tg: dict[int, list[float]] = {depth: [] for depth in request.depths}
     for rep in range(request.repetitions):
         step(f"pp{request.pp}")
-        stats = timed(loaded, tokens[:request.pp], 1, cache_prompt=False)
+        stats = timed(loaded, tokens[:request.pp], 1, cache_prompt=False, cancel=cancel)
         pp.append(stats.prompt_tokens_per_s or 0.0)
         ttft.append(stats.ttft_ms or 0.0)
     for depth in sorted(request.depths):  # each depth's prompt extends the last: the cache keeps the prefix
         for rep in range(request.repetitions):
             step(f"tg{request.tg}" + (f" at depth {depth}" if depth else ""))
-            stats = timed(loaded, tokens[:max(depth, 1)], request.tg + 1, cache_prompt=True)
+            stats = timed(loaded, tokens[:max(depth, 1)], request.tg + 1, cache_prompt=True, cancel=cancel)
             tg[depth].append(stats.tokens_per_s or 0.0)
             free = gpu_free()
             if free is not None and lowest_free is not None:

@@ -6,12 +6,14 @@ Shared by the command line (and any front end that benchmarks): progress comes o
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import platform
+import signal
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from edgellm import __version__, loading, store
 from edgellm.bench import results
@@ -106,10 +108,8 @@ def flash_attn_values(texts: list[str]) -> list[str]:
 def run_bench(settings: ModelSettings, request: BenchRequest, flash_attn: list[str], report: Report = ignore,
               cancel: threading.Event | None = None) -> tuple[DeviceProfile, dict[str, Any]]:
     """Benchmark the model the flags name on this device with each flash-attention setting; the result record."""
-    from edgellm.engine import backends
-
     planned = loading.plan_model(settings, report, cancel)
-    profile, spec, path = planned.profile, planned.choice.spec, planned.choice.path
+    profile, spec = planned.profile, planned.choice.spec
     wishes = loading.wishes_from(settings)
     plans: list[Plan] = []
     for value in flash_attn:
@@ -118,6 +118,31 @@ def run_bench(settings: ModelSettings, request: BenchRequest, flash_attn: list[s
             plans.append(chosen)
     for notice in dict.fromkeys(notice for chosen in plans for notice in chosen.notices):
         report(Notice(notice))
+    with ctrl_c_sets(cancel or threading.Event()) as stop:
+        return profile, measure_plans(planned, settings, request, flash_attn, plans, report, stop)
+
+
+@contextlib.contextmanager
+def ctrl_c_sets(event: threading.Event) -> Iterator[threading.Event]:
+    """While benchmarking, Ctrl-C sets `event` rather than raising: the runs check it between tokens and inside a
+    prompt (as `run` does), so no interrupt can land where Python drops it (a callback, a finalizer). Main thread
+    only; elsewhere the caller's event is the way to stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: event.set())
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+
+def measure_plans(planned, settings: ModelSettings, request: BenchRequest, flash_attn: list[str], plans: list[Plan],
+                  report: Report, stop: threading.Event) -> dict[str, Any]:
+    """Load and measure the model under each plan; the result record."""
+    from edgellm.engine import backends
+
+    profile, spec, path = planned.profile, planned.choice.spec, planned.choice.path
     unified = profile.unified_memory
     by_hand = overrides(settings)
     total = len(plans) * (1 + request.steps())
@@ -133,6 +158,8 @@ def run_bench(settings: ModelSettings, request: BenchRequest, flash_attn: list[s
             done += 1
 
         step("loading")
+        if stop.is_set():
+            raise KeyboardInterrupt
         with interrupt_after():  # llama.cpp's calls here log through a callback that would swallow Ctrl-C
             gpu_before = None if unified else backends.gpu_memory_free()
             peak_since = peak.reset()
@@ -140,7 +167,7 @@ def run_bench(settings: ModelSettings, request: BenchRequest, flash_attn: list[s
             loaded = loading.open_model(replace(planned, load_settings=load_settings), settings)
         load_ms = loaded.load_ms
         try:
-            figures = measure(loaded, request, step, (lambda: None) if unified else backends.gpu_memory_free)
+            figures = measure(loaded, request, step, (lambda: None) if unified else backends.gpu_memory_free, stop)
         except RuntimeError as error:  # llama.cpp failed mid-run (a decode error, a GPU out of memory)
             raise EngineFailed(f"llama.cpp failed while measuring {path.name} ({error}); see the log: "
                                f"{loaded.log.path}") from None
@@ -161,9 +188,8 @@ def run_bench(settings: ModelSettings, request: BenchRequest, flash_attn: list[s
                      "estimate": {"tokens_per_s": decode_tokens_per_s(spec, chosen, profile),
                                   "memory_bytes": chosen.estimate.total}})
     report(Progress("bench", total, total, unit="runs", finished=True))
-    result = {"schema": results.SCHEMA, "when": now_iso(), "edgellm": __version__, "device": device_record(profile),
-              "model": model_record(path, spec),
-              "request": {"pp": request.pp, "tg": request.tg, "repetitions": request.repetitions,
-                          "depths": list(request.depths), "flash_attn": flash_attn},
-              "runs": runs}
-    return profile, result
+    return {"schema": results.SCHEMA, "when": now_iso(), "edgellm": __version__, "device": device_record(profile),
+            "model": model_record(path, spec),
+            "request": {"pp": request.pp, "tg": request.tg, "repetitions": request.repetitions,
+                        "depths": list(request.depths), "flash_attn": flash_attn},
+            "runs": runs}
