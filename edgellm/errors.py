@@ -135,3 +135,22 @@ class NoSuchConversation(UserError):
     def __init__(self, message: str, conversation_id: int) -> None:
         super().__init__(message)
         self.conversation_id = conversation_id
+
+
+class WorkerUnreachable(UserError):
+    """An RPC worker that cannot be used: it does not answer, speaks another protocol version, or went away."""
+
+    def __init__(self, message: str, endpoint: str) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+
+
+class WorkerLost(UserError):
+    """A worker went away (or the network went silent) while a split model ran: the reply ends, what was shown
+    stays. Not bad input: exit 1."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, endpoints: list[str]) -> None:
+        super().__init__(message)
+        self.endpoints = endpoints

@@ -22,24 +22,13 @@ from pathlib import Path
 from typing import Iterator
 
 from edgellm.engine.rpc import Endpoint
-from edgellm.errors import DoesNotFit, EngineFailed, UserError
+from edgellm.errors import DoesNotFit, EngineFailed, UserError, WorkerLost
 from edgellm.plan.spec import ModelSpec
 from edgellm.plan.split import SplitPlan
 
 WATCHDOG_S = 30.0  # silence mid-reply that ends it, for workers without a side channel to look at
 POLL_S = 1.0  # how often the workers' side channels are looked at while the child is quiet
 MISSES_TO_LOSE = 3  # side-channel answers missed running before a worker counts as gone (a busy network drops one)
-
-
-class WorkerLost(UserError):
-    """A worker went away (or the network went silent) while a split model ran: the reply ends, what was shown
-    stays. Not bad input: exit 1."""
-
-    exit_code = 1
-
-    def __init__(self, message: str, endpoints: list[str]) -> None:
-        super().__init__(message)
-        self.endpoints = endpoints
 
 
 @dataclass(frozen=True)

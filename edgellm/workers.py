@@ -86,7 +86,8 @@ def worker_device(endpoint: Endpoint):
     """A worker as the split planner sees it: checked (WorkerUnreachable when it cannot be used), named by its
     profile's host name, with the memory it promised (or what it reports, less a margin). `watched` on the device
     says whether it has a side channel to watch while it runs."""
-    from edgellm.engine.rpc import WorkerUnreachable, check_worker
+    from edgellm.engine.rpc import check_worker
+    from edgellm.errors import WorkerUnreachable
     from edgellm.plan.split import Device, worker_budget
 
     status = check_worker(endpoint)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edgellm.engine.rpc import Endpoint, WorkerUnreachable, check_worker, parse_endpoints
+from edgellm.engine.rpc import Endpoint, check_worker, parse_endpoints
+from edgellm.errors import WorkerUnreachable
 from edgellm.workers import fetch_profile
 
 from conftest import edgellm

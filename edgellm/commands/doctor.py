@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_workers(endpoints) -> tuple[list[dict], list[str]]:
     """Each worker as doctor reports it, and the problems found (a worker that cannot be used, with the way out)."""
-    from edgellm.engine.rpc import WorkerUnreachable, check_worker
+    from edgellm.engine.rpc import check_worker
+    from edgellm.errors import WorkerUnreachable
     from edgellm.workers import fetch_profile
 
     found, problems = [], []

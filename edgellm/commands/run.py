@@ -96,7 +96,8 @@ def run_split(settings, endpoints, prompt: str, as_json: bool) -> int:
     """`run --rpc`: the model split across workers, generated in a watched child process; a worker lost mid-reply
     ends it with one line naming the worker (exit 1), the text printed so far kept."""
     from edgellm import loading
-    from edgellm.split_run import WorkerLost, plan_for_workers, stream
+    from edgellm.errors import WorkerLost
+    from edgellm.split_run import plan_for_workers, stream
 
     setup = plan_for_workers(settings, endpoints)
     if settings.verbose:

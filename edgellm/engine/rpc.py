@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable
 
-from edgellm.errors import UserError
+from edgellm.errors import UserError, WorkerUnreachable
 
 DEFAULT_PORT = 50052
 PROTOCOL_MAJOR = 7  # RPC_PROTO_MAJOR_VERSION of the llama.cpp edgellm is built with (ggml/include/ggml-rpc.h)
@@ -24,14 +24,6 @@ PROTOCOL_MINOR = 0
 CMD_GET_DEVICE_MEMORY, CMD_HELLO, CMD_DEVICE_COUNT = 11, 14, 15  # enum rpc_cmd (ggml-rpc.cpp)
 CONN_CAPS_SIZE = 24  # rpc_msg_hello_req: transport capabilities; all zero asks for plain TCP
 CHECK_TIMEOUT_S = 5.0
-
-
-class WorkerUnreachable(UserError):
-    """An RPC worker that cannot be used: it does not answer, speaks another protocol version, or went away."""
-
-    def __init__(self, message: str, endpoint: str) -> None:
-        super().__init__(message)
-        self.endpoint = endpoint
 
 
 @dataclass(frozen=True)

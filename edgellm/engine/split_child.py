@@ -53,7 +53,7 @@ def main(job: dict) -> int:
 
 
 if __name__ == "__main__":
-    from edgellm.engine.rpc import WorkerUnreachable
+    from edgellm.errors import WorkerUnreachable
 
     try:
         sys.exit(main(json.loads(sys.stdin.read())))
