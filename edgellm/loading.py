@@ -34,6 +34,9 @@ from edgellm.quants import parse_quant, rank
 if TYPE_CHECKING:
     from edgellm.chat.history import History
     from edgellm.chat.session import ChatSession
+    from edgellm.engine.rpc import Endpoint
+    from edgellm.engine.split import SplitModel
+    from edgellm.plan.split import SplitPlan
 
 MIB = 2**20
 
@@ -42,7 +45,7 @@ MIB = 2**20
 class ModelChoice:
     path: Path
     spec: ModelSpec
-    plan: Plan
+    plan: Plan | None  # None: split across workers (PlannedModel.split)
     alternatives: tuple[str, ...] = ()  # lines on the other quants considered, when -m named a folder
 
 
@@ -171,31 +174,81 @@ def best_local_model(profile: DeviceProfile, wishes: Wishes) -> ModelChoice:
 
 @dataclass(frozen=True)
 class PlannedModel:
-    """A model chosen and planned for this machine, not yet loaded."""
+    """A model chosen and planned for this machine (or split across it and RPC workers), not yet loaded."""
 
     choice: ModelChoice
     profile: DeviceProfile
     load_settings: LoadSettings
+    split: SplitPlan | None = None  # --rpc: the layers across this machine and the workers
 
     @property
     def notices(self) -> list[Notice]:
         """What the plan tells the person (a context reduced to fit, a KV cache quantized, ...)."""
-        return [Notice(text) for text in self.choice.plan.notices]
+        plan = self.split if self.split is not None else self.choice.plan
+        return [Notice(text) for text in plan.notices]
+
+    @property
+    def n_ctx(self) -> int:
+        return self.load_settings.n_ctx
+
+    def budget_table(self) -> str:
+        """The memory budget behind the plan, as `plan` and -v show it."""
+        from edgellm.plan import report, split
+
+        if self.split is not None:
+            return split.render(self.split, self.choice.spec)
+        return report.render(self.choice.plan, self.choice.spec, self.profile)
 
 
 def plan_model(settings: ModelSettings, report: Report = ignore,
                cancel: threading.Event | None = None) -> PlannedModel:
-    """The model the flags name and its plan on this machine, with the llama.cpp settings that carry it out."""
+    """The model the flags name and its plan on this machine (split across the --rpc workers when given), with
+    the llama.cpp settings that carry it out."""
+    if settings.rpc:
+        return plan_split_model(settings, list(settings.rpc))
     profile = detect_this_machine()
     choice = choose_model(settings, profile, report, cancel)
     return PlannedModel(choice, profile, LoadSettings.from_plan(choice.path, choice.plan, settings.seed))
 
 
-def open_model(planned: PlannedModel, settings: ModelSettings, full_screen: bool = False) -> LoadedModel:
-    """Load the planned model; llama.cpp's log goes to EDGELLM_HOME/logs (and stderr with -v, unless a full-screen
-    UI owns the terminal)."""
+def plan_split_model(settings: ModelSettings, endpoints: list["Endpoint"], profiles: list[str] = ()) -> PlannedModel:
+    """The model the flags name split across this machine (or the first of `profiles`), the other `profiles` and
+    the workers (each checked: WorkerUnreachable). Shared by `plan` and every command that runs with --rpc."""
+    from edgellm.plan.planner import FLASH_ATTN_BACKENDS
+    from edgellm.plan.split import plan_split, profile_device
+    from edgellm.workers import worker_device
+
+    here = profile_named(profiles[0] if profiles else None)
+    devices = [profile_device(here, local=not profiles)]
+    devices += [profile_device(profile_named(name), local=False) for name in profiles[1:]]
+    devices += [worker_device(endpoint) for endpoint in endpoints]
+    path = model_file(settings)
+    spec = read_spec(path)
+    backend = here.llama_build.backend if here.llama_build else "cpu"
+    flash_attn = settings.flash_attn == "on" or (settings.flash_attn == "auto" and backend in FLASH_ATTN_BACKENDS)
+    try:
+        split = plan_split(spec, devices, settings.ctx_size, settings.kv, flash_attn)
+    except PlanError as error:
+        raise DoesNotFit(f"{path.name}: {error}", str(path)) from None
+    threads = settings.threads or here.cpu.performance_cores
+    load_settings = LoadSettings(path=path, n_ctx=split.n_ctx, n_threads=threads, n_threads_batch=threads,
+                                 n_gpu_layers=split.n_gpu_layers, flash_attn=flash_attn, kv=split.kv,
+                                 seed=settings.seed, rpc_servers=tuple(str(endpoint) for endpoint in endpoints),
+                                 tensor_split=split.tensor_split)
+    return PlannedModel(ModelChoice(path, spec, None), here, load_settings, split)
+
+
+def open_model(planned: PlannedModel, settings: ModelSettings, full_screen: bool = False) -> "LoadedModel | SplitModel":
+    """Load the planned model (split: in a watched child process that joins the workers); llama.cpp's log goes to
+    EDGELLM_HOME/logs (and stderr with -v, unless a full-screen UI owns the terminal)."""
     echo = settings.verbose and not full_screen
-    return load(planned.load_settings, LlamaLog(home.log_path(), echo=echo), keep_terminal=full_screen)
+    log = LlamaLog(home.log_path(), echo=echo)
+    if planned.split is not None:
+        from edgellm.engine.split import SplitModel
+
+        watched = tuple(share.device.where for share in planned.split.shares if share.device.watched)
+        return SplitModel.open(planned.load_settings, watched, log, keep_terminal=full_screen)
+    return load(planned.load_settings, log, keep_terminal=full_screen)
 
 
 def chat_session(planned: PlannedModel, loaded: LoadedModel, settings: ModelSettings, history: "History | None",

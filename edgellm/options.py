@@ -163,6 +163,7 @@ class ModelSettings:
     offline: bool
     force: bool
     verbose: bool
+    rpc: tuple = ()  # RPC workers (engine.rpc.Endpoint) the model is split across; only from --rpc
 
 
 def argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -240,6 +241,9 @@ def resolve(args: argparse.Namespace, config: dict[str, Any]) -> ModelSettings:
     defaults = {flag.dest: flag.default for flag in MODEL_FLAGS}
     values = {}
     for field in fields(ModelSettings):
+        if field.name == "rpc":
+            values["rpc"] = tuple(getattr(args, "rpc", None) or ())
+            continue
         given = getattr(args, field.name, None)
         values[field.name] = given if given is not None else config.get(field.name, defaults[field.name])
     return ModelSettings(**values)

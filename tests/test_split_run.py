@@ -37,9 +37,10 @@ def test_run_across_two_workers_says_what_the_model_says_locally(test_model: Pat
     assert done.returncode == 0, done.stderr
     text, report = done.stdout.rsplit("\n", 2)[0], json.loads(done.stdout.strip().splitlines()[-1])
     assert text.strip() == local.stdout.strip() and text.strip()
-    assert report["completion_tokens"] == 8 and report["split"]["workers"] == [f"127.0.0.1:{first_port}",
-                                                                                f"127.0.0.1:{second_port}"]
-    assert report["split"]["n_gpu_layers"] == sum(report["split"]["tensor_split"]) > 1
+    settings = report["settings"]
+    assert report["completion_tokens"] == 8 and settings["rpc"] == [f"127.0.0.1:{first_port}",
+                                                                    f"127.0.0.1:{second_port}"]
+    assert settings["n_gpu_layers"] == sum(settings["tensor_split"]) > 1
 
 
 def lose_a_worker_mid_reply(test_model: Path, how: signal.Signals) -> tuple[int, str, str, int]:

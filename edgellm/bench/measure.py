@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from edgellm.engine.generate import Generation, GenerationOptions, Sampling
+from edgellm.engine.generate import GenerationOptions, Sampling
 from edgellm.engine.model import LoadedModel
 
 FILLER = ("The river runs past the old mill and under the stone bridge, where the town keeps its market on "
@@ -94,7 +94,7 @@ def timed(loaded: LoadedModel, prompt: list[int], max_tokens: int, cache_prompt:
         raise Interrupted()
     options = GenerationOptions(sampling=Sampling(temp=0.0), max_tokens=max_tokens, ignore_eos=True, seed=0,
                                 cache_prompt=cache_prompt)
-    generation = Generation(loaded.llm, prompt, options, cancel=cancel)
+    generation = loaded.generation(prompt, options, cancel=cancel)
     for _ in generation:
         pass
     if generation.stats.stop_reason == "interrupted":

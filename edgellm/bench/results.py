@@ -98,8 +98,10 @@ def latest_by_model(profile: DeviceProfile) -> dict[str, dict[str, Any]]:
 
 def measured(result: dict[str, Any], flash_attn: bool | None = None, where: str | None = None) -> Measured | None:
     """The decode speed a result measured: of its runs placed `where` (any when None), the one with `flash_attn`
-    when there is one, else the first. None when no run was placed so (a GPU measurement says nothing of a CPU plan)."""
-    runs = [run for run in result.get("runs") or [] if where is None or run.get("placement", "cpu") == where]
+    when there is one, else the first. None when no run was placed so (a GPU measurement says nothing of a CPU plan;
+    a split across RPC workers, placed "rpc", is never counted as this device's own speed unless asked for)."""
+    runs = [run for run in result.get("runs") or []
+            if (run.get("placement", "cpu") == where if where else run.get("placement") != "rpc")]
     run = next((run for run in runs if run.get("flash_attn") == flash_attn), runs[0] if runs else None)
     if not run or not run["tg"]:
         return None

@@ -13,14 +13,14 @@ import signal
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from edgellm import __version__, loading, store
 from edgellm.bench import results
 from edgellm.bench.measure import BenchRequest, PeakMemory, measure, now_iso
 from edgellm.engine.model import LoadSettings, interrupt_after
 from edgellm.errors import DoesNotFit, EngineFailed, UserError
-from edgellm.events import Notice, Progress, Report, ignore
+from edgellm.events import Progress, Report, ignore
 from edgellm.hw.profile import DeviceProfile
 from edgellm.options import ModelSettings
 from edgellm.plan.planner import DEFAULT_CTX, Plan, PlanError, Wishes, plan
@@ -29,33 +29,72 @@ from edgellm.plan.spec import ModelSpec
 from edgellm.plan.speed import decode_tokens_per_s, placement
 
 CTX_STEP = 256
+T = TypeVar("T")
 
 
 def round_up(n: int, step: int = CTX_STEP) -> int:
     return -(-n // step) * step
 
 
-def bench_plan(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes, request: BenchRequest) -> Plan:
-    """The plan edgellm would run with, its context raised (when -c was not given) to what the request needs."""
+def deep_enough(spec: ModelSpec, ctx_wish: int | None, request: BenchRequest, plan_at: Callable[[int | None], T]) -> T:
+    """The plan `plan_at(ctx)` makes at the context asked for, raised (when -c was not given) to what the request
+    needs; `plan_at` raises DoesNotFit, and a plan has `n_ctx`."""
     needed = request.context_needed()
     what = (f"--pp {request.pp}, --tg {request.tg} and --depth {max(request.depths)} need a {needed}-token "
             f"context")
     trained = spec.trained_ctx or DEFAULT_CTX
     if needed > trained:
         raise UserError(f"{what}, more than the model's trained context of {trained}: lower --depth, --pp or --tg")
-    if wishes.ctx is not None and needed > (wishes.ctx or trained):
-        raise UserError(f"{what}, more than -c {wishes.ctx}: raise -c to {min(round_up(needed), trained)} or lower "
+    if ctx_wish is not None and needed > (ctx_wish or trained):
+        raise UserError(f"{what}, more than -c {ctx_wish}: raise -c to {min(round_up(needed), trained)} or lower "
                         f"--depth, --pp or --tg")
-    try:
-        chosen = plan(profile, spec, wishes)
-    except PlanError as error:
-        raise DoesNotFit(str(error), spec.path) from None
+    chosen = plan_at(ctx_wish)
     if chosen.n_ctx >= needed:
         return chosen
     try:
-        return plan(profile, spec, replace(wishes, ctx=min(round_up(needed), trained)))
-    except PlanError as error:
+        return plan_at(min(round_up(needed), trained))
+    except DoesNotFit as error:
         raise DoesNotFit(f"{what}: {error}", spec.path) from None
+
+
+def bench_plan(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes, request: BenchRequest) -> Plan:
+    """The plan edgellm would run with, its context raised (when -c was not given) to what the request needs."""
+    def plan_at(ctx: int | None) -> Plan:
+        try:
+            return plan(profile, spec, replace(wishes, ctx=ctx))
+        except PlanError as error:
+            raise DoesNotFit(str(error), spec.path) from None
+
+    return deep_enough(spec, wishes.ctx, request, plan_at)
+
+
+def split_plans(settings: ModelSettings, spec: ModelSpec, request: BenchRequest,
+                flash_attn: list[str]) -> list[loading.PlannedModel]:
+    """--rpc: the split edgellm would run with each flash-attention setting, deep enough for the request."""
+    found: list[loading.PlannedModel] = []
+    for value in flash_attn:
+        def plan_at(ctx: int | None) -> loading.PlannedModel:
+            return loading.plan_split_model(replace(settings, flash_attn=value, ctx_size=ctx), list(settings.rpc))
+
+        chosen = deep_enough(spec, settings.ctx_size, request, plan_at)
+        if all(chosen.load_settings.flash_attn != other.load_settings.flash_attn for other in found):
+            found.append(chosen)
+    return found
+
+
+def run_plan_record(planned: loading.PlannedModel, profile: DeviceProfile) -> dict[str, Any]:
+    """What a run was planned to be: its settings, where its layers went, and the estimates (a split across RPC
+    workers has no speed estimate, and its peak RSS is this machine's share)."""
+    chosen, spec, split = planned.choice.plan, planned.choice.spec, planned.split
+    if split is not None:
+        return {"flash_attn": planned.load_settings.flash_attn, "settings": planned.load_settings.as_dict(),
+                "placement": "rpc", "n_gpu_layers": split.n_gpu_layers, "fits": split.fits,
+                "workers": list(planned.load_settings.rpc_servers),
+                "estimate": {"tokens_per_s": None, "memory_bytes": split.total}}
+    return {"flash_attn": chosen.flash_attn, "settings": settings_dict(chosen, spec), "placement": placement(chosen),
+            "n_gpu_layers": chosen.n_gpu_layers, "fits": chosen.fits,
+            "estimate": {"tokens_per_s": decode_tokens_per_s(spec, chosen, profile),
+                         "memory_bytes": chosen.estimate.total}}
 
 
 def overrides(settings: ModelSettings) -> list[str]:
@@ -107,19 +146,24 @@ def flash_attn_values(texts: list[str]) -> list[str]:
 
 def run_bench(settings: ModelSettings, request: BenchRequest, flash_attn: list[str], report: Report = ignore,
               cancel: threading.Event | None = None) -> tuple[DeviceProfile, dict[str, Any]]:
-    """Benchmark the model the flags name on this device with each flash-attention setting; the result record."""
+    """Benchmark the model the flags name on this device (or split across the --rpc workers) with each
+    flash-attention setting; the result record."""
     planned = loading.plan_model(settings, report, cancel)
     profile, spec = planned.profile, planned.choice.spec
-    wishes = loading.wishes_from(settings)
-    plans: list[Plan] = []
-    for value in flash_attn:
-        chosen = bench_plan(profile, spec, replace(wishes, flash_attn=value), request)
-        if all(chosen.flash_attn != other.flash_attn for other in plans):  # auto is on or off: measured once
-            plans.append(chosen)
-    for notice in dict.fromkeys(notice for chosen in plans for notice in chosen.notices):
-        report(Notice(notice))
+    if planned.split is not None:
+        runs = split_plans(settings, spec, request, flash_attn)
+    else:
+        wishes = loading.wishes_from(settings)
+        runs = []
+        for value in flash_attn:
+            chosen = bench_plan(profile, spec, replace(wishes, flash_attn=value), request)
+            if all(chosen.flash_attn != other.choice.plan.flash_attn for other in runs):  # auto is on or off: once
+                runs.append(replace(planned, choice=replace(planned.choice, plan=chosen),
+                                    load_settings=LoadSettings.from_plan(planned.choice.path, chosen, seed=0)))
+    for notice in dict.fromkeys(notice for run in runs for notice in run.notices):
+        report(notice)
     with ctrl_c_sets(cancel or threading.Event()) as stop:
-        return profile, measure_plans(planned, settings, request, flash_attn, plans, report, stop)
+        return profile, measure_plans(runs, settings, request, flash_attn, report, stop)
 
 
 @contextlib.contextmanager
@@ -137,20 +181,20 @@ def ctrl_c_sets(event: threading.Event) -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
-def measure_plans(planned, settings: ModelSettings, request: BenchRequest, flash_attn: list[str], plans: list[Plan],
-                  report: Report, stop: threading.Event) -> dict[str, Any]:
+def measure_plans(planned_runs: list[loading.PlannedModel], settings: ModelSettings, request: BenchRequest,
+                  flash_attn: list[str], report: Report, stop: threading.Event) -> dict[str, Any]:
     """Load and measure the model under each plan; the result record."""
     from edgellm.engine import backends
 
-    profile, spec, path = planned.profile, planned.choice.spec, planned.choice.path
+    profile, spec, path = planned_runs[0].profile, planned_runs[0].choice.spec, planned_runs[0].choice.path
     unified = profile.unified_memory
     by_hand = overrides(settings)
-    total = len(plans) * (1 + request.steps())
+    total = len(planned_runs) * (1 + request.steps())
     done = 0
     peak = PeakMemory()
     runs = []
-    for chosen in plans:
-        label = f"flash attention {'on' if chosen.flash_attn else 'off'}"
+    for planned in planned_runs:
+        label = f"flash attention {'on' if planned.load_settings.flash_attn else 'off'}"
 
         def step(what: str) -> None:
             nonlocal done
@@ -163,8 +207,7 @@ def measure_plans(planned, settings: ModelSettings, request: BenchRequest, flash
         with interrupt_after():  # llama.cpp's calls here log through a callback that would swallow Ctrl-C
             gpu_before = None if unified else backends.gpu_memory_free()
             peak_since = peak.reset()
-            load_settings = LoadSettings.from_plan(path, chosen, seed=0)
-            loaded = loading.open_model(replace(planned, load_settings=load_settings), settings)
+            loaded = loading.open_model(planned, settings)
         load_ms = loaded.load_ms
         try:
             figures = measure(loaded, request, step, (lambda: None) if unified else backends.gpu_memory_free, stop)
@@ -172,21 +215,17 @@ def measure_plans(planned, settings: ModelSettings, request: BenchRequest, flash
             raise EngineFailed(f"llama.cpp failed while measuring {path.name} ({error}); see the log: "
                                f"{loaded.log.path}") from None
         finally:
-            loaded.llm.close()
+            loaded.close()
             del loaded
             gc.collect()
         lowest = figures.pop("lowest_gpu_free_bytes")
-        runs.append({"flash_attn": chosen.flash_attn, "settings": settings_dict(chosen, spec),
-                     "placement": placement(chosen), "n_gpu_layers": chosen.n_gpu_layers,
-                     "planned": not by_hand, "overrides": by_hand, "fits": chosen.fits,
+        runs.append({**run_plan_record(planned, profile), "planned": not by_hand, "overrides": by_hand,
                      "load_ms": round(load_ms, 1),
                      **figures, "peak_rss_bytes": peak.peak(), "peak_rss_since": peak_since,
                      # GPU memory taken while it ran (the device's free memory before less the lowest seen); None
                      # without a GPU, and on unified memory, where "free" is the system RAM the RSS counts already
                      "vram_used_bytes": max(0, gpu_before - lowest) if gpu_before is not None and lowest is not None
-                     else None,
-                     "estimate": {"tokens_per_s": decode_tokens_per_s(spec, chosen, profile),
-                                  "memory_bytes": chosen.estimate.total}})
+                     else None})
     report(Progress("bench", total, total, unit="runs", finished=True))
     return {"schema": results.SCHEMA, "when": now_iso(), "edgellm": __version__, "device": device_record(profile),
             "model": model_record(path, spec),

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 from edgellm.chat.events import AnswerPiece, ChatEvent, ReasoningPiece, Reply, ReplyDone
 from edgellm.chat.reasoning import ReasoningSplitter, StopMatcher
 from edgellm.chat.sandbox import TemplateLimit
 from edgellm.chat.templates import ChatTemplate, choose, looks_like_base_model
-from edgellm.engine.generate import Generation, GenerationOptions, context_size
+from edgellm.engine.generate import GenerationOptions
 from edgellm.engine.model import LoadedModel
 from edgellm.errors import ContextOverflow, TemplateRefused
 from edgellm.events import Notice
@@ -60,11 +60,11 @@ class ChatModel:
     def close(self) -> None:
         """Free llama.cpp's model and context, once no call is running on them."""
         with self._lock:
-            self.loaded.llm.close()
+            self.loaded.close()
 
     @property
     def n_ctx(self) -> int:
-        return context_size(self.loaded.llm)
+        return self.loaded.n_ctx
 
     def opening_notices(self) -> list[Notice]:
         """What a person should know before the first message."""
@@ -124,7 +124,7 @@ class ChatModel:
 
     def prepare_text(self, prompt: str) -> Prepared:
         """A raw prompt, completed as it is (no template): BOS and its tokens; ContextOverflow if no room is left."""
-        return Prepared(prompt, text_prompt_tokens(self.loaded.llm, prompt), 0, chat=False)
+        return Prepared(prompt, text_prompt_tokens(self.loaded, prompt), 0, chat=False)
 
     def stream(self, prepared: Prepared, reply: Reply, options: GenerationOptions = GenerationOptions(),
                cancel: threading.Event | None = None) -> Iterator[AnswerPiece | ReasoningPiece]:
@@ -135,7 +135,7 @@ class ChatModel:
     def _stream(self, prepared: Prepared, reply: Reply, options: GenerationOptions,
                 cancel: threading.Event | None) -> Iterator[AnswerPiece | ReasoningPiece]:
         reply.dropped_messages, reply.n_ctx = prepared.dropped, self.n_ctx
-        generation = Generation(self.loaded.llm, prepared.tokens, options, cancel=cancel)
+        generation = self.loaded.generation(prepared.tokens, options, cancel=cancel)
         reply.stats = generation.stats  # its counts grow as tokens come (a server's metrics read them live)
         # some templates open the reasoning block in the prompt itself (DeepSeek-R1 distills): the reply starts inside it
         splitter = (ReasoningSplitter(starts_in_reasoning=prepared.text.rstrip().endswith("<think>")) if prepared.chat
@@ -184,11 +184,11 @@ class PlainText:
         return []
 
 
-def text_prompt_tokens(llm: Any, prompt: str) -> list[int]:
+def text_prompt_tokens(loaded: LoadedModel, prompt: str) -> list[int]:
     """A raw prompt's tokens, BOS first, as `run` and the server's /v1/completions evaluate it; ContextOverflow when
     it leaves no room for a reply."""
-    tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
-    n_ctx = context_size(llm)
+    tokens = loaded.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
+    n_ctx = loaded.n_ctx
     if len(tokens) >= n_ctx:
         raise ContextOverflow(f"the prompt is {len(tokens)} tokens, which does not leave room in the {n_ctx}-"
                               f"token context; raise -c or shorten the prompt", len(tokens), n_ctx)

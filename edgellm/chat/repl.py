@@ -138,7 +138,9 @@ class Repl:
                     if line.started and self.interactive:  # a notice goes on its own line
                         line.end()
                     self.notice(event)
-        except UserError as error:  # too long for the context, or refused by the chat template
+        except UserError as error:  # too long for the context, refused by the template, a split's worker lost
+            if line.started:
+                line.end()  # what was shown stays, on its own line
             self.say(f"error: {error}")
             return
         finally:

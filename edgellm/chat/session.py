@@ -20,7 +20,8 @@ from edgellm.chat.completion import ChatModel, reply_notices
 from edgellm.chat.events import ChatEvent, Reply, ReplyDone
 from edgellm.chat.history import Conversation, History, Message
 from edgellm.engine.generate import GenerationOptions, settings_report
-from edgellm.errors import HistoryUnavailable, InvalidSetting, NoSuchConversation, UserError
+from edgellm.errors import (HistoryUnavailable, InvalidSetting, NoSuchConversation, UserError, WorkerLost,
+                            WorkerUnreachable)
 from edgellm.events import Notice
 from edgellm.options import MODEL_FLAGS
 
@@ -201,12 +202,15 @@ class ChatSession:
         try:  # from here on, however the turn ends, memory and history get the reply
             reply_id = self._write(self._save_user if user.id is None else self._save_reply_start, user)
             yield from self._take_notices()
-            for piece in pieces:
-                if reply_id is not None:  # saved before it is shown
-                    self._write(History.update_reply, reply_id, reply.content, reply.reasoning)
-                    if self._notices:  # per token: only when a write just failed
-                        yield from self._take_notices()
-                yield piece
+            try:
+                for piece in pieces:
+                    if reply_id is not None:  # saved before it is shown
+                        self._write(History.update_reply, reply_id, reply.content, reply.reasoning)
+                        if self._notices:  # per token: only when a write just failed
+                            yield from self._take_notices()
+                    yield piece
+            except (WorkerLost, WorkerUnreachable) as error:  # a split's worker: this reply ends, the chat goes on
+                self._notices.append(Notice(str(error), "warning"))
         finally:
             pieces.close()  # frees the model and completes the reply's timings, also when this turn is closed early
             self.entries.append(Entry("assistant", reply.content, reply.reasoning, reply_id))

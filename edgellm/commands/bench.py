@@ -8,7 +8,8 @@ import json
 import sys
 from typing import Any
 
-from edgellm.options import SAMPLING_DESTS, add_model_flags, argument_type, non_negative_int, positive_int
+from edgellm.options import (SAMPLING_DESTS, add_model_flags, add_rpc_flag, argument_type, non_negative_int,
+                             positive_int)
 
 NAME = "bench"
 HELP = "measure prompt and decode speed, TTFT and memory of a model on this device, with edgellm's plan"
@@ -41,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=None, metavar="auto|on|off[,...]",
                         help="flash attention: auto, on, off, or on,off to compare both (default auto)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_rpc_flag(parser, "measure the model split across this machine and these workers (`edgellm worker`)")
     add_model_flags(parser, leave_out=("flash_attn", *SAMPLING_DESTS))
 
 
@@ -65,7 +67,9 @@ def main(args: argparse.Namespace) -> int:
     first = result["runs"][0]
     calibration = calibration_for(results.calibration_samples(profile), first["placement"],
                                   result["model"]["weights_bytes"])
-    if stored is not None:
+    if stored is not None and first["placement"] == "rpc":
+        print(f"\nStored in {stored}, apart from this device's own speed (a split across workers).")
+    elif stored is not None:
         print(f"\nStored in {stored}: `edgellm plan` and `recommend` show it"
               + (f", and scale their speed estimates for models of this size by {calibration.factor:.2f} (from "
                  f"{calibration.models} benchmarked model{'s' if calibration.models != 1 else ''})" if calibration
@@ -107,7 +111,8 @@ def render(result: dict[str, Any]) -> str:
                   f"  TTFT (pp{request['pp']})  {figure(run['ttft_ms'], 0)} ms   load {run['load_ms']:.0f} ms   "
                   f"peak RSS {run['peak_rss_bytes'] / MIB:,.0f} MiB"
                   + (f"   VRAM {vram / MIB:,.0f} MiB" if vram is not None else ""),
-                  f"  decode estimate {estimate:.1f} tokens/s, measured {shallowest['mean']:.1f} "
-                  f"(× {shallowest['mean'] / estimate:.2f}); memory estimate "
-                  f"{run['estimate']['memory_bytes'] / MIB:,.0f} MiB"]
+                  (f"  decode estimate {estimate:.1f} tokens/s, measured {shallowest['mean']:.1f} "
+                   f"(× {shallowest['mean'] / estimate:.2f}); memory estimate "
+                   if estimate else f"  split across the RPC workers {', '.join(run.get('workers', []))}; "
+                   f"memory estimate (all devices) ") + f"{run['estimate']['memory_bytes'] / MIB:,.0f} MiB"]
     return "\n".join(lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgellm.options import add_model_flags
+from edgellm.options import add_model_flags, add_rpc_flag
 
 NAME = "chat"
 HELP = "chat with a model: the full-screen app on a terminal (--headless: a line REPL), one reply per line when piped"
@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the line REPL, for SSH and serial consoles (no full-screen UI)")
     parser.add_argument("--no-history", action="store_true", help="keep this session out of the history database")
     parser.add_argument("--resume", type=int, metavar="ID", help="continue a saved conversation (see edgellm history)")
+    add_rpc_flag(parser, "split the model across this machine and these workers (`edgellm worker`), as `edgellm "
+                         "plan --rpc` shows; a worker lost mid-reply ends that reply, the chat goes on once it is back")
     add_model_flags(parser)
 
 

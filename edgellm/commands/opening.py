@@ -7,7 +7,6 @@ import sys
 from edgellm import loading
 from edgellm.commands.progress_line import ProgressLine
 from edgellm.options import ModelSettings
-from edgellm.plan import report
 
 
 def plan_and_tell(settings: ModelSettings) -> loading.PlannedModel:
@@ -16,7 +15,7 @@ def plan_and_tell(settings: ModelSettings) -> loading.PlannedModel:
     tell = ProgressLine()
     planned = loading.plan_model(settings, tell)
     if settings.verbose:
-        print(report.render(planned.choice.plan, planned.choice.spec, planned.profile), file=sys.stderr)
+        print(planned.budget_table(), file=sys.stderr)
     for notice in planned.notices:
         tell(notice)
     return planned

@@ -75,11 +75,11 @@ def show(choice, profile, as_json: bool) -> int:
 
 def show_split(settings, profiles: list[str], endpoints, as_json: bool) -> int:
     """`plan --profile A --profile B` or `plan --rpc HOST:PORT,...`: the model's layers shared across machines."""
-    from edgellm.plan.split import render, to_dict
-    from edgellm.split_run import plan_for_workers
+    from edgellm import loading
+    from edgellm.plan.split import to_dict
 
-    setup = plan_for_workers(settings, endpoints, profiles)
-    path, spec, split = setup.path, setup.spec, setup.split
+    planned = loading.plan_split_model(settings, endpoints, profiles)
+    path, spec, split = planned.choice.path, planned.choice.spec, planned.split
     if as_json:
         print(json.dumps({"model": {"path": str(path), "architecture": spec.architecture, "quant": spec.file_type,
                                     "n_layers": spec.n_layers, "file_bytes": spec.file_bytes},
@@ -87,7 +87,7 @@ def show_split(settings, profiles: list[str], endpoints, as_json: bool) -> int:
         return 0
     print(f"Model    {path}\n         {spec.architecture}, {spec.n_layers} layers, {spec.file_type or 'unknown quant'}"
           f"\n")
-    print(render(split, spec))
+    print(planned.budget_table())
     if not profiles:
-        print("\n`edgellm run --rpc` runs this split; --rpc on chat, serve and bench comes next.")
+        print("\n`--rpc` with the same workers runs this split: run, chat, serve and bench take it.")
     return 0

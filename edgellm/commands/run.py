@@ -46,8 +46,6 @@ def main(args: argparse.Namespace) -> int:
 
     settings = loading.settings_from(args)
     prompt = read_prompt(args)
-    if args.rpc:
-        return run_split(settings, args.rpc, prompt, args.json)
     planned = plan_and_tell(settings)
     if settings.system_prompt:
         print("edgellm: note: run completes the raw prompt; -sys is used by chat", file=sys.stderr)
@@ -57,13 +55,13 @@ def main(args: argparse.Namespace) -> int:
 
 def generate(loaded, options, prompt: str, as_json: bool, verbose: bool = False) -> int:
     """Stream the completion of `prompt` to stdout; Ctrl-C stops it (exit 130) and keeps what was printed."""
-    from edgellm.engine.generate import Generation, settings_report
+    from edgellm.engine.generate import settings_report
 
     from edgellm.chat.completion import text_prompt_tokens
 
-    tokens = text_prompt_tokens(loaded.llm, prompt)
+    tokens = text_prompt_tokens(loaded, prompt)
     cancel = threading.Event()  # Ctrl-C sets it: the generation stops between tokens (or mid-prompt), no exception
-    generation = Generation(loaded.llm, tokens, options, cancel=cancel)
+    generation = loaded.generation(tokens, options, cancel=cancel)
     out = sys.stdout
     printed = ""
     previous = signal.signal(signal.SIGINT, lambda signum, frame: cancel.set())
@@ -72,6 +70,11 @@ def generate(loaded, options, prompt: str, as_json: bool, verbose: bool = False)
             out.write(piece)
             out.flush()
             printed = piece
+    except UserError:  # a worker of a split lost mid-reply: the text stays, the error goes on a line of its own
+        if printed and not printed.endswith("\n"):
+            out.write("\n")
+        out.flush()
+        raise
     finally:
         signal.signal(signal.SIGINT, previous)
     stats = generation.stats
@@ -89,43 +92,4 @@ def generate(loaded, options, prompt: str, as_json: bool, verbose: bool = False)
     if stats.stop_reason == "interrupted":
         print("edgellm: interrupted", file=sys.stderr)
         return 130
-    return 0
-
-
-def run_split(settings, endpoints, prompt: str, as_json: bool) -> int:
-    """`run --rpc`: the model split across workers, generated in a watched child process; a worker lost mid-reply
-    ends it with one line naming the worker (exit 1), the text printed so far kept."""
-    from edgellm import loading
-    from edgellm.errors import WorkerLost
-    from edgellm.split_run import plan_for_workers, stream
-
-    setup = plan_for_workers(settings, endpoints)
-    if settings.verbose:
-        from edgellm.plan.split import render
-
-        print(render(setup.split, setup.spec), file=sys.stderr)
-    out, printed, report = sys.stdout, "", {}
-    try:
-        for event in stream(setup, prompt, loading.generation_options(settings)):
-            if "text" in event:
-                out.write(event["text"])
-                out.flush()
-                printed = event["text"]
-            report.update(event)
-    except WorkerLost:
-        if printed and not printed.endswith("\n"):
-            out.write("\n")
-        out.flush()
-        raise
-    if as_json:
-        if printed and not printed.endswith("\n"):
-            out.write("\n")
-        out.write(json.dumps({**report.get("stats", {}), "load_ms": round(report.get("loaded", 0.0), 1),
-                              "model": str(setup.path), "split": {"n_gpu_layers": setup.split.n_gpu_layers,
-                                                                  "tensor_split": list(setup.split.tensor_split),
-                                                                  "workers": [str(e) for e in setup.endpoints]}})
-                  + "\n")
-    elif printed and not printed.endswith("\n") and out.isatty():
-        out.write("\n")
-    out.flush()
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgellm.options import add_model_flags, argument_type, non_negative_int, positive_int
+from edgellm.options import add_model_flags, add_rpc_flag, argument_type, non_negative_int, positive_int
 
 NAME = "serve"
 HELP = "serve a model over HTTP with the OpenAI API (chat, completions, models), /health and /metrics"
@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--alias", metavar="NAME", help="the model's id in /v1/models (default: the file's name)")
     group.add_argument("--max-body-mb", type=argument_type(positive_int), default=4, metavar="MB",
                        help="largest request body accepted, in MiB (default 4)")
+    add_rpc_flag(parser, "split the model across this machine and these workers (`edgellm worker`), as `edgellm "
+                         "plan --rpc` shows; a worker lost mid-reply ends that reply with an error event")
     add_model_flags(parser)
 
 
@@ -58,7 +60,8 @@ def main(args: argparse.Namespace) -> int:
                           defaults=loading.generation_options(settings), api_key=api_key,
                           max_body_bytes=args.max_body_mb * 2**20, cors_origins=tuple(args.cors or ()))
     layers = {-1: "all layers"}.get(load_settings.n_gpu_layers, f"{load_settings.n_gpu_layers} layers")
-    say(f"loading {path.name}: {load_settings.n_ctx}-token context, {layers} on the GPU, "
+    where = f"on {len(load_settings.rpc_servers)} RPC workers" if load_settings.rpc_servers else "on the GPU"
+    say(f"loading {path.name}: {load_settings.n_ctx}-token context, {layers} {where}, "
         f"{load_settings.n_threads} threads, KV cache {load_settings.kv}")
 
     def load() -> ChatModel:

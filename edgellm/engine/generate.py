@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 from edgellm.engine.loop_guard import LoopGuard
-from edgellm.engine.model import LLAMA_DEFAULT_SEED, LoadSettings
+from edgellm.engine.model import LLAMA_DEFAULT_SEED, LoadSettings, context_size
 
 
 @dataclass(frozen=True)
@@ -215,12 +215,6 @@ class Generation:
             stats.prompt_tokens_per_s = stats.prompt_evaluated / (first - started)
         if sampled > 1 and last > first:
             stats.tokens_per_s = (sampled - 1) / (last - first)
-
-
-def context_size(llm: Any) -> int:
-    """How many tokens a generation may hold: llama.cpp pads the context it allocates (to 256 cells), but
-    llama-cpp-python's token buffer has the size that was asked for."""
-    return min(llm.n_ctx(), len(llm.input_ids))
 
 
 def free_sampler(llm: Any) -> None:

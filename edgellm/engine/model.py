@@ -16,6 +16,7 @@ from edgellm.engine.llama_log import LlamaLog
 from edgellm.errors import LoadFailed
 
 if TYPE_CHECKING:
+    from edgellm.engine.generate import Generation, GenerationOptions
     from edgellm.plan.planner import Plan
 
 KV_GGML_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
@@ -37,6 +38,9 @@ class LoadSettings:
     n_batch: int = 512
     use_mmap: bool = True
     use_mlock: bool = False
+    rpc_servers: tuple[str, ...] = ()  # RPC workers (HOST:PORT) the last n_gpu_layers go to, shared by tensor_split
+    tensor_split: tuple[int, ...] = ()  # per worker, the layers (and output) it holds
+    vocab_only: bool = False  # the vocabulary and metadata only: tokenizing for a model run elsewhere
 
     @classmethod
     def from_plan(cls, path: Path, plan: "Plan", seed: int = -1) -> "LoadSettings":
@@ -47,17 +51,45 @@ class LoadSettings:
 
     def as_dict(self) -> dict[str, Any]:
         """The load settings as `run --json`, `plan --json` and a saved conversation report them."""
-        return {"n_ctx": self.n_ctx, "n_gpu_layers": self.n_gpu_layers, "n_batch": self.n_batch,
-                "threads": self.n_threads, "threads_batch": self.n_threads_batch, "flash_attn": self.flash_attn,
-                "kv": self.kv, "use_mmap": self.use_mmap, "use_mlock": self.use_mlock}
+        found = {"n_ctx": self.n_ctx, "n_gpu_layers": self.n_gpu_layers, "n_batch": self.n_batch,
+                 "threads": self.n_threads, "threads_batch": self.n_threads_batch, "flash_attn": self.flash_attn,
+                 "kv": self.kv, "use_mmap": self.use_mmap, "use_mlock": self.use_mlock}
+        if self.rpc_servers:
+            found.update(rpc=list(self.rpc_servers), tensor_split=list(self.tensor_split))
+        return found
 
 
 @dataclass
 class LoadedModel:
+    """A model loaded in this process. What the layers above use of a model: `llm` for its vocabulary (tokenize,
+    detokenize, metadata), `n_ctx`, `generation` and `close`; a model split across workers (engine.split) offers
+    the same."""
+
     llm: Any  # llama_cpp.Llama
     settings: LoadSettings
     load_ms: float
     log: LlamaLog
+
+    @property
+    def n_ctx(self) -> int:
+        return context_size(self.llm)
+
+    def generation(self, prompt_tokens: list[int], options: "GenerationOptions",
+                   cancel: threading.Event | None = None) -> "Generation":
+        """A completion of `prompt_tokens`: iterate it for text pieces; its stats and tokens once it ends."""
+        from edgellm.engine.generate import Generation
+
+        return Generation(self.llm, prompt_tokens, options, cancel=cancel)
+
+    def close(self) -> None:
+        """Free llama.cpp's model and context."""
+        self.llm.close()
+
+
+def context_size(llm: Any) -> int:
+    """How many tokens a generation may hold: llama.cpp pads the context it allocates (to 256 cells), but
+    llama-cpp-python's token buffer has the size that was asked for."""
+    return min(llm.n_ctx(), len(llm.input_ids))
 
 
 def load(settings: LoadSettings, log: LlamaLog, keep_terminal: bool = False) -> LoadedModel:
@@ -93,6 +125,8 @@ def _new_llama(llama_cpp: ModuleType, settings: LoadSettings, log: LlamaLog, kee
         n_threads=settings.n_threads,
         n_threads_batch=settings.n_threads_batch,
         n_gpu_layers=settings.n_gpu_layers,
+        tensor_split=[float(layers) for layers in settings.tensor_split] or None,
+        vocab_only=settings.vocab_only,
         flash_attn=settings.flash_attn,
         type_k=KV_GGML_TYPES[settings.kv],
         type_v=KV_GGML_TYPES[settings.kv],

@@ -1,17 +1,21 @@
 """The child process that runs a model split across RPC workers: it joins the workers (which cannot be undone in a
-process), loads the model with the planned split, generates, and reports on stdout one JSON line per event.
+process), loads the model with the planned split, then runs generations one at a time until its stdin ends.
 
-Run by `edgellm.split_run`, which writes on its stdin a JSON job: the model, the load settings, the workers, the split,
-the prompt and the generation options. Lines out: {"loaded": ms}, {"text": piece}..., {"stats": {...}}, or
-{"error": message}. When a worker goes away mid-run, ggml aborts this process (exit 134): the parent, which holds
-what was already shown, tells which worker it was.
+Driven by edgellm.engine.split (SplitModel) with JSON lines on stdin: {"load": LoadSettings} first, then
+{"generate": id, "tokens": [...], "options": {...}} and {"cancel": id}. It answers on stdout, one JSON line per
+event: {"loaded": ms, "n_ctx": n}; per generation {"id", "text", "n"}... then {"id", "done": stats, "tokens"}; or
+{"error": message, "kind"} after which it ends. When a worker goes away mid-run ggml aborts this process (exit 134):
+the parent, which holds what was already shown, tells which worker it was.
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import sys
-import time
+import threading
+from pathlib import Path
+from typing import Any
 
 
 def say(event: dict) -> None:
@@ -19,47 +23,80 @@ def say(event: dict) -> None:
     sys.stdout.flush()
 
 
-def main(job: dict) -> int:
-    from edgellm.engine import rpc
+class Requests:
+    """The parent's requests, read on a thread: generations queue up for the main thread; a cancel stops the
+    generation it names at once, or before it starts."""
 
-    endpoints = [rpc.parse_endpoint(text) for text in job["workers"]]
+    def __init__(self) -> None:
+        self.generations: queue.Queue = queue.Queue()
+        self._cancelled: set[int] = set()
+        self._current: tuple[int, threading.Event] | None = None
+        self._lock = threading.Lock()
+
+    def read(self, lines: Any) -> None:
+        for line in lines:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if "cancel" in message:
+                with self._lock:
+                    self._cancelled.add(message["cancel"])
+                    if self._current is not None and self._current[0] == message["cancel"]:
+                        self._current[1].set()
+            elif "generate" in message:
+                self.generations.put(message)
+        self.generations.put(None)  # the parent closed our stdin (or died): the work is over
+
+    def cancel_event(self, ident: int) -> threading.Event:
+        event = threading.Event()
+        with self._lock:
+            self._current = (ident, event)
+            if ident in self._cancelled:
+                event.set()
+        return event
+
+
+def main() -> int:
+    from edgellm import home
+    from edgellm.engine import rpc
+    from edgellm.engine.llama_log import LlamaLog
+    from edgellm.engine.model import LoadSettings, load
+    from edgellm.engine.split import options_from_wire
+
+    fields = json.loads(sys.stdin.readline())["load"]
+    settings = LoadSettings(**{**fields, "path": Path(fields["path"]), "rpc_servers": tuple(fields["rpc_servers"]),
+                               "tensor_split": tuple(fields["tensor_split"])})
+    endpoints = [rpc.parse_endpoint(where) for where in settings.rpc_servers]
     for endpoint in endpoints:
         rpc.check_worker(endpoint)  # again, just before llama.cpp connects: ggml aborts on one that is gone
     rpc.join(endpoints)
-    import llama_cpp
-
-    from edgellm.engine.generate import Generation, GenerationOptions, Sampling
-    from edgellm.engine.model import KV_GGML_TYPES, LLAMA_DEFAULT_SEED, templates_left_to_edgellm
-
-    load = job["load"]
-    started = time.perf_counter()
-    with templates_left_to_edgellm(llama_cpp):
-        llm = llama_cpp.Llama(model_path=job["model"], n_ctx=load["n_ctx"], n_batch=load["n_batch"],
-                              n_ubatch=load["n_batch"], n_threads=load["threads"], n_threads_batch=load["threads"],
-                              n_gpu_layers=load["n_gpu_layers"], tensor_split=[float(n) for n in load["tensor_split"]],
-                              flash_attn=load["flash_attn"], type_k=KV_GGML_TYPES[load["kv"]],
-                              type_v=KV_GGML_TYPES[load["kv"]],
-                              seed=LLAMA_DEFAULT_SEED if job["seed"] < 0 else job["seed"], swa_full=False,
-                              verbose=False)
-    say({"loaded": (time.perf_counter() - started) * 1000})
-    options = job["options"]
-    generation = Generation(llm, llm.tokenize(job["prompt"].encode("utf-8"), add_bos=True, special=False),
-                            GenerationOptions(sampling=Sampling(**options["sampling"]), max_tokens=options["max_tokens"],
-                                              ignore_eos=options["ignore_eos"], seed=options["seed"]))
-    for piece in generation:
-        say({"text": piece})
-    say({"stats": generation.stats.as_dict()})
+    loaded = load(settings, LlamaLog(home.log_path(), echo=False))
+    say({"loaded": loaded.load_ms, "n_ctx": loaded.n_ctx})
+    requests = Requests()
+    threading.Thread(target=requests.read, args=(sys.stdin,), name="edgellm-split-requests", daemon=True).start()
+    while (request := requests.generations.get()) is not None:
+        ident = request["generate"]
+        generation = loaded.generation(request["tokens"], options_from_wire(request["options"]),
+                                       cancel=requests.cancel_event(ident))
+        for piece in generation:
+            say({"id": ident, "text": piece, "n": generation.stats.completion_tokens})
+        say({"id": ident, "done": generation.stats.as_dict(), "tokens": generation.tokens})
+    loaded.close()
     return 0
 
 
 if __name__ == "__main__":
-    from edgellm.errors import WorkerUnreachable
+    from edgellm.errors import LoadFailed, WorkerUnreachable
 
     try:
-        sys.exit(main(json.loads(sys.stdin.read())))
-    except WorkerUnreachable as error:  # a worker gone between the parent's check and this one: bad input, exit 2
-        say({"error": str(error), "unreachable": True})
+        sys.exit(main())
+    except WorkerUnreachable as error:  # a worker gone between the parent's check and this one
+        say({"error": str(error), "kind": "unreachable", "endpoint": error.endpoint})
+        sys.exit(1)
+    except LoadFailed as error:
+        say({"error": str(error), "kind": "load", "cause": error.cause})
         sys.exit(1)
     except Exception as error:  # noqa: BLE001 - told to the parent as data, one line
-        say({"error": str(error)})
+        say({"error": str(error), "kind": "failed"})
         sys.exit(1)

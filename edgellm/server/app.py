@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from edgellm.chat.completion import ChatModel, Prepared
 from edgellm.chat.events import AnswerPiece, ReasoningPiece, Reply
 from edgellm.engine.generate import GenerationOptions
-from edgellm.errors import ContextOverflow, TemplateRefused
+from edgellm.errors import ContextOverflow, TemplateRefused, UserError, WorkerLost, WorkerUnreachable
 from edgellm.server import protocol
 from edgellm.server.metrics import CONTENT_TYPE, Metrics, render
 from edgellm.server.protocol import Answer, ApiError, CompletionRequest
@@ -266,8 +266,9 @@ async def _complete(state: ServerState, http: Request, chat: bool) -> Response:
     finally:
         watcher.cancel()
     if error is not None:
-        finish.end(500, error)
-        return JSONResponse(_failure(error).body(), status_code=500)
+        failure = _failure(error)
+        finish.end(failure.status, error)
+        return JSONResponse(failure.body(), status_code=failure.status)
     if job.cancel.is_set() and reply.interrupted:
         finish.end(CLIENT_GONE)
         return Response(status_code=CLIENT_GONE)
@@ -276,6 +277,9 @@ async def _complete(state: ServerState, http: Request, chat: bool) -> Response:
 
 
 def _failure(error: BaseException) -> ApiError:
+    if isinstance(error, (WorkerLost, WorkerUnreachable)):  # a split's worker: the next request may find it back
+        return ApiError(503, f"the reply failed: {error}", "worker_lost" if isinstance(error, WorkerLost)
+                        else "worker_unreachable", kind="server_error")
     return ApiError(500, f"the reply failed: {type(error).__name__}: {error}", "generation_failed",
                     kind="server_error")
 
@@ -312,8 +316,9 @@ async def _stream(state: ServerState, request: CompletionRequest, answer: Answer
                 yield protocol.sse(answer.chunk(text, reasoning))
         reply = finish.reply
         if error is not None:
-            finish.end(500, error)
-            yield protocol.sse(_failure(error).body())
+            failure = _failure(error)
+            finish.end(failure.status, error)
+            yield protocol.sse(failure.body())
         elif job.cancel.is_set() and reply.interrupted:  # its client left (the watcher saw it first)
             finish.end(CLIENT_GONE)
             return
@@ -363,5 +368,7 @@ class _Finish:
         gone = " (client went away)" if status == CLIENT_GONE else ""
         state.log(printable(f"{_client(self.http)} POST {path} {status}{tokens}{speed} "
                             f"{time.perf_counter() - self.started:.2f} s{gone}"))
-        if error is not None:
+        if isinstance(error, UserError):  # said in its own words (a split's worker lost): no traceback
+            state.log(printable(f"the reply failed: {error}"))
+        elif error is not None:
             state.log("the reply failed:\n" + "".join(traceback.format_exception(error)).rstrip())

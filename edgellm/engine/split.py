@@ -1,0 +1,313 @@
+"""A model split across RPC workers, run in a watched child process: what `--rpc` gives every front end.
+
+ggml aborts the process that runs a split when a worker goes away, and waits forever when the network goes silent.
+So the weights and the KV cache live in a child process (edgellm.engine.split_child) that joins the workers, loads
+the model once and runs one generation at a time; this side holds the vocabulary (a vocab-only load: tokenizing,
+the chat template's tokens, the metadata) and offers what a LoadedModel offers, so the chat session, the server and
+bench drive it as they drive a model loaded here.
+
+While the child works (loading, or generating) this side watches: it looks at each worker's side channel when the
+child is quiet (the side channel answers even while the worker computes); when one misses MISSES_TO_LOSE times
+running, or the child dies and a side channel is gone, the generation ends with WorkerLost naming the worker.
+Workers without a side channel (a plain llama.cpp rpc-server, a tunnel of one port) are given WATCHDOG_S of silence
+mid-reply. After a loss the next generation starts a new child once the workers answer again: the model reloads,
+and the conversation, which the session keeps, goes on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import queue
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Iterator
+
+from edgellm.engine.generate import GenerationOptions, GenerationStats, Sampling
+from edgellm.engine.llama_log import LlamaLog
+from edgellm.engine.model import LoadSettings, load
+from edgellm.errors import EngineFailed, LoadFailed, WorkerLost, WorkerUnreachable
+
+WATCHDOG_S = 30.0  # silence mid-reply that ends it, for workers without a side channel to look at
+POLL_S = 1.0  # how often the workers' side channels are looked at while the child is quiet
+MISSES_TO_LOSE = 3  # side-channel answers missed running before a worker counts as gone (a busy network drops one)
+TICK_S = 0.1  # how often a quiet wait looks at a cancel
+VOCAB_CTX = 64  # the context of the vocab-only load (it holds no tokens: generation runs in the child)
+
+
+def options_to_wire(options: GenerationOptions) -> dict[str, Any]:
+    return asdict(options)
+
+
+def options_from_wire(data: dict[str, Any]) -> GenerationOptions:
+    return GenerationOptions(**{**data, "sampling": Sampling(**data["sampling"]), "stop": tuple(data["stop"])})
+
+
+def gone_workers(endpoints: list[str], timeout: float = 2.0) -> list[str]:
+    """Of the watched workers, those whose side channel does not answer (stopped, killed, or cut off)."""
+    from edgellm.engine.rpc import parse_endpoint
+    from edgellm.workers import fetch_profile
+
+    return [where for where in endpoints if fetch_profile(parse_endpoint(where), timeout=timeout) is None]
+
+
+def lost(endpoints: list[str], silent: bool, phase: str) -> WorkerLost:
+    names = ", ".join(endpoints)
+    plural = "s" if len(endpoints) > 1 else ""
+    what = (f"the network to the RPC worker{plural} at {names} went silent" if silent
+            else f"the RPC worker{plural} at {names} went away")
+    if phase == "loading":
+        return WorkerLost(f"{what} while the model loaded: restart `edgellm worker` there, or run without it",
+                          endpoints)
+    return WorkerLost(f"{what} mid-reply; the reply ends here (what was shown is kept): restart `edgellm worker` "
+                      f"there to go on, or run without it", endpoints)
+
+
+@dataclass
+class ChildLog:
+    """Where the child's llama.cpp log goes (edgellm's log file, as a model loaded here); what LoadedModel.log is."""
+
+    path: Any
+
+
+class SplitModel:
+    """A model split across RPC workers, run by a child process; offers what LoadedModel offers (`llm` for the
+    vocabulary, `settings`, `load_ms`, `log`, `n_ctx`, `generation`, `close`)."""
+
+    def __init__(self, settings: LoadSettings, watched: tuple[str, ...], llm: Any, log_path: Any,
+                 watchdog_s: float = WATCHDOG_S) -> None:
+        self.settings = settings
+        self.watched = watched  # the workers whose side channel answers
+        self.unwatched = tuple(where for where in settings.rpc_servers if where not in watched)
+        self.llm = llm  # vocab only
+        self.log = ChildLog(log_path)
+        self.load_ms = 0.0
+        self.watchdog_s = watchdog_s
+        self._n_ctx = settings.n_ctx
+        self._child: subprocess.Popen | None = None
+        self._events: queue.Queue = queue.Queue()
+        self._errors: Any = None  # the child's stderr, a file: a pipe could fill and block it
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()  # one generation at a time, and no two children
+
+    @classmethod
+    def open(cls, settings: LoadSettings, watched: tuple[str, ...], log: LlamaLog,
+             keep_terminal: bool = False) -> "SplitModel":
+        """Load the vocabulary here and the model in a child that joins the workers (each checked first:
+        WorkerUnreachable); the load is watched as a generation is."""
+        vocab = load(replace(settings, vocab_only=True, n_ctx=VOCAB_CTX, n_batch=VOCAB_CTX, rpc_servers=(),
+                             tensor_split=(), n_gpu_layers=0), log, keep_terminal)
+        model = cls(settings, watched, vocab.llm, log.path)
+        try:
+            with model._lock:
+                model._start()
+        except BaseException:
+            model.close()
+            raise
+        return model
+
+    @property
+    def n_ctx(self) -> int:
+        return self._n_ctx
+
+    def generation(self, prompt_tokens: list[int], options: GenerationOptions,
+                   cancel: threading.Event | None = None) -> "RemoteGeneration":
+        return RemoteGeneration(self, prompt_tokens, options, cancel)
+
+    def close(self) -> None:
+        """End the child (it frees the workers' memory) and free the vocabulary."""
+        self._stop_child()
+        self.llm.close()
+
+    # the child
+
+    def _start(self) -> None:
+        """Check each worker, start a child and wait until it has loaded the model (the caller holds the lock)."""
+        from edgellm.child import module_command
+        from edgellm.engine.rpc import check_worker, parse_endpoint
+
+        for where in self.settings.rpc_servers:
+            check_worker(parse_endpoint(where))  # one line, exit 2: never ggml's abort
+        self._errors = tempfile.TemporaryFile(mode="w+", errors="replace")
+        self._events = queue.Queue()
+        child = subprocess.Popen(module_command("edgellm.engine.split_child"), stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=self._errors, text=True, start_new_session=True,
+                                 env={**os.environ, "GGML_NO_BACKTRACE": "1"})
+        self._child = child
+        threading.Thread(target=self._read, args=(child, self._events), name="edgellm-split-reader",
+                         daemon=True).start()
+        load = {**asdict(self.settings), "path": str(self.settings.path)}
+        self._send({"load": load})
+        event = self._next("loading")
+        if "error" in event:
+            raise self._failure(event, "loading")
+        self.load_ms, self._n_ctx = event["loaded"], event["n_ctx"]
+
+    @staticmethod
+    def _read(child: subprocess.Popen, events: queue.Queue) -> None:
+        for line in child.stdout:
+            try:
+                events.put(json.loads(line))
+            except ValueError:
+                continue
+        events.put(None)
+
+    def _send(self, message: dict[str, Any]) -> None:
+        """One line to the child (a job, a generation, a cancel); a child already gone is told by its exit."""
+        child = self._child
+        if child is None:
+            return
+        try:
+            child.stdin.write(json.dumps(message) + "\n")
+            child.stdin.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _next(self, phase: str, cancel: threading.Event | None = None, on_cancel: Any = None) -> dict[str, Any]:
+        """The child's next event, watching the workers meanwhile; WorkerLost or EngineFailed when the child or a
+        worker is gone (the child is ended then)."""
+        misses = {where: 0 for where in self.watched}
+        quiet_since = last_poll = time.monotonic()
+        while True:
+            if cancel is not None and cancel.is_set() and on_cancel is not None:
+                on_cancel()
+            try:
+                event = self._events.get(timeout=TICK_S)
+            except queue.Empty:
+                now = time.monotonic()
+                if now - last_poll < POLL_S:
+                    continue
+                last_poll = now
+                for where in self.watched:
+                    misses[where] = misses[where] + 1 if gone_workers([where]) else 0
+                gone = [where for where, count in misses.items() if count >= MISSES_TO_LOSE]
+                silent = bool(self.unwatched) and phase == "replying" and now - quiet_since > self.watchdog_s
+                if (gone or silent) and self._events.empty():
+                    self._stop_child(kill=True)
+                    raise lost(gone or list(self.unwatched), silent and not gone, phase)
+                continue
+            if event is None:
+                raise self._ended(phase)
+            return event
+
+    def _ended(self, phase: str) -> Exception:
+        """Why the child ended by itself: a worker gone (ggml aborted it), or a failure in its last words."""
+        child = self._child
+        code = child.wait() if child is not None else None
+        gone = gone_workers(list(self.watched))
+        last = "no message"
+        if self._errors is not None:
+            self._errors.seek(0)
+            last = (self._errors.read().strip().splitlines() or ["no message"])[-1]
+        self._stop_child()
+        if gone:
+            return lost(gone, False, phase)
+        when = "while loading" if phase == "loading" else "mid-reply"
+        return EngineFailed(f"the split model's process ended {when} (exit {code}): {last}; a worker may have "
+                            f"refused the work or gone away: see its terminal")
+
+    def _failure(self, event: dict[str, Any], phase: str) -> Exception:
+        """The error the child reported (it ends after one)."""
+        self._stop_child()
+        kind, message = event.get("kind"), event["error"]
+        if kind == "unreachable":
+            return WorkerUnreachable(message, event.get("endpoint", ""))
+        if kind == "load":
+            return LoadFailed(message, self.settings.path, event.get("cause", "other"))
+        return EngineFailed(f"the split model failed {'while loading' if phase == 'loading' else 'mid-reply'}: "
+                            f"{message}")
+
+    def _stop_child(self, kill: bool = False) -> None:
+        child, self._child = self._child, None
+        if child is not None:
+            if not kill:
+                try:
+                    child.stdin.close()  # the child's end of work: it frees the model and exits
+                except (OSError, ValueError):
+                    pass
+                try:
+                    child.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+        if self._errors is not None:
+            self._errors.close()
+            self._errors = None
+
+
+class RemoteGeneration:
+    """A generation run by a split model's child: iterate it for text pieces; `stats` (its counts grow as tokens
+    come) and `tokens` (the KV cache's view of the reply) are complete once it ends, also when it ends early."""
+
+    def __init__(self, model: SplitModel, prompt_tokens: list[int], options: GenerationOptions,
+                 cancel: threading.Event | None = None) -> None:
+        self.model = model
+        self.prompt_tokens = prompt_tokens
+        self.options = options
+        self.cancel = cancel
+        self.tokens: list[int] = []
+        self.stats = GenerationStats(prompt_tokens=len(prompt_tokens), prompt_evaluated=len(prompt_tokens))
+
+    def __iter__(self) -> Iterator[str]:
+        model, stats = self.model, self.stats
+        if self.cancel is not None and self.cancel.is_set():  # cancelled before it started: nothing is evaluated
+            stats.stop_reason, stats.prompt_evaluated = "interrupted", 0
+            return
+        with model._lock:
+            ident, cancelled, done, phase = next(model._ids), False, False, "prompt"
+
+            def cancel_once() -> None:
+                nonlocal cancelled
+                if not cancelled:
+                    cancelled = True
+                    model._send({"cancel": ident})
+
+            try:
+                if model._child is None:
+                    model._start()  # after a lost worker: the model reloads once the workers answer again
+                model._send({"generate": ident, "tokens": self.prompt_tokens,
+                             "options": options_to_wire(self.options)})
+                while True:
+                    event = model._next(phase, self.cancel, cancel_once)
+                    if "error" in event:
+                        raise model._failure(event, phase)
+                    if event.get("id") != ident:
+                        continue  # what is left of an earlier generation
+                    if "text" in event:
+                        phase = "replying"
+                        stats.completion_tokens = event["n"]
+                        yield event["text"]
+                    elif "done" in event:
+                        for key, value in event["done"].items():
+                            setattr(stats, key, value)
+                        self.tokens, done = event["tokens"], True
+                        return
+            finally:
+                if not done:
+                    stats.stop_reason = "interrupted"
+                    self._finish_early(ident, cancel_once)
+
+    def _finish_early(self, ident: int, cancel_once: Any) -> None:
+        """Ended before the child said it was done (closed by its consumer, an error): stop the child's generation
+        and take its tokens, so the next generation starts from a known cache; a child that cannot is ended."""
+        model = self.model
+        if model._child is None:
+            return
+        cancel_once()
+        try:
+            while True:
+                event = model._next("replying")
+                if "error" in event:
+                    model._stop_child()
+                    return
+                if event.get("id") == ident and "done" in event:
+                    self.tokens = event["tokens"]
+                    return
+        except Exception:  # noqa: BLE001 - a worker lost meanwhile: the next generation reloads
+            model._stop_child(kill=True)
