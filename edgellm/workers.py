@@ -8,6 +8,7 @@ the memory cap it keeps (`edgellm worker --memory`). A client that finds no side
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,6 +22,22 @@ SCHEMA = "edgellm.worker/1"
 def side_channel(endpoint: Endpoint) -> Endpoint:
     """Where a worker's profile is served: the RPC port + 1, on the same host."""
     return Endpoint(endpoint.host, endpoint.port + 1)
+
+
+def free_port_pair(host: str = "127.0.0.1") -> int:
+    """A port P with P and P + 1 free on `host`: room for a worker and its side channel (tests, benchmarks)."""
+    while True:
+        with socket.socket() as first:
+            first.bind((host, 0))
+            port = first.getsockname()[1]
+            if port >= 65534:
+                continue
+            with socket.socket() as second:
+                try:
+                    second.bind((host, port + 1))
+                except OSError:
+                    continue
+            return port
 
 
 def profile_document(profile: dict[str, Any], memory_cap: int | None, devices: list[str],

@@ -4,7 +4,6 @@ each front end does when the worker goes away mid-reply (the session goes on; th
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import threading
@@ -171,6 +170,7 @@ def test_bench_measures_a_split_and_keeps_it_apart_from_this_devices_speed(test_
 def test_the_tui_shows_a_lost_worker_as_a_notice_under_the_reply_it_kept(test_model: Path) -> None:
     from textual.widgets import Static
 
+    from edgellm.tui.widgets.status import StatusLine
     from tests.test_tui_chat import long_reply_started, messages
     from tests.tui_support import chat_app, run, until
 
@@ -180,6 +180,7 @@ def test_the_tui_shows_a_lost_worker_as_a_notice_under_the_reply_it_kept(test_mo
     async def main() -> None:
         async with app.run_test(size=(120, 40)) as pilot:
             await long_reply_started(pilot, 40)
+            assert "layers on 1 RPC worker" in str(app.screen.query_one(StatusLine).content)
             worker.kill()
             notice = f"RPC worker at 127.0.0.1:{port} went away mid-reply"
             await until(pilot, lambda: not app.session.busy and app.screen.reply is None, what="the reply to end")

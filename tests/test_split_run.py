@@ -9,7 +9,8 @@ from pathlib import Path
 
 from conftest import edgellm
 from test_bad_input import assert_one_line_error
-from test_worker import free_port_pair, start_worker, stop
+from edgellm.workers import free_port_pair
+from test_worker import start_worker, stop
 
 PROMPT = "The capital of France is"
 # A continuation the model is sure of: a worker's CPU backend runs the plain quantized kernels where this machine's

@@ -14,28 +14,12 @@ import pytest
 
 from edgellm.engine.rpc import Endpoint, check_worker, parse_endpoints
 from edgellm.errors import WorkerUnreachable
-from edgellm.workers import fetch_profile
+from edgellm.workers import fetch_profile, free_port_pair
 
 from conftest import edgellm
 from test_bad_input import assert_one_line_error
 
 MIB = 2**20
-
-
-def free_port_pair() -> int:
-    """A port P with P and P + 1 free on 127.0.0.1."""
-    while True:
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            if port >= 65534:
-                continue
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-            return port
 
 
 def start_worker(*args: str) -> tuple[subprocess.Popen, int]:

@@ -105,8 +105,9 @@ class SplitModel:
         try:
             with model._lock:
                 model._start()
-        except BaseException:
-            model.close()
+        except BaseException:  # a failure, or Ctrl-C while it loads: the child goes at once
+            model._stop_child(kill=True)
+            model.llm.close()
             raise
         return model
 
