@@ -234,7 +234,7 @@ def plan_split_model(settings: ModelSettings, endpoints: list["Endpoint"], profi
     load_settings = LoadSettings(path=path, n_ctx=split.n_ctx, n_threads=threads, n_threads_batch=threads,
                                  n_gpu_layers=split.n_gpu_layers, flash_attn=flash_attn, kv=split.kv,
                                  seed=settings.seed, rpc_servers=tuple(str(endpoint) for endpoint in endpoints),
-                                 tensor_split=split.tensor_split)
+                                 tensor_split=split.tensor_split, output_here=True)
     return PlannedModel(ModelChoice(path, spec, None), here, load_settings, split)
 
 

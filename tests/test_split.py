@@ -20,13 +20,16 @@ from test_worker import start_worker, stop
 GIB, MIB = 2**30, 2**20
 
 
-def test_the_output_goes_to_the_last_worker_with_room_for_it() -> None:
+def test_the_output_stays_here_and_llama_cpp_is_told_the_layers_each_worker_holds() -> None:
     roomy = plan_split(LLAMA_8B_Q4, [Device("here", 64 * GIB), Device("a", 64 * GIB), Device("b", 64 * GIB)])
-    assert [share.output for share in roomy.shares] == [False, False, True]
-    cramped = plan_split(LLAMA_8B_Q4, [Device("here", 6 * GIB), Device("a", 6 * GIB), Device("b", 300 * MIB)])
+    assert [share.output for share in roomy.shares] == [True, False, False]  # the logits never cross the network
+    here, a, b = roomy.shares
+    assert here.weights > a.weights and here.overhead > a.overhead  # the embedding, the output and the logits
+    assert roomy.tensor_split == (a.layers, b.layers + 1)  # llama.cpp counts the output on the last holder
+    cramped = plan_split(LLAMA_8B_Q4, [Device("here", 6 * GIB), Device("a", 6 * GIB), Device("b", 20 * MIB)])
     assert cramped.fits and [share.layers > 0 for share in cramped.shares] == [True, True, False]
-    assert [share.output for share in cramped.shares] == [False, True, False]
     assert cramped.tensor_split == (cramped.shares[1].layers + 1, 0)
+    assert cramped.n_gpu_layers == cramped.shares[1].layers + 1
 
 
 def test_layers_are_shared_in_proportion_to_what_each_device_gives() -> None:
@@ -44,9 +47,10 @@ def test_two_pi5s_run_an_8b_q8_model_that_one_cannot() -> None:
     split = plan_split(LLAMA_8B_Q8, devices)
     assert split.fits and split.n_ctx == 4096 and split.kv == "f16"
     here, there = split.shares
-    assert (here.first_layer, here.layers, there.first_layer, there.layers) == (0, 16, 16, 16)
-    assert there.output and not here.output  # llama.cpp offloads the output first, to the last device
-    assert split.n_gpu_layers == 17 and split.tensor_split == (17,)
+    assert here.first_layer == 0 and there.first_layer == here.layers and here.layers + there.layers == 32
+    assert 0 < there.layers - here.layers <= 6  # this side also keeps the embedding, the output and the logits
+    assert here.output and not there.output
+    assert split.n_gpu_layers == there.layers + 1 and split.tensor_split == (there.layers + 1,)
     assert all(share.total <= share.device.budget for share in split.shares)
 
 
@@ -81,7 +85,7 @@ def test_plan_two_profiles_from_the_command_line(test_model: Path) -> None:
     first, second = split["devices"]
     assert first["device"] == "raspberry-pi-5-8gb" and second["device"] == "raspberry-pi-4-4gb"
     assert first["layers"] + second["layers"] == 18 and first["layers"] > second["layers"] > 0
-    assert split["tensor_split"] == [second["layers"] + 1] and split["fits"] and second["output"]
+    assert split["tensor_split"] == [second["layers"] + 1] and split["fits"] and first["output"]
     text = edgellm("plan", "-m", str(test_model), "--profile", "raspberry-pi-5-8gb", "--profile",
                    "raspberry-pi-4-4gb").stdout
     assert "Split of 18 layers across 2 devices" in text and "tensor_split" in text
@@ -99,72 +103,54 @@ def test_plan_with_two_workers_shares_layers_by_their_promises(test_model: Path)
     here, big, small = json.loads(done.stdout)["split"]["devices"]
     assert (big["endpoint"], small["endpoint"]) == (f"127.0.0.1:{first_port}", f"127.0.0.1:{second_port}")
     assert (big["budget_bytes"], small["budget_bytes"]) == (8000 * MIB, 4000 * MIB)
-    # in proportion to the room each has for layers: the last worker also holds the output (700 MiB with this
-    # model's 262k vocabulary), so the smaller one gets less than half the larger's layers
-    assert big["layers"] >= 2 * small["layers"] - 1 and small["layers"] > 0 and small["output"]
+    # in proportion to what each promises: the output (and the logits) stay here
+    assert abs(big["layers"] - 2 * small["layers"]) <= 1 and small["layers"] > 0 and here["output"]
     assert here["layers"] + big["layers"] + small["layers"] == 18
     assert all(device["total_bytes"] <= device["budget_bytes"] for device in (here, big, small))
 
 
 def test_an_unreachable_worker_in_a_plan_is_one_line_and_exit_2(test_model: Path) -> None:
-    from test_worker import free_port_pair
+    from edgellm.workers import free_port_pair
 
     port = free_port_pair()
     assert_one_line_error(edgellm("plan", "-m", str(test_model), "--rpc", f"127.0.0.1:{port}"),
                           f"RPC worker at 127.0.0.1:{port} cannot be used", "edgellm worker")
 
 
-SPLIT_RUN = """
-import json, sys
-from edgellm.engine import rpc
-from edgellm.engine.backends import devices
-import llama_cpp
-endpoints = [rpc.parse_endpoint(text) for text in sys.argv[2].split(",")] if sys.argv[2] else []
-for endpoint in endpoints:
-    rpc.check_worker(endpoint)
-rpc.join(endpoints)
-split = json.loads(sys.argv[3]) if endpoints else {"n_gpu_layers": 0, "tensor_split": []}
-extra = {"tensor_split": [float(n) for n in split["tensor_split"]]} if endpoints else {}
-llm = llama_cpp.Llama(sys.argv[1], n_ctx=512, n_threads=1, n_gpu_layers=split["n_gpu_layers"], seed=0, verbose=True,
-                      **extra)
-text = llm("1, 2, 3, 4, 5,", max_tokens=8, temperature=0)["choices"][0]["text"]  # sure tokens (test_split_run)
-print(json.dumps({"text": text, "devices": [d.name for d in devices()]}))
-"""
-
-
-def test_the_planned_split_over_two_loopback_workers_gives_the_local_greedy_text(test_model: Path) -> None:
-    """llama.cpp runs the split edgellm planned (n_gpu_layers, tensor_split) on two workers, in a process of its own
-    (joining workers cannot be undone), and says what the model says run locally."""
-    import subprocess
-    import sys
-
-    def run(endpoints: str, split: dict | None) -> dict:
-        done = subprocess.run([sys.executable, "-c", SPLIT_RUN, str(test_model), endpoints, json.dumps(split)],
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-        found = json.loads(done.stdout.strip().splitlines()[-1])
-        # llama.cpp's own log: "load_tensors: layer  12 assigned to device RPC0, is_swa = 1"; layer 18 is the output
-        placed = [re.search(r"layer +(\d+) assigned to device (\S+),", line).groups()
-                  for line in done.stderr.splitlines() if "assigned to device" in line]
-        names = [name for index, name in placed if int(index) < 18]
-        found["layers"] = [(name, names.count(name)) for name in dict.fromkeys(names)]
-        found["output"] = next(name for index, name in placed if int(index) == 18)
-        return found
-
-    local = run("", None)
+def test_llama_cpp_places_the_split_as_planned_and_keeps_the_output_here(test_model: Path,
+                                                                           edgellm_home: Path) -> None:
+    """`run --rpc` over two workers: llama.cpp's own log shows each layer on the device the plan gave it, the output's
+    weights kept on this CPU, and each device's model buffer near what the plan says it holds; the greedy text is
+    the local one."""
+    local = edgellm("run", "-m", str(test_model), "-p", "1, 2, 3, 4, 5,", "-n", "8", "--temp", "0")
     first, first_port = start_worker("--memory", "8000", "-t", "1")
     second, second_port = start_worker("--memory", "4000", "-t", "1")
     try:
         endpoints = f"127.0.0.1:{first_port},127.0.0.1:{second_port}"
-        planned = edgellm("plan", "-m", str(test_model), "--profile", "raspberry-pi-4-4gb", "--rpc", endpoints,
-                          "--json")
-        split = json.loads(planned.stdout)["split"]
-        assert all(device["layers"] for device in split["devices"])
-        remote = run(endpoints, split)
+        split = json.loads(edgellm("plan", "-m", str(test_model), "--rpc", endpoints, "--json").stdout)["split"]
+        (edgellm_home / "logs").mkdir(parents=True, exist_ok=True)
+        (edgellm_home / "logs" / "edgellm.log").write_text("")
+        remote = edgellm("run", "-m", str(test_model), "-p", "1, 2, 3, 4, 5,", "-n", "8", "--temp", "0", "--rpc",
+                         endpoints)
     finally:
         assert stop(first) == 0 and stop(second) == 0
-    assert remote["devices"] == ["CPU", "RPC0", "RPC1"]
-    # llama.cpp placed the layers as the plan says: the first here, then each worker's share, the output last
-    assert remote["layers"] == [("CPU", split["devices"][0]["layers"]), ("RPC0", split["devices"][1]["layers"]),
-                                ("RPC1", split["devices"][2]["layers"])] and remote["output"] == "RPC1"
-    assert remote["text"] == local["text"] and local["text"].strip()
+    assert remote.returncode == 0, remote.stderr
+    assert remote.stdout == local.stdout and local.stdout.strip()  # a sure continuation (see test_split_run)
+    log = (edgellm_home / "logs" / "edgellm.log").read_text()
+    # "load_tensors: layer  12 assigned to device RPC0, is_swa = 1"; llama.cpp counts the output as layer 18
+    placed = [re.search(r"layer +(\d+) assigned to device (\S+),", line).groups()
+              for line in log.splitlines() if "assigned to device" in line]
+    names = [name for index, name in placed if int(index) < 18]
+    here, big, small = split["devices"]
+    assert all(device["layers"] for device in split["devices"])
+    assert [(name, names.count(name)) for name in dict.fromkeys(names)] == [
+        ("CPU", here["layers"]), ("RPC0", big["layers"]), ("RPC1", small["layers"])]
+    # ... but its weights stay here, where the logits are made: none of the vocabulary's crosses the network
+    assert "tensor output_norm.weight (0 MiB f32) buffer type overridden to CPU" in log
+    assert re.search(r"tensor token_embd\.weight .* buffer type overridden to CPU", log) and here["output"]
+    buffers = {where: float(size) for where, size in re.findall(r"load_tensors: +(\S+) model buffer size = +([\d.]+) MiB",
+                                                                 log)}
+    local_mib = sum(size for where, size in buffers.items() if where.startswith("CPU"))
+    for planned, found in ((here, local_mib), (big, buffers[f"RPC0[127.0.0.1:{first_port}]"]),
+                           (small, buffers[f"RPC0[127.0.0.1:{second_port}]"])):
+        assert abs(planned["weights_bytes"] / MIB - found) <= max(2.0, 0.1 * found), (planned, found)

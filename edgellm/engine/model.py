@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import re
 import threading
 import time
@@ -40,6 +41,7 @@ class LoadSettings:
     use_mlock: bool = False
     rpc_servers: tuple[str, ...] = ()  # RPC workers (HOST:PORT) the last n_gpu_layers go to, shared by tensor_split
     tensor_split: tuple[int, ...] = ()  # per worker, the layers (and output) it holds
+    output_here: bool = False  # with workers: the output layer stays on this CPU, so no logits cross the network
     vocab_only: bool = False  # the vocabulary and metadata only: tokenizing for a model run elsewhere
 
     @classmethod
@@ -55,7 +57,8 @@ class LoadSettings:
                  "threads": self.n_threads, "threads_batch": self.n_threads_batch, "flash_attn": self.flash_attn,
                  "kv": self.kv, "use_mmap": self.use_mmap, "use_mlock": self.use_mlock}
         if self.rpc_servers:
-            found.update(rpc=list(self.rpc_servers), tensor_split=list(self.tensor_split))
+            found.update(rpc=list(self.rpc_servers), tensor_split=list(self.tensor_split),
+                         output_here=self.output_here)
         return found
 
 
@@ -117,6 +120,62 @@ def load(settings: LoadSettings, log: LlamaLog, keep_terminal: bool = False) -> 
 
 
 def _new_llama(llama_cpp: ModuleType, settings: LoadSettings, log: LlamaLog, keep_terminal: bool) -> Any:
+    if settings.output_here and settings.rpc_servers:
+        with weights_on_cpu(llama_cpp, OUTPUT_WEIGHTS) as overrides:
+            llm = _llama(llama_cpp, settings, log, keep_terminal)
+        llm._edgellm_overrides = overrides  # llama.cpp keeps pointing at them while the model lives
+        return llm
+    return _llama(llama_cpp, settings, log, keep_terminal)
+
+
+# The output layer's weights: its norm, its matrix, and the input embedding that a tied output reuses (the input
+# layer is on this CPU whatever the split). Anchored: llama.cpp searches the pattern in each tensor's name, and
+# "output" alone would also take every layer's attn_output.
+OUTPUT_WEIGHTS = r"^(output_norm|output|token_embd)\.weight$"
+_PARAMS_SWAP = threading.Lock()
+
+
+class _BufferOverride(ctypes.Structure):
+    """struct llama_model_tensor_buft_override: the tensors whose name matches `pattern` go to buffer type `buft`."""
+
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+@contextlib.contextmanager
+def weights_on_cpu(llama_cpp: ModuleType, pattern: str) -> Iterator[Any]:
+    """While a model is created inside: the weights matching `pattern` are kept in this CPU's memory (and their
+    matrix products run here), as llama.cpp's `--override-tensor PATTERN=CPU` does. llama-cpp-python never sets the
+    field, and builds the model's parameters and loads in one call, so its default parameters come back with the
+    override set for the while. Yields what the model points at: keep it as long as the model."""
+    from edgellm.engine import backends
+
+    lib = backends.registry()
+    if lib is None:
+        raise LoadFailed("this llama.cpp build's backend registry cannot be read, so the output layer cannot be kept "
+                         "here; reinstall with `python3 scripts/install.py`", Path(""), "other")
+    lib.ggml_backend_dev_by_type.argtypes, lib.ggml_backend_dev_by_type.restype = [ctypes.c_int], ctypes.c_void_p
+    lib.ggml_backend_dev_buffer_type.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_buffer_type.restype = ctypes.c_void_p
+    cpu = lib.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU: its buffer type is the one llama.cpp
+    overrides = (_BufferOverride * 2)()  # compares with to use the CPU's (repacked) buffers; the second ends the list
+    overrides[0].pattern, overrides[0].buft = pattern.encode(), lib.ggml_backend_dev_buffer_type(cpu)
+    module = llama_cpp.llama_cpp
+    original = module.llama_model_default_params
+
+    def with_overrides() -> Any:
+        params = original()
+        params.tensor_buft_overrides = ctypes.addressof(overrides)
+        return params
+
+    with _PARAMS_SWAP:  # one patch of the module at a time
+        module.llama_model_default_params = with_overrides
+        try:
+            yield overrides
+        finally:
+            module.llama_model_default_params = original
+
+
+def _llama(llama_cpp: ModuleType, settings: LoadSettings, log: LlamaLog, keep_terminal: bool) -> Any:
     return llama_cpp.Llama(
         model_path=str(settings.path),
         n_ctx=settings.n_ctx,

@@ -2,12 +2,13 @@
 
 llama.cpp keeps the input embedding and the first layers on the machine that runs it and puts the last
 `n_gpu_layers` on the GPU-type devices, which RPC workers are, shared by `tensor_split` in device order. It counts
-the output as one more layer after the last, offloaded first: with any layer on a worker, the output is on the last
-worker, and `n_gpu_layers` is the workers' layers + 1. edgellm gives each device a number of layers in
-proportion to the memory it can give (this machine's usable RAM; a worker's promise, or what it reports), so every
-device fills alike (after what it holds whatever its share: the embedding here, the output on the last worker),
-and keeps the context and KV type as the single-device planner would: the default context, a
-q8_0 cache before a smaller context, never below 2048 tokens.
+the output as one more layer after the last, offloaded first, so `n_gpu_layers` is the workers' layers + 1 and the
+last worker holding layers counts it in its `tensor_split`; but edgellm keeps the output's weights on this machine
+(engine.model.OUTPUT_WEIGHTS), so the logits of the vocabulary never cross the network, only a hidden state does.
+edgellm gives each device a number of layers in proportion to the memory it can give (this machine's usable RAM; a
+worker's promise, or what it reports) after what it holds whatever its share (here: the embedding, the output and
+the logits), so every device fills alike, and keeps the context and KV type as the single-device planner would: the
+default context, a q8_0 cache before a smaller context, never below 2048 tokens.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class Share:
     device: Device
     first_layer: int
     layers: int
-    output: bool  # holds the output layer
+    output: bool  # holds the output layer's weights (this machine)
     weights: int
     kv_cache: int
     compute: int
@@ -104,47 +105,31 @@ def layer_counts(n_layers: int, budgets: list[int]) -> list[int]:
 def room_counts(spec: ModelSpec, devices: list[Device], n_ctx: int, kv: str, flash_attn: bool,
                 n_ubatch: int) -> list[int]:
     """Layers per device in proportion to the room each has for layers: its budget less what it holds whatever its
-    share (this machine: the embedding, the logits buffer; the last worker holding layers: the output and the logits
-    of a batch). The output goes to the last worker given any layer, so its room is counted that way."""
-    no_layers = [0] * len(devices)
-    for holder in range(len(devices) - 1, 0, -1):
-        fixed = [share.total for share in shares(spec, devices, no_layers, n_ctx, kv, flash_attn, n_ubatch,
-                                                 output_at=holder)]
-        room = [device.budget - cost if index <= holder else 0  # layers past the holder would take the output
-                for index, (device, cost) in enumerate(zip(devices, fixed))]
-        counts = layer_counts(spec.n_layers, room)
-        if counts[holder] or not any(counts[1:]):
-            return counts
-    return layer_counts(spec.n_layers, [devices[0].budget] + [0] * (len(devices) - 1))
+    share (this machine: the embedding, the output and the logits)."""
+    fixed = [share.total for share in shares(spec, devices, [0] * len(devices), n_ctx, kv, flash_attn, n_ubatch)]
+    return layer_counts(spec.n_layers, [device.budget - cost for device, cost in zip(devices, fixed)])
 
 
 def shares(spec: ModelSpec, devices: list[Device], counts: list[int], n_ctx: int, kv: str, flash_attn: bool,
-           n_ubatch: int, output_at: int | None = None) -> tuple[Share, ...]:
-    """The memory each device takes holding `counts[i]` consecutive layers (this machine first); the output on the
-    last worker holding layers, as llama.cpp places it (`output_at` fixes where, to size a device before layers)."""
+           n_ubatch: int) -> tuple[Share, ...]:
+    """The memory each device takes holding `counts[i]` consecutive layers (this machine first, with the embedding,
+    the output and the logits)."""
     n_ubatch = min(n_ubatch, padded_ctx(n_ctx))
     full_cells, swa_cells = kv_cells(spec, n_ctx, n_ubatch)
-    offloaded = sum(counts[1:]) > 0 or output_at is not None
-    last_holder = output_at if output_at is not None else max((i for i, count in enumerate(counts) if count),
-                                                              default=0)
-    output_weights = spec.output_bytes + (spec.token_embd_bytes if spec.tied_embeddings else 0)
     found, first = [], 0
     for index, (device, count) in enumerate(zip(devices, counts)):
         layers = range(first, first + count)
         first += count
-        local = index == 0
-        output = (index == last_holder) if offloaded else local
+        here = index == 0
         cells = [swa_cells if spec.swa_layers[layer] else full_cells for layer in layers]
         weights = sum(spec.layer_bytes[layer] for layer in layers)
-        if local:
-            weights += spec.token_embd_bytes + (spec.output_bytes if output else 0)
-        elif output:
-            weights += output_weights
+        if here:
+            weights += spec.token_embd_bytes + spec.output_bytes  # a tied output is the embedding itself
         kv_cache = sum(kv_layer_bytes(spec, layer, cell, kv) for layer, cell in zip(layers, cells))
-        compute = compute_bytes(spec, n_ubatch, max(cells, default=0), flash_attn, output, bool(count)) \
-            if count or output or local else 0
-        overhead = CPU_OVERHEAD + (spec.n_vocab * 4 if local else 0)  # the logits buffer stays here
-        found.append(Share(device, layers.start, count, output, weights, kv_cache, compute, overhead))
+        compute = compute_bytes(spec, n_ubatch, max(cells, default=0), flash_attn, here, bool(count)) \
+            if count or here else 0
+        overhead = CPU_OVERHEAD + (spec.n_vocab * 4 if here else 0)  # the logits buffer
+        found.append(Share(device, layers.start, count, here, weights, kv_cache, compute, overhead))
     return tuple(found)
 
 
@@ -184,14 +169,15 @@ def plan_split(spec: ModelSpec, devices: list[Device], ctx: int | None = None, k
 
 
 def remote_layers(counts: list[int]) -> int:
-    """n_gpu_layers for llama.cpp: the layers on the workers and the output with them (none: 0)."""
+    """n_gpu_layers for llama.cpp: the layers on the workers and the output, which llama.cpp counts as one more
+    (edgellm keeps its weights here all the same); none: 0."""
     offloaded = sum(counts[1:])
     return offloaded + 1 if offloaded else 0
 
 
 def tensor_split(counts: list[int]) -> tuple[int, ...]:
     """llama.cpp's tensor_split for the workers: their layer counts, the last that holds any also counting the output
-    (llama.cpp shares n_gpu_layers items, the output being the last item)."""
+    (llama.cpp shares n_gpu_layers items, the output being the last item, whose weights edgellm keeps here)."""
     split = list(counts[1:])
     holders = [i for i, count in enumerate(split) if count]
     if holders:
