@@ -96,6 +96,8 @@ def compute_bytes(spec: ModelSpec, n_ubatch: int, n_kv: int, flash_attn: bool, l
         attention = spec.n_ff + spec.n_embd + q_size + kv_size
         if not flash_attn:
             attention += n_kv * (spec.n_head + 1)  # the f32 score matrix, and its mask
+        else:
+            attention += n_kv // 2  # the mask, cast to f16 where the attention runs
         per_token = max(per_token, attention)
     if not per_token:
         per_token = 2 * spec.n_embd  # a device holding only the input embedding
