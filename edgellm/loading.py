@@ -218,12 +218,15 @@ def plan_split_model(settings: ModelSettings, endpoints: list["Endpoint"], profi
     from edgellm.plan.split import plan_split, profile_device
     from edgellm.workers import worker_device
 
+    if settings.gpu_layers != "auto":
+        raise UserError("a split places the layers itself (`edgellm plan --rpc` shows where): drop -ngl (or "
+                        "gpu_layers in config.toml)")
+    path = model_file(settings)  # the model first: a bad path is said before any worker is asked
+    spec = read_spec(path)
     here = profile_named(profiles[0] if profiles else None)
     devices = [profile_device(here, local=not profiles)]
     devices += [profile_device(profile_named(name), local=False) for name in profiles[1:]]
     devices += [worker_device(endpoint) for endpoint in endpoints]
-    path = model_file(settings)
-    spec = read_spec(path)
     backend = here.llama_build.backend if here.llama_build else "cpu"
     flash_attn = settings.flash_attn == "on" or (settings.flash_attn == "auto" and backend in FLASH_ATTN_BACKENDS)
     try:

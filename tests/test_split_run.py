@@ -80,3 +80,20 @@ def test_an_unreachable_worker_is_one_line_and_exit_2(test_model: Path) -> None:
     port = free_port_pair()
     assert_one_line_error(edgellm("run", "-m", str(test_model), "-p", PROMPT, "--rpc", f"127.0.0.1:{port}"),
                           f"RPC worker at 127.0.0.1:{port} cannot be used", "edgellm worker")
+
+
+def test_bad_split_input_is_one_line_and_exit_2(test_model: Path) -> None:
+    port = free_port_pair()
+    where = f"127.0.0.1:{port}"
+    assert_one_line_error(edgellm("run", "-m", str(test_model), "-p", PROMPT, "-ngl", "4", "--rpc", where),
+                          "a split places the layers itself", "drop -ngl")
+    assert_one_line_error(edgellm("chat", "--headless", "-m", str(test_model), "--rpc", where, input="Hi\n"),
+                          f"RPC worker at {where} cannot be used", "edgellm worker")
+    assert_one_line_error(edgellm("serve", "-m", str(test_model), "--port", "0", "--rpc", where),
+                          f"RPC worker at {where} cannot be used", "edgellm worker")
+    assert_one_line_error(edgellm("bench", "-m", str(test_model), "--rpc", where),
+                          f"RPC worker at {where} cannot be used", "edgellm worker")
+    assert_one_line_error(edgellm("chat", "--headless", "-m", str(test_model), "--rpc", "[::1]:50052"),
+                          "IPv4 only")
+    assert_one_line_error(edgellm("run", "-m", str(test_model.parent), "-p", PROMPT, "--rpc", where),
+                          "a split plans one GGUF file")
