@@ -97,3 +97,101 @@ def test_bad_split_input_is_one_line_and_exit_2(test_model: Path) -> None:
                           "IPv4 only")
     assert_one_line_error(edgellm("run", "-m", str(test_model.parent), "-p", PROMPT, "--rpc", where),
                           "a split plans one GGUF file")
+
+
+class SilentRelay:
+    """A TCP relay to a worker, as a tunnel of one port is (no side channel beside it, so only silence can tell that
+    the worker is gone), that can fall silent: it forwards nothing more and keeps the connections open, as a network
+    that goes quiet does. `silent_after`: fall silent once that many bytes have gone to the worker."""
+
+    def __init__(self, worker_port: int, silent_after: int | None = None) -> None:
+        import socket
+        import threading
+
+        self.worker_port, self.silent_after, self.sent = worker_port, silent_after, 0
+        self.silent, self.closed = threading.Event(), threading.Event()
+        self.port = free_port_pair()  # nothing will listen on port + 1: no side channel
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self.closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            worker = socket.create_connection(("127.0.0.1", self.worker_port))
+            self.sockets += [client, worker]
+            threading.Thread(target=self._pump, args=(client, worker, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(worker, client, False), daemon=True).start()
+
+    def _pump(self, source, target, to_worker: bool) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                data = b""
+            if not data and not self.silent.is_set():  # one side closed: so does the other (a worker serves one
+                try:  # client at a time, and waits on a connection left open)
+                    target.shutdown(2)  # SHUT_RDWR: wakes the other pump's recv too
+                except OSError:
+                    pass
+                return
+            if self.silent.is_set():
+                self.closed.wait()  # quiet: nothing more goes through, nothing is closed
+                return
+            target.sendall(data)
+            if to_worker:
+                self.sent += len(data)
+                if self.silent_after is not None and self.sent >= self.silent_after:
+                    self.silent.set()
+
+    def close(self) -> None:
+        self.closed.set()
+        for sock in self.sockets:
+            sock.close()
+
+
+def run_through(relay: SilentRelay, test_model: Path, *extra: str) -> subprocess.Popen:
+    import os
+
+    return subprocess.Popen([sys.executable, "-m", "edgellm", "run", "-m", str(test_model), "--temp", "0", "--rpc",
+                             f"127.0.0.1:{relay.port}", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "EDGELLM_RPC_SILENCE_S": "3"})
+
+
+def test_a_worker_without_a_side_channel_that_falls_silent_while_loading_is_named(test_model: Path) -> None:
+    worker, port = start_worker("-t", "1", "--memory", "4000")
+    relay = SilentRelay(port, silent_after=4 * 2**20)  # mid-way through sending it its layers
+    run = run_through(relay, test_model, "-p", PROMPT, "-n", "8")
+    try:
+        out, errors = run.communicate(timeout=120)  # the condition: the run ends by itself
+    finally:
+        run.kill()
+        relay.close()
+        worker.kill()
+    assert relay.silent.is_set() and run.returncode == 1, errors
+    lines = errors.strip().splitlines()
+    assert len(lines) == 1 and f"the network to the RPC worker at 127.0.0.1:{relay.port} went silent while the " \
+        "model loaded" in lines[0], errors
+
+
+def test_a_worker_without_a_side_channel_that_falls_silent_mid_reply_is_named(test_model: Path) -> None:
+    worker, port = start_worker("-t", "1", "--memory", "4000")
+    relay = SilentRelay(port)
+    run = run_through(relay, test_model, "-p", "Once upon a time", "-n", "4000", "--ignore-eos")
+    try:
+        shown = run.stdout.read(40)  # the reply has begun
+        relay.silent.set()
+        rest, errors = run.communicate(timeout=120)
+    finally:
+        run.kill()
+        relay.close()
+        worker.kill()
+    assert run.returncode == 1 and len(shown) == 40, errors
+    assert f"the network to the RPC worker at 127.0.0.1:{relay.port} went silent mid-reply" in errors
+    assert "Traceback" not in errors

@@ -95,8 +95,10 @@ def context_size(llm: Any) -> int:
     return min(llm.n_ctx(), len(llm.input_ids))
 
 
-def load(settings: LoadSettings, log: LlamaLog, keep_terminal: bool = False) -> LoadedModel:
-    """Load the model; a failure comes out as a LoadFailed naming the cause found in llama.cpp's log.
+def load(settings: LoadSettings, log: LlamaLog, keep_terminal: bool = False,
+         progress: Callable[[float], None] | None = None) -> LoadedModel:
+    """Load the model; a failure comes out as a LoadFailed naming the cause found in llama.cpp's log. `progress` is
+    told the fraction loaded as each tensor is read.
 
     Unless verbose, llama-cpp-python points file descriptors 1 and 2 at /dev/null while it loads; a full-screen
     UI drawing to them asks `keep_terminal` (llama.cpp's log still goes to `log`)."""
@@ -110,7 +112,7 @@ def load(settings: LoadSettings, log: LlamaLog, keep_terminal: bool = False) -> 
         with interrupt_after(), disk.held(), templates_left_to_edgellm(llama_cpp):
             log.install()
             backends.load_backends()  # a portable build's CPU variant; logged into `log` like the rest
-            llm = _new_llama(llama_cpp, settings, log, keep_terminal)
+            llm = _new_llama(llama_cpp, settings, log, keep_terminal, progress)
         llm.verbose = log.echo  # loaded: llama-cpp-python's own per-call prints only when asked for
     except (ValueError, RuntimeError, OSError) as error:
         log.flush()
@@ -119,13 +121,15 @@ def load(settings: LoadSettings, log: LlamaLog, keep_terminal: bool = False) -> 
     return LoadedModel(llm, settings, (time.perf_counter() - started) * 1000, log)
 
 
-def _new_llama(llama_cpp: ModuleType, settings: LoadSettings, log: LlamaLog, keep_terminal: bool) -> Any:
-    if settings.output_here and settings.rpc_servers:
-        with weights_on_cpu(llama_cpp, OUTPUT_WEIGHTS) as overrides:
-            llm = _llama(llama_cpp, settings, log, keep_terminal)
-        llm._edgellm_overrides = overrides  # llama.cpp keeps pointing at them while the model lives
-        return llm
-    return _llama(llama_cpp, settings, log, keep_terminal)
+def _new_llama(llama_cpp: ModuleType, settings: LoadSettings, log: LlamaLog, keep_terminal: bool,
+               progress: Callable[[float], None] | None = None) -> Any:
+    cpu_weights = OUTPUT_WEIGHTS if settings.output_here and settings.rpc_servers else None
+    if cpu_weights is None and progress is None:
+        return _llama(llama_cpp, settings, log, keep_terminal)
+    with model_params(llama_cpp, cpu_weights, progress) as kept:
+        llm = _llama(llama_cpp, settings, log, keep_terminal)
+    llm._edgellm_params = kept  # llama.cpp keeps pointing at the overrides while the model lives
+    return llm
 
 
 # The output layer's weights: its norm, its matrix, and the input embedding that a tied output reuses (the input
@@ -142,11 +146,45 @@ class _BufferOverride(ctypes.Structure):
 
 
 @contextlib.contextmanager
-def weights_on_cpu(llama_cpp: ModuleType, pattern: str) -> Iterator[Any]:
-    """While a model is created inside: the weights matching `pattern` are kept in this CPU's memory (and their
-    matrix products run here), as llama.cpp's `--override-tensor PATTERN=CPU` does. llama-cpp-python never sets the
-    field, and builds the model's parameters and loads in one call, so its default parameters come back with the
-    override set for the while. Yields what the model points at: keep it as long as the model."""
+def model_params(llama_cpp: ModuleType, cpu_weights: str | None = None,
+                 progress: Callable[[float], None] | None = None) -> Iterator[tuple[Any, ...]]:
+    """While a model is created inside, two model parameters llama-cpp-python leaves unset: `cpu_weights`, a pattern
+    of weights kept in this CPU's memory (their matrix products run here), as llama.cpp's `--override-tensor
+    PATTERN=CPU` does; and `progress`, called with the fraction loaded as each tensor is read (or sent to a worker).
+    llama-cpp-python builds the parameters and loads in one call, so its default parameters come back with these set
+    for the while. Yields what llama.cpp points at: keep it as long as the model."""
+    kept: list[Any] = []
+    if cpu_weights is not None:
+        kept.append(_cpu_overrides(cpu_weights))
+    if progress is not None:
+        def report(fraction: float, user_data: Any) -> bool:
+            try:
+                progress(fraction)
+            except Exception:  # noqa: BLE001 - ctypes would drop it; the load goes on
+                pass
+            return True
+        kept.append(llama_cpp.llama_progress_callback(report))
+    module = llama_cpp.llama_cpp
+    original = module.llama_model_default_params
+
+    def with_ours() -> Any:
+        params = original()
+        if cpu_weights is not None:
+            params.tensor_buft_overrides = ctypes.addressof(kept[0])
+        if progress is not None:
+            params.progress_callback = kept[-1]
+        return params
+
+    with _PARAMS_SWAP:  # one patch of the module at a time
+        module.llama_model_default_params = with_ours
+        try:
+            yield tuple(kept)
+        finally:
+            module.llama_model_default_params = original
+
+
+def _cpu_overrides(pattern: str) -> Any:
+    """The NULL-ended override list that keeps the weights matching `pattern` in the CPU's buffers."""
     from edgellm.engine import backends
 
     lib = backends.registry()
@@ -159,20 +197,7 @@ def weights_on_cpu(llama_cpp: ModuleType, pattern: str) -> Iterator[Any]:
     cpu = lib.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU: its buffer type is the one llama.cpp
     overrides = (_BufferOverride * 2)()  # compares with to use the CPU's (repacked) buffers; the second ends the list
     overrides[0].pattern, overrides[0].buft = pattern.encode(), lib.ggml_backend_dev_buffer_type(cpu)
-    module = llama_cpp.llama_cpp
-    original = module.llama_model_default_params
-
-    def with_overrides() -> Any:
-        params = original()
-        params.tensor_buft_overrides = ctypes.addressof(overrides)
-        return params
-
-    with _PARAMS_SWAP:  # one patch of the module at a time
-        module.llama_model_default_params = with_overrides
-        try:
-            yield overrides
-        finally:
-            module.llama_model_default_params = original
+    return overrides
 
 
 def _llama(llama_cpp: ModuleType, settings: LoadSettings, log: LlamaLog, keep_terminal: bool) -> Any:

@@ -10,7 +10,8 @@ While the child works (loading, or generating) this side watches: it looks at ea
 child is quiet (the side channel answers even while the worker computes); when one misses MISSES_TO_LOSE times
 running, or the child dies and a side channel is gone, the generation ends with WorkerLost naming the worker.
 Workers without a side channel (a plain llama.cpp rpc-server, a tunnel of one port) are given WATCHDOG_S of silence
-mid-reply. After a loss the next generation starts a new child once the workers answer again: the model reloads,
+(EDGELLM_RPC_SILENCE_S) while the model loads (the child tells each step of it) or mid-reply; a prompt being read
+is given all the time it takes. After a loss the next generation starts a new child once the workers answer again: the model reloads,
 and the conversation, which the session keeps, goes on.
 """
 
@@ -32,11 +33,21 @@ from edgellm.engine.llama_log import LlamaLog
 from edgellm.engine.model import LoadSettings, load
 from edgellm.errors import EngineFailed, LoadFailed, WorkerLost, WorkerUnreachable
 
-WATCHDOG_S = 30.0  # silence mid-reply that ends it, for workers without a side channel to look at
+WATCHDOG_S = 30.0  # silence that ends a load or a reply, for workers without a side channel to look at
 POLL_S = 1.0  # how often the workers' side channels are looked at while the child is quiet
 MISSES_TO_LOSE = 3  # side-channel answers missed running before a worker counts as gone (a busy network drops one)
 TICK_S = 0.1  # how often a quiet wait looks at a cancel
 VOCAB_CTX = 64  # the context of the vocab-only load (it holds no tokens: generation runs in the child)
+
+
+def silence_allowed() -> float:
+    """The silence that ends a load or a reply for workers without a side channel: EDGELLM_RPC_SILENCE_S (a slow
+    link may need more), else WATCHDOG_S."""
+    try:
+        value = float(os.environ.get("EDGELLM_RPC_SILENCE_S", WATCHDOG_S))
+    except ValueError:
+        return WATCHDOG_S
+    return value if value > 0 else WATCHDOG_S
 
 
 def options_to_wire(options: GenerationOptions) -> dict[str, Any]:
@@ -79,14 +90,14 @@ class SplitModel:
     vocabulary, `settings`, `load_ms`, `log`, `n_ctx`, `generation`, `close`)."""
 
     def __init__(self, settings: LoadSettings, watched: tuple[str, ...], llm: Any, log_path: Any,
-                 watchdog_s: float = WATCHDOG_S) -> None:
+                 watchdog_s: float | None = None) -> None:
         self.settings = settings
         self.watched = watched  # the workers whose side channel answers
         self.unwatched = tuple(where for where in settings.rpc_servers if where not in watched)
         self.llm = llm  # vocab only
         self.log = ChildLog(log_path)
         self.load_ms = 0.0
-        self.watchdog_s = watchdog_s
+        self.watchdog_s = watchdog_s if watchdog_s is not None else silence_allowed()
         self._n_ctx = settings.n_ctx
         self._child: subprocess.Popen | None = None
         self._events: queue.Queue = queue.Queue()
@@ -144,6 +155,8 @@ class SplitModel:
         load = {**asdict(self.settings), "path": str(self.settings.path)}
         self._send({"load": load})
         event = self._next("loading")
+        while "loading" in event:  # the child's progress: the load goes on
+            event = self._next("loading")
         if "error" in event:
             raise self._failure(event, "loading")
         self.load_ms, self._n_ctx = event["loaded"], event["n_ctx"]
@@ -186,7 +199,8 @@ class SplitModel:
                 for where in self.watched:
                     misses[where] = misses[where] + 1 if gone_workers([where]) else 0
                 gone = [where for where, count in misses.items() if count >= MISSES_TO_LOSE]
-                silent = bool(self.unwatched) and phase == "replying" and now - quiet_since > self.watchdog_s
+                silent = (bool(self.unwatched) and phase in ("loading", "replying")
+                          and now - quiet_since > self.watchdog_s)
                 if (gone or silent) and self._events.empty():
                     self._stop_child(kill=True)
                     raise lost(gone or list(self.unwatched), silent and not gone, phase)

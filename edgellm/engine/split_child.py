@@ -3,7 +3,7 @@ process), loads the model with the planned split, then runs generations one at a
 
 Driven by edgellm.engine.split (SplitModel) with JSON lines on stdin: {"load": LoadSettings} first, then
 {"generate": id, "tokens": [...], "options": {...}} and {"cancel": id}. It answers on stdout, one JSON line per
-event: {"loaded": ms, "n_ctx": n}; per generation {"id", "text", "n"}... then {"id", "done": stats, "tokens"}; or
+event: {"loading": fraction}... as tensors are read or sent, then {"loaded": ms, "n_ctx": n}; per generation {"id", "text", "n"}... then {"id", "done": stats, "tokens"}; or
 {"error": message, "kind"} after which it ends. When a worker goes away mid-run ggml aborts this process (exit 134):
 the parent, which holds what was already shown, tells which worker it was.
 """
@@ -71,7 +71,14 @@ def main() -> int:
     for endpoint in endpoints:
         rpc.check_worker(endpoint)  # again, just before llama.cpp connects: ggml aborts on one that is gone
     rpc.join(endpoints)
-    loaded = load(settings, LlamaLog(home.log_path(), echo=False))
+    told = [-1.0]
+
+    def progress(fraction: float) -> None:  # news for the parent's watchdog: the load goes on
+        if fraction - told[0] >= 0.01 or fraction >= 1.0:
+            told[0] = fraction
+            say({"loading": round(fraction, 3)})
+
+    loaded = load(settings, LlamaLog(home.log_path(), echo=False), progress=progress)
     say({"loaded": loaded.load_ms, "n_ctx": loaded.n_ctx})
     requests = Requests()
     threading.Thread(target=requests.read, args=(sys.stdin,), name="edgellm-split-requests", daemon=True).start()
