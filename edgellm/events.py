@@ -6,9 +6,11 @@ draw them as toasts and progress bars. Producers never print.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Callable, Iterator, Union
 
 from edgellm.errors import Cancelled
 
@@ -46,3 +48,18 @@ def check_cancel(cancel: threading.Event | None, what: str) -> None:
     """Raise Cancelled when `cancel` is set: how a front end stops long work running on another thread."""
     if cancel is not None and cancel.is_set():
         raise Cancelled(f"{what} stopped")
+
+
+@contextlib.contextmanager
+def ctrl_c_sets(event: threading.Event) -> Iterator[threading.Event]:
+    """While inside, Ctrl-C sets `event` rather than raising: long work checks it between tokens and inside a prompt
+    (run, bench), so no interrupt can land where Python drops it (a ctypes callback, a finalizer). Main thread only;
+    elsewhere the caller's event is the way to stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: event.set())
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)

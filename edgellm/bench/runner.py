@@ -6,21 +6,19 @@ Shared by the command line (and any front end that benchmarks): progress comes o
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import platform
-import signal
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, TypeVar
 
 from edgellm import __version__, loading, store
 from edgellm.bench import results
 from edgellm.bench.measure import BenchRequest, PeakMemory, measure, now_iso
 from edgellm.engine.model import LoadSettings, interrupt_after
 from edgellm.errors import DoesNotFit, EngineFailed, UserError
-from edgellm.events import Progress, Report, ignore
+from edgellm.events import Progress, Report, ctrl_c_sets, ignore
 from edgellm.hw.profile import DeviceProfile
 from edgellm.options import ModelSettings
 from edgellm.plan.planner import DEFAULT_CTX, Plan, PlanError, Wishes, plan
@@ -164,21 +162,6 @@ def run_bench(settings: ModelSettings, request: BenchRequest, flash_attn: list[s
         report(notice)
     with ctrl_c_sets(cancel or threading.Event()) as stop:
         return profile, measure_plans(runs, settings, request, flash_attn, report, stop)
-
-
-@contextlib.contextmanager
-def ctrl_c_sets(event: threading.Event) -> Iterator[threading.Event]:
-    """While benchmarking, Ctrl-C sets `event` rather than raising: the runs check it between tokens and inside a
-    prompt (as `run` does), so no interrupt can land where Python drops it (a callback, a finalizer). Main thread
-    only; elsewhere the caller's event is the way to stop."""
-    if threading.current_thread() is not threading.main_thread():
-        yield event
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: event.set())
-    try:
-        yield event
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
 def measure_plans(planned_runs: list[loading.PlannedModel], settings: ModelSettings, request: BenchRequest,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import threading
 
@@ -56,27 +55,25 @@ def main(args: argparse.Namespace) -> int:
 def generate(loaded, options, prompt: str, as_json: bool, verbose: bool = False) -> int:
     """Stream the completion of `prompt` to stdout; Ctrl-C stops it (exit 130) and keeps what was printed."""
     from edgellm.engine.generate import settings_report
+    from edgellm.events import ctrl_c_sets
 
     from edgellm.chat.completion import text_prompt_tokens
 
     tokens = text_prompt_tokens(loaded, prompt)
-    cancel = threading.Event()  # Ctrl-C sets it: the generation stops between tokens (or mid-prompt), no exception
-    generation = loaded.generation(tokens, options, cancel=cancel)
     out = sys.stdout
     printed = ""
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: cancel.set())
-    try:
-        for piece in generation:
-            out.write(piece)
+    with ctrl_c_sets(threading.Event()) as cancel:  # the generation stops between tokens (or mid-prompt)
+        generation = loaded.generation(tokens, options, cancel=cancel)
+        try:
+            for piece in generation:
+                out.write(piece)
+                out.flush()
+                printed = piece
+        except UserError:  # a worker of a split lost mid-reply: the text stays, the error goes on a line of its own
+            if printed and not printed.endswith("\n"):
+                out.write("\n")
             out.flush()
-            printed = piece
-    except UserError:  # a worker of a split lost mid-reply: the text stays, the error goes on a line of its own
-        if printed and not printed.endswith("\n"):
-            out.write("\n")
-        out.flush()
-        raise
-    finally:
-        signal.signal(signal.SIGINT, previous)
+            raise
     stats = generation.stats
     if as_json:
         if printed and not printed.endswith("\n"):
