@@ -241,17 +241,24 @@ def plan_split_model(settings: ModelSettings, endpoints: list["Endpoint"], profi
     return PlannedModel(ModelChoice(path, spec, None), here, load_settings, split)
 
 
-def open_model(planned: PlannedModel, settings: ModelSettings, full_screen: bool = False) -> "LoadedModel | SplitModel":
-    """Load the planned model (split: in a watched child process that joins the workers); llama.cpp's log goes to
-    EDGELLM_HOME/logs (and stderr with -v, unless a full-screen UI owns the terminal)."""
+def open_model(planned: PlannedModel, settings: ModelSettings, full_screen: bool = False,
+               cancel: threading.Event | None = None) -> "LoadedModel | SplitModel":
+    """Load the planned model (split: in a watched child process that joins the workers, which `cancel` set ends
+    with a KeyboardInterrupt); llama.cpp's log goes to EDGELLM_HOME/logs (and stderr with -v, unless a full-screen
+    UI owns the terminal)."""
     echo = settings.verbose and not full_screen
-    log = LlamaLog(home.log_path(), echo=echo)
+    log = LlamaLog(log_path(), echo=echo)
     if planned.split is not None:
         from edgellm.engine.split import SplitModel
 
         watched = tuple(share.device.where for share in planned.split.shares if share.device.watched)
-        return SplitModel.open(planned.load_settings, watched, log, keep_terminal=full_screen)
+        return SplitModel.open(planned.load_settings, watched, log, keep_terminal=full_screen, cancel=cancel)
     return load(planned.load_settings, log, keep_terminal=full_screen)
+
+
+def log_path() -> Path:
+    """Where llama.cpp's log goes (a split's child writes there too)."""
+    return home.log_path()
 
 
 def chat_session(planned: PlannedModel, loaded: LoadedModel, settings: ModelSettings, history: "History | None",

@@ -7,6 +7,7 @@ the memory cap it keeps (`edgellm worker --memory`). A client that finds no side
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
@@ -87,7 +88,7 @@ def fetch_profile(endpoint: Endpoint, timeout: float = 5.0) -> dict[str, Any] | 
     try:
         with direct.open(f"http://{where}/profile", timeout=timeout) as answer:
             document = json.loads(answer.read(1 << 20))
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):  # refused, cut off mid-answer, not HTTP
         return None
     if not isinstance(document, dict) or document.get("schema") != SCHEMA:
         return None

@@ -4,6 +4,7 @@ each front end does when the worker goes away mid-reply (the session goes on; th
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -73,6 +74,9 @@ def test_a_chat_keeps_its_reply_when_the_worker_goes_and_goes_on_when_it_is_back
         shown = "".join(e.text for e in events if isinstance(e, AnswerPiece))
         saved = history.messages(session.conversation_id)
         assert saved[-1].role == "assistant" and saved[-1].content == shown and saved[-1].interrupted
+        # the tokens kept for the next turn's prompt are those of the text shown (the KV cache's view)
+        text, tokens = session.model._previous
+        assert text.endswith(shown) and loaded.llm.detokenize(tokens).decode(errors="replace").endswith(shown)
 
         # while the worker is down a turn says so and ends; the conversation stays as it was
         events = list(session.send("And then?"))
@@ -127,7 +131,7 @@ def test_the_server_sends_an_error_event_when_the_worker_goes_mid_stream(test_mo
     server = ServerProcess("-m", str(test_model), "--rpc", f"127.0.0.1:{port}")
     try:
         server.wait_ready()
-        assert "on 1 RPC workers" in server.log
+        assert re.search(r"\d+ of 18 layers on 1 RPC worker,", server.log), server.log
         whole = httpx.post(f"{server.url}/v1/completions", json={"prompt": "1, 2, 3, 4, 5,", "max_tokens": 6,
                                                                  "temperature": 0}, timeout=120)
         assert whole.status_code == 200 and whole.json()["choices"][0]["text"].strip(), whole.text
@@ -195,3 +199,26 @@ def test_the_tui_shows_a_lost_worker_as_a_notice_under_the_reply_it_kept(test_mo
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_the_tui_opens_another_model_over_the_same_workers(test_model: Path) -> None:
+    """The model in use holds each worker's one client slot: the TUI lets it go before planning the next."""
+    from tests.test_tui_chat import loaded
+    from tests.tui_support import chat_app, run, until
+
+    worker, port = start_worker("-t", "1", "--memory", "4000")
+    app = chat_app(test_model, "--rpc", f"127.0.0.1:{port}")
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            first = app.session
+            app.open_model(str(test_model))
+            await until(pilot, lambda: app.session is not None and app.session is not first and not app.loading_model,
+                        seconds=120, what="the model opened again")
+            assert app.screen.__class__.__name__ == "ChatScreen"  # no error dialog: the worker was free
+
+    try:
+        run(main)
+    finally:
+        assert stop(worker) == 0

@@ -92,8 +92,10 @@ def save_result(profile: DeviceProfile, result: dict[str, Any]) -> Path | None:
 
 
 def latest_by_model(profile: DeviceProfile) -> dict[str, dict[str, Any]]:
-    """The most recent result of each model on this device, by model key."""
-    return {result["model"]["key"]: result for result in load_results(profile)}
+    """The most recent result of each model on this device, by model key; a split across RPC workers is not this
+    device's own speed, so its results are left out."""
+    return {result["model"]["key"]: result for result in load_results(profile)
+            if any(run.get("placement") != "rpc" for run in result.get("runs") or [])}
 
 
 def measured(result: dict[str, Any], flash_attn: bool | None = None, where: str | None = None) -> Measured | None:

@@ -6,6 +6,7 @@ Shared by the command line (and any front end that benchmarks): progress comes o
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import platform
 import threading
@@ -82,7 +83,7 @@ def split_plans(settings: ModelSettings, spec: ModelSpec, request: BenchRequest,
 
 def run_plan_record(planned: loading.PlannedModel, profile: DeviceProfile) -> dict[str, Any]:
     """What a run was planned to be: its settings, where its layers went, and the estimates (a split across RPC
-    workers has no speed estimate, and its peak RSS is this machine's share)."""
+    workers has no speed estimate; its peak RSS is this machine's: edgellm and the child holding this side's layers)."""
     chosen, spec, split = planned.choice.plan, planned.choice.spec, planned.split
     if split is not None:
         return {"flash_attn": planned.load_settings.flash_attn, "settings": planned.load_settings.as_dict(),
@@ -187,24 +188,30 @@ def measure_plans(planned_runs: list[loading.PlannedModel], settings: ModelSetti
         step("loading")
         if stop.is_set():
             raise KeyboardInterrupt
-        with interrupt_after():  # llama.cpp's calls here log through a callback that would swallow Ctrl-C
-            gpu_before = None if unified else backends.gpu_memory_free()
-            peak_since = peak.reset()
-            loaded = loading.open_model(planned, settings)
-        load_ms = loaded.load_ms
+        split = planned.split is not None
+        loaded, child_peak = None, None
         try:
+            # a model loaded here: llama.cpp's calls log through a callback that would swallow Ctrl-C; a split's load
+            # runs in its child and stops when Ctrl-C sets `stop`
+            with contextlib.nullcontext() if split else interrupt_after():
+                gpu_before = None if unified else backends.gpu_memory_free()
+                peak_since = peak.reset()
+                loaded = loading.open_model(planned, settings, cancel=stop if split else None)
+            load_ms = loaded.load_ms
             figures = measure(loaded, request, step, (lambda: None) if unified else backends.gpu_memory_free, stop)
         except RuntimeError as error:  # llama.cpp failed mid-run (a decode error, a GPU out of memory)
             raise EngineFailed(f"llama.cpp failed while measuring {path.name} ({error}); see the log: "
-                               f"{loaded.log.path}") from None
+                               f"{loading.log_path()}") from None
         finally:
-            loaded.close()
+            if loaded is not None:
+                child_peak = getattr(loaded, "child_peak_rss_bytes", None)  # a split: its child holds this side's share
+                loaded.close()
             del loaded
             gc.collect()
         lowest = figures.pop("lowest_gpu_free_bytes")
         runs.append({**run_plan_record(planned, profile), "planned": not by_hand, "overrides": by_hand,
                      "load_ms": round(load_ms, 1),
-                     **figures, "peak_rss_bytes": peak.peak(), "peak_rss_since": peak_since,
+                     **figures, "peak_rss_bytes": peak.peak() + (child_peak or 0), "peak_rss_since": peak_since,
                      # GPU memory taken while it ran (the device's free memory before less the lowest seen); None
                      # without a GPU, and on unified memory, where "free" is the system RAM the RSS counts already
                      "vram_used_bytes": max(0, gpu_before - lowest) if gpu_before is not None and lowest is not None

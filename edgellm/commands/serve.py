@@ -60,7 +60,10 @@ def main(args: argparse.Namespace) -> int:
                           defaults=loading.generation_options(settings), api_key=api_key,
                           max_body_bytes=args.max_body_mb * 2**20, cors_origins=tuple(args.cors or ()))
     layers = {-1: "all layers"}.get(load_settings.n_gpu_layers, f"{load_settings.n_gpu_layers} layers")
-    where = f"on {len(load_settings.rpc_servers)} RPC workers" if load_settings.rpc_servers else "on the GPU"
+    where = "on the GPU"
+    if planned.split is not None:
+        layers = f"{sum(share.layers for share in planned.split.shares[1:])} of {planned.choice.spec.n_layers} layers"
+        where = f"on {len(load_settings.rpc_servers)} RPC worker{'s' if len(load_settings.rpc_servers) > 1 else ''}"
     say(f"loading {path.name}: {load_settings.n_ctx}-token context, {layers} {where}, "
         f"{load_settings.n_threads} threads, KV cache {load_settings.kv}")
 

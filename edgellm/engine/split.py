@@ -37,6 +37,7 @@ WATCHDOG_S = 30.0  # silence that ends a load or a reply, for workers without a 
 POLL_S = 1.0  # how often the workers' side channels are looked at while the child is quiet
 MISSES_TO_LOSE = 3  # side-channel answers missed running before a worker counts as gone (a busy network drops one)
 TICK_S = 0.1  # how often a quiet wait looks at a cancel
+CANCEL_GRACE_S = 5.0  # a cancelled generation that says nothing for this long is ended with its child
 VOCAB_CTX = 64  # the context of the vocab-only load (it holds no tokens: generation runs in the child)
 
 
@@ -64,6 +65,24 @@ def gone_workers(endpoints: list[str], timeout: float = 2.0) -> list[str]:
     from edgellm.workers import fetch_profile
 
     return [where for where in endpoints if fetch_profile(parse_endpoint(where), timeout=timeout) is None]
+
+
+def unreachable_workers(endpoints: tuple[str, ...], timeout: float = 2.0) -> list[str]:
+    """Of the workers without a side channel, those that no longer answer the protocol's hello (asked once the child
+    that held their one client slot is gone)."""
+    from edgellm.engine.rpc import check_worker, parse_endpoint
+
+    found = []
+    for where in endpoints:
+        try:
+            check_worker(parse_endpoint(where), timeout=timeout)
+        except WorkerUnreachable:
+            found.append(where)
+    return found
+
+
+class _Stopped(Exception):
+    """A cancel that the child did not answer in time (or came while it loaded): the child was ended."""
 
 
 def lost(endpoints: list[str], silent: bool, phase: str) -> WorkerLost:
@@ -97,6 +116,7 @@ class SplitModel:
         self.llm = llm  # vocab only
         self.log = ChildLog(log_path)
         self.load_ms = 0.0
+        self.child_peak_rss_bytes: int | None = None  # the child's peak resident memory, as its last reply said
         self.watchdog_s = watchdog_s if watchdog_s is not None else silence_allowed()
         self._n_ctx = settings.n_ctx
         self._child: subprocess.Popen | None = None
@@ -104,18 +124,22 @@ class SplitModel:
         self._errors: Any = None  # the child's stderr, a file: a pipe could fill and block it
         self._ids = itertools.count(1)
         self._lock = threading.Lock()  # one generation at a time, and no two children
+        self._closed = False
 
     @classmethod
-    def open(cls, settings: LoadSettings, watched: tuple[str, ...], log: LlamaLog,
-             keep_terminal: bool = False) -> "SplitModel":
+    def open(cls, settings: LoadSettings, watched: tuple[str, ...], log: LlamaLog, keep_terminal: bool = False,
+             cancel: threading.Event | None = None) -> "SplitModel":
         """Load the vocabulary here and the model in a child that joins the workers (each checked first:
-        WorkerUnreachable); the load is watched as a generation is."""
+        WorkerUnreachable); the load is watched as a generation is, and `cancel` set ends it (KeyboardInterrupt)."""
         vocab = load(replace(settings, vocab_only=True, n_ctx=VOCAB_CTX, n_batch=VOCAB_CTX, rpc_servers=(),
                              tensor_split=(), n_gpu_layers=0), log, keep_terminal)
         model = cls(settings, watched, vocab.llm, log.path)
         try:
             with model._lock:
-                model._start()
+                model._start(cancel)
+        except _Stopped:
+            model.llm.close()
+            raise KeyboardInterrupt from None
         except BaseException:  # a failure, or Ctrl-C while it loads: the child goes at once
             model._stop_child(kill=True)
             model.llm.close()
@@ -131,13 +155,17 @@ class SplitModel:
         return RemoteGeneration(self, prompt_tokens, options, cancel)
 
     def close(self) -> None:
-        """End the child (it frees the workers' memory) and free the vocabulary."""
-        self._stop_child()
-        self.llm.close()
+        """End the child (it frees the workers' memory) and free the vocabulary, once no generation runs."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop_child()
+            self.llm.close()
 
     # the child
 
-    def _start(self) -> None:
+    def _start(self, cancel: threading.Event | None = None) -> None:
         """Check each worker, start a child and wait until it has loaded the model (the caller holds the lock)."""
         from edgellm.child import module_command
         from edgellm.engine.rpc import check_worker, parse_endpoint
@@ -146,17 +174,21 @@ class SplitModel:
             check_worker(parse_endpoint(where))  # one line, exit 2: never ggml's abort
         self._errors = tempfile.TemporaryFile(mode="w+", errors="replace")
         self._events = queue.Queue()
-        child = subprocess.Popen(module_command("edgellm.engine.split_child"), stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=self._errors, text=True, start_new_session=True,
-                                 env={**os.environ, "GGML_NO_BACKTRACE": "1"})
+        try:
+            child = subprocess.Popen(module_command("edgellm.engine.split_child"), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._errors, text=True, start_new_session=True,
+                                     env={**os.environ, "GGML_NO_BACKTRACE": "1"})
+        except OSError:
+            self._errors.close()
+            self._errors = None
+            raise
         self._child = child
         threading.Thread(target=self._read, args=(child, self._events), name="edgellm-split-reader",
                          daemon=True).start()
-        load = {**asdict(self.settings), "path": str(self.settings.path)}
-        self._send({"load": load})
-        event = self._next("loading")
+        self._send({"load": {**asdict(self.settings), "path": str(self.settings.path)}})
+        event = self._next("loading", cancel)
         while "loading" in event:  # the child's progress: the load goes on
-            event = self._next("loading")
+            event = self._next("loading", cancel)
         if "error" in event:
             raise self._failure(event, "loading")
         self.load_ms, self._n_ctx = event["loaded"], event["n_ctx"]
@@ -183,16 +215,23 @@ class SplitModel:
 
     def _next(self, phase: str, cancel: threading.Event | None = None, on_cancel: Any = None) -> dict[str, Any]:
         """The child's next event, watching the workers meanwhile; WorkerLost or EngineFailed when the child or a
-        worker is gone (the child is ended then)."""
+        worker is gone (the child is ended then). `cancel` set: `on_cancel()` is called (it asks the child to stop),
+        and a child that then says nothing for CANCEL_GRACE_S (at once while it loads) is ended: _Stopped."""
         misses = {where: 0 for where in self.watched}
         quiet_since = last_poll = time.monotonic()
+        cancelled_at = None
         while True:
-            if cancel is not None and cancel.is_set() and on_cancel is not None:
-                on_cancel()
+            if cancel is not None and cancel.is_set() and cancelled_at is None:
+                cancelled_at = time.monotonic()
+                if on_cancel is not None:
+                    on_cancel()
             try:
                 event = self._events.get(timeout=TICK_S)
             except queue.Empty:
                 now = time.monotonic()
+                if cancelled_at is not None and (phase == "loading" or now - cancelled_at > CANCEL_GRACE_S):
+                    self._stop_child(kill=True)  # a reply stuck on a worker, or a load nobody waits for
+                    raise _Stopped() from None
                 if now - last_poll < POLL_S:
                     continue
                 last_poll = now
@@ -213,12 +252,12 @@ class SplitModel:
         """Why the child ended by itself: a worker gone (ggml aborted it), or a failure in its last words."""
         child = self._child
         code = child.wait() if child is not None else None
-        gone = gone_workers(list(self.watched))
         last = "no message"
         if self._errors is not None:
             self._errors.seek(0)
             last = (self._errors.read().strip().splitlines() or ["no message"])[-1]
         self._stop_child()
+        gone = gone_workers(list(self.watched)) + unreachable_workers(self.unwatched)
         if gone:
             return lost(gone, False, phase)
         when = "while loading" if phase == "loading" else "mid-reply"
@@ -258,7 +297,8 @@ class SplitModel:
 
 class RemoteGeneration:
     """A generation run by a split model's child: iterate it for text pieces; `stats` (its counts grow as tokens
-    come) and `tokens` (the KV cache's view of the reply) are complete once it ends, also when it ends early."""
+    come) and `tokens` (the KV cache's view of the reply: the tokens of the pieces yielded) are complete once it
+    ends, also when it ends early."""
 
     def __init__(self, model: SplitModel, prompt_tokens: list[int], options: GenerationOptions,
                  cancel: threading.Event | None = None) -> None:
@@ -275,7 +315,9 @@ class RemoteGeneration:
             stats.stop_reason, stats.prompt_evaluated = "interrupted", 0
             return
         with model._lock:
-            ident, cancelled, done, phase = next(model._ids), False, False, "prompt"
+            if model._closed:
+                raise EngineFailed("the split model was closed; open it again")
+            ident, cancelled, sent, done, phase = next(model._ids), False, False, False, "prompt"
 
             def cancel_once() -> None:
                 nonlocal cancelled
@@ -285,9 +327,10 @@ class RemoteGeneration:
 
             try:
                 if model._child is None:
-                    model._start()  # after a lost worker: the model reloads once the workers answer again
+                    model._start(self.cancel)  # after a lost worker: the model reloads once the workers answer
                 model._send({"generate": ident, "tokens": self.prompt_tokens,
                              "options": options_to_wire(self.options)})
+                sent = True
                 while True:
                     event = model._next(phase, self.cancel, cancel_once)
                     if "error" in event:
@@ -297,32 +340,46 @@ class RemoteGeneration:
                     if "text" in event:
                         phase = "replying"
                         stats.completion_tokens = event["n"]
+                        self.tokens += event["tokens"]
                         yield event["text"]
                     elif "done" in event:
-                        for key, value in event["done"].items():
-                            setattr(stats, key, value)
+                        self._take(event, stop_reason=True)
                         self.tokens, done = event["tokens"], True
                         return
+            except _Stopped:
+                pass  # cancelled, and the child did not stop in time: it was ended; the next reply reloads
             finally:
                 if not done:
                     stats.stop_reason = "interrupted"
-                    self._finish_early(ident, cancel_once)
+                    if sent:
+                        self._finish_early(ident, cancel_once)
+
+    def _take(self, event: dict[str, Any], stop_reason: bool) -> None:
+        """The child's figures for this generation (its stop reason too, unless it was ended from here)."""
+        for key, value in event["done"].items():
+            if key != "stop_reason" or stop_reason:
+                setattr(self.stats, key, value)
+        if event.get("peak_rss_bytes"):
+            self.model.child_peak_rss_bytes = event["peak_rss_bytes"]
 
     def _finish_early(self, ident: int, cancel_once: Any) -> None:
         """Ended before the child said it was done (closed by its consumer, an error): stop the child's generation
-        and take its tokens, so the next generation starts from a known cache; a child that cannot is ended."""
+        and take its figures; `tokens` stay those of the pieces yielded (the child's cache may hold more: the next
+        generation finds where they part). A child that does not stop is ended."""
         model = self.model
         if model._child is None:
             return
         cancel_once()
+        asked = threading.Event()
+        asked.set()
         try:
             while True:
-                event = model._next("replying")
+                event = model._next("replying", asked, lambda: None)
                 if "error" in event:
                     model._stop_child()
                     return
                 if event.get("id") == ident and "done" in event:
-                    self.tokens = event["tokens"]
+                    self._take(event, stop_reason=False)
                     return
-        except Exception:  # noqa: BLE001 - a worker lost meanwhile: the next generation reloads
+        except Exception:  # noqa: BLE001 - a worker lost meanwhile, or no answer: the next generation reloads
             model._stop_child(kill=True)

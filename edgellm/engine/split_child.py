@@ -11,24 +11,28 @@ the parent, which holds what was already shown, tells which worker it was.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TextIO
+
+_events: TextIO = sys.stdout  # the parent's pipe; a copy of it once main() starts (see there)
 
 
 def say(event: dict) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
-    sys.stdout.flush()
+    _events.write(json.dumps(event) + "\n")
+    _events.flush()
 
 
 class Requests:
     """The parent's requests, read on a thread: generations queue up for the main thread; a cancel stops the
     generation it names at once, or before it starts."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_end: Callable[[], None]) -> None:
         self.generations: queue.Queue = queue.Queue()
+        self.on_end = on_end  # what the end of stdin does (while loading: leave at once)
         self._cancelled: set[int] = set()
         self._current: tuple[int, threading.Event] | None = None
         self._lock = threading.Lock()
@@ -47,6 +51,7 @@ class Requests:
             elif "generate" in message:
                 self.generations.put(message)
         self.generations.put(None)  # the parent closed our stdin (or died): the work is over
+        self.on_end()
 
     def cancel_event(self, ident: int) -> threading.Event:
         event = threading.Event()
@@ -58,6 +63,11 @@ class Requests:
 
 
 def main() -> int:
+    global _events
+    # llama-cpp-python points fd 1 (and sys.stdout) at /dev/null while it loads: the events go to a copy of the pipe,
+    # and anything else printed goes to stderr, never into the events
+    _events = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    sys.stdout = sys.stderr
     from edgellm import home
     from edgellm.engine import rpc
     from edgellm.engine.llama_log import LlamaLog
@@ -71,26 +81,44 @@ def main() -> int:
     for endpoint in endpoints:
         rpc.check_worker(endpoint)  # again, just before llama.cpp connects: ggml aborts on one that is gone
     rpc.join(endpoints)
+    requests = Requests(on_end=lambda: os._exit(1))  # the parent gone while this loads: stop, free the workers
+    threading.Thread(target=requests.read, args=(sys.stdin,), name="edgellm-split-requests", daemon=True).start()
     told = [-1.0]
 
     def progress(fraction: float) -> None:  # news for the parent's watchdog: the load goes on
         if fraction - told[0] >= 0.01 or fraction >= 1.0:
             told[0] = fraction
-            say({"loading": round(fraction, 3)})
+            try:
+                say({"loading": round(fraction, 3)})
+            except (OSError, ValueError):
+                os._exit(1)  # the parent is gone
 
     loaded = load(settings, LlamaLog(home.log_path(), echo=False), progress=progress)
+    requests.on_end = lambda: None  # from here the end of stdin ends the loop below, after the generation running
     say({"loaded": loaded.load_ms, "n_ctx": loaded.n_ctx})
-    requests = Requests()
-    threading.Thread(target=requests.read, args=(sys.stdin,), name="edgellm-split-requests", daemon=True).start()
     while (request := requests.generations.get()) is not None:
         ident = request["generate"]
         generation = loaded.generation(request["tokens"], options_from_wire(request["options"]),
                                        cancel=requests.cancel_event(ident))
-        for piece in generation:
-            say({"id": ident, "text": piece, "n": generation.stats.completion_tokens})
-        say({"id": ident, "done": generation.stats.as_dict(), "tokens": generation.tokens})
+        sent = 0
+        for piece in generation:  # each piece with the tokens it came from: the parent's view of the KV cache
+            tokens, sent = generation.tokens[sent:], len(generation.tokens)
+            say({"id": ident, "text": piece, "n": generation.stats.completion_tokens, "tokens": tokens})
+        say({"id": ident, "done": generation.stats.as_dict(), "tokens": generation.tokens,
+             "peak_rss_bytes": peak_rss()})
     loaded.close()
     return 0
+
+
+def peak_rss() -> int | None:
+    """This process's peak resident memory (it holds this machine's share of the model): what bench reports."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 if __name__ == "__main__":

@@ -183,17 +183,23 @@ class EdgeApp(App[int]):
         from edgellm import loading
 
         settings = replace(self.settings, model=model, hf_repo=None) if model else self.settings
+        if settings.rpc and previous is not None:  # its child holds each worker's one client slot: free them first
+            previous.close()
+            previous, previous_plan = None, None
         try:
             planned = loading.plan_model(settings, report=self.reporter(), cancel=cancel)  # a -hf pull stops
         except Exception as error:  # noqa: BLE001 - the previous model stays; the error is shown
             self.post_message(LoadEnded(None, None, error, model, previous, previous_plan))
             return
+        loaded = None
         try:
             if previous is not None:
                 previous.close()  # its memory back before the next model is loaded
             loaded = loading.open_model(planned, settings, full_screen=True)
             session = loading.chat_session(planned, loaded, settings, self.history)
         except Exception as error:  # noqa: BLE001 - shown, logged, and the app goes on without a model
+            if loaded is not None:
+                loaded.close()  # a split's child would hold the workers
             self.post_message(LoadEnded(None, None, error, model, None, None))
             return
         self.post_message(LoadEnded(session, planned, None, model, None, None))
