@@ -247,18 +247,13 @@ def open_model(planned: PlannedModel, settings: ModelSettings, full_screen: bool
     with a KeyboardInterrupt); llama.cpp's log goes to EDGELLM_HOME/logs (and stderr with -v, unless a full-screen
     UI owns the terminal)."""
     echo = settings.verbose and not full_screen
-    log = LlamaLog(log_path(), echo=echo)
+    log = LlamaLog(home.log_path(), echo=echo)
     if planned.split is not None:
         from edgellm.engine.split import SplitModel
 
         watched = tuple(share.device.where for share in planned.split.shares if share.device.watched)
         return SplitModel.open(planned.load_settings, watched, log, keep_terminal=full_screen, cancel=cancel)
     return load(planned.load_settings, log, keep_terminal=full_screen)
-
-
-def log_path() -> Path:
-    """Where llama.cpp's log goes (a split's child writes there too)."""
-    return home.log_path()
 
 
 def chat_session(planned: PlannedModel, loaded: LoadedModel, settings: ModelSettings, history: "History | None",

@@ -217,7 +217,8 @@ def test_a_broken_model_is_shown_with_the_way_out_and_the_app_goes_on(tmp_path: 
 
     async def main() -> None:
         async with app.run_test(size=(80, 24)) as pilot:
-            await until(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the error")
+            await until(pilot, lambda: isinstance(app.screen, ErrorScreen) and app.screen.query("#error-text"),
+                        what="the error on screen")  # pushed, and drawn
             text = str(app.screen.query_one("#error-text").content)
             assert "broken.gguf" in text and "Traceback" not in text
             assert app.screen.query_one("#way-models", Button)
@@ -279,7 +280,8 @@ def test_a_message_too_long_for_the_context_is_given_back(test_model: Path) -> N
             await say(pilot, "hello")
             app.screen.query_one("#prompt").text = too_long
             await pilot.press("enter")
-            await until(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the error")
+            await until(pilot, lambda: isinstance(app.screen, ErrorScreen) and app.screen.query("#error-text"),
+                        what="the error on screen")  # pushed, and drawn
             assert "tokens" in str(app.screen.query_one("#error-text").content)
             await pilot.press("escape")
             await until(pilot, lambda: isinstance(app.screen, ChatScreen), what="the chat")

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from edgellm import __version__, loading, store
+from edgellm import __version__, home, loading, store
 from edgellm.bench import results
 from edgellm.bench.measure import BenchRequest, PeakMemory, measure, now_iso
 from edgellm.engine.model import LoadSettings, interrupt_after
@@ -201,7 +201,7 @@ def measure_plans(planned_runs: list[loading.PlannedModel], settings: ModelSetti
             figures = measure(loaded, request, step, (lambda: None) if unified else backends.gpu_memory_free, stop)
         except RuntimeError as error:  # llama.cpp failed mid-run (a decode error, a GPU out of memory)
             raise EngineFailed(f"llama.cpp failed while measuring {path.name} ({error}); see the log: "
-                               f"{loading.log_path()}") from None
+                               f"{home.log_path()}") from None
         finally:
             if loaded is not None:
                 child_peak = getattr(loaded, "child_peak_rss_bytes", None)  # a split: its child holds this side's share
