@@ -167,6 +167,7 @@ def test_bench_measures_a_split_and_keeps_it_apart_from_this_devices_speed(test_
     assert run["placement"] == "rpc" and run["workers"] == [f"127.0.0.1:{port}"]
     assert run["tg"][0]["mean"] > 0 and run["pp"]["mean"] > 0 and run["estimate"]["tokens_per_s"] is None
     assert run["settings"]["rpc"] == [f"127.0.0.1:{port}"] and run["n_gpu_layers"] > 0
+    assert run["peak_rss_bytes"] > 170 * 2**20  # the child holding this side's layers and embedding is counted
     planned = json.loads(edgellm("plan", "-m", str(test_model), "--json").stdout)
     assert planned["speed"]["measured"] is None  # a split's speed is not this machine's own
 

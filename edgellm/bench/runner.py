@@ -204,7 +204,8 @@ def measure_plans(planned_runs: list[loading.PlannedModel], settings: ModelSetti
                                f"{home.log_path()}") from None
         finally:
             if loaded is not None:
-                child_peak = getattr(loaded, "child_peak_rss_bytes", None)  # a split: its child holds this side's share
+                child = getattr(loaded, "child_pid", None)  # a split: its child holds this machine's share
+                child_peak = peak.peak(child) if child else None
                 loaded.close()
             del loaded
             gc.collect()

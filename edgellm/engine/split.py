@@ -116,7 +116,6 @@ class SplitModel:
         self.llm = llm  # vocab only
         self.log = ChildLog(log_path)
         self.load_ms = 0.0
-        self.child_peak_rss_bytes: int | None = None  # the child's peak resident memory, as its last reply said
         self.watchdog_s = watchdog_s if watchdog_s is not None else silence_allowed()
         self._n_ctx = settings.n_ctx
         self._child: subprocess.Popen | None = None
@@ -149,6 +148,11 @@ class SplitModel:
     @property
     def n_ctx(self) -> int:
         return self._n_ctx
+
+    @property
+    def child_pid(self) -> int | None:
+        """The process holding this machine's share of the model (bench reads its peak memory)."""
+        return self._child.pid if self._child is not None else None
 
     def generation(self, prompt_tokens: list[int], options: GenerationOptions,
                    cancel: threading.Event | None = None) -> "RemoteGeneration":
@@ -359,8 +363,6 @@ class RemoteGeneration:
         for key, value in event["done"].items():
             if key != "stop_reason" or stop_reason:
                 setattr(self.stats, key, value)
-        if event.get("peak_rss_bytes"):
-            self.model.child_peak_rss_bytes = event["peak_rss_bytes"]
 
     def _finish_early(self, ident: int, cancel_once: Any) -> None:
         """Ended before the child said it was done (closed by its consumer, an error): stop the child's generation

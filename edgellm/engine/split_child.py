@@ -104,21 +104,9 @@ def main() -> int:
         for piece in generation:  # each piece with the tokens it came from: the parent's view of the KV cache
             tokens, sent = generation.tokens[sent:], len(generation.tokens)
             say({"id": ident, "text": piece, "n": generation.stats.completion_tokens, "tokens": tokens})
-        say({"id": ident, "done": generation.stats.as_dict(), "tokens": generation.tokens,
-             "peak_rss_bytes": peak_rss()})
+        say({"id": ident, "done": generation.stats.as_dict(), "tokens": generation.tokens})
     loaded.close()
     return 0
-
-
-def peak_rss() -> int | None:
-    """This process's peak resident memory (it holds this machine's share of the model): what bench reports."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 if __name__ == "__main__":
