@@ -18,6 +18,7 @@ from edgellm import __version__, home, loading, store
 from edgellm.bench import results
 from edgellm.bench.measure import BenchRequest, PeakMemory, measure, now_iso
 from edgellm.engine.model import LoadSettings, interrupt_after
+from edgellm.engine.split import SplitModel
 from edgellm.errors import DoesNotFit, EngineFailed, UserError
 from edgellm.events import Progress, Report, ctrl_c_sets, ignore
 from edgellm.hw.profile import DeviceProfile
@@ -203,9 +204,9 @@ def measure_plans(planned_runs: list[loading.PlannedModel], settings: ModelSetti
             raise EngineFailed(f"llama.cpp failed while measuring {path.name} ({error}); see the log: "
                                f"{home.log_path()}") from None
         finally:
+            if isinstance(loaded, SplitModel) and loaded.child_pid:  # its child holds this machine's share
+                child_peak = peak.peak(loaded.child_pid)
             if loaded is not None:
-                child = getattr(loaded, "child_pid", None)  # a split: its child holds this machine's share
-                child_peak = peak.peak(child) if child else None
                 loaded.close()
             del loaded
             gc.collect()

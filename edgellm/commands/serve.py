@@ -62,8 +62,8 @@ def main(args: argparse.Namespace) -> int:
     layers = {-1: "all layers"}.get(load_settings.n_gpu_layers, f"{load_settings.n_gpu_layers} layers")
     where = "on the GPU"
     if planned.split is not None:
-        layers = f"{sum(share.layers for share in planned.split.shares[1:])} of {planned.choice.spec.n_layers} layers"
-        where = f"on {len(load_settings.rpc_servers)} RPC worker{'s' if len(load_settings.rpc_servers) > 1 else ''}"
+        layers = f"{planned.split.layers_on_workers} of {planned.choice.spec.n_layers} layers"
+        where = f"on {planned.split.workers} RPC worker{'s' if planned.split.workers > 1 else ''}"
     say(f"loading {path.name}: {load_settings.n_ctx}-token context, {layers} {where}, "
         f"{load_settings.n_threads} threads, KV cache {load_settings.kv}")
 

@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import Any, Iterator
 
 from edgellm.engine.generate import GenerationOptions, GenerationStats, Sampling
@@ -97,24 +97,17 @@ def lost(endpoints: list[str], silent: bool, phase: str) -> WorkerLost:
                       f"there to go on, or run without it", endpoints)
 
 
-@dataclass
-class ChildLog:
-    """Where the child's llama.cpp log goes (edgellm's log file, as a model loaded here); what LoadedModel.log is."""
-
-    path: Any
-
-
 class SplitModel:
     """A model split across RPC workers, run by a child process; offers what LoadedModel offers (`llm` for the
     vocabulary, `settings`, `load_ms`, `log`, `n_ctx`, `generation`, `close`)."""
 
-    def __init__(self, settings: LoadSettings, watched: tuple[str, ...], llm: Any, log_path: Any,
+    def __init__(self, settings: LoadSettings, watched: tuple[str, ...], llm: Any, log: LlamaLog,
                  watchdog_s: float | None = None) -> None:
         self.settings = settings
         self.watched = watched  # the workers whose side channel answers
         self.unwatched = tuple(where for where in settings.rpc_servers if where not in watched)
         self.llm = llm  # vocab only
-        self.log = ChildLog(log_path)
+        self.log = log  # the child writes llama.cpp's log to the same file
         self.load_ms = 0.0
         self.watchdog_s = watchdog_s if watchdog_s is not None else silence_allowed()
         self._n_ctx = settings.n_ctx
@@ -132,7 +125,7 @@ class SplitModel:
         WorkerUnreachable); the load is watched as a generation is, and `cancel` set ends it (KeyboardInterrupt)."""
         vocab = load(replace(settings, vocab_only=True, n_ctx=VOCAB_CTX, n_batch=VOCAB_CTX, rpc_servers=(),
                              tensor_split=(), n_gpu_layers=0), log, keep_terminal)
-        model = cls(settings, watched, vocab.llm, log.path)
+        model = cls(settings, watched, vocab.llm, log)
         try:
             with model._lock:
                 model._start(cancel)

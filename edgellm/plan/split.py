@@ -70,6 +70,14 @@ class SplitPlan:
     def total(self) -> int:
         return sum(share.total for share in self.shares)
 
+    @property
+    def layers_on_workers(self) -> int:
+        return sum(share.layers for share in self.shares[1:])
+
+    @property
+    def workers(self) -> int:
+        return len(self.shares) - 1
+
 
 def profile_device(profile: DeviceProfile, local: bool) -> Device:
     """What a machine of `profile` can give: a worker's discrete GPU (its free memory less 1 GiB) when its build can

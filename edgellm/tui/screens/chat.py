@@ -519,7 +519,7 @@ class ChatScreen(Screen):
             Path(self.session.model_name).name if self.session else None)
         settings = planned.load_settings if planned else None
         split = planned.split if planned else None
-        on_workers = (sum(share.layers for share in split.shares[1:]), len(split.shares) - 1) if split else None
+        on_workers = (split.layers_on_workers, split.workers) if split else None
         self.query_one(StatusLine).update(status_text(
             model, settings.n_gpu_layers if settings else None,
             planned.choice.spec.n_layers if planned else None, self.context_used,
