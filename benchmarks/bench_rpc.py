@@ -22,13 +22,13 @@ import sys
 from _common import REPO, TEST_MODEL, Findings, add_json_flag, median, spread
 
 sys.path.insert(0, str(REPO))
-from edgellm.workers import free_port_pair  # noqa: E402
+from edgellm.engine.side_channel import free_port_pair  # noqa: E402
 
 CHILD = """
 import json, sys, time
 import llama_cpp
 from edgellm.engine import rpc
-from edgellm.engine.model import OUTPUT_WEIGHTS, model_params
+from edgellm.engine.local import OUTPUT_WEIGHTS, model_params
 mode, endpoints = sys.argv[2], [rpc.parse_endpoint(text) for text in sys.argv[3].split(",") if text]
 for endpoint in endpoints:
     rpc.check_worker(endpoint)

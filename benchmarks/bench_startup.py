@@ -58,7 +58,7 @@ def main() -> None:
         findings.figure(f"{command} / python -c pass", median(times) / median(python), "ratio", anchor=python_label)
         findings.goal(f"{command} < {START_GOAL_S} s", median(times), "<=", START_GOAL_S)
 
-    from edgellm.gguf_header import read_header
+    from edgellm.gguf.header import read_header
 
     ours = timed_ms(lambda: read_header(TEST_MODEL), options.runs)
     from edgellm.plan.spec import load_spec

@@ -31,10 +31,10 @@ def child(threads: int, tokens: int) -> None:
     """In a fresh process: open the chat on the test model headless, send PROMPT, measure, print one JSON line."""
     from textual import events
 
-    from edgellm import home
-    from edgellm.chat.history import History
-    from edgellm.cli import build_parser
-    from edgellm.loading import settings_from
+    from edgellm.storage import home
+    from edgellm.session.history import History
+    from edgellm.cli.main import build_parser
+    from edgellm.session.opening import settings_from
     from edgellm.tui.app import EdgeApp
     from edgellm.tui.screens.chat import ChatScreen
     from edgellm.tui.widgets.prompt import PromptInput
@@ -117,13 +117,13 @@ def measure_run(threads: int, tokens: int) -> dict:
 
 def first_frame_s() -> float:
     """From starting the process to the home screen's first frame (Textual's Ready), headless."""
-    code = ("import edgellm.cli\n"
+    code = ("import edgellm.cli.main\n"
             "from edgellm.tui.app import EdgeApp\n"
-            "from edgellm.loading import settings_from\n"
+            "from edgellm.session.opening import settings_from\n"
             "class FirstFrame(EdgeApp):\n"
             "    def on_ready(self):\n"
             "        self.exit()\n"
-            "FirstFrame(settings_from(edgellm.cli.build_parser().parse_args([]))).run(headless=True, size=(120, 40))\n")
+            "FirstFrame(settings_from(edgellm.cli.main.build_parser().parse_args([]))).run(headless=True, size=(120, 40))\n")
     with tempfile.TemporaryDirectory(prefix="edgellm-bench-") as home:
         started = time.perf_counter()
         subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,

@@ -1,7 +1,7 @@
 """llama.cpp's source as llama-cpp-python's sdist ships it, fetched once and cached (benchmarks and the RPC work).
 
 `llama_cpp_source()` returns the unpacked `vendor/llama.cpp` folder of the sdist for the version the install builds
-(edgellm.buildconfig.LLAMA_CPP_PYTHON_VERSION), under ~/.cache/edgellm/llama-cpp-src/VERSION/. The download goes
+(edgellm.hw.buildconfig.LLAMA_CPP_PYTHON_VERSION), under ~/.cache/edgellm/llama-cpp-src/VERSION/. The download goes
 through pip (`pip download --no-deps --no-binary :all:`); the archive is unpacked under a temporary name and renamed
 when complete, so an interrupted fetch is never taken for a finished one.
 """
@@ -18,7 +18,7 @@ from _common import REPO
 
 sys.path.insert(0, str(REPO))
 
-from edgellm.buildconfig import LLAMA_CPP_PYTHON_VERSION, cache_root, llama_cpp_sdist  # noqa: E402
+from edgellm.hw.buildconfig import LLAMA_CPP_PYTHON_VERSION, cache_root, llama_cpp_sdist  # noqa: E402
 
 CACHE = cache_root() / "llama-cpp-src"
 

@@ -36,9 +36,10 @@ def main() -> None:
 
     import psutil
 
-    from edgellm import home, loading
+    from edgellm.storage import home
+    from edgellm.session import opening
     from edgellm.engine.llama_log import LlamaLog
-    from edgellm.engine.model import LoadSettings, load
+    from edgellm.engine.local import LoadSettings, load
     from edgellm.plan.planner import Wishes, plan
     from edgellm.plan.spec import load_spec
 

@@ -71,18 +71,18 @@ def main() -> None:
         os.environ.update(EDGELLM_HOME=str(root / "home"), HF_HOME=str(root / "hf-home"))
         os.environ.pop("HF_TOKEN", None)
         os.environ.pop("HF_HUB_OFFLINE", None)
-        from edgellm import loading
-        from edgellm.chat.history import History
-        from edgellm.cli import build_parser, main as cli_main
-        from edgellm.tinymodel import write_tiny_llama
+        from edgellm.session import opening
+        from edgellm.session.history import History
+        from edgellm.cli.main import build_parser, main as cli_main
+        from edgellm.convert.tinymodel import write_tiny_llama
 
         hub = FakeHub()
         hub.add("soak/tiny-GGUF", FakeRepo({"tiny-Q8_0.gguf": write_tiny_llama(root / "tiny-Q8_0.gguf")}))
         os.environ["HF_ENDPOINT"] = hub.endpoint
-        settings = loading.settings_from(build_parser().parse_args(["chat", "-m", str(TEST_MODEL), "-n", "8"]))
-        planned = loading.plan_model(settings)
+        settings = opening.settings_from(build_parser().parse_args(["chat", "-m", str(TEST_MODEL), "-n", "8"]))
+        planned = opening.plan_model(settings)
         history = History(root / "home" / "history.db")
-        session = loading.chat_session(planned, loading.open_model(planned, settings), settings, history)
+        session = opening.chat_session(planned, opening.open_model(planned, settings), settings, history)
         server = ServerProcess("-m", str(TEST_MODEL), "-c", "2048", env={"EDGELLM_HOME": str(root / "server-home")})
         server.wait_ready()
         rows = []

@@ -3,7 +3,7 @@
 import sys
 
 try:
-    from edgellm.cli import main
+    from edgellm.cli.main import main
 
     sys.exit(main())
 except KeyboardInterrupt:  # Ctrl-C before the command line's own handling starts (while it imports)

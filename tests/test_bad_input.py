@@ -40,7 +40,7 @@ def test_truncated_gguf(tmp_path: Path, test_model: Path) -> None:
 
 
 def test_unknown_architecture(tmp_path: Path) -> None:
-    from edgellm.tinymodel import write_tiny_llama
+    from edgellm.convert.tinymodel import write_tiny_llama
 
     model = write_tiny_llama(tmp_path / "alien.gguf", architecture="notarealarch")
     assert_one_line_error(edgellm("run", "-m", str(model), "-p", "x"),

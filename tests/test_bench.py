@@ -93,7 +93,7 @@ def test_recommend_and_the_tui_lists_use_the_measurements(benched: tuple[dict, P
     assert sample == {"placement": "cpu", "weights_bytes": result["model"]["weights_bytes"], "ratio": pytest.approx(
         result["runs"][0]["tg"][0]["mean"] / result["runs"][0]["estimate"]["tokens_per_s"], rel=1e-3)}
     monkeypatch.setenv("EDGELLM_HOME", str(home))
-    from edgellm import inventory
+    from edgellm.catalog import inventory
     from edgellm.hw.detect import detect_this_machine
 
     (model,) = [m for m in inventory.local_models(detect_this_machine()) if m.path == test_model]

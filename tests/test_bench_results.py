@@ -73,7 +73,7 @@ def test_the_flags_that_take_a_choice_from_the_planner_are_named() -> None:
     import argparse
 
     from edgellm.bench.runner import overrides
-    from edgellm.options import resolve
+    from edgellm.session.flags import resolve
 
     assert overrides(resolve(argparse.Namespace(), {})) == []
     assert overrides(resolve(argparse.Namespace(threads=1, gpu_layers=0, kv="q8_0", force=True), {})) == \

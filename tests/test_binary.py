@@ -20,7 +20,7 @@ from server_support import ServerProcess
 from test_convert_cli import checkpoint  # noqa: F401 - the tiny Hugging Face checkpoint fixture
 from test_tui_terminal import Terminal, terminal  # noqa: F401 - the tmux fixture
 
-from edgellm import buildconfig
+from edgellm.hw import buildconfig
 from edgellm.engine.backends import cpu_variant_of
 from edgellm.hw.profile import from_dict
 

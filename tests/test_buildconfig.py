@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgellm import buildconfig
+from edgellm.hw import buildconfig
 
 SAPPHIRE_RAPIDS = {"avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512vbmi", "avx512_vnni", "avx512_bf16",
                    "amx_tile", "amx_int8", "amx_bf16", "avx_vnni"}

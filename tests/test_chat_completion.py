@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from edgellm.chat.completion import ChatModel, fit_history
-from edgellm.chat.events import Reply
-from edgellm.chat.templates import choose
+from edgellm.session.completion import ChatModel, fit_history
+from edgellm.session.events import Reply
+from edgellm.templates.chat import choose
 from edgellm.engine.generate import GenerationOptions, Sampling
 from edgellm.engine.llama_log import LlamaLog
-from edgellm.engine.model import LoadSettings, load
+from edgellm.engine.local import LoadSettings, load
 from edgellm.errors import ContextOverflow
 
 GREEDY = Sampling(temp=0.0)

@@ -14,12 +14,12 @@ import pytest
 from edgellm.convert.hf_config import (SUPPORTED_QUANTS, HFConfig, canonical_quant, gguf_tensors, read_config,
                                        spec_from_config, tensor_types)
 from edgellm.errors import ModelFileError, UserError
-from edgellm.gguf_header import GGML_TYPES, read_header
+from edgellm.gguf.header import GGML_TYPES, read_header
 from edgellm.hw.builtin import resolve_profile
 from edgellm.plan.planner import choose_quant, plan
 from edgellm.plan.spec import load_spec
-from edgellm.quants import FILE_TYPES, rank
-from edgellm.tinymodel import Shape, add_shape, write_model
+from edgellm.gguf.quants import FILE_TYPES, rank
+from edgellm.convert.tinymodel import Shape, add_shape, write_model
 
 # config.json as the Hub serves them (fields that do not matter here left out).
 LLAMA_32_1B = {

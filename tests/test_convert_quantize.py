@@ -10,7 +10,7 @@ from edgellm.convert.quantize import quantize
 from edgellm.errors import UserError
 from edgellm.events import Progress
 from edgellm.plan.spec import load_spec
-from edgellm.tinymodel import Shape, write_model
+from edgellm.convert.tinymodel import Shape, write_model
 
 
 @pytest.fixture(scope="module")

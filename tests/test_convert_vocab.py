@@ -17,7 +17,7 @@ import sentencepiece as spm  # dev dependencies (pip install -e .[dev]), as is t
 from edgellm.convert import vocab as vocab_mod
 from edgellm.convert.vocab import Vocab, pre_tokenizer_name, read_vocab, write_vocab
 from edgellm.errors import ModelFileError
-from edgellm.tinymodel import Shape, write_model
+from edgellm.convert.tinymodel import Shape, write_model
 
 
 CHAT_TEMPLATE = "{% for m in messages %}<|start|>{{ m['role'] }}\n{{ m['content'] }}<|end|>\n{% endfor %}"

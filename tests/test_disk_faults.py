@@ -18,7 +18,7 @@ import httpx2 as httpx
 import pytest
 
 from conftest import edgellm
-from edgellm import disk as disk_words
+from edgellm.storage import disk as disk_words
 from edgellm.tui.launch import open_app
 from server_support import ServerProcess
 from test_bad_input import assert_one_line_error

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import signal
 
-from edgellm import buildconfig
-from edgellm.commands.doctor import SelfTest, diagnose, gpu_findings
+from edgellm.hw import buildconfig
+from edgellm.cli.commands.doctor import SelfTest, diagnose, gpu_findings
 from edgellm.hw.detect import detect
 from edgellm.hw.probes import RecordedProbe
 

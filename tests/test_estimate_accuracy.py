@@ -45,7 +45,7 @@ def test_test_model_without_flash_attention_and_q8_cache(test_model: Path) -> No
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
 def test_synthetic_shapes(tmp_path: Path, name: str) -> None:
-    from edgellm.tinymodel import Shape, write_model
+    from edgellm.convert.tinymodel import Shape, write_model
 
     model = write_model(tmp_path / f"{name}.gguf", Shape(**SHAPES[name]))
     result = measure(model)

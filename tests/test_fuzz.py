@@ -14,13 +14,13 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from edgellm.convert.safetensors import _read_header as read_safetensors_header
 from edgellm.engine.generate import GenerationOptions
 from edgellm.errors import ModelFileError, UserError
-from edgellm.gguf_header import GGUFError, parse
+from edgellm.gguf.header import GGUFError, parse
 from edgellm.hub.files import RemoteFile, choosable, group_quants, leaves_the_repo
 from edgellm.hw.profile import ProfileError, from_dict
-from edgellm.options import load_config
-from edgellm.quants import parse_quant, rank
-from edgellm.server.protocol import ApiError, parse_chat, parse_text
-from edgellm.tinymodel import write_tiny_llama
+from edgellm.session.flags import load_config
+from edgellm.gguf.quants import parse_quant, rank
+from edgellm.api.openai import ApiError, parse_chat, parse_text
+from edgellm.convert.tinymodel import write_tiny_llama
 
 LONG_RUN = int(os.environ.get("EDGELLM_FUZZ_EXAMPLES", "0"))  # set by scripts/fuzz.py: many more, not seeded
 FUZZ = settings(max_examples=LONG_RUN or 300, deadline=None, derandomize=not LONG_RUN,

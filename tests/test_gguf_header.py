@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgellm.gguf_header import GGML_TYPES, GGUFError, read_header
+from edgellm.gguf.header import GGML_TYPES, GGUFError, read_header
 
 
 def test_reads_the_test_model(test_model: Path) -> None:

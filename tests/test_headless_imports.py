@@ -12,7 +12,7 @@ import pytest
 
 PROBE = """
 import json, sys
-from edgellm.cli import main
+from edgellm.cli.main import main
 code = main(json.loads(sys.argv[1]))
 sys.stdout.flush()
 loaded = sorted(name for name in sys.modules if name == "textual" or name.startswith(("textual.", "edgellm.tui")))
@@ -55,8 +55,8 @@ def test_the_server_never_imports_textual() -> None:
     """`edgellm serve`'s modules, its app built and its flags parsed, leave Textual out (a board has no use for it)."""
     code = (
         "import sys\n"
-        "from edgellm.cli import build_parser\n"
-        "from edgellm.commands import serve\n"
+        "from edgellm.cli.main import build_parser\n"
+        "from edgellm.cli.commands import serve\n"
         "from edgellm.engine.generate import GenerationOptions\n"
         "from edgellm.server.app import ServerConfig, ServerState, create_app\n"
         "from edgellm.server.launch import serve as run_server\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgellm.chat.history import SCHEMA_VERSION, History, HistoryUnavailable
+from edgellm.session.history import SCHEMA_VERSION, History, HistoryUnavailable
 
 
 def test_schema_is_versioned(tmp_path: Path) -> None:
@@ -55,7 +55,7 @@ def test_conversation_round_trip(tmp_path: Path) -> None:
 WRITER = """
 import os, sys, time
 from pathlib import Path
-from edgellm.chat.history import History
+from edgellm.session.history import History
 history = History(Path(sys.argv[1]))
 conversation = history.new_conversation("m", {})
 history.add(conversation, "user", "hi")

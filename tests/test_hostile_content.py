@@ -14,7 +14,7 @@ from fakehub import FakeHub, FakeRepo, point_hub_at
 from test_bad_input import assert_one_line_error
 
 from edgellm.hub.files import leaves_the_repo
-from edgellm.tinymodel import Shape, write_model, write_tiny_llama
+from edgellm.convert.tinymodel import Shape, write_model, write_tiny_llama
 
 
 @pytest.mark.parametrize("path, leaves", [

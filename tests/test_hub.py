@@ -19,7 +19,7 @@ from fakehub import FakeHub, FakeRepo, Faults, point_hub_at, sparse_model
 from test_disk_faults import fill
 from test_bad_input import assert_one_line_error
 
-from edgellm.tinymodel import Shape, write_model
+from edgellm.convert.tinymodel import Shape, write_model
 
 LLAMA_8B = Shape("llama", 4096, 32, 14336, 128256, 32, 8, 128, tied=False, context_length=131072)
 SMALL = Shape("llama", n_embd=512, n_layers=4, n_ff=1536, n_vocab=32000, n_head=8, n_head_kv=2)

@@ -9,14 +9,14 @@ import pytest
 
 from fakehub import FakeHub, FakeRepo, Faults, point_hub_at
 
-from edgellm import store
+from edgellm.storage import store
 from edgellm.errors import Cancelled
 from edgellm.events import Event, Progress
 from edgellm.hub.pull import choose_remote, download
 from edgellm.hub.refs import parse_ref
 from edgellm.hw.builtin import resolve_profile
 from edgellm.plan.planner import Wishes
-from edgellm.tinymodel import Shape, write_model
+from edgellm.convert.tinymodel import Shape, write_model
 
 SMALL = Shape("llama", n_embd=512, n_layers=4, n_ff=1536, n_vocab=32000, n_head=8, n_head_kv=2)
 

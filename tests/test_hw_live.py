@@ -47,7 +47,7 @@ def test_version() -> None:
 def test_help_and_hw_do_not_import_the_engine_or_the_tui() -> None:
     probe = (
         "import sys, io, contextlib\n"
-        "from edgellm.cli import main\n"
+        "from edgellm.cli.main import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    main(['hw']); main(['hw', '--json'])\n"
         "    try: main(['--help'])\n"

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from edgellm import inventory, store
+from edgellm.catalog import inventory
+from edgellm.storage import store
 from edgellm.hw.builtin import resolve_profile
-from edgellm.loading import read_spec
+from edgellm.session.opening import read_spec
 from edgellm.plan.planner import GPU_MARGIN, PlanError, plan
 
 MIB = 2**20

@@ -7,7 +7,7 @@ import re
 import shlex
 from pathlib import Path
 
-from edgellm.cli import build_parser
+from edgellm.cli.main import build_parser
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "packaging" / "systemd"
 

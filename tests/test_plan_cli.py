@@ -104,7 +104,7 @@ def test_plan_errors(test_model: Path) -> None:
 
 
 def test_folder_of_quants_picks_the_best_that_fits(tmp_path: Path) -> None:
-    from edgellm.tinymodel import Shape, write_model
+    from edgellm.convert.tinymodel import Shape, write_model
 
     shape = Shape("llama", n_embd=256, n_layers=2, n_ff=512, n_vocab=1000)
     for quant in ("f16", "q8_0", "q4_0"):

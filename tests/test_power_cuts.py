@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgellm.chat.history import History
+from edgellm.session.history import History
 
 CUTS = 50
 SEED = 20261127

@@ -11,8 +11,8 @@ import pytest
 
 from fakehub import FakeHub, FakeRepo, Faults, point_hub_at
 
-from edgellm import store
-from edgellm.commands.progress_line import ProgressLine
+from edgellm.storage import store
+from edgellm.cli.progress import ProgressLine
 from edgellm.events import Notice, Progress
 from edgellm.hub.download import Meter
 from edgellm.hub.pull import RemoteChoice, choose_remote, download, resolve

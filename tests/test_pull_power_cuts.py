@@ -20,7 +20,7 @@ import pytest
 from fakehub import FakeHub, FakeRepo, Faults, point_hub_at
 from test_hub import SMALL
 
-from edgellm.tinymodel import write_model
+from edgellm.convert.tinymodel import write_model
 
 CUTS = 24
 SEED = 20261128

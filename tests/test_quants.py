@@ -6,7 +6,7 @@ import pytest
 
 from edgellm.hub.files import RemoteFile, choosable, group_quants, unknown_quant
 from edgellm.hub.refs import parse_ref
-from edgellm.quants import FILE_TYPES, QUANT_ORDER, above_cpu_ceiling, loadable, normalize, parse_quant, rank
+from edgellm.gguf.quants import FILE_TYPES, QUANT_ORDER, above_cpu_ceiling, loadable, normalize, parse_quant, rank
 
 
 @pytest.mark.parametrize("name, quant", [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgellm.chat.reasoning import ReasoningSplitter
+from edgellm.templates.reasoning import ReasoningSplitter
 
 
 def run(pieces: list[str], starts_in_reasoning: bool = False) -> tuple[str, str]:
@@ -36,7 +36,7 @@ def test_unfinished_reasoning_is_kept() -> None:
 
 
 def test_stop_sequence_split_across_pieces() -> None:
-    from edgellm.chat.reasoning import StopMatcher
+    from edgellm.templates.reasoning import StopMatcher
 
     matcher = StopMatcher(("\nUser:",))
     shown = [matcher.feed(piece) for piece in ["Sure.", "\nUs", "e", "r: more"]]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgellm.catalog import load_catalog
+from edgellm.catalog.curated import load_catalog
 from edgellm.hw.builtin import resolve_profile
 from edgellm.plan.planner import plan
 from edgellm.plan.speed import decode_tokens_per_s

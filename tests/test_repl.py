@@ -140,7 +140,7 @@ def test_kill_9_mid_reply_loses_nothing_shown(test_model: Path, edgellm_home: Pa
 def test_headless_chat_never_imports_textual(test_model: Path) -> None:
     probe = (
         "import sys\n"
-        "from edgellm.cli import main\n"
+        "from edgellm.cli.main import main\n"
         f"code = main(['chat', '--headless', '-m', {str(test_model)!r}, '-n', '3', '--no-history'])\n"
         "assert 'textual' not in sys.modules, 'textual was imported'\n"
         "print('exit', code)\n"
@@ -176,7 +176,7 @@ def test_without_a_model_chat_takes_the_best_local_one(test_model: Path, edgellm
 
 
 def test_template_refusal_and_odd_settings_are_errors_not_crashes(tmp_path: Path) -> None:
-    from edgellm.tinymodel import Shape, write_model
+    from edgellm.convert.tinymodel import Shape, write_model
 
     template = ("{% for m in messages %}{% if m['role'] == 'system' %}"
                 "{{ raise_exception('System role not supported') }}{% endif %}"

@@ -8,13 +8,13 @@ import threading
 
 import pytest
 
-from edgellm.chat.events import Reply
+from edgellm.session.events import Reply
 from edgellm.engine.generate import GenerationOptions, GenerationStats, Sampling
 from edgellm.errors import UserError
-from edgellm.server import protocol
+from edgellm.api import openai as protocol
 from edgellm.server.launch import check_exposure, is_loopback
 from edgellm.server.metrics import Metrics, render
-from edgellm.server.protocol import ApiError, parse_chat, parse_text
+from edgellm.api.openai import ApiError, parse_chat, parse_text
 from edgellm.server.scheduler import Ended, Job, QueueFull, Scheduler, ShuttingDown, Started
 
 DEFAULTS = GenerationOptions(sampling=Sampling(temp=0.8, top_k=40), seed=-1)

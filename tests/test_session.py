@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from edgellm.chat.completion import ChatModel
-from edgellm.chat.events import AnswerPiece, ReasoningPiece, ReplyDone
-from edgellm.chat.history import History
-from edgellm.chat.session import ChatSession
+from edgellm.session.completion import ChatModel
+from edgellm.session.events import AnswerPiece, ReasoningPiece, ReplyDone
+from edgellm.session.history import History
+from edgellm.session.chat import ChatSession
 from edgellm.engine.generate import GenerationOptions, Sampling
 from edgellm.engine.llama_log import LlamaLog
-from edgellm.engine.model import LoadSettings, load
+from edgellm.engine.local import LoadSettings, load
 from edgellm.errors import InvalidSetting, NoSuchConversation, UserError
 from edgellm.events import Notice
 
@@ -180,7 +180,7 @@ REASONING_TEMPLATE = (
 ])
 def test_reasoning_goes_back_by_the_templates_rule_live_and_resumed(
         tmp_path: Path, template: str, replayed: bool) -> None:
-    from edgellm.tinymodel import Shape, write_model
+    from edgellm.convert.tinymodel import Shape, write_model
 
     path = write_model(tmp_path / "thinker.gguf", Shape(chat_template=template))
     loaded = load(LoadSettings(path, 512, 2, 2, 0, True, "f16", 0), LlamaLog(tmp_path / "llama.log", False))

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from edgellm.gguf_header import GGUFError, read_header
+from edgellm.gguf.header import GGUFError, read_header
 from edgellm.plan.spec import load_spec, model_spec
-from edgellm.tinymodel import Shape, write_model
+from edgellm.convert.tinymodel import Shape, write_model
 
 
 def test_test_model_spec(test_model: Path) -> None:

@@ -110,7 +110,7 @@ def test_plan_with_two_workers_shares_layers_by_their_promises(test_model: Path)
 
 
 def test_an_unreachable_worker_in_a_plan_is_one_line_and_exit_2(test_model: Path) -> None:
-    from edgellm.workers import free_port_pair
+    from edgellm.engine.side_channel import free_port_pair
 
     port = free_port_pair()
     assert_one_line_error(edgellm("plan", "-m", str(test_model), "--rpc", f"127.0.0.1:{port}"),

@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx2 as httpx
 
 from conftest import edgellm
-from edgellm import loading
-from edgellm.chat.events import AnswerPiece, ReplyDone
-from edgellm.chat.history import History
-from edgellm.cli import build_parser
+from edgellm.session import opening
+from edgellm.session.events import AnswerPiece, ReplyDone
+from edgellm.session.history import History
+from edgellm.cli.main import build_parser
 from edgellm.engine.split import SplitModel
 from edgellm.events import Notice
 from server_support import ServerProcess
@@ -36,11 +36,11 @@ def start_worker_on(port: int, *args: str) -> subprocess.Popen:
 
 
 def split_session(test_model: Path, port: int, history: History):
-    settings = loading.settings_from(build_parser().parse_args(
+    settings = opening.settings_from(build_parser().parse_args(
         ["chat", "-m", str(test_model), "--temp", "0", "--rpc", f"127.0.0.1:{port}"]))
-    planned = loading.plan_model(settings)
-    loaded = loading.open_model(planned, settings)
-    return planned, loaded, loading.chat_session(planned, loaded, settings, history)
+    planned = opening.plan_model(settings)
+    loaded = opening.open_model(planned, settings)
+    return planned, loaded, opening.chat_session(planned, loaded, settings, history)
 
 
 def kill_after_pieces(turn, worker: subprocess.Popen, pieces: int = 10) -> list:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import edgellm
 from test_bad_input import assert_one_line_error
-from edgellm.workers import free_port_pair
+from edgellm.engine.side_channel import free_port_pair
 from test_worker import start_worker, stop
 
 PROMPT = "The capital of France is"

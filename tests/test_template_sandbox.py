@@ -11,9 +11,9 @@ import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from conftest import edgellm
-from edgellm.chat import sandbox, templates
-from edgellm.chat.sandbox import BoundedTemplate, TemplateLimit
-from edgellm.tinymodel import Shape, write_model
+from edgellm.templates import chat as templates, sandbox
+from edgellm.templates.sandbox import BoundedTemplate, TemplateLimit
+from edgellm.convert.tinymodel import Shape, write_model
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"},
             {"role": "assistant", "content": "Hello! How can I help?"}, {"role": "user", "content": "x" * 300}]
@@ -47,7 +47,7 @@ def test_renders_as_llama_cpp_python_does(source: str) -> None:
 def test_llama_cpp_python_compiles_no_template_while_a_model_loads_and_its_own_class_is_back_after() -> None:
     import llama_cpp
 
-    from edgellm.engine.model import templates_left_to_edgellm
+    from edgellm.engine.local import templates_left_to_edgellm
 
     original = llama_cpp.llama_chat_format.Jinja2ChatFormatter
     with templates_left_to_edgellm(llama_cpp):

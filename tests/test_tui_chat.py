@@ -7,8 +7,8 @@ from pathlib import Path
 
 from textual.widgets import Button, Input
 
-from edgellm import home
-from edgellm.chat.history import History
+from edgellm.storage import home
+from edgellm.session.history import History
 from edgellm.tui.clipboard import code_blocks
 from edgellm.tui.messages import ReplyPieces
 from edgellm.tui.screens.chat import ChatScreen

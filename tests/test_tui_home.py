@@ -9,9 +9,9 @@ from typing import Callable
 
 import pytest
 
-from edgellm import store
+from edgellm.storage import store
 from edgellm.hw.builtin import resolve_profile
-from edgellm.options import resolve
+from edgellm.session.flags import resolve
 from edgellm.tui.app import EdgeApp
 from edgellm.tui.messages import ChatWith, ChooseRemote, StoreChanged
 from edgellm.tui.screens.home import FIRST_RUN, HomeScreen

@@ -10,7 +10,7 @@ from typing import Callable
 from fakehub import FakeHub
 from test_hub_cancel import checkpoint, gguf_file, hub  # noqa: F401 - fixtures
 
-from edgellm import store
+from edgellm.storage import store
 from edgellm.hw.builtin import resolve_profile
 from edgellm.tui.app import EdgeApp
 
@@ -18,8 +18,8 @@ PROFILE = "cpu-laptop-8gb"
 
 
 def make_app(start: str) -> EdgeApp:
-    from edgellm.cli import build_parser
-    from edgellm.loading import settings_from
+    from edgellm.cli.main import build_parser
+    from edgellm.session.opening import settings_from
 
     return EdgeApp(settings_from(build_parser().parse_args(["chat"])), profile=resolve_profile(PROFILE), start=start)
 
@@ -36,8 +36,8 @@ async def wait_for(pilot, condition: Callable[[], bool], seconds: float = 60) ->
 def test_catalog_shows_the_offline_verdict_for_the_profile() -> None:
     from textual.widgets import DataTable
 
-    from edgellm.catalog import load_catalog
-    from edgellm.recommend import recommend
+    from edgellm.catalog.curated import load_catalog
+    from edgellm.catalog.recommend import recommend
     from edgellm.tui.screens.picker import pick_text
 
     picks = {pick.name: pick for pick in recommend(resolve_profile(PROFILE), 0.0, online=False).picks}

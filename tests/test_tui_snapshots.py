@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable
 
-from edgellm import home, inventory, store
-from edgellm.chat.history import History
+from edgellm.storage import home, store
+from edgellm.catalog import inventory
+from edgellm.session.history import History
 from edgellm.hw.builtin import resolve_profile
 from edgellm.tui.app import EdgeApp
 from edgellm.tui.screens.chat import ChatScreen

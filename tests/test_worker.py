@@ -14,7 +14,7 @@ import pytest
 
 from edgellm.engine.rpc import Endpoint, check_worker, parse_endpoints
 from edgellm.errors import WorkerUnreachable
-from edgellm.workers import fetch_profile, free_port_pair
+from edgellm.engine.side_channel import fetch_profile, free_port_pair
 
 from conftest import edgellm
 from test_bad_input import assert_one_line_error
@@ -97,8 +97,8 @@ def test_worker_lists_are_parsed_strictly() -> None:
 
 
 def test_the_worker_never_imports_textual() -> None:
-    code = ("import sys; from edgellm.cli import build_parser; from edgellm.commands import worker; "
-            "from edgellm import workers; from edgellm.engine import rpc; "
+    code = ("import sys; from edgellm.cli.main import build_parser; from edgellm.cli.commands import worker; "
+            "from edgellm.engine import rpc, side_channel; "
             "print([m for m in sys.modules if m == 'textual' or m.startswith(('textual.', 'edgellm.tui'))])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
     assert done.stdout.strip() == "[]", done.stderr

@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from edgellm import home
-from edgellm.chat.history import History
-from edgellm.cli import build_parser
-from edgellm.loading import settings_from
-from edgellm.options import ModelSettings
+from edgellm.storage import home
+from edgellm.session.history import History
+from edgellm.cli.main import build_parser
+from edgellm.session.opening import settings_from
+from edgellm.session.flags import ModelSettings
 from edgellm.tui.app import EdgeApp
 
 

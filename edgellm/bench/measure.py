@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgellm.engine.generate import GenerationOptions, Sampling
-from edgellm.engine.model import LoadedModel
+from edgellm.engine.local import LoadedModel
 
 FILLER = ("The river runs past the old mill and under the stone bridge, where the town keeps its market on "
           "Saturdays. Farmers bring apples, cheese and bread; children watch the boats go by. In winter the water "

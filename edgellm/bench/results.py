@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgellm import disk, home
+from edgellm.storage import disk, home
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.planner import Plan
 from edgellm.plan.spec import ModelSpec

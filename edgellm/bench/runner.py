@@ -14,15 +14,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from edgellm import __version__, home, loading, store
+from edgellm import __version__
+from edgellm.storage import home, store
+from edgellm.session import opening
 from edgellm.bench import results
 from edgellm.bench.measure import BenchRequest, PeakMemory, measure, now_iso
-from edgellm.engine.model import LoadSettings, interrupt_after
+from edgellm.engine.local import LoadSettings, interrupt_after
 from edgellm.engine.split import SplitModel
 from edgellm.errors import DoesNotFit, EngineFailed, UserError
 from edgellm.events import Progress, Report, ctrl_c_sets, ignore
 from edgellm.hw.profile import DeviceProfile
-from edgellm.options import ModelSettings
+from edgellm.session.flags import ModelSettings
 from edgellm.plan.planner import DEFAULT_CTX, Plan, PlanError, Wishes, plan
 from edgellm.plan.report import settings_dict
 from edgellm.plan.spec import ModelSpec
@@ -69,12 +71,12 @@ def bench_plan(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes, request:
 
 
 def split_plans(settings: ModelSettings, spec: ModelSpec, request: BenchRequest,
-                flash_attn: list[str]) -> list[loading.PlannedModel]:
+                flash_attn: list[str]) -> list[opening.PlannedModel]:
     """--rpc: the split edgellm would run with each flash-attention setting, deep enough for the request."""
-    found: list[loading.PlannedModel] = []
+    found: list[opening.PlannedModel] = []
     for value in flash_attn:
-        def plan_at(ctx: int | None) -> loading.PlannedModel:
-            return loading.plan_split_model(replace(settings, flash_attn=value, ctx_size=ctx), list(settings.rpc))
+        def plan_at(ctx: int | None) -> opening.PlannedModel:
+            return opening.plan_split_model(replace(settings, flash_attn=value, ctx_size=ctx), list(settings.rpc))
 
         chosen = deep_enough(spec, settings.ctx_size, request, plan_at)
         if all(chosen.load_settings.flash_attn != other.load_settings.flash_attn for other in found):
@@ -82,7 +84,7 @@ def split_plans(settings: ModelSettings, spec: ModelSpec, request: BenchRequest,
     return found
 
 
-def run_plan_record(planned: loading.PlannedModel, profile: DeviceProfile) -> dict[str, Any]:
+def run_plan_record(planned: opening.PlannedModel, profile: DeviceProfile) -> dict[str, Any]:
     """What a run was planned to be: its settings, where its layers went, and the estimates (a split across RPC
     workers has no speed estimate; its peak RSS is this machine's: edgellm and the child holding this side's layers)."""
     chosen, spec, split = planned.choice.plan, planned.choice.spec, planned.split
@@ -148,12 +150,12 @@ def run_bench(settings: ModelSettings, request: BenchRequest, flash_attn: list[s
               cancel: threading.Event | None = None) -> tuple[DeviceProfile, dict[str, Any]]:
     """Benchmark the model the flags name on this device (or split across the --rpc workers) with each
     flash-attention setting; the result record."""
-    planned = loading.plan_model(settings, report, cancel)
+    planned = opening.plan_model(settings, report, cancel)
     profile, spec = planned.profile, planned.choice.spec
     if planned.split is not None:
         runs = split_plans(settings, spec, request, flash_attn)
     else:
-        wishes = loading.wishes_from(settings)
+        wishes = opening.wishes_from(settings)
         runs = []
         for value in flash_attn:
             chosen = bench_plan(profile, spec, replace(wishes, flash_attn=value), request)
@@ -166,7 +168,7 @@ def run_bench(settings: ModelSettings, request: BenchRequest, flash_attn: list[s
         return profile, measure_plans(runs, settings, request, flash_attn, report, stop)
 
 
-def measure_plans(planned_runs: list[loading.PlannedModel], settings: ModelSettings, request: BenchRequest,
+def measure_plans(planned_runs: list[opening.PlannedModel], settings: ModelSettings, request: BenchRequest,
                   flash_attn: list[str], report: Report, stop: threading.Event) -> dict[str, Any]:
     """Load and measure the model under each plan; the result record."""
     from edgellm.engine import backends
@@ -197,7 +199,7 @@ def measure_plans(planned_runs: list[loading.PlannedModel], settings: ModelSetti
             with contextlib.nullcontext() if split else interrupt_after():
                 gpu_before = None if unified else backends.gpu_memory_free()
                 peak_since = peak.reset()
-                loaded = loading.open_model(planned, settings, cancel=stop if split else None)
+                loaded = opening.open_model(planned, settings, cancel=stop if split else None)
             load_ms = loaded.load_ms
             figures = measure(loaded, request, step, (lambda: None) if unified else backends.gpu_memory_free, stop)
         except RuntimeError as error:  # llama.cpp failed mid-run (a decode error, a GPU out of memory)

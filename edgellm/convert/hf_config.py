@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from edgellm.errors import ModelFileError, UserError
-from edgellm.gguf_header import DEFAULT_ALIGNMENT, GGML_TYPES
+from edgellm.gguf.header import DEFAULT_ALIGNMENT, GGML_TYPES
 from edgellm.plan.spec import SWA_PATTERNS, ModelSpec
-from edgellm.quants import ALIASES, QUANT_ORDER, normalize
+from edgellm.gguf.quants import ALIASES, QUANT_ORDER, normalize
 
 # transformers class (config.json `architectures[0]`) -> GGUF architecture, as convert_hf_to_gguf.py maps them.
 ARCHITECTURES = {

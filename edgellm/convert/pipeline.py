@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgellm import disk, store
+from edgellm.storage import disk, store
 from edgellm.convert.hf_config import (CONVERTER_TYPES, SUPPORTED_QUANTS, HFConfig, canonical_quant, read_config,
                                        spec_from_config)
 from edgellm.convert.quantize import quantize

@@ -16,11 +16,11 @@ import sys
 import threading
 from pathlib import Path
 
-from edgellm import disk
-from edgellm.child import module_command
+from edgellm.storage import disk
+from edgellm.engine.child import module_command
 from edgellm.errors import DiskError, UserError
 from edgellm.events import Progress, Report, check_cancel, ignore
-from edgellm.quants import FILE_TYPES
+from edgellm.gguf.quants import FILE_TYPES
 
 FTYPES = {name: number for number, name in FILE_TYPES.items()}
 TENSOR_LINE = re.compile(rb"\[\s*(\d+)/\s*(\d+)\]")

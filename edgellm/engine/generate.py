@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 from edgellm.engine.loop_guard import LoopGuard
-from edgellm.engine.model import LLAMA_DEFAULT_SEED, LoadSettings, context_size
+from edgellm.engine.local import LLAMA_DEFAULT_SEED, LoadSettings, context_size
 
 
 @dataclass(frozen=True)

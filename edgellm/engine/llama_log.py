@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from edgellm import disk
+from edgellm.storage import disk
 
 RECENT_LINES = 200
 MAX_LOG_BYTES = 10 * 2**20  # past this the log is moved to edgellm.log.1 and started afresh

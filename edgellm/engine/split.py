@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 from edgellm.engine.generate import GenerationOptions, GenerationStats, Sampling
 from edgellm.engine.llama_log import LlamaLog
-from edgellm.engine.model import LoadSettings, load
+from edgellm.engine.local import LoadSettings, load
 from edgellm.errors import EngineFailed, LoadFailed, WorkerLost, WorkerUnreachable
 
 WATCHDOG_S = 30.0  # silence that ends a load or a reply, for workers without a side channel to look at
@@ -62,7 +62,7 @@ def options_from_wire(data: dict[str, Any]) -> GenerationOptions:
 def gone_workers(endpoints: list[str], timeout: float = 2.0) -> list[str]:
     """Of the watched workers, those whose side channel does not answer (stopped, killed, or cut off)."""
     from edgellm.engine.rpc import parse_endpoint
-    from edgellm.workers import fetch_profile
+    from edgellm.engine.side_channel import fetch_profile
 
     return [where for where in endpoints if fetch_profile(parse_endpoint(where), timeout=timeout) is None]
 
@@ -164,7 +164,7 @@ class SplitModel:
 
     def _start(self, cancel: threading.Event | None = None) -> None:
         """Check each worker, start a child and wait until it has loaded the model (the caller holds the lock)."""
-        from edgellm.child import module_command
+        from edgellm.engine.child import module_command
         from edgellm.engine.rpc import check_worker, parse_endpoint
 
         for where in self.settings.rpc_servers:

@@ -68,10 +68,10 @@ def main() -> int:
     # and anything else printed goes to stderr, never into the events
     _events = os.fdopen(os.dup(1), "w", encoding="utf-8")
     sys.stdout = sys.stderr
-    from edgellm import home
+    from edgellm.storage import home
     from edgellm.engine import rpc
     from edgellm.engine.llama_log import LlamaLog
-    from edgellm.engine.model import LoadSettings, load
+    from edgellm.engine.local import LoadSettings, load
     from edgellm.engine.split import options_from_wire
 
     fields = json.loads(sys.stdin.readline())["load"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from edgellm import home
+from edgellm.storage import home
 from edgellm.errors import NoSuchQuant
 from edgellm.events import Notice, Report, ignore
 from edgellm.hub import client

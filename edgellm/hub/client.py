@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from edgellm.errors import GatedRepo, HubError, HubUnreachable, OfflineMode, RepoNotFound, UserError
-from edgellm.gguf_header import GGUFError, GGUFHeader, parse
+from edgellm.gguf.header import GGUFError, GGUFHeader, parse
 from edgellm.hub.files import QuantFiles, RemoteFile, leaves_the_repo
 from edgellm.plan.spec import ModelSpec, model_spec
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from edgellm import quants
+from edgellm.gguf import quants
 from edgellm.plan.spec import SHARD_RE
-from edgellm.quants import normalize, parse_quant, rank
+from edgellm.gguf.quants import normalize, parse_quant, rank
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edgellm import store
+from edgellm.storage import store
 from edgellm.errors import DoesNotFit, NoSuchQuant, OfflineMode, UserError
 from edgellm.events import Notice, Report
 from edgellm.hub import client
@@ -17,7 +17,7 @@ from edgellm.hub.refs import ModelRef
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.planner import Plan, PlanError, Wishes, choose_quant, plan, ram_margin
 from edgellm.plan.spec import ModelSpec
-from edgellm.quants import rank
+from edgellm.gguf.quants import rank
 
 SIZE_ONLY_MARGIN = 0.25  # without a readable header, keep this share of the file size free as well
 SIZE_ONLY = "unknown (sized from the file)"
@@ -54,7 +54,7 @@ def spec_reader(repo: str, group: QuantFiles, commit: str, fallbacks: list[str])
     def read() -> ModelSpec:
         local = local_copy(repo, group)
         if local is not None:  # in the store or the Hugging Face cache already: read the header here
-            from edgellm.gguf_header import read_header
+            from edgellm.gguf.header import read_header
             from edgellm.plan.spec import model_spec
 
             return replace(model_spec([read_header(path) for path in local]), file_type=group.quant)

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from edgellm.errors import UserError
-from edgellm.quants import normalize
+from edgellm.gguf.quants import normalize
 
 _REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 

@@ -10,8 +10,8 @@ import re
 
 from dataclasses import replace
 
-from edgellm import home
-from edgellm.buildconfig import cpu_variant, read_build_info, variant_features
+from edgellm.storage import home
+from edgellm.hw.buildconfig import cpu_variant, read_build_info, variant_features
 from edgellm.hw.bandwidth import gpu_bandwidth, system_bandwidth
 from edgellm.hw.probes import LiveProbe, Probe
 from edgellm.hw.profile import Board, Cpu, DeviceProfile, Gpu, LlamaBuild, Memory

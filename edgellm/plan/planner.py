@@ -13,7 +13,7 @@ from typing import Callable
 from edgellm.hw.profile import DeviceProfile, Gpu
 from edgellm.plan.estimate import EstimateSettings, MemoryEstimate, estimate
 from edgellm.plan.spec import ModelSpec
-from edgellm.quants import CPU_CEILING, above_cpu_ceiling, loadable, rank
+from edgellm.gguf.quants import CPU_CEILING, above_cpu_ceiling, loadable, rank
 
 MIB, GIB = 2**20, 2**30
 DEFAULT_CTX = 4096

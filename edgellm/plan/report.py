@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from edgellm.hw.profile import DeviceProfile
-from edgellm.engine.model import LoadSettings
+from edgellm.engine.local import LoadSettings
 from edgellm.plan.planner import Plan
 from edgellm.plan.spec import ModelSpec
 from edgellm.plan.speed import Measured, SpeedEstimate

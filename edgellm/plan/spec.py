@@ -12,9 +12,9 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgellm import disk
-from edgellm.gguf_header import ArrayInfo, GGUFError, GGUFHeader, read_header
-from edgellm.quants import FILE_TYPES, parse_quant
+from edgellm.storage import disk
+from edgellm.gguf.header import ArrayInfo, GGUFError, GGUFHeader, read_header
+from edgellm.gguf.quants import FILE_TYPES, parse_quant
 
 SPEC_VERSION = 2
 # Architectures whose sliding-window layers follow a fixed pattern in llama.cpp: every Nth layer is global.

@@ -19,13 +19,13 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edgellm.chat.completion import ChatModel, Prepared
-from edgellm.chat.events import AnswerPiece, ReasoningPiece, Reply
+from edgellm.session.completion import ChatModel, Prepared
+from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply
 from edgellm.engine.generate import GenerationOptions
 from edgellm.errors import ContextOverflow, TemplateRefused, UserError, WorkerLost, WorkerUnreachable
-from edgellm.server import protocol
+from edgellm.api import openai
 from edgellm.server.metrics import CONTENT_TYPE, Metrics, render
-from edgellm.server.protocol import Answer, ApiError, CompletionRequest
+from edgellm.api.openai import Answer, ApiError, CompletionRequest
 from edgellm.server.scheduler import Ended, Job, QueueFull, Scheduler, ShuttingDown
 
 RETRY_AFTER_S = 5
@@ -129,7 +129,7 @@ def create_app(state: ServerState) -> FastAPI:
     @app.get("/v1/models", dependencies=[Depends(require_key)])
     async def models(request: Request) -> JSONResponse:
         state.metrics.answered(request.url.path, 200)
-        return JSONResponse(protocol.model_list(state.config.model_id, state.config.created))
+        return JSONResponse(openai.model_list(state.config.model_id, state.config.created))
 
     @app.post("/v1/chat/completions", dependencies=[Depends(require_key)])
     async def chat_completions(request: Request) -> Response:
@@ -219,7 +219,7 @@ async def _complete(state: ServerState, http: Request, chat: bool) -> Response:
     started = time.perf_counter()
     body = await read_json(http, state.config.max_body_bytes)
     model = state.ready_model()
-    parse = protocol.parse_chat if chat else protocol.parse_text
+    parse = openai.parse_chat if chat else openai.parse_text
     request = parse(body, state.config.defaults, model.n_ctx)
     try:
         state.scheduler.check_room()  # before the prompt is prepared: a refused request costs nothing
@@ -299,7 +299,7 @@ async def _stream(state: ServerState, request: CompletionRequest, answer: Answer
     error: BaseException | None = None
     ended = False
     try:
-        yield protocol.sse(answer.chunk(text_before, first=True))
+        yield openai.sse(answer.chunk(text_before, first=True))
         while not ended:
             events = [await job.events.get()]
             while not job.events.empty():
@@ -313,21 +313,21 @@ async def _stream(state: ServerState, request: CompletionRequest, answer: Answer
                 elif isinstance(event, Ended):
                     ended, error = True, event.error
             if text or reasoning:
-                yield protocol.sse(answer.chunk(text, reasoning))
+                yield openai.sse(answer.chunk(text, reasoning))
         reply = finish.reply
         if error is not None:
             failure = _failure(error)
             finish.end(failure.status, error)
-            yield protocol.sse(failure.body())
+            yield openai.sse(failure.body())
         elif job.cancel.is_set() and reply.interrupted:  # its client left (the watcher saw it first)
             finish.end(CLIENT_GONE)
             return
         else:
-            yield protocol.sse(answer.chunk(finish=protocol.finish_reason(reply.stop_reason)))
+            yield openai.sse(answer.chunk(finish=openai.finish_reason(reply.stop_reason)))
             if request.include_usage:
-                yield protocol.sse(answer.usage_chunk(reply))
+                yield openai.sse(answer.usage_chunk(reply))
             finish.end(200)
-        yield protocol.sse("[DONE]")
+        yield openai.sse("[DONE]")
     finally:
         watcher.cancel()
         if not ended:  # the client went away: stop the reply at its next token, count it once it has stopped

@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import uvicorn
 
-from edgellm.chat.completion import ChatModel
+from edgellm.session.completion import ChatModel
 from edgellm.errors import UserError
 from edgellm.server.app import ServerConfig, ServerState, create_app
 from edgellm.server.scheduler import Scheduler

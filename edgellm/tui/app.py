@@ -21,11 +21,11 @@ from edgellm.tui.messages import (ChatWith, ChooseRemote, ModelLoadFailed, Model
                                   ProgressUpdate, ResumeConversation, StoreChanged, WorkNotice)
 
 if TYPE_CHECKING:
-    from edgellm.chat.history import History
-    from edgellm.chat.session import ChatSession
+    from edgellm.session.history import History
+    from edgellm.session.chat import ChatSession
     from edgellm.hw.profile import DeviceProfile
-    from edgellm.loading import PlannedModel
-    from edgellm.options import ModelSettings
+    from edgellm.session.opening import PlannedModel
+    from edgellm.session.flags import ModelSettings
     from edgellm.tui.widgets.hardware import Sampler
 
 log = logging.getLogger("edgellm.tui")
@@ -163,7 +163,7 @@ class EdgeApp(App[int]):
 
     def open_model(self, model: str) -> None:
         """Plan and load `model` on a worker, then chat with it: one load at a time, never under a reply."""
-        from edgellm.chat.session import BUSY
+        from edgellm.session.chat import BUSY
 
         if self._loading:
             self.notify("a model is being loaded already: wait for it", severity="warning")
@@ -180,14 +180,14 @@ class EdgeApp(App[int]):
     @work(thread=True, group="load", exit_on_error=False)
     def _load(self, model: str, previous: "ChatSession | None", previous_plan: "PlannedModel | None",
               cancel: threading.Event) -> None:
-        from edgellm import loading
+        from edgellm.session import opening
 
         settings = replace(self.settings, model=model, hf_repo=None) if model else self.settings
         if settings.rpc and previous is not None:  # its child holds each worker's one client slot: free them first
             previous.close()
             previous, previous_plan = None, None
         try:
-            planned = loading.plan_model(settings, report=self.reporter(), cancel=cancel)  # a -hf pull stops
+            planned = opening.plan_model(settings, report=self.reporter(), cancel=cancel)  # a -hf pull stops
         except Exception as error:  # noqa: BLE001 - the previous model stays; the error is shown
             self.post_message(LoadEnded(None, None, error, model, previous, previous_plan))
             return
@@ -195,8 +195,8 @@ class EdgeApp(App[int]):
         try:
             if previous is not None:
                 previous.close()  # its memory back before the next model is loaded
-            loaded = loading.open_model(planned, settings, full_screen=True)
-            session = loading.chat_session(planned, loaded, settings, self.history)
+            loaded = opening.open_model(planned, settings, full_screen=True)
+            session = opening.chat_session(planned, loaded, settings, self.history)
         except Exception as error:  # noqa: BLE001 - shown, logged, and the app goes on without a model
             if loaded is not None:
                 loaded.close()  # a split's child would hold the workers

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from edgellm import disk, home
+from edgellm.storage import disk, home
 from edgellm.errors import UserError
-from edgellm.options import ModelSettings
+from edgellm.session.flags import ModelSettings
 
 if TYPE_CHECKING:
     from edgellm.tui.app import EdgeApp
@@ -39,7 +39,7 @@ def open_app(settings: ModelSettings, *, model: str | None = None, resume: int |
              use_history: bool = True, start: str = "home") -> "EdgeApp":
     """The app, with `disk.report` pointed at its toasts, then its history: on a full or read-only disk none, and
     a toast saying so in the words `chat` uses; a damaged database is said on its first screen."""
-    from edgellm.chat.history import History
+    from edgellm.session.history import History
     from edgellm.tui.app import EdgeApp
 
     app = EdgeApp(settings, model=model, resume=resume, start=start)

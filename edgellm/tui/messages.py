@@ -11,9 +11,9 @@ from textual.message import Message
 from edgellm.events import Notice, Progress
 
 if TYPE_CHECKING:
-    from edgellm.chat.events import Reply
-    from edgellm.chat.session import ChatSession
-    from edgellm.loading import PlannedModel
+    from edgellm.session.events import Reply
+    from edgellm.session.chat import ChatSession
+    from edgellm.session.opening import PlannedModel
 
 
 class ReplyPieces(Message):

@@ -2,10 +2,10 @@
 
 import sys
 
-from edgellm.child import run_if_child
+from edgellm.engine.child import run_if_child
 
 run_if_child(sys.argv)
 
-from edgellm.cli import main  # noqa: E402  (a child never loads the command line)
+from edgellm.cli.main import main  # noqa: E402  (a child never loads the command line)
 
 sys.exit(main())

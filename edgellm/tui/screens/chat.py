@@ -18,7 +18,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, Static
 
-from edgellm.chat.events import AnswerPiece, ReasoningPiece, ReplyDone
+from edgellm.session.events import AnswerPiece, ReasoningPiece, ReplyDone
 from edgellm.errors import UserError
 from edgellm.events import Notice
 from edgellm.tui.clipboard import code_blocks, copy
@@ -31,9 +31,9 @@ from edgellm.tui.widgets.prompt import PromptInput
 from edgellm.tui.widgets.status import StatusLine, status_text
 
 if TYPE_CHECKING:
-    from edgellm.chat.history import Message as SavedMessage
-    from edgellm.chat.session import ChatSession, Turn
-    from edgellm.loading import PlannedModel
+    from edgellm.session.history import Message as SavedMessage
+    from edgellm.session.chat import ChatSession, Turn
+    from edgellm.session.opening import PlannedModel
 
 BATCH_S = 0.1  # reply text reaches the screen at most this often (the first piece at once)
 SIDEBAR_MIN_WIDTH = 100  # below this terminal width the history starts hidden

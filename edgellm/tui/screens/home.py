@@ -17,8 +17,8 @@ from edgellm.tui.widgets.hardware import HardwarePanel
 from edgellm.tui.widgets.modebar import ModeBar
 
 if TYPE_CHECKING:
-    from edgellm.inventory import LocalModel
-    from edgellm.recommend import Pick
+    from edgellm.catalog.inventory import LocalModel
+    from edgellm.catalog.recommend import Pick
 
 FIRST_RUN = ("No models in the store yet: pick one found on this machine below, "
              "or a recommended one to download")
@@ -109,7 +109,7 @@ class HomeScreen(Screen):
 
     @work(thread=True, exclusive=True, group="home-lists", exit_on_error=False)
     def _compute_lists(self) -> None:
-        from edgellm import inventory
+        from edgellm.catalog import inventory
 
         profile = self.app.profile
         try:

@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, ProgressBar, TabbedContent, TabPane
 
-from edgellm import store
+from edgellm.storage import store
 from edgellm.errors import Cancelled, UserError
 from edgellm.tui.format import progress_text, size_text
 from edgellm.tui.messages import ChatWith, ChooseRemote, ProgressUpdate, StoreChanged
@@ -23,7 +23,7 @@ from edgellm.tui.widgets.modebar import ModeBar
 
 if TYPE_CHECKING:
     from edgellm.hub.pull import RemoteChoice
-    from edgellm.recommend import Pick
+    from edgellm.catalog.recommend import Pick
 
 log = logging.getLogger("edgellm.tui")
 PAUSED = "paused:"  # row keys of downloads that stopped part-way
@@ -40,7 +40,7 @@ def pick_text(pick: "Pick | None") -> str:
 
 def local_verdicts(profile) -> dict[str, str]:
     """Plan verdicts of the stored models by name; none if planning fails (the list shows without them)."""
-    from edgellm.inventory import local_models
+    from edgellm.catalog.inventory import local_models
 
     verdicts: dict[str, str] = {}
     try:
@@ -136,8 +136,8 @@ class PickerScreen(StoppableJob, Screen):
 
     @work(thread=True, exclusive=True, group="catalog", exit_on_error=False)
     def _load_catalog(self) -> None:
-        from edgellm.catalog import load_catalog
-        from edgellm.recommend import recommend
+        from edgellm.catalog.curated import load_catalog
+        from edgellm.catalog.recommend import recommend
 
         try:
             picks = {pick.name: pick for pick in recommend(self.app.profile, 0.0, online=False).picks}
@@ -188,7 +188,7 @@ class PickerScreen(StoppableJob, Screen):
     def _choose(self, text: str) -> None:
         from edgellm.hub.pull import choose_remote
         from edgellm.hub.refs import parse_ref
-        from edgellm.loading import wishes_from
+        from edgellm.session.opening import wishes_from
 
         try:
             choice = choose_remote(parse_ref(text), self.app.profile, wishes_from(self.app.settings))

@@ -13,7 +13,7 @@ from textual.widgets import Button, Input, Label, TextArea
 from edgellm.errors import UserError
 
 if TYPE_CHECKING:
-    from edgellm.chat.session import ChatSession
+    from edgellm.session.chat import ChatSession
 
 FIELDS = (("temp", "temperature"), ("top-k", "top-k"), ("top-p", "top-p"), ("min-p", "min-p"),
           ("repeat-penalty", "repeat penalty"), ("n-predict", "max tokens (-1: no limit)"),

@@ -12,7 +12,7 @@ from textual.message import Message
 from textual.widgets import Input, Label, ListItem, ListView
 
 if TYPE_CHECKING:
-    from edgellm.chat.history import Conversation
+    from edgellm.session.history import Conversation
 
 
 class ConversationItem(ListItem):

@@ -1,0 +1,1 @@
+"""The HTTP APIs' shapes as pure functions: requests checked into typed requests, answers shaped."""

@@ -1,0 +1,149 @@
+"""The models on this machine and how each fits it, and the catalog models recommended for it.
+
+Shared by the front ends (the TUI's home screen); no network and nothing raised for a bad file: a model
+that cannot be used is listed with `fits=False` and the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgellm.storage import store
+from edgellm.bench import results
+from edgellm.errors import ModelFileError, UserError
+from edgellm.hw.profile import DeviceProfile
+from edgellm.session.opening import model_files, read_spec
+from edgellm.plan.planner import Plan, PlanError, Wishes, plan
+from edgellm.plan.speed import Sample, estimate_speed, placement
+from edgellm.catalog.recommend import Pick, recommend
+
+log = logging.getLogger(__name__)
+
+DOES_NOT_FIT = "does not fit"
+UNUSABLE = "cannot be read"
+MIN_SPEED = 5.0  # tokens/s: slower than this is no pleasure to chat with
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    name: str
+    path: Path
+    size: int
+    source: str  # pull, convert, import, hf-cache, lm-studio, llama.cpp, dev
+    fits: bool
+    verdict: str  # full GPU | partial: N of M layers on GPU | CPU | does not fit | cannot be read
+    tokens_per_s: float | None = None  # estimated (calibrated when this device has benchmarks)
+    n_ctx: int | None = None
+    reason: str | None = None  # why it does not fit or cannot be read
+    measured_tokens_per_s: float | None = None  # what `edgellm bench` measured for this file here
+
+
+def verdict(plan: Plan | None) -> str:
+    """Where a plan puts the model, in a few words; None (planning failed) or a plan that does not fit: does not fit.
+    Layers are counted as llama.cpp does: the repeating layers and the output layer."""
+    if plan is None or not plan.fits:
+        return DOES_NOT_FIT
+    if plan.full_offload:
+        return "full GPU"
+    if plan.gpu is not None and plan.n_gpu_layers:
+        return f"partial: {plan.n_gpu_layers} of {plan.estimate_layers + 1} layers on GPU"
+    return "CPU"
+
+
+def assess(name: str, path: Path, size: int, source: str, profile: DeviceProfile,
+           samples: list[Sample] | None = None,
+           benchmarks: dict[str, dict] | None = None) -> LocalModel:
+    """One model file with its fit on `profile`: its plan and estimated decode speed (calibrated by `samples`),
+    the speed measured for it (`benchmarks`: this device's latest result per model), or why it has none."""
+    try:
+        spec = read_spec(path)
+    except ModelFileError as error:
+        return LocalModel(name, path, size, source, False, UNUSABLE, reason=str(error))
+    try:
+        chosen = plan(profile, spec, Wishes())
+    except PlanError as error:
+        return LocalModel(name, path, size or spec.file_bytes, source, False, DOES_NOT_FIT, reason=str(error))
+    measured = results.measured_for(profile, path.name, spec.file_bytes, chosen.flash_attn, benchmarks or {},
+                                    where=placement(chosen))
+    return LocalModel(name, path, size or spec.file_bytes, source, chosen.fits, verdict(chosen),
+                      estimate_speed(spec, chosen, profile, samples).tokens_per_s, chosen.n_ctx,
+                      measured_tokens_per_s=measured.tokens_per_s if measured else None)
+
+
+def dev_models_dir() -> Path | None:
+    """The test models of a development install (`.venv/models`), when there is such a folder."""
+    folder = Path(sys.prefix) / "models"
+    return folder if folder.is_dir() else None
+
+
+def candidates() -> list[tuple[str, Path, int, str]]:
+    """(name, path, size, source) of every model file found: the store, other tools' GGUFs, the dev models.
+    A file is listed once, under the first of these that has it."""
+    found: list[tuple[str, Path, int, str]] = []
+    seen: set[Path] = set()
+
+    def add(name: str, path: Path, size: int, source: str) -> None:
+        key = path.resolve() if path.exists() else path
+        if key not in seen:
+            seen.add(key)
+            found.append((name, path, size, source))
+
+    folder = store.store_dir()
+    try:
+        stored = store.load_models()
+    except UserError as error:
+        log.warning("%s", error)
+        stored = {}
+    for model in stored.values():
+        add(model.name, model.path(folder), model.size, model.source)
+    try:
+        external = store.scan_external()
+    except OSError as error:
+        log.warning("scanning other tools' models: %s", error)
+        external = []
+    for other in external:
+        add(other.name, other.path, other.size, other.source)
+    dev = dev_models_dir()
+    for path in model_files(dev) if dev else []:
+        add(path.name.removesuffix(".gguf"), path, _size(path), "dev")
+    return found
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def local_models(profile: DeviceProfile) -> list[LocalModel]:
+    """Every model on this machine with its fit on `profile`, in the order `candidates` finds them."""
+    samples, benchmarks = results.calibration_samples(profile), results.latest_by_model(profile)
+    return [assess(name, path, size, source, profile, samples, benchmarks)
+            for name, path, size, source in candidates()]
+
+
+def store_is_empty() -> bool:
+    """True when the store records no model (a damaged manifest is not empty: `store_problem` says what is wrong)."""
+    try:
+        return not store.load_models()
+    except UserError:
+        return False
+
+
+def store_problem() -> str | None:
+    """Why the store's manifest cannot be read, with the way out; None when it can."""
+    try:
+        store.load_models()
+    except UserError as error:
+        return str(error)
+    return None
+
+
+def recommended(profile: DeviceProfile) -> list[Pick]:
+    """The catalog models that suit `profile`, from offline size estimates (instant, no network)."""
+    return recommend(profile, min_speed=MIN_SPEED, online=False, samples=results.calibration_samples(profile),
+                     measured=results.measured_by_repo(profile)).picks

@@ -1,0 +1,109 @@
+"""Which catalog models suit a machine: for each, the best quant that fits and decodes fast enough."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from edgellm.catalog.curated import BITS_PER_WEIGHT, OFFERED, Entry, load_catalog
+from edgellm.errors import HubUnreachable, UserError
+from edgellm.hub.client import list_files
+from edgellm.hub.files import group_quants
+from edgellm.hw.profile import DeviceProfile
+from edgellm.plan.planner import PlanError, Wishes, choose_quant, plan
+from edgellm.plan.speed import Measured, Sample, estimate_speed
+from edgellm.gguf.quants import rank
+
+GOOD_QUANT = "Q4_K_S"  # below it (3- and 2-bit) the loss is noticeable: rank those after every 4-bit pick
+
+
+@dataclass(frozen=True)
+class Pick:
+    name: str
+    repo: str
+    quant: str
+    size: int
+    tokens_per_s: float
+    where: str  # GPU, CPU, or GPU+CPU
+    n_gpu_layers: int
+    n_ctx: int
+    params_b: float
+    licence: str
+    sizes_from: str  # hub | estimated
+    calibrated: bool = False  # the estimate was scaled by this device's benchmarks
+    measured_tokens_per_s: float | None = None  # what `edgellm bench` measured for this repo and quant here
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["tokens_per_s"] = round(self.tokens_per_s, 1)
+        if self.measured_tokens_per_s is not None:
+            data["measured_tokens_per_s"] = round(self.measured_tokens_per_s, 1)
+        data["pull"] = f"edgellm pull {self.repo}:{self.quant}"
+        return data
+
+
+@dataclass
+class Recommendation:
+    picks: list[Pick]
+    left_out: list[str] = field(default_factory=list)
+    online: bool = True
+    unreachable: bool = False  # the Hub was asked and did not answer
+
+
+def quant_sizes(entry: Entry, online: bool) -> tuple[dict[str, int], str]:
+    """The quants of a catalog model with their sizes, and where the sizes come from: "hub" (its listing),
+    "estimated" (offline, or the repo is gone), or "unreachable" (estimated: the Hub did not answer)."""
+    if online:
+        try:
+            _, files = list_files(entry.repo)
+            groups = group_quants(files)
+            if groups:
+                return {group.quant: group.size for group in groups}, "hub"
+        except HubUnreachable:
+            return {quant: entry.estimated_size(quant) for quant in OFFERED}, "unreachable"
+        except UserError:  # the repo is gone or private: estimated
+            pass
+    return {quant: entry.estimated_size(quant) for quant in OFFERED}, "estimated"
+
+
+def recommend(profile: DeviceProfile, min_speed: float, online: bool,
+              samples: list[Sample] | None = None,
+              measured: dict[tuple[str, str], Measured] | None = None) -> Recommendation:
+    """Per catalog model, the quant the planner would choose among those fast enough; then the models
+    ranked by quality: 4-bit and better before the 3- and 2-bit quants, then by parameter count.
+    `samples` (this device's benchmarks) calibrate the speed estimates; `measured` speeds, by (repo, QUANT), are
+    shown beside them."""
+    measured = measured or {}
+    result = Recommendation([], online=online)
+    for entry in load_catalog():
+        sizes, source = quant_sizes(entry, result.online)
+        if source == "unreachable":
+            result.online, result.unreachable = False, True  # estimate the rest rather than wait on each
+        fast, reason = [], "no quant fits"
+        for quant in sorted(sizes, key=rank, reverse=True):
+            if quant not in BITS_PER_WEIGHT:
+                continue
+            spec = entry.spec(quant, sizes[quant])
+            try:
+                speed = estimate_speed(spec, plan(profile, spec, Wishes()), profile, samples).tokens_per_s
+            except PlanError:
+                continue
+            if speed >= min_speed:
+                fast.append((quant, spec))
+            else:
+                reason = f"too slow: about {speed:.1f} tokens/s at {quant}"
+        try:
+            choice = choose_quant(profile, fast)
+        except PlanError:
+            result.left_out.append(f"{entry.name}: {reason}")
+            continue
+        chosen = choice.plan
+        where = "GPU" if chosen.full_offload else ("GPU+CPU" if chosen.gpu and chosen.n_gpu_layers else "CPU")
+        speed = estimate_speed(choice.spec, chosen, profile, samples)
+        found = measured.get((entry.repo, choice.quant.upper()))
+        result.picks.append(Pick(entry.name, entry.repo, choice.quant, sizes[choice.quant], speed.tokens_per_s, where,
+                                 chosen.n_gpu_layers, chosen.n_ctx, entry.params, entry.licence,
+                                 "hub" if source == "hub" else "estimated", speed.calibration is not None,
+                                 found.tokens_per_s if found else None))
+    result.picks.sort(key=lambda pick: (rank(pick.quant) >= rank(GOOD_QUANT), pick.params_b, rank(pick.quant)),
+                      reverse=True)
+    return result

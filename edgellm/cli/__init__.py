@@ -1,0 +1,1 @@
+"""The command line: argument parsing, one module per command, the REPL, the CLI's wording."""

@@ -1,0 +1,118 @@
+"""`edgellm bench`: measure a model on this device with the settings edgellm chooses, as llama-bench does, and keep
+the result so `plan`, `recommend` and the TUI show it and calibrate their speed estimates."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from edgellm.session.flags import (SAMPLING_DESTS, add_model_flags, add_rpc_flag, argument_type, non_negative_int,
+                             positive_int)
+
+NAME = "bench"
+HELP = "measure prompt and decode speed, TTFT and memory of a model on this device, with edgellm's plan"
+MIB = 2**20
+
+
+def depth_list(text: str) -> tuple[int, ...]:
+    values = [non_negative_int(part.strip()) for part in text.split(",") if part.strip()]
+    if not values:
+        raise ValueError("give context depths in tokens, such as 0,1024,4096")
+    return tuple(sorted(set(values)))
+
+
+def flash_attn_list(text: str) -> list[str]:
+    from edgellm.bench.runner import flash_attn_values
+
+    return flash_attn_values([part.strip() for part in text.split(",")])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pp", type=argument_type(positive_int), default=512, metavar="N",
+                        help="prompt tokens to read per run (default 512)")
+    parser.add_argument("--tg", type=argument_type(positive_int), default=128, metavar="N",
+                        help="tokens to generate per run (default 128)")
+    parser.add_argument("-r", "--repetitions", type=argument_type(positive_int), default=3, metavar="N",
+                        help="repetitions of each test, for mean ± standard deviation (default 3)")
+    parser.add_argument("--depth", type=argument_type(depth_list), default=(0,), metavar="N[,N...]",
+                        help="context depths to measure decode speed at, such as 0,1024,4096 (default 0)")
+    parser.add_argument("-fa", "--flash-attn", dest="flash_attn_list", type=argument_type(flash_attn_list),
+                        default=None, metavar="auto|on|off[,...]",
+                        help="flash attention: auto, on, off, or on,off to compare both (default auto)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_rpc_flag(parser, "measure the model split across this machine and these workers (`edgellm worker`)")
+    add_model_flags(parser, leave_out=("flash_attn", *SAMPLING_DESTS))
+
+
+def main(args: argparse.Namespace) -> int:
+    from edgellm.session import opening
+    from edgellm.bench import results
+    from edgellm.bench.measure import BenchRequest
+    from edgellm.bench.runner import run_bench
+    from edgellm.cli.progress import ProgressLine
+
+    settings = opening.settings_from(args)
+    request = BenchRequest(pp=args.pp, tg=args.tg, repetitions=args.repetitions, depths=args.depth)
+    tell = ProgressLine()
+    profile, result = run_bench(settings, request, args.flash_attn_list or [settings.flash_attn], tell)
+    stored = results.save_result(profile, result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(render(result))
+    from edgellm.plan.speed import calibration_for
+
+    first = result["runs"][0]
+    calibration = calibration_for(results.calibration_samples(profile), first["placement"],
+                                  result["model"]["weights_bytes"])
+    if stored is not None and first["placement"] == "rpc":
+        print(f"\nStored in {stored}, apart from this device's own speed (a split across workers).")
+    elif stored is not None:
+        print(f"\nStored in {stored}: `edgellm plan` and `recommend` show it"
+              + (f", and scale their speed estimates for models of this size by {calibration.factor:.2f} (from "
+                 f"{calibration.models} benchmarked model{'s' if calibration.models != 1 else ''})" if calibration
+                 else "" if first.get("planned") and first.get("fits") else
+                 "; it does not calibrate the estimates (settings chosen by hand, or a plan that does not fit)")
+              + ".")
+    sys.stdout.flush()
+    return 0
+
+
+def figure(series: dict[str, Any], digits: int = 1) -> str:
+    return f"{series['mean']:.{digits}f} ± {series['stddev']:.{digits}f}"
+
+
+def render(result: dict[str, Any]) -> str:
+    """The result as llama-bench prints it: one row per test, then TTFT, load time and memory per setting."""
+    model, device, request = result["model"], result["device"], result["request"]
+    lines = [f"Model    {model['name']} ({model['architecture']}, {model['quant'] or 'unknown quant'}, "
+             f"{model['file_bytes'] / MIB:,.1f} MiB)",
+             f"Device   {device['name']}: {device['cpu']}" + (f", {', '.join(device['gpus'])}" if device['gpus'] else "")
+             + f" (llama.cpp {device['backend'] or 'unknown'} backend)",
+             f"Runs     {request['repetitions']} of each test, mean ± standard deviation", ""]
+    lines.append(f"  {'flash attn':<11} {'test':<18} {'tokens/s':>18}")
+    for run in result["runs"]:
+        fa = "on" if run["flash_attn"] else "off"
+        lines.append(f"  {fa:<11} {'pp' + str(request['pp']):<18} {figure(run['pp']):>18}")
+        for tg in run["tg"]:
+            test = f"tg{request['tg']}" + (f" @ depth {tg['depth']}" if tg["depth"] else "")
+            lines.append(f"  {fa:<11} {test:<18} {figure(tg, 2):>18}")
+    lines.append("")
+    for run in result["runs"]:
+        settings = run["settings"]
+        vram = run["vram_used_bytes"]
+        shallowest = min(run["tg"], key=lambda item: item["depth"])
+        estimate = run["estimate"]["tokens_per_s"]
+        lines += [f"Flash attention {'on' if run['flash_attn'] else 'off'}: "
+                  f"n_ctx {settings['n_ctx']}, {settings['threads']} threads, n_gpu_layers {run['n_gpu_layers']}, "
+                  f"KV {settings['kv']}, batch {settings['n_batch']}",
+                  f"  TTFT (pp{request['pp']})  {figure(run['ttft_ms'], 0)} ms   load {run['load_ms']:.0f} ms   "
+                  f"peak RSS {run['peak_rss_bytes'] / MIB:,.0f} MiB"
+                  + (f"   VRAM {vram / MIB:,.0f} MiB" if vram is not None else ""),
+                  (f"  decode estimate {estimate:.1f} tokens/s, measured {shallowest['mean']:.1f} "
+                   f"(× {shallowest['mean'] / estimate:.2f}); memory estimate "
+                   if estimate else f"  split across the RPC workers {', '.join(run.get('workers', []))}; "
+                   f"memory estimate (all devices) ") + f"{run['estimate']['memory_bytes'] / MIB:,.0f} MiB"]
+    return "\n".join(lines)

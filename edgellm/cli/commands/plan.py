@@ -1,0 +1,94 @@
+"""`edgellm plan`: the settings edgellm would choose for a model on a machine, and the memory budget behind them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from edgellm.session.flags import add_model_flags, add_rpc_flag
+
+NAME = "plan"
+HELP = "show the chosen n_gpu_layers, context, threads and KV cache, with the memory budget behind them"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", metavar="NAME|FILE", action="append",
+                        help="plan for another machine: a built-in profile (raspberry-pi-5-8gb, "
+                             "jetson-orin-nano-8gb, ...) or a file saved with `edgellm hw --json`. Given twice or "
+                             "more: plan a split of the model across those machines, the first running edgellm")
+    add_rpc_flag(parser, "plan a split of the model across this machine and these workers (`edgellm worker`)")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON (sizes in bytes)")
+    add_model_flags(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    from edgellm.session import opening
+    from edgellm.hub.client import offline
+
+    settings = opening.settings_from(args)
+    profiles = args.profile or []
+    if len(profiles) > 1 or args.rpc:
+        return show_split(settings, profiles, args.rpc or [], args.json)
+    profile = opening.profile_named(profiles[0] if profiles else None)
+    if settings.hf_repo and not (settings.offline or offline()):
+        remote = plan_remote(settings, profile)
+        if remote is not None:
+            return show(remote, profile, args.json)
+    choice = opening.choose_model(settings, profile)
+    return show(choice, profile, args.json)
+
+
+def plan_remote(settings, profile):
+    """-hf of a model not yet stored: plan it from the Hub listing and headers, downloading nothing."""
+    from edgellm.session import opening
+    from edgellm.storage import store
+    from edgellm.hub.pull import choose_remote
+    from edgellm.hub.refs import parse_ref
+
+    ref = parse_ref(settings.hf_repo)
+    if store.find(ref.name) is not None:
+        return None
+    remote = choose_remote(ref, profile, opening.wishes_from(settings))
+    return opening.ModelChoice(Path(remote.spec.path), remote.spec, remote.plan,
+                               remote.considered if not ref.quant else ())
+
+
+def show(choice, profile, as_json: bool) -> int:
+    from edgellm.bench.results import speed_of
+    from edgellm.plan import report
+
+    speed, measured = speed_of(profile, choice.spec, choice.plan)
+    if as_json:
+        data = report.to_dict(choice.plan, choice.spec, profile, speed, measured)
+        if choice.alternatives:
+            data["quant"] = choice.spec.file_type
+            data["considered"] = list(choice.alternatives)
+        print(json.dumps(data, indent=2))
+        return 0
+    if choice.alternatives:
+        print("Quants considered (best first):")
+        print("\n".join(f"  {line}" for line in choice.alternatives))
+        print()
+    print(report.render(choice.plan, choice.spec, profile, speed, measured))
+    return 0
+
+
+def show_split(settings, profiles: list[str], endpoints, as_json: bool) -> int:
+    """`plan --profile A --profile B` or `plan --rpc HOST:PORT,...`: the model's layers shared across machines."""
+    from edgellm.session import opening
+    from edgellm.plan.split import to_dict
+
+    planned = opening.plan_split_model(settings, endpoints, profiles)
+    path, spec, split = planned.choice.path, planned.choice.spec, planned.split
+    if as_json:
+        print(json.dumps({"model": {"path": str(path), "architecture": spec.architecture, "quant": spec.file_type,
+                                    "n_layers": spec.n_layers, "file_bytes": spec.file_bytes},
+                          "split": to_dict(split)}, indent=2))
+        return 0
+    print(f"Model    {path}\n         {spec.architecture}, {spec.n_layers} layers, {spec.file_type or 'unknown quant'}"
+          f"\n")
+    print(planned.budget_table())
+    if not profiles:
+        print("\n`--rpc` with the same workers runs this split: run, chat, serve and bench take it.")
+    return 0

@@ -1,0 +1,78 @@
+"""`edgellm serve`: an OpenAI-compatible HTTP server for one model, fitted to this machine."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgellm.session.flags import add_model_flags, add_rpc_flag, argument_type, non_negative_int, positive_int
+
+NAME = "serve"
+HELP = "serve a model over HTTP with the OpenAI API (chat, completions, models), /health and /metrics"
+
+
+def port(text: str) -> int:
+    value = non_negative_int(text)
+    if value > 65535:
+        raise ValueError("must be from 1 to 65535 (0: any free port)")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("server")
+    group.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only; any other needs an API key)")
+    group.add_argument("--port", type=argument_type(port), default=8080,
+                       help="port to listen on (default 8080; 0: any free port)")
+    group.add_argument("--api-key", metavar="KEY",
+                       help="require `Authorization: Bearer KEY` (default: $EDGELLM_API_KEY; keep it out of the "
+                            "command line on shared machines)")
+    group.add_argument("--queue", type=argument_type(non_negative_int), default=32, metavar="N",
+                       help="requests that may wait while one is generating; past it, 503 with Retry-After "
+                            "(default 32)")
+    group.add_argument("--cors", action="append", metavar="ORIGIN",
+                       help="let web pages from ORIGIN call the API (repeatable; default: none)")
+    group.add_argument("--alias", metavar="NAME", help="the model's id in /v1/models (default: the file's name)")
+    group.add_argument("--max-body-mb", type=argument_type(positive_int), default=4, metavar="MB",
+                       help="largest request body accepted, in MiB (default 4)")
+    add_rpc_flag(parser, "split the model across this machine and these workers (`edgellm worker`), as `edgellm "
+                         "plan --rpc` shows; a worker lost mid-reply ends that reply with an error event")
+    add_model_flags(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    import os
+    import sys
+
+    from edgellm.session import opening
+    from edgellm.session.completion import ChatModel
+    from edgellm.cli.opening import plan_and_tell
+    from edgellm.server.app import ServerConfig
+    from edgellm.server.launch import STOPPED_WHILE_LOADING, Listen, api_key_from, check_exposure, say, serve
+
+    settings = opening.settings_from(args)
+    api_key = api_key_from(args.api_key)
+    check_exposure(args.host, api_key)  # before a download or a load
+    if settings.system_prompt:
+        print("edgellm: note: serve takes the system prompt from each request; -sys is used by chat", file=sys.stderr)
+    planned = plan_and_tell(settings)
+    path, load_settings = planned.choice.path, planned.load_settings
+    config = ServerConfig(model_id=args.alias or path.name.removesuffix(".gguf"), created=int(path.stat().st_mtime),
+                          defaults=opening.generation_options(settings), api_key=api_key,
+                          max_body_bytes=args.max_body_mb * 2**20, cors_origins=tuple(args.cors or ()))
+    layers = {-1: "all layers"}.get(load_settings.n_gpu_layers, f"{load_settings.n_gpu_layers} layers")
+    where = "on the GPU"
+    if planned.split is not None:
+        layers = f"{planned.split.layers_on_workers} of {planned.choice.spec.n_layers} layers"
+        where = f"on {planned.split.workers} RPC worker{'s' if planned.split.workers > 1 else ''}"
+    say(f"loading {path.name}: {load_settings.n_ctx}-token context, {layers} {where}, "
+        f"{load_settings.n_threads} threads, KV cache {load_settings.kv}")
+
+    def load() -> ChatModel:
+        loaded = opening.open_model(planned, settings)
+        return ChatModel.for_model(loaded, planned.choice.spec.architecture)
+
+    code = serve(config, Listen(args.host, args.port, args.queue), load)
+    if code == STOPPED_WHILE_LOADING:
+        sys.stderr.flush()
+        os._exit(0)  # the model is still loading on its thread: a clean stop all the same
+    return code

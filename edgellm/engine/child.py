@@ -1,0 +1,27 @@
+"""edgellm's own modules run as child processes (the self-test, the quantizer), from a checkout and from the single
+binary alike: a PyInstaller binary has no `-m`, so it takes `--edgellm-child MODULE ARGS...` instead."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+
+CHILD_FLAG = "--edgellm-child"
+CHILD_MODULES = ("edgellm.engine.selftest", "edgellm.convert.quantize", "edgellm.engine.split_child")
+
+
+def module_command(module: str, *args: str) -> list[str]:
+    """The command line that runs `module` as `__main__` with `args`, in a new process of this edgellm."""
+    if module not in CHILD_MODULES:
+        raise ValueError(f"{module} is not one of edgellm's child modules")
+    if getattr(sys, "frozen", False):
+        return [sys.executable, CHILD_FLAG, module, *args]
+    return [sys.executable, "-m", module, *args]
+
+
+def run_if_child(argv: list[str]) -> None:
+    """In the binary: when started by `module_command`, run that module and exit; otherwise return."""
+    if len(argv) > 2 and argv[1] == CHILD_FLAG and argv[2] in CHILD_MODULES:
+        sys.argv = [argv[2], *argv[3:]]
+        runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
+        sys.exit(0)

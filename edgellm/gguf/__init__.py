@@ -1,0 +1,1 @@
+"""GGUF files: the header reader, quant names and file names (pure)."""

@@ -1,0 +1,245 @@
+"""A loaded model that completes conversations: template, context, streaming. Shared by every front end.
+
+It renders messages with the model's chat template, keeps them inside the context by dropping the oldest
+turns, reuses the KV cache across calls (a next turn processes only its new tokens), and streams the reply
+with reasoning kept apart. Options come with each call; one call runs at a time (a lock), so a server's
+requests and a chat's turns can share one model. `complete` writes no history: the session does that.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from edgellm.session.events import AnswerPiece, ChatEvent, ReasoningPiece, Reply, ReplyDone
+from edgellm.templates.reasoning import ReasoningSplitter, StopMatcher
+from edgellm.templates.sandbox import TemplateLimit
+from edgellm.templates.chat import ChatTemplate, choose, looks_like_base_model
+from edgellm.engine.generate import GenerationOptions
+from edgellm.engine.local import LoadedModel
+from edgellm.errors import ContextOverflow, TemplateRefused
+from edgellm.events import Notice
+
+MIN_REPLY_ROOM = 64
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    text: str
+    tokens: list[int]
+    dropped: int  # old messages left out to fit the context
+    chat: bool = True  # rendered from messages by the template; False: a raw text prompt, completed as it is
+
+
+@dataclass
+class ChatModel:
+    loaded: LoadedModel
+    template: ChatTemplate
+    base_model: bool = False  # no chat template and no instruct-style name: it will ramble, not chat
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _previous: tuple[str, list[int]] = ("", [])  # the last call's prompt + reply, as text and as tokens
+    _special: tuple[str, str] | None = None  # BOS and EOS as text
+
+    @classmethod
+    def for_model(cls, loaded: LoadedModel, architecture: str) -> "ChatModel":
+        llm = loaded.llm
+        metadata = llm.metadata
+        own = metadata.get("tokenizer.chat_template")
+        llama3 = len(llm.tokenize(b"<|start_header_id|>", add_bos=False, special=True)) == 1
+        names = [loaded.settings.path.name] + [metadata.get(key, "") for key in
+                                               ("general.name", "general.basename", "general.finetune")]
+        model = cls(loaded, choose(own, architecture, llama3), looks_like_base_model(bool(own), names))
+        try:
+            model.template.compile(*model.special_tokens())  # now, not in the first turn's time to first token
+        except Exception:  # noqa: BLE001 - a broken template is refused when a turn renders it, with its words
+            pass
+        return model
+
+    def close(self) -> None:
+        """Free llama.cpp's model and context, once no call is running on them."""
+        with self._lock:
+            self.loaded.close()
+
+    @property
+    def n_ctx(self) -> int:
+        return self.loaded.n_ctx
+
+    def opening_notices(self) -> list[Notice]:
+        """What a person should know before the first message."""
+        if not self.base_model:
+            return []
+        return [Notice("this looks like a base model (no chat template, not instruction-tuned): it continues "
+                       "text rather than answering, and may repeat itself", "warning")]
+
+    def special_tokens(self) -> tuple[str, str]:
+        """The model's BOS and EOS tokens as text, for the template (read once: each llama.cpp call hands the GIL
+        over, which a busy UI thread makes slow)."""
+        if self._special is None:
+            llm = self.loaded.llm
+            bos = llm.detokenize([llm.token_bos()], special=True).decode(errors="replace") if llm.token_bos() >= 0 else ""
+            eos = llm.detokenize([llm.token_eos()], special=True).decode(errors="replace") if llm.token_eos() >= 0 else ""
+            self._special = (bos, eos)
+        return self._special
+
+    def render(self, messages: Messages) -> str:
+        bos, eos = self.special_tokens()
+        try:
+            return self.template.render(messages, bos_token=bos, eos_token=eos)
+        except TemplateLimit as error:
+            raise TemplateRefused(f"the model's chat template was stopped: {error}; the template in this GGUF is "
+                                  f"broken or hostile: use another GGUF of this model") from None
+        except Exception as error:  # raise_exception() in the template, a Jinja error, RecursionError
+            raise TemplateRefused(f"the model's chat template refused this conversation: {error}") from None
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.loaded.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def count(self, messages: Messages) -> int:
+        return len(self.tokenize(self.render(messages)))
+
+    def reply_room(self, max_tokens: int = -1) -> int:
+        """Tokens kept free for the reply when the history is trimmed."""
+        wanted = max_tokens if max_tokens > 0 else self.n_ctx // 4
+        return max(MIN_REPLY_ROOM, min(wanted, self.n_ctx // 2))
+
+    def prompt_tokens(self, text: str) -> list[int]:
+        """The prompt's tokens, extending the previous call's exactly when the text extends it: the KV cache
+        then holds every token but the new ones."""
+        previous_text, previous_tokens = self._previous  # one read: another thread may replace it meanwhile
+        if previous_text and text.startswith(previous_text):
+            return previous_tokens + self.tokenize(text[len(previous_text):])
+        return self.tokenize(text)
+
+    def prepare(self, messages: Messages, options: GenerationOptions = GenerationOptions()) -> Prepared:
+        """Fit the conversation into the context and tokenize it; ContextOverflow if one message is too long."""
+        kept, dropped = fit_history(messages, self.count, self.n_ctx - self.reply_room(options.max_tokens))
+        text = self.render(kept)
+        tokens = self.prompt_tokens(text) if options.cache_prompt else self.tokenize(text)
+        if len(tokens) >= self.n_ctx:
+            raise ContextOverflow(f"the conversation needs {len(tokens)} tokens but the context holds {self.n_ctx}",
+                                  len(tokens), self.n_ctx)
+        return Prepared(text, tokens, dropped)
+
+    def prepare_text(self, prompt: str) -> Prepared:
+        """A raw prompt, completed as it is (no template): BOS and its tokens; ContextOverflow if no room is left."""
+        return Prepared(prompt, text_prompt_tokens(self.loaded, prompt), 0, chat=False)
+
+    def stream(self, prepared: Prepared, reply: Reply, options: GenerationOptions = GenerationOptions(),
+               cancel: threading.Event | None = None) -> Iterator[AnswerPiece | ReasoningPiece]:
+        """Yield the reply's pieces, filling `reply` as they come; `cancel` stops it, even before it starts."""
+        with self._lock:
+            yield from self._stream(prepared, reply, options, cancel)
+
+    def _stream(self, prepared: Prepared, reply: Reply, options: GenerationOptions,
+                cancel: threading.Event | None) -> Iterator[AnswerPiece | ReasoningPiece]:
+        reply.dropped_messages, reply.n_ctx = prepared.dropped, self.n_ctx
+        generation = self.loaded.generation(prepared.tokens, options, cancel=cancel)
+        reply.stats = generation.stats  # its counts grow as tokens come (a server's metrics read them live)
+        # some templates open the reasoning block in the prompt itself (DeepSeek-R1 distills): the reply starts inside it
+        splitter = (ReasoningSplitter(starts_in_reasoning=prepared.text.rstrip().endswith("<think>")) if prepared.chat
+                    else PlainText())
+        stops = StopMatcher(options.stop + (self.template.stop if prepared.chat else ()))
+        raw = []
+        pieces = iter(generation)
+        try:
+            for piece in pieces:
+                raw.append(piece)
+                yield from _collect(reply, splitter.feed(stops.feed(piece)))
+                if stops.stopped:
+                    pieces.close()
+                    generation.stats.stop_reason = "stop"
+                    break
+            yield from _collect(reply, splitter.feed(stops.flush()) + splitter.flush())
+        finally:
+            pieces.close()  # ends llama.cpp's generation and completes the timings, also when closed early
+            reply.stats = generation.stats
+            reply.context_used = len(prepared.tokens) + len(generation.tokens)
+            self._previous = (prepared.text + "".join(raw), prepared.tokens + generation.tokens)
+
+    def complete(self, messages: Messages, options: GenerationOptions = GenerationOptions(),
+                 cancel: threading.Event | None = None) -> Iterator[ChatEvent]:
+        """One stateless completion of `messages`: pieces, notices, then ReplyDone. A caller that stops early must
+        close() the iterator: that frees the model for the next call. (The server calls prepare and stream itself,
+        to refuse a request that does not fit before it waits for its turn.)"""
+        prepared = self.prepare(messages, options)
+        reply = Reply()
+        pieces = self.stream(prepared, reply, options, cancel)
+        try:
+            yield from pieces
+        finally:
+            pieces.close()
+        yield from reply_notices(reply)
+        yield ReplyDone(reply)
+
+
+class PlainText:
+    """The splitter of a raw text completion: everything is answer, `<think>` included."""
+
+    def feed(self, text: str) -> list[tuple[str, str]]:
+        return [("answer", text)] if text else []
+
+    def flush(self) -> list[tuple[str, str]]:
+        return []
+
+
+def text_prompt_tokens(loaded: LoadedModel, prompt: str) -> list[int]:
+    """A raw prompt's tokens, BOS first, as `run` and the server's /v1/completions evaluate it; ContextOverflow when
+    it leaves no room for a reply."""
+    tokens = loaded.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
+    n_ctx = loaded.n_ctx
+    if len(tokens) >= n_ctx:
+        raise ContextOverflow(f"the prompt is {len(tokens)} tokens, which does not leave room in the {n_ctx}-"
+                              f"token context; raise -c or shorten the prompt", len(tokens), n_ctx)
+    return tokens
+
+
+def reply_notices(reply: Reply) -> list[Notice]:
+    """What a finished reply tells the person besides its text."""
+    notices = []
+    if reply.dropped_messages:
+        notices.append(Notice(f"the {reply.dropped_messages} oldest messages no longer fit the {reply.n_ctx}-token "
+                              f"context and were left out"))
+    if reply.stop_reason == "repetition":
+        notices.append(Notice("the reply kept repeating the same text and was stopped by the loop guard "
+                              "(setting loop-guard off lets it run)", "warning"))
+    return notices
+
+
+def _collect(reply: Reply, pieces: list[tuple[str, str]]) -> Iterator[AnswerPiece | ReasoningPiece]:
+    for kind, text in pieces:
+        if kind == "reasoning":
+            reply.reasoning += text
+            yield ReasoningPiece(text)
+        else:
+            reply.content += text
+            yield AnswerPiece(text)
+
+
+def fit_history(messages: Messages, count: Callable[[Messages], int], budget: int) -> tuple[Messages, int]:
+    """Drop the oldest turns until the conversation fits `budget` tokens; the system prompt and the last
+    user message always stay. Returns the kept messages and how many were dropped.
+
+    A kept history starts with a user turn (or is the last message alone); the first start that fits is found by
+    bisection, so a long conversation costs a few renders, not one per message."""
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    turns = messages[len(system):]
+    starts = sorted({0, max(0, len(turns) - 1)} | {i for i, m in enumerate(turns) if i and m["role"] == "user"})
+    low, high = 0, len(starts) - 1  # the answer is the first start that fits, or the last one
+    if count(system + turns) > budget:
+        low = 1
+        while low < high:
+            middle = (low + high) // 2
+            if count(system + turns[starts[middle]:]) <= budget:
+                high = middle
+            else:
+                low = middle + 1
+    dropped = starts[min(low, len(starts) - 1)]
+    turns = turns[dropped:]
+    needed = count(system + turns)
+    if needed > budget:
+        raise ContextOverflow(
+            f"this message needs {needed} tokens with the system prompt, more than the "
+            f"{budget} the context leaves for it; shorten it, or raise -c", needed, budget)
+    return system + turns, dropped
