@@ -28,8 +28,10 @@ CHILD = """
 import json, sys, time
 import llama_cpp
 from edgellm.engine import rpc
-from edgellm.engine.local import OUTPUT_WEIGHTS, model_params
-mode, endpoints = sys.argv[2], [rpc.parse_endpoint(text) for text in sys.argv[3].split(",") if text]
+from edgellm.engine.endpoint import parse_endpoint
+from edgellm.engine.compat import model_params
+from edgellm.engine.local import OUTPUT_WEIGHTS
+mode, endpoints = sys.argv[2], [parse_endpoint(text) for text in sys.argv[3].split(",") if text]
 for endpoint in endpoints:
     rpc.check_worker(endpoint)
 rpc.join(endpoints)
@@ -37,7 +39,7 @@ extra = {"n_gpu_layers": 99, "tensor_split": [1.0] * len(endpoints)} if endpoint
 def new():
     return llama_cpp.Llama(sys.argv[1], n_ctx=1024, n_threads=int(sys.argv[5]), seed=0, verbose=False, **extra)
 if mode == "here":
-    with model_params(llama_cpp, OUTPUT_WEIGHTS) as kept:
+    with model_params(OUTPUT_WEIGHTS) as kept:
         llm = new()
 else:
     llm = new()

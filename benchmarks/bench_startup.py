@@ -61,7 +61,7 @@ def main() -> None:
     from edgellm.gguf.header import read_header
 
     ours = timed_ms(lambda: read_header(TEST_MODEL), options.runs)
-    from edgellm.plan.spec import load_spec
+    from edgellm.storage.specs import load_spec
 
     specs = timed_ms(lambda: load_spec(TEST_MODEL), options.runs)  # no cache: header read and spec built every time
     verdict = "ok" if median(specs) < HEADER_GOAL_MS else f"OVER {HEADER_GOAL_MS} ms"

@@ -31,10 +31,10 @@ def child(threads: int, tokens: int) -> None:
     """In a fresh process: open the chat on the test model headless, send PROMPT, measure, print one JSON line."""
     from textual import events
 
-    from edgellm.storage import home
+    from edgellm import paths
     from edgellm.session.history import History
     from edgellm.cli.main import build_parser
-    from edgellm.session.opening import settings_from
+    from edgellm.session.flags import flags_of
     from edgellm.tui.app import EdgeApp
     from edgellm.tui.screens.chat import ChatScreen
     from edgellm.tui.widgets.prompt import PromptInput
@@ -63,9 +63,9 @@ def child(threads: int, tokens: int) -> None:
 
     PromptInput._on_key = timed_key  # type: ignore[method-assign]
     ChatScreen.on_reply_pieces = timed_pieces  # type: ignore[method-assign]
-    settings = settings_from(build_parser().parse_args(
+    settings = flags_of(build_parser().parse_args(
         ["chat", "-n", str(tokens), "--ignore-eos", "-t", str(threads), "-c", "2048", "--temp", "0"]))
-    app = EdgeApp(settings, history=History(home.history_path()), model=str(TEST_MODEL), start="chat")
+    app = EdgeApp(settings, history=History(paths.history_path()), model=str(TEST_MODEL), start="chat")
 
     def press_keys() -> None:
         """The terminal's input thread: a key now and then, posted as the driver posts them."""
@@ -119,11 +119,11 @@ def first_frame_s() -> float:
     """From starting the process to the home screen's first frame (Textual's Ready), headless."""
     code = ("import edgellm.cli.main\n"
             "from edgellm.tui.app import EdgeApp\n"
-            "from edgellm.session.opening import settings_from\n"
+            "from edgellm.session.flags import flags_of\n"
             "class FirstFrame(EdgeApp):\n"
             "    def on_ready(self):\n"
             "        self.exit()\n"
-            "FirstFrame(settings_from(edgellm.cli.main.build_parser().parse_args([]))).run(headless=True, size=(120, 40))\n")
+            "FirstFrame(flags_of(edgellm.cli.main.build_parser().parse_args([]))).run(headless=True, size=(120, 40))\n")
     with tempfile.TemporaryDirectory(prefix="edgellm-bench-") as home:
         started = time.perf_counter()
         subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,

@@ -36,12 +36,12 @@ def main() -> None:
 
     import psutil
 
-    from edgellm.storage import home
-    from edgellm.session import opening
+    from edgellm import paths
     from edgellm.engine.llama_log import LlamaLog
-    from edgellm.engine.local import LoadSettings, load
+    from edgellm.engine.contract import LoadParams
+    from edgellm.engine.local import load
     from edgellm.plan.planner import Wishes, plan
-    from edgellm.plan.spec import load_spec
+    from edgellm.storage.specs import load_spec
 
     import llama_cpp  # noqa: F401  (imported before the first RSS reading, as it is not part of the model)
 
@@ -50,8 +50,8 @@ def main() -> None:
     chosen = plan(profile, spec, Wishes(ctx=options.c, kv=options.kv, flash_attn=options.fa))
     process = psutil.Process()
     before = process.memory_info().rss
-    log = LlamaLog(home.log_path(), echo=False)
-    loaded = load(LoadSettings(Path(options.model), chosen.n_ctx, chosen.n_threads, chosen.n_threads_batch,
+    log = LlamaLog(paths.log_path(), echo=False)
+    loaded = load(LoadParams(Path(options.model), chosen.n_ctx, chosen.n_threads, chosen.n_threads_batch,
                                chosen.n_gpu_layers, chosen.flash_attn, chosen.kv, seed=0, n_batch=chosen.n_ubatch), log)
     llm = loaded.llm
     prompt = [llm.token_bos()] + [(index * 7919) % 5000 + 300 for index in range(options.prompt_tokens - 1)]
@@ -61,7 +61,7 @@ def main() -> None:
     after = process.memory_info().rss
     log.flush()
     buffers = {}
-    for match in BUFFER_RE.finditer(home.log_path().read_text()):
+    for match in BUFFER_RE.finditer(paths.log_path().read_text()):
         key = f"{match.group(1)} {match.group(2)}"
         buffers[key] = buffers.get(key, 0) + float(match.group(3)) * 2**20
     print(json.dumps({

@@ -71,7 +71,8 @@ def main() -> None:
         os.environ.update(EDGELLM_HOME=str(root / "home"), HF_HOME=str(root / "hf-home"))
         os.environ.pop("HF_TOKEN", None)
         os.environ.pop("HF_HUB_OFFLINE", None)
-        from edgellm.session import opening
+        from edgellm.session.flags import flags_of
+        from edgellm.session.host import ModelHost
         from edgellm.session.history import History
         from edgellm.cli.main import build_parser, main as cli_main
         from edgellm.convert.tinymodel import write_tiny_llama
@@ -79,10 +80,10 @@ def main() -> None:
         hub = FakeHub()
         hub.add("soak/tiny-GGUF", FakeRepo({"tiny-Q8_0.gguf": write_tiny_llama(root / "tiny-Q8_0.gguf")}))
         os.environ["HF_ENDPOINT"] = hub.endpoint
-        settings = opening.settings_from(build_parser().parse_args(["chat", "-m", str(TEST_MODEL), "-n", "8"]))
-        planned = opening.plan_model(settings)
+        host = ModelHost(flags_of(build_parser().parse_args(["chat", "-m", str(TEST_MODEL), "-n", "8"])))
+        host.load(host.plan())
         history = History(root / "home" / "history.db")
-        session = opening.chat_session(planned, opening.open_model(planned, settings), settings, history)
+        session = host.chat(history)
         server = ServerProcess("-m", str(TEST_MODEL), "-c", "2048", env={"EDGELLM_HOME": str(root / "server-home")})
         server.wait_ready()
         rows = []

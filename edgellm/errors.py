@@ -1,6 +1,6 @@
 """Typed errors: each names the problem and carries its data, so a front end can tell them apart by type.
 
-Every one is a UserError: the CLI prints `edgellm: error: <message>` (the message words the way out in
+Every one is a EdgellmError: the CLI prints `edgellm: error: <message>` (the message words the way out in
 command-line terms) and exits 2; a TUI or the server reads the fields and offers its own way out.
 No code tells errors apart by matching their text.
 """
@@ -10,33 +10,42 @@ from __future__ import annotations
 from pathlib import Path
 
 
-class UserError(Exception):
+class EdgellmError(Exception):
     """Bad input or an impossible request; the CLI prints `edgellm: error: <message>` and exits 2."""
 
     exit_code = 2
 
 
-class EngineFailed(UserError):
+class EngineFailed(EdgellmError):
     """llama.cpp failed while it ran a model that had loaded (a decode error, a GPU out of memory): not bad input,
     so exit 1."""
 
     exit_code = 1
 
 
-class Cancelled(UserError):
+class EngineUnavailable(EdgellmError):
+    """llama.cpp cannot be used as installed: the llama-cpp-python release differs from the one edgellm is written
+    for (`installed`, `expected`)."""
+
+    def __init__(self, message: str, installed: str, expected: str) -> None:
+        super().__init__(message)
+        self.installed, self.expected = installed, expected
+
+
+class Cancelled(EdgellmError):
     """Long work (a download, a conversion) stopped on request; a download keeps its partial file to resume."""
 
 
-class ModelFileError(UserError):
+class ModelFileError(EdgellmError):
     """A model file (or checkpoint) that cannot be used. `problem`: missing, directory, permission, truncated,
-    incomplete, split, not-gguf, not-folder, corrupt, unreadable, unsupported or ambiguous."""
+    incomplete, shards, not-gguf, not-folder, corrupt, unreadable, unsupported or ambiguous."""
 
     def __init__(self, message: str, path: Path | str, problem: str) -> None:
         super().__init__(message)
         self.path, self.problem = Path(path), problem
 
 
-class DoesNotFit(UserError):
+class DoesNotFit(EdgellmError):
     """The model or the settings asked for do not fit the machine; the message names the nearest that would."""
 
     def __init__(self, message: str, model: str | None = None) -> None:
@@ -44,11 +53,11 @@ class DoesNotFit(UserError):
         self.model = model
 
 
-class NoModel(UserError):
+class NoModel(EdgellmError):
     """No model was named and none in the store fits."""
 
 
-class LoadFailed(UserError):
+class LoadFailed(EdgellmError):
     """llama.cpp could not load the model. `cause`: memory, architecture or other."""
 
     def __init__(self, message: str, path: Path, cause: str) -> None:
@@ -56,7 +65,7 @@ class LoadFailed(UserError):
         self.path, self.cause = path, cause
 
 
-class HubError(UserError):
+class HubError(EdgellmError):
     """The Hub answered with an error for `repo`."""
 
     def __init__(self, message: str, repo: str) -> None:
@@ -88,11 +97,11 @@ class NoSuchQuant(HubError):
         self.quant, self.available = quant, available
 
 
-class OfflineMode(UserError):
+class OfflineMode(EdgellmError):
     """The model is not stored and offline mode forbids fetching it."""
 
 
-class DiskError(UserError):
+class DiskError(EdgellmError):
     """Writing to this machine's disk failed (full, read-only, no permission)."""
 
     def __init__(self, message: str, path: Path) -> None:
@@ -100,7 +109,7 @@ class DiskError(UserError):
         self.path = path
 
 
-class ContextOverflow(UserError):
+class ContextOverflow(EdgellmError):
     """A message (or prompt) does not fit the context: `needed` tokens where `available` are left."""
 
     def __init__(self, message: str, needed: int, available: int) -> None:
@@ -108,11 +117,11 @@ class ContextOverflow(UserError):
         self.needed, self.available = needed, available
 
 
-class TemplateRefused(UserError):
+class TemplateRefused(EdgellmError):
     """The model's chat template refused the conversation (a role it does not support, an order it forbids)."""
 
 
-class InvalidSetting(UserError):
+class InvalidSetting(EdgellmError):
     """A chat setting with an unknown key or a bad value."""
 
     def __init__(self, message: str, key: str, value: str | None = None) -> None:
@@ -120,7 +129,7 @@ class InvalidSetting(UserError):
         self.key, self.value = key, value
 
 
-class HistoryUnavailable(UserError):
+class HistoryUnavailable(EdgellmError):
     """The history database cannot be used (corrupt, newer schema, history off, or `disk_problem`: the disk holding
     it is full or read-only, the database itself may be fine)."""
 
@@ -129,7 +138,7 @@ class HistoryUnavailable(UserError):
         self.disk_problem = disk_problem
 
 
-class NoSuchConversation(UserError):
+class NoSuchConversation(EdgellmError):
     """No saved conversation has this id."""
 
     def __init__(self, message: str, conversation_id: int) -> None:
@@ -137,7 +146,7 @@ class NoSuchConversation(UserError):
         self.conversation_id = conversation_id
 
 
-class WorkerUnreachable(UserError):
+class WorkerUnreachable(EdgellmError):
     """An RPC worker that cannot be used: it does not answer, speaks another protocol version, or went away."""
 
     def __init__(self, message: str, endpoint: str) -> None:
@@ -145,7 +154,7 @@ class WorkerUnreachable(UserError):
         self.endpoint = endpoint
 
 
-class WorkerLost(UserError):
+class WorkerLost(EdgellmError):
     """A worker went away (or the network went silent) while a split model ran: the reply ends, what was shown
     stays. Not bad input: exit 1."""
 

@@ -72,10 +72,10 @@ def test_a_damaged_results_file_is_read_as_none_and_replaced_whole(edgellm_home:
 def test_the_flags_that_take_a_choice_from_the_planner_are_named() -> None:
     import argparse
 
-    from edgellm.bench.runner import overrides
-    from edgellm.session.flags import resolve
+    from edgellm.session.bench import overrides
+    from edgellm.session.flags import flags_from
 
-    assert overrides(resolve(argparse.Namespace(), {})) == []
-    assert overrides(resolve(argparse.Namespace(threads=1, gpu_layers=0, kv="q8_0", force=True), {})) == \
+    assert overrides(flags_from(argparse.Namespace(), {})) == []
+    assert overrides(flags_from(argparse.Namespace(threads=1, gpu_layers=0, kv="q8_0", force=True), {})) == \
         ["-t", "-ngl", "--kv", "--force"]
-    assert overrides(resolve(argparse.Namespace(ctx_size=8192, flash_attn="off"), {})) == []  # still the plan's
+    assert overrides(flags_from(argparse.Namespace(ctx_size=8192, flash_attn="off"), {})) == []  # still the plan's

@@ -11,9 +11,10 @@ import pytest
 from edgellm.session.completion import ChatModel, fit_history
 from edgellm.session.events import Reply
 from edgellm.templates.chat import choose
-from edgellm.engine.generate import GenerationOptions, Sampling
+from edgellm.engine.contract import GenerationOptions, Sampling
 from edgellm.engine.llama_log import LlamaLog
-from edgellm.engine.local import LoadSettings, load
+from edgellm.engine.contract import LoadParams
+from edgellm.engine.local import load
 from edgellm.errors import ContextOverflow
 
 GREEDY = Sampling(temp=0.0)
@@ -42,7 +43,7 @@ class Engine:
 
 
 def engine_for(model: Path, n_ctx: int, tmp_path: Path, max_tokens: int = -1, ignore_eos: bool = False) -> Engine:
-    loaded = load(LoadSettings(model, n_ctx, 2, 2, 0, True, "f16", 0), LlamaLog(tmp_path / "llama.log", False))
+    loaded = load(LoadParams(model, n_ctx, 2, 2, 0, True, "f16", 0), LlamaLog(tmp_path / "llama.log", False))
     return Engine(ChatModel.for_model(loaded, "gemma3"),
                   GenerationOptions(sampling=GREEDY, max_tokens=max_tokens, ignore_eos=ignore_eos, seed=0))
 

@@ -13,11 +13,11 @@ import pytest
 
 from edgellm.convert.hf_config import (SUPPORTED_QUANTS, HFConfig, canonical_quant, gguf_tensors, read_config,
                                        spec_from_config, tensor_types)
-from edgellm.errors import ModelFileError, UserError
+from edgellm.errors import ModelFileError, EdgellmError
 from edgellm.gguf.header import GGML_TYPES, read_header
 from edgellm.hw.builtin import resolve_profile
 from edgellm.plan.planner import choose_quant, plan
-from edgellm.plan.spec import load_spec
+from edgellm.storage.specs import load_spec
 from edgellm.gguf.quants import FILE_TYPES, rank
 from edgellm.convert.tinymodel import Shape, add_shape, write_model
 
@@ -210,7 +210,7 @@ def test_phi3_original_context_at_the_top_level(tmp_path: Path) -> None:
 def test_quant_spellings() -> None:
     assert [canonical_quant(q) for q in ("q4_k", "q4_k_m", "fp16", "bf16", "Q8_0")] == \
         ["Q4_K_M", "Q4_K_M", "F16", "BF16", "Q8_0"]
-    with pytest.raises(UserError, match="Q4_K_M") as raised:
+    with pytest.raises(EdgellmError, match="Q4_K_M") as raised:
         canonical_quant("IQ4_XS")
     assert "IQ4_XS" in str(raised.value)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from edgellm.convert.quantize import quantize
-from edgellm.errors import UserError
+from edgellm.errors import EdgellmError
 from edgellm.events import Progress
-from edgellm.plan.spec import load_spec
+from edgellm.storage.specs import load_spec
 from edgellm.convert.tinymodel import Shape, write_model
 
 
@@ -47,8 +47,8 @@ def test_a_stopped_or_failed_quantize_leaves_nothing(f16_model: Path, tmp_path: 
 
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(f16_model.read_bytes()[:4096])
-    with pytest.raises(UserError, match="could not quantize broken.gguf to Q4_K_M"):
+    with pytest.raises(EdgellmError, match="could not quantize broken.gguf to Q4_K_M"):
         quantize(broken, tmp_path / "out.gguf", "Q4_K_M", threads=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.gguf"]
-    with pytest.raises(UserError, match="cannot quantize to Q9_X"):
+    with pytest.raises(EdgellmError, match="cannot quantize to Q9_X"):
         quantize(f16_model, tmp_path / "out.gguf", "Q9_X")

@@ -20,7 +20,7 @@ from safetensors.numpy import load_file, save_file  # noqa: E402  (installed wit
 from test_convert_vocab import PRE_TOKENIZERS, _train_bpe, _train_spm  # noqa: E402
 
 from edgellm.convert.writer import convert_checkpoint  # noqa: E402
-from edgellm.errors import ModelFileError, UserError  # noqa: E402
+from edgellm.errors import ModelFileError, EdgellmError  # noqa: E402
 from edgellm.events import Progress  # noqa: E402
 
 N_TOKENS = 32
@@ -169,7 +169,7 @@ def test_interrupt_removes_partial(llama_dir, tmp_path: Path) -> None:
 
 
 def test_unknown_outtype(llama_dir, tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="q4_k"):
+    with pytest.raises(EdgellmError, match="q4_k"):
         convert_checkpoint(llama_dir[0], tmp_path / "m.gguf", "q4_k")
     assert list(tmp_path.iterdir()) == []
 

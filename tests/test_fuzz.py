@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from edgellm.convert.safetensors import _read_header as read_safetensors_header
-from edgellm.engine.generate import GenerationOptions
-from edgellm.errors import ModelFileError, UserError
+from edgellm.engine.contract import GenerationOptions
+from edgellm.errors import ModelFileError, EdgellmError
 from edgellm.gguf.header import GGUFError, parse
 from edgellm.hub.files import RemoteFile, choosable, group_quants, leaves_the_repo
 from edgellm.hw.profile import ProfileError, from_dict
@@ -98,7 +98,7 @@ def test_config_toml(tmp_path_factory: pytest.TempPathFactory, text: str) -> Non
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     try:
         load_config(path)
-    except UserError as error:
+    except EdgellmError as error:
         assert "\n" not in str(error).strip()
 
 

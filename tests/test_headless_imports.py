@@ -57,7 +57,7 @@ def test_the_server_never_imports_textual() -> None:
         "import sys\n"
         "from edgellm.cli.main import build_parser\n"
         "from edgellm.cli.commands import serve\n"
-        "from edgellm.engine.generate import GenerationOptions\n"
+        "from edgellm.engine.contract import GenerationOptions\n"
         "from edgellm.server.app import ServerConfig, ServerState, create_app\n"
         "from edgellm.server.launch import serve as run_server\n"
         "from edgellm.server.scheduler import Scheduler\n"

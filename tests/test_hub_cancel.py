@@ -12,7 +12,7 @@ from fakehub import FakeHub, FakeRepo, Faults, point_hub_at
 from edgellm.storage import store
 from edgellm.errors import Cancelled
 from edgellm.events import Event, Progress
-from edgellm.hub.pull import choose_remote, download
+from edgellm.session.remote import choose_remote, pull
 from edgellm.hub.refs import parse_ref
 from edgellm.hw.builtin import resolve_profile
 from edgellm.plan.planner import Wishes
@@ -48,7 +48,7 @@ def test_cancelled_download_keeps_its_part_and_resumes(hub: FakeHub, gguf_file: 
     choice = choose_remote(parse_ref("tests/tiny-GGUF:Q8_0"), resolve_profile("cpu-laptop-8gb"), Wishes())
     cancel, seen = threading.Event(), []
     with pytest.raises(Cancelled):
-        download(choice, cancel_after(cancel, 2**20, seen), cancel=cancel)
+        pull(choice, cancel_after(cancel, 2**20, seen), cancel=cancel)
     dest = store.store_dir() / "tests/tiny-GGUF" / "tiny-Q8_0.gguf"
     part = dest.with_name(dest.name + ".part")
     size = gguf_file.stat().st_size
@@ -59,7 +59,7 @@ def test_cancelled_download_keeps_its_part_and_resumes(hub: FakeHub, gguf_file: 
     kept = part.stat().st_size
     hub.repos["tests/tiny-GGUF"].faults.clear()
     hub.transfers.clear()
-    model = download(choice, lambda event: None)
+    model = pull(choice, lambda event: None)
     assert dest.read_bytes() == gguf_file.read_bytes() and not part.exists()
     assert store.find(choice.name) == model
     resumed = [(wanted, sent) for _, wanted, sent in hub.transfers if wanted and not wanted.startswith("bytes=0-")]
@@ -72,7 +72,7 @@ def test_cancel_set_before_start_fetches_nothing(hub: FakeHub) -> None:
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(Cancelled):
-        download(choice, lambda event: None, cancel=cancel)
+        pull(choice, lambda event: None, cancel=cancel)
     # the header read of choose_remote may be recorded late (the server notes a transfer after sending it):
     # what counts is that the download itself asked for nothing, whole or from an offset
     assert [wanted for _, wanted, _ in hub.transfers if wanted is None or wanted.endswith("-")] == []

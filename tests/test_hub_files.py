@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgellm.errors import UserError
+from edgellm.errors import EdgellmError
 from edgellm.hub.files import RemoteFile, group_quants
 from edgellm.hub.refs import ModelRef, parse_ref
 
@@ -14,7 +14,7 @@ def test_parse_ref() -> None:
     assert parse_ref("Qwen/Qwen2.5-0.5B-Instruct-GGUF:q4_k_m").quant == "Q4_K_M"
     assert parse_ref("unsloth/gemma-3-4b-it-GGUF:UD-Q4_K_XL").quant == "Q4_K_XL"
     for bad in ("llama", "a/b/c", "../etc:Q4", "owner/repo:Q4 K"):
-        with pytest.raises(UserError):
+        with pytest.raises(EdgellmError):
             parse_ref(bad)
 
 

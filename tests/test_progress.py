@@ -15,7 +15,7 @@ from edgellm.storage import store
 from edgellm.cli.progress import ProgressLine
 from edgellm.events import Notice, Progress
 from edgellm.hub.download import Meter
-from edgellm.hub.pull import RemoteChoice, choose_remote, download, resolve
+from edgellm.session.remote import RemoteChoice, choose_remote, pull, stored_or_pulled
 from edgellm.hub.refs import parse_ref
 from edgellm.hw.builtin import resolve_profile
 from edgellm.plan.planner import Wishes
@@ -51,7 +51,7 @@ def progress_of(events: list) -> list[Progress]:
 
 def test_download_reports_totals_in_order(hub: FakeHub, noise: Path) -> None:
     events: list = []
-    model = download(choice(), events.append)
+    model = pull(choice(), events.append)
     progress = progress_of(events)
     size = noise.stat().st_size
     assert progress[0].done == 0 and progress[0].rate is None  # the first at once, before any byte
@@ -69,7 +69,7 @@ def test_events_are_throttled(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(Meter, "advance", lambda meter, n: (chunks.append(n), counted(meter, n)))
     events: list = []
     began = time.monotonic()
-    download(choice(), events.append)
+    pull(choice(), events.append)
     elapsed = time.monotonic() - began
     # the first and the last, and between them at most one per interval of the time the download took
     assert len(events) <= 2 + elapsed / Meter.INTERVAL
@@ -82,7 +82,7 @@ def test_a_resumed_download_starts_at_the_bytes_it_had(hub: FakeHub, noise: Path
     part.parent.mkdir(parents=True)
     part.write_bytes(noise.read_bytes()[: size // 3])
     events: list = []
-    download(choice(), events.append)
+    pull(choice(), events.append)
     progress = progress_of(events)
     assert progress[0].done == size // 3 and progress[0].rate is None  # resumed bytes are done, not fetched
     assert [event.done for event in progress] == sorted(event.done for event in progress)
@@ -93,7 +93,7 @@ def test_a_resumed_download_starts_at_the_bytes_it_had(hub: FakeHub, noise: Path
 def test_a_corrupted_byte_rewinds_the_count(hub: FakeHub, noise: Path) -> None:
     hub.repos[REPO].faults[FILE] = Faults(corrupt_left=1)
     events: list = []
-    download(choice(), events.append)
+    pull(choice(), events.append)
     dones = [event.done for event in progress_of(events)]
     falls = [i for i in range(1, len(dones)) if dones[i] < dones[i - 1]]
     assert len(falls) <= 1, dones  # only the rewind; it may fall between two events when the refetch is quick
@@ -102,7 +102,7 @@ def test_a_corrupted_byte_rewinds_the_count(hub: FakeHub, noise: Path) -> None:
 
 def test_resolve_reports_notices_and_prints_nothing(hub: FakeHub, capsys: pytest.CaptureFixture) -> None:
     events: list = []
-    stored = resolve(parse_ref(f"{REPO}:Q8_0"), resolve_profile("raspberry-pi-5-8gb"), Wishes(), False,
+    stored = stored_or_pulled(parse_ref(f"{REPO}:Q8_0"), resolve_profile("raspberry-pi-5-8gb"), Wishes(), False,
                      report=events.append)
     assert stored.name == f"{REPO}:Q8_0"
     assert events[0] == Notice(f"pulling {REPO}:Q8_0 (0.05 GiB)")

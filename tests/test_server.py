@@ -340,7 +340,7 @@ def test_a_stop_while_the_model_loads_does_not_wait_for_the_load(tmp_path: Path)
     import os
     import signal
 
-    from edgellm.engine.generate import GenerationOptions
+    from edgellm.engine.contract import GenerationOptions
     from edgellm.server.app import ServerConfig
     from edgellm.server.launch import STOPPED_WHILE_LOADING, Listen, serve
 
@@ -375,7 +375,7 @@ def _answers(url: str) -> bool:
 def test_health_says_loading_until_the_model_is_loaded(tmp_path: Path) -> None:
     """Served at once: /health is 503 "loading" while the model loads; a load that fails stops the server and
     raises its error."""
-    from edgellm.engine.generate import GenerationOptions
+    from edgellm.engine.contract import GenerationOptions
     from edgellm.errors import LoadFailed
     from edgellm.server.app import ServerConfig
     from edgellm.server.launch import Listen, serve

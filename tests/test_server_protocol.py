@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from edgellm.session.events import Reply
-from edgellm.engine.generate import GenerationOptions, GenerationStats, Sampling
-from edgellm.errors import UserError
+from edgellm.engine.contract import GenerationOptions, GenerationStats, Sampling
+from edgellm.errors import EdgellmError
 from edgellm.api import openai as protocol
 from edgellm.server.launch import check_exposure, is_loopback
 from edgellm.server.metrics import Metrics, render
@@ -177,7 +177,7 @@ def test_loopback_addresses(host: str, loopback: bool) -> None:
 def test_listening_beyond_this_machine_needs_a_key() -> None:
     check_exposure("127.0.0.1", None)
     check_exposure("0.0.0.0", "key")
-    with pytest.raises(UserError, match="--api-key"):
+    with pytest.raises(EdgellmError, match="--api-key"):
         check_exposure("0.0.0.0", None)
 
 

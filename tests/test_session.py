@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from edgellm.session.completion import ChatModel
-from edgellm.session.events import AnswerPiece, ReasoningPiece, ReplyDone
+from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply, ReplyDone
 from edgellm.session.history import History
 from edgellm.session.chat import ChatSession
-from edgellm.engine.generate import GenerationOptions, Sampling
+from edgellm.engine.contract import GenerationOptions, Sampling
 from edgellm.engine.llama_log import LlamaLog
-from edgellm.engine.local import LoadSettings, load
-from edgellm.errors import InvalidSetting, NoSuchConversation, UserError
+from edgellm.engine.contract import LoadParams
+from edgellm.engine.local import load
+from edgellm.errors import InvalidSetting, NoSuchConversation, EdgellmError
 from edgellm.events import Notice
 
 GREEDY = GenerationOptions(sampling=Sampling(temp=0.0), seed=0)
@@ -23,7 +24,7 @@ GREEDY = GenerationOptions(sampling=Sampling(temp=0.0), seed=0)
 @pytest.fixture(scope="module")
 def chat_model(test_model: Path, tmp_path_factory: pytest.TempPathFactory) -> ChatModel:
     log = LlamaLog(tmp_path_factory.mktemp("log") / "llama.log", False)
-    return ChatModel.for_model(load(LoadSettings(test_model, 2048, 2, 2, 0, True, "f16", 0), log), "gemma3")
+    return ChatModel.for_model(load(LoadParams(test_model, 2048, 2, 2, 0, True, "f16", 0), log), "gemma3")
 
 
 def session_on(chat_model: ChatModel, history: History | None, **options) -> ChatSession:
@@ -89,25 +90,33 @@ def test_a_cancel_before_streaming_is_kept_but_never_carries_over(chat_model: Ch
     assert not events[-1].reply.interrupted and events[-1].reply.stats.completion_tokens > 0
 
 
+def complete(chat_model: ChatModel, messages: list[dict[str, str]], options: GenerationOptions) -> Reply:
+    """One stateless completion, as the server makes it: the messages prepared, then streamed into a reply."""
+    reply = Reply()
+    for _ in chat_model.stream(chat_model.prepare(messages, options), reply, options):
+        pass
+    return reply
+
+
 def test_two_calls_with_different_options_each_get_their_own(chat_model: ChatModel) -> None:
     messages = [{"role": "user", "content": "Write a poem about a cat."}]
     hot = GenerationOptions(sampling=Sampling(temp=1.5, top_k=0, top_p=1.0, min_p=0.0), max_tokens=24, seed=7)
     greedy = GenerationOptions(sampling=Sampling(temp=0.0), max_tokens=24, seed=0)
 
     def text(options: GenerationOptions) -> str:
-        return "".join(e.text for e in chat_model.complete(messages, options) if isinstance(e, AnswerPiece))
+        return complete(chat_model, messages, options).content
 
     first_greedy, first_hot = text(greedy), text(hot)
     assert first_hot != first_greedy  # its own sampling, not the other call's
     assert text(greedy) == first_greedy  # the hot call left nothing behind
     assert text(hot) == first_hot  # and its seed came with it
-    short = list(chat_model.complete(messages, GenerationOptions(sampling=Sampling(temp=0.0), max_tokens=3)))
-    assert short[-1].reply.stats.completion_tokens == 3
+    short = complete(chat_model, messages, GenerationOptions(sampling=Sampling(temp=0.0), max_tokens=3))
+    assert short.stats.completion_tokens == 3
 
 
 def test_the_stateless_completion_writes_no_history(chat_model: ChatModel, edgellm_home: Path) -> None:
-    events = list(chat_model.complete([{"role": "user", "content": "Hi"}], GenerationOptions(max_tokens=4)))
-    assert isinstance(events[-1], ReplyDone)
+    reply = complete(chat_model, [{"role": "user", "content": "Hi"}], GenerationOptions(max_tokens=4))
+    assert reply.stats is not None and not reply.interrupted
     assert not (edgellm_home / "history.db").exists()
 
 
@@ -135,7 +144,7 @@ def test_regenerate_edit_rename_search_delete(chat_model: ChatModel, tmp_path: P
     assert session.conversation_id is None and history.conversation(conversation) is None
     with pytest.raises(NoSuchConversation):
         session.delete(conversation)
-    with pytest.raises(UserError, match="no reply to regenerate"):
+    with pytest.raises(EdgellmError, match="no reply to regenerate"):
         session.regenerate()
 
 
@@ -183,7 +192,7 @@ def test_reasoning_goes_back_by_the_templates_rule_live_and_resumed(
     from edgellm.convert.tinymodel import Shape, write_model
 
     path = write_model(tmp_path / "thinker.gguf", Shape(chat_template=template))
-    loaded = load(LoadSettings(path, 512, 2, 2, 0, True, "f16", 0), LlamaLog(tmp_path / "llama.log", False))
+    loaded = load(LoadParams(path, 512, 2, 2, 0, True, "f16", 0), LlamaLog(tmp_path / "llama.log", False))
     model = ChatModel.for_model(loaded, "llama")
     history = History(tmp_path / "history.db")
     live = session_on(model, history, max_tokens=6, ignore_eos=True)
@@ -223,7 +232,7 @@ def test_the_conversation_cannot_change_under_a_turn_and_a_closed_turn_frees_the
     next(pieces)  # streaming
     for change in (lambda: session.edit_last("x"), session.regenerate, session.new, lambda: session.send("y"),
                    lambda: session.load(session.conversation_id)):
-        with pytest.raises(UserError, match="still being written"):
+        with pytest.raises(EdgellmError, match="still being written"):
             change()
     turn.close()  # a front end that stops early: the reply is saved as interrupted and the model is free
     saved = history.messages(session.conversation_id)
@@ -239,7 +248,7 @@ def test_an_edit_that_does_not_fit_changes_nothing(chat_model: ChatModel, tmp_pa
     session = session_on(chat_model, history, max_tokens=4)
     answer(session.send("Hi"))
     before = [(m.role, m.content) for m in history.messages(session.conversation_id)]
-    with pytest.raises(UserError, match="shorten it"):
+    with pytest.raises(EdgellmError, match="shorten it"):
         list(session.edit_last("word " * 5000))
     assert [(m.role, m.content) for m in history.messages(session.conversation_id)] == before
     assert [(e.role, e.content) for e in session.entries] == before

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from edgellm.gguf.header import GGUFError, read_header
-from edgellm.plan.spec import load_spec, model_spec
+from edgellm.plan.spec import model_spec
+from edgellm.storage.specs import load_spec
 from edgellm.convert.tinymodel import Shape, write_model
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx2 as httpx
 
 from conftest import edgellm
-from edgellm.session import opening
+from edgellm.session.flags import flags_of
+from edgellm.session.host import ModelHost
 from edgellm.session.events import AnswerPiece, ReplyDone
 from edgellm.session.history import History
 from edgellm.cli.main import build_parser
@@ -36,11 +37,11 @@ def start_worker_on(port: int, *args: str) -> subprocess.Popen:
 
 
 def split_session(test_model: Path, port: int, history: History):
-    settings = opening.settings_from(build_parser().parse_args(
-        ["chat", "-m", str(test_model), "--temp", "0", "--rpc", f"127.0.0.1:{port}"]))
-    planned = opening.plan_model(settings)
-    loaded = opening.open_model(planned, settings)
-    return planned, loaded, opening.chat_session(planned, loaded, settings, history)
+    host = ModelHost(flags_of(build_parser().parse_args(
+        ["chat", "-m", str(test_model), "--temp", "0", "--rpc", f"127.0.0.1:{port}"])))
+    planned = host.plan()
+    model = host.load(planned).model
+    return host, planned, model, host.chat(history)
 
 
 def kill_after_pieces(turn, worker: subprocess.Popen, pieces: int = 10) -> list:
@@ -57,11 +58,11 @@ def test_a_chat_keeps_its_reply_when_the_worker_goes_and_goes_on_when_it_is_back
                                                                                     tmp_path: Path) -> None:
     worker, port = start_worker("-t", "1", "--memory", "4000")
     history = History(tmp_path / "history.db")
-    session = None
+    host = None
     try:
-        planned, loaded, session = split_session(test_model, port, history)
+        host, planned, loaded, session = split_session(test_model, port, history)
         assert isinstance(loaded, SplitModel) and planned.split is not None
-        assert planned.load_settings.rpc_servers == (f"127.0.0.1:{port}",)
+        assert planned.params.rpc_servers == (f"127.0.0.1:{port}",)
         session.options = replace(session.options, max_tokens=LONG, ignore_eos=True, loop_guard=False)
 
         events = kill_after_pieces(session.send("Tell me a long story about the sea."), worker)
@@ -76,7 +77,7 @@ def test_a_chat_keeps_its_reply_when_the_worker_goes_and_goes_on_when_it_is_back
         assert saved[-1].role == "assistant" and saved[-1].content == shown and saved[-1].interrupted
         # the tokens kept for the next turn's prompt are those of the text shown (the KV cache's view)
         text, tokens = session.model._previous
-        assert text.endswith(shown) and loaded.llm.detokenize(tokens).decode(errors="replace").endswith(shown)
+        assert text.endswith(shown) and loaded.detokenize(tokens).decode(errors="replace").endswith(shown)
 
         # while the worker is down a turn says so and ends; the conversation stays as it was
         events = list(session.send("And then?"))
@@ -91,8 +92,8 @@ def test_a_chat_keeps_its_reply_when_the_worker_goes_and_goes_on_when_it_is_back
         assert done.reply.stats.completion_tokens == 8 and done.reply.content
         assert [entry.role for entry in session.entries] == ["user", "assistant"] * 3
     finally:
-        if session is not None:
-            session.close()
+        if host is not None:
+            host.close()
         history.close()
         worker.kill()
         worker.wait()

@@ -47,10 +47,10 @@ def test_renders_as_llama_cpp_python_does(source: str) -> None:
 def test_llama_cpp_python_compiles_no_template_while_a_model_loads_and_its_own_class_is_back_after() -> None:
     import llama_cpp
 
-    from edgellm.engine.local import templates_left_to_edgellm
+    from edgellm.engine.compat import templates_left_to_edgellm
 
     original = llama_cpp.llama_chat_format.Jinja2ChatFormatter
-    with templates_left_to_edgellm(llama_cpp):
+    with templates_left_to_edgellm():
         stand_in = llama_cpp.llama_chat_format.Jinja2ChatFormatter("{{ 'x' * 10**10 }}", eos_token="", bos_token="")
         assert stand_in.template == "{{ 'x' * 10**10 }}"  # kept as text, never compiled
     assert llama_cpp.llama_chat_format.Jinja2ChatFormatter is original

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from textual.widgets import Button, Input
 
-from edgellm.storage import home
+from edgellm import paths
 from edgellm.session.history import History
 from edgellm.tui.clipboard import code_blocks
 from edgellm.tui.messages import ReplyPieces
@@ -66,7 +66,7 @@ def test_a_message_streams_a_reply_in_batches_and_shows_its_timings(test_model: 
             status = str(screen.query_one(StatusLine).content)
             assert "gemma-3-270m" in status and "TTFT" in status and "tok/s" in status
             assert f"ctx {screen.context_used}/" in status and screen.context_used > 48
-            saved = History(home.history_path()).messages(app.session.conversation_id)
+            saved = History(paths.history_path()).messages(app.session.conversation_id)
             assert [m.content for m in saved if m.role == "assistant"] == [reply.content]
             streamed = "".join(batch.answer for batch in batches.values())
             assert streamed == reply.content  # every piece reached the screen, in order, once
@@ -85,7 +85,7 @@ def test_escape_stops_the_reply_and_keeps_what_was_written(test_model: Path) -> 
             await until(pilot, lambda: not app.session.busy and app.screen.reply is None, what="the stop")
             reply = messages(app)[-1]
             assert reply.has_class("interrupted") and "stopped" in reply.meta
-            saved = History(home.history_path()).messages(app.session.conversation_id)[-1]
+            saved = History(paths.history_path()).messages(app.session.conversation_id)[-1]
             assert saved.interrupted and saved.content == reply.content and reply.content.strip()
             assert "stopped" in str(app.screen.query_one(StatusLine).content)
 
@@ -147,7 +147,7 @@ def test_regenerate_and_edit_the_last_message(test_model: Path) -> None:
                         and messages(app)[0].content == "four five six" and messages(app)[-1].content,
                         what="the edited message's answer")
             assert len(messages(app)) == 2
-            saved = History(home.history_path()).messages(app.session.conversation_id)
+            saved = History(paths.history_path()).messages(app.session.conversation_id)
             assert [m.content for m in saved if m.role == "user"] == ["four five six"]
 
     run(main)
@@ -171,7 +171,7 @@ def test_settings_are_checked_and_kept_with_the_conversation(test_model: Path) -
             app.screen.query_one("#apply", Button).press()
             await until(pilot, lambda: isinstance(app.screen, ChatScreen), what="the settings to close")
             assert app.session.options.sampling.temp == 0.3 and app.session.options.sampling.top_k == 7
-            saved = History(home.history_path()).conversation(app.session.conversation_id)
+            saved = History(paths.history_path()).conversation(app.session.conversation_id)
             assert saved.settings["temp"] == 0.3 and saved.settings["top_k"] == 7
             await pilot.press("ctrl+n")
             app.session.set("temp", "0.9")
@@ -300,7 +300,7 @@ def test_quitting_during_a_reply_stops_it(test_model: Path) -> None:
             await pilot.press("ctrl+q")
             await until(pilot, lambda: not app.is_running, what="the app to end")
         assert not app.session.busy
-        saved = History(home.history_path()).messages(app.session.conversation_id)[-1]
+        saved = History(paths.history_path()).messages(app.session.conversation_id)[-1]
         assert saved.interrupted and saved.content  # what was written is kept
 
     run(main)
@@ -318,7 +318,7 @@ def test_a_second_model_replaces_the_first(test_model: Path) -> None:
             app.post_message(ChatWith(str(test_model)))  # a second ask while loading is refused, not a second model
             await until(pilot, lambda: app.session is not None and app.session is not first
                         and app.screen.session is app.session and not app.loading_model, what="the new model")
-            assert first.model.loaded.llm._ctx.ctx is None  # the first model was freed before the second loaded
+            assert first.model.model.closed  # the first model was freed before the second loaded
             await say(pilot, "hi")
             assert messages(app)[-1].content
 

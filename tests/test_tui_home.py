@@ -11,7 +11,7 @@ import pytest
 
 from edgellm.storage import store
 from edgellm.hw.builtin import resolve_profile
-from edgellm.session.flags import resolve
+from edgellm.session.flags import flags_from
 from edgellm.tui.app import EdgeApp
 from edgellm.tui.messages import ChatWith, ChooseRemote, StoreChanged
 from edgellm.tui.screens.home import FIRST_RUN, HomeScreen
@@ -58,7 +58,7 @@ class RecordingApp(EdgeApp):
 
 
 def make_app(profile: str = "raspberry-pi-5-8gb", sampler: Callable[[], Gauges] | None = None) -> RecordingApp:
-    return RecordingApp(resolve(argparse.Namespace(), {}), profile=resolve_profile(profile),
+    return RecordingApp(flags_from(argparse.Namespace(), {}), profile=resolve_profile(profile),
                         sampler=sampler or frozen())
 
 
@@ -210,7 +210,7 @@ def test_app_without_a_sampler_shows_this_machine() -> None:
     import psutil
 
     async def main() -> None:
-        app = RecordingApp(resolve(argparse.Namespace(), {}), profile=resolve_profile("raspberry-pi-5-8gb"))
+        app = RecordingApp(flags_from(argparse.Namespace(), {}), profile=resolve_profile("raspberry-pi-5-8gb"))
         async with app.run_test(size=(120, 40)) as pilot:
             panel = app.screen.query_one(HardwarePanel)
             total = f"/ {psutil.virtual_memory().total / GIB:.1f} GiB"

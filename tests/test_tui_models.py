@@ -19,9 +19,9 @@ PROFILE = "cpu-laptop-8gb"
 
 def make_app(start: str) -> EdgeApp:
     from edgellm.cli.main import build_parser
-    from edgellm.session.opening import settings_from
+    from edgellm.session.flags import flags_of
 
-    return EdgeApp(settings_from(build_parser().parse_args(["chat"])), profile=resolve_profile(PROFILE), start=start)
+    return EdgeApp(flags_of(build_parser().parse_args(["chat"])), profile=resolve_profile(PROFILE), start=start)
 
 
 async def wait_for(pilot, condition: Callable[[], bool], seconds: float = 60) -> None:

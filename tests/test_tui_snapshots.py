@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable
 
-from edgellm.storage import home, store
+from edgellm.storage import store
+from edgellm import paths
 from edgellm.catalog import inventory
 from edgellm.session.history import History
 from edgellm.hw.builtin import resolve_profile
@@ -61,7 +62,7 @@ def app(**kwargs) -> EdgeApp:
 
 def saved_conversation() -> int:
     """One conversation in EDGELLM_HOME's history, with fixed times and the timings of its reply."""
-    history = History(home.history_path())
+    history = History(paths.history_path())
     conversation = history.new_conversation("gemma-3-270m-Q4_K_M.gguf", {})
     history.add(conversation, "user", "What is the capital of France?")
     reply = history.start_reply(conversation)
@@ -110,5 +111,5 @@ def test_chat(snap_compare, test_model: Path, size: tuple[int, int]) -> None:
         prompt.cursor_blink = False  # the cursor always drawn: never caught mid-blink
         prompt.notify_style_update()  # and no line cached from before drawn without it
 
-    assert snap_compare(app(start="chat", history=History(home.history_path()), model=str(test_model),
+    assert snap_compare(app(start="chat", history=History(paths.history_path()), model=str(test_model),
                             resume=conversation), run_before=resumed, terminal_size=size)

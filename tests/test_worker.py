@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edgellm.engine.rpc import Endpoint, check_worker, parse_endpoints
+from edgellm.engine.endpoint import Endpoint, parse_endpoints
+from edgellm.engine.rpc import check_worker
 from edgellm.errors import WorkerUnreachable
 from edgellm.engine.side_channel import fetch_profile, free_port_pair
 

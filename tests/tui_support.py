@@ -7,17 +7,17 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from edgellm.storage import home
+from edgellm import paths
 from edgellm.session.history import History
 from edgellm.cli.main import build_parser
-from edgellm.session.opening import settings_from
-from edgellm.session.flags import ModelSettings
+from edgellm.session.flags import flags_of
+from edgellm.session.flags import Flags
 from edgellm.tui.app import EdgeApp
 
 
-def settings(*flags: str) -> ModelSettings:
+def settings(*flags: str) -> Flags:
     """The model settings `edgellm chat FLAGS` resolves to."""
-    return settings_from(build_parser().parse_args(["chat", *flags]))
+    return flags_of(build_parser().parse_args(["chat", *flags]))
 
 
 async def until(pilot, condition: Callable[[], bool], seconds: float = 60.0, what: str = "the condition") -> None:
@@ -31,7 +31,7 @@ async def until(pilot, condition: Callable[[], bool], seconds: float = 60.0, wha
 
 def chat_app(model: Path | str, *flags: str, history: History | None = None, **kwargs) -> EdgeApp:
     """The app opened on the chat with `model`, its history in EDGELLM_HOME."""
-    return EdgeApp(settings(*flags), history=history or History(home.history_path()), model=str(model),
+    return EdgeApp(settings(*flags), history=history or History(paths.history_path()), model=str(model),
                    start="chat", **kwargs)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from edgellm.session.events import Reply
-from edgellm.engine.generate import GenerationOptions, GenerationStats
+from edgellm.engine.contract import GenerationOptions, GenerationStats
 
 MAX_STOP_SEQUENCES = 16
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from edgellm.engine.generate import GenerationOptions, Sampling
-from edgellm.engine.local import LoadedModel
+from edgellm.engine.contract import GenerationOptions, Model, Sampling
 
 FILLER = ("The river runs past the old mill and under the stone bridge, where the town keeps its market on "
           "Saturdays. Farmers bring apples, cheese and bread; children watch the boats go by. In winter the water "
@@ -49,10 +48,10 @@ def summary(values: list[float]) -> dict[str, Any]:
             "values": values}
 
 
-def filler_tokens(llm: Any, count: int) -> list[int]:
+def filler_tokens(model: Model, count: int) -> list[int]:
     """`count` tokens of ordinary text, BOS first."""
-    piece = llm.tokenize(FILLER.encode(), add_bos=False, special=False)
-    first = llm.tokenize(b"", add_bos=True, special=False)
+    piece = model.tokenize(FILLER, add_bos=False, special=False)
+    first = model.tokenize("", add_bos=True, special=False)
     tokens = list(first)
     while len(tokens) < count:
         tokens += piece
@@ -89,7 +88,7 @@ class Interrupted(KeyboardInterrupt):
     """A generation ended by Ctrl-C: the benchmark stops and stores nothing."""
 
 
-def timed(loaded: LoadedModel, prompt: list[int], max_tokens: int, cache_prompt: bool,
+def timed(model: Model, prompt: list[int], max_tokens: int, cache_prompt: bool,
           cancel: threading.Event | None = None):
     """One greedy generation, its text thrown away; its stats (ttft, prompt and decode tokens/s). `cancel` set (Ctrl-C)
     stops it between tokens or inside the prompt, and raises Interrupted."""
@@ -97,7 +96,7 @@ def timed(loaded: LoadedModel, prompt: list[int], max_tokens: int, cache_prompt:
         raise Interrupted()
     options = GenerationOptions(sampling=Sampling(temp=0.0), max_tokens=max_tokens, ignore_eos=True, seed=0,
                                 cache_prompt=cache_prompt)
-    generation = loaded.generation(prompt, options, cancel=cancel)
+    generation = model.generation(prompt, options, cancel=cancel)
     for _ in generation:
         pass
     if generation.stats.stop_reason == "interrupted":
@@ -105,27 +104,26 @@ def timed(loaded: LoadedModel, prompt: list[int], max_tokens: int, cache_prompt:
     return generation.stats
 
 
-def measure(loaded: LoadedModel, request: BenchRequest, step: Callable[[str], None],
+def measure(model: Model, request: BenchRequest, step: Callable[[str], None],
             gpu_free: Callable[[], int | None] = lambda: None,
             cancel: threading.Event | None = None) -> dict[str, Any]:
     """Measure one loaded model: pp (and TTFT) and tg at each depth, `request.repetitions` times each. `step` is
     called before each timed run with what it measures; `gpu_free` reads the GPU's free memory (None: no GPU)."""
-    llm = loaded.llm
-    tokens = filler_tokens(llm, max(request.pp, max(request.depths), 1))
+    tokens = filler_tokens(model, max(request.pp, max(request.depths), 1))
     lowest_free = gpu_free()
     # warm-up, as llama-bench does: a whole prompt and a token, so first-touch costs (pages, GPU kernels) are left out
-    timed(loaded, tokens[:request.pp], 2, cache_prompt=False, cancel=cancel)
+    timed(model, tokens[:request.pp], 2, cache_prompt=False, cancel=cancel)
     pp, ttft = [], []
     tg: dict[int, list[float]] = {depth: [] for depth in request.depths}
     for rep in range(request.repetitions):
         step(f"pp{request.pp}")
-        stats = timed(loaded, tokens[:request.pp], 1, cache_prompt=False, cancel=cancel)
+        stats = timed(model, tokens[:request.pp], 1, cache_prompt=False, cancel=cancel)
         pp.append(stats.prompt_tokens_per_s or 0.0)
         ttft.append(stats.ttft_ms or 0.0)
     for depth in sorted(request.depths):  # each depth's prompt extends the last: the cache keeps the prefix
         for rep in range(request.repetitions):
             step(f"tg{request.tg}" + (f" at depth {depth}" if depth else ""))
-            stats = timed(loaded, tokens[:max(depth, 1)], request.tg + 1, cache_prompt=True, cancel=cancel)
+            stats = timed(model, tokens[:max(depth, 1)], request.tg + 1, cache_prompt=True, cancel=cancel)
             tg[depth].append(stats.tokens_per_s or 0.0)
             free = gpu_free()
             if free is not None and lowest_free is not None:

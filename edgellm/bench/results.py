@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgellm.storage import disk, home
+from edgellm.storage import disk
+from edgellm import paths
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.planner import Plan
 from edgellm.plan.spec import ModelSpec
@@ -27,7 +28,7 @@ CALIBRATION_DEPTH = 512  # decode measured deeper than this also reads a long KV
 
 
 def bench_dir() -> Path:
-    return home.home() / "bench"
+    return paths.home() / "bench"
 
 
 def device_key(profile: DeviceProfile) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from edgellm.storage.data import data_dir
+from edgellm.paths import data_dir
 from edgellm.plan.spec import SWA_PATTERNS, ModelSpec
 
 # Average bits per weight of llama.cpp's quants (llama.cpp tools/quantize, Llama-3-8B).

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from edgellm.storage import store
 from edgellm.bench import results
-from edgellm.errors import ModelFileError, UserError
+from edgellm.errors import ModelFileError, EdgellmError
 from edgellm.hw.profile import DeviceProfile
-from edgellm.session.opening import model_files, read_spec
+from edgellm.storage.specs import read_spec
 from edgellm.plan.planner import Plan, PlanError, Wishes, plan
 from edgellm.plan.speed import Sample, estimate_speed, placement
 from edgellm.catalog.recommend import Pick, recommend
@@ -28,7 +28,7 @@ MIN_SPEED = 5.0  # tokens/s: slower than this is no pleasure to chat with
 
 
 @dataclass(frozen=True)
-class LocalModel:
+class ModelFile:
     name: str
     path: Path
     size: int
@@ -53,22 +53,22 @@ def verdict(plan: Plan | None) -> str:
     return "CPU"
 
 
-def assess(name: str, path: Path, size: int, source: str, profile: DeviceProfile,
+def assess(name: str, path: Path, size: int, source: str, profile: DeviceProfile, wishes: Wishes = Wishes(),
            samples: list[Sample] | None = None,
-           benchmarks: dict[str, dict] | None = None) -> LocalModel:
+           benchmarks: dict[str, dict] | None = None) -> ModelFile:
     """One model file with its fit on `profile`: its plan and estimated decode speed (calibrated by `samples`),
     the speed measured for it (`benchmarks`: this device's latest result per model), or why it has none."""
     try:
         spec = read_spec(path)
     except ModelFileError as error:
-        return LocalModel(name, path, size, source, False, UNUSABLE, reason=str(error))
+        return ModelFile(name, path, size, source, False, UNUSABLE, reason=str(error))
     try:
-        chosen = plan(profile, spec, Wishes())
+        chosen = plan(profile, spec, wishes)
     except PlanError as error:
-        return LocalModel(name, path, size or spec.file_bytes, source, False, DOES_NOT_FIT, reason=str(error))
+        return ModelFile(name, path, size or spec.file_bytes, source, False, DOES_NOT_FIT, reason=str(error))
     measured = results.measured_for(profile, path.name, spec.file_bytes, chosen.flash_attn, benchmarks or {},
                                     where=placement(chosen))
-    return LocalModel(name, path, size or spec.file_bytes, source, chosen.fits, verdict(chosen),
+    return ModelFile(name, path, size or spec.file_bytes, source, chosen.fits, verdict(chosen),
                       estimate_speed(spec, chosen, profile, samples).tokens_per_s, chosen.n_ctx,
                       measured_tokens_per_s=measured.tokens_per_s if measured else None)
 
@@ -94,7 +94,7 @@ def candidates() -> list[tuple[str, Path, int, str]]:
     folder = store.store_dir()
     try:
         stored = store.load_models()
-    except UserError as error:
+    except EdgellmError as error:
         log.warning("%s", error)
         stored = {}
     for model in stored.values():
@@ -107,7 +107,7 @@ def candidates() -> list[tuple[str, Path, int, str]]:
     for other in external:
         add(other.name, other.path, other.size, other.source)
     dev = dev_models_dir()
-    for path in model_files(dev) if dev else []:
+    for path in store.model_files(dev) if dev else []:
         add(path.name.removesuffix(".gguf"), path, _size(path), "dev")
     return found
 
@@ -119,10 +119,11 @@ def _size(path: Path) -> int:
         return 0
 
 
-def local_models(profile: DeviceProfile) -> list[LocalModel]:
-    """Every model on this machine with its fit on `profile`, in the order `candidates` finds them."""
+def local_models(profile: DeviceProfile, wishes: Wishes = Wishes()) -> list[ModelFile]:
+    """Every model on this machine with its fit on `profile` as `wishes` ask (the flags and config.toml the app runs
+    with), in the order `candidates` finds them."""
     samples, benchmarks = results.calibration_samples(profile), results.latest_by_model(profile)
-    return [assess(name, path, size, source, profile, samples, benchmarks)
+    return [assess(name, path, size, source, profile, wishes, samples, benchmarks)
             for name, path, size, source in candidates()]
 
 
@@ -130,7 +131,7 @@ def store_is_empty() -> bool:
     """True when the store records no model (a damaged manifest is not empty: `store_problem` says what is wrong)."""
     try:
         return not store.load_models()
-    except UserError:
+    except EdgellmError:
         return False
 
 
@@ -138,12 +139,12 @@ def store_problem() -> str | None:
     """Why the store's manifest cannot be read, with the way out; None when it can."""
     try:
         store.load_models()
-    except UserError as error:
+    except EdgellmError as error:
         return str(error)
     return None
 
 
-def recommended(profile: DeviceProfile) -> list[Pick]:
+def recommended(profile: DeviceProfile, wishes: Wishes = Wishes()) -> list[Pick]:
     """The catalog models that suit `profile`, from offline size estimates (instant, no network)."""
     return recommend(profile, min_speed=MIN_SPEED, online=False, samples=results.calibration_samples(profile),
-                     measured=results.measured_by_repo(profile)).picks
+                     measured=results.measured_by_repo(profile), wishes=wishes).picks

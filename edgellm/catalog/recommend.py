@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from edgellm.catalog.curated import BITS_PER_WEIGHT, OFFERED, Entry, load_catalog
-from edgellm.errors import HubUnreachable, UserError
+from edgellm.errors import HubUnreachable, EdgellmError
 from edgellm.hub.client import list_files
 from edgellm.hub.files import group_quants
 from edgellm.hw.profile import DeviceProfile
@@ -60,18 +60,18 @@ def quant_sizes(entry: Entry, online: bool) -> tuple[dict[str, int], str]:
                 return {group.quant: group.size for group in groups}, "hub"
         except HubUnreachable:
             return {quant: entry.estimated_size(quant) for quant in OFFERED}, "unreachable"
-        except UserError:  # the repo is gone or private: estimated
+        except EdgellmError:  # the repo is gone or private: estimated
             pass
     return {quant: entry.estimated_size(quant) for quant in OFFERED}, "estimated"
 
 
 def recommend(profile: DeviceProfile, min_speed: float, online: bool,
               samples: list[Sample] | None = None,
-              measured: dict[tuple[str, str], Measured] | None = None) -> Recommendation:
+              measured: dict[tuple[str, str], Measured] | None = None, wishes: Wishes = Wishes()) -> Recommendation:
     """Per catalog model, the quant the planner would choose among those fast enough; then the models
     ranked by quality: 4-bit and better before the 3- and 2-bit quants, then by parameter count.
     `samples` (this device's benchmarks) calibrate the speed estimates; `measured` speeds, by (repo, QUANT), are
-    shown beside them."""
+    shown beside them; `wishes` are config.toml's (its margins) or the flags'."""
     measured = measured or {}
     result = Recommendation([], online=online)
     for entry in load_catalog():
@@ -84,7 +84,7 @@ def recommend(profile: DeviceProfile, min_speed: float, online: bool,
                 continue
             spec = entry.spec(quant, sizes[quant])
             try:
-                speed = estimate_speed(spec, plan(profile, spec, Wishes()), profile, samples).tokens_per_s
+                speed = estimate_speed(spec, plan(profile, spec, wishes), profile, samples).tokens_per_s
             except PlanError:
                 continue
             if speed >= min_speed:
@@ -92,7 +92,7 @@ def recommend(profile: DeviceProfile, min_speed: float, online: bool,
             else:
                 reason = f"too slow: about {speed:.1f} tokens/s at {quant}"
         try:
-            choice = choose_quant(profile, fast)
+            choice = choose_quant(profile, fast, wishes)
         except PlanError:
             result.left_out.append(f"{entry.name}: {reason}")
             continue

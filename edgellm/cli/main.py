@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 from edgellm import __version__
 from edgellm.storage import disk
-from edgellm.errors import UserError
+from edgellm.errors import EdgellmError
 from edgellm.events import Notice
 
 EXIT_INTERRUPTED = 130
@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if handler is None:
             return _no_command(parser, args)
         return handler(args)
-    except UserError as error:
+    except EdgellmError as error:
         sys.stdout.flush()
         print(f"edgellm: error: {error}", file=sys.stderr)
         return error.exit_code
@@ -107,7 +107,7 @@ def _no_command(parser: Parser, args: argparse.Namespace) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         parser.print_help()
         return 0
-    from edgellm.session import opening
+    from edgellm.session.flags import flags_of
     from edgellm.tui.launch import run_tui
 
-    return run_tui(opening.settings_from(args))
+    return run_tui(flags_of(args))

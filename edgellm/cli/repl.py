@@ -13,7 +13,7 @@ from typing import IO, Any, Iterator
 
 from edgellm.session.events import AnswerPiece, ReasoningPiece, ReplyDone
 from edgellm.session.chat import ChatSession, Turn
-from edgellm.errors import NoSuchConversation, UserError
+from edgellm.errors import NoSuchConversation, EdgellmError
 from edgellm.events import Notice
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
@@ -138,7 +138,7 @@ class Repl:
                     if line.started and self.interactive:  # a notice goes on its own line
                         line.end()
                     self.notice(event)
-        except UserError as error:  # too long for the context, refused by the template, a split's worker lost
+        except EdgellmError as error:  # too long for the context, refused by the template, a split's worker lost
             if line.started:
                 line.end()  # what was shown stays, on its own line
             self.say(f"error: {error}")
@@ -164,7 +164,7 @@ class Repl:
             return handler(argument)
         except NoSuchConversation as error:
             self.say(f"error: {error}: /history lists them")
-        except UserError as error:
+        except EdgellmError as error:
             self.say(f"error: {error}")
         return None
 
@@ -195,7 +195,7 @@ class Repl:
 
     def cmd_load(self, argument: str) -> None:
         if not argument.isdigit():
-            raise UserError("/load takes a conversation id: /history lists them")
+            raise EdgellmError("/load takes a conversation id: /history lists them")
         self.show_loaded(int(argument), self.session.load(int(argument)))
 
     def show_loaded(self, conversation_id: int, messages: list) -> None:

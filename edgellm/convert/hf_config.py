@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from edgellm.errors import ModelFileError, UserError
+from edgellm.errors import ModelFileError, EdgellmError
 from edgellm.gguf.header import DEFAULT_ALIGNMENT, GGML_TYPES
 from edgellm.plan.spec import SWA_PATTERNS, ModelSpec
 from edgellm.gguf.quants import ALIASES, QUANT_ORDER, normalize
@@ -355,12 +355,12 @@ def gguf_tensors(config: HFConfig) -> list[TensorShape]:
 
 
 def canonical_quant(quant: str) -> str:
-    """`quant` spelled as SUPPORTED_QUANTS spell it ('q4_k' -> 'Q4_K_M', 'fp16' -> 'F16'); UserError if it is
+    """`quant` spelled as SUPPORTED_QUANTS spell it ('q4_k' -> 'Q4_K_M', 'fp16' -> 'F16'); EdgellmError if it is
     none of them."""
     name = normalize(quant)
     name = ALIASES.get(name, name)
     if name not in _DEFAULT_TYPE:
-        raise UserError(f"{quant!r} is not a quant edgellm can convert to: use one of {', '.join(SUPPORTED_QUANTS)} "
+        raise EdgellmError(f"{quant!r} is not a quant edgellm can convert to: use one of {', '.join(SUPPORTED_QUANTS)} "
                         f"(IQ quants need an importance matrix)")
     return name
 

@@ -19,10 +19,10 @@ from edgellm.convert.hf_config import (CONVERTER_TYPES, SUPPORTED_QUANTS, HFConf
                                        spec_from_config)
 from edgellm.convert.quantize import quantize
 from edgellm.convert.writer import convert_checkpoint
-from edgellm.errors import DiskError, DoesNotFit, UserError
+from edgellm.errors import DiskError, DoesNotFit, EdgellmError
 from edgellm.events import Notice, Report, ignore
 from edgellm.hw.profile import DeviceProfile
-from edgellm.plan.planner import PlanError, choose_quant
+from edgellm.plan.planner import PlanError, Wishes, choose_quant
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,11 @@ def check_request(quant: str, output: Path | None) -> None:
     if quant != "auto":
         canonical_quant(quant)
     if output is not None and output.suffix != ".gguf":
-        raise UserError(f"{output}: the output must be a .gguf file")
+        raise EdgellmError(f"{output}: the output must be a .gguf file")
 
 
 def plan_conversion(source: Path, quant: str, outtype: str, profile: DeviceProfile,
-                    output: Path | None = None) -> Conversion:
+                    output: Path | None = None, wishes: Wishes = Wishes()) -> Conversion:
     """What converting `source` will do; one-line errors for a bad checkpoint, quant or target."""
     check_request(quant, output)
     config = read_config(source)
@@ -57,7 +57,7 @@ def plan_conversion(source: Path, quant: str, outtype: str, profile: DeviceProfi
     if quant == "auto":
         candidates = [(q, spec_from_config(config, q, str(source))) for q in SUPPORTED_QUANTS]
         try:
-            chosen = choose_quant(profile, candidates)
+            chosen = choose_quant(profile, candidates, wishes)
         except PlanError as error:
             raise DoesNotFit(f"{source}: {error}", str(source)) from None
         quant = chosen.quant
@@ -68,13 +68,13 @@ def plan_conversion(source: Path, quant: str, outtype: str, profile: DeviceProfi
     if outtype == "auto":
         outtype = quant.lower() if quant in CONVERTER_TYPES else ("bf16" if config.dtype == "bfloat16" else "f16")
     elif quant in CONVERTER_TYPES and outtype != quant.lower() and quant != "Q8_0":
-        raise UserError(f"--outtype {outtype} cannot become {quant}; drop --outtype, or pass --quant "
+        raise EdgellmError(f"--outtype {outtype} cannot become {quant}; drop --outtype, or pass --quant "
                         f"{outtype.upper()}")
     elif quant not in CONVERTER_TYPES and outtype == "q8_0":
-        raise UserError(f"{quant} is made from f16, bf16 or f32 weights, not q8_0; drop --outtype")
+        raise EdgellmError(f"{quant} is made from f16, bf16 or f32 weights, not q8_0; drop --outtype")
     target = output if output is not None else default_target(source, quant)
     if target.exists():
-        raise UserError(f"{target} exists already; remove it (`edgellm rm` for the store) or pass -o OTHER.gguf")
+        raise EdgellmError(f"{target} exists already; remove it (`edgellm rm` for the store) or pass -o OTHER.gguf")
     return Conversion(source, config, quant, outtype, target, output is None, tuple(notices))
 
 
@@ -133,17 +133,17 @@ def run_conversion(conversion: Conversion, report: Report = ignore, discard_sour
 
 def convert(source: Path | None, repo: str | None, quant: str, outtype: str, profile: DeviceProfile,
             output: Path | None = None, report: Report = ignore, keep_checkpoint: bool = False,
-            cancel: threading.Event | None = None) -> tuple[Conversion, Path]:
+            cancel: threading.Event | None = None, wishes: Wishes = Wishes()) -> tuple[Conversion, Path]:
     """The whole job for any front end: a folder's checkpoint, or a Hub repo's fetched first (and removed after
-    unless kept), planned, reported and converted."""
+    unless kept), planned (the quant chosen with `wishes`: config.toml's margins), reported and converted."""
     if repo is not None:
         from edgellm.hub.checkpoint import fetch_checkpoint
 
         check_request(quant, output)  # before fetching gigabytes
         source = fetch_checkpoint(repo, report, cancel)
     if source is None:
-        raise UserError("name one checkpoint: a folder or a Hub repo")
-    conversion = plan_conversion(source, quant, outtype, profile, output)
+        raise EdgellmError("name one checkpoint: a folder or a Hub repo")
+    conversion = plan_conversion(source, quant, outtype, profile, output, wishes)
     for notice in conversion.notices:
         report(notice)
     path = run_conversion(conversion, report, discard_source=repo is not None and not keep_checkpoint, cancel=cancel)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from edgellm.storage import disk
 from edgellm.engine.child import module_command
-from edgellm.errors import DiskError, UserError
+from edgellm.errors import DiskError, EdgellmError
 from edgellm.events import Progress, Report, check_cancel, ignore
 from edgellm.gguf.quants import FILE_TYPES
 
@@ -32,7 +32,7 @@ def quantize(source: Path, target: Path, quant: str, report: Report = ignore, th
     """Quantize the GGUF `source` to `quant` (a llama.cpp file type such as Q4_K_M) at `target`. Setting `cancel`
     kills the child and raises Cancelled, leaving no file."""
     if quant not in FTYPES:
-        raise UserError(f"llama.cpp cannot quantize to {quant}; use one of {', '.join(sorted(FTYPES))}")
+        raise EdgellmError(f"llama.cpp cannot quantize to {quant}; use one of {', '.join(sorted(FTYPES))}")
     free = shutil.disk_usage(target.parent).free
     if free < source.stat().st_size:  # a quantized file is smaller than its f16 source
         raise DiskError(f"not enough disk to quantize into {target.parent}: {free / 2**30:.2f} GiB free, up to "
@@ -61,7 +61,7 @@ def quantize(source: Path, target: Path, quant: str, report: Report = ignore, th
                 raise DiskError(f"cannot write {target}: {disk.describe(target.parent, trouble)}; free some space "
                                 f"or pass -o to a writable folder", target.parent)
             last = next((t.decode(errors="replace") for t in reversed(tail) if t), f"exit {code}")
-            raise UserError(f"llama.cpp could not quantize {source.name} to {quant} ({last})")
+            raise EdgellmError(f"llama.cpp could not quantize {source.name} to {quant} ({last})")
         partial.replace(target)
     except BaseException:
         child.kill()

@@ -30,7 +30,7 @@ from edgellm.convert import architectures
 from edgellm.convert.hf_config import read_config
 from edgellm.convert.safetensors import Checkpoint
 from edgellm.convert.vocab import read_vocab, write_vocab
-from edgellm.errors import DiskError, ModelFileError, UserError
+from edgellm.errors import DiskError, ModelFileError, EdgellmError
 from edgellm.events import Progress, Report, check_cancel, ignore
 
 Q = gguf.GGMLQuantizationType
@@ -55,12 +55,12 @@ def convert_checkpoint(folder: Path, out: Path, outtype: str = "f16", report: Re
     between slabs with Cancelled, leaving no file.
 
     ModelFileError (before anything is written) for a broken or incomplete checkpoint, DiskError when `out`'s
-    folder lacks the space, UserError for an unknown `outtype`.
+    folder lacks the space, EdgellmError for an unknown `outtype`.
     """
     folder, out = Path(folder), Path(out)
     key = outtype.lower().replace("-", "_")
     if key not in OUTTYPES:
-        raise UserError(f"{outtype!r} is not a type convert writes: use one of {', '.join(OUTTYPES)} "
+        raise EdgellmError(f"{outtype!r} is not a type convert writes: use one of {', '.join(OUTTYPES)} "
                         "(quantize the result for K-quants)")
     wanted, file_type = OUTTYPES[key]
     checkpoint = Checkpoint.open(folder)

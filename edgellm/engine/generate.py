@@ -1,106 +1,18 @@
-"""Stream text from a loaded model, token by token, with the timings a user sees."""
+"""Stream text from a model loaded here, token by token, with the timings a user sees: the engine contract's
+`Generation` of an engine.local.LocalModel."""
 
 from __future__ import annotations
 
 import codecs
 import threading
 import time
-from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
+from edgellm.engine.contract import LLAMA_DEFAULT_SEED, GenerationOptions, GenerationStats
 from edgellm.engine.loop_guard import LoopGuard
-from edgellm.engine.local import LLAMA_DEFAULT_SEED, LoadSettings, context_size
 
 
-@dataclass(frozen=True)
-class Sampling:
-    temp: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    frequency_penalty: float = 0.0  # OpenAI's penalties, as llama.cpp applies them
-    presence_penalty: float = 0.0
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    """What one call asks for, passed with the call: two calls on one model never see each other's options."""
-
-    sampling: Sampling = Sampling()
-    max_tokens: int = -1  # -1: until the model stops or the context is full
-    ignore_eos: bool = False
-    seed: int = -1  # -1: random
-    stop: tuple[str, ...] = ()  # text that ends a reply (applied by the chat layer, which sees text)
-    loop_guard: bool = False  # stop a reply that repeats the same run of tokens over and over
-    cache_prompt: bool = True  # reuse the KV cache of the previous call's common prefix; off: the whole prompt is
-    # evaluated afresh, so the result never depends on what ran before (a server's requests)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The options as `run --json` and a saved conversation report them."""
-        sampling = self.sampling
-        return {"n_predict": self.max_tokens, "temp": sampling.temp, "top_k": sampling.top_k, "top_p": sampling.top_p,
-                "min_p": sampling.min_p, "repeat_penalty": sampling.repeat_penalty, "seed": self.seed,
-                "ignore_eos": self.ignore_eos, "stop": list(self.stop), "loop_guard": self.loop_guard}
-
-    def with_saved(self, saved: dict[str, Any]) -> "GenerationOptions":
-        """These options with the ones a saved conversation kept (`as_dict`'s keys); unknown or odd values are
-        skipped, so an old or hand-edited record never breaks a load."""
-        if not isinstance(saved, dict):
-            return self
-
-        def value(key: str, kinds: Any, default: Any) -> Any:
-            found = saved.get(key, default)
-            if isinstance(found, bool) != (kinds is bool):  # True is an int: keep switches and numbers apart
-                return default
-            return found if isinstance(found, kinds) else default
-
-        number, sampling = (int, float), self.sampling
-        stop = saved.get("stop")
-        return replace(
-            self,
-            sampling=replace(sampling, temp=float(value("temp", number, sampling.temp)),
-                             top_k=value("top_k", int, sampling.top_k),
-                             top_p=float(value("top_p", number, sampling.top_p)),
-                             min_p=float(value("min_p", number, sampling.min_p)),
-                             repeat_penalty=float(value("repeat_penalty", number, sampling.repeat_penalty))),
-            max_tokens=value("n_predict", int, self.max_tokens), ignore_eos=value("ignore_eos", bool, self.ignore_eos),
-            seed=value("seed", int, self.seed), loop_guard=value("loop_guard", bool, self.loop_guard),
-            stop=tuple(s for s in stop if isinstance(s, str)) if isinstance(stop, list) else self.stop)
-
-
-def settings_report(load_settings: LoadSettings, options: GenerationOptions) -> dict[str, Any]:
-    """The one settings dictionary: what `run --json` reports and a saved conversation keeps (plan --json
-    reports the load half, `LoadSettings.as_dict`)."""
-    return {**load_settings.as_dict(), **options.as_dict()}
-
-
-@dataclass
-class GenerationStats:
-    prompt_tokens: int = 0
-    prompt_evaluated: int = 0  # prompt tokens actually processed: the rest were reused from the KV cache
-    completion_tokens: int = 0
-    ttft_ms: float | None = None  # prompt evaluation plus the first sampled token
-    prompt_tokens_per_s: float | None = None
-    tokens_per_s: float | None = None  # decode only: tokens after the first over the time after the first
-    stop_reason: str = "eos"  # eos | length | context | stop (a stop sequence) | repetition | interrupted
-
-    def as_dict(self) -> dict[str, Any]:
-        def rounded(value: float | None) -> float | None:
-            return None if value is None else round(value, 2)
-
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "prompt_evaluated": self.prompt_evaluated,
-            "completion_tokens": self.completion_tokens,
-            "ttft_ms": rounded(self.ttft_ms),
-            "prompt_tokens_per_s": rounded(self.prompt_tokens_per_s),
-            "tokens_per_s": rounded(self.tokens_per_s),
-            "stop_reason": self.stop_reason,
-        }
-
-
-class Generation:
+class LocalGeneration:
     """Iterate to get text pieces as tokens are sampled; `stats` is complete once iteration ends.
 
     Stops at end-of-generation (unless ignore_eos), after max_tokens (-1: no limit), when the context is
@@ -109,23 +21,24 @@ class Generation:
     tokens that were evaluated (the KV cache's view of the reply).
     """
 
-    def __init__(self, llm: Any, prompt_tokens: list[int], options: GenerationOptions,
+    def __init__(self, llm: Any, n_ctx: int, prompt_tokens: list[int], options: GenerationOptions,
                  cancel: threading.Event | None = None) -> None:
-        self.llm = llm
+        self.llm = llm  # llama_cpp.Llama
         self.prompt_tokens = prompt_tokens
         self.options = options
-        room = context_size(llm) - len(prompt_tokens)
+        room = n_ctx - len(prompt_tokens)
         self.limit = room if options.max_tokens < 0 else min(options.max_tokens, room)
         self.limited_by_context = options.max_tokens < 0 or options.max_tokens > room
         self.cancel = cancel
-        self._abort_callback = None  # the ctypes callback llama.cpp holds while a prompt is read
+        self._abort_callback: Any = None  # the ctypes callback llama.cpp holds while a prompt is read
         self.tokens: list[int] = []
+        llm = self.llm
         cached = common_prefix(llm.input_ids[: llm.n_tokens].tolist(), prompt_tokens) if options.cache_prompt else 0
         self.stats = GenerationStats(prompt_tokens=len(prompt_tokens),
                                      prompt_evaluated=max(1, len(prompt_tokens) - cached))
 
     def __iter__(self) -> Iterator[str]:
-        import llama_cpp
+        from edgellm.engine import compat
 
         llm, stats, options = self.llm, self.stats, self.options
         sampling, ignore_eos = options.sampling, options.ignore_eos
@@ -133,8 +46,7 @@ class Generation:
         if cancel is not None and cancel.is_set():  # cancelled before it started: nothing is evaluated
             stats.stop_reason, stats.prompt_evaluated = "interrupted", 0
             return
-        vocab = llm._model.vocab
-        is_eog = llama_cpp.llama_vocab_is_eog
+        is_eog = compat.end_of_generation(llm)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         guard = LoopGuard() if options.loop_guard else None
         llm.set_seed(LLAMA_DEFAULT_SEED if options.seed < 0 else options.seed)  # per call: samplers read it
@@ -161,7 +73,7 @@ class Generation:
                 if cancel is not None and cancel.is_set():
                     stats.stop_reason = "interrupted"
                     break
-                if is_eog(vocab, token) and not ignore_eos:
+                if is_eog(token) and not ignore_eos:
                     stats.stop_reason = "eos"
                     break
                 stats.completion_tokens += 1
@@ -186,7 +98,7 @@ class Generation:
         finally:
             self._abort_when(None)
             tokens.close()
-            free_sampler(llm)
+            compat.free_sampler(llm)
             tail = decoder.decode(b"", final=True)
             self._finish(started, first, last, sampled)
         if tail:
@@ -200,13 +112,9 @@ class Generation:
         """
         if event is None and self._abort_callback is None:
             return
-        import llama_cpp
+        from edgellm.engine import compat
 
-        self._abort_callback = (llama_cpp.ggml_abort_callback() if event is None  # NULL: no check
-                                else llama_cpp.ggml_abort_callback(lambda data: event.is_set()))
-        llama_cpp.llama_set_abort_callback(self.llm._ctx.ctx, self._abort_callback, None)
-        if event is None:
-            self._abort_callback = None
+        self._abort_callback = compat.set_abort_check(self.llm, None if event is None else event.is_set)
 
     def _finish(self, started: float, first: float, last: float, sampled: int) -> None:
         stats = self.stats
@@ -215,16 +123,6 @@ class Generation:
             stats.prompt_tokens_per_s = stats.prompt_evaluated / (first - started)
         if sampled > 1 and last > first:
             stats.tokens_per_s = (sampled - 1) / (last - first)
-
-
-def free_sampler(llm: Any) -> None:
-    """Free the sampler llama-cpp-python made for this generation. It makes one per `generate()` and frees it only
-    when Python's cycle collector runs (the sampler's cleanup refers to itself), so a server or a long chat would
-    pile up about 3 MB of native memory per reply (the test model) between collections."""
-    sampler = getattr(llm, "_sampler", None)
-    if sampler is not None:
-        llm._sampler = None
-        sampler.close()
 
 
 def common_prefix(cached: list[int], tokens: list[int]) -> int:

@@ -6,11 +6,13 @@ The last lines are kept in memory too, so a failed load can say why (unknown arc
 from __future__ import annotations
 
 import collections
+import contextlib
+import signal
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterator
 
 from edgellm.storage import disk
 
@@ -106,3 +108,24 @@ def _install_callback() -> None:
 
     _callback = on_log
     llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
+
+
+@contextlib.contextmanager
+def interrupt_after() -> Iterator[None]:
+    """Ctrl-C while llama.cpp works (a model loading) is kept and raised once the block ends. Python raises
+    KeyboardInterrupt wherever it next runs Python code, which there is llama.cpp's log callback: ctypes drops an
+    exception raised there, so the interrupt was lost and the command went on. The handler is the main thread's
+    only (signals are its); the log callback keeps one that lands in it either way."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    asked: list[bool] = []
+    interrupted.clear()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: asked.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if asked or interrupted.is_set():
+        interrupted.clear()
+        raise KeyboardInterrupt

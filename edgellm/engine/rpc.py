@@ -16,7 +16,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable
 
-from edgellm.errors import UserError, WorkerUnreachable
+from edgellm.engine.endpoint import Endpoint
+from edgellm.errors import EdgellmError, WorkerUnreachable
 
 DEFAULT_PORT = 50052
 PROTOCOL_MAJOR = 7  # RPC_PROTO_MAJOR_VERSION of the llama.cpp edgellm is built with (ggml/include/ggml-rpc.h)
@@ -24,46 +25,6 @@ PROTOCOL_MINOR = 0
 CMD_GET_DEVICE_MEMORY, CMD_HELLO, CMD_DEVICE_COUNT = 11, 14, 15  # enum rpc_cmd (ggml-rpc.cpp)
 CONN_CAPS_SIZE = 24  # rpc_msg_hello_req: transport capabilities; all zero asks for plain TCP
 CHECK_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def parse_endpoint(text: str) -> Endpoint:
-    """HOST:PORT with an IPv4 address or a host name (llama.cpp's RPC transport is IPv4 only); ValueError naming what
-    is wrong."""
-    host, sep, port = text.strip().rpartition(":")
-    if ":" in host or host.startswith("["):
-        raise ValueError(f"{text!r}: llama.cpp's RPC speaks IPv4 only; give an IPv4 address or a host name")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{text!r} is not HOST:PORT (a port from 1 to 65535)")
-    return Endpoint(host, int(port))
-
-
-def parse_endpoints(text: str) -> list[Endpoint]:
-    """HOST:PORT[,HOST:PORT...], repeats refused (also one worker under two names, once resolved)."""
-    found = [parse_endpoint(part) for part in text.split(",") if part.strip()]
-    if not found:
-        raise ValueError("give at least one HOST:PORT")
-    resolved = [(ipv4_of(endpoint.host), endpoint.port) for endpoint in found]
-    if len(set(resolved)) != len(resolved):
-        raise ValueError("a worker is named twice (a worker serves one client at a time)")
-    return found
-
-
-def ipv4_of(host: str) -> str:
-    """The dotted IPv4 address of `host` (llama.cpp's transport takes nothing else); the host itself when it does not
-    resolve (the check that follows names it)."""
-    try:
-        return socket.gethostbyname(host)
-    except OSError:
-        return host
 
 
 def is_loopback(host: str) -> bool:
@@ -139,21 +100,21 @@ def _registry_function(name: str, restype, argtypes) -> Callable:
 
     lib = backends.registry()
     if lib is None:
-        raise UserError("this llama.cpp build's backend registry cannot be read; reinstall with "
+        raise EdgellmError("this llama.cpp build's backend registry cannot be read; reinstall with "
                         "`python3 scripts/install.py`")
     reg = lib.ggml_backend_reg_by_name(b"RPC")
     if not reg:
-        raise UserError("this llama.cpp build has no RPC backend; reinstall with `python3 scripts/install.py` "
+        raise EdgellmError("this llama.cpp build has no RPC backend; reinstall with `python3 scripts/install.py` "
                         "(it builds llama.cpp with GGML_RPC=ON)")
     address = lib.ggml_backend_reg_get_proc_address(reg, name.encode())
     if not address:
-        raise UserError(f"this llama.cpp build's RPC backend has no {name}; reinstall with "
+        raise EdgellmError(f"this llama.cpp build's RPC backend has no {name}; reinstall with "
                         f"`python3 scripts/install.py`")
     return ctypes.CFUNCTYPE(restype, *argtypes)(address)
 
 
 def server_function() -> Callable:
-    """llama.cpp's `ggml_backend_rpc_start_server` (a UserError, with the way out, when this build has none)."""
+    """llama.cpp's `ggml_backend_rpc_start_server` (a EdgellmError, with the way out, when this build has none)."""
     return _registry_function("ggml_backend_rpc_start_server", None,
                               [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t,
                                ctypes.POINTER(ctypes.c_void_p)])

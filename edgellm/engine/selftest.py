@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
     import llama_cpp
 
     from edgellm.engine import backends
-    from edgellm.engine.local import templates_left_to_edgellm
+    from edgellm.engine.compat import templates_left_to_edgellm
 
     global _silence  # llama.cpp keeps the pointer: the callback must outlive every call
     _silence = llama_cpp.llama_log_callback(lambda level, text, data: None)
@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
          gpu_offload=backends.gpu_offload_possible(), cpu_library=backends.loaded_cpu_library(),
          devices=[f"{device.name} ({device.kind})" for device in backends.devices()])
     started = time.perf_counter()
-    with templates_left_to_edgellm(llama_cpp):  # the model may be anyone's: its template is never compiled here
+    with templates_left_to_edgellm():  # the model may be anyone's: its template is never compiled here
         llm = llama_cpp.Llama(argv[0], n_ctx=128, n_batch=64, n_threads=1,
                               n_gpu_layers=int(argv[1]) if len(argv) > 1 else 0, verbose=False)
     emit(step="loaded", load_ms=round((time.perf_counter() - started) * 1000, 1))

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from edgellm import __version__
-from edgellm.engine.rpc import Endpoint
+from edgellm.engine.endpoint import Endpoint
 
 SCHEMA = "edgellm.worker/1"
 
@@ -98,22 +98,3 @@ def fetch_profile(endpoint: Endpoint, timeout: float = 5.0) -> dict[str, Any] | 
     if not isinstance(document.get("profile", {}), dict):
         return None
     return document
-
-
-def worker_device(endpoint: Endpoint):
-    """A worker as the split planner sees it: checked (WorkerUnreachable when it cannot be used), named by its
-    profile's host name, with the memory it promised (or what it reports, less a margin). `watched` on the device
-    says whether it has a side channel to watch while it runs."""
-    from edgellm.engine.rpc import check_worker
-    from edgellm.errors import WorkerUnreachable
-    from edgellm.plan.split import Device, worker_budget
-
-    status = check_worker(endpoint)
-    if len(status.devices) != 1:
-        raise WorkerUnreachable(f"the RPC worker at {endpoint} serves {len(status.devices)} devices; edgellm splits "
-                                f"over one device per worker: start one worker per device", str(endpoint))
-    document = fetch_profile(endpoint) or {}
-    host = (document.get("profile") or {}).get("name")
-    return Device(host if isinstance(host, str) and host else "worker",
-                  worker_budget(status.free_bytes, document.get("memory_cap_bytes")), str(endpoint),
-                  watched=bool(document))

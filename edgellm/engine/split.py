@@ -3,7 +3,7 @@
 ggml aborts the process that runs a split when a worker goes away, and waits forever when the network goes silent.
 So the weights and the KV cache live in a child process (edgellm.engine.split_child) that joins the workers, loads
 the model once and runs one generation at a time; this side holds the vocabulary (a vocab-only load: tokenizing,
-the chat template's tokens, the metadata) and offers what a LoadedModel offers, so the chat session, the server and
+the chat template's tokens, the metadata) and offers what a Model offers, so the chat session, the server and
 bench drive it as they drive a model loaded here.
 
 While the child works (loading, or generating) this side watches: it looks at each worker's side channel when the
@@ -28,9 +28,9 @@ import time
 from dataclasses import asdict, replace
 from typing import Any, Iterator
 
-from edgellm.engine.generate import GenerationOptions, GenerationStats, Sampling
+from edgellm.engine.contract import GenerationOptions, GenerationStats, LoadParams, Sampling
 from edgellm.engine.llama_log import LlamaLog
-from edgellm.engine.local import LoadSettings, load
+from edgellm.engine.local import LocalModel, load
 from edgellm.errors import EngineFailed, LoadFailed, WorkerLost, WorkerUnreachable
 
 WATCHDOG_S = 30.0  # silence that ends a load or a reply, for workers without a side channel to look at
@@ -61,7 +61,7 @@ def options_from_wire(data: dict[str, Any]) -> GenerationOptions:
 
 def gone_workers(endpoints: list[str], timeout: float = 2.0) -> list[str]:
     """Of the watched workers, those whose side channel does not answer (stopped, killed, or cut off)."""
-    from edgellm.engine.rpc import parse_endpoint
+    from edgellm.engine.endpoint import parse_endpoint
     from edgellm.engine.side_channel import fetch_profile
 
     return [where for where in endpoints if fetch_profile(parse_endpoint(where), timeout=timeout) is None]
@@ -70,7 +70,8 @@ def gone_workers(endpoints: list[str], timeout: float = 2.0) -> list[str]:
 def unreachable_workers(endpoints: tuple[str, ...], timeout: float = 2.0) -> list[str]:
     """Of the workers without a side channel, those that no longer answer the protocol's hello (asked once the child
     that held their one client slot is gone)."""
-    from edgellm.engine.rpc import check_worker, parse_endpoint
+    from edgellm.engine.endpoint import parse_endpoint
+    from edgellm.engine.rpc import check_worker
 
     found = []
     for where in endpoints:
@@ -98,19 +99,19 @@ def lost(endpoints: list[str], silent: bool, phase: str) -> WorkerLost:
 
 
 class SplitModel:
-    """A model split across RPC workers, run by a child process; offers what LoadedModel offers (`llm` for the
-    vocabulary, `settings`, `load_ms`, `log`, `n_ctx`, `generation`, `close`)."""
+    """A model split across RPC workers, run by a child process: the engine contract's `Model`, its vocabulary
+    answered by a vocab-only load here."""
 
-    def __init__(self, settings: LoadSettings, watched: tuple[str, ...], llm: Any, log: LlamaLog,
+    def __init__(self, params: LoadParams, watched: tuple[str, ...], vocab: LocalModel, log: LlamaLog,
                  watchdog_s: float | None = None) -> None:
-        self.settings = settings
+        self.params = params
         self.watched = watched  # the workers whose side channel answers
-        self.unwatched = tuple(where for where in settings.rpc_servers if where not in watched)
-        self.llm = llm  # vocab only
+        self.unwatched = tuple(where for where in params.rpc_servers if where not in watched)
+        self.vocab = vocab  # vocab only
         self.log = log  # the child writes llama.cpp's log to the same file
         self.load_ms = 0.0
         self.watchdog_s = watchdog_s if watchdog_s is not None else silence_allowed()
-        self._n_ctx = settings.n_ctx
+        self._n_ctx = params.n_ctx
         self._child: subprocess.Popen | None = None
         self._events: queue.Queue = queue.Queue()
         self._errors: Any = None  # the child's stderr, a file: a pipe could fill and block it
@@ -119,22 +120,22 @@ class SplitModel:
         self._closed = False
 
     @classmethod
-    def open(cls, settings: LoadSettings, watched: tuple[str, ...], log: LlamaLog, keep_terminal: bool = False,
+    def open(cls, params: LoadParams, watched: tuple[str, ...], log: LlamaLog, keep_terminal: bool = False,
              cancel: threading.Event | None = None) -> "SplitModel":
         """Load the vocabulary here and the model in a child that joins the workers (each checked first:
         WorkerUnreachable); the load is watched as a generation is, and `cancel` set ends it (KeyboardInterrupt)."""
-        vocab = load(replace(settings, vocab_only=True, n_ctx=VOCAB_CTX, n_batch=VOCAB_CTX, rpc_servers=(),
+        vocab = load(replace(params, vocab_only=True, n_ctx=VOCAB_CTX, n_batch=VOCAB_CTX, rpc_servers=(),
                              tensor_split=(), n_gpu_layers=0), log, keep_terminal)
-        model = cls(settings, watched, vocab.llm, log)
+        model = cls(params, watched, vocab, log)
         try:
             with model._lock:
                 model._start(cancel)
         except _Stopped:
-            model.llm.close()
+            vocab.close()
             raise KeyboardInterrupt from None
         except BaseException:  # a failure, or Ctrl-C while it loads: the child goes at once
             model._stop_child(kill=True)
-            model.llm.close()
+            vocab.close()
             raise
         return model
 
@@ -143,9 +144,27 @@ class SplitModel:
         return self._n_ctx
 
     @property
-    def child_pid(self) -> int | None:
-        """The process holding this machine's share of the model (bench reads its peak memory)."""
-        return self._child.pid if self._child is not None else None
+    def metadata(self) -> dict[str, str]:
+        return self.vocab.metadata
+
+    @property
+    def token_bos(self) -> int:
+        return self.vocab.token_bos
+
+    @property
+    def token_eos(self) -> int:
+        return self.vocab.token_eos
+
+    @property
+    def other_processes(self) -> tuple[int, ...]:
+        """The child, which holds this machine's share of the model (bench reads its peak memory)."""
+        return (self._child.pid,) if self._child is not None else ()
+
+    def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
+        return self.vocab.tokenize(text, add_bos=add_bos, special=special)
+
+    def detokenize(self, tokens: list[int], *, special: bool = False) -> bytes:
+        return self.vocab.detokenize(tokens, special=special)
 
     def generation(self, prompt_tokens: list[int], options: GenerationOptions,
                    cancel: threading.Event | None = None) -> "RemoteGeneration":
@@ -158,16 +177,17 @@ class SplitModel:
                 return
             self._closed = True
             self._stop_child()
-            self.llm.close()
+            self.vocab.close()
 
     # the child
 
     def _start(self, cancel: threading.Event | None = None) -> None:
         """Check each worker, start a child and wait until it has loaded the model (the caller holds the lock)."""
         from edgellm.engine.child import module_command
-        from edgellm.engine.rpc import check_worker, parse_endpoint
+        from edgellm.engine.endpoint import parse_endpoint
+        from edgellm.engine.rpc import check_worker
 
-        for where in self.settings.rpc_servers:
+        for where in self.params.rpc_servers:
             check_worker(parse_endpoint(where))  # one line, exit 2: never ggml's abort
         self._errors = tempfile.TemporaryFile(mode="w+", errors="replace")
         self._events = queue.Queue()
@@ -182,7 +202,7 @@ class SplitModel:
         self._child = child
         threading.Thread(target=self._read, args=(child, self._events), name="edgellm-split-reader",
                          daemon=True).start()
-        self._send({"load": {**asdict(self.settings), "path": str(self.settings.path)}})
+        self._send({"load": {**asdict(self.params), "path": str(self.params.path)}})
         event = self._next("loading", cancel)
         while "loading" in event:  # the child's progress: the load goes on
             event = self._next("loading", cancel)
@@ -268,7 +288,7 @@ class SplitModel:
         if kind == "unreachable":
             return WorkerUnreachable(message, event.get("endpoint", ""))
         if kind == "load":
-            return LoadFailed(message, self.settings.path, event.get("cause", "other"))
+            return LoadFailed(message, self.params.path, event.get("cause", "other"))
         return EngineFailed(f"the split model failed {'while loading' if phase == 'loading' else 'mid-reply'}: "
                             f"{message}")
 

@@ -1,7 +1,7 @@
 """The child process that runs a model split across RPC workers: it joins the workers (which cannot be undone in a
 process), loads the model with the planned split, then runs generations one at a time until its stdin ends.
 
-Driven by edgellm.engine.split (SplitModel) with JSON lines on stdin: {"load": LoadSettings} first, then
+Driven by edgellm.engine.split (SplitModel) with JSON lines on stdin: {"load": LoadParams} first, then
 {"generate": id, "tokens": [...], "options": {...}} and {"cancel": id}. It answers on stdout, one JSON line per
 event: {"loading": fraction}... as tensors are read or sent, then {"loaded": ms, "n_ctx": n}; per generation {"id", "text", "n"}... then {"id", "done": stats, "tokens"}; or
 {"error": message, "kind"} after which it ends. When a worker goes away mid-run ggml aborts this process (exit 134):
@@ -68,16 +68,18 @@ def main() -> int:
     # and anything else printed goes to stderr, never into the events
     _events = os.fdopen(os.dup(1), "w", encoding="utf-8")
     sys.stdout = sys.stderr
-    from edgellm.storage import home
+    from edgellm import paths
     from edgellm.engine import rpc
+    from edgellm.engine.endpoint import parse_endpoint
     from edgellm.engine.llama_log import LlamaLog
-    from edgellm.engine.local import LoadSettings, load
+    from edgellm.engine.contract import LoadParams
+    from edgellm.engine.local import load
     from edgellm.engine.split import options_from_wire
 
     fields = json.loads(sys.stdin.readline())["load"]
-    settings = LoadSettings(**{**fields, "path": Path(fields["path"]), "rpc_servers": tuple(fields["rpc_servers"]),
-                               "tensor_split": tuple(fields["tensor_split"])})
-    endpoints = [rpc.parse_endpoint(where) for where in settings.rpc_servers]
+    params = LoadParams(**{**fields, "path": Path(fields["path"]), "rpc_servers": tuple(fields["rpc_servers"]),
+                           "tensor_split": tuple(fields["tensor_split"])})
+    endpoints = [parse_endpoint(where) for where in params.rpc_servers]
     for endpoint in endpoints:
         rpc.check_worker(endpoint)  # again, just before llama.cpp connects: ggml aborts on one that is gone
     rpc.join(endpoints)
@@ -93,7 +95,7 @@ def main() -> int:
             except (OSError, ValueError):
                 os._exit(1)  # the parent is gone
 
-    loaded = load(settings, LlamaLog(home.log_path(), echo=False), progress=progress)
+    loaded = load(params, LlamaLog(paths.log_path(), echo=False), progress=progress)
     requests.on_end = lambda: None  # from here the end of stdin ends the loop below, after the generation running
     say({"loaded": loaded.load_ms, "n_ctx": loaded.n_ctx})
     while (request := requests.generations.get()) is not None:

@@ -46,7 +46,7 @@ GGML_TYPES: dict[int, tuple[str, int, int]] = {
 class GGUFError(Exception):
     """The file is not a GGUF llama.cpp can load; the message says why, `problem` names the kind of fault:
     missing, directory, permission, truncated (the header is cut short), incomplete (tensor data is missing),
-    split, not-gguf or corrupt (the default)."""
+    shards (a part of a split model alone), not-gguf or corrupt (the default)."""
 
     def __init__(self, message: str, problem: str = "corrupt") -> None:
         super().__init__(message)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from edgellm.storage import home
+from edgellm import paths
 from edgellm.errors import NoSuchQuant
 from edgellm.events import Notice, Report, ignore
 from edgellm.hub import client
@@ -23,7 +23,7 @@ NEEDED = ("config.json", "generation_config.json", "model.safetensors.index.json
 
 
 def checkpoint_dir(repo: str) -> Path:
-    return home.home() / "checkpoints" / repo
+    return paths.home() / "checkpoints" / repo
 
 
 def conversion_files(files: list[RemoteFile]) -> list[RemoteFile]:

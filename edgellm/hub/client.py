@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from edgellm.errors import GatedRepo, HubError, HubUnreachable, OfflineMode, RepoNotFound, UserError
+from edgellm.errors import GatedRepo, HubError, HubUnreachable, OfflineMode, RepoNotFound, EdgellmError
 from edgellm.gguf.header import GGUFError, GGUFHeader, parse
 from edgellm.hub.files import QuantFiles, RemoteFile, leaves_the_repo
 from edgellm.plan.spec import ModelSpec, model_spec
@@ -87,7 +87,7 @@ def gguf_metadata(repo: str) -> dict:
     try:
         with hub_errors(repo):
             return HfApi(endpoint=endpoint()).model_info(repo, expand=["gguf"]).gguf or {}
-    except UserError:
+    except EdgellmError:
         return {}
 
 
@@ -142,7 +142,7 @@ def remote_header(repo: str, file: RemoteFile, commit: str) -> GGUFHeader:
                 return parse(data, Path(file.path), file.size)
             except GGUFError as error:
                 if error.problem != "truncated" or len(data) >= file.size or size >= HEADER_MAX_READ:
-                    raise UserError(f"{repo}/{file.path}: {error}") from None
+                    raise EdgellmError(f"{repo}/{file.path}: {error}") from None
                 size = min(size * 4, HEADER_MAX_READ)
 
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from edgellm.errors import Cancelled, DiskError, HubError, HubUnreachable, UserError
+from edgellm.errors import Cancelled, DiskError, HubError, HubUnreachable, EdgellmError
 from edgellm.events import Notice, Progress, Report, check_cancel, ignore
 from edgellm.hub.client import endpoint, file_url, hub_errors, open_file
 from edgellm.hub.files import RemoteFile
@@ -129,7 +129,7 @@ def locked(part: Path) -> Iterator[None]:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"{part.name[:-len(PART)]} is being downloaded by another edgellm process; "
+            raise EdgellmError(f"{part.name[:-len(PART)]} is being downloaded by another edgellm process; "
                             f"wait for it to finish") from None
         try:
             yield
@@ -154,7 +154,7 @@ def fetch(repo: str, file: RemoteFile, commit: str, dest: Path, progress: Meter,
             progress.rewind(part.stat().st_size)
             part.unlink()  # a corrupted byte: the only safe place to resume from is the start
             if attempt == 2:
-                raise UserError(f"{repo}/{file.path}: the download does not match its sha256 twice in a row; "
+                raise EdgellmError(f"{repo}/{file.path}: the download does not match its sha256 twice in a row; "
                                 f"the mirror may be serving a broken file ({endpoint()})")
         os.replace(part, dest)
     return dest
@@ -218,7 +218,7 @@ def _transfer(repo: str, file: RemoteFile, commit: str, part: Path, progress: Me
         except HubUnreachable:
             if retry == RETRIES:
                 raise
-        except UserError:  # disk errors and the Hub's answers: retrying would not help
+        except EdgellmError:  # disk errors and the Hub's answers: retrying would not help
             raise
         except Exception as error:  # the connection dropped mid-body: resume from what arrived
             if retry == RETRIES:

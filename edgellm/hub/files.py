@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from edgellm.gguf import quants
-from edgellm.plan.spec import SHARD_RE
+from edgellm.gguf.names import SHARD_RE, is_projector
 from edgellm.gguf.quants import normalize, parse_quant, rank
 
 
@@ -49,16 +49,6 @@ class QuantFiles:
     def loadable(self) -> bool:
         """False for a quant this llama.cpp refuses (Q4_0_4_4…): listed, but never to be pulled."""
         return quants.loadable(self.quant)
-
-
-def is_projector(path: str) -> bool:
-    return "mmproj" in path.rsplit("/", 1)[-1].lower()
-
-
-def opens_a_model(name: str) -> bool:
-    """A file llama.cpp is pointed at: a GGUF that is no projector, and the first part of a split model."""
-    shard = SHARD_RE.search(name)
-    return name.lower().endswith(".gguf") and not is_projector(name) and not (shard and int(shard.group(1)) != 1)
 
 
 def unknown_quant(name: str) -> str:

@@ -1,69 +1,17 @@
-"""Pick the quant of a Hub repo that fits a machine, and bring it into the store."""
+"""Bring a quant of a Hub repo into the store: resumable, verified, reusing what the store or the Hugging Face cache
+already holds. Which quant to bring is the session layer's choice (session.remote)."""
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edgellm.storage import store
-from edgellm.errors import DoesNotFit, NoSuchQuant, OfflineMode, UserError
-from edgellm.events import Notice, Report
-from edgellm.hub import client
-from edgellm.hub.download import PART, check_disk, check_inside, fetch_all, remaining_bytes
-from edgellm.hub.files import QuantFiles, choosable, group_quants
-from edgellm.hub.refs import ModelRef
-from edgellm.hw.profile import DeviceProfile
-from edgellm.plan.planner import Plan, PlanError, Wishes, choose_quant, plan, ram_margin
-from edgellm.plan.spec import ModelSpec
+from edgellm.events import Report
 from edgellm.gguf.quants import rank
-
-SIZE_ONLY_MARGIN = 0.25  # without a readable header, keep this share of the file size free as well
-SIZE_ONLY = "unknown (sized from the file)"
-
-
-@dataclass(frozen=True)
-class RemoteChoice:
-    ref: ModelRef
-    commit: str
-    group: QuantFiles
-    spec: ModelSpec | None  # None until planned (a forced quant is planned from the downloaded file)
-    plan: Plan | None
-    considered: tuple[str, ...]
-    warning: str | None = None  # a forced quant that does not fit
-
-    @property
-    def name(self) -> str:
-        return f"{self.ref.repo}:{self.group.quant}"
-
-
-def size_only_spec(repo: str, group: QuantFiles, gguf: dict) -> ModelSpec:
-    """A coarse spec for a file whose header cannot be read: its size as one block of weights, and what the
-    repo's GGUF metadata on the Hub says (architecture, trained context, chat template)."""
-    size = group.size
-    context = gguf.get("context_length")
-    return ModelSpec(path=f"{repo}/{group.first.path}", architecture=SIZE_ONLY, n_layers=1, layer_bytes=(size,),
-                     token_embd_bytes=0, output_bytes=0, tied_embeddings=True, n_embd=1, n_ff=1, n_head=1,
-                     n_head_kv=(1,), key_length=1, value_length=1, swa_layers=(False,), sliding_window=0,
-                     trained_ctx=context if isinstance(context, int) else 0, n_vocab=1, file_type=group.quant,
-                     has_chat_template=bool(gguf.get("chat_template")), file_bytes=size, n_tensors=len(group.files))
-
-
-def spec_reader(repo: str, group: QuantFiles, commit: str, fallbacks: list[str]):
-    def read() -> ModelSpec:
-        local = local_copy(repo, group)
-        if local is not None:  # in the store or the Hugging Face cache already: read the header here
-            from edgellm.gguf.header import read_header
-            from edgellm.plan.spec import model_spec
-
-            return replace(model_spec([read_header(path) for path in local]), file_type=group.quant)
-        try:
-            return client.remote_spec(repo, group, commit)
-        except UserError as error:
-            fallbacks.append(f"{group.quant}: header unreadable ({error}); sized from its file size with a wider margin")
-            return size_only_spec(repo, group, client.gguf_metadata(repo))
-    return read
+from edgellm.hub.download import PART, check_disk, check_inside, fetch_all, remaining_bytes
+from edgellm.hub.files import QuantFiles
+from edgellm.storage import store
 
 
 def local_copy(repo: str, group: QuantFiles) -> list[Path] | None:
@@ -76,97 +24,37 @@ def local_copy(repo: str, group: QuantFiles) -> list[Path] | None:
     return cached if len(group.files) == 1 and cached[0] is not None else None
 
 
-def choose_remote(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, plan_forced: bool = True) -> RemoteChoice:
-    """List the repo, then ask the planner which quant fits `profile` best (or plan the one asked for;
-    with plan_forced=False that waits for `plan_forced_quant` on the downloaded file, saving a header read)."""
-    commit, files = client.list_files(ref.repo)
-    groups = group_quants(files)
-    if not groups:
-        raise NoSuchQuant(f"{ref.repo} has no GGUF model files; pick a GGUF repo (its name often ends in -GGUF)",
-                          ref.repo, ref.quant, [])
-    fallbacks: list[str] = []
-    if ref.quant:
-        matching = [g for g in groups if g.quant == ref.quant]
-        if not matching:
-            names = ", ".join(g.quant for g in groups)
-            raise NoSuchQuant(f"{ref.repo} has no {ref.quant} file; it has {names}", ref.repo, ref.quant,
-                              [g.quant for g in groups])
-        if not matching[0].loadable:
-            raise NoSuchQuant(f"{ref.repo}: {ref.quant} files no longer load in llama.cpp; take Q4_0, which it "
-                              f"repacks for this CPU as it loads", ref.repo, ref.quant, [g.quant for g in groups])
-        choice = RemoteChoice(ref, commit, matching[0], None, None, ())
-        if not plan_forced:
-            return choice
-        return plan_forced_quant(choice, spec_reader(ref.repo, choice.group, commit, fallbacks)(), profile, wishes,
-                                 fallbacks)
-    by_quant: dict[str, QuantFiles] = {}
-    for group in choosable(groups):  # several files of one quant (folders of other sizes): the first, as planned
-        by_quant.setdefault(group.quant, group)
-    if not by_quant:
-        raise NoSuchQuant(f"{ref.repo} has no quant edgellm can choose on its own (it has "
-                          f"{', '.join(g.quant for g in groups)}); name one: {ref.repo}:QUANT", ref.repo, None,
-                          [g.quant for g in groups])
-    readers = [(quant, spec_reader(ref.repo, group, commit, fallbacks)) for quant, group in by_quant.items()]
-    try:
-        choice = choose_quant(profile, readers, wishes,
-                              wishes_for=lambda spec, base: _wider(base, spec, profile))
-    except PlanError as error:
-        smallest = min(by_quant.values(), key=lambda g: g.size)
-        raise DoesNotFit(f"{ref.repo}: {error}. The smallest file is {smallest.quant} "
-                         f"({smallest.size / 2**30:.2f} GiB); a smaller model would fit better", ref.repo) from None
-    return RemoteChoice(ref, commit, by_quant[choice.quant], choice.spec, choice.plan,
-                        choice.considered + tuple(fallbacks))
-
-
-def plan_forced_quant(choice: RemoteChoice, spec: ModelSpec, profile: DeviceProfile, wishes: Wishes,
-                      fallbacks: list[str] = ()) -> RemoteChoice:
-    """Plan the quant the user named; when it does not fit, plan it anyway and say so."""
-    wider = _wider(wishes, spec, profile)
-    try:
-        chosen, warning = plan(profile, spec, wider), None
-    except PlanError as error:
-        chosen = plan(profile, spec, replace(wider, force=True))
-        warning = f"{choice.ref.quant} does not fit {profile.name}: {error}"
-    return replace(choice, spec=spec, plan=chosen, considered=tuple(fallbacks), warning=warning)
-
-
-def _wider(wishes: Wishes, spec: ModelSpec, profile: DeviceProfile) -> Wishes:
-    """A spec known only by its file size plans with a quarter of that size kept free besides the margin."""
-    if spec.architecture != SIZE_ONLY:
-        return wishes
-    return replace(wishes, ram_margin=ram_margin(profile, wishes) + int(spec.file_bytes * SIZE_ONLY_MARGIN))
-
-
-def download(choice: RemoteChoice, report: Report, *, cancel: threading.Event | None = None) -> store.StoredModel:
-    """Bring the chosen files into the store (resuming, verified), reporting progress; reuse what the store or
-    the Hugging Face cache already holds instead of downloading it again. Setting `cancel` (from another thread)
+def download(repo: str, commit: str, group: QuantFiles, report: Report, *,
+             cancel: threading.Event | None = None) -> store.StoredModel:
+    """Bring a quant's files at `commit` into the store (resuming, verified), reporting progress; reuse what the store
+    or the Hugging Face cache already holds instead of downloading it again. Setting `cancel` (from another thread)
     stops it with Cancelled, keeping the partial file that the next download resumes."""
-    existing = store.find(choice.name)
-    if existing and existing.commit == choice.commit and all(
+    name = f"{repo}:{group.quant}"
+    existing = store.find(name)
+    if existing and existing.commit == commit and all(
             (store.store_dir() / f).exists() for f in existing.files):
         return existing
-    folder = store.store_dir() / choice.ref.repo
-    cached = [store.hf_cache_blob(choice.ref.repo, f.sha256, f.size) for f in choice.group.files]
-    if all(cached) and cached[0] != folder / choice.group.first.path:
-        model = store.StoredModel(name=choice.name, repo=choice.ref.repo, quant=choice.group.quant,
-                                  files=[str(path) for path in cached], size=choice.group.size,
-                                  sha256=[f.sha256 for f in choice.group.files], commit=choice.commit,
-                                  source="hf-cache")
+    folder = store.store_dir() / repo
+    cached = [store.hf_cache_blob(repo, f.sha256, f.size) for f in group.files]
+    if all(cached) and cached[0] != folder / group.first.path:
+        model = store.StoredModel(name=name, repo=repo, quant=group.quant,
+                                  files=[str(path) for path in cached if path is not None], size=group.size,
+                                  sha256=[f.sha256 for f in group.files], commit=commit, source="hf-cache")
         store.add(model)
         return model
-    targets = [(file, folder / file.path) for file in choice.group.files]
-    check_inside(store.store_dir(), targets, choice.ref.repo)
+    targets = [(file, folder / file.path) for file in group.files]
+    check_inside(store.store_dir(), targets, repo)
     recorded = dict(zip(existing.files, existing.sha256)) if existing and existing.source == "pull" else {}
     current = {dest for file, dest in targets
                if dest.exists() and recorded.get(str(dest.relative_to(store.store_dir()))) == file.sha256}
     clean_orphans(folder, {dest for _, dest in targets})
     check_disk(folder, remaining_bytes([(f, d) for f, d in targets if d not in current]))
-    fetch_all(choice.ref.repo, choice.commit, targets, current, report, cancel,
+    fetch_all(repo, commit, targets, current, report, cancel,
               cancelled="download stopped; download it again to resume where it stopped")
     model = store.StoredModel(
-        name=choice.name, repo=choice.ref.repo, quant=choice.group.quant,
-        files=[str(dest.relative_to(store.store_dir())) for _, dest in targets], size=choice.group.size,
-        sha256=[f.sha256 for f in choice.group.files], commit=choice.commit, source="pull", added=time.time())
+        name=name, repo=repo, quant=group.quant,
+        files=[str(dest.relative_to(store.store_dir())) for _, dest in targets], size=group.size,
+        sha256=[f.sha256 for f in group.files], commit=commit, source="pull", added=time.time())
     store.add(model)
     return model
 
@@ -188,23 +76,7 @@ def clean_orphans(folder: Path, wanted: set[Path]) -> None:
             part.unlink(missing_ok=True)  # removed while holding its lock
 
 
-def resolve(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, offline: bool, *,
-            report: Report, cancel: threading.Event | None = None) -> store.StoredModel:
-    """A -hf reference as a stored model: from the store when it is there, else pulled (unless offline),
-    with the pull's notices and progress sent to `report`; `cancel` stops the pull (see download)."""
-    stored = store.find(ref.name) if ref.quant else _best_stored(ref.repo)
-    if stored is not None:
-        return stored
-    if offline or client.offline():
-        raise OfflineMode(f"{ref.name} is not in the store and offline mode is on (--offline or HF_HUB_OFFLINE); "
-                          f"pull it first, or pass -m PATH")
-    choice = choose_remote(ref, profile, wishes, plan_forced=False)
-    if choice.warning:
-        report(Notice(choice.warning, "warning"))
-    report(Notice(f"pulling {choice.name} ({choice.group.size / 2**30:.2f} GiB)"))
-    return download(choice, report, cancel=cancel)
-
-
-def _best_stored(repo: str) -> store.StoredModel | None:
+def best_stored(repo: str) -> store.StoredModel | None:
+    """The best quant of `repo` in the store, if any."""
     stored = [m for m in store.load_models().values() if m.repo.lower() == repo.lower()]
     return max(stored, key=lambda m: rank(m.quant)) if stored else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from edgellm.storage.data import data_dir
+from edgellm.paths import data_dir
 from edgellm.hw.profile import DeviceProfile, ProfileError, load
 
 

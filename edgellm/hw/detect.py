@@ -10,7 +10,7 @@ import re
 
 from dataclasses import replace
 
-from edgellm.storage import home
+from edgellm import paths
 from edgellm.hw.buildconfig import cpu_variant, read_build_info, variant_features
 from edgellm.hw.bandwidth import gpu_bandwidth, system_bandwidth
 from edgellm.hw.probes import LiveProbe, Probe
@@ -264,4 +264,4 @@ def detect(probe: Probe, home_path: str, build_info: dict | None = None) -> Devi
 
 def detect_this_machine() -> DeviceProfile:
     """The profile of the machine edgellm runs on: live probes, EDGELLM_HOME's disk, the recorded llama.cpp build."""
-    return detect(LiveProbe(), str(home.home()), read_build_info())
+    return detect(LiveProbe(), str(paths.home()), read_build_info())

@@ -95,6 +95,16 @@ def usable_gpu(profile: DeviceProfile) -> tuple[Gpu | None, str]:
     return gpu, ""
 
 
+def build_backend(profile: DeviceProfile) -> str:
+    """The backend this machine's llama.cpp build runs on (cpu when the build is not known)."""
+    return profile.llama_build.backend if profile.llama_build else "cpu"
+
+
+def flash_attention(wish: str, backend: str) -> bool:
+    """Whether flash attention is used: on when asked, or (auto) when the backend has its kernels."""
+    return wish == "on" or (wish == "auto" and backend in FLASH_ATTN_BACKENDS)
+
+
 def ram_margin(profile: DeviceProfile, wishes: Wishes) -> int:
     return wishes.ram_margin if wishes.ram_margin is not None else max(512 * MIB, profile.memory.total_bytes // 10)
 
@@ -214,8 +224,8 @@ class Fitter:
 def plan(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes = Wishes()) -> Plan:
     """Choose the settings for `spec` on `profile`; PlanError when the wishes cannot fit (unless force)."""
     gpu, no_gpu_reason = usable_gpu(profile)
-    backend = gpu.backend if gpu else (profile.llama_build.backend if profile.llama_build else "cpu")
-    flash_attn = wishes.flash_attn == "on" or (wishes.flash_attn == "auto" and backend in FLASH_ATTN_BACKENDS)
+    backend = gpu.backend if gpu else build_backend(profile)
+    flash_attn = flash_attention(wishes.flash_attn, backend)
     if wishes.kv not in (None, "f16") and not flash_attn:
         raise PlanError(f"--kv {wishes.kv} (a quantized V cache) needs flash attention: use -fa on or auto, "
                         f"or --kv f16")

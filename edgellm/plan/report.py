@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from edgellm.hw.profile import DeviceProfile
-from edgellm.engine.local import LoadSettings
+from edgellm.plan.params import load_params
 from edgellm.plan.planner import Plan
 from edgellm.plan.spec import ModelSpec
 from edgellm.plan.speed import Measured, SpeedEstimate
@@ -21,7 +21,7 @@ def size(n_bytes: int) -> str:
 
 def settings_dict(plan: Plan, spec: ModelSpec) -> dict[str, Any]:
     """The plan's settings under the keys `run --json` and saved conversations use."""
-    return LoadSettings.from_plan(Path(spec.path), plan).as_dict()
+    return load_params(Path(spec.path), plan).as_dict()
 
 
 def to_dict(plan: Plan, spec: ModelSpec, profile: DeviceProfile, speed: SpeedEstimate | None = None,

@@ -1,25 +1,21 @@
 """What the planner needs to know about a model, read from the GGUF header and tensor table alone.
 
-`model_spec(header)` is pure; `load_spec(path)` reads the header (every shard of a split model) and
-caches the spec in EDGELLM_HOME/cache by path, size and mtime, so a second plan costs a file stat.
+Pure: `model_spec(headers)` sums the headers of a model's shards into its spec; `storage.specs.load_spec(path)` reads
+them from the file and caches the spec.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgellm.storage import disk
-from edgellm.gguf.header import ArrayInfo, GGUFError, GGUFHeader, read_header
+from edgellm.gguf.header import ArrayInfo, GGUFError, GGUFHeader
 from edgellm.gguf.quants import FILE_TYPES, parse_quant
 
 SPEC_VERSION = 2
 # Architectures whose sliding-window layers follow a fixed pattern in llama.cpp: every Nth layer is global.
 SWA_PATTERNS = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "gpt-oss": 2, "exaone4": 4}
-SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.")
 
 
@@ -152,64 +148,3 @@ def model_spec(headers: list[GGUFHeader]) -> ModelSpec:
         file_bytes=sum(part.file_size for part in headers),
         n_tensors=n_tensors,
     )
-
-
-def shard_paths(path: Path, header: GGUFHeader) -> list[Path]:
-    """All shards of a split model given its first shard (`-00001-of-00003.gguf`), checked to exist."""
-    count = header.metadata.get("split.count")
-    if not isinstance(count, int) or count <= 1:
-        return [path]
-    found = SHARD_RE.search(path.name)
-    if not found or int(found.group(1)) != 1:
-        raise GGUFError(f"is shard {header.metadata.get('split.no', 0) + 1} of a {count}-part model; "
-                        "pass the first part (-00001-of-...)", "split")
-    stem = path.name[: found.start()]
-    paths = [path.with_name(f"{stem}-{index:05d}-of-{count:05d}.gguf") for index in range(1, count + 1)]
-    missing = [p.name for p in paths if not p.exists()]
-    if missing:
-        raise GGUFError(f"is part of a split model but {', '.join(missing)} is missing beside it", "split")
-    return paths
-
-
-def _cache_file(cache_dir: Path, path: Path) -> Path:
-    return cache_dir / (hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:20] + ".json")
-
-
-def load_spec(path: Path, cache_dir: Path | None = None) -> ModelSpec:
-    """Read (or take from the cache) the spec of the model at `path`; GGUFError if the file is bad."""
-    path = Path(path)
-    if not path.is_file():
-        read_header(path)  # raises the GGUFError that names the problem (missing, a directory...)
-    stat = path.stat()
-    key = {"version": SPEC_VERSION, "path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    cached = _cache_file(cache_dir, path) if cache_dir else None
-    if cached and cached.exists():
-        try:
-            data = json.loads(cached.read_text())
-            if data.get("key") == key:
-                spec = data["spec"]
-                return ModelSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
-        except (ValueError, TypeError, KeyError):
-            pass
-    first = read_header(path)
-    headers = [first] + [read_header(shard) for shard in shard_paths(path, first)[1:]]
-    spec = model_spec(headers)
-    if cached:
-        _keep(cached, {"key": key, "spec": spec.to_dict()})
-    return spec
-
-
-def _keep(cached: Path, data: dict) -> None:
-    """Write the cache entry whole or not at all; a full or read-only disk skips it (said once)."""
-    partial = cached.with_suffix(".tmp")
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_text(json.dumps(data))
-        partial.replace(cached)
-    except OSError as error:
-        try:
-            partial.unlink(missing_ok=True)
-        except OSError:
-            pass
-        if not disk.lost("the model spec cache", cached.parent, error):
-            raise

@@ -21,8 +21,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgellm.session.completion import ChatModel, Prepared
 from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply
-from edgellm.engine.generate import GenerationOptions
-from edgellm.errors import ContextOverflow, TemplateRefused, UserError, WorkerLost, WorkerUnreachable
+from edgellm.engine.contract import GenerationOptions
+from edgellm.errors import ContextOverflow, TemplateRefused, EdgellmError, WorkerLost, WorkerUnreachable
 from edgellm.api import openai
 from edgellm.server.metrics import CONTENT_TYPE, Metrics, render
 from edgellm.api.openai import Answer, ApiError, CompletionRequest
@@ -368,7 +368,7 @@ class _Finish:
         gone = " (client went away)" if status == CLIENT_GONE else ""
         state.log(printable(f"{_client(self.http)} POST {path} {status}{tokens}{speed} "
                             f"{time.perf_counter() - self.started:.2f} s{gone}"))
-        if isinstance(error, UserError):  # said in its own words (a split's worker lost): no traceback
+        if isinstance(error, EdgellmError):  # said in its own words (a split's worker lost): no traceback
             state.log(printable(f"the reply failed: {error}"))
         elif error is not None:
             state.log("the reply failed:\n" + "".join(traceback.format_exception(error)).rstrip())

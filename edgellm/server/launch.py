@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import uvicorn
 
 from edgellm.session.completion import ChatModel
-from edgellm.errors import UserError
+from edgellm.errors import EdgellmError
 from edgellm.server.app import ServerConfig, ServerState, create_app
 from edgellm.server.scheduler import Scheduler
 
@@ -51,7 +51,7 @@ def is_loopback(host: str) -> bool:
 def check_exposure(host: str, api_key: str | None) -> None:
     """Refuse to listen beyond this machine without an API key."""
     if not api_key and not is_loopback(host):
-        raise UserError(f"--host {host} would let anyone on the network use the model without a key; set one with "
+        raise EdgellmError(f"--host {host} would let anyone on the network use the model without a key; set one with "
                         f"--api-key KEY or {API_KEY_ENV}, or keep the default --host 127.0.0.1")
 
 
@@ -60,7 +60,7 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
-        raise UserError(f"--host {host}: cannot resolve it ({error.strerror}); pass an address such as "
+        raise EdgellmError(f"--host {host}: cannot resolve it ({error.strerror}); pass an address such as "
                         f"127.0.0.1 or 0.0.0.0") from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
@@ -71,7 +71,7 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as error:
         sock.close()
         way_out = "pick another --port, or stop what is using it" if error.errno == 98 else "check --host and --port"
-        raise UserError(f"cannot listen on {host}:{port}: {error.strerror}; {way_out}") from None
+        raise EdgellmError(f"cannot listen on {host}:{port}: {error.strerror}; {way_out}") from None
     sock.set_inheritable(True)
     return sock
 

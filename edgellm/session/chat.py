@@ -19,8 +19,8 @@ from edgellm.storage import disk
 from edgellm.session.completion import ChatModel, reply_notices
 from edgellm.session.events import ChatEvent, Reply, ReplyDone
 from edgellm.session.history import Conversation, History, Message
-from edgellm.engine.generate import GenerationOptions, settings_report
-from edgellm.errors import (HistoryUnavailable, InvalidSetting, NoSuchConversation, UserError, WorkerLost,
+from edgellm.engine.contract import GenerationOptions, settings_record
+from edgellm.errors import (HistoryUnavailable, InvalidSetting, NoSuchConversation, EdgellmError, WorkerLost,
                             WorkerUnreachable)
 from edgellm.events import Notice
 from edgellm.session.flags import MODEL_FLAGS
@@ -129,7 +129,7 @@ class ChatSession:
 
     def settings(self) -> dict[str, Any]:
         """The settings in force, saved with a new conversation: the keys `run --json` reports, and the template."""
-        return {**settings_report(self.model.loaded.settings, self.options), "template": self.model.template.name}
+        return {**settings_record(self.model.model.params, self.options), "template": self.model.template.name}
 
     @property
     def stats(self) -> SessionStats:
@@ -140,26 +140,26 @@ class ChatSession:
     def send(self, text: str) -> Turn:
         """Start a turn answering `text`; iterate the Turn for its events."""
         if not text.strip():
-            raise UserError("a message needs some text")
+            raise EdgellmError("a message needs some text")
         return self._start(text, lambda: len(self.entries))
 
     def regenerate(self) -> Turn:
         """Answer the last user message again, replacing the last reply."""
         def keep() -> int:
             if not self.entries or self.entries[-1].role != "assistant":
-                raise UserError("there is no reply to regenerate yet")
+                raise EdgellmError("there is no reply to regenerate yet")
             return len(self.entries) - 1
         return self._start(None, keep)
 
     def edit_last(self, text: str) -> Turn:
         """Replace the last user message (and the reply to it) with `text`, and answer it."""
         if not text.strip():
-            raise UserError("the new message needs some text")
+            raise EdgellmError("the new message needs some text")
 
         def keep() -> int:
             index = next((i for i in range(len(self.entries) - 1, -1, -1) if self.entries[i].role == "user"), None)
             if index is None:
-                raise UserError("there is no message to edit yet")
+                raise EdgellmError("there is no message to edit yet")
             return index
         return self._start(text, keep)
 
@@ -176,7 +176,7 @@ class ChatSession:
 
     def _idle(self) -> None:
         if self.busy:
-            raise UserError(BUSY)
+            raise EdgellmError(BUSY)
 
     def _start(self, text: str | None, keep: Callable[[], int]) -> Turn:
         with self._starting:  # two threads cannot both start a turn
@@ -308,14 +308,14 @@ class ChatSession:
 
     def search(self, text: str) -> list[Conversation]:
         if not text.strip():
-            raise UserError("a search needs some text")
+            raise EdgellmError("a search needs some text")
         return self._ask(History.search, text)
 
     def rename(self, title: str) -> None:
         if not title.strip():
-            raise UserError("a title needs some text")
+            raise EdgellmError("a title needs some text")
         if self.conversation_id is None:
-            raise UserError("nothing to rename yet: a conversation is saved with its first message")
+            raise EdgellmError("nothing to rename yet: a conversation is saved with its first message")
         self._ask(History.rename, self.conversation_id, title)
 
     def delete(self, conversation_id: int) -> None:

@@ -3,7 +3,7 @@
 It renders messages with the model's chat template, keeps them inside the context by dropping the oldest
 turns, reuses the KV cache across calls (a next turn processes only its new tokens), and streams the reply
 with reasoning kept apart. Options come with each call; one call runs at a time (a lock), so a server's
-requests and a chat's turns can share one model. `complete` writes no history: the session does that.
+requests and a chat's turns can share one model. It writes no history: the session does that.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from edgellm.session.events import AnswerPiece, ChatEvent, ReasoningPiece, Reply, ReplyDone
+from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply
 from edgellm.templates.reasoning import ReasoningSplitter, StopMatcher
 from edgellm.templates.sandbox import TemplateLimit
 from edgellm.templates.chat import ChatTemplate, choose, looks_like_base_model
-from edgellm.engine.generate import GenerationOptions
-from edgellm.engine.local import LoadedModel
+from edgellm.engine.contract import GenerationOptions, Model
 from edgellm.errors import ContextOverflow, TemplateRefused
 from edgellm.events import Notice
 
@@ -35,7 +34,9 @@ class Prepared:
 
 @dataclass
 class ChatModel:
-    loaded: LoadedModel
+    """A model that completes conversations (and raw prompts), one call at a time."""
+
+    model: Model  # the engine's
     template: ChatTemplate
     base_model: bool = False  # no chat template and no instruct-style name: it will ramble, not chat
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -43,14 +44,13 @@ class ChatModel:
     _special: tuple[str, str] | None = None  # BOS and EOS as text
 
     @classmethod
-    def for_model(cls, loaded: LoadedModel, architecture: str) -> "ChatModel":
-        llm = loaded.llm
-        metadata = llm.metadata
+    def for_model(cls, engine: Model, architecture: str) -> ChatModel:
+        metadata = engine.metadata
         own = metadata.get("tokenizer.chat_template")
-        llama3 = len(llm.tokenize(b"<|start_header_id|>", add_bos=False, special=True)) == 1
-        names = [loaded.settings.path.name] + [metadata.get(key, "") for key in
-                                               ("general.name", "general.basename", "general.finetune")]
-        model = cls(loaded, choose(own, architecture, llama3), looks_like_base_model(bool(own), names))
+        llama3 = len(engine.tokenize("<|start_header_id|>", add_bos=False, special=True)) == 1
+        names = [engine.params.path.name] + [metadata.get(key, "") for key in
+                                             ("general.name", "general.basename", "general.finetune")]
+        model = cls(engine, choose(own, architecture, llama3), looks_like_base_model(bool(own), names))
         try:
             model.template.compile(*model.special_tokens())  # now, not in the first turn's time to first token
         except Exception:  # noqa: BLE001 - a broken template is refused when a turn renders it, with its words
@@ -60,11 +60,11 @@ class ChatModel:
     def close(self) -> None:
         """Free llama.cpp's model and context, once no call is running on them."""
         with self._lock:
-            self.loaded.close()
+            self.model.close()
 
     @property
     def n_ctx(self) -> int:
-        return self.loaded.n_ctx
+        return self.model.n_ctx
 
     def opening_notices(self) -> list[Notice]:
         """What a person should know before the first message."""
@@ -77,10 +77,10 @@ class ChatModel:
         """The model's BOS and EOS tokens as text, for the template (read once: each llama.cpp call hands the GIL
         over, which a busy UI thread makes slow)."""
         if self._special is None:
-            llm = self.loaded.llm
-            bos = llm.detokenize([llm.token_bos()], special=True).decode(errors="replace") if llm.token_bos() >= 0 else ""
-            eos = llm.detokenize([llm.token_eos()], special=True).decode(errors="replace") if llm.token_eos() >= 0 else ""
-            self._special = (bos, eos)
+            model = self.model
+            bos, eos = model.token_bos, model.token_eos
+            self._special = (model.detokenize([bos], special=True).decode(errors="replace") if bos >= 0 else "",
+                             model.detokenize([eos], special=True).decode(errors="replace") if eos >= 0 else "")
         return self._special
 
     def render(self, messages: Messages) -> str:
@@ -94,7 +94,7 @@ class ChatModel:
             raise TemplateRefused(f"the model's chat template refused this conversation: {error}") from None
 
     def tokenize(self, text: str) -> list[int]:
-        return self.loaded.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        return self.model.tokenize(text, add_bos=False, special=True)
 
     def count(self, messages: Messages) -> int:
         return len(self.tokenize(self.render(messages)))
@@ -124,7 +124,7 @@ class ChatModel:
 
     def prepare_text(self, prompt: str) -> Prepared:
         """A raw prompt, completed as it is (no template): BOS and its tokens; ContextOverflow if no room is left."""
-        return Prepared(prompt, text_prompt_tokens(self.loaded, prompt), 0, chat=False)
+        return Prepared(prompt, text_prompt_tokens(self.model, prompt), 0, chat=False)
 
     def stream(self, prepared: Prepared, reply: Reply, options: GenerationOptions = GenerationOptions(),
                cancel: threading.Event | None = None) -> Iterator[AnswerPiece | ReasoningPiece]:
@@ -135,7 +135,7 @@ class ChatModel:
     def _stream(self, prepared: Prepared, reply: Reply, options: GenerationOptions,
                 cancel: threading.Event | None) -> Iterator[AnswerPiece | ReasoningPiece]:
         reply.dropped_messages, reply.n_ctx = prepared.dropped, self.n_ctx
-        generation = self.loaded.generation(prepared.tokens, options, cancel=cancel)
+        generation = self.model.generation(prepared.tokens, options, cancel=cancel)
         reply.stats = generation.stats  # its counts grow as tokens come (a server's metrics read them live)
         # some templates open the reasoning block in the prompt itself (DeepSeek-R1 distills): the reply starts inside it
         splitter = (ReasoningSplitter(starts_in_reasoning=prepared.text.rstrip().endswith("<think>")) if prepared.chat
@@ -158,21 +158,6 @@ class ChatModel:
             reply.context_used = len(prepared.tokens) + len(generation.tokens)
             self._previous = (prepared.text + "".join(raw), prepared.tokens + generation.tokens)
 
-    def complete(self, messages: Messages, options: GenerationOptions = GenerationOptions(),
-                 cancel: threading.Event | None = None) -> Iterator[ChatEvent]:
-        """One stateless completion of `messages`: pieces, notices, then ReplyDone. A caller that stops early must
-        close() the iterator: that frees the model for the next call. (The server calls prepare and stream itself,
-        to refuse a request that does not fit before it waits for its turn.)"""
-        prepared = self.prepare(messages, options)
-        reply = Reply()
-        pieces = self.stream(prepared, reply, options, cancel)
-        try:
-            yield from pieces
-        finally:
-            pieces.close()
-        yield from reply_notices(reply)
-        yield ReplyDone(reply)
-
 
 class PlainText:
     """The splitter of a raw text completion: everything is answer, `<think>` included."""
@@ -184,11 +169,11 @@ class PlainText:
         return []
 
 
-def text_prompt_tokens(loaded: LoadedModel, prompt: str) -> list[int]:
+def text_prompt_tokens(model: Model, prompt: str) -> list[int]:
     """A raw prompt's tokens, BOS first, as `run` and the server's /v1/completions evaluate it; ContextOverflow when
     it leaves no room for a reply."""
-    tokens = loaded.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
-    n_ctx = loaded.n_ctx
+    tokens = model.tokenize(prompt, add_bos=True, special=False)
+    n_ctx = model.n_ctx
     if len(tokens) >= n_ctx:
         raise ContextOverflow(f"the prompt is {len(tokens)} tokens, which does not leave room in the {n_ctx}-"
                               f"token context; raise -c or shorten the prompt", len(tokens), n_ctx)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Union
 
-from edgellm.engine.generate import GenerationStats
+from edgellm.engine.contract import GenerationStats
 from edgellm.events import Notice
 
 

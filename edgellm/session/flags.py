@@ -1,20 +1,27 @@
-"""The flags shared by every command that loads a model, named as llama.cpp names them.
+"""The flags shared by every command that loads a model, named as llama.cpp names them, and their values (`Flags`).
 
 Each flag's default can be set in EDGELLM_HOME/config.toml under the flag's long name
-(`ctx-size = 8192`, `threads = 4`); a flag given on the command line wins over the file.
+(`ctx-size = 8192`, `threads = 4`); a flag given on the command line wins over the file. The command line adds them
+to its parsers (cli.arguments); the TUI and the chat settings use the same table and parsers.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from edgellm.errors import UserError
+from edgellm.engine.contract import KV_TYPES, GenerationOptions, Sampling
+from edgellm.errors import EdgellmError
+from edgellm.plan.planner import Wishes
+from edgellm import paths
 
-KV_TYPES = ("f16", "q8_0", "q4_0")
+if TYPE_CHECKING:
+    from edgellm.engine.endpoint import Endpoint
+
+MIB = 2**20
+
 FLASH_ATTN = ("auto", "on", "off")
 
 
@@ -139,8 +146,8 @@ MODEL_FLAGS = (
 
 
 @dataclass(frozen=True)
-class ModelSettings:
-    """The resolved values of the common flags for one command."""
+class Flags:
+    """The values of the common flags for one command: the command line over config.toml over the defaults."""
 
     model: str | None
     hf_repo: str | None
@@ -163,43 +170,27 @@ class ModelSettings:
     offline: bool
     force: bool
     verbose: bool
-    rpc: tuple = ()  # RPC workers (engine.rpc.Endpoint) the model is split across; only from --rpc
+    rpc: tuple[Endpoint, ...] = ()  # RPC workers the model is split across; only from --rpc
 
+    def wishes(self) -> Wishes:
+        """What these flags ask of the planner (None: choose for me), the margins included."""
+        return Wishes(
+            ctx=self.ctx_size, gpu_layers=self.gpu_layers, kv=self.kv, flash_attn=self.flash_attn,
+            threads=self.threads, force=self.force,
+            ram_margin=None if self.ram_margin is None else self.ram_margin * MIB,
+            gpu_margin=None if self.gpu_margin is None else self.gpu_margin * MIB,
+        )
 
-def argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse `type` from one of the parsers above: its ValueError becomes argparse's one-line error."""
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
-
-    return convert
+    def generation_options(self, chat: bool = False) -> GenerationOptions:
+        """The per-call options these flags ask for. The loop guard is on in chat unless --ignore-eos or -n is
+        given."""
+        sampling = Sampling(self.temp, self.top_k, self.top_p, self.min_p, self.repeat_penalty)
+        return GenerationOptions(sampling=sampling, max_tokens=self.n_predict, ignore_eos=self.ignore_eos,
+                                 seed=self.seed, loop_guard=chat and not self.ignore_eos and self.n_predict < 0)
 
 
 SAMPLING_DESTS = ("n_predict", "ignore_eos", "temp", "top_k", "top_p", "min_p", "repeat_penalty", "seed",
                   "system_prompt")
-
-
-def add_model_flags(parser: argparse.ArgumentParser, leave_out: tuple[str, ...] = ()) -> None:
-    """Add the common flags to a subcommand's parser, defaults left unset so config.toml can fill them; the flags
-    whose dest is in `leave_out` are not added (a command that has its own, or no use for them)."""
-    group = parser.add_argument_group("model and sampling")
-    for flag in MODEL_FLAGS:
-        if flag.dest in leave_out:
-            continue
-        if flag.parse is None:
-            group.add_argument(*flag.names, dest=flag.dest, action="store_true", default=None, help=flag.help)
-        else:
-            group.add_argument(*flag.names, dest=flag.dest, type=argument_type(flag.parse), default=None,
-                               metavar=flag.metavar, help=flag.help)
-
-
-def add_rpc_flag(parser: argparse.ArgumentParser, help: str) -> None:
-    """`--rpc HOST:PORT[,HOST:PORT...]`: RPC workers (`edgellm worker`), parsed and checked for repeats."""
-    from edgellm.engine.rpc import parse_endpoints
-
-    parser.add_argument("--rpc", type=argument_type(parse_endpoints), metavar="HOST:PORT[,HOST:PORT...]", help=help)
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -213,37 +204,50 @@ def load_config(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read {path}: {error}; fix or remove the file") from None
+        raise EdgellmError(f"cannot read {path}: {error}; fix or remove the file") from None
     except tomllib.TOMLDecodeError as error:
-        raise UserError(f"{path} is not valid TOML ({error}); fix or remove the file") from None
+        raise EdgellmError(f"{path} is not valid TOML ({error}); fix or remove the file") from None
     by_key = {flag.config_key: flag for flag in MODEL_FLAGS}
     values: dict[str, Any] = {}
     for key, value in raw.items():
         flag = by_key.get(key)
         if flag is None:
-            raise UserError(f"{path}: unknown setting {key!r}; known settings: {', '.join(sorted(by_key))}")
+            raise EdgellmError(f"{path}: unknown setting {key!r}; known settings: {', '.join(sorted(by_key))}")
         if flag.parse is None:
             if not isinstance(value, bool):
-                raise UserError(f"{path}: {key} must be true or false")
+                raise EdgellmError(f"{path}: {key} must be true or false")
             values[flag.dest] = value
             continue
         if isinstance(value, (dict, list)) or isinstance(value, bool):
-            raise UserError(f"{path}: {key} = {value!r} is not a valid value for {flag.names[0]}")
+            raise EdgellmError(f"{path}: {key} = {value!r} is not a valid value for {flag.names[0]}")
         try:
             values[flag.dest] = flag.parse(str(value))
         except ValueError as error:
-            raise UserError(f"{path}: {key} = {value!r}: {error}") from None
+            raise EdgellmError(f"{path}: {key} = {value!r}: {error}") from None
     return values
 
 
-def resolve(args: argparse.Namespace, config: dict[str, Any]) -> ModelSettings:
-    """Flags win over config.toml, which wins over the built-in defaults."""
+def flags_from(args: object, config: dict[str, Any]) -> Flags:
+    """The flags given (`args`: an argparse namespace, or anything with the flags' names as attributes) over
+    config.toml's values, over the built-in defaults."""
     defaults = {flag.dest: flag.default for flag in MODEL_FLAGS}
     values = {}
-    for field in fields(ModelSettings):
+    for field in fields(Flags):
         if field.name == "rpc":
             values["rpc"] = tuple(getattr(args, "rpc", None) or ())
             continue
         given = getattr(args, field.name, None)
         values[field.name] = given if given is not None else config.get(field.name, defaults[field.name])
-    return ModelSettings(**values)
+    return Flags(**values)
+
+
+def flags_of(args: object) -> Flags:
+    """The flags given, with EDGELLM_HOME/config.toml filling what the command line left out."""
+    return flags_from(args, load_config(paths.config_path()))
+
+
+def config_wishes(ctx: int | None = None) -> Wishes:
+    """What config.toml asks of the planner (its margins, context, KV cache...) for work that plans without the
+    model flags (pull, recommend, convert's quant choice); `ctx` as given on that command's line."""
+    wishes = flags_of(object()).wishes()
+    return wishes if ctx is None else replace(wishes, ctx=ctx)

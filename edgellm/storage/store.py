@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterator
 
-from edgellm.storage import disk, home
-from edgellm.errors import UserError
-from edgellm.hub.files import SHARD_RE, opens_a_model
+from edgellm.storage import disk
+from edgellm import paths
+from edgellm.errors import EdgellmError
+from edgellm.gguf.names import SHARD_RE, opens_a_model
 from edgellm.gguf.quants import parse_quant
 
 MANIFEST_VERSION = 1
@@ -53,8 +54,13 @@ class StoredModel:
         return store / self.files[0]
 
 
+def model_files(folder: Path) -> list[Path]:
+    """The models in a folder: one path per model (the first shard of a split one), projectors left out."""
+    return [path for path in sorted(folder.glob("**/*.gguf")) if opens_a_model(path.name)]
+
+
 def store_dir() -> Path:
-    return home.models_dir()
+    return paths.models_dir()
 
 
 def _manifest_path() -> Path:
@@ -71,7 +77,7 @@ def load_models() -> dict[str, StoredModel]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, TypeError, AttributeError) as error:
-        raise UserError(f"{path} is damaged ({error}); move it aside and pull or import the models again") from None
+        raise EdgellmError(f"{path} is damaged ({error}); move it aside and pull or import the models again") from None
 
 
 def save_models(models: dict[str, StoredModel]) -> None:
@@ -118,12 +124,12 @@ def find(name: str, strict: bool = False) -> StoredModel | None:
     wanted = name.lower()
     exact = [m for m in models.values() if m.name.lower() == wanted or m.alias.lower() == wanted]
     if len(exact) > 1:
-        raise UserError(f"{name!r} names {len(exact)} stored models: use one of {', '.join(m.name for m in exact)}")
+        raise EdgellmError(f"{name!r} names {len(exact)} stored models: use one of {', '.join(m.name for m in exact)}")
     if exact:
         return exact[0]
     of_repo = [m for m in models.values() if m.repo.lower() == wanted]
     if len(of_repo) > 1 and strict:
-        raise UserError(f"{name!r} has {len(of_repo)} quants stored: use one of {', '.join(m.name for m in of_repo)}")
+        raise EdgellmError(f"{name!r} has {len(of_repo)} quants stored: use one of {', '.join(m.name for m in of_repo)}")
     if of_repo:
         from edgellm.gguf.quants import rank
 
@@ -160,7 +166,7 @@ def remove(name: str) -> tuple[StoredModel, bool]:
     model = find(name, strict=True)
     if model is None:
         hint = " (it belongs to another tool; delete it there)" if find_external(name.lower()) else ""
-        raise UserError(f"no model {name!r} in the store{hint}: `edgellm ls` lists them")
+        raise EdgellmError(f"no model {name!r} in the store{hint}: `edgellm ls` lists them")
     with editing() as models:
         models.pop(model.name, None)
     if model.source not in OWNED:
@@ -178,7 +184,7 @@ def remove(name: str) -> tuple[StoredModel, bool]:
 
 def import_path(path: Path) -> StoredModel:
     """Use a GGUF where it is (never copied); it gets a store name and an alias."""
-    from edgellm.plan.spec import load_spec, shard_paths
+    from edgellm.storage.specs import load_spec, shard_paths
     from edgellm.gguf.header import GGUFError, read_header
 
     path = path.expanduser().resolve()
@@ -186,7 +192,7 @@ def import_path(path: Path) -> StoredModel:
         spec = load_spec(path)
         shards = shard_paths(path, read_header(path))
     except GGUFError as error:
-        raise UserError(f"{path}: {error}; pass a GGUF model file") from None
+        raise EdgellmError(f"{path}: {error}; pass a GGUF model file") from None
     quant = spec.file_type or parse_quant(path.name) or "unknown"
     stem = path.name.removesuffix(".gguf")
     model = StoredModel(name=f"local/{stem}:{quant}", repo=f"local/{stem}", quant=quant,

@@ -1,10 +1,9 @@
-"""The edgellm app: its modes (home, models, convert, chat), the model opener run in a worker, errors shown
+"""The edgellm app: its modes (home, models, convert, chat), the model host's loads run on a thread, errors shown
 as screens with the way out, every action in the command palette."""
 
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
@@ -15,7 +14,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 
-from edgellm.errors import UserError
+from edgellm.errors import EdgellmError
 from edgellm.events import Event, Notice, Progress
 from edgellm.tui.messages import (ChatWith, ChooseRemote, ModelLoadFailed, ModelLoading, ModelReady, OpenerProgress,
                                   ProgressUpdate, ResumeConversation, StoreChanged, WorkNotice)
@@ -24,8 +23,8 @@ if TYPE_CHECKING:
     from edgellm.session.history import History
     from edgellm.session.chat import ChatSession
     from edgellm.hw.profile import DeviceProfile
+    from edgellm.session.flags import Flags
     from edgellm.session.opening import PlannedModel
-    from edgellm.session.flags import ModelSettings
     from edgellm.tui.widgets.hardware import Sampler
 
 log = logging.getLogger("edgellm.tui")
@@ -71,22 +70,29 @@ class EdgeApp(App[int]):
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
-    def __init__(self, settings: "ModelSettings", *, profile: "DeviceProfile | None" = None,
+    def __init__(self, flags: "Flags", *, profile: "DeviceProfile | None" = None,
                  sampler: "Sampler | None" = None, history: "History | None" = None, model: str | None = None,
-                 resume: int | None = None, start: str = "home", trouble: "UserError | None" = None) -> None:
+                 resume: int | None = None, start: str = "home", trouble: "EdgellmError | None" = None) -> None:
+        from edgellm.session.host import ModelHost
+
         super().__init__()
-        self.settings = settings
+        self.host = ModelHost(flags, full_screen=True, report=self.reporter())
         self._profile = profile
         self.sampler = sampler
         self.history = history
         self.session: ChatSession | None = None
-        self._loading, self._load_cancel = False, threading.Event()
         self.planned: PlannedModel | None = None
+        self._opening = False  # from the ask to open a model until its load ends
         self.start_model, self.resume, self.start_mode = model, resume, start
         self.trouble = trouble  # a problem met before the app started (a history that cannot be opened)
         self.theme = "textual-dark"
 
     # what every screen shares
+
+    @property
+    def flags(self) -> "Flags":
+        """The flags the app was started with (config.toml under them), -m being the model in use."""
+        return self.host.flags
 
     @property
     def profile(self) -> "DeviceProfile":
@@ -140,11 +146,11 @@ class EdgeApp(App[int]):
     def show_error(self, error: BaseException, retry: Callable[[], None] | None = None) -> None:
         from edgellm.tui.screens.error import ErrorScreen
 
-        if not isinstance(error, UserError):
+        if not isinstance(error, EdgellmError):
             log.error("unexpected error in the TUI", exc_info=error)
         self.push_screen(ErrorScreen(error, retry))
 
-    # the model opener, in a worker
+    # the model host, its loads on a thread
 
     def on_choose_remote(self, message: ChooseRemote) -> None:
         self.switch_mode("models")
@@ -159,53 +165,38 @@ class EdgeApp(App[int]):
 
     @property
     def loading_model(self) -> bool:
-        return self._loading
+        return self._opening
 
     def open_model(self, model: str) -> None:
-        """Plan and load `model` on a worker, then chat with it: one load at a time, never under a reply."""
+        """Plan and load `model` on a thread, then chat with it: one load at a time, never under a reply."""
         from edgellm.session.chat import BUSY
 
-        if self._loading:
+        if self._opening:
             self.notify("a model is being loaded already: wait for it", severity="warning")
             return
         if self.session is not None and self.session.busy:
             self.notify(BUSY, severity="warning")
             return
         previous, self.session = self.session, None  # no turn starts on it from now on
-        self._loading, self._load_cancel = True, threading.Event()
+        self._opening = True
         self.switch_mode("chat")
         self.broadcast(ModelLoading(model))
-        self._load(model, previous, self.planned, self._load_cancel)
+        self._load(model, previous)
 
     @work(thread=True, group="load", exit_on_error=False)
-    def _load(self, model: str, previous: "ChatSession | None", previous_plan: "PlannedModel | None",
-              cancel: threading.Event) -> None:
-        from edgellm.session import opening
-
-        settings = replace(self.settings, model=model, hf_repo=None) if model else self.settings
-        if settings.rpc and previous is not None:  # its child holds each worker's one client slot: free them first
-            previous.close()
-            previous, previous_plan = None, None
+    def _load(self, model: str, previous: "ChatSession | None") -> None:
+        flags = replace(self.host.flags, model=model, hf_repo=None) if model else self.host.flags
         try:
-            planned = opening.plan_model(settings, report=self.reporter(), cancel=cancel)  # a -hf pull stops
-        except Exception as error:  # noqa: BLE001 - the previous model stays; the error is shown
-            self.post_message(LoadEnded(None, None, error, model, previous, previous_plan))
+            self.host.open(flags)  # a -hf model is pulled first; the model in use stays if planning fails
+            session = self.host.chat(self.history)
+        except Exception as error:  # noqa: BLE001 - shown, logged, and the app goes on with the model it has
+            kept = previous if previous is not None and self.host.model is previous.model else None
+            self.post_message(LoadEnded(None, None, error, model, kept, self.host.planned if kept else None))
             return
-        loaded = None
-        try:
-            if previous is not None:
-                previous.close()  # its memory back before the next model is loaded
-            loaded = opening.open_model(planned, settings, full_screen=True)
-            session = opening.chat_session(planned, loaded, settings, self.history)
-        except Exception as error:  # noqa: BLE001 - shown, logged, and the app goes on without a model
-            if loaded is not None:
-                loaded.close()  # a split's child would hold the workers
-            self.post_message(LoadEnded(None, None, error, model, None, None))
-            return
-        self.post_message(LoadEnded(session, planned, None, model, None, None))
+        self.post_message(LoadEnded(session, self.host.planned, None, model, None, None))
 
     def on_load_ended(self, message: "LoadEnded") -> None:
-        self._loading = False
+        self._opening = False
         if message.session is not None:
             self.post_message(ModelReady(message.session, message.planned))
             return
@@ -219,7 +210,6 @@ class EdgeApp(App[int]):
 
     def on_model_ready(self, message: ModelReady) -> None:
         self.session, self.planned = message.session, message.planned
-        self.settings = replace(self.settings, model=str(message.planned.choice.path), hf_repo=None)
         self.broadcast(ModelReady(message.session, message.planned))
         if self.resume is not None:
             resume, self.resume = self.resume, None
@@ -234,7 +224,7 @@ class EdgeApp(App[int]):
                 stop()
         if self.session is not None:
             self.session.cancel()
-        self._load_cancel.set()
+        self.host.cancel()
         self.exit()
 
     # actions

@@ -8,8 +8,8 @@ import json
 import sys
 from typing import Any
 
-from edgellm.session.flags import (SAMPLING_DESTS, add_model_flags, add_rpc_flag, argument_type, non_negative_int,
-                             positive_int)
+from edgellm.cli.arguments import add_model_flags, add_rpc_flag, argument_type
+from edgellm.session.flags import SAMPLING_DESTS, non_negative_int, positive_int
 
 NAME = "bench"
 HELP = "measure prompt and decode speed, TTFT and memory of a model on this device, with edgellm's plan"
@@ -24,7 +24,7 @@ def depth_list(text: str) -> tuple[int, ...]:
 
 
 def flash_attn_list(text: str) -> list[str]:
-    from edgellm.bench.runner import flash_attn_values
+    from edgellm.session.bench import flash_attn_values
 
     return flash_attn_values([part.strip() for part in text.split(",")])
 
@@ -47,16 +47,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edgellm.session import opening
     from edgellm.bench import results
     from edgellm.bench.measure import BenchRequest
-    from edgellm.bench.runner import run_bench
     from edgellm.cli.progress import ProgressLine
+    from edgellm.session.bench import run_bench
+    from edgellm.session.flags import flags_of
+    from edgellm.session.host import ModelHost
 
-    settings = opening.settings_from(args)
+    flags = flags_of(args)
     request = BenchRequest(pp=args.pp, tg=args.tg, repetitions=args.repetitions, depths=args.depth)
-    tell = ProgressLine()
-    profile, result = run_bench(settings, request, args.flash_attn_list or [settings.flash_attn], tell)
+    host = ModelHost(flags, report=ProgressLine())
+    profile, result = run_bench(host, request, args.flash_attn_list or [flags.flash_attn])
     stored = results.save_result(profile, result)
     if args.json:
         print(json.dumps(result, indent=2))

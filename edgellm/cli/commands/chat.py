@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgellm.session.flags import add_model_flags, add_rpc_flag
+from edgellm.cli.arguments import add_model_flags, add_rpc_flag
 
 NAME = "chat"
 HELP = "chat with a model: the full-screen app on a terminal (--headless: a line REPL), one reply per line when piped"
@@ -22,25 +22,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edgellm.storage import home
-    from edgellm.session import opening
-    from edgellm.session.history import History
+    from edgellm.cli.host import open_host
     from edgellm.cli.repl import Repl
-    from edgellm.cli.opening import plan_and_tell
+    from edgellm.session.flags import flags_of
+    from edgellm.session.history import History
+    from edgellm import paths
 
-    settings = opening.settings_from(args)
+    flags = flags_of(args)
     _check_resume(args.resume, args.no_history)  # before a long model load
     if not args.headless and sys.stdin.isatty() and sys.stdout.isatty():
         from edgellm.tui.launch import run_tui
 
-        return run_tui(settings, model=settings.model or "", resume=args.resume, use_history=not args.no_history,
+        return run_tui(flags, model=flags.model or "", resume=args.resume, use_history=not args.no_history,
                        start="chat")
-    history = None if args.no_history else History.open_or_none(home.history_path())
+    history = None if args.no_history else History.open_or_none(paths.history_path())
     try:
-        planned = plan_and_tell(settings)
-        loaded = opening.open_model(planned, settings)
+        host, planned = open_host(flags)
+        host.load(planned)
         interactive = sys.stdin.isatty()
-        session = opening.chat_session(planned, loaded, settings, history, show_reasoning=interactive)
+        session = host.chat(history, show_reasoning=interactive)
         repl = Repl(session, interactive=interactive)
         if args.resume is not None:
             repl.show_loaded(args.resume, session.load(args.resume))
@@ -52,17 +52,17 @@ def main(args: argparse.Namespace) -> int:
 
 def _check_resume(resume: int | None, no_history: bool) -> None:
     """--resume names a saved conversation, and the history is on."""
-    from edgellm.storage import home
+    from edgellm import paths
     from edgellm.session.history import History
-    from edgellm.errors import UserError
+    from edgellm.errors import EdgellmError
 
     if resume is None:
         return
     if no_history:
-        raise UserError("--resume needs the history: drop --no-history")
-    history = History(home.history_path())
+        raise EdgellmError("--resume needs the history: drop --no-history")
+    history = History(paths.history_path())
     try:
         if history.conversation(resume) is None:
-            raise UserError(f"no conversation {resume}: `edgellm history` lists them")
+            raise EdgellmError(f"no conversation {resume}: `edgellm history` lists them")
     finally:
         history.close()

@@ -28,20 +28,22 @@ def main(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from edgellm.session import opening
     from edgellm.cli.progress import ProgressLine
     from edgellm.convert.pipeline import convert
-    from edgellm.errors import UserError
+    from edgellm.errors import EdgellmError
     from edgellm.hub.refs import parse_ref
+    from edgellm.session import opening
+    from edgellm.session.flags import config_wishes
 
     if (args.src is None) == (args.hf_repo is None):
-        raise UserError("name one checkpoint: a folder (SRC) or a Hub repo (-hf owner/repo)")
+        raise EdgellmError("name one checkpoint: a folder (SRC) or a Hub repo (-hf owner/repo)")
     output = Path(args.output).expanduser() if args.output else None
     profile = opening.profile_named(args.profile)
     report = ProgressLine(show_progress=not args.json)
     conversion, path = convert(Path(args.src).expanduser() if args.src else None,
                                parse_ref(args.hf_repo).repo if args.hf_repo else None, args.quant, args.outtype,
-                               profile, output, report, keep_checkpoint=args.keep_checkpoint)
+                               profile, output, report, keep_checkpoint=args.keep_checkpoint,
+                               wishes=config_wishes())
     if args.json:
         print(json.dumps({"path": str(path), "name": conversion.name if conversion.in_store else None,
                           "quant": conversion.quant, "outtype": conversion.outtype, "size": path.stat().st_size,

@@ -16,7 +16,7 @@ from pathlib import Path
 from edgellm import __version__
 from edgellm.hw import buildconfig
 from edgellm.engine.child import module_command
-from edgellm.session.flags import add_rpc_flag
+from edgellm.cli.arguments import add_rpc_flag
 
 NAME = "doctor"
 HELP = "check the llama.cpp build (one-token self-test in a child process) and the GPU setup"

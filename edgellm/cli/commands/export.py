@@ -16,13 +16,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from edgellm.cli.commands.history import open_history
-    from edgellm.errors import UserError
+    from edgellm.errors import EdgellmError
 
     history = open_history()
     try:
         conversation = history.conversation(args.id)
         if conversation is None:
-            raise UserError(f"no conversation {args.id}: `edgellm history` lists them")
+            raise EdgellmError(f"no conversation {args.id}: `edgellm history` lists them")
         messages = history.messages(args.id)
     finally:
         history.close()

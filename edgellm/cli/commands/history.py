@@ -17,23 +17,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def open_history():
-    """The history database; a HistoryUnavailable (a UserError) names the way out when it cannot be used."""
-    from edgellm.storage import home
+    """The history database; a HistoryUnavailable (a EdgellmError) names the way out when it cannot be used."""
+    from edgellm import paths
     from edgellm.session.history import History
 
-    return History(home.history_path())
+    return History(paths.history_path())
 
 
 def main(args: argparse.Namespace) -> int:
-    from edgellm.errors import UserError
+    from edgellm.errors import EdgellmError
 
     history = open_history()
     try:
         if args.action == "rm":
             if args.id is None:
-                raise UserError("history rm needs a conversation id: `edgellm history` lists them")
+                raise EdgellmError("history rm needs a conversation id: `edgellm history` lists them")
             if not history.delete(args.id):
-                raise UserError(f"no conversation {args.id}: `edgellm history` lists them")
+                raise EdgellmError(f"no conversation {args.id}: `edgellm history` lists them")
             print(f"deleted conversation {args.id}")
             return 0
         conversations = history.conversations()

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from edgellm.session.flags import add_model_flags, add_rpc_flag
+from edgellm.cli.arguments import add_model_flags, add_rpc_flag
 
 NAME = "plan"
 HELP = "show the chosen n_gpu_layers, context, threads and KV cache, with the memory budget behind them"
@@ -23,33 +23,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edgellm.session import opening
     from edgellm.hub.client import offline
+    from edgellm.session import opening
+    from edgellm.session.flags import flags_of
 
-    settings = opening.settings_from(args)
+    flags = flags_of(args)
     profiles = args.profile or []
     if len(profiles) > 1 or args.rpc:
-        return show_split(settings, profiles, args.rpc or [], args.json)
+        return show_split(flags, profiles, args.rpc or [], args.json)
     profile = opening.profile_named(profiles[0] if profiles else None)
-    if settings.hf_repo and not (settings.offline or offline()):
-        remote = plan_remote(settings, profile)
+    if flags.hf_repo and not (flags.offline or offline()):
+        remote = plan_remote(flags, profile)
         if remote is not None:
             return show(remote, profile, args.json)
-    choice = opening.choose_model(settings, profile)
+    choice = opening.choose_model(flags, profile)
     return show(choice, profile, args.json)
 
 
-def plan_remote(settings, profile):
+def plan_remote(flags, profile):
     """-hf of a model not yet stored: plan it from the Hub listing and headers, downloading nothing."""
-    from edgellm.session import opening
-    from edgellm.storage import store
-    from edgellm.hub.pull import choose_remote
     from edgellm.hub.refs import parse_ref
+    from edgellm.session import opening
+    from edgellm.session.remote import choose_remote
+    from edgellm.storage import store
 
-    ref = parse_ref(settings.hf_repo)
+    ref = parse_ref(flags.hf_repo)
     if store.find(ref.name) is not None:
         return None
-    remote = choose_remote(ref, profile, opening.wishes_from(settings))
+    remote = choose_remote(ref, profile, flags.wishes())
     return opening.ModelChoice(Path(remote.spec.path), remote.spec, remote.plan,
                                remote.considered if not ref.quant else ())
 
@@ -74,12 +75,12 @@ def show(choice, profile, as_json: bool) -> int:
     return 0
 
 
-def show_split(settings, profiles: list[str], endpoints, as_json: bool) -> int:
+def show_split(flags, profiles: list[str], endpoints, as_json: bool) -> int:
     """`plan --profile A --profile B` or `plan --rpc HOST:PORT,...`: the model's layers shared across machines."""
     from edgellm.session import opening
     from edgellm.plan.split import to_dict
 
-    planned = opening.plan_split_model(settings, endpoints, profiles)
+    planned = opening.plan_split_model(flags, endpoints, profiles)
     path, spec, split = planned.choice.path, planned.choice.spec, planned.split
     if as_json:
         print(json.dumps({"model": {"path": str(path), "architecture": spec.architecture, "quant": spec.file_type,

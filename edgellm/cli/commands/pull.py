@@ -7,7 +7,8 @@ import json
 
 from edgellm.cli.progress import ProgressLine
 from edgellm.events import Notice
-from edgellm.session.flags import argument_type, non_negative_int
+from edgellm.cli.arguments import argument_type
+from edgellm.session.flags import non_negative_int
 
 NAME = "pull"
 HELP = "download the GGUF quant of a Hugging Face repo that fits this machine best (resumable, verified)"
@@ -23,14 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edgellm.session import opening
-    from edgellm.storage import store
     from edgellm.errors import OfflineMode
     from edgellm.hub import client
-    from edgellm.hub.pull import choose_remote, download, plan_forced_quant
     from edgellm.hub.refs import parse_ref
     from edgellm.plan import report
-    from edgellm.plan.planner import Wishes
+    from edgellm.session import opening
+    from edgellm.session.flags import config_wishes
+    from edgellm.session.remote import choose_remote, plan_forced_quant, pull
+    from edgellm.storage import store
+    from edgellm.storage.specs import read_spec
 
     ref = parse_ref(args.ref)
     profile = opening.profile_named(args.profile)
@@ -40,14 +42,14 @@ def main(args: argparse.Namespace) -> int:
             raise OfflineMode(f"{ref.name} is not in the store and offline mode is on; pull it without --offline")
         print(stored.path(store.store_dir()))
         return 0
-    wishes = Wishes(ctx=args.ctx_size)
+    wishes = config_wishes(ctx=args.ctx_size)  # config.toml's margins, and -c
     show = ProgressLine(show_progress=not args.json)  # --json: notices only, no progress line
     choice = choose_remote(ref, profile, wishes, plan_forced=args.dry_run)
     model = None
     if not args.dry_run:
-        model = download(choice, show)
+        model = pull(choice, show)
         if choice.plan is None:  # a forced quant: planned from the file now on disk
-            choice = plan_forced_quant(choice, opening.read_spec(model.path(store.store_dir())), profile, wishes)
+            choice = plan_forced_quant(choice, read_spec(model.path(store.store_dir())), profile, wishes)
     if choice.warning:
         show(Notice(choice.warning, "warning"))
     if args.json:

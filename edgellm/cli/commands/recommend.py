@@ -19,15 +19,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edgellm.session import opening
     from edgellm.bench import results
-    from edgellm.hub import client
     from edgellm.catalog.recommend import recommend
+    from edgellm.hub import client
+    from edgellm.session import opening
+    from edgellm.session.flags import config_wishes
 
     profile = opening.profile_named(args.profile)
     samples = results.calibration_samples(profile)
     result = recommend(profile, args.min_speed, online=not (args.offline or client.offline()),
-                       samples=samples, measured=results.measured_by_repo(profile))
+                       samples=samples, measured=results.measured_by_repo(profile), wishes=config_wishes())
     if args.json:
         print(json.dumps({"profile": profile.name, "min_tokens_per_s": args.min_speed,
                           "sizes": "hub" if result.online else "estimated",

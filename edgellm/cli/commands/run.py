@@ -6,9 +6,14 @@ import argparse
 import json
 import sys
 import threading
+from typing import TYPE_CHECKING
 
-from edgellm.errors import UserError
-from edgellm.session.flags import add_model_flags, add_rpc_flag
+from edgellm.errors import EdgellmError
+from edgellm.cli.arguments import add_model_flags, add_rpc_flag
+
+if TYPE_CHECKING:
+    from edgellm.engine.contract import GenerationOptions
+    from edgellm.session.completion import ChatModel
 
 NAME = "run"
 HELP = "complete one prompt with a model, streaming the text to stdout"
@@ -31,56 +36,61 @@ def read_prompt(args: argparse.Namespace) -> str:
             with open(args.file, encoding="utf-8") as handle:
                 return handle.read()
         except (OSError, UnicodeDecodeError) as error:
-            raise UserError(f"cannot read the prompt file {args.file}: {getattr(error, 'strerror', None) or error}")
+            raise EdgellmError(f"cannot read the prompt file {args.file}: {getattr(error, 'strerror', None) or error}")
     if args.prompt == "-":
         return sys.stdin.read()
     if args.prompt is None:
-        raise UserError("no prompt: pass -p TEXT, -p - to read stdin, or -f FILE")
+        raise EdgellmError("no prompt: pass -p TEXT, -p - to read stdin, or -f FILE")
     return args.prompt
 
 
 def main(args: argparse.Namespace) -> int:
-    from edgellm.session import opening
-    from edgellm.cli.opening import plan_and_tell
+    from edgellm.cli.host import open_host
+    from edgellm.session.flags import flags_of
 
-    settings = opening.settings_from(args)
+    flags = flags_of(args)
     prompt = read_prompt(args)
-    planned = plan_and_tell(settings)
-    if settings.system_prompt:
+    host, planned = open_host(flags)
+    if flags.system_prompt:
         print("edgellm: note: run completes the raw prompt; -sys is used by chat", file=sys.stderr)
-    loaded = opening.open_model(planned, settings)
-    return generate(loaded, opening.generation_options(settings), prompt, as_json=args.json, verbose=settings.verbose)
+    model = host.load(planned)
+    return generate(model, flags.generation_options(), prompt, as_json=args.json, verbose=flags.verbose)
 
 
-def generate(loaded, options, prompt: str, as_json: bool, verbose: bool = False) -> int:
-    """Stream the completion of `prompt` to stdout; Ctrl-C stops it (exit 130) and keeps what was printed."""
-    from edgellm.engine.generate import settings_report
+def generate(model: ChatModel, options: GenerationOptions, prompt: str, as_json: bool, verbose: bool = False) -> int:
+    """Stream the raw completion of `prompt` to stdout (the server's /v1/completions path); Ctrl-C stops it (exit
+    130) and keeps what was printed."""
+    from edgellm.engine.contract import settings_record
     from edgellm.events import ctrl_c_sets
+    from edgellm.session.events import Reply
 
-    from edgellm.session.completion import text_prompt_tokens
-
-    tokens = text_prompt_tokens(loaded, prompt)
+    prepared = model.prepare_text(prompt)
+    reply = Reply()
     out = sys.stdout
     printed = ""
     with ctrl_c_sets(threading.Event()) as cancel:  # the generation stops between tokens (or mid-prompt)
-        generation = loaded.generation(tokens, options, cancel=cancel)
+        pieces = model.stream(prepared, reply, options, cancel)
         try:
-            for piece in generation:
-                out.write(piece)
+            for piece in pieces:
+                out.write(piece.text)
                 out.flush()
-                printed = piece
-        except UserError:  # a worker of a split lost mid-reply: the text stays, the error goes on a line of its own
+                printed = piece.text
+        except EdgellmError:  # a worker of a split lost mid-reply: the text stays, the error goes on a line of its own
             if printed and not printed.endswith("\n"):
                 out.write("\n")
             out.flush()
             raise
-    stats = generation.stats
+        finally:
+            pieces.close()
+    stats = reply.stats
+    assert stats is not None
     if as_json:
         if printed and not printed.endswith("\n"):
             out.write("\n")
-        report = {**stats.as_dict(), "load_ms": round(loaded.load_ms, 1), "model": str(loaded.settings.path),
-                  "settings": settings_report(loaded.settings, options)}
-        out.write(json.dumps(report) + "\n")
+        engine = model.model
+        record = {**stats.as_dict(), "load_ms": round(engine.load_ms, 1), "model": str(engine.params.path),
+                  "settings": settings_record(engine.params, options)}
+        out.write(json.dumps(record) + "\n")
     elif printed and not printed.endswith("\n") and out.isatty():
         out.write("\n")
     out.flush()

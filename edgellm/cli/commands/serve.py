@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from edgellm.session.flags import add_model_flags, add_rpc_flag, argument_type, non_negative_int, positive_int
+from edgellm.cli.arguments import add_model_flags, add_rpc_flag, argument_type
+from edgellm.session.flags import non_negative_int, positive_int
 
 NAME = "serve"
 HELP = "serve a model over HTTP with the OpenAI API (chat, completions, models), /health and /metrics"
@@ -43,35 +44,29 @@ def main(args: argparse.Namespace) -> int:
     import os
     import sys
 
-    from edgellm.session import opening
-    from edgellm.session.completion import ChatModel
-    from edgellm.cli.opening import plan_and_tell
+    from edgellm.cli.host import open_host
     from edgellm.server.app import ServerConfig
     from edgellm.server.launch import STOPPED_WHILE_LOADING, Listen, api_key_from, check_exposure, say, serve
+    from edgellm.session.flags import flags_of
 
-    settings = opening.settings_from(args)
+    flags = flags_of(args)
     api_key = api_key_from(args.api_key)
     check_exposure(args.host, api_key)  # before a download or a load
-    if settings.system_prompt:
+    if flags.system_prompt:
         print("edgellm: note: serve takes the system prompt from each request; -sys is used by chat", file=sys.stderr)
-    planned = plan_and_tell(settings)
-    path, load_settings = planned.choice.path, planned.load_settings
+    host, planned = open_host(flags)
+    path, params = planned.choice.path, planned.params
     config = ServerConfig(model_id=args.alias or path.name.removesuffix(".gguf"), created=int(path.stat().st_mtime),
-                          defaults=opening.generation_options(settings), api_key=api_key,
+                          defaults=flags.generation_options(), api_key=api_key,
                           max_body_bytes=args.max_body_mb * 2**20, cors_origins=tuple(args.cors or ()))
-    layers = {-1: "all layers"}.get(load_settings.n_gpu_layers, f"{load_settings.n_gpu_layers} layers")
+    layers = {-1: "all layers"}.get(params.n_gpu_layers, f"{params.n_gpu_layers} layers")
     where = "on the GPU"
     if planned.split is not None:
         layers = f"{planned.split.layers_on_workers} of {planned.choice.spec.n_layers} layers"
         where = f"on {planned.split.workers} RPC worker{'s' if planned.split.workers > 1 else ''}"
-    say(f"loading {path.name}: {load_settings.n_ctx}-token context, {layers} {where}, "
-        f"{load_settings.n_threads} threads, KV cache {load_settings.kv}")
-
-    def load() -> ChatModel:
-        loaded = opening.open_model(planned, settings)
-        return ChatModel.for_model(loaded, planned.choice.spec.architecture)
-
-    code = serve(config, Listen(args.host, args.port, args.queue), load)
+    say(f"loading {path.name}: {params.n_ctx}-token context, {layers} {where}, "
+        f"{params.n_threads} threads, KV cache {params.kv}")
+    code = serve(config, Listen(args.host, args.port, args.queue), lambda: host.load(planned))
     if code == STOPPED_WHILE_LOADING:
         sys.stderr.flush()
         os._exit(0)  # the model is still loading on its thread: a clean stop all the same

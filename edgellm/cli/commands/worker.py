@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgellm.session.flags import argument_type, positive_int
+from edgellm.cli.arguments import argument_type
+from edgellm.session.flags import positive_int
 
 NAME = "worker"
 HELP = "serve this device's CPU (or GPU) to other edgellm processes (llama.cpp's RPC backend)"
@@ -36,36 +37,37 @@ def main(args: argparse.Namespace) -> int:
     import socket
     import threading
 
-    from edgellm.storage import home
+    from edgellm import paths
     from edgellm.engine import rpc
+    from edgellm.engine.endpoint import Endpoint
     from edgellm.engine.backends import GPU_KINDS, devices, gpu_memory_free
-    from edgellm.errors import UserError
+    from edgellm.errors import EdgellmError
     from edgellm.hw.detect import detect_this_machine
     from edgellm.plan.planner import GPU_MARGIN, Wishes, ram_margin
     from edgellm.engine.side_channel import ProfileServer, profile_document, side_channel
 
     if ":" in args.host:
-        raise UserError(f"--host {args.host}: llama.cpp's RPC speaks IPv4 only; give an IPv4 address such as "
+        raise EdgellmError(f"--host {args.host}: llama.cpp's RPC speaks IPv4 only; give an IPv4 address such as "
                         f"127.0.0.1")
     try:
         address = socket.gethostbyname(args.host)  # llama.cpp's server takes a dotted IPv4 address only
     except OSError:
-        raise UserError(f"--host {args.host} does not resolve to an IPv4 address of this machine") from None
-    endpoint = rpc.Endpoint(address, args.port)
+        raise EdgellmError(f"--host {args.host} does not resolve to an IPv4 address of this machine") from None
+    endpoint = Endpoint(address, args.port)
     if not rpc.is_loopback(endpoint.host) and not args.expose:
-        raise UserError(f"--host {args.host} would let any machine that reaches port {args.port} use this device: "
+        raise EdgellmError(f"--host {args.host} would let any machine that reaches port {args.port} use this device: "
                         f"llama.cpp's RPC protocol has no authentication. Keep 127.0.0.1 and reach it through an SSH "
                         f"tunnel of both its ports (ssh -N -L {args.port}:127.0.0.1:{args.port} -L {args.port + 1}:"
                         f"127.0.0.1:{args.port + 1} THIS-HOST), or on a private network you trust add {EXPOSE_FLAG}")
     if args.port >= 65535:
-        raise UserError(f"--port {args.port}: the profile needs the next port too; use 65534 or less")
+        raise EdgellmError(f"--port {args.port}: the profile needs the next port too; use 65534 or less")
     for port in (endpoint.port, endpoint.port + 1):
         probe = socket.socket(socket.AF_INET)
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as both servers do: a restart is not refused
         try:
             probe.bind((endpoint.host, port))
         except OSError as error:
-            raise UserError(f"cannot listen on {endpoint.host}:{port} ({error.strerror or error}); choose another "
+            raise EdgellmError(f"cannot listen on {endpoint.host}:{port} ({error.strerror or error}); choose another "
                             f"--port (the profile takes the next one)") from None
         finally:
             probe.close()
@@ -75,20 +77,20 @@ def main(args: argparse.Namespace) -> int:
     free = (gpu_memory_free() or 0) // len(gpus) - GPU_MARGIN if gpus else \
         profile.memory.available_bytes - ram_margin(profile, Wishes())
     if args.memory is not None and args.memory * MIB > max(free or 0, 0):
-        raise UserError(f"--memory {args.memory} is more than this device can give ({max(free or 0, 0) // MIB} MiB "
+        raise EdgellmError(f"--memory {args.memory} is more than this device can give ({max(free or 0, 0) // MIB} MiB "
                         f"free, less the margin kept free); use --memory {max(free or 0, 0) // MIB} or less")
     cap = args.memory * MIB if args.memory is not None else max(free or 0, 0)
     threads = args.threads or profile.cpu.performance_cores
     cache = None
     if args.cache:
-        cache = home.home() / "rpc-cache"
+        cache = paths.home() / "rpc-cache"
         cache.mkdir(parents=True, exist_ok=True)
     start = rpc.server_function()  # on this thread: a build without RPC is one line, not a thread's traceback
     document = profile_document(profile.to_dict(), cap, served, endpoint)
     try:
         profile_server = ProfileServer(side_channel(endpoint), document)
     except OSError as error:
-        raise UserError(f"cannot serve the profile on {side_channel(endpoint)} ({error.strerror or error}); choose "
+        raise EdgellmError(f"cannot serve the profile on {side_channel(endpoint)} ({error.strerror or error}); choose "
                         f"another --port (the profile takes the next one)") from None
     profile_server.serve_in_background()
     server = threading.Thread(target=rpc.serve_forever,

@@ -19,7 +19,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, Static
 
 from edgellm.session.events import AnswerPiece, ReasoningPiece, ReplyDone
-from edgellm.errors import UserError
+from edgellm.errors import EdgellmError
 from edgellm.events import Notice
 from edgellm.tui.clipboard import code_blocks, copy
 from edgellm.tui.messages import (ModelLoadFailed, ModelLoading, ModelReady, OpenerProgress, ReplyFinished, ReplyNotice, ReplyPieces,
@@ -156,7 +156,7 @@ class ChatScreen(Screen):
         self._sent = text
         try:
             turn = session.edit_last(text) if editing else session.send(text)
-        except UserError as error:
+        except EdgellmError as error:
             self.app.show_error(error)
             return
         event.prompt.clear()
@@ -206,7 +206,7 @@ class ChatScreen(Screen):
                         continue
                     if flushed_at is None or time.monotonic() - flushed_at >= BATCH_S:
                         flush()
-        except Exception as error:  # noqa: BLE001 - a UserError with its way out, or logged and shown
+        except Exception as error:  # noqa: BLE001 - a EdgellmError with its way out, or logged and shown
             self.post_message(TurnFailed(error))
             return
         if finished is not None:
@@ -267,7 +267,7 @@ class ChatScreen(Screen):
             return
         try:
             session.new()
-        except UserError as error:
+        except EdgellmError as error:
             self.app.show_error(error)
             return
         self._leave_editing()
@@ -285,7 +285,7 @@ class ChatScreen(Screen):
             return
         try:
             turn = session.regenerate()
-        except UserError as error:
+        except EdgellmError as error:
             self.app.show_error(error)
             return
         replies = self._messages("assistant")
@@ -346,7 +346,7 @@ class ChatScreen(Screen):
                 return
             try:
                 session.rename(title)
-            except UserError as error:
+            except EdgellmError as error:
                 self.app.show_error(error)
                 return
             self._refresh_history()
@@ -374,7 +374,7 @@ class ChatScreen(Screen):
                 return
             try:
                 session.delete(chosen.id)
-            except UserError as error:
+            except EdgellmError as error:
                 self.app.show_error(error)
                 return
             if session.conversation_id is None and not session.entries:
@@ -410,7 +410,7 @@ class ChatScreen(Screen):
             return
         try:
             found = session.search(message.text) if message.text.strip() else session.conversations()
-        except UserError as error:
+        except EdgellmError as error:
             self.app.show_error(error)
             return
         self.query_one(ConversationList).show(found, session.conversation_id)
@@ -421,7 +421,7 @@ class ChatScreen(Screen):
             return
         try:
             saved = session.load(conversation_id)
-        except UserError as error:
+        except EdgellmError as error:
             self.app.show_error(error)
             return
         self._leave_editing()
@@ -449,7 +449,7 @@ class ChatScreen(Screen):
             return []
         try:
             return self.session.conversations()
-        except UserError:
+        except EdgellmError:
             return []
 
     def _refresh_history(self) -> None:
@@ -517,7 +517,7 @@ class ChatScreen(Screen):
         planned = self.planned
         model = Path(str(planned.choice.path)).name if planned else (
             Path(self.session.model_name).name if self.session else None)
-        settings = planned.load_settings if planned else None
+        settings = planned.params if planned else None
         split = planned.split if planned else None
         on_workers = (split.layers_on_workers, split.workers) if split else None
         self.query_one(StatusLine).update(status_text(

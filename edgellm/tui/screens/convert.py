@@ -110,7 +110,8 @@ class ConvertScreen(StoppableJob, Screen):
             source = local_source(text)
             repo = None if source is not None else parse_ref(text).repo
             conversion, path = convert(source, repo, quant, "auto", self.app.profile,
-                                       report=self.app.reporter(self), cancel=cancel)
+                                       report=self.app.reporter(self), cancel=cancel,
+                                       wishes=self.app.flags.wishes())
         except Cancelled:
             self.app.call_from_thread(self._ended, "stopped: nothing was kept (a Hub download resumes)", None)
         except Exception as error:  # noqa: BLE001 - UserErrors and the unexpected alike: shown, never a crash

@@ -32,8 +32,8 @@ def ways_out(error: BaseException, can_retry: bool) -> list[tuple[str, str]]:
 
 
 def describe(error: BaseException) -> str:
-    """The message: a UserError says the problem and the way out itself; anything else is named as unexpected."""
-    if isinstance(error, errors.UserError):
+    """The message: a EdgellmError says the problem and the way out itself; anything else is named as unexpected."""
+    if isinstance(error, errors.EdgellmError):
         return str(error)
     return (f"Something unexpected went wrong: {type(error).__name__}: {error}. The app goes on; the details are "
             f"in the log (EDGELLM_HOME/logs/tui.log).")
@@ -50,7 +50,7 @@ class ErrorScreen(ModalScreen[str]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="error-box"):
-            yield Label("Error" if isinstance(self.error, errors.UserError) else "Unexpected error", id="error-title")
+            yield Label("Error" if isinstance(self.error, errors.EdgellmError) else "Unexpected error", id="error-title")
             yield Static(describe(self.error), id="error-text")
             with Horizontal(id="error-actions"):
                 for label, action in ways_out(self.error, self.retry is not None):

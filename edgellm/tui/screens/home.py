@@ -17,7 +17,7 @@ from edgellm.tui.widgets.hardware import HardwarePanel
 from edgellm.tui.widgets.modebar import ModeBar
 
 if TYPE_CHECKING:
-    from edgellm.catalog.inventory import LocalModel
+    from edgellm.catalog.inventory import ModelFile
     from edgellm.catalog.recommend import Pick
 
 FIRST_RUN = ("No models in the store yet: pick one found on this machine below, "
@@ -32,7 +32,7 @@ PICK_COLUMNS = (("name", "name"), ("quant", "quant"), ("size", "size"), ("where"
 class ListsReady(Message):
     """The worker's result: the local models, the recommended ones, whether the store is empty, what ails it."""
 
-    def __init__(self, local: "list[LocalModel]", picks: "list[Pick]", store_empty: bool,
+    def __init__(self, local: "list[ModelFile]", picks: "list[Pick]", store_empty: bool,
                  problem: str | None) -> None:
         super().__init__()
         self.local, self.picks, self.store_empty, self.problem = local, picks, store_empty, problem
@@ -74,7 +74,7 @@ class HomeScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__()
-        self._local: dict[str, LocalModel] = {}
+        self._local: dict[str, ModelFile] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -113,8 +113,9 @@ class HomeScreen(Screen):
 
         profile = self.app.profile
         try:
-            local = inventory.local_models(profile)
-            picks = inventory.recommended(profile)
+            wishes = self.app.flags.wishes()  # the margins and context the app opens models with
+            local = inventory.local_models(profile, wishes)
+            picks = inventory.recommended(profile, wishes)
         except Exception as error:  # noqa: BLE001 - shown as an error screen, the app goes on
             self.app.call_from_thread(self.app.show_error, error, self.refresh_lists)
             return

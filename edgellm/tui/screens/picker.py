@@ -1,5 +1,5 @@
 """Pick a model: the local store, the catalog with what fits this machine, any Hub repo; downloads with progress,
-stopped and resumed. The work itself is edgellm.hub.pull's, run on worker threads."""
+stopped and resumed. The work itself is edgellm.session.remote's, run on threads."""
 
 from __future__ import annotations
 
@@ -15,14 +15,16 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, ProgressBar, TabbedContent, TabPane
 
 from edgellm.storage import store
-from edgellm.errors import Cancelled, UserError
+from edgellm.errors import Cancelled, EdgellmError
 from edgellm.tui.format import progress_text, size_text
 from edgellm.tui.messages import ChatWith, ChooseRemote, ProgressUpdate, StoreChanged
 from edgellm.tui.screens.stoppable import StoppableJob
 from edgellm.tui.widgets.modebar import ModeBar
 
 if TYPE_CHECKING:
-    from edgellm.hub.pull import RemoteChoice
+    from edgellm.hw.profile import DeviceProfile
+    from edgellm.plan.planner import Wishes
+    from edgellm.session.remote import RemoteChoice
     from edgellm.catalog.recommend import Pick
 
 log = logging.getLogger("edgellm.tui")
@@ -38,13 +40,13 @@ def pick_text(pick: "Pick | None") -> str:
             f"on {pick.where}")
 
 
-def local_verdicts(profile) -> dict[str, str]:
+def local_verdicts(profile: "DeviceProfile", wishes: "Wishes") -> dict[str, str]:
     """Plan verdicts of the stored models by name; none if planning fails (the list shows without them)."""
     from edgellm.catalog.inventory import local_models
 
     verdicts: dict[str, str] = {}
     try:
-        for model in local_models(profile):  # the store first: a file elsewhere under the same name never wins
+        for model in local_models(profile, wishes):  # the store first: a file elsewhere under the same name never wins
             verdicts.setdefault(model.name, model.verdict)
         return verdicts
     except Exception:  # noqa: BLE001 - the verdicts are extra: logged, and the list shows without them
@@ -112,7 +114,7 @@ class PickerScreen(StoppableJob, Screen):
     def refresh_local(self) -> None:
         try:
             self._stored = store.load_models()
-        except UserError as error:  # a damaged manifest: said, with its way out; the catalog still works
+        except EdgellmError as error:  # a damaged manifest: said, with its way out; the catalog still works
             self._stored = {}
             self.app.show_error(error)
         self._fill_local({})
@@ -130,7 +132,7 @@ class PickerScreen(StoppableJob, Screen):
 
     @work(thread=True, exclusive=True, group="verdicts", exit_on_error=False)
     def _load_verdicts(self) -> None:
-        verdicts = local_verdicts(self.app.profile)
+        verdicts = local_verdicts(self.app.profile, self.app.flags.wishes())
         if verdicts:
             self.app.call_from_thread(self._fill_local, verdicts)
 
@@ -140,7 +142,8 @@ class PickerScreen(StoppableJob, Screen):
         from edgellm.catalog.recommend import recommend
 
         try:
-            picks = {pick.name: pick for pick in recommend(self.app.profile, 0.0, online=False).picks}
+            picks = {pick.name: pick for pick in recommend(self.app.profile, 0.0, online=False,
+                                                           wishes=self.app.flags.wishes()).picks}
             rows = [(entry.name, entry.repo, f"{entry.params:g}B", entry.licence, pick_text(picks.get(entry.name)))
                     for entry in load_catalog()]
         except Exception as error:  # noqa: BLE001 - shown and logged; the rest of the screen works
@@ -186,12 +189,11 @@ class PickerScreen(StoppableJob, Screen):
 
     @work(thread=True, exclusive=True, group="choose", exit_on_error=False)
     def _choose(self, text: str) -> None:
-        from edgellm.hub.pull import choose_remote
         from edgellm.hub.refs import parse_ref
-        from edgellm.session.opening import wishes_from
+        from edgellm.session.remote import choose_remote
 
         try:
-            choice = choose_remote(parse_ref(text), self.app.profile, wishes_from(self.app.settings))
+            choice = choose_remote(parse_ref(text), self.app.profile, self.app.flags.wishes())
         except Exception as error:  # noqa: BLE001 - UserErrors and the unexpected alike: shown, never a crash
             self.app.call_from_thread(self._status, "")
             self.app.call_from_thread(self.app.show_error, error, lambda: self.choose(text))
@@ -234,10 +236,10 @@ class PickerScreen(StoppableJob, Screen):
 
     @work(thread=True, exclusive=True, group="download", exit_on_error=False)
     def _download(self, choice: "RemoteChoice", cancel: threading.Event) -> None:
-        from edgellm.hub.pull import download
+        from edgellm.session.remote import pull
 
         try:
-            model = download(choice, self.app.reporter(self), cancel=cancel)
+            model = pull(choice, self.app.reporter(self), cancel=cancel)
         except Cancelled:
             self.app.call_from_thread(self._ended, f"stopped: Download again to resume {choice.name}", None)
         except Exception as error:  # noqa: BLE001 - UserErrors and the unexpected alike: shown, never a crash

@@ -13,7 +13,7 @@ from textual.widgets import Button, Label, Static
 from edgellm.plan import report
 
 if TYPE_CHECKING:
-    from edgellm.hub.pull import RemoteChoice
+    from edgellm.session.remote import RemoteChoice
     from edgellm.hw.profile import DeviceProfile
 
 

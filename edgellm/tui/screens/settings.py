@@ -10,7 +10,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, TextArea
 
-from edgellm.errors import UserError
+from edgellm.errors import EdgellmError
 
 if TYPE_CHECKING:
     from edgellm.session.chat import ChatSession
@@ -80,7 +80,7 @@ class SettingsScreen(ModalScreen[bool]):
                 value = self.query_one(f"#set-{key}", Input).value.strip()
                 if value != before[key]:
                     self.session.set(key, value)
-        except UserError as error:
+        except EdgellmError as error:
             self.query_one("#settings-error", Label).update(str(error))
             return
         self.dismiss(True)

@@ -1,16 +1,19 @@
-"""EDGELLM_HOME: the one directory everything edgellm writes lives under.
+"""Where edgellm's files are: EDGELLM_HOME, the one directory everything edgellm writes lives under, and the data
+shipped with it.
 
-Layout:
+EDGELLM_HOME's layout:
     config.toml     defaults for the command-line flags
     models/         the model store (downloaded GGUF files)
     history.db      chat history (SQLite)
     bench/          `edgellm bench` results, one JSON file per device
     logs/           edgellm.log (llama.cpp's own log goes here unless -v)
+    cache/specs/    model specs read from GGUF headers
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 HOME_ENV = "EDGELLM_HOME"
@@ -40,3 +43,16 @@ def history_path() -> Path:
 
 def log_path() -> Path:
     return home() / "logs" / "edgellm.log"
+
+
+def data_dir() -> Path:
+    """The data shipped with edgellm (device profiles, the catalog): `edgellm/models` when installed, the repo's
+    `models/` in a checkout, the unpacked folder in the single binary."""
+    bundled = getattr(sys, "_MEIPASS", None)  # a PyInstaller binary unpacks its data here
+    candidates = [Path(bundled) / "edgellm" / "models"] if bundled else []
+    package = Path(__file__).resolve().parent  # edgellm/
+    candidates += [package / "models", package.parent / "models"]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    return candidates[-1]

@@ -1,7 +1,8 @@
 """One `edgellm bench`: choose the model as every command does, plan it for each flash-attention setting with a
 context deep enough for the request, load it, measure it, and put the figures and the plan into one result record.
 
-Shared by the command line (and any front end that benchmarks): progress comes out as events, errors as UserErrors.
+Shared by the command line (and any front end that benchmarks): the model host loads each plan, progress comes out
+as events, errors as EdgellmErrors.
 """
 
 from __future__ import annotations
@@ -15,20 +16,22 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from edgellm import __version__
-from edgellm.storage import home, store
-from edgellm.session import opening
 from edgellm.bench import results
 from edgellm.bench.measure import BenchRequest, PeakMemory, measure, now_iso
-from edgellm.engine.local import LoadSettings, interrupt_after
-from edgellm.engine.split import SplitModel
-from edgellm.errors import DoesNotFit, EngineFailed, UserError
-from edgellm.events import Progress, Report, ctrl_c_sets, ignore
+from edgellm.engine.contract import Model
+from edgellm.engine.llama_log import interrupt_after
+from edgellm.errors import DoesNotFit, EdgellmError, EngineFailed
+from edgellm.events import Progress, ctrl_c_sets
 from edgellm.hw.profile import DeviceProfile
-from edgellm.session.flags import ModelSettings
+from edgellm.plan.params import load_params
 from edgellm.plan.planner import DEFAULT_CTX, Plan, PlanError, Wishes, plan
-from edgellm.plan.report import settings_dict
 from edgellm.plan.spec import ModelSpec
 from edgellm.plan.speed import decode_tokens_per_s, placement
+from edgellm.session import opening
+from edgellm.session.flags import Flags
+from edgellm.session.host import ModelHost
+from edgellm.storage import store
+from edgellm import paths
 
 CTX_STEP = 256
 T = TypeVar("T")
@@ -46,9 +49,9 @@ def deep_enough(spec: ModelSpec, ctx_wish: int | None, request: BenchRequest, pl
             f"context")
     trained = spec.trained_ctx or DEFAULT_CTX
     if needed > trained:
-        raise UserError(f"{what}, more than the model's trained context of {trained}: lower --depth, --pp or --tg")
+        raise EdgellmError(f"{what}, more than the model's trained context of {trained}: lower --depth, --pp or --tg")
     if ctx_wish is not None and needed > (ctx_wish or trained):
-        raise UserError(f"{what}, more than -c {ctx_wish}: raise -c to {min(round_up(needed), trained)} or lower "
+        raise EdgellmError(f"{what}, more than -c {ctx_wish}: raise -c to {min(round_up(needed), trained)} or lower "
                         f"--depth, --pp or --tg")
     chosen = plan_at(ctx_wish)
     if chosen.n_ctx >= needed:
@@ -70,16 +73,16 @@ def bench_plan(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes, request:
     return deep_enough(spec, wishes.ctx, request, plan_at)
 
 
-def split_plans(settings: ModelSettings, spec: ModelSpec, request: BenchRequest,
+def split_plans(flags: Flags, spec: ModelSpec, request: BenchRequest,
                 flash_attn: list[str]) -> list[opening.PlannedModel]:
     """--rpc: the split edgellm would run with each flash-attention setting, deep enough for the request."""
     found: list[opening.PlannedModel] = []
     for value in flash_attn:
         def plan_at(ctx: int | None) -> opening.PlannedModel:
-            return opening.plan_split_model(replace(settings, flash_attn=value, ctx_size=ctx), list(settings.rpc))
+            return opening.plan_split_model(replace(flags, flash_attn=value, ctx_size=ctx), list(flags.rpc))
 
-        chosen = deep_enough(spec, settings.ctx_size, request, plan_at)
-        if all(chosen.load_settings.flash_attn != other.load_settings.flash_attn for other in found):
+        chosen = deep_enough(spec, flags.ctx_size, request, plan_at)
+        if all(chosen.params.flash_attn != other.params.flash_attn for other in found):
             found.append(chosen)
     return found
 
@@ -89,20 +92,21 @@ def run_plan_record(planned: opening.PlannedModel, profile: DeviceProfile) -> di
     workers has no speed estimate; its peak RSS is this machine's: edgellm and the child holding this side's layers)."""
     chosen, spec, split = planned.choice.plan, planned.choice.spec, planned.split
     if split is not None:
-        return {"flash_attn": planned.load_settings.flash_attn, "settings": planned.load_settings.as_dict(),
+        return {"flash_attn": planned.params.flash_attn, "settings": planned.params.as_dict(),
                 "placement": "rpc", "n_gpu_layers": split.n_gpu_layers, "fits": split.fits,
-                "workers": list(planned.load_settings.rpc_servers),
+                "workers": list(planned.params.rpc_servers),
                 "estimate": {"tokens_per_s": None, "memory_bytes": split.total}}
-    return {"flash_attn": chosen.flash_attn, "settings": settings_dict(chosen, spec), "placement": placement(chosen),
+    assert chosen is not None
+    return {"flash_attn": chosen.flash_attn, "settings": planned.params.as_dict(), "placement": placement(chosen),
             "n_gpu_layers": chosen.n_gpu_layers, "fits": chosen.fits,
             "estimate": {"tokens_per_s": decode_tokens_per_s(spec, chosen, profile),
                          "memory_bytes": chosen.estimate.total}}
 
 
-def overrides(settings: ModelSettings) -> list[str]:
+def overrides(flags: Flags) -> list[str]:
     """The flags that took a choice away from the planner (a run with them does not calibrate the estimates)."""
-    given = {"-t": settings.threads is not None, "-ngl": settings.gpu_layers != "auto",
-             "--kv": settings.kv is not None, "--force": settings.force}
+    given = {"-t": flags.threads is not None, "-ngl": flags.gpu_layers != "auto",
+             "--kv": flags.kv is not None, "--force": flags.force}
     return [flag for flag, set_by_hand in given.items() if set_by_hand]
 
 
@@ -110,7 +114,7 @@ def stored_origin(path: Path) -> dict[str, str]:
     """The Hub repo and quant of a stored model (recommend matches its picks by them); {} for other files."""
     try:
         models = store.load_models()
-    except UserError:
+    except EdgellmError:
         return {}
     folder = store.store_dir()
     for model in models.values():
@@ -146,42 +150,44 @@ def flash_attn_values(texts: list[str]) -> list[str]:
     return values
 
 
-def run_bench(settings: ModelSettings, request: BenchRequest, flash_attn: list[str], report: Report = ignore,
+def run_bench(host: ModelHost, request: BenchRequest, flash_attn: list[str],
               cancel: threading.Event | None = None) -> tuple[DeviceProfile, dict[str, Any]]:
-    """Benchmark the model the flags name on this device (or split across the --rpc workers) with each
-    flash-attention setting; the result record."""
-    planned = opening.plan_model(settings, report, cancel)
+    """Benchmark the model the host's flags name on this device (or split across the --rpc workers) with each
+    flash-attention setting; the result record. Progress and notices go to the host's report."""
+    flags, report = host.flags, host.report
+    planned = host.plan()
     profile, spec = planned.profile, planned.choice.spec
     if planned.split is not None:
-        runs = split_plans(settings, spec, request, flash_attn)
+        runs = split_plans(flags, spec, request, flash_attn)
     else:
-        wishes = opening.wishes_from(settings)
+        wishes = flags.wishes()
         runs = []
         for value in flash_attn:
             chosen = bench_plan(profile, spec, replace(wishes, flash_attn=value), request)
-            if all(chosen.flash_attn != other.choice.plan.flash_attn for other in runs):  # auto is on or off: once
+            if all(chosen.flash_attn != other.params.flash_attn for other in runs):  # auto is on or off: once
                 runs.append(replace(planned, choice=replace(planned.choice, plan=chosen),
-                                    load_settings=LoadSettings.from_plan(planned.choice.path, chosen, seed=0)))
+                                    params=load_params(planned.choice.path, chosen, seed=0)))
     for notice in dict.fromkeys(notice for run in runs for notice in run.notices):
         report(notice)
     with ctrl_c_sets(cancel or threading.Event()) as stop:
-        return profile, measure_plans(runs, settings, request, flash_attn, report, stop)
+        return profile, measure_plans(host, runs, request, flash_attn, stop)
 
 
-def measure_plans(planned_runs: list[opening.PlannedModel], settings: ModelSettings, request: BenchRequest,
-                  flash_attn: list[str], report: Report, stop: threading.Event) -> dict[str, Any]:
-    """Load and measure the model under each plan; the result record."""
+def measure_plans(host: ModelHost, planned_runs: list[opening.PlannedModel], request: BenchRequest,
+                  flash_attn: list[str], stop: threading.Event) -> dict[str, Any]:
+    """Load each plan through the host and measure it; the result record."""
     from edgellm.engine import backends
 
+    report = host.report
     profile, spec, path = planned_runs[0].profile, planned_runs[0].choice.spec, planned_runs[0].choice.path
     unified = profile.unified_memory
-    by_hand = overrides(settings)
+    by_hand = overrides(host.flags)
     total = len(planned_runs) * (1 + request.steps())
     done = 0
     peak = PeakMemory()
     runs = []
     for planned in planned_runs:
-        label = f"flash attention {'on' if planned.load_settings.flash_attn else 'off'}"
+        label = f"flash attention {'on' if planned.params.flash_attn else 'off'}"
 
         def step(what: str) -> None:
             nonlocal done
@@ -192,30 +198,30 @@ def measure_plans(planned_runs: list[opening.PlannedModel], settings: ModelSetti
         if stop.is_set():
             raise KeyboardInterrupt
         split = planned.split is not None
-        loaded, child_peak = None, None
+        model: Model | None = None
+        child_peak = 0
         try:
             # a model loaded here: llama.cpp's calls log through a callback that would swallow Ctrl-C; a split's load
             # runs in its child and stops when Ctrl-C sets `stop`
             with contextlib.nullcontext() if split else interrupt_after():
                 gpu_before = None if unified else backends.gpu_memory_free()
                 peak_since = peak.reset()
-                loaded = opening.open_model(planned, settings, cancel=stop if split else None)
-            load_ms = loaded.load_ms
-            figures = measure(loaded, request, step, (lambda: None) if unified else backends.gpu_memory_free, stop)
+                model = host.load(planned, cancel=stop if split else None).model
+            load_ms = model.load_ms
+            figures = measure(model, request, step, (lambda: None) if unified else backends.gpu_memory_free, stop)
         except RuntimeError as error:  # llama.cpp failed mid-run (a decode error, a GPU out of memory)
             raise EngineFailed(f"llama.cpp failed while measuring {path.name} ({error}); see the log: "
-                               f"{home.log_path()}") from None
+                               f"{paths.log_path()}") from None
         finally:
-            if isinstance(loaded, SplitModel) and loaded.child_pid:  # its child holds this machine's share
-                child_peak = peak.peak(loaded.child_pid)
-            if loaded is not None:
-                loaded.close()
-            del loaded
+            if model is not None:  # a split's child holds this machine's share
+                child_peak = sum(peak.peak(pid) for pid in model.other_processes)
+            del model
+            host.close()
             gc.collect()
         lowest = figures.pop("lowest_gpu_free_bytes")
         runs.append({**run_plan_record(planned, profile), "planned": not by_hand, "overrides": by_hand,
                      "load_ms": round(load_ms, 1),
-                     **figures, "peak_rss_bytes": peak.peak() + (child_peak or 0), "peak_rss_since": peak_since,
+                     **figures, "peak_rss_bytes": peak.peak() + child_peak, "peak_rss_since": peak_since,
                      # GPU memory taken while it ran (the device's free memory before less the lowest seen); None
                      # without a GPU, and on unified memory, where "free" is the system RAM the RSS counts already
                      "vram_used_bytes": max(0, gpu_before - lowest) if gpu_before is not None and lowest is not None

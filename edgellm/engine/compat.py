@@ -1,0 +1,162 @@
+"""Every use of llama-cpp-python's internals, in one place: its private attributes, and the module globals edgellm
+swaps while a model loads. Nothing else in edgellm touches them; the rest of the engine calls the functions here.
+
+Imported only by the engine, when a model is loaded (it imports llama_cpp). The installed llama-cpp-python is checked
+at import: these internals are those of one release, so another release is refused in one line with the command that
+installs the right one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import llama_cpp
+
+from edgellm.errors import EngineUnavailable, LoadFailed
+from edgellm.hw.buildconfig import LLAMA_CPP_PYTHON_VERSION
+
+
+def check_version(installed: str, expected: str = LLAMA_CPP_PYTHON_VERSION) -> None:
+    """EngineUnavailable unless `installed` is the llama-cpp-python release these internals are written for."""
+    if installed != expected:
+        raise EngineUnavailable(f"llama-cpp-python {installed} is installed, but edgellm is written for {expected} "
+                                f"(it uses that release's internals): run `python3 scripts/install.py` to install it",
+                                installed, expected)
+
+
+check_version(getattr(llama_cpp, "__version__", "unknown"))
+
+
+# --- a loaded Llama's internals ------------------------------------------------------------------------------------
+
+def end_of_generation(llm: Any) -> Callable[[int], bool]:
+    """A test of whether a token ends generation (EOS, EOT, ...), for this model's vocabulary."""
+    return functools.partial(llama_cpp.llama_vocab_is_eog, llm._model.vocab)
+
+
+def set_abort_check(llm: Any, check: Callable[[], bool] | None) -> Any:
+    """Let llama.cpp stop a decode of this model's context once `check()` is true; None removes the check. Returns
+    what llama.cpp points at, to keep while the check is set."""
+    callback = (llama_cpp.ggml_abort_callback() if check is None  # NULL: no check
+                else llama_cpp.ggml_abort_callback(lambda data: check()))
+    llama_cpp.llama_set_abort_callback(llm._ctx.ctx, callback, None)
+    return None if check is None else callback
+
+
+def free_sampler(llm: Any) -> None:
+    """Free the sampler llama-cpp-python made for a generation. It makes one per `generate()` and frees it only
+    when Python's cycle collector runs (the sampler's cleanup refers to itself), so a server or a long chat would
+    pile up about 3 MB of native memory per reply (the test model) between collections."""
+    sampler = getattr(llm, "_sampler", None)
+    if sampler is not None:
+        llm._sampler = None
+        sampler.close()
+
+
+def keep_with(llm: Any, held: tuple[Any, ...]) -> None:
+    """Keep `held` (what llama.cpp points at: overrides, callbacks) alive as long as the model."""
+    llm._edgellm_params = held
+
+
+# --- while a model loads --------------------------------------------------------------------------------------------
+
+_PARAMS_SWAP = threading.Lock()
+
+
+class _BufferOverride(ctypes.Structure):
+    """struct llama_model_tensor_buft_override: the tensors whose name matches `pattern` go to buffer type `buft`."""
+
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+@contextlib.contextmanager
+def model_params(cpu_weights: str | None = None,
+                 progress: Callable[[float], None] | None = None) -> Iterator[tuple[Any, ...]]:
+    """While a model is created inside, two model parameters llama-cpp-python leaves unset: `cpu_weights`, a pattern
+    of weights kept in this CPU's memory (their matrix products run here), as llama.cpp's `--override-tensor
+    PATTERN=CPU` does; and `progress`, called with the fraction loaded as each tensor is read (or sent to a worker).
+    llama-cpp-python builds the parameters and loads in one call, so its default parameters come back with these set
+    for the while. Yields what llama.cpp points at: keep it as long as the model (`keep_with`)."""
+    if cpu_weights is None and progress is None:
+        yield ()
+        return
+    kept: list[Any] = []
+    if cpu_weights is not None:
+        kept.append(_cpu_overrides(cpu_weights))
+    if progress is not None:
+        def report(fraction: float, user_data: Any) -> bool:
+            try:
+                progress(fraction)
+            except Exception:  # noqa: BLE001 - ctypes would drop it; the load goes on
+                pass
+            return True
+        kept.append(llama_cpp.llama_progress_callback(report))
+    module = llama_cpp.llama_cpp
+    original = module.llama_model_default_params
+
+    def with_ours() -> Any:
+        params = original()
+        if cpu_weights is not None:
+            params.tensor_buft_overrides = ctypes.addressof(kept[0])
+        if progress is not None:
+            params.progress_callback = kept[-1]
+        return params
+
+    with _PARAMS_SWAP:  # one patch of the module at a time
+        module.llama_model_default_params = with_ours
+        try:
+            yield tuple(kept)
+        finally:
+            module.llama_model_default_params = original
+
+
+def _cpu_overrides(pattern: str) -> Any:
+    """The NULL-ended override list that keeps the weights matching `pattern` in the CPU's buffers."""
+    from edgellm.engine import backends
+
+    lib = backends.registry()
+    if lib is None:
+        raise LoadFailed("this llama.cpp build's backend registry cannot be read, so the output layer cannot be kept "
+                         "here; reinstall with `python3 scripts/install.py`", Path(""), "other")
+    lib.ggml_backend_dev_by_type.argtypes, lib.ggml_backend_dev_by_type.restype = [ctypes.c_int], ctypes.c_void_p
+    lib.ggml_backend_dev_buffer_type.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_buffer_type.restype = ctypes.c_void_p
+    cpu = lib.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU: its buffer type is the one llama.cpp
+    overrides = (_BufferOverride * 2)()  # compares with to use the CPU's (repacked) buffers; the second ends the list
+    overrides[0].pattern, overrides[0].buft = pattern.encode(), lib.ggml_backend_dev_buffer_type(cpu)
+    return overrides
+
+
+class _UncompiledTemplate:
+    """Stands in for llama-cpp-python's Jinja2ChatFormatter while a model loads: it compiles nothing."""
+
+    def __init__(self, template: str, *args: object, **kwargs: object) -> None:
+        self.template = template
+
+    def to_chat_handler(self) -> Callable[..., object]:
+        def refuse(*args: object, **kwargs: object) -> object:
+            raise NotImplementedError("edgellm renders chat templates itself (edgellm.templates.sandbox)")
+        return refuse
+
+
+_TEMPLATE_SWAP = threading.Lock()
+
+
+@contextlib.contextmanager
+def templates_left_to_edgellm() -> Iterator[None]:
+    """While a model loads: llama-cpp-python compiles every chat template in a GGUF as it loads it, in a Jinja
+    sandbox without bounds, where `{{ 'x' * 10**10 }}` is folded into 10 GB at compile time. edgellm never uses
+    those handlers (it renders in its own bounded sandbox), so during the load they are stand-ins that compile
+    nothing; afterwards llama-cpp-python's own class is back."""
+    module = llama_cpp.llama.llama_chat_format
+    with _TEMPLATE_SWAP:
+        original, module.Jinja2ChatFormatter = module.Jinja2ChatFormatter, _UncompiledTemplate
+        try:
+            yield
+        finally:
+            module.Jinja2ChatFormatter = original

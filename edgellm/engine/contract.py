@@ -1,0 +1,222 @@
+"""The engine's contract: what every layer above the engine knows of a model. Pure: no llama.cpp here.
+
+A `Model` is a loaded model, wherever its weights live (`engine.local.LocalModel` in this process,
+`engine.split.SplitModel` across RPC workers): its vocabulary (tokenize, detokenize, BOS/EOS, metadata), its context
+size, and `generation()`, which makes one `Generation` of a prompt with the options of that call. The session layer,
+the server and bench use only this; `LoadParams`, `Sampling`, `GenerationOptions` and `GenerationStats` are the
+values that cross it.
+
+What comes next fits the same shape: a batched model (one llama.cpp context with `n_seq_max` sequences) is a `Model`
+whose `generation()` may be called again while earlier generations run, each generation owning one sequence of the
+context, its own sampler (built from its own `GenerationOptions`) and its KV cells, which it removes when it ends
+(llama.cpp's `llama_memory_seq_rm`, wrapped in `engine.compat` with the other llama-cpp-python internals); a draft
+model for speculative decoding is a second `Model` loaded beside the target, its tokens checked against the target's
+vocabulary through the same `tokenize`/`detokenize`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator, Literal, Protocol
+
+KV_TYPES = ("f16", "q8_0", "q4_0")  # KV cache types llama.cpp can hold (a quantized V needs flash attention)
+KV_GGML_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}  # their ggml_type numbers
+LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's "random seed"
+StopReason = Literal["eos", "length", "context", "stop", "repetition", "interrupted"]
+
+
+@dataclass(frozen=True)
+class LoadParams:
+    """What llama.cpp is asked for when a model loads; every value already resolved (no 'auto'). The field names
+    are llama.cpp's."""
+
+    path: Path
+    n_ctx: int
+    n_threads: int
+    n_threads_batch: int
+    n_gpu_layers: int  # -1: all
+    flash_attn: bool
+    kv: str  # one of KV_TYPES, for both K and V
+    seed: int  # -1: random
+    n_batch: int = 512
+    use_mmap: bool = True
+    use_mlock: bool = False
+    rpc_servers: tuple[str, ...] = ()  # RPC workers (HOST:PORT) the last n_gpu_layers go to, shared by tensor_split
+    tensor_split: tuple[int, ...] = ()  # per worker, the layers (and output) it holds
+    output_here: bool = False  # with workers: the output layer stays on this CPU, so no logits cross the network
+    vocab_only: bool = False  # the vocabulary and metadata only: tokenizing for a model run elsewhere
+
+    def as_dict(self) -> dict[str, Any]:
+        """The load parameters as `run --json`, `plan --json` and a saved conversation report them."""
+        found: dict[str, Any] = {
+            "n_ctx": self.n_ctx, "n_gpu_layers": self.n_gpu_layers, "n_batch": self.n_batch,
+            "threads": self.n_threads, "threads_batch": self.n_threads_batch, "flash_attn": self.flash_attn,
+            "kv": self.kv, "use_mmap": self.use_mmap, "use_mlock": self.use_mlock,
+        }
+        if self.rpc_servers:
+            found.update(rpc=list(self.rpc_servers), tensor_split=list(self.tensor_split),
+                         output_here=self.output_here)
+        return found
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temp: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    frequency_penalty: float = 0.0  # OpenAI's penalties, as llama.cpp applies them
+    presence_penalty: float = 0.0
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """What one call asks for, passed with the call: two calls on one model never see each other's options."""
+
+    sampling: Sampling = Sampling()
+    max_tokens: int = -1  # -1: until the model stops or the context is full
+    ignore_eos: bool = False
+    seed: int = -1  # -1: random
+    stop: tuple[str, ...] = ()  # text that ends a reply (applied by the session layer, which sees text)
+    loop_guard: bool = False  # stop a reply that repeats the same run of tokens over and over
+    cache_prompt: bool = True  # reuse the KV cache of the previous call's common prefix; off: the whole prompt is
+    # evaluated afresh, so the result never depends on what ran before (a server's requests)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as `run --json` and a saved conversation report them."""
+        sampling = self.sampling
+        return {"n_predict": self.max_tokens, "temp": sampling.temp, "top_k": sampling.top_k, "top_p": sampling.top_p,
+                "min_p": sampling.min_p, "repeat_penalty": sampling.repeat_penalty, "seed": self.seed,
+                "ignore_eos": self.ignore_eos, "stop": list(self.stop), "loop_guard": self.loop_guard}
+
+    def with_saved(self, saved: object) -> GenerationOptions:
+        """These options with the ones a saved conversation kept (`as_dict`'s keys); unknown or odd values are
+        skipped, so an old or hand-edited record never breaks a load."""
+        if not isinstance(saved, dict):
+            return self
+
+        def value(key: str, kinds: Any, default: Any) -> Any:
+            found = saved.get(key, default)
+            if isinstance(found, bool) != (kinds is bool):  # True is an int: keep switches and numbers apart
+                return default
+            return found if isinstance(found, kinds) else default
+
+        number, sampling = (int, float), self.sampling
+        stop = saved.get("stop")
+        return replace(
+            self,
+            sampling=replace(sampling, temp=float(value("temp", number, sampling.temp)),
+                             top_k=value("top_k", int, sampling.top_k),
+                             top_p=float(value("top_p", number, sampling.top_p)),
+                             min_p=float(value("min_p", number, sampling.min_p)),
+                             repeat_penalty=float(value("repeat_penalty", number, sampling.repeat_penalty))),
+            max_tokens=value("n_predict", int, self.max_tokens), ignore_eos=value("ignore_eos", bool, self.ignore_eos),
+            seed=value("seed", int, self.seed), loop_guard=value("loop_guard", bool, self.loop_guard),
+            stop=tuple(s for s in stop if isinstance(s, str)) if isinstance(stop, list) else self.stop)
+
+
+def settings_record(params: LoadParams, options: GenerationOptions) -> dict[str, Any]:
+    """The one record of the settings a model ran with: what `run --json` reports and a saved conversation keeps
+    (`plan --json` reports the load half, `LoadParams.as_dict`)."""
+    return {**params.as_dict(), **options.as_dict()}
+
+
+@dataclass
+class GenerationStats:
+    """What one generation measured; its counts grow while it runs (a server's metrics read them live)."""
+
+    prompt_tokens: int = 0
+    prompt_evaluated: int = 0  # prompt tokens actually processed: the rest were reused from the KV cache
+    completion_tokens: int = 0
+    ttft_ms: float | None = None  # prompt evaluation plus the first sampled token
+    prompt_tokens_per_s: float | None = None
+    tokens_per_s: float | None = None  # decode only: tokens after the first over the time after the first
+    stop_reason: StopReason = "eos"
+
+    def as_dict(self) -> dict[str, Any]:
+        def rounded(value: float | None) -> float | None:
+            return None if value is None else round(value, 2)
+
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "prompt_evaluated": self.prompt_evaluated,
+            "completion_tokens": self.completion_tokens,
+            "ttft_ms": rounded(self.ttft_ms),
+            "prompt_tokens_per_s": rounded(self.prompt_tokens_per_s),
+            "tokens_per_s": rounded(self.tokens_per_s),
+            "stop_reason": self.stop_reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> GenerationStats:
+        """The stats a record kept (`as_dict`'s keys); odd or missing values fall back to the defaults."""
+        found = cls()
+        if not isinstance(data, dict):
+            return found
+        for name, kinds in (("prompt_tokens", int), ("prompt_evaluated", int), ("completion_tokens", int),
+                            ("ttft_ms", (int, float)), ("prompt_tokens_per_s", (int, float)),
+                            ("tokens_per_s", (int, float)), ("stop_reason", str)):
+            value = data.get(name)
+            if isinstance(value, kinds) and not isinstance(value, bool):
+                setattr(found, name, value)
+        return found
+
+
+class Generation(Protocol):
+    """One completion of a prompt: iterate it for text pieces. `stats` grows as tokens come and is complete once
+    iteration ends (also when it ends early); `tokens` are the sampled tokens the KV cache holds."""
+
+    stats: GenerationStats
+    tokens: list[int]
+
+    def __iter__(self) -> Iterator[str]: ...
+
+
+class Model(Protocol):
+    """A loaded model, as every layer above the engine uses it."""
+
+    params: LoadParams
+    load_ms: float
+
+    @property
+    def n_ctx(self) -> int:
+        """How many tokens a generation may hold, its prompt included."""
+        ...
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The GGUF's metadata (`general.name`, `tokenizer.chat_template`, ...)."""
+        ...
+
+    @property
+    def token_bos(self) -> int:
+        """The beginning-of-sequence token; -1 when the model has none."""
+        ...
+
+    @property
+    def token_eos(self) -> int:
+        """The end-of-sequence token; -1 when the model has none."""
+        ...
+
+    @property
+    def other_processes(self) -> tuple[int, ...]:
+        """Processes besides this one that hold the model's memory on this machine (a split's child)."""
+        ...
+
+    def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]: ...
+
+    def detokenize(self, tokens: list[int], *, special: bool = False) -> bytes: ...
+
+    def generation(self, prompt_tokens: list[int], options: GenerationOptions,
+                   cancel: threading.Event | None = None) -> Generation:
+        """A completion of `prompt_tokens` with `options`; a set `cancel` (even before it starts) ends it with
+        stop_reason "interrupted"."""
+        ...
+
+    def close(self) -> None:
+        """Free the model's memory; the model is not used after."""
+        ...
+

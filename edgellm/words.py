@@ -1,0 +1,434 @@
+"""What edgellm tells a person, as data and as words: a `Reason` is a code with its numbers (why the planner chose a
+setting, what it changed to fit, why something does not fit and what would); `say` words it, and every way out in it
+is named in the `Terms` of the front end that says it: a flag on the command line (`-c 2048`), a setting of the TUI,
+a field of the API. `PLAIN` names them in no front end's words; an error's message is its reason said plainly.
+
+Pure: codes in, text out. The planner, the opener and the engine produce reasons; only front ends choose the terms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from edgellm.format import size
+
+Value = Any  # an int, float, str, bool, None, a Reason or a tuple of them: hashable, so reasons compare and dedupe
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One thing said, as data: `code` names what, `values` hold its numbers (sizes in bytes)."""
+
+    code: str
+    values: tuple[tuple[str, Value], ...] = ()
+
+    def __getitem__(self, key: str) -> Value:
+        for name, value in self.values:
+            if name == key:
+                return value
+        raise KeyError(key)
+
+    def get(self, key: str, default: Value = None) -> Value:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def as_dict(self) -> dict[str, Any]:
+        """The reason for JSON: its code and values (nested reasons as their own dicts)."""
+        def plain(value: Value) -> Any:
+            if isinstance(value, Reason):
+                return value.as_dict()
+            if isinstance(value, tuple):
+                return [plain(item) for item in value]
+            return value
+        return {"code": self.code, **{name: plain(value) for name, value in self.values}}
+
+
+def reason(code: str, **values: Value) -> Reason:
+    return Reason(code, tuple(values.items()))
+
+
+class Terms(Protocol):
+    """How a front end names what a person can do about a reason."""
+
+    def setting(self, name: str, value: Value = None) -> str:
+        """The setting `name` (set to `value`, when given) as this front end's person changes it: `-c 2048`.
+        Names: ctx_size, kv, flash_attn, gpu_layers, threads, force, model, offline, rpc, profile."""
+        ...
+
+    def change(self, name: str, value: Value = None) -> str:
+        """The imperative of changing it: `pass -c 2048`."""
+        ...
+
+    def unset(self, name: str) -> str:
+        """The imperative of leaving it to edgellm: `drop -ngl (or gpu-layers in config.toml)`."""
+        ...
+
+    def way(self, name: str) -> str:
+        """A way out that is not a setting: find_models (find a model that fits), name_model (say which model)."""
+        ...
+
+
+class PlainTerms:
+    """No front end's words: what a log line or an error's own message says."""
+
+    NOUNS = {"ctx_size": ("the context size", "a {}-token context"), "kv": ("the KV cache type", "a {} KV cache"),
+             "flash_attn": ("flash attention", "flash attention {}"),
+             "gpu_layers": ("the GPU layer count", "{} layers on the GPU"), "threads": ("the thread count", "{} threads"),
+             "force": ("forcing it", "forcing it"), "model": ("another model", "the model {}"),
+             "offline": ("offline mode", "offline mode"), "rpc": ("the RPC workers", "the workers {}"),
+             "profile": ("the device profile", "the device profile {}")}
+
+    def setting(self, name: str, value: Value = None) -> str:
+        general, particular = self.NOUNS.get(name, (name, f"{name} {{}}"))
+        return general if value is None else particular.format(value)
+
+    def change(self, name: str, value: Value = None) -> str:
+        return f"choose {self.setting(name, value)}"
+
+    def unset(self, name: str) -> str:
+        return f"leave {self.setting(name)} to edgellm"
+
+    def way(self, name: str) -> str:
+        return {"find_models": "find one that fits it and fetch it", "name_model": "name a model file"}.get(name, name)
+
+
+PLAIN = PlainTerms()
+
+
+def say(said: Reason, terms: Terms = PLAIN) -> str:
+    """The reason in words, its ways out in `terms`."""
+    sentence = SENTENCES.get(said.code)
+    if sentence is None:
+        return said.code.replace("_", " ")
+    return sentence(said, terms)
+
+
+# --- the sentences, by code ---------------------------------------------------------------------------------------
+
+Sentence = Callable[[Reason, Terms], str]
+SENTENCES: dict[str, Sentence] = {}
+
+
+def sentence(code: str) -> Callable[[Sentence], Sentence]:
+    def register(function: Sentence) -> Sentence:
+        SENTENCES[code] = function
+        return function
+    return register
+
+
+# why the planner chose each setting
+
+@sentence("no_gpu")
+def _(r: Reason, t: Terms) -> str:
+    return "no GPU on this machine"
+
+
+@sentence("gpu_unusable")
+def _(r: Reason, t: Terms) -> str:
+    return f"{r['gpu']} is present but this llama.cpp build is {r['backend']}-only (see edgellm doctor)"
+
+
+@sentence("gpu_all_asked")
+def _(r: Reason, t: Terms) -> str:
+    return f"{t.setting('gpu_layers', 'all')}: every layer on the GPU, whatever the estimate"
+
+
+@sentence("gpu_layers_asked")
+def _(r: Reason, t: Terms) -> str:
+    return f"{t.setting('gpu_layers', r['layers'])} as asked"
+
+
+@sentence("gpu_all_fit")
+def _(r: Reason, t: Terms) -> str:
+    return f"all {r['n_layers']} layers and the output fit in {r['gpu']}'s budget"
+
+
+@sentence("gpu_some_fit")
+def _(r: Reason, t: Terms) -> str:
+    return f"the output and {r['layers']} of {r['n_layers']} layers fit in {r['gpu']}'s budget; the rest run on the CPU"
+
+
+@sentence("gpu_none_fit")
+def _(r: Reason, t: Terms) -> str:
+    return f"not even the output layer fits in {r['gpu']}'s budget: all on the CPU"
+
+
+@sentence("ctx_asked")
+def _(r: Reason, t: Terms) -> str:
+    return f"{t.setting('ctx_size')} as asked (trained context {r['trained']})"
+
+
+@sentence("ctx_reduced_to_fit")
+def _(r: Reason, t: Terms) -> str:
+    return f"reduced from {r['from']} to fit the memory budget (trained context {r['trained']})"
+
+
+@sentence("ctx_default")
+def _(r: Reason, t: Terms) -> str:
+    return f"the default {r['default']} (trained context {r['trained']})"
+
+
+@sentence("ctx_trained")
+def _(r: Reason, t: Terms) -> str:
+    return f"the model's trained context (below the default {r['default']})"
+
+
+@sentence("threads_asked")
+def _(r: Reason, t: Terms) -> str:
+    return f"{t.setting('threads')} as asked"
+
+
+@sentence("threads_performance_cores")
+def _(r: Reason, t: Terms) -> str:
+    return (f"the {r['cores']} physical performance cores"
+            + (" (efficiency cores and SMT siblings slow llama.cpp down)" if r["siblings"] else ""))
+
+
+@sentence("flash_attn_off_asked")
+def _(r: Reason, t: Terms) -> str:
+    return "off as asked"
+
+
+@sentence("flash_attn_no_kernels")
+def _(r: Reason, t: Terms) -> str:
+    return "off: this backend has no flash-attention kernels"
+
+
+@sentence("flash_attn_on")
+def _(r: Reason, t: Terms) -> str:
+    return "on: the backend has the kernels; it shrinks the attention buffers"
+
+
+@sentence("kv_asked")
+def _(r: Reason, t: Terms) -> str:
+    return f"{t.setting('kv', r['kv'])} as asked"
+
+
+@sentence("kv_quantized_to_fit")
+def _(r: Reason, t: Terms) -> str:
+    return f"{r['kv']}: an f16 cache did not fit at this context; q8_0 halves it at no visible quality cost"
+
+
+@sentence("kv_full")
+def _(r: Reason, t: Terms) -> str:
+    return "f16: full precision fits"
+
+
+@sentence("ubatch_default")
+def _(r: Reason, t: Terms) -> str:
+    return f"{r['ubatch']}: the default micro-batch"
+
+
+@sentence("ubatch_reduced_to_fit")
+def _(r: Reason, t: Terms) -> str:
+    return (f"{r['ubatch']}: a {r['default']}-token batch's buffers did not fit (prompts are read a little "
+            f"slower)")
+
+
+@sentence("mmap_on")
+def _(r: Reason, t: Terms) -> str:
+    return "on: the weights load instantly and stay in the page cache between runs"
+
+
+@sentence("mlock_off")
+def _(r: Reason, t: Terms) -> str:
+    return "off: the budget keeps memory free, and locking needs privileges on most systems"
+
+
+# what the planner changed to fit (its notices)
+
+@sentence("ctx_reduced")
+def _(r: Reason, t: Terms) -> str:
+    where = " the devices" if r.get("split") else ""
+    return f"context reduced to {r['n_ctx']} tokens to fit{where}; {t.change('ctx_size')} to choose it yourself"
+
+
+@sentence("kv_quantized")
+def _(r: Reason, t: Terms) -> str:
+    return f"KV cache quantized to {r['kv']} to keep the context at {r['n_ctx']}"
+
+
+@sentence("ubatch_reduced")
+def _(r: Reason, t: Terms) -> str:
+    return f"micro-batch reduced to {r['ubatch']} tokens to fit"
+
+
+@sentence("forced")
+def _(r: Reason, t: Terms) -> str:
+    return f"the estimate says this does not fit: {t.setting('force')} runs it anyway and may run out of memory"
+
+
+# why a plan cannot be made, and what would fit
+
+@sentence("ctx_above_trained")
+def _(r: Reason, t: Terms) -> str:
+    return (f"{t.setting('ctx_size', r['asked'])} is above the model's trained context of {r['trained']} tokens; "
+            f"use {t.setting('ctx_size', r['trained'])} or less")
+
+
+@sentence("kv_needs_flash_attn")
+def _(r: Reason, t: Terms) -> str:
+    return (f"{t.setting('kv', r['kv'])} (a quantized V cache) needs flash attention: use "
+            f"{t.setting('flash_attn', 'on')} or auto, or {t.setting('kv', 'f16')}")
+
+
+def _asked(r: Reason, t: Terms) -> str:
+    asked = [t.setting("ctx_size", r["n_ctx"]), t.setting("kv", r["kv"])]
+    if r.get("gpu_layers") is not None:
+        asked.append(t.setting("gpu_layers", r["gpu_layers"]))
+    return " ".join(asked)
+
+
+@sentence("too_big")
+def _(r: Reason, t: Terms) -> str:
+    head = f"the model needs {size(r['needed'])} with {_asked(r, t)} but {r['device']} has {size(r['usable'])} usable"
+    fix = r["fix"]
+    force = f" (or {t.setting('force')})"
+    if fix == "gpu_layers":
+        return (f"{head}; {t.setting('gpu_layers', r['fit_gpu_layers'])} fits (or {t.unset('gpu_layers')} to let "
+                f"edgellm choose, or {t.setting('force')})")
+    if fix == "ctx":
+        fits = t.setting("ctx_size", r["fit_ctx"])
+        if r["fit_kv"] != "f16":
+            fits += " " + t.setting("kv", r["fit_kv"])
+        return f"{head}; {fits} fits" + (force if r["ctx_asked"] else "")
+    if fix == "no_quant":
+        return f"{head}; no quant of this model fits in what is free: use a smaller model, or free memory"
+    return (f"{head}; the weights alone are {size(r['weights'])}: a smaller quant of about {r['bpw_fit']:.1f} bits "
+            f"per weight (now {r['bpw_now']:.1f}) or a smaller model would fit")
+
+
+@sentence("no_such_quant_file")
+def _(r: Reason, t: Terms) -> str:
+    return f"no {r['quant']} file among the candidates ({r['names']})"
+
+
+@sentence("no_quant_fits")
+def _(r: Reason, t: Terms) -> str:
+    return "no quant fits: " + "; ".join(say(item, t) for item in r["considered"])
+
+
+@sentence("split_needs_worker")
+def _(r: Reason, t: Terms) -> str:
+    return "a split needs this machine and at least one worker"
+
+
+@sentence("split_too_big")
+def _(r: Reason, t: Terms) -> str:
+    short = "; ".join(f"{name} needs {size(needs)} of {size(budget)}" for name, needs, budget in r["short"])
+    return (f"the model does not fit across these devices at {t.setting('ctx_size', r['n_ctx'])}: {short}; add a "
+            f"worker, give more memory (--memory on a worker), or use a smaller quant or model")
+
+
+# the quants of one model, one line each (`plan` and `pull` list them)
+
+@sentence("quant_fits")
+def _(r: Reason, t: Terms) -> str:
+    where = (", all layers on the GPU" if r["full_offload"] else
+             f", {r['gpu_layers']} layers on the GPU" if r["gpu"] else "")
+    return f"{r['quant']}: fits, {size(r['total'])}{where}"
+
+
+@sentence("quant_does_not_fit")
+def _(r: Reason, t: Terms) -> str:
+    return f"{r['quant']}: does not fit ({say(r['why'], t)})"
+
+
+@sentence("quant_above_cpu_ceiling")
+def _(r: Reason, t: Terms) -> str:
+    return f"{r['quant']}: skipped on a CPU-only device (above {r['ceiling']}: slower, no visible quality gain)"
+
+
+@sentence("quant_would_run_on_cpu")
+def _(r: Reason, t: Terms) -> str:
+    return (f"{r['quant']}: skipped, its layers would run on the CPU (above {r['ceiling']}: slower, no visible "
+            f"quality gain)")
+
+
+@sentence("quant_full_offload_wins")
+def _(r: Reason, t: Terms) -> str:
+    return f"{r['chosen']} chosen over {r['over']}: full GPU offload beats a partial one a rank higher"
+
+
+@sentence("quant_header_unreadable")
+def _(r: Reason, t: Terms) -> str:
+    return f"{r['quant']}: header unreadable ({r['error']}); sized from its file size with a wider margin"
+
+
+# the opener, the engine and the session
+
+@sentence("about")
+def _(r: Reason, t: Terms) -> str:
+    """A reason about one model (its file, its repo): `NAME: reason`."""
+    return f"{r['subject']}: {say(r['reason'], t)}"
+
+
+@sentence("smallest_file")
+def _(r: Reason, t: Terms) -> str:
+    return (f"{say(r['reason'], t)}. The smallest file is {r['quant']} ({size(r['size'])}); a smaller model would fit "
+            f"better")
+
+
+@sentence("no_model_fits")
+def _(r: Reason, t: Terms) -> str:
+    return f"no model given, and no model in {r['folder']} fits this machine: {t.way('find_models')}"
+
+
+@sentence("split_needs_model")
+def _(r: Reason, t: Terms) -> str:
+    return f"name the model to split: {t.way('name_model')}"
+
+
+@sentence("split_model_not_stored")
+def _(r: Reason, t: Terms) -> str:
+    return (f"{r['name']} is not stored; pull it first (edgellm pull {r['name']} --dry-run shows what would be "
+            f"fetched)")
+
+
+@sentence("split_places_layers")
+def _(r: Reason, t: Terms) -> str:
+    return f"a split places the layers itself (`edgellm plan --rpc` shows where): {t.unset('gpu_layers')}"
+
+
+@sentence("bad_profile")
+def _(r: Reason, t: Terms) -> str:
+    return f"{t.setting('profile')}: {r['problem']}"
+
+
+@sentence("offline_not_stored")
+def _(r: Reason, t: Terms) -> str:
+    return (f"{r['name']} is not in the store and offline mode is on ({t.setting('offline')} or HF_HUB_OFFLINE)"
+            + (f"; pull it first, or {t.way('name_model')}" if r.get("way_out") else ""))
+
+
+@sentence("hub_unreachable")
+def _(r: Reason, t: Terms) -> str:
+    return (f"{r['repo']}: cannot reach the Hub at {r['endpoint']} ({r['error']}); check the network or use "
+            f"{t.setting('offline')} with a stored model")
+
+
+@sentence("load_out_of_memory")
+def _(r: Reason, t: Terms) -> str:
+    return (f"{r['path']}: not enough memory to load ({r['line']}); try a smaller {t.setting('ctx_size')} or a "
+            f"smaller quant")
+
+
+@sentence("message_too_long")
+def _(r: Reason, t: Terms) -> str:
+    return (f"this message needs {r['needed']} tokens with the system prompt, more than the {r['available']} the "
+            f"context leaves for it; shorten it, or raise {t.setting('ctx_size')}")
+
+
+@sentence("prompt_too_long")
+def _(r: Reason, t: Terms) -> str:
+    return (f"the prompt is {r['needed']} tokens, which does not leave room in the {r['n_ctx']}-token context; raise "
+            f"{t.setting('ctx_size')} or shorten the prompt")
+
+
+@sentence("worker_refused")
+def _(r: Reason, t: Terms) -> str:
+    return (f"the RPC worker at {r['endpoint']} cannot be used ({r['problem']}); start it there with `edgellm worker "
+            f"--port {r['port']}`, or leave it out of {t.setting('rpc')}")
