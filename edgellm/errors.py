@@ -1,19 +1,39 @@
-"""Typed errors: each names the problem and carries its data, so a front end can tell them apart by type.
+"""Typed errors: each names the problem and carries its data, so a front end can tell them apart by type and word
+the way out in its own terms.
 
-Every one is a EdgellmError: the CLI prints `edgellm: error: <message>` (the message words the way out in
-command-line terms) and exits 2; a TUI or the server reads the fields and offers its own way out.
-No code tells errors apart by matching their text.
+`EdgellmError` is every failure edgellm expects and explains, as opposed to a bug: bad input, a model that does not
+fit, a Hub that does not answer, llama.cpp failing. Its message says the problem plainly; an error whose way out is a
+setting carries a `Reason` (edgellm.words), and `explain(terms)` words it in a front end's terms: the command line
+names the flag (`-c 2048`), the TUI its setting, the server the request field. The CLI prints `edgellm: error:
+<explanation>` and exits with `exit_code`. No code tells errors apart by matching their text.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+
+from edgellm.reasons import Reason, reason
+from edgellm.words import PLAIN, Terms, say
 
 
 class EdgellmError(Exception):
-    """Bad input or an impossible request; the CLI prints `edgellm: error: <message>` and exits 2."""
+    """A failure edgellm explains: its message, and (when its way out is a setting) the `reason` behind it. Bad input
+    or an impossible request: exit 2."""
 
     exit_code = 2
+
+    def __init__(self, message: str | Reason) -> None:
+        self.reason = message if isinstance(message, Reason) else None
+        super().__init__(say(message) if isinstance(message, Reason) else message)
+
+    def explain(self, terms: Terms = PLAIN) -> str:
+        """The problem and its way out in `terms`."""
+        return say(self.reason, terms) if self.reason is not None else str(self)
+
+    def as_reason(self) -> Reason:
+        """The error as a reason, to be said inside another (its text when it has no reason of its own)."""
+        return self.reason if self.reason is not None else reason("text", text=str(self))
 
 
 class EngineFailed(EdgellmError):
@@ -36,20 +56,31 @@ class Cancelled(EdgellmError):
     """Long work (a download, a conversion) stopped on request; a download keeps its partial file to resume."""
 
 
+def check_cancel(cancel: threading.Event | None, what: str) -> None:
+    """Raise Cancelled when `cancel` is set: how a front end stops long work running on another thread."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(f"{what} stopped")
+
+
 class ModelFileError(EdgellmError):
     """A model file (or checkpoint) that cannot be used. `problem`: missing, directory, permission, truncated,
     incomplete, shards, not-gguf, not-folder, corrupt, unreadable, unsupported or ambiguous."""
 
-    def __init__(self, message: str, path: Path | str, problem: str) -> None:
+    def __init__(self, message: str, path: Path | str, problem: str, way_out: str | None = None) -> None:
         super().__init__(message)
-        self.path, self.problem = Path(path), problem
+        self.path, self.problem, self.way_out = Path(path), problem, way_out
+
+    def explain(self, terms: Terms = PLAIN) -> str:
+        """The message, and the way out it names (`way_out`, a `Terms.way` name: a GGUF file that cannot be used)."""
+        return f"{self}; {terms.way(self.way_out)}" if self.way_out else str(self)
 
 
 class DoesNotFit(EdgellmError):
-    """The model or the settings asked for do not fit the machine; the message names the nearest that would."""
+    """The model (`model`: its path or repo) or the settings asked for do not fit the machine; the reason says what
+    was asked, what it needs and the nearest setting that would fit."""
 
-    def __init__(self, message: str, model: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, reason: str | Reason, model: str | None = None) -> None:
+        super().__init__(reason)
         self.model = model
 
 
@@ -60,7 +91,7 @@ class NoModel(EdgellmError):
 class LoadFailed(EdgellmError):
     """llama.cpp could not load the model. `cause`: memory, architecture or other."""
 
-    def __init__(self, message: str, path: Path, cause: str) -> None:
+    def __init__(self, message: str | Reason, path: Path, cause: str) -> None:
         super().__init__(message)
         self.path, self.cause = path, cause
 
@@ -68,7 +99,7 @@ class LoadFailed(EdgellmError):
 class HubError(EdgellmError):
     """The Hub answered with an error for `repo`."""
 
-    def __init__(self, message: str, repo: str) -> None:
+    def __init__(self, message: str | Reason, repo: str) -> None:
         super().__init__(message)
         self.repo = repo
 
@@ -76,7 +107,7 @@ class HubError(EdgellmError):
 class HubUnreachable(HubError):
     """The Hub (or the mirror in HF_ENDPOINT) could not be reached: a network error, worth a retry."""
 
-    def __init__(self, message: str, repo: str, endpoint: str) -> None:
+    def __init__(self, message: str | Reason, repo: str, endpoint: str) -> None:
         super().__init__(message, repo)
         self.endpoint = endpoint
 
@@ -104,7 +135,7 @@ class OfflineMode(EdgellmError):
 class DiskError(EdgellmError):
     """Writing to this machine's disk failed (full, read-only, no permission)."""
 
-    def __init__(self, message: str, path: Path) -> None:
+    def __init__(self, message: str | Reason, path: Path) -> None:
         super().__init__(message)
         self.path = path
 
@@ -112,7 +143,7 @@ class DiskError(EdgellmError):
 class ContextOverflow(EdgellmError):
     """A message (or prompt) does not fit the context: `needed` tokens where `available` are left."""
 
-    def __init__(self, message: str, needed: int, available: int) -> None:
+    def __init__(self, message: str | Reason, needed: int, available: int) -> None:
         super().__init__(message)
         self.needed, self.available = needed, available
 
@@ -149,7 +180,7 @@ class NoSuchConversation(EdgellmError):
 class WorkerUnreachable(EdgellmError):
     """An RPC worker that cannot be used: it does not answer, speaks another protocol version, or went away."""
 
-    def __init__(self, message: str, endpoint: str) -> None:
+    def __init__(self, message: str | Reason, endpoint: str) -> None:
         super().__init__(message)
         self.endpoint = endpoint
 

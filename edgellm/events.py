@@ -12,15 +12,17 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator, Union
 
-from edgellm.errors import Cancelled
+from edgellm.reasons import Reason
 
 
 @dataclass(frozen=True)
 class Notice:
-    """Something the user should know, in one line. `kind` lets a front end treat some apart (warnings)."""
+    """Something the user should know, in one line. `kind` lets a front end treat some apart (warnings); `reason`,
+    when the notice names a way out, lets a front end say it in its own terms (`text` says it plainly)."""
 
     text: str
     kind: str = "note"  # note | warning
+    reason: Reason | None = None
 
 
 @dataclass(frozen=True)
@@ -42,12 +44,6 @@ Report = Callable[[Event], None]
 
 def ignore(event: Event) -> None:
     """A report that shows nothing (quiet modes, tests)."""
-
-
-def check_cancel(cancel: threading.Event | None, what: str) -> None:
-    """Raise Cancelled when `cancel` is set: how a front end stops long work running on another thread."""
-    if cancel is not None and cancel.is_set():
-        raise Cancelled(f"{what} stopped")
 
 
 @contextlib.contextmanager

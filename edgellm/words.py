@@ -1,54 +1,17 @@
-"""What edgellm tells a person, as data and as words: a `Reason` is a code with its numbers (why the planner chose a
-setting, what it changed to fit, why something does not fit and what would); `say` words it, and every way out in it
-is named in the `Terms` of the front end that says it: a flag on the command line (`-c 2048`), a setting of the TUI,
-a field of the API. `PLAIN` names them in no front end's words; an error's message is its reason said plainly.
+"""What edgellm tells a person, in words: `say` words a `Reason` (edgellm.reasons), and every way out in it is named in
+the `Terms` of the front end that says it: a flag on the command line (`-c 2048`), a setting of the TUI, a field of
+the API. `PLAIN` names them in no front end's words; an error's message is its reason said plainly.
 
 Pure: codes in, text out. The planner, the opener and the engine produce reasons; only front ends choose the terms.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol
 
-from edgellm.format import size
-
-Value = Any  # an int, float, str, bool, None, a Reason or a tuple of them: hashable, so reasons compare and dedupe
-
-
-@dataclass(frozen=True)
-class Reason:
-    """One thing said, as data: `code` names what, `values` hold its numbers (sizes in bytes)."""
-
-    code: str
-    values: tuple[tuple[str, Value], ...] = ()
-
-    def __getitem__(self, key: str) -> Value:
-        for name, value in self.values:
-            if name == key:
-                return value
-        raise KeyError(key)
-
-    def get(self, key: str, default: Value = None) -> Value:
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
-    def as_dict(self) -> dict[str, Any]:
-        """The reason for JSON: its code and values (nested reasons as their own dicts)."""
-        def plain(value: Value) -> Any:
-            if isinstance(value, Reason):
-                return value.as_dict()
-            if isinstance(value, tuple):
-                return [plain(item) for item in value]
-            return value
-        return {"code": self.code, **{name: plain(value) for name, value in self.values}}
-
-
-def reason(code: str, **values: Value) -> Reason:
-    return Reason(code, tuple(values.items()))
-
+from edgellm.events import Notice
+from edgellm.formatting import size
+from edgellm.reasons import Reason, Value
 
 class Terms(Protocol):
     """How a front end names what a person can do about a reason."""
@@ -67,7 +30,8 @@ class Terms(Protocol):
         ...
 
     def way(self, name: str) -> str:
-        """A way out that is not a setting: find_models (find a model that fits), name_model (say which model)."""
+        """A way out that is not a setting: find_models (find a model that fits), name_model (say which model), and
+        model_PROBLEM for a GGUF file that cannot be used (model_missing, model_truncated, ...)."""
         ...
 
 
@@ -79,7 +43,9 @@ class PlainTerms:
              "gpu_layers": ("the GPU layer count", "{} layers on the GPU"), "threads": ("the thread count", "{} threads"),
              "force": ("forcing it", "forcing it"), "model": ("another model", "the model {}"),
              "offline": ("offline mode", "offline mode"), "rpc": ("the RPC workers", "the workers {}"),
-             "profile": ("the device profile", "the device profile {}")}
+             "profile": ("the device profile", "the device profile {}"), "quant": ("the quant", "the quant {}"),
+             "outtype": ("the output type", "the output type {}"), "output": ("the output", "{}"),
+             "keep_checkpoint": ("keeping the checkpoint", "keeping the checkpoint")}
 
     def setting(self, name: str, value: Value = None) -> str:
         general, particular = self.NOUNS.get(name, (name, f"{name} {{}}"))
@@ -92,9 +58,22 @@ class PlainTerms:
         return f"leave {self.setting(name)} to edgellm"
 
     def way(self, name: str) -> str:
-        return {"find_models": "find one that fits it and fetch it", "name_model": "name a model file"}.get(name, name)
+        return PLAIN_WAYS.get(name, "")
 
 
+# what a GGUF file's problem asks of the person (front ends add where they name files and models)
+MODEL_FILE_WAYS = {
+    "model_directory": "pass the .gguf file inside it",
+    "model_truncated": "the file is incomplete: download or copy it again",
+    "model_incomplete": "the file is incomplete: download or copy it again",
+    "model_permission": "make the file readable by this user",
+    "model_shards": "keep every part of a split model together",
+    "model_not-gguf": "pass a GGUF model file (convert other formats to GGUF first)",
+    "model_corrupt": "pass a GGUF model file (convert other formats to GGUF first)",
+}
+PLAIN_WAYS = {**MODEL_FILE_WAYS, "model_missing": "check the path", "model_unreadable": "check the path",
+              "find_models": "find one that fits and fetch it", "name_model": "name a model file",
+              "remove_model": "remove it", "show_split": "the plan of the split shows where"}
 PLAIN = PlainTerms()
 
 
@@ -390,7 +369,7 @@ def _(r: Reason, t: Terms) -> str:
 
 @sentence("split_places_layers")
 def _(r: Reason, t: Terms) -> str:
-    return f"a split places the layers itself (`edgellm plan --rpc` shows where): {t.unset('gpu_layers')}"
+    return f"a split places the layers itself ({t.way('show_split')}): {t.unset('gpu_layers')}"
 
 
 @sentence("bad_profile")
@@ -432,3 +411,93 @@ def _(r: Reason, t: Terms) -> str:
 def _(r: Reason, t: Terms) -> str:
     return (f"the RPC worker at {r['endpoint']} cannot be used ({r['problem']}); start it there with `edgellm worker "
             f"--port {r['port']}`, or leave it out of {t.setting('rpc')}")
+
+
+@sentence("bench_beyond_trained")
+def _(r: Reason, t: Terms) -> str:
+    return (f"{_bench_needs(r)}, more than the model's trained context of {r['trained']}: lower --depth, --pp or "
+            f"--tg")
+
+
+@sentence("bench_beyond_ctx")
+def _(r: Reason, t: Terms) -> str:
+    return (f"{_bench_needs(r)}, more than {t.setting('ctx_size', r['ctx'])}: raise {t.setting('ctx_size')} to "
+            f"{r['raise_to']} or lower --depth, --pp or --tg")
+
+
+@sentence("bench_does_not_fit")
+def _(r: Reason, t: Terms) -> str:
+    return f"{_bench_needs(r)}: {say(r['reason'], t)}"
+
+
+def _bench_needs(r: Reason) -> str:
+    """What a benchmark asks of the context (bench's own request: its --pp, --tg and --depth)."""
+    return f"--pp {r['pp']}, --tg {r['tg']} and --depth {r['depth']} need a {r['needed']}-token context"
+
+
+# converting and quantizing
+
+@sentence("best_quant_chosen")
+def _(r: Reason, t: Terms) -> str:
+    return f"{r['quant']} is the best quant of this model that fits {r['device']} ({t.setting('quant')} names another)"
+
+
+@sentence("outtype_cannot_become")
+def _(r: Reason, t: Terms) -> str:
+    return (f"{t.setting('outtype', r['outtype'])} cannot become {r['quant']}; {t.unset('outtype')}, or "
+            f"{t.change('quant', r['outtype'].upper())}")
+
+
+@sentence("outtype_not_a_source")
+def _(r: Reason, t: Terms) -> str:
+    return f"{r['quant']} is made from f16, bf16 or f32 weights, not q8_0; {t.unset('outtype')}"
+
+
+@sentence("target_exists")
+def _(r: Reason, t: Terms) -> str:
+    return f"{r['target']} exists already; {t.way('remove_model')} or {t.change('output', 'OTHER.gguf')}"
+
+
+@sentence("target_unwritable")
+def _(r: Reason, t: Terms) -> str:
+    return f"cannot write {r['target']}: {r['why']}; free some space or {t.change('output', 'a writable folder')}"
+
+
+@sentence("no_room_to_quantize")
+def _(r: Reason, t: Terms) -> str:
+    return (f"not enough disk to quantize into {r['folder']}: {size(r['free'])} free, up to {size(r['needed'])} "
+            f"needed; free some space or {t.change('output', 'elsewhere')}")
+
+
+def notice(said: Reason, kind: str = "note") -> Notice:
+    """A reason as an event's notice: said plainly, the reason kept for a front end to say in its terms."""
+    return Notice(say(said), kind, said)
+
+
+def worded(event_notice: Notice, terms: Terms) -> str:
+    """A notice's text in `terms` (its own text when it carries no reason)."""
+    return say(event_notice.reason, terms) if event_notice.reason is not None else event_notice.text
+
+
+@sentence("worker_silent")
+def _(r: Reason, t: Terms) -> str:
+    return (f"the RPC worker at {r['endpoint']} did not answer within {r['timeout']:g} s: busy with another client (a "
+            f"worker serves one at a time) or not running; start it there with `edgellm worker --port {r['port']}`, "
+            f"or leave it out of {t.setting('rpc')}")
+
+
+@sentence("forced_quant_does_not_fit")
+def _(r: Reason, t: Terms) -> str:
+    return f"{r['quant']} does not fit {r['device']}: {say(r['reason'], t)}"
+
+
+@sentence("text")
+def _(r: Reason, t: Terms) -> str:
+    """Something said in plain text already (an error without a reason, inside one with)."""
+    return str(r["text"])
+
+
+@sentence("checkpoint_removed")
+def _(r: Reason, t: Terms) -> str:
+    keep = t.setting("keep_checkpoint")
+    return f"removed the downloaded checkpoint {r['source']}" + (f" ({keep} keeps it)" if keep else "")

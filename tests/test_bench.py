@@ -21,7 +21,7 @@ def benched(test_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
                    "-fa", "on,off", "--json", env={"EDGELLM_HOME": str(home)})
     assert done.returncode == 0, done.stderr
     # the progress line (off a terminal: a line every 5 s, and the last)
-    assert "bench: loading, flash attention on 0/14 runs" in done.stderr and "bench 14/14 runs" in done.stderr
+    assert "bench: loading, flash attention on: 0 / 14 runs" in done.stderr and "bench: 14 / 14 runs" in done.stderr
     return json.loads(done.stdout), home
 
 

@@ -77,5 +77,5 @@ def test_the_flags_that_take_a_choice_from_the_planner_are_named() -> None:
 
     assert overrides(flags_from(argparse.Namespace(), {})) == []
     assert overrides(flags_from(argparse.Namespace(threads=1, gpu_layers=0, kv="q8_0", force=True), {})) == \
-        ["-t", "-ngl", "--kv", "--force"]
+        ["threads", "gpu_layers", "kv", "force"]
     assert overrides(flags_from(argparse.Namespace(ctx_size=8192, flash_attn="off"), {})) == []  # still the plan's

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from edgellm.cli.words import CLI
 from edgellm.session.completion import ChatModel, fit_history
 from edgellm.session.events import Reply
 from edgellm.templates.chat import choose
@@ -105,8 +106,10 @@ def test_small_context_drops_old_turns_and_goes_on(test_model: Path, tmp_path: P
 
 def test_one_message_longer_than_the_context_is_an_error(test_model: Path, tmp_path: Path) -> None:
     engine = engine_for(test_model, 512, tmp_path, max_tokens=8)
-    with pytest.raises(ContextOverflow, match="shorten it, or raise -c"):
+    with pytest.raises(ContextOverflow) as overflow:
         engine.prepare([{"role": "user", "content": "word " * 1000}])
+    assert overflow.value.needed > overflow.value.available == 512 - engine.reply_room()
+    assert overflow.value.explain(CLI).endswith("shorten it, or raise -c")
 
 
 def test_cancel_between_tokens(test_model: Path, tmp_path: Path) -> None:

@@ -381,7 +381,7 @@ def test_choose_quant_on_specs_from_config(tmp_path: Path) -> None:
         sizes["Q3_K_M"] > sizes["Q2_K"]
     choice = choose_quant(resolve_profile("raspberry-pi-5-8gb"), candidates)
     assert rank(choice.quant) < rank("Q8_0")  # 7.2 GiB of Q8_0 weights leave no room on an 8 GB Pi
-    assert any(line.startswith("Q8_0: does not fit") for line in choice.considered)
+    assert any(line.code == "quant_does_not_fit" and line["quant"] == "Q8_0" for line in choice.considered)
     assert choice.plan.fits and choice.spec.file_type == choice.quant
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from edgellm.engine.contract import GenerationStats
+from edgellm.session.events import Timings
 from edgellm.session.history import SCHEMA_VERSION, History, HistoryUnavailable
 
 
@@ -40,14 +42,15 @@ def test_conversation_round_trip(tmp_path: Path) -> None:
     history.add(conversation, "user", "What is   the\nsea?")
     reply = history.start_reply(conversation)
     history.update_reply(reply, "Salt", "")
-    history.finish_reply(reply, "Salt water.", "thinking", False, {"tokens_per_s": 40.0})
+    timings = Timings(GenerationStats(completion_tokens=12, tokens_per_s=40.0), context_used=57, n_ctx=2048)
+    history.finish_reply(reply, "Salt water.", "thinking", False, timings)
     (listed,) = history.conversations()
     assert (listed.title, listed.model, listed.message_count, listed.settings) == (
         "What is the sea?", "model.gguf", 3, {"temp": 0.7})
     roles = [(m.role, m.content, m.state) for m in history.messages(conversation)]
     assert roles == [("system", "Be brief.", "complete"), ("user", "What is   the\nsea?", "complete"),
                      ("assistant", "Salt water.", "complete")]
-    assert history.messages(conversation)[-1].timings == {"tokens_per_s": 40.0}
+    assert history.messages(conversation)[-1].timings == timings
     assert history.delete(conversation) and history.conversations() == []
     assert history.messages(conversation) == []  # messages go with their conversation
 

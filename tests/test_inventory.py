@@ -10,7 +10,8 @@ import pytest
 from edgellm.catalog import inventory
 from edgellm.storage import store
 from edgellm.hw.builtin import resolve_profile
-from edgellm.session.opening import read_spec
+from edgellm.storage.specs import read_spec
+from edgellm.words import say
 from edgellm.plan.planner import GPU_MARGIN, PlanError, plan
 
 MIB = 2**20
@@ -80,7 +81,7 @@ def test_models_that_do_not_fit_say_why(test_model: Path) -> None:
         plan(starved, read_spec(test_model))
     [model] = [m for m in inventory.local_models(starved) if m.source == "import"]
     assert not model.fits and model.verdict == inventory.DOES_NOT_FIT
-    assert "MiB" in model.reason and model.tokens_per_s is None
+    assert model.reason.code == "too_big" and "MiB" in say(model.reason) and model.tokens_per_s is None
 
 
 def test_broken_gguf_is_listed_with_the_reason(no_other_tools: Path) -> None:
@@ -90,7 +91,7 @@ def test_broken_gguf_is_listed_with_the_reason(no_other_tools: Path) -> None:
     models = inventory.local_models(resolve_profile("raspberry-pi-5-8gb"))
     [broken] = [m for m in models if m.source == "hf-cache"]
     assert broken.name == "someone/broken:Q4_K_M" and not broken.fits
-    assert broken.verdict == inventory.UNUSABLE and "broken-Q4_K_M.gguf" in broken.reason
+    assert broken.verdict == inventory.UNUSABLE and "broken-Q4_K_M.gguf" in say(broken.reason)
 
 
 def test_missing_store_file_is_listed_with_the_reason() -> None:
@@ -98,7 +99,7 @@ def test_missing_store_file_is_listed_with_the_reason() -> None:
                                 files=["someone/gone/gone-Q4_K_M.gguf"], size=123 * MIB))
     [gone] = [m for m in inventory.local_models(resolve_profile("raspberry-pi-5-8gb")) if m.source == "pull"]
     assert gone.name == "someone/gone:Q4_K_M" and gone.size == 123 * MIB
-    assert not gone.fits and gone.verdict == inventory.UNUSABLE and "gone-Q4_K_M.gguf" in gone.reason
+    assert not gone.fits and gone.verdict == inventory.UNUSABLE and "gone-Q4_K_M.gguf" in say(gone.reason)
 
 
 def test_damaged_manifest_is_reported_not_raised() -> None:

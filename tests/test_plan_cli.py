@@ -84,7 +84,7 @@ def test_model_larger_than_every_budget(test_model: Path, tmp_path: Path) -> Non
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(tiny))
     assert_one_line_error(edgellm("plan", "-m", str(test_model), "--profile", str(path)),
-                          "the model needs", "has 188 MiB usable", "use a smaller model")
+                          "the model needs", "has 188.0 MiB usable", "use a smaller model")
 
 
 def test_micro_batch_shrinks_before_giving_up(test_model: Path, tmp_path: Path) -> None:

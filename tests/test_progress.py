@@ -131,9 +131,9 @@ def test_progress_line_on_a_terminal_rewrites_itself() -> None:
     at(clock, 0.5, line, Notice("Q8_0 does not fit", "warning"))
     assert out.getvalue() == (
         f"edgellm: note: pulling {REPO}:Q8_0 (2.00 GiB)\n"
-        "\r0.0 / 2,048.0 MiB  0.0 MiB/s  ETA 0:00\x1b[K"
-        "\r3.0 / 2,048.0 MiB  1.5 MiB/s  ETA 2:05\x1b[K"
-        "\r2,048.0 / 2,048.0 MiB  1.5 MiB/s  ETA 0:00\x1b[K\n"
+        "\r0.0 / 2,048.0 MiB\x1b[K"
+        "\r3.0 / 2,048.0 MiB, 1.5 MiB/s, 2:05 left\x1b[K"
+        "\r2,048.0 / 2,048.0 MiB, 1.5 MiB/s\x1b[K\n"
         "edgellm: warning: Q8_0 does not fit\n")
 
 
@@ -146,9 +146,9 @@ def test_a_notice_starts_on_a_line_of_its_own() -> None:
     at(clock, 0.2, line, Progress("download", 2 * MIB, 4 * MIB))
     at(clock, 0.2, line, Notice("mid-line"))
     assert out.getvalue() == (
-        "\r1.0 / 4.0 MiB  1.0 MiB/s  ETA 0:03\x1b[K\r2.0 / 4.0 MiB  1.0 MiB/s  ETA 0:02\x1b[K\n"
+        "\r1.0 / 4.0 MiB, 1.0 MiB/s, 0:03 left\x1b[K\r2.0 / 4.0 MiB, 1.0 MiB/s\x1b[K\n"
         "edgellm: note: download stopped; run the same command again to resume where it stopped\n"
-        "\r2.0 / 4.0 MiB  0.0 MiB/s  ETA 0:00\x1b[K\n"
+        "\r2.0 / 4.0 MiB\x1b[K\n"
         "edgellm: note: mid-line\n")
 
 
@@ -159,10 +159,10 @@ def test_progress_line_in_a_log_writes_a_line_every_5_s() -> None:
         at(clock, 100.0 + second, line, Progress("download", second * MIB, 20 * MIB, MIB, 20.0 - second))
     at(clock, 112.5, line, Progress("download", 20 * MIB, 20 * MIB, MIB, 0.0, finished=True))
     assert out.getvalue() == (
-        "0.0 / 20.0 MiB  1.0 MiB/s  ETA 0:20\n"
-        "5.0 / 20.0 MiB  1.0 MiB/s  ETA 0:15\n"
-        "10.0 / 20.0 MiB  1.0 MiB/s  ETA 0:10\n"
-        "20.0 / 20.0 MiB  1.0 MiB/s  ETA 0:00\n")
+        "0.0 / 20.0 MiB, 1.0 MiB/s, 0:20 left\n"
+        "5.0 / 20.0 MiB, 1.0 MiB/s, 0:15 left\n"
+        "10.0 / 20.0 MiB, 1.0 MiB/s, 0:10 left\n"
+        "20.0 / 20.0 MiB, 1.0 MiB/s\n")
 
 
 def test_progress_line_without_progress_shows_only_notices() -> None:

@@ -341,7 +341,7 @@ def test_a_stop_while_the_model_loads_does_not_wait_for_the_load(tmp_path: Path)
     import signal
 
     from edgellm.engine.contract import GenerationOptions
-    from edgellm.server.app import ServerConfig
+    from edgellm.server.config import ServerConfig
     from edgellm.server.launch import STOPPED_WHILE_LOADING, Listen, serve
 
     release, lines = threading.Event(), []
@@ -377,7 +377,7 @@ def test_health_says_loading_until_the_model_is_loaded(tmp_path: Path) -> None:
     raises its error."""
     from edgellm.engine.contract import GenerationOptions
     from edgellm.errors import LoadFailed
-    from edgellm.server.app import ServerConfig
+    from edgellm.server.config import ServerConfig
     from edgellm.server.launch import Listen, serve
 
     release, lines, raised = threading.Event(), [], []

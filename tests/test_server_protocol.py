@@ -8,7 +8,6 @@ import threading
 
 import pytest
 
-from edgellm.session.events import Reply
 from edgellm.engine.contract import GenerationOptions, GenerationStats, Sampling
 from edgellm.errors import EdgellmError
 from edgellm.api import openai as protocol
@@ -132,17 +131,19 @@ def test_completion_prompts() -> None:
 
 
 def test_answers_have_the_api_shape() -> None:
-    reply = Reply(content="Hello", stats=GenerationStats(prompt_tokens=5, completion_tokens=2, stop_reason="length"))
+    stats = GenerationStats(prompt_tokens=5, completion_tokens=2, stop_reason="length")
     answer = protocol.Answer.start(chat=True, model="m")
-    whole = answer.whole("Hello", "", reply)
+    whole = answer.whole("Hello", "", stats, dropped_messages=1, n_ctx=2048)
     assert whole["object"] == "chat.completion" and whole["id"].startswith("chatcmpl-")
     assert whole["choices"][0]["message"] == {"role": "assistant", "content": "Hello"}
     assert whole["choices"][0]["finish_reason"] == "length"
     assert whole["usage"] == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    assert (whole["timings"]["stop_reason"], whole["timings"]["dropped_messages"], whole["timings"]["n_ctx"]) == \
+        ("length", 1, 2048)
     assert answer.chunk(first=True)["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert answer.chunk(reasoning="hm")["choices"][0]["delta"] == {"reasoning_content": "hm"}
-    assert answer.usage_chunk(reply)["choices"] == []
-    text = protocol.Answer.start(chat=False, model="m").whole("Hello", "", reply)
+    assert answer.usage_chunk(stats)["choices"] == []
+    text = protocol.Answer.start(chat=False, model="m").whole("Hello", "", stats)
     assert text["object"] == "text_completion" and text["choices"][0]["text"] == "Hello"
     assert [protocol.finish_reason(r) for r in ("eos", "stop", "length", "context", "repetition")] == \
         ["stop", "stop", "length", "length", "stop"]

@@ -75,7 +75,7 @@ def test_a_worker_thread_streams_the_main_thread_cancels_and_history_is_read_els
     reader.join()
     assert [m.role for m in read] == ["user", "assistant"]
     assert read[1].interrupted and read[1].content == reply.content  # saved, as shown, from the worker's writes
-    assert read[1].timings["stop_reason"] == "interrupted"
+    assert read[1].timings.stats.stop_reason == "interrupted"
 
 
 def test_a_cancel_before_streaming_is_kept_but_never_carries_over(chat_model: ChatModel, tmp_path: Path) -> None:

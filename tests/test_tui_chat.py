@@ -7,6 +7,8 @@ from pathlib import Path
 
 from textual.widgets import Button, Input
 
+from edgellm.engine.contract import GenerationStats
+from edgellm.session.events import Timings
 from edgellm import paths
 from edgellm.session.history import History
 from edgellm.tui.clipboard import code_blocks
@@ -205,7 +207,8 @@ def test_code_blocks_are_found_between_fences() -> None:
 
 def test_status_line_says_what_is_known() -> None:
     assert status_text(None, None, None, None, None, None).startswith("no model loaded")
-    line = status_text("m.gguf", 99, 18, 120, 4096, {"ttft_ms": 41.6, "tokens_per_s": 30.04}, "stopped")
+    line = status_text("m.gguf", 99, 18, 120, 4096, Timings(GenerationStats(ttft_ms=41.6, tokens_per_s=30.04)),
+                       "stopped")
     assert line == "m.gguf · ngl 18/18 · ctx 120/4096 · TTFT 42 ms · 30.0 tok/s · stopped"
     assert "CPU" in status_text("m.gguf", 0, 18, None, 4096, None)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable
 
+from edgellm.session.events import Timings
 from edgellm.storage import store
 from edgellm import paths
 from edgellm.catalog import inventory
@@ -66,7 +67,7 @@ def saved_conversation() -> int:
     conversation = history.new_conversation("gemma-3-270m-Q4_K_M.gguf", {})
     history.add(conversation, "user", "What is the capital of France?")
     reply = history.start_reply(conversation)
-    history.finish_reply(reply, "The capital of France is **Paris**.", "", False, TIMINGS)
+    history.finish_reply(reply, "The capital of France is **Paris**.", "", False, Timings.from_dict(TIMINGS))
     history.db.execute("UPDATE conversations SET created = ?, updated = ?", (CREATED, CREATED + 60))
     history.db.execute("UPDATE messages SET created = ?, updated = ?", (CREATED, CREATED))
     history.close()

@@ -14,7 +14,6 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from edgellm.session.events import Reply
 from edgellm.engine.contract import GenerationOptions, GenerationStats
 
 MAX_STOP_SEQUENCES = 16
@@ -270,11 +269,12 @@ def usage(stats: GenerationStats | None) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def timings(reply: Reply) -> dict[str, Any]:
-    """edgellm's own figures for one reply (as llama-server adds `timings`): what was evaluated, how fast."""
-    data = reply.timings()
-    return {key: data.get(key) for key in ("prompt_evaluated", "ttft_ms", "prompt_tokens_per_s", "tokens_per_s",
-                                           "stop_reason", "dropped_messages", "n_ctx")}
+def timings(stats: GenerationStats | None, dropped_messages: int = 0, n_ctx: int = 0) -> dict[str, Any]:
+    """edgellm's own figures for one reply (as llama-server adds `timings`): what was evaluated, how fast, and how
+    many old messages were left out of a context of `n_ctx`."""
+    data = stats.as_dict() if stats is not None else {}
+    return {**{key: data.get(key) for key in ("prompt_evaluated", "ttft_ms", "prompt_tokens_per_s", "tokens_per_s",
+                                               "stop_reason")}, "dropped_messages": dropped_messages, "n_ctx": n_ctx}
 
 
 @dataclass(frozen=True)
@@ -294,9 +294,10 @@ class Answer:
     def _object(self, kind: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": choices}
 
-    def whole(self, text: str, reasoning: str, reply: Reply) -> dict[str, Any]:
+    def whole(self, text: str, reasoning: str, stats: GenerationStats | None, dropped_messages: int = 0,
+              n_ctx: int = 0) -> dict[str, Any]:
         """The non-streamed answer."""
-        reason = finish_reason(reply.stop_reason)
+        reason = finish_reason(stats.stop_reason if stats is not None else "interrupted")
         if self.chat:
             message: dict[str, Any] = {"role": "assistant", "content": text}
             if reasoning:
@@ -306,7 +307,7 @@ class Answer:
         else:
             answer = self._object("text_completion", [{"text": text, "index": 0, "logprobs": None,
                                                        "finish_reason": reason}])
-        return {**answer, "usage": usage(reply.stats), "timings": timings(reply)}
+        return {**answer, "usage": usage(stats), "timings": timings(stats, dropped_messages, n_ctx)}
 
     def chunk(self, text: str = "", reasoning: str = "", finish: str | None = None, first: bool = False) -> dict[str, Any]:
         """One streamed piece: the first carries the role; the last carries finish_reason and no text."""
@@ -320,10 +321,10 @@ class Answer:
             return self._object("chat.completion.chunk", [choice])
         return self._object("text_completion", [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}])
 
-    def usage_chunk(self, reply: Reply) -> dict[str, Any]:
+    def usage_chunk(self, stats: GenerationStats | None, dropped_messages: int = 0, n_ctx: int = 0) -> dict[str, Any]:
         """The last chunk when stream_options.include_usage: no choices, the token counts."""
         kind = "chat.completion.chunk" if self.chat else "text_completion"
-        return {**self._object(kind, []), "usage": usage(reply.stats), "timings": timings(reply)}
+        return {**self._object(kind, []), "usage": usage(stats), "timings": timings(stats, dropped_messages, n_ctx)}
 
 
 def sse(data: dict[str, Any] | str) -> bytes:

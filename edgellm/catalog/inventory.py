@@ -18,6 +18,7 @@ from edgellm.hw.profile import DeviceProfile
 from edgellm.storage.specs import read_spec
 from edgellm.plan.planner import Plan, PlanError, Wishes, plan
 from edgellm.plan.speed import Sample, estimate_speed, placement
+from edgellm.reasons import Reason
 from edgellm.catalog.recommend import Pick, recommend
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class ModelFile:
     verdict: str  # full GPU | partial: N of M layers on GPU | CPU | does not fit | cannot be read
     tokens_per_s: float | None = None  # estimated (calibrated when this device has benchmarks)
     n_ctx: int | None = None
-    reason: str | None = None  # why it does not fit or cannot be read
+    reason: Reason | None = None  # why it does not fit or cannot be read
     measured_tokens_per_s: float | None = None  # what `edgellm bench` measured for this file here
 
 
@@ -61,11 +62,11 @@ def assess(name: str, path: Path, size: int, source: str, profile: DeviceProfile
     try:
         spec = read_spec(path)
     except ModelFileError as error:
-        return ModelFile(name, path, size, source, False, UNUSABLE, reason=str(error))
+        return ModelFile(name, path, size, source, False, UNUSABLE, reason=error.as_reason())
     try:
         chosen = plan(profile, spec, wishes)
     except PlanError as error:
-        return ModelFile(name, path, size or spec.file_bytes, source, False, DOES_NOT_FIT, reason=str(error))
+        return ModelFile(name, path, size or spec.file_bytes, source, False, DOES_NOT_FIT, reason=error.reason)
     measured = results.measured_for(profile, path.name, spec.file_bytes, chosen.flash_attn, benchmarks or {},
                                     where=placement(chosen))
     return ModelFile(name, path, size or spec.file_bytes, source, chosen.fits, verdict(chosen),

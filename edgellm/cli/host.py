@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from edgellm.cli.progress import ProgressLine
+from edgellm.cli.words import CLI
 from edgellm.session.flags import Flags
 from edgellm.session.host import ModelHost
 from edgellm.session.opening import PlannedModel
@@ -16,7 +17,7 @@ def open_host(flags: Flags) -> tuple[ModelHost, PlannedModel]:
     host = ModelHost(flags, report=ProgressLine())
     planned = host.plan()
     if flags.verbose:
-        print(planned.budget_table(), file=sys.stderr)
+        print(planned.budget_table(CLI), file=sys.stderr)
     for notice in planned.notices:
         host.report(notice)
     return host, planned

@@ -1,4 +1,5 @@
-"""The `edgellm` command line: parse, dispatch to a command module, turn UserErrors into exit code 2.
+"""The `edgellm` command line: parse, dispatch to a command module, turn EdgellmErrors into one line and their exit
+code (2 for bad input).
 
 Start-up stays light: command modules import llama_cpp, Textual or psutil inside the functions that need them.
 """
@@ -63,8 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _no_command(parser, args)
         return handler(args)
     except EdgellmError as error:
+        from edgellm.cli.words import explain
+
         sys.stdout.flush()
-        print(f"edgellm: error: {error}", file=sys.stderr)
+        print(f"edgellm: error: {explain(error)}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("\nedgellm: interrupted", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""The CLI's consumer of progress events: one stderr line that rewrites itself, and notices as `edgellm: note:`."""
+"""The CLI's consumer of progress events: one stderr line that rewrites itself, and notices as `edgellm: note:` in
+the command line's terms."""
 
 from __future__ import annotations
 
@@ -6,21 +7,10 @@ import sys
 import time
 from typing import IO, Callable
 
+from edgellm.cli.words import CLI
 from edgellm.events import Event, Notice, Progress
-
-MIB = 2**20
-
-
-def progress_text(event: Progress) -> str:
-    """`done / total MiB  rate MiB/s  ETA m:ss`, as the progress line shows it (other tasks and units named)."""
-    if event.unit != "bytes":
-        return f"{event.task} {event.done}/{event.total} {event.unit}"
-    if event.task != "download":
-        return f"{event.task} {event.done / MIB:,.1f} / {event.total / MIB:,.1f} MiB"
-    rate = event.rate or 0.0
-    left = int(event.eta_s or 0)
-    return (f"{event.done / MIB:,.1f} / {event.total / MIB:,.1f} MiB  {rate / MIB:,.1f} MiB/s  "
-            f"ETA {left // 60}:{left % 60:02d}")
+from edgellm.formatting import progress
+from edgellm.words import worded
 
 
 class ProgressLine:
@@ -38,7 +28,7 @@ class ProgressLine:
         if isinstance(event, Notice):
             self._end_line()
             label = "warning" if event.kind == "warning" else "note"
-            self.out.write(f"edgellm: {label}: {event.text}\n")
+            self.out.write(f"edgellm: {label}: {worded(event, CLI)}\n")
             self.out.flush()
         elif isinstance(event, Progress) and self.show_progress:
             self._progress(event)
@@ -47,7 +37,8 @@ class ProgressLine:
         now = self.clock()
         due = self.shown is None or now - self.shown >= (0.2 if self.tty else 5.0)
         if due or event.finished:
-            self.out.write(f"\r{progress_text(event)}\x1b[K" if self.tty else progress_text(event) + "\n")
+            text = progress(event, with_task=event.task != "download")
+            self.out.write(f"\r{text}\x1b[K" if self.tty else text + "\n")
             self.shown = now
         if event.finished:
             self._end_line()

@@ -11,10 +11,12 @@ import sys
 import time
 from typing import IO, Any, Iterator
 
-from edgellm.session.events import AnswerPiece, ReasoningPiece, ReplyDone
+from edgellm.cli.words import CLI, explain
+from edgellm.session.events import AnswerPiece, ReasoningPiece, ReplyDone, Timings
 from edgellm.session.chat import ChatSession, Turn
 from edgellm.errors import NoSuchConversation, EdgellmError
 from edgellm.events import Notice
+from edgellm.words import worded
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 MULTILINE = '"""'
@@ -54,7 +56,8 @@ class Repl:
         stream.flush()
 
     def notice(self, notice: Notice) -> None:
-        self.say(f"({notice.text})" if notice.kind == "note" else f"{notice.kind}: {notice.text}")
+        text = worded(notice, CLI)
+        self.say(f"({text})" if notice.kind == "note" else f"{notice.kind}: {text}")
 
     # input
 
@@ -141,7 +144,7 @@ class Repl:
         except EdgellmError as error:  # too long for the context, refused by the template, a split's worker lost
             if line.started:
                 line.end()  # what was shown stays, on its own line
-            self.say(f"error: {error}")
+            self.say(f"error: {explain(error)}")
             return
         finally:
             self.generating = False
@@ -163,9 +166,9 @@ class Repl:
         try:
             return handler(argument)
         except NoSuchConversation as error:
-            self.say(f"error: {error}: /history lists them")
+            self.say(f"error: {explain(error)}: /history lists them")
         except EdgellmError as error:
-            self.say(f"error: {error}")
+            self.say(f"error: {explain(error)}")
         return None
 
     def cmd_help(self, argument: str) -> None:
@@ -259,13 +262,6 @@ class _ReplyLine:
         self.ended = True
 
 
-def timings_line(timings: dict[str, Any]) -> str:
+def timings_line(timings: Timings) -> str:
     """One reply's timings in a line: tokens, speed, first token, prompt reuse, context."""
-    parts = [f"{timings.get('completion_tokens', 0)} tokens"]
-    if timings.get("tokens_per_s"):
-        parts.append(f"{timings['tokens_per_s']:.1f} tokens/s")
-    if timings.get("ttft_ms") is not None:
-        parts.append(f"first token {timings['ttft_ms']:.0f} ms")
-    parts.append(f"prompt {timings.get('prompt_evaluated', 0)} new of {timings.get('prompt_tokens', 0)}")
-    parts.append(f"context {timings.get('context_used', 0)}/{timings.get('n_ctx', 0)}")
-    return "[" + " · ".join(parts) + "]"
+    return "[" + " · ".join(timings.parts("tokens", "speed", "first_token", "prompt", "context")) + "]"

@@ -23,6 +23,8 @@ from edgellm.errors import DiskError, DoesNotFit, EdgellmError
 from edgellm.events import Notice, Report, ignore
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.planner import PlanError, Wishes, choose_quant
+from edgellm.reasons import reason
+from edgellm.words import notice
 
 
 @dataclass(frozen=True)
@@ -59,22 +61,20 @@ def plan_conversion(source: Path, quant: str, outtype: str, profile: DeviceProfi
         try:
             chosen = choose_quant(profile, candidates, wishes)
         except PlanError as error:
-            raise DoesNotFit(f"{source}: {error}", str(source)) from None
+            raise DoesNotFit(reason("about", subject=str(source), reason=error.reason), str(source)) from None
         quant = chosen.quant
-        notices.append(Notice(f"{quant} is the best quant of this model that fits {profile.name} "
-                              f"(--quant names another)"))
+        notices.append(notice(reason("best_quant_chosen", quant=quant, device=profile.name)))
     else:
         quant = canonical_quant(quant)
     if outtype == "auto":
         outtype = quant.lower() if quant in CONVERTER_TYPES else ("bf16" if config.dtype == "bfloat16" else "f16")
     elif quant in CONVERTER_TYPES and outtype != quant.lower() and quant != "Q8_0":
-        raise EdgellmError(f"--outtype {outtype} cannot become {quant}; drop --outtype, or pass --quant "
-                        f"{outtype.upper()}")
+        raise EdgellmError(reason("outtype_cannot_become", outtype=outtype, quant=quant))
     elif quant not in CONVERTER_TYPES and outtype == "q8_0":
-        raise EdgellmError(f"{quant} is made from f16, bf16 or f32 weights, not q8_0; drop --outtype")
+        raise EdgellmError(reason("outtype_not_a_source", quant=quant))
     target = output if output is not None else default_target(source, quant)
     if target.exists():
-        raise EdgellmError(f"{target} exists already; remove it (`edgellm rm` for the store) or pass -o OTHER.gguf")
+        raise EdgellmError(reason("target_exists", target=str(target)))
     return Conversion(source, config, quant, outtype, target, output is None, tuple(notices))
 
 
@@ -116,8 +116,8 @@ def run_conversion(conversion: Conversion, report: Report = ignore, discard_sour
     except OSError as error:  # a folder that cannot be written, a disk that fills up: the way out, not a traceback
         trouble = disk.problem(error, target.parent)
         why = disk.describe(target.parent, trouble) if trouble else error.strerror or error
-        raise DiskError(f"cannot write {error.filename or target}: {why}; free some space or pass -o to a writable "
-                        f"folder", target.parent) from None
+        raise DiskError(reason("target_unwritable", target=str(error.filename or target), why=str(why)),
+                        target.parent) from None
     finally:
         if not target.exists():
             for folder in missing:  # folders made for this conversion, empty again after a failure
@@ -127,7 +127,7 @@ def run_conversion(conversion: Conversion, report: Report = ignore, discard_sour
                     break
     if discard_source:
         shutil.rmtree(conversion.source, ignore_errors=True)
-        report(Notice(f"removed the downloaded checkpoint {conversion.source} (--keep-checkpoint keeps it)"))
+        report(notice(reason("checkpoint_removed", source=str(conversion.source))))
     return target
 
 
@@ -144,7 +144,7 @@ def convert(source: Path | None, repo: str | None, quant: str, outtype: str, pro
     if source is None:
         raise EdgellmError("name one checkpoint: a folder or a Hub repo")
     conversion = plan_conversion(source, quant, outtype, profile, output, wishes)
-    for notice in conversion.notices:
-        report(notice)
+    for told in conversion.notices:
+        report(told)
     path = run_conversion(conversion, report, discard_source=repo is not None and not keep_checkpoint, cancel=cancel)
     return conversion, path

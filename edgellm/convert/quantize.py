@@ -18,8 +18,9 @@ from pathlib import Path
 
 from edgellm.storage import disk
 from edgellm.engine.child import module_command
-from edgellm.errors import DiskError, EdgellmError
-from edgellm.events import Progress, Report, check_cancel, ignore
+from edgellm.errors import DiskError, EdgellmError, check_cancel
+from edgellm.reasons import reason
+from edgellm.events import Progress, Report, ignore
 from edgellm.gguf.quants import FILE_TYPES
 
 FTYPES = {name: number for number, name in FILE_TYPES.items()}
@@ -35,9 +36,8 @@ def quantize(source: Path, target: Path, quant: str, report: Report = ignore, th
         raise EdgellmError(f"llama.cpp cannot quantize to {quant}; use one of {', '.join(sorted(FTYPES))}")
     free = shutil.disk_usage(target.parent).free
     if free < source.stat().st_size:  # a quantized file is smaller than its f16 source
-        raise DiskError(f"not enough disk to quantize into {target.parent}: {free / 2**30:.2f} GiB free, up to "
-                        f"{source.stat().st_size / 2**30:.2f} GiB needed; free some space or pass -o elsewhere",
-                        target.parent)
+        raise DiskError(reason("no_room_to_quantize", folder=str(target.parent), free=free,
+                               needed=source.stat().st_size), target.parent)
     partial = target.with_name(target.name + ".partial")
     command = module_command("edgellm.convert.quantize", str(source), str(partial), str(FTYPES[quant]),
                              str(threads or os.cpu_count() or 1))
@@ -58,8 +58,8 @@ def quantize(source: Path, target: Path, quant: str, report: Report = ignore, th
         if code != 0:
             trouble = disk.problem(None, target.parent)  # llama.cpp says "iostream error" for a full disk
             if trouble is not None:
-                raise DiskError(f"cannot write {target}: {disk.describe(target.parent, trouble)}; free some space "
-                                f"or pass -o to a writable folder", target.parent)
+                raise DiskError(reason("target_unwritable", target=str(target),
+                                       why=disk.describe(target.parent, trouble)), target.parent)
             last = next((t.decode(errors="replace") for t in reversed(tail) if t), f"exit {code}")
             raise EdgellmError(f"llama.cpp could not quantize {source.name} to {quant} ({last})")
         partial.replace(target)

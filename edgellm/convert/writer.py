@@ -30,8 +30,8 @@ from edgellm.convert import architectures
 from edgellm.convert.hf_config import read_config
 from edgellm.convert.safetensors import Checkpoint
 from edgellm.convert.vocab import read_vocab, write_vocab
-from edgellm.errors import DiskError, ModelFileError, EdgellmError
-from edgellm.events import Progress, Report, check_cancel, ignore
+from edgellm.errors import check_cancel, DiskError, EdgellmError, ModelFileError
+from edgellm.events import Progress, Report, ignore
 
 Q = gguf.GGMLQuantizationType
 OUTTYPES = {"f32": (Q.F32, gguf.LlamaFileType.ALL_F32), "f16": (Q.F16, gguf.LlamaFileType.MOSTLY_F16),

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from edgellm.engine.contract import KV_GGML_TYPES, LLAMA_DEFAULT_SEED, GenerationOptions, LoadParams
 from edgellm.engine.llama_log import LlamaLog, interrupt_after
 from edgellm.errors import LoadFailed
+from edgellm.reasons import reason
 from edgellm.storage import disk
 
 if TYPE_CHECKING:
@@ -136,7 +137,6 @@ def explain_load_failure(path: Path, log: LlamaLog, error: Exception) -> LoadFai
     for needle in ("failed to allocate", "unable to allocate", "out of memory"):
         line = log.find(needle)
         if line:
-            return LoadFailed(f"{path}: not enough memory to load ({line}); try a smaller -c or a smaller quant",
-                              path, "memory")
+            return LoadFailed(reason("load_out_of_memory", path=str(path), line=line), path, "memory")
     reason = log.find("error loading model") or log.find("failed to") or str(error)
     return LoadFailed(f"{path}: llama.cpp could not load the model ({reason}); see the log: {log.path}", path, "other")

@@ -18,6 +18,7 @@ from typing import Callable
 
 from edgellm.engine.endpoint import Endpoint
 from edgellm.errors import EdgellmError, WorkerUnreachable
+from edgellm.reasons import reason
 
 DEFAULT_PORT = 50052
 PROTOCOL_MAJOR = 7  # RPC_PROTO_MAJOR_VERSION of the llama.cpp edgellm is built with (ggml/include/ggml-rpc.h)
@@ -71,8 +72,6 @@ def _receive(sock: socket.socket, count: int) -> bytes:
 def check_worker(endpoint: Endpoint, timeout: float = CHECK_TIMEOUT_S) -> WorkerStatus:
     """Connect, say hello, ask for the devices and their memory, and close; WorkerUnreachable (one line, with the
     way out) when the worker does not answer in `timeout` seconds or answers wrongly."""
-    way_out = f"start it there with `edgellm worker --port {endpoint.port}`, or leave it out of --rpc"
-    busy = f"busy with another client (a worker serves one at a time) or not running; {way_out}"
     try:
         with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as sock:
             hello = _exchange(sock, CMD_HELLO, bytes(CONN_CAPS_SIZE), 4 + CONN_CAPS_SIZE)
@@ -85,12 +84,12 @@ def check_worker(endpoint: Endpoint, timeout: float = CHECK_TIMEOUT_S) -> Worker
             devices = tuple(struct.unpack("<QQ", _exchange(sock, CMD_GET_DEVICE_MEMORY, struct.pack("<I", index), 16))
                             for index in range(count))
     except socket.timeout:
-        raise WorkerUnreachable(f"the RPC worker at {endpoint} did not answer within {timeout:g} s: {busy}",
+        raise WorkerUnreachable(reason("worker_silent", endpoint=str(endpoint), timeout=timeout, port=endpoint.port),
                                 str(endpoint)) from None
     except (OSError, ConnectionError, struct.error) as error:
-        reason = getattr(error, "strerror", None) or str(error)
-        raise WorkerUnreachable(f"the RPC worker at {endpoint} cannot be used ({reason}); {way_out}",
-                                str(endpoint)) from None
+        problem = getattr(error, "strerror", None) or str(error)
+        raise WorkerUnreachable(reason("worker_refused", endpoint=str(endpoint), problem=problem,
+                                       port=endpoint.port), str(endpoint)) from None
     return WorkerStatus(endpoint, version, devices)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from edgellm.formatting import gib
 from edgellm import paths
 from edgellm.errors import NoSuchQuant
 from edgellm.events import Notice, Report, ignore
@@ -55,6 +56,6 @@ def fetch_checkpoint(repo: str, report: Report = ignore, cancel: threading.Event
     present = {dest for file, dest in targets if dest.is_file() and dest.stat().st_size == file.size}
     check_disk(folder, remaining_bytes([(file, dest) for file, dest in targets if dest not in present]))
     total = sum(file.size for file in wanted)
-    report(Notice(f"fetching {repo} ({total / 2**30:.2f} GiB in {len(wanted)} files) to convert it"))
+    report(Notice(f"fetching {repo} ({gib(total)} in {len(wanted)} files) to convert it"))
     fetch_all(repo, commit, targets, present, report, cancel)
     return folder

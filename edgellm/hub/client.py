@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 from edgellm.errors import GatedRepo, HubError, HubUnreachable, OfflineMode, RepoNotFound, EdgellmError
 from edgellm.gguf.header import GGUFError, GGUFHeader, parse
+from edgellm.reasons import reason
 from edgellm.hub.files import QuantFiles, RemoteFile, leaves_the_repo
 from edgellm.plan.spec import ModelSpec, model_spec
 
@@ -45,7 +46,7 @@ def hub_errors(repo: str) -> Iterator[None]:
     except (RevisionNotFoundError, EntryNotFoundError) as error:
         raise HubError(f"{repo}: {str(error).splitlines()[0]}", repo) from None
     except OfflineModeIsEnabled:
-        raise OfflineMode(f"{repo} is not in the store and offline mode is on (--offline or HF_HUB_OFFLINE)") from None
+        raise OfflineMode(reason("offline_not_stored", name=repo)) from None
     except HfHubHTTPError as error:
         raise HubError(f"{repo}: the Hub answered {str(error).splitlines()[0]}; try again later", repo) from None
     except OSError as error:  # connection refused, DNS, timeouts (httpx errors are OSErrors or wrap them)
@@ -57,9 +58,9 @@ def hub_errors(repo: str) -> Iterator[None]:
 
 
 def unreachable(repo: str, error: Exception) -> HubUnreachable:
-    """The error for a network failure on the way to the Hub: worth a retry, or --offline."""
-    return HubUnreachable(f"{repo}: cannot reach the Hub at {endpoint()} ({error}); check the network or use "
-                          f"--offline with a stored model", repo, endpoint())
+    """The error for a network failure on the way to the Hub: worth a retry, or offline mode."""
+    return HubUnreachable(reason("hub_unreachable", repo=repo, endpoint=endpoint(), error=str(error)), repo,
+                          endpoint())
 
 
 def list_files(repo: str, revision: str | None = None) -> tuple[str, list[RemoteFile]]:

@@ -19,8 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from edgellm.errors import Cancelled, DiskError, HubError, HubUnreachable, EdgellmError
-from edgellm.events import Notice, Progress, Report, check_cancel, ignore
+from edgellm.formatting import gib
+from edgellm.errors import Cancelled, check_cancel, DiskError, EdgellmError, HubError, HubUnreachable
+from edgellm.events import Notice, Progress, Report, ignore
 from edgellm.hub.client import endpoint, file_url, hub_errors, open_file
 from edgellm.hub.files import RemoteFile
 
@@ -245,8 +246,8 @@ def check_disk(folder: Path, needed: int) -> None:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if needed > free:
-        raise DiskError(f"not enough disk: the download needs {needed / 2**30:.2f} GiB more but {probe} has "
-                        f"{free / 2**30:.2f} GiB free; free some space or set EDGELLM_HOME to a larger disk", probe)
+        raise DiskError(f"not enough disk: the download needs {gib(needed)} more but {probe} has {gib(free)} free; "
+                        f"free some space or set EDGELLM_HOME to a larger disk", probe)
 
 
 def remaining_bytes(files: list[tuple[RemoteFile, Path]]) -> int:

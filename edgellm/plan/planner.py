@@ -1,8 +1,9 @@
 """Choose n_gpu_layers, context, threads, flash attention, KV type and mmap/mlock for a model on a device.
 
-Pure: device profile + model spec + wishes -> Plan, every choice with one line of why. Layers go to the
-GPU while they fit (llama.cpp fills from the last layer); the context is kept and only reduced, never
-below 2048, when the user did not ask for one; a q8_0 KV cache is tried before the context shrinks.
+Pure: device profile + model spec + wishes -> Plan, every choice with its reason (a code and its numbers, worded by
+each front end: edgellm.words). Layers go to the GPU while they fit (llama.cpp fills from the last layer); the
+context is kept and only reduced, never below 2048, when the user did not ask for one; a q8_0 KV cache is tried
+before the context shrinks.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from typing import Callable
 
 from edgellm.hw.profile import DeviceProfile, Gpu
 from edgellm.plan.estimate import EstimateSettings, MemoryEstimate, estimate
-from edgellm.plan.spec import ModelSpec
 from edgellm.gguf.quants import CPU_CEILING, above_cpu_ceiling, loadable, rank
+from edgellm.plan.spec import ModelSpec
+from edgellm.reasons import Reason, reason
+from edgellm.words import say
 
 MIB, GIB = 2**20, 2**30
 DEFAULT_CTX = 4096
@@ -25,7 +28,12 @@ FLASH_ATTN_BACKENDS = ("cpu", "cuda", "metal", "vulkan", "rocm")
 
 
 class PlanError(ValueError):
-    """The wishes cannot be met on this device; the message names the nearest setting that fits."""
+    """The wishes cannot be met on this device; `reason` says what was asked, what it needs and the nearest setting
+    that fits."""
+
+    def __init__(self, why: Reason) -> None:
+        super().__init__(say(why))
+        self.reason = why
 
 
 @dataclass(frozen=True)
@@ -72,8 +80,8 @@ class Plan:
     gpu: Budget | None  # None: no GPU used (none present, or the build cannot drive it)
     unified_memory: bool
     fits: bool
-    reasons: dict[str, str] = field(default_factory=dict)
-    notices: tuple[str, ...] = ()
+    reasons: dict[str, Reason] = field(default_factory=dict)  # per setting, why it was chosen
+    notices: tuple[Reason, ...] = ()  # what was changed to fit, or that it does not
 
     @property
     def full_offload(self) -> bool:
@@ -84,15 +92,15 @@ class Plan:
         return sum(device.layers for device in self.estimate.devices)
 
 
-def usable_gpu(profile: DeviceProfile) -> tuple[Gpu | None, str]:
-    """The GPU llama.cpp can drive with this build, and why (not) one is used."""
+def usable_gpu(profile: DeviceProfile) -> tuple[Gpu | None, Reason | None]:
+    """The GPU llama.cpp can drive with this build, or why none is used."""
     if not profile.gpus:
-        return None, "no GPU on this machine"
+        return None, reason("no_gpu")
     gpu = profile.gpus[0]
     build = profile.llama_build
     if build is not None and build.backend != gpu.backend:
-        return None, f"{gpu.name} is present but this llama.cpp build is {build.backend}-only (see edgellm doctor)"
-    return gpu, ""
+        return None, reason("gpu_unusable", gpu=gpu.name, backend=build.backend)
+    return gpu, None
 
 
 def build_backend(profile: DeviceProfile) -> str:
@@ -143,8 +151,7 @@ def context_options(spec: ModelSpec, wishes: Wishes) -> tuple[list[int], bool]:
     if wishes.ctx is not None:
         wanted = trained if wishes.ctx == 0 else wishes.ctx
         if wanted > trained:
-            raise PlanError(f"-c {wanted} is above the model's trained context of {trained} tokens; "
-                            f"use -c {trained} or less")
+            raise PlanError(reason("ctx_above_trained", asked=wanted, trained=trained))
         return [wanted], True
     default = min(DEFAULT_CTX, trained)
     options = [default]
@@ -227,8 +234,7 @@ def plan(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes = Wishes()) -> 
     backend = gpu.backend if gpu else build_backend(profile)
     flash_attn = flash_attention(wishes.flash_attn, backend)
     if wishes.kv not in (None, "f16") and not flash_attn:
-        raise PlanError(f"--kv {wishes.kv} (a quantized V cache) needs flash attention: use -fa on or auto, "
-                        f"or --kv f16")
+        raise PlanError(reason("kv_needs_flash_attn", kv=wishes.kv))
     ram, gpu_budget = budgets(profile, gpu, wishes)
     fitter = Fitter(profile, spec, wishes, gpu, ram, gpu_budget, flash_attn)
     contexts, ctx_fixed = context_options(spec, wishes)
@@ -249,32 +255,30 @@ def plan(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes = Wishes()) -> 
     raise PlanError(nearest_fit(replace(fitter, ubatch=ubatches[-1]), tried[0], kv_types, ctx_fixed))
 
 
-def nearest_fit(fitter: Fitter, first_try, kv_types: list[str], ctx_fixed: bool) -> str:
-    """Say what does not fit and the nearest setting that does."""
+def nearest_fit(fitter: Fitter, first_try: tuple[int, str, int, MemoryEstimate], kv_types: list[str],
+                ctx_fixed: bool) -> Reason:
+    """What does not fit (what was asked, what it needs, what the device has) and the nearest setting that does."""
     n_ctx, kv, layers, est = first_try
     wishes, spec, ram, gpu = fitter.wishes, fitter.spec, fitter.ram, fitter.gpu_budget
     have = ram.usable + (gpu.usable if gpu and not fitter.unified else 0)
-    head = (f"the model needs {gib(est.total)} with -c {n_ctx} --kv {kv}"
-            + (f" -ngl {wishes.gpu_layers}" if isinstance(wishes.gpu_layers, int) else "")
-            + f" but {fitter.profile.name} has {gib(max(have, 0))} usable")
+    asked = {"needed": est.total, "n_ctx": n_ctx, "kv": kv, "device": fitter.profile.name, "usable": max(have, 0),
+             "gpu_layers": wishes.gpu_layers if isinstance(wishes.gpu_layers, int) else None}
     if isinstance(wishes.gpu_layers, int) and fitter.gpu is not None:
         best = fitter.most_gpu_layers(n_ctx, kv)
         if best is not None:
-            return f"{head}; -ngl {best[0]} fits (or leave -ngl out to let edgellm choose, or --force)"
+            return reason("too_big", **asked, fix="gpu_layers", fit_gpu_layers=best[0])
     for candidate in kv_types:
         largest = fitter.largest_ctx(candidate, n_ctx)
         if largest:
-            suggestion = f"-c {largest}" + (f" --kv {candidate}" if candidate != "f16" else "")
-            return f"{head}; {suggestion} fits" + (" (or --force)" if ctx_fixed else "")
+            return reason("too_big", **asked, fix="ctx", fit_ctx=largest, fit_kv=candidate, ctx_asked=ctx_fixed)
     weights = spec.weight_bytes
     smallest = fitter.estimate(min(n_ctx, MIN_AUTO_CTX), kv_types[-1])  # the least this model needs beside weights
     room = have - (smallest.total - weights)
     bpw_now = weights * 8 / max(1, approx_params(spec))
     bpw_fit = bpw_now * room / weights
     if bpw_fit < MIN_BITS_PER_WEIGHT:
-        return f"{head}; no quant of this model fits in what is free: use a smaller model, or free memory"
-    return (f"{head}; the weights alone are {gib(weights)}: a smaller quant of about {bpw_fit:.1f} bits per weight "
-            f"(now {bpw_now:.1f}) or a smaller model would fit")
+        return reason("too_big", **asked, fix="no_quant")
+    return reason("too_big", **asked, fix="smaller_quant", weights=weights, bpw_fit=bpw_fit, bpw_now=bpw_now)
 
 
 def approx_params(spec: ModelSpec) -> int:
@@ -285,57 +289,53 @@ def approx_params(spec: ModelSpec) -> int:
     return per_layer * spec.n_layers + embeddings
 
 
-def finish(fitter: Fitter, no_gpu_reason: str, n_ctx: int, kv: str, layers: int, est: MemoryEstimate,
+def finish(fitter: Fitter, no_gpu_reason: Reason | None, n_ctx: int, kv: str, layers: int, est: MemoryEstimate,
            first_ctx: int, ctx_fixed: bool, ok: bool) -> Plan:
     profile, spec, wishes, gpu = fitter.profile, fitter.spec, fitter.wishes, fitter.gpu
     threads = wishes.threads or profile.cpu.performance_cores
-    reasons = {}
-    notices = []
+    reasons: dict[str, Reason] = {}
+    notices: list[Reason] = []
     if gpu is None:
-        reasons["n_gpu_layers"] = no_gpu_reason
+        reasons["n_gpu_layers"] = no_gpu_reason or reason("no_gpu")
     elif wishes.gpu_layers == "all":
-        reasons["n_gpu_layers"] = "-ngl all: every layer on the GPU, whatever the estimate"
+        reasons["n_gpu_layers"] = reason("gpu_all_asked")
     elif isinstance(wishes.gpu_layers, int):
-        reasons["n_gpu_layers"] = f"-ngl {wishes.gpu_layers} as asked"
+        reasons["n_gpu_layers"] = reason("gpu_layers_asked", layers=wishes.gpu_layers)
     elif layers > spec.n_layers:
-        reasons["n_gpu_layers"] = f"all {spec.n_layers} layers and the output fit in {gpu.name}'s budget"
+        reasons["n_gpu_layers"] = reason("gpu_all_fit", n_layers=spec.n_layers, gpu=gpu.name)
     else:
-        reasons["n_gpu_layers"] = (f"the output and {max(layers - 1, 0)} of {spec.n_layers} layers fit in "
-                                   f"{gpu.name}'s budget; the rest run on the CPU" if layers else
-                                   f"not even the output layer fits in {gpu.name}'s budget: all on the CPU")
+        reasons["n_gpu_layers"] = (reason("gpu_some_fit", layers=max(layers - 1, 0), n_layers=spec.n_layers,
+                                          gpu=gpu.name) if layers else reason("gpu_none_fit", gpu=gpu.name))
     trained = spec.trained_ctx or DEFAULT_CTX
     if ctx_fixed:
-        reasons["n_ctx"] = f"-c as asked (trained context {trained})"
+        reasons["n_ctx"] = reason("ctx_asked", trained=trained)
     elif n_ctx < first_ctx:
-        reasons["n_ctx"] = f"reduced from {first_ctx} to fit the memory budget (trained context {trained})"
-        notices.append(f"context reduced to {n_ctx} tokens to fit; pass -c to choose it yourself")
+        reasons["n_ctx"] = reason("ctx_reduced_to_fit", trained=trained, **{"from": first_ctx})
+        notices.append(reason("ctx_reduced", n_ctx=n_ctx))
     else:
-        reasons["n_ctx"] = (f"the default {DEFAULT_CTX} (trained context {trained})" if n_ctx == DEFAULT_CTX
-                            else f"the model's trained context (below the default {DEFAULT_CTX})")
+        reasons["n_ctx"] = (reason("ctx_default", default=DEFAULT_CTX, trained=trained) if n_ctx == DEFAULT_CTX
+                            else reason("ctx_trained", default=DEFAULT_CTX))
     cpu = profile.cpu
-    reasons["threads"] = ("-t as asked" if wishes.threads else
-                          f"the {cpu.performance_cores} physical performance cores"
-                          + (" (efficiency cores and SMT siblings slow llama.cpp down)"
-                             if cpu.logical_cores > cpu.performance_cores else ""))
-    reasons["flash_attn"] = ("off as asked" if wishes.flash_attn == "off" else
-                             "off: this backend has no flash-attention kernels" if not fitter.flash_attn else
-                             "on: the backend has the kernels; it shrinks the attention buffers")
+    reasons["threads"] = (reason("threads_asked") if wishes.threads else
+                          reason("threads_performance_cores", cores=cpu.performance_cores,
+                                 siblings=cpu.logical_cores > cpu.performance_cores))
+    reasons["flash_attn"] = (reason("flash_attn_off_asked") if wishes.flash_attn == "off" else
+                             reason("flash_attn_no_kernels") if not fitter.flash_attn else reason("flash_attn_on"))
     if wishes.kv:
-        reasons["kv"] = f"--kv {kv} as asked"
+        reasons["kv"] = reason("kv_asked", kv=kv)
     elif kv != "f16":
-        reasons["kv"] = f"{kv}: an f16 cache did not fit at this context; q8_0 halves it at no visible quality cost"
-        notices.append(f"KV cache quantized to {kv} to keep the context at {n_ctx}")
+        reasons["kv"] = reason("kv_quantized_to_fit", kv=kv)
+        notices.append(reason("kv_quantized", kv=kv, n_ctx=n_ctx))
     else:
-        reasons["kv"] = "f16: full precision fits"
-    reasons["n_ubatch"] = (f"{fitter.ubatch}: the default micro-batch" if fitter.ubatch == UBATCH_OPTIONS[0] else
-                           f"{fitter.ubatch}: a {UBATCH_OPTIONS[0]}-token batch's buffers did not fit "
-                           f"(prompts are read a little slower)")
+        reasons["kv"] = reason("kv_full")
+    reasons["n_ubatch"] = (reason("ubatch_default", ubatch=fitter.ubatch) if fitter.ubatch == UBATCH_OPTIONS[0] else
+                           reason("ubatch_reduced_to_fit", ubatch=fitter.ubatch, default=UBATCH_OPTIONS[0]))
     if fitter.ubatch != UBATCH_OPTIONS[0] and not wishes.n_ubatch:
-        notices.append(f"micro-batch reduced to {fitter.ubatch} tokens to fit")
-    reasons["mmap"] = "on: the weights load instantly and stay in the page cache between runs"
-    reasons["mlock"] = "off: the budget keeps memory free, and locking needs privileges on most systems"
+        notices.append(reason("ubatch_reduced", ubatch=fitter.ubatch))
+    reasons["mmap"] = reason("mmap_on")
+    reasons["mlock"] = reason("mlock_off")
     if not ok:
-        notices.append("the estimate says this does not fit: --force runs it anyway and may run out of memory")
+        notices.append(reason("forced"))
     return Plan(n_gpu_layers=layers, n_ctx=n_ctx, n_ubatch=fitter.ubatch, n_threads=threads, n_threads_batch=threads,
                 flash_attn=fitter.flash_attn, kv=kv, use_mmap=True, use_mlock=False, estimate=est, ram=fitter.ram,
                 gpu=fitter.gpu_budget if gpu else None, unified_memory=fitter.unified, fits=ok, reasons=reasons,
@@ -347,7 +347,7 @@ class QuantChoice:
     quant: str
     spec: ModelSpec
     plan: Plan
-    considered: tuple[str, ...]  # one line per candidate: what it would need and why it was (not) taken
+    considered: tuple[Reason, ...]  # one per candidate: what it would need and why it was (not) taken
 
 
 def choose_quant(profile: DeviceProfile, candidates: list[tuple[str, ModelSpec | Callable[[], ModelSpec]]],
@@ -366,38 +366,31 @@ def choose_quant(profile: DeviceProfile, candidates: list[tuple[str, ModelSpec |
         ordered = [item for item in ordered if item[0].upper() == asked.upper()]
         if not ordered:
             names = ", ".join(sorted({quant for quant, _ in candidates}, key=rank, reverse=True))
-            raise PlanError(f"no {asked} file among the candidates ({names})")
-    considered: list[str] = []
+            raise PlanError(reason("no_such_quant_file", quant=asked, names=names))
+    considered: list[Reason] = []
     fitting: list[tuple[str, ModelSpec, Plan]] = []
     for quant, spec_or_reader in ordered:
         if fitting and (gpu is None or fitting[0][2].full_offload or len(fitting) == 2):
             break  # the choice cannot change any more
         if gpu is None and not asked and above_cpu_ceiling(quant):
-            considered.append(f"{quant}: skipped on a CPU-only device (above {CPU_CEILING}: slower, no visible "
-                              f"quality gain)")
+            considered.append(reason("quant_above_cpu_ceiling", quant=quant, ceiling=CPU_CEILING))
             continue
         spec = spec_or_reader() if callable(spec_or_reader) else spec_or_reader
         try:
             found = plan(profile, spec, replace(wishes_for(spec, wishes) if wishes_for else wishes, force=False))
         except PlanError as error:
-            considered.append(f"{quant}: does not fit ({error})")
+            considered.append(reason("quant_does_not_fit", quant=quant, why=error.reason))
             continue
         if not asked and above_cpu_ceiling(quant) and not found.full_offload:
-            considered.append(f"{quant}: skipped, its layers would run on the CPU (above {CPU_CEILING}: slower, "
-                              f"no visible quality gain)")
+            considered.append(reason("quant_would_run_on_cpu", quant=quant, ceiling=CPU_CEILING))
             continue
         fitting.append((quant, spec, found))
-        considered.append(f"{quant}: fits, {gib(found.estimate.total)}"
-                          + (", all layers on the GPU" if found.full_offload else
-                             f", {found.n_gpu_layers} layers on the GPU" if gpu else ""))
+        considered.append(reason("quant_fits", quant=quant, total=found.estimate.total,
+                                 full_offload=found.full_offload, gpu_layers=found.n_gpu_layers, gpu=gpu is not None))
     if not fitting:
-        raise PlanError("no quant fits: " + "; ".join(considered))
+        raise PlanError(reason("no_quant_fits", considered=tuple(considered)))
     best = fitting[0]
     if gpu is not None and not best[2].full_offload and len(fitting) > 1 and fitting[1][2].full_offload:
-        considered.append(f"{fitting[1][0]} chosen over {best[0]}: full GPU offload beats a partial one a rank higher")
+        considered.append(reason("quant_full_offload_wins", chosen=fitting[1][0], over=best[0]))
         best = fitting[1]
     return QuantChoice(best[0], best[1], best[2], tuple(considered))
-
-
-def gib(n_bytes: int) -> str:
-    return f"{n_bytes / GIB:.2f} GiB" if abs(n_bytes) >= GIB else f"{n_bytes / MIB:.0f} MiB"

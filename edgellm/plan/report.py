@@ -5,27 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edgellm.formatting import size
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.params import load_params
 from edgellm.plan.planner import Plan
 from edgellm.plan.spec import ModelSpec
 from edgellm.plan.speed import Measured, SpeedEstimate
+from edgellm.words import PLAIN, Terms, say
 
-MIB, GIB = 2**20, 2**30
 ROWS = (("weights", "Weights"), ("kv_cache", "KV cache"), ("compute", "Activations"), ("overhead", "Overhead"))
 
 
-def size(n_bytes: int) -> str:
-    return f"{n_bytes / GIB:.2f} GiB" if abs(n_bytes) >= GIB else f"{n_bytes / MIB:.1f} MiB"
-
-
-def settings_dict(plan: Plan, spec: ModelSpec) -> dict[str, Any]:
-    """The plan's settings under the keys `run --json` and saved conversations use."""
-    return load_params(Path(spec.path), plan).as_dict()
-
-
 def to_dict(plan: Plan, spec: ModelSpec, profile: DeviceProfile, speed: SpeedEstimate | None = None,
-            measured: Measured | None = None) -> dict[str, Any]:
+            measured: Measured | None = None, terms: Terms = PLAIN) -> dict[str, Any]:
+    """The plan as JSON: every size in bytes, each reason in `terms` and as data (`reason_codes`)."""
     devices = []
     for device in plan.estimate.devices:
         budget = plan.gpu if device.is_gpu else plan.ram
@@ -41,9 +34,10 @@ def to_dict(plan: Plan, spec: ModelSpec, profile: DeviceProfile, speed: SpeedEst
                   "chat_template": spec.has_chat_template},
         "profile": profile.name,
         "fits": plan.fits,
-        "settings": settings_dict(plan, spec),
-        "reasons": plan.reasons,
-        "notices": list(plan.notices),
+        "settings": load_params(Path(spec.path), plan).as_dict(),
+        "reasons": {key: say(why, terms) for key, why in plan.reasons.items()},
+        "reason_codes": {key: why.as_dict() for key, why in plan.reasons.items()},
+        "notices": [say(notice, terms) for notice in plan.notices],
         "estimate": {"devices": devices, "total_bytes": plan.estimate.total,
                      "kv_cells": {"full": plan.estimate.kv_cells_full, "sliding_window": plan.estimate.kv_cells_swa}},
         "unified_memory": plan.unified_memory,
@@ -57,7 +51,8 @@ def to_dict(plan: Plan, spec: ModelSpec, profile: DeviceProfile, speed: SpeedEst
 
 
 def render(plan: Plan, spec: ModelSpec, profile: DeviceProfile, speed: SpeedEstimate | None = None,
-           measured: Measured | None = None) -> str:
+           measured: Measured | None = None, terms: Terms = PLAIN) -> str:
+    """The memory budget and the settings with their reasons, for a person; the reasons in `terms`."""
     lines = [f"Model    {spec.path}",
              f"         {spec.architecture}, {spec.n_layers} layers, {spec.file_type or 'unknown quant'}, "
              f"{size(spec.file_bytes)}, trained context {spec.trained_ctx}"
@@ -85,9 +80,10 @@ def render(plan: Plan, spec: ModelSpec, profile: DeviceProfile, speed: SpeedEsti
               ("flash_attn", "flash_attn", "on" if plan.flash_attn else "off"), ("kv", "kv cache", plan.kv),
               ("mmap", "mmap", "on" if plan.use_mmap else "off"), ("mlock", "mlock", "on" if plan.use_mlock else "off"))
     for key, label, value in labels:
-        lines.append(f"  {label:<12} {str(value):<12} {plan.reasons.get(key, '')}")
+        why = plan.reasons.get(key)
+        lines.append(f"  {label:<12} {str(value):<12} {say(why, terms) if why else ''}")
     if speed is not None:
         lines += ["", f"Speed    {speed.describe()}"] + ([f"         {measured.describe()}"] if measured else [])
     for notice in plan.notices:
-        lines.append(f"note: {notice}")
+        lines.append(f"note: {say(notice, terms)}")
     return "\n".join(lines).rstrip()

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgellm.plan.estimate import CPU_OVERHEAD, compute_bytes, kv_cells, kv_layer_bytes, padded_ctx
+from edgellm.formatting import size
 from edgellm.hw.profile import DeviceProfile
-from edgellm.plan.planner import DEFAULT_CTX, GPU_MARGIN, MIN_AUTO_CTX, PlanError, Wishes, gib, ram_margin, usable_gpu
+from edgellm.plan.estimate import CPU_OVERHEAD, compute_bytes, kv_cells, kv_layer_bytes, padded_ctx
+from edgellm.plan.planner import DEFAULT_CTX, GPU_MARGIN, MIN_AUTO_CTX, PlanError, Wishes, ram_margin, usable_gpu
 from edgellm.plan.spec import ModelSpec
+from edgellm.reasons import Reason, reason
+from edgellm.words import PLAIN, Terms, say
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class SplitPlan:
     kv: str
     n_gpu_layers: int  # layers on the workers and the output (0: everything here)
     tensor_split: tuple[int, ...]  # per worker, the layers it holds (the output counted on the last that holds any)
-    notices: tuple[str, ...] = ()
+    notices: tuple[Reason, ...] = ()
 
     @property
     def fits(self) -> bool:
@@ -147,10 +150,10 @@ def plan_split(spec: ModelSpec, devices: list[Device], ctx: int | None = None, k
     (from the default down to 2048, or `ctx` as asked) and the cheapest KV type (f16, then q8_0) that fit every
     device; PlanError saying what the devices lack when nothing fits."""
     if len(devices) < 2:
-        raise PlanError("a split needs this machine and at least one worker")
+        raise PlanError(reason("split_needs_worker"))
     trained = spec.trained_ctx or DEFAULT_CTX
     if ctx is not None and ctx > trained:
-        raise PlanError(f"-c {ctx} is above the model's trained context of {trained} tokens; use -c {trained} or less")
+        raise PlanError(reason("ctx_above_trained", asked=ctx, trained=trained))
     contexts = [ctx or trained] if ctx is not None else [min(DEFAULT_CTX, trained)]
     while ctx is None and contexts[-1] // 2 >= MIN_AUTO_CTX:
         contexts.append(contexts[-1] // 2)
@@ -162,18 +165,18 @@ def plan_split(spec: ModelSpec, devices: list[Device], ctx: int | None = None, k
             found = shares(spec, devices, counts, n_ctx, kv_type, flash_attn, n_ubatch)
             notices = []
             if n_ctx < contexts[0]:
-                notices.append(f"context reduced to {n_ctx} tokens to fit the devices; pass -c to choose it")
+                notices.append(reason("ctx_reduced", n_ctx=n_ctx, split=True))
             if kv_type != kv_types[0]:
-                notices.append(f"KV cache quantized to {kv_type} to keep the context at {n_ctx}")
+                notices.append(reason("kv_quantized", kv=kv_type, n_ctx=n_ctx))
             candidate = SplitPlan(found, n_ctx, kv_type, remote_layers(counts), tensor_split(counts),
                                   tuple(notices))
             first = first or candidate
             if candidate.fits:
                 return candidate
-    short = [f"{share.device.name} needs {gib(share.total)} of {gib(max(share.device.budget, 0))}"
-             for share in first.shares if not share.fits]
-    raise PlanError(f"the model does not fit across these devices at -c {first.n_ctx}: {'; '.join(short)}; add a "
-                    f"worker, give more memory (--memory on a worker), or use a smaller quant or model")
+    assert first is not None
+    short = tuple((share.device.name, share.total, max(share.device.budget, 0))
+                  for share in first.shares if not share.fits)
+    raise PlanError(reason("split_too_big", n_ctx=first.n_ctx, short=short))
 
 
 def remote_layers(counts: list[int]) -> int:
@@ -194,11 +197,9 @@ def tensor_split(counts: list[int]) -> tuple[int, ...]:
 
 
 
-def render(plan: SplitPlan, spec: ModelSpec) -> str:
-    """The split as a table: per device, the layers, weights, KV cache, activations and total against its budget."""
-    def size(n: int) -> str:
-        return gib(n)
-
+def render(plan: SplitPlan, spec: ModelSpec, terms: Terms = PLAIN) -> str:
+    """The split as a table: per device, the layers, weights, KV cache, activations and total against its budget;
+    its notices in `terms`."""
     lines = [f"Split of {spec.n_layers} layers across {len(plan.shares)} devices "
              f"(n_ctx {plan.n_ctx}, KV {plan.kv}):", "",
              f"  {'device':<34} {'layers':>9} {'weights':>9} {'KV cache':>9} {'activ.':>9} {'total':>9} {'of':>9}"]
@@ -211,13 +212,14 @@ def render(plan: SplitPlan, spec: ModelSpec) -> str:
                      + ("" if share.fits else "  DOES NOT FIT"))
     lines += ["", f"  all devices {size(plan.total)}; llama.cpp: n_gpu_layers {plan.n_gpu_layers}, tensor_split "
               + ",".join(map(str, plan.tensor_split))]
-    lines += [f"note: {notice}" for notice in plan.notices]
+    lines += [f"note: {say(notice, terms)}" for notice in plan.notices]
     return "\n".join(lines)
 
 
-def to_dict(plan: SplitPlan) -> dict:
+def to_dict(plan: SplitPlan, terms: Terms = PLAIN) -> dict:
     return {"fits": plan.fits, "n_ctx": plan.n_ctx, "kv": plan.kv, "n_gpu_layers": plan.n_gpu_layers,
-            "tensor_split": list(plan.tensor_split), "total_bytes": plan.total, "notices": list(plan.notices),
+            "tensor_split": list(plan.tensor_split), "total_bytes": plan.total,
+            "notices": [say(notice, terms) for notice in plan.notices],
             "devices": [{"device": share.device.name, "endpoint": share.device.where or None,
                          "budget_bytes": share.device.budget, "first_layer": share.first_layer,
                          "layers": share.layers, "output": share.output, "weights_bytes": share.weights,

@@ -24,6 +24,7 @@ from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply
 from edgellm.engine.contract import GenerationOptions
 from edgellm.errors import ContextOverflow, TemplateRefused, EdgellmError, WorkerLost, WorkerUnreachable
 from edgellm.api import openai
+from edgellm.server.config import ServerConfig
 from edgellm.server.metrics import CONTENT_TYPE, Metrics, render
 from edgellm.api.openai import Answer, ApiError, CompletionRequest
 from edgellm.server.scheduler import Ended, Job, QueueFull, Scheduler, ShuttingDown
@@ -31,18 +32,6 @@ from edgellm.server.scheduler import Ended, Job, QueueFull, Scheduler, ShuttingD
 RETRY_AFTER_S = 5
 CLIENT_GONE = 499  # nginx's status for a client that closed the connection before the answer
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics")
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """What the command line sets for the server's whole life."""
-
-    model_id: str
-    created: int  # the model file's time, for /v1/models
-    defaults: GenerationOptions  # the flags' sampling; a request overrides what it names
-    api_key: str | None = None
-    max_body_bytes: int = 4 * 2**20
-    cors_origins: tuple[str, ...] = ()
 
 
 @dataclass
@@ -273,7 +262,8 @@ async def _complete(state: ServerState, http: Request, chat: bool) -> Response:
         finish.end(CLIENT_GONE)
         return Response(status_code=CLIENT_GONE)
     finish.end(200)
-    return JSONResponse(answer.whole(text_before + reply.content, reply.reasoning, reply))
+    return JSONResponse(answer.whole(text_before + reply.content, reply.reasoning, reply.stats, reply.dropped_messages,
+                                     reply.n_ctx))
 
 
 def _failure(error: BaseException) -> ApiError:
@@ -325,7 +315,7 @@ async def _stream(state: ServerState, request: CompletionRequest, answer: Answer
         else:
             yield openai.sse(answer.chunk(finish=openai.finish_reason(reply.stop_reason)))
             if request.include_usage:
-                yield openai.sse(answer.usage_chunk(reply))
+                yield openai.sse(answer.usage_chunk(reply.stats, reply.dropped_messages, reply.n_ctx))
             finish.end(200)
         yield openai.sse("[DONE]")
     finally:

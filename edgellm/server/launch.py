@@ -20,7 +20,8 @@ import uvicorn
 
 from edgellm.session.completion import ChatModel
 from edgellm.errors import EdgellmError
-from edgellm.server.app import ServerConfig, ServerState, create_app
+from edgellm.server.app import ServerState, create_app
+from edgellm.server.config import ServerConfig
 from edgellm.server.scheduler import Scheduler
 
 API_KEY_ENV = "EDGELLM_API_KEY"

@@ -27,6 +27,7 @@ from edgellm.plan.params import load_params
 from edgellm.plan.planner import DEFAULT_CTX, Plan, PlanError, Wishes, plan
 from edgellm.plan.spec import ModelSpec
 from edgellm.plan.speed import decode_tokens_per_s, placement
+from edgellm.reasons import reason
 from edgellm.session import opening
 from edgellm.session.flags import Flags
 from edgellm.session.host import ModelHost
@@ -45,21 +46,19 @@ def deep_enough(spec: ModelSpec, ctx_wish: int | None, request: BenchRequest, pl
     """The plan `plan_at(ctx)` makes at the context asked for, raised (when -c was not given) to what the request
     needs; `plan_at` raises DoesNotFit, and a plan has `n_ctx`."""
     needed = request.context_needed()
-    what = (f"--pp {request.pp}, --tg {request.tg} and --depth {max(request.depths)} need a {needed}-token "
-            f"context")
+    what = {"pp": request.pp, "tg": request.tg, "depth": max(request.depths), "needed": needed}
     trained = spec.trained_ctx or DEFAULT_CTX
     if needed > trained:
-        raise EdgellmError(f"{what}, more than the model's trained context of {trained}: lower --depth, --pp or --tg")
+        raise EdgellmError(reason("bench_beyond_trained", **what, trained=trained))
     if ctx_wish is not None and needed > (ctx_wish or trained):
-        raise EdgellmError(f"{what}, more than -c {ctx_wish}: raise -c to {min(round_up(needed), trained)} or lower "
-                        f"--depth, --pp or --tg")
+        raise EdgellmError(reason("bench_beyond_ctx", **what, ctx=ctx_wish, raise_to=min(round_up(needed), trained)))
     chosen = plan_at(ctx_wish)
     if chosen.n_ctx >= needed:
         return chosen
     try:
         return plan_at(min(round_up(needed), trained))
     except DoesNotFit as error:
-        raise DoesNotFit(f"{what}: {error}", spec.path) from None
+        raise DoesNotFit(reason("bench_does_not_fit", **what, reason=error.as_reason()), spec.path) from None
 
 
 def bench_plan(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes, request: BenchRequest) -> Plan:
@@ -68,7 +67,7 @@ def bench_plan(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes, request:
         try:
             return plan(profile, spec, replace(wishes, ctx=ctx))
         except PlanError as error:
-            raise DoesNotFit(str(error), spec.path) from None
+            raise DoesNotFit(error.reason, spec.path) from None
 
     return deep_enough(spec, wishes.ctx, request, plan_at)
 
@@ -104,9 +103,9 @@ def run_plan_record(planned: opening.PlannedModel, profile: DeviceProfile) -> di
 
 
 def overrides(flags: Flags) -> list[str]:
-    """The flags that took a choice away from the planner (a run with them does not calibrate the estimates)."""
-    given = {"-t": flags.threads is not None, "-ngl": flags.gpu_layers != "auto",
-             "--kv": flags.kv is not None, "--force": flags.force}
+    """The settings the flags took from the planner (a run with them does not calibrate the estimates)."""
+    given = {"threads": flags.threads is not None, "gpu_layers": flags.gpu_layers != "auto",
+             "kv": flags.kv is not None, "force": flags.force}
     return [flag for flag, set_by_hand in given.items() if set_by_hand]
 
 

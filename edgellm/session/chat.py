@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from edgellm.storage import disk
 from edgellm.session.completion import ChatModel, reply_notices
-from edgellm.session.events import ChatEvent, Reply, ReplyDone
-from edgellm.session.history import Conversation, History, Message
+from edgellm.session.events import ChatEvent, Reply, ReplyDone, Timings
+from edgellm.session.history import Conversation, History, SavedMessage
 from edgellm.engine.contract import GenerationOptions, settings_record
 from edgellm.errors import (HistoryUnavailable, InvalidSetting, NoSuchConversation, EdgellmError, WorkerLost,
                             WorkerUnreachable)
@@ -51,19 +51,19 @@ class Entry:
 
 @dataclass(frozen=True)
 class SessionStats:
-    replies: tuple[dict[str, Any], ...]  # each reply's timings, oldest first
+    replies: tuple[Timings, ...]  # each reply's timings, oldest first
 
     @property
-    def last(self) -> dict[str, Any] | None:
+    def last(self) -> Timings | None:
         return self.replies[-1] if self.replies else None
 
     @property
     def tokens(self) -> int:
-        return sum(r.get("completion_tokens", 0) for r in self.replies)
+        return sum(reply.stats.completion_tokens for reply in self.replies)
 
     @property
     def mean_tokens_per_s(self) -> float | None:
-        rates = [r["tokens_per_s"] for r in self.replies if r.get("tokens_per_s")]
+        rates = [reply.stats.tokens_per_s for reply in self.replies if reply.stats.tokens_per_s]
         return sum(rates) / len(rates) if rates else None
 
 
@@ -110,7 +110,7 @@ class ChatSession:
     show_reasoning: bool = True
     entries: list[Entry] = field(default_factory=list)
     conversation_id: int | None = None
-    _replies: list[dict[str, Any]] = field(default_factory=list)
+    _replies: list[Timings] = field(default_factory=list)
     _turns: int = 0
     _current: Turn | None = None
     _starting: threading.Lock = field(default_factory=threading.Lock)
@@ -210,7 +210,7 @@ class ChatSession:
                             yield from self._take_notices()
                     yield piece
             except (WorkerLost, WorkerUnreachable) as error:  # a split's worker: this reply ends, the chat goes on
-                self._notices.append(Notice(str(error), "warning"))
+                self._notices.append(Notice(str(error), "warning", error.reason))
         finally:
             pieces.close()  # frees the model and completes the reply's timings, also when this turn is closed early
             self.entries.append(Entry("assistant", reply.content, reply.reasoning, reply_id))
@@ -285,7 +285,7 @@ class ChatSession:
         with self._between_turns():
             self.entries, self.conversation_id, self._replies = [], None, []
 
-    def load(self, conversation_id: int) -> list[Message]:
+    def load(self, conversation_id: int) -> list[SavedMessage]:
         """Continue a saved conversation; returns its messages (for a front end to show)."""
         with self._between_turns():
             conversation = self._ask(History.conversation, conversation_id)

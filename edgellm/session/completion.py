@@ -19,6 +19,7 @@ from edgellm.templates.chat import ChatTemplate, choose, looks_like_base_model
 from edgellm.engine.contract import GenerationOptions, Model
 from edgellm.errors import ContextOverflow, TemplateRefused
 from edgellm.events import Notice
+from edgellm.reasons import reason
 
 MIN_REPLY_ROOM = 64
 Messages = list[dict[str, str]]
@@ -175,8 +176,7 @@ def text_prompt_tokens(model: Model, prompt: str) -> list[int]:
     tokens = model.tokenize(prompt, add_bos=True, special=False)
     n_ctx = model.n_ctx
     if len(tokens) >= n_ctx:
-        raise ContextOverflow(f"the prompt is {len(tokens)} tokens, which does not leave room in the {n_ctx}-"
-                              f"token context; raise -c or shorten the prompt", len(tokens), n_ctx)
+        raise ContextOverflow(reason("prompt_too_long", needed=len(tokens), n_ctx=n_ctx), len(tokens), n_ctx)
     return tokens
 
 
@@ -224,7 +224,5 @@ def fit_history(messages: Messages, count: Callable[[Messages], int], budget: in
     turns = turns[dropped:]
     needed = count(system + turns)
     if needed > budget:
-        raise ContextOverflow(
-            f"this message needs {needed} tokens with the system prompt, more than the "
-            f"{budget} the context leaves for it; shorten it, or raise -c", needed, budget)
+        raise ContextOverflow(reason("message_too_long", needed=needed, available=budget), needed, budget)
     return system + turns, dropped

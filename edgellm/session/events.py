@@ -5,7 +5,7 @@ Front ends draw these; none of them decides what a turn does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Union
 
 from edgellm.engine.contract import GenerationStats
@@ -22,6 +22,52 @@ class ReasoningPiece:
     """A piece of the model's reasoning (`<think>…</think>`), kept apart from the answer."""
 
     text: str
+
+
+@dataclass(frozen=True)
+class Timings:
+    """What one reply took, typed: the engine's figures, and how much of the context the reply used. Saved with the
+    reply in the history (`as_dict`, `from_dict`); every front end writes it through `parts`."""
+
+    stats: GenerationStats = field(default_factory=GenerationStats)
+    context_used: int = 0
+    n_ctx: int = 0
+    dropped_messages: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.stats.as_dict(), "context_used": self.context_used, "n_ctx": self.n_ctx,
+                "dropped_messages": self.dropped_messages}
+
+    @classmethod
+    def from_dict(cls, data: object) -> Timings:
+        """The timings a record kept (`as_dict`'s keys); odd or missing values fall back to none."""
+        if not isinstance(data, dict):
+            return cls()
+
+        def count(key: str) -> int:
+            value = data.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+        return cls(GenerationStats.from_dict(data), count("context_used"), count("n_ctx"), count("dropped_messages"))
+
+    def parts(self, *names: str, short: bool = False) -> list[str]:
+        """The named figures, each in a few words, those not measured left out: tokens, speed, first_token, prompt,
+        context, stop (how it ended, when not of itself). `short`: the status line's brief forms."""
+        stats, found = self.stats, []
+        for name in names:
+            if name == "tokens":
+                found.append(f"{stats.completion_tokens} tokens")
+            elif name == "speed" and stats.tokens_per_s:
+                found.append(f"{stats.tokens_per_s:.1f} tok/s" if short else f"{stats.tokens_per_s:.1f} tokens/s")
+            elif name == "first_token" and stats.ttft_ms is not None:
+                found.append(f"TTFT {stats.ttft_ms:.0f} ms" if short else f"first token {stats.ttft_ms:.0f} ms")
+            elif name == "prompt":
+                found.append(f"prompt {stats.prompt_evaluated} new of {stats.prompt_tokens}")
+            elif name == "context":
+                found.append(f"context {self.context_used}/{self.n_ctx}")
+            elif name == "stop" and stats.stop_reason not in ("eos", "stop"):
+                found.append("stopped" if stats.stop_reason == "interrupted" else f"stopped: {stats.stop_reason}")
+        return found
 
 
 @dataclass
@@ -44,10 +90,9 @@ class Reply:
         """Stopped before it finished: cancelled, or broken off by an error."""
         return self.stop_reason == "interrupted"
 
-    def timings(self) -> dict[str, Any]:
-        data = self.stats.as_dict() if self.stats else {}
-        return {**data, "context_used": self.context_used, "n_ctx": self.n_ctx,
-                "dropped_messages": self.dropped_messages}
+    def timings(self) -> Timings:
+        stats = self.stats if self.stats is not None else GenerationStats(stop_reason="interrupted")
+        return Timings(stats, self.context_used, self.n_ctx, self.dropped_messages)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from edgellm.session.events import Timings
 from edgellm.storage import disk
 from edgellm.errors import HistoryUnavailable
 from edgellm.events import Notice
@@ -66,13 +67,15 @@ class Conversation:
 
 
 @dataclass(frozen=True)
-class Message:
+class SavedMessage:
+    """A message as the history keeps it; a reply with its timings."""
+
     id: int
     role: str
     content: str
     reasoning: str
     state: str
-    timings: dict[str, Any] | None
+    timings: Timings | None
     created: float
 
     @property
@@ -216,11 +219,11 @@ class History:
     # messages
 
     @serialized
-    def messages(self, conversation_id: int) -> list[Message]:
+    def messages(self, conversation_id: int) -> list[SavedMessage]:
         rows = self.db.execute(
             "SELECT id, role, content, reasoning, state, timings, created FROM messages WHERE conversation_id = ? "
             "ORDER BY id", (conversation_id,)).fetchall()
-        return [Message(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else None, r[6]) for r in rows]
+        return [SavedMessage(r[0], r[1], r[2], r[3], r[4], _timings(r[5]), r[6]) for r in rows]
 
     @serialized
     def add(self, conversation_id: int, role: str, content: str) -> int:
@@ -269,11 +272,21 @@ class History:
 
     @serialized
     def finish_reply(self, message_id: int, content: str, reasoning: str, interrupted: bool,
-                     timings: dict[str, Any]) -> None:
+                     timings: Timings) -> None:
         self.db.execute(
             "UPDATE messages SET content = ?, reasoning = ?, state = ?, timings = ?, writer_pid = NULL, updated = ? "
-            "WHERE id = ?", (content, reasoning, "interrupted" if interrupted else "complete", json.dumps(timings),
+            "WHERE id = ?", (content, reasoning, "interrupted" if interrupted else "complete", json.dumps(timings.as_dict()),
                              time.time(), message_id))
         row = self.db.execute("SELECT conversation_id FROM messages WHERE id = ?", (message_id,)).fetchone()
         if row:  # gone if the conversation was deleted meanwhile (`edgellm history rm` from another terminal)
             self._touch(row[0])
+
+
+def _timings(saved: str | None) -> Timings | None:
+    """A reply's saved timings; none for a message saved without (or with a record that is not JSON)."""
+    if not saved:
+        return None
+    try:
+        return Timings.from_dict(json.loads(saved))
+    except ValueError:
+        return None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from edgellm.engine.contract import LoadParams
 from edgellm.errors import DoesNotFit, EdgellmError, ModelFileError, NoModel
 from edgellm.events import Notice, Report, ignore
+from edgellm.reasons import Reason, reason
 from edgellm.gguf.header import GGUFError
 from edgellm.gguf.quants import parse_quant, rank
 from edgellm.hub.refs import parse_ref
@@ -26,6 +27,7 @@ from edgellm.session.flags import Flags
 from edgellm.session.remote import stored_or_pulled
 from edgellm.storage import store
 from edgellm.storage.specs import cached_spec, read_spec
+from edgellm.words import PLAIN, Terms, notice
 
 if TYPE_CHECKING:
     from edgellm.engine.endpoint import Endpoint
@@ -37,7 +39,7 @@ class ModelChoice:
     path: Path
     spec: ModelSpec
     plan: Plan | None  # None: split across workers (PlannedModel.split)
-    alternatives: tuple[str, ...] = ()  # lines on the other quants considered, when -m named a folder
+    alternatives: tuple[Reason, ...] = ()  # the other quants considered, when -m named a folder
 
 
 def profile_named(name: str | None) -> DeviceProfile:
@@ -47,7 +49,7 @@ def profile_named(name: str | None) -> DeviceProfile:
     try:
         return resolve_profile(name)
     except ProfileError as error:
-        raise EdgellmError(f"--profile: {error}") from None
+        raise EdgellmError(reason("bad_profile", problem=str(error))) from None
 
 
 def local_model(name: str) -> tuple[Path, store.StoredModel | None]:
@@ -83,7 +85,7 @@ def choose_model(flags: Flags, profile: DeviceProfile, report: Report = ignore,
         try:
             choice = choose_quant(profile, candidates, wishes)
         except PlanError as error:
-            raise DoesNotFit(f"{path}: {error}", str(path)) from None
+            raise DoesNotFit(reason("about", subject=str(path), reason=error.reason), str(path)) from None
         return ModelChoice(Path(choice.spec.path), choice.spec, choice.plan, choice.considered)
     return _planned(path, wishes, profile, found)
 
@@ -93,7 +95,7 @@ def _planned(path: Path, wishes: Wishes, profile: DeviceProfile, stored: store.S
     try:
         choice = ModelChoice(path, spec, plan(profile, spec, wishes))
     except PlanError as error:
-        raise DoesNotFit(str(error), str(path)) from None
+        raise DoesNotFit(error.reason, str(path)) from None
     if stored is not None:
         store.touch(stored)
     return choice
@@ -105,11 +107,10 @@ def model_file(flags: Flags) -> Path:
     if flags.hf_repo:
         stored = store.find(parse_ref(flags.hf_repo).name)
         if stored is None:
-            raise NoModel(f"{flags.hf_repo} is not stored; pull it first (edgellm pull {flags.hf_repo} "
-                          f"--dry-run shows what would be fetched)")
+            raise NoModel(reason("split_model_not_stored", name=flags.hf_repo))
         return stored.path(store.store_dir())
     if not flags.model:
-        raise NoModel("name the model to split: -m PATH/TO/MODEL.gguf, a store name, or -hf REPO")
+        raise NoModel(reason("split_needs_model"))
     path, found = local_model(flags.model)
     if found is None and path.is_dir():
         raise ModelFileError(f"{path}: is a directory; a split plans one GGUF file: pass it", path, "directory")
@@ -129,8 +130,7 @@ def best_local_model(profile: DeviceProfile, wishes: Wishes) -> ModelChoice:
         except (GGUFError, PlanError, OSError):
             continue
     if not fitting:
-        raise NoModel(f"no model given, and no model in {folder} fits this machine: `edgellm recommend` suggests "
-                      f"some and `edgellm pull owner/repo` fetches one; or pass -m PATH/TO/MODEL.gguf")
+        raise NoModel(reason("no_model_fits", folder=str(folder)))
     # the most parameters (layers × width², a proxy that ignores the quant), then the best quant
     spec, chosen = max(fitting, key=lambda item: (item[0].n_layers * item[0].n_embd ** 2,
                                                   rank(item[0].file_type or "")))
@@ -150,7 +150,7 @@ class PlannedModel:
     def notices(self) -> list[Notice]:
         """What the plan tells the person (a context reduced to fit, a KV cache quantized, ...)."""
         chosen = self.split if self.split is not None else self.choice.plan
-        return [Notice(text) for text in chosen.notices] if chosen is not None else []
+        return [notice(said) for said in chosen.notices] if chosen is not None else []
 
     @property
     def n_ctx(self) -> int:
@@ -163,14 +163,14 @@ class PlannedModel:
             return ()
         return tuple(share.device.where for share in self.split.shares if share.device.watched)
 
-    def budget_table(self) -> str:
-        """The memory budget behind the plan, as `plan` and -v show it."""
+    def budget_table(self, terms: Terms = PLAIN) -> str:
+        """The memory budget behind the plan, as `plan` and -v show it; its reasons in `terms`."""
         from edgellm.plan import report, split
 
         if self.split is not None:
-            return split.render(self.split, self.choice.spec)
+            return split.render(self.split, self.choice.spec, terms)
         assert self.choice.plan is not None
-        return report.render(self.choice.plan, self.choice.spec, self.profile)
+        return report.render(self.choice.plan, self.choice.spec, self.profile, terms=terms)
 
 
 def plan_model(flags: Flags, report: Report = ignore, cancel: threading.Event | None = None) -> PlannedModel:
@@ -191,8 +191,7 @@ def plan_split_model(flags: Flags, endpoints: list[Endpoint], profiles: list[str
     from edgellm.plan.split import plan_split, profile_device
 
     if flags.gpu_layers != "auto":
-        raise EdgellmError("a split places the layers itself (`edgellm plan --rpc` shows where): drop -ngl (or "
-                           "gpu_layers in config.toml)")
+        raise EdgellmError(reason("split_places_layers"))
     path = model_file(flags)  # the model first: a bad path is said before any worker is asked
     spec = read_spec(path)
     here = profile_named(profiles[0] if profiles else None)
@@ -203,7 +202,7 @@ def plan_split_model(flags: Flags, endpoints: list[Endpoint], profiles: list[str
     try:
         split = plan_split(spec, devices, flags.ctx_size, flags.kv, flash_attn)
     except PlanError as error:
-        raise DoesNotFit(f"{path.name}: {error}", str(path)) from None
+        raise DoesNotFit(reason("about", subject=path.name, reason=error.reason), str(path)) from None
     threads = flags.threads or here.cpu.performance_cores
     params = split_load_params(path, split, tuple(str(endpoint) for endpoint in endpoints), threads, flash_attn,
                                flags.seed)

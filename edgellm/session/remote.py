@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, replace
+from typing import Callable
 
 from edgellm.errors import DoesNotFit, EdgellmError, NoSuchQuant, OfflineMode
 from edgellm.events import Notice, Report
+from edgellm.formatting import gib
 from edgellm.hub import client
 from edgellm.hub.files import QuantFiles, choosable, group_quants
 from edgellm.hub.pull import best_stored, download, local_copy
@@ -15,7 +17,9 @@ from edgellm.hub.refs import ModelRef
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.planner import Plan, PlanError, Wishes, choose_quant, plan, ram_margin
 from edgellm.plan.spec import ModelSpec
+from edgellm.reasons import Reason, reason
 from edgellm.storage import store
+from edgellm.words import notice
 
 SIZE_ONLY_MARGIN = 0.25  # without a readable header, keep this share of the file size free as well
 SIZE_ONLY = "unknown (sized from the file)"
@@ -28,8 +32,8 @@ class RemoteChoice:
     group: QuantFiles
     spec: ModelSpec | None  # None until planned (a forced quant is planned from the downloaded file)
     plan: Plan | None
-    considered: tuple[str, ...]
-    warning: str | None = None  # a forced quant that does not fit
+    considered: tuple[Reason, ...]
+    warning: Reason | None = None  # a forced quant that does not fit
 
     @property
     def name(self) -> str:
@@ -48,7 +52,7 @@ def size_only_spec(repo: str, group: QuantFiles, gguf: dict) -> ModelSpec:
                      has_chat_template=bool(gguf.get("chat_template")), file_bytes=size, n_tensors=len(group.files))
 
 
-def spec_reader(repo: str, group: QuantFiles, commit: str, fallbacks: list[str]):
+def spec_reader(repo: str, group: QuantFiles, commit: str, fallbacks: list[Reason]) -> Callable[[], ModelSpec]:
     def read() -> ModelSpec:
         local = local_copy(repo, group)
         if local is not None:  # in the store or the Hugging Face cache already: read the header here
@@ -59,7 +63,7 @@ def spec_reader(repo: str, group: QuantFiles, commit: str, fallbacks: list[str])
         try:
             return client.remote_spec(repo, group, commit)
         except EdgellmError as error:
-            fallbacks.append(f"{group.quant}: header unreadable ({error}); sized from its file size with a wider margin")
+            fallbacks.append(reason("quant_header_unreadable", quant=group.quant, error=str(error)))
             return size_only_spec(repo, group, client.gguf_metadata(repo))
     return read
 
@@ -72,7 +76,7 @@ def choose_remote(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, plan_fo
     if not groups:
         raise NoSuchQuant(f"{ref.repo} has no GGUF model files; pick a GGUF repo (its name often ends in -GGUF)",
                           ref.repo, ref.quant, [])
-    fallbacks: list[str] = []
+    fallbacks: list[Reason] = []
     if ref.quant:
         matching = [g for g in groups if g.quant == ref.quant]
         if not matching:
@@ -100,21 +104,21 @@ def choose_remote(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, plan_fo
                               wishes_for=lambda spec, base: _wider(base, spec, profile))
     except PlanError as error:
         smallest = min(by_quant.values(), key=lambda g: g.size)
-        raise DoesNotFit(f"{ref.repo}: {error}. The smallest file is {smallest.quant} "
-                         f"({smallest.size / 2**30:.2f} GiB); a smaller model would fit better", ref.repo) from None
+        raise DoesNotFit(reason("about", subject=ref.repo, reason=reason(
+            "smallest_file", reason=error.reason, quant=smallest.quant, size=smallest.size)), ref.repo) from None
     return RemoteChoice(ref, commit, by_quant[choice.quant], choice.spec, choice.plan,
                         choice.considered + tuple(fallbacks))
 
 
 def plan_forced_quant(choice: RemoteChoice, spec: ModelSpec, profile: DeviceProfile, wishes: Wishes,
-                      fallbacks: list[str] = ()) -> RemoteChoice:
+                      fallbacks: list[Reason] | tuple[Reason, ...] = ()) -> RemoteChoice:
     """Plan the quant the user named; when it does not fit, plan it anyway and say so."""
     wider = _wider(wishes, spec, profile)
     try:
         chosen, warning = plan(profile, spec, wider), None
     except PlanError as error:
         chosen = plan(profile, spec, replace(wider, force=True))
-        warning = f"{choice.ref.quant} does not fit {profile.name}: {error}"
+        warning = reason("forced_quant_does_not_fit", quant=choice.ref.quant, device=profile.name, reason=error.reason)
     return replace(choice, spec=spec, plan=chosen, considered=tuple(fallbacks), warning=warning)
 
 
@@ -138,10 +142,9 @@ def stored_or_pulled(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, offl
     if stored is not None:
         return stored
     if offline or client.offline():
-        raise OfflineMode(f"{ref.name} is not in the store and offline mode is on (--offline or HF_HUB_OFFLINE); "
-                          f"pull it first, or pass -m PATH")
+        raise OfflineMode(reason("offline_not_stored", name=ref.name, way_out=True))
     choice = choose_remote(ref, profile, wishes, plan_forced=False)
     if choice.warning:
-        report(Notice(choice.warning, "warning"))
-    report(Notice(f"pulling {choice.name} ({choice.group.size / 2**30:.2f} GiB)"))
+        report(notice(choice.warning, "warning"))
+    report(Notice(f"pulling {choice.name} ({gib(choice.group.size)})"))
     return pull(choice, report, cancel=cancel)

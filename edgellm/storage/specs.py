@@ -25,9 +25,10 @@ def read_spec(path: Path) -> ModelSpec:
     try:
         return cached_spec(path)
     except GGUFError as error:
-        raise ModelFileError(f"{path}: {error}", path, error.problem) from None
+        raise ModelFileError(f"{path}: {error}", path, error.problem, way_out=f"model_{error.problem}") from None
     except OSError as error:
-        raise ModelFileError(f"{path}: {error.strerror or error}", path, "unreadable") from None
+        raise ModelFileError(f"{path}: {error.strerror or error}", path, "unreadable",
+                             way_out="model_unreadable") from None
 
 
 def shard_paths(path: Path, header: GGUFHeader) -> list[Path]:

@@ -16,6 +16,7 @@ from textual.screen import Screen
 
 from edgellm.errors import EdgellmError
 from edgellm.events import Event, Notice, Progress
+from edgellm.tui.words import told
 from edgellm.tui.messages import (ChatWith, ChooseRemote, ModelLoadFailed, ModelLoading, ModelReady, OpenerProgress,
                                   ProgressUpdate, ResumeConversation, StoreChanged, WorkNotice)
 
@@ -123,7 +124,7 @@ class EdgeApp(App[int]):
         return report
 
     def on_work_notice(self, message: WorkNotice) -> None:
-        self.notify(message.notice.text, severity="warning" if message.notice.kind == "warning" else "information")
+        self.notify(told(message.notice), severity="warning" if message.notice.kind == "warning" else "information")
 
     def on_progress_update(self, message: ProgressUpdate) -> None:
         """Progress of the model opener (a -hf model pulled before it loads): the chat draws it."""
@@ -143,12 +144,15 @@ class EdgeApp(App[int]):
 
     # errors: shown with the way out, never a traceback, never the app exiting
 
-    def show_error(self, error: BaseException, retry: Callable[[], None] | None = None) -> None:
+    def show_error(self, error: BaseException, retry: Callable[[], None] | None = None,
+                   retry_with: Callable[[dict[str, object]], None] | None = None) -> None:
+        """The error with its ways out; `retry_with(changes)` tries again with some flags changed (a context that
+        fits), offered when the error names such a change."""
         from edgellm.tui.screens.error import ErrorScreen
 
         if not isinstance(error, EdgellmError):
             log.error("unexpected error in the TUI", exc_info=error)
-        self.push_screen(ErrorScreen(error, retry))
+        self.push_screen(ErrorScreen(error, retry, retry_with))
 
     # the model host, its loads on a thread
 
@@ -167,8 +171,9 @@ class EdgeApp(App[int]):
     def loading_model(self) -> bool:
         return self._opening
 
-    def open_model(self, model: str) -> None:
-        """Plan and load `model` on a thread, then chat with it: one load at a time, never under a reply."""
+    def open_model(self, model: str, changes: dict[str, object] | None = None) -> None:
+        """Plan and load `model` on a thread, then chat with it: one load at a time, never under a reply.
+        `changes`: flags to change first (the context the planner found would fit)."""
         from edgellm.session.chat import BUSY
 
         if self._opening:
@@ -181,11 +186,12 @@ class EdgeApp(App[int]):
         self._opening = True
         self.switch_mode("chat")
         self.broadcast(ModelLoading(model))
-        self._load(model, previous)
+        self._load(model, previous, changes or {})
 
     @work(thread=True, group="load", exit_on_error=False)
-    def _load(self, model: str, previous: "ChatSession | None") -> None:
+    def _load(self, model: str, previous: "ChatSession | None", changes: dict[str, object]) -> None:
         flags = replace(self.host.flags, model=model, hf_repo=None) if model else self.host.flags
+        flags = replace(flags, **changes)  # type: ignore[arg-type]
         try:
             self.host.open(flags)  # a -hf model is pulled first; the model in use stays if planning fails
             session = self.host.chat(self.history)
@@ -206,7 +212,8 @@ class EdgeApp(App[int]):
         else:
             self.planned = None
             self.broadcast(ModelLoadFailed())
-        self.show_error(message.error, lambda: self.open_model(message.model))
+        self.show_error(message.error, lambda: self.open_model(message.model),
+                        lambda changes: self.open_model(message.model, changes))
 
     def on_model_ready(self, message: ModelReady) -> None:
         self.session, self.planned = message.session, message.planned

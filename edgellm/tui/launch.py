@@ -12,6 +12,7 @@ from edgellm.session.flags import Flags
 
 if TYPE_CHECKING:
     from edgellm.tui.app import EdgeApp
+    from edgellm.tui.words import told
 
 
 def run_tui(flags: Flags, *, model: str | None = None, resume: int | None = None,
@@ -42,11 +43,12 @@ def open_app(flags: Flags, *, model: str | None = None, resume: int | None = Non
     a toast saying so in the words `chat` uses; a damaged database is said on its first screen."""
     from edgellm.session.history import History
     from edgellm.tui.app import EdgeApp
+    from edgellm.tui.words import told
 
     app = EdgeApp(flags, model=model, resume=resume, start=start)
     # a write edgellm can do without failed (the history, the log, the spec cache): a toast (notify is thread-safe,
     # and one asked for before the app runs is shown when it starts)
-    disk.report = lambda notice: app.notify(notice.text, severity="warning", timeout=15)
+    disk.report = lambda notice: app.notify(told(notice), severity="warning", timeout=15)
     if use_history:
         try:
             app.history = History.open_or_none(paths.history_path())

@@ -8,12 +8,12 @@ import json
 import sys
 from typing import Any
 
+from edgellm.formatting import mib
 from edgellm.cli.arguments import add_model_flags, add_rpc_flag, argument_type
 from edgellm.session.flags import SAMPLING_DESTS, non_negative_int, positive_int
 
 NAME = "bench"
 HELP = "measure prompt and decode speed, TTFT and memory of a model on this device, with edgellm's plan"
-MIB = 2**20
 
 
 def depth_list(text: str) -> tuple[int, ...]:
@@ -89,7 +89,7 @@ def render(result: dict[str, Any]) -> str:
     """The result as llama-bench prints it: one row per test, then TTFT, load time and memory per setting."""
     model, device, request = result["model"], result["device"], result["request"]
     lines = [f"Model    {model['name']} ({model['architecture']}, {model['quant'] or 'unknown quant'}, "
-             f"{model['file_bytes'] / MIB:,.1f} MiB)",
+             f"{mib(model['file_bytes'])})",
              f"Device   {device['name']}: {device['cpu']}" + (f", {', '.join(device['gpus'])}" if device['gpus'] else "")
              + f" (llama.cpp {device['backend'] or 'unknown'} backend)",
              f"Runs     {request['repetitions']} of each test, mean ± standard deviation", ""]
@@ -110,10 +110,10 @@ def render(result: dict[str, Any]) -> str:
                   f"n_ctx {settings['n_ctx']}, {settings['threads']} threads, n_gpu_layers {run['n_gpu_layers']}, "
                   f"KV {settings['kv']}, batch {settings['n_batch']}",
                   f"  TTFT (pp{request['pp']})  {figure(run['ttft_ms'], 0)} ms   load {run['load_ms']:.0f} ms   "
-                  f"peak RSS {run['peak_rss_bytes'] / MIB:,.0f} MiB"
-                  + (f"   VRAM {vram / MIB:,.0f} MiB" if vram is not None else ""),
+                  f"peak RSS {mib(run['peak_rss_bytes'], 0)}"
+                  + (f"   VRAM {mib(vram, 0)}" if vram is not None else ""),
                   (f"  decode estimate {estimate:.1f} tokens/s, measured {shallowest['mean']:.1f} "
                    f"(× {shallowest['mean'] / estimate:.2f}); memory estimate "
                    if estimate else f"  split across the RPC workers {', '.join(run.get('workers', []))}; "
-                   f"memory estimate (all devices) ") + f"{run['estimate']['memory_bytes'] / MIB:,.0f} MiB"]
+                   f"memory estimate (all devices) ") + mib(run['estimate']['memory_bytes'], 0)]
     return "\n".join(lines)

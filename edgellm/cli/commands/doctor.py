@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgellm.formatting import gib
 from edgellm import __version__
 from edgellm.hw import buildconfig
 from edgellm.engine.child import module_command
@@ -190,11 +191,11 @@ def render(report: dict) -> str:
     ]
     for worker in report.get("workers", []):
         if worker["reachable"]:
-            memory = ", ".join(f"{device['free_bytes'] / 2**30:.1f} of {device['total_bytes'] / 2**30:.1f} GiB free"
+            memory = ", ".join(f"{gib(device['free_bytes'], 1, unit=False)} of {gib(device['total_bytes'], 1)} free"
                                for device in worker["devices"])
             promised = worker["promised_bytes"]
             lines.append(f"worker {worker['endpoint']}: protocol {worker['protocol']}, {memory}"
-                         + (f", {promised / 2**30:.1f} GiB promised" if promised is not None else
+                         + (f", {gib(promised, 1)} promised" if promised is not None else
                             ", no edgellm profile (a plain llama.cpp rpc-server?)")
                          + (f" ({worker['host']}: {worker['cpu']})" if worker.get("host") else ""))
         else:

@@ -31,7 +31,7 @@ def main(args: argparse.Namespace) -> int:
         for m in messages:
             item = {"role": m.role, "content": m.content}
             if m.role == "assistant":
-                item.update(interrupted=m.interrupted, timings=m.timings)
+                item.update(interrupted=m.interrupted, timings=m.timings.as_dict() if m.timings else None)
                 if m.reasoning:
                     item["reasoning"] = m.reasoning
             out.append(item)

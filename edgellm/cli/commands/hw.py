@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from edgellm import formatting
 from edgellm.hw.detect import detect_this_machine
 from edgellm.hw.profile import DeviceProfile
 
@@ -22,14 +23,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def size(n_bytes: int | None) -> str:
-    if n_bytes is None:
-        return "unknown"
-    value = float(n_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    return "unknown" if n_bytes is None else formatting.size(n_bytes)
 
 
 def render(profile: DeviceProfile) -> str:

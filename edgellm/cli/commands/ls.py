@@ -16,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from edgellm.formatting import gib
     from edgellm.storage import store
 
     rows = []
@@ -39,5 +40,5 @@ def main(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         used = time.strftime("%Y-%m-%d", time.localtime(row["last_used"])) if row["last_used"] else "never"
-        print(f"{row['name']:<60} {row['size'] / 2**30:>7.2f} GiB  used {used:<10}  {row['source']:<9} {row['path']}")
+        print(f"{row['name']:<60} {gib(row['size']):>11}  used {used:<10}  {row['source']:<9} {row['path']}")
     return 0

@@ -57,39 +57,42 @@ def plan_remote(flags, profile):
 
 def show(choice, profile, as_json: bool) -> int:
     from edgellm.bench.results import speed_of
+    from edgellm.cli.words import CLI
     from edgellm.plan import report
+    from edgellm.words import say
 
     speed, measured = speed_of(profile, choice.spec, choice.plan)
     if as_json:
-        data = report.to_dict(choice.plan, choice.spec, profile, speed, measured)
+        data = report.to_dict(choice.plan, choice.spec, profile, speed, measured, CLI)
         if choice.alternatives:
             data["quant"] = choice.spec.file_type
-            data["considered"] = list(choice.alternatives)
+            data["considered"] = [say(line, CLI) for line in choice.alternatives]
         print(json.dumps(data, indent=2))
         return 0
     if choice.alternatives:
         print("Quants considered (best first):")
-        print("\n".join(f"  {line}" for line in choice.alternatives))
+        print("\n".join(f"  {say(line, CLI)}" for line in choice.alternatives))
         print()
-    print(report.render(choice.plan, choice.spec, profile, speed, measured))
+    print(report.render(choice.plan, choice.spec, profile, speed, measured, CLI))
     return 0
 
 
 def show_split(flags, profiles: list[str], endpoints, as_json: bool) -> int:
     """`plan --profile A --profile B` or `plan --rpc HOST:PORT,...`: the model's layers shared across machines."""
-    from edgellm.session import opening
+    from edgellm.cli.words import CLI
     from edgellm.plan.split import to_dict
+    from edgellm.session import opening
 
     planned = opening.plan_split_model(flags, endpoints, profiles)
     path, spec, split = planned.choice.path, planned.choice.spec, planned.split
     if as_json:
         print(json.dumps({"model": {"path": str(path), "architecture": spec.architecture, "quant": spec.file_type,
                                     "n_layers": spec.n_layers, "file_bytes": spec.file_bytes},
-                          "split": to_dict(split)}, indent=2))
+                          "split": to_dict(split, CLI)}, indent=2))
         return 0
     print(f"Model    {path}\n         {spec.architecture}, {spec.n_layers} layers, {spec.file_type or 'unknown quant'}"
           f"\n")
-    print(planned.budget_table())
+    print(planned.budget_table(CLI))
     if not profiles:
         print("\n`--rpc` with the same workers runs this split: run, chat, serve and bench take it.")
     return 0

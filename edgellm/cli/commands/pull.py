@@ -6,7 +6,6 @@ import argparse
 import json
 
 from edgellm.cli.progress import ProgressLine
-from edgellm.events import Notice
 from edgellm.cli.arguments import argument_type
 from edgellm.session.flags import non_negative_int
 
@@ -24,7 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from edgellm.cli.words import CLI
     from edgellm.errors import OfflineMode
+    from edgellm.formatting import gib
+    from edgellm.words import notice, say
     from edgellm.hub import client
     from edgellm.hub.refs import parse_ref
     from edgellm.plan import report
@@ -51,22 +53,21 @@ def main(args: argparse.Namespace) -> int:
         if choice.plan is None:  # a forced quant: planned from the file now on disk
             choice = plan_forced_quant(choice, read_spec(model.path(store.store_dir())), profile, wishes)
     if choice.warning:
-        show(Notice(choice.warning, "warning"))
+        show(notice(choice.warning, "warning"))
     if args.json:
         data = {"name": choice.name, "repo": ref.repo, "quant": choice.group.quant, "commit": choice.commit,
                 "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in choice.group.files],
-                "size": choice.group.size, "considered": list(choice.considered),
-                "plan": report.to_dict(choice.plan, choice.spec, profile)}
+                "size": choice.group.size, "considered": [say(line, CLI) for line in choice.considered],
+                "plan": report.to_dict(choice.plan, choice.spec, profile, terms=CLI)}
         if model is not None:
             data["path"] = str(model.path(store.store_dir()))
         print(json.dumps(data, indent=2))
         return 0
-    print(f"{choice.name}: {choice.group.size / 2**30:.2f} GiB in {len(choice.group.files)} file(s), for "
-          f"{profile.name}")
+    print(f"{choice.name}: {gib(choice.group.size)} in {len(choice.group.files)} file(s), for {profile.name}")
     for line in choice.considered:
-        print(f"  {line}")
+        print(f"  {say(line, CLI)}")
     print(f"  plan: n_gpu_layers {choice.plan.n_gpu_layers}, context {choice.plan.n_ctx}, kv {choice.plan.kv}, "
-          f"{choice.plan.estimate.total / 2**30:.2f} GiB")
+          f"{gib(choice.plan.estimate.total)}")
     if model is not None:
         print(model.path(store.store_dir()))  # the local path last, as `hf download` prints it
     return 0

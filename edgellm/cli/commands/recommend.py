@@ -23,6 +23,7 @@ def main(args: argparse.Namespace) -> int:
     from edgellm.catalog.recommend import recommend
     from edgellm.hub import client
     from edgellm.session import opening
+    from edgellm.formatting import gib
     from edgellm.session.flags import config_wishes
 
     profile = opening.profile_named(args.profile)
@@ -48,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"  {'model':<24} {'quant':<7} {'size':>9} {'~tok/s':>7} {'measured':>8}  {'where':<14} licence")
         for pick in result.picks:
             measured = "—" if pick.measured_tokens_per_s is None else f"{pick.measured_tokens_per_s:.1f}"
-            print(f"  {pick.name:<24} {pick.quant:<7} {pick.size / 2**30:>6.2f} GiB {pick.tokens_per_s:>7.1f} "
+            print(f"  {pick.name:<24} {pick.quant:<7} {gib(pick.size):>10} {pick.tokens_per_s:>7.1f} "
                   f"{measured:>8}  {pick.where:<14} {pick.licence}")
         calibrated = sum(pick.calibrated for pick in result.picks)
         if calibrated:

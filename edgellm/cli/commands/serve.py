@@ -45,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
     import sys
 
     from edgellm.cli.host import open_host
-    from edgellm.server.app import ServerConfig
+    from edgellm.server.config import ServerConfig
     from edgellm.server.launch import STOPPED_WHILE_LOADING, Listen, api_key_from, check_exposure, say, serve
     from edgellm.session.flags import flags_of
 

@@ -45,6 +45,7 @@ def main(args: argparse.Namespace) -> int:
     from edgellm.hw.detect import detect_this_machine
     from edgellm.plan.planner import GPU_MARGIN, Wishes, ram_margin
     from edgellm.engine.side_channel import ProfileServer, profile_document, side_channel
+    from edgellm.formatting import gib
 
     if ":" in args.host:
         raise EdgellmError(f"--host {args.host}: llama.cpp's RPC speaks IPv4 only; give an IPv4 address such as "
@@ -107,7 +108,7 @@ def main(args: argparse.Namespace) -> int:
         print("edgellm: error: llama.cpp's RPC server did not start (see its message above)", file=sys.stderr)
         sys.stdout.flush()
         os._exit(1)
-    print(f"edgellm worker: serving {', '.join(served)} ({threads} threads, {cap / 2**30:.1f} GiB promised) at "
+    print(f"edgellm worker: serving {', '.join(served)} ({threads} threads, {gib(cap, 1)} promised) at "
           f"{endpoint}; its profile at http://{side_channel(endpoint)}/profile. Ctrl-C stops it.",
           file=sys.stderr, flush=True)
     while not stop.wait(0.5):

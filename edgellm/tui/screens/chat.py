@@ -18,7 +18,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, Static
 
-from edgellm.session.events import AnswerPiece, ReasoningPiece, ReplyDone
+from edgellm.session.events import AnswerPiece, ReasoningPiece, ReplyDone, Timings
 from edgellm.errors import EdgellmError
 from edgellm.events import Notice
 from edgellm.tui.clipboard import code_blocks, copy
@@ -29,9 +29,10 @@ from edgellm.tui.widgets.message import ChatMessage, reply_meta
 from edgellm.tui.widgets.modebar import ModeBar
 from edgellm.tui.widgets.prompt import PromptInput
 from edgellm.tui.widgets.status import StatusLine, status_text
+from edgellm.tui.words import told
 
 if TYPE_CHECKING:
-    from edgellm.session.history import Message as SavedMessage
+    from edgellm.session.history import SavedMessage
     from edgellm.session.chat import ChatSession, Turn
     from edgellm.session.opening import PlannedModel
 
@@ -82,7 +83,7 @@ class ChatScreen(Screen):
         self._sent = ""  # the last message sent, put back in the box if its turn fails
         self.editing = False
         self.state = ""
-        self.timings: dict | None = None
+        self.timings: Timings | None = None
         self.context_used: int | None = None
 
     def compose(self) -> ComposeResult:
@@ -227,7 +228,7 @@ class ChatScreen(Screen):
         timings = reply.timings()
         if self.reply is not None:
             await self.reply.finish(reply.content, reply.reasoning, interrupted=reply.interrupted,
-                                    meta=reply_meta(timings, reply.interrupted))
+                                    meta=reply_meta(timings))
         self.reply = None
         self.timings, self.context_used = timings, reply.context_used
         self.state = "stopped" if reply.interrupted else ""
@@ -435,13 +436,13 @@ class ChatScreen(Screen):
         for message in saved:
             if message.role == "system":
                 continue
-            timings = message.timings or {}
+            timings = message.timings or Timings()
             meta = reply_meta(timings, message.interrupted) if message.role == "assistant" else ""
             self._mount(ChatMessage(message.role, message.content, message.reasoning,
                                     interrupted=message.interrupted, meta=meta))
-            last = timings if message.role == "assistant" and timings else last
+            last = message.timings if message.role == "assistant" and message.timings else last
         self.timings = last
-        self.context_used = last.get("context_used") if last else None
+        self.context_used = last.context_used if last else None
         self._show_status()
 
     def _conversations(self) -> list:
@@ -488,7 +489,7 @@ class ChatScreen(Screen):
         self._follow()
 
     def _mount_notice(self, notice: Notice, before: ChatMessage | None = None) -> None:
-        line = Static(notice.text, classes="notice" if notice.kind == "warning" else "note", markup=False)
+        line = Static(told(notice), classes="notice" if notice.kind == "warning" else "note", markup=False)
         self.query_one("#messages").mount(line, before=before)
 
     def _follow(self) -> None:

@@ -16,7 +16,8 @@ from textual.widgets import Button, Footer, Header, Input, Label, Log, ProgressB
 
 from edgellm.convert.hf_config import SUPPORTED_QUANTS
 from edgellm.errors import Cancelled
-from edgellm.tui.format import progress_text
+from edgellm.formatting import progress as progress_text
+from edgellm.tui.words import told
 from edgellm.tui.messages import ChatWith, ProgressUpdate, StoreChanged, WorkNotice
 from edgellm.tui.screens.stoppable import StoppableJob
 from edgellm.tui.widgets.modebar import ModeBar
@@ -144,7 +145,7 @@ class ConvertScreen(StoppableJob, Screen):
     def on_work_notice(self, message: WorkNotice) -> None:
         message.stop()
         prefix = "warning: " if message.notice.kind == "warning" else ""
-        self.query_one("#convert-log", Log).write_line(prefix + message.notice.text)
+        self.query_one("#convert-log", Log).write_line(prefix + told(message.notice))
 
     def on_store_changed(self, message: StoreChanged) -> None:
         message.stop()

@@ -11,10 +11,11 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from edgellm.tui.format import size_text, speed_text
+from edgellm.formatting import size, tokens_per_s
 from edgellm.tui.messages import ChatWith, ChooseRemote, StoreChanged
 from edgellm.tui.widgets.hardware import HardwarePanel
 from edgellm.tui.widgets.modebar import ModeBar
+from edgellm.tui.words import said
 
 if TYPE_CHECKING:
     from edgellm.catalog.inventory import ModelFile
@@ -126,15 +127,15 @@ class HomeScreen(Screen):
         local = self.query_one("#local-models", DataTable)
         local.clear()
         for model in message.local:
-            local.add_row(model.name, size_text(model.size), model.verdict, speed_text(model.tokens_per_s),
-                          speed_text(model.measured_tokens_per_s), model.source, key=str(model.path))
+            local.add_row(model.name, size(model.size), model.verdict, tokens_per_s(model.tokens_per_s),
+                          tokens_per_s(model.measured_tokens_per_s), model.source, key=str(model.path))
         if not message.local:
             local.add_row("no model files found: see the recommended ones below", "", "", "", "", "", key="")
         picks = self.query_one("#recommended-models", DataTable)
         picks.clear()
         for pick in message.picks:
-            picks.add_row(pick.name, pick.quant, size_text(pick.size), pick.where, speed_text(pick.tokens_per_s),
-                          speed_text(pick.measured_tokens_per_s), key=f"{pick.repo}:{pick.quant}")
+            picks.add_row(pick.name, pick.quant, size(pick.size), pick.where, tokens_per_s(pick.tokens_per_s),
+                          tokens_per_s(pick.measured_tokens_per_s), key=f"{pick.repo}:{pick.quant}")
         local.loading = picks.loading = False
         banner = self.query_one("#home-banner", Static)
         text = message.problem or (FIRST_RUN if message.store_empty else "")
@@ -144,7 +145,7 @@ class HomeScreen(Screen):
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "local-models":
             model = self._local.get(event.row_key.value or "")
-            event.data_table.border_subtitle = model.reason if model is not None and model.reason else None
+            event.data_table.border_subtitle = said(model.reason) if model is not None and model.reason else None
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()

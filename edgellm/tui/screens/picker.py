@@ -16,7 +16,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Pro
 
 from edgellm.storage import store
 from edgellm.errors import Cancelled, EdgellmError
-from edgellm.tui.format import progress_text, size_text
+from edgellm.formatting import progress as progress_text, size
 from edgellm.tui.messages import ChatWith, ChooseRemote, ProgressUpdate, StoreChanged
 from edgellm.tui.screens.stoppable import StoppableJob
 from edgellm.tui.widgets.modebar import ModeBar
@@ -36,7 +36,7 @@ def pick_text(pick: "Pick | None") -> str:
     if pick is None:
         return "does not fit"
     measured = "" if pick.measured_tokens_per_s is None else f" (measured {pick.measured_tokens_per_s:.0f})"
-    return (f"{pick.quant}, {size_text(pick.size)}, about {pick.tokens_per_s:.0f} tokens/s{measured} "
+    return (f"{pick.quant}, {size(pick.size)}, about {pick.tokens_per_s:.0f} tokens/s{measured} "
             f"on {pick.where}")
 
 
@@ -124,10 +124,10 @@ class PickerScreen(StoppableJob, Screen):
         table = self.query_one("#local-table", DataTable)
         table.clear()
         for name, model in sorted(self._stored.items()):
-            table.add_row(name, model.quant, size_text(model.size), model.source, verdicts.get(name, ""), key=name)
+            table.add_row(name, model.quant, size(model.size), model.source, verdicts.get(name, ""), key=name)
         for paused in store.paused_downloads():
             quant = paused.name.rsplit(":", 1)[1]
-            table.add_row(paused.name, quant, f"{size_text(paused.done)} so far", "paused", "Enter resumes",
+            table.add_row(paused.name, quant, f"{size(paused.done)} so far", "paused", "Enter resumes",
                           key=PAUSED + paused.name)
 
     @work(thread=True, exclusive=True, group="verdicts", exit_on_error=False)

@@ -10,7 +10,9 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
+from edgellm.formatting import gib
 from edgellm.plan import report
+from edgellm.tui.words import TUI, said
 
 if TYPE_CHECKING:
     from edgellm.session.remote import RemoteChoice
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 def summary(choice: "RemoteChoice") -> str:
     """One line: the name, the quant's size and how many files hold it."""
     group = choice.group
-    return f"{choice.name}: {group.size / 2**30:.2f} GiB in {len(group.files)} file(s)"
+    return f"{choice.name}: {gib(group.size)} in {len(group.files)} file(s)"
 
 
 class PlanScreen(ModalScreen[bool]):
@@ -46,12 +48,12 @@ class PlanScreen(ModalScreen[bool]):
         with VerticalScroll(id="plan-box"):
             yield Label(summary(self.choice), id="plan-title", markup=False)
             if self.choice.warning:
-                yield Label(f"warning: {self.choice.warning}", id="plan-warning", markup=False)
+                yield Label(f"warning: {said(self.choice.warning)}", id="plan-warning", markup=False)
             for line in self.choice.considered:
-                yield Label(f"  {line}", classes="plan-considered", markup=False)
+                yield Label(f"  {said(line)}", classes="plan-considered", markup=False)
             if self.choice.plan is not None and self.choice.spec is not None:
-                yield Static(report.render(self.choice.plan, self.choice.spec, self.profile), id="plan-table",
-                             markup=False)
+                yield Static(report.render(self.choice.plan, self.choice.spec, self.profile, terms=TUI),
+                             id="plan-table", markup=False)
             with Horizontal(id="plan-actions"):
                 yield Button("Download", id="plan-download", variant="primary")
                 yield Button("Cancel", id="plan-cancel")

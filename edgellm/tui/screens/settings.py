@@ -11,6 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, TextArea
 
 from edgellm.errors import EdgellmError
+from edgellm.tui.words import explain
 
 if TYPE_CHECKING:
     from edgellm.session.chat import ChatSession
@@ -81,6 +82,6 @@ class SettingsScreen(ModalScreen[bool]):
                 if value != before[key]:
                     self.session.set(key, value)
         except EdgellmError as error:
-            self.query_one("#settings-error", Label).update(str(error))
+            self.query_one("#settings-error", Label).update(explain(error))
             return
         self.dismiss(True)

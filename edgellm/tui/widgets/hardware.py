@@ -12,6 +12,8 @@ from textual.app import ComposeResult
 from textual.widget import Widget
 from textual.widgets import Static
 
+from edgellm.formatting import gib
+
 if TYPE_CHECKING:
     from edgellm.hw.profile import DeviceProfile
 
@@ -81,10 +83,6 @@ def live_sampler(profile: "DeviceProfile") -> LiveSampler:
     return LiveSampler(profile)
 
 
-def gib(n_bytes: int) -> str:
-    return f"{n_bytes / GIB:.1f}"
-
-
 def bar(fraction: float, width: int = BAR_WIDTH) -> Text:
     """A gauge of `width` cells, green, then yellow above 70 %, red above 90 %."""
     fraction = min(max(fraction, 0.0), 1.0)
@@ -96,7 +94,7 @@ def bar(fraction: float, width: int = BAR_WIDTH) -> Text:
 def memory_gauge(label: str, used: int, total: int) -> Text:
     fraction = used / total if total else 0.0
     return Text.assemble((f"{label:<6}", "bold"), bar(fraction),
-                         f" {gib(used)} / {gib(total)} GiB {fraction:4.0%}")
+                         f" {gib(used, 1, unit=False)} / {gib(total, 1)} {fraction:4.0%}")
 
 
 def facts_text(profile: "DeviceProfile") -> Text:

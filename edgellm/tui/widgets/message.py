@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Collapsible, Label, Markdown, Static
 from textual.widgets._markdown import MarkdownStream
+
+from edgellm.session.events import Timings
 
 
 class ChatMessage(Vertical, can_focus=True):
@@ -87,17 +88,12 @@ class ChatMessage(Vertical, can_focus=True):
             await self.mount(Static(meta, classes="meta", markup=False))
 
 
-def reply_meta(timings: dict[str, Any], interrupted: bool) -> str:
-    """The line under a reply: tokens, speed, time to first token; and whether it was stopped."""
-    parts = []
-    if timings.get("completion_tokens"):
-        parts.append(f"{timings['completion_tokens']} tokens")
-    if timings.get("tokens_per_s"):
-        parts.append(f"{timings['tokens_per_s']:.1f} tokens/s")
-    if timings.get("ttft_ms") is not None:
-        parts.append(f"first token {timings['ttft_ms']:.0f} ms")
-    if interrupted:
+def reply_meta(timings: Timings, interrupted: bool = False) -> str:
+    """The line under a reply: tokens, speed, time to first token; and whether it was stopped (`interrupted`: a
+    saved reply marked so)."""
+    names = ("tokens", "speed", "first_token", "stop") if timings.stats.completion_tokens else ("speed", "first_token",
+                                                                                               "stop")
+    parts = timings.parts(*names)
+    if interrupted and "stopped" not in parts:
         parts.append("stopped")
-    elif timings.get("stop_reason") not in (None, "eos", "stop"):
-        parts.append(f"stopped: {timings['stop_reason']}")
     return " · ".join(parts)

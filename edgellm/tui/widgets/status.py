@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from textual.widgets import Static
+
+from edgellm.session.events import Timings
 
 
 def status_text(model: str | None, gpu_layers: int | None, n_layers: int | None, context_used: int | None,
-                n_ctx: int | None, timings: dict[str, Any] | None, state: str = "",
+                n_ctx: int | None, timings: Timings | None, state: str = "",
                 on_workers: tuple[int, int] | None = None) -> str:
     """One line; parts not known yet are left out. `on_workers`: a split's layers on RPC workers, and the workers."""
     if model is None:
@@ -21,11 +21,8 @@ def status_text(model: str | None, gpu_layers: int | None, n_layers: int | None,
         parts.append(f"ngl {min(gpu_layers, n_layers)}/{n_layers}" if gpu_layers else "CPU")
     if n_ctx:
         parts.append(f"ctx {context_used or 0}/{n_ctx}")
-    if timings:
-        if timings.get("ttft_ms") is not None:
-            parts.append(f"TTFT {timings['ttft_ms']:.0f} ms")
-        if timings.get("tokens_per_s"):
-            parts.append(f"{timings['tokens_per_s']:.1f} tok/s")
+    if timings is not None:
+        parts += timings.parts("first_token", "speed", short=True)
     if state:
         parts.append(state)
     return " · ".join(parts)

@@ -18,9 +18,10 @@ def size(n_bytes: float) -> str:
     return f"{n_bytes / KIB:.0f} KiB"
 
 
-def gib(n_bytes: float, digits: int = 2) -> str:
-    """Bytes in GiB always, for columns and totals that compare sizes: `4.58 GiB`."""
-    return f"{n_bytes / GIB:.{digits}f} GiB"
+def gib(n_bytes: float, digits: int = 2, unit: bool = True) -> str:
+    """Bytes in GiB always, for columns and totals that compare sizes: `4.58 GiB` (the number alone without
+    `unit`, where one unit serves two figures: `3.0 / 8.0 GiB`)."""
+    return f"{n_bytes / GIB:.{digits}f}" + (" GiB" if unit else "")
 
 
 def mib(n_bytes: float, digits: int = 1) -> str:
@@ -42,12 +43,13 @@ def duration(seconds: float) -> str:
 
 
 def progress(event: Progress, with_task: bool = False) -> str:
-    """How far long work is: done of total, the rate and the time left when known (`with_task`: its name first,
-    where nothing else on screen says which task it is)."""
+    """How far long work is: done of total in one unit (MiB, so the figures never change unit as they grow and a
+    tenth of a MiB shows the work moving), the rate and the time left when known; `with_task`: its name first, where
+    nothing else on screen says which task it is."""
     if event.unit != "bytes":
         text = f"{event.done} / {event.total} {event.unit}"
     else:
-        text = f"{size(event.done)} / {size(event.total)}"
+        text = f"{event.done / MIB:,.1f} / {mib(event.total)}"
         if event.rate:
             text += f", {size(event.rate)}/s"
     if event.eta_s is not None and not event.finished:
