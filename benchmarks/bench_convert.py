@@ -27,10 +27,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import REPO, Findings, add_json_flag
 
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
 HIDDEN, FF, HEADS, KV_HEADS, VOCAB = 2048, 5632, 32, 4, 32000
 RSS_GOAL_MIB = 300
@@ -46,7 +45,7 @@ def bf16(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
 
 def write_checkpoint(folder: Path, layers: int, tokenizer_kind: str = "spm") -> int:
     """A llama checkpoint in two safetensors shards with an index; returns its size in bytes."""
-    from test_convert_vocab import PRE_TOKENIZERS, _train_bpe, _train_spm
+    from tests.support.checkpoints import PRE_TOKENIZERS, train_bpe, train_spm
 
     rng = np.random.default_rng(0)
     head_dim = HIDDEN // HEADS
@@ -76,9 +75,9 @@ def write_checkpoint(folder: Path, layers: int, tokenizer_kind: str = "spm") -> 
         "tie_word_embeddings": False, "torch_dtype": "bfloat16", "bos_token_id": 0, "eos_token_id": 1}))
     scratch = Path(tempfile.mkdtemp(prefix="edgellm-tok-"))
     if tokenizer_kind == "spm":
-        tokenizer = _train_spm(scratch)
+        tokenizer = train_spm(scratch)
     else:
-        tokenizer = _train_bpe(scratch, PRE_TOKENIZERS["llama-bpe"])
+        tokenizer = train_bpe(scratch, PRE_TOKENIZERS["llama-bpe"])
     for file in tokenizer.iterdir():
         shutil.copy(file, folder / file.name)
     shutil.rmtree(scratch, ignore_errors=True)

@@ -1,5 +1,5 @@
 """Download throughput: edgellm's resumable, sha256-verified fetch against a plain `hf_hub_download` of the
-same 250 MB file, both from the local Hub on 127.0.0.1 (tests/fakehub.py), in one process, alternating.
+same 250 MB file, both from the local Hub on 127.0.0.1 (tests/support/fakehub.py), in one process, alternating.
 Goal: ratio ≥ 0.9. For information, the whole `edgellm pull` command (listing, plan, download) is also timed
 against a whole `hf_hub_download` process.
 Usage: .venv/bin/python benchmarks/bench_download.py [--rounds 5] [--json PATH]
@@ -17,9 +17,9 @@ from pathlib import Path
 
 from _common import REPO, TEST_MODEL, Findings, add_json_flag, median, spread
 
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
-from fakehub import FakeHub, FakeRepo  # noqa: E402
+from tests.support.fakehub import FakeHub, FakeRepo
 
 HF_DOWNLOAD = ("import sys; from huggingface_hub import hf_hub_download; "
                "hf_hub_download(sys.argv[1], sys.argv[2], cache_dir=sys.argv[3])")

@@ -20,7 +20,7 @@ from _common import REPO, TEST_MODEL, Findings, add_json_flag
 
 sys.path.insert(0, str(REPO))
 
-from edgellm.convert.tinymodel import GEMMA3_SMALL, LLAMA_1B, QWEN25_05B, Shape, write_model  # noqa: E402
+from edgellm.convert.tinymodel import GEMMA3_SMALL, LLAMA_1B, QWEN25_05B, Shape, write_model
 
 TINYLLAMA_UNTIED = Shape("llama", 2048, 22, 5632, 32000, 32, 4, 64, tied=False, context_length=2048)
 LOW_GOAL, HIGH_GOAL = 0.9, 1.1

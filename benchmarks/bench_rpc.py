@@ -22,7 +22,7 @@ import sys
 from _common import REPO, TEST_MODEL, Findings, add_json_flag, median, spread
 
 sys.path.insert(0, str(REPO))
-from edgellm.engine.side_channel import free_port_pair  # noqa: E402
+from edgellm.engine.side_channel import free_port_pair
 
 CHILD = """
 import json, sys, time

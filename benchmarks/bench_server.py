@@ -40,11 +40,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx2 as httpx
-
 from _common import REPO, TEST_MODEL, Findings, add_json_flag, median, spread
 
-sys.path.insert(0, str(REPO / "tests"))
-from server_support import LoggedProcess, ServerProcess  # noqa: E402 - the tests' process helpers
+sys.path.insert(0, str(REPO))
+from tests.support.server import LoggedProcess, ServerProcess
 
 PROMPT = "The capital of France is"  # the test model does not stop on its own here at temperature 0
 CTX = 2048

@@ -32,9 +32,9 @@ def child(threads: int, tokens: int) -> None:
     from textual import events
 
     from edgellm import paths
-    from edgellm.session.history import History
     from edgellm.cli.main import build_parser
     from edgellm.session.flags import flags_of
+    from edgellm.session.history import History
     from edgellm.tui.app import EdgeApp
     from edgellm.tui.screens.chat import ChatScreen
     from edgellm.tui.widgets.prompt import PromptInput

@@ -21,7 +21,7 @@ from llama_cpp_source import llama_cpp_source
 
 sys.path.insert(0, str(REPO))
 
-from edgellm.hw.buildconfig import LLAMA_CPP_PYTHON_VERSION, build_key, cache_root, read_build_info  # noqa: E402
+from edgellm.hw.buildconfig import LLAMA_CPP_PYTHON_VERSION, build_key, cache_root, read_build_info
 
 TARGET = "llama-bench"
 FIXED_ARGS = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF",

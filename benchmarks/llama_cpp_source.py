@@ -18,7 +18,7 @@ from _common import REPO
 
 sys.path.insert(0, str(REPO))
 
-from edgellm.hw.buildconfig import LLAMA_CPP_PYTHON_VERSION, cache_root, llama_cpp_sdist  # noqa: E402
+from edgellm.hw.buildconfig import LLAMA_CPP_PYTHON_VERSION, cache_root, llama_cpp_sdist
 
 CACHE = cache_root() / "llama-cpp-src"
 

@@ -6,7 +6,7 @@ tokens, and print one JSON line: the estimate against the two references that br
   not touched in full).
 
 Usage: python benchmarks/measure_memory.py MODEL [-c N] [--kv f16|q8_0] [-fa on|off]
-Used by benchmarks/bench_estimate.py and tests/test_estimate_accuracy.py, each in a fresh process.
+Used by benchmarks/bench_estimate.py and tests/integration/test_estimate_accuracy.py, each in a fresh process.
 """
 
 from __future__ import annotations
@@ -34,16 +34,15 @@ def main() -> None:
     options = parser.parse_args()
     os.environ.setdefault("EDGELLM_HOME", tempfile.mkdtemp(prefix="edgellm-measure-"))
 
+    import llama_cpp  # noqa: F401  (imported before the first RSS reading, as it is not part of the model)
     import psutil
 
     from edgellm import paths
-    from edgellm.engine.llama_log import LlamaLog
     from edgellm.engine.contract import LoadParams
+    from edgellm.engine.llama_log import LlamaLog
     from edgellm.engine.local import load
     from edgellm.plan.planner import Wishes, plan
     from edgellm.storage.specs import load_spec
-
-    import llama_cpp  # noqa: F401  (imported before the first RSS reading, as it is not part of the model)
 
     profile = detect_this_machine()
     spec = load_spec(Path(options.model))

@@ -4,7 +4,7 @@ and at the end. Goal: flat after warm-up.
 
 Each round: 3 chat turns in this process (a ChatSession with its SQLite history, a new conversation every round),
 10 requests to an `edgellm serve` process (chat and completions, streamed and not), and one pull of a small model
-from a local Hub (tests/fakehub.py) followed by its removal, also in this process.
+from a local Hub (tests/support/fakehub.py) followed by its removal, also in this process.
 Usage: .venv/bin/python benchmarks/soak.py [--rounds 40] [--warmup 5]
 """
 
@@ -22,10 +22,11 @@ from pathlib import Path
 
 from _common import REPO, TEST_MODEL
 
-sys.path.insert(0, str(REPO / "tests"))
-import httpx2 as httpx  # noqa: E402
-from fakehub import FakeHub, FakeRepo  # noqa: E402
-from server_support import ServerProcess, status_value  # noqa: E402
+sys.path.insert(0, str(REPO))
+import httpx2 as httpx
+
+from tests.support.fakehub import FakeHub, FakeRepo
+from tests.support.server import ServerProcess, status_value
 
 
 def figures(pid: int) -> dict[str, int]:
@@ -71,11 +72,12 @@ def main() -> None:
         os.environ.update(EDGELLM_HOME=str(root / "home"), HF_HOME=str(root / "hf-home"))
         os.environ.pop("HF_TOKEN", None)
         os.environ.pop("HF_HUB_OFFLINE", None)
-        from edgellm.session.flags import flags_of
-        from edgellm.session.host import ModelHost
-        from edgellm.session.history import History
-        from edgellm.cli.main import build_parser, main as cli_main
+        from edgellm.cli.main import build_parser
+        from edgellm.cli.main import main as cli_main
         from edgellm.convert.tinymodel import write_tiny_llama
+        from edgellm.session.flags import flags_of
+        from edgellm.session.history import History
+        from edgellm.session.host import ModelHost
 
         hub = FakeHub()
         hub.add("soak/tiny-GGUF", FakeRepo({"tiny-Q8_0.gguf": write_tiny_llama(root / "tiny-Q8_0.gguf")}))

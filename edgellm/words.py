@@ -7,11 +7,13 @@ Pure: codes in, text out. The planner, the opener and the engine produce reasons
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from edgellm.events import Notice
 from edgellm.formatting import size
 from edgellm.reasons import Reason, Value
+
 
 class Terms(Protocol):
     """How a front end names what a person can do about a reason."""

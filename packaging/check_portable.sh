@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 packaging/build_binary.py --portable --dist build/portable/dist
 for binary in build/portable/dist/edgellm build/portable/dist/edgellm-dir/edgellm; do
-    EDGELLM_BINARY="$binary" .venv/bin/python -m pytest tests/test_binary.py -q
+    EDGELLM_BINARY="$binary" .venv/bin/python -m pytest tests/integration/test_binary.py -q
 done

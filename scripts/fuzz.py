@@ -1,7 +1,7 @@
-"""The long fuzzing run: the property tests of tests/test_fuzz.py with many more examples and a fresh random seed.
+"""The long fuzzing run: the property tests of tests/unit/test_fuzz.py with many more examples and a fresh random seed.
 
 A finding prints the failing input and the seed that reproduces it (`--hypothesis-seed`); add it to
-tests/test_fuzz.py as an `@example(...)` (or a test of its own), so the suite checks it from then on.
+tests/unit/test_fuzz.py as an `@example(...)` (or a test of its own), so the suite checks it from then on.
 Usage: .venv/bin/python scripts/fuzz.py [--examples 20000] [-k NAME] [--seed N]
 """
 
@@ -23,7 +23,7 @@ def main() -> int:
     parser.add_argument("-k", help="only the parsers whose test name matches (pytest -k)")
     parser.add_argument("--seed", help="replay a seed a previous run printed")
     options = parser.parse_args()
-    command = [sys.executable, "-m", "pytest", str(REPO / "tests" / "test_fuzz.py"), "-q", "-p", "no:cacheprovider",
+    command = [sys.executable, "-m", "pytest", str(REPO / "tests" / "unit" / "test_fuzz.py"), "-q", "-p", "no:cacheprovider",
                "--hypothesis-show-statistics"]
     if options.k:
         command += ["-k", options.k]

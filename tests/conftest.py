@@ -1,17 +1,18 @@
-"""Shared fixtures: the real test model, a private EDGELLM_HOME, and the CLI run as a real process."""
+"""The fixtures both tiers share: the real test model, a private EDGELLM_HOME for every test, a tiny GGUF, and those
+more than one module of tests/integration uses (a tiny Hugging Face checkpoint, the local Hub serving a small GGUF, F16
+GGUFs at the shapes the quant mixes are checked on, a tmux terminal). Helpers the tests import live in tests/support;
+a module that needs another Hub or checkpoint defines its own fixture of that name, which takes precedence."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-TEST_MODEL = Path(os.environ.get("EDGELLM_TEST_MODEL", REPO / ".venv" / "models" / "gemma-3-270m-Q4_K_M.gguf"))
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+from tests.support import TEST_MODEL
+from tests.support.terminal import Terminal
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +36,50 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf")
 
 
-def edgellm(*args: str, input: str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run `python -m edgellm ARGS` as a user would, with this test's EDGELLM_HOME."""
-    return subprocess.run([sys.executable, "-m", "edgellm", *args], input=input, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama saved with save_pretrained, with a BPE tokenizer trained here (Qwen2's split)."""
+    from tests.support.checkpoints import PRE_TOKENIZERS, random_checkpoint, train_bpe
+
+    tokenizer = train_bpe(tmp_path_factory.mktemp("tok"), PRE_TOKENIZERS["qwen2"])
+    folder, _ = random_checkpoint("llama", tmp_path_factory.mktemp("ckpt") / "tiny-llama", tokenizer)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gguf_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small Llama GGUF (Q8_0, about 40 MB) for the local Hub to serve."""
+    from edgellm.convert.tinymodel import write_model
+    from tests.support.specs import SMALL
+
+    return write_model(tmp_path_factory.mktemp("cancel") / "tiny-Q8_0.gguf", SMALL, quant="q8_0")
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, gguf_file: Path):  # type: ignore[no-untyped-def]
+    """The local Hub serving gguf_file as tests/tiny-GGUF, throttled to 4 MiB/s so that a download can be stopped."""
+    from tests.support.fakehub import FakeHub, FakeRepo, Faults, point_hub_at
+
+    server = point_hub_at(FakeHub(), monkeypatch, tmp_path)
+    server.add("tests/tiny-GGUF", FakeRepo({"tiny-Q8_0.gguf": gguf_file},
+                                           faults={"tiny-Q8_0.gguf": Faults(bytes_per_s=4 * 2**20)}))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def f16_models(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """{name: (F16 GGUF, its HFConfig)} at each shape of tests/support/hf_configs.py's QUANTIZED_SHAPES, and a phi3."""
+    from tests.support.hf_configs import write_f16_models
+
+    return write_f16_models(tmp_path_factory.mktemp("f16"))
+
+
+@pytest.fixture
+def terminal(tmp_path: Path) -> Iterator[Terminal]:
+    """A private tmux server, killed afterwards whatever happened."""
+    term = Terminal(f"edgellm-test-{uuid.uuid4().hex[:8]}", tmp_path / "exit-status")
+    try:
+        yield term
+    finally:
+        term.tmux("kill-server", check=False)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 from edgellm.engine.contract import GenerationOptions, GenerationStats
 
@@ -287,7 +288,7 @@ class Answer:
     created: int = 0
 
     @classmethod
-    def start(cls, chat: bool, model: str) -> "Answer":
+    def start(cls, chat: bool, model: str) -> Answer:
         prefix = "chatcmpl-" if chat else "cmpl-"
         return cls(chat, model, prefix + uuid.uuid4().hex[:24], int(time.time()))
 
@@ -330,7 +331,7 @@ class Answer:
 def sse(data: dict[str, Any] | str) -> bytes:
     """One server-sent event: `data: JSON` and a blank line."""
     text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return f"data: {text}\n\n".encode("utf-8")
+    return f"data: {text}\n\n".encode()
 
 
 def model_list(model_id: str, created: int) -> dict[str, Any]:

@@ -13,11 +13,12 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from edgellm.engine.contract import GenerationOptions, Model, Sampling
+from edgellm.engine.contract import GenerationOptions, GenerationStats, Model, Sampling
 
 FILLER = ("The river runs past the old mill and under the stone bridge, where the town keeps its market on "
           "Saturdays. Farmers bring apples, cheese and bread; children watch the boats go by. In winter the water "
@@ -89,7 +90,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 def timed(model: Model, prompt: list[int], max_tokens: int, cache_prompt: bool,
-          cancel: threading.Event | None = None):
+          cancel: threading.Event | None = None) -> GenerationStats:
     """One greedy generation, its text thrown away; its stats (ttft, prompt and decode tokens/s). `cancel` set (Ctrl-C)
     stops it between tokens or inside the prompt, and raises Interrupted."""
     if cancel is not None and cancel.is_set():

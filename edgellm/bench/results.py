@@ -15,12 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgellm.storage import disk
 from edgellm import paths
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.planner import Plan
 from edgellm.plan.spec import ModelSpec
 from edgellm.plan.speed import Measured, Sample, SpeedEstimate, estimate_speed, placement
+from edgellm.storage import disk
 
 SCHEMA = "edgellm.bench/1"
 KEPT_PER_MODEL = 10  # the most recent results of one model on one device
@@ -92,11 +92,18 @@ def save_result(profile: DeviceProfile, result: dict[str, Any]) -> Path | None:
         raise
 
 
+def placed(run: dict[str, Any]) -> str:
+    """Where a run's layers went: cpu, gpu, partial (some on the GPU) or rpc; results written before edgellm called a
+    partial offload "partial" say "split"."""
+    where = run.get("placement", "cpu")
+    return "partial" if where == "split" else str(where)
+
+
 def latest_by_model(profile: DeviceProfile) -> dict[str, dict[str, Any]]:
     """The most recent result of each model on this device, by model key; a split across RPC workers is not this
     device's own speed, so its results are left out."""
     return {result["model"]["key"]: result for result in load_results(profile)
-            if any(run.get("placement") != "rpc" for run in result.get("runs") or [])}
+            if any(placed(run) != "rpc" for run in result.get("runs") or [])}
 
 
 def measured(result: dict[str, Any], flash_attn: bool | None = None, where: str | None = None) -> Measured | None:
@@ -104,7 +111,7 @@ def measured(result: dict[str, Any], flash_attn: bool | None = None, where: str 
     when there is one, else the first. None when no run was placed so (a GPU measurement says nothing of a CPU plan;
     a split across RPC workers, placed "rpc", is never counted as this device's own speed unless asked for)."""
     runs = [run for run in result.get("runs") or []
-            if (run.get("placement", "cpu") == where if where else run.get("placement") != "rpc")]
+            if (placed(run) == where if where else placed(run) != "rpc")]
     run = next((run for run in runs if run.get("flash_attn") == flash_attn), runs[0] if runs else None)
     if not run or not run["tg"]:
         return None
@@ -140,7 +147,7 @@ def calibration_samples(profile: DeviceProfile) -> list[Sample]:
     for result in load_results(profile):  # oldest first: a later result replaces an earlier one
         taken = set()
         for run in result["runs"]:  # of a result's runs (-fa on,off), the first of each placement
-            key = (result["model"]["key"], run.get("placement", "cpu"))
+            key = (result["model"]["key"], placed(run))
             estimate = run.get("estimate", {}).get("tokens_per_s")
             tg = min(run["tg"], key=lambda item: item["depth"]) if run["tg"] else None
             usable = run.get("planned") is True and run.get("fits") is True

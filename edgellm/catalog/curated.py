@@ -21,7 +21,7 @@ OFFERED = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")  # what GGUF re
 
 
 @dataclass(frozen=True)
-class Entry:
+class CatalogModel:
     name: str
     repo: str
     params: float  # billions
@@ -66,10 +66,10 @@ class Entry:
             file_bytes=total, n_tensors=9 * self.layers + 3)
 
 
-def load_catalog() -> list[Entry]:
+def load_catalog() -> list[CatalogModel]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover
         import tomli as tomllib
     data = tomllib.loads((data_dir() / "catalog.toml").read_text(encoding="utf-8"))
-    return [Entry(**entry) for entry in data["model"]]
+    return [CatalogModel(**entry) for entry in data["model"]]

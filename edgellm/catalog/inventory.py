@@ -10,16 +10,17 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from edgellm.storage import store
 from edgellm.bench import results
-from edgellm.errors import ModelFileError, EdgellmError
+from edgellm.catalog.recommend import Pick, recommend
+from edgellm.errors import EdgellmError, ModelFileError
 from edgellm.hw.profile import DeviceProfile
-from edgellm.storage.specs import read_spec
 from edgellm.plan.planner import Plan, PlanError, Wishes, plan
 from edgellm.plan.speed import Sample, estimate_speed, placement
 from edgellm.reasons import Reason
-from edgellm.catalog.recommend import Pick, recommend
+from edgellm.storage import store
+from edgellm.storage.specs import read_spec
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def verdict(plan: Plan | None) -> str:
 
 def assess(name: str, path: Path, size: int, source: str, profile: DeviceProfile, wishes: Wishes = Wishes(),
            samples: list[Sample] | None = None,
-           benchmarks: dict[str, dict] | None = None) -> ModelFile:
+           benchmarks: dict[str, dict[str, Any]] | None = None) -> ModelFile:
     """One model file with its fit on `profile`: its plan and estimated decode speed (calibrated by `samples`),
     the speed measured for it (`benchmarks`: this device's latest result per model), or why it has none."""
     try:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from edgellm.catalog.curated import BITS_PER_WEIGHT, OFFERED, Entry, load_catalog
-from edgellm.errors import HubUnreachable, EdgellmError
+from edgellm.catalog.curated import BITS_PER_WEIGHT, OFFERED, CatalogModel, load_catalog
+from edgellm.errors import EdgellmError, HubUnreachable
+from edgellm.gguf.quants import rank
 from edgellm.hub.client import list_files
 from edgellm.hub.files import group_quants
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.planner import PlanError, Wishes, choose_quant, plan
 from edgellm.plan.speed import Measured, Sample, estimate_speed
-from edgellm.gguf.quants import rank
 
 GOOD_QUANT = "Q4_K_S"  # below it (3- and 2-bit) the loss is noticeable: rank those after every 4-bit pick
 
@@ -32,7 +33,7 @@ class Pick:
     calibrated: bool = False  # the estimate was scaled by this device's benchmarks
     measured_tokens_per_s: float | None = None  # what `edgellm bench` measured for this repo and quant here
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["tokens_per_s"] = round(self.tokens_per_s, 1)
         if self.measured_tokens_per_s is not None:
@@ -49,7 +50,7 @@ class Recommendation:
     unreachable: bool = False  # the Hub was asked and did not answer
 
 
-def quant_sizes(entry: Entry, online: bool) -> tuple[dict[str, int], str]:
+def quant_sizes(entry: CatalogModel, online: bool) -> tuple[dict[str, int], str]:
     """The quants of a catalog model with their sizes, and where the sizes come from: "hub" (its listing),
     "estimated" (offline, or the repo is gone), or "unreachable" (estimated: the Hub did not answer)."""
     if online:
@@ -98,11 +99,11 @@ def recommend(profile: DeviceProfile, min_speed: float, online: bool,
             continue
         chosen = choice.plan
         where = "GPU" if chosen.full_offload else ("GPU+CPU" if chosen.gpu and chosen.n_gpu_layers else "CPU")
-        speed = estimate_speed(choice.spec, chosen, profile, samples)
+        estimated = estimate_speed(choice.spec, chosen, profile, samples)
         found = measured.get((entry.repo, choice.quant.upper()))
-        result.picks.append(Pick(entry.name, entry.repo, choice.quant, sizes[choice.quant], speed.tokens_per_s, where,
-                                 chosen.n_gpu_layers, chosen.n_ctx, entry.params, entry.licence,
-                                 "hub" if source == "hub" else "estimated", speed.calibration is not None,
+        result.picks.append(Pick(entry.name, entry.repo, choice.quant, sizes[choice.quant], estimated.tokens_per_s,
+                                 where, chosen.n_gpu_layers, chosen.n_ctx, entry.params, entry.licence,
+                                 "hub" if source == "hub" else "estimated", estimated.calibration is not None,
                                  found.tokens_per_s if found else None))
     result.picks.sort(key=lambda pick: (rank(pick.quant) >= rank(GOOD_QUANT), pick.params_b, rank(pick.quant)),
                       reverse=True)

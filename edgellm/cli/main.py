@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from edgellm import __version__
-from edgellm.storage import disk
 from edgellm.errors import EdgellmError
 from edgellm.events import Notice
+from edgellm.storage import disk
 
 EXIT_INTERRUPTED = 130
 
@@ -26,8 +26,24 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from edgellm.cli.commands import (bench, chat, convert, doctor, export, history, hw, import_model, ls, plan, pull,
-                                  recommend, rm, run, serve, worker)
+    from edgellm.cli.commands import (
+        bench,
+        chat,
+        convert,
+        doctor,
+        export,
+        history,
+        hw,
+        import_model,
+        ls,
+        plan,
+        pull,
+        recommend,
+        rm,
+        run,
+        serve,
+        worker,
+    )
 
     parser = Parser(prog="edgellm", description="Run GGUF language models on your own hardware, fitted to it.",
                     allow_abbrev=False)

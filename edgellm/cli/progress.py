@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Callable
+from collections.abc import Callable
+from typing import IO
 
 from edgellm.cli.words import CLI
 from edgellm.events import Event, Notice, Progress

@@ -9,13 +9,15 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from typing import IO, Any, Iterator
+from collections.abc import Iterator
+from typing import IO, Any
 
 from edgellm.cli.words import CLI, explain
-from edgellm.session.events import AnswerPiece, ReasoningPiece, ReplyDone, Timings
-from edgellm.session.chat import ChatSession, Turn
-from edgellm.errors import NoSuchConversation, EdgellmError
+from edgellm.errors import EdgellmError, NoSuchConversation
 from edgellm.events import Notice
+from edgellm.session.chat import ChatSession, Turn
+from edgellm.session.events import AnswerPiece, ReasoningPiece, ReplyDone, Timings
+from edgellm.session.history import Conversation, SavedMessage
 from edgellm.words import worded
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
@@ -68,7 +70,7 @@ class Repl:
             return None
         if first.strip() != MULTILINE:
             return first
-        collected = []
+        collected: list[str] = []
         while True:
             line = self._read_line(lines, "... ")
             if line is None or line.strip() == MULTILINE:
@@ -164,7 +166,8 @@ class Repl:
             self.say(f"unknown command /{name}: /help lists the commands")
             return None
         try:
-            return handler(argument)
+            result: str | None = handler(argument)  # a cmd_ method: "exit" or None
+            return result
         except NoSuchConversation as error:
             self.say(f"error: {explain(error)}: /history lists them")
         except EdgellmError as error:
@@ -189,7 +192,7 @@ class Repl:
     def cmd_search(self, argument: str) -> None:
         self._list(self.session.search(argument), f"no conversation mentions {argument!r}")
 
-    def _list(self, conversations: list, empty: str) -> None:
+    def _list(self, conversations: list[Conversation], empty: str) -> None:
         if not conversations:
             self.say(empty)
         for conversation in conversations[:20]:
@@ -201,7 +204,7 @@ class Repl:
             raise EdgellmError("/load takes a conversation id: /history lists them")
         self.show_loaded(int(argument), self.session.load(int(argument)))
 
-    def show_loaded(self, conversation_id: int, messages: list) -> None:
+    def show_loaded(self, conversation_id: int, messages: list[SavedMessage]) -> None:
         """A conversation just loaded, message by message."""
         for message in messages:
             mark = " [interrupted]" if message.interrupted else ""

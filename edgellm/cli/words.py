@@ -7,9 +7,9 @@ the same: its model was opened with these flags.
 from __future__ import annotations
 
 from edgellm.errors import EdgellmError
-from edgellm.session.flags import MODEL_FLAGS
 from edgellm.events import Notice
 from edgellm.reasons import Reason, Value
+from edgellm.session.flags import MODEL_FLAGS
 from edgellm.words import MODEL_FILE_WAYS, say
 
 FLAGS = {"ctx_size": "-c", "kv": "--kv", "flash_attn": "-fa", "gpu_layers": "-ngl", "threads": "-t",

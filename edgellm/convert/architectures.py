@@ -105,13 +105,15 @@ def _permute(head_rows: int) -> Callable[[np.ndarray | None], np.ndarray]:
     alike); any whole number of heads at a time, so a tensor may be permuted slab by slab."""
     def apply(w: np.ndarray | None) -> np.ndarray:
         assert w is not None
-        return w.reshape(-1, 2, head_rows // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+        permuted: np.ndarray = w.reshape(-1, 2, head_rows // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+        return permuted
     return apply
 
 
 def _plus_one(w: np.ndarray | None) -> np.ndarray:
     assert w is not None
-    return w + np.float32(1.0)
+    plus_one: np.ndarray = w + np.float32(1.0)
+    return plus_one
 
 
 def _as_is(w: np.ndarray | None) -> np.ndarray:

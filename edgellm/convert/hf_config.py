@@ -15,7 +15,7 @@ Tensor types, per tensor (not catalog.py's average bits per weight, which is Lla
   Q6_K, attn_v and ffn_down a step or two up in some layers (`use_more_bits`), attn_output up for Q2_K/Q3_K, and a
   row that is not a multiple of 256 falls back to a 32-block type (Q2_K/Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1,
   Q6_K -> Q8_0). Checked tensor by tensor against llama.cpp's quantize on tinymodel GGUFs and against the real
-  Gemma 3 270M Q4_K_M (tests/test_convert_hf_config.py). Not modelled: an importance matrix (IQ quants and Q2_K_S
+  Gemma 3 270M Q4_K_M (tests/integration/test_convert_hf_config.py). Not modelled: an importance matrix (IQ quants and Q2_K_S
   need one, and are refused here), `--pure`, per-tensor overrides, MoE and Falcon rules.
 - The file's header is estimated (tensor table exactly, the vocabulary at about 32 bytes a token: Gemma 3's
   SentencePiece vocabulary takes 25, BPE vocabularies with their merges somewhat more): under 1% of any real model.
@@ -29,10 +29,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from edgellm.errors import ModelFileError, EdgellmError
+from edgellm.errors import EdgellmError, ModelFileError
 from edgellm.gguf.header import DEFAULT_ALIGNMENT, GGML_TYPES
-from edgellm.plan.spec import SWA_PATTERNS, ModelSpec
 from edgellm.gguf.quants import ALIASES, QUANT_ORDER, normalize
+from edgellm.plan.spec import SWA_PATTERNS, ModelSpec
 
 # transformers class (config.json `architectures[0]`) -> GGUF architecture, as convert_hf_to_gguf.py maps them.
 ARCHITECTURES = {
@@ -204,9 +204,11 @@ def parse_config(raw: dict[str, Any], path: Path | str = "config.json") -> HFCon
                              f"{n_head_kv}: download it again", path, "corrupt")
     partial = values.get("partial_rotary_factor")
     rope_dim = int(head_dim * partial) if isinstance(partial, (int, float)) and 0 < partial < 1 else head_dim
-    rope_params = values.get("rope_parameters") if isinstance(values.get("rope_parameters"), dict) else {}
+    given_rope = values.get("rope_parameters")
+    rope_params: dict[str, Any] = given_rope if isinstance(given_rope, dict) else {}
     if isinstance(rope_params.get("full_attention"), dict):  # transformers 5 keeps Gemma 3's rope per layer type
-        sliding = rope_params.get("sliding_attention") if isinstance(rope_params.get("sliding_attention"), dict) else {}
+        given_sliding = rope_params.get("sliding_attention")
+        sliding: dict[str, Any] = given_sliding if isinstance(given_sliding, dict) else {}
         if values.get("rope_local_base_freq") is None and "rope_theta" in sliding:
             values["rope_local_base_freq"] = sliding["rope_theta"]
         rope_params = rope_params["full_attention"]
@@ -319,7 +321,7 @@ def gguf_tensors(config: HFConfig) -> list[TensorShape]:
         tensors.append(TensorShape("rope_factors_short.weight", (len(scaling.short_factors) or c.rope_dim // 2,)))
     for layer in range(c.n_layers):
         blk = f"blk.{layer}"
-        layer_tensors = [(f"{blk}.attn_norm.weight", (c.n_embd,))]
+        layer_tensors: list[tuple[str, tuple[int, ...]]] = [(f"{blk}.attn_norm.weight", (c.n_embd,))]
         if c.architecture == "phi3":  # fused q/k/v and gate/up, as Phi-3 stores them
             layer_tensors += [(f"{blk}.attn_qkv.weight", (c.n_embd, q_size + 2 * kv_size)),
                               (f"{blk}.attn_output.weight", (q_size, c.n_embd)),

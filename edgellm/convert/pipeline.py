@@ -14,9 +14,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgellm.storage import disk, store
-from edgellm.convert.hf_config import (CONVERTER_TYPES, SUPPORTED_QUANTS, HFConfig, canonical_quant, read_config,
-                                       spec_from_config)
+from edgellm.convert.hf_config import (
+    CONVERTER_TYPES,
+    SUPPORTED_QUANTS,
+    HFConfig,
+    canonical_quant,
+    read_config,
+    spec_from_config,
+)
 from edgellm.convert.quantize import quantize
 from edgellm.convert.writer import convert_checkpoint
 from edgellm.errors import DiskError, DoesNotFit, EdgellmError
@@ -24,6 +29,7 @@ from edgellm.events import Notice, Report, ignore
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.planner import PlanError, Wishes, choose_quant
 from edgellm.reasons import reason
+from edgellm.storage import disk, store
 from edgellm.words import notice
 
 

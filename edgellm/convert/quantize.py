@@ -16,12 +16,12 @@ import sys
 import threading
 from pathlib import Path
 
-from edgellm.storage import disk
 from edgellm.engine.child import module_command
 from edgellm.errors import DiskError, EdgellmError, check_cancel
-from edgellm.reasons import reason
 from edgellm.events import Progress, Report, ignore
 from edgellm.gguf.quants import FILE_TYPES
+from edgellm.reasons import reason
+from edgellm.storage import disk
 
 FTYPES = {name: number for number, name in FILE_TYPES.items()}
 TENSOR_LINE = re.compile(rb"\[\s*(\d+)/\s*(\d+)\]")
@@ -47,6 +47,7 @@ def quantize(source: Path, target: Path, quant: str, report: Report = ignore, th
     if cancel is not None:
         threading.Thread(target=_kill_on_cancel, args=(child, cancel), daemon=True).start()
     try:
+        assert child.stdout is not None  # stdout=PIPE
         for line in child.stdout:
             found = TENSOR_LINE.search(line)
             if found:
@@ -72,7 +73,7 @@ def quantize(source: Path, target: Path, quant: str, report: Report = ignore, th
     return target
 
 
-def _kill_on_cancel(child: subprocess.Popen, cancel: threading.Event) -> None:
+def _kill_on_cancel(child: subprocess.Popen[bytes], cancel: threading.Event) -> None:
     """Kill the quantizer child as soon as `cancel` is set (it may print nothing for a while)."""
     while child.poll() is None:
         if cancel.wait(0.1):
@@ -86,11 +87,11 @@ def _child(source: str, target: str, ftype: int, threads: int) -> int:
 
     import llama_cpp
 
-    @llama_cpp.llama_log_callback
-    def forward(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    def write(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         sys.stdout.buffer.write(text)
         sys.stdout.buffer.flush()
 
+    forward = llama_cpp.llama_log_callback(write)  # the C callback; kept referenced while llama.cpp runs
     llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype

@@ -8,11 +8,11 @@ mapped pages that were read stay in RSS, and on a 4 GB board the model must stre
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +41,7 @@ BF16_STEP = 1 << 16  # values converted bf16 -> f16 at a time (their scratch sta
 
 
 @dataclass(frozen=True)
-class TensorInfo:
+class CheckpointTensor:
     """One stored tensor: where its bytes lie (`offset` from the start of `file`) and what they hold."""
 
     name: str
@@ -60,7 +60,7 @@ class TensorInfo:
 class Checkpoint:
     """The safetensors weights of one checkpoint folder, checked whole; `read` gives one tensor as numpy."""
 
-    def __init__(self, folder: Path, files: list[Path], tensors: list[TensorInfo]) -> None:
+    def __init__(self, folder: Path, files: list[Path], tensors: list[CheckpointTensor]) -> None:
         self.folder, self.files, self.tensors = folder, tuple(files), tuple(tensors)
         self._by_name = {info.name: info for info in tensors}
 
@@ -76,7 +76,7 @@ class Checkpoint:
                                  "*.safetensors weights", folder, "missing")
         else:
             files, weight_map = _find_weights(folder)
-        tensors: list[TensorInfo] = []
+        tensors: list[CheckpointTensor] = []
         where: dict[str, Path] = {}
         for file in files:
             for info in _read_header(file):
@@ -93,7 +93,7 @@ class Checkpoint:
         """The tensor names in file order (shard by shard, by position in the file)."""
         return [info.name for info in self.tensors]
 
-    def info(self, name: str) -> TensorInfo:
+    def info(self, name: str) -> CheckpointTensor:
         """The stored tensor called `name`."""
         try:
             return self._by_name[name]
@@ -105,7 +105,7 @@ class Checkpoint:
         """The size of all tensor data, as stored."""
         return sum(info.nbytes for info in self.tensors)
 
-    def output_dtype(self, info: TensorInfo, out_dtype: DTypeLike | None = None) -> np.dtype:
+    def output_dtype(self, info: CheckpointTensor, out_dtype: DTypeLike | None = None) -> np.dtype:
         """The dtype `read` returns: `out_dtype`, else float32 for BF16 and the stored dtype for the rest."""
         if out_dtype is not None:
             return np.dtype(out_dtype)
@@ -157,16 +157,6 @@ class Checkpoint:
             _fill(f, out.reshape(-1), info, chunk_bytes)
         return out
 
-    def iter_tensors(self, out_dtype: DTypeLike | None = None, *, reuse: bool = True,
-                     chunk_bytes: int | None = None) -> Iterator[tuple[TensorInfo, np.ndarray]]:
-        """Yield (info, array) in file order, one at a time; with `reuse` every array is a view of one buffer
-        (the largest tensor's size), valid only until the next step, so memory never holds two tensors."""
-        buffer = None
-        if reuse and self.tensors:
-            largest = max(info.n_elements * self.output_dtype(info, out_dtype).itemsize for info in self.tensors)
-            buffer = np.empty(largest, np.uint8)
-        for info in self.tensors:
-            yield info, self.read(info.name, out_dtype, buffer=buffer, chunk_bytes=chunk_bytes)
 
 
 def _find_weights(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
@@ -188,10 +178,11 @@ def _find_weights(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
     if len(found) == 1:
         return found, None
     if len(found) > 1:
-        parts = [SHARD_RE.match(p.name) for p in found]
-        if all(parts) and len({(m["stem"], int(m["total"])) for m in parts}) == 1 \
+        parts = [m for m in (SHARD_RE.match(p.name) for p in found) if m is not None]
+        if len(parts) == len(found) and len({(m["stem"], int(m["total"])) for m in parts}) == 1 \
                 and sorted(int(m["part"]) for m in parts) == list(range(1, int(parts[0]["total"]) + 1)):
-            return sorted(found, key=lambda p: int(SHARD_RE.match(p.name)["part"])), None
+            part_of = {p: int(m["part"]) for p, m in zip(found, parts, strict=True)}  # every name matched
+            return sorted(found, key=lambda p: part_of[p]), None
         names = ", ".join(p.name for p in found[:4]) + (", …" if len(found) > 4 else "")
         raise ModelFileError(f"{folder}: several .safetensors files ({names}) and no {INDEX_FILE}: add the index "
                              "from the model's repo, or keep only the model's weights", folder, "ambiguous")
@@ -229,7 +220,7 @@ def _check_index(index: Path, weight_map: dict[str, str], where: dict[str, Path]
                                  "download the checkpoint again", index.parent / shard, "corrupt")
 
 
-def _open(path: Path):
+def _open(path: Path) -> io.FileIO:
     """Open a weight file unbuffered for reading; a failure is a ModelFileError."""
     try:
         return open(path, "rb", buffering=0)
@@ -251,7 +242,7 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return out
 
 
-def _read_header(file: Path) -> list[TensorInfo]:
+def _read_header(file: Path) -> list[CheckpointTensor]:
     """Parse and check one file's header: the tensors it holds, in data order, each inside the file."""
     with _open(file) as f:
         size = f.seek(0, 2)
@@ -285,7 +276,7 @@ def _read_header(file: Path) -> list[TensorInfo]:
     return sorted(tensors, key=lambda info: info.offset)
 
 
-def _tensor_info(file: Path, name: str, entry: object, data_start: int, size: int) -> TensorInfo:
+def _tensor_info(file: Path, name: str, entry: object, data_start: int, size: int) -> CheckpointTensor:
     """Check one header entry (dtype known, offsets inside the file and matching the shape) and describe it."""
     def bad(why: str, problem: str = "corrupt", way_out: str = "download it again") -> ModelFileError:
         return ModelFileError(f"{file}: tensor {name}: {why}: {way_out}", file, problem)
@@ -311,10 +302,10 @@ def _tensor_info(file: Path, name: str, entry: object, data_start: int, size: in
         raise bad(f"data_offsets span {end - begin} bytes, but shape {shape} of {dtype} needs {needed}")
     if data_start + end > size:
         raise bad(f"truncated: its data ends at byte {data_start + end}, the file has {size}", "truncated")
-    return TensorInfo(name, dtype, tuple(shape), file, data_start + begin, needed)
+    return CheckpointTensor(name, dtype, tuple(shape), file, data_start + begin, needed)
 
 
-def _output_array(info: TensorInfo, out_dtype: np.dtype, buffer: np.ndarray | None) -> np.ndarray:
+def _output_array(info: CheckpointTensor, out_dtype: np.dtype, buffer: np.ndarray | None) -> np.ndarray:
     """The array a tensor is read into: a new one, or a view of `buffer`."""
     if buffer is None:
         return np.empty(info.shape, out_dtype)
@@ -324,7 +315,7 @@ def _output_array(info: TensorInfo, out_dtype: np.dtype, buffer: np.ndarray | No
     return buffer[:nbytes].view(out_dtype).reshape(info.shape)
 
 
-def _fill(f, flat: np.ndarray, info: TensorInfo, chunk_bytes: int | None) -> None:
+def _fill(f: io.FileIO, flat: np.ndarray, info: CheckpointTensor, chunk_bytes: int | None) -> None:
     """Fill the contiguous 1-D `flat` with the next `flat.size` stored values of `info` from `f`, converted to its
     dtype through at most `chunk_bytes` of scratch (none when the stored dtype is the one asked for)."""
     src = DTYPES[info.dtype]
@@ -380,9 +371,9 @@ def _bf16_to_f16(raw: np.ndarray, out: np.ndarray) -> None:
             h[idx] = np.left_shift(raw[idx], 16, dtype=np.uint32).view(np.float32).astype(np.float16).view(np.uint16)
 
 
-def _read_exact(f, array: np.ndarray, info: TensorInfo) -> None:
+def _read_exact(f: io.FileIO, array: np.ndarray, info: CheckpointTensor) -> None:
     """Fill a contiguous array from the file's current position; a short read means the file shrank."""
-    view = memoryview(array.reshape(-1).view(np.uint8))
+    view = array.reshape(-1).view(np.uint8).data  # a memoryview of its bytes
     done = 0
     while done < len(view):
         n = f.readinto(view[done:])

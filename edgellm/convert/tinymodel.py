@@ -7,9 +7,13 @@ Needs numpy and gguf, imported here only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gguf import GGUFWriter
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,7 @@ def write_model(path: Path, shape: Shape, *, quant: str = "q8_0", seed: int = 0,
     return path
 
 
-def add_shape(writer, shape: Shape, name: str, file_type: int) -> None:
+def add_shape(writer: GGUFWriter, shape: Shape, name: str, file_type: int) -> None:
     """The hyper-parameters of `shape` as GGUF metadata (what llama.cpp and the planner read back)."""
     head_dim = shape.head_dim or shape.n_embd // shape.n_head
     writer.add_name(name)
@@ -137,7 +141,7 @@ def add_shape(writer, shape: Shape, name: str, file_type: int) -> None:
     writer.add_file_type(file_type)
 
 
-def _add_spm_vocab(writer, n_vocab: int) -> None:
+def _add_spm_vocab(writer: GGUFWriter, n_vocab: int) -> None:
     """A SentencePiece-style vocabulary: <unk> <s> </s>, the 256 byte tokens, then plain pieces."""
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{byte:02X}>" for byte in range(256)]
     types = [2, 3, 3] + [6] * 256  # unknown, control, control, byte

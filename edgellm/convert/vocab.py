@@ -10,7 +10,7 @@ has not seen. Here the name comes from what decides the split, the tokenizer's `
 (`pre_tokenizer_name`), so a freshly trained vocabulary with a known pattern converts; a pattern llama.cpp has no
 name for is an error naming the pattern, never a silent 'default'. Each mapped pattern is the one llama.cpp's
 src/llama-vocab.cpp lists for that name (its "original regex from tokenizer.json" where it adapts one), and
-tests/test_convert_vocab.py trains a tokenizer with each and compares llama.cpp's token ids with HF's.
+tests/integration/test_convert_vocab.py trains a tokenizer with each and compares llama.cpp's token ids with HF's.
 
 Not handled: BPE tokenizers whose split is not byte-level (Metaspace/SentencePiece-style BPE in tokenizer.json,
 WordPiece, Unigram), normalizers in tokenizer.json (llama.cpp applies none to BPE: Qwen2's NFC is skipped), and a
@@ -175,7 +175,7 @@ def write_vocab(writer: Any, vocab: Vocab) -> None:
         writer.add_chat_template(vocab.chat_template)
 
 
-def pre_tokenizer_name(tokenizer_json: dict, *, clean_up_spaces: bool | None = None,
+def pre_tokenizer_name(tokenizer_json: dict[str, Any], *, clean_up_spaces: bool | None = None,
                        path: Path | str = TOKENIZER_JSON) -> str:
     """The llama.cpp `tokenizer.ggml.pre` name whose split is the one `tokenizer_json`'s pre_tokenizer makes.
 
@@ -241,7 +241,7 @@ def _describe(steps: list[str]) -> str:
     return " then ".join(repr(s) if s != "<bytes>" else "ByteLevel" for s in steps) or "(none)"
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -252,7 +252,7 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _chat_template(folder: Path, config: dict) -> str | None:
+def _chat_template(folder: Path, config: dict[str, Any]) -> str | None:
     template = config.get("chat_template")
     if isinstance(template, list):  # [{"name": "default", "template": ...}, ...]
         named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
@@ -270,7 +270,7 @@ def _chat_template(folder: Path, config: dict) -> str | None:
 
 # ---- BPE (tokenizer.json) ----
 
-def _bpe_vocab(path: Path, config: dict) -> dict:
+def _bpe_vocab(path: Path, config: dict[str, Any]) -> dict[str, Any]:
     data = _read_json(path)
     model = data.get("model")
     if not isinstance(model, dict) or not isinstance(model.get("vocab"), dict):
@@ -336,7 +336,7 @@ def _template_starts_with(post: Any, token: str) -> bool:
 
 # ---- SentencePiece (tokenizer.model, a protobuf ModelProto) ----
 
-def _spm_vocab(pieces: dict, config: dict, folder: Path) -> dict:
+def _spm_vocab(pieces: dict[str, Any], config: dict[str, Any], folder: Path) -> dict[str, Any]:
     tokens, scores, types = pieces["tokens"], pieces["scores"], pieces["types"]
     ids = {tok: i for i, tok in enumerate(tokens)}
     for key, entry in (config.get("added_tokens_decoder") or {}).items():  # tokens the tokenizer added on top
@@ -370,7 +370,7 @@ def _spm_vocab(pieces: dict, config: dict, folder: Path) -> dict:
             "remove_extra_whitespaces": pieces["remove_extra_whitespaces"]}
 
 
-def _read_spm(path: Path) -> dict | None:
+def _read_spm(path: Path) -> dict[str, Any] | None:
     """The pieces and settings of a SentencePiece model file; None when the file is not one (e.g. tiktoken)."""
     try:
         raw = path.read_bytes()
@@ -396,11 +396,11 @@ def _read_spm(path: Path) -> dict | None:
         raise ModelFileError(f"{path}: a {kind} SentencePiece model: llama.cpp's SentencePiece tokenizer ('llama') "
                              "reproduces BPE models only; not supported", path, "unsupported")
 
-    def number(spec: dict, key: int, default: int | None) -> int | None:
+    def number(spec: dict[int, list[Any]], key: int, default: int | None) -> int | None:
         value = spec.get(key, [default])[0]
         return None if value is None or value >= 1 << 31 else value  # -1 (unset) is stored as 2**64 - 1
 
-    def flag(spec: dict, key: int, default: bool) -> bool:
+    def flag(spec: dict[int, list[Any]], key: int, default: bool) -> bool:
         return bool(spec.get(key, [default])[0])
 
     # TrainerSpec: unk_id 40, bos_id 41, eos_id 42, pad_id 43; NormalizerSpec: add_dummy_prefix 3,
@@ -411,13 +411,14 @@ def _read_spm(path: Path) -> dict | None:
             "remove_extra_whitespaces": flag(normalizer, 4, True)}
 
 
-def _proto(data: bytes) -> dict[int, list]:
+def _proto(data: bytes) -> dict[int, list[Any]]:
     """A protobuf message's fields: number -> values (varints as int, 32-bit as bytes, bytes as bytes)."""
-    fields: dict[int, list] = {}
+    fields: dict[int, list[Any]] = {}
     pos, end = 0, len(data)
     while pos < end:
         key, pos = _varint(data, pos)
         number, wire = key >> 3, key & 7
+        value: int | bytes
         if wire == 0:
             value, pos = _varint(data, pos)
         elif wire == 1:

@@ -27,10 +27,10 @@ import gguf
 import numpy as np
 
 from edgellm.convert import architectures
-from edgellm.convert.hf_config import read_config
+from edgellm.convert.hf_config import HFConfig, read_config
 from edgellm.convert.safetensors import Checkpoint
-from edgellm.convert.vocab import read_vocab, write_vocab
-from edgellm.errors import check_cancel, DiskError, EdgellmError, ModelFileError
+from edgellm.convert.vocab import Vocab, read_vocab, write_vocab
+from edgellm.errors import DiskError, EdgellmError, ModelFileError, check_cancel
 from edgellm.events import Progress, Report, ignore
 
 Q = gguf.GGMLQuantizationType
@@ -91,7 +91,7 @@ def _padded(n: int) -> int:
     return -(-n // gguf.GGUF_DEFAULT_ALIGNMENT) * gguf.GGUF_DEFAULT_ALIGNMENT
 
 
-def _plan(checkpoint: Checkpoint, config, wanted: gguf.GGMLQuantizationType) -> list[_Job]:
+def _plan(checkpoint: Checkpoint, config: HFConfig, wanted: gguf.GGMLQuantizationType) -> list[_Job]:
     """Every tensor to write with its type and size; ModelFileError for a missing, unknown or misshapen one."""
     sources, unknown = architectures.map_names(config, checkpoint.names())
     if unknown:
@@ -161,8 +161,8 @@ def _slabs(job: _Job) -> list[tuple[int, int]]:
     return [(start, min(start + rows, shape[0])) for start in range(0, shape[0], rows)]
 
 
-def _write(checkpoint: Checkpoint, config, vocab, jobs: list[_Job], path: Path, file_type: int, total: int,
-           report: Report, cancel: threading.Event | None = None) -> None:
+def _write(checkpoint: Checkpoint, config: HFConfig, vocab: Vocab, jobs: list[_Job], path: Path, file_type: int,
+           total: int, report: Report, cancel: threading.Event | None = None) -> None:
     writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[architectures.GGUF_ARCH[config.architecture]])
     try:
         if _safe_name(checkpoint.folder.name, vocab.tokens):
@@ -175,6 +175,7 @@ def _write(checkpoint: Checkpoint, config, vocab, jobs: list[_Job], path: Path, 
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
+        assert writer.fout is not None  # write_header_to_file opened it
         fout = writer.fout[0]
         done = fout.tell()
         last = time.monotonic()
@@ -200,7 +201,7 @@ def _write(checkpoint: Checkpoint, config, vocab, jobs: list[_Job], path: Path, 
                                                  chunk_bytes=READ_CHUNK)
                 data = _convert(job.tensor.transform(source), job.qtype, out_buffer)
                 del source
-                fout.write(memoryview(data.reshape(-1).view(np.uint8)))
+                fout.write(data.reshape(-1).view(np.uint8).data)  # a memoryview of its bytes
                 written += data.nbytes
                 del data
                 now = time.monotonic()

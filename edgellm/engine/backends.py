@@ -19,7 +19,7 @@ GPU_KINDS = ("gpu", "igpu")
 
 
 @dataclass(frozen=True)
-class Device:
+class BackendDevice:
     name: str  # "CPU", "CUDA0", "RPC[host:port]"...
     description: str
     kind: str  # one of DEVICE_KINDS
@@ -85,7 +85,7 @@ def load_backends() -> None:
         lib.ggml_backend_load_all_from_path(str(lib_folder()).encode())
 
 
-def devices() -> list[Device]:
+def devices() -> list[BackendDevice]:
     """The devices llama.cpp can place layers and work on, after `load_backends`."""
     load_backends()
     lib = _ggml()
@@ -95,7 +95,7 @@ def devices() -> list[Device]:
     for index in range(lib.ggml_backend_dev_count()):
         device = lib.ggml_backend_dev_get(index)
         kind = lib.ggml_backend_dev_type(device)
-        found.append(Device((lib.ggml_backend_dev_name(device) or b"").decode(errors="replace"),
+        found.append(BackendDevice((lib.ggml_backend_dev_name(device) or b"").decode(errors="replace"),
                             (lib.ggml_backend_dev_description(device) or b"").decode(errors="replace"),
                             DEVICE_KINDS[kind] if 0 <= kind < len(DEVICE_KINDS) else "other"))
     return found
@@ -139,10 +139,3 @@ def loaded_cpu_library(maps: str | None = None) -> str | None:
             return None
     names = {Path(line.split()[-1]).name for line in maps.splitlines() if "libggml-cpu" in line}
     return sorted(names)[0] if names else None
-
-
-def cpu_variant_of(library: str | None) -> str | None:
-    """`zen4` for `libggml-cpu-zen4.so`; None for a build with one CPU library (`libggml-cpu.so`)."""
-    if not library or not library.startswith("libggml-cpu-"):
-        return None
-    return library[len("libggml-cpu-"):].split(".so")[0]

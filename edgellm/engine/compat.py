@@ -12,10 +12,12 @@ import contextlib
 import ctypes
 import functools
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import llama_cpp
+import llama_cpp.llama_chat_format
 
 from edgellm.errors import EngineUnavailable, LoadFailed
 from edgellm.hw.buildconfig import LLAMA_CPP_PYTHON_VERSION
@@ -92,7 +94,7 @@ def model_params(cpu_weights: str | None = None,
         def report(fraction: float, user_data: Any) -> bool:
             try:
                 progress(fraction)
-            except Exception:  # noqa: BLE001 - ctypes would drop it; the load goes on
+            except Exception:
                 pass
             return True
         kept.append(llama_cpp.llama_progress_callback(report))
@@ -153,10 +155,12 @@ def templates_left_to_edgellm() -> Iterator[None]:
     sandbox without bounds, where `{{ 'x' * 10**10 }}` is folded into 10 GB at compile time. edgellm never uses
     those handlers (it renders in its own bounded sandbox), so during the load they are stand-ins that compile
     nothing; afterwards llama-cpp-python's own class is back."""
-    module = llama_cpp.llama.llama_chat_format
+    module = llama_cpp.llama_chat_format  # the module llama_cpp.llama calls it through
     with _TEMPLATE_SWAP:
-        original, module.Jinja2ChatFormatter = module.Jinja2ChatFormatter, _UncompiledTemplate
+        original = module.Jinja2ChatFormatter
+        # the library's class swapped for a stand-in on purpose (mypy refuses assigning to a class)
+        module.Jinja2ChatFormatter = _UncompiledTemplate  # type: ignore[misc, assignment]
         try:
             yield
         finally:
-            module.Jinja2ChatFormatter = original
+            module.Jinja2ChatFormatter = original  # type: ignore[misc]  # the library's class back (as above)

@@ -17,9 +17,10 @@ vocabulary through the same `tokenize`/`detokenize`.
 from __future__ import annotations
 
 import threading
+from collections.abc import Generator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 KV_TYPES = ("f16", "q8_0", "q4_0")  # KV cache types llama.cpp can hold (a quantized V needs flash attention)
 KV_GGML_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}  # their ggml_type numbers
@@ -172,7 +173,9 @@ class Generation(Protocol):
     stats: GenerationStats
     tokens: list[int]
 
-    def __iter__(self) -> Iterator[str]: ...
+    def __iter__(self) -> Generator[str, None, None]:
+        """The text pieces; closing the generator early ends the generation (its stats then say interrupted)."""
+        ...
 
 
 class Model(Protocol):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import codecs
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Generator
+from typing import Any
 
 from edgellm.engine.contract import LLAMA_DEFAULT_SEED, GenerationOptions, GenerationStats
 from edgellm.engine.loop_guard import LoopGuard
@@ -37,7 +38,7 @@ class LocalGeneration:
         self.stats = GenerationStats(prompt_tokens=len(prompt_tokens),
                                      prompt_evaluated=max(1, len(prompt_tokens) - cached))
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Generator[str, None, None]:
         from edgellm.engine import compat
 
         llm, stats, options = self.llm, self.stats, self.options

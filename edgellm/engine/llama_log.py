@@ -11,8 +11,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 from edgellm.storage import disk
 
@@ -98,7 +99,6 @@ def _install_callback() -> None:
 
     import llama_cpp
 
-    @llama_cpp.llama_log_callback
     def on_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         try:
             if _active is not None:
@@ -106,8 +106,8 @@ def _install_callback() -> None:
         except KeyboardInterrupt:  # ctypes drops an exception raised in a callback: keep it for interrupt_after
             interrupted.set()
 
-    _callback = on_log
-    llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
+    _callback = llama_cpp.llama_log_callback(on_log)
+    llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
 
 
 @contextlib.contextmanager

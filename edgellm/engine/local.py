@@ -6,8 +6,9 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from edgellm.engine.contract import KV_GGML_TYPES, LLAMA_DEFAULT_SEED, GenerationOptions, LoadParams
 from edgellm.engine.llama_log import LlamaLog, interrupt_after
@@ -39,7 +40,8 @@ class LocalModel:
     def n_ctx(self) -> int:
         """llama.cpp pads the context it allocates (to 256 cells), but llama-cpp-python's token buffer has the size
         that was asked for: a generation may hold the smaller."""
-        return min(self.llm.n_ctx(), len(self.llm.input_ids))
+        allocated: int = self.llm.n_ctx()
+        return min(allocated, len(self.llm.input_ids))
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -138,5 +140,5 @@ def explain_load_failure(path: Path, log: LlamaLog, error: Exception) -> LoadFai
         line = log.find(needle)
         if line:
             return LoadFailed(reason("load_out_of_memory", path=str(path), line=line), path, "memory")
-    reason = log.find("error loading model") or log.find("failed to") or str(error)
-    return LoadFailed(f"{path}: llama.cpp could not load the model ({reason}); see the log: {log.path}", path, "other")
+    cause = log.find("error loading model") or log.find("failed to") or str(error)
+    return LoadFailed(f"{path}: llama.cpp could not load the model ({cause}); see the log: {log.path}", path, "other")

@@ -35,7 +35,6 @@ repeated (256 occurrences to visit), against ~25 ms per decoded token here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 MIN_SPAN = 256
 MIN_REPEATS = 4
@@ -55,20 +54,6 @@ class Loop:
 def _counts(span: int, period: int, min_span: int, min_repeats: int) -> bool:
     """Whether a periodic suffix is long enough, in tokens and in copies, to be a loop."""
     return span >= min_span and span >= min_repeats * period
-
-
-def find_loop(tokens: Sequence[int], min_span: int = MIN_SPAN, min_repeats: int = MIN_REPEATS,
-              max_period: int = MAX_PERIOD) -> Loop | None:
-    """The loop the sequence ends with, by its smallest qualifying period; None if it does not end in one."""
-    n = len(tokens)
-    for period in range(1, min(max_period, n - 1) + 1):
-        matched = 0
-        while matched < n - period and tokens[n - 1 - matched] == tokens[n - 1 - matched - period]:
-            matched += 1
-        span = matched + period
-        if matched and _counts(span, period, min_span, min_repeats):
-            return Loop(period, span // period, n - span, span)
-    return None
 
 
 class LoopGuard:

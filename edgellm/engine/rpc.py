@@ -13,8 +13,9 @@ import ctypes
 import ipaddress
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
 from edgellm.engine.endpoint import Endpoint
 from edgellm.errors import EdgellmError, WorkerUnreachable
@@ -83,7 +84,7 @@ def check_worker(endpoint: Endpoint, timeout: float = CHECK_TIMEOUT_S) -> Worker
             (count,) = struct.unpack("<I", _exchange(sock, CMD_DEVICE_COUNT, b"", 4))
             devices = tuple(struct.unpack("<QQ", _exchange(sock, CMD_GET_DEVICE_MEMORY, struct.pack("<I", index), 16))
                             for index in range(count))
-    except socket.timeout:
+    except TimeoutError:
         raise WorkerUnreachable(reason("worker_silent", endpoint=str(endpoint), timeout=timeout, port=endpoint.port),
                                 str(endpoint)) from None
     except (OSError, ConnectionError, struct.error) as error:
@@ -93,7 +94,7 @@ def check_worker(endpoint: Endpoint, timeout: float = CHECK_TIMEOUT_S) -> Worker
     return WorkerStatus(endpoint, version, devices)
 
 
-def _registry_function(name: str, restype, argtypes) -> Callable:
+def _registry_function(name: str, restype: Any, argtypes: list[Any]) -> Callable[..., Any]:
     """A function of the RPC backend, found through ggml's registry (linked in, or a loaded backend library)."""
     from edgellm.engine import backends
 
@@ -112,14 +113,14 @@ def _registry_function(name: str, restype, argtypes) -> Callable:
     return ctypes.CFUNCTYPE(restype, *argtypes)(address)
 
 
-def server_function() -> Callable:
+def server_function() -> Callable[..., Any]:
     """llama.cpp's `ggml_backend_rpc_start_server` (a EdgellmError, with the way out, when this build has none)."""
     return _registry_function("ggml_backend_rpc_start_server", None,
                               [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t,
                                ctypes.POINTER(ctypes.c_void_p)])
 
 
-def serve_forever(start: Callable, endpoint: Endpoint, cache_dir: str | None, threads: int,
+def serve_forever(start: Callable[..., Any], endpoint: Endpoint, cache_dir: str | None, threads: int,
                   device_names: list[str]) -> None:
     """Run llama.cpp's RPC server (`start`, from `server_function`) on `endpoint`, an IPv4 address, for the named
     devices (ggml's names: "CPU", "CUDA0"...). Returns only when the server could not start: call it on a thread of
@@ -127,6 +128,7 @@ def serve_forever(start: Callable, endpoint: Endpoint, cache_dir: str | None, th
     from edgellm.engine import backends
 
     lib = backends.registry()
+    assert lib is not None  # server_function, which gave `start`, found it (and it is cached)
     handles = [lib.ggml_backend_dev_by_name(name.encode()) for name in device_names]
     array = (ctypes.c_void_p * len(handles))(*handles)
     start(str(endpoint).encode(), cache_dir.encode() if cache_dir else None, threads, len(handles), array)
@@ -141,5 +143,6 @@ def join(endpoints: list[Endpoint]) -> None:
 
     lib = backends.registry()
     add = _registry_function("ggml_backend_rpc_add_server", ctypes.c_void_p, [ctypes.c_char_p])
+    assert lib is not None  # _registry_function found it (and it is cached)
     for endpoint in endpoints:
         lib.ggml_backend_register(add(str(endpoint).encode()))

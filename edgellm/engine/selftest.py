@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import sys
 import time
-
+from typing import Any
 
 _silence = None
 
 
-def emit(**record) -> None:
+def emit(**record: Any) -> None:
     print(json.dumps(record), flush=True)
 
 

@@ -30,7 +30,7 @@ def free_port_pair(host: str = "127.0.0.1") -> int:
     while True:
         with socket.socket() as first:
             first.bind((host, 0))
-            port = first.getsockname()[1]
+            port: int = first.getsockname()[1]
             if port >= 65534:
                 continue
             with socket.socket() as second:
@@ -65,7 +65,7 @@ class ProfileServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: ProfileServer
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         if self.path.split("?")[0] != "/profile":
             self.send_error(404, "only /profile is served here")
             return

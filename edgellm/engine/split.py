@@ -25,8 +25,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Generator
 from dataclasses import asdict, replace
-from typing import Any, Iterator
+from typing import Any
 
 from edgellm.engine.contract import GenerationOptions, GenerationStats, LoadParams, Sampling
 from edgellm.engine.llama_log import LlamaLog
@@ -112,8 +113,8 @@ class SplitModel:
         self.load_ms = 0.0
         self.watchdog_s = watchdog_s if watchdog_s is not None else silence_allowed()
         self._n_ctx = params.n_ctx
-        self._child: subprocess.Popen | None = None
-        self._events: queue.Queue = queue.Queue()
+        self._child: subprocess.Popen[str] | None = None
+        self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()  # None: the child's stdout ended
         self._errors: Any = None  # the child's stderr, a file: a pipe could fill and block it
         self._ids = itertools.count(1)
         self._lock = threading.Lock()  # one generation at a time, and no two children
@@ -121,7 +122,7 @@ class SplitModel:
 
     @classmethod
     def open(cls, params: LoadParams, watched: tuple[str, ...], log: LlamaLog, keep_terminal: bool = False,
-             cancel: threading.Event | None = None) -> "SplitModel":
+             cancel: threading.Event | None = None) -> SplitModel:
         """Load the vocabulary here and the model in a child that joins the workers (each checked first:
         WorkerUnreachable); the load is watched as a generation is, and `cancel` set ends it (KeyboardInterrupt)."""
         vocab = load(replace(params, vocab_only=True, n_ctx=VOCAB_CTX, n_batch=VOCAB_CTX, rpc_servers=(),
@@ -167,7 +168,7 @@ class SplitModel:
         return self.vocab.detokenize(tokens, special=special)
 
     def generation(self, prompt_tokens: list[int], options: GenerationOptions,
-                   cancel: threading.Event | None = None) -> "RemoteGeneration":
+                   cancel: threading.Event | None = None) -> RemoteGeneration:
         return RemoteGeneration(self, prompt_tokens, options, cancel)
 
     def close(self) -> None:
@@ -211,7 +212,8 @@ class SplitModel:
         self.load_ms, self._n_ctx = event["loaded"], event["n_ctx"]
 
     @staticmethod
-    def _read(child: subprocess.Popen, events: queue.Queue) -> None:
+    def _read(child: subprocess.Popen[str], events: queue.Queue[dict[str, Any] | None]) -> None:
+        assert child.stdout is not None  # stdout=PIPE
         for line in child.stdout:
             try:
                 events.put(json.loads(line))
@@ -224,6 +226,7 @@ class SplitModel:
         child = self._child
         if child is None:
             return
+        assert child.stdin is not None  # stdin=PIPE
         try:
             child.stdin.write(json.dumps(message) + "\n")
             child.stdin.flush()
@@ -296,6 +299,7 @@ class SplitModel:
         child, self._child = self._child, None
         if child is not None:
             if not kill:
+                assert child.stdin is not None  # stdin=PIPE
                 try:
                     child.stdin.close()  # the child's end of work: it frees the model and exits
                 except (OSError, ValueError):
@@ -326,7 +330,7 @@ class RemoteGeneration:
         self.tokens: list[int] = []
         self.stats = GenerationStats(prompt_tokens=len(prompt_tokens), prompt_evaluated=len(prompt_tokens))
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Generator[str, None, None]:
         model, stats = self.model, self.stats
         if self.cancel is not None and self.cancel.is_set():  # cancelled before it started: nothing is evaluated
             stats.stop_reason, stats.prompt_evaluated = "interrupted", 0
@@ -396,5 +400,5 @@ class RemoteGeneration:
                 if event.get("id") == ident and "done" in event:
                     self._take(event, stop_reason=False)
                     return
-        except Exception:  # noqa: BLE001 - a worker lost meanwhile, or no answer: the next generation reloads
+        except Exception:
             model._stop_child(kill=True)

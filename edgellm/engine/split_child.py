@@ -15,13 +15,14 @@ import os
 import queue
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 _events: TextIO = sys.stdout  # the parent's pipe; a copy of it once main() starts (see there)
 
 
-def say(event: dict) -> None:
+def say(event: dict[str, Any]) -> None:
     _events.write(json.dumps(event) + "\n")
     _events.flush()
 
@@ -31,7 +32,7 @@ class Requests:
     generation it names at once, or before it starts."""
 
     def __init__(self, on_end: Callable[[], None]) -> None:
-        self.generations: queue.Queue = queue.Queue()
+        self.generations: queue.Queue[dict[str, Any] | None] = queue.Queue()  # None: the end of the work
         self.on_end = on_end  # what the end of stdin does (while loading: leave at once)
         self._cancelled: set[int] = set()
         self._current: tuple[int, threading.Event] | None = None
@@ -70,9 +71,9 @@ def main() -> int:
     sys.stdout = sys.stderr
     from edgellm import paths
     from edgellm.engine import rpc
+    from edgellm.engine.contract import LoadParams
     from edgellm.engine.endpoint import parse_endpoint
     from edgellm.engine.llama_log import LlamaLog
-    from edgellm.engine.contract import LoadParams
     from edgellm.engine.local import load
     from edgellm.engine.split import options_from_wire
 
@@ -122,6 +123,6 @@ if __name__ == "__main__":
     except LoadFailed as error:
         say({"error": str(error), "kind": "load", "cause": error.cause})
         sys.exit(1)
-    except Exception as error:  # noqa: BLE001 - told to the parent as data, one line
+    except Exception as error:
         say({"error": str(error), "kind": "failed"})
         sys.exit(1)

@@ -8,12 +8,13 @@ EDGELLM_HOME/checkpoints/owner/repo/.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from edgellm.formatting import gib
 from edgellm import paths
 from edgellm.errors import NoSuchQuant
 from edgellm.events import Notice, Report, ignore
+from edgellm.formatting import gib
 from edgellm.hub import client
 from edgellm.hub.download import check_disk, check_inside, fetch_all, remaining_bytes
 from edgellm.hub.files import RemoteFile
@@ -33,7 +34,9 @@ def conversion_files(files: list[RemoteFile]) -> list[RemoteFile]:
     a repo that also ships consolidated.safetensors is not fetched twice)."""
     top = [f for f in files if "/" not in f.path]
     weights = [f for f in top if f.path.endswith(".safetensors")]
-    for prefer in (lambda f: f.path == "model.safetensors", lambda f: f.path.startswith("model-")):
+    preferences: tuple[Callable[[RemoteFile], bool], ...] = (lambda f: f.path == "model.safetensors",
+                                                             lambda f: f.path.startswith("model-"))
+    for prefer in preferences:
         if any(prefer(f) for f in weights):
             weights = [f for f in weights if prefer(f)]
             break

@@ -7,15 +7,16 @@ from HF_TOKEN or `hf auth login` through huggingface_hub itself, and is never pr
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from edgellm.errors import GatedRepo, HubError, HubUnreachable, OfflineMode, RepoNotFound, EdgellmError
+from edgellm.errors import EdgellmError, GatedRepo, HubError, HubUnreachable, OfflineMode, RepoNotFound
 from edgellm.gguf.header import GGUFError, GGUFHeader, parse
-from edgellm.reasons import reason
 from edgellm.hub.files import QuantFiles, RemoteFile, leaves_the_repo
 from edgellm.plan.spec import ModelSpec, model_spec
+from edgellm.reasons import reason
 
 HEADER_FIRST_READ = 4 * 2**20
 HEADER_MAX_READ = 128 * 2**20
@@ -32,8 +33,14 @@ def offline() -> bool:
 @contextmanager
 def hub_errors(repo: str) -> Iterator[None]:
     """Turn huggingface_hub's and the network's errors into typed one-line errors that name the way out."""
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
         yield
@@ -78,10 +85,11 @@ def list_files(repo: str, revision: str | None = None) -> tuple[str, list[Remote
     if escaping:
         raise HubError(f"{repo}: the Hub's listing names a file outside the repo's folder ({escaping[0]!r}); "
                        f"refused: nothing was downloaded", repo)
+    assert info.sha is not None  # the Hub's model info always names its commit (the tree above was read at it)
     return info.sha, files
 
 
-def gguf_metadata(repo: str) -> dict:
+def gguf_metadata(repo: str) -> dict[str, Any]:
     """What the Hub says of the repo's GGUF files (architecture, context length, parameters), or {}."""
     from huggingface_hub import HfApi
 
@@ -102,8 +110,11 @@ def file_url(repo: str, path: str, commit: str) -> str:
 def open_file(url: str, start: int = 0, end: int | None = None) -> Iterator[Any]:
     """A streamed GET of a Hub file from byte `start` (to `end`, inclusive): HEAD for its real location (a CDN
     after a redirect), the token sent only to the Hub itself, as huggingface_hub does."""
-    from huggingface_hub import get_hf_file_metadata
-    from huggingface_hub.utils import build_hf_headers, get_session
+    from huggingface_hub import get_hf_file_metadata, get_session
+
+    # public API, but huggingface_hub.utils computes its __all__: mypy sees no explicit re-export where
+    # no_implicit_reexport (strict) applies to this module, and nothing to ignore where it does not
+    from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined, unused-ignore]
 
     meta = get_hf_file_metadata(url, endpoint=endpoint())
     headers = {"Range": f"bytes={start}-{'' if end is None else end}"} if start or end is not None else {}

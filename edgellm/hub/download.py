@@ -15,13 +15,13 @@ import queue
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from edgellm.formatting import gib
-from edgellm.errors import Cancelled, check_cancel, DiskError, EdgellmError, HubError, HubUnreachable
+from edgellm.errors import Cancelled, DiskError, EdgellmError, HubError, HubUnreachable, check_cancel
 from edgellm.events import Notice, Progress, Report, ignore
+from edgellm.formatting import gib
 from edgellm.hub.client import endpoint, file_url, hub_errors, open_file
 from edgellm.hub.files import RemoteFile
 

@@ -21,7 +21,7 @@ def local_copy(repo: str, group: QuantFiles) -> list[Path] | None:
     if all(path.is_file() and path.stat().st_size == file.size for path, file in zip(in_store, group.files)):
         return in_store
     cached = [store.hf_cache_blob(repo, file.sha256, file.size) for file in group.files]
-    return cached if len(group.files) == 1 and cached[0] is not None else None
+    return [cached[0]] if len(group.files) == 1 and cached[0] is not None else None
 
 
 def download(repo: str, commit: str, group: QuantFiles, report: Report, *,

@@ -14,7 +14,9 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 BACKENDS = ("cpu", "cuda", "metal", "vulkan")
@@ -178,10 +180,9 @@ def nvidia_driver_present() -> bool:
         return False
 
 
-def detect_backend(environ: dict[str, str] | None = None) -> str:
+def detect_backend(environ: Mapping[str, str] | None = None) -> str:
     """The GPU backend to build: EDGELLM_BACKEND if set, Metal on Apple Silicon, CUDA with a driver, else CPU."""
-    environ = os.environ if environ is None else environ
-    forced = environ.get(BACKEND_ENV, "").strip().lower()
+    forced = (os.environ if environ is None else environ).get(BACKEND_ENV, "").strip().lower()
     if forced:
         if forced not in BACKENDS:
             raise ValueError(f"{BACKEND_ENV}={forced!r} is not a backend: use one of {', '.join(BACKENDS)}")
@@ -243,9 +244,10 @@ def build_info_path(prefix: str | None = None) -> Path:
     return Path(prefix or sys.prefix) / "share" / "edgellm" / BUILD_INFO_NAME
 
 
-def read_build_info(path: Path | None = None) -> dict | None:
+def read_build_info(path: Path | None = None) -> dict[str, Any] | None:
     """The recorded build (backend, cmake args, features), or None when this install did not record one."""
     try:
-        return json.loads((path or build_info_path()).read_text())
+        found = json.loads((path or build_info_path()).read_text())
     except (OSError, ValueError):
         return None
+    return found if isinstance(found, dict) else None

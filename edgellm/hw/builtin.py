@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from edgellm.paths import data_dir
 from edgellm.hw.profile import DeviceProfile, ProfileError, load
+from edgellm.paths import data_dir
 
 
 def profiles_dir() -> Path:
@@ -21,7 +22,7 @@ def builtin_names() -> list[str]:
     return sorted(path.stem for path in profiles_dir().glob("*.json"))
 
 
-def profile_from_recording(recording: dict, name: str) -> DeviceProfile:
+def profile_from_recording(recording: dict[str, Any], name: str) -> DeviceProfile:
     """The profile a recorded device gives, named for the built-in list and with no disk path of its own."""
     from edgellm.hw.detect import detect
     from edgellm.hw.probes import RecordedProbe

@@ -7,12 +7,12 @@ Jetson, a Mac or a GPU laptop give the same answers here as on the device itself
 from __future__ import annotations
 
 import re
-
 from dataclasses import replace
+from typing import Any
 
 from edgellm import paths
-from edgellm.hw.buildconfig import cpu_variant, read_build_info, variant_features
 from edgellm.hw.bandwidth import gpu_bandwidth, system_bandwidth
+from edgellm.hw.buildconfig import cpu_variant, read_build_info, variant_features
 from edgellm.hw.probes import LiveProbe, Probe
 from edgellm.hw.profile import Board, Cpu, DeviceProfile, Gpu, LlamaBuild, Memory
 
@@ -55,7 +55,8 @@ MIB = 2**20
 
 def cpuinfo_fields(text: str) -> list[dict[str, str]]:
     """/proc/cpuinfo as one dict per processor block (plus a trailing block for board lines on ARM)."""
-    blocks, current = [], {}
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] = {}
     for line in text.splitlines():
         if not line.strip():
             if current:
@@ -223,7 +224,7 @@ def sysctl_values(probe: Probe) -> dict[str, str]:
     return parse_sysctl(probe.command(MAC_SYSCTL) or "") if probe.system()["os"] == "Darwin" else {}
 
 
-def llama_build(build_info: dict, probe: Probe) -> LlamaBuild:
+def llama_build(build_info: dict[str, Any], probe: Probe) -> LlamaBuild:
     """The recorded llama.cpp build; for a portable one, the CPU variant ggml will load here and its features,
     found from this CPU's flags without loading llama.cpp."""
     features, variant = tuple(build_info.get("cpu_features", ())), None
@@ -236,7 +237,7 @@ def llama_build(build_info: dict, probe: Probe) -> LlamaBuild:
                       tuple(build_info.get("cmake_args", ())), variant)
 
 
-def detect(probe: Probe, home_path: str, build_info: dict | None = None) -> DeviceProfile:
+def detect(probe: Probe, home_path: str, build_info: dict[str, Any] | None = None) -> DeviceProfile:
     """The device profile of the machine behind `probe`, with the llama.cpp build recorded at install."""
     system = probe.system()
     sysctl = sysctl_values(probe)

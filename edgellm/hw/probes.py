@@ -122,12 +122,12 @@ def _nvml_gpus() -> list[dict[str, Any]] | None:
             handle = ctypes.c_void_p()
             if nvml.nvmlDeviceGetHandleByIndex_v2(index, ctypes.byref(handle)) != 0:
                 continue
-            name = ctypes.create_string_buffer(96)
-            nvml.nvmlDeviceGetName(handle, name, 96)
+            device_name = ctypes.create_string_buffer(96)
+            nvml.nvmlDeviceGetName(handle, device_name, 96)
             memory = _NvmlMemory()
             supported = nvml.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(memory)) == 0
             gpus.append({
-                "name": name.value.decode(errors="replace"),
+                "name": device_name.value.decode(errors="replace"),
                 "memory_total": memory.total if supported else None,
                 "memory_free": memory.free if supported else None,
                 "driver": driver.value.decode(errors="replace"),
@@ -144,14 +144,15 @@ class RecordedProbe:
         self.recording = recording
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "RecordedProbe":
+    def load(cls, path: str | os.PathLike[str]) -> RecordedProbe:
         return cls(json.loads(Path(path).read_text()))
 
     def system(self) -> dict[str, str]:
         return dict(self.recording["system"])
 
     def read_file(self, path: str) -> str | None:
-        return self.recording.get("files", {}).get(path)
+        found = self.recording.get("files", {}).get(path)
+        return found if isinstance(found, str) else None
 
     def list_dir(self, path: str) -> list[str]:
         listed = self.recording.get("dirs", {}).get(path)
@@ -162,7 +163,8 @@ class RecordedProbe:
         return sorted(names)
 
     def command(self, argv: tuple[str, ...]) -> str | None:
-        return self.recording.get("commands", {}).get(" ".join(argv))
+        found = self.recording.get("commands", {}).get(" ".join(argv))
+        return found if isinstance(found, str) else None
 
     def memory(self) -> dict[str, int]:
         return dict(self.recording["memory"])

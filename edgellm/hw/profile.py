@@ -104,20 +104,25 @@ def _get(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: s
             return None
         raise ProfileError(f"{where}.{key} is missing")
     value = data[key]
-    if isinstance(value, bool) and kind is int or not isinstance(value, kind):
+    if (isinstance(value, bool) and kind is int) or not isinstance(value, kind):
         raise ProfileError(f"{where}.{key} should be {getattr(kind, '__name__', kind)}, not {value!r}")
     return value
 
 
-def _size(data: dict[str, Any], key: str, where: str, optional: bool = False) -> int | None:
-    value = _get(data, key, int, where, optional)
+def _size_or_none(data: dict[str, Any], key: str, where: str) -> int | None:
+    value: int | None = _get(data, key, int, where, optional=True)
     if value is not None and not 0 <= value < 2**56:
         raise ProfileError(f"{where}.{key} = {value} is not a plausible size in bytes")
     return value
 
 
+def _size(data: dict[str, Any], key: str, where: str) -> int:
+    value: int = _get(data, key, int, where)
+    return _size_or_none({key: value}, key, where) or 0
+
+
 def _count(data: dict[str, Any], key: str, where: str, low: int = 1) -> int:
-    value = _get(data, key, int, where)
+    value: int = _get(data, key, int, where)
     if not low <= value <= 4096:
         raise ProfileError(f"{where}.{key} = {value} is not a plausible core count")
     return value
@@ -144,9 +149,9 @@ def from_dict(data: Any) -> DeviceProfile:
     if cpu.performance_cores > cpu.physical_cores or cpu.physical_cores > cpu.logical_cores:
         raise ProfileError("cpu: performance_cores <= physical_cores <= logical_cores does not hold")
     mem_data = _get(data, "memory", dict, "profile")
-    memory = Memory(*(_size(mem_data, key, "memory") for key in
-                      ("total_bytes", "available_bytes", "swap_total_bytes", "swap_free_bytes")),
-                    bandwidth_bytes_per_s=_size(mem_data, "bandwidth_bytes_per_s", "memory", optional=True))
+    memory = Memory(_size(mem_data, "total_bytes", "memory"), _size(mem_data, "available_bytes", "memory"),
+                    _size(mem_data, "swap_total_bytes", "memory"), _size(mem_data, "swap_free_bytes", "memory"),
+                    bandwidth_bytes_per_s=_size_or_none(mem_data, "bandwidth_bytes_per_s", "memory"))
     if memory.total_bytes < 64 * 2**20:
         raise ProfileError(f"memory.total_bytes = {memory.total_bytes} is too small for any model")
     if memory.available_bytes > memory.total_bytes:
@@ -164,7 +169,7 @@ def from_dict(data: Any) -> DeviceProfile:
             unified_memory=_get(gpu_data, "unified_memory", bool, where),
             backend=_get(gpu_data, "backend", str, where),
             driver=_get(gpu_data, "driver", str, where, optional=True),
-            bandwidth_bytes_per_s=_size(gpu_data, "bandwidth_bytes_per_s", where, optional=True),
+            bandwidth_bytes_per_s=_size_or_none(gpu_data, "bandwidth_bytes_per_s", where),
         )
         if gpu.vendor not in GPU_VENDORS or gpu.backend not in GPU_BACKENDS:
             raise ProfileError(f"{where}: vendor {gpu.vendor!r} / backend {gpu.backend!r} is not known")
@@ -188,7 +193,7 @@ def from_dict(data: Any) -> DeviceProfile:
         name=_get(data, "name", str, "profile"),
         os=_get(data, "os", str, "profile"),
         cpu=cpu, memory=memory, gpus=tuple(gpus), board=board,
-        disk_free_bytes=_size(data, "disk_free_bytes", "profile", optional=True),
+        disk_free_bytes=_size_or_none(data, "disk_free_bytes", "profile"),
         disk_path=_get(data, "disk_path", str, "profile", optional=True),
         llama_build=build,
     )

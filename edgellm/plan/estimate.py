@@ -27,7 +27,7 @@ GPU_RUNTIME_OVERHEAD = {"cuda": 384 * MIB, "rocm": 384 * MIB, "vulkan": 256 * MI
 
 
 @dataclass(frozen=True)
-class EstimateSettings:
+class EstimateInputs:
     n_ctx: int
     n_gpu_layers: int = 0  # 0..n_layers+1, counted as llama.cpp counts them: the output layer first, then the last
     # repeating layers (n_gpu_layers=1: the output alone; n_layers+1: everything)
@@ -116,7 +116,7 @@ def output_offloaded(n_gpu_layers: int) -> bool:
     return n_gpu_layers >= 1
 
 
-def estimate(spec: ModelSpec, settings: EstimateSettings, gpu_name: str = "GPU") -> MemoryEstimate:
+def estimate(spec: ModelSpec, settings: EstimateInputs, gpu_name: str = "GPU") -> MemoryEstimate:
     """Memory per device for `spec` under `settings`; a device with nothing on it is left out."""
     n_ubatch = min(settings.n_ubatch, padded_ctx(settings.n_ctx))
     full_cells, swa_cells = kv_cells(spec, settings.n_ctx, n_ubatch, settings.n_seq)

@@ -8,12 +8,12 @@ before the context shrinks.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
-from edgellm.hw.profile import DeviceProfile, Gpu
-from edgellm.plan.estimate import EstimateSettings, MemoryEstimate, estimate
 from edgellm.gguf.quants import CPU_CEILING, above_cpu_ceiling, loadable, rank
+from edgellm.hw.profile import DeviceProfile, Gpu
+from edgellm.plan.estimate import EstimateInputs, MemoryEstimate, estimate
 from edgellm.plan.spec import ModelSpec
 from edgellm.reasons import Reason, reason
 from edgellm.words import say
@@ -179,7 +179,7 @@ class Fitter:
     ubatch: int = UBATCH_OPTIONS[0]
 
     def estimate(self, n_ctx: int, kv: str, layers: int = 0) -> MemoryEstimate:
-        settings = EstimateSettings(n_ctx=n_ctx, n_gpu_layers=layers, kv=kv, flash_attn=self.flash_attn,
+        settings = EstimateInputs(n_ctx=n_ctx, n_gpu_layers=layers, kv=kv, flash_attn=self.flash_attn,
                                     n_ubatch=self.ubatch, gpu_backend=self.gpu.backend if self.gpu else None)
         return estimate(self.spec, settings, self.gpu.name if self.gpu else "GPU")
 
@@ -350,7 +350,7 @@ class QuantChoice:
     considered: tuple[Reason, ...]  # one per candidate: what it would need and why it was (not) taken
 
 
-def choose_quant(profile: DeviceProfile, candidates: list[tuple[str, ModelSpec | Callable[[], ModelSpec]]],
+def choose_quant(profile: DeviceProfile, candidates: Sequence[tuple[str, ModelSpec | Callable[[], ModelSpec]]],
                  wishes: Wishes = Wishes(), asked: str | None = None,
                  wishes_for: Callable[[ModelSpec, Wishes], Wishes] | None = None) -> QuantChoice:
     """The best quant of one model for `profile`: the highest rank whose plan fits, preferring full GPU

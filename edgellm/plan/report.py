@@ -81,7 +81,7 @@ def render(plan: Plan, spec: ModelSpec, profile: DeviceProfile, speed: SpeedEsti
               ("mmap", "mmap", "on" if plan.use_mmap else "off"), ("mlock", "mlock", "on" if plan.use_mlock else "off"))
     for key, label, value in labels:
         why = plan.reasons.get(key)
-        lines.append(f"  {label:<12} {str(value):<12} {say(why, terms) if why else ''}")
+        lines.append(f"  {label:<12} {value!s:<12} {say(why, terms) if why else ''}")
     if speed is not None:
         lines += ["", f"Speed    {speed.describe()}"] + ([f"         {measured.describe()}"] if measured else [])
     for notice in plan.notices:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from edgellm.gguf.header import ArrayInfo, GGUFError, GGUFHeader
 from edgellm.gguf.quants import FILE_TYPES, parse_quant
@@ -51,7 +52,7 @@ class ModelSpec:
     def n_kv_heads_max(self) -> int:
         return max(self.n_head_kv) if self.n_head_kv else 0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

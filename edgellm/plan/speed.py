@@ -29,7 +29,7 @@ SIZE_WINDOW = 4.0  # a sample calibrates models from a quarter to four times its
 class Sample:
     """One benchmarked model on this device: where its layers ran, its weights, measured ÷ estimated decode speed."""
 
-    placement: str  # cpu | gpu | split
+    placement: str  # cpu | gpu | partial
     weights_bytes: int
     ratio: float
 
@@ -38,7 +38,7 @@ class Sample:
 class Calibration:
     """Measured ÷ estimated decode speed on one device for one placement and size, from `models` benchmarked models."""
 
-    placement: str  # cpu | gpu | split
+    placement: str  # cpu | gpu | partial
     factor: float
     models: int
 
@@ -79,10 +79,10 @@ class Measured:
 
 
 def placement(plan: Plan) -> str:
-    """Where a plan runs the layers: all on the CPU, all on the GPU, or split between them."""
+    """Where a plan runs the layers: all on the CPU, all on the GPU, or partly on each."""
     if plan.gpu is None or plan.n_gpu_layers == 0:
         return "cpu"
-    return "gpu" if plan.full_offload else "split"
+    return "gpu" if plan.full_offload else "partial"
 
 
 def bytes_per_token(spec: ModelSpec, plan: Plan) -> tuple[int, int]:

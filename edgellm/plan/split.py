@@ -14,6 +14,7 @@ default context, a q8_0 cache before a smaller context, never below 2048 tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from edgellm.formatting import size
 from edgellm.hw.profile import DeviceProfile
@@ -25,7 +26,7 @@ from edgellm.words import PLAIN, Terms, say
 
 
 @dataclass(frozen=True)
-class Device:
+class SplitDevice:
     """A device that can hold layers: this machine (first) or a worker, with the bytes it can give."""
 
     name: str
@@ -38,7 +39,7 @@ class Device:
 class Share:
     """What one device holds under a split, with the memory it takes."""
 
-    device: Device
+    device: SplitDevice
     first_layer: int
     layers: int
     output: bool  # holds the output layer's weights (this machine)
@@ -82,13 +83,13 @@ class SplitPlan:
         return len(self.shares) - 1
 
 
-def profile_device(profile: DeviceProfile, local: bool) -> Device:
+def profile_device(profile: DeviceProfile, local: bool) -> SplitDevice:
     """What a machine of `profile` can give: a worker's discrete GPU (its free memory less 1 GiB) when its build can
     drive one, else its available RAM less edgellm's margin. This machine runs its layers on the CPU."""
     gpu, _ = usable_gpu(profile)
     if gpu is not None and not gpu.unified_memory and not local:
-        return Device(f"{profile.name} ({gpu.name})", gpu.memory_free_bytes - GPU_MARGIN)
-    return Device(profile.name + (" (this machine)" if local else ""),
+        return SplitDevice(f"{profile.name} ({gpu.name})", gpu.memory_free_bytes - GPU_MARGIN)
+    return SplitDevice(profile.name + (" (this machine)" if local else ""),
                   profile.memory.available_bytes - ram_margin(profile, Wishes()))
 
 
@@ -113,7 +114,7 @@ def layer_counts(n_layers: int, budgets: list[int]) -> list[int]:
     return counts
 
 
-def room_counts(spec: ModelSpec, devices: list[Device], n_ctx: int, kv: str, flash_attn: bool,
+def room_counts(spec: ModelSpec, devices: list[SplitDevice], n_ctx: int, kv: str, flash_attn: bool,
                 n_ubatch: int) -> list[int]:
     """Layers per device in proportion to the room each has for layers: its budget less what it holds whatever its
     share (this machine: the embedding, the output and the logits)."""
@@ -121,7 +122,7 @@ def room_counts(spec: ModelSpec, devices: list[Device], n_ctx: int, kv: str, fla
     return layer_counts(spec.n_layers, [device.budget - cost for device, cost in zip(devices, fixed)])
 
 
-def shares(spec: ModelSpec, devices: list[Device], counts: list[int], n_ctx: int, kv: str, flash_attn: bool,
+def shares(spec: ModelSpec, devices: list[SplitDevice], counts: list[int], n_ctx: int, kv: str, flash_attn: bool,
            n_ubatch: int) -> tuple[Share, ...]:
     """The memory each device takes holding `counts[i]` consecutive layers (this machine first, with the embedding,
     the output and the logits)."""
@@ -144,7 +145,7 @@ def shares(spec: ModelSpec, devices: list[Device], counts: list[int], n_ctx: int
     return tuple(found)
 
 
-def plan_split(spec: ModelSpec, devices: list[Device], ctx: int | None = None, kv: str | None = None,
+def plan_split(spec: ModelSpec, devices: list[SplitDevice], ctx: int | None = None, kv: str | None = None,
                flash_attn: bool = True, n_ubatch: int = 512) -> SplitPlan:
     """Share the layers across `devices` (this machine first) in proportion to their budgets, at the largest context
     (from the default down to 2048, or `ctx` as asked) and the cheapest KV type (f16, then q8_0) that fit every
@@ -216,7 +217,7 @@ def render(plan: SplitPlan, spec: ModelSpec, terms: Terms = PLAIN) -> str:
     return "\n".join(lines)
 
 
-def to_dict(plan: SplitPlan, terms: Terms = PLAIN) -> dict:
+def to_dict(plan: SplitPlan, terms: Terms = PLAIN) -> dict[str, Any]:
     return {"fits": plan.fits, "n_ctx": plan.n_ctx, "kv": plan.kv, "n_gpu_layers": plan.n_gpu_layers,
             "tensor_split": list(plan.tensor_split), "total_bytes": plan.total,
             "notices": [say(notice, terms) for notice in plan.notices],

@@ -12,22 +12,22 @@ import json
 import threading
 import time
 import traceback
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edgellm.session.completion import ChatModel, Prepared
-from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply
-from edgellm.engine.contract import GenerationOptions
-from edgellm.errors import ContextOverflow, TemplateRefused, EdgellmError, WorkerLost, WorkerUnreachable
 from edgellm.api import openai
+from edgellm.api.openai import Answer, ApiError, CompletionRequest
+from edgellm.errors import ContextOverflow, EdgellmError, TemplateRefused, WorkerLost, WorkerUnreachable
 from edgellm.server.config import ServerConfig
 from edgellm.server.metrics import CONTENT_TYPE, Metrics, render
-from edgellm.api.openai import Answer, ApiError, CompletionRequest
 from edgellm.server.scheduler import Ended, Job, QueueFull, Scheduler, ShuttingDown
+from edgellm.session.completion import ChatModel, Prepared
+from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply
 
 RETRY_AFTER_S = 5
 CLIENT_GONE = 499  # nginx's status for a client that closed the connection before the answer
@@ -45,7 +45,7 @@ class ServerState:
     stopping: bool = False
     running: dict[int, Reply] = field(default_factory=dict)  # replies being written, by id: their tokens count live
     log: Callable[[str], None] = lambda line: None
-    _finishing: set[asyncio.Task] = field(default_factory=set)
+    _finishing: set[asyncio.Task[None]] = field(default_factory=set)
 
     def ready_model(self) -> ChatModel:
         if self.stopping:
@@ -55,7 +55,7 @@ class ServerState:
                            kind="server_error", headers={"Retry-After": str(RETRY_AFTER_S)})
         return self.model
 
-    def finish_later(self, job: Job, finish: "_Finish") -> None:
+    def finish_later(self, job: Job, finish: _Finish) -> None:
         """Count and log a request whose client left once its job has ended (at the next token)."""
         async def wait() -> None:
             error = await _wait_end(job)
@@ -195,7 +195,7 @@ def _prepare(model: ChatModel, request: CompletionRequest) -> Prepared:
     return prepared
 
 
-def _refused(error: Exception) -> ApiError:
+def _refused(error: BaseException) -> ApiError:
     """The 503 for a request the scheduler will not take."""
     if isinstance(error, QueueFull):
         return ApiError(503, "the server is busy: the queue of waiting requests is full; retry later", "queue_full",
@@ -212,19 +212,19 @@ async def _complete(state: ServerState, http: Request, chat: bool) -> Response:
     request = parse(body, state.config.defaults, model.n_ctx)
     try:
         state.scheduler.check_room()  # before the prompt is prepared: a refused request costs nothing
-    except (QueueFull, ShuttingDown) as error:
-        raise _refused(error) from None
+    except (QueueFull, ShuttingDown) as refusal:
+        raise _refused(refusal) from None
     prepared = await asyncio.to_thread(_prepare, model, request)
     reply = Reply()
 
-    def work(cancel: threading.Event):
+    def work(cancel: threading.Event) -> Generator[AnswerPiece | ReasoningPiece, None, None]:
         return model.stream(prepared, reply, request.options, cancel)
 
     job = Job(work, asyncio.get_running_loop())
     try:
         state.scheduler.submit(job)
-    except (QueueFull, ShuttingDown) as error:
-        raise _refused(error) from None
+    except (QueueFull, ShuttingDown) as refusal:
+        raise _refused(refusal) from None
     watcher = asyncio.create_task(_watch_disconnect(http, state.scheduler, job))
     finish = _Finish(state, http, reply, started)
     try:
@@ -283,7 +283,7 @@ async def _wait_end(job: Job) -> BaseException | None:
 
 
 async def _stream(state: ServerState, request: CompletionRequest, answer: Answer, job: Job,
-                  watcher: asyncio.Task, finish: "_Finish", text_before: str) -> AsyncIterator[bytes]:
+                  watcher: asyncio.Task[None], finish: _Finish, text_before: str) -> AsyncIterator[bytes]:
     """The reply as server-sent events: pieces as they come (merged when the client reads slower than the model
     writes), then the finish reason, the usage if asked, and [DONE]."""
     error: BaseException | None = None

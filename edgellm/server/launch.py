@@ -13,16 +13,17 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from types import FrameType
 
 import uvicorn
 
-from edgellm.session.completion import ChatModel
 from edgellm.errors import EdgellmError
 from edgellm.server.app import ServerState, create_app
 from edgellm.server.config import ServerConfig
 from edgellm.server.scheduler import Scheduler
+from edgellm.session.completion import ChatModel
 
 API_KEY_ENV = "EDGELLM_API_KEY"
 STOPPED_WHILE_LOADING = -1  # serve's answer when stopped mid-load: the caller exits at once (os._exit), since
@@ -43,7 +44,7 @@ def is_loopback(host: str) -> bool:
     except ValueError:
         pass
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}  # IP families: already a str
     except (socket.gaierror, UnicodeError):
         return False
     return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
@@ -89,7 +90,7 @@ class _Server(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
-    def handle_exit(self, sig: int, frame: object) -> None:
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._loop is not None and not self.should_exit:
             self._loop.call_soon_threadsafe(self._on_exit)  # not in the handler: it may interrupt the scheduler
         super().handle_exit(sig, frame)
@@ -138,7 +139,7 @@ def serve(config: ServerConfig, listen: Listen, load: Callable[[], ChatModel], l
             started = time.perf_counter()
             state.model = load()
             log(f"model loaded in {time.perf_counter() - started:.1f} s; ready")
-        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+        except BaseException as error:
             failure.append(error)
         finally:
             load_over.set()

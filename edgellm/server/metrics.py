@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass
 class Metrics:
-    requests: Counter = field(default_factory=Counter)  # (endpoint, status) -> answers
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)  # (endpoint, status) -> answers
     prompt_tokens: int = 0
     completion_tokens: int = 0  # of finished replies
     prompt_seconds: float = 0.0  # prompt evaluation, up to the first token
@@ -41,7 +41,7 @@ class Metrics:
 def render(metrics: Metrics, waiting: int, running: int, running_tokens: int, loaded: bool,
            now: Callable[[], float] = time.time) -> str:
     """The exposition text; `running_tokens` is the reply in progress, so the token count grows as it is written."""
-    families = [
+    families: list[tuple[str, str, str, list[tuple[dict[str, str], float]]]] = [
         ("edgellm_requests_total", "counter", "Requests answered, by endpoint and HTTP status.",
          [({"endpoint": endpoint, "status": status}, count)
           for (endpoint, status), count in sorted(metrics.requests.items())]),

@@ -11,11 +11,12 @@ import contextlib
 import gc
 import platform
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from edgellm import __version__
+from edgellm import __version__, paths
 from edgellm.bench import results
 from edgellm.bench.measure import BenchRequest, PeakMemory, measure, now_iso
 from edgellm.engine.contract import Model
@@ -32,10 +33,16 @@ from edgellm.session import opening
 from edgellm.session.flags import Flags
 from edgellm.session.host import ModelHost
 from edgellm.storage import store
-from edgellm import paths
 
 CTX_STEP = 256
-T = TypeVar("T")
+class Planned(Protocol):
+    """A plan (or a split's planned model): what `deep_enough` reads of it."""
+
+    @property
+    def n_ctx(self) -> int: ...
+
+
+T = TypeVar("T", bound=Planned)
 
 
 def round_up(n: int, step: int = CTX_STEP) -> int:

@@ -1,7 +1,7 @@
 """One chat session, independent of any terminal: the conversation, its history and its settings.
 
 Front ends drive it (the REPL today, the TUI next): `send` returns a Turn, an iterator of events, which a
-Textual worker or any thread may run; `cancel` may be called from any other thread. One turn at a time: the
+thread of any front end may run; `cancel` may be called from any other thread. One turn at a time: the
 conversation cannot change under a turn in progress. Each piece of a reply is written to the history before
 it is yielded, so whatever a front end shows is saved; a turn that ends early (cancelled, an error, closed
 by its front end) is saved as interrupted.
@@ -11,19 +11,26 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
-from edgellm.storage import disk
+from edgellm.engine.contract import GenerationOptions, settings_record
+from edgellm.errors import (
+    EdgellmError,
+    HistoryUnavailable,
+    InvalidSetting,
+    NoSuchConversation,
+    WorkerLost,
+    WorkerUnreachable,
+)
+from edgellm.events import Notice
 from edgellm.session.completion import ChatModel, reply_notices
 from edgellm.session.events import ChatEvent, Reply, ReplyDone, Timings
-from edgellm.session.history import Conversation, History, SavedMessage
-from edgellm.engine.contract import GenerationOptions, settings_record
-from edgellm.errors import (HistoryUnavailable, InvalidSetting, NoSuchConversation, EdgellmError, WorkerLost,
-                            WorkerUnreachable)
-from edgellm.events import Notice
 from edgellm.session.flags import MODEL_FLAGS
+from edgellm.session.history import Conversation, History, SavedMessage
+from edgellm.storage import disk
 
 SAMPLING_KEYS = ("temp", "top-k", "top-p", "min-p", "repeat-penalty")  # Sampling fields, named as the flags
 OPTION_FIELDS = {"n-predict": "max_tokens", "seed": "seed"}  # GenerationOptions fields
@@ -70,11 +77,11 @@ class SessionStats:
 class Turn:
     """One exchange: iterate it for its events. `cancel()` stops this turn only, even before it starts.
 
-    A front end that stops iterating early (an error while drawing, a worker torn down) must `close()` it, or use
+    A front end that stops iterating early (an error while drawing, a thread torn down) must `close()` it, or use
     it as a context manager: that saves the reply as interrupted and frees the model for the next turn.
     """
 
-    def __init__(self, session: "ChatSession", number: int, text: str | None, keep: int) -> None:
+    def __init__(self, session: ChatSession, number: int, text: str | None, keep: int) -> None:
         self.id = number
         self.text = text  # the new user message; None answers the last one again (regenerate)
         self.keep = keep  # entries kept before this turn: the rest are replaced once the prompt is known to fit
@@ -93,7 +100,7 @@ class Turn:
     def __iter__(self) -> Iterator[ChatEvent]:
         return self._events
 
-    def __enter__(self) -> "Turn":
+    def __enter__(self) -> Turn:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -127,7 +134,7 @@ class ChatSession:
     def opening_notices(self) -> list[Notice]:
         return self.model.opening_notices()
 
-    def settings(self) -> dict[str, Any]:
+    def saved_settings(self) -> dict[str, Any]:
         """The settings in force, saved with a new conversation: the keys `run --json` reports, and the template."""
         return {**settings_record(self.model.model.params, self.options), "template": self.model.template.name}
 
@@ -185,7 +192,7 @@ class ChatSession:
             self._current = Turn(self, self._turns, text, keep())
             return self._current
 
-    def _run(self, turn: Turn) -> Iterator[ChatEvent]:
+    def _run(self, turn: Turn) -> Generator[ChatEvent, None, None]:
         try:
             yield from self._exchange(turn)
         finally:
@@ -245,13 +252,14 @@ class ChatSession:
 
     def _save_user(self, history: History, user: Entry) -> int:
         if self.conversation_id is None:
-            self.conversation_id = history.new_conversation(self.model_name, self.settings())
+            self.conversation_id = history.new_conversation(self.model_name, self.saved_settings())
             if self.system_prompt:
                 history.set_system(self.conversation_id, self.system_prompt)
         user.id = history.add(self.conversation_id, "user", user.content)
         return history.start_reply(self.conversation_id)
 
     def _save_reply_start(self, history: History, user: Entry) -> int:
+        assert self.conversation_id is not None, "a saved user message belongs to a saved conversation"
         return history.start_reply(self.conversation_id)
 
     def _forget_from(self, index: int) -> None:
@@ -337,7 +345,7 @@ class ChatSession:
         InvalidSetting if bad."""
         said = self._apply(key, value.strip())
         if self.conversation_id is not None and self.history is not None and not self._history_lost:
-            self._ask(History.set_settings, self.conversation_id, self.settings())
+            self._ask(History.set_settings, self.conversation_id, self.saved_settings())
         return said
 
     def _apply(self, key: str, value: str) -> str:
@@ -358,6 +366,7 @@ class ChatSession:
         if key not in SAMPLING_KEYS and key not in OPTION_FIELDS:
             raise InvalidSetting(f"unknown setting {key!r}; the settings are {', '.join(SETTINGS)}", key, value)
         flag = next(flag for flag in MODEL_FLAGS if flag.dest == key.replace("-", "_"))
+        assert flag.parse is not None, "every chat setting is a flag with a value"
         try:
             parsed = flag.parse(value)
         except ValueError as error:

@@ -9,17 +9,17 @@ requests and a chat's turns can share one model. It writes no history: the sessi
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
-from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply
-from edgellm.templates.reasoning import ReasoningSplitter, StopMatcher
-from edgellm.templates.sandbox import TemplateLimit
-from edgellm.templates.chat import ChatTemplate, choose, looks_like_base_model
 from edgellm.engine.contract import GenerationOptions, Model
 from edgellm.errors import ContextOverflow, TemplateRefused
 from edgellm.events import Notice
 from edgellm.reasons import reason
+from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply
+from edgellm.templates.chat import ChatTemplate, choose, looks_like_base_model
+from edgellm.templates.reasoning import ReasoningSplitter, StopMatcher
+from edgellm.templates.sandbox import TemplateLimit
 
 MIN_REPLY_ROOM = 64
 Messages = list[dict[str, str]]
@@ -54,7 +54,7 @@ class ChatModel:
         model = cls(engine, choose(own, architecture, llama3), looks_like_base_model(bool(own), names))
         try:
             model.template.compile(*model.special_tokens())  # now, not in the first turn's time to first token
-        except Exception:  # noqa: BLE001 - a broken template is refused when a turn renders it, with its words
+        except Exception:
             pass
         return model
 
@@ -128,13 +128,13 @@ class ChatModel:
         return Prepared(prompt, text_prompt_tokens(self.model, prompt), 0, chat=False)
 
     def stream(self, prepared: Prepared, reply: Reply, options: GenerationOptions = GenerationOptions(),
-               cancel: threading.Event | None = None) -> Iterator[AnswerPiece | ReasoningPiece]:
+               cancel: threading.Event | None = None) -> Generator[AnswerPiece | ReasoningPiece, None, None]:
         """Yield the reply's pieces, filling `reply` as they come; `cancel` stops it, even before it starts."""
         with self._lock:
             yield from self._stream(prepared, reply, options, cancel)
 
     def _stream(self, prepared: Prepared, reply: Reply, options: GenerationOptions,
-                cancel: threading.Event | None) -> Iterator[AnswerPiece | ReasoningPiece]:
+                cancel: threading.Event | None) -> Generator[AnswerPiece | ReasoningPiece, None, None]:
         reply.dropped_messages, reply.n_ctx = prepared.dropped, self.n_ctx
         generation = self.model.generation(prepared.tokens, options, cancel=cancel)
         reply.stats = generation.stats  # its counts grow as tokens come (a server's metrics read them live)

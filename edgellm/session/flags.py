@@ -8,14 +8,15 @@ to its parsers (cli.arguments); the TUI and the chat settings use the same table
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
+from edgellm import paths
 from edgellm.engine.contract import KV_TYPES, GenerationOptions, Sampling
 from edgellm.errors import EdgellmError
 from edgellm.plan.planner import Wishes
-from edgellm import paths
 
 if TYPE_CHECKING:
     from edgellm.engine.endpoint import Endpoint
@@ -231,7 +232,7 @@ def flags_from(args: object, config: dict[str, Any]) -> Flags:
     """The flags given (`args`: an argparse namespace, or anything with the flags' names as attributes) over
     config.toml's values, over the built-in defaults."""
     defaults = {flag.dest: flag.default for flag in MODEL_FLAGS}
-    values = {}
+    values: dict[str, Any] = {}
     for field in fields(Flags):
         if field.name == "rpc":
             values["rpc"] = tuple(getattr(args, "rpc", None) or ())

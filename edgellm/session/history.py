@@ -8,20 +8,21 @@ used from several threads (a Textual worker, a server's request threads): every 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import functools
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
-from edgellm.session.events import Timings
-from edgellm.storage import disk
 from edgellm.errors import HistoryUnavailable
 from edgellm.events import Notice
+from edgellm.session.events import Timings
+from edgellm.storage import disk
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -86,7 +87,7 @@ class SavedMessage:
 def serialized(method: T) -> T:
     """Run the method holding the History's lock: one connection, shared by threads, one call at a time."""
     @functools.wraps(method)
-    def locked(self: "History", *args: Any, **kwargs: Any) -> Any:
+    def locked(self: History, *args: Any, **kwargs: Any) -> Any:
         with self.lock:
             return method(self, *args, **kwargs)
     return locked  # type: ignore[return-value]
@@ -96,7 +97,7 @@ def _process_started(pid: int) -> float | None:
     import psutil
 
     try:
-        return psutil.Process(pid).create_time()
+        return float(psutil.Process(pid).create_time())
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
 
@@ -128,7 +129,7 @@ class History:
         self.recovered = self._mark_orphans_interrupted()
 
     @classmethod
-    def open_or_none(cls, path: Path) -> "History | None":
+    def open_or_none(cls, path: Path) -> History | None:
         """The history, or None with one warning (`disk.report`) when the disk holding it is full or read-only: the
         conversation goes on unsaved. A damaged database is still a HistoryUnavailable."""
         try:
@@ -177,7 +178,7 @@ class History:
         now = time.time()
         cursor = self.db.execute("INSERT INTO conversations (model, settings, created, updated) VALUES (?, ?, ?, ?)",
                                  (model, json.dumps(settings), now, now))
-        return int(cursor.lastrowid)
+        return _row_id(cursor)
 
     @serialized
     def conversations(self) -> list[Conversation]:
@@ -232,7 +233,7 @@ class History:
             "INSERT INTO messages (conversation_id, role, content, created, updated) VALUES (?, ?, ?, ?, ?)",
             (conversation_id, role, content, now, now))
         self._touch(conversation_id, content if role == "user" else None)
-        return int(cursor.lastrowid)
+        return _row_id(cursor)
 
     @serialized
     def delete_messages_from(self, conversation_id: int, message_id: int) -> None:
@@ -263,7 +264,7 @@ class History:
         cursor = self.db.execute(
             "INSERT INTO messages (conversation_id, role, state, writer_pid, writer_started, created, updated) "
             "VALUES (?, 'assistant', 'streaming', ?, ?, ?, ?)", (conversation_id, self.pid, self.pid_started, now, now))
-        return int(cursor.lastrowid)
+        return _row_id(cursor)
 
     @serialized
     def update_reply(self, message_id: int, content: str, reasoning: str) -> None:
@@ -290,3 +291,9 @@ def _timings(saved: str | None) -> Timings | None:
         return Timings.from_dict(json.loads(saved))
     except ValueError:
         return None
+
+
+def _row_id(cursor: sqlite3.Cursor) -> int:
+    """The id of the row an INSERT made."""
+    assert cursor.lastrowid is not None, "an INSERT gives the row's id"
+    return cursor.lastrowid

@@ -13,6 +13,7 @@ import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from edgellm import paths
 from edgellm.engine.contract import Model
 from edgellm.engine.llama_log import LlamaLog
 from edgellm.errors import EdgellmError
@@ -20,7 +21,6 @@ from edgellm.events import Report, ignore
 from edgellm.session.completion import ChatModel
 from edgellm.session.flags import Flags
 from edgellm.session.opening import PlannedModel, plan_model
-from edgellm import paths
 
 if TYPE_CHECKING:
     from edgellm.session.chat import ChatSession

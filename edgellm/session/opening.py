@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from edgellm.engine.contract import LoadParams
 from edgellm.errors import DoesNotFit, EdgellmError, ModelFileError, NoModel
 from edgellm.events import Notice, Report, ignore
-from edgellm.reasons import Reason, reason
 from edgellm.gguf.header import GGUFError
 from edgellm.gguf.quants import parse_quant, rank
 from edgellm.hub.refs import parse_ref
@@ -23,6 +22,7 @@ from edgellm.hw.profile import DeviceProfile, ProfileError
 from edgellm.plan.params import load_params, split_load_params
 from edgellm.plan.planner import Plan, PlanError, Wishes, build_backend, choose_quant, flash_attention, plan
 from edgellm.plan.spec import ModelSpec
+from edgellm.reasons import Reason, reason
 from edgellm.session.flags import Flags
 from edgellm.session.remote import stored_or_pulled
 from edgellm.storage import store
@@ -31,7 +31,7 @@ from edgellm.words import PLAIN, Terms, notice
 
 if TYPE_CHECKING:
     from edgellm.engine.endpoint import Endpoint
-    from edgellm.plan.split import Device, SplitPlan
+    from edgellm.plan.split import SplitDevice, SplitPlan
 
 
 @dataclass(frozen=True)
@@ -209,14 +209,14 @@ def plan_split_model(flags: Flags, endpoints: list[Endpoint], profiles: list[str
     return PlannedModel(ModelChoice(path, spec, None), here, params, split)
 
 
-def worker_device(endpoint: Endpoint) -> Device:
+def worker_device(endpoint: Endpoint) -> SplitDevice:
     """A worker as the split planner sees it: checked (WorkerUnreachable when it cannot be used), named by its
     profile's host name, with the memory it promised (or what it reports, less a margin). `watched` on the device
     says whether it has a side channel to watch while it runs."""
     from edgellm.engine.rpc import check_worker
     from edgellm.engine.side_channel import fetch_profile
     from edgellm.errors import WorkerUnreachable
-    from edgellm.plan.split import Device, worker_budget
+    from edgellm.plan.split import SplitDevice, worker_budget
 
     status = check_worker(endpoint)
     if len(status.devices) != 1:
@@ -224,6 +224,6 @@ def worker_device(endpoint: Endpoint) -> Device:
                                 f"over one device per worker: start one worker per device", str(endpoint))
     document = fetch_profile(endpoint) or {}
     host = (document.get("profile") or {}).get("name")
-    return Device(host if isinstance(host, str) and host else "worker",
+    return SplitDevice(host if isinstance(host, str) and host else "worker",
                   worker_budget(status.free_bytes, document.get("memory_cap_bytes")), str(endpoint),
                   watched=bool(document))

@@ -4,8 +4,9 @@ one asked for), and brought into the store."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Any
 
 from edgellm.errors import DoesNotFit, EdgellmError, NoSuchQuant, OfflineMode
 from edgellm.events import Notice, Report
@@ -40,7 +41,7 @@ class RemoteChoice:
         return f"{self.ref.repo}:{self.group.quant}"
 
 
-def size_only_spec(repo: str, group: QuantFiles, gguf: dict) -> ModelSpec:
+def size_only_spec(repo: str, group: QuantFiles, gguf: dict[str, Any]) -> ModelSpec:
     """A coarse spec for a file whose header cannot be read: its size as one block of weights, and what the
     repo's GGUF metadata on the Hub says (architecture, trained context, chat template)."""
     size = group.size
@@ -100,14 +101,13 @@ def choose_remote(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, plan_fo
                           [g.quant for g in groups])
     readers = [(quant, spec_reader(ref.repo, group, commit, fallbacks)) for quant, group in by_quant.items()]
     try:
-        choice = choose_quant(profile, readers, wishes,
-                              wishes_for=lambda spec, base: _wider(base, spec, profile))
+        chosen = choose_quant(profile, readers, wishes, wishes_for=lambda spec, base: _wider(base, spec, profile))
     except PlanError as error:
         smallest = min(by_quant.values(), key=lambda g: g.size)
         raise DoesNotFit(reason("about", subject=ref.repo, reason=reason(
             "smallest_file", reason=error.reason, quant=smallest.quant, size=smallest.size)), ref.repo) from None
-    return RemoteChoice(ref, commit, by_quant[choice.quant], choice.spec, choice.plan,
-                        choice.considered + tuple(fallbacks))
+    return RemoteChoice(ref, commit, by_quant[chosen.quant], chosen.spec, chosen.plan,
+                        chosen.considered + tuple(fallbacks))
 
 
 def plan_forced_quant(choice: RemoteChoice, spec: ModelSpec, profile: DeviceProfile, wishes: Wishes,

@@ -6,13 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
+from edgellm import paths
 from edgellm.errors import ModelFileError
 from edgellm.gguf.header import GGUFError, GGUFHeader, read_header
 from edgellm.gguf.names import SHARD_RE
 from edgellm.plan.spec import SPEC_VERSION, ModelSpec, model_spec
 from edgellm.storage import disk
-from edgellm import paths
 
 
 def cached_spec(path: Path) -> ModelSpec:
@@ -64,8 +65,8 @@ def load_spec(path: Path, cache_dir: Path | None = None) -> ModelSpec:
         try:
             data = json.loads(cached.read_text())
             if data.get("key") == key:
-                spec = data["spec"]
-                return ModelSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+                fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data["spec"].items()}
+                return ModelSpec(**fields)
         except (ValueError, TypeError, KeyError):
             pass
     first = read_header(path)
@@ -76,7 +77,7 @@ def load_spec(path: Path, cache_dir: Path | None = None) -> ModelSpec:
     return spec
 
 
-def _keep(cached: Path, data: dict) -> None:
+def _keep(cached: Path, data: dict[str, Any]) -> None:
     """Write the cache entry whole or not at all; a full or read-only disk skips it (said once)."""
     partial = cached.with_suffix(".tmp")
     try:

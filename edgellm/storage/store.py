@@ -13,16 +13,16 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterator
 
-from edgellm.storage import disk
 from edgellm import paths
 from edgellm.errors import EdgellmError
 from edgellm.gguf.names import SHARD_RE, opens_a_model
 from edgellm.gguf.quants import parse_quant
+from edgellm.storage import disk
 
 MANIFEST_VERSION = 1
 
@@ -184,8 +184,8 @@ def remove(name: str) -> tuple[StoredModel, bool]:
 
 def import_path(path: Path) -> StoredModel:
     """Use a GGUF where it is (never copied); it gets a store name and an alias."""
-    from edgellm.storage.specs import load_spec, shard_paths
     from edgellm.gguf.header import GGUFError, read_header
+    from edgellm.storage.specs import load_spec, shard_paths
 
     path = path.expanduser().resolve()
     try:

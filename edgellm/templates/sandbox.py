@@ -17,8 +17,9 @@ import functools
 import json
 import re
 import time
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import jinja2
 import jinja2.ext
@@ -75,7 +76,7 @@ def _spend(size: int) -> None:
         raise TemplateLimit(f"it built more than {RENDER_BUDGET:,} characters or items in all")
 
 
-def _expected_size(name: str, value: Any, args: tuple, kwargs: dict) -> int:
+def _expected_size(name: str, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     """An upper bound on the size of what a growing call (`replace`, `indent`, `join`, `center`...) returns,
     checked before the call allocates it. `value` is the text or list worked on (a filter's first argument, a
     method's object); Jinja's own keywords (`_loop_vars`, `_block_vars`) are not arguments."""
@@ -115,7 +116,7 @@ GROWING = {"list", "replace", "indent", "join", "center", "ljust", "rjust", "zfi
            "format_map", "slice", "batch"}
 
 
-def _bounded(name: str, function: Callable[..., Any], value: Any, args: tuple, kwargs: dict) -> Any:
+def _bounded(name: str, function: Callable[..., Any], value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Call `function`, refusing first what would grow past MAX_TEXT, and checking what it returns."""
     _check_time()
     if name == "join":  # a generator's items are counted before they are joined
@@ -185,7 +186,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         # optimized=False: Jinja's optimizer runs filters on constants at compile time, outside every bound
         super().__init__(loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True, optimized=False,
                          extensions=[_IgnoreGenerationTags, jinja2.ext.loopcontrols])
-        self.concat = self.bounded_concat  # type: ignore[assignment]
+        self.concat = self.bounded_concat  # type: ignore[method-assign]  # jinja's concat, bounded
         self.globals.pop("lipsum", None)  # lipsum(n) builds n paragraphs at once; no chat template uses it
         self.filters["tojson"] = _tojson
         for name, function in list(self.filters.items()):
@@ -201,9 +202,10 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         return bounded
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
-        return _Bounds().visit(super()._parse(source, name, filename))
+        bounded: nodes.Template = _Bounds().visit(super()._parse(source, name, filename))
+        return bounded
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - jinja's names
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         name = getattr(__obj, "__name__", "")
         receiver = getattr(__obj, "__self__", getattr(getattr(__obj, "__wrapped__", None), "__self__", None))
         return _bounded(name, lambda *a, **k: super(BoundedEnvironment, __self).call(__context, __obj, *a, **k),

@@ -4,59 +4,65 @@ as screens with the way out, every action in the command palette."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from textual import work
-from textual.app import App, SystemCommand
+from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 
-from edgellm.errors import EdgellmError
-from edgellm.events import Event, Notice, Progress
+from edgellm.tui.base import EdgellmApp
+from edgellm.tui.messages import (
+    ChatWith,
+    ChooseRemote,
+    ModelLoadFailed,
+    ModelLoading,
+    ModelReady,
+    OpenerProgress,
+    ProgressUpdate,
+    ResumeConversation,
+    StoreChanged,
+    WorkNotice,
+)
 from edgellm.tui.words import told
-from edgellm.tui.messages import (ChatWith, ChooseRemote, ModelLoadFailed, ModelLoading, ModelReady, OpenerProgress,
-                                  ProgressUpdate, ResumeConversation, StoreChanged, WorkNotice)
 
 if TYPE_CHECKING:
-    from edgellm.session.history import History
     from edgellm.session.chat import ChatSession
-    from edgellm.hw.profile import DeviceProfile
-    from edgellm.session.flags import Flags
     from edgellm.session.opening import PlannedModel
-    from edgellm.tui.widgets.hardware import Sampler
 
 log = logging.getLogger("edgellm.tui")
 
 
-def _home_screen() -> Screen:
+def _home_screen() -> Screen[None]:
     from edgellm.tui.screens.home import HomeScreen
 
     return HomeScreen()
 
 
-def _models_screen() -> Screen:
+def _models_screen() -> Screen[None]:
     from edgellm.tui.screens.picker import PickerScreen
 
     return PickerScreen()
 
 
-def _convert_screen() -> Screen:
+def _convert_screen() -> Screen[None]:
     from edgellm.tui.screens.convert import ConvertScreen
 
     return ConvertScreen()
 
 
-def _chat_screen() -> Screen:
+def _chat_screen() -> Screen[None]:
     from edgellm.tui.screens.chat import ChatScreen
 
     return ChatScreen()
 
 
-class EdgeApp(App[int]):
-    """edgellm's TUI. `profile` and `sampler` replace this machine's for tests and snapshots."""
+class EdgeApp(EdgellmApp):
+    """edgellm's TUI: its modes, the model host's loads, the actions."""
 
     TITLE = "edgellm"
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: a subclass elsewhere still finds it
@@ -71,57 +77,12 @@ class EdgeApp(App[int]):
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
-    def __init__(self, flags: "Flags", *, profile: "DeviceProfile | None" = None,
-                 sampler: "Sampler | None" = None, history: "History | None" = None, model: str | None = None,
-                 resume: int | None = None, start: str = "home", trouble: "EdgellmError | None" = None) -> None:
-        from edgellm.session.host import ModelHost
-
-        super().__init__()
-        self.host = ModelHost(flags, full_screen=True, report=self.reporter())
-        self._profile = profile
-        self.sampler = sampler
-        self.history = history
-        self.session: ChatSession | None = None
-        self.planned: PlannedModel | None = None
-        self._opening = False  # from the ask to open a model until its load ends
-        self.start_model, self.resume, self.start_mode = model, resume, start
-        self.trouble = trouble  # a problem met before the app started (a history that cannot be opened)
-        self.theme = "textual-dark"
-
-    # what every screen shares
-
-    @property
-    def flags(self) -> "Flags":
-        """The flags the app was started with (config.toml under them), -m being the model in use."""
-        return self.host.flags
-
-    @property
-    def profile(self) -> "DeviceProfile":
-        """The device the screens plan for: this machine (detected once), or the one given."""
-        if self._profile is None:
-            from edgellm.hw.detect import detect_this_machine
-
-            self._profile = detect_this_machine()
-        return self._profile
-
     def on_mount(self) -> None:
         self.switch_mode(self.start_mode)
         if self.trouble is not None:
             self.notify(f"{self.trouble} — chat history is off for this run", severity="warning", timeout=15)
         if self.start_model is not None:  # "": the model the flags name, or the best one stored
             self.post_message(ChatWith(self.start_model))
-
-    def reporter(self, target: "App | Screen | None" = None) -> Callable[[Event], None]:
-        """A `report` for long work on a worker thread: events become messages to `target` (the app)."""
-        receiver = target or self
-
-        def report(event: Event) -> None:
-            if isinstance(event, Progress):
-                receiver.post_message(ProgressUpdate(event))
-            elif isinstance(event, Notice):
-                receiver.post_message(WorkNotice(event))
-
-        return report
 
     def on_work_notice(self, message: WorkNotice) -> None:
         self.notify(told(message.notice), severity="warning" if message.notice.kind == "warning" else "information")
@@ -133,7 +94,7 @@ class EdgeApp(App[int]):
     def on_store_changed(self, message: StoreChanged) -> None:
         self.broadcast(StoreChanged())
 
-    def made_screens(self) -> list[Screen]:
+    def made_screens(self) -> list[Screen[Any]]:
         """Every screen the app has made: the modes' screens and those pushed on them."""
         return [screen for stack in self._screen_stacks.values() for screen in stack]
 
@@ -142,25 +103,13 @@ class EdgeApp(App[int]):
         for screen in self.made_screens():
             screen.post_message(message)
 
-    # errors: shown with the way out, never a traceback, never the app exiting
-
-    def show_error(self, error: BaseException, retry: Callable[[], None] | None = None,
-                   retry_with: Callable[[dict[str, object]], None] | None = None) -> None:
-        """The error with its ways out; `retry_with(changes)` tries again with some flags changed (a context that
-        fits), offered when the error names such a change."""
-        from edgellm.tui.screens.error import ErrorScreen
-
-        if not isinstance(error, EdgellmError):
-            log.error("unexpected error in the TUI", exc_info=error)
-        self.push_screen(ErrorScreen(error, retry, retry_with))
-
     # the model host, its loads on a thread
 
     def on_choose_remote(self, message: ChooseRemote) -> None:
         self.switch_mode("models")
         self.mode_screen("models").post_message(ChooseRemote(message.ref))
 
-    def mode_screen(self, mode: str) -> Screen:
+    def mode_screen(self, mode: str) -> Screen[Any]:
         """The screen a mode was made with (under any dialog pushed on it)."""
         return self._screen_stacks[mode][0]
 
@@ -189,24 +138,27 @@ class EdgeApp(App[int]):
         self._load(model, previous, changes or {})
 
     @work(thread=True, group="load", exit_on_error=False)
-    def _load(self, model: str, previous: "ChatSession | None", changes: dict[str, object]) -> None:
+    def _load(self, model: str, previous: ChatSession | None, changes: dict[str, object]) -> None:
         flags = replace(self.host.flags, model=model, hf_repo=None) if model else self.host.flags
         flags = replace(flags, **changes)  # type: ignore[arg-type]
         try:
             self.host.open(flags)  # a -hf model is pulled first; the model in use stays if planning fails
             session = self.host.chat(self.history)
-        except Exception as error:  # noqa: BLE001 - shown, logged, and the app goes on with the model it has
+        except Exception as error:
             kept = previous if previous is not None and self.host.model is previous.model else None
             self.post_message(LoadEnded(None, None, error, model, kept, self.host.planned if kept else None))
             return
         self.post_message(LoadEnded(session, self.host.planned, None, model, None, None))
 
-    def on_load_ended(self, message: "LoadEnded") -> None:
+    def on_load_ended(self, message: LoadEnded) -> None:
         self._opening = False
         if message.session is not None:
+            assert message.planned is not None  # a session comes with its plan (the host's, set together)
             self.post_message(ModelReady(message.session, message.planned))
             return
+        assert message.error is not None  # no session: the load failed
         if message.kept is not None:
+            assert message.kept_plan is not None  # the host keeps its model and plan together
             self.session, self.planned = message.kept, message.kept_plan
             self.broadcast(ModelReady(message.kept, message.kept_plan))
         else:
@@ -223,7 +175,7 @@ class EdgeApp(App[int]):
             self.mode_screen("chat").post_message(ResumeConversation(resume))
 
     async def action_quit(self) -> None:
-        """Stop what runs on worker threads (a reply, a download, a conversion), then leave: the process would
+        """Stop what runs on threads (a reply, a download, a conversion), then leave: the process would
         otherwise wait for them."""
         for screen in self.made_screens():
             stop = getattr(screen, "stop_work", None)
@@ -245,7 +197,7 @@ class EdgeApp(App[int]):
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
 
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield SystemCommand("Home", "the hardware, the local models and what fits (F2)",
                             lambda: self.switch_mode("home"))
         yield SystemCommand("Models", "pick a model: the store and the catalog, with downloads (F3)",
@@ -262,10 +214,10 @@ class EdgeApp(App[int]):
 
 
 class LoadEnded(Message):
-    """The load worker's outcome: a session, or the error with the session kept (planning failed) if any."""
+    """The load's outcome: a session, or the error with the session kept (planning failed) if any."""
 
-    def __init__(self, session: "ChatSession | None", planned: "PlannedModel | None", error: BaseException | None,
-                 model: str, kept: "ChatSession | None", kept_plan: "PlannedModel | None") -> None:
+    def __init__(self, session: ChatSession | None, planned: PlannedModel | None, error: BaseException | None,
+                 model: str, kept: ChatSession | None, kept_plan: PlannedModel | None) -> None:
         super().__init__()
         self.session, self.planned, self.error, self.model = session, planned, error, model
         self.kept, self.kept_plan = kept, kept_plan

@@ -6,7 +6,7 @@ import re
 import shutil
 import subprocess
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -25,7 +25,7 @@ def system_tool() -> tuple[str, ...] | None:
     return next((tool for tool in TOOLS if shutil.which(tool[0])), None)
 
 
-def copy(app: "App", text: str) -> str:
+def copy(app: App[Any], text: str) -> str:
     """Copy `text` every way available; returns how, in words, for a notification. The system tool runs on a
     thread: xclip stays behind to serve the selection, and the UI must not wait for it."""
     app.copy_to_clipboard(text)  # OSC 52: the terminal puts it on the clipboard, even over SSH

@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from edgellm.storage import disk
 from edgellm import paths
 from edgellm.errors import EdgellmError
 from edgellm.session.flags import Flags
+from edgellm.storage import disk
 
 if TYPE_CHECKING:
     from edgellm.tui.app import EdgeApp
-    from edgellm.tui.words import told
 
 
 def run_tui(flags: Flags, *, model: str | None = None, resume: int | None = None,
@@ -25,20 +24,20 @@ def run_tui(flags: Flags, *, model: str | None = None, resume: int | None = None
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     except OSError:
         pass  # no log on a read-only or full disk: the app still runs
-    told = disk.report
+    reported_before = disk.report
     app = None
     try:
         app = open_app(flags, model=model, resume=resume, use_history=use_history, start=start)
         app.run()
         return app.return_code or 0
     finally:
-        disk.report = told
+        disk.report = reported_before
         if app is not None and app.history is not None:
             app.history.close()
 
 
 def open_app(flags: Flags, *, model: str | None = None, resume: int | None = None,
-             use_history: bool = True, start: str = "home") -> "EdgeApp":
+             use_history: bool = True, start: str = "home") -> EdgeApp:
     """The app, with `disk.report` pointed at its toasts, then its history: on a full or read-only disk none, and
     a toast saying so in the words `chat` uses; a damaged database is said on its first screen."""
     from edgellm.session.history import History

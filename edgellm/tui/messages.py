@@ -11,8 +11,8 @@ from textual.message import Message
 from edgellm.events import Notice, Progress
 
 if TYPE_CHECKING:
-    from edgellm.session.events import Reply
     from edgellm.session.chat import ChatSession
+    from edgellm.session.events import Reply
     from edgellm.session.opening import PlannedModel
 
 
@@ -35,7 +35,7 @@ class ReplyNotice(Message):
 class ReplyFinished(Message):
     """The turn is over: the whole reply with its timings (interrupted when stopped early)."""
 
-    def __init__(self, reply: "Reply") -> None:
+    def __init__(self, reply: Reply) -> None:
         super().__init__()
         self.reply = reply
 
@@ -90,7 +90,7 @@ class ModelLoading(Message, bubble=False):
 class ModelReady(Message, bubble=False):
     """A model is loaded and its chat session made."""
 
-    def __init__(self, session: "ChatSession", planned: "PlannedModel") -> None:
+    def __init__(self, session: ChatSession, planned: PlannedModel) -> None:
         super().__init__()
         self.session, self.planned = session, planned
 

@@ -11,8 +11,8 @@ tested once end to end on the real model (the integration tier).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from edgellm.engine.contract import GenerationOptions, GenerationStats, LoadParams
 from edgellm.engine.loop_guard import LoopGuard

@@ -8,8 +8,8 @@ import json
 import sys
 from typing import Any
 
-from edgellm.formatting import mib
 from edgellm.cli.arguments import add_model_flags, add_rpc_flag, argument_type
+from edgellm.formatting import mib
 from edgellm.session.flags import SAMPLING_DESTS, non_negative_int, positive_int
 
 NAME = "bench"

@@ -22,11 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from edgellm import paths
     from edgellm.cli.host import open_host
     from edgellm.cli.repl import Repl
     from edgellm.session.flags import flags_of
     from edgellm.session.history import History
-    from edgellm import paths
 
     flags = flags_of(args)
     _check_resume(args.resume, args.no_history)  # before a long model load
@@ -53,8 +53,8 @@ def main(args: argparse.Namespace) -> int:
 def _check_resume(resume: int | None, no_history: bool) -> None:
     """--resume names a saved conversation, and the history is on."""
     from edgellm import paths
-    from edgellm.session.history import History
     from edgellm.errors import EdgellmError
+    from edgellm.session.history import History
 
     if resume is None:
         return

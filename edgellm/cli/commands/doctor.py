@@ -12,12 +12,17 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from edgellm.formatting import gib
 from edgellm import __version__
-from edgellm.hw import buildconfig
-from edgellm.engine.child import module_command
 from edgellm.cli.arguments import add_rpc_flag
+from edgellm.engine.child import module_command
+from edgellm.formatting import gib
+from edgellm.hw import buildconfig
+
+if TYPE_CHECKING:
+    from edgellm.engine.endpoint import Endpoint
+    from edgellm.hw.profile import DeviceProfile
 
 NAME = "doctor"
 HELP = "check the llama.cpp build (one-token self-test in a child process) and the GPU setup"
@@ -32,13 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_rpc_flag(parser, "also check these RPC workers (`edgellm worker`): reachable, protocol version, memory")
 
 
-def check_workers(endpoints) -> tuple[list[dict], list[str]]:
+def check_workers(endpoints: list[Endpoint]) -> tuple[list[dict[str, Any]], list[str]]:
     """Each worker as doctor reports it, and the problems found (a worker that cannot be used, with the way out)."""
     from edgellm.engine.rpc import check_worker
-    from edgellm.errors import WorkerUnreachable
     from edgellm.engine.side_channel import fetch_profile
+    from edgellm.errors import WorkerUnreachable
 
-    found, problems = [], []
+    found: list[dict[str, Any]] = []
+    problems: list[str] = []
     for endpoint in endpoints:
         try:
             status = check_worker(endpoint)
@@ -61,10 +67,10 @@ class SelfTest:
     """What the child process reported before it exited (or died)."""
 
     returncode: int
-    records: list[dict] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
     stderr: str = ""
 
-    def record(self, step: str) -> dict | None:
+    def record(self, step: str) -> dict[str, Any] | None:
         return next((record for record in self.records if record.get("step") == step), None)
 
     @property
@@ -88,7 +94,7 @@ def run_selftest(model: Path, timeout: float = SELFTEST_TIMEOUT_S) -> SelfTest:
     return SelfTest(done.returncode, parse_records(done.stdout), done.stderr)
 
 
-def parse_records(stdout: str) -> list[dict]:
+def parse_records(stdout: str) -> list[dict[str, Any]]:
     records = []
     for line in stdout.splitlines():
         try:
@@ -122,7 +128,7 @@ def diagnose(test: SelfTest, cpu_flags: set[str], cmake_args: list[str]) -> list
     return [f"the self-test failed: {reason}", f"if llama_cpp is missing or broken: {rebuild}"]
 
 
-def gpu_findings(profile, build_backend: str | None, gpu_offload: bool | None) -> list[str]:
+def gpu_findings(profile: DeviceProfile, build_backend: str | None, gpu_offload: bool | None) -> list[str]:
     """A GPU this build cannot use, and the command that rebuilds for it."""
     findings = []
     for gpu in profile.gpus:
@@ -145,7 +151,7 @@ def main(args: argparse.Namespace) -> int:
         model = Path(args.model) if args.model else tiny_model(Path(tmp))
         test = run_selftest(model)
     info = test.record("system_info") or {}
-    problems = diagnose(test, cpu_flags, safe_args) + gpu_findings(profile, build and build.get("backend"),
+    problems = diagnose(test, cpu_flags, safe_args) + gpu_findings(profile, build.get("backend") if build else None,
                                                                    info.get("gpu_offload"))
     workers, worker_problems = check_workers(args.rpc) if args.rpc else ([], [])
     problems += worker_problems
@@ -176,9 +182,14 @@ def tiny_model(folder: Path) -> Path:
     return write_tiny_llama(folder / "tiny-selftest.gguf")
 
 
-def render(report: dict) -> str:
+def render(report: dict[str, Any]) -> str:
     build = report["build"]
     token = next((step for step in report["selftest"]["steps"] if step.get("step") == "token"), None)
+    if report["selftest"]["passed"]:
+        assert token is not None  # a self-test passes by writing its token step
+        selftest = f"passed (one token in {token['ms']} ms)"
+    else:
+        selftest = "FAILED"
     lines = [
         f"edgellm {report['edgellm']} on Python {report['python']}",
         "llama.cpp build: " + (f"llama-cpp-python {build['llama_cpp_python']}, backend {build['backend']}"
@@ -187,7 +198,7 @@ def render(report: dict) -> str:
         "CPU library: " + (report["cpu_library"] or "unknown"),
         "devices: " + (", ".join(report["devices"]) or "unknown"),
         f"GPU offload: {'yes' if report['gpu_offload'] else 'no'}",
-        "self-test: " + (f"passed (one token in {token['ms']} ms)" if report["selftest"]["passed"] else "FAILED"),
+        "self-test: " + selftest,
     ]
     for worker in report.get("workers", []):
         if worker["reachable"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 NAME = "export"
 HELP = "print a saved conversation as Markdown or JSON"
@@ -29,7 +30,7 @@ def main(args: argparse.Namespace) -> int:
     if args.format == "json":
         out = []
         for m in messages:
-            item = {"role": m.role, "content": m.content}
+            item: dict[str, Any] = {"role": m.role, "content": m.content}
             if m.role == "assistant":
                 item.update(interrupted=m.interrupted, timings=m.timings.as_dict() if m.timings else None)
                 if m.reasoning:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgellm.session.history import History
 
 NAME = "history"
 HELP = "list saved conversations (history rm ID deletes one)"
@@ -16,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the list as JSON")
 
 
-def open_history():
+def open_history() -> History:
     """The history database; a HistoryUnavailable (a EdgellmError) names the way out when it cannot be used."""
     from edgellm import paths
     from edgellm.session.history import History

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any
 
 NAME = "ls"
 HELP = "list the stored models (--all: also GGUFs in the Hugging Face cache, LM Studio and llama.cpp's cache)"
@@ -19,7 +20,7 @@ def main(args: argparse.Namespace) -> int:
     from edgellm.formatting import gib
     from edgellm.storage import store
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     folder = store.store_dir()
     for model in store.load_models().values():
         rows.append({"name": model.name, "alias": model.alias, "repo": model.repo, "quant": model.quant,

@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgellm.cli.arguments import add_model_flags, add_rpc_flag
+
+if TYPE_CHECKING:
+    from edgellm.engine.endpoint import Endpoint
+    from edgellm.hw.profile import DeviceProfile
+    from edgellm.session.flags import Flags
+    from edgellm.session.opening import ModelChoice
 
 NAME = "plan"
 HELP = "show the chosen n_gpu_layers, context, threads and KV cache, with the memory budget behind them"
@@ -40,27 +47,30 @@ def main(args: argparse.Namespace) -> int:
     return show(choice, profile, args.json)
 
 
-def plan_remote(flags, profile):
+def plan_remote(flags: Flags, profile: DeviceProfile) -> ModelChoice | None:
     """-hf of a model not yet stored: plan it from the Hub listing and headers, downloading nothing."""
     from edgellm.hub.refs import parse_ref
     from edgellm.session import opening
     from edgellm.session.remote import choose_remote
     from edgellm.storage import store
 
+    assert flags.hf_repo is not None  # main calls this for -hf only
     ref = parse_ref(flags.hf_repo)
     if store.find(ref.name) is not None:
         return None
     remote = choose_remote(ref, profile, flags.wishes())
+    assert remote.spec is not None  # planned: choose_remote plans a forced quant too (plan_forced)
     return opening.ModelChoice(Path(remote.spec.path), remote.spec, remote.plan,
                                remote.considered if not ref.quant else ())
 
 
-def show(choice, profile, as_json: bool) -> int:
+def show(choice: ModelChoice, profile: DeviceProfile, as_json: bool) -> int:
     from edgellm.bench.results import speed_of
     from edgellm.cli.words import CLI
     from edgellm.plan import report
     from edgellm.words import say
 
+    assert choice.plan is not None  # a model for this machine alone (a split is show_split's)
     speed, measured = speed_of(profile, choice.spec, choice.plan)
     if as_json:
         data = report.to_dict(choice.plan, choice.spec, profile, speed, measured, CLI)
@@ -77,7 +87,7 @@ def show(choice, profile, as_json: bool) -> int:
     return 0
 
 
-def show_split(flags, profiles: list[str], endpoints, as_json: bool) -> int:
+def show_split(flags: Flags, profiles: list[str], endpoints: list[Endpoint], as_json: bool) -> int:
     """`plan --profile A --profile B` or `plan --rpc HOST:PORT,...`: the model's layers shared across machines."""
     from edgellm.cli.words import CLI
     from edgellm.plan.split import to_dict
@@ -85,6 +95,7 @@ def show_split(flags, profiles: list[str], endpoints, as_json: bool) -> int:
 
     planned = opening.plan_split_model(flags, endpoints, profiles)
     path, spec, split = planned.choice.path, planned.choice.spec, planned.split
+    assert split is not None  # plan_split_model always splits
     if as_json:
         print(json.dumps({"model": {"path": str(path), "architecture": spec.architecture, "quant": spec.file_type,
                                     "n_layers": spec.n_layers, "file_bytes": spec.file_bytes},

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from edgellm.cli.progress import ProgressLine
 from edgellm.cli.arguments import argument_type
+from edgellm.cli.progress import ProgressLine
 from edgellm.session.flags import non_negative_int
 
 NAME = "pull"
@@ -26,7 +26,6 @@ def main(args: argparse.Namespace) -> int:
     from edgellm.cli.words import CLI
     from edgellm.errors import OfflineMode
     from edgellm.formatting import gib
-    from edgellm.words import notice, say
     from edgellm.hub import client
     from edgellm.hub.refs import parse_ref
     from edgellm.plan import report
@@ -35,6 +34,7 @@ def main(args: argparse.Namespace) -> int:
     from edgellm.session.remote import choose_remote, plan_forced_quant, pull
     from edgellm.storage import store
     from edgellm.storage.specs import read_spec
+    from edgellm.words import notice, say
 
     ref = parse_ref(args.ref)
     profile = opening.profile_named(args.profile)
@@ -52,6 +52,7 @@ def main(args: argparse.Namespace) -> int:
         model = pull(choice, show)
         if choice.plan is None:  # a forced quant: planned from the file now on disk
             choice = plan_forced_quant(choice, read_spec(model.path(store.store_dir())), profile, wishes)
+    assert choice.plan is not None and choice.spec is not None  # planned: by choose_remote or from the file
     if choice.warning:
         show(notice(choice.warning, "warning"))
     if args.json:

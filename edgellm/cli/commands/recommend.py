@@ -21,9 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from edgellm.bench import results
     from edgellm.catalog.recommend import recommend
+    from edgellm.formatting import gib
     from edgellm.hub import client
     from edgellm.session import opening
-    from edgellm.formatting import gib
     from edgellm.session.flags import config_wishes
 
     profile = opening.profile_named(args.profile)

@@ -8,8 +8,8 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from edgellm.errors import EdgellmError
 from edgellm.cli.arguments import add_model_flags, add_rpc_flag
+from edgellm.errors import EdgellmError
 
 if TYPE_CHECKING:
     from edgellm.engine.contract import GenerationOptions
@@ -41,7 +41,8 @@ def read_prompt(args: argparse.Namespace) -> str:
         return sys.stdin.read()
     if args.prompt is None:
         raise EdgellmError("no prompt: pass -p TEXT, -p - to read stdin, or -f FILE")
-    return args.prompt
+    prompt: str = args.prompt  # -p TEXT
+    return prompt
 
 
 def main(args: argparse.Namespace) -> int:

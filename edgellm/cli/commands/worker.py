@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
+from typing import TYPE_CHECKING
 
 from edgellm.cli.arguments import argument_type
 from edgellm.session.flags import positive_int
+
+if TYPE_CHECKING:
+    from edgellm.engine.endpoint import Endpoint
 
 NAME = "worker"
 HELP = "serve this device's CPU (or GPU) to other edgellm processes (llama.cpp's RPC backend)"
@@ -39,13 +44,13 @@ def main(args: argparse.Namespace) -> int:
 
     from edgellm import paths
     from edgellm.engine import rpc
-    from edgellm.engine.endpoint import Endpoint
     from edgellm.engine.backends import GPU_KINDS, devices, gpu_memory_free
+    from edgellm.engine.endpoint import Endpoint
+    from edgellm.engine.side_channel import ProfileServer, profile_document, side_channel
     from edgellm.errors import EdgellmError
+    from edgellm.formatting import gib
     from edgellm.hw.detect import detect_this_machine
     from edgellm.plan.planner import GPU_MARGIN, Wishes, ram_margin
-    from edgellm.engine.side_channel import ProfileServer, profile_document, side_channel
-    from edgellm.formatting import gib
 
     if ":" in args.host:
         raise EdgellmError(f"--host {args.host}: llama.cpp's RPC speaks IPv4 only; give an IPv4 address such as "
@@ -121,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
     os._exit(0)  # llama.cpp's server thread never returns: leave without waiting for it
 
 
-def listening(endpoint, server, timeout: float = 30.0) -> bool:
+def listening(endpoint: Endpoint, server: threading.Thread, timeout: float = 30.0) -> bool:
     """Wait until llama.cpp's server accepts connections (True), or its thread has ended or `timeout` passed."""
     import socket
     import time

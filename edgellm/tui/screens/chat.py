@@ -1,14 +1,15 @@
 """The chat: the conversation streamed as Markdown, the history beside it, the status line under it.
 
-Every turn is the chat session's: this screen sends, stops and shows. A thread worker iterates the turn and
+Every turn is the chat session's: this screen sends, stops and shows. A thread iterates the turn and
 posts the reply in batches (never one UI call per token, never waiting on the UI).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import ComposeResult
@@ -18,12 +19,20 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, Static
 
-from edgellm.session.events import AnswerPiece, ReasoningPiece, ReplyDone, Timings
 from edgellm.errors import EdgellmError
 from edgellm.events import Notice
+from edgellm.session.events import AnswerPiece, ReasoningPiece, ReplyDone, Timings
 from edgellm.tui.clipboard import code_blocks, copy
-from edgellm.tui.messages import (ModelLoadFailed, ModelLoading, ModelReady, OpenerProgress, ReplyFinished, ReplyNotice, ReplyPieces,
-                                  ResumeConversation)
+from edgellm.tui.messages import (
+    ModelLoadFailed,
+    ModelLoading,
+    ModelReady,
+    OpenerProgress,
+    ReplyFinished,
+    ReplyNotice,
+    ReplyPieces,
+    ResumeConversation,
+)
 from edgellm.tui.widgets.conversations import ConversationList
 from edgellm.tui.widgets.message import ChatMessage, reply_meta
 from edgellm.tui.widgets.modebar import ModeBar
@@ -32,9 +41,12 @@ from edgellm.tui.widgets.status import StatusLine, status_text
 from edgellm.tui.words import told
 
 if TYPE_CHECKING:
-    from edgellm.session.history import SavedMessage
+    from textual import getters
+
     from edgellm.session.chat import ChatSession, Turn
+    from edgellm.session.history import Conversation, SavedMessage
     from edgellm.session.opening import PlannedModel
+    from edgellm.tui.base import EdgellmApp
 
 BATCH_S = 0.1  # reply text reaches the screen at most this often (the first piece at once)
 SIDEBAR_MIN_WIDTH = 100  # below this terminal width the history starts hidden
@@ -48,8 +60,11 @@ class TurnFailed(Message):
         self.error = error
 
 
-class ChatScreen(Screen):
+class ChatScreen(Screen[None]):
     """The conversation with the loaded model."""
+
+    if TYPE_CHECKING:
+        app = getters.app(EdgellmApp)  # for the type checker only: the app is edgellm's
 
     DEFAULT_CSS = """
     ChatScreen #chat-body { height: 1fr; }
@@ -129,7 +144,7 @@ class ChatScreen(Screen):
     def on_model_ready(self, message: ModelReady) -> None:
         self._use_session(message.session, message.planned)
 
-    def _use_session(self, session: "ChatSession", planned: "PlannedModel | None") -> None:
+    def _use_session(self, session: ChatSession, planned: PlannedModel | None) -> None:
         self.session, self.planned = session, planned
         self.state, self.timings, self.context_used = "", None, None
         self._leave_editing()
@@ -167,8 +182,8 @@ class ChatScreen(Screen):
         self._mount(ChatMessage("user", text))
         self._show_reply(turn)
 
-    def _show_reply(self, turn: "Turn") -> None:
-        """The reply's place on screen, then the turn on a worker. The model starts once the screen is drawn: on
+    def _show_reply(self, turn: Turn) -> None:
+        """The reply's place on screen, then the turn on a thread. The model starts once the screen is drawn: on
         a small machine, layout work beside the prompt's evaluation slows both (measured: TTFT +40%)."""
         self.reply = ChatMessage("assistant")
         self._mount(self.reply)
@@ -177,7 +192,7 @@ class ChatScreen(Screen):
         self.call_after_refresh(self._run_turn, turn)
 
     @work(thread=True, group="reply", exit_on_error=False)
-    def _run_turn(self, turn: "Turn") -> None:
+    def _run_turn(self, turn: Turn) -> None:
         answer: list[str] = []
         reasoning: list[str] = []
         flushed_at: float | None = None
@@ -207,7 +222,7 @@ class ChatScreen(Screen):
                         continue
                     if flushed_at is None or time.monotonic() - flushed_at >= BATCH_S:
                         flush()
-        except Exception as error:  # noqa: BLE001 - a EdgellmError with its way out, or logged and shown
+        except Exception as error:
             self.post_message(TurnFailed(error))
             return
         if finished is not None:
@@ -326,8 +341,11 @@ class ChatScreen(Screen):
 
         session = self._ready()
         if session is not None:
-            self.app.push_screen(SettingsScreen(session), lambda applied: applied and self.app.notify(
-                "settings applied to this conversation"))
+            def applied(done: bool | None) -> None:
+                if done:
+                    self.app.notify("settings applied to this conversation")
+
+            self.app.push_screen(SettingsScreen(session), applied)
 
     def action_toggle_history(self) -> None:
         sidebar = self.query_one(ConversationList)
@@ -430,7 +448,7 @@ class ChatScreen(Screen):
         self._refresh_history()
         self.query_one(PromptInput).focus()
 
-    def _show_saved(self, saved: "list[SavedMessage]") -> None:
+    def _show_saved(self, saved: list[SavedMessage]) -> None:
         self._clear_messages()
         last = None
         for message in saved:
@@ -445,7 +463,7 @@ class ChatScreen(Screen):
         self.context_used = last.context_used if last else None
         self._show_status()
 
-    def _conversations(self) -> list:
+    def _conversations(self) -> list[Conversation]:
         if self.session is None:
             return []
         try:
@@ -461,7 +479,7 @@ class ChatScreen(Screen):
 
     # helpers
 
-    def _ready(self, quiet: bool = False) -> "ChatSession | None":
+    def _ready(self, quiet: bool = False) -> ChatSession | None:
         """The session, when a model is loaded and no reply is being written; else a notice and None."""
         if self.session is None:
             if not quiet:

@@ -1,11 +1,12 @@
 """Convert a transformers checkpoint (a local folder or a Hub repo) to GGUF, quantized, into the store; the work is
-edgellm.convert.pipeline's, run on a worker thread, with progress, notices and a Cancel button."""
+edgellm.convert.pipeline's, run on a thread, with progress, notices and a Cancel button."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import ComposeResult
@@ -17,10 +18,15 @@ from textual.widgets import Button, Footer, Header, Input, Label, Log, ProgressB
 from edgellm.convert.hf_config import SUPPORTED_QUANTS
 from edgellm.errors import Cancelled
 from edgellm.formatting import progress as progress_text
-from edgellm.tui.words import told
 from edgellm.tui.messages import ChatWith, ProgressUpdate, StoreChanged, WorkNotice
 from edgellm.tui.screens.stoppable import StoppableJob
 from edgellm.tui.widgets.modebar import ModeBar
+from edgellm.tui.words import told
+
+if TYPE_CHECKING:
+    from textual import getters
+
+    from edgellm.tui.base import EdgellmApp
 
 STEPS = (("download", "fetching the checkpoint"), ("convert", "converting"), ("quantize", "quantizing"))
 
@@ -31,8 +37,11 @@ def local_source(text: str) -> Path | None:
     return path if path.is_dir() else None
 
 
-class ConvertScreen(StoppableJob, Screen):
+class ConvertScreen(StoppableJob, Screen[None]):
     """A checkpoint and a quant in; the GGUF in the store out, with the steps' progress and a way to stop."""
+
+    if TYPE_CHECKING:
+        app = getters.app(EdgellmApp)  # for the type checker only: the app is edgellm's
 
     STATE_LABEL = "#convert-state"
 
@@ -85,7 +94,7 @@ class ConvertScreen(StoppableJob, Screen):
         return self._cancel is not None
 
     def start(self) -> None:
-        """Convert what the form names, on a worker thread."""
+        """Convert what the form names, on a thread."""
         text = self.query_one("#convert-source", Input).value.strip()
         if not text:
             self.app.notify("name a checkpoint folder or a Hub repo first", severity="warning")
@@ -115,7 +124,7 @@ class ConvertScreen(StoppableJob, Screen):
                                        wishes=self.app.flags.wishes())
         except Cancelled:
             self.app.call_from_thread(self._ended, "stopped: nothing was kept (a Hub download resumes)", None)
-        except Exception as error:  # noqa: BLE001 - UserErrors and the unexpected alike: shown, never a crash
+        except Exception as error:
             self.app.call_from_thread(self._ended, f"failed: {text}", None)
             self.app.call_from_thread(self.app.show_error, error, self.start)
         else:
@@ -166,9 +175,9 @@ class ConvertScreen(StoppableJob, Screen):
         elif event.button.id == "convert-chat" and self._result is not None:
             self.app.post_message(ChatWith(str(self._result)))
 
-    def commands(self) -> list[tuple[str, str, Callable[[], None]]]:
+    def commands(self) -> list[tuple[str, str, Callable[[], object]]]:
         """The screen's actions for the command palette."""
-        found: list[tuple[str, str, Callable[[], None]]] = [
+        found: list[tuple[str, str, Callable[[], object]]] = [
             ("Convert a checkpoint", "a local folder or a Hub repo, to GGUF in the store",
              lambda: self.query_one("#convert-source", Input).focus()),
         ]

@@ -3,7 +3,7 @@ nearest fit among them: open the model with the context that fits)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from textual.app import ComposeResult
 from textual.binding import Binding

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import ComposeResult
@@ -18,8 +19,11 @@ from edgellm.tui.widgets.modebar import ModeBar
 from edgellm.tui.words import said
 
 if TYPE_CHECKING:
+    from textual import getters
+
     from edgellm.catalog.inventory import ModelFile
     from edgellm.catalog.recommend import Pick
+    from edgellm.tui.base import EdgellmApp
 
 FIRST_RUN = ("No models in the store yet: pick one found on this machine below, "
              "or a recommended one to download")
@@ -31,16 +35,19 @@ PICK_COLUMNS = (("name", "name"), ("quant", "quant"), ("size", "size"), ("where"
 
 
 class ListsReady(Message):
-    """The worker's result: the local models, the recommended ones, whether the store is empty, what ails it."""
+    """The lists, computed on a thread: the local models, the recommended ones, whether the store is empty, what ails it."""
 
-    def __init__(self, local: "list[ModelFile]", picks: "list[Pick]", store_empty: bool,
+    def __init__(self, local: list[ModelFile], picks: list[Pick], store_empty: bool,
                  problem: str | None) -> None:
         super().__init__()
         self.local, self.picks, self.store_empty, self.problem = local, picks, store_empty, problem
 
 
-class HomeScreen(Screen):
+class HomeScreen(Screen[None]):
     """Hardware panel, local models (Enter: chat with one), recommended models (Enter: the models screen)."""
+
+    if TYPE_CHECKING:
+        app = getters.app(EdgellmApp)  # for the type checker only: the app is edgellm's
 
     DEFAULT_CSS = """
     HomeScreen {
@@ -82,10 +89,10 @@ class HomeScreen(Screen):
         yield ModeBar("home")
         yield HardwarePanel(id="hardware")
         yield Static(id="home-banner")
-        local = DataTable(id="local-models", cursor_type="row", zebra_stripes=True)
+        local: DataTable[str] = DataTable(id="local-models", cursor_type="row", zebra_stripes=True)
         local.border_title = "On this machine (Enter: chat)"
         yield local
-        picks = DataTable(id="recommended-models", cursor_type="row", zebra_stripes=True)
+        picks: DataTable[str] = DataTable(id="recommended-models", cursor_type="row", zebra_stripes=True)
         picks.border_title = "Recommended for it, estimated (Enter: plan and download)"
         yield picks
         yield Footer(compact=True)
@@ -117,7 +124,7 @@ class HomeScreen(Screen):
             wishes = self.app.flags.wishes()  # the margins and context the app opens models with
             local = inventory.local_models(profile, wishes)
             picks = inventory.recommended(profile, wishes)
-        except Exception as error:  # noqa: BLE001 - shown as an error screen, the app goes on
+        except Exception as error:
             self.app.call_from_thread(self.app.show_error, error, self.refresh_lists)
             return
         self.post_message(ListsReady(local, picks, inventory.store_is_empty(), inventory.store_problem()))

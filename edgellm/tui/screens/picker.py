@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import ComposeResult
@@ -14,24 +15,28 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, ProgressBar, TabbedContent, TabPane
 
-from edgellm.storage import store
 from edgellm.errors import Cancelled, EdgellmError
-from edgellm.formatting import progress as progress_text, size
+from edgellm.formatting import progress as progress_text
+from edgellm.formatting import size
+from edgellm.storage import store
 from edgellm.tui.messages import ChatWith, ChooseRemote, ProgressUpdate, StoreChanged
 from edgellm.tui.screens.stoppable import StoppableJob
 from edgellm.tui.widgets.modebar import ModeBar
 
 if TYPE_CHECKING:
+    from textual import getters
+
+    from edgellm.catalog.recommend import Pick
     from edgellm.hw.profile import DeviceProfile
     from edgellm.plan.planner import Wishes
     from edgellm.session.remote import RemoteChoice
-    from edgellm.catalog.recommend import Pick
+    from edgellm.tui.base import EdgellmApp
 
 log = logging.getLogger("edgellm.tui")
 PAUSED = "paused:"  # row keys of downloads that stopped part-way
 
 
-def pick_text(pick: "Pick | None") -> str:
+def pick_text(pick: Pick | None) -> str:
     """The catalog's verdict for one model on this machine."""
     if pick is None:
         return "does not fit"
@@ -40,7 +45,7 @@ def pick_text(pick: "Pick | None") -> str:
             f"on {pick.where}")
 
 
-def local_verdicts(profile: "DeviceProfile", wishes: "Wishes") -> dict[str, str]:
+def local_verdicts(profile: DeviceProfile, wishes: Wishes) -> dict[str, str]:
     """Plan verdicts of the stored models by name; none if planning fails (the list shows without them)."""
     from edgellm.catalog.inventory import local_models
 
@@ -49,13 +54,16 @@ def local_verdicts(profile: "DeviceProfile", wishes: "Wishes") -> dict[str, str]
         for model in local_models(profile, wishes):  # the store first: a file elsewhere under the same name never wins
             verdicts.setdefault(model.name, model.verdict)
         return verdicts
-    except Exception:  # noqa: BLE001 - the verdicts are extra: logged, and the list shows without them
+    except Exception:
         log.exception("the local models' verdicts failed")
         return {}
 
 
-class PickerScreen(StoppableJob, Screen):
+class PickerScreen(StoppableJob, Screen[None]):
     """The store and the catalog as tables, a field for any Hub repo, and the download of the one chosen."""
+
+    if TYPE_CHECKING:
+        app = getters.app(EdgellmApp)  # for the type checker only: the app is edgellm's
 
     STATE_LABEL = "#download-title"
 
@@ -146,7 +154,7 @@ class PickerScreen(StoppableJob, Screen):
                                                            wishes=self.app.flags.wishes()).picks}
             rows = [(entry.name, entry.repo, f"{entry.params:g}B", entry.licence, pick_text(picks.get(entry.name)))
                     for entry in load_catalog()]
-        except Exception as error:  # noqa: BLE001 - shown and logged; the rest of the screen works
+        except Exception as error:
             self.app.call_from_thread(self.app.show_error, error, None)
             return
         self.app.call_from_thread(self._fill_catalog, rows)
@@ -194,7 +202,7 @@ class PickerScreen(StoppableJob, Screen):
 
         try:
             choice = choose_remote(parse_ref(text), self.app.profile, self.app.flags.wishes())
-        except Exception as error:  # noqa: BLE001 - UserErrors and the unexpected alike: shown, never a crash
+        except Exception as error:
             self.app.call_from_thread(self._status, "")
             self.app.call_from_thread(self.app.show_error, error, lambda: self.choose(text))
             return
@@ -203,7 +211,7 @@ class PickerScreen(StoppableJob, Screen):
     def _status(self, text: str) -> None:
         self.query_one("#picker-status", Label).update(text)
 
-    def _show_plan(self, choice: "RemoteChoice") -> None:
+    def _show_plan(self, choice: RemoteChoice) -> None:
         from edgellm.tui.screens.plan import PlanScreen
 
         self._status("")
@@ -220,8 +228,8 @@ class PickerScreen(StoppableJob, Screen):
     def downloading(self) -> bool:
         return self._cancel is not None
 
-    def start_download(self, choice: "RemoteChoice") -> None:
-        """Download `choice` (resuming its partial file) on a worker thread, with progress below the tables."""
+    def start_download(self, choice: RemoteChoice) -> None:
+        """Download `choice` (resuming its partial file) on a thread, with progress below the tables."""
         if self.downloading:
             self.app.notify("a download is running: stop it first (Esc)", severity="warning")
             return
@@ -235,14 +243,14 @@ class PickerScreen(StoppableJob, Screen):
         self._download(choice, self._cancel)
 
     @work(thread=True, exclusive=True, group="download", exit_on_error=False)
-    def _download(self, choice: "RemoteChoice", cancel: threading.Event) -> None:
+    def _download(self, choice: RemoteChoice, cancel: threading.Event) -> None:
         from edgellm.session.remote import pull
 
         try:
             model = pull(choice, self.app.reporter(self), cancel=cancel)
         except Cancelled:
             self.app.call_from_thread(self._ended, f"stopped: Download again to resume {choice.name}", None)
-        except Exception as error:  # noqa: BLE001 - UserErrors and the unexpected alike: shown, never a crash
+        except Exception as error:
             self.app.call_from_thread(self._ended, f"failed: {choice.name}", None)
             self.app.call_from_thread(self.app.show_error, error, lambda: self.start_download(choice))
         else:
@@ -280,9 +288,9 @@ class PickerScreen(StoppableJob, Screen):
         elif event.button.id == "download-chat" and self._finished is not None:
             self.app.post_message(ChatWith(str(self._finished.path(store.store_dir()))))
 
-    def commands(self) -> list[tuple[str, str, Callable[[], None]]]:
+    def commands(self) -> list[tuple[str, str, Callable[[], object]]]:
         """The screen's actions for the command palette."""
-        found: list[tuple[str, str, Callable[[], None]]] = [
+        found: list[tuple[str, str, Callable[[], object]]] = [
             ("Download a Hub model", "type owner/repo[:QUANT]: the quant that fits, planned first",
              lambda: self.query_one("#repo-input", Input).focus()),
             ("Refresh the local models", "read the model store again", self.refresh_local),
@@ -290,6 +298,7 @@ class PickerScreen(StoppableJob, Screen):
         if self.downloading:
             found.append(("Stop the download", "the partial file stays: Download again resumes it", self.action_stop))
         elif self._choice is not None and self._finished is None:
-            found.append(("Resume the download", f"{self._choice.name}, from where it stopped",
-                          lambda: self.start_download(self._choice)))
+            choice = self._choice
+            found.append(("Resume the download", f"{choice.name}, from where it stopped",
+                          lambda: self.start_download(choice)))
         return found

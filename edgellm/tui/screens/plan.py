@@ -15,11 +15,11 @@ from edgellm.plan import report
 from edgellm.tui.words import TUI, said
 
 if TYPE_CHECKING:
-    from edgellm.session.remote import RemoteChoice
     from edgellm.hw.profile import DeviceProfile
+    from edgellm.session.remote import RemoteChoice
 
 
-def summary(choice: "RemoteChoice") -> str:
+def summary(choice: RemoteChoice) -> str:
     """One line: the name, the quant's size and how many files hold it."""
     group = choice.group
     return f"{choice.name}: {gib(group.size)} in {len(group.files)} file(s)"
@@ -40,7 +40,7 @@ class PlanScreen(ModalScreen[bool]):
     """
     BINDINGS = [Binding("escape", "answer(False)", "Cancel")]
 
-    def __init__(self, choice: "RemoteChoice", profile: "DeviceProfile") -> None:
+    def __init__(self, choice: RemoteChoice, profile: DeviceProfile) -> None:
         super().__init__()
         self.choice, self.profile = choice, profile
 

@@ -21,7 +21,7 @@ FIELDS = (("temp", "temperature"), ("top-k", "top-k"), ("top-p", "top-p"), ("min
           ("seed", "seed (-1: random)"))
 
 
-def current_values(session: "ChatSession") -> dict[str, str]:
+def current_values(session: ChatSession) -> dict[str, str]:
     """The settings in force, as the text the fields show."""
     saved = session.options.as_dict()
     return {key: str(saved[key.replace("-", "_")]) for key, _ in FIELDS}
@@ -44,7 +44,7 @@ class SettingsScreen(ModalScreen[bool]):
     """
     BINDINGS = [Binding("escape", "dismiss(False)", "Cancel")]
 
-    def __init__(self, session: "ChatSession") -> None:
+    def __init__(self, session: ChatSession) -> None:
         super().__init__()
         self.session = session
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 class ConversationItem(ListItem):
-    def __init__(self, conversation: "Conversation") -> None:
+    def __init__(self, conversation: Conversation) -> None:
         when = time.strftime("%b %d %H:%M", time.localtime(conversation.updated))
         super().__init__(Label(Text.assemble(conversation.title or "untitled", "\n", (when, "dim"))))
         self.conversation = conversation
@@ -48,7 +48,7 @@ class ConversationList(Vertical):
         yield Input(placeholder="search (F7)", id="history-search")
         yield ListView(id="history-list")
 
-    def show(self, conversations: "list[Conversation]", current: int | None) -> None:
+    def show(self, conversations: list[Conversation], current: int | None) -> None:
         listing = self.query_one(ListView)
         listing.clear()
         items = [ConversationItem(conversation) for conversation in conversations]
@@ -58,7 +58,7 @@ class ConversationList(Vertical):
                 listing.index = index
 
     @property
-    def highlighted(self) -> "Conversation | None":
+    def highlighted(self) -> Conversation | None:
         item = self.query_one(ListView).highlighted_child
         return item.conversation if isinstance(item, ConversationItem) else None
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import work
@@ -13,74 +11,16 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from edgellm.formatting import gib
+from edgellm.tui.gauges import Gauges, LiveSampler, Sampler, live_sampler, profile_gauges
 
 if TYPE_CHECKING:
+    from textual import getters
+
     from edgellm.hw.profile import DeviceProfile
+    from edgellm.tui.base import EdgellmApp
 
 GIB = 2**30
 BAR_WIDTH = 16
-
-
-@dataclass(frozen=True)
-class Gauges:
-    """One reading: RAM in use and in all (bytes), CPU load (percent), and (used, total) bytes per GPU."""
-
-    ram_used: int
-    ram_total: int
-    cpu_percent: float
-    gpus: tuple[tuple[int, int], ...] = ()
-
-
-Sampler = Callable[[], Gauges]
-
-
-def profile_gauges(profile: "DeviceProfile") -> Gauges:
-    """The reading the profile itself holds (from when it was made): the start, and all a recorded device has."""
-    memory = profile.memory
-    return Gauges(memory.total_bytes - memory.available_bytes, memory.total_bytes, 0.0,
-                  tuple((gpu.memory_total_bytes - gpu.memory_free_bytes, gpu.memory_total_bytes)
-                        for gpu in profile.gpus))
-
-
-class LiveSampler:
-    """This machine's gauges. RAM and CPU come from psutil on each call (fast enough for the UI thread);
-    NVIDIA memory comes from NVML through `refresh_gpus`, which is slower and is called off the UI thread."""
-
-    def __init__(self, profile: "DeviceProfile") -> None:
-        self._gpus = profile_gauges(profile).gpus
-        self._nvidia = [index for index, gpu in enumerate(profile.gpus)
-                        if gpu.vendor == "nvidia" and not gpu.unified_memory]
-        self._lock = threading.Lock()
-
-    @property
-    def has_nvidia(self) -> bool:
-        return bool(self._nvidia)
-
-    def __call__(self) -> Gauges:
-        import psutil
-
-        memory = psutil.virtual_memory()
-        with self._lock:
-            gpus = self._gpus
-        return Gauges(memory.total - memory.available, memory.total, psutil.cpu_percent(interval=None), gpus)
-
-    def refresh_gpus(self) -> None:
-        """Read the NVIDIA GPUs' memory through NVML; keep the last reading when NVML does not answer."""
-        from edgellm.hw.probes import LiveProbe
-
-        found = LiveProbe().nvml_gpus() or []
-        with self._lock:
-            gpus = list(self._gpus)
-            for index, reading in zip(self._nvidia, found):
-                total, free = reading.get("memory_total"), reading.get("memory_free")
-                if total and free is not None:
-                    gpus[index] = (total - free, total)
-            self._gpus = tuple(gpus)
-
-
-def live_sampler(profile: "DeviceProfile") -> LiveSampler:
-    """The sampler of this machine, starting from the profile's GPU memory."""
-    return LiveSampler(profile)
 
 
 def bar(fraction: float, width: int = BAR_WIDTH) -> Text:
@@ -97,7 +37,7 @@ def memory_gauge(label: str, used: int, total: int) -> Text:
                          f" {gib(used, 1, unit=False)} / {gib(total, 1)} {fraction:4.0%}")
 
 
-def facts_text(profile: "DeviceProfile") -> Text:
+def facts_text(profile: DeviceProfile) -> Text:
     """The fixed facts, two lines: CPU model and cores; SIMD features and the board."""
     cpu = profile.cpu
     cores = f"{cpu.physical_cores} cores / {cpu.logical_cores} threads"
@@ -112,7 +52,7 @@ def facts_text(profile: "DeviceProfile") -> Text:
     return text
 
 
-def gauges_text(profile: "DeviceProfile", gauges: Gauges) -> Text:
+def gauges_text(profile: DeviceProfile, gauges: Gauges) -> Text:
     """The live part: RAM and CPU load, then a line per GPU with its memory (or unified memory, or no GPU)."""
     text = memory_gauge("RAM", gauges.ram_used, gauges.ram_total)
     text.append_text(Text.assemble(("   CPU ", "bold"), bar(gauges.cpu_percent / 100, 8),
@@ -149,6 +89,9 @@ class HardwarePanel(Widget):
     }
     """
 
+    if TYPE_CHECKING:
+        app = getters.app(EdgellmApp)  # for the type checker only: the app is edgellm's
+
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.border_title = "This machine"
@@ -176,7 +119,7 @@ class HardwarePanel(Widget):
             return
         try:
             gauges = self.sampler()
-        except Exception:  # noqa: BLE001 - a gauge is not worth an error screen
+        except Exception:
             return
         if gauges != self.gauges:
             self.gauges = gauges
@@ -186,8 +129,3 @@ class HardwarePanel(Widget):
     def _refresh_gpus(self) -> None:
         if isinstance(self.sampler, LiveSampler) and self.screen.is_current:
             self.sampler.refresh_gpus()
-
-    @property
-    def gauges_plain(self) -> str:
-        """The gauges as plain text (what tests and screen readers look at)."""
-        return self.query_one("#hw-gauges", Static).content.plain

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual import events
 from textual.message import Message
 from textual.widgets import TextArea
@@ -15,11 +17,11 @@ class PromptInput(TextArea):
     """
 
     class Submitted(Message):
-        def __init__(self, prompt: "PromptInput", text: str) -> None:
+        def __init__(self, prompt: PromptInput, text: str) -> None:
             super().__init__()
             self.prompt, self.text = prompt, text
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus",
                          placeholder="Message (Enter sends, Alt+Enter a new line, F1 help)", **kwargs)
 

@@ -1,0 +1,149 @@
+"""`edgellm bench` on the real test model: the figures, where they are kept, what plan/recommend/the TUI make of
+them, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.support import assert_one_line_error, edgellm
+
+
+@pytest.fixture(scope="module")
+def benched(test_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """One small benchmark of the test model, flash attention on and off, kept in its own EDGELLM_HOME."""
+    home = tmp_path_factory.mktemp("bench-home")
+    done = edgellm("bench", "-m", str(test_model), "--pp", "48", "--tg", "12", "-r", "2", "--depth", "0,80",
+                   "-fa", "on,off", "--json", env={"EDGELLM_HOME": str(home)})
+    assert done.returncode == 0, done.stderr
+    # the progress line (off a terminal: a line every 5 s, and the last)
+    assert "bench: loading, flash attention on: 0 / 14 runs" in done.stderr and "bench: 14 / 14 runs" in done.stderr
+    return json.loads(done.stdout), home
+
+
+def test_the_result_has_every_figure_with_sane_values(benched: tuple[dict, Path], test_model: Path) -> None:
+    result, _ = benched
+    model = result["model"]
+    assert model["name"] == test_model.name and model["file_bytes"] == test_model.stat().st_size
+    assert model["architecture"] == "gemma3" and model["quant"] == "Q4_K_M"
+    assert result["request"] == {"pp": 48, "tg": 12, "repetitions": 2, "depths": [0, 80], "flash_attn": ["on", "off"]}
+    assert [run["flash_attn"] for run in result["runs"]] == [True, False]
+    for run in result["runs"]:
+        for series in (run["pp"], run["ttft_ms"], *run["tg"]):
+            assert len(series["values"]) == 2 and all(value > 0 for value in series["values"])
+            assert series["mean"] == pytest.approx(sum(series["values"]) / 2) and series["stddev"] >= 0
+        assert [tg["depth"] for tg in run["tg"]] == [0, 80]
+        assert run["pp"]["mean"] > run["tg"][0]["mean"]  # a batch of prompt tokens beats one token at a time
+        assert run["load_ms"] > 0 and run["peak_rss_bytes"] > model["weights_bytes"]
+        assert run["vram_used_bytes"] is None  # no GPU here
+        assert run["placement"] == "cpu" and run["n_gpu_layers"] == 0 and run["fits"] and run["planned"]
+        assert run["overrides"] == [] and run["peak_rss_since"] == "load"
+        assert run["settings"]["n_ctx"] >= 81 + 12 and run["settings"]["flash_attn"] == run["flash_attn"]
+        assert run["estimate"]["tokens_per_s"] > 0 and run["estimate"]["memory_bytes"] > model["weights_bytes"]
+
+
+def test_the_result_is_kept_by_device_and_model(benched: tuple[dict, Path]) -> None:
+    result, home = benched
+    (kept,) = (home / "bench").glob("*.json")
+    assert kept.stem == result["device"]["key"]
+    stored = json.loads(kept.read_text())
+    assert [item["model"]["key"] for item in stored["results"]] == [result["model"]["key"]]
+    assert stored["results"][0]["runs"] == result["runs"]
+    assert not [path for path in (home / "bench").iterdir() if path.name.startswith(".")]  # no temporary left
+
+
+def test_plan_shows_the_measured_speed_and_calibrates_its_estimate(benched: tuple[dict, Path],
+                                                                   test_model: Path) -> None:
+    result, home = benched
+    env = {"EDGELLM_HOME": str(home)}
+    done = edgellm("plan", "-m", str(test_model), "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    speed = json.loads(done.stdout)["speed"]
+    run = next(run for run in result["runs"] if run["flash_attn"])  # the plan's own setting: flash attention on
+    measured = run["tg"][0]["mean"]
+    assert speed["measured"]["tokens_per_s"] == pytest.approx(measured, abs=0.01)
+    assert speed["measured"]["flash_attn"] is True
+    factor = measured / result["runs"][0]["estimate"]["tokens_per_s"]
+    assert speed["calibration"] == {"placement": "cpu", "factor": pytest.approx(factor, rel=1e-3), "models": 1}
+    assert speed["estimate_tokens_per_s"] == pytest.approx(run["estimate"]["tokens_per_s"] * factor, rel=1e-3)
+    text = edgellm("plan", "-m", str(test_model), env=env).stdout
+    assert "calibrated by 1 benchmark of a model of similar size on this device" in text
+    assert f"measured {measured:.1f} ±" in text
+    uncalibrated = edgellm("plan", "-m", str(test_model))  # another EDGELLM_HOME: nothing measured
+    assert "`edgellm bench` calibrates it" in uncalibrated.stdout and "measured" not in uncalibrated.stdout
+
+
+def test_another_device_is_not_calibrated_by_this_one(benched: tuple[dict, Path], test_model: Path) -> None:
+    _, home = benched
+    done = edgellm("plan", "-m", str(test_model), "--profile", "raspberry-pi-5-8gb", "--json",
+                   env={"EDGELLM_HOME": str(home)})
+    assert json.loads(done.stdout)["speed"] == {"estimate_tokens_per_s": pytest.approx(
+        json.loads(done.stdout)["speed"]["estimate_tokens_per_s"]), "calibration": None, "measured": None}
+
+
+def test_recommend_and_the_tui_lists_use_the_measurements(benched: tuple[dict, Path], test_model: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    result, home = benched
+    done = edgellm("recommend", "--offline", "--json", env={"EDGELLM_HOME": str(home)})
+    (sample,) = json.loads(done.stdout)["calibration_samples"]
+    assert sample == {"placement": "cpu", "weights_bytes": result["model"]["weights_bytes"], "ratio": pytest.approx(
+        result["runs"][0]["tg"][0]["mean"] / result["runs"][0]["estimate"]["tokens_per_s"], rel=1e-3)}
+    monkeypatch.setenv("EDGELLM_HOME", str(home))
+    from edgellm.catalog import inventory
+    from edgellm.hw.detect import detect_this_machine
+
+    (model,) = [m for m in inventory.local_models(detect_this_machine()) if m.path == test_model]
+    assert model.measured_tokens_per_s == pytest.approx(result["runs"][0]["tg"][0]["mean"])
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["-r", "0"], ["-r/--repetitions", "must be 1 or more"]),
+    (["--pp", "0"], ["--pp", "must be 1 or more"]),
+    (["--depth", "0,x"], ["--depth", "not a number"]),
+    (["-fa", "on,sometimes"], ["--flash-attn", "'sometimes' is not auto, on or off"]),
+    (["-c", "256", "--depth", "512"], ["need a 641-token context, more than -c 256", "raise -c to 768"]),
+    (["-c", "2048", "--depth", "40000"], ["more than the model's trained context of 32768", "lower --depth"]),
+    (["--depth", "40000"], ["more than the model's trained context of 32768", "lower --depth"]),
+])
+def test_bad_values_are_one_line_and_exit_2(test_model: Path, edgellm_home: Path, args: list[str],
+                                            needles: list[str]) -> None:
+    assert_one_line_error(edgellm("bench", "-m", str(test_model), *args), *needles)
+    assert not (edgellm_home / "bench").exists()
+
+
+def test_a_missing_model_is_one_line_and_exit_2(tmp_path: Path, edgellm_home: Path) -> None:
+    assert_one_line_error(edgellm("bench", "-m", str(tmp_path / "nope.gguf")), "nope.gguf", "check the path")
+    assert not (edgellm_home / "bench").exists()
+
+
+def test_bench_is_listed_in_the_help() -> None:
+    done = edgellm("bench", "--help")
+    assert done.returncode == 0 and "--depth" in done.stdout and "--flash-attn" in done.stdout
+    assert os.linesep.join(["usage: edgellm bench"]) in done.stdout
+
+
+@pytest.mark.parametrize("when", ["loading", "measuring"])
+def test_ctrl_c_stops_the_benchmark_and_keeps_nothing(test_model: Path, edgellm_home: Path, when: str) -> None:
+    """Ctrl-C as the model loads (llama.cpp's log callback used to swallow it) or as it is measured: exit 130."""
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "edgellm", "bench", "-m", str(test_model), "--tg", "4000",
+                                "-c", "8192"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = process.stderr.readline()  # the progress line's first report: the benchmark has started
+        assert first.startswith("bench: loading"), first
+        if when == "measuring":
+            second = process.stderr.readline()  # the next (off a terminal, 5 s later): it is measuring
+            assert second.startswith("bench: "), second
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=120)
+        rest = process.stderr.read()
+    finally:
+        process.kill()
+    assert code == 130 and "edgellm: interrupted" in rest and "Traceback" not in rest
+    assert not (edgellm_home / "bench").exists()
