@@ -33,7 +33,8 @@ class Findings:
         self.data["figures"].append({"label": label, "value": value, "unit": unit, "anchor": anchor})
 
     def goal(self, text: str, value: float | None, op: str, target: float) -> bool:
-        """A goal an issue set (`text`, e.g. "edgellm run / raw decode ≥ 0.98"): `value` `op` (">=" or "<=") `target`."""
+        """A goal an issue set (`text`, e.g. "edgellm run / raw decode ≥ 0.98"): `value` `op` (">=" or "<=")
+        `target`."""
         holds = value is not None and (value >= target if op == ">=" else value <= target)
         self.data["goals"].append({"goal": text, "value": value, "op": op, "target": target, "holds": holds})
         return holds

@@ -49,30 +49,55 @@ def write_checkpoint(folder: Path, layers: int, tokenizer_kind: str = "spm") -> 
 
     rng = np.random.default_rng(0)
     head_dim = HIDDEN // HEADS
-    tensors: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (VOCAB, HIDDEN), "model.norm.weight": (HIDDEN,),
-                                           "lm_head.weight": (VOCAB, HIDDEN)}
+    tensors: dict[str, tuple[int, ...]] = {
+        "model.embed_tokens.weight": (VOCAB, HIDDEN),
+        "model.norm.weight": (HIDDEN,),
+        "lm_head.weight": (VOCAB, HIDDEN),
+    }
     for i in range(layers):
         p = f"model.layers.{i}."
-        tensors.update({p + "self_attn.q_proj.weight": (HIDDEN, HIDDEN),
-                        p + "self_attn.k_proj.weight": (KV_HEADS * head_dim, HIDDEN),
-                        p + "self_attn.v_proj.weight": (KV_HEADS * head_dim, HIDDEN),
-                        p + "self_attn.o_proj.weight": (HIDDEN, HIDDEN),
-                        p + "mlp.gate_proj.weight": (FF, HIDDEN), p + "mlp.up_proj.weight": (FF, HIDDEN),
-                        p + "mlp.down_proj.weight": (HIDDEN, FF),
-                        p + "input_layernorm.weight": (HIDDEN,), p + "post_attention_layernorm.weight": (HIDDEN,)})
+        tensors.update(
+            {
+                p + "self_attn.q_proj.weight": (HIDDEN, HIDDEN),
+                p + "self_attn.k_proj.weight": (KV_HEADS * head_dim, HIDDEN),
+                p + "self_attn.v_proj.weight": (KV_HEADS * head_dim, HIDDEN),
+                p + "self_attn.o_proj.weight": (HIDDEN, HIDDEN),
+                p + "mlp.gate_proj.weight": (FF, HIDDEN),
+                p + "mlp.up_proj.weight": (FF, HIDDEN),
+                p + "mlp.down_proj.weight": (HIDDEN, FF),
+                p + "input_layernorm.weight": (HIDDEN,),
+                p + "post_attention_layernorm.weight": (HIDDEN,),
+            }
+        )
     names = list(tensors)
-    halves = [names[: len(names) // 2], names[len(names) // 2:]]
+    halves = [names[: len(names) // 2], names[len(names) // 2 :]]
     weight_map = {}
     for index, half in enumerate(halves, start=1):
         shard = f"model-{index:05d}-of-00002.safetensors"
         write_bf16_shard(folder / shard, {name: tensors[name] for name in half}, rng)
         weight_map.update({name: shard for name in half})
     (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    (folder / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN, "intermediate_size": FF,
-        "num_hidden_layers": layers, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
-        "vocab_size": VOCAB, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-        "tie_word_embeddings": False, "torch_dtype": "bfloat16", "bos_token_id": 0, "eos_token_id": 1}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "hidden_size": HIDDEN,
+                "intermediate_size": FF,
+                "num_hidden_layers": layers,
+                "num_attention_heads": HEADS,
+                "num_key_value_heads": KV_HEADS,
+                "vocab_size": VOCAB,
+                "max_position_embeddings": 4096,
+                "rms_norm_eps": 1e-5,
+                "rope_theta": 10000.0,
+                "tie_word_embeddings": False,
+                "torch_dtype": "bfloat16",
+                "bos_token_id": 0,
+                "eos_token_id": 1,
+            }
+        )
+    )
     scratch = Path(tempfile.mkdtemp(prefix="edgellm-tok-"))
     if tokenizer_kind == "spm":
         tokenizer = train_spm(scratch)
@@ -95,7 +120,7 @@ def write_bf16_shard(path: Path, shapes: dict[str, tuple[int, ...]], rng: np.ran
     text += b" " * (-len(text) % 8)
     with open(path, "wb") as handle:
         handle.write(len(text).to_bytes(8, "little") + text)
-        for name, shape in shapes.items():
+        for shape in shapes.values():
             handle.write(bf16(shape, rng).tobytes())
 
 
@@ -105,8 +130,13 @@ def timed_child(argv: list[str], cwd: Path | None = None, env: dict[str, str] | 
     so a chatty child never blocks on a full pipe."""
     with tempfile.TemporaryFile() as log, tempfile.NamedTemporaryFile("r") as rss:
         started = time.perf_counter()
-        status = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *argv], stdout=subprocess.DEVNULL,
-                                stderr=log, cwd=cwd, env=env).returncode
+        status = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", rss.name, *argv],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            cwd=cwd,
+            env=env,
+        ).returncode
         elapsed = time.perf_counter() - started
         if status != 0:
             log.seek(0)
@@ -123,8 +153,7 @@ def anchor_convert(source: Path, out: Path) -> tuple[float, int]:
     folder = llama_cpp_source()
     env = dict(os.environ, PYTHONPATH=str(folder / "gguf-py"))
     env.pop("NO_LOCAL_GGUF", None)
-    argv = [str(ANCHOR_PYTHON), "convert_hf_to_gguf.py", str(source),
-            "--outtype", "f16", "--outfile", str(out)]
+    argv = [str(ANCHOR_PYTHON), "convert_hf_to_gguf.py", str(source), "--outtype", "f16", "--outfile", str(out)]
     return timed_child(argv, cwd=folder, env=env)
 
 
@@ -146,13 +175,20 @@ def anchor_missing() -> str | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=9,
-                        help="decoder layers (9: about 1 GB of bf16; each layer about 88 MB, plus 262 MB)")
-    parser.add_argument("--tokenizer", choices=("spm", "bpe"), default="spm",
-                        help="a trained SentencePiece tokenizer.model (default) or a byte-level BPE tokenizer.json")
+    parser.add_argument(
+        "--layers",
+        type=int,
+        default=9,
+        help="decoder layers (9: about 1 GB of bf16; each layer about 88 MB, plus 262 MB)",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        choices=("spm", "bpe"),
+        default="spm",
+        help="a trained SentencePiece tokenizer.model (default) or a byte-level BPE tokenizer.json",
+    )
     parser.add_argument("--quant", default="Q4_K_M", help="also time quantizing to this quant ('none' to skip)")
-    parser.add_argument("--no-llama-cpp", action="store_true",
-                        help="skip the llama.cpp convert_hf_to_gguf.py anchor")
+    parser.add_argument("--no-llama-cpp", action="store_true", help="skip the llama.cpp convert_hf_to_gguf.py anchor")
     add_json_flag(parser)
     options = parser.parse_args()
     findings = Findings("convert", "edgellm convert: MiB/s against a file copy and llama.cpp's converter, peak RSS")
@@ -182,13 +218,17 @@ def main() -> None:
                 print(f"  llama.cpp convert_hf_to_gguf.py failed: {error.code}")
             (Path(tmp) / "anchor-F16.gguf").unlink(missing_ok=True)
         mib = size / 2**20
-        setting = (f"synthetic llama, {options.layers} layers, {mib:,.0f} MiB bf16 in 2 shards, {options.tokenizer} "
-                   f"tokenizer -> f16")
+        setting = (
+            f"synthetic llama, {options.layers} layers, {mib:,.0f} MiB bf16 in 2 shards, {options.tokenizer} "
+            f"tokenizer -> f16"
+        )
         print(setting)
         findings.note(f"{setting}; one run of each")
         print(f"  plain copy of the same bytes:     {mib / copy_s:7,.0f} MiB/s")
-        print(f"  edgellm convert:                  {mib / convert_s:7,.0f} MiB/s, {convert_s:6.1f} s, "
-              f"peak RSS {rss / 2**20:6,.0f} MiB (goal < {RSS_GOAL_MIB} MiB)")
+        print(
+            f"  edgellm convert:                  {mib / convert_s:7,.0f} MiB/s, {convert_s:6.1f} s, "
+            f"peak RSS {rss / 2**20:6,.0f} MiB (goal < {RSS_GOAL_MIB} MiB)"
+        )
         copy_label = "plain copy of the same bytes"
         findings.figure("checkpoint size (bf16)", mib, "MiB")
         findings.figure(copy_label, mib / copy_s, "MiB/s")
@@ -197,18 +237,21 @@ def main() -> None:
         findings.figure("edgellm convert to f16, peak RSS", rss / 2**20, "MiB")
         findings.figure("edgellm convert / plain copy, MiB/s", copy_s / convert_s, "ratio", anchor=copy_label)
         if anchor_s is not None and anchor_rss is not None:
-            print(f"  llama.cpp convert_hf_to_gguf.py:  {mib / anchor_s:7,.0f} MiB/s, {anchor_s:6.1f} s, "
-                  f"peak RSS {anchor_rss / 2**20:6,.0f} MiB (the anchor)")
-            print(f"  ratios: edgellm / llama.cpp MiB/s {anchor_s / convert_s:.2f}, peak RSS "
-                  f"{rss / anchor_rss:.2f}; edgellm / plain copy MiB/s {copy_s / convert_s:.2f}")
+            print(
+                f"  llama.cpp convert_hf_to_gguf.py:  {mib / anchor_s:7,.0f} MiB/s, {anchor_s:6.1f} s, "
+                f"peak RSS {anchor_rss / 2**20:6,.0f} MiB (the anchor)"
+            )
+            print(
+                f"  ratios: edgellm / llama.cpp MiB/s {anchor_s / convert_s:.2f}, peak RSS "
+                f"{rss / anchor_rss:.2f}; edgellm / plain copy MiB/s {copy_s / convert_s:.2f}"
+            )
             theirs_label = "llama.cpp convert_hf_to_gguf.py to f16"
             theirs_rss_label = f"{theirs_label}, peak RSS"
             findings.figure(theirs_label, mib / anchor_s, "MiB/s")
             findings.figure(f"{theirs_label}, wall time", anchor_s, "s")
             findings.figure(theirs_rss_label, anchor_rss / 2**20, "MiB")
             findings.figure("edgellm / llama.cpp, MiB/s", anchor_s / convert_s, "ratio", anchor=theirs_label)
-            findings.figure("edgellm / llama.cpp, peak RSS", rss / anchor_rss, "ratio",
-                            anchor=theirs_rss_label)
+            findings.figure("edgellm / llama.cpp, peak RSS", rss / anchor_rss, "ratio", anchor=theirs_rss_label)
         else:
             print(f"  llama.cpp convert_hf_to_gguf.py:  skipped ({skip_anchor or 'failed'})")
             print(f"  ratio: edgellm / plain copy MiB/s {copy_s / convert_s:.2f}")
@@ -216,8 +259,10 @@ def main() -> None:
         if options.quant and options.quant.lower() != "none":
             quantized = Path(tmp) / f"out-{options.quant}.gguf"
             quant_s, quant_rss = timed_child(env_python + ["-o", str(quantized), "--quant", options.quant])
-            print(f"  convert + quantize to {options.quant}: {quant_s:.1f} s (quantize alone about "
-                  f"{quant_s - convert_s:.1f} s), peak RSS {quant_rss / 2**20:,.0f} MiB")
+            print(
+                f"  convert + quantize to {options.quant}: {quant_s:.1f} s (quantize alone about "
+                f"{quant_s - convert_s:.1f} s), peak RSS {quant_rss / 2**20:,.0f} MiB"
+            )
             findings.figure(f"convert + quantize to {options.quant}, wall time", quant_s, "s")
             findings.figure(f"convert + quantize to {options.quant}, peak RSS", quant_rss / 2**20, "MiB")
     findings.save(options.json)

@@ -23,23 +23,75 @@ GOAL = 0.98
 
 def edgellm_rate(threads: int, n_tokens: int, flash_attn: bool) -> float:
     done = subprocess.run(
-        [sys.executable, "-m", "edgellm", "run", "-m", str(TEST_MODEL), "-p", "The capital of France is",
-         "-n", str(n_tokens), "--temp", "0", "--ignore-eos", "-t", str(threads), "-c", "4096",
-         "-fa", "on" if flash_attn else "off", "--json"], capture_output=True, text=True, check=True)
+        [
+            sys.executable,
+            "-m",
+            "edgellm",
+            "run",
+            "-m",
+            str(TEST_MODEL),
+            "-p",
+            "The capital of France is",
+            "-n",
+            str(n_tokens),
+            "--temp",
+            "0",
+            "--ignore-eos",
+            "-t",
+            str(threads),
+            "-c",
+            "4096",
+            "-fa",
+            "on" if flash_attn else "off",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])["tokens_per_s"]
 
 
 def raw_rate(threads: int, n_tokens: int, flash_attn: bool) -> float:
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "raw_stream.py"), str(TEST_MODEL),
-                           str(threads), str(n_tokens), "on" if flash_attn else "off"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "raw_stream.py"),
+            str(TEST_MODEL),
+            str(threads),
+            str(n_tokens),
+            "on" if flash_attn else "off",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout)["tokens_per_s"]
 
 
 def llama_bench_rate(binary: Path, threads: int, n_tokens: int, flash_attn: bool) -> float:
-    done = subprocess.run([str(binary), "-m", str(TEST_MODEL), "-p", "0", "-n", str(n_tokens), "-r", "1",
-                           "-t", str(threads), "-fa", "1" if flash_attn else "0", "-o", "json"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [
+            str(binary),
+            "-m",
+            str(TEST_MODEL),
+            "-p",
+            "0",
+            "-n",
+            str(n_tokens),
+            "-r",
+            "1",
+            "-t",
+            str(threads),
+            "-fa",
+            "1" if flash_attn else "0",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     tests = json.loads(done.stdout)
     return median([test["avg_ts"] for test in tests])
 
@@ -65,13 +117,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=256)
-    parser.add_argument("--flash-attn", choices=("on", "off", "both"), default="both",
-                        help="which flash-attention settings to measure (default both)")
+    parser.add_argument(
+        "--flash-attn",
+        choices=("on", "off", "both"),
+        default="both",
+        help="which flash-attention settings to measure (default both)",
+    )
     add_json_flag(parser)
     options = parser.parse_args()
     findings = Findings("decode", "Decode speed: edgellm run vs raw llama-cpp-python and llama-bench")
-    findings.note(f"{TEST_MODEL.name}, {options.tokens} tokens, {options.threads} threads, "
-                  f"{options.rounds} rounds, fresh processes interleaved")
+    findings.note(
+        f"{TEST_MODEL.name}, {options.tokens} tokens, {options.threads} threads, "
+        f"{options.rounds} rounds, fresh processes interleaved"
+    )
     bench = find_llama_bench(findings)
     settings = {"on": (True,), "off": (False,), "both": (True, False)}[options.flash_attn]
     for flash_attn in settings:

@@ -21,8 +21,10 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.fakehub import FakeHub, FakeRepo
 
-HF_DOWNLOAD = ("import sys; from huggingface_hub import hf_hub_download; "
-               "hf_hub_download(sys.argv[1], sys.argv[2], cache_dir=sys.argv[3])")
+HF_DOWNLOAD = (
+    "import sys; from huggingface_hub import hf_hub_download; "
+    "hf_hub_download(sys.argv[1], sys.argv[2], cache_dir=sys.argv[3])"
+)
 MIB = 2**20
 GOAL = 0.9
 
@@ -54,15 +56,31 @@ def main() -> None:
     try:
         for _ in range(options.rounds):
             with tempfile.TemporaryDirectory(prefix="edgellm-bench-") as tmp:
-                theirs.append(size / timed(lambda: hf_hub_download(repo, name, cache_dir=f"{tmp}/hf",
-                                                                   endpoint=hub.endpoint)))
-                ours.append(size / timed(lambda: fetch(repo, remote, hub.repos[repo].commit,
-                                                       Path(tmp) / "ours" / name, Meter(size))))
+                theirs.append(
+                    size / timed(lambda: hf_hub_download(repo, name, cache_dir=f"{tmp}/hf", endpoint=hub.endpoint))
+                )
+                ours.append(
+                    size
+                    / timed(lambda: fetch(repo, remote, hub.repos[repo].commit, Path(tmp) / "ours" / name, Meter(size)))
+                )
                 env = {**os.environ, "HF_HOME": f"{tmp}/hf2", "EDGELLM_HOME": f"{tmp}/e"}
-                their_cmd.append(timed(lambda: subprocess.run([sys.executable, "-c", HF_DOWNLOAD, repo, name,
-                                                               f"{tmp}/c2"], env=env, check=True)))
-                our_cmd.append(timed(lambda: subprocess.run([sys.executable, "-m", "edgellm", "pull", f"{repo}:Q4_K_M"],
-                                                            env=env, check=True, capture_output=True)))
+                their_cmd.append(
+                    timed(
+                        lambda env=env: subprocess.run(
+                            [sys.executable, "-c", HF_DOWNLOAD, repo, name, f"{tmp}/c2"], env=env, check=True
+                        )
+                    )
+                )
+                our_cmd.append(
+                    timed(
+                        lambda env=env: subprocess.run(
+                            [sys.executable, "-m", "edgellm", "pull", f"{repo}:Q4_K_M"],
+                            env=env,
+                            check=True,
+                            capture_output=True,
+                        )
+                    )
+                )
     finally:
         hub.close()
     print(f"download of {size / MIB:.0f} MiB from 127.0.0.1, {options.rounds} rounds, alternating")
@@ -70,10 +88,14 @@ def main() -> None:
     print(f"  edgellm fetch (resumable, sha256) MiB/s: {spread([v / MIB for v in ours])}")
     ratio = median(ours) / median(theirs)
     print(f"  ratio edgellm/hf_hub_download (medians): {ratio:.3f}  (goal >= {GOAL})")
-    print(f"  whole commands, seconds: python -c hf_hub_download {spread(their_cmd)}; "
-          f"edgellm pull {spread(our_cmd)} (adds the listing, the plan and the start-up of the CLI)")
-    findings.note(f"{TEST_MODEL.name} ({size / MIB:.0f} MiB) from a local Hub on 127.0.0.1, {options.rounds} rounds, "
-                  f"alternating; medians")
+    print(
+        f"  whole commands, seconds: python -c hf_hub_download {spread(their_cmd)}; "
+        f"edgellm pull {spread(our_cmd)} (adds the listing, the plan and the start-up of the CLI)"
+    )
+    findings.note(
+        f"{TEST_MODEL.name} ({size / MIB:.0f} MiB) from a local Hub on 127.0.0.1, {options.rounds} rounds, "
+        f"alternating; medians"
+    )
     theirs_label, their_cmd_label = "hf_hub_download()", "whole command: python -c hf_hub_download"
     findings.figure(theirs_label, median(theirs) / MIB, "MiB/s")
     findings.figure("edgellm fetch (resumable, sha256)", median(ours) / MIB, "MiB/s")
@@ -81,8 +103,12 @@ def main() -> None:
     findings.goal(f"edgellm fetch / hf_hub_download() ≥ {GOAL}", ratio, ">=", GOAL)
     findings.figure(their_cmd_label, median(their_cmd), "s")
     findings.figure("whole command: edgellm pull", median(our_cmd), "s")
-    findings.figure("edgellm pull / hf_hub_download command, seconds", median(our_cmd) / median(their_cmd), "ratio",
-                    anchor=their_cmd_label)
+    findings.figure(
+        "edgellm pull / hf_hub_download command, seconds",
+        median(our_cmd) / median(their_cmd),
+        "ratio",
+        anchor=their_cmd_label,
+    )
     findings.save(options.json)
 
 

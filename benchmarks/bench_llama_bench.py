@@ -24,9 +24,29 @@ PP, TG, DEPTHS = 512, 128, (0, 1024)
 
 def edgellm_bench(repetitions: int, home: str) -> dict:
     """One `edgellm bench` in its own EDGELLM_HOME (the developer's results and calibration stay untouched)."""
-    done = subprocess.run([sys.executable, "-m", "edgellm", "bench", "-m", str(TEST_MODEL), "--pp", str(PP),
-                           "--tg", str(TG), "-r", str(repetitions), "--depth", ",".join(map(str, DEPTHS)), "--json"],
-                          capture_output=True, text=True, check=True, env={**os.environ, "EDGELLM_HOME": home})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgellm",
+            "bench",
+            "-m",
+            str(TEST_MODEL),
+            "--pp",
+            str(PP),
+            "--tg",
+            str(TG),
+            "-r",
+            str(repetitions),
+            "--depth",
+            ",".join(map(str, DEPTHS)),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "EDGELLM_HOME": home},
+    )
     (run,) = json.loads(done.stdout)["runs"]
     return run
 
@@ -35,11 +55,40 @@ def llama_bench(binary: str, settings: dict, repetitions: int) -> dict[str, floa
     """llama-bench's mean tokens/s by test (pp512, tg128 and tg128@d1024), with edgellm's planned settings: threads,
     flash attention, GPU layers, batch and KV type."""
     ngl = settings["n_gpu_layers"]
-    done = subprocess.run([binary, "-m", str(TEST_MODEL), "-p", str(PP), "-n", str(TG), "-r", str(repetitions),
-                           "-t", str(settings["threads"]), "-fa", "1" if settings["flash_attn"] else "0",
-                           "-ngl", str(99 if ngl < 0 else ngl), "-b", str(settings["n_batch"]),
-                           "-ub", str(settings["n_batch"]), "-ctk", settings["kv"], "-ctv", settings["kv"],
-                           "-d", ",".join(map(str, DEPTHS)), "-o", "json"], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [
+            binary,
+            "-m",
+            str(TEST_MODEL),
+            "-p",
+            str(PP),
+            "-n",
+            str(TG),
+            "-r",
+            str(repetitions),
+            "-t",
+            str(settings["threads"]),
+            "-fa",
+            "1" if settings["flash_attn"] else "0",
+            "-ngl",
+            str(99 if ngl < 0 else ngl),
+            "-b",
+            str(settings["n_batch"]),
+            "-ub",
+            str(settings["n_batch"]),
+            "-ctk",
+            settings["kv"],
+            "-ctv",
+            settings["kv"],
+            "-d",
+            ",".join(map(str, DEPTHS)),
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     found = {}
     for test in json.loads(done.stdout):
         name = f"pp{test['n_prompt']}" if test["n_prompt"] else f"tg{test['n_gen']}"
@@ -77,14 +126,18 @@ def main() -> int:
             ours.setdefault(f"tg{TG}" + (f"@d{tg['depth']}" if tg["depth"] else ""), []).append(tg["mean"])
         for test, rate in llama_bench(str(binary), run["settings"], options.repetitions).items():
             theirs.setdefault(test, []).append(rate)
-    print(f"{options.rounds} rounds of {options.repetitions} repetitions, {run['settings']['threads']} threads, "
-          f"flash attention {'on' if run['flash_attn'] else 'off'}")
+    print(
+        f"{options.rounds} rounds of {options.repetitions} repetitions, {run['settings']['threads']} threads, "
+        f"flash attention {'on' if run['flash_attn'] else 'off'}"
+    )
     for test in ours:
         if test not in theirs:
             continue
         ratio = median(ours[test]) / median(theirs[test])
-        print(f"  {test:<12} edgellm bench t/s: {spread(ours[test])}   llama-bench t/s: {spread(theirs[test])}   "
-              f"ratio {ratio:.3f}")
+        print(
+            f"  {test:<12} edgellm bench t/s: {spread(ours[test])}   llama-bench t/s: {spread(theirs[test])}   "
+            f"ratio {ratio:.3f}"
+        )
         findings.figure(f"edgellm bench {test}", median(ours[test]), "tokens/s")
         findings.figure(f"llama-bench {test}", median(theirs[test]), "tokens/s")
         findings.figure(f"{test}: edgellm bench / llama-bench", ratio, "ratio", anchor=f"llama-bench {test}")
@@ -95,10 +148,13 @@ def main() -> int:
     deep = f"tg{TG}@d{DEPTHS[-1]}"
     if deep in ours and deep in theirs and f"tg{TG}" in theirs:
         fall = median(ours[deep]) / median(ours[f"tg{TG}"])
-        print(f"  decode at depth {DEPTHS[-1]} / depth 0: edgellm {fall:.3f}, "
-              f"llama-bench {median(theirs[deep]) / median(theirs[f'tg{TG}']):.3f}")
-        findings.figure(f"decode at depth {DEPTHS[-1]} / at depth 0 (edgellm bench)", fall, "ratio",
-                        anchor=f"edgellm bench tg{TG}")
+        print(
+            f"  decode at depth {DEPTHS[-1]} / depth 0: edgellm {fall:.3f}, "
+            f"llama-bench {median(theirs[deep]) / median(theirs[f'tg{TG}']):.3f}"
+        )
+        findings.figure(
+            f"decode at depth {DEPTHS[-1]} / at depth 0 (edgellm bench)", fall, "ratio", anchor=f"edgellm bench tg{TG}"
+        )
     findings.save(options.json)
     return 0
 

@@ -66,8 +66,13 @@ print(json.dumps(report))
 
 def start_worker() -> tuple[subprocess.Popen, str]:
     port = free_port_pair()
-    process = subprocess.Popen([sys.executable, "-m", "edgellm", "worker", "--port", str(port), "-t", "1"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgellm", "worker", "--port", str(port), "-t", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     line = process.stderr.readline()
     if "serving" not in line:
         raise SystemExit(f"the worker did not start: {line}")
@@ -76,19 +81,43 @@ def start_worker() -> tuple[subprocess.Popen, str]:
 
 def generate(mode: str, endpoints: str, tokens: int, threads: int) -> tuple[float, float]:
     """Decode tokens/s and loopback bytes per token of one raw llama.cpp run."""
-    done = subprocess.run([sys.executable, "-c", CHILD, str(TEST_MODEL), mode, endpoints, str(tokens), str(threads)],
-                          capture_output=True, text=True, check=True, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(TEST_MODEL), mode, endpoints, str(tokens), str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    return (report[str(tokens)]["tokens_per_s"],
-            (report[str(tokens)]["bytes"] - report["8"]["bytes"]) / (tokens - 8))
+    return (report[str(tokens)]["tokens_per_s"], (report[str(tokens)]["bytes"] - report["8"]["bytes"]) / (tokens - 8))
 
 
 def edgellm_run(tokens: int, *extra: str) -> float:
     """Decode tokens/s of `edgellm run` (its own generation path), greedy, `tokens` tokens."""
-    done = subprocess.run([sys.executable, "-m", "edgellm", "run", "-m", str(TEST_MODEL), "-p",
-                           "The history of the river", "-n", str(tokens), "--ignore-eos", "--temp", "0", "--json",
-                           *extra], capture_output=True, text=True, check=True, cwd=REPO)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgellm",
+            "run",
+            "-m",
+            str(TEST_MODEL),
+            "-p",
+            "The history of the river",
+            "-n",
+            str(tokens),
+            "--ignore-eos",
+            "--temp",
+            "0",
+            "--json",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])["tokens_per_s"]
 
 
@@ -119,15 +148,23 @@ def main() -> int:
             process.terminate()
             process.wait(timeout=30)
     local = median(speed["local"])
-    print(f"{options.rounds} rounds, {options.tokens} tokens, greedy; every layer on two loopback workers (1 thread "
-          f"each) vs local (2 threads)")
+    print(
+        f"{options.rounds} rounds, {options.tokens} tokens, greedy; every layer on two loopback workers (1 thread "
+        f"each) vs local (2 threads)"
+    )
     print(f"  local t/s:                          {spread(speed['local'])}")
-    print(f"  output on the last worker t/s:      {spread(speed['worker'])}   ratio "
-          f"{median(speed['worker']) / local:.3f}   bytes/token {spread(wire['worker'])}")
-    print(f"  output kept here (edgellm) t/s:     {spread(speed['here'])}   ratio "
-          f"{median(speed['here']) / local:.3f}   bytes/token {spread(wire['here'])}")
-    print(f"  edgellm run --rpc (its plan) t/s:   {spread(speed['edgellm rpc'])}   vs edgellm run local "
-          f"{spread(speed['edgellm local'])}: ratio {median(speed['edgellm rpc']) / median(speed['edgellm local']):.3f}")
+    print(
+        f"  output on the last worker t/s:      {spread(speed['worker'])}   ratio "
+        f"{median(speed['worker']) / local:.3f}   bytes/token {spread(wire['worker'])}"
+    )
+    print(
+        f"  output kept here (edgellm) t/s:     {spread(speed['here'])}   ratio "
+        f"{median(speed['here']) / local:.3f}   bytes/token {spread(wire['here'])}"
+    )
+    print(
+        f"  edgellm run --rpc (its plan) t/s:   {spread(speed['edgellm rpc'])}   vs edgellm run local "
+        f"{spread(speed['edgellm local'])}: ratio {median(speed['edgellm rpc']) / median(speed['edgellm local']):.3f}"
+    )
     anchor = "decode, the model local (2 threads)"
     findings.figure(anchor, local, "tokens/s")
     findings.figure("decode, every layer on two workers, output on the last", median(speed["worker"]), "tokens/s")
@@ -136,13 +173,21 @@ def main() -> int:
     findings.figure("bytes on loopback per token, output on the last worker", median(wire["worker"]), "bytes")
     findings.figure("bytes on loopback per token, output kept here", median(wire["here"]), "bytes")
     findings.figure("decode, edgellm run local (2 threads)", median(speed["edgellm local"]), "tokens/s")
-    findings.figure("decode, edgellm run --rpc over two workers (1 thread, its planned split)",
-                    median(speed["edgellm rpc"]), "tokens/s")
-    findings.figure("edgellm run --rpc (planned split) / edgellm run local",
-                    median(speed["edgellm rpc"]) / median(speed["edgellm local"]), "ratio",
-                    anchor="decode, edgellm run local (2 threads)")
-    findings.note("gemma-3-270m Q4_K_M (n_embd 640, 18 layers, 262k vocabulary); raw runs: tensor_split 1,1. With the "
-                  "output on a worker its logits cross the hop (262144 × 4 bytes a token); kept here, a hidden state")
+    findings.figure(
+        "decode, edgellm run --rpc over two workers (1 thread, its planned split)",
+        median(speed["edgellm rpc"]),
+        "tokens/s",
+    )
+    findings.figure(
+        "edgellm run --rpc (planned split) / edgellm run local",
+        median(speed["edgellm rpc"]) / median(speed["edgellm local"]),
+        "ratio",
+        anchor="decode, edgellm run local (2 threads)",
+    )
+    findings.note(
+        "gemma-3-270m Q4_K_M (n_embd 640, 18 layers, 262k vocabulary); raw runs: tensor_split 1,1. With the "
+        "output on a worker its logits cross the hop (262144 × 4 bytes a token); kept here, a hidden state"
+    )
     findings.save(options.json)
     return 0
 

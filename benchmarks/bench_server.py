@@ -48,11 +48,39 @@ from tests.support.server import LoggedProcess, ServerProcess
 PROMPT = "The capital of France is"  # the test model does not stop on its own here at temperature 0
 CTX = 2048
 CONCURRENT = 16
-SHORT_PROMPTS = [f"{subject} is" for subject in (
-    "The sky", "A cat", "Paris", "The ocean", "Music", "A river", "Winter", "The moon", "Coffee", "A forest",
-    "The sun", "Bread", "A mountain", "Rain", "The city", "A book")]
-GREETINGS = ["Hi", "Hello", "Hey", "Good morning", "Welcome", "Greetings", "Howdy", "Good evening", "Hi there",
-             "Good day"]  # one after another, so that no request repeats the prompt just evaluated
+SHORT_PROMPTS = [
+    f"{subject} is"
+    for subject in (
+        "The sky",
+        "A cat",
+        "Paris",
+        "The ocean",
+        "Music",
+        "A river",
+        "Winter",
+        "The moon",
+        "Coffee",
+        "A forest",
+        "The sun",
+        "Bread",
+        "A mountain",
+        "Rain",
+        "The city",
+        "A book",
+    )
+]
+GREETINGS = [
+    "Hi",
+    "Hello",
+    "Hey",
+    "Good morning",
+    "Welcome",
+    "Greetings",
+    "Howdy",
+    "Good evening",
+    "Hi there",
+    "Good day",
+]  # one after another, so that no request repeats the prompt just evaluated
 
 
 def wait_for_url(server: LoggedProcess, url: str, timeout: float = 300) -> None:
@@ -72,8 +100,19 @@ def wait_for_url(server: LoggedProcess, url: str, timeout: float = 300) -> None:
 
 
 def start_edgellm(settings: dict, home: str) -> LoggedProcess:
-    server = ServerProcess("-m", str(TEST_MODEL), "-t", str(settings["threads"]), "-c", str(CTX), "--temp", "0",
-                           "-fa", "on" if settings["flash_attn"] else "off", env={"EDGELLM_HOME": home})
+    server = ServerProcess(
+        "-m",
+        str(TEST_MODEL),
+        "-t",
+        str(settings["threads"]),
+        "-c",
+        str(CTX),
+        "--temp",
+        "0",
+        "-fa",
+        "on" if settings["flash_attn"] else "off",
+        env={"EDGELLM_HOME": home},
+    )
     try:
         return server.wait_ready()
     except BaseException:
@@ -89,13 +128,42 @@ def free_port() -> int:
 
 def start_llama(settings: dict) -> LoggedProcess:
     port = free_port()
-    server = LoggedProcess("llama_cpp.server", [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(TEST_MODEL), "--host", "127.0.0.1",
-        "--port", str(port), "--n_ctx", str(CTX), "--n_threads", str(settings["threads"]),
-        "--n_threads_batch", str(settings["threads_batch"]), "--n_batch", str(settings["n_batch"]),
-        "--n_ubatch", str(settings["n_batch"]), "--flash_attn", str(bool(settings["flash_attn"])),
-        "--use_mmap", str(bool(settings["use_mmap"])), "--use_mlock", str(bool(settings["use_mlock"])),
-        "--n_gpu_layers", str(settings["n_gpu_layers"]), "--logits_all", "False", "--verbose", "False"])
+    server = LoggedProcess(
+        "llama_cpp.server",
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(TEST_MODEL),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(CTX),
+            "--n_threads",
+            str(settings["threads"]),
+            "--n_threads_batch",
+            str(settings["threads_batch"]),
+            "--n_batch",
+            str(settings["n_batch"]),
+            "--n_ubatch",
+            str(settings["n_batch"]),
+            "--flash_attn",
+            str(bool(settings["flash_attn"])),
+            "--use_mmap",
+            str(bool(settings["use_mmap"])),
+            "--use_mlock",
+            str(bool(settings["use_mlock"])),
+            "--n_gpu_layers",
+            str(settings["n_gpu_layers"]),
+            "--logits_all",
+            "False",
+            "--verbose",
+            "False",
+        ],
+    )
     server.url = f"http://127.0.0.1:{port}"
     try:
         wait_for_url(server, f"{server.url}/v1/models")
@@ -107,8 +175,24 @@ def start_llama(settings: dict) -> LoggedProcess:
 
 def edgellm_run(settings: dict | None, tokens: int, home: str, threads: int | None = None) -> dict:
     """`edgellm run --json`: its last line, which carries tokens_per_s, ttft_ms and the settings used."""
-    command = [sys.executable, "-m", "edgellm", "run", "-m", str(TEST_MODEL), "-p", PROMPT, "-n", str(tokens),
-               "--temp", "0", "--ignore-eos", "-c", str(CTX), "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "edgellm",
+        "run",
+        "-m",
+        str(TEST_MODEL),
+        "-p",
+        PROMPT,
+        "-n",
+        str(tokens),
+        "--temp",
+        "0",
+        "--ignore-eos",
+        "-c",
+        str(CTX),
+        "--json",
+    ]
     if settings is not None:
         command += ["-t", str(settings["threads"]), "-fa", "on" if settings["flash_attn"] else "off"]
     elif threads is not None:
@@ -135,8 +219,9 @@ def stream(client: httpx.Client, server: LoggedProcess, prompt: str, max_tokens:
     first_byte = None
     texts: list[float] = []
     usage = timings = finish = None
-    with client.stream("POST", f"{server.url}/v1/completions",
-                       json=body(server, prompt, max_tokens, True, long)) as response:
+    with client.stream(
+        "POST", f"{server.url}/v1/completions", json=body(server, prompt, max_tokens, True, long)
+    ) as response:
         if response.status_code != 200:
             response.read()
             raise RuntimeError(f"{server.name}: {response.status_code} {response.text[:500]}")
@@ -166,9 +251,15 @@ def stream(client: httpx.Client, server: LoggedProcess, prompt: str, max_tokens:
     else:
         tokens = len(texts)
     rate = (tokens - 1) / (texts[-1] - texts[0]) if len(texts) > 1 else float("nan")
-    return {"ttfb_ms": (first_byte - started) * 1000, "ttft_ms": (texts[0] - started) * 1000, "tokens": tokens,
-            "chunks": len(texts), "tokens_per_s": rate, "finish": finish,
-            "server_tokens_per_s": (timings or {}).get("tokens_per_s")}
+    return {
+        "ttfb_ms": (first_byte - started) * 1000,
+        "ttft_ms": (texts[0] - started) * 1000,
+        "tokens": tokens,
+        "chunks": len(texts),
+        "tokens_per_s": rate,
+        "finish": finish,
+        "server_tokens_per_s": (timings or {}).get("tokens_per_s"),
+    }
 
 
 def concurrent_rate(client: httpx.Client, server: LoggedProcess) -> tuple[float, int]:
@@ -195,8 +286,13 @@ def measure_server(server: LoggedProcess, tokens: int, requests: int) -> dict:
         stream(client, server, GREETINGS[-1], 1)  # warm-up of the short request
         short = [stream(client, server, GREETINGS[i % len(GREETINGS)], 1) for i in range(requests)]
         per_s, short_tokens = concurrent_rate(client, server)
-    return {"decode": decode, "ttfb_ms": median([s["ttfb_ms"] for s in short]),
-            "ttft_ms": median([s["ttft_ms"] for s in short]), "requests_per_s": per_s, "short_tokens": short_tokens}
+    return {
+        "decode": decode,
+        "ttfb_ms": median([s["ttfb_ms"] for s in short]),
+        "ttft_ms": median([s["ttft_ms"] for s in short]),
+        "requests_per_s": per_s,
+        "short_tokens": short_tokens,
+    }
 
 
 def with_server(start, settings: dict, tokens: int, requests: int, *args) -> dict:  # type: ignore[no-untyped-def]
@@ -222,17 +318,21 @@ def main() -> None:
     findings = Findings("server", "edgellm serve against edgellm run and llama_cpp.server")
     with tempfile.TemporaryDirectory(prefix="edgellm-bench-") as home:
         settings = edgellm_run(None, 1, home, options.threads)["settings"]
-        print(f"edgellm serve vs edgellm run and llama_cpp.server: {TEST_MODEL.name}, {options.tokens} tokens, "
-              f"{settings['threads']} threads (batch {settings['threads_batch']}), context {CTX}, flash attention "
-              f"{'on' if settings['flash_attn'] else 'off'}, batch {settings['n_batch']}, {options.rounds} rounds, "
-              f"{os.cpu_count()} CPUs")
+        print(
+            f"edgellm serve vs edgellm run and llama_cpp.server: {TEST_MODEL.name}, {options.tokens} tokens, "
+            f"{settings['threads']} threads (batch {settings['threads_batch']}), context {CTX}, flash attention "
+            f"{'on' if settings['flash_attn'] else 'off'}, batch {settings['n_batch']}, {options.rounds} rounds, "
+            f"{os.cpu_count()} CPUs"
+        )
         runs: list[dict] = []
         serves: list[dict] = []
         llamas: list[dict] = []
         steps = [
             ("run", lambda: runs.append(edgellm_run(settings, options.tokens, home))),
-            ("serve", lambda: serves.append(with_server(start_edgellm, settings, options.tokens, options.requests,
-                                                        home))),
+            (
+                "serve",
+                lambda: serves.append(with_server(start_edgellm, settings, options.tokens, options.requests, home)),
+            ),
             ("llama", lambda: llamas.append(with_server(start_llama, settings, options.tokens, options.requests))),
         ]
         for round_ in range(options.rounds):
@@ -240,9 +340,12 @@ def main() -> None:
             order = steps[shift:] + steps[:shift]
             for _, step in order:
                 step()
-            print(f"  round {round_ + 1} ({', '.join(name for name, _ in order)}): decode t/s run "
-                  f"{runs[-1]['tokens_per_s']:.2f}, serve {serves[-1]['decode']['tokens_per_s']:.2f}, "
-                  f"llama_cpp.server {llamas[-1]['decode']['tokens_per_s']:.2f}", flush=True)
+            print(
+                f"  round {round_ + 1} ({', '.join(name for name, _ in order)}): decode t/s run "
+                f"{runs[-1]['tokens_per_s']:.2f}, serve {serves[-1]['decode']['tokens_per_s']:.2f}, "
+                f"llama_cpp.server {llamas[-1]['decode']['tokens_per_s']:.2f}",
+                flush=True,
+            )
 
     run_rate = [r["tokens_per_s"] for r in runs]
     serve_rate = [s["decode"]["tokens_per_s"] for s in serves]
@@ -254,14 +357,18 @@ def main() -> None:
     if serve_own:
         print(f"  edgellm serve (its timings) {spread(serve_own)}")
     print(f"  llama_cpp.server (client)   {spread(llama_rate)}")
-    produced = sorted({(s["decode"]["tokens"], s["decode"]["finish"]) for s in serves} |
-                      {(s["decode"]["tokens"], s["decode"]["finish"]) for s in llamas})
+    produced = sorted(
+        {(s["decode"]["tokens"], s["decode"]["finish"]) for s in serves}
+        | {(s["decode"]["tokens"], s["decode"]["finish"]) for s in llamas}
+    )
     serve_tokens = {s["decode"]["tokens"] for s in serves}
     llama_tokens = {s["decode"]["tokens"] for s in llamas}
     same = serve_tokens == llama_tokens == {options.tokens}
-    print(f"  tokens produced: serve {sorted(serve_tokens)}, llama_cpp.server {sorted(llama_tokens)} "
-          f"({'the same' if same else 'NOT the same: the rates are not comparable as they stand'}; "
-          f"finish reasons {sorted({f for _, f in produced})})")
+    print(
+        f"  tokens produced: serve {sorted(serve_tokens)}, llama_cpp.server {sorted(llama_tokens)} "
+        f"({'the same' if same else 'NOT the same: the rates are not comparable as they stand'}; "
+        f"finish reasons {sorted({f for _, f in produced})})"
+    )
     to_run = median(serve_rate) / median(run_rate)
     to_llama = median(serve_rate) / median(llama_rate)
     print(f"  serve/run (medians): {to_run:.3f}  (goal >= 0.95: {goal(to_run >= 0.95)})")
@@ -270,8 +377,9 @@ def main() -> None:
     run_label = f"decode, edgellm run --json ({options.tokens} tokens)"
     llama_label = f"decode, llama_cpp.server, streamed, rate on the client ({options.tokens} tokens)"
     findings.figure(run_label, median(run_rate), "tokens/s")
-    findings.figure(f"decode, edgellm serve, streamed, rate on the client ({options.tokens} tokens)",
-                    median(serve_rate), "tokens/s")
+    findings.figure(
+        f"decode, edgellm serve, streamed, rate on the client ({options.tokens} tokens)", median(serve_rate), "tokens/s"
+    )
     if serve_own:
         findings.figure("decode, edgellm serve, its own timings", median(serve_own), "tokens/s")
     findings.figure(llama_label, median(llama_rate), "tokens/s")
@@ -279,39 +387,55 @@ def main() -> None:
     findings.figure("decode serve / llama_cpp.server", to_llama, "ratio", anchor=llama_label)
     findings.figure("edgellm run's TTFT, same prompt", median([r["ttft_ms"] for r in runs]), "ms")
     if not same:
-        findings.note(f"decode: tokens produced differ (serve {sorted(serve_tokens)}, llama_cpp.server "
-                      f"{sorted(llama_tokens)}, asked {options.tokens}): the rates are not comparable as they stand")
+        findings.note(
+            f"decode: tokens produced differ (serve {sorted(serve_tokens)}, llama_cpp.server "
+            f"{sorted(llama_tokens)}, asked {options.tokens}): the rates are not comparable as they stand"
+        )
 
-    print(f"short request (\"Hi\", \"Hello\", ...; max_tokens 1, streamed), medians of {options.requests} per round:")
+    print(f'short request ("Hi", "Hello", ...; max_tokens 1, streamed), medians of {options.requests} per round:')
     for label, key in (("time to first byte", "ttfb_ms"), ("time to first text", "ttft_ms")):
         ours, theirs = [s[key] for s in serves], [s[key] for s in llamas]
-        print(f"  {label:<20} serve {spread(ours)} ms   llama_cpp.server {spread(theirs)} ms   "
-              f"serve/llama_cpp.server {median(ours) / median(theirs):.2f}")
+        print(
+            f"  {label:<20} serve {spread(ours)} ms   llama_cpp.server {spread(theirs)} ms   "
+            f"serve/llama_cpp.server {median(ours) / median(theirs):.2f}"
+        )
         anchor = f"short request, {label}, llama_cpp.server"
         findings.figure(f"short request, {label}, edgellm serve", median(ours), "ms")
         findings.figure(anchor, median(theirs), "ms")
-        findings.figure(f"short request, {label}, serve / llama_cpp.server", median(ours) / median(theirs), "ratio",
-                        anchor=anchor)
+        findings.figure(
+            f"short request, {label}, serve / llama_cpp.server", median(ours) / median(theirs), "ratio", anchor=anchor
+        )
     ours, theirs = [s["requests_per_s"] for s in serves], [s["requests_per_s"] for s in llamas]
     print(f"{CONCURRENT} concurrent short requests (max_tokens 8, not streamed): requests/s")
-    print(f"  serve {spread(ours)}   llama_cpp.server {spread(theirs)}   "
-          f"serve/llama_cpp.server {median(ours) / median(theirs):.2f}   (tokens produced: serve "
-          f"{sorted({s['short_tokens'] for s in serves})}, llama_cpp.server {sorted({s['short_tokens'] for s in llamas})})")
+    print(
+        f"  serve {spread(ours)}   llama_cpp.server {spread(theirs)}   "
+        f"serve/llama_cpp.server {median(ours) / median(theirs):.2f}   (tokens produced: serve "
+        f"{sorted({s['short_tokens'] for s in serves})}, "
+        f"llama_cpp.server {sorted({s['short_tokens'] for s in llamas})})"
+    )
     anchor = f"{CONCURRENT} concurrent short requests, llama_cpp.server"
     findings.figure(f"{CONCURRENT} concurrent short requests, edgellm serve", median(ours), "requests/s")
     findings.figure(anchor, median(theirs), "requests/s")
-    findings.figure(f"{CONCURRENT} concurrent short requests, serve / llama_cpp.server", median(ours) / median(theirs),
-                    "ratio", anchor=anchor)
+    findings.figure(
+        f"{CONCURRENT} concurrent short requests, serve / llama_cpp.server",
+        median(ours) / median(theirs),
+        "ratio",
+        anchor=anchor,
+    )
 
     print("goals:")
     print(f"  decode through the server >= 0.95 x edgellm run: {goal(to_run >= 0.95)} ({to_run:.3f})")
-    print(f"  decode through the server >= llama_cpp.server: {goal(to_llama >= 1)} ({to_llama:.3f})"
-          + ("" if same else " (token counts differ)"))
+    print(
+        f"  decode through the server >= llama_cpp.server: {goal(to_llama >= 1)} ({to_llama:.3f})"
+        + ("" if same else " (token counts differ)")
+    )
     findings.goal("decode through the server ≥ 0.95 × edgellm run", to_run, ">=", 0.95)
     findings.goal("decode through the server ≥ llama_cpp.server", to_llama, ">=", 1)
-    findings.note(f"medians of {options.rounds} round(s), {settings['threads']} threads, context {CTX}, "
-                  f"flash attention {'on' if settings['flash_attn'] else 'off'}; short requests: {options.requests} "
-                  f"per server and round; {os.cpu_count()} CPUs")
+    findings.note(
+        f"medians of {options.rounds} round(s), {settings['threads']} threads, context {CTX}, "
+        f"flash attention {'on' if settings['flash_attn'] else 'off'}; short requests: {options.requests} "
+        f"per server and round; {os.cpu_count()} CPUs"
+    )
     findings.save(options.json)
 
 

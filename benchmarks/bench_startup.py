@@ -1,6 +1,7 @@
 """Start-up of `edgellm --help`, `edgellm hw` and `edgellm hw --json`; the header check and the model spec.
 
-Goals: --help and hw under 0.3 s; header check and model spec of the test model under 50 ms. The anchors measured in the same
+Goals: --help and hw under 0.3 s; header check and model spec of the test model under 50 ms. The anchors measured
+in the same
 run: a bare `python -c pass` for start-up, gguf's GGUFReader for the header.
 Usage: .venv/bin/python benchmarks/bench_startup.py [--runs 10] [--json PATH]
 """
@@ -51,8 +52,10 @@ def main() -> None:
     for args in (["--help"], ["hw"], ["hw", "--json"]):
         times = wall([sys.executable, "-m", "edgellm", *args], options.runs)
         verdict = "ok" if median(times) < START_GOAL_S else f"OVER {START_GOAL_S} s"
-        print(f"edgellm {' '.join(args):<20} s: {spread(times)}  ({median(times) / median(python):.1f}x python; "
-              f"goal < {START_GOAL_S} s: {verdict})")
+        print(
+            f"edgellm {' '.join(args):<20} s: {spread(times)}  ({median(times) / median(python):.1f}x python; "
+            f"goal < {START_GOAL_S} s: {verdict})"
+        )
         command = f"edgellm {' '.join(args)}"
         findings.figure(command, median(times), "s")
         findings.figure(f"{command} / python -c pass", median(times) / median(python), "ratio", anchor=python_label)

@@ -63,8 +63,11 @@ def child(threads: int, tokens: int) -> None:
 
     PromptInput._on_key = timed_key  # type: ignore[method-assign]
     ChatScreen.on_reply_pieces = timed_pieces  # type: ignore[method-assign]
-    settings = flags_of(build_parser().parse_args(
-        ["chat", "-n", str(tokens), "--ignore-eos", "-t", str(threads), "-c", "2048", "--temp", "0"]))
+    settings = flags_of(
+        build_parser().parse_args(
+            ["chat", "-n", str(tokens), "--ignore-eos", "-t", str(threads), "-c", "2048", "--temp", "0"]
+        )
+    )
     app = EdgeApp(settings, history=History(paths.history_path()), model=str(TEST_MODEL), start="chat")
 
     def press_keys() -> None:
@@ -93,47 +96,84 @@ def child(threads: int, tokens: int) -> None:
             return app.session.stats.replies[-1]
 
     timings = asyncio.run(drive())
-    print(json.dumps({"tokens_per_s": timings["tokens_per_s"], "ttft_ms": timings["ttft_ms"],
-                      "prompt_tokens": timings["prompt_tokens"],
-                      "enter_to_screen_ms": (first_on_screen[0] - enter_at[0]) * 1000,
-                      "key_delays_ms": [delay * 1000 for delay in key_delays]}))
+    print(
+        json.dumps(
+            {
+                "tokens_per_s": timings["tokens_per_s"],
+                "ttft_ms": timings["ttft_ms"],
+                "prompt_tokens": timings["prompt_tokens"],
+                "enter_to_screen_ms": (first_on_screen[0] - enter_at[0]) * 1000,
+                "key_delays_ms": [delay * 1000 for delay in key_delays],
+            }
+        )
+    )
 
 
 def measure_tui(threads: int, tokens: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgellm-bench-") as home:
-        done = subprocess.run([sys.executable, __file__, "--child", str(threads), "--tokens", str(tokens)],
-                              capture_output=True, text=True, check=True, env={**os.environ, "EDGELLM_HOME": home})
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", str(threads), "--tokens", str(tokens)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "EDGELLM_HOME": home},
+        )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def measure_run(threads: int, tokens: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgellm-bench-") as home:
-        done = subprocess.run([sys.executable, "-m", "edgellm", "run", "-m", str(TEST_MODEL), "-p", RUN_PROMPT,
-                               "-n", str(tokens), "--ignore-eos", "-t", str(threads), "-c", "2048", "--temp", "0",
-                               "--json"], capture_output=True, text=True, check=True,
-                              env={**os.environ, "EDGELLM_HOME": home})
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edgellm",
+                "run",
+                "-m",
+                str(TEST_MODEL),
+                "-p",
+                RUN_PROMPT,
+                "-n",
+                str(tokens),
+                "--ignore-eos",
+                "-t",
+                str(threads),
+                "-c",
+                "2048",
+                "--temp",
+                "0",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "EDGELLM_HOME": home},
+        )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def first_frame_s() -> float:
     """From starting the process to the home screen's first frame (Textual's Ready), headless."""
-    code = ("import edgellm.cli.main\n"
-            "from edgellm.tui.app import EdgeApp\n"
-            "from edgellm.session.flags import flags_of\n"
-            "class FirstFrame(EdgeApp):\n"
-            "    def on_ready(self):\n"
-            "        self.exit()\n"
-            "FirstFrame(flags_of(edgellm.cli.main.build_parser().parse_args([]))).run(headless=True, size=(120, 40))\n")
+    code = (
+        "import edgellm.cli.main\n"
+        "from edgellm.tui.app import EdgeApp\n"
+        "from edgellm.session.flags import flags_of\n"
+        "class FirstFrame(EdgeApp):\n"
+        "    def on_ready(self):\n"
+        "        self.exit()\n"
+        "FirstFrame(flags_of(edgellm.cli.main.build_parser().parse_args([]))).run(headless=True, size=(120, 40))\n"
+    )
     with tempfile.TemporaryDirectory(prefix="edgellm-bench-") as home:
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                       env={**os.environ, "EDGELLM_HOME": home})
+        subprocess.run(
+            [sys.executable, "-c", code], check=True, capture_output=True, env={**os.environ, "EDGELLM_HOME": home}
+        )
         return time.perf_counter() - started
 
 
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def thread_counts(text: str) -> list[int]:
@@ -150,8 +190,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=256)
-    parser.add_argument("--threads-list", type=thread_counts, default=[2, 1], metavar="N[,N...]",
-                        help="the thread counts to measure at, in this order (default 2,1)")
+    parser.add_argument(
+        "--threads-list",
+        type=thread_counts,
+        default=[2, 1],
+        metavar="N[,N...]",
+        help="the thread counts to measure at, in this order (default 2,1)",
+    )
     parser.add_argument("--child", type=int, metavar="THREADS", help=argparse.SUPPRESS)
     add_json_flag(parser)
     options = parser.parse_args()
@@ -171,18 +216,27 @@ def main() -> None:
         delays = [d for t in tui for d in t["key_delays_ms"]]
         p95 = percentile(delays, 0.95) if delays else None
         print(f"{threads} thread(s):")
-        print(f"  decode t/s   run: {spread([r['tokens_per_s'] for r in run])}   "
-              f"TUI: {spread([t['tokens_per_s'] for t in tui])}")
-        print(f"  decode TUI/run (medians): {decode_ratio:.3f}  (goal >= 0.95: {'ok' if decode_ratio >= 0.95 else 'MISSED'})")
+        print(
+            f"  decode t/s   run: {spread([r['tokens_per_s'] for r in run])}   "
+            f"TUI: {spread([t['tokens_per_s'] for t in tui])}"
+        )
+        print(
+            f"  decode TUI/run (medians): {decode_ratio:.3f}  "
+            f"(goal >= 0.95: {'ok' if decode_ratio >= 0.95 else 'MISSED'})"
+        )
         tui_ttft = median([t["ttft_ms"] for t in tui])
-        print(f"  Enter to first token on screen: {enter:.0f} ms vs run's TTFT {run_ttft:.0f} ms "
-              f"(prompt {tui[-1]['prompt_tokens']} vs {run[-1]['prompt_tokens']} tokens); goal <= "
-              f"{1.1 * run_ttft + 50:.0f} ms: {'ok' if enter <= 1.1 * run_ttft + 50 else 'MISSED'}; "
-              f"the TUI's own TTFT {tui_ttft:.0f} ms, so {enter - tui_ttft:.0f} ms between Enter and the screen")
+        print(
+            f"  Enter to first token on screen: {enter:.0f} ms vs run's TTFT {run_ttft:.0f} ms "
+            f"(prompt {tui[-1]['prompt_tokens']} vs {run[-1]['prompt_tokens']} tokens); goal <= "
+            f"{1.1 * run_ttft + 50:.0f} ms: {'ok' if enter <= 1.1 * run_ttft + 50 else 'MISSED'}; "
+            f"the TUI's own TTFT {tui_ttft:.0f} ms, so {enter - tui_ttft:.0f} ms between Enter and the screen"
+        )
         if delays:
-            print(f"  key press handled during generation: {len(delays)} presses, median {median(delays):.1f} ms, "
-                  f"p95 {p95:.1f} ms, max {max(delays):.1f} ms  (goal p95 <= 100 ms: "
-                  f"{'ok' if p95 <= 100 else 'MISSED'})")
+            print(
+                f"  key press handled during generation: {len(delays)} presses, median {median(delays):.1f} ms, "
+                f"p95 {p95:.1f} ms, max {max(delays):.1f} ms  (goal p95 <= 100 ms: "
+                f"{'ok' if p95 <= 100 else 'MISSED'})"
+            )
         else:
             print("  key press handled during generation: no press landed while the reply streamed (more --tokens)")
             findings.note(f"{threads} thread(s): no key press landed while the reply streamed; use more --tokens")
@@ -195,12 +249,19 @@ def main() -> None:
         findings.figure(ttft_label, run_ttft, "ms")
         findings.figure(f"TTFT, TUI's own ({at})", tui_ttft, "ms")
         findings.figure(f"Enter to first token on screen ({at})", enter, "ms")
-        findings.figure(f"key press delay during generation, median ({at}, {len(delays)} presses)",
-                        median(delays) if delays else None, "ms")
+        findings.figure(
+            f"key press delay during generation, median ({at}, {len(delays)} presses)",
+            median(delays) if delays else None,
+            "ms",
+        )
         findings.figure(f"key press delay during generation, p95 ({at})", p95, "ms")
         findings.goal(f"decode TUI / run ≥ 0.95 ({at})", decode_ratio, ">=", 0.95)
-        findings.goal(f"Enter to first token on screen ≤ 1.1 × run's TTFT + 50 ms = {1.1 * run_ttft + 50:.0f} ms "
-                      f"({at})", enter, "<=", 1.1 * run_ttft + 50)
+        findings.goal(
+            f"Enter to first token on screen ≤ 1.1 × run's TTFT + 50 ms = {1.1 * run_ttft + 50:.0f} ms ({at})",
+            enter,
+            "<=",
+            1.1 * run_ttft + 50,
+        )
         findings.goal(f"key press delay during generation, p95 ≤ 100 ms ({at})", p95, "<=", 100)
     python = []
     for _ in range(options.rounds):
@@ -208,16 +269,24 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         python.append(time.perf_counter() - started)
     frames = [first_frame_s() for _ in range(options.rounds)]
-    print(f"start-up to the home screen's first frame: {spread(frames)} s ({median(frames) / median(python):.1f}x "
-          f"python -c pass; goal <= 1 s: {'ok' if median(frames) <= 1 else 'MISSED'})")
+    print(
+        f"start-up to the home screen's first frame: {spread(frames)} s ({median(frames) / median(python):.1f}x "
+        f"python -c pass; goal <= 1 s: {'ok' if median(frames) <= 1 else 'MISSED'})"
+    )
     findings.figure("start-up, python -c pass", median(python), "s")
     findings.figure("start-up to the home screen's first frame", median(frames), "s")
-    findings.figure("start-up to first frame / python -c pass", median(frames) / median(python), "ratio",
-                    anchor="start-up, python -c pass")
+    findings.figure(
+        "start-up to first frame / python -c pass",
+        median(frames) / median(python),
+        "ratio",
+        anchor="start-up, python -c pass",
+    )
     findings.goal("start-up to the home screen's first frame ≤ 1 s", median(frames), "<=", 1)
-    findings.note(f"medians of {options.rounds} round(s), {options.tokens} tokens, thread counts "
-                  f"{', '.join(map(str, options.threads_list))}, {os.cpu_count()} CPUs; run and TUI alternate in "
-                  f"fresh processes; a key press every {KEY_EVERY_S * 1000:.0f} ms while the reply streams")
+    findings.note(
+        f"medians of {options.rounds} round(s), {options.tokens} tokens, thread counts "
+        f"{', '.join(map(str, options.threads_list))}, {os.cpu_count()} CPUs; run and TUI alternate in "
+        f"fresh processes; a key press every {KEY_EVERY_S * 1000:.0f} ms while the reply streams"
+    )
     findings.save(options.json)
 
 

@@ -24,9 +24,17 @@ sys.path.insert(0, str(REPO))
 from edgellm.hw.buildconfig import LLAMA_CPP_PYTHON_VERSION, build_key, cache_root, read_build_info
 
 TARGET = "llama-bench"
-FIXED_ARGS = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-              "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_TOOLS=ON",
-              "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_APP=OFF"]
+FIXED_ARGS = [
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_SERVER=OFF",
+    "-DLLAMA_BUILD_TOOLS=ON",
+    "-DLLAMA_CURL=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_BUILD_APP=OFF",
+]
 
 
 def installed_cmake_args() -> list[str]:
@@ -49,10 +57,14 @@ def llama_bench_path(build: bool = True) -> Path | None:
     work = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
     try:
         generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-        subprocess.run(["cmake", "-S", str(source), "-B", str(work / "build"), *generator, *FIXED_ARGS, *args],
-                       check=True, stdout=subprocess.DEVNULL)
-        subprocess.run(["cmake", "--build", str(work / "build"), "--target", TARGET, "-j"], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["cmake", "-S", str(source), "-B", str(work / "build"), *generator, *FIXED_ARGS, *args],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        subprocess.run(
+            ["cmake", "--build", str(work / "build"), "--target", TARGET, "-j"], check=True, stdout=subprocess.DEVNULL
+        )
         built = next((work / "build").glob(f"**/bin/{TARGET}"))
         (work / "out").mkdir()
         shutil.copy2(built, work / "out" / TARGET)

@@ -50,8 +50,20 @@ def main() -> None:
     process = psutil.Process()
     before = process.memory_info().rss
     log = LlamaLog(paths.log_path(), echo=False)
-    loaded = load(LoadParams(Path(options.model), chosen.n_ctx, chosen.n_threads, chosen.n_threads_batch,
-                               chosen.n_gpu_layers, chosen.flash_attn, chosen.kv, seed=0, n_batch=chosen.n_ubatch), log)
+    loaded = load(
+        LoadParams(
+            Path(options.model),
+            chosen.n_ctx,
+            chosen.n_threads,
+            chosen.n_threads_batch,
+            chosen.n_gpu_layers,
+            chosen.flash_attn,
+            chosen.kv,
+            seed=0,
+            n_batch=chosen.n_ubatch,
+        ),
+        log,
+    )
     llm = loaded.llm
     prompt = [llm.token_bos()] + [(index * 7919) % 5000 + 300 for index in range(options.prompt_tokens - 1)]
     for count, _ in enumerate(llm.generate(prompt, temp=0.0), start=1):
@@ -63,11 +75,20 @@ def main() -> None:
     for match in BUFFER_RE.finditer(paths.log_path().read_text()):
         key = f"{match.group(1)} {match.group(2)}"
         buffers[key] = buffers.get(key, 0) + float(match.group(3)) * 2**20
-    print(json.dumps({
-        "model": Path(options.model).name, "n_ctx": chosen.n_ctx, "kv": chosen.kv, "flash_attn": chosen.flash_attn,
-        "estimate": chosen.estimate.total, "rss_growth": after - before, "logged": sum(buffers.values()),
-        "buffers": buffers,
-    }))
+    print(
+        json.dumps(
+            {
+                "model": Path(options.model).name,
+                "n_ctx": chosen.n_ctx,
+                "kv": chosen.kv,
+                "flash_attn": chosen.flash_attn,
+                "estimate": chosen.estimate.total,
+                "rss_growth": after - before,
+                "logged": sum(buffers.values()),
+                "buffers": buffers,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

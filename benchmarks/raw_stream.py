@@ -13,12 +13,12 @@ import llama_cpp
 
 
 def main(model: str, threads: int, n_tokens: int, flash_attn: bool) -> None:
-    llm = llama_cpp.Llama(model, n_ctx=4096, n_threads=threads, n_threads_batch=threads, flash_attn=flash_attn,
-                          verbose=False)
+    llm = llama_cpp.Llama(
+        model, n_ctx=4096, n_threads=threads, n_threads_batch=threads, flash_attn=flash_attn, verbose=False
+    )
     first = last = None
     count = 0
-    stream = llm.create_completion("The capital of France is", max_tokens=n_tokens, temperature=0.0,
-                                   stream=True)
+    stream = llm.create_completion("The capital of France is", max_tokens=n_tokens, temperature=0.0, stream=True)
     for _ in stream:
         last = time.perf_counter()
         first = first or last

@@ -31,8 +31,11 @@ from tests.support.server import ServerProcess, status_value
 
 def figures(pid: int) -> dict[str, int]:
     """Anonymous RSS (KiB), open file descriptors and threads of a process, from /proc."""
-    return {"rss_anon_kib": status_value(pid, "RssAnon"), "open_files": len(os.listdir(f"/proc/{pid}/fd")),
-            "threads": status_value(pid, "Threads")}
+    return {
+        "rss_anon_kib": status_value(pid, "RssAnon"),
+        "open_files": len(os.listdir(f"/proc/{pid}/fd")),
+        "threads": status_value(pid, "Threads"),
+    }
 
 
 def chat_turns(session, round_: int) -> None:  # type: ignore[no-untyped-def]
@@ -46,8 +49,11 @@ def server_requests(url: str, round_: int) -> None:
     with httpx.Client(timeout=120) as client:
         for i in range(10):
             if i % 2:
-                body = {"messages": [{"role": "user", "content": f"Hi {round_}.{i}"}], "max_tokens": 8,
-                        "stream": i % 4 == 1}
+                body = {
+                    "messages": [{"role": "user", "content": f"Hi {round_}.{i}"}],
+                    "max_tokens": 8,
+                    "stream": i % 4 == 1,
+                }
                 path = "/v1/chat/completions"
             else:
                 body = {"prompt": f"Number {round_}.{i} is", "max_tokens": 8, "stream": i % 4 == 0}
@@ -95,16 +101,24 @@ def main() -> None:
                 server_requests(server.url, round_)
                 pull_and_remove(cli_main)
                 if round_ + 1 in (options.warmup, options.rounds):
-                    rows.append({"round": round_ + 1, "this process": figures(os.getpid()),
-                                 "server": figures(server.process.pid), "python threads": threading.active_count()})
+                    rows.append(
+                        {
+                            "round": round_ + 1,
+                            "this process": figures(os.getpid()),
+                            "server": figures(server.process.pid),
+                            "python threads": threading.active_count(),
+                        }
+                    )
                     print(json.dumps(rows[-1]), flush=True)
         finally:
             server.stop(timeout=60)
             history.close()
             hub.close()
     warm, end = rows
-    print(f"soak: {options.rounds} rounds (3 chat turns, 10 server requests, 1 pull and rm each); after round "
-          f"{options.warmup} -> after round {options.rounds}:")
+    print(
+        f"soak: {options.rounds} rounds (3 chat turns, 10 server requests, 1 pull and rm each); after round "
+        f"{options.warmup} -> after round {options.rounds}:"
+    )
     flat = True
     for who in ("this process", "server"):
         for key in ("rss_anon_kib", "open_files", "threads"):
@@ -113,7 +127,9 @@ def main() -> None:
             ok = growth < 0.05 if key == "rss_anon_kib" else after <= before
             flat &= ok
             print(f"  {who:<13} {key:<13} {before:>9} -> {after:<9} ({growth:+.1%}) {'ok' if ok else 'GREW'}")
-    print(f"goal (flat after warm-up: anonymous RSS within 5%, no more files or threads): {'met' if flat else 'MISSED'}")
+    print(
+        f"goal (flat after warm-up: anonymous RSS within 5%, no more files or threads): {'met' if flat else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Union
 
 from edgellm.reasons import Reason
 
@@ -39,7 +38,7 @@ class Progress:
     unit: str = "bytes"  # or "tensors" (quantize)
 
 
-Event = Union[Notice, Progress]
+Event = Notice | Progress
 Report = Callable[[Event], None]
 
 

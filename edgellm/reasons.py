@@ -30,12 +30,14 @@ class Reason:
 
     def as_dict(self) -> dict[str, Any]:
         """The reason for JSON: its code and values (nested reasons as their own dicts)."""
+
         def plain(value: Value) -> Any:
             if isinstance(value, Reason):
                 return value.as_dict()
             if isinstance(value, tuple):
                 return [plain(item) for item in value]
             return value
+
         return {"code": self.code, **{name: plain(value) for name, value in self.values}}
 
 

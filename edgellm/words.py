@@ -40,14 +40,22 @@ class Terms(Protocol):
 class PlainTerms:
     """No front end's words: what a log line or an error's own message says."""
 
-    NOUNS = {"ctx_size": ("the context size", "a {}-token context"), "kv": ("the KV cache type", "a {} KV cache"),
-             "flash_attn": ("flash attention", "flash attention {}"),
-             "gpu_layers": ("the GPU layer count", "{} layers on the GPU"), "threads": ("the thread count", "{} threads"),
-             "force": ("forcing it", "forcing it"), "model": ("another model", "the model {}"),
-             "offline": ("offline mode", "offline mode"), "rpc": ("the RPC workers", "the workers {}"),
-             "profile": ("the device profile", "the device profile {}"), "quant": ("the quant", "the quant {}"),
-             "outtype": ("the output type", "the output type {}"), "output": ("the output", "{}"),
-             "keep_checkpoint": ("keeping the checkpoint", "keeping the checkpoint")}
+    NOUNS = {
+        "ctx_size": ("the context size", "a {}-token context"),
+        "kv": ("the KV cache type", "a {} KV cache"),
+        "flash_attn": ("flash attention", "flash attention {}"),
+        "gpu_layers": ("the GPU layer count", "{} layers on the GPU"),
+        "threads": ("the thread count", "{} threads"),
+        "force": ("forcing it", "forcing it"),
+        "model": ("another model", "the model {}"),
+        "offline": ("offline mode", "offline mode"),
+        "rpc": ("the RPC workers", "the workers {}"),
+        "profile": ("the device profile", "the device profile {}"),
+        "quant": ("the quant", "the quant {}"),
+        "outtype": ("the output type", "the output type {}"),
+        "output": ("the output", "{}"),
+        "keep_checkpoint": ("keeping the checkpoint", "keeping the checkpoint"),
+    }
 
     def setting(self, name: str, value: Value = None) -> str:
         general, particular = self.NOUNS.get(name, (name, f"{name} {{}}"))
@@ -73,9 +81,15 @@ MODEL_FILE_WAYS = {
     "model_not-gguf": "pass a GGUF model file (convert other formats to GGUF first)",
     "model_corrupt": "pass a GGUF model file (convert other formats to GGUF first)",
 }
-PLAIN_WAYS = {**MODEL_FILE_WAYS, "model_missing": "check the path", "model_unreadable": "check the path",
-              "find_models": "find one that fits and fetch it", "name_model": "name a model file",
-              "remove_model": "remove it", "show_split": "the plan of the split shows where"}
+PLAIN_WAYS = {
+    **MODEL_FILE_WAYS,
+    "model_missing": "check the path",
+    "model_unreadable": "check the path",
+    "find_models": "find one that fits and fetch it",
+    "name_model": "name a model file",
+    "remove_model": "remove it",
+    "show_split": "the plan of the split shows where",
+}
 PLAIN = PlainTerms()
 
 
@@ -97,10 +111,12 @@ def sentence(code: str) -> Callable[[Sentence], Sentence]:
     def register(function: Sentence) -> Sentence:
         SENTENCES[code] = function
         return function
+
     return register
 
 
 # why the planner chose each setting
+
 
 @sentence("no_gpu")
 def _(r: Reason, t: Terms) -> str:
@@ -164,8 +180,9 @@ def _(r: Reason, t: Terms) -> str:
 
 @sentence("threads_performance_cores")
 def _(r: Reason, t: Terms) -> str:
-    return (f"the {r['cores']} physical performance cores"
-            + (" (efficiency cores and SMT siblings slow llama.cpp down)" if r["siblings"] else ""))
+    return f"the {r['cores']} physical performance cores" + (
+        " (efficiency cores and SMT siblings slow llama.cpp down)" if r["siblings"] else ""
+    )
 
 
 @sentence("flash_attn_off_asked")
@@ -205,8 +222,7 @@ def _(r: Reason, t: Terms) -> str:
 
 @sentence("ubatch_reduced_to_fit")
 def _(r: Reason, t: Terms) -> str:
-    return (f"{r['ubatch']}: a {r['default']}-token batch's buffers did not fit (prompts are read a little "
-            f"slower)")
+    return f"{r['ubatch']}: a {r['default']}-token batch's buffers did not fit (prompts are read a little slower)"
 
 
 @sentence("mmap_on")
@@ -220,6 +236,7 @@ def _(r: Reason, t: Terms) -> str:
 
 
 # what the planner changed to fit (its notices)
+
 
 @sentence("ctx_reduced")
 def _(r: Reason, t: Terms) -> str:
@@ -244,16 +261,21 @@ def _(r: Reason, t: Terms) -> str:
 
 # why a plan cannot be made, and what would fit
 
+
 @sentence("ctx_above_trained")
 def _(r: Reason, t: Terms) -> str:
-    return (f"{t.setting('ctx_size', r['asked'])} is above the model's trained context of {r['trained']} tokens; "
-            f"use {t.setting('ctx_size', r['trained'])} or less")
+    return (
+        f"{t.setting('ctx_size', r['asked'])} is above the model's trained context of {r['trained']} tokens; "
+        f"use {t.setting('ctx_size', r['trained'])} or less"
+    )
 
 
 @sentence("kv_needs_flash_attn")
 def _(r: Reason, t: Terms) -> str:
-    return (f"{t.setting('kv', r['kv'])} (a quantized V cache) needs flash attention: use "
-            f"{t.setting('flash_attn', 'on')} or auto, or {t.setting('kv', 'f16')}")
+    return (
+        f"{t.setting('kv', r['kv'])} (a quantized V cache) needs flash attention: use "
+        f"{t.setting('flash_attn', 'on')} or auto, or {t.setting('kv', 'f16')}"
+    )
 
 
 def _asked(r: Reason, t: Terms) -> str:
@@ -269,8 +291,10 @@ def _(r: Reason, t: Terms) -> str:
     fix = r["fix"]
     force = f" (or {t.setting('force')})"
     if fix == "gpu_layers":
-        return (f"{head}; {t.setting('gpu_layers', r['fit_gpu_layers'])} fits (or {t.unset('gpu_layers')} to let "
-                f"edgellm choose, or {t.setting('force')})")
+        return (
+            f"{head}; {t.setting('gpu_layers', r['fit_gpu_layers'])} fits (or {t.unset('gpu_layers')} to let "
+            f"edgellm choose, or {t.setting('force')})"
+        )
     if fix == "ctx":
         fits = t.setting("ctx_size", r["fit_ctx"])
         if r["fit_kv"] != "f16":
@@ -278,8 +302,10 @@ def _(r: Reason, t: Terms) -> str:
         return f"{head}; {fits} fits" + (force if r["ctx_asked"] else "")
     if fix == "no_quant":
         return f"{head}; no quant of this model fits in what is free: use a smaller model, or free memory"
-    return (f"{head}; the weights alone are {size(r['weights'])}: a smaller quant of about {r['bpw_fit']:.1f} bits "
-            f"per weight (now {r['bpw_now']:.1f}) or a smaller model would fit")
+    return (
+        f"{head}; the weights alone are {size(r['weights'])}: a smaller quant of about {r['bpw_fit']:.1f} bits "
+        f"per weight (now {r['bpw_now']:.1f}) or a smaller model would fit"
+    )
 
 
 @sentence("no_such_quant_file")
@@ -300,16 +326,20 @@ def _(r: Reason, t: Terms) -> str:
 @sentence("split_too_big")
 def _(r: Reason, t: Terms) -> str:
     short = "; ".join(f"{name} needs {size(needs)} of {size(budget)}" for name, needs, budget in r["short"])
-    return (f"the model does not fit across these devices at {t.setting('ctx_size', r['n_ctx'])}: {short}; add a "
-            f"worker, give more memory (--memory on a worker), or use a smaller quant or model")
+    return (
+        f"the model does not fit across these devices at {t.setting('ctx_size', r['n_ctx'])}: {short}; add a "
+        f"worker, give more memory (--memory on a worker), or use a smaller quant or model"
+    )
 
 
 # the quants of one model, one line each (`plan` and `pull` list them)
 
+
 @sentence("quant_fits")
 def _(r: Reason, t: Terms) -> str:
-    where = (", all layers on the GPU" if r["full_offload"] else
-             f", {r['gpu_layers']} layers on the GPU" if r["gpu"] else "")
+    where = (
+        ", all layers on the GPU" if r["full_offload"] else f", {r['gpu_layers']} layers on the GPU" if r["gpu"] else ""
+    )
     return f"{r['quant']}: fits, {size(r['total'])}{where}"
 
 
@@ -325,8 +355,10 @@ def _(r: Reason, t: Terms) -> str:
 
 @sentence("quant_would_run_on_cpu")
 def _(r: Reason, t: Terms) -> str:
-    return (f"{r['quant']}: skipped, its layers would run on the CPU (above {r['ceiling']}: slower, no visible "
-            f"quality gain)")
+    return (
+        f"{r['quant']}: skipped, its layers would run on the CPU (above {r['ceiling']}: slower, no visible "
+        f"quality gain)"
+    )
 
 
 @sentence("quant_full_offload_wins")
@@ -341,6 +373,7 @@ def _(r: Reason, t: Terms) -> str:
 
 # the opener, the engine and the session
 
+
 @sentence("about")
 def _(r: Reason, t: Terms) -> str:
     """A reason about one model (its file, its repo): `NAME: reason`."""
@@ -349,8 +382,10 @@ def _(r: Reason, t: Terms) -> str:
 
 @sentence("smallest_file")
 def _(r: Reason, t: Terms) -> str:
-    return (f"{say(r['reason'], t)}. The smallest file is {r['quant']} ({size(r['size'])}); a smaller model would fit "
-            f"better")
+    return (
+        f"{say(r['reason'], t)}. The smallest file is {r['quant']} ({size(r['size'])}); a smaller model would fit "
+        f"better"
+    )
 
 
 @sentence("no_model_fits")
@@ -365,8 +400,7 @@ def _(r: Reason, t: Terms) -> str:
 
 @sentence("split_model_not_stored")
 def _(r: Reason, t: Terms) -> str:
-    return (f"{r['name']} is not stored; pull it first (edgellm pull {r['name']} --dry-run shows what would be "
-            f"fetched)")
+    return f"{r['name']} is not stored; pull it first (edgellm pull {r['name']} --dry-run shows what would be fetched)"
 
 
 @sentence("split_places_layers")
@@ -381,50 +415,62 @@ def _(r: Reason, t: Terms) -> str:
 
 @sentence("offline_not_stored")
 def _(r: Reason, t: Terms) -> str:
-    return (f"{r['name']} is not in the store and offline mode is on ({t.setting('offline')} or HF_HUB_OFFLINE)"
-            + (f"; pull it first, or {t.way('name_model')}" if r.get("way_out") else ""))
+    return f"{r['name']} is not in the store and offline mode is on ({t.setting('offline')} or HF_HUB_OFFLINE)" + (
+        f"; pull it first, or {t.way('name_model')}" if r.get("way_out") else ""
+    )
 
 
 @sentence("hub_unreachable")
 def _(r: Reason, t: Terms) -> str:
-    return (f"{r['repo']}: cannot reach the Hub at {r['endpoint']} ({r['error']}); check the network or use "
-            f"{t.setting('offline')} with a stored model")
+    return (
+        f"{r['repo']}: cannot reach the Hub at {r['endpoint']} ({r['error']}); check the network or use "
+        f"{t.setting('offline')} with a stored model"
+    )
 
 
 @sentence("load_out_of_memory")
 def _(r: Reason, t: Terms) -> str:
-    return (f"{r['path']}: not enough memory to load ({r['line']}); try a smaller {t.setting('ctx_size')} or a "
-            f"smaller quant")
+    return (
+        f"{r['path']}: not enough memory to load ({r['line']}); try a smaller {t.setting('ctx_size')} or a "
+        f"smaller quant"
+    )
 
 
 @sentence("message_too_long")
 def _(r: Reason, t: Terms) -> str:
-    return (f"this message needs {r['needed']} tokens with the system prompt, more than the {r['available']} the "
-            f"context leaves for it; shorten it, or raise {t.setting('ctx_size')}")
+    return (
+        f"this message needs {r['needed']} tokens with the system prompt, more than the {r['available']} the "
+        f"context leaves for it; shorten it, or raise {t.setting('ctx_size')}"
+    )
 
 
 @sentence("prompt_too_long")
 def _(r: Reason, t: Terms) -> str:
-    return (f"the prompt is {r['needed']} tokens, which does not leave room in the {r['n_ctx']}-token context; raise "
-            f"{t.setting('ctx_size')} or shorten the prompt")
+    return (
+        f"the prompt is {r['needed']} tokens, which does not leave room in the {r['n_ctx']}-token context; raise "
+        f"{t.setting('ctx_size')} or shorten the prompt"
+    )
 
 
 @sentence("worker_refused")
 def _(r: Reason, t: Terms) -> str:
-    return (f"the RPC worker at {r['endpoint']} cannot be used ({r['problem']}); start it there with `edgellm worker "
-            f"--port {r['port']}`, or leave it out of {t.setting('rpc')}")
+    return (
+        f"the RPC worker at {r['endpoint']} cannot be used ({r['problem']}); start it there with `edgellm worker "
+        f"--port {r['port']}`, or leave it out of {t.setting('rpc')}"
+    )
 
 
 @sentence("bench_beyond_trained")
 def _(r: Reason, t: Terms) -> str:
-    return (f"{_bench_needs(r)}, more than the model's trained context of {r['trained']}: lower --depth, --pp or "
-            f"--tg")
+    return f"{_bench_needs(r)}, more than the model's trained context of {r['trained']}: lower --depth, --pp or --tg"
 
 
 @sentence("bench_beyond_ctx")
 def _(r: Reason, t: Terms) -> str:
-    return (f"{_bench_needs(r)}, more than {t.setting('ctx_size', r['ctx'])}: raise {t.setting('ctx_size')} to "
-            f"{r['raise_to']} or lower --depth, --pp or --tg")
+    return (
+        f"{_bench_needs(r)}, more than {t.setting('ctx_size', r['ctx'])}: raise {t.setting('ctx_size')} to "
+        f"{r['raise_to']} or lower --depth, --pp or --tg"
+    )
 
 
 @sentence("bench_does_not_fit")
@@ -439,6 +485,7 @@ def _bench_needs(r: Reason) -> str:
 
 # converting and quantizing
 
+
 @sentence("best_quant_chosen")
 def _(r: Reason, t: Terms) -> str:
     return f"{r['quant']} is the best quant of this model that fits {r['device']} ({t.setting('quant')} names another)"
@@ -446,8 +493,10 @@ def _(r: Reason, t: Terms) -> str:
 
 @sentence("outtype_cannot_become")
 def _(r: Reason, t: Terms) -> str:
-    return (f"{t.setting('outtype', r['outtype'])} cannot become {r['quant']}; {t.unset('outtype')}, or "
-            f"{t.change('quant', r['outtype'].upper())}")
+    return (
+        f"{t.setting('outtype', r['outtype'])} cannot become {r['quant']}; {t.unset('outtype')}, or "
+        f"{t.change('quant', r['outtype'].upper())}"
+    )
 
 
 @sentence("outtype_not_a_source")
@@ -467,8 +516,10 @@ def _(r: Reason, t: Terms) -> str:
 
 @sentence("no_room_to_quantize")
 def _(r: Reason, t: Terms) -> str:
-    return (f"not enough disk to quantize into {r['folder']}: {size(r['free'])} free, up to {size(r['needed'])} "
-            f"needed; free some space or {t.change('output', 'elsewhere')}")
+    return (
+        f"not enough disk to quantize into {r['folder']}: {size(r['free'])} free, up to {size(r['needed'])} "
+        f"needed; free some space or {t.change('output', 'elsewhere')}"
+    )
 
 
 def notice(said: Reason, kind: str = "note") -> Notice:
@@ -483,9 +534,11 @@ def worded(event_notice: Notice, terms: Terms) -> str:
 
 @sentence("worker_silent")
 def _(r: Reason, t: Terms) -> str:
-    return (f"the RPC worker at {r['endpoint']} did not answer within {r['timeout']:g} s: busy with another client (a "
-            f"worker serves one at a time) or not running; start it there with `edgellm worker --port {r['port']}`, "
-            f"or leave it out of {t.setting('rpc')}")
+    return (
+        f"the RPC worker at {r['endpoint']} did not answer within {r['timeout']:g} s: busy with another client (a "
+        f"worker serves one at a time) or not running; start it there with `edgellm worker --port {r['port']}`, "
+        f"or leave it out of {t.setting('rpc')}"
+    )
 
 
 @sentence("forced_quant_does_not_fit")

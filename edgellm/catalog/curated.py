@@ -13,9 +13,22 @@ from edgellm.paths import data_dir
 from edgellm.plan.spec import SWA_PATTERNS, ModelSpec
 
 # Average bits per weight of llama.cpp's quants (llama.cpp tools/quantize, Llama-3-8B).
-BITS_PER_WEIGHT = {"F16": 16.0, "BF16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.70, "Q5_K_S": 5.57,
-                   "Q4_K_M": 4.89, "Q4_K_S": 4.67, "IQ4_XS": 4.46, "Q4_0": 4.55, "Q3_K_L": 4.30, "Q3_K_M": 4.0,
-                   "Q3_K_S": 3.64, "Q2_K": 3.16}
+BITS_PER_WEIGHT = {
+    "F16": 16.0,
+    "BF16": 16.0,
+    "Q8_0": 8.5,
+    "Q6_K": 6.56,
+    "Q5_K_M": 5.70,
+    "Q5_K_S": 5.57,
+    "Q4_K_M": 4.89,
+    "Q4_K_S": 4.67,
+    "IQ4_XS": 4.46,
+    "Q4_0": 4.55,
+    "Q3_K_L": 4.30,
+    "Q3_K_M": 4.0,
+    "Q3_K_S": 3.64,
+    "Q2_K": 3.16,
+}
 EMBEDDING_BITS = 6.56  # Q6_K
 OFFERED = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")  # what GGUF repos commonly hold
 
@@ -56,14 +69,28 @@ class CatalogModel:
         every = SWA_PATTERNS.get(self.arch)
         swa = tuple(bool(self.window) and (every is None or layer % every < every - 1) for layer in range(self.layers))
         return ModelSpec(
-            path=f"{self.repo}:{quant}", architecture=self.arch, n_layers=self.layers,
+            path=f"{self.repo}:{quant}",
+            architecture=self.arch,
+            n_layers=self.layers,
             layer_bytes=(int(per_layer * bytes_per_param),) * self.layers,
             token_embd_bytes=int(embedding * bytes_per_param),
-            output_bytes=0 if self.tied else int(embedding * bytes_per_param), tied_embeddings=self.tied,
-            n_embd=self.embd, n_ff=self.ff, n_head=self.heads, n_head_kv=(self.kv_heads,) * self.layers,
-            key_length=self.head_dim, value_length=self.head_dim, swa_layers=swa, sliding_window=self.window,
-            trained_ctx=self.context, n_vocab=self.vocab, file_type=quant, has_chat_template=True,
-            file_bytes=total, n_tensors=9 * self.layers + 3)
+            output_bytes=0 if self.tied else int(embedding * bytes_per_param),
+            tied_embeddings=self.tied,
+            n_embd=self.embd,
+            n_ff=self.ff,
+            n_head=self.heads,
+            n_head_kv=(self.kv_heads,) * self.layers,
+            key_length=self.head_dim,
+            value_length=self.head_dim,
+            swa_layers=swa,
+            sliding_window=self.window,
+            trained_ctx=self.context,
+            n_vocab=self.vocab,
+            file_type=quant,
+            has_chat_template=True,
+            file_bytes=total,
+            n_tensors=9 * self.layers + 3,
+        )
 
 
 def load_catalog() -> list[CatalogModel]:

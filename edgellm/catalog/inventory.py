@@ -55,9 +55,16 @@ def verdict(plan: Plan | None) -> str:
     return "CPU"
 
 
-def assess(name: str, path: Path, size: int, source: str, profile: DeviceProfile, wishes: Wishes = Wishes(),
-           samples: list[Sample] | None = None,
-           benchmarks: dict[str, dict[str, Any]] | None = None) -> ModelFile:
+def assess(
+    name: str,
+    path: Path,
+    size: int,
+    source: str,
+    profile: DeviceProfile,
+    wishes: Wishes = Wishes(),
+    samples: list[Sample] | None = None,
+    benchmarks: dict[str, dict[str, Any]] | None = None,
+) -> ModelFile:
     """One model file with its fit on `profile`: its plan and estimated decode speed (calibrated by `samples`),
     the speed measured for it (`benchmarks`: this device's latest result per model), or why it has none."""
     try:
@@ -68,11 +75,20 @@ def assess(name: str, path: Path, size: int, source: str, profile: DeviceProfile
         chosen = plan(profile, spec, wishes)
     except PlanError as error:
         return ModelFile(name, path, size or spec.file_bytes, source, False, DOES_NOT_FIT, reason=error.reason)
-    measured = results.measured_for(profile, path.name, spec.file_bytes, chosen.flash_attn, benchmarks or {},
-                                    where=placement(chosen))
-    return ModelFile(name, path, size or spec.file_bytes, source, chosen.fits, verdict(chosen),
-                      estimate_speed(spec, chosen, profile, samples).tokens_per_s, chosen.n_ctx,
-                      measured_tokens_per_s=measured.tokens_per_s if measured else None)
+    measured = results.measured_for(
+        profile, path.name, spec.file_bytes, chosen.flash_attn, benchmarks or {}, where=placement(chosen)
+    )
+    return ModelFile(
+        name,
+        path,
+        size or spec.file_bytes,
+        source,
+        chosen.fits,
+        verdict(chosen),
+        estimate_speed(spec, chosen, profile, samples).tokens_per_s,
+        chosen.n_ctx,
+        measured_tokens_per_s=measured.tokens_per_s if measured else None,
+    )
 
 
 def dev_models_dir() -> Path | None:
@@ -125,8 +141,10 @@ def local_models(profile: DeviceProfile, wishes: Wishes = Wishes()) -> list[Mode
     """Every model on this machine with its fit on `profile` as `wishes` ask (the flags and config.toml the app runs
     with), in the order `candidates` finds them."""
     samples, benchmarks = results.calibration_samples(profile), results.latest_by_model(profile)
-    return [assess(name, path, size, source, profile, wishes, samples, benchmarks)
-            for name, path, size, source in candidates()]
+    return [
+        assess(name, path, size, source, profile, wishes, samples, benchmarks)
+        for name, path, size, source in candidates()
+    ]
 
 
 def store_is_empty() -> bool:
@@ -148,5 +166,11 @@ def store_problem() -> str | None:
 
 def recommended(profile: DeviceProfile, wishes: Wishes = Wishes()) -> list[Pick]:
     """The catalog models that suit `profile`, from offline size estimates (instant, no network)."""
-    return recommend(profile, min_speed=MIN_SPEED, online=False, samples=results.calibration_samples(profile),
-                     measured=results.measured_by_repo(profile), wishes=wishes).picks
+    return recommend(
+        profile,
+        min_speed=MIN_SPEED,
+        online=False,
+        samples=results.calibration_samples(profile),
+        measured=results.measured_by_repo(profile),
+        wishes=wishes,
+    ).picks

@@ -66,9 +66,14 @@ def quant_sizes(entry: CatalogModel, online: bool) -> tuple[dict[str, int], str]
     return {quant: entry.estimated_size(quant) for quant in OFFERED}, "estimated"
 
 
-def recommend(profile: DeviceProfile, min_speed: float, online: bool,
-              samples: list[Sample] | None = None,
-              measured: dict[tuple[str, str], Measured] | None = None, wishes: Wishes = Wishes()) -> Recommendation:
+def recommend(
+    profile: DeviceProfile,
+    min_speed: float,
+    online: bool,
+    samples: list[Sample] | None = None,
+    measured: dict[tuple[str, str], Measured] | None = None,
+    wishes: Wishes = Wishes(),
+) -> Recommendation:
     """Per catalog model, the quant the planner would choose among those fast enough; then the models
     ranked by quality: 4-bit and better before the 3- and 2-bit quants, then by parameter count.
     `samples` (this device's benchmarks) calibrate the speed estimates; `measured` speeds, by (repo, QUANT), are
@@ -101,10 +106,24 @@ def recommend(profile: DeviceProfile, min_speed: float, online: bool,
         where = "GPU" if chosen.full_offload else ("GPU+CPU" if chosen.gpu and chosen.n_gpu_layers else "CPU")
         estimated = estimate_speed(choice.spec, chosen, profile, samples)
         found = measured.get((entry.repo, choice.quant.upper()))
-        result.picks.append(Pick(entry.name, entry.repo, choice.quant, sizes[choice.quant], estimated.tokens_per_s,
-                                 where, chosen.n_gpu_layers, chosen.n_ctx, entry.params, entry.licence,
-                                 "hub" if source == "hub" else "estimated", estimated.calibration is not None,
-                                 found.tokens_per_s if found else None))
-    result.picks.sort(key=lambda pick: (rank(pick.quant) >= rank(GOOD_QUANT), pick.params_b, rank(pick.quant)),
-                      reverse=True)
+        result.picks.append(
+            Pick(
+                entry.name,
+                entry.repo,
+                choice.quant,
+                sizes[choice.quant],
+                estimated.tokens_per_s,
+                where,
+                chosen.n_gpu_layers,
+                chosen.n_ctx,
+                entry.params,
+                entry.licence,
+                "hub" if source == "hub" else "estimated",
+                estimated.calibration is not None,
+                found.tokens_per_s if found else None,
+            )
+        )
+    result.picks.sort(
+        key=lambda pick: (rank(pick.quant) >= rank(GOOD_QUANT), pick.params_b, rank(pick.quant)), reverse=True
+    )
     return result

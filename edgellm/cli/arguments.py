@@ -11,6 +11,7 @@ from edgellm.session.flags import MODEL_FLAGS
 
 def argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """An argparse `type` from one of the parsers above: its ValueError becomes argparse's one-line error."""
+
     def convert(text: str) -> Any:
         try:
             return parse(text)
@@ -18,7 +19,6 @@ def argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
             raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
     return convert
-
 
 
 def add_model_flags(parser: argparse.ArgumentParser, leave_out: tuple[str, ...] = ()) -> None:
@@ -31,8 +31,14 @@ def add_model_flags(parser: argparse.ArgumentParser, leave_out: tuple[str, ...] 
         if flag.parse is None:
             group.add_argument(*flag.names, dest=flag.dest, action="store_true", default=None, help=flag.help)
         else:
-            group.add_argument(*flag.names, dest=flag.dest, type=argument_type(flag.parse), default=None,
-                               metavar=flag.metavar, help=flag.help)
+            group.add_argument(
+                *flag.names,
+                dest=flag.dest,
+                type=argument_type(flag.parse),
+                default=None,
+                metavar=flag.metavar,
+                help=flag.help,
+            )
 
 
 def add_rpc_flag(parser: argparse.ArgumentParser, help: str) -> None:

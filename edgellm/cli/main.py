@@ -45,14 +45,34 @@ def build_parser() -> Parser:
         worker,
     )
 
-    parser = Parser(prog="edgellm", description="Run GGUF language models on your own hardware, fitted to it.",
-                    allow_abbrev=False)
-    parser.add_argument("--version", action="store_true", help="show the version and exit (with --verbose: how "
-                        "this build of llama.cpp was made)")
+    parser = Parser(
+        prog="edgellm", description="Run GGUF language models on your own hardware, fitted to it.", allow_abbrev=False
+    )
+    parser.add_argument(
+        "--version",
+        action="store_true",
+        help="show the version and exit (with --verbose: how this build of llama.cpp was made)",
+    )
     parser.add_argument("--verbose", action="store_true", dest="version_verbose", help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for module in (run, chat, serve, pull, convert, recommend, ls, rm, import_model, history, export, plan, bench, hw,
-                   doctor, worker):
+    for module in (
+        run,
+        chat,
+        serve,
+        pull,
+        convert,
+        recommend,
+        ls,
+        rm,
+        import_model,
+        history,
+        export,
+        plan,
+        bench,
+        hw,
+        doctor,
+        worker,
+    ):
         sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP, allow_abbrev=False)
         module.add_arguments(sub)
         sub.set_defaults(handler=module.main, command_parser=sub)
@@ -106,14 +126,18 @@ def version_text(verbose: bool) -> str:
 
     build = buildconfig.read_build_info() or {}
     frozen = "single binary" if getattr(sys, "frozen", False) else "Python package"
-    lines = [f"edgellm {__version__} ({frozen}, Python {platform.python_version()}, {platform.machine()})",
-             f"llama-cpp-python {build.get('llama_cpp_python', 'unknown')}, backend {build.get('backend', 'unknown')}",
-             f"llama.cpp commit: {build.get('llama_cpp_commit', 'not recorded')}",
-             f"CMake flags: {' '.join(build.get('cmake_args', [])) or 'not recorded'}"]
+    lines = [
+        f"edgellm {__version__} ({frozen}, Python {platform.python_version()}, {platform.machine()})",
+        f"llama-cpp-python {build.get('llama_cpp_python', 'unknown')}, backend {build.get('backend', 'unknown')}",
+        f"llama.cpp commit: {build.get('llama_cpp_commit', 'not recorded')}",
+        f"CMake flags: {' '.join(build.get('cmake_args', [])) or 'not recorded'}",
+    ]
     if build.get("cpu_variants"):
         here = buildconfig.cpu_variant(buildconfig.cpu_flags_of_this_machine())
-        lines.append(f"CPU variants: {' '.join(build['cpu_variants'])} (left out: "
-                     f"{' '.join(build.get('left_out_variants', [])) or 'none'}); this CPU gets {here or 'none'}")
+        lines.append(
+            f"CPU variants: {' '.join(build['cpu_variants'])} (left out: "
+            f"{' '.join(build.get('left_out_variants', [])) or 'none'}); this CPU gets {here or 'none'}"
+        )
     else:
         lines.append(f"CPU kernels: {' '.join(build.get('cpu_features', [])) or 'not recorded'}")
     if build.get("pyinstaller"):

@@ -18,8 +18,9 @@ class ProgressLine:
     """A report for the CLI: progress rewritten in place on a terminal (a line every 5 s otherwise, for logs),
     notices and warnings on lines of their own. With show_progress=False only the notices are shown."""
 
-    def __init__(self, out: IO[str] | None = None, show_progress: bool = True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, out: IO[str] | None = None, show_progress: bool = True, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.out = out if out is not None else sys.stderr
         self.show_progress, self.clock = show_progress, clock
         self.tty = self.out.isatty()

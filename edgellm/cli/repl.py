@@ -40,8 +40,9 @@ HELP = """commands:
 
 
 class Repl:
-    def __init__(self, session: ChatSession, *, interactive: bool, out: IO[str] = sys.stdout,
-                 err: IO[str] = sys.stderr) -> None:
+    def __init__(
+        self, session: ChatSession, *, interactive: bool, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr
+    ) -> None:
         self.session = session
         self.interactive = interactive
         self.out, self.err = out, err
@@ -93,8 +94,10 @@ class Repl:
         previous = signal.signal(signal.SIGINT, self._on_sigint)
         try:
             if self.interactive:
-                self.say(f"edgellm chat: {self.session.model_name}, context {self.session.model.n_ctx} tokens. "
-                         f"/help for commands, Ctrl-D to leave.")
+                self.say(
+                    f"edgellm chat: {self.session.model_name}, context {self.session.model.n_ctx} tokens. "
+                    f"/help for commands, Ctrl-D to leave."
+                )
             for notice in self.session.opening_notices():
                 self.notice(notice)
             while True:
@@ -196,8 +199,10 @@ class Repl:
         if not conversations:
             self.say(empty)
         for conversation in conversations[:20]:
-            self.say(f"{conversation.id:>5}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(conversation.updated))}"
-                     f"  {conversation.message_count:>3} messages  {conversation.title or '(untitled)'}")
+            self.say(
+                f"{conversation.id:>5}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(conversation.updated))}"
+                f"  {conversation.message_count:>3} messages  {conversation.title or '(untitled)'}"
+            )
 
     def cmd_load(self, argument: str) -> None:
         if not argument.isdigit():
@@ -236,8 +241,10 @@ class Repl:
             return
         self.say("last reply: " + timings_line(stats.last))
         rate = stats.mean_tokens_per_s
-        self.say(f"this session: {len(stats.replies)} replies, {stats.tokens} tokens"
-                 + (f", {rate:.1f} tokens/s on average" if rate else ""))
+        self.say(
+            f"this session: {len(stats.replies)} replies, {stats.tokens} tokens"
+            + (f", {rate:.1f} tokens/s on average" if rate else "")
+        )
 
 
 class _ReplyLine:

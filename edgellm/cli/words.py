@@ -12,16 +12,30 @@ from edgellm.reasons import Reason, Value
 from edgellm.session.flags import MODEL_FLAGS
 from edgellm.words import MODEL_FILE_WAYS, say
 
-FLAGS = {"ctx_size": "-c", "kv": "--kv", "flash_attn": "-fa", "gpu_layers": "-ngl", "threads": "-t",
-         "force": "--force", "model": "-m", "offline": "--offline", "rpc": "--rpc", "profile": "--profile",
-         "quant": "--quant", "outtype": "--outtype", "output": "-o", "keep_checkpoint": "--keep-checkpoint"}
+FLAGS = {
+    "ctx_size": "-c",
+    "kv": "--kv",
+    "flash_attn": "-fa",
+    "gpu_layers": "-ngl",
+    "threads": "-t",
+    "force": "--force",
+    "model": "-m",
+    "offline": "--offline",
+    "rpc": "--rpc",
+    "profile": "--profile",
+    "quant": "--quant",
+    "outtype": "--outtype",
+    "output": "-o",
+    "keep_checkpoint": "--keep-checkpoint",
+}
 CONFIG_KEYS = {flag.dest for flag in MODEL_FLAGS}  # settings config.toml may hold as well
 WAYS = {
     **MODEL_FILE_WAYS,
     "model_missing": "check the path (-m takes a .gguf file or a store name: `edgellm ls`)",
     "model_unreadable": "check the path (-m takes a .gguf file)",
-    "find_models": ("`edgellm recommend` suggests some and `edgellm pull owner/repo` fetches one; or pass "
-                    "-m PATH/TO/MODEL.gguf"),
+    "find_models": (
+        "`edgellm recommend` suggests some and `edgellm pull owner/repo` fetches one; or pass -m PATH/TO/MODEL.gguf"
+    ),
     "name_model": "pass -m PATH/TO/MODEL.gguf, a store name, or -hf REPO",
     "remove_model": "remove it (`edgellm rm` for the store)",
     "show_split": "`edgellm plan --rpc` shows where",

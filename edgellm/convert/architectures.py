@@ -23,11 +23,19 @@ import numpy as np
 
 from edgellm.convert.hf_config import HFConfig, gguf_tensors
 
-GGUF_ARCH = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2, "qwen3": gguf.MODEL_ARCH.QWEN3,
-             "gemma3": gguf.MODEL_ARCH.GEMMA3, "phi3": gguf.MODEL_ARCH.PHI3}
+GGUF_ARCH = {
+    "llama": gguf.MODEL_ARCH.LLAMA,
+    "qwen2": gguf.MODEL_ARCH.QWEN2,
+    "qwen3": gguf.MODEL_ARCH.QWEN3,
+    "gemma3": gguf.MODEL_ARCH.GEMMA3,
+    "phi3": gguf.MODEL_ARCH.PHI3,
+}
 # checkpoint name prefixes of multimodal wrappers -> the text model's own names
-_PREFIXES = (("model.language_model.", "model."), ("language_model.model.", "model."),
-             ("language_model.lm_head.", "lm_head."))
+_PREFIXES = (
+    ("model.language_model.", "model."),
+    ("language_model.model.", "model."),
+    ("language_model.lm_head.", "lm_head."),
+)
 # checkpoint tensors that are not part of the text model and are skipped
 _SKIPPED = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector.")
 
@@ -61,7 +69,7 @@ def text_name(name: str) -> str | None:
         return None
     for old, new in _PREFIXES:
         if name.startswith(old):
-            return new + name[len(old):]
+            return new + name[len(old) :]
     return name
 
 
@@ -87,26 +95,39 @@ def expected_source(config: HFConfig, gguf_name: str) -> str:
     parts = gguf_name.split(".")
     if parts[0] == "blk":
         layer, kind, suffix = parts[1], parts[2], parts[3]
-        hf = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
-              "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "attn_qkv": "self_attn.qkv_proj",
-              "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
-              "ffn_norm": "pre_feedforward_layernorm" if config.architecture == "gemma3"
-              else "post_attention_layernorm",
-              "post_attention_norm": "post_attention_layernorm", "post_ffw_norm": "post_feedforward_layernorm",
-              "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.gate_up_proj" if config.architecture == "phi3"
-              else "mlp.up_proj", "ffn_down": "mlp.down_proj"}.get(kind, kind)
+        hf = {
+            "attn_norm": "input_layernorm",
+            "attn_q": "self_attn.q_proj",
+            "attn_k": "self_attn.k_proj",
+            "attn_v": "self_attn.v_proj",
+            "attn_output": "self_attn.o_proj",
+            "attn_qkv": "self_attn.qkv_proj",
+            "attn_q_norm": "self_attn.q_norm",
+            "attn_k_norm": "self_attn.k_norm",
+            "ffn_norm": "pre_feedforward_layernorm" if config.architecture == "gemma3" else "post_attention_layernorm",
+            "post_attention_norm": "post_attention_layernorm",
+            "post_ffw_norm": "post_feedforward_layernorm",
+            "ffn_gate": "mlp.gate_proj",
+            "ffn_up": "mlp.gate_up_proj" if config.architecture == "phi3" else "mlp.up_proj",
+            "ffn_down": "mlp.down_proj",
+        }.get(kind, kind)
         return f"model.layers.{layer}.{hf}.{suffix}"
-    return {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
-            "output.weight": "lm_head.weight"}.get(gguf_name, gguf_name)
+    return {
+        "token_embd.weight": "model.embed_tokens.weight",
+        "output_norm.weight": "model.norm.weight",
+        "output.weight": "lm_head.weight",
+    }.get(gguf_name, gguf_name)
 
 
 def _permute(head_rows: int) -> Callable[[np.ndarray | None], np.ndarray]:
     """HF's rotate-half q/k rows -> llama.cpp's interleaved pairs, per head of `head_rows` rows (weights and biases
     alike); any whole number of heads at a time, so a tensor may be permuted slab by slab."""
+
     def apply(w: np.ndarray | None) -> np.ndarray:
         assert w is not None
         permuted: np.ndarray = w.reshape(-1, 2, head_rows // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
         return permuted
+
     return apply
 
 
@@ -178,8 +199,9 @@ def plan_tensors(config: HFConfig, sources: dict[str, str]) -> tuple[list[Planne
             transform = _permute(row_block)
         elif arch == "gemma3" and name.endswith("norm.weight"):
             transform = _plus_one
-        planned.append(PlannedTensor(name, tensor.shape, source, transform, row_block,
-                                     moves_only=transform is not _plus_one))
+        planned.append(
+            PlannedTensor(name, tensor.shape, source, transform, row_block, moves_only=transform is not _plus_one)
+        )
     return planned, missing
 
 

@@ -15,7 +15,8 @@ Tensor types, per tensor (not catalog.py's average bits per weight, which is Lla
   Q6_K, attn_v and ffn_down a step or two up in some layers (`use_more_bits`), attn_output up for Q2_K/Q3_K, and a
   row that is not a multiple of 256 falls back to a 32-block type (Q2_K/Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1,
   Q6_K -> Q8_0). Checked tensor by tensor against llama.cpp's quantize on tinymodel GGUFs and against the real
-  Gemma 3 270M Q4_K_M (tests/integration/test_convert_hf_config.py). Not modelled: an importance matrix (IQ quants and Q2_K_S
+  Gemma 3 270M Q4_K_M (tests/integration/test_convert_hf_config.py). Not modelled: an importance matrix (IQ quants
+  and Q2_K_S
   need one, and are refused here), `--pure`, per-tensor overrides, MoE and Falcon rules.
 - The file's header is estimated (tensor table exactly, the vocabulary at about 32 bytes a token: Gemma 3's
   SentencePiece vocabulary takes 25, BPE vocabularies with their merges somewhat more): under 1% of any real model.
@@ -36,13 +37,24 @@ from edgellm.plan.spec import SWA_PATTERNS, ModelSpec
 
 # transformers class (config.json `architectures[0]`) -> GGUF architecture, as convert_hf_to_gguf.py maps them.
 ARCHITECTURES = {
-    "LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
-    "Qwen3ForCausalLM": "qwen3", "Gemma3ForCausalLM": "gemma3", "Gemma3ForConditionalGeneration": "gemma3",
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "llama",
+    "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+    "Gemma3ForCausalLM": "gemma3",
+    "Gemma3ForConditionalGeneration": "gemma3",
     "Phi3ForCausalLM": "phi3",
 }
 # config.json `model_type` -> GGUF architecture, used only when `architectures` is absent.
-MODEL_TYPES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3_text": "gemma3",
-               "gemma3": "gemma3", "phi3": "phi3"}
+MODEL_TYPES = {
+    "llama": "llama",
+    "mistral": "llama",
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "gemma3_text": "gemma3",
+    "gemma3": "gemma3",
+    "phi3": "phi3",
+}
 
 # transformers' defaults for what config.json may leave out, per GGUF architecture. Gemma 3's multimodal configs
 # carry only the values that differ from Gemma3TextConfig's defaults in `text_config`, so all of those are here.
@@ -51,20 +63,47 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "qwen2": {"max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 10000.0},
     "qwen3": {"max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 10000.0},
     "phi3": {"max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0},
-    "gemma3": {"vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
-               "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
-               "max_position_embeddings": 131072, "rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
-               "rope_local_base_freq": 10000.0, "sliding_window": 4096, "sliding_window_pattern": 6,
-               "tie_word_embeddings": True, "bos_token_id": 2, "eos_token_id": 1},
+    "gemma3": {
+        "vocab_size": 262208,
+        "hidden_size": 2304,
+        "intermediate_size": 9216,
+        "num_hidden_layers": 26,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 256,
+        "max_position_embeddings": 131072,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 1_000_000.0,
+        "rope_local_base_freq": 10000.0,
+        "sliding_window": 4096,
+        "sliding_window_pattern": 6,
+        "tie_word_embeddings": True,
+        "bos_token_id": 2,
+        "eos_token_id": 1,
+    },
 }
 _REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
 
 # The quants spec_from_config can size: the converter's own types, and llama.cpp's legacy and K-quant mixes.
 # ftype -> the type most 2-D tensors get.
 _DEFAULT_TYPE = {
-    "F32": "F32", "F16": "F16", "BF16": "BF16", "Q8_0": "Q8_0", "Q4_0": "Q4_0", "Q4_1": "Q4_1", "Q5_0": "Q5_0",
-    "Q5_1": "Q5_1", "Q2_K": "Q2_K", "Q3_K_S": "Q3_K", "Q3_K_M": "Q3_K", "Q3_K_L": "Q3_K", "Q4_K_S": "Q4_K",
-    "Q4_K_M": "Q4_K", "Q5_K_S": "Q5_K", "Q5_K_M": "Q5_K", "Q6_K": "Q6_K",
+    "F32": "F32",
+    "F16": "F16",
+    "BF16": "BF16",
+    "Q8_0": "Q8_0",
+    "Q4_0": "Q4_0",
+    "Q4_1": "Q4_1",
+    "Q5_0": "Q5_0",
+    "Q5_1": "Q5_1",
+    "Q2_K": "Q2_K",
+    "Q3_K_S": "Q3_K",
+    "Q3_K_M": "Q3_K",
+    "Q3_K_L": "Q3_K",
+    "Q4_K_S": "Q4_K",
+    "Q4_K_M": "Q4_K",
+    "Q5_K_S": "Q5_K",
+    "Q5_K_M": "Q5_K",
+    "Q6_K": "Q6_K",
 }
 SUPPORTED_QUANTS = tuple(q for q in QUANT_ORDER if q in _DEFAULT_TYPE)
 CONVERTER_TYPES = ("F32", "F16", "BF16", "Q8_0")  # written by the converter itself, no llama.cpp quantize step
@@ -136,14 +175,22 @@ def read_config(folder: Path) -> HFConfig:
     folder = Path(folder)
     path = folder / "config.json"
     if folder.is_file():
-        raise ModelFileError(f"{folder} is a file: pass the folder of a Hugging Face checkpoint "
-                             f"(the one holding config.json and the *.safetensors)", folder, "not-folder")
+        raise ModelFileError(
+            f"{folder} is a file: pass the folder of a Hugging Face checkpoint "
+            f"(the one holding config.json and the *.safetensors)",
+            folder,
+            "not-folder",
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         where = f"{folder} has no config.json" if folder.is_dir() else f"{folder} does not exist"
-        raise ModelFileError(f"{where}: pass the folder of a Hugging Face transformers checkpoint "
-                             f"(config.json beside the *.safetensors)", path, "missing") from None
+        raise ModelFileError(
+            f"{where}: pass the folder of a Hugging Face transformers checkpoint "
+            f"(config.json beside the *.safetensors)",
+            path,
+            "missing",
+        ) from None
     except PermissionError:
         raise ModelFileError(f"{path}: permission denied: make it readable (chmod +r)", path, "permission") from None
     except (OSError, UnicodeDecodeError) as error:
@@ -153,8 +200,7 @@ def read_config(folder: Path) -> HFConfig:
     except ValueError as error:
         raise ModelFileError(f"{path} is not valid JSON ({error}): download it again", path, "corrupt") from None
     if not isinstance(raw, dict):
-        raise ModelFileError(f"{path} is not a transformers config (a JSON object): download it again",
-                             path, "corrupt")
+        raise ModelFileError(f"{path} is not a transformers config (a JSON object): download it again", path, "corrupt")
     return parse_config(raw, path)
 
 
@@ -168,8 +214,12 @@ def parse_config(raw: dict[str, Any], path: Path | str = "config.json") -> HFCon
     if arch is None:
         supported = ", ".join(f"{name} ({gguf})" for name, gguf in ARCHITECTURES.items())
         what = found or (f"model_type {model_type!r}" if model_type else "no architecture named")
-        raise ModelFileError(f"{path}: {what} is not an architecture edgellm can convert; supported: {supported}. "
-                             f"Look for a GGUF of this model on the Hub (edgellm pull)", path, "unsupported")
+        raise ModelFileError(
+            f"{path}: {what} is not an architecture edgellm can convert; supported: {supported}. "
+            f"Look for a GGUF of this model on the Hub (edgellm pull)",
+            path,
+            "unsupported",
+        )
     hf_architecture = found or model_type or arch
     text = raw.get("text_config") if hf_architecture == "Gemma3ForConditionalGeneration" else None
     values = _merged(arch, raw, text if isinstance(text, dict) else None)
@@ -177,11 +227,15 @@ def parse_config(raw: dict[str, Any], path: Path | str = "config.json") -> HFCon
     def integer(key: str) -> int:
         value = values.get(key)
         if value is None:
-            raise ModelFileError(f"{path} has no {key}: it is not a complete {hf_architecture} config; "
-                                 f"download it again", path, "corrupt")
+            raise ModelFileError(
+                f"{path} has no {key}: it is not a complete {hf_architecture} config; download it again",
+                path,
+                "corrupt",
+            )
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ModelFileError(f"{path}: {key} is {value!r}, not a positive whole number: download it again",
-                                 path, "corrupt")
+            raise ModelFileError(
+                f"{path}: {key} is {value!r}, not a positive whole number: download it again", path, "corrupt"
+            )
         return value
 
     def number(key: str) -> float:
@@ -200,8 +254,12 @@ def parse_config(raw: dict[str, Any], path: Path | str = "config.json") -> HFCon
         values["head_dim"] = n_embd // n_head
     n_head_kv, head_dim = integer("num_key_value_heads"), integer("head_dim")
     if n_head % n_head_kv:
-        raise ModelFileError(f"{path}: num_attention_heads {n_head} is not a multiple of num_key_value_heads "
-                             f"{n_head_kv}: download it again", path, "corrupt")
+        raise ModelFileError(
+            f"{path}: num_attention_heads {n_head} is not a multiple of num_key_value_heads "
+            f"{n_head_kv}: download it again",
+            path,
+            "corrupt",
+        )
     partial = values.get("partial_rotary_factor")
     rope_dim = int(head_dim * partial) if isinstance(partial, (int, float)) and 0 < partial < 1 else head_dim
     given_rope = values.get("rope_parameters")
@@ -225,13 +283,25 @@ def parse_config(raw: dict[str, Any], path: Path | str = "config.json") -> HFCon
     theta_swa = values.get("rope_local_base_freq") if arch == "gemma3" else None
     tied = values.get("tie_word_embeddings")
     return HFConfig(
-        hf_architecture=hf_architecture, architecture=arch, n_layers=n_layers, n_embd=n_embd,
-        n_ff=integer("intermediate_size"), n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim,
-        rope_dim=rope_dim, n_vocab=integer("vocab_size"), context_length=integer("max_position_embeddings"),
-        rope_theta=number("rope_theta"), rope_theta_swa=float(theta_swa) if theta_swa is not None else None,
-        rope_scaling=scaling, rms_eps=number("rms_norm_eps"),
+        hf_architecture=hf_architecture,
+        architecture=arch,
+        n_layers=n_layers,
+        n_embd=n_embd,
+        n_ff=integer("intermediate_size"),
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim=head_dim,
+        rope_dim=rope_dim,
+        n_vocab=integer("vocab_size"),
+        context_length=integer("max_position_embeddings"),
+        rope_theta=number("rope_theta"),
+        rope_theta_swa=float(theta_swa) if theta_swa is not None else None,
+        rope_scaling=scaling,
+        rms_eps=number("rms_norm_eps"),
         tied_embeddings=bool(tied) if tied is not None else arch == "gemma3",
-        sliding_window=window, swa_layers=swa_layers, qk_norm=arch in ("qwen3", "gemma3"),
+        sliding_window=window,
+        swa_layers=swa_layers,
+        qk_norm=arch in ("qwen3", "gemma3"),
         qkv_bias=arch == "qwen2" or (arch == "llama" and bool(values.get("attention_bias"))),
         o_bias=arch == "llama" and bool(values.get("attention_bias")),
         mlp_bias=arch == "llama" and bool(values.get("mlp_bias")),
@@ -277,10 +347,15 @@ def _rope_scaling(value: Any) -> RopeScaling | None:
         return tuple(float(item) for item in items) if isinstance(items, list) else ()
 
     original = value.get("original_max_position_embeddings")
-    return RopeScaling(kind=kind, factor=number("factor"), low_freq_factor=number("low_freq_factor"),
-                       high_freq_factor=number("high_freq_factor"),
-                       original_context=original if isinstance(original, int) else None,
-                       long_factors=factors("long_factor"), short_factors=factors("short_factor"))
+    return RopeScaling(
+        kind=kind,
+        factor=number("factor"),
+        low_freq_factor=number("low_freq_factor"),
+        high_freq_factor=number("high_freq_factor"),
+        original_context=original if isinstance(original, int) else None,
+        long_factors=factors("long_factor"),
+        short_factors=factors("short_factor"),
+    )
 
 
 def _sliding_window(arch: str, values: dict[str, Any], n_layers: int) -> tuple[int, tuple[bool, ...]]:
@@ -309,8 +384,7 @@ def gguf_tensors(config: HFConfig) -> list[TensorShape]:
     each layer's (the order llama.cpp's quantize counts attn_v and ffn_down in)."""
     c = config
     q_size, kv_size = c.n_head * c.head_dim, c.n_head_kv * c.head_dim
-    tensors = [TensorShape("token_embd.weight", (c.n_embd, c.n_vocab)),
-               TensorShape("output_norm.weight", (c.n_embd,))]
+    tensors = [TensorShape("token_embd.weight", (c.n_embd, c.n_vocab)), TensorShape("output_norm.weight", (c.n_embd,))]
     if not c.tied_embeddings:
         tensors.append(TensorShape("output.weight", (c.n_embd, c.n_vocab)))
     scaling = c.rope_scaling
@@ -323,35 +397,51 @@ def gguf_tensors(config: HFConfig) -> list[TensorShape]:
         blk = f"blk.{layer}"
         layer_tensors: list[tuple[str, tuple[int, ...]]] = [(f"{blk}.attn_norm.weight", (c.n_embd,))]
         if c.architecture == "phi3":  # fused q/k/v and gate/up, as Phi-3 stores them
-            layer_tensors += [(f"{blk}.attn_qkv.weight", (c.n_embd, q_size + 2 * kv_size)),
-                              (f"{blk}.attn_output.weight", (q_size, c.n_embd)),
-                              (f"{blk}.ffn_norm.weight", (c.n_embd,)),
-                              (f"{blk}.ffn_up.weight", (c.n_embd, 2 * c.n_ff)),
-                              (f"{blk}.ffn_down.weight", (c.n_ff, c.n_embd))]
+            layer_tensors += [
+                (f"{blk}.attn_qkv.weight", (c.n_embd, q_size + 2 * kv_size)),
+                (f"{blk}.attn_output.weight", (q_size, c.n_embd)),
+                (f"{blk}.ffn_norm.weight", (c.n_embd,)),
+                (f"{blk}.ffn_up.weight", (c.n_embd, 2 * c.n_ff)),
+                (f"{blk}.ffn_down.weight", (c.n_ff, c.n_embd)),
+            ]
             tensors += [TensorShape(name, shape) for name, shape in layer_tensors]
             continue
-        layer_tensors += [(f"{blk}.attn_q.weight", (c.n_embd, q_size)),
-                          (f"{blk}.attn_k.weight", (c.n_embd, kv_size)),
-                          (f"{blk}.attn_v.weight", (c.n_embd, kv_size)),
-                          (f"{blk}.attn_output.weight", (q_size, c.n_embd))]
+        layer_tensors += [
+            (f"{blk}.attn_q.weight", (c.n_embd, q_size)),
+            (f"{blk}.attn_k.weight", (c.n_embd, kv_size)),
+            (f"{blk}.attn_v.weight", (c.n_embd, kv_size)),
+            (f"{blk}.attn_output.weight", (q_size, c.n_embd)),
+        ]
         if c.qkv_bias:
-            layer_tensors += [(f"{blk}.attn_q.bias", (q_size,)), (f"{blk}.attn_k.bias", (kv_size,)),
-                              (f"{blk}.attn_v.bias", (kv_size,))]
+            layer_tensors += [
+                (f"{blk}.attn_q.bias", (q_size,)),
+                (f"{blk}.attn_k.bias", (kv_size,)),
+                (f"{blk}.attn_v.bias", (kv_size,)),
+            ]
         if c.o_bias:
             layer_tensors.append((f"{blk}.attn_output.bias", (c.n_embd,)))
         if c.qk_norm:
-            layer_tensors += [(f"{blk}.attn_q_norm.weight", (c.head_dim,)),
-                              (f"{blk}.attn_k_norm.weight", (c.head_dim,))]
+            layer_tensors += [
+                (f"{blk}.attn_q_norm.weight", (c.head_dim,)),
+                (f"{blk}.attn_k_norm.weight", (c.head_dim,)),
+            ]
         if c.architecture == "gemma3":
-            layer_tensors += [(f"{blk}.post_attention_norm.weight", (c.n_embd,)),
-                              (f"{blk}.post_ffw_norm.weight", (c.n_embd,))]
-        layer_tensors += [(f"{blk}.ffn_norm.weight", (c.n_embd,)),
-                          (f"{blk}.ffn_gate.weight", (c.n_embd, c.n_ff)),
-                          (f"{blk}.ffn_up.weight", (c.n_embd, c.n_ff)),
-                          (f"{blk}.ffn_down.weight", (c.n_ff, c.n_embd))]
+            layer_tensors += [
+                (f"{blk}.post_attention_norm.weight", (c.n_embd,)),
+                (f"{blk}.post_ffw_norm.weight", (c.n_embd,)),
+            ]
+        layer_tensors += [
+            (f"{blk}.ffn_norm.weight", (c.n_embd,)),
+            (f"{blk}.ffn_gate.weight", (c.n_embd, c.n_ff)),
+            (f"{blk}.ffn_up.weight", (c.n_embd, c.n_ff)),
+            (f"{blk}.ffn_down.weight", (c.n_ff, c.n_embd)),
+        ]
         if c.mlp_bias:
-            layer_tensors += [(f"{blk}.ffn_gate.bias", (c.n_ff,)), (f"{blk}.ffn_up.bias", (c.n_ff,)),
-                              (f"{blk}.ffn_down.bias", (c.n_embd,))]
+            layer_tensors += [
+                (f"{blk}.ffn_gate.bias", (c.n_ff,)),
+                (f"{blk}.ffn_up.bias", (c.n_ff,)),
+                (f"{blk}.ffn_down.bias", (c.n_embd,)),
+            ]
         tensors += [TensorShape(name, shape) for name, shape in layer_tensors]
     return tensors
 
@@ -362,8 +452,10 @@ def canonical_quant(quant: str) -> str:
     name = normalize(quant)
     name = ALIASES.get(name, name)
     if name not in _DEFAULT_TYPE:
-        raise EdgellmError(f"{quant!r} is not a quant edgellm can convert to: use one of {', '.join(SUPPORTED_QUANTS)} "
-                        f"(IQ quants need an importance matrix)")
+        raise EdgellmError(
+            f"{quant!r} is not a quant edgellm can convert to: use one of {', '.join(SUPPORTED_QUANTS)} "
+            f"(IQ quants need an importance matrix)"
+        )
     return name
 
 
@@ -479,12 +571,25 @@ def spec_from_config(config: HFConfig, quant: str, path: str, *, has_chat_templa
     header = -(-header // DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT
     swa = config.swa_layers if any(config.swa_layers) else (False,) * config.n_layers
     return ModelSpec(
-        path=str(path), architecture=config.architecture, n_layers=config.n_layers, layer_bytes=tuple(layer_bytes),
-        token_embd_bytes=token_embd, output_bytes=output, tied_embeddings=config.tied_embeddings,
-        n_embd=config.n_embd, n_ff=config.n_ff, n_head=config.n_head,
-        n_head_kv=(config.n_head_kv,) * config.n_layers, key_length=config.head_dim,
-        value_length=config.head_dim, swa_layers=swa,
-        sliding_window=config.sliding_window if any(swa) else 0, trained_ctx=config.context_length,
-        n_vocab=config.n_vocab, file_type=quant, has_chat_template=has_chat_template,
-        file_bytes=header + data, n_tensors=len(tensors),
+        path=str(path),
+        architecture=config.architecture,
+        n_layers=config.n_layers,
+        layer_bytes=tuple(layer_bytes),
+        token_embd_bytes=token_embd,
+        output_bytes=output,
+        tied_embeddings=config.tied_embeddings,
+        n_embd=config.n_embd,
+        n_ff=config.n_ff,
+        n_head=config.n_head,
+        n_head_kv=(config.n_head_kv,) * config.n_layers,
+        key_length=config.head_dim,
+        value_length=config.head_dim,
+        swa_layers=swa,
+        sliding_window=config.sliding_window if any(swa) else 0,
+        trained_ctx=config.context_length,
+        n_vocab=config.n_vocab,
+        file_type=quant,
+        has_chat_template=has_chat_template,
+        file_bytes=header + data,
+        n_tensors=len(tensors),
     )

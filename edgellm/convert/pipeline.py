@@ -56,8 +56,14 @@ def check_request(quant: str, output: Path | None) -> None:
         raise EdgellmError(f"{output}: the output must be a .gguf file")
 
 
-def plan_conversion(source: Path, quant: str, outtype: str, profile: DeviceProfile,
-                    output: Path | None = None, wishes: Wishes = Wishes()) -> Conversion:
+def plan_conversion(
+    source: Path,
+    quant: str,
+    outtype: str,
+    profile: DeviceProfile,
+    output: Path | None = None,
+    wishes: Wishes = Wishes(),
+) -> Conversion:
     """What converting `source` will do; one-line errors for a bad checkpoint, quant or target."""
     check_request(quant, output)
     config = read_config(source)
@@ -103,14 +109,22 @@ def _write(conversion: Conversion, report: Report, cancel: threading.Event | Non
         finally:
             intermediate.unlink(missing_ok=True)
     if conversion.in_store:
-        store.add(store.StoredModel(
-            name=conversion.name, repo=conversion.name.split(":")[0], quant=conversion.quant,
-            files=[str(target.relative_to(store.store_dir()))], size=target.stat().st_size, source="convert",
-            added=time.time()))
+        store.add(
+            store.StoredModel(
+                name=conversion.name,
+                repo=conversion.name.split(":")[0],
+                quant=conversion.quant,
+                files=[str(target.relative_to(store.store_dir()))],
+                size=target.stat().st_size,
+                source="convert",
+                added=time.time(),
+            )
+        )
 
 
-def run_conversion(conversion: Conversion, report: Report = ignore, discard_source: bool = False,
-                   cancel: threading.Event | None = None) -> Path:
+def run_conversion(
+    conversion: Conversion, report: Report = ignore, discard_source: bool = False, cancel: threading.Event | None = None
+) -> Path:
     """Write the GGUF, quantize it when the quant needs llama.cpp, and add it to the store when it lives there.
     `discard_source` removes the checkpoint afterwards (one fetched only to be converted: it would double the disk
     used). Setting `cancel` stops it with Cancelled, leaving no output file."""
@@ -122,8 +136,9 @@ def run_conversion(conversion: Conversion, report: Report = ignore, discard_sour
     except OSError as error:  # a folder that cannot be written, a disk that fills up: the way out, not a traceback
         trouble = disk.problem(error, target.parent)
         why = disk.describe(target.parent, trouble) if trouble else error.strerror or error
-        raise DiskError(reason("target_unwritable", target=str(error.filename or target), why=str(why)),
-                        target.parent) from None
+        raise DiskError(
+            reason("target_unwritable", target=str(error.filename or target), why=str(why)), target.parent
+        ) from None
     finally:
         if not target.exists():
             for folder in missing:  # folders made for this conversion, empty again after a failure
@@ -137,9 +152,18 @@ def run_conversion(conversion: Conversion, report: Report = ignore, discard_sour
     return target
 
 
-def convert(source: Path | None, repo: str | None, quant: str, outtype: str, profile: DeviceProfile,
-            output: Path | None = None, report: Report = ignore, keep_checkpoint: bool = False,
-            cancel: threading.Event | None = None, wishes: Wishes = Wishes()) -> tuple[Conversion, Path]:
+def convert(
+    source: Path | None,
+    repo: str | None,
+    quant: str,
+    outtype: str,
+    profile: DeviceProfile,
+    output: Path | None = None,
+    report: Report = ignore,
+    keep_checkpoint: bool = False,
+    cancel: threading.Event | None = None,
+    wishes: Wishes = Wishes(),
+) -> tuple[Conversion, Path]:
     """The whole job for any front end: a folder's checkpoint, or a Hub repo's fetched first (and removed after
     unless kept), planned (the quant chosen with `wishes`: config.toml's margins), reported and converted."""
     if repo is not None:

@@ -28,19 +28,28 @@ TENSOR_LINE = re.compile(rb"\[\s*(\d+)/\s*(\d+)\]")
 MAX_BUFFER = 64 * 2**20  # tensor rows llama.cpp keeps in memory at once (its default is 8 GiB: a Pi has 4)
 
 
-def quantize(source: Path, target: Path, quant: str, report: Report = ignore, threads: int | None = None,
-             cancel: threading.Event | None = None) -> Path:
+def quantize(
+    source: Path,
+    target: Path,
+    quant: str,
+    report: Report = ignore,
+    threads: int | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
     """Quantize the GGUF `source` to `quant` (a llama.cpp file type such as Q4_K_M) at `target`. Setting `cancel`
     kills the child and raises Cancelled, leaving no file."""
     if quant not in FTYPES:
         raise EdgellmError(f"llama.cpp cannot quantize to {quant}; use one of {', '.join(sorted(FTYPES))}")
     free = shutil.disk_usage(target.parent).free
     if free < source.stat().st_size:  # a quantized file is smaller than its f16 source
-        raise DiskError(reason("no_room_to_quantize", folder=str(target.parent), free=free,
-                               needed=source.stat().st_size), target.parent)
+        raise DiskError(
+            reason("no_room_to_quantize", folder=str(target.parent), free=free, needed=source.stat().st_size),
+            target.parent,
+        )
     partial = target.with_name(target.name + ".partial")
-    command = module_command("edgellm.convert.quantize", str(source), str(partial), str(FTYPES[quant]),
-                             str(threads or os.cpu_count() or 1))
+    command = module_command(
+        "edgellm.convert.quantize", str(source), str(partial), str(FTYPES[quant]), str(threads or os.cpu_count() or 1)
+    )
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     tail: list[bytes] = []
     total = 1
@@ -59,8 +68,10 @@ def quantize(source: Path, target: Path, quant: str, report: Report = ignore, th
         if code != 0:
             trouble = disk.problem(None, target.parent)  # llama.cpp says "iostream error" for a full disk
             if trouble is not None:
-                raise DiskError(reason("target_unwritable", target=str(target),
-                                       why=disk.describe(target.parent, trouble)), target.parent)
+                raise DiskError(
+                    reason("target_unwritable", target=str(target), why=disk.describe(target.parent, trouble)),
+                    target.parent,
+                )
             last = next((t.decode(errors="replace") for t in reversed(tail) if t), f"exit {code}")
             raise EdgellmError(f"llama.cpp could not quantize {source.name} to {quant} ({last})")
         partial.replace(target)

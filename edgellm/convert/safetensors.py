@@ -30,10 +30,21 @@ LFS_POINTER = b"version https://git-lfs"
 
 # safetensors dtype -> numpy dtype of the stored bytes (little-endian); BF16 is kept as its raw 16 bits.
 DTYPES: dict[str, np.dtype] = {
-    name: np.dtype(code) for name, code in {
-        "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2",
-        "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
-        "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?",
+    name: np.dtype(code)
+    for name, code in {
+        "F64": "<f8",
+        "F32": "<f4",
+        "F16": "<f2",
+        "BF16": "<u2",
+        "I64": "<i8",
+        "I32": "<i4",
+        "I16": "<i2",
+        "I8": "i1",
+        "U64": "<u8",
+        "U32": "<u4",
+        "U16": "<u2",
+        "U8": "u1",
+        "BOOL": "?",
     }.items()
 }
 BF16_RAW = np.dtype("<u2")
@@ -72,8 +83,11 @@ class Checkpoint:
             files, weight_map = [folder], None
             folder = folder.parent
         elif not folder.is_dir():
-            raise ModelFileError(f"{folder}: no such checkpoint folder: point at a folder with config.json and "
-                                 "*.safetensors weights", folder, "missing")
+            raise ModelFileError(
+                f"{folder}: no such checkpoint folder: point at a folder with config.json and *.safetensors weights",
+                folder,
+                "missing",
+            )
         else:
             files, weight_map = _find_weights(folder)
         tensors: list[CheckpointTensor] = []
@@ -81,8 +95,12 @@ class Checkpoint:
         for file in files:
             for info in _read_header(file):
                 if info.name in where:
-                    raise ModelFileError(f"{file}: tensor {info.name} is stored twice, here and in "
-                                         f"{where[info.name].name}: download the checkpoint again", file, "corrupt")
+                    raise ModelFileError(
+                        f"{file}: tensor {info.name} is stored twice, here and in "
+                        f"{where[info.name].name}: download the checkpoint again",
+                        file,
+                        "corrupt",
+                    )
                 where[info.name] = file
                 tensors.append(info)
         if weight_map is not None:
@@ -111,8 +129,14 @@ class Checkpoint:
             return np.dtype(out_dtype)
         return np.dtype(np.float32) if info.dtype == "BF16" else DTYPES[info.dtype].newbyteorder("=")
 
-    def read(self, name: str, out_dtype: DTypeLike | None = None, *, buffer: np.ndarray | None = None,
-             chunk_bytes: int | None = None) -> np.ndarray:
+    def read(
+        self,
+        name: str,
+        out_dtype: DTypeLike | None = None,
+        *,
+        buffer: np.ndarray | None = None,
+        chunk_bytes: int | None = None,
+    ) -> np.ndarray:
         """Read one tensor, converted to `out_dtype` (BF16: exactly to float32, or np.uint16 for its raw bits).
 
         The data is read in chunks of at most `chunk_bytes` of scratch (CHUNK_BYTES by default), so a tensor costs
@@ -129,8 +153,16 @@ class Checkpoint:
             _fill(f, out.reshape(-1), info, chunk_bytes)
         return out
 
-    def read_rows(self, name: str, start: int, stop: int, out_dtype: DTypeLike | None = None, *,
-                  buffer: np.ndarray | None = None, chunk_bytes: int | None = None) -> np.ndarray:
+    def read_rows(
+        self,
+        name: str,
+        start: int,
+        stop: int,
+        out_dtype: DTypeLike | None = None,
+        *,
+        buffer: np.ndarray | None = None,
+        chunk_bytes: int | None = None,
+    ) -> np.ndarray:
         """Rows `start:stop` (along the first axis) of one tensor, converted as `read` does, without reading the
         rest: a slab of a large tensor costs its own size, not the tensor's. `buffer` as for `read`."""
         info = self.info(name)
@@ -158,7 +190,6 @@ class Checkpoint:
         return out
 
 
-
 def _find_weights(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
     """The weight files of a checkpoint folder, and the index's weight_map when there is one."""
     if (folder / SINGLE_FILE).is_file():
@@ -170,8 +201,12 @@ def _find_weights(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
         for shard in sorted(set(weight_map.values())):
             path = folder / shard
             if Path(shard).name != shard or not path.is_file():
-                raise ModelFileError(f"{path}: shard {shard} named in {INDEX_FILE} is missing: download the "
-                                     "checkpoint again, every shard", path, "missing")
+                raise ModelFileError(
+                    f"{path}: shard {shard} named in {INDEX_FILE} is missing: download the "
+                    "checkpoint again, every shard",
+                    path,
+                    "missing",
+                )
             files.append(path)
         return files, weight_map
     found = sorted(p for p in folder.glob("*.safetensors") if p.is_file())
@@ -179,17 +214,31 @@ def _find_weights(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
         return found, None
     if len(found) > 1:
         parts = [m for m in (SHARD_RE.match(p.name) for p in found) if m is not None]
-        if len(parts) == len(found) and len({(m["stem"], int(m["total"])) for m in parts}) == 1 \
-                and sorted(int(m["part"]) for m in parts) == list(range(1, int(parts[0]["total"]) + 1)):
+        if (
+            len(parts) == len(found)
+            and len({(m["stem"], int(m["total"])) for m in parts}) == 1
+            and sorted(int(m["part"]) for m in parts) == list(range(1, int(parts[0]["total"]) + 1))
+        ):
             part_of = {p: int(m["part"]) for p, m in zip(found, parts, strict=True)}  # every name matched
             return sorted(found, key=lambda p: part_of[p]), None
         names = ", ".join(p.name for p in found[:4]) + (", …" if len(found) > 4 else "")
-        raise ModelFileError(f"{folder}: several .safetensors files ({names}) and no {INDEX_FILE}: add the index "
-                             "from the model's repo, or keep only the model's weights", folder, "ambiguous")
-    hint = " (it holds PyTorch .bin weights: load and save them with save_pretrained(safe_serialization=True))" \
-        if any(folder.glob("pytorch_model*.bin")) else ""
-    raise ModelFileError(f"{folder}: no {SINGLE_FILE} or {INDEX_FILE}{hint}: point at a Hugging Face checkpoint "
-                         "folder with safetensors weights", folder, "missing")
+        raise ModelFileError(
+            f"{folder}: several .safetensors files ({names}) and no {INDEX_FILE}: add the index "
+            "from the model's repo, or keep only the model's weights",
+            folder,
+            "ambiguous",
+        )
+    hint = (
+        " (it holds PyTorch .bin weights: load and save them with save_pretrained(safe_serialization=True))"
+        if any(folder.glob("pytorch_model*.bin"))
+        else ""
+    )
+    raise ModelFileError(
+        f"{folder}: no {SINGLE_FILE} or {INDEX_FILE}{hint}: point at a Hugging Face checkpoint "
+        "folder with safetensors weights",
+        folder,
+        "missing",
+    )
 
 
 def _read_index(index: Path) -> dict[str, str]:
@@ -197,11 +246,13 @@ def _read_index(index: Path) -> dict[str, str]:
     try:
         weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
     except (OSError, UnicodeDecodeError, ValueError, AttributeError) as e:
-        raise ModelFileError(f"{index}: not a readable safetensors index ({e}): download it again",
-                             index, "corrupt") from None
+        raise ModelFileError(
+            f"{index}: not a readable safetensors index ({e}): download it again", index, "corrupt"
+        ) from None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-        raise ModelFileError(f"{index}: no weight_map of tensor names to shard files: download it again",
-                             index, "corrupt")
+        raise ModelFileError(
+            f"{index}: no weight_map of tensor names to shard files: download it again", index, "corrupt"
+        )
     return weight_map
 
 
@@ -209,15 +260,27 @@ def _check_index(index: Path, weight_map: dict[str, str], where: dict[str, Path]
     """The index and the shards must name the same tensors in the same files."""
     for name, file in where.items():
         if name not in weight_map:
-            raise ModelFileError(f"{file}: tensor {name} is not in {INDEX_FILE}: the index and the shards do not "
-                                 "match; download the checkpoint again", file, "corrupt")
+            raise ModelFileError(
+                f"{file}: tensor {name} is not in {INDEX_FILE}: the index and the shards do not "
+                "match; download the checkpoint again",
+                file,
+                "corrupt",
+            )
         if weight_map[name] != file.name:
-            raise ModelFileError(f"{file}: tensor {name} is here, but {INDEX_FILE} puts it in {weight_map[name]}: "
-                                 "download the checkpoint again", file, "corrupt")
+            raise ModelFileError(
+                f"{file}: tensor {name} is here, but {INDEX_FILE} puts it in {weight_map[name]}: "
+                "download the checkpoint again",
+                file,
+                "corrupt",
+            )
     for name, shard in weight_map.items():
         if name not in where:
-            raise ModelFileError(f"{index.parent / shard}: has no tensor {name}, which {INDEX_FILE} puts there: "
-                                 "download the checkpoint again", index.parent / shard, "corrupt")
+            raise ModelFileError(
+                f"{index.parent / shard}: has no tensor {name}, which {INDEX_FILE} puts there: "
+                "download the checkpoint again",
+                index.parent / shard,
+                "corrupt",
+            )
 
 
 def _open(path: Path) -> io.FileIO:
@@ -249,18 +312,29 @@ def _read_header(file: Path) -> list[CheckpointTensor]:
         f.seek(0)
         head = f.read(8)
         if head + f.read(len(LFS_POINTER) - 8) == LFS_POINTER:
-            raise ModelFileError(f"{file}: a Git LFS pointer, not the weights: run `git lfs pull` in the folder, "
-                                 "or download with `hf download`", file, "missing")
+            raise ModelFileError(
+                f"{file}: a Git LFS pointer, not the weights: run `git lfs pull` in the folder, "
+                "or download with `hf download`",
+                file,
+                "missing",
+            )
         if len(head) < 8:
-            raise ModelFileError(f"{file}: truncated: {size} bytes, too short for a safetensors header: download "
-                                 "it again", file, "truncated")
+            raise ModelFileError(
+                f"{file}: truncated: {size} bytes, too short for a safetensors header: download it again",
+                file,
+                "truncated",
+            )
         (length,) = struct.unpack("<Q", head)
         if length > MAX_HEADER_BYTES:
-            raise ModelFileError(f"{file}: not a safetensors file (header length {length}): download it again",
-                                 file, "corrupt")
+            raise ModelFileError(
+                f"{file}: not a safetensors file (header length {length}): download it again", file, "corrupt"
+            )
         if 8 + length > size:
-            raise ModelFileError(f"{file}: truncated: its header needs {8 + length} bytes, the file has {size}: "
-                                 "download it again", file, "truncated")
+            raise ModelFileError(
+                f"{file}: truncated: its header needs {8 + length} bytes, the file has {size}: download it again",
+                file,
+                "truncated",
+            )
         f.seek(8)
         raw = f.read(length)
     try:
@@ -268,16 +342,19 @@ def _read_header(file: Path) -> list[CheckpointTensor]:
         if not isinstance(header, dict):
             raise ValueError("the header is not a JSON object")
     except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise ModelFileError(f"{file}: damaged safetensors header ({str(e).splitlines()[0]}): download it again",
-                             file, "corrupt") from None
+        raise ModelFileError(
+            f"{file}: damaged safetensors header ({str(e).splitlines()[0]}): download it again", file, "corrupt"
+        ) from None
     data_start = 8 + length
-    tensors = [_tensor_info(file, name, entry, data_start, size)
-               for name, entry in header.items() if name != "__metadata__"]
+    tensors = [
+        _tensor_info(file, name, entry, data_start, size) for name, entry in header.items() if name != "__metadata__"
+    ]
     return sorted(tensors, key=lambda info: info.offset)
 
 
 def _tensor_info(file: Path, name: str, entry: object, data_start: int, size: int) -> CheckpointTensor:
     """Check one header entry (dtype known, offsets inside the file and matching the shape) and describe it."""
+
     def bad(why: str, problem: str = "corrupt", way_out: str = "download it again") -> ModelFileError:
         return ModelFileError(f"{file}: tensor {name}: {why}: {way_out}", file, problem)
 
@@ -288,14 +365,24 @@ def _tensor_info(file: Path, name: str, entry: object, data_start: int, size: in
         raise bad("no dtype")
     if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
         raise bad(f"bad shape {shape!r}")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
-            and 0 <= offsets[0] <= offsets[1]):
+    if not (
+        isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(type(o) is int for o in offsets)
+        and 0 <= offsets[0] <= offsets[1]
+    ):
         raise bad(f"bad data_offsets {offsets!r}")
     if dtype not in DTYPES:
-        way_out = ("convert the model's BF16 or F16 release instead" if dtype.startswith(("F8", "F6", "F4"))
-                   else "convert a F32, F16 or BF16 checkpoint of the model")
-        raise bad(f"dtype {dtype} cannot be converted (edgellm reads F32, F16, BF16, F64 and integer tensors)",
-                  "unsupported", way_out)
+        way_out = (
+            "convert the model's BF16 or F16 release instead"
+            if dtype.startswith(("F8", "F6", "F4"))
+            else "convert a F32, F16 or BF16 checkpoint of the model"
+        )
+        raise bad(
+            f"dtype {dtype} cannot be converted (edgellm reads F32, F16, BF16, F64 and integer tensors)",
+            "unsupported",
+            way_out,
+        )
     begin, end = offsets
     needed = math.prod(shape) * DTYPES[dtype].itemsize
     if end - begin != needed:
@@ -329,7 +416,7 @@ def _fill(f: io.FileIO, flat: np.ndarray, info: CheckpointTensor, chunk_bytes: i
             n = min(step, flat.size - start)
             _read_exact(f, raw[:n], info)
             for at in range(0, n, BF16_STEP):
-                _bf16_to_f16(raw[at:at + BF16_STEP][:n - at], flat[start + at:start + min(n, at + BF16_STEP)])
+                _bf16_to_f16(raw[at : at + BF16_STEP][: n - at], flat[start + at : start + min(n, at + BF16_STEP)])
         return
     via_f32 = info.dtype == "BF16" and flat.dtype != np.float32
     per_element = src.itemsize + (4 if via_f32 else 0)
@@ -340,12 +427,12 @@ def _fill(f: io.FileIO, flat: np.ndarray, info: CheckpointTensor, chunk_bytes: i
         n = min(step, flat.size - start)
         _read_exact(f, raw[:n], info)
         if info.dtype != "BF16":
-            np.copyto(flat[start:start + n], raw[:n], casting="same_kind")
+            np.copyto(flat[start : start + n], raw[:n], casting="same_kind")
         elif f32 is None:  # BF16 -> float32: the 16 bits are the top half of the float32
-            np.left_shift(raw[:n], 16, out=flat[start:start + n].view(np.uint32), dtype=np.uint32)
+            np.left_shift(raw[:n], 16, out=flat[start : start + n].view(np.uint32), dtype=np.uint32)
         else:
             np.left_shift(raw[:n], 16, out=f32[:n].view(np.uint32), dtype=np.uint32)
-            np.copyto(flat[start:start + n], f32[:n], casting="same_kind")
+            np.copyto(flat[start : start + n], f32[:n], casting="same_kind")
 
 
 def _bf16_to_f16(raw: np.ndarray, out: np.ndarray) -> None:
@@ -378,6 +465,10 @@ def _read_exact(f: io.FileIO, array: np.ndarray, info: CheckpointTensor) -> None
     while done < len(view):
         n = f.readinto(view[done:])
         if not n:
-            raise ModelFileError(f"{info.file}: truncated while reading tensor {info.name} (the file changed "
-                                 "after it was checked): download it again", info.file, "truncated")
+            raise ModelFileError(
+                f"{info.file}: truncated while reading tensor {info.name} (the file changed "
+                "after it was checked): download it again",
+                info.file,
+                "truncated",
+            )
         done += n

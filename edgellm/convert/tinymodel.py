@@ -44,8 +44,15 @@ def write_tiny_llama(path: Path, *, architecture: str = "llama", quant: str = "q
     return write_model(path, Shape(architecture=architecture), quant=quant, seed=seed)
 
 
-def write_model(path: Path, shape: Shape, *, quant: str = "q8_0", seed: int = 0, split_max_tensors: int = 0,
-                add_vocab: Callable[[Any], None] | None = None) -> Path:
+def write_model(
+    path: Path,
+    shape: Shape,
+    *,
+    quant: str = "q8_0",
+    seed: int = 0,
+    split_max_tensors: int = 0,
+    add_vocab: Callable[[Any], None] | None = None,
+) -> Path:
     """Write a model of `shape` to `path` (through a temporary name) and return `path`.
 
     `add_vocab(writer)` writes the tokenizer (default: a synthetic SentencePiece vocabulary of shape.n_vocab tokens).
@@ -58,8 +65,12 @@ def write_model(path: Path, shape: Shape, *, quant: str = "q8_0", seed: int = 0,
     from gguf import GGMLQuantizationType, GGUFWriter
     from gguf.quants import quantize
 
-    qtype = {"q8_0": GGMLQuantizationType.Q8_0, "q4_0": GGMLQuantizationType.Q4_0,
-             "f16": GGMLQuantizationType.F16, "f32": GGMLQuantizationType.F32}[quant]
+    qtype = {
+        "q8_0": GGMLQuantizationType.Q8_0,
+        "q4_0": GGMLQuantizationType.Q4_0,
+        "f16": GGMLQuantizationType.F16,
+        "f32": GGMLQuantizationType.F32,
+    }[quant]
     rng = np.random.default_rng(seed)
     block = (rng.standard_normal(1 << 16) * 0.02).astype(np.float32)
     head_dim = shape.head_dim or shape.n_embd // shape.n_head

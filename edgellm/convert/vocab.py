@@ -35,17 +35,26 @@ _CONTRACTIONS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)"
 _CONTRACTIONS_LLAMA_CPP = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
 LLAMA3 = _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 QWEN2 = _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-QWEN35 = (_CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+"
-          r"|\s+(?!\S)|\s+")
+QWEN35 = (
+    _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
 SEED_CODER = _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1}| ?[^\s\p{L}\p{N}\r\n]+|\s*[\r\n]+|\s+(?!\S)|\s+"
 _UPPER, _LOWER = r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]", r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]"
-TEKKEN = (rf"[^\r\n\p{{L}}\p{{N}}]?{_UPPER}*{_LOWER}+|[^\r\n\p{{L}}\p{{N}}]?{_UPPER}+{_LOWER}*|\p{{N}}"
-          r"| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-GPT4O = (rf"[^\r\n\p{{L}}\p{{N}}]?{_UPPER}*{_LOWER}+{_CONTRACTIONS}?|[^\r\n\p{{L}}\p{{N}}]?{_UPPER}+{_LOWER}*"
-         rf"{_CONTRACTIONS}?|\p{{N}}{{1,3}}| ?[^\s\p{{L}}\p{{N}}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-DEEPSEEK3 = (r"\p{N}{1,3}", "[一-龥぀-ゟ゠-ヿ]+",
-             r"[!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+"
-             r"| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+TEKKEN = (
+    rf"[^\r\n\p{{L}}\p{{N}}]?{_UPPER}*{_LOWER}+|[^\r\n\p{{L}}\p{{N}}]?{_UPPER}+{_LOWER}*|\p{{N}}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+GPT4O = (
+    rf"[^\r\n\p{{L}}\p{{N}}]?{_UPPER}*{_LOWER}+{_CONTRACTIONS}?|[^\r\n\p{{L}}\p{{N}}]?{_UPPER}+{_LOWER}*"
+    rf"{_CONTRACTIONS}?|\p{{N}}{{1,3}}| ?[^\s\p{{L}}\p{{N}}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+DEEPSEEK3 = (
+    r"\p{N}{1,3}",
+    "[一-龥぀-ゟ゠-ヿ]+",
+    r"[!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+"
+    r"| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+)
 
 # (the split regexes in order, then byte-level) -> llama.cpp names with that split, as
 # (name, ignore_merges, clean_spaces) from llama-vocab.cpp; the first whose ignore_merges matches the
@@ -107,8 +116,12 @@ def read_vocab(folder: Path | str, n_vocab: int | None = None) -> Vocab:
     pieces = _read_spm(spm) if spm.is_file() else None
     if pieces is None and not (folder / TOKENIZER_JSON).is_file():
         found = " (tokenizer.model is not SentencePiece)" if spm.is_file() else ""
-        raise ModelFileError(f"{folder}: no tokenizer{found}: a checkpoint needs {TOKENIZER_MODEL} (SentencePiece) "
-                             f"or {TOKENIZER_JSON} (BPE); download them from the model's repo", folder, "missing")
+        raise ModelFileError(
+            f"{folder}: no tokenizer{found}: a checkpoint needs {TOKENIZER_MODEL} (SentencePiece) "
+            f"or {TOKENIZER_JSON} (BPE); download them from the model's repo",
+            folder,
+            "missing",
+        )
     if pieces is not None:
         base = _spm_vocab(pieces, config, folder)
     else:
@@ -116,8 +129,12 @@ def read_vocab(folder: Path | str, n_vocab: int | None = None) -> Vocab:
     tokens, scores, types = list(base["tokens"]), list(base["scores"]), list(base["types"])
     if n_vocab is not None:
         if n_vocab < len(tokens):
-            raise ModelFileError(f"{folder}: the tokenizer has {len(tokens)} tokens but the model only {n_vocab} "
-                                 "embedding rows: the tokenizer is not this model's", folder, "corrupt")
+            raise ModelFileError(
+                f"{folder}: the tokenizer has {len(tokens)} tokens but the model only {n_vocab} "
+                "embedding rows: the tokenizer is not this model's",
+                folder,
+                "corrupt",
+            )
         for i in range(len(tokens), n_vocab):
             tokens.append(f"[PAD{i}]")
             scores.append(-1000.0)
@@ -143,10 +160,24 @@ def read_vocab(folder: Path | str, n_vocab: int | None = None) -> Vocab:
         add_bos = base["add_bos"]
     if not isinstance(add_eos, bool):
         add_eos = base["add_eos"]
-    return Vocab(base["model"], tuple(tokens), tuple(scores), tuple(types), base.get("pre"),
-                 tuple(base.get("merges", ())), special("bos"), special("eos"), special("unk"), special("pad"),
-                 add_bos, add_eos, base.get("add_space_prefix"), base.get("remove_extra_whitespaces"),
-                 _chat_template(folder, config), folder)
+    return Vocab(
+        base["model"],
+        tuple(tokens),
+        tuple(scores),
+        tuple(types),
+        base.get("pre"),
+        tuple(base.get("merges", ())),
+        special("bos"),
+        special("eos"),
+        special("unk"),
+        special("pad"),
+        add_bos,
+        add_eos,
+        base.get("add_space_prefix"),
+        base.get("remove_extra_whitespaces"),
+        _chat_template(folder, config),
+        folder,
+    )
 
 
 def write_vocab(writer: Any, vocab: Vocab) -> None:
@@ -159,8 +190,12 @@ def write_vocab(writer: Any, vocab: Vocab) -> None:
     writer.add_token_types(list(vocab.token_types))
     if vocab.merges:
         writer.add_token_merges(list(vocab.merges))
-    for value, add in ((vocab.bos_id, writer.add_bos_token_id), (vocab.eos_id, writer.add_eos_token_id),
-                       (vocab.unk_id, writer.add_unk_token_id), (vocab.pad_id, writer.add_pad_token_id)):
+    for value, add in (
+        (vocab.bos_id, writer.add_bos_token_id),
+        (vocab.eos_id, writer.add_eos_token_id),
+        (vocab.unk_id, writer.add_unk_token_id),
+        (vocab.pad_id, writer.add_pad_token_id),
+    ):
         if value is not None:
             add(value)
     if vocab.add_bos is not None:
@@ -175,8 +210,9 @@ def write_vocab(writer: Any, vocab: Vocab) -> None:
         writer.add_chat_template(vocab.chat_template)
 
 
-def pre_tokenizer_name(tokenizer_json: dict[str, Any], *, clean_up_spaces: bool | None = None,
-                       path: Path | str = TOKENIZER_JSON) -> str:
+def pre_tokenizer_name(
+    tokenizer_json: dict[str, Any], *, clean_up_spaces: bool | None = None, path: Path | str = TOKENIZER_JSON
+) -> str:
     """The llama.cpp `tokenizer.ggml.pre` name whose split is the one `tokenizer_json`'s pre_tokenizer makes.
 
     `clean_up_spaces` (tokenizer_config.json's clean_up_tokenization_spaces) picks between names that split
@@ -184,13 +220,20 @@ def pre_tokenizer_name(tokenizer_json: dict[str, Any], *, clean_up_spaces: bool 
     """
     steps = _pre_steps(tokenizer_json.get("pre_tokenizer"), path)
     if not steps or steps[-1] != "<bytes>" or "<bytes>" in steps[:-1]:
-        raise ModelFileError(f"{path}: pre-tokenizer {_describe(steps)} is not a byte-level BPE split that "
-                             "llama.cpp knows: edgellm converts byte-level BPE and SentencePiece tokenizers",
-                             path, "unsupported")
+        raise ModelFileError(
+            f"{path}: pre-tokenizer {_describe(steps)} is not a byte-level BPE split that "
+            "llama.cpp knows: edgellm converts byte-level BPE and SentencePiece tokenizers",
+            path,
+            "unsupported",
+        )
     candidates = PRE_TOKENIZERS.get(tuple(steps[:-1]))
     if candidates is None:
-        raise ModelFileError(f"{path}: llama.cpp has no pre-tokenizer for the split {_describe(steps[:-1])}: "
-                             "it cannot tokenize this model as its tokenizer does", path, "unsupported")
+        raise ModelFileError(
+            f"{path}: llama.cpp has no pre-tokenizer for the split {_describe(steps[:-1])}: "
+            "it cannot tokenize this model as its tokenizer does",
+            path,
+            "unsupported",
+        )
     model = tokenizer_json.get("model") or {}
     ignore_merges = bool(model.get("ignore_merges", False))
 
@@ -206,15 +249,19 @@ def _pre_steps(pre: Any, path: Path | str) -> list[str]:
     if pre is None:
         return []
     if not isinstance(pre, dict):
-        raise ModelFileError(f"{path}: pre_tokenizer is not an object: download {TOKENIZER_JSON} again",
-                             path, "corrupt")
+        raise ModelFileError(
+            f"{path}: pre_tokenizer is not an object: download {TOKENIZER_JSON} again", path, "corrupt"
+        )
     kind = pre.get("type")
     if kind == "Sequence":
         return [step for sub in pre.get("pretokenizers") or [] for step in _pre_steps(sub, path)]
     if kind == "ByteLevel":
         if pre.get("add_prefix_space"):
-            raise ModelFileError(f"{path}: ByteLevel pre-tokenizer with add_prefix_space: llama.cpp cannot add the "
-                                 "space; not supported", path, "unsupported")
+            raise ModelFileError(
+                f"{path}: ByteLevel pre-tokenizer with add_prefix_space: llama.cpp cannot add the space; not supported",
+                path,
+                "unsupported",
+            )
         return ([GPT2] if pre.get("use_regex", True) else []) + ["<bytes>"]
     if kind == "Digits":
         return [r"\p{N}" if pre.get("individual_digits") else r"\p{N}+"]
@@ -222,12 +269,17 @@ def _pre_steps(pre: Any, path: Path | str) -> list[str]:
         pattern = pre.get("pattern") or {}
         regex = pattern.get("Regex") if isinstance(pattern, dict) else None
         if regex is None or pre.get("behavior") != "Isolated" or pre.get("invert"):
-            raise ModelFileError(f"{path}: Split pre-tokenizer {json.dumps(pattern, ensure_ascii=False)} "
-                                 f"({pre.get('behavior')}, invert={pre.get('invert')}): llama.cpp only isolates "
-                                 "regex matches; not supported", path, "unsupported")
+            raise ModelFileError(
+                f"{path}: Split pre-tokenizer {json.dumps(pattern, ensure_ascii=False)} "
+                f"({pre.get('behavior')}, invert={pre.get('invert')}): llama.cpp only isolates "
+                "regex matches; not supported",
+                path,
+                "unsupported",
+            )
         return [_canonical(regex)]
-    raise ModelFileError(f"{path}: pre-tokenizer type {kind!r}: llama.cpp has no pre-tokenizer for it",
-                         path, "unsupported")
+    raise ModelFileError(
+        f"{path}: pre-tokenizer type {kind!r}: llama.cpp has no pre-tokenizer for it", path, "unsupported"
+    )
 
 
 def _canonical(regex: str) -> str:
@@ -270,14 +322,18 @@ def _chat_template(folder: Path, config: dict[str, Any]) -> str | None:
 
 # ---- BPE (tokenizer.json) ----
 
+
 def _bpe_vocab(path: Path, config: dict[str, Any]) -> dict[str, Any]:
     data = _read_json(path)
     model = data.get("model")
     if not isinstance(model, dict) or not isinstance(model.get("vocab"), dict):
         raise ModelFileError(f"{path}: no model vocabulary: download {TOKENIZER_JSON} again", path, "corrupt")
     if model.get("type", "BPE") != "BPE":
-        raise ModelFileError(f"{path}: a {model.get('type')} tokenizer: edgellm converts BPE and SentencePiece "
-                             "tokenizers", path, "unsupported")
+        raise ModelFileError(
+            f"{path}: a {model.get('type')} tokenizer: edgellm converts BPE and SentencePiece tokenizers",
+            path,
+            "unsupported",
+        )
     clean = config.get("clean_up_tokenization_spaces")
     pre = pre_tokenizer_name(data, clean_up_spaces=clean if isinstance(clean, bool) else None, path=path)
     by_id: dict[int, str] = {}
@@ -318,8 +374,16 @@ def _bpe_vocab(path: Path, config: dict[str, Any]) -> dict[str, Any]:
 
     bos = named("bos")
     add_bos = bos is not None and _template_starts_with(data.get("post_processor"), tokens[bos])
-    return {"model": "gpt2", "pre": pre, "tokens": tokens, "scores": [0.0] * size, "types": types,
-            "merges": merges, "add_bos": add_bos, "add_eos": False}
+    return {
+        "model": "gpt2",
+        "pre": pre,
+        "tokens": tokens,
+        "scores": [0.0] * size,
+        "types": types,
+        "merges": merges,
+        "add_bos": add_bos,
+        "add_eos": False,
+    }
 
 
 def _template_starts_with(post: Any, token: str) -> bool:
@@ -335,6 +399,7 @@ def _template_starts_with(post: Any, token: str) -> bool:
 
 
 # ---- SentencePiece (tokenizer.model, a protobuf ModelProto) ----
+
 
 def _spm_vocab(pieces: dict[str, Any], config: dict[str, Any], folder: Path) -> dict[str, Any]:
     tokens, scores, types = pieces["tokens"], pieces["scores"], pieces["types"]
@@ -362,12 +427,20 @@ def _spm_vocab(pieces: dict[str, Any], config: dict[str, Any], folder: Path) -> 
     def piece_id(number: int | None) -> int | None:
         return number if number is not None and 0 <= number < len(tokens) else None
 
-    return {"model": "llama", "tokens": tokens, "scores": scores, "types": types,
-            "bos_id": piece_id(pieces["bos_id"]), "eos_id": piece_id(pieces["eos_id"]),
-            "unk_id": piece_id(pieces["unk_id"]) if pieces["unk_id"] is not None else first(UNKNOWN),
-            "pad_id": piece_id(pieces["pad_id"]), "add_bos": True, "add_eos": False,
-            "add_space_prefix": pieces["add_dummy_prefix"],
-            "remove_extra_whitespaces": pieces["remove_extra_whitespaces"]}
+    return {
+        "model": "llama",
+        "tokens": tokens,
+        "scores": scores,
+        "types": types,
+        "bos_id": piece_id(pieces["bos_id"]),
+        "eos_id": piece_id(pieces["eos_id"]),
+        "unk_id": piece_id(pieces["unk_id"]) if pieces["unk_id"] is not None else first(UNKNOWN),
+        "pad_id": piece_id(pieces["pad_id"]),
+        "add_bos": True,
+        "add_eos": False,
+        "add_space_prefix": pieces["add_dummy_prefix"],
+        "remove_extra_whitespaces": pieces["remove_extra_whitespaces"],
+    }
 
 
 def _read_spm(path: Path) -> dict[str, Any] | None:
@@ -393,8 +466,12 @@ def _read_spm(path: Path) -> dict[str, Any] | None:
     model_type = trainer.get(3, [1])[0]  # TrainerSpec.model_type: UNIGRAM 1 (the default), BPE 2
     if model_type != 2:
         kind = {1: "unigram", 3: "word", 4: "char"}.get(model_type, f"type {model_type}")
-        raise ModelFileError(f"{path}: a {kind} SentencePiece model: llama.cpp's SentencePiece tokenizer ('llama') "
-                             "reproduces BPE models only; not supported", path, "unsupported")
+        raise ModelFileError(
+            f"{path}: a {kind} SentencePiece model: llama.cpp's SentencePiece tokenizer ('llama') "
+            "reproduces BPE models only; not supported",
+            path,
+            "unsupported",
+        )
 
     def number(spec: dict[int, list[Any]], key: int, default: int | None) -> int | None:
         value = spec.get(key, [default])[0]
@@ -405,10 +482,17 @@ def _read_spm(path: Path) -> dict[str, Any] | None:
 
     # TrainerSpec: unk_id 40, bos_id 41, eos_id 42, pad_id 43; NormalizerSpec: add_dummy_prefix 3,
     # remove_extra_whitespaces 4 (sentencepiece_model.proto)
-    return {"tokens": tokens, "scores": scores, "types": types,
-            "unk_id": number(trainer, 40, 0), "bos_id": number(trainer, 41, 1), "eos_id": number(trainer, 42, 2),
-            "pad_id": number(trainer, 43, None), "add_dummy_prefix": flag(normalizer, 3, True),
-            "remove_extra_whitespaces": flag(normalizer, 4, True)}
+    return {
+        "tokens": tokens,
+        "scores": scores,
+        "types": types,
+        "unk_id": number(trainer, 40, 0),
+        "bos_id": number(trainer, 41, 1),
+        "eos_id": number(trainer, 42, 2),
+        "pad_id": number(trainer, 43, None),
+        "add_dummy_prefix": flag(normalizer, 3, True),
+        "remove_extra_whitespaces": flag(normalizer, 4, True),
+    }
 
 
 def _proto(data: bytes) -> dict[int, list[Any]]:
@@ -422,12 +506,12 @@ def _proto(data: bytes) -> dict[int, list[Any]]:
         if wire == 0:
             value, pos = _varint(data, pos)
         elif wire == 1:
-            value, pos = data[pos:pos + 8], pos + 8
+            value, pos = data[pos : pos + 8], pos + 8
         elif wire == 2:
             length, pos = _varint(data, pos)
-            value, pos = data[pos:pos + length], pos + length
+            value, pos = data[pos : pos + length], pos + length
         elif wire == 5:
-            value, pos = data[pos:pos + 4], pos + 4
+            value, pos = data[pos : pos + 4], pos + 4
         else:
             raise ValueError(f"wire type {wire}")
         if pos > end or number == 0:

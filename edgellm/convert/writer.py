@@ -34,8 +34,12 @@ from edgellm.errors import DiskError, EdgellmError, ModelFileError, check_cancel
 from edgellm.events import Progress, Report, ignore
 
 Q = gguf.GGMLQuantizationType
-OUTTYPES = {"f32": (Q.F32, gguf.LlamaFileType.ALL_F32), "f16": (Q.F16, gguf.LlamaFileType.MOSTLY_F16),
-            "bf16": (Q.BF16, gguf.LlamaFileType.MOSTLY_BF16), "q8_0": (Q.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0)}
+OUTTYPES = {
+    "f32": (Q.F32, gguf.LlamaFileType.ALL_F32),
+    "f16": (Q.F16, gguf.LlamaFileType.MOSTLY_F16),
+    "bf16": (Q.BF16, gguf.LlamaFileType.MOSTLY_BF16),
+    "q8_0": (Q.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+}
 PROGRESS_INTERVAL_S = 0.1  # at most 10 progress events a second
 HEADER_SLACK = 1 << 20  # metadata besides the vocabulary (chat template, keys), generously
 SLAB_BYTES = 16 << 20  # float32 bytes of one slab of rows read, converted and written at a time
@@ -49,8 +53,9 @@ class _Job:
     nbytes: int
 
 
-def convert_checkpoint(folder: Path, out: Path, outtype: str = "f16", report: Report = ignore,
-                       cancel: threading.Event | None = None) -> Path:
+def convert_checkpoint(
+    folder: Path, out: Path, outtype: str = "f16", report: Report = ignore, cancel: threading.Event | None = None
+) -> Path:
     """Convert the checkpoint in `folder` to the GGUF `out` at `outtype`; returns `out`. Setting `cancel` stops it
     between slabs with Cancelled, leaving no file.
 
@@ -60,8 +65,10 @@ def convert_checkpoint(folder: Path, out: Path, outtype: str = "f16", report: Re
     folder, out = Path(folder), Path(out)
     key = outtype.lower().replace("-", "_")
     if key not in OUTTYPES:
-        raise EdgellmError(f"{outtype!r} is not a type convert writes: use one of {', '.join(OUTTYPES)} "
-                        "(quantize the result for K-quants)")
+        raise EdgellmError(
+            f"{outtype!r} is not a type convert writes: use one of {', '.join(OUTTYPES)} "
+            "(quantize the result for K-quants)"
+        )
     wanted, file_type = OUTTYPES[key]
     checkpoint = Checkpoint.open(folder)
     config = read_config(checkpoint.folder)
@@ -69,14 +76,21 @@ def convert_checkpoint(folder: Path, out: Path, outtype: str = "f16", report: Re
     if config.architecture == "gemma3" and vocab.model == "llama":
         vocab = replace(vocab, add_space_prefix=False)  # as convert_hf_to_gguf.py writes Gemma 3's SentencePiece
     jobs = _plan(checkpoint, config, wanted)
-    header = sum(len(t.encode("utf-8")) + 8 + 4 + 4 for t in vocab.tokens) \
-        + sum(len(m.encode("utf-8")) + 8 for m in vocab.merges) + len(vocab.chat_template or "") + HEADER_SLACK
+    header = (
+        sum(len(t.encode("utf-8")) + 8 + 4 + 4 for t in vocab.tokens)
+        + sum(len(m.encode("utf-8")) + 8 for m in vocab.merges)
+        + len(vocab.chat_template or "")
+        + HEADER_SLACK
+    )
     total = header + sum(_padded(job.nbytes) for job in jobs)
     out.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(out.parent).free
     if free < total:
-        raise DiskError(f"{out.parent}: {free / 1e9:.2f} GB free, the GGUF needs about {total / 1e9:.2f} GB: free "
-                        "some space or write it elsewhere", out.parent)
+        raise DiskError(
+            f"{out.parent}: {free / 1e9:.2f} GB free, the GGUF needs about {total / 1e9:.2f} GB: free "
+            "some space or write it elsewhere",
+            out.parent,
+        )
     partial = out.with_name(out.name + ".partial")
     try:
         _write(checkpoint, config, vocab, jobs, partial, int(file_type), total, report, cancel)
@@ -96,32 +110,46 @@ def _plan(checkpoint: Checkpoint, config: HFConfig, wanted: gguf.GGMLQuantizatio
     sources, unknown = architectures.map_names(config, checkpoint.names())
     if unknown:
         more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
-        raise ModelFileError(f"{checkpoint.folder}: tensor {unknown[0]}{more} is not part of a {config.hf_architecture}"
-                             " that llama.cpp knows: the weights do not match config.json", checkpoint.folder,
-                             "corrupt")
+        raise ModelFileError(
+            f"{checkpoint.folder}: tensor {unknown[0]}{more} is not part of a {config.hf_architecture}"
+            " that llama.cpp knows: the weights do not match config.json",
+            checkpoint.folder,
+            "corrupt",
+        )
     planned, missing = architectures.plan_tensors(config, sources)
     if missing:
         name = architectures.expected_source(config, missing[0])
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise ModelFileError(f"{checkpoint.folder}: the checkpoint has no tensor {name}{more}, which a "
-                             f"{config.hf_architecture} needs: download the checkpoint again", checkpoint.folder,
-                             "corrupt")
+        raise ModelFileError(
+            f"{checkpoint.folder}: the checkpoint has no tensor {name}{more}, which a "
+            f"{config.hf_architecture} needs: download the checkpoint again",
+            checkpoint.folder,
+            "corrupt",
+        )
     jobs = []
     for tensor in planned:
         if tensor.source is not None:
             info = checkpoint.info(tensor.source)
             if info.shape != tensor.source_shape:
-                raise ModelFileError(f"{info.file}: tensor {info.name} has shape {list(info.shape)}, but config.json "
-                                     f"implies {list(tensor.source_shape)}: the weights do not match the config",
-                                     info.file, "corrupt")
+                raise ModelFileError(
+                    f"{info.file}: tensor {info.name} has shape {list(info.shape)}, but config.json "
+                    f"implies {list(tensor.source_shape)}: the weights do not match the config",
+                    info.file,
+                    "corrupt",
+                )
             if info.dtype not in ("F32", "F16", "BF16", "F64"):
-                raise ModelFileError(f"{info.file}: tensor {info.name} is stored as {info.dtype}, not floating point: "
-                                     "convert reads F32, F16 and BF16 checkpoints", info.file, "unsupported")
+                raise ModelFileError(
+                    f"{info.file}: tensor {info.name} is stored as {info.dtype}, not floating point: "
+                    "convert reads F32, F16 and BF16 checkpoints",
+                    info.file,
+                    "unsupported",
+                )
         qtype = wanted if len(tensor.shape) >= 2 else Q.F32
         if qtype == Q.Q8_0 and tensor.shape[0] % gguf.GGML_QUANT_SIZES[Q.Q8_0][0]:
             qtype = Q.F16
-        byte_shape = gguf.quant_shape_to_byte_shape(tensor.source_shape, qtype) if qtype in (Q.Q8_0,) \
-            else tensor.source_shape
+        byte_shape = (
+            gguf.quant_shape_to_byte_shape(tensor.source_shape, qtype) if qtype in (Q.Q8_0,) else tensor.source_shape
+        )
         itemsize = 1 if qtype == Q.Q8_0 else 4 if qtype == Q.F32 else 2
         jobs.append(_Job(tensor, qtype, math.prod(byte_shape) * itemsize))
     return jobs
@@ -143,7 +171,7 @@ def _convert(array: np.ndarray, qtype: gguf.GGMLQuantizationType, out: np.ndarra
             return array
         if out is None:
             return np.ascontiguousarray(array, dtype=dtype)
-        result = out[:array.size * dtype.itemsize].view(dtype).reshape(array.shape)
+        result = out[: array.size * dtype.itemsize].view(dtype).reshape(array.shape)
         np.copyto(result, array, casting="same_kind")
         return result
     return gguf.quants.quantize(np.ascontiguousarray(array, dtype=np.float32), qtype)
@@ -161,8 +189,17 @@ def _slabs(job: _Job) -> list[tuple[int, int]]:
     return [(start, min(start + rows, shape[0])) for start in range(0, shape[0], rows)]
 
 
-def _write(checkpoint: Checkpoint, config: HFConfig, vocab: Vocab, jobs: list[_Job], path: Path, file_type: int,
-           total: int, report: Report, cancel: threading.Event | None = None) -> None:
+def _write(
+    checkpoint: Checkpoint,
+    config: HFConfig,
+    vocab: Vocab,
+    jobs: list[_Job],
+    path: Path,
+    file_type: int,
+    total: int,
+    report: Report,
+    cancel: threading.Event | None = None,
+) -> None:
     writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[architectures.GGUF_ARCH[config.architecture]])
     try:
         if _safe_name(checkpoint.folder.name, vocab.tokens):
@@ -170,8 +207,9 @@ def _write(checkpoint: Checkpoint, config: HFConfig, vocab: Vocab, jobs: list[_J
         architectures.add_metadata(writer, config, file_type)
         write_vocab(writer, vocab)
         for job in jobs:
-            writer.add_tensor_info(job.tensor.name, job.tensor.source_shape, np.dtype(np.float32), job.nbytes,
-                                   raw_dtype=job.qtype)
+            writer.add_tensor_info(
+                job.tensor.name, job.tensor.source_shape, np.dtype(np.float32), job.nbytes, raw_dtype=job.qtype
+            )
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
@@ -181,8 +219,15 @@ def _write(checkpoint: Checkpoint, config: HFConfig, vocab: Vocab, jobs: list[_J
         last = time.monotonic()
         report(Progress(task="convert", done=done, total=total))
         plans = [(job, _slabs(job)) for job in jobs]
-        largest = max((math.prod(job.tensor.source_shape[1:]) * (stop - start) * 4
-                       for job, slabs in plans if job.tensor.source is not None for start, stop in slabs), default=0)
+        largest = max(
+            (
+                math.prod(job.tensor.source_shape[1:]) * (stop - start) * 4
+                for job, slabs in plans
+                if job.tensor.source is not None
+                for start, stop in slabs
+            ),
+            default=0,
+        )
         source_buffer = np.empty(largest, np.uint8)  # one slab as float32, reused
         out_buffer = np.empty(largest, np.uint8)  # one slab converted (f16, f32), reused
         for job, slabs in plans:
@@ -194,11 +239,13 @@ def _write(checkpoint: Checkpoint, config: HFConfig, vocab: Vocab, jobs: list[_J
                 if job.tensor.source is None:
                     source = None
                 elif job.qtype == Q.F16 and job.tensor.moves_only:  # read as float16 at once: no float32 pass
-                    source = checkpoint.read_rows(job.tensor.source, start, stop, np.float16, buffer=source_buffer,
-                                                 chunk_bytes=READ_CHUNK)
+                    source = checkpoint.read_rows(
+                        job.tensor.source, start, stop, np.float16, buffer=source_buffer, chunk_bytes=READ_CHUNK
+                    )
                 else:
-                    source = checkpoint.read_rows(job.tensor.source, start, stop, np.float32, buffer=source_buffer,
-                                                 chunk_bytes=READ_CHUNK)
+                    source = checkpoint.read_rows(
+                        job.tensor.source, start, stop, np.float32, buffer=source_buffer, chunk_bytes=READ_CHUNK
+                    )
                 data = _convert(job.tensor.transform(source), job.qtype, out_buffer)
                 del source
                 fout.write(data.reshape(-1).view(np.uint8).data)  # a memoryview of its bytes

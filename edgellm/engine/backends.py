@@ -57,8 +57,11 @@ def _ggml() -> ctypes.CDLL | None:
     lib.ggml_backend_dev_type.restype = ctypes.c_int
     lib.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
     lib.ggml_backend_load_all_from_path.restype = None
-    lib.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
-                                            ctypes.POINTER(ctypes.c_size_t)]
+    lib.ggml_backend_dev_memory.argtypes = [
+        ctypes.c_void_p,
+        ctypes.POINTER(ctypes.c_size_t),
+        ctypes.POINTER(ctypes.c_size_t),
+    ]
     lib.ggml_backend_dev_memory.restype = None
     lib.ggml_backend_reg_by_name.argtypes = [ctypes.c_char_p]
     lib.ggml_backend_reg_by_name.restype = ctypes.c_void_p
@@ -95,9 +98,13 @@ def devices() -> list[BackendDevice]:
     for index in range(lib.ggml_backend_dev_count()):
         device = lib.ggml_backend_dev_get(index)
         kind = lib.ggml_backend_dev_type(device)
-        found.append(BackendDevice((lib.ggml_backend_dev_name(device) or b"").decode(errors="replace"),
-                            (lib.ggml_backend_dev_description(device) or b"").decode(errors="replace"),
-                            DEVICE_KINDS[kind] if 0 <= kind < len(DEVICE_KINDS) else "other"))
+        found.append(
+            BackendDevice(
+                (lib.ggml_backend_dev_name(device) or b"").decode(errors="replace"),
+                (lib.ggml_backend_dev_description(device) or b"").decode(errors="replace"),
+                DEVICE_KINDS[kind] if 0 <= kind < len(DEVICE_KINDS) else "other",
+            )
+        )
     return found
 
 

@@ -26,15 +26,19 @@ from edgellm.hw.buildconfig import LLAMA_CPP_PYTHON_VERSION
 def check_version(installed: str, expected: str = LLAMA_CPP_PYTHON_VERSION) -> None:
     """EngineUnavailable unless `installed` is the llama-cpp-python release these internals are written for."""
     if installed != expected:
-        raise EngineUnavailable(f"llama-cpp-python {installed} is installed, but edgellm is written for {expected} "
-                                f"(it uses that release's internals): run `python3 scripts/install.py` to install it",
-                                installed, expected)
+        raise EngineUnavailable(
+            f"llama-cpp-python {installed} is installed, but edgellm is written for {expected} "
+            f"(it uses that release's internals): run `python3 scripts/install.py` to install it",
+            installed,
+            expected,
+        )
 
 
 check_version(getattr(llama_cpp, "__version__", "unknown"))
 
 
 # --- a loaded Llama's internals ------------------------------------------------------------------------------------
+
 
 def end_of_generation(llm: Any) -> Callable[[int], bool]:
     """A test of whether a token ends generation (EOS, EOT, ...), for this model's vocabulary."""
@@ -44,8 +48,11 @@ def end_of_generation(llm: Any) -> Callable[[int], bool]:
 def set_abort_check(llm: Any, check: Callable[[], bool] | None) -> Any:
     """Let llama.cpp stop a decode of this model's context once `check()` is true; None removes the check. Returns
     what llama.cpp points at, to keep while the check is set."""
-    callback = (llama_cpp.ggml_abort_callback() if check is None  # NULL: no check
-                else llama_cpp.ggml_abort_callback(lambda data: check()))
+    callback = (
+        llama_cpp.ggml_abort_callback()
+        if check is None  # NULL: no check
+        else llama_cpp.ggml_abort_callback(lambda data: check())
+    )
     llama_cpp.llama_set_abort_callback(llm._ctx.ctx, callback, None)
     return None if check is None else callback
 
@@ -77,8 +84,9 @@ class _BufferOverride(ctypes.Structure):
 
 
 @contextlib.contextmanager
-def model_params(cpu_weights: str | None = None,
-                 progress: Callable[[float], None] | None = None) -> Iterator[tuple[Any, ...]]:
+def model_params(
+    cpu_weights: str | None = None, progress: Callable[[float], None] | None = None
+) -> Iterator[tuple[Any, ...]]:
     """While a model is created inside, two model parameters llama-cpp-python leaves unset: `cpu_weights`, a pattern
     of weights kept in this CPU's memory (their matrix products run here), as llama.cpp's `--override-tensor
     PATTERN=CPU` does; and `progress`, called with the fraction loaded as each tensor is read (or sent to a worker).
@@ -91,12 +99,14 @@ def model_params(cpu_weights: str | None = None,
     if cpu_weights is not None:
         kept.append(_cpu_overrides(cpu_weights))
     if progress is not None:
+
         def report(fraction: float, user_data: Any) -> bool:
             try:
                 progress(fraction)
             except Exception:
                 pass
             return True
+
         kept.append(llama_cpp.llama_progress_callback(report))
     module = llama_cpp.llama_cpp
     original = module.llama_model_default_params
@@ -123,8 +133,12 @@ def _cpu_overrides(pattern: str) -> Any:
 
     lib = backends.registry()
     if lib is None:
-        raise LoadFailed("this llama.cpp build's backend registry cannot be read, so the output layer cannot be kept "
-                         "here; reinstall with `python3 scripts/install.py`", Path(""), "other")
+        raise LoadFailed(
+            "this llama.cpp build's backend registry cannot be read, so the output layer cannot be kept "
+            "here; reinstall with `python3 scripts/install.py`",
+            Path(""),
+            "other",
+        )
     lib.ggml_backend_dev_by_type.argtypes, lib.ggml_backend_dev_by_type.restype = [ctypes.c_int], ctypes.c_void_p
     lib.ggml_backend_dev_buffer_type.argtypes = [ctypes.c_void_p]
     lib.ggml_backend_dev_buffer_type.restype = ctypes.c_void_p
@@ -143,6 +157,7 @@ class _UncompiledTemplate:
     def to_chat_handler(self) -> Callable[..., object]:
         def refuse(*args: object, **kwargs: object) -> object:
             raise NotImplementedError("edgellm renders chat templates itself (edgellm.templates.sandbox)")
+
         return refuse
 
 

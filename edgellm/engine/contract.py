@@ -52,13 +52,18 @@ class LoadParams:
     def as_dict(self) -> dict[str, Any]:
         """The load parameters as `run --json`, `plan --json` and a saved conversation report them."""
         found: dict[str, Any] = {
-            "n_ctx": self.n_ctx, "n_gpu_layers": self.n_gpu_layers, "n_batch": self.n_batch,
-            "threads": self.n_threads, "threads_batch": self.n_threads_batch, "flash_attn": self.flash_attn,
-            "kv": self.kv, "use_mmap": self.use_mmap, "use_mlock": self.use_mlock,
+            "n_ctx": self.n_ctx,
+            "n_gpu_layers": self.n_gpu_layers,
+            "n_batch": self.n_batch,
+            "threads": self.n_threads,
+            "threads_batch": self.n_threads_batch,
+            "flash_attn": self.flash_attn,
+            "kv": self.kv,
+            "use_mmap": self.use_mmap,
+            "use_mlock": self.use_mlock,
         }
         if self.rpc_servers:
-            found.update(rpc=list(self.rpc_servers), tensor_split=list(self.tensor_split),
-                         output_here=self.output_here)
+            found.update(rpc=list(self.rpc_servers), tensor_split=list(self.tensor_split), output_here=self.output_here)
         return found
 
 
@@ -89,9 +94,18 @@ class GenerationOptions:
     def as_dict(self) -> dict[str, Any]:
         """The options as `run --json` and a saved conversation report them."""
         sampling = self.sampling
-        return {"n_predict": self.max_tokens, "temp": sampling.temp, "top_k": sampling.top_k, "top_p": sampling.top_p,
-                "min_p": sampling.min_p, "repeat_penalty": sampling.repeat_penalty, "seed": self.seed,
-                "ignore_eos": self.ignore_eos, "stop": list(self.stop), "loop_guard": self.loop_guard}
+        return {
+            "n_predict": self.max_tokens,
+            "temp": sampling.temp,
+            "top_k": sampling.top_k,
+            "top_p": sampling.top_p,
+            "min_p": sampling.min_p,
+            "repeat_penalty": sampling.repeat_penalty,
+            "seed": self.seed,
+            "ignore_eos": self.ignore_eos,
+            "stop": list(self.stop),
+            "loop_guard": self.loop_guard,
+        }
 
     def with_saved(self, saved: object) -> GenerationOptions:
         """These options with the ones a saved conversation kept (`as_dict`'s keys); unknown or odd values are
@@ -109,14 +123,20 @@ class GenerationOptions:
         stop = saved.get("stop")
         return replace(
             self,
-            sampling=replace(sampling, temp=float(value("temp", number, sampling.temp)),
-                             top_k=value("top_k", int, sampling.top_k),
-                             top_p=float(value("top_p", number, sampling.top_p)),
-                             min_p=float(value("min_p", number, sampling.min_p)),
-                             repeat_penalty=float(value("repeat_penalty", number, sampling.repeat_penalty))),
-            max_tokens=value("n_predict", int, self.max_tokens), ignore_eos=value("ignore_eos", bool, self.ignore_eos),
-            seed=value("seed", int, self.seed), loop_guard=value("loop_guard", bool, self.loop_guard),
-            stop=tuple(s for s in stop if isinstance(s, str)) if isinstance(stop, list) else self.stop)
+            sampling=replace(
+                sampling,
+                temp=float(value("temp", number, sampling.temp)),
+                top_k=value("top_k", int, sampling.top_k),
+                top_p=float(value("top_p", number, sampling.top_p)),
+                min_p=float(value("min_p", number, sampling.min_p)),
+                repeat_penalty=float(value("repeat_penalty", number, sampling.repeat_penalty)),
+            ),
+            max_tokens=value("n_predict", int, self.max_tokens),
+            ignore_eos=value("ignore_eos", bool, self.ignore_eos),
+            seed=value("seed", int, self.seed),
+            loop_guard=value("loop_guard", bool, self.loop_guard),
+            stop=tuple(s for s in stop if isinstance(s, str)) if isinstance(stop, list) else self.stop,
+        )
 
 
 def settings_record(params: LoadParams, options: GenerationOptions) -> dict[str, Any]:
@@ -157,9 +177,15 @@ class GenerationStats:
         found = cls()
         if not isinstance(data, dict):
             return found
-        for name, kinds in (("prompt_tokens", int), ("prompt_evaluated", int), ("completion_tokens", int),
-                            ("ttft_ms", (int, float)), ("prompt_tokens_per_s", (int, float)),
-                            ("tokens_per_s", (int, float)), ("stop_reason", str)):
+        for name, kinds in (
+            ("prompt_tokens", int),
+            ("prompt_evaluated", int),
+            ("completion_tokens", int),
+            ("ttft_ms", (int, float)),
+            ("prompt_tokens_per_s", (int, float)),
+            ("tokens_per_s", (int, float)),
+            ("stop_reason", str),
+        ):
             value = data.get(name)
             if isinstance(value, kinds) and not isinstance(value, bool):
                 setattr(found, name, value)
@@ -213,8 +239,9 @@ class Model(Protocol):
 
     def detokenize(self, tokens: list[int], *, special: bool = False) -> bytes: ...
 
-    def generation(self, prompt_tokens: list[int], options: GenerationOptions,
-                   cancel: threading.Event | None = None) -> Generation:
+    def generation(
+        self, prompt_tokens: list[int], options: GenerationOptions, cancel: threading.Event | None = None
+    ) -> Generation:
         """A completion of `prompt_tokens` with `options`; a set `cancel` (even before it starts) ends it with
         stop_reason "interrupted"."""
         ...
@@ -222,4 +249,3 @@ class Model(Protocol):
     def close(self) -> None:
         """Free the model's memory; the model is not used after."""
         ...
-

@@ -22,8 +22,14 @@ class LocalGeneration:
     tokens that were evaluated (the KV cache's view of the reply).
     """
 
-    def __init__(self, llm: Any, n_ctx: int, prompt_tokens: list[int], options: GenerationOptions,
-                 cancel: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        llm: Any,
+        n_ctx: int,
+        prompt_tokens: list[int],
+        options: GenerationOptions,
+        cancel: threading.Event | None = None,
+    ) -> None:
         self.llm = llm  # llama_cpp.Llama
         self.prompt_tokens = prompt_tokens
         self.options = options
@@ -35,8 +41,9 @@ class LocalGeneration:
         self.tokens: list[int] = []
         llm = self.llm
         cached = common_prefix(llm.input_ids[: llm.n_tokens].tolist(), prompt_tokens) if options.cache_prompt else 0
-        self.stats = GenerationStats(prompt_tokens=len(prompt_tokens),
-                                     prompt_evaluated=max(1, len(prompt_tokens) - cached))
+        self.stats = GenerationStats(
+            prompt_tokens=len(prompt_tokens), prompt_evaluated=max(1, len(prompt_tokens) - cached)
+        )
 
     def __iter__(self) -> Generator[str, None, None]:
         from edgellm.engine import compat
@@ -56,10 +63,17 @@ class LocalGeneration:
         started = time.perf_counter()
         first = last = started
         sampled = 0
-        tokens = llm.generate(self.prompt_tokens, top_k=sampling.top_k, top_p=sampling.top_p,
-                              min_p=sampling.min_p, temp=sampling.temp, repeat_penalty=sampling.repeat_penalty,
-                              frequency_penalty=sampling.frequency_penalty,
-                              presence_penalty=sampling.presence_penalty, reset=True)
+        tokens = llm.generate(
+            self.prompt_tokens,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            min_p=sampling.min_p,
+            temp=sampling.temp,
+            repeat_penalty=sampling.repeat_penalty,
+            frequency_penalty=sampling.frequency_penalty,
+            presence_penalty=sampling.presence_penalty,
+            reset=True,
+        )
         stats.stop_reason = "context" if self.limited_by_context else "length"
         self._abort_when(cancel)  # a long prompt can be stopped while llama.cpp reads it
         try:

@@ -65,8 +65,9 @@ class LocalModel:
     def detokenize(self, tokens: list[int], *, special: bool = False) -> bytes:
         return bytes(self.llm.detokenize(tokens, special=special))
 
-    def generation(self, prompt_tokens: list[int], options: GenerationOptions,
-                   cancel: threading.Event | None = None) -> LocalGeneration:
+    def generation(
+        self, prompt_tokens: list[int], options: GenerationOptions, cancel: threading.Event | None = None
+    ) -> LocalGeneration:
         """A completion of `prompt_tokens`: iterate it for text pieces; its stats and tokens once it ends."""
         from edgellm.engine.generate import LocalGeneration
 
@@ -78,8 +79,9 @@ class LocalModel:
         self.closed = True
 
 
-def load(params: LoadParams, log: LlamaLog, keep_terminal: bool = False,
-         progress: Callable[[float], None] | None = None) -> LocalModel:
+def load(
+    params: LoadParams, log: LlamaLog, keep_terminal: bool = False, progress: Callable[[float], None] | None = None
+) -> LocalModel:
     """Load the model; a failure comes out as a LoadFailed naming the cause found in llama.cpp's log. `progress` is
     told the fraction loaded as each tensor is read.
 
@@ -134,8 +136,12 @@ def explain_load_failure(path: Path, log: LlamaLog, error: Exception) -> LoadFai
     if unknown:
         found = re.search(r"unknown model architecture: '([^']*)'", unknown)
         arch = found.group(1) if found else "?"
-        return LoadFailed(f"{path}: model architecture '{arch}' is not supported by this llama.cpp build; "
-                          f"use a model of a supported architecture or update edgellm", path, "architecture")
+        return LoadFailed(
+            f"{path}: model architecture '{arch}' is not supported by this llama.cpp build; "
+            f"use a model of a supported architecture or update edgellm",
+            path,
+            "architecture",
+        )
     for needle in ("failed to allocate", "unable to allocate", "out of memory"):
         line = log.find(needle)
         if line:

@@ -59,8 +59,7 @@ def _counts(span: int, period: int, min_span: int, min_repeats: int) -> bool:
 class LoopGuard:
     """Feed a reply's tokens (not the prompt's) one at a time; `feed` says whether they end in a loop (`loop`)."""
 
-    def __init__(self, min_span: int = MIN_SPAN, min_repeats: int = MIN_REPEATS,
-                 max_period: int = MAX_PERIOD) -> None:
+    def __init__(self, min_span: int = MIN_SPAN, min_repeats: int = MIN_REPEATS, max_period: int = MAX_PERIOD) -> None:
         if min_repeats < 2 or max_period < 1:
             raise ValueError("a loop needs min_repeats >= 2 and max_period >= 1")
         self.min_span, self.min_repeats, self.max_period = min_span, min_repeats, max_period

@@ -80,17 +80,23 @@ def check_worker(endpoint: Endpoint, timeout: float = CHECK_TIMEOUT_S) -> Worker
             if version[0] != PROTOCOL_MAJOR or version[1] > PROTOCOL_MINOR:
                 raise WorkerUnreachable(
                     f"the RPC worker at {endpoint} speaks protocol {'.'.join(map(str, version))}, this edgellm "
-                    f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}: run the same edgellm version on both machines", str(endpoint))
+                    f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}: run the same edgellm version on both machines",
+                    str(endpoint),
+                )
             (count,) = struct.unpack("<I", _exchange(sock, CMD_DEVICE_COUNT, b"", 4))
-            devices = tuple(struct.unpack("<QQ", _exchange(sock, CMD_GET_DEVICE_MEMORY, struct.pack("<I", index), 16))
-                            for index in range(count))
+            devices = tuple(
+                struct.unpack("<QQ", _exchange(sock, CMD_GET_DEVICE_MEMORY, struct.pack("<I", index), 16))
+                for index in range(count)
+            )
     except TimeoutError:
-        raise WorkerUnreachable(reason("worker_silent", endpoint=str(endpoint), timeout=timeout, port=endpoint.port),
-                                str(endpoint)) from None
+        raise WorkerUnreachable(
+            reason("worker_silent", endpoint=str(endpoint), timeout=timeout, port=endpoint.port), str(endpoint)
+        ) from None
     except (OSError, ConnectionError, struct.error) as error:
         problem = getattr(error, "strerror", None) or str(error)
-        raise WorkerUnreachable(reason("worker_refused", endpoint=str(endpoint), problem=problem,
-                                       port=endpoint.port), str(endpoint)) from None
+        raise WorkerUnreachable(
+            reason("worker_refused", endpoint=str(endpoint), problem=problem, port=endpoint.port), str(endpoint)
+        ) from None
     return WorkerStatus(endpoint, version, devices)
 
 
@@ -100,28 +106,35 @@ def _registry_function(name: str, restype: Any, argtypes: list[Any]) -> Callable
 
     lib = backends.registry()
     if lib is None:
-        raise EdgellmError("this llama.cpp build's backend registry cannot be read; reinstall with "
-                        "`python3 scripts/install.py`")
+        raise EdgellmError(
+            "this llama.cpp build's backend registry cannot be read; reinstall with `python3 scripts/install.py`"
+        )
     reg = lib.ggml_backend_reg_by_name(b"RPC")
     if not reg:
-        raise EdgellmError("this llama.cpp build has no RPC backend; reinstall with `python3 scripts/install.py` "
-                        "(it builds llama.cpp with GGML_RPC=ON)")
+        raise EdgellmError(
+            "this llama.cpp build has no RPC backend; reinstall with `python3 scripts/install.py` "
+            "(it builds llama.cpp with GGML_RPC=ON)"
+        )
     address = lib.ggml_backend_reg_get_proc_address(reg, name.encode())
     if not address:
-        raise EdgellmError(f"this llama.cpp build's RPC backend has no {name}; reinstall with "
-                        f"`python3 scripts/install.py`")
+        raise EdgellmError(
+            f"this llama.cpp build's RPC backend has no {name}; reinstall with `python3 scripts/install.py`"
+        )
     return ctypes.CFUNCTYPE(restype, *argtypes)(address)
 
 
 def server_function() -> Callable[..., Any]:
     """llama.cpp's `ggml_backend_rpc_start_server` (a EdgellmError, with the way out, when this build has none)."""
-    return _registry_function("ggml_backend_rpc_start_server", None,
-                              [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t,
-                               ctypes.POINTER(ctypes.c_void_p)])
+    return _registry_function(
+        "ggml_backend_rpc_start_server",
+        None,
+        [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)],
+    )
 
 
-def serve_forever(start: Callable[..., Any], endpoint: Endpoint, cache_dir: str | None, threads: int,
-                  device_names: list[str]) -> None:
+def serve_forever(
+    start: Callable[..., Any], endpoint: Endpoint, cache_dir: str | None, threads: int, device_names: list[str]
+) -> None:
     """Run llama.cpp's RPC server (`start`, from `server_function`) on `endpoint`, an IPv4 address, for the named
     devices (ggml's names: "CPU", "CUDA0"...). Returns only when the server could not start: call it on a thread of
     its own."""

@@ -31,13 +31,23 @@ def main(argv: list[str]) -> int:
     _silence = llama_cpp.llama_log_callback(lambda level, text, data: None)
     llama_cpp.llama_log_set(_silence, ctypes.c_void_p(0))
     backends.load_backends()  # a portable build's CPU variant, before the system info names its features
-    emit(step="system_info", system_info=llama_cpp.llama_print_system_info().decode(errors="replace"),
-         gpu_offload=backends.gpu_offload_possible(), cpu_library=backends.loaded_cpu_library(),
-         devices=[f"{device.name} ({device.kind})" for device in backends.devices()])
+    emit(
+        step="system_info",
+        system_info=llama_cpp.llama_print_system_info().decode(errors="replace"),
+        gpu_offload=backends.gpu_offload_possible(),
+        cpu_library=backends.loaded_cpu_library(),
+        devices=[f"{device.name} ({device.kind})" for device in backends.devices()],
+    )
     started = time.perf_counter()
     with templates_left_to_edgellm():  # the model may be anyone's: its template is never compiled here
-        llm = llama_cpp.Llama(argv[0], n_ctx=128, n_batch=64, n_threads=1,
-                              n_gpu_layers=int(argv[1]) if len(argv) > 1 else 0, verbose=False)
+        llm = llama_cpp.Llama(
+            argv[0],
+            n_ctx=128,
+            n_batch=64,
+            n_threads=1,
+            n_gpu_layers=int(argv[1]) if len(argv) > 1 else 0,
+            verbose=False,
+        )
     emit(step="loaded", load_ms=round((time.perf_counter() - started) * 1000, 1))
     tokens = llm.tokenize(b"The quick brown fox", add_bos=True)
     started = time.perf_counter()

@@ -41,10 +41,17 @@ def free_port_pair(host: str = "127.0.0.1") -> int:
             return port
 
 
-def profile_document(profile: dict[str, Any], memory_cap: int | None, devices: list[str],
-                     endpoint: Endpoint) -> dict[str, Any]:
-    return {"schema": SCHEMA, "edgellm": __version__, "rpc": str(endpoint), "devices": devices,
-            "memory_cap_bytes": memory_cap, "profile": profile}
+def profile_document(
+    profile: dict[str, Any], memory_cap: int | None, devices: list[str], endpoint: Endpoint
+) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "edgellm": __version__,
+        "rpc": str(endpoint),
+        "devices": devices,
+        "memory_cap_bytes": memory_cap,
+        "profile": profile,
+    }
 
 
 class ProfileServer(ThreadingHTTPServer):

@@ -11,8 +11,8 @@ child is quiet (the side channel answers even while the worker computes); when o
 running, or the child dies and a side channel is gone, the generation ends with WorkerLost naming the worker.
 Workers without a side channel (a plain llama.cpp rpc-server, a tunnel of one port) are given WATCHDOG_S of silence
 (EDGELLM_RPC_SILENCE_S) while the model loads (the child tells each step of it) or mid-reply; a prompt being read
-is given all the time it takes. After a loss the next generation starts a new child once the workers answer again: the model reloads,
-and the conversation, which the session keeps, goes on.
+is given all the time it takes. After a loss the next generation starts a new child once the workers answer again:
+the model reloads, and the conversation, which the session keeps, goes on.
 """
 
 from __future__ import annotations
@@ -90,21 +90,34 @@ class _Stopped(Exception):
 def lost(endpoints: list[str], silent: bool, phase: str) -> WorkerLost:
     names = ", ".join(endpoints)
     plural = "s" if len(endpoints) > 1 else ""
-    what = (f"the network to the RPC worker{plural} at {names} went silent" if silent
-            else f"the RPC worker{plural} at {names} went away")
+    what = (
+        f"the network to the RPC worker{plural} at {names} went silent"
+        if silent
+        else f"the RPC worker{plural} at {names} went away"
+    )
     if phase == "loading":
-        return WorkerLost(f"{what} while the model loaded: restart `edgellm worker` there, or run without it",
-                          endpoints)
-    return WorkerLost(f"{what} mid-reply; the reply ends here (what was shown is kept): restart `edgellm worker` "
-                      f"there to go on, or run without it", endpoints)
+        return WorkerLost(
+            f"{what} while the model loaded: restart `edgellm worker` there, or run without it", endpoints
+        )
+    return WorkerLost(
+        f"{what} mid-reply; the reply ends here (what was shown is kept): restart `edgellm worker` "
+        f"there to go on, or run without it",
+        endpoints,
+    )
 
 
 class SplitModel:
     """A model split across RPC workers, run by a child process: the engine contract's `Model`, its vocabulary
     answered by a vocab-only load here."""
 
-    def __init__(self, params: LoadParams, watched: tuple[str, ...], vocab: LocalModel, log: LlamaLog,
-                 watchdog_s: float | None = None) -> None:
+    def __init__(
+        self,
+        params: LoadParams,
+        watched: tuple[str, ...],
+        vocab: LocalModel,
+        log: LlamaLog,
+        watchdog_s: float | None = None,
+    ) -> None:
         self.params = params
         self.watched = watched  # the workers whose side channel answers
         self.unwatched = tuple(where for where in params.rpc_servers if where not in watched)
@@ -121,12 +134,29 @@ class SplitModel:
         self._closed = False
 
     @classmethod
-    def open(cls, params: LoadParams, watched: tuple[str, ...], log: LlamaLog, keep_terminal: bool = False,
-             cancel: threading.Event | None = None) -> SplitModel:
+    def open(
+        cls,
+        params: LoadParams,
+        watched: tuple[str, ...],
+        log: LlamaLog,
+        keep_terminal: bool = False,
+        cancel: threading.Event | None = None,
+    ) -> SplitModel:
         """Load the vocabulary here and the model in a child that joins the workers (each checked first:
         WorkerUnreachable); the load is watched as a generation is, and `cancel` set ends it (KeyboardInterrupt)."""
-        vocab = load(replace(params, vocab_only=True, n_ctx=VOCAB_CTX, n_batch=VOCAB_CTX, rpc_servers=(),
-                             tensor_split=(), n_gpu_layers=0), log, keep_terminal)
+        vocab = load(
+            replace(
+                params,
+                vocab_only=True,
+                n_ctx=VOCAB_CTX,
+                n_batch=VOCAB_CTX,
+                rpc_servers=(),
+                tensor_split=(),
+                n_gpu_layers=0,
+            ),
+            log,
+            keep_terminal,
+        )
         model = cls(params, watched, vocab, log)
         try:
             with model._lock:
@@ -167,8 +197,9 @@ class SplitModel:
     def detokenize(self, tokens: list[int], *, special: bool = False) -> bytes:
         return self.vocab.detokenize(tokens, special=special)
 
-    def generation(self, prompt_tokens: list[int], options: GenerationOptions,
-                   cancel: threading.Event | None = None) -> RemoteGeneration:
+    def generation(
+        self, prompt_tokens: list[int], options: GenerationOptions, cancel: threading.Event | None = None
+    ) -> RemoteGeneration:
         return RemoteGeneration(self, prompt_tokens, options, cancel)
 
     def close(self) -> None:
@@ -193,16 +224,23 @@ class SplitModel:
         self._errors = tempfile.TemporaryFile(mode="w+", errors="replace")
         self._events = queue.Queue()
         try:
-            child = subprocess.Popen(module_command("edgellm.engine.split_child"), stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._errors, text=True, start_new_session=True,
-                                     env={**os.environ, "GGML_NO_BACKTRACE": "1"})
+            child = subprocess.Popen(
+                module_command("edgellm.engine.split_child"),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._errors,
+                text=True,
+                start_new_session=True,
+                env={**os.environ, "GGML_NO_BACKTRACE": "1"},
+            )
         except OSError:
             self._errors.close()
             self._errors = None
             raise
         self._child = child
-        threading.Thread(target=self._read, args=(child, self._events), name="edgellm-split-reader",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._read, args=(child, self._events), name="edgellm-split-reader", daemon=True
+        ).start()
         self._send({"load": {**asdict(self.params), "path": str(self.params.path)}})
         event = self._next("loading", cancel)
         while "loading" in event:  # the child's progress: the load goes on
@@ -258,11 +296,12 @@ class SplitModel:
                 for where in self.watched:
                     misses[where] = misses[where] + 1 if gone_workers([where]) else 0
                 gone = [where for where, count in misses.items() if count >= MISSES_TO_LOSE]
-                silent = (bool(self.unwatched) and phase in ("loading", "replying")
-                          and now - quiet_since > self.watchdog_s)
+                silent = (
+                    bool(self.unwatched) and phase in ("loading", "replying") and now - quiet_since > self.watchdog_s
+                )
                 if (gone or silent) and self._events.empty():
                     self._stop_child(kill=True)
-                    raise lost(gone or list(self.unwatched), silent and not gone, phase)
+                    raise lost(gone or list(self.unwatched), silent and not gone, phase) from None
                 continue
             if event is None:
                 raise self._ended(phase)
@@ -281,8 +320,10 @@ class SplitModel:
         if gone:
             return lost(gone, False, phase)
         when = "while loading" if phase == "loading" else "mid-reply"
-        return EngineFailed(f"the split model's process ended {when} (exit {code}): {last}; a worker may have "
-                            f"refused the work or gone away: see its terminal")
+        return EngineFailed(
+            f"the split model's process ended {when} (exit {code}): {last}; a worker may have "
+            f"refused the work or gone away: see its terminal"
+        )
 
     def _failure(self, event: dict[str, Any], phase: str) -> Exception:
         """The error the child reported (it ends after one)."""
@@ -292,8 +333,9 @@ class SplitModel:
             return WorkerUnreachable(message, event.get("endpoint", ""))
         if kind == "load":
             return LoadFailed(message, self.params.path, event.get("cause", "other"))
-        return EngineFailed(f"the split model failed {'while loading' if phase == 'loading' else 'mid-reply'}: "
-                            f"{message}")
+        return EngineFailed(
+            f"the split model failed {'while loading' if phase == 'loading' else 'mid-reply'}: {message}"
+        )
 
     def _stop_child(self, kill: bool = False) -> None:
         child, self._child = self._child, None
@@ -321,8 +363,13 @@ class RemoteGeneration:
     come) and `tokens` (the KV cache's view of the reply: the tokens of the pieces yielded) are complete once it
     ends, also when it ends early."""
 
-    def __init__(self, model: SplitModel, prompt_tokens: list[int], options: GenerationOptions,
-                 cancel: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        model: SplitModel,
+        prompt_tokens: list[int],
+        options: GenerationOptions,
+        cancel: threading.Event | None = None,
+    ) -> None:
         self.model = model
         self.prompt_tokens = prompt_tokens
         self.options = options
@@ -349,8 +396,7 @@ class RemoteGeneration:
             try:
                 if model._child is None:
                     model._start(self.cancel)  # after a lost worker: the model reloads once the workers answer
-                model._send({"generate": ident, "tokens": self.prompt_tokens,
-                             "options": options_to_wire(self.options)})
+                model._send({"generate": ident, "tokens": self.prompt_tokens, "options": options_to_wire(self.options)})
                 sent = True
                 while True:
                     event = model._next(phase, self.cancel, cancel_once)

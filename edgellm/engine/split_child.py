@@ -3,7 +3,8 @@ process), loads the model with the planned split, then runs generations one at a
 
 Driven by edgellm.engine.split (SplitModel) with JSON lines on stdin: {"load": LoadParams} first, then
 {"generate": id, "tokens": [...], "options": {...}} and {"cancel": id}. It answers on stdout, one JSON line per
-event: {"loading": fraction}... as tensors are read or sent, then {"loaded": ms, "n_ctx": n}; per generation {"id", "text", "n"}... then {"id", "done": stats, "tokens"}; or
+event: {"loading": fraction}... as tensors are read or sent, then {"loaded": ms, "n_ctx": n}; per generation
+{"id", "text", "n"}... then {"id", "done": stats, "tokens"}; or
 {"error": message, "kind"} after which it ends. When a worker goes away mid-run ggml aborts this process (exit 134):
 the parent, which holds what was already shown, tells which worker it was.
 """
@@ -78,8 +79,14 @@ def main() -> int:
     from edgellm.engine.split import options_from_wire
 
     fields = json.loads(sys.stdin.readline())["load"]
-    params = LoadParams(**{**fields, "path": Path(fields["path"]), "rpc_servers": tuple(fields["rpc_servers"]),
-                           "tensor_split": tuple(fields["tensor_split"])})
+    params = LoadParams(
+        **{
+            **fields,
+            "path": Path(fields["path"]),
+            "rpc_servers": tuple(fields["rpc_servers"]),
+            "tensor_split": tuple(fields["tensor_split"]),
+        }
+    )
     endpoints = [parse_endpoint(where) for where in params.rpc_servers]
     for endpoint in endpoints:
         rpc.check_worker(endpoint)  # again, just before llama.cpp connects: ggml aborts on one that is gone
@@ -101,8 +108,9 @@ def main() -> int:
     say({"loaded": loaded.load_ms, "n_ctx": loaded.n_ctx})
     while (request := requests.generations.get()) is not None:
         ident = request["generate"]
-        generation = loaded.generation(request["tokens"], options_from_wire(request["options"]),
-                                       cancel=requests.cancel_event(ident))
+        generation = loaded.generation(
+            request["tokens"], options_from_wire(request["options"]), cancel=requests.cancel_event(ident)
+        )
         sent = 0
         for piece in generation:  # each piece with the tokens it came from: the parent's view of the KV cache
             tokens, sent = generation.tokens[sent:], len(generation.tokens)

@@ -11,25 +11,87 @@ import re
 # Best first. `_L`/`_XL` variants (bartowski, unsloth) rank just above their base; `UD-` ranks as its base;
 # ALIASES as the name they stand for.
 QUANT_ORDER = (
-    "F32", "BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "IQ4_NL",
-    "IQ4_XS", "Q4_1", "Q4_0", "MXFP4", "Q3_K_L", "Q3_K_M", "IQ3_M", "IQ3_S", "Q3_K_S", "IQ3_XS", "IQ3_XXS",
-    "Q2_K", "Q2_K_S", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "TQ2_0", "IQ1_M", "TQ1_0", "IQ1_S",
+    "F32",
+    "BF16",
+    "F16",
+    "Q8_0",
+    "Q6_K",
+    "Q5_K_M",
+    "Q5_K_S",
+    "Q5_1",
+    "Q5_0",
+    "Q4_K_M",
+    "Q4_K_S",
+    "IQ4_NL",
+    "IQ4_XS",
+    "Q4_1",
+    "Q4_0",
+    "MXFP4",
+    "Q3_K_L",
+    "Q3_K_M",
+    "IQ3_M",
+    "IQ3_S",
+    "Q3_K_S",
+    "IQ3_XS",
+    "IQ3_XXS",
+    "Q2_K",
+    "Q2_K_S",
+    "IQ2_M",
+    "IQ2_S",
+    "IQ2_XS",
+    "IQ2_XXS",
+    "TQ2_0",
+    "IQ1_M",
+    "TQ1_0",
+    "IQ1_S",
 )
 CPU_CEILING = "Q8_0"  # on CPU-only devices nothing above this unless asked: F16 halves decode speed
 
 # llama.cpp's llama_ftype (general.file_type) -> quant name.
 FILE_TYPES = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
-    12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
-    19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL",
-    26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0",
-    37: "TQ2_0", 38: "MXFP4",
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    19: "IQ2_XXS",
+    20: "IQ2_XS",
+    21: "Q2_K_S",
+    22: "IQ3_XS",
+    23: "IQ3_XXS",
+    24: "IQ1_S",
+    25: "IQ4_NL",
+    26: "IQ3_S",
+    27: "IQ3_M",
+    28: "IQ2_S",
+    29: "IQ2_M",
+    30: "IQ4_XS",
+    31: "IQ1_M",
+    32: "BF16",
+    36: "TQ1_0",
+    37: "TQ2_0",
+    38: "MXFP4",
 }
 
 # Names with no row of their own, ranked as the quant they stand for.
 ALIASES = {
-    "Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M",  # old llama.cpp short names
-    "Q4_0_4_4": "Q4_0", "Q4_0_4_8": "Q4_0", "Q4_0_8_8": "Q4_0",  # Q4_0 repacked for ARM
+    "Q3_K": "Q3_K_M",
+    "Q4_K": "Q4_K_M",
+    "Q5_K": "Q5_K_M",  # old llama.cpp short names
+    "Q4_0_4_4": "Q4_0",
+    "Q4_0_4_8": "Q4_0",
+    "Q4_0_8_8": "Q4_0",  # Q4_0 repacked for ARM
 }
 # The base an `_L`/`_XL` variant improves on, where it is not the name less its suffix (or that name's alias).
 VARIANT_BASES = {"Q8_K": "Q8_0", "Q3_K": "Q3_K_L"}  # Q8_K_XL: Q8_0 with some BF16; Q3_K_XL: Q3_K_L with Q8_0
@@ -89,4 +151,3 @@ def loadable(quant: str) -> bool:
 def above_cpu_ceiling(quant: str) -> bool:
     """Ranked above Q8_0 (F16, BF16, Q8_K_XL…): on the CPU it decodes slower for no visible quality gain."""
     return rank(quant) > rank(CPU_CEILING)
-

@@ -19,9 +19,17 @@ from edgellm.hub import client
 from edgellm.hub.download import check_disk, check_inside, fetch_all, remaining_bytes
 from edgellm.hub.files import RemoteFile
 
-NEEDED = ("config.json", "generation_config.json", "model.safetensors.index.json", "tokenizer.json",
-          "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-          "chat_template.jinja")
+NEEDED = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+)
 
 
 def checkpoint_dir(repo: str) -> Path:
@@ -34,8 +42,10 @@ def conversion_files(files: list[RemoteFile]) -> list[RemoteFile]:
     a repo that also ships consolidated.safetensors is not fetched twice)."""
     top = [f for f in files if "/" not in f.path]
     weights = [f for f in top if f.path.endswith(".safetensors")]
-    preferences: tuple[Callable[[RemoteFile], bool], ...] = (lambda f: f.path == "model.safetensors",
-                                                             lambda f: f.path.startswith("model-"))
+    preferences: tuple[Callable[[RemoteFile], bool], ...] = (
+        lambda f: f.path == "model.safetensors",
+        lambda f: f.path.startswith("model-"),
+    )
     for prefer in preferences:
         if any(prefer(f) for f in weights):
             weights = [f for f in weights if prefer(f)]
@@ -50,9 +60,13 @@ def fetch_checkpoint(repo: str, report: Report = ignore, cancel: threading.Event
     wanted = conversion_files(files)
     if not any(f.path.endswith(".safetensors") for f in wanted) or not any(f.path == "config.json" for f in wanted):
         has_gguf = any(f.path.lower().endswith(".gguf") for f in files)
-        raise NoSuchQuant(f"{repo} has no transformers checkpoint (config.json and safetensors weights) to convert"
-                          + (f"; it holds GGUF files: `edgellm pull {repo}` downloads one" if has_gguf else ""),
-                          repo, None, [])
+        raise NoSuchQuant(
+            f"{repo} has no transformers checkpoint (config.json and safetensors weights) to convert"
+            + (f"; it holds GGUF files: `edgellm pull {repo}` downloads one" if has_gguf else ""),
+            repo,
+            None,
+            [],
+        )
     folder = checkpoint_dir(repo)
     targets = [(file, folder / file.path) for file in wanted]
     check_inside(folder, targets, repo)

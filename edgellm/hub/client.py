@@ -45,11 +45,15 @@ def hub_errors(repo: str) -> Iterator[None]:
     try:
         yield
     except GatedRepoError:
-        raise GatedRepo(f"{repo} is gated: accept its licence on the Hub, then set HF_TOKEN or run "
-                        f"`hf auth login` with a token that may read it", repo) from None
+        raise GatedRepo(
+            f"{repo} is gated: accept its licence on the Hub, then set HF_TOKEN or run "
+            f"`hf auth login` with a token that may read it",
+            repo,
+        ) from None
     except RepositoryNotFoundError:
-        raise RepoNotFound(f"{repo} was not found on the Hub (or it is private: set HF_TOKEN); check the name",
-                           repo) from None
+        raise RepoNotFound(
+            f"{repo} was not found on the Hub (or it is private: set HF_TOKEN); check the name", repo
+        ) from None
     except (RevisionNotFoundError, EntryNotFoundError) as error:
         raise HubError(f"{repo}: {str(error).splitlines()[0]}", repo) from None
     except OfflineModeIsEnabled:
@@ -66,8 +70,7 @@ def hub_errors(repo: str) -> Iterator[None]:
 
 def unreachable(repo: str, error: Exception) -> HubUnreachable:
     """The error for a network failure on the way to the Hub: worth a retry, or offline mode."""
-    return HubUnreachable(reason("hub_unreachable", repo=repo, endpoint=endpoint(), error=str(error)), repo,
-                          endpoint())
+    return HubUnreachable(reason("hub_unreachable", repo=repo, endpoint=endpoint(), error=str(error)), repo, endpoint())
 
 
 def list_files(repo: str, revision: str | None = None) -> tuple[str, list[RemoteFile]]:
@@ -79,12 +82,18 @@ def list_files(repo: str, revision: str | None = None) -> tuple[str, list[Remote
     with hub_errors(repo):
         info = api.model_info(repo, revision=revision)
         tree = api.list_repo_tree(repo, recursive=True, revision=info.sha)
-        files = [RemoteFile(item.path, item.size, item.lfs.sha256 if item.lfs else None)
-                 for item in tree if isinstance(item, RepoFile)]
+        files = [
+            RemoteFile(item.path, item.size, item.lfs.sha256 if item.lfs else None)
+            for item in tree
+            if isinstance(item, RepoFile)
+        ]
     escaping = [file.path for file in files if leaves_the_repo(file.path)]
     if escaping:
-        raise HubError(f"{repo}: the Hub's listing names a file outside the repo's folder ({escaping[0]!r}); "
-                       f"refused: nothing was downloaded", repo)
+        raise HubError(
+            f"{repo}: the Hub's listing names a file outside the repo's folder ({escaping[0]!r}); "
+            f"refused: nothing was downloaded",
+            repo,
+        )
     assert info.sha is not None  # the Hub's model info always names its commit (the tree above was read at it)
     return info.sha, files
 

@@ -113,8 +113,11 @@ class Hasher:
 
 def disk_error(path: Path, error: OSError) -> DiskError:
     """Writing the download failed on this machine (full disk, no permission): no retry, the partial stays."""
-    return DiskError(f"cannot write {path}: {error.strerror or error}; free some space, or set EDGELLM_HOME to a "
-                     f"writable folder on a larger disk (the partial download is kept and resumed)", path)
+    return DiskError(
+        f"cannot write {path}: {error.strerror or error}; free some space, or set EDGELLM_HOME to a "
+        f"writable folder on a larger disk (the partial download is kept and resumed)",
+        path,
+    )
 
 
 @contextmanager
@@ -130,16 +133,18 @@ def locked(part: Path) -> Iterator[None]:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise EdgellmError(f"{part.name[:-len(PART)]} is being downloaded by another edgellm process; "
-                            f"wait for it to finish") from None
+            raise EdgellmError(
+                f"{part.name[: -len(PART)]} is being downloaded by another edgellm process; wait for it to finish"
+            ) from None
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def fetch(repo: str, file: RemoteFile, commit: str, dest: Path, progress: Meter,
-          cancel: threading.Event | None = None) -> Path:
+def fetch(
+    repo: str, file: RemoteFile, commit: str, dest: Path, progress: Meter, cancel: threading.Event | None = None
+) -> Path:
     """Download `file` to `dest`, resuming a partial `dest.part`; verified against the LFS sha256. Setting
     `cancel` stops it between chunks with Cancelled, the partial file kept."""
     try:
@@ -155,8 +160,10 @@ def fetch(repo: str, file: RemoteFile, commit: str, dest: Path, progress: Meter,
             progress.rewind(part.stat().st_size)
             part.unlink()  # a corrupted byte: the only safe place to resume from is the start
             if attempt == 2:
-                raise EdgellmError(f"{repo}/{file.path}: the download does not match its sha256 twice in a row; "
-                                f"the mirror may be serving a broken file ({endpoint()})")
+                raise EdgellmError(
+                    f"{repo}/{file.path}: the download does not match its sha256 twice in a row; "
+                    f"the mirror may be serving a broken file ({endpoint()})"
+                )
         os.replace(part, dest)
     return dest
 
@@ -180,13 +187,14 @@ def _append(fd: int, chunk: bytes, part: Path) -> None:
     view = memoryview(chunk)
     try:
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
     except OSError as error:
         raise disk_error(part, error) from None
 
 
-def _transfer(repo: str, file: RemoteFile, commit: str, part: Path, progress: Meter,
-              cancel: threading.Event | None = None) -> str:
+def _transfer(
+    repo: str, file: RemoteFile, commit: str, part: Path, progress: Meter, cancel: threading.Event | None = None
+) -> str:
     """Bring `part` up to the file's full size, resuming from what it holds, retrying network errors (not disk
     errors); returns the sha256 of the whole file, hashed as it was written."""
     url = file_url(repo, file.path, commit)
@@ -223,12 +231,16 @@ def _transfer(repo: str, file: RemoteFile, commit: str, part: Path, progress: Me
             raise
         except Exception as error:  # the connection dropped mid-body: resume from what arrived
             if retry == RETRIES:
-                raise HubUnreachable(f"{repo}/{file.path}: the download kept failing ({error}); run the same "
-                                     f"command again to resume from {have} bytes", repo, endpoint()) from None
+                raise HubUnreachable(
+                    f"{repo}/{file.path}: the download kept failing ({error}); run the same "
+                    f"command again to resume from {have} bytes",
+                    repo,
+                    endpoint(),
+                ) from None
         if have < file.size and cancel is not None:
-            cancel.wait(min(2 ** retry * 0.2, 5))
+            cancel.wait(min(2**retry * 0.2, 5))
         elif have < file.size:
-            time.sleep(min(2 ** retry * 0.2, 5))
+            time.sleep(min(2**retry * 0.2, 5))
     return hasher.hexdigest()
 
 
@@ -246,8 +258,11 @@ def check_disk(folder: Path, needed: int) -> None:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if needed > free:
-        raise DiskError(f"not enough disk: the download needs {gib(needed)} more but {probe} has {gib(free)} free; "
-                        f"free some space or set EDGELLM_HOME to a larger disk", probe)
+        raise DiskError(
+            f"not enough disk: the download needs {gib(needed)} more but {probe} has {gib(free)} free; "
+            f"free some space or set EDGELLM_HOME to a larger disk",
+            probe,
+        )
 
 
 def remaining_bytes(files: list[tuple[RemoteFile, Path]]) -> int:
@@ -270,12 +285,22 @@ def check_inside(folder: Path, targets: list[tuple[RemoteFile, Path]], repo: str
     root = folder.resolve()
     for file, dest in targets:
         if not dest.resolve().is_relative_to(root):
-            raise HubError(f"{repo}: {file.path} would be written to {dest.resolve()}, outside {folder} (a symbolic "
-                           f"link?); refused: remove the link", repo)
+            raise HubError(
+                f"{repo}: {file.path} would be written to {dest.resolve()}, outside {folder} (a symbolic "
+                f"link?); refused: remove the link",
+                repo,
+            )
 
 
-def fetch_all(repo: str, commit: str, targets: list[tuple[RemoteFile, Path]], present: set[Path], report: Report,
-              cancel: threading.Event | None = None, cancelled: str | None = None) -> None:
+def fetch_all(
+    repo: str,
+    commit: str,
+    targets: list[tuple[RemoteFile, Path]],
+    present: set[Path],
+    report: Report,
+    cancel: threading.Event | None = None,
+    cancelled: str | None = None,
+) -> None:
     """Fetch each (file, dest) whose dest is not in `present`, one Meter over them all. Ctrl-C or `cancel` keeps
     the partial file; Ctrl-C says how to resume, and a cancel says `cancelled` when given."""
     meter = Meter(sum(file.size for file, _ in targets), report)

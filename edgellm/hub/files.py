@@ -21,8 +21,14 @@ def leaves_the_repo(path: str) -> bool:
     """Whether a file name from a listing would land outside the repo's folder: absolute, `..`, a backslash or
     drive, an empty or control-character part. Such a name is refused, never joined to a local path."""
     parts = path.split("/")
-    return (not path or path.startswith("/") or "\\" in path or ":" in parts[0]
-            or any(part in ("", ".", "..") for part in parts) or any(not c.isprintable() for c in path))
+    return (
+        not path
+        or path.startswith("/")
+        or "\\" in path
+        or ":" in parts[0]
+        or any(part in ("", ".", "..") for part in parts)
+        or any(not c.isprintable() for c in path)
+    )
 
 
 @dataclass(frozen=True)

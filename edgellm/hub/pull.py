@@ -24,37 +24,61 @@ def local_copy(repo: str, group: QuantFiles) -> list[Path] | None:
     return [cached[0]] if len(group.files) == 1 and cached[0] is not None else None
 
 
-def download(repo: str, commit: str, group: QuantFiles, report: Report, *,
-             cancel: threading.Event | None = None) -> store.StoredModel:
+def download(
+    repo: str, commit: str, group: QuantFiles, report: Report, *, cancel: threading.Event | None = None
+) -> store.StoredModel:
     """Bring a quant's files at `commit` into the store (resuming, verified), reporting progress; reuse what the store
     or the Hugging Face cache already holds instead of downloading it again. Setting `cancel` (from another thread)
     stops it with Cancelled, keeping the partial file that the next download resumes."""
     name = f"{repo}:{group.quant}"
     existing = store.find(name)
-    if existing and existing.commit == commit and all(
-            (store.store_dir() / f).exists() for f in existing.files):
+    if existing and existing.commit == commit and all((store.store_dir() / f).exists() for f in existing.files):
         return existing
     folder = store.store_dir() / repo
     cached = [store.hf_cache_blob(repo, f.sha256, f.size) for f in group.files]
     if all(cached) and cached[0] != folder / group.first.path:
-        model = store.StoredModel(name=name, repo=repo, quant=group.quant,
-                                  files=[str(path) for path in cached if path is not None], size=group.size,
-                                  sha256=[f.sha256 for f in group.files], commit=commit, source="hf-cache")
+        model = store.StoredModel(
+            name=name,
+            repo=repo,
+            quant=group.quant,
+            files=[str(path) for path in cached if path is not None],
+            size=group.size,
+            sha256=[f.sha256 for f in group.files],
+            commit=commit,
+            source="hf-cache",
+        )
         store.add(model)
         return model
     targets = [(file, folder / file.path) for file in group.files]
     check_inside(store.store_dir(), targets, repo)
     recorded = dict(zip(existing.files, existing.sha256)) if existing and existing.source == "pull" else {}
-    current = {dest for file, dest in targets
-               if dest.exists() and recorded.get(str(dest.relative_to(store.store_dir()))) == file.sha256}
+    current = {
+        dest
+        for file, dest in targets
+        if dest.exists() and recorded.get(str(dest.relative_to(store.store_dir()))) == file.sha256
+    }
     clean_orphans(folder, {dest for _, dest in targets})
     check_disk(folder, remaining_bytes([(f, d) for f, d in targets if d not in current]))
-    fetch_all(repo, commit, targets, current, report, cancel,
-              cancelled="download stopped; download it again to resume where it stopped")
+    fetch_all(
+        repo,
+        commit,
+        targets,
+        current,
+        report,
+        cancel,
+        cancelled="download stopped; download it again to resume where it stopped",
+    )
     model = store.StoredModel(
-        name=name, repo=repo, quant=group.quant,
-        files=[str(dest.relative_to(store.store_dir())) for _, dest in targets], size=group.size,
-        sha256=[f.sha256 for f in group.files], commit=commit, source="pull", added=time.time())
+        name=name,
+        repo=repo,
+        quant=group.quant,
+        files=[str(dest.relative_to(store.store_dir())) for _, dest in targets],
+        size=group.size,
+        sha256=[f.sha256 for f in group.files],
+        commit=commit,
+        source="pull",
+        added=time.time(),
+    )
     store.add(model)
     return model
 

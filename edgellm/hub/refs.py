@@ -28,9 +28,10 @@ def parse_ref(text: str) -> ModelRef:
     """'bartowski/Llama-3.2-1B-Instruct-GGUF:q4_k_m' -> ModelRef(repo, 'Q4_K_M'); EdgellmError when malformed."""
     repo, _, quant = text.strip().partition(":")
     if not _REPO_RE.match(repo) or ".." in repo:
-        raise EdgellmError(f"{text!r} is not a Hugging Face model reference: use owner/repo or owner/repo:QUANT "
-                        f"(for example bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M)")
+        raise EdgellmError(
+            f"{text!r} is not a Hugging Face model reference: use owner/repo or owner/repo:QUANT "
+            f"(for example bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M)"
+        )
     if quant and not re.fullmatch(r"[A-Za-z0-9_-]+", quant):
         raise EdgellmError(f"{quant!r} is not a quant name: use one like Q4_K_M, Q8_0 or IQ4_XS")
     return ModelRef(repo, normalize(quant) if quant else None)
-

@@ -64,16 +64,30 @@ X86_CPU_VARIANTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 LEFT_OUT_VARIANTS = ("sapphirerapids",)
 # ggml's score for each feature a variant is built with (ggml-cpu/arch/x86/cpu-feats.cpp); the highest wins.
-_FEATURE_SCORES = {"fma": 1, "f16c": 2, "sse4_2": 4, "bmi2": 8, "avx": 16, "avx2": 32, "avx_vnni": 64,
-                   "avx512f": 128, "avx512vbmi": 256, "avx512_bf16": 512, "avx512_vnni": 1024}
+_FEATURE_SCORES = {
+    "fma": 1,
+    "f16c": 2,
+    "sse4_2": 4,
+    "bmi2": 8,
+    "avx": 16,
+    "avx2": 32,
+    "avx_vnni": 64,
+    "avx512f": 128,
+    "avx512vbmi": 256,
+    "avx512_bf16": 512,
+    "avx512_vnni": 1024,
+}
 
 
 def cpu_variant(cpu_flags: set[str]) -> str | None:
     """The CPU variant ggml loads on an x86 CPU with `cpu_flags`, scored as ggml scores them; None for no x86."""
     if not cpu_flags or "sse2" not in cpu_flags:
         return None
-    runnable = [(1 + sum(_FEATURE_SCORES.get(flag, 0) for flag in needs), name)
-                for name, needs in X86_CPU_VARIANTS if set(needs) <= cpu_flags]
+    runnable = [
+        (1 + sum(_FEATURE_SCORES.get(flag, 0) for flag in needs), name)
+        for name, needs in X86_CPU_VARIANTS
+        if set(needs) <= cpu_flags
+    ]
     return max(runnable)[1]
 
 
@@ -88,8 +102,13 @@ def portable_cmake_args(machine: str) -> list[str]:
     an ARM board's binary is built on the board with `cmake_args`)."""
     if machine.lower() not in ("x86_64", "amd64"):
         raise ValueError(f"the portable build is for x86-64; on {machine} build on the device with its own flags")
-    return ["-DGGML_NATIVE=OFF", "-DGGML_BACKEND_DL=ON", "-DGGML_CPU_ALL_VARIANTS=ON", "-DGGML_RPC=ON",
-            "-DLLAVA_BUILD=OFF"]
+    return [
+        "-DGGML_NATIVE=OFF",
+        "-DGGML_BACKEND_DL=ON",
+        "-DGGML_CPU_ALL_VARIANTS=ON",
+        "-DGGML_RPC=ON",
+        "-DLLAVA_BUILD=OFF",
+    ]
 
 
 def cmake_args(backend: str, machine: str, system: str, cpu_flags: set[str]) -> list[str]:
@@ -118,7 +137,8 @@ def cmake_args(backend: str, machine: str, system: str, cpu_flags: set[str]) -> 
 
 
 def enabled_cpu_features(args: list[str]) -> list[str]:
-    """The CPU features a build made with `args` uses, named as /proc/cpuinfo names them ("native" if chosen by the compiler)."""
+    """The CPU features a build made with `args` uses, named as /proc/cpuinfo names them ("native" if chosen by the
+    compiler)."""
     if "-DGGML_NATIVE=ON" in args:
         return ["native"]
     features = [REPORTED_NAMES.get(flag, flag) for flag, option in X86_FEATURE_OPTIONS if f"-D{option}=ON" in args]
@@ -156,8 +176,12 @@ def cpu_flags_of_this_machine() -> set[str]:
 def mac_x86_flags() -> set[str]:
     """An Intel Mac's features from sysctl, renamed as Linux names them (AVX1.0 -> avx); empty on Apple Silicon."""
     try:
-        done = subprocess.run(["sysctl", "-n", "machdep.cpu.features", "machdep.cpu.leaf7_features"],
-                              capture_output=True, text=True, timeout=10)
+        done = subprocess.run(
+            ["sysctl", "-n", "machdep.cpu.features", "machdep.cpu.leaf7_features"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return set()
     renames = {"avx1.0": "avx", "avx512vbmi": "avx512vbmi", "avx512vnni": "avx512_vnni", "avx512bf16": "avx512_bf16"}
@@ -222,12 +246,27 @@ def keep_wheel(built: Path, folder: Path) -> Path:
 def llama_cpp_sdist(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
     """llama-cpp-python's sdist archive, downloaded once (through pip) into ~/.cache/edgellm/llama-cpp-src/VERSION."""
     root = cache_root() / "llama-cpp-src" / version
-    found = sorted(root.glob(f"llama_cpp_python-{version}.tar.gz")) + sorted(root.glob(f"llama-cpp-python-{version}.tar.gz"))
+    found = sorted(root.glob(f"llama_cpp_python-{version}.tar.gz")) + sorted(
+        root.glob(f"llama-cpp-python-{version}.tar.gz")
+    )
     if found:
         return found[0]
     root.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                    f"llama-cpp-python=={version}", "-d", str(root)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            f"llama-cpp-python=={version}",
+            "-d",
+            str(root),
+        ],
+        check=True,
+    )
     found = sorted(root.glob("*.tar.gz"))
     if not found:
         raise SystemExit(f"pip download left no sdist in {root}")

@@ -39,5 +39,7 @@ def resolve_profile(name_or_path: str) -> DeviceProfile:
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return load(path)
-    raise ProfileError(f"no device profile {name_or_path!r}: use one of {', '.join(builtin_names())} "
-                       f"or a file saved with `edgellm hw --json`")
+    raise ProfileError(
+        f"no device profile {name_or_path!r}: use one of {', '.join(builtin_names())} "
+        f"or a file saved with `edgellm hw --json`"
+    )

@@ -18,37 +18,82 @@ from edgellm.hw.profile import Board, Cpu, DeviceProfile, Gpu, LlamaBuild, Memor
 
 # /proc/cpuinfo x86 flag or ARM feature -> the name edgellm reports (llama.cpp's feature names, lower case).
 LINUX_FEATURES = {
-    "pni": "sse3", "ssse3": "ssse3", "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c",
-    "bmi2": "bmi2", "avx_vnni": "avx_vnni", "avx512f": "avx512f", "avx512vbmi": "avx512_vbmi",
-    "avx512_vnni": "avx512_vnni", "avx512_bf16": "avx512_bf16", "amx_tile": "amx_tile",
-    "amx_int8": "amx_int8", "amx_bf16": "amx_bf16",
-    "asimd": "neon", "asimdhp": "fp16", "asimddp": "dotprod", "i8mm": "i8mm", "sve": "sve",
-    "sve2": "sve2", "bf16": "bf16", "sme": "sme",
+    "pni": "sse3",
+    "ssse3": "ssse3",
+    "avx": "avx",
+    "avx2": "avx2",
+    "fma": "fma",
+    "f16c": "f16c",
+    "bmi2": "bmi2",
+    "avx_vnni": "avx_vnni",
+    "avx512f": "avx512f",
+    "avx512vbmi": "avx512_vbmi",
+    "avx512_vnni": "avx512_vnni",
+    "avx512_bf16": "avx512_bf16",
+    "amx_tile": "amx_tile",
+    "amx_int8": "amx_int8",
+    "amx_bf16": "amx_bf16",
+    "asimd": "neon",
+    "asimdhp": "fp16",
+    "asimddp": "dotprod",
+    "i8mm": "i8mm",
+    "sve": "sve",
+    "sve2": "sve2",
+    "bf16": "bf16",
+    "sme": "sme",
 }
 MAC_FEATURES = {
-    "hw.optional.arm.FEAT_FP16": "fp16", "hw.optional.arm.FEAT_DotProd": "dotprod",
-    "hw.optional.arm.FEAT_I8MM": "i8mm", "hw.optional.arm.FEAT_BF16": "bf16", "hw.optional.arm.FEAT_SME": "sme",
-    "hw.optional.avx2_0": "avx2", "hw.optional.avx1_0": "avx", "hw.optional.fma": "fma",
+    "hw.optional.arm.FEAT_FP16": "fp16",
+    "hw.optional.arm.FEAT_DotProd": "dotprod",
+    "hw.optional.arm.FEAT_I8MM": "i8mm",
+    "hw.optional.arm.FEAT_BF16": "bf16",
+    "hw.optional.arm.FEAT_SME": "sme",
+    "hw.optional.avx2_0": "avx2",
+    "hw.optional.avx1_0": "avx",
+    "hw.optional.fma": "fma",
     "hw.optional.avx512f": "avx512f",
 }
 FEATURE_ORDER = tuple(dict.fromkeys(list(LINUX_FEATURES.values()) + list(MAC_FEATURES.values())))
 # ARM "CPU part" ids (implementer 0x41) -> core names.
 ARM_PARTS = {
-    "0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
-    "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
-    "0xd0c": "Neoverse-N1", "0xd0d": "Cortex-A77", "0xd40": "Neoverse-V1", "0xd41": "Cortex-A78",
-    "0xd42": "Cortex-A78AE", "0xd44": "Cortex-X1", "0xd46": "Cortex-A510", "0xd47": "Cortex-A710",
-    "0xd48": "Cortex-X2", "0xd49": "Neoverse-N2", "0xd4d": "Cortex-A715", "0xd4e": "Cortex-X3",
+    "0xd03": "Cortex-A53",
+    "0xd04": "Cortex-A35",
+    "0xd05": "Cortex-A55",
+    "0xd07": "Cortex-A57",
+    "0xd08": "Cortex-A72",
+    "0xd09": "Cortex-A73",
+    "0xd0a": "Cortex-A75",
+    "0xd0b": "Cortex-A76",
+    "0xd0c": "Neoverse-N1",
+    "0xd0d": "Cortex-A77",
+    "0xd40": "Neoverse-V1",
+    "0xd41": "Cortex-A78",
+    "0xd42": "Cortex-A78AE",
+    "0xd44": "Cortex-X1",
+    "0xd46": "Cortex-A510",
+    "0xd47": "Cortex-A710",
+    "0xd48": "Cortex-X2",
+    "0xd49": "Neoverse-N2",
+    "0xd4d": "Cortex-A715",
+    "0xd4e": "Cortex-X3",
     "0xd4f": "Neoverse-V2",
 }
 JETSON_MODULES = {
-    "p3767-0000": "Jetson Orin NX 16GB", "p3767-0001": "Jetson Orin NX 8GB",
-    "p3767-0003": "Jetson Orin Nano 8GB", "p3767-0004": "Jetson Orin Nano 4GB",
-    "p3767-0005": "Jetson Orin Nano 8GB (developer kit)", "p3701-0000": "Jetson AGX Orin",
-    "p3701-0004": "Jetson AGX Orin 32GB", "p3701-0005": "Jetson AGX Orin 64GB", "p3448-0000": "Jetson Nano",
+    "p3767-0000": "Jetson Orin NX 16GB",
+    "p3767-0001": "Jetson Orin NX 8GB",
+    "p3767-0003": "Jetson Orin Nano 8GB",
+    "p3767-0004": "Jetson Orin Nano 4GB",
+    "p3767-0005": "Jetson Orin Nano 8GB (developer kit)",
+    "p3701-0000": "Jetson AGX Orin",
+    "p3701-0004": "Jetson AGX Orin 32GB",
+    "p3701-0005": "Jetson AGX Orin 64GB",
+    "p3448-0000": "Jetson Nano",
 }
-NVIDIA_SMI_QUERY = ("nvidia-smi", "--query-gpu=name,memory.total,memory.free,driver_version",
-                    "--format=csv,noheader,nounits")
+NVIDIA_SMI_QUERY = (
+    "nvidia-smi",
+    "--query-gpu=name,memory.total,memory.free,driver_version",
+    "--format=csv,noheader,nounits",
+)
 MAC_SYSCTL = ("sysctl", "hw", "machdep")
 MIB = 2**20
 
@@ -155,8 +200,9 @@ def detect_board(probe: Probe, sysctl: dict[str, str]) -> Board | None:
     tegra = probe.read_file("/etc/nv_tegra_release")
     compatible = (probe.read_file("/proc/device-tree/compatible") or "").split("\x00")
     if tegra or any(entry.startswith("nvidia,tegra") for entry in compatible):
-        module = next((entry.split(",", 1)[1] for entry in compatible
-                       if re.fullmatch(r"nvidia,p\d{4}-\d{4}", entry)), None)
+        module = next(
+            (entry.split(",", 1)[1] for entry in compatible if re.fullmatch(r"nvidia,p\d{4}-\d{4}", entry)), None
+        )
         release = None
         if tegra:
             found = re.search(r"R(\d+) \(release\), REVISION: ([\d.]+)", tegra)
@@ -189,8 +235,18 @@ def detect_gpus(probe: Probe, memory: Memory, board: Board | None, sysctl: dict[
 def _nvidia(probe: Probe) -> list[Gpu]:
     nvml = probe.nvml_gpus()
     if nvml:
-        return [Gpu("nvidia", gpu["name"], gpu["memory_total"] or 0, gpu["memory_free"] or 0, False, "cuda",
-                    gpu.get("driver")) for gpu in nvml]
+        return [
+            Gpu(
+                "nvidia",
+                gpu["name"],
+                gpu["memory_total"] or 0,
+                gpu["memory_free"] or 0,
+                False,
+                "cuda",
+                gpu.get("driver"),
+            )
+            for gpu in nvml
+        ]
     text = probe.command(NVIDIA_SMI_QUERY)
     gpus = []
     for line in (text or "").splitlines():
@@ -233,8 +289,13 @@ def llama_build(build_info: dict[str, Any], probe: Probe) -> LlamaBuild:
         flags = set((blocks[0].get("flags") or "").split()) if blocks else set()
         variant = cpu_variant(flags)
         features = tuple(variant_features(variant)) if variant else ()
-    return LlamaBuild(build_info.get("backend", "cpu"), features, build_info.get("llama_cpp_python", "unknown"),
-                      tuple(build_info.get("cmake_args", ())), variant)
+    return LlamaBuild(
+        build_info.get("backend", "cpu"),
+        features,
+        build_info.get("llama_cpp_python", "unknown"),
+        tuple(build_info.get("cmake_args", ())),
+        variant,
+    )
 
 
 def detect(probe: Probe, home_path: str, build_info: dict[str, Any] | None = None) -> DeviceProfile:
@@ -244,8 +305,9 @@ def detect(probe: Probe, home_path: str, build_info: dict[str, Any] | None = Non
     raw = probe.memory()
     board = detect_board(probe, sysctl)
     cpu = detect_cpu(probe, sysctl)
-    bandwidth = system_bandwidth(system["machine"], board.model if board else None, board.module if board else None,
-                                 cpu.model)
+    bandwidth = system_bandwidth(
+        system["machine"], board.model if board else None, board.module if board else None, cpu.model
+    )
     memory = Memory(raw["total"], raw["available"], raw["swap_total"], raw["swap_free"], bandwidth)
     build = llama_build(build_info, probe) if build_info else None
     hostname = system.get("node", "").strip()
@@ -254,8 +316,10 @@ def detect(probe: Probe, home_path: str, build_info: dict[str, Any] | None = Non
         os=system["os"].lower(),
         cpu=cpu,
         memory=memory,
-        gpus=tuple(replace(gpu, bandwidth_bytes_per_s=bandwidth if gpu.unified_memory else gpu_bandwidth(gpu.name))
-                   for gpu in detect_gpus(probe, memory, board, sysctl)),
+        gpus=tuple(
+            replace(gpu, bandwidth_bytes_per_s=bandwidth if gpu.unified_memory else gpu_bandwidth(gpu.name))
+            for gpu in detect_gpus(probe, memory, board, sysctl)
+        ),
         board=board,
         disk_free_bytes=probe.disk_free(home_path),
         disk_path=home_path,

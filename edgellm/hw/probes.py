@@ -47,8 +47,12 @@ class LiveProbe:
     """Reads this machine."""
 
     def system(self) -> dict[str, str]:
-        return {"os": platform.system(), "machine": platform.machine(), "release": platform.release(),
-                "node": platform.node()}
+        return {
+            "os": platform.system(),
+            "machine": platform.machine(),
+            "release": platform.release(),
+            "node": platform.node(),
+        }
 
     def read_file(self, path: str) -> str | None:
         try:
@@ -75,7 +79,12 @@ class LiveProbe:
         import psutil
 
         virtual, swap = psutil.virtual_memory(), psutil.swap_memory()
-        return {"total": virtual.total, "available": virtual.available, "swap_total": swap.total, "swap_free": swap.free}
+        return {
+            "total": virtual.total,
+            "available": virtual.available,
+            "swap_total": swap.total,
+            "swap_free": swap.free,
+        }
 
     def cpu_counts(self) -> dict[str, int | None]:
         import psutil
@@ -126,19 +135,22 @@ def _nvml_gpus() -> list[dict[str, Any]] | None:
             nvml.nvmlDeviceGetName(handle, device_name, 96)
             memory = _NvmlMemory()
             supported = nvml.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(memory)) == 0
-            gpus.append({
-                "name": device_name.value.decode(errors="replace"),
-                "memory_total": memory.total if supported else None,
-                "memory_free": memory.free if supported else None,
-                "driver": driver.value.decode(errors="replace"),
-            })
+            gpus.append(
+                {
+                    "name": device_name.value.decode(errors="replace"),
+                    "memory_total": memory.total if supported else None,
+                    "memory_free": memory.free if supported else None,
+                    "driver": driver.value.decode(errors="replace"),
+                }
+            )
         return gpus
     finally:
         nvml.nvmlShutdown()
 
 
 class RecordedProbe:
-    """Replays a device fixture: {"system", "files", "dirs", "commands", "memory", "cpu_counts", "disk_free", "nvml"}."""
+    """Replays a device fixture: {"system", "files", "dirs", "commands", "memory", "cpu_counts", "disk_free",
+    "nvml"}."""
 
     def __init__(self, recording: dict[str, Any]) -> None:
         self.recording = recording
@@ -159,7 +171,7 @@ class RecordedProbe:
         if listed is not None:
             return sorted(listed)
         prefix = path.rstrip("/") + "/"
-        names = {p[len(prefix):].split("/")[0] for p in self.recording.get("files", {}) if p.startswith(prefix)}
+        names = {p[len(prefix) :].split("/")[0] for p in self.recording.get("files", {}) if p.startswith(prefix)}
         return sorted(names)
 
     def command(self, argv: tuple[str, ...]) -> str | None:

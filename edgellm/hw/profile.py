@@ -149,9 +149,13 @@ def from_dict(data: Any) -> DeviceProfile:
     if cpu.performance_cores > cpu.physical_cores or cpu.physical_cores > cpu.logical_cores:
         raise ProfileError("cpu: performance_cores <= physical_cores <= logical_cores does not hold")
     mem_data = _get(data, "memory", dict, "profile")
-    memory = Memory(_size(mem_data, "total_bytes", "memory"), _size(mem_data, "available_bytes", "memory"),
-                    _size(mem_data, "swap_total_bytes", "memory"), _size(mem_data, "swap_free_bytes", "memory"),
-                    bandwidth_bytes_per_s=_size_or_none(mem_data, "bandwidth_bytes_per_s", "memory"))
+    memory = Memory(
+        _size(mem_data, "total_bytes", "memory"),
+        _size(mem_data, "available_bytes", "memory"),
+        _size(mem_data, "swap_total_bytes", "memory"),
+        _size(mem_data, "swap_free_bytes", "memory"),
+        bandwidth_bytes_per_s=_size_or_none(mem_data, "bandwidth_bytes_per_s", "memory"),
+    )
     if memory.total_bytes < 64 * 2**20:
         raise ProfileError(f"memory.total_bytes = {memory.total_bytes} is too small for any model")
     if memory.available_bytes > memory.total_bytes:
@@ -179,20 +183,29 @@ def from_dict(data: Any) -> DeviceProfile:
     board_data = _get(data, "board", dict, "profile", optional=True)
     board = None
     if board_data:
-        board = Board(_get(board_data, "kind", str, "board"), _get(board_data, "model", str, "board"),
-                      _get(board_data, "module", str, "board", True), _get(board_data, "release", str, "board", True))
+        board = Board(
+            _get(board_data, "kind", str, "board"),
+            _get(board_data, "model", str, "board"),
+            _get(board_data, "module", str, "board", True),
+            _get(board_data, "release", str, "board", True),
+        )
     build_data = _get(data, "llama_build", dict, "profile", optional=True)
     build = None
     if build_data:
-        build = LlamaBuild(_get(build_data, "backend", str, "llama_build"),
-                           tuple(_get(build_data, "cpu_features", list, "llama_build")),
-                           _get(build_data, "llama_cpp_python", str, "llama_build"),
-                           tuple(_get(build_data, "cmake_args", list, "llama_build", True) or ()),
-                           _get(build_data, "cpu_variant", str, "llama_build", True))
+        build = LlamaBuild(
+            _get(build_data, "backend", str, "llama_build"),
+            tuple(_get(build_data, "cpu_features", list, "llama_build")),
+            _get(build_data, "llama_cpp_python", str, "llama_build"),
+            tuple(_get(build_data, "cmake_args", list, "llama_build", True) or ()),
+            _get(build_data, "cpu_variant", str, "llama_build", True),
+        )
     return DeviceProfile(
         name=_get(data, "name", str, "profile"),
         os=_get(data, "os", str, "profile"),
-        cpu=cpu, memory=memory, gpus=tuple(gpus), board=board,
+        cpu=cpu,
+        memory=memory,
+        gpus=tuple(gpus),
+        board=board,
         disk_free_bytes=_size_or_none(data, "disk_free_bytes", "profile"),
         disk_path=_get(data, "disk_path", str, "profile", optional=True),
         llama_build=build,

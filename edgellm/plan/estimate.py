@@ -136,8 +136,9 @@ def estimate(spec: ModelSpec, settings: EstimateInputs, gpu_name: str = "GPU") -
         else:
             weights += spec.token_embd_bytes + (spec.output_bytes if has_output else 0)
             if output_on_gpu and spec.tied_embeddings:
-                notes["weights"] = describe_weights(spec, layers, False, False) + \
-                    " (the GPU holds its own copy for the tied output)"
+                notes["weights"] = (
+                    describe_weights(spec, layers, False, False) + " (the GPU holds its own copy for the tied output)"
+                )
         cells = [swa_cells if spec.swa_layers[layer] else full_cells for layer in layers]
         kv_cache = sum(kv_layer_bytes(spec, layer, cell, settings.kv) for layer, cell in zip(layers, cells))
         n_kv = max(cells, default=0)
@@ -146,14 +147,20 @@ def estimate(spec: ModelSpec, settings: EstimateInputs, gpu_name: str = "GPU") -
         overhead = GPU_RUNTIME_OVERHEAD.get(settings.gpu_backend or "", 0) if is_gpu else CPU_OVERHEAD + output_buffer
         notes.setdefault("weights", describe_weights(spec, layers, has_output, is_gpu))
         notes["kv_cache"] = describe_kv(spec, layers, full_cells, swa_cells, settings.kv)
-        notes["compute"] = (f"logits of a {n_ubatch}-token batch: {spec.n_vocab} × {n_ubatch} × 4 bytes"
-                            if has_output and compute == n_ubatch * 4 * (spec.n_vocab + 2 * spec.n_embd)
-                            else f"activations of a {n_ubatch}-token batch"
-                            + ("" if settings.flash_attn else f" with {n_kv}-cell attention scores"))
-        notes["overhead"] = ("GPU runtime context and workspaces" if is_gpu
-                             else f"llama.cpp contexts and the {output_buffer // MIB or '<1'} MiB logits buffer")
-        return DeviceEstimate(gpu_name if is_gpu else "CPU", is_gpu, weights, kv_cache, compute, overhead,
-                              len(layers), notes)
+        notes["compute"] = (
+            f"logits of a {n_ubatch}-token batch: {spec.n_vocab} × {n_ubatch} × 4 bytes"
+            if has_output and compute == n_ubatch * 4 * (spec.n_vocab + 2 * spec.n_embd)
+            else f"activations of a {n_ubatch}-token batch"
+            + ("" if settings.flash_attn else f" with {n_kv}-cell attention scores")
+        )
+        notes["overhead"] = (
+            "GPU runtime context and workspaces"
+            if is_gpu
+            else f"llama.cpp contexts and the {output_buffer // MIB or '<1'} MiB logits buffer"
+        )
+        return DeviceEstimate(
+            gpu_name if is_gpu else "CPU", is_gpu, weights, kv_cache, compute, overhead, len(layers), notes
+        )
 
     devices = tuple(d for d in (device(True), device(False)) if d is not None)
     return MemoryEstimate(devices, full_cells, swa_cells)

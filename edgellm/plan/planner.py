@@ -179,8 +179,14 @@ class Fitter:
     ubatch: int = UBATCH_OPTIONS[0]
 
     def estimate(self, n_ctx: int, kv: str, layers: int = 0) -> MemoryEstimate:
-        settings = EstimateInputs(n_ctx=n_ctx, n_gpu_layers=layers, kv=kv, flash_attn=self.flash_attn,
-                                    n_ubatch=self.ubatch, gpu_backend=self.gpu.backend if self.gpu else None)
+        settings = EstimateInputs(
+            n_ctx=n_ctx,
+            n_gpu_layers=layers,
+            kv=kv,
+            flash_attn=self.flash_attn,
+            n_ubatch=self.ubatch,
+            gpu_backend=self.gpu.backend if self.gpu else None,
+        )
         return estimate(self.spec, settings, self.gpu.name if self.gpu else "GPU")
 
     def fits(self, est: MemoryEstimate) -> bool:
@@ -219,8 +225,7 @@ class Fitter:
         while low <= high:
             middle = (low + high) // 2
             n_ctx = middle * 256
-            ok = (self.most_gpu_layers(n_ctx, kv) is not None if self.gpu
-                  else self.fits(self.estimate(n_ctx, kv)))
+            ok = self.most_gpu_layers(n_ctx, kv) is not None if self.gpu else self.fits(self.estimate(n_ctx, kv))
             if ok:
                 best, low = n_ctx, middle + 1
             else:
@@ -255,14 +260,21 @@ def plan(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes = Wishes()) -> 
     raise PlanError(nearest_fit(replace(fitter, ubatch=ubatches[-1]), tried[0], kv_types, ctx_fixed))
 
 
-def nearest_fit(fitter: Fitter, first_try: tuple[int, str, int, MemoryEstimate], kv_types: list[str],
-                ctx_fixed: bool) -> Reason:
+def nearest_fit(
+    fitter: Fitter, first_try: tuple[int, str, int, MemoryEstimate], kv_types: list[str], ctx_fixed: bool
+) -> Reason:
     """What does not fit (what was asked, what it needs, what the device has) and the nearest setting that does."""
-    n_ctx, kv, layers, est = first_try
+    n_ctx, kv, _layers, est = first_try
     wishes, spec, ram, gpu = fitter.wishes, fitter.spec, fitter.ram, fitter.gpu_budget
     have = ram.usable + (gpu.usable if gpu and not fitter.unified else 0)
-    asked = {"needed": est.total, "n_ctx": n_ctx, "kv": kv, "device": fitter.profile.name, "usable": max(have, 0),
-             "gpu_layers": wishes.gpu_layers if isinstance(wishes.gpu_layers, int) else None}
+    asked = {
+        "needed": est.total,
+        "n_ctx": n_ctx,
+        "kv": kv,
+        "device": fitter.profile.name,
+        "usable": max(have, 0),
+        "gpu_layers": wishes.gpu_layers if isinstance(wishes.gpu_layers, int) else None,
+    }
     if isinstance(wishes.gpu_layers, int) and fitter.gpu is not None:
         best = fitter.most_gpu_layers(n_ctx, kv)
         if best is not None:
@@ -289,8 +301,17 @@ def approx_params(spec: ModelSpec) -> int:
     return per_layer * spec.n_layers + embeddings
 
 
-def finish(fitter: Fitter, no_gpu_reason: Reason | None, n_ctx: int, kv: str, layers: int, est: MemoryEstimate,
-           first_ctx: int, ctx_fixed: bool, ok: bool) -> Plan:
+def finish(
+    fitter: Fitter,
+    no_gpu_reason: Reason | None,
+    n_ctx: int,
+    kv: str,
+    layers: int,
+    est: MemoryEstimate,
+    first_ctx: int,
+    ctx_fixed: bool,
+    ok: bool,
+) -> Plan:
     profile, spec, wishes, gpu = fitter.profile, fitter.spec, fitter.wishes, fitter.gpu
     threads = wishes.threads or profile.cpu.performance_cores
     reasons: dict[str, Reason] = {}
@@ -304,8 +325,11 @@ def finish(fitter: Fitter, no_gpu_reason: Reason | None, n_ctx: int, kv: str, la
     elif layers > spec.n_layers:
         reasons["n_gpu_layers"] = reason("gpu_all_fit", n_layers=spec.n_layers, gpu=gpu.name)
     else:
-        reasons["n_gpu_layers"] = (reason("gpu_some_fit", layers=max(layers - 1, 0), n_layers=spec.n_layers,
-                                          gpu=gpu.name) if layers else reason("gpu_none_fit", gpu=gpu.name))
+        reasons["n_gpu_layers"] = (
+            reason("gpu_some_fit", layers=max(layers - 1, 0), n_layers=spec.n_layers, gpu=gpu.name)
+            if layers
+            else reason("gpu_none_fit", gpu=gpu.name)
+        )
     trained = spec.trained_ctx or DEFAULT_CTX
     if ctx_fixed:
         reasons["n_ctx"] = reason("ctx_asked", trained=trained)
@@ -313,14 +337,26 @@ def finish(fitter: Fitter, no_gpu_reason: Reason | None, n_ctx: int, kv: str, la
         reasons["n_ctx"] = reason("ctx_reduced_to_fit", trained=trained, **{"from": first_ctx})
         notices.append(reason("ctx_reduced", n_ctx=n_ctx))
     else:
-        reasons["n_ctx"] = (reason("ctx_default", default=DEFAULT_CTX, trained=trained) if n_ctx == DEFAULT_CTX
-                            else reason("ctx_trained", default=DEFAULT_CTX))
+        reasons["n_ctx"] = (
+            reason("ctx_default", default=DEFAULT_CTX, trained=trained)
+            if n_ctx == DEFAULT_CTX
+            else reason("ctx_trained", default=DEFAULT_CTX)
+        )
     cpu = profile.cpu
-    reasons["threads"] = (reason("threads_asked") if wishes.threads else
-                          reason("threads_performance_cores", cores=cpu.performance_cores,
-                                 siblings=cpu.logical_cores > cpu.performance_cores))
-    reasons["flash_attn"] = (reason("flash_attn_off_asked") if wishes.flash_attn == "off" else
-                             reason("flash_attn_no_kernels") if not fitter.flash_attn else reason("flash_attn_on"))
+    reasons["threads"] = (
+        reason("threads_asked")
+        if wishes.threads
+        else reason(
+            "threads_performance_cores", cores=cpu.performance_cores, siblings=cpu.logical_cores > cpu.performance_cores
+        )
+    )
+    reasons["flash_attn"] = (
+        reason("flash_attn_off_asked")
+        if wishes.flash_attn == "off"
+        else reason("flash_attn_no_kernels")
+        if not fitter.flash_attn
+        else reason("flash_attn_on")
+    )
     if wishes.kv:
         reasons["kv"] = reason("kv_asked", kv=kv)
     elif kv != "f16":
@@ -328,18 +364,35 @@ def finish(fitter: Fitter, no_gpu_reason: Reason | None, n_ctx: int, kv: str, la
         notices.append(reason("kv_quantized", kv=kv, n_ctx=n_ctx))
     else:
         reasons["kv"] = reason("kv_full")
-    reasons["n_ubatch"] = (reason("ubatch_default", ubatch=fitter.ubatch) if fitter.ubatch == UBATCH_OPTIONS[0] else
-                           reason("ubatch_reduced_to_fit", ubatch=fitter.ubatch, default=UBATCH_OPTIONS[0]))
+    reasons["n_ubatch"] = (
+        reason("ubatch_default", ubatch=fitter.ubatch)
+        if fitter.ubatch == UBATCH_OPTIONS[0]
+        else reason("ubatch_reduced_to_fit", ubatch=fitter.ubatch, default=UBATCH_OPTIONS[0])
+    )
     if fitter.ubatch != UBATCH_OPTIONS[0] and not wishes.n_ubatch:
         notices.append(reason("ubatch_reduced", ubatch=fitter.ubatch))
     reasons["mmap"] = reason("mmap_on")
     reasons["mlock"] = reason("mlock_off")
     if not ok:
         notices.append(reason("forced"))
-    return Plan(n_gpu_layers=layers, n_ctx=n_ctx, n_ubatch=fitter.ubatch, n_threads=threads, n_threads_batch=threads,
-                flash_attn=fitter.flash_attn, kv=kv, use_mmap=True, use_mlock=False, estimate=est, ram=fitter.ram,
-                gpu=fitter.gpu_budget if gpu else None, unified_memory=fitter.unified, fits=ok, reasons=reasons,
-                notices=tuple(notices))
+    return Plan(
+        n_gpu_layers=layers,
+        n_ctx=n_ctx,
+        n_ubatch=fitter.ubatch,
+        n_threads=threads,
+        n_threads_batch=threads,
+        flash_attn=fitter.flash_attn,
+        kv=kv,
+        use_mmap=True,
+        use_mlock=False,
+        estimate=est,
+        ram=fitter.ram,
+        gpu=fitter.gpu_budget if gpu else None,
+        unified_memory=fitter.unified,
+        fits=ok,
+        reasons=reasons,
+        notices=tuple(notices),
+    )
 
 
 @dataclass(frozen=True)
@@ -350,9 +403,13 @@ class QuantChoice:
     considered: tuple[Reason, ...]  # one per candidate: what it would need and why it was (not) taken
 
 
-def choose_quant(profile: DeviceProfile, candidates: Sequence[tuple[str, ModelSpec | Callable[[], ModelSpec]]],
-                 wishes: Wishes = Wishes(), asked: str | None = None,
-                 wishes_for: Callable[[ModelSpec, Wishes], Wishes] | None = None) -> QuantChoice:
+def choose_quant(
+    profile: DeviceProfile,
+    candidates: Sequence[tuple[str, ModelSpec | Callable[[], ModelSpec]]],
+    wishes: Wishes = Wishes(),
+    asked: str | None = None,
+    wishes_for: Callable[[ModelSpec, Wishes], Wishes] | None = None,
+) -> QuantChoice:
     """The best quant of one model for `profile`: the highest rank whose plan fits, preferring full GPU
     offload over a partial offload one rank higher. Nothing above Q8_0 runs on the CPU unless asked.
 
@@ -360,8 +417,7 @@ def choose_quant(profile: DeviceProfile, candidates: Sequence[tuple[str, ModelSp
     `wishes_for` may adjust the wishes per spec (a wider margin for a spec known only by its size).
     """
     gpu, _ = usable_gpu(profile)
-    ordered = sorted((item for item in candidates if loadable(item[0])), key=lambda item: rank(item[0]),
-                     reverse=True)
+    ordered = sorted((item for item in candidates if loadable(item[0])), key=lambda item: rank(item[0]), reverse=True)
     if asked:
         ordered = [item for item in ordered if item[0].upper() == asked.upper()]
         if not ordered:
@@ -385,8 +441,16 @@ def choose_quant(profile: DeviceProfile, candidates: Sequence[tuple[str, ModelSp
             considered.append(reason("quant_would_run_on_cpu", quant=quant, ceiling=CPU_CEILING))
             continue
         fitting.append((quant, spec, found))
-        considered.append(reason("quant_fits", quant=quant, total=found.estimate.total,
-                                 full_offload=found.full_offload, gpu_layers=found.n_gpu_layers, gpu=gpu is not None))
+        considered.append(
+            reason(
+                "quant_fits",
+                quant=quant,
+                total=found.estimate.total,
+                full_offload=found.full_offload,
+                gpu_layers=found.n_gpu_layers,
+                gpu=gpu is not None,
+            )
+        )
     if not fitting:
         raise PlanError(reason("no_quant_fits", considered=tuple(considered)))
     best = fitting[0]

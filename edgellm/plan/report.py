@@ -16,49 +16,89 @@ from edgellm.words import PLAIN, Terms, say
 ROWS = (("weights", "Weights"), ("kv_cache", "KV cache"), ("compute", "Activations"), ("overhead", "Overhead"))
 
 
-def to_dict(plan: Plan, spec: ModelSpec, profile: DeviceProfile, speed: SpeedEstimate | None = None,
-            measured: Measured | None = None, terms: Terms = PLAIN) -> dict[str, Any]:
+def to_dict(
+    plan: Plan,
+    spec: ModelSpec,
+    profile: DeviceProfile,
+    speed: SpeedEstimate | None = None,
+    measured: Measured | None = None,
+    terms: Terms = PLAIN,
+) -> dict[str, Any]:
     """The plan as JSON: every size in bytes, each reason in `terms` and as data (`reason_codes`)."""
     devices = []
     for device in plan.estimate.devices:
         budget = plan.gpu if device.is_gpu else plan.ram
-        devices.append({
-            "device": device.device, "is_gpu": device.is_gpu, "layers": device.layers,
-            "weights_bytes": device.weights, "kv_cache_bytes": device.kv_cache, "compute_bytes": device.compute,
-            "overhead_bytes": device.overhead, "total_bytes": device.total,
-            "available_bytes": budget.available if budget else None, "margin_bytes": budget.margin if budget else None,
-        })
+        devices.append(
+            {
+                "device": device.device,
+                "is_gpu": device.is_gpu,
+                "layers": device.layers,
+                "weights_bytes": device.weights,
+                "kv_cache_bytes": device.kv_cache,
+                "compute_bytes": device.compute,
+                "overhead_bytes": device.overhead,
+                "total_bytes": device.total,
+                "available_bytes": budget.available if budget else None,
+                "margin_bytes": budget.margin if budget else None,
+            }
+        )
     return {
-        "model": {"path": spec.path, "architecture": spec.architecture, "quant": spec.file_type,
-                  "n_layers": spec.n_layers, "trained_ctx": spec.trained_ctx, "file_bytes": spec.file_bytes,
-                  "chat_template": spec.has_chat_template},
+        "model": {
+            "path": spec.path,
+            "architecture": spec.architecture,
+            "quant": spec.file_type,
+            "n_layers": spec.n_layers,
+            "trained_ctx": spec.trained_ctx,
+            "file_bytes": spec.file_bytes,
+            "chat_template": spec.has_chat_template,
+        },
         "profile": profile.name,
         "fits": plan.fits,
         "settings": load_params(Path(spec.path), plan).as_dict(),
         "reasons": {key: say(why, terms) for key, why in plan.reasons.items()},
         "reason_codes": {key: why.as_dict() for key, why in plan.reasons.items()},
         "notices": [say(notice, terms) for notice in plan.notices],
-        "estimate": {"devices": devices, "total_bytes": plan.estimate.total,
-                     "kv_cells": {"full": plan.estimate.kv_cells_full, "sliding_window": plan.estimate.kv_cells_swa}},
+        "estimate": {
+            "devices": devices,
+            "total_bytes": plan.estimate.total,
+            "kv_cells": {"full": plan.estimate.kv_cells_full, "sliding_window": plan.estimate.kv_cells_swa},
+        },
         "unified_memory": plan.unified_memory,
-        "speed": None if speed is None else {
+        "speed": None
+        if speed is None
+        else {
             "estimate_tokens_per_s": round(speed.tokens_per_s, 2),
-            "calibration": None if speed.calibration is None else {
-                "placement": speed.calibration.placement, "factor": round(speed.calibration.factor, 4),
-                "models": speed.calibration.models},
-            "measured": measured.as_dict() if measured else None},
+            "calibration": None
+            if speed.calibration is None
+            else {
+                "placement": speed.calibration.placement,
+                "factor": round(speed.calibration.factor, 4),
+                "models": speed.calibration.models,
+            },
+            "measured": measured.as_dict() if measured else None,
+        },
     }
 
 
-def render(plan: Plan, spec: ModelSpec, profile: DeviceProfile, speed: SpeedEstimate | None = None,
-           measured: Measured | None = None, terms: Terms = PLAIN) -> str:
+def render(
+    plan: Plan,
+    spec: ModelSpec,
+    profile: DeviceProfile,
+    speed: SpeedEstimate | None = None,
+    measured: Measured | None = None,
+    terms: Terms = PLAIN,
+) -> str:
     """The memory budget and the settings with their reasons, for a person; the reasons in `terms`."""
-    lines = [f"Model    {spec.path}",
-             f"         {spec.architecture}, {spec.n_layers} layers, {spec.file_type or 'unknown quant'}, "
-             f"{size(spec.file_bytes)}, trained context {spec.trained_ctx}"
-             + ("" if spec.has_chat_template else ", no chat template"),
-             f"Machine  {profile.name}: " + (", ".join(gpu.name for gpu in profile.gpus) or "CPU only")
-             + (" (unified memory)" if plan.unified_memory else ""), ""]
+    lines = [
+        f"Model    {spec.path}",
+        f"         {spec.architecture}, {spec.n_layers} layers, {spec.file_type or 'unknown quant'}, "
+        f"{size(spec.file_bytes)}, trained context {spec.trained_ctx}"
+        + ("" if spec.has_chat_template else ", no chat template"),
+        f"Machine  {profile.name}: "
+        + (", ".join(gpu.name for gpu in profile.gpus) or "CPU only")
+        + (" (unified memory)" if plan.unified_memory else ""),
+        "",
+    ]
     for device in plan.estimate.devices:
         budget = plan.gpu if device.is_gpu else plan.ram
         where = f"{device.device} memory" if device.is_gpu else "CPU RAM"
@@ -67,18 +107,28 @@ def render(plan: Plan, spec: ModelSpec, profile: DeviceProfile, speed: SpeedEsti
         lines.append(f"Memory budget: {where}")
         for key, label in ROWS:
             lines.append(f"  {label:<12} {size(getattr(device, key)):>11}   {device.notes.get(key, '')}")
-        lines.append(f"  {'Total':<12} {size(device.total):>11}   " + (
-            f"of {size(budget.usable)} usable ({size(budget.available)} free, {size(budget.margin)} kept free)"
-            if budget else ""))
+        lines.append(
+            f"  {'Total':<12} {size(device.total):>11}   "
+            + (
+                f"of {size(budget.usable)} usable ({size(budget.available)} free, {size(budget.margin)} kept free)"
+                if budget
+                else ""
+            )
+        )
         lines.append("")
     if len(plan.estimate.devices) > 1:
         lines += [f"All devices    {size(plan.estimate.total)}", ""]
     lines.append("Settings" + ("" if plan.fits else "  (DOES NOT FIT: forced)"))
-    labels = (("n_gpu_layers", "n_gpu_layers", plan.n_gpu_layers), ("n_ctx", "n_ctx", plan.n_ctx),
-              ("n_ubatch", "n_batch", plan.n_ubatch),
-              ("threads", "threads", f"{plan.n_threads} (batch {plan.n_threads_batch})"),
-              ("flash_attn", "flash_attn", "on" if plan.flash_attn else "off"), ("kv", "kv cache", plan.kv),
-              ("mmap", "mmap", "on" if plan.use_mmap else "off"), ("mlock", "mlock", "on" if plan.use_mlock else "off"))
+    labels = (
+        ("n_gpu_layers", "n_gpu_layers", plan.n_gpu_layers),
+        ("n_ctx", "n_ctx", plan.n_ctx),
+        ("n_ubatch", "n_batch", plan.n_ubatch),
+        ("threads", "threads", f"{plan.n_threads} (batch {plan.n_threads_batch})"),
+        ("flash_attn", "flash_attn", "on" if plan.flash_attn else "off"),
+        ("kv", "kv cache", plan.kv),
+        ("mmap", "mmap", "on" if plan.use_mmap else "off"),
+        ("mlock", "mlock", "on" if plan.use_mlock else "off"),
+    )
     for key, label, value in labels:
         why = plan.reasons.get(key)
         lines.append(f"  {label:<12} {value!s:<12} {say(why, terms) if why else ''}")

@@ -54,8 +54,12 @@ class SpeedEstimate:
         if self.calibration is None:
             return text + " (estimated from memory bandwidth; `edgellm bench` calibrates it)"
         calibration = self.calibration
-        return (text + f" (estimate × {calibration.factor:.2f}, calibrated by {calibration.models} benchmark"
-                + ("s" if calibration.models != 1 else "") + " of a model of similar size on this device)")
+        return (
+            text
+            + f" (estimate × {calibration.factor:.2f}, calibrated by {calibration.models} benchmark"
+            + ("s" if calibration.models != 1 else "")
+            + " of a model of similar size on this device)"
+        )
 
 
 @dataclass(frozen=True)
@@ -69,13 +73,19 @@ class Measured:
     when: str  # ISO time, UTC
 
     def describe(self) -> str:
-        return (f"measured {self.tokens_per_s:.1f} ± {self.stddev:.1f} tokens/s decode, "
-                f"{self.prompt_tokens_per_s:.0f} tokens/s prompt (edgellm bench, {self.when[:16].replace('T', ' ')})")
+        return (
+            f"measured {self.tokens_per_s:.1f} ± {self.stddev:.1f} tokens/s decode, "
+            f"{self.prompt_tokens_per_s:.0f} tokens/s prompt (edgellm bench, {self.when[:16].replace('T', ' ')})"
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"tokens_per_s": round(self.tokens_per_s, 2), "stddev": round(self.stddev, 2),
-                "prompt_tokens_per_s": round(self.prompt_tokens_per_s, 1), "flash_attn": self.flash_attn,
-                "when": self.when}
+        return {
+            "tokens_per_s": round(self.tokens_per_s, 2),
+            "stddev": round(self.stddev, 2),
+            "prompt_tokens_per_s": round(self.prompt_tokens_per_s, 1),
+            "flash_attn": self.flash_attn,
+            "when": self.when,
+        }
 
 
 def placement(plan: Plan) -> str:
@@ -100,15 +110,19 @@ def decode_tokens_per_s(spec: ModelSpec, plan: Plan, profile: DeviceProfile, cal
     """The estimated decode speed, times `calibration` (measured ÷ estimated on this device; 1: uncalibrated)."""
     cpu_bytes, gpu_bytes = bytes_per_token(spec, plan)
     ram = profile.memory.bandwidth_bytes_per_s or system_bandwidth(
-        profile.cpu.arch, profile.board.model if profile.board else None,
-        profile.board.module if profile.board else None, profile.cpu.model)
+        profile.cpu.arch,
+        profile.board.model if profile.board else None,
+        profile.board.module if profile.board else None,
+        profile.cpu.model,
+    )
     gpu = profile.gpus[0].bandwidth_bytes_per_s if profile.gpus else None
     seconds = cpu_bytes / (EFFICIENCY * ram) + gpu_bytes / (EFFICIENCY * (gpu or DEFAULT_GPU))
     return calibration / seconds if seconds > 0 else float("inf")
 
 
-def estimate_speed(spec: ModelSpec, plan: Plan, profile: DeviceProfile,
-                   samples: list[Sample] | None = None) -> SpeedEstimate:
+def estimate_speed(
+    spec: ModelSpec, plan: Plan, profile: DeviceProfile, samples: list[Sample] | None = None
+) -> SpeedEstimate:
     """The decode speed of `plan`, calibrated when this device has samples for the plan's placement and size."""
     calibration = calibration_for(samples or [], placement(plan), spec.weight_bytes)
     factor = calibration.factor if calibration else 1.0
@@ -119,9 +133,13 @@ def calibration_for(samples: list[Sample], where: str, weights_bytes: int) -> Ca
     """The calibration for a plan placed `where` with `weights_bytes` of weights: the geometric mean of the ratios of
     the samples placed alike and within SIZE_WINDOW in size (a model twice as fast as estimated and one half as fast
     cancel out); ratios outside FACTOR_RANGE are left out. None when no sample qualifies."""
-    ratios = [sample.ratio for sample in samples
-              if sample.placement == where and FACTOR_RANGE[0] <= sample.ratio <= FACTOR_RANGE[1]
-              and weights_bytes / SIZE_WINDOW <= sample.weights_bytes <= weights_bytes * SIZE_WINDOW]
+    ratios = [
+        sample.ratio
+        for sample in samples
+        if sample.placement == where
+        and FACTOR_RANGE[0] <= sample.ratio <= FACTOR_RANGE[1]
+        and weights_bytes / SIZE_WINDOW <= sample.weights_bytes <= weights_bytes * SIZE_WINDOW
+    ]
     if not ratios:
         return None
     return Calibration(where, math.exp(sum(map(math.log, ratios)) / len(ratios)), len(ratios))

@@ -89,8 +89,10 @@ def profile_device(profile: DeviceProfile, local: bool) -> SplitDevice:
     gpu, _ = usable_gpu(profile)
     if gpu is not None and not gpu.unified_memory and not local:
         return SplitDevice(f"{profile.name} ({gpu.name})", gpu.memory_free_bytes - GPU_MARGIN)
-    return SplitDevice(profile.name + (" (this machine)" if local else ""),
-                  profile.memory.available_bytes - ram_margin(profile, Wishes()))
+    return SplitDevice(
+        profile.name + (" (this machine)" if local else ""),
+        profile.memory.available_bytes - ram_margin(profile, Wishes()),
+    )
 
 
 def worker_budget(reported_free: int, promised: int | None) -> int:
@@ -109,21 +111,23 @@ def layer_counts(n_layers: int, budgets: list[int]) -> list[int]:
         return [n_layers] + [0] * (len(budgets) - 1)
     exact = [n_layers * budget / whole for budget in usable]
     counts = [int(value) for value in exact]
-    for index in sorted(range(len(exact)), key=lambda i: exact[i] - counts[i], reverse=True)[:n_layers - sum(counts)]:
+    for index in sorted(range(len(exact)), key=lambda i: exact[i] - counts[i], reverse=True)[: n_layers - sum(counts)]:
         counts[index] += 1
     return counts
 
 
-def room_counts(spec: ModelSpec, devices: list[SplitDevice], n_ctx: int, kv: str, flash_attn: bool,
-                n_ubatch: int) -> list[int]:
+def room_counts(
+    spec: ModelSpec, devices: list[SplitDevice], n_ctx: int, kv: str, flash_attn: bool, n_ubatch: int
+) -> list[int]:
     """Layers per device in proportion to the room each has for layers: its budget less what it holds whatever its
     share (this machine: the embedding, the output and the logits)."""
     fixed = [share.total for share in shares(spec, devices, [0] * len(devices), n_ctx, kv, flash_attn, n_ubatch)]
     return layer_counts(spec.n_layers, [device.budget - cost for device, cost in zip(devices, fixed)])
 
 
-def shares(spec: ModelSpec, devices: list[SplitDevice], counts: list[int], n_ctx: int, kv: str, flash_attn: bool,
-           n_ubatch: int) -> tuple[Share, ...]:
+def shares(
+    spec: ModelSpec, devices: list[SplitDevice], counts: list[int], n_ctx: int, kv: str, flash_attn: bool, n_ubatch: int
+) -> tuple[Share, ...]:
     """The memory each device takes holding `counts[i]` consecutive layers (this machine first, with the embedding,
     the output and the logits)."""
     n_ubatch = min(n_ubatch, padded_ctx(n_ctx))
@@ -138,15 +142,22 @@ def shares(spec: ModelSpec, devices: list[SplitDevice], counts: list[int], n_ctx
         if here:
             weights += spec.token_embd_bytes + spec.output_bytes  # a tied output is the embedding itself
         kv_cache = sum(kv_layer_bytes(spec, layer, cell, kv) for layer, cell in zip(layers, cells))
-        compute = compute_bytes(spec, n_ubatch, max(cells, default=0), flash_attn, here, bool(count)) \
-            if count or here else 0
+        compute = (
+            compute_bytes(spec, n_ubatch, max(cells, default=0), flash_attn, here, bool(count)) if count or here else 0
+        )
         overhead = CPU_OVERHEAD + (spec.n_vocab * 4 if here else 0)  # the logits buffer
         found.append(Share(device, layers.start, count, here, weights, kv_cache, compute, overhead))
     return tuple(found)
 
 
-def plan_split(spec: ModelSpec, devices: list[SplitDevice], ctx: int | None = None, kv: str | None = None,
-               flash_attn: bool = True, n_ubatch: int = 512) -> SplitPlan:
+def plan_split(
+    spec: ModelSpec,
+    devices: list[SplitDevice],
+    ctx: int | None = None,
+    kv: str | None = None,
+    flash_attn: bool = True,
+    n_ubatch: int = 512,
+) -> SplitPlan:
     """Share the layers across `devices` (this machine first) in proportion to their budgets, at the largest context
     (from the default down to 2048, or `ctx` as asked) and the cheapest KV type (f16, then q8_0) that fit every
     device; PlanError saying what the devices lack when nothing fits."""
@@ -169,14 +180,14 @@ def plan_split(spec: ModelSpec, devices: list[SplitDevice], ctx: int | None = No
                 notices.append(reason("ctx_reduced", n_ctx=n_ctx, split=True))
             if kv_type != kv_types[0]:
                 notices.append(reason("kv_quantized", kv=kv_type, n_ctx=n_ctx))
-            candidate = SplitPlan(found, n_ctx, kv_type, remote_layers(counts), tensor_split(counts),
-                                  tuple(notices))
+            candidate = SplitPlan(found, n_ctx, kv_type, remote_layers(counts), tensor_split(counts), tuple(notices))
             first = first or candidate
             if candidate.fits:
                 return candidate
     assert first is not None
-    short = tuple((share.device.name, share.total, max(share.device.budget, 0))
-                  for share in first.shares if not share.fits)
+    short = tuple(
+        (share.device.name, share.total, max(share.device.budget, 0)) for share in first.shares if not share.fits
+    )
     raise PlanError(reason("split_too_big", n_ctx=first.n_ctx, short=short))
 
 
@@ -197,33 +208,57 @@ def tensor_split(counts: list[int]) -> tuple[int, ...]:
     return tuple(split)
 
 
-
 def render(plan: SplitPlan, spec: ModelSpec, terms: Terms = PLAIN) -> str:
     """The split as a table: per device, the layers, weights, KV cache, activations and total against its budget;
     its notices in `terms`."""
-    lines = [f"Split of {spec.n_layers} layers across {len(plan.shares)} devices "
-             f"(n_ctx {plan.n_ctx}, KV {plan.kv}):", "",
-             f"  {'device':<34} {'layers':>9} {'weights':>9} {'KV cache':>9} {'activ.':>9} {'total':>9} {'of':>9}"]
+    lines = [
+        f"Split of {spec.n_layers} layers across {len(plan.shares)} devices (n_ctx {plan.n_ctx}, KV {plan.kv}):",
+        "",
+        f"  {'device':<34} {'layers':>9} {'weights':>9} {'KV cache':>9} {'activ.':>9} {'total':>9} {'of':>9}",
+    ]
     for share in plan.shares:
-        layers = (f"{share.first_layer}-{share.first_layer + share.layers - 1}" if share.layers else "none") \
-            + ("+out" if share.output else "")
+        layers = (f"{share.first_layer}-{share.first_layer + share.layers - 1}" if share.layers else "none") + (
+            "+out" if share.output else ""
+        )
         name = share.device.name + (f" ({share.device.where})" if share.device.where else "")
-        lines.append(f"  {name[:34]:<34} {layers:>9} {size(share.weights):>9} {size(share.kv_cache):>9} "
-                     f"{size(share.compute):>9} {size(share.total):>9} {size(max(share.device.budget, 0)):>9}"
-                     + ("" if share.fits else "  DOES NOT FIT"))
-    lines += ["", f"  all devices {size(plan.total)}; llama.cpp: n_gpu_layers {plan.n_gpu_layers}, tensor_split "
-              + ",".join(map(str, plan.tensor_split))]
+        lines.append(
+            f"  {name[:34]:<34} {layers:>9} {size(share.weights):>9} {size(share.kv_cache):>9} "
+            f"{size(share.compute):>9} {size(share.total):>9} {size(max(share.device.budget, 0)):>9}"
+            + ("" if share.fits else "  DOES NOT FIT")
+        )
+    lines += [
+        "",
+        f"  all devices {size(plan.total)}; llama.cpp: n_gpu_layers {plan.n_gpu_layers}, tensor_split "
+        + ",".join(map(str, plan.tensor_split)),
+    ]
     lines += [f"note: {say(notice, terms)}" for notice in plan.notices]
     return "\n".join(lines)
 
 
 def to_dict(plan: SplitPlan, terms: Terms = PLAIN) -> dict[str, Any]:
-    return {"fits": plan.fits, "n_ctx": plan.n_ctx, "kv": plan.kv, "n_gpu_layers": plan.n_gpu_layers,
-            "tensor_split": list(plan.tensor_split), "total_bytes": plan.total,
-            "notices": [say(notice, terms) for notice in plan.notices],
-            "devices": [{"device": share.device.name, "endpoint": share.device.where or None,
-                         "budget_bytes": share.device.budget, "first_layer": share.first_layer,
-                         "layers": share.layers, "output": share.output, "weights_bytes": share.weights,
-                         "kv_cache_bytes": share.kv_cache, "compute_bytes": share.compute,
-                         "overhead_bytes": share.overhead, "total_bytes": share.total, "fits": share.fits}
-                        for share in plan.shares]}
+    return {
+        "fits": plan.fits,
+        "n_ctx": plan.n_ctx,
+        "kv": plan.kv,
+        "n_gpu_layers": plan.n_gpu_layers,
+        "tensor_split": list(plan.tensor_split),
+        "total_bytes": plan.total,
+        "notices": [say(notice, terms) for notice in plan.notices],
+        "devices": [
+            {
+                "device": share.device.name,
+                "endpoint": share.device.where or None,
+                "budget_bytes": share.device.budget,
+                "first_layer": share.first_layer,
+                "layers": share.layers,
+                "output": share.output,
+                "weights_bytes": share.weights,
+                "kv_cache_bytes": share.kv_cache,
+                "compute_bytes": share.compute,
+                "overhead_bytes": share.overhead,
+                "total_bytes": share.total,
+                "fits": share.fits,
+            }
+            for share in plan.shares
+        ],
+    }

@@ -51,12 +51,18 @@ class ServerState:
         if self.stopping:
             raise _refused(ShuttingDown())
         if self.model is None:
-            raise ApiError(503, "the model is still loading; retry when GET /health answers ok", "model_loading",
-                           kind="server_error", headers={"Retry-After": str(RETRY_AFTER_S)})
+            raise ApiError(
+                503,
+                "the model is still loading; retry when GET /health answers ok",
+                "model_loading",
+                kind="server_error",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         return self.model
 
     def finish_later(self, job: Job, finish: _Finish) -> None:
         """Count and log a request whose client left once its job has ended (at the next token)."""
+
         async def wait() -> None:
             error = await _wait_end(job)
             finish.end(500 if error is not None else CLIENT_GONE, error)
@@ -67,8 +73,9 @@ class ServerState:
 
     def metrics_text(self) -> str:
         running_tokens = sum(reply.stats.completion_tokens for reply in self.running.values() if reply.stats)
-        return render(self.metrics, self.scheduler.waiting, int(self.scheduler.busy), running_tokens,
-                      self.model is not None)
+        return render(
+            self.metrics, self.scheduler.waiting, int(self.scheduler.busy), running_tokens, self.model is not None
+        )
 
 
 def create_app(state: ServerState) -> FastAPI:
@@ -77,8 +84,12 @@ def create_app(state: ServerState) -> FastAPI:
     if state.config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(state.config.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(state.config.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
 
     async def require_key(request: Request) -> None:
         """The bearer token, compared in constant time; never logged, never echoed."""
@@ -88,8 +99,12 @@ def create_app(state: ServerState) -> FastAPI:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         # headers arrive as latin-1: compare the bytes the client sent with the key's UTF-8 bytes
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode("latin-1"), key.encode()):
-            raise ApiError(401, "missing or wrong API key: send it as `Authorization: Bearer KEY`", "invalid_api_key",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "missing or wrong API key: send it as `Authorization: Bearer KEY`",
+                "invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -97,14 +112,19 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        message = {404: f"no such endpoint: {request.method} {request.url.path}",
-                   405: f"{request.method} is not allowed on {request.url.path}"}.get(error.status_code, str(error.detail))
+        message = {
+            404: f"no such endpoint: {request.method} {request.url.path}",
+            405: f"{request.method} is not allowed on {request.url.path}",
+        }.get(error.status_code, str(error.detail))
         return _error_response(state, request, ApiError(error.status_code, message))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:  # a bug: logged with its traceback
-        return _error_response(state, request, ApiError(500, f"internal error: {type(error).__name__}: {error}",
-                                                        "internal_error", kind="server_error"))
+        return _error_response(
+            state,
+            request,
+            ApiError(500, f"internal error: {type(error).__name__}: {error}", "internal_error", kind="server_error"),
+        )
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -152,14 +172,16 @@ async def read_json(request: Request, limit: int) -> Any:
     is not JSON."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"the request body is {int(declared)} bytes; this server takes at most {limit}",
-                       "request_too_large")
+        raise ApiError(
+            413, f"the request body is {int(declared)} bytes; this server takes at most {limit}", "request_too_large"
+        )
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise ApiError(413, f"the request body is over {limit} bytes, the most this server takes",
-                           "request_too_large")
+            raise ApiError(
+                413, f"the request body is over {limit} bytes, the most this server takes", "request_too_large"
+            )
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
@@ -178,30 +200,49 @@ def _prepare(model: ChatModel, request: CompletionRequest) -> Prepared:
     except ContextOverflow as error:
         n_ctx = model.n_ctx
         if request.messages is None:
-            message = (f"the prompt is {error.needed} tokens, more than this server's {n_ctx}-token context "
-                       f"leaves for a reply; shorten the prompt")
+            message = (
+                f"the prompt is {error.needed} tokens, more than this server's {n_ctx}-token context "
+                f"leaves for a reply; shorten the prompt"
+            )
         else:
-            message = (f"the last message needs {error.needed} tokens with the system prompt, more than the "
-                       f"{error.available} that this server's {n_ctx}-token context leaves for it once the reply "
-                       f"has room; shorten the message or ask for fewer max_tokens")
+            message = (
+                f"the last message needs {error.needed} tokens with the system prompt, more than the "
+                f"{error.available} that this server's {n_ctx}-token context leaves for it once the reply "
+                f"has room; shorten the message or ask for fewer max_tokens"
+            )
         raise ApiError(400, message, "context_length_exceeded", "messages" if request.messages else "prompt") from None
     except TemplateRefused as error:
         raise ApiError(400, str(error), "template_error", "messages") from None
     wanted, n_ctx = request.options.max_tokens, model.n_ctx
     if wanted > 0 and len(prepared.tokens) + wanted > n_ctx:
-        raise ApiError(400, f"the prompt is {len(prepared.tokens)} tokens and max_tokens asks for {wanted} more: "
-                            f"together more than this server's {n_ctx}-token context; ask for fewer max_tokens or "
-                            f"shorten the prompt", "context_length_exceeded", "max_tokens")
+        raise ApiError(
+            400,
+            f"the prompt is {len(prepared.tokens)} tokens and max_tokens asks for {wanted} more: "
+            f"together more than this server's {n_ctx}-token context; ask for fewer max_tokens or "
+            f"shorten the prompt",
+            "context_length_exceeded",
+            "max_tokens",
+        )
     return prepared
 
 
 def _refused(error: BaseException) -> ApiError:
     """The 503 for a request the scheduler will not take."""
     if isinstance(error, QueueFull):
-        return ApiError(503, "the server is busy: the queue of waiting requests is full; retry later", "queue_full",
-                        kind="server_error", headers={"Retry-After": str(RETRY_AFTER_S)})
-    return ApiError(503, "the server is shutting down; this request was not started", "shutting_down",
-                    kind="server_error", headers={"Retry-After": str(RETRY_AFTER_S)})
+        return ApiError(
+            503,
+            "the server is busy: the queue of waiting requests is full; retry later",
+            "queue_full",
+            kind="server_error",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+    return ApiError(
+        503,
+        "the server is shutting down; this request was not started",
+        "shutting_down",
+        kind="server_error",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 async def _complete(state: ServerState, http: Request, chat: bool) -> Response:
@@ -243,9 +284,11 @@ async def _complete(state: ServerState, http: Request, chat: bool) -> Response:
     answer = Answer.start(chat, state.config.model_id)
     text_before = request.prompt if request.echo and request.prompt else ""
     if request.stream:
-        return StreamingResponse(_stream(state, request, answer, job, watcher, finish, text_before),
-                                 media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            _stream(state, request, answer, job, watcher, finish, text_before),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     try:
         error = await _wait_end(job)
     except BaseException:  # the handler itself was cancelled
@@ -262,16 +305,20 @@ async def _complete(state: ServerState, http: Request, chat: bool) -> Response:
         finish.end(CLIENT_GONE)
         return Response(status_code=CLIENT_GONE)
     finish.end(200)
-    return JSONResponse(answer.whole(text_before + reply.content, reply.reasoning, reply.stats, reply.dropped_messages,
-                                     reply.n_ctx))
+    return JSONResponse(
+        answer.whole(text_before + reply.content, reply.reasoning, reply.stats, reply.dropped_messages, reply.n_ctx)
+    )
 
 
 def _failure(error: BaseException) -> ApiError:
     if isinstance(error, (WorkerLost, WorkerUnreachable)):  # a split's worker: the next request may find it back
-        return ApiError(503, f"the reply failed: {error}", "worker_lost" if isinstance(error, WorkerLost)
-                        else "worker_unreachable", kind="server_error")
-    return ApiError(500, f"the reply failed: {type(error).__name__}: {error}", "generation_failed",
-                    kind="server_error")
+        return ApiError(
+            503,
+            f"the reply failed: {error}",
+            "worker_lost" if isinstance(error, WorkerLost) else "worker_unreachable",
+            kind="server_error",
+        )
+    return ApiError(500, f"the reply failed: {type(error).__name__}: {error}", "generation_failed", kind="server_error")
 
 
 async def _wait_end(job: Job) -> BaseException | None:
@@ -282,8 +329,15 @@ async def _wait_end(job: Job) -> BaseException | None:
             return event.error
 
 
-async def _stream(state: ServerState, request: CompletionRequest, answer: Answer, job: Job,
-                  watcher: asyncio.Task[None], finish: _Finish, text_before: str) -> AsyncIterator[bytes]:
+async def _stream(
+    state: ServerState,
+    request: CompletionRequest,
+    answer: Answer,
+    job: Job,
+    watcher: asyncio.Task[None],
+    finish: _Finish,
+    text_before: str,
+) -> AsyncIterator[bytes]:
     """The reply as server-sent events: pieces as they come (merged when the client reads slower than the model
     writes), then the finish reason, the usage if asked, and [DONE]."""
     error: BaseException | None = None
@@ -356,8 +410,12 @@ class _Finish:
         speed = f" {stats.tokens_per_s:.1f} tok/s" if stats and stats.tokens_per_s else ""
         tokens = f" {stats.prompt_tokens}+{stats.completion_tokens} tokens" if stats else ""
         gone = " (client went away)" if status == CLIENT_GONE else ""
-        state.log(printable(f"{_client(self.http)} POST {path} {status}{tokens}{speed} "
-                            f"{time.perf_counter() - self.started:.2f} s{gone}"))
+        state.log(
+            printable(
+                f"{_client(self.http)} POST {path} {status}{tokens}{speed} "
+                f"{time.perf_counter() - self.started:.2f} s{gone}"
+            )
+        )
         if isinstance(error, EdgellmError):  # said in its own words (a split's worker lost): no traceback
             state.log(printable(f"the reply failed: {error}"))
         elif error is not None:

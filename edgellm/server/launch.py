@@ -53,8 +53,10 @@ def is_loopback(host: str) -> bool:
 def check_exposure(host: str, api_key: str | None) -> None:
     """Refuse to listen beyond this machine without an API key."""
     if not api_key and not is_loopback(host):
-        raise EdgellmError(f"--host {host} would let anyone on the network use the model without a key; set one with "
-                        f"--api-key KEY or {API_KEY_ENV}, or keep the default --host 127.0.0.1")
+        raise EdgellmError(
+            f"--host {host} would let anyone on the network use the model without a key; set one with "
+            f"--api-key KEY or {API_KEY_ENV}, or keep the default --host 127.0.0.1"
+        )
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -62,8 +64,9 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
-        raise EdgellmError(f"--host {host}: cannot resolve it ({error.strerror}); pass an address such as "
-                        f"127.0.0.1 or 0.0.0.0") from None
+        raise EdgellmError(
+            f"--host {host}: cannot resolve it ({error.strerror}); pass an address such as 127.0.0.1 or 0.0.0.0"
+        ) from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -129,8 +132,17 @@ def serve(config: ServerConfig, listen: Listen, load: Callable[[], ChatModel], l
             log("stopping: finishing the reply in flight, refusing the waiting requests")
         scheduler.drain()
 
-    server = _Server(uvicorn.Config(create_app(state), log_level="warning", access_log=False, lifespan="off",
-                                    timeout_keep_alive=30, server_header=False), stop)
+    server = _Server(
+        uvicorn.Config(
+            create_app(state),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_keep_alive=30,
+            server_header=False,
+        ),
+        stop,
+    )
 
     load_over = threading.Event()
 
@@ -148,8 +160,10 @@ def serve(config: ServerConfig, listen: Listen, load: Callable[[], ChatModel], l
 
     loader = threading.Thread(target=load_model, name="edgellm-load", daemon=True)
     where = f"[{listen.host}]" if ":" in listen.host else listen.host
-    log(f"listening on http://{where}:{sock.getsockname()[1]}/v1 (OpenAI API), /health, /metrics; "
-        + ("API key required" if config.api_key else "no API key: this machine only"))
+    log(
+        f"listening on http://{where}:{sock.getsockname()[1]}/v1 (OpenAI API), /health, /metrics; "
+        + ("API key required" if config.api_key else "no API key: this machine only")
+    )
     loader.start()
     try:
         server.run(sockets=[sock])

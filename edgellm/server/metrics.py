@@ -26,8 +26,9 @@ class Metrics:
     def answered(self, endpoint: str, status: int) -> None:
         self.requests[(endpoint, str(status))] += 1
 
-    def replied(self, prompt_tokens: int, completion_tokens: int, ttft_ms: float | None,
-                tokens_per_s: float | None) -> None:
+    def replied(
+        self, prompt_tokens: int, completion_tokens: int, ttft_ms: float | None, tokens_per_s: float | None
+    ) -> None:
         """Count one finished (or stopped) reply."""
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
@@ -38,29 +39,64 @@ class Metrics:
             self.decode_seconds += max(0, completion_tokens - 1) / tokens_per_s
 
 
-def render(metrics: Metrics, waiting: int, running: int, running_tokens: int, loaded: bool,
-           now: Callable[[], float] = time.time) -> str:
+def render(
+    metrics: Metrics,
+    waiting: int,
+    running: int,
+    running_tokens: int,
+    loaded: bool,
+    now: Callable[[], float] = time.time,
+) -> str:
     """The exposition text; `running_tokens` is the reply in progress, so the token count grows as it is written."""
     families: list[tuple[str, str, str, list[tuple[dict[str, str], float]]]] = [
-        ("edgellm_requests_total", "counter", "Requests answered, by endpoint and HTTP status.",
-         [({"endpoint": endpoint, "status": status}, count)
-          for (endpoint, status), count in sorted(metrics.requests.items())]),
-        ("edgellm_prompt_tokens_total", "counter", "Prompt tokens of the replies written.",
-         [({}, metrics.prompt_tokens)]),
-        ("edgellm_completion_tokens_total", "counter", "Tokens generated, the reply in progress included.",
-         [({}, metrics.completion_tokens + running_tokens)]),
-        ("edgellm_prompt_seconds_total", "counter", "Seconds spent reading prompts (up to each first token).",
-         [({}, metrics.prompt_seconds)]),
-        ("edgellm_decode_seconds_total", "counter", "Seconds spent generating tokens after each first token.",
-         [({}, metrics.decode_seconds)]),
-        ("edgellm_tokens_per_second", "gauge", "Decode speed of the last reply, tokens per second.",
-         [({}, metrics.last_tokens_per_s)]),
+        (
+            "edgellm_requests_total",
+            "counter",
+            "Requests answered, by endpoint and HTTP status.",
+            [
+                ({"endpoint": endpoint, "status": status}, count)
+                for (endpoint, status), count in sorted(metrics.requests.items())
+            ],
+        ),
+        (
+            "edgellm_prompt_tokens_total",
+            "counter",
+            "Prompt tokens of the replies written.",
+            [({}, metrics.prompt_tokens)],
+        ),
+        (
+            "edgellm_completion_tokens_total",
+            "counter",
+            "Tokens generated, the reply in progress included.",
+            [({}, metrics.completion_tokens + running_tokens)],
+        ),
+        (
+            "edgellm_prompt_seconds_total",
+            "counter",
+            "Seconds spent reading prompts (up to each first token).",
+            [({}, metrics.prompt_seconds)],
+        ),
+        (
+            "edgellm_decode_seconds_total",
+            "counter",
+            "Seconds spent generating tokens after each first token.",
+            [({}, metrics.decode_seconds)],
+        ),
+        (
+            "edgellm_tokens_per_second",
+            "gauge",
+            "Decode speed of the last reply, tokens per second.",
+            [({}, metrics.last_tokens_per_s)],
+        ),
         ("edgellm_queue_depth", "gauge", "Requests waiting for the model.", [({}, waiting)]),
         ("edgellm_requests_running", "gauge", "Requests generating now (0 or 1).", [({}, running)]),
-        ("edgellm_model_loaded", "gauge", "1 once the model is loaded and requests are served.",
-         [({}, int(loaded))]),
-        ("edgellm_uptime_seconds", "gauge", "Seconds since the server started.",
-         [({}, round(now() - metrics.started, 3))]),
+        ("edgellm_model_loaded", "gauge", "1 once the model is loaded and requests are served.", [({}, int(loaded))]),
+        (
+            "edgellm_uptime_seconds",
+            "gauge",
+            "Seconds since the server started.",
+            [({}, round(now() - metrics.started, 3))],
+        ),
     ]
     lines = []
     for name, kind, help_text, samples in families:

@@ -35,6 +35,8 @@ from edgellm.session.host import ModelHost
 from edgellm.storage import store
 
 CTX_STEP = 256
+
+
 class Planned(Protocol):
     """A plan (or a split's planned model): what `deep_enough` reads of it."""
 
@@ -70,6 +72,7 @@ def deep_enough(spec: ModelSpec, ctx_wish: int | None, request: BenchRequest, pl
 
 def bench_plan(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes, request: BenchRequest) -> Plan:
     """The plan edgellm would run with, its context raised (when -c was not given) to what the request needs."""
+
     def plan_at(ctx: int | None) -> Plan:
         try:
             return plan(profile, spec, replace(wishes, ctx=ctx))
@@ -79,12 +82,14 @@ def bench_plan(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes, request:
     return deep_enough(spec, wishes.ctx, request, plan_at)
 
 
-def split_plans(flags: Flags, spec: ModelSpec, request: BenchRequest,
-                flash_attn: list[str]) -> list[opening.PlannedModel]:
+def split_plans(
+    flags: Flags, spec: ModelSpec, request: BenchRequest, flash_attn: list[str]
+) -> list[opening.PlannedModel]:
     """--rpc: the split edgellm would run with each flash-attention setting, deep enough for the request."""
     found: list[opening.PlannedModel] = []
     for value in flash_attn:
-        def plan_at(ctx: int | None) -> opening.PlannedModel:
+
+        def plan_at(ctx: int | None, value: str = value) -> opening.PlannedModel:
             return opening.plan_split_model(replace(flags, flash_attn=value, ctx_size=ctx), list(flags.rpc))
 
         chosen = deep_enough(spec, flags.ctx_size, request, plan_at)
@@ -98,21 +103,34 @@ def run_plan_record(planned: opening.PlannedModel, profile: DeviceProfile) -> di
     workers has no speed estimate; its peak RSS is this machine's: edgellm and the child holding this side's layers)."""
     chosen, spec, split = planned.choice.plan, planned.choice.spec, planned.split
     if split is not None:
-        return {"flash_attn": planned.params.flash_attn, "settings": planned.params.as_dict(),
-                "placement": "rpc", "n_gpu_layers": split.n_gpu_layers, "fits": split.fits,
-                "workers": list(planned.params.rpc_servers),
-                "estimate": {"tokens_per_s": None, "memory_bytes": split.total}}
+        return {
+            "flash_attn": planned.params.flash_attn,
+            "settings": planned.params.as_dict(),
+            "placement": "rpc",
+            "n_gpu_layers": split.n_gpu_layers,
+            "fits": split.fits,
+            "workers": list(planned.params.rpc_servers),
+            "estimate": {"tokens_per_s": None, "memory_bytes": split.total},
+        }
     assert chosen is not None
-    return {"flash_attn": chosen.flash_attn, "settings": planned.params.as_dict(), "placement": placement(chosen),
-            "n_gpu_layers": chosen.n_gpu_layers, "fits": chosen.fits,
-            "estimate": {"tokens_per_s": decode_tokens_per_s(spec, chosen, profile),
-                         "memory_bytes": chosen.estimate.total}}
+    return {
+        "flash_attn": chosen.flash_attn,
+        "settings": planned.params.as_dict(),
+        "placement": placement(chosen),
+        "n_gpu_layers": chosen.n_gpu_layers,
+        "fits": chosen.fits,
+        "estimate": {"tokens_per_s": decode_tokens_per_s(spec, chosen, profile), "memory_bytes": chosen.estimate.total},
+    }
 
 
 def overrides(flags: Flags) -> list[str]:
     """The settings the flags took from the planner (a run with them does not calibrate the estimates)."""
-    given = {"threads": flags.threads is not None, "gpu_layers": flags.gpu_layers != "auto",
-             "kv": flags.kv is not None, "force": flags.force}
+    given = {
+        "threads": flags.threads is not None,
+        "gpu_layers": flags.gpu_layers != "auto",
+        "kv": flags.kv is not None,
+        "force": flags.force,
+    }
     return [flag for flag, set_by_hand in given.items() if set_by_hand]
 
 
@@ -130,17 +148,34 @@ def stored_origin(path: Path) -> dict[str, str]:
 
 
 def model_record(path: Path, spec: ModelSpec) -> dict[str, Any]:
-    return {"key": results.model_key(path.name, spec.file_bytes), "name": path.name, "path": str(path),
-            "file_bytes": spec.file_bytes, "weights_bytes": spec.weight_bytes, "architecture": spec.architecture,
-            "quant": spec.file_type, "n_layers": spec.n_layers, **stored_origin(path)}
+    return {
+        "key": results.model_key(path.name, spec.file_bytes),
+        "name": path.name,
+        "path": str(path),
+        "file_bytes": spec.file_bytes,
+        "weights_bytes": spec.weight_bytes,
+        "architecture": spec.architecture,
+        "quant": spec.file_type,
+        "n_layers": spec.n_layers,
+        **stored_origin(path),
+    }
 
 
 def device_record(profile: DeviceProfile) -> dict[str, Any]:
     build = profile.llama_build
-    return {"key": results.device_key(profile), "name": profile.name, "os": profile.os, "machine": platform.machine(),
-            "cpu": profile.cpu.model, "cores": profile.cpu.physical_cores, "cpu_features": list(profile.cpu.features),
-            "ram_bytes": profile.memory.total_bytes, "gpus": [gpu.name for gpu in profile.gpus],
-            "backend": build.backend if build else None, "cpu_variant": build.cpu_variant if build else None}
+    return {
+        "key": results.device_key(profile),
+        "name": profile.name,
+        "os": profile.os,
+        "machine": platform.machine(),
+        "cpu": profile.cpu.model,
+        "cores": profile.cpu.physical_cores,
+        "cpu_features": list(profile.cpu.features),
+        "ram_bytes": profile.memory.total_bytes,
+        "gpus": [gpu.name for gpu in profile.gpus],
+        "backend": build.backend if build else None,
+        "cpu_variant": build.cpu_variant if build else None,
+    }
 
 
 def flash_attn_values(texts: list[str]) -> list[str]:
@@ -156,8 +191,9 @@ def flash_attn_values(texts: list[str]) -> list[str]:
     return values
 
 
-def run_bench(host: ModelHost, request: BenchRequest, flash_attn: list[str],
-              cancel: threading.Event | None = None) -> tuple[DeviceProfile, dict[str, Any]]:
+def run_bench(
+    host: ModelHost, request: BenchRequest, flash_attn: list[str], cancel: threading.Event | None = None
+) -> tuple[DeviceProfile, dict[str, Any]]:
     """Benchmark the model the host's flags name on this device (or split across the --rpc workers) with each
     flash-attention setting; the result record. Progress and notices go to the host's report."""
     flags, report = host.flags, host.report
@@ -171,16 +207,26 @@ def run_bench(host: ModelHost, request: BenchRequest, flash_attn: list[str],
         for value in flash_attn:
             chosen = bench_plan(profile, spec, replace(wishes, flash_attn=value), request)
             if all(chosen.flash_attn != other.params.flash_attn for other in runs):  # auto is on or off: once
-                runs.append(replace(planned, choice=replace(planned.choice, plan=chosen),
-                                    params=load_params(planned.choice.path, chosen, seed=0)))
+                runs.append(
+                    replace(
+                        planned,
+                        choice=replace(planned.choice, plan=chosen),
+                        params=load_params(planned.choice.path, chosen, seed=0),
+                    )
+                )
     for notice in dict.fromkeys(notice for run in runs for notice in run.notices):
         report(notice)
     with ctrl_c_sets(cancel or threading.Event()) as stop:
         return profile, measure_plans(host, runs, request, flash_attn, stop)
 
 
-def measure_plans(host: ModelHost, planned_runs: list[opening.PlannedModel], request: BenchRequest,
-                  flash_attn: list[str], stop: threading.Event) -> dict[str, Any]:
+def measure_plans(
+    host: ModelHost,
+    planned_runs: list[opening.PlannedModel],
+    request: BenchRequest,
+    flash_attn: list[str],
+    stop: threading.Event,
+) -> dict[str, Any]:
     """Load each plan through the host and measure it; the result record."""
     from edgellm.engine import backends
 
@@ -195,7 +241,7 @@ def measure_plans(host: ModelHost, planned_runs: list[opening.PlannedModel], req
     for planned in planned_runs:
         label = f"flash attention {'on' if planned.params.flash_attn else 'off'}"
 
-        def step(what: str) -> None:
+        def step(what: str, label: str = label) -> None:
             nonlocal done
             report(Progress(f"bench: {what}, {label}", done, total, unit="runs"))
             done += 1
@@ -216,8 +262,9 @@ def measure_plans(host: ModelHost, planned_runs: list[opening.PlannedModel], req
             load_ms = model.load_ms
             figures = measure(model, request, step, (lambda: None) if unified else backends.gpu_memory_free, stop)
         except RuntimeError as error:  # llama.cpp failed mid-run (a decode error, a GPU out of memory)
-            raise EngineFailed(f"llama.cpp failed while measuring {path.name} ({error}); see the log: "
-                               f"{paths.log_path()}") from None
+            raise EngineFailed(
+                f"llama.cpp failed while measuring {path.name} ({error}); see the log: {paths.log_path()}"
+            ) from None
         finally:
             if model is not None:  # a split's child holds this machine's share
                 child_peak = sum(peak.peak(pid) for pid in model.other_processes)
@@ -225,16 +272,35 @@ def measure_plans(host: ModelHost, planned_runs: list[opening.PlannedModel], req
             host.close()
             gc.collect()
         lowest = figures.pop("lowest_gpu_free_bytes")
-        runs.append({**run_plan_record(planned, profile), "planned": not by_hand, "overrides": by_hand,
-                     "load_ms": round(load_ms, 1),
-                     **figures, "peak_rss_bytes": peak.peak() + child_peak, "peak_rss_since": peak_since,
-                     # GPU memory taken while it ran (the device's free memory before less the lowest seen); None
-                     # without a GPU, and on unified memory, where "free" is the system RAM the RSS counts already
-                     "vram_used_bytes": max(0, gpu_before - lowest) if gpu_before is not None and lowest is not None
-                     else None})
+        runs.append(
+            {
+                **run_plan_record(planned, profile),
+                "planned": not by_hand,
+                "overrides": by_hand,
+                "load_ms": round(load_ms, 1),
+                **figures,
+                "peak_rss_bytes": peak.peak() + child_peak,
+                "peak_rss_since": peak_since,
+                # GPU memory taken while it ran (the device's free memory before less the lowest seen); None
+                # without a GPU, and on unified memory, where "free" is the system RAM the RSS counts already
+                "vram_used_bytes": max(0, gpu_before - lowest)
+                if gpu_before is not None and lowest is not None
+                else None,
+            }
+        )
     report(Progress("bench", total, total, unit="runs", finished=True))
-    return {"schema": results.SCHEMA, "when": now_iso(), "edgellm": __version__, "device": device_record(profile),
-            "model": model_record(path, spec),
-            "request": {"pp": request.pp, "tg": request.tg, "repetitions": request.repetitions,
-                        "depths": list(request.depths), "flash_attn": flash_attn},
-            "runs": runs}
+    return {
+        "schema": results.SCHEMA,
+        "when": now_iso(),
+        "edgellm": __version__,
+        "device": device_record(profile),
+        "model": model_record(path, spec),
+        "request": {
+            "pp": request.pp,
+            "tg": request.tg,
+            "repetitions": request.repetitions,
+            "depths": list(request.depths),
+            "flash_attn": flash_attn,
+        },
+        "runs": runs,
+    }

@@ -152,10 +152,12 @@ class ChatSession:
 
     def regenerate(self) -> Turn:
         """Answer the last user message again, replacing the last reply."""
+
         def keep() -> int:
             if not self.entries or self.entries[-1].role != "assistant":
                 raise EdgellmError("there is no reply to regenerate yet")
             return len(self.entries) - 1
+
         return self._start(None, keep)
 
     def edit_last(self, text: str) -> Turn:
@@ -168,6 +170,7 @@ class ChatSession:
             if index is None:
                 raise EdgellmError("there is no message to edit yet")
             return index
+
         return self._start(text, keep)
 
     def cancel(self, turn_id: int | None = None) -> None:
@@ -199,7 +202,7 @@ class ChatSession:
             turn.finished = True
 
     def _exchange(self, turn: Turn) -> Iterator[ChatEvent]:
-        kept = self.entries[:turn.keep] + ([Entry("user", turn.text)] if turn.text is not None else [])
+        kept = self.entries[: turn.keep] + ([Entry("user", turn.text)] if turn.text is not None else [])
         prepared = self.model.prepare(self.chat_messages(kept), self.options)  # raises before anything changes
         self._forget_from(turn.keep)
         self.entries = kept
@@ -222,8 +225,9 @@ class ChatSession:
             pieces.close()  # frees the model and completes the reply's timings, also when this turn is closed early
             self.entries.append(Entry("assistant", reply.content, reply.reasoning, reply_id))
             if reply_id is not None:
-                self._write(History.finish_reply, reply_id, reply.content, reply.reasoning, reply.interrupted,
-                            reply.timings())
+                self._write(
+                    History.finish_reply, reply_id, reply.content, reply.reasoning, reply.interrupted, reply.timings()
+                )
             self._replies.append(reply.timings())
         yield from self._take_notices()
         yield from reply_notices(reply)
@@ -241,9 +245,16 @@ class ChatSession:
         except sqlite3.Error as error:
             history, self.history, self._history_lost = self.history, None, True
             trouble = disk.problem(error, history.path)
-            cause = disk.describe(history.path.parent, trouble) if trouble else f"the history could not be saved ({error})"
-            self._notices.append(Notice(f"{cause}: this conversation is not being saved from here on (what is "
-                                        f"on screen is all there is of it); the session goes on", "warning"))
+            cause = (
+                disk.describe(history.path.parent, trouble) if trouble else f"the history could not be saved ({error})"
+            )
+            self._notices.append(
+                Notice(
+                    f"{cause}: this conversation is not being saved from here on (what is "
+                    f"on screen is all there is of it); the session goes on",
+                    "warning",
+                )
+            )
             return None
 
     def _take_notices(self) -> Iterator[Notice]:
@@ -272,8 +283,11 @@ class ChatSession:
         """A read or a change the person asked for: `question(history, *args)`. Without a history, or when the
         database fails, a HistoryUnavailable the front end shows (the session goes on)."""
         if self.history is None:
-            raise HistoryUnavailable("history is off: it failed earlier in this session" if self._history_lost
-                                     else "history is off (--no-history)")
+            raise HistoryUnavailable(
+                "history is off: it failed earlier in this session"
+                if self._history_lost
+                else "history is off (--no-history)"
+            )
         try:
             return question(self.history, *args)
         except sqlite3.Error as error:
@@ -377,4 +391,3 @@ class ChatSession:
         else:
             self.options = replace(self.options, **{OPTION_FIELDS[key]: parsed})
         return f"{key} = {parsed}"
-

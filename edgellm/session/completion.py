@@ -49,8 +49,9 @@ class ChatModel:
         metadata = engine.metadata
         own = metadata.get("tokenizer.chat_template")
         llama3 = len(engine.tokenize("<|start_header_id|>", add_bos=False, special=True)) == 1
-        names = [engine.params.path.name] + [metadata.get(key, "") for key in
-                                             ("general.name", "general.basename", "general.finetune")]
+        names = [engine.params.path.name] + [
+            metadata.get(key, "") for key in ("general.name", "general.basename", "general.finetune")
+        ]
         model = cls(engine, choose(own, architecture, llama3), looks_like_base_model(bool(own), names))
         try:
             model.template.compile(*model.special_tokens())  # now, not in the first turn's time to first token
@@ -71,8 +72,13 @@ class ChatModel:
         """What a person should know before the first message."""
         if not self.base_model:
             return []
-        return [Notice("this looks like a base model (no chat template, not instruction-tuned): it continues "
-                       "text rather than answering, and may repeat itself", "warning")]
+        return [
+            Notice(
+                "this looks like a base model (no chat template, not instruction-tuned): it continues "
+                "text rather than answering, and may repeat itself",
+                "warning",
+            )
+        ]
 
     def special_tokens(self) -> tuple[str, str]:
         """The model's BOS and EOS tokens as text, for the template (read once: each llama.cpp call hands the GIL
@@ -80,8 +86,10 @@ class ChatModel:
         if self._special is None:
             model = self.model
             bos, eos = model.token_bos, model.token_eos
-            self._special = (model.detokenize([bos], special=True).decode(errors="replace") if bos >= 0 else "",
-                             model.detokenize([eos], special=True).decode(errors="replace") if eos >= 0 else "")
+            self._special = (
+                model.detokenize([bos], special=True).decode(errors="replace") if bos >= 0 else "",
+                model.detokenize([eos], special=True).decode(errors="replace") if eos >= 0 else "",
+            )
         return self._special
 
     def render(self, messages: Messages) -> str:
@@ -89,8 +97,10 @@ class ChatModel:
         try:
             return self.template.render(messages, bos_token=bos, eos_token=eos)
         except TemplateLimit as error:
-            raise TemplateRefused(f"the model's chat template was stopped: {error}; the template in this GGUF is "
-                                  f"broken or hostile: use another GGUF of this model") from None
+            raise TemplateRefused(
+                f"the model's chat template was stopped: {error}; the template in this GGUF is "
+                f"broken or hostile: use another GGUF of this model"
+            ) from None
         except Exception as error:  # raise_exception() in the template, a Jinja error, RecursionError
             raise TemplateRefused(f"the model's chat template refused this conversation: {error}") from None
 
@@ -110,7 +120,7 @@ class ChatModel:
         then holds every token but the new ones."""
         previous_text, previous_tokens = self._previous  # one read: another thread may replace it meanwhile
         if previous_text and text.startswith(previous_text):
-            return previous_tokens + self.tokenize(text[len(previous_text):])
+            return previous_tokens + self.tokenize(text[len(previous_text) :])
         return self.tokenize(text)
 
     def prepare(self, messages: Messages, options: GenerationOptions = GenerationOptions()) -> Prepared:
@@ -119,28 +129,40 @@ class ChatModel:
         text = self.render(kept)
         tokens = self.prompt_tokens(text) if options.cache_prompt else self.tokenize(text)
         if len(tokens) >= self.n_ctx:
-            raise ContextOverflow(f"the conversation needs {len(tokens)} tokens but the context holds {self.n_ctx}",
-                                  len(tokens), self.n_ctx)
+            raise ContextOverflow(
+                f"the conversation needs {len(tokens)} tokens but the context holds {self.n_ctx}",
+                len(tokens),
+                self.n_ctx,
+            )
         return Prepared(text, tokens, dropped)
 
     def prepare_text(self, prompt: str) -> Prepared:
         """A raw prompt, completed as it is (no template): BOS and its tokens; ContextOverflow if no room is left."""
         return Prepared(prompt, text_prompt_tokens(self.model, prompt), 0, chat=False)
 
-    def stream(self, prepared: Prepared, reply: Reply, options: GenerationOptions = GenerationOptions(),
-               cancel: threading.Event | None = None) -> Generator[AnswerPiece | ReasoningPiece, None, None]:
+    def stream(
+        self,
+        prepared: Prepared,
+        reply: Reply,
+        options: GenerationOptions = GenerationOptions(),
+        cancel: threading.Event | None = None,
+    ) -> Generator[AnswerPiece | ReasoningPiece, None, None]:
         """Yield the reply's pieces, filling `reply` as they come; `cancel` stops it, even before it starts."""
         with self._lock:
             yield from self._stream(prepared, reply, options, cancel)
 
-    def _stream(self, prepared: Prepared, reply: Reply, options: GenerationOptions,
-                cancel: threading.Event | None) -> Generator[AnswerPiece | ReasoningPiece, None, None]:
+    def _stream(
+        self, prepared: Prepared, reply: Reply, options: GenerationOptions, cancel: threading.Event | None
+    ) -> Generator[AnswerPiece | ReasoningPiece, None, None]:
         reply.dropped_messages, reply.n_ctx = prepared.dropped, self.n_ctx
         generation = self.model.generation(prepared.tokens, options, cancel=cancel)
         reply.stats = generation.stats  # its counts grow as tokens come (a server's metrics read them live)
-        # some templates open the reasoning block in the prompt itself (DeepSeek-R1 distills): the reply starts inside it
-        splitter = (ReasoningSplitter(starts_in_reasoning=prepared.text.rstrip().endswith("<think>")) if prepared.chat
-                    else PlainText())
+        # some templates open the reasoning block in the prompt itself (DeepSeek-R1 distills): the reply starts in it
+        splitter = (
+            ReasoningSplitter(starts_in_reasoning=prepared.text.rstrip().endswith("<think>"))
+            if prepared.chat
+            else PlainText()
+        )
         stops = StopMatcher(options.stop + (self.template.stop if prepared.chat else ()))
         raw = []
         pieces = iter(generation)
@@ -184,11 +206,20 @@ def reply_notices(reply: Reply) -> list[Notice]:
     """What a finished reply tells the person besides its text."""
     notices = []
     if reply.dropped_messages:
-        notices.append(Notice(f"the {reply.dropped_messages} oldest messages no longer fit the {reply.n_ctx}-token "
-                              f"context and were left out"))
+        notices.append(
+            Notice(
+                f"the {reply.dropped_messages} oldest messages no longer fit the {reply.n_ctx}-token "
+                f"context and were left out"
+            )
+        )
     if reply.stop_reason == "repetition":
-        notices.append(Notice("the reply kept repeating the same text and was stopped by the loop guard "
-                              "(setting loop-guard off lets it run)", "warning"))
+        notices.append(
+            Notice(
+                "the reply kept repeating the same text and was stopped by the loop guard "
+                "(setting loop-guard off lets it run)",
+                "warning",
+            )
+        )
     return notices
 
 
@@ -209,14 +240,14 @@ def fit_history(messages: Messages, count: Callable[[Messages], int], budget: in
     A kept history starts with a user turn (or is the last message alone); the first start that fits is found by
     bisection, so a long conversation costs a few renders, not one per message."""
     system = [m for m in messages[:1] if m["role"] == "system"]
-    turns = messages[len(system):]
+    turns = messages[len(system) :]
     starts = sorted({0, max(0, len(turns) - 1)} | {i for i, m in enumerate(turns) if i and m["role"] == "user"})
     low, high = 0, len(starts) - 1  # the answer is the first start that fits, or the last one
     if count(system + turns) > budget:
         low = 1
         while low < high:
             middle = (low + high) // 2
-            if count(system + turns[starts[middle]:]) <= budget:
+            if count(system + turns[starts[middle] :]) <= budget:
                 high = middle
             else:
                 low = middle + 1

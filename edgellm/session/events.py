@@ -6,7 +6,7 @@ Front ends draw these; none of them decides what a turn does.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from edgellm.engine.contract import GenerationStats
 from edgellm.events import Notice
@@ -35,8 +35,12 @@ class Timings:
     dropped_messages: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.stats.as_dict(), "context_used": self.context_used, "n_ctx": self.n_ctx,
-                "dropped_messages": self.dropped_messages}
+        return {
+            **self.stats.as_dict(),
+            "context_used": self.context_used,
+            "n_ctx": self.n_ctx,
+            "dropped_messages": self.dropped_messages,
+        }
 
     @classmethod
     def from_dict(cls, data: object) -> Timings:
@@ -102,4 +106,4 @@ class ReplyDone:
     reply: Reply
 
 
-ChatEvent = Union[AnswerPiece, ReasoningPiece, Notice, ReplyDone]
+ChatEvent = AnswerPiece | ReasoningPiece | Notice | ReplyDone

@@ -118,13 +118,25 @@ class Flag:
 MODEL_FLAGS = (
     Flag(("-m", "--model"), "model", str, None, "GGUF file to load", "MODEL"),
     Flag(("-hf", "--hf-repo"), "hf_repo", str, None, "Hugging Face repo to take the model from", "REPO[:QUANT]"),
-    Flag(("-c", "--ctx-size"), "ctx_size", non_negative_int, None,
-         "context size in tokens (default: 4096, or the model's trained context if smaller)", "N"),
+    Flag(
+        ("-c", "--ctx-size"),
+        "ctx_size",
+        non_negative_int,
+        None,
+        "context size in tokens (default: 4096, or the model's trained context if smaller)",
+        "N",
+    ),
     Flag(("-n", "--n-predict"), "n_predict", n_predict, -1, "tokens to generate, -1 until the model stops", "N"),
     Flag(("--ignore-eos",), "ignore_eos", None, False, "keep generating past end-of-sequence"),
     Flag(("-t", "--threads"), "threads", positive_int, None, "CPU threads (default: physical performance cores)", "N"),
-    Flag(("-ngl", "--gpu-layers", "--n-gpu-layers"), "gpu_layers", gpu_layers, "auto",
-         "layers on the GPU: auto, all or a count", "auto|all|N"),
+    Flag(
+        ("-ngl", "--gpu-layers", "--n-gpu-layers"),
+        "gpu_layers",
+        gpu_layers,
+        "auto",
+        "layers on the GPU: auto, all or a count",
+        "auto|all|N",
+    ),
     Flag(("--temp",), "temp", non_negative_float, 0.8, "sampling temperature, 0 for greedy", "T"),
     Flag(("--top-k",), "top_k", non_negative_int, 40, "top-k sampling, 0 to disable", "K"),
     Flag(("--top-p",), "top_p", probability, 0.95, "top-p sampling, 1.0 to disable", "P"),
@@ -132,14 +144,38 @@ MODEL_FLAGS = (
     Flag(("--repeat-penalty",), "repeat_penalty", non_negative_float, 1.0, "penalty for repeated tokens, 1.0 off", "X"),
     Flag(("-s", "--seed"), "seed", seed, -1, "sampling seed, -1 for random", "SEED"),
     Flag(("-sys", "--system-prompt"), "system_prompt", str, None, "system prompt (chat models)", "TEXT"),
-    Flag(("--kv", "--cache-type"), "kv", choice(KV_TYPES), None,
-         "KV cache type: f16, q8_0 or q4_0 (default: f16, q8_0 when memory is short)", "TYPE"),
-    Flag(("-fa", "--flash-attn"), "flash_attn", choice(FLASH_ATTN), "auto", "flash attention: auto, on or off",
-         "auto|on|off"),
-    Flag(("--ram-margin",), "ram_margin", non_negative_int, None,
-         "MiB of RAM to keep free (default: max(512, 10%% of RAM))", "MIB"),
-    Flag(("--gpu-margin",), "gpu_margin", non_negative_int, None, "MiB to keep free on a discrete GPU (default 1024)",
-         "MIB"),
+    Flag(
+        ("--kv", "--cache-type"),
+        "kv",
+        choice(KV_TYPES),
+        None,
+        "KV cache type: f16, q8_0 or q4_0 (default: f16, q8_0 when memory is short)",
+        "TYPE",
+    ),
+    Flag(
+        ("-fa", "--flash-attn"),
+        "flash_attn",
+        choice(FLASH_ATTN),
+        "auto",
+        "flash attention: auto, on or off",
+        "auto|on|off",
+    ),
+    Flag(
+        ("--ram-margin",),
+        "ram_margin",
+        non_negative_int,
+        None,
+        "MiB of RAM to keep free (default: max(512, 10%% of RAM))",
+        "MIB",
+    ),
+    Flag(
+        ("--gpu-margin",),
+        "gpu_margin",
+        non_negative_int,
+        None,
+        "MiB to keep free on a discrete GPU (default 1024)",
+        "MIB",
+    ),
     Flag(("--offline",), "offline", None, False, "use only models already stored (also HF_HUB_OFFLINE=1)"),
     Flag(("--force",), "force", None, False, "run even when the memory estimate says it will not fit"),
     Flag(("-v", "--verbose"), "verbose", None, False, "show the memory budget, llama.cpp's log and load details"),
@@ -176,8 +212,12 @@ class Flags:
     def wishes(self) -> Wishes:
         """What these flags ask of the planner (None: choose for me), the margins included."""
         return Wishes(
-            ctx=self.ctx_size, gpu_layers=self.gpu_layers, kv=self.kv, flash_attn=self.flash_attn,
-            threads=self.threads, force=self.force,
+            ctx=self.ctx_size,
+            gpu_layers=self.gpu_layers,
+            kv=self.kv,
+            flash_attn=self.flash_attn,
+            threads=self.threads,
+            force=self.force,
             ram_margin=None if self.ram_margin is None else self.ram_margin * MIB,
             gpu_margin=None if self.gpu_margin is None else self.gpu_margin * MIB,
         )
@@ -186,12 +226,26 @@ class Flags:
         """The per-call options these flags ask for. The loop guard is on in chat unless --ignore-eos or -n is
         given."""
         sampling = Sampling(self.temp, self.top_k, self.top_p, self.min_p, self.repeat_penalty)
-        return GenerationOptions(sampling=sampling, max_tokens=self.n_predict, ignore_eos=self.ignore_eos,
-                                 seed=self.seed, loop_guard=chat and not self.ignore_eos and self.n_predict < 0)
+        return GenerationOptions(
+            sampling=sampling,
+            max_tokens=self.n_predict,
+            ignore_eos=self.ignore_eos,
+            seed=self.seed,
+            loop_guard=chat and not self.ignore_eos and self.n_predict < 0,
+        )
 
 
-SAMPLING_DESTS = ("n_predict", "ignore_eos", "temp", "top_k", "top_p", "min_p", "repeat_penalty", "seed",
-                  "system_prompt")
+SAMPLING_DESTS = (
+    "n_predict",
+    "ignore_eos",
+    "temp",
+    "top_k",
+    "top_p",
+    "min_p",
+    "repeat_penalty",
+    "seed",
+    "system_prompt",
+)
 
 
 def load_config(path: Path) -> dict[str, Any]:

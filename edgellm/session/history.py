@@ -86,10 +86,12 @@ class SavedMessage:
 
 def serialized(method: T) -> T:
     """Run the method holding the History's lock: one connection, shared by threads, one call at a time."""
+
     @functools.wraps(method)
     def locked(self: History, *args: Any, **kwargs: Any) -> Any:
         with self.lock:
             return method(self, *args, **kwargs)
+
     return locked  # type: ignore[return-value]
 
 
@@ -118,12 +120,17 @@ class History:
         except (sqlite3.DatabaseError, OSError) as error:
             trouble = disk.problem(error, path)
             if trouble is not None:  # the database may be fine: the disk is what fails
-                raise HistoryUnavailable(f"{disk.describe(path.parent, trouble)}, so the history cannot be written; free "
-                                         f"some space or use --no-history", disk_problem=trouble) from None
+                raise HistoryUnavailable(
+                    f"{disk.describe(path.parent, trouble)}, so the history cannot be written; free "
+                    f"some space or use --no-history",
+                    disk_problem=trouble,
+                ) from None
             if isinstance(error, OSError):
                 raise
-            raise HistoryUnavailable(f"{path} is not a usable history database ({error}); move it aside to start "
-                                     f"a new one, or use --no-history") from None
+            raise HistoryUnavailable(
+                f"{path} is not a usable history database ({error}); move it aside to start "
+                f"a new one, or use --no-history"
+            ) from None
         self.pid = os.getpid()
         self.pid_started = _process_started(self.pid)
         self.recovered = self._mark_orphans_interrupted()
@@ -137,8 +144,11 @@ class History:
         except HistoryUnavailable as error:
             if error.disk_problem is None:
                 raise
-            disk.report(Notice(f"{disk.describe(path.parent, error.disk_problem)}: this conversation is not being saved",
-                               "warning"))
+            disk.report(
+                Notice(
+                    f"{disk.describe(path.parent, error.disk_problem)}: this conversation is not being saved", "warning"
+                )
+            )
             return None
 
     @serialized
@@ -163,12 +173,14 @@ class History:
 
     def _mark_orphans_interrupted(self) -> int:
         """Replies left 'streaming' by a process that is gone are marked interrupted; returns how many."""
-        rows = self.db.execute("SELECT id, writer_pid, writer_started FROM messages WHERE state = 'streaming'").fetchall()
-        orphans = [row[0] for row in rows
-                   if row[1] is None or row[2] is None or _process_started(row[1]) != row[2]]
+        rows = self.db.execute(
+            "SELECT id, writer_pid, writer_started FROM messages WHERE state = 'streaming'"
+        ).fetchall()
+        orphans = [row[0] for row in rows if row[1] is None or row[2] is None or _process_started(row[1]) != row[2]]
         for message_id in orphans:
-            self.db.execute("UPDATE messages SET state = 'interrupted', updated = ? WHERE id = ?",
-                            (time.time(), message_id))
+            self.db.execute(
+                "UPDATE messages SET state = 'interrupted', updated = ? WHERE id = ?", (time.time(), message_id)
+            )
         return len(orphans)
 
     # conversations
@@ -176,8 +188,10 @@ class History:
     @serialized
     def new_conversation(self, model: str, settings: dict[str, Any]) -> int:
         now = time.time()
-        cursor = self.db.execute("INSERT INTO conversations (model, settings, created, updated) VALUES (?, ?, ?, ?)",
-                                 (model, json.dumps(settings), now, now))
+        cursor = self.db.execute(
+            "INSERT INTO conversations (model, settings, created, updated) VALUES (?, ?, ?, ?)",
+            (model, json.dumps(settings), now, now),
+        )
         return _row_id(cursor)
 
     @serialized
@@ -196,15 +210,24 @@ class History:
     def search(self, text: str) -> list[Conversation]:
         """Conversations whose title or any message contains `text` (case-insensitive), newest first."""
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        ids = {row[0] for row in self.db.execute(
-            "SELECT id FROM conversations WHERE title LIKE ? ESCAPE '\\' UNION "
-            "SELECT conversation_id FROM messages WHERE content LIKE ? ESCAPE '\\'", (pattern, pattern))}
+        ids = {
+            row[0]
+            for row in self.db.execute(
+                "SELECT id FROM conversations WHERE title LIKE ? ESCAPE '\\' UNION "
+                "SELECT conversation_id FROM messages WHERE content LIKE ? ESCAPE '\\'",
+                (pattern, pattern),
+            )
+        }
         return [c for c in self.conversations() if c.id in ids]
 
     @serialized
     def rename(self, conversation_id: int, title: str) -> bool:
-        return self.db.execute("UPDATE conversations SET title = ? WHERE id = ?",
-                               (" ".join(title.split()), conversation_id)).rowcount > 0
+        return (
+            self.db.execute(
+                "UPDATE conversations SET title = ? WHERE id = ?", (" ".join(title.split()), conversation_id)
+            ).rowcount
+            > 0
+        )
 
     @serialized
     def delete(self, conversation_id: int) -> bool:
@@ -223,7 +246,9 @@ class History:
     def messages(self, conversation_id: int) -> list[SavedMessage]:
         rows = self.db.execute(
             "SELECT id, role, content, reasoning, state, timings, created FROM messages WHERE conversation_id = ? "
-            "ORDER BY id", (conversation_id,)).fetchall()
+            "ORDER BY id",
+            (conversation_id,),
+        ).fetchall()
         return [SavedMessage(r[0], r[1], r[2], r[3], r[4], _timings(r[5]), r[6]) for r in rows]
 
     @serialized
@@ -231,7 +256,8 @@ class History:
         now = time.time()
         cursor = self.db.execute(
             "INSERT INTO messages (conversation_id, role, content, created, updated) VALUES (?, ?, ?, ?, ?)",
-            (conversation_id, role, content, now, now))
+            (conversation_id, role, content, now, now),
+        )
         self._touch(conversation_id, content if role == "user" else None)
         return _row_id(cursor)
 
@@ -239,8 +265,10 @@ class History:
     def delete_messages_from(self, conversation_id: int, message_id: int) -> None:
         """Remove a message and every later one of its conversation (a reply regenerated, a message edited); the
         system prompt stays, wherever it was inserted."""
-        self.db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ? AND role != 'system'",
-                        (conversation_id, message_id))
+        self.db.execute(
+            "DELETE FROM messages WHERE conversation_id = ? AND id >= ? AND role != 'system'",
+            (conversation_id, message_id),
+        )
         self._touch(conversation_id)
 
     @serialized
@@ -248,8 +276,10 @@ class History:
         """The conversation's system prompt: its first message, replaced or inserted."""
         now = time.time()
         updated = self.db.execute(
-            "UPDATE messages SET content = ?, updated = ? WHERE id = (SELECT id FROM messages WHERE conversation_id = ? "
-            "AND role = 'system' ORDER BY id LIMIT 1)", (content, now, conversation_id)).rowcount
+            "UPDATE messages SET content = ?, updated = ? WHERE id = "
+            "(SELECT id FROM messages WHERE conversation_id = ? AND role = 'system' ORDER BY id LIMIT 1)",
+            (content, now, conversation_id),
+        ).rowcount
         if not updated:
             self.add(conversation_id, "system", content)
 
@@ -263,21 +293,32 @@ class History:
         now = time.time()
         cursor = self.db.execute(
             "INSERT INTO messages (conversation_id, role, state, writer_pid, writer_started, created, updated) "
-            "VALUES (?, 'assistant', 'streaming', ?, ?, ?, ?)", (conversation_id, self.pid, self.pid_started, now, now))
+            "VALUES (?, 'assistant', 'streaming', ?, ?, ?, ?)",
+            (conversation_id, self.pid, self.pid_started, now, now),
+        )
         return _row_id(cursor)
 
     @serialized
     def update_reply(self, message_id: int, content: str, reasoning: str) -> None:
-        self.db.execute("UPDATE messages SET content = ?, reasoning = ?, updated = ? WHERE id = ?",
-                        (content, reasoning, time.time(), message_id))
+        self.db.execute(
+            "UPDATE messages SET content = ?, reasoning = ?, updated = ? WHERE id = ?",
+            (content, reasoning, time.time(), message_id),
+        )
 
     @serialized
-    def finish_reply(self, message_id: int, content: str, reasoning: str, interrupted: bool,
-                     timings: Timings) -> None:
+    def finish_reply(self, message_id: int, content: str, reasoning: str, interrupted: bool, timings: Timings) -> None:
         self.db.execute(
             "UPDATE messages SET content = ?, reasoning = ?, state = ?, timings = ?, writer_pid = NULL, updated = ? "
-            "WHERE id = ?", (content, reasoning, "interrupted" if interrupted else "complete", json.dumps(timings.as_dict()),
-                             time.time(), message_id))
+            "WHERE id = ?",
+            (
+                content,
+                reasoning,
+                "interrupted" if interrupted else "complete",
+                json.dumps(timings.as_dict()),
+                time.time(),
+                message_id,
+            ),
+        )
         row = self.db.execute("SELECT conversation_id FROM messages WHERE id = ?", (message_id,)).fetchone()
         if row:  # gone if the conversation was deleted meanwhile (`edgellm history rm` from another terminal)
             self._touch(row[0])

@@ -81,9 +81,14 @@ class ModelHost:
 
         if self.model is None or self.planned is None:
             raise EdgellmError("no model is loaded")
-        return ChatSession(self.model, history, model_name=str(self.planned.choice.path),
-                           options=self.flags.generation_options(chat=True), system_prompt=self.flags.system_prompt,
-                           show_reasoning=show_reasoning)
+        return ChatSession(
+            self.model,
+            history,
+            model_name=str(self.planned.choice.path),
+            options=self.flags.generation_options(chat=True),
+            system_prompt=self.flags.system_prompt,
+            show_reasoning=show_reasoning,
+        )
 
     def close(self) -> None:
         """Free the model in use (once no call runs on it)."""
@@ -110,8 +115,9 @@ class ModelHost:
         if planned.split is not None:
             from edgellm.engine.split import SplitModel
 
-            return SplitModel.open(planned.params, planned.watched_workers, log, keep_terminal=self.full_screen,
-                                   cancel=self._cancel)
+            return SplitModel.open(
+                planned.params, planned.watched_workers, log, keep_terminal=self.full_screen, cancel=self._cancel
+            )
         from edgellm.engine.local import load
 
         return load(planned.params, log, keep_terminal=self.full_screen)

@@ -63,14 +63,16 @@ def local_model(name: str) -> tuple[Path, store.StoredModel | None]:
     return path, None
 
 
-def choose_model(flags: Flags, profile: DeviceProfile, report: Report = ignore,
-                 cancel: threading.Event | None = None) -> ModelChoice:
+def choose_model(
+    flags: Flags, profile: DeviceProfile, report: Report = ignore, cancel: threading.Event | None = None
+) -> ModelChoice:
     """The model named by -m (a file, a store name, or a folder of quants to choose from) or -hf (pulled when not
     stored, reporting progress; `cancel` stops the pull) and its plan on `profile`."""
     wishes = flags.wishes()
     if flags.hf_repo:
-        stored = stored_or_pulled(parse_ref(flags.hf_repo), profile, wishes, flags.offline, report=report,
-                                  cancel=cancel)
+        stored = stored_or_pulled(
+            parse_ref(flags.hf_repo), profile, wishes, flags.offline, report=report, cancel=cancel
+        )
         return _planned(stored.path(store.store_dir()), wishes, profile, stored)
     if not flags.model:
         return best_local_model(profile, wishes)
@@ -78,10 +80,12 @@ def choose_model(flags: Flags, profile: DeviceProfile, report: Report = ignore,
     if found is None and path.is_dir():
         files = store.model_files(path)
         if not files:
-            raise ModelFileError(f"{path}: is a directory with no .gguf model in it; pass a GGUF file", path,
-                                 "directory")
-        candidates = [(parse_quant(file.name) or read_spec(file).file_type or file.stem, read_spec(file))
-                      for file in files]
+            raise ModelFileError(
+                f"{path}: is a directory with no .gguf model in it; pass a GGUF file", path, "directory"
+            )
+        candidates = [
+            (parse_quant(file.name) or read_spec(file).file_type or file.stem, read_spec(file)) for file in files
+        ]
         try:
             choice = choose_quant(profile, candidates, wishes)
         except PlanError as error:
@@ -90,7 +94,9 @@ def choose_model(flags: Flags, profile: DeviceProfile, report: Report = ignore,
     return _planned(path, wishes, profile, found)
 
 
-def _planned(path: Path, wishes: Wishes, profile: DeviceProfile, stored: store.StoredModel | None = None) -> ModelChoice:
+def _planned(
+    path: Path, wishes: Wishes, profile: DeviceProfile, stored: store.StoredModel | None = None
+) -> ModelChoice:
     spec = read_spec(path)
     try:
         choice = ModelChoice(path, spec, plan(profile, spec, wishes))
@@ -132,8 +138,9 @@ def best_local_model(profile: DeviceProfile, wishes: Wishes) -> ModelChoice:
     if not fitting:
         raise NoModel(reason("no_model_fits", folder=str(folder)))
     # the most parameters (layers × width², a proxy that ignores the quant), then the best quant
-    spec, chosen = max(fitting, key=lambda item: (item[0].n_layers * item[0].n_embd ** 2,
-                                                  rank(item[0].file_type or "")))
+    spec, chosen = max(
+        fitting, key=lambda item: (item[0].n_layers * item[0].n_embd ** 2, rank(item[0].file_type or ""))
+    )
     return ModelChoice(Path(spec.path), spec, chosen)
 
 
@@ -184,8 +191,9 @@ def plan_model(flags: Flags, report: Report = ignore, cancel: threading.Event | 
     return PlannedModel(choice, profile, load_params(choice.path, choice.plan, flags.seed))
 
 
-def plan_split_model(flags: Flags, endpoints: list[Endpoint], profiles: list[str] | tuple[str, ...] = ()
-                     ) -> PlannedModel:
+def plan_split_model(
+    flags: Flags, endpoints: list[Endpoint], profiles: list[str] | tuple[str, ...] = ()
+) -> PlannedModel:
     """The model the flags name split across this machine (or the first of `profiles`), the other `profiles` and
     the workers (each checked: WorkerUnreachable). Shared by `plan` and every command that runs with --rpc."""
     from edgellm.plan.split import plan_split, profile_device
@@ -204,8 +212,9 @@ def plan_split_model(flags: Flags, endpoints: list[Endpoint], profiles: list[str
     except PlanError as error:
         raise DoesNotFit(reason("about", subject=path.name, reason=error.reason), str(path)) from None
     threads = flags.threads or here.cpu.performance_cores
-    params = split_load_params(path, split, tuple(str(endpoint) for endpoint in endpoints), threads, flash_attn,
-                               flags.seed)
+    params = split_load_params(
+        path, split, tuple(str(endpoint) for endpoint in endpoints), threads, flash_attn, flags.seed
+    )
     return PlannedModel(ModelChoice(path, spec, None), here, params, split)
 
 
@@ -220,10 +229,16 @@ def worker_device(endpoint: Endpoint) -> SplitDevice:
 
     status = check_worker(endpoint)
     if len(status.devices) != 1:
-        raise WorkerUnreachable(f"the RPC worker at {endpoint} serves {len(status.devices)} devices; edgellm splits "
-                                f"over one device per worker: start one worker per device", str(endpoint))
+        raise WorkerUnreachable(
+            f"the RPC worker at {endpoint} serves {len(status.devices)} devices; edgellm splits "
+            f"over one device per worker: start one worker per device",
+            str(endpoint),
+        )
     document = fetch_profile(endpoint) or {}
     host = (document.get("profile") or {}).get("name")
-    return SplitDevice(host if isinstance(host, str) and host else "worker",
-                  worker_budget(status.free_bytes, document.get("memory_cap_bytes")), str(endpoint),
-                  watched=bool(document))
+    return SplitDevice(
+        host if isinstance(host, str) and host else "worker",
+        worker_budget(status.free_bytes, document.get("memory_cap_bytes")),
+        str(endpoint),
+        watched=bool(document),
+    )

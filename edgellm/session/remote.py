@@ -46,11 +46,29 @@ def size_only_spec(repo: str, group: QuantFiles, gguf: dict[str, Any]) -> ModelS
     repo's GGUF metadata on the Hub says (architecture, trained context, chat template)."""
     size = group.size
     context = gguf.get("context_length")
-    return ModelSpec(path=f"{repo}/{group.first.path}", architecture=SIZE_ONLY, n_layers=1, layer_bytes=(size,),
-                     token_embd_bytes=0, output_bytes=0, tied_embeddings=True, n_embd=1, n_ff=1, n_head=1,
-                     n_head_kv=(1,), key_length=1, value_length=1, swa_layers=(False,), sliding_window=0,
-                     trained_ctx=context if isinstance(context, int) else 0, n_vocab=1, file_type=group.quant,
-                     has_chat_template=bool(gguf.get("chat_template")), file_bytes=size, n_tensors=len(group.files))
+    return ModelSpec(
+        path=f"{repo}/{group.first.path}",
+        architecture=SIZE_ONLY,
+        n_layers=1,
+        layer_bytes=(size,),
+        token_embd_bytes=0,
+        output_bytes=0,
+        tied_embeddings=True,
+        n_embd=1,
+        n_ff=1,
+        n_head=1,
+        n_head_kv=(1,),
+        key_length=1,
+        value_length=1,
+        swa_layers=(False,),
+        sliding_window=0,
+        trained_ctx=context if isinstance(context, int) else 0,
+        n_vocab=1,
+        file_type=group.quant,
+        has_chat_template=bool(gguf.get("chat_template")),
+        file_bytes=size,
+        n_tensors=len(group.files),
+    )
 
 
 def spec_reader(repo: str, group: QuantFiles, commit: str, fallbacks: list[Reason]) -> Callable[[], ModelSpec]:
@@ -66,6 +84,7 @@ def spec_reader(repo: str, group: QuantFiles, commit: str, fallbacks: list[Reaso
         except EdgellmError as error:
             fallbacks.append(reason("quant_header_unreadable", quant=group.quant, error=str(error)))
             return size_only_spec(repo, group, client.gguf_metadata(repo))
+
     return read
 
 
@@ -75,43 +94,70 @@ def choose_remote(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, plan_fo
     commit, files = client.list_files(ref.repo)
     groups = group_quants(files)
     if not groups:
-        raise NoSuchQuant(f"{ref.repo} has no GGUF model files; pick a GGUF repo (its name often ends in -GGUF)",
-                          ref.repo, ref.quant, [])
+        raise NoSuchQuant(
+            f"{ref.repo} has no GGUF model files; pick a GGUF repo (its name often ends in -GGUF)",
+            ref.repo,
+            ref.quant,
+            [],
+        )
     fallbacks: list[Reason] = []
     if ref.quant:
         matching = [g for g in groups if g.quant == ref.quant]
         if not matching:
             names = ", ".join(g.quant for g in groups)
-            raise NoSuchQuant(f"{ref.repo} has no {ref.quant} file; it has {names}", ref.repo, ref.quant,
-                              [g.quant for g in groups])
+            raise NoSuchQuant(
+                f"{ref.repo} has no {ref.quant} file; it has {names}", ref.repo, ref.quant, [g.quant for g in groups]
+            )
         if not matching[0].loadable:
-            raise NoSuchQuant(f"{ref.repo}: {ref.quant} files no longer load in llama.cpp; take Q4_0, which it "
-                              f"repacks for this CPU as it loads", ref.repo, ref.quant, [g.quant for g in groups])
+            raise NoSuchQuant(
+                f"{ref.repo}: {ref.quant} files no longer load in llama.cpp; take Q4_0, which it "
+                f"repacks for this CPU as it loads",
+                ref.repo,
+                ref.quant,
+                [g.quant for g in groups],
+            )
         choice = RemoteChoice(ref, commit, matching[0], None, None, ())
         if not plan_forced:
             return choice
-        return plan_forced_quant(choice, spec_reader(ref.repo, choice.group, commit, fallbacks)(), profile, wishes,
-                                 fallbacks)
+        return plan_forced_quant(
+            choice, spec_reader(ref.repo, choice.group, commit, fallbacks)(), profile, wishes, fallbacks
+        )
     by_quant: dict[str, QuantFiles] = {}
     for group in choosable(groups):  # several files of one quant (folders of other sizes): the first, as planned
         by_quant.setdefault(group.quant, group)
     if not by_quant:
-        raise NoSuchQuant(f"{ref.repo} has no quant edgellm can choose on its own (it has "
-                          f"{', '.join(g.quant for g in groups)}); name one: {ref.repo}:QUANT", ref.repo, None,
-                          [g.quant for g in groups])
+        raise NoSuchQuant(
+            f"{ref.repo} has no quant edgellm can choose on its own (it has "
+            f"{', '.join(g.quant for g in groups)}); name one: {ref.repo}:QUANT",
+            ref.repo,
+            None,
+            [g.quant for g in groups],
+        )
     readers = [(quant, spec_reader(ref.repo, group, commit, fallbacks)) for quant, group in by_quant.items()]
     try:
         chosen = choose_quant(profile, readers, wishes, wishes_for=lambda spec, base: _wider(base, spec, profile))
     except PlanError as error:
         smallest = min(by_quant.values(), key=lambda g: g.size)
-        raise DoesNotFit(reason("about", subject=ref.repo, reason=reason(
-            "smallest_file", reason=error.reason, quant=smallest.quant, size=smallest.size)), ref.repo) from None
-    return RemoteChoice(ref, commit, by_quant[chosen.quant], chosen.spec, chosen.plan,
-                        chosen.considered + tuple(fallbacks))
+        raise DoesNotFit(
+            reason(
+                "about",
+                subject=ref.repo,
+                reason=reason("smallest_file", reason=error.reason, quant=smallest.quant, size=smallest.size),
+            ),
+            ref.repo,
+        ) from None
+    return RemoteChoice(
+        ref, commit, by_quant[chosen.quant], chosen.spec, chosen.plan, chosen.considered + tuple(fallbacks)
+    )
 
 
-def plan_forced_quant(choice: RemoteChoice, spec: ModelSpec, profile: DeviceProfile, wishes: Wishes,
-                      fallbacks: list[Reason] | tuple[Reason, ...] = ()) -> RemoteChoice:
+def plan_forced_quant(
+    choice: RemoteChoice,
+    spec: ModelSpec,
+    profile: DeviceProfile,
+    wishes: Wishes,
+    fallbacks: list[Reason] | tuple[Reason, ...] = (),
+) -> RemoteChoice:
     """Plan the quant the user named; when it does not fit, plan it anyway and say so."""
     wider = _wider(wishes, spec, profile)
     try:
@@ -134,8 +180,15 @@ def pull(choice: RemoteChoice, report: Report, *, cancel: threading.Event | None
     return download(choice.ref.repo, choice.commit, choice.group, report, cancel=cancel)
 
 
-def stored_or_pulled(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, offline: bool, *,
-            report: Report, cancel: threading.Event | None = None) -> store.StoredModel:
+def stored_or_pulled(
+    ref: ModelRef,
+    profile: DeviceProfile,
+    wishes: Wishes,
+    offline: bool,
+    *,
+    report: Report,
+    cancel: threading.Event | None = None,
+) -> store.StoredModel:
     """A -hf reference as a stored model: from the store when it is there, else pulled (unless offline),
     with the pull's notices and progress sent to `report`; `cancel` stops the pull (see download)."""
     stored = store.find(ref.name) if ref.quant else best_stored(ref.repo)

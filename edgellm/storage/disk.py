@@ -16,8 +16,13 @@ from pathlib import Path
 
 from edgellm.events import Notice
 
-PROBLEMS = {errno.ENOSPC: "is full", errno.EDQUOT: "has no quota left for this user", errno.EROFS: "is read-only",
-            errno.EACCES: "is not writable by this user", errno.EPERM: "is not writable by this user"}
+PROBLEMS = {
+    errno.ENOSPC: "is full",
+    errno.EDQUOT: "has no quota left for this user",
+    errno.EROFS: "is read-only",
+    errno.EACCES: "is not writable by this user",
+    errno.EPERM: "is not writable by this user",
+}
 
 
 def problem(error: BaseException | None, where: Path) -> str | None:
@@ -47,7 +52,13 @@ def describe(folder: Path, trouble: str) -> str:
 
 
 told: list[Notice] = []  # what was said, for a front end that sets `report` late, and for tests
-report: Callable[[Notice], None] = lambda notice: None  # each front end points this at its own way of telling
+
+
+def _unheard(notice: Notice) -> None:
+    """Until a front end says how it tells (the CLI a line, the TUI a toast), a notice goes unheard."""
+
+
+report: Callable[[Notice], None] = _unheard  # each front end points this at its own way of telling
 _told: set[str] = set()
 _held: list[list[Notice]] = []
 

@@ -28,8 +28,9 @@ def read_spec(path: Path) -> ModelSpec:
     except GGUFError as error:
         raise ModelFileError(f"{path}: {error}", path, error.problem, way_out=f"model_{error.problem}") from None
     except OSError as error:
-        raise ModelFileError(f"{path}: {error.strerror or error}", path, "unreadable",
-                             way_out="model_unreadable") from None
+        raise ModelFileError(
+            f"{path}: {error.strerror or error}", path, "unreadable", way_out="model_unreadable"
+        ) from None
 
 
 def shard_paths(path: Path, header: GGUFHeader) -> list[Path]:
@@ -39,8 +40,11 @@ def shard_paths(path: Path, header: GGUFHeader) -> list[Path]:
         return [path]
     found = SHARD_RE.search(path.name)
     if not found or int(found.group(1)) != 1:
-        raise GGUFError(f"is shard {header.metadata.get('split.no', 0) + 1} of a {count}-part model; "
-                        "pass the first part (-00001-of-...)", "shards")
+        raise GGUFError(
+            f"is shard {header.metadata.get('split.no', 0) + 1} of a {count}-part model; "
+            "pass the first part (-00001-of-...)",
+            "shards",
+        )
     stem = path.name[: found.start()]
     shards = [path.with_name(f"{stem}-{index:05d}-of-{count:05d}.gguf") for index in range(1, count + 1)]
     missing = [p.name for p in shards if not p.exists()]

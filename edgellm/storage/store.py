@@ -72,8 +72,10 @@ def load_models() -> dict[str, StoredModel]:
     try:
         data = json.loads(path.read_text())
         known = {f.name for f in fields(StoredModel)}
-        return {name: StoredModel(**{k: v for k, v in entry.items() if k in known})
-                for name, entry in data.get("models", {}).items()}
+        return {
+            name: StoredModel(**{k: v for k, v in entry.items() if k in known})
+            for name, entry in data.get("models", {}).items()
+        }
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, TypeError, AttributeError) as error:
@@ -87,8 +89,14 @@ def save_models(models: dict[str, StoredModel]) -> None:
     handle, partial = tempfile.mkstemp(dir=path.parent, prefix=".manifest-", suffix=".tmp")
     try:
         with os.fdopen(handle, "w") as out:
-            json.dump({"version": MANIFEST_VERSION,
-                       "models": {name: asdict(model) for name, model in sorted(models.items())}}, out, indent=2)
+            json.dump(
+                {
+                    "version": MANIFEST_VERSION,
+                    "models": {name: asdict(model) for name, model in sorted(models.items())},
+                },
+                out,
+                indent=2,
+            )
             out.flush()
             os.fsync(out.fileno())
         os.replace(partial, path)
@@ -129,7 +137,9 @@ def find(name: str, strict: bool = False) -> StoredModel | None:
         return exact[0]
     of_repo = [m for m in models.values() if m.repo.lower() == wanted]
     if len(of_repo) > 1 and strict:
-        raise EdgellmError(f"{name!r} has {len(of_repo)} quants stored: use one of {', '.join(m.name for m in of_repo)}")
+        raise EdgellmError(
+            f"{name!r} has {len(of_repo)} quants stored: use one of {', '.join(m.name for m in of_repo)}"
+        )
     if of_repo:
         from edgellm.gguf.quants import rank
 
@@ -143,8 +153,9 @@ def find_external(wanted: str) -> StoredModel | None:
         stem = found.path.name.removesuffix(".gguf").lower()
         if found.name.lower() == wanted or stem == wanted:
             repo, _, quant = found.name.rpartition(":")
-            return StoredModel(name=found.name, repo=repo, quant=quant, files=[str(found.path)], size=found.size,
-                               source=found.source)
+            return StoredModel(
+                name=found.name, repo=repo, quant=quant, files=[str(found.path)], size=found.size, source=found.source
+            )
     return None
 
 
@@ -195,8 +206,14 @@ def import_path(path: Path) -> StoredModel:
         raise EdgellmError(f"{path}: {error}; pass a GGUF model file") from None
     quant = spec.file_type or parse_quant(path.name) or "unknown"
     stem = path.name.removesuffix(".gguf")
-    model = StoredModel(name=f"local/{stem}:{quant}", repo=f"local/{stem}", quant=quant,
-                        files=[str(shard) for shard in shards], size=spec.file_bytes, source="import")
+    model = StoredModel(
+        name=f"local/{stem}:{quant}",
+        repo=f"local/{stem}",
+        quant=quant,
+        files=[str(shard) for shard in shards],
+        size=spec.file_bytes,
+        source="import",
+    )
     add(model)
     return model
 
@@ -208,8 +225,12 @@ def external_roots() -> list[tuple[str, Path]]:
     hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
     hf_cache = Path(os.environ.get("HF_HUB_CACHE", hf_home / "hub"))
     llama_cache = Path(os.environ.get("LLAMA_CACHE", Path.home() / ".cache" / "llama.cpp"))
-    return [("hf-cache", hf_cache), ("lm-studio", Path.home() / ".lmstudio" / "models"),
-            ("lm-studio", Path.home() / ".cache" / "lm-studio" / "models"), ("llama.cpp", llama_cache)]
+    return [
+        ("hf-cache", hf_cache),
+        ("lm-studio", Path.home() / ".lmstudio" / "models"),
+        ("lm-studio", Path.home() / ".cache" / "lm-studio" / "models"),
+        ("llama.cpp", llama_cache),
+    ]
 
 
 @dataclass(frozen=True)
@@ -277,6 +298,7 @@ def paused_downloads() -> list[PausedDownload]:
         quant = parse_quant(part.name.removesuffix(".part"))
         if quant is None or relative[0] == "local":
             continue
-        found.append((part.stat().st_mtime, PausedDownload(f"{relative[0]}/{relative[1]}:{quant}", part,
-                                                             part.stat().st_size)))
+        found.append(
+            (part.stat().st_mtime, PausedDownload(f"{relative[0]}/{relative[1]}:{quant}", part, part.stat().st_size))
+        )
     return [paused for _, paused in sorted(found, key=lambda item: item[0])]

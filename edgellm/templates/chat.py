@@ -1,7 +1,8 @@
 """Chat templates: the model's own (from the GGUF), or a fallback for its architecture when it has none.
 
 Rendering goes through edgellm.templates.sandbox: Jinja's immutable sandbox with the same extensions as Hugging
-Face's, and bounds on time and size (a template is code from whoever made the GGUF). A base model without a template (the Gemma 3 test model) still chats
+Face's, and bounds on time and size (a template is code from whoever made the GGUF). A base model without a template
+(the Gemma 3 test model) still chats
 in its family's turn format rather than llama-2's.
 """
 
@@ -46,10 +47,23 @@ MISTRAL = (
     "{% elif m['role'] == 'user' %}{{ '[INST] ' + ns.system + m['content'] + ' [/INST]' }}{% set ns.system = '' %}"
     "{% else %}{{ m['content'] + eos_token }}{% endif %}{% endfor %}"
 )
-FALLBACKS = {"gemma": (GEMMA, "<end_of_turn>"), "chatml": (CHATML, "<|im_end|>"), "llama3": (LLAMA3, "<|eot_id|>"),
-             "phi3": (PHI3, "<|end|>"), "mistral": (MISTRAL, "</s>")}
-ARCH_FAMILIES = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "gemma3n": "gemma", "phi3": "phi3",
-                 "llama": "llama3", "mistral": "mistral", "mistral3": "mistral"}
+FALLBACKS = {
+    "gemma": (GEMMA, "<end_of_turn>"),
+    "chatml": (CHATML, "<|im_end|>"),
+    "llama3": (LLAMA3, "<|eot_id|>"),
+    "phi3": (PHI3, "<|end|>"),
+    "mistral": (MISTRAL, "</s>"),
+}
+ARCH_FAMILIES = {
+    "gemma": "gemma",
+    "gemma2": "gemma",
+    "gemma3": "gemma",
+    "gemma3n": "gemma",
+    "phi3": "phi3",
+    "llama": "llama3",
+    "mistral": "mistral",
+    "mistral3": "mistral",
+}
 
 
 @dataclass(frozen=True)
@@ -58,8 +72,9 @@ class ChatTemplate:
     source: str
     stop: tuple[str, ...]  # text that ends a reply, besides the model's end-of-generation tokens
 
-    def render(self, messages: list[dict[str, Any]], bos_token: str, eos_token: str,
-               add_generation_prompt: bool = True) -> str:
+    def render(
+        self, messages: list[dict[str, Any]], bos_token: str, eos_token: str, add_generation_prompt: bool = True
+    ) -> str:
         """The prompt text. Reasoning goes back to the model by the template's own rule: every earlier reply
         carries it as `reasoning_content`, which a template uses or ignores (live or loaded alike)."""
         return self.compile(bos_token, eos_token, add_generation_prompt).render(messages)

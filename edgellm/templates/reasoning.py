@@ -26,14 +26,14 @@ class ReasoningSplitter:
             if index >= 0:
                 if index:
                     out.append((kind, self.pending[:index]))
-                self.pending = self.pending[index + len(tag):]
+                self.pending = self.pending[index + len(tag) :]
                 self.in_reasoning = not self.in_reasoning
                 continue
             keep = _partial_suffix(self.pending, tag)
             emit = self.pending[: len(self.pending) - keep]
             if emit:
                 out.append((kind, emit))
-            self.pending = self.pending[len(emit):]
+            self.pending = self.pending[len(emit) :]
             break
         return out
 
@@ -64,7 +64,7 @@ class StopMatcher:
             return shown
         keep = max(_partial_suffix(self.pending, stop) for stop in self.stops)
         shown = self.pending[: len(self.pending) - keep]
-        self.pending = self.pending[len(shown):]
+        self.pending = self.pending[len(shown) :]
         return shown
 
     def flush(self) -> str:

@@ -54,7 +54,7 @@ def _size(value: Any, limit: int = MAX_TEXT) -> int:
     if not isinstance(value, (list, tuple, dict)):
         return 0
     total = ITEM_COST * len(value)
-    for item in (value.items() if isinstance(value, dict) else value):
+    for item in value.items() if isinstance(value, dict) else value:
         if total > limit:
             break
         total += _size(item, limit - total)
@@ -112,8 +112,22 @@ def _expected_size(name: str, value: Any, args: tuple[Any, ...], kwargs: dict[st
 
 
 WIDTH = re.compile(r"(?<![0-9])[0-9]{1,15}(?![0-9])")
-GROWING = {"list", "replace", "indent", "join", "center", "ljust", "rjust", "zfill", "expandtabs", "wordwrap", "format",
-           "format_map", "slice", "batch"}
+GROWING = {
+    "list",
+    "replace",
+    "indent",
+    "join",
+    "center",
+    "ljust",
+    "rjust",
+    "zfill",
+    "expandtabs",
+    "wordwrap",
+    "format",
+    "format_map",
+    "slice",
+    "batch",
+}
 
 
 def _bounded(name: str, function: Callable[..., Any], value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -136,14 +150,21 @@ class _Bounds(NodeTransformer):
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
         self.generic_visit(node)
-        node.iter = nodes.Call(nodes.EnvironmentAttribute("bounded_iterable"), [node.iter], [], None, None,
-                               lineno=node.lineno)
+        node.iter = nodes.Call(
+            nodes.EnvironmentAttribute("bounded_iterable"), [node.iter], [], None, None, lineno=node.lineno
+        )
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
         self.generic_visit(node)
-        return nodes.Call(nodes.EnvironmentAttribute("bounded_concat"), [nodes.Tuple(node.nodes, "load")], [],
-                          None, None, lineno=node.lineno)
+        return nodes.Call(
+            nodes.EnvironmentAttribute("bounded_concat"),
+            [nodes.Tuple(node.nodes, "load")],
+            [],
+            None,
+            None,
+            lineno=node.lineno,
+        )
 
 
 class _Steps:
@@ -171,8 +192,13 @@ class _IgnoreGenerationTags(jinja2.ext.Extension):
         return parser.parse_statements(("name:endgeneration",), drop_needle=True)
 
 
-def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
-            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
     """transformers' `tojson`: not HTML-escaped, unicode kept."""
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
@@ -184,8 +210,13 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
 
     def __init__(self) -> None:
         # optimized=False: Jinja's optimizer runs filters on constants at compile time, outside every bound
-        super().__init__(loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True, optimized=False,
-                         extensions=[_IgnoreGenerationTags, jinja2.ext.loopcontrols])
+        super().__init__(
+            loader=jinja2.BaseLoader(),
+            trim_blocks=True,
+            lstrip_blocks=True,
+            optimized=False,
+            extensions=[_IgnoreGenerationTags, jinja2.ext.loopcontrols],
+        )
         self.concat = self.bounded_concat  # type: ignore[method-assign]  # jinja's concat, bounded
         self.globals.pop("lipsum", None)  # lipsum(n) builds n paragraphs at once; no chat template uses it
         self.filters["tojson"] = _tojson
@@ -196,9 +227,16 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(function)  # keeps jinja's pass_context/pass_environment marks
         def bounded(*args: Any, **kwargs: Any) -> Any:
-            value = next((a for a in args if not isinstance(a, (jinja2.runtime.Context, jinja2.Environment,
-                                                                jinja2.nodes.EvalContext))), None)
+            value = next(
+                (
+                    a
+                    for a in args
+                    if not isinstance(a, (jinja2.runtime.Context, jinja2.Environment, jinja2.nodes.EvalContext))
+                ),
+                None,
+            )
             return _bounded(name, function, value, args, kwargs)
+
         return bounded
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
@@ -208,8 +246,13 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         name = getattr(__obj, "__name__", "")
         receiver = getattr(__obj, "__self__", getattr(getattr(__obj, "__wrapped__", None), "__self__", None))
-        return _bounded(name, lambda *a, **k: super(BoundedEnvironment, __self).call(__context, __obj, *a, **k),
-                        receiver, args, kwargs)
+        return _bounded(
+            name,
+            lambda *a, **k: super(BoundedEnvironment, __self).call(__context, __obj, *a, **k),
+            receiver,
+            args,
+            kwargs,
+        )
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
         _check_time()
@@ -218,8 +261,11 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
             _spend(len(left) + len(right))
             return left + right
         if operator_name in ("*", "**") and isinstance(left, int) and isinstance(right, int):
-            bits = abs(left).bit_length() * abs(right) if operator_name == "**" else \
-                abs(left).bit_length() + abs(right).bit_length()
+            bits = (
+                abs(left).bit_length() * abs(right)
+                if operator_name == "**"
+                else abs(left).bit_length() + abs(right).bit_length()
+            )
             if bits > MAX_INT_BITS:
                 raise TemplateLimit(f"it would compute a number of {bits:,} bits")
         elif operator_name == "*" and isinstance(left, int) != isinstance(right, int):
@@ -266,9 +312,17 @@ class BoundedTemplate:
 
     def __init__(self, source: str, bos_token: str, eos_token: str, add_generation_prompt: bool = True) -> None:
         self._template = _ENVIRONMENT.from_string(source)
-        self._variables = {"bos_token": bos_token, "eos_token": eos_token, "raise_exception": _raise_exception,
-                           "add_generation_prompt": add_generation_prompt, "strftime_now": _strftime_now,
-                           "tools": None, "tool_choice": None, "functions": None, "function_call": None}
+        self._variables = {
+            "bos_token": bos_token,
+            "eos_token": eos_token,
+            "raise_exception": _raise_exception,
+            "add_generation_prompt": add_generation_prompt,
+            "strftime_now": _strftime_now,
+            "tools": None,
+            "tool_choice": None,
+            "functions": None,
+            "function_call": None,
+        }
 
     def render(self, messages: list[dict[str, Any]], **variables: Any) -> str:
         token, spent = _deadline.set(time.monotonic() + RENDER_SECONDS), _spent.set([0])
@@ -283,4 +337,3 @@ class BoundedTemplate:
         finally:
             _deadline.reset(token)
             _spent.reset(spent)
-

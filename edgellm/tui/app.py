@@ -164,8 +164,11 @@ class EdgeApp(EdgellmApp):
         else:
             self.planned = None
             self.broadcast(ModelLoadFailed())
-        self.show_error(message.error, lambda: self.open_model(message.model),
-                        lambda changes: self.open_model(message.model, changes))
+        self.show_error(
+            message.error,
+            lambda: self.open_model(message.model),
+            lambda changes: self.open_model(message.model, changes),
+        )
 
     def on_model_ready(self, message: ModelReady) -> None:
         self.session, self.planned = message.session, message.planned
@@ -198,16 +201,20 @@ class EdgeApp(EdgellmApp):
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        yield SystemCommand("Home", "the hardware, the local models and what fits (F2)",
-                            lambda: self.switch_mode("home"))
-        yield SystemCommand("Models", "pick a model: the store and the catalog, with downloads (F3)",
-                            lambda: self.switch_mode("models"))
-        yield SystemCommand("Convert", "convert a Hugging Face checkpoint to GGUF (F4)",
-                            lambda: self.switch_mode("convert"))
+        yield SystemCommand(
+            "Home", "the hardware, the local models and what fits (F2)", lambda: self.switch_mode("home")
+        )
+        yield SystemCommand(
+            "Models", "pick a model: the store and the catalog, with downloads (F3)", lambda: self.switch_mode("models")
+        )
+        yield SystemCommand(
+            "Convert", "convert a Hugging Face checkpoint to GGUF (F4)", lambda: self.switch_mode("convert")
+        )
         yield SystemCommand("Chat", "the conversation (F5)", lambda: self.switch_mode("chat"))
         yield SystemCommand("Help", "keys and how things work (F1)", self.action_help)
-        yield SystemCommand("Toggle light/dark theme", "switch between the light and the dark theme (Ctrl+T)",
-                            self.action_toggle_theme)
+        yield SystemCommand(
+            "Toggle light/dark theme", "switch between the light and the dark theme (Ctrl+T)", self.action_toggle_theme
+        )
         for title, help_text, callback in getattr(screen, "commands", lambda: [])():
             yield SystemCommand(title, help_text, callback)
         yield from super().get_system_commands(screen)
@@ -216,8 +223,15 @@ class EdgeApp(EdgellmApp):
 class LoadEnded(Message):
     """The load's outcome: a session, or the error with the session kept (planning failed) if any."""
 
-    def __init__(self, session: ChatSession | None, planned: PlannedModel | None, error: BaseException | None,
-                 model: str, kept: ChatSession | None, kept_plan: PlannedModel | None) -> None:
+    def __init__(
+        self,
+        session: ChatSession | None,
+        planned: PlannedModel | None,
+        error: BaseException | None,
+        model: str,
+        kept: ChatSession | None,
+        kept_plan: PlannedModel | None,
+    ) -> None:
         super().__init__()
         self.session, self.planned, self.error, self.model = session, planned, error, model
         self.kept, self.kept_plan = kept, kept_plan

@@ -29,9 +29,18 @@ log = logging.getLogger("edgellm.tui")
 class EdgellmApp(App[int]):
     """The app as its screens use it. `profile` and `sampler` replace this machine's for tests and snapshots."""
 
-    def __init__(self, flags: Flags, *, profile: DeviceProfile | None = None,
-                 sampler: Sampler | None = None, history: History | None = None, model: str | None = None,
-                 resume: int | None = None, start: str = "home", trouble: EdgellmError | None = None) -> None:
+    def __init__(
+        self,
+        flags: Flags,
+        *,
+        profile: DeviceProfile | None = None,
+        sampler: Sampler | None = None,
+        history: History | None = None,
+        model: str | None = None,
+        resume: int | None = None,
+        start: str = "home",
+        trouble: EdgellmError | None = None,
+    ) -> None:
         from edgellm.session.host import ModelHost
 
         super().__init__()
@@ -76,8 +85,12 @@ class EdgellmApp(App[int]):
 
     # errors: shown with the way out, never a traceback, never the app exiting
 
-    def show_error(self, error: BaseException, retry: Callable[[], None] | None = None,
-                   retry_with: Callable[[dict[str, object]], None] | None = None) -> None:
+    def show_error(
+        self,
+        error: BaseException,
+        retry: Callable[[], None] | None = None,
+        retry_with: Callable[[dict[str, object]], None] | None = None,
+    ) -> None:
         """The error with its ways out; `retry_with(changes)` tries again with some flags changed (a context that
         fits), offered when the error names such a change."""
         from edgellm.tui.screens.error import ErrorScreen

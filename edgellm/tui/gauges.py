@@ -28,9 +28,12 @@ Sampler = Callable[[], Gauges]
 def profile_gauges(profile: DeviceProfile) -> Gauges:
     """The reading the profile itself holds (from when it was made): the start, and all a recorded device has."""
     memory = profile.memory
-    return Gauges(memory.total_bytes - memory.available_bytes, memory.total_bytes, 0.0,
-                  tuple((gpu.memory_total_bytes - gpu.memory_free_bytes, gpu.memory_total_bytes)
-                        for gpu in profile.gpus))
+    return Gauges(
+        memory.total_bytes - memory.available_bytes,
+        memory.total_bytes,
+        0.0,
+        tuple((gpu.memory_total_bytes - gpu.memory_free_bytes, gpu.memory_total_bytes) for gpu in profile.gpus),
+    )
 
 
 class LiveSampler:
@@ -39,8 +42,9 @@ class LiveSampler:
 
     def __init__(self, profile: DeviceProfile) -> None:
         self._gpus = profile_gauges(profile).gpus
-        self._nvidia = [index for index, gpu in enumerate(profile.gpus)
-                        if gpu.vendor == "nvidia" and not gpu.unified_memory]
+        self._nvidia = [
+            index for index, gpu in enumerate(profile.gpus) if gpu.vendor == "nvidia" and not gpu.unified_memory
+        ]
         self._lock = threading.Lock()
 
     @property

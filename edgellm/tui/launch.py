@@ -14,14 +14,16 @@ if TYPE_CHECKING:
     from edgellm.tui.app import EdgeApp
 
 
-def run_tui(flags: Flags, *, model: str | None = None, resume: int | None = None,
-            use_history: bool = True, start: str = "home") -> int:
+def run_tui(
+    flags: Flags, *, model: str | None = None, resume: int | None = None, use_history: bool = True, start: str = "home"
+) -> int:
     """Run the app until it quits; 0 unless it was asked to exit otherwise."""
     log_file = paths.home() / "logs" / "tui.log"
     try:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        logging.basicConfig(filename=log_file, level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            filename=log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
     except OSError:
         pass  # no log on a read-only or full disk: the app still runs
     reported_before = disk.report
@@ -36,8 +38,9 @@ def run_tui(flags: Flags, *, model: str | None = None, resume: int | None = None
             app.history.close()
 
 
-def open_app(flags: Flags, *, model: str | None = None, resume: int | None = None,
-             use_history: bool = True, start: str = "home") -> EdgeApp:
+def open_app(
+    flags: Flags, *, model: str | None = None, resume: int | None = None, use_history: bool = True, start: str = "home"
+) -> EdgeApp:
     """The app, with `disk.report` pointed at its toasts, then its history: on a full or read-only disk none, and
     a toast saying so in the words `chat` uses; a damaged database is said on its first screen."""
     from edgellm.session.history import History

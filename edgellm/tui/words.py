@@ -9,10 +9,22 @@ from edgellm.events import Notice
 from edgellm.reasons import Reason, Value
 from edgellm.words import MODEL_FILE_WAYS, say, worded
 
-CONFIG_KEYS = {"ctx_size": "ctx-size", "kv": "kv", "flash_attn": "flash-attn", "gpu_layers": "gpu-layers",
-               "threads": "threads", "force": "force", "offline": "offline"}  # what config.toml sets for the app
-SETTINGS = {**CONFIG_KEYS, "rpc": "the RPC workers", "model": "the model", "profile": "the device profile",
-            "quant": "the quant"}
+CONFIG_KEYS = {
+    "ctx_size": "ctx-size",
+    "kv": "kv",
+    "flash_attn": "flash-attn",
+    "gpu_layers": "gpu-layers",
+    "threads": "threads",
+    "force": "force",
+    "offline": "offline",
+}  # what config.toml sets for the app
+SETTINGS = {
+    **CONFIG_KEYS,
+    "rpc": "the RPC workers",
+    "model": "the model",
+    "profile": "the device profile",
+    "quant": "the quant",
+}
 WAYS = {
     **MODEL_FILE_WAYS,
     "model_missing": "pick a model on Home (F2) or Models (F3)",
@@ -56,8 +68,10 @@ def explain(error: BaseException) -> str:
     """An error as the app says it; one it does not expect is named as such, with where its details are."""
     if isinstance(error, EdgellmError):
         return error.explain(TUI)
-    return (f"Something unexpected went wrong: {type(error).__name__}: {error}. The app goes on; the details are "
-            f"in the log (EDGELLM_HOME/logs/tui.log).")
+    return (
+        f"Something unexpected went wrong: {type(error).__name__}: {error}. The app goes on; the details are "
+        f"in the log (EDGELLM_HOME/logs/tui.log)."
+    )
 
 
 def told(notice: Notice) -> str:

@@ -16,8 +16,23 @@ from tests.support import assert_one_line_error, edgellm
 def benched(test_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     """One small benchmark of the test model, flash attention on and off, kept in its own EDGELLM_HOME."""
     home = tmp_path_factory.mktemp("bench-home")
-    done = edgellm("bench", "-m", str(test_model), "--pp", "48", "--tg", "12", "-r", "2", "--depth", "0,80",
-                   "-fa", "on,off", "--json", env={"EDGELLM_HOME": str(home)})
+    done = edgellm(
+        "bench",
+        "-m",
+        str(test_model),
+        "--pp",
+        "48",
+        "--tg",
+        "12",
+        "-r",
+        "2",
+        "--depth",
+        "0,80",
+        "-fa",
+        "on,off",
+        "--json",
+        env={"EDGELLM_HOME": str(home)},
+    )
     assert done.returncode == 0, done.stderr
     # the progress line (off a terminal: a line every 5 s, and the last)
     assert "bench: loading, flash attention on: 0 / 14 runs" in done.stderr and "bench: 14 / 14 runs" in done.stderr
@@ -55,8 +70,9 @@ def test_the_result_is_kept_by_device_and_model(benched: tuple[dict, Path]) -> N
     assert not [path for path in (home / "bench").iterdir() if path.name.startswith(".")]  # no temporary left
 
 
-def test_plan_shows_the_measured_speed_and_calibrates_its_estimate(benched: tuple[dict, Path],
-                                                                   test_model: Path) -> None:
+def test_plan_shows_the_measured_speed_and_calibrates_its_estimate(
+    benched: tuple[dict, Path], test_model: Path
+) -> None:
     result, home = benched
     env = {"EDGELLM_HOME": str(home)}
     done = edgellm("plan", "-m", str(test_model), "--json", env=env)
@@ -78,19 +94,29 @@ def test_plan_shows_the_measured_speed_and_calibrates_its_estimate(benched: tupl
 
 def test_another_device_is_not_calibrated_by_this_one(benched: tuple[dict, Path], test_model: Path) -> None:
     _, home = benched
-    done = edgellm("plan", "-m", str(test_model), "--profile", "raspberry-pi-5-8gb", "--json",
-                   env={"EDGELLM_HOME": str(home)})
-    assert json.loads(done.stdout)["speed"] == {"estimate_tokens_per_s": pytest.approx(
-        json.loads(done.stdout)["speed"]["estimate_tokens_per_s"]), "calibration": None, "measured": None}
+    done = edgellm(
+        "plan", "-m", str(test_model), "--profile", "raspberry-pi-5-8gb", "--json", env={"EDGELLM_HOME": str(home)}
+    )
+    assert json.loads(done.stdout)["speed"] == {
+        "estimate_tokens_per_s": pytest.approx(json.loads(done.stdout)["speed"]["estimate_tokens_per_s"]),
+        "calibration": None,
+        "measured": None,
+    }
 
 
-def test_recommend_and_the_tui_lists_use_the_measurements(benched: tuple[dict, Path], test_model: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_recommend_and_the_tui_lists_use_the_measurements(
+    benched: tuple[dict, Path], test_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     result, home = benched
     done = edgellm("recommend", "--offline", "--json", env={"EDGELLM_HOME": str(home)})
     (sample,) = json.loads(done.stdout)["calibration_samples"]
-    assert sample == {"placement": "cpu", "weights_bytes": result["model"]["weights_bytes"], "ratio": pytest.approx(
-        result["runs"][0]["tg"][0]["mean"] / result["runs"][0]["estimate"]["tokens_per_s"], rel=1e-3)}
+    assert sample == {
+        "placement": "cpu",
+        "weights_bytes": result["model"]["weights_bytes"],
+        "ratio": pytest.approx(
+            result["runs"][0]["tg"][0]["mean"] / result["runs"][0]["estimate"]["tokens_per_s"], rel=1e-3
+        ),
+    }
     monkeypatch.setenv("EDGELLM_HOME", str(home))
     from edgellm.catalog import inventory
     from edgellm.hw.detect import detect_this_machine
@@ -99,17 +125,21 @@ def test_recommend_and_the_tui_lists_use_the_measurements(benched: tuple[dict, P
     assert model.measured_tokens_per_s == pytest.approx(result["runs"][0]["tg"][0]["mean"])
 
 
-@pytest.mark.parametrize("args,needles", [
-    (["-r", "0"], ["-r/--repetitions", "must be 1 or more"]),
-    (["--pp", "0"], ["--pp", "must be 1 or more"]),
-    (["--depth", "0,x"], ["--depth", "not a number"]),
-    (["-fa", "on,sometimes"], ["--flash-attn", "'sometimes' is not auto, on or off"]),
-    (["-c", "256", "--depth", "512"], ["need a 641-token context, more than -c 256", "raise -c to 768"]),
-    (["-c", "2048", "--depth", "40000"], ["more than the model's trained context of 32768", "lower --depth"]),
-    (["--depth", "40000"], ["more than the model's trained context of 32768", "lower --depth"]),
-])
-def test_bad_values_are_one_line_and_exit_2(test_model: Path, edgellm_home: Path, args: list[str],
-                                            needles: list[str]) -> None:
+@pytest.mark.parametrize(
+    "args,needles",
+    [
+        (["-r", "0"], ["-r/--repetitions", "must be 1 or more"]),
+        (["--pp", "0"], ["--pp", "must be 1 or more"]),
+        (["--depth", "0,x"], ["--depth", "not a number"]),
+        (["-fa", "on,sometimes"], ["--flash-attn", "'sometimes' is not auto, on or off"]),
+        (["-c", "256", "--depth", "512"], ["need a 641-token context, more than -c 256", "raise -c to 768"]),
+        (["-c", "2048", "--depth", "40000"], ["more than the model's trained context of 32768", "lower --depth"]),
+        (["--depth", "40000"], ["more than the model's trained context of 32768", "lower --depth"]),
+    ],
+)
+def test_bad_values_are_one_line_and_exit_2(
+    test_model: Path, edgellm_home: Path, args: list[str], needles: list[str]
+) -> None:
     assert_one_line_error(edgellm("bench", "-m", str(test_model), *args), *needles)
     assert not (edgellm_home / "bench").exists()
 
@@ -132,8 +162,12 @@ def test_ctrl_c_stops_the_benchmark_and_keeps_nothing(test_model: Path, edgellm_
     import subprocess
     import sys
 
-    process = subprocess.Popen([sys.executable, "-m", "edgellm", "bench", "-m", str(test_model), "--tg", "4000",
-                                "-c", "8192"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgellm", "bench", "-m", str(test_model), "--tg", "4000", "-c", "8192"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         first = process.stderr.readline()  # the progress line's first report: the benchmark has started
         assert first.startswith("bench: loading"), first

@@ -33,8 +33,12 @@ def binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     if given:
         return {"given": Path(given).resolve()}
     dist = tmp_path_factory.mktemp("dist")
-    done = subprocess.run([sys.executable, str(REPO / "packaging" / "build_binary.py"), "--dist", str(dist)],
-                          capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "packaging" / "build_binary.py"), "--dist", str(dist)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return {"onefile": dist / "edgellm", "onedir": dist / "edgellm-dir" / "edgellm"}
 
@@ -57,11 +61,13 @@ def bare_env(tmp_path: Path) -> dict[str, str]:
     return {"HOME": str(home), "PATH": "/usr/local/bin:/usr/bin:/bin", "TERM": "xterm-256color", "LANG": "C.UTF-8"}
 
 
-def run_binary(binary: Path, *args: str, env: dict[str, str], input: str | None = None,
-               timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_binary(
+    binary: Path, *args: str, env: dict[str, str], input: str | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     assert not any(key in env for key in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"))
-    return subprocess.run([str(binary), *args], input=input, capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=env["HOME"])
+    return subprocess.run(
+        [str(binary), *args], input=input, capture_output=True, text=True, env=env, timeout=timeout, cwd=env["HOME"]
+    )
 
 
 def bundled_build(binary: Path, env: dict[str, str]) -> dict:
@@ -95,13 +101,14 @@ def test_hw_json_is_a_device_profile(binary: Path, bare_env: dict[str, str]) -> 
     assert profile.disk_path and profile.disk_path.startswith(bare_env["HOME"])  # the empty HOME, not ours
 
 
-def test_run_gives_the_installed_packages_greedy_text(binary: Path, bare_env: dict[str, str],
-                                                      test_model: Path) -> None:
+def test_run_gives_the_installed_packages_greedy_text(binary: Path, bare_env: dict[str, str], test_model: Path) -> None:
     installed = buildconfig.read_build_info() or {}
     build = bundled_build(binary, bare_env)
     if build["cpu_features"] != installed.get("cpu_features"):
-        pytest.skip(f"the binary's kernels ({build['cpu_features']}) differ from the installed build's "
-                    f"({installed.get('cpu_features')}): their greedy text may differ in the last bits")
+        pytest.skip(
+            f"the binary's kernels ({build['cpu_features']}) differ from the installed build's "
+            f"({installed.get('cpu_features')}): their greedy text may differ in the last bits"
+        )
     args = ("run", "-m", str(test_model), "-p", PROMPT, "-n", "24", "--temp", "0")
     ours = run_binary(binary, *args, env=bare_env)
     package = edgellm(*args)
@@ -129,8 +136,19 @@ def test_the_cpu_variant_loaded_is_the_one_this_cpu_should_get(binary: Path, bar
 
 
 def test_chat_headless_with_piped_input(binary: Path, bare_env: dict[str, str], test_model: Path) -> None:
-    done = run_binary(binary, "chat", "--headless", "-m", str(test_model), "-n", "8", "--temp", "0",
-                      input="Hello\nHow are you?\n", env=bare_env)
+    done = run_binary(
+        binary,
+        "chat",
+        "--headless",
+        "-m",
+        str(test_model),
+        "-n",
+        "8",
+        "--temp",
+        "0",
+        input="Hello\nHow are you?\n",
+        env=bare_env,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() and "Traceback" not in done.stderr
     history = Path(bare_env["HOME"]) / ".local" / "share" / "edgellm" / "history.db"
@@ -141,8 +159,9 @@ def test_serve_answers(binary: Path, bare_env: dict[str, str], test_model: Path)
     server = ServerProcess("-m", str(test_model), env=bare_env, binary=binary)
     try:
         server.wait_ready()
-        answer = httpx.post(f"{server.url}/v1/completions", json={"prompt": PROMPT, "max_tokens": 8,
-                                                                   "temperature": 0}, timeout=120).json()
+        answer = httpx.post(
+            f"{server.url}/v1/completions", json={"prompt": PROMPT, "max_tokens": 8, "temperature": 0}, timeout=120
+        ).json()
         assert answer["usage"]["completion_tokens"] >= 1 and answer["choices"][0]["text"]
     finally:
         server.stop()
@@ -163,8 +182,7 @@ def test_pull_from_the_hub_then_run(binary: Path, bare_env: dict[str, str], tiny
         hub.close()
 
 
-def test_convert_a_checkpoint(binary: Path, bare_env: dict[str, str], checkpoint: Path,
-                              tmp_path: Path) -> None:
+def test_convert_a_checkpoint(binary: Path, bare_env: dict[str, str], checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "tiny.gguf"
     done = run_binary(binary, "convert", str(checkpoint), "--quant", "Q4_K_M", "-o", str(out), env=bare_env)
     assert done.returncode == 0, done.stderr
@@ -173,8 +191,7 @@ def test_convert_a_checkpoint(binary: Path, bare_env: dict[str, str], checkpoint
 
 
 @pytest.mark.tmux
-def test_the_tui_shows_the_home_screen(binary: Path, bare_env: dict[str, str],
-                                        terminal: Terminal) -> None:
+def test_the_tui_shows_the_home_screen(binary: Path, bare_env: dict[str, str], terminal: Terminal) -> None:
     terminal.start([str(binary)], bare_env)
     shown = terminal.wait(lambda shown: "This machine" in shown and "RAM" in shown, 90, "the home screen")
     assert "CPU" in shown
@@ -186,4 +203,4 @@ def cpu_variant_of(library: str | None) -> str | None:
     """`zen4` for `libggml-cpu-zen4.so`; None for a build with one CPU library (`libggml-cpu.so`)."""
     if not library or not library.startswith("libggml-cpu-"):
         return None
-    return library[len("libggml-cpu-"):].split(".so")[0]
+    return library[len("libggml-cpu-") :].split(".so")[0]

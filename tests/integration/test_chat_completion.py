@@ -44,8 +44,10 @@ class Engine:
 
 def engine_for(model: Path, n_ctx: int, tmp_path: Path, max_tokens: int = -1, ignore_eos: bool = False) -> Engine:
     loaded = load(LoadParams(model, n_ctx, 2, 2, 0, True, "f16", 0), LlamaLog(tmp_path / "llama.log", False))
-    return Engine(ChatModel.for_model(loaded, "gemma3"),
-                  GenerationOptions(sampling=GREEDY, max_tokens=max_tokens, ignore_eos=ignore_eos, seed=0))
+    return Engine(
+        ChatModel.for_model(loaded, "gemma3"),
+        GenerationOptions(sampling=GREEDY, max_tokens=max_tokens, ignore_eos=ignore_eos, seed=0),
+    )
 
 
 def say(engine: Engine, messages: list[dict[str, str]]) -> Reply:
@@ -78,8 +80,9 @@ def test_multi_turn_reuses_the_kv_cache(test_model: Path, tmp_path: Path) -> Non
     assert first.content and first.stats.prompt_evaluated == first.stats.prompt_tokens
     messages.append({"role": "user", "content": "And another one?"})
     second = say(engine, messages)
-    new_turn = engine.tokenize("<end_of_turn>\n<start_of_turn>user\nAnd another one?<end_of_turn>\n"
-                               "<start_of_turn>model\n")
+    new_turn = engine.tokenize(
+        "<end_of_turn>\n<start_of_turn>user\nAnd another one?<end_of_turn>\n<start_of_turn>model\n"
+    )
     assert second.stats.prompt_tokens > first.stats.prompt_tokens + first.stats.completion_tokens
     # only the new tokens were processed, plus the reply's last token when it stopped at -n: that one was
     # sampled but never fed back, so the cache does not hold it yet
@@ -98,8 +101,7 @@ def test_small_context_drops_old_turns_and_goes_on(test_model: Path, tmp_path: P
         dropped = max(dropped, reply.dropped_messages)
         assert reply.context_used <= 512
     assert dropped > 0, "the conversation outgrew 512 tokens"
-    kept, _ = fit_history(messages + [{"role": "user", "content": "last"}], engine.count,
-                          512 - engine.reply_room())
+    kept, _ = fit_history(messages + [{"role": "user", "content": "last"}], engine.count, 512 - engine.reply_room())
     assert kept[0]["role"] == "system" and kept[-1]["content"] == "last" and kept[1]["role"] == "user"
 
 
@@ -187,7 +189,7 @@ def test_fit_history_keeps_what_dropping_turn_by_turn_keeps() -> None:
 
     def one_by_one(messages, count, budget):  # type: ignore[no-untyped-def]
         system = [m for m in messages[:1] if m["role"] == "system"]
-        turns, dropped = messages[len(system):], 0
+        turns, dropped = messages[len(system) :], 0
         while count(system + turns) > budget and len(turns) > 1:
             turns, dropped = turns[1:], dropped + 1
             while len(turns) > 1 and turns[0]["role"] != "user":
@@ -200,7 +202,8 @@ def test_fit_history_keeps_what_dropping_turn_by_turn_keeps() -> None:
     chance = random.Random(7)
     for _ in range(500):
         roles = (["system"] if chance.random() < 0.5 else []) + [
-            chance.choice(["user", "assistant", "user"]) for _ in range(chance.randint(1, 12))]
+            chance.choice(["user", "assistant", "user"]) for _ in range(chance.randint(1, 12))
+        ]
         messages = [{"role": role, "content": "x" * chance.randint(0, 20)} for role in roles]
         budget = chance.randint(5, 200)
         try:

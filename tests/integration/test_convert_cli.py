@@ -44,8 +44,9 @@ def test_bad_input_is_one_line_and_leaves_nothing(checkpoint: Path, tmp_path: Pa
     assert_one_line_error(edgellm("convert", str(odd)), "GPT2LMHeadModel", "LlamaForCausalLM")
     assert_one_line_error(edgellm("convert", str(checkpoint), "--quant", "Q9_X"), "Q9_X")
     assert_one_line_error(edgellm("convert", str(checkpoint), "-o", str(tmp_path / "out.bin")), ".gguf")
-    assert_one_line_error(edgellm("convert", str(checkpoint), "--quant", "Q4_K_M", "--outtype", "q8_0"),
-                          "drop --outtype")
+    assert_one_line_error(
+        edgellm("convert", str(checkpoint), "--quant", "Q4_K_M", "--outtype", "q8_0"), "drop --outtype"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "odd"]
 
 
@@ -76,8 +77,11 @@ def test_convert_from_the_hub_fetches_only_what_it_needs(checkpoint: Path, edgel
 def test_an_unwritable_output_is_one_line_and_leaves_no_folders(checkpoint: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    assert_one_line_error(edgellm("convert", str(checkpoint), "--quant", "Q8_0", "-o", str(blocker / "a" / "m.gguf")),
-                          "cannot write", "pass -o")
+    assert_one_line_error(
+        edgellm("convert", str(checkpoint), "--quant", "Q8_0", "-o", str(blocker / "a" / "m.gguf")),
+        "cannot write",
+        "pass -o",
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
@@ -85,9 +89,23 @@ def test_only_the_weights_the_reader_opens_are_fetched() -> None:
     from edgellm.hub.checkpoint import conversion_files
     from edgellm.hub.files import RemoteFile
 
-    listing = [RemoteFile(name, 1) for name in (
-        "config.json", "tokenizer.json", "README.md", "consolidated.safetensors", "model-00001-of-00002.safetensors",
-        "model-00002-of-00002.safetensors", "model.safetensors.index.json", "original/params.json")]
+    listing = [
+        RemoteFile(name, 1)
+        for name in (
+            "config.json",
+            "tokenizer.json",
+            "README.md",
+            "consolidated.safetensors",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "model.safetensors.index.json",
+            "original/params.json",
+        )
+    ]
     assert sorted(f.path for f in conversion_files(listing)) == [
-        "config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
-        "model.safetensors.index.json", "tokenizer.json"]
+        "config.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "tokenizer.json",
+    ]

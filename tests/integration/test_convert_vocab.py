@@ -43,7 +43,9 @@ IGNORE_MERGES = {"llama-bpe", "tekken", "granite-embed-multi-97m"}
 # [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}] as (?=[\p{L}])([^a-z]), so a combining mark (U+0301 in "cafe\u0301") ends a word
 # there and not in HF. No other llama.cpp name has Tekken's split, so 'tekken' stays the best name; the test checks
 # that the difference is still there (so this note goes when llama.cpp fixes it) instead of the ids.
-KNOWN_DIFFERENCES = {("tekken", "cafe\u0301 nin\u0303o u\u0308ber")}  # as the real tokenizers (and llama.cpp for these names) do
+KNOWN_DIFFERENCES = {
+    ("tekken", "cafe\u0301 nin\u0303o u\u0308ber")
+}  # as the real tokenizers (and llama.cpp for these names) do
 
 
 def _write_gguf(path: Path, vocab: Vocab) -> Path:
@@ -108,16 +110,21 @@ def test_spm_tokens_match_sentencepiece(tmp_path: Path) -> None:
     vocab = read_vocab(folder, n_vocab=640)  # the model's embedding has more rows than the tokenizer
     sp = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
     assert vocab.model == "llama" and vocab.pre is None and not vocab.merges
-    assert len(vocab) == 640 and vocab.tokens[sp.get_piece_size():][:2] == ("[PAD600]", "[PAD601]")
+    assert len(vocab) == 640 and vocab.tokens[sp.get_piece_size() :][:2] == ("[PAD600]", "[PAD601]")
     assert vocab.token_types[sp.get_piece_size()] == gguf.TokenType.USER_DEFINED
     assert vocab.tokens[:3] == ("<unk>", "<s>", "</s>")
-    assert vocab.token_types[:4] == (gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL,
-                                     gguf.TokenType.BYTE)
+    assert vocab.token_types[:4] == (
+        gguf.TokenType.UNKNOWN,
+        gguf.TokenType.CONTROL,
+        gguf.TokenType.CONTROL,
+        gguf.TokenType.BYTE,
+    )
     assert (vocab.unk_id, vocab.bos_id, vocab.eos_id, vocab.pad_id) == (0, 1, 2, None)
     assert vocab.add_bos is True and vocab.add_space_prefix is True and vocab.remove_extra_whitespaces is False
     assert vocab.chat_template == CHAT_TEMPLATE
-    assert list(vocab.scores[:sp.get_piece_size()]) == pytest.approx(
-        [sp.get_score(i) for i in range(sp.get_piece_size())])
+    assert list(vocab.scores[: sp.get_piece_size()]) == pytest.approx(
+        [sp.get_score(i) for i in range(sp.get_piece_size())]
+    )
 
     llm, log = _load(_write_gguf(tmp_path / "m.gguf", vocab))
     assert "GENERATION QUALITY WILL BE DEGRADED" not in log

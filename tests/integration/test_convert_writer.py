@@ -56,15 +56,29 @@ def _compare(model, gguf_path: Path) -> tuple[float, int, int]:
     finally:
         llm.close()
     assert got.shape == ref.shape
-    nmse = float(np.sum((got - ref) ** 2) / np.sum(ref ** 2))
+    nmse = float(np.sum((got - ref) ** 2) / np.sum(ref**2))
     top2 = np.sort(ref, axis=1)[:, -2:]
     clear = (top2[:, 1] - top2[:, 0]) > 0.01
     wrong = int(np.sum((got.argmax(1) != ref.argmax(1)) & clear))
     return nmse, wrong, int(clear.sum())
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "gemma3", "phi3", "llama3-rope", "phi3-longrope",
-                                  "llama-bias", "mistral", "llama-spm", "gemma3-spm"])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        "llama",
+        "qwen2",
+        "qwen3",
+        "gemma3",
+        "phi3",
+        "llama3-rope",
+        "phi3-longrope",
+        "llama-bias",
+        "mistral",
+        "llama-spm",
+        "gemma3-spm",
+    ],
+)
 def test_f32_logits_match_transformers(arch: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     tokenizer = request.getfixturevalue("spm_dir" if arch.endswith("-spm") else "tokenizer_dir")
     folder, model = random_checkpoint(arch, tmp_path / arch, tokenizer)
@@ -139,6 +153,7 @@ def test_wrong_shape_is_refused(llama_dir, tmp_path: Path) -> None:
 
     def change(t):
         t[name] = np.zeros((96, 256), np.float32)
+
     _assert_refused(_broken(llama_dir, tmp_path, change), tmp_path / "out", name, "[96, 256]", "[128, 256]")
 
 
@@ -147,12 +162,14 @@ def test_missing_tensor_is_refused(llama_dir, tmp_path: Path) -> None:
 
     def change(t):
         del t[name]
+
     _assert_refused(_broken(llama_dir, tmp_path, change), tmp_path / "out", name)
 
 
 def test_unknown_tensor_is_refused(llama_dir, tmp_path: Path) -> None:
     def change(t):
         t["model.layers.0.mlp.extra_proj.weight"] = np.zeros((4, 4), np.float32)
+
     _assert_refused(_broken(llama_dir, tmp_path, change), tmp_path / "out", "extra_proj")
 
 
@@ -171,14 +188,25 @@ def test_gemma3_multimodal_layout_converts_its_text_model(tmp_path: Path, tokeni
     beside a vision tower, which is left out."""
     folder, model = random_checkpoint("gemma3", tmp_path / "gemma3", tokenizer_dir)
     tensors = load_file(folder / "model.safetensors")
-    moved = {(prefix + name[len("model."):] if name.startswith("model.") else name): value
-             for name, value in tensors.items()}
+    moved = {
+        (prefix + name[len("model.") :] if name.startswith("model.") else name): value
+        for name, value in tensors.items()
+    }
     moved["model.vision_tower.vision_model.embeddings.patch_embedding.weight"] = np.zeros((8, 3), np.float32)
     save_file(moved, folder / "model.safetensors", metadata={"format": "pt"})
     text = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({
-        "architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3", "text_config": text,
-        "vision_config": {"hidden_size": 8}, "bos_token_id": 0, "eos_token_id": 1}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["Gemma3ForConditionalGeneration"],
+                "model_type": "gemma3",
+                "text_config": text,
+                "vision_config": {"hidden_size": 8},
+                "bos_token_id": 0,
+                "eos_token_id": 1,
+            }
+        )
+    )
     nmse, wrong, _ = _compare(model, convert_checkpoint(folder, tmp_path / "g.gguf", "f32"))
     assert nmse < 1e-4, nmse
     assert wrong == 0
@@ -197,7 +225,7 @@ def test_bf16_checkpoint_converts_exactly(tmp_path: Path, tokenizer_dir: Path) -
     assert types["blk.0.attn_q.weight"] == GGMLQuantizationType.BF16
     assert types["blk.0.attn_q.bias"] == types["output_norm.weight"] == GGMLQuantizationType.F32
     assert "output.weight" not in types  # tied embeddings
-    nmse, wrong, _ = _compare(model, out)
+    nmse, _wrong, _ = _compare(model, out)
     print(f"qwen2 bf16 checkpoint -> bf16 NMSE {nmse:.2e}")
     assert nmse < 1e-3, nmse
 
@@ -226,8 +254,9 @@ def test_slab_size_does_not_change_the_file(llama_dir, tmp_path: Path, monkeypat
     assert convert_checkpoint(llama_dir[0], tmp_path / "slabs.gguf", outtype).read_bytes() == whole
 
 
-def test_bf16_checkpoint_to_f16_in_slabs_matches_a_whole_tensor_conversion(tmp_path: Path, tokenizer_dir: Path,
-                                                                          monkeypatch) -> None:
+def test_bf16_checkpoint_to_f16_in_slabs_matches_a_whole_tensor_conversion(
+    tmp_path: Path, tokenizer_dir: Path, monkeypatch
+) -> None:
     """bf16 -> f16 reads the rows straight as float16 and permutes q/k slab by slab: the same values as converting
     each whole tensor through float32."""
     from edgellm.convert import writer

@@ -49,8 +49,18 @@ def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_run_on_a_full_disk_answers_and_says_what_is_not_kept(test_model: Path, small_disk) -> None:
     disk = small_disk("full", 64)
     fill(disk)
-    done = edgellm("run", "-m", str(test_model), "-p", "The capital of France is", "-n", "8", "--temp", "0",
-                   env={"EDGELLM_HOME": str(disk / "home")})
+    done = edgellm(
+        "run",
+        "-m",
+        str(test_model),
+        "-p",
+        "The capital of France is",
+        "-n",
+        "8",
+        "--temp",
+        "0",
+        env={"EDGELLM_HOME": str(disk / "home")},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
     assert "Traceback" not in done.stderr
@@ -87,9 +97,14 @@ def test_the_disk_fills_between_two_replies(test_model: Path, small_disk) -> Non
     not saved. Once space is freed the database is whole and holds the first exchange."""
     disk = small_disk("filling", 2048)
     home = disk / "home"
-    chat = subprocess.Popen([sys.executable, "-m", "edgellm", "chat", "-m", str(test_model), "-n", "6"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "EDGELLM_HOME": str(home)})
+    chat = subprocess.Popen(
+        [sys.executable, "-m", "edgellm", "chat", "-m", str(test_model), "-n", "6"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "EDGELLM_HOME": str(home)},
+    )
     assert chat.stdin is not None
     chat.stdin.write("Hi\n")
     chat.stdin.flush()
@@ -100,8 +115,11 @@ def test_the_disk_fills_between_two_replies(test_model: Path, small_disk) -> Non
             return False
         try:
             with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-                return bool(db.execute("SELECT count(*) FROM messages WHERE role = 'assistant' AND state = "
-                                       "'complete'").fetchone()[0])
+                return bool(
+                    db.execute(
+                        "SELECT count(*) FROM messages WHERE role = 'assistant' AND state = 'complete'"
+                    ).fetchone()[0]
+                )
         except sqlite3.Error:
             return False
 
@@ -110,7 +128,7 @@ def test_the_disk_fills_between_two_replies(test_model: Path, small_disk) -> Non
         assert chat.poll() is None and time.monotonic() < deadline, "the first reply was never saved"
         time.sleep(0.05)
     fill(disk)
-    out, err = chat.communicate("Again\n", timeout=120)
+    _out, err = chat.communicate("Again\n", timeout=120)
     assert chat.returncode == 0, err
     assert "Traceback" not in err
     assert "is full: this conversation is not being saved from here on" in err
@@ -137,8 +155,9 @@ def test_a_stored_model_runs_on_a_full_disk(test_model: Path, small_disk) -> Non
     assert not list((disk / "home" / "models").glob(".manifest-*.tmp"))
 
 
-def test_the_tui_on_a_full_disk_answers_and_says_nothing_is_saved(test_model: Path, small_disk,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_tui_on_a_full_disk_answers_and_says_nothing_is_saved(
+    test_model: Path, small_disk, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The full-screen chat answers and shows, in a toast, the words `chat` prints for an unsaved conversation."""
     disk = small_disk("full", 64)
     fill(disk)
@@ -171,10 +190,16 @@ def test_serve_on_a_full_disk_answers(test_model: Path, small_disk) -> None:
     server = ServerProcess("-m", str(test_model), "-c", "512", env={"EDGELLM_HOME": str(disk / "home")})
     try:
         server.wait_ready()
-        chat = httpx.post(f"{server.url}/v1/chat/completions", timeout=120, json={
-            "messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 8, "temperature": 0})
-        completion = httpx.post(f"{server.url}/v1/completions", timeout=120, json={
-            "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0})
+        chat = httpx.post(
+            f"{server.url}/v1/chat/completions",
+            timeout=120,
+            json={"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 8, "temperature": 0},
+        )
+        completion = httpx.post(
+            f"{server.url}/v1/completions",
+            timeout=120,
+            json={"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0},
+        )
     finally:
         stopped = server.stop()
     assert stopped == 0, server.log
@@ -198,8 +223,10 @@ def big_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tokenizer = train_bpe(tmp_path_factory.mktemp("tok"), PRE_TOKENIZERS["qwen2"])
     folder = tmp_path_factory.mktemp("ckpt") / "big-llama"
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(**{**SHAPE, "hidden_size": 512, "intermediate_size": 1536,
-                                         "num_hidden_layers": 4, "num_attention_heads": 8}, tie_word_embeddings=False)
+    config = transformers.LlamaConfig(
+        **{**SHAPE, "hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 4, "num_attention_heads": 8},
+        tie_word_embeddings=False,
+    )
     transformers.LlamaForCausalLM(config).float().save_pretrained(folder, safe_serialization=True)
     for file in tokenizer.iterdir():
         shutil.copy(file, folder / file.name)
@@ -234,8 +261,18 @@ def test_the_disk_fills_during_a_conversion(big_checkpoint: Path, small_disk, qu
     # llama.cpp's quantizer for Q4_K_M (the intermediate is out.f16.tmp.gguf).
     disk = small_disk("output", (weights + (2 << 20)) // 1024)
     out = disk / "out.gguf"
-    command = [sys.executable, "-m", "edgellm", "convert", str(big_checkpoint), "--quant", quant, "-o", str(out),
-               "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "edgellm",
+        "convert",
+        str(big_checkpoint),
+        "--quant",
+        quant,
+        "-o",
+        str(out),
+        "--json",
+    ]
     convert = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     filler, filled = fill_when(disk / "out.gguf.partial", disk, convert)
     stdout, stderr = convert.communicate(timeout=300)

@@ -32,8 +32,10 @@ def test_doctor_with_the_test_model_prints_a_report(test_model) -> None:
 
 
 def test_segfault_on_first_token_is_diagnosed_as_amx() -> None:
-    crashed = SelfTest(-signal.SIGSEGV, [{"step": "system_info", "system_info": AMX_INFO, "gpu_offload": False},
-                                         {"step": "loaded", "load_ms": 300.0}])
+    crashed = SelfTest(
+        -signal.SIGSEGV,
+        [{"step": "system_info", "system_info": AMX_INFO, "gpu_offload": False}, {"step": "loaded", "load_ms": 300.0}],
+    )
     safe = buildconfig.cmake_args("cpu", "x86_64", "Linux", {"avx2", "avx512f", "amx_int8", "amx_tile"})
     findings = diagnose(crashed, {"avx2", "amx_int8"}, safe)
     assert findings[0] == "llama.cpp crashed (SIGSEGV) on the first token"

@@ -13,18 +13,50 @@ import pytest
 from tests.support import REPO
 
 SHAPES = {
-    "llama-untied": dict(architecture="llama", n_embd=512, n_layers=4, n_ff=1536, n_vocab=32000, n_head=8,
-                         n_head_kv=2, context_length=8192),
-    "qwen2-tied": dict(architecture="qwen2", n_embd=256, n_layers=6, n_ff=1024, n_vocab=151936, n_head=4,
-                       n_head_kv=2, tied=True, context_length=32768),
-    "gemma3-sliding-window": dict(architecture="gemma3", n_embd=640, n_layers=6, n_ff=2048, n_vocab=32768, n_head=4,
-                                  n_head_kv=1, head_dim=256, tied=True, sliding_window=512, context_length=32768),
+    "llama-untied": dict(
+        architecture="llama",
+        n_embd=512,
+        n_layers=4,
+        n_ff=1536,
+        n_vocab=32000,
+        n_head=8,
+        n_head_kv=2,
+        context_length=8192,
+    ),
+    "qwen2-tied": dict(
+        architecture="qwen2",
+        n_embd=256,
+        n_layers=6,
+        n_ff=1024,
+        n_vocab=151936,
+        n_head=4,
+        n_head_kv=2,
+        tied=True,
+        context_length=32768,
+    ),
+    "gemma3-sliding-window": dict(
+        architecture="gemma3",
+        n_embd=640,
+        n_layers=6,
+        n_ff=2048,
+        n_vocab=32768,
+        n_head=4,
+        n_head_kv=1,
+        head_dim=256,
+        tied=True,
+        sliding_window=512,
+        context_length=32768,
+    ),
 }
 
 
 def measure(model: Path, *extra: str) -> dict:
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "measure_memory.py"), str(model), *extra],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "measure_memory.py"), str(model), *extra],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 

@@ -1,4 +1,5 @@
-"""The commands that do not open the TUI never import Textual (nor edgellm.tui): a run, a piped chat, ls, plan, bench and
+"""The commands that do not open the TUI never import Textual (nor edgellm.tui): a run, a piped chat, ls, plan, bench
+and
 `edgellm` alone off a terminal, each in a fresh process."""
 
 from __future__ import annotations
@@ -23,25 +24,32 @@ print("\\nPROBE " + json.dumps({"code": code, "loaded": loaded}))
 def probe(args: list[str], stdin: str = "") -> tuple[int, str, list[str]]:
     """Run `edgellm ARGS` in a fresh Python with piped stdin and stdout; its exit code, output and the TUI
     modules it imported."""
-    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], input=stdin, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args)], input=stdin, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     output, _, report = done.stdout.rpartition("\nPROBE ")
     result = json.loads(report)
     return result["code"], output, result["loaded"]
 
 
-@pytest.mark.parametrize("args, stdin, shows", [
-    pytest.param(["run", "-m", "{model}", "-p", "hi", "-n", "2"], "", None, id="run"),
-    pytest.param(["chat", "--headless", "-m", "{model}", "-n", "2"], "Hi\nHow are you?\n", None, id="chat-headless"),
-    pytest.param(["chat", "-m", "{model}", "-n", "2"], "Hi\n", None, id="chat-piped"),
-    pytest.param(["ls"], "", "no models yet", id="ls"),
-    pytest.param(["plan", "-m", "{model}"], "", "gemma-3-270m", id="plan"),
-    pytest.param(["bench", "-m", "{model}", "--pp", "8", "--tg", "4", "-r", "1"], "", "tg4", id="bench"),
-    pytest.param([], "", "usage: edgellm", id="no-command"),
-])
-def test_headless_commands_never_import_textual(test_model: Path, args: list[str], stdin: str,
-                                                 shows: str | None) -> None:
+@pytest.mark.parametrize(
+    "args, stdin, shows",
+    [
+        pytest.param(["run", "-m", "{model}", "-p", "hi", "-n", "2"], "", None, id="run"),
+        pytest.param(
+            ["chat", "--headless", "-m", "{model}", "-n", "2"], "Hi\nHow are you?\n", None, id="chat-headless"
+        ),
+        pytest.param(["chat", "-m", "{model}", "-n", "2"], "Hi\n", None, id="chat-piped"),
+        pytest.param(["ls"], "", "no models yet", id="ls"),
+        pytest.param(["plan", "-m", "{model}"], "", "gemma-3-270m", id="plan"),
+        pytest.param(["bench", "-m", "{model}", "--pp", "8", "--tg", "4", "-r", "1"], "", "tg4", id="bench"),
+        pytest.param([], "", "usage: edgellm", id="no-command"),
+    ],
+)
+def test_headless_commands_never_import_textual(
+    test_model: Path, args: list[str], stdin: str, shows: str | None
+) -> None:
     """The command succeeds without the TUI's modules being imported."""
     code, output, loaded = probe([arg.format(model=test_model) for arg in args], stdin)
     assert code == 0, output

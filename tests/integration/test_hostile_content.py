@@ -48,15 +48,17 @@ def text(value: bytes) -> bytes:
     return struct.pack("<Q", len(value)) + value
 
 
-@pytest.mark.parametrize("data, words", [
-    (header(2**62, 0), "claims 4611686018427387904 tensors"),
-    (header(0, 2**62), "metadata entries"),
-    (header(0, 1, struct.pack("<Q", 2**62)), "ends inside a metadata key"),
-    (header(0, 1, text(b"general.name") + struct.pack("<IQ", 8, 2**61)), "ends inside the value of general.name"),
-    (header(0, 1, text(b"tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 2**60)), "ends inside the array"),
-])
-def test_a_header_claiming_huge_sizes_is_refused_before_any_allocation(tmp_path: Path, data: bytes,
-                                                                        words: str) -> None:
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        (header(2**62, 0), "claims 4611686018427387904 tensors"),
+        (header(0, 2**62), "metadata entries"),
+        (header(0, 1, struct.pack("<Q", 2**62)), "ends inside a metadata key"),
+        (header(0, 1, text(b"general.name") + struct.pack("<IQ", 8, 2**61)), "ends inside the value of general.name"),
+        (header(0, 1, text(b"tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 2**60)), "ends inside the array"),
+    ],
+)
+def test_a_header_claiming_huge_sizes_is_refused_before_any_allocation(tmp_path: Path, data: bytes, words: str) -> None:
     path = tmp_path / "huge.gguf"
     path.write_bytes(data + bytes(64))
     assert_one_line_error(edgellm("plan", "-m", str(path)), words)
@@ -65,8 +67,10 @@ def test_a_header_claiming_huge_sizes_is_refused_before_any_allocation(tmp_path:
 def test_a_chat_template_reaching_for_python_is_refused_in_the_sandbox(tmp_path: Path) -> None:
     """llama-cpp-python's sandboxed Jinja (its fix for CVE-2024-34359) refuses the attribute; the chat says so in
     one line and goes on, and nothing of Python's insides is printed."""
-    evil = ("{% for m in messages %}{{ m.content.__class__.__mro__[1].__subclasses__() }}"
-            "{{ cycler.__init__.__globals__.os.popen('echo pwned').read() }}{% endfor %}")
+    evil = (
+        "{% for m in messages %}{{ m.content.__class__.__mro__[1].__subclasses__() }}"
+        "{{ cycler.__init__.__globals__.os.popen('echo pwned').read() }}{% endfor %}"
+    )
     model = write_model(tmp_path / "evil.gguf", Shape(chat_template=evil), quant="q8_0")
     done = edgellm("chat", "-m", str(model), "-n", "2", input="Hi\n")
     assert "pwned" not in done.stdout + done.stderr and "<class" not in done.stdout

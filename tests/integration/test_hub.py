@@ -26,8 +26,10 @@ LLAMA_8B = Shape("llama", 4096, 32, 14336, 128256, 32, 8, 128, tied=False, conte
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("hub-files")
-    made = {f"tiny-{q.upper()}.gguf": write_model(folder / f"tiny-{q.upper()}.gguf", SMALL, quant=q)
-            for q in ("q8_0", "q4_0", "f16")}
+    made = {
+        f"tiny-{q.upper()}.gguf": write_model(folder / f"tiny-{q.upper()}.gguf", SMALL, quant=q)
+        for q in ("q8_0", "q4_0", "f16")
+    }
     for quant in ("Q8_0", "Q6_K", "Q4_K", "Q2_K"):
         name = f"Llama-8B-{'Q4_K_M' if quant == 'Q4_K' else quant}.gguf"
         made[name] = sparse_model(folder / name, LLAMA_8B, quant)
@@ -40,19 +42,30 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, models: dict[str, Path], test_model: Path):
     server = point_hub_at(FakeHub(), monkeypatch, tmp_path)
-    server.add("tests/tiny-GGUF", FakeRepo({name: models[name] for name in
-                                            ("tiny-Q8_0.gguf", "tiny-Q4_0.gguf", "tiny-F16.gguf")} |
-                                           {"README.md": models["tiny-Q8_0.gguf"].with_name("README.md")}))
+    server.add(
+        "tests/tiny-GGUF",
+        FakeRepo(
+            {name: models[name] for name in ("tiny-Q8_0.gguf", "tiny-Q4_0.gguf", "tiny-F16.gguf")}
+            | {"README.md": models["tiny-Q8_0.gguf"].with_name("README.md")}
+        ),
+    )
     models["tiny-Q8_0.gguf"].with_name("README.md").write_text("# tiny\n")
     big = {name: path for name, path in models.items() if name.startswith("Llama-8B")}
     # the sparse files are never downloaded: name their sha256 rather than hash gigabytes of zeros
-    server.add("bigco/Llama-8B-GGUF", FakeRepo(big, sha256={name: hashlib.sha256(name.encode()).hexdigest()
-                                                            for name in big}))
-    server.add("odd/Names-GGUF", FakeRepo({
-        "UD-Q4_K_XL/model-UD-Q4_K_XL-00001-of-00002.gguf": models["split"],
-        "UD-Q4_K_XL/model-UD-Q4_K_XL-00002-of-00002.gguf": models["split-2"],
-        "model-q8_0.gguf": models["tiny-Q8_0.gguf"],
-        "mmproj-F16.gguf": models["tiny-F16.gguf"]}))
+    server.add(
+        "bigco/Llama-8B-GGUF", FakeRepo(big, sha256={name: hashlib.sha256(name.encode()).hexdigest() for name in big})
+    )
+    server.add(
+        "odd/Names-GGUF",
+        FakeRepo(
+            {
+                "UD-Q4_K_XL/model-UD-Q4_K_XL-00001-of-00002.gguf": models["split"],
+                "UD-Q4_K_XL/model-UD-Q4_K_XL-00002-of-00002.gguf": models["split-2"],
+                "model-q8_0.gguf": models["tiny-Q8_0.gguf"],
+                "mmproj-F16.gguf": models["tiny-F16.gguf"],
+            }
+        ),
+    )
     server.add("gated/Model-GGUF", FakeRepo({"model-Q8_0.gguf": models["tiny-Q8_0.gguf"]}, gated=True))
     server.add("google/gemma-3-270m-GGUF", FakeRepo({"gemma-3-270m-Q4_K_M.gguf": test_model}))
     yield server
@@ -65,13 +78,16 @@ def pull_json(*args: str, **options) -> dict:
     return json.loads(done.stdout)
 
 
-@pytest.mark.parametrize("profile, quant", [
-    ("raspberry-pi-5-8gb", "Q6_K"),  # Q8_0 needs more than the Pi's usable RAM
-    ("laptop-rtx4060-8gb", "Q8_0"),  # split with the CPU, as Q6_K would be too: the better quant
-    ("macbook-air-m2-16gb", "Q6_K"),  # whole on the GPU within Metal's working set
-    ("jetson-orin-nano-8gb", "Q2_K"),  # whole on the GPU, rather than Q4_K_M split with the CPU
-    ("cpu-laptop-8gb", "Q2_K"),
-])
+@pytest.mark.parametrize(
+    "profile, quant",
+    [
+        ("raspberry-pi-5-8gb", "Q6_K"),  # Q8_0 needs more than the Pi's usable RAM
+        ("laptop-rtx4060-8gb", "Q8_0"),  # split with the CPU, as Q6_K would be too: the better quant
+        ("macbook-air-m2-16gb", "Q6_K"),  # whole on the GPU within Metal's working set
+        ("jetson-orin-nano-8gb", "Q2_K"),  # whole on the GPU, rather than Q4_K_M split with the CPU
+        ("cpu-laptop-8gb", "Q2_K"),
+    ],
+)
 def test_dry_run_picks_the_quant_that_fits_each_profile(hub: FakeHub, profile: str, quant: str) -> None:
     data = pull_json("bigco/Llama-8B-GGUF", "--profile", profile, "--dry-run")
     assert data["quant"] == quant, data["considered"]
@@ -94,8 +110,12 @@ def test_plan_of_a_remote_model_downloads_nothing(hub: FakeHub, edgellm_home: Pa
 def test_unreadable_header_is_sized_from_the_file_with_a_wider_margin(hub: FakeHub, tmp_path: Path) -> None:
     broken = tmp_path / "broken-Q4_K_M.gguf"
     broken.write_bytes(b"not a gguf header" * 100_000)
-    hub.add("odd/Broken-GGUF", FakeRepo({"broken-Q4_K_M.gguf": broken},
-                                        gguf={"architecture": "llama", "context_length": 8192, "total": 1_000_000}))
+    hub.add(
+        "odd/Broken-GGUF",
+        FakeRepo(
+            {"broken-Q4_K_M.gguf": broken}, gguf={"architecture": "llama", "context_length": 8192, "total": 1_000_000}
+        ),
+    )
     data = pull_json("odd/Broken-GGUF", "--dry-run", "--profile", "raspberry-pi-5-8gb")
     assert data["quant"] == "Q4_K_M"
     assert any("header unreadable" in line and "wider margin" in line for line in data["considered"])
@@ -106,8 +126,11 @@ def test_unreadable_header_is_sized_from_the_file_with_a_wider_margin(hub: FakeH
 
 
 def test_nothing_fits_names_the_smallest(hub: FakeHub) -> None:
-    assert_one_line_error(edgellm("pull", "bigco/Llama-8B-GGUF", "--profile", "raspberry-pi-4-4gb", "--dry-run",
-                                  "-c", "131072"), "no quant fits", "The smallest file is Q2_K")
+    assert_one_line_error(
+        edgellm("pull", "bigco/Llama-8B-GGUF", "--profile", "raspberry-pi-4-4gb", "--dry-run", "-c", "131072"),
+        "no quant fits",
+        "The smallest file is Q2_K",
+    )
 
 
 def test_forced_quant_warns_when_it_does_not_fit(hub: FakeHub) -> None:
@@ -124,8 +147,12 @@ def test_pull_stores_verifies_and_runs(hub: FakeHub, edgellm_home: Path, models:
     listed = json.loads(edgellm("ls", "--json").stdout)
     assert [(m["name"], m["alias"], m["source"]) for m in listed] == [("tests/tiny-GGUF:Q8_0", "tiny-Q8_0", "pull")]
     served = dict(hub.served)
-    for ref in (("-hf", "tests/tiny-GGUF"), ("-hf", "tests/tiny-GGUF:Q8_0"), ("-m", "tests/tiny-GGUF:Q8_0"),
-                ("-m", "tiny-Q8_0")):
+    for ref in (
+        ("-hf", "tests/tiny-GGUF"),
+        ("-hf", "tests/tiny-GGUF:Q8_0"),
+        ("-m", "tests/tiny-GGUF:Q8_0"),
+        ("-m", "tiny-Q8_0"),
+    ):
         ran = edgellm("run", *ref, "-p", "a", "-n", "2", "--json")
         assert ran.returncode == 0, ran.stderr
         assert json.loads(ran.stdout.splitlines()[-1])["model"] == str(path)
@@ -165,8 +192,12 @@ def test_kill_9_mid_download_then_a_new_process_finishes_it(hub: FakeHub, edgell
     repo = hub.repos["google/gemma-3-270m-GGUF"]
     repo.faults["gemma-3-270m-Q4_K_M.gguf"] = Faults(bytes_per_s=40 * 2**20)
     part = edgellm_home / "models" / "google" / "gemma-3-270m-GGUF" / "gemma-3-270m-Q4_K_M.gguf.part"
-    first = subprocess.Popen([sys.executable, "-m", "edgellm", "pull", "google/gemma-3-270m-GGUF"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+    first = subprocess.Popen(
+        [sys.executable, "-m", "edgellm", "pull", "google/gemma-3-270m-GGUF"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=os.environ.copy(),
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (part.exists() and part.stat().st_size > 30 * 2**20):
         time.sleep(0.05)  # polling for a condition: the partial file holding 30 MiB
@@ -182,7 +213,9 @@ def test_kill_9_mid_download_then_a_new_process_finishes_it(hub: FakeHub, edgell
     already = len(hub.transfers)
     second = edgellm("pull", "google/gemma-3-270m-GGUF")
     assert second.returncode == 0, second.stderr
-    bodies = [(wanted, sent) for _, wanted, sent in hub.transfers[already:] if not (wanted or "").startswith("bytes=0-")]
+    bodies = [
+        (wanted, sent) for _, wanted, sent in hub.transfers[already:] if not (wanted or "").startswith("bytes=0-")
+    ]
     assert bodies == [(f"bytes={kept}-", test_model.stat().st_size - kept)], "only the rest was fetched"
     final = Path(second.stdout.strip().splitlines()[-1])
     assert hashlib.sha256(final.read_bytes()).hexdigest() == digest and not part.exists()
@@ -194,8 +227,11 @@ def test_dropped_connection_resumes_within_the_run(hub: FakeHub) -> None:
     repo.faults["tiny-Q8_0.gguf"] = Faults(drop_after=size // 3, drops_left=1)
     done = edgellm("pull", "tests/tiny-GGUF:Q8_0")
     assert done.returncode == 0, done.stderr
-    bodies = [(wanted, sent) for path, wanted, sent in hub.transfers
-              if path == "tiny-Q8_0.gguf" and not (wanted or "").startswith("bytes=0-")]
+    bodies = [
+        (wanted, sent)
+        for path, wanted, sent in hub.transfers
+        if path == "tiny-Q8_0.gguf" and not (wanted or "").startswith("bytes=0-")
+    ]
     assert bodies == [(None, size // 3), (f"bytes={size // 3}-", size - size // 3)], "nothing fetched twice"
 
 
@@ -203,8 +239,11 @@ def test_corrupted_byte_is_caught_and_fetched_again(hub: FakeHub, models: dict[s
     hub.repos["tests/tiny-GGUF"].faults["tiny-Q8_0.gguf"] = Faults(corrupt_left=1)
     done = edgellm("pull", "tests/tiny-GGUF:Q8_0")
     assert done.returncode == 0, done.stderr
-    bodies = [wanted for path, wanted, _ in hub.transfers if path == "tiny-Q8_0.gguf"
-              and not (wanted or "").startswith("bytes=0-")]
+    bodies = [
+        wanted
+        for path, wanted, _ in hub.transfers
+        if path == "tiny-Q8_0.gguf" and not (wanted or "").startswith("bytes=0-")
+    ]
     assert bodies == [None, None], "fetched whole a second time after the sha256 mismatch"
     assert Path(done.stdout.strip().splitlines()[-1]).read_bytes() == models["tiny-Q8_0.gguf"].read_bytes()
 
@@ -229,8 +268,10 @@ def test_odd_names_split_model_and_projector(hub: FakeHub) -> None:
     data = pull_json("odd/Names-GGUF", "--dry-run")
     assert data["quant"] == "Q8_0" and data["files"][0]["path"] == "model-q8_0.gguf"
     split = pull_json("odd/Names-GGUF:UD-Q4_K_XL")
-    assert [f["path"] for f in split["files"]] == ["UD-Q4_K_XL/model-UD-Q4_K_XL-00001-of-00002.gguf",
-                                                   "UD-Q4_K_XL/model-UD-Q4_K_XL-00002-of-00002.gguf"]
+    assert [f["path"] for f in split["files"]] == [
+        "UD-Q4_K_XL/model-UD-Q4_K_XL-00001-of-00002.gguf",
+        "UD-Q4_K_XL/model-UD-Q4_K_XL-00002-of-00002.gguf",
+    ]
     ran = edgellm("run", "-hf", "odd/Names-GGUF:Q4_K_XL", "-p", "a", "-n", "2")
     assert ran.returncode == 0, ran.stderr
 
@@ -242,8 +283,10 @@ def test_offline_mode_works_from_the_store(hub: FakeHub) -> None:
     assert ran.returncode == 0, ran.stderr
     assert edgellm("pull", "tests/tiny-GGUF:Q8_0", "--offline").returncode == 0
     assert len(hub.log) == log_length, "offline: no request reached the Hub"
-    assert_one_line_error(edgellm("run", "-hf", "tests/tiny-GGUF:Q4_0", "-p", "a", env={"HF_HUB_OFFLINE": "1"}),
-                          "not in the store and offline mode is on")
+    assert_one_line_error(
+        edgellm("run", "-hf", "tests/tiny-GGUF:Q4_0", "-p", "a", env={"HF_HUB_OFFLINE": "1"}),
+        "not in the store and offline mode is on",
+    )
     assert_one_line_error(edgellm("pull", "odd/Names-GGUF", "--offline"), "offline mode is on")
 
 
@@ -271,13 +314,18 @@ def test_the_disk_fills_during_a_download_then_it_resumes(hub: FakeHub, tmp_path
         env = {**os.environ, "EDGELLM_HOME": str(disk / "home")}
         folder = disk / "home" / "models" / "google" / "gemma-3-270m-GGUF"
         part = folder / "gemma-3-270m-Q4_K_M.gguf.part"
-        pull = subprocess.Popen([sys.executable, "-m", "edgellm", "pull", "google/gemma-3-270m-GGUF"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        pull = subprocess.Popen(
+            [sys.executable, "-m", "edgellm", "pull", "google/gemma-3-270m-GGUF"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (part.exists() and part.stat().st_size > 20 * 2**20):
             time.sleep(0.05)  # polling for a condition: 20 MiB downloaded
         fill(disk)  # another program takes the rest of the disk
-        out, err = pull.communicate(timeout=120)
+        _out, err = pull.communicate(timeout=120)
         assert pull.returncode == 2, err
         last = err.strip().splitlines()[-1]
         assert "No space left on device" in last and "free some space" in last and "Traceback" not in err
@@ -285,8 +333,13 @@ def test_the_disk_fills_during_a_download_then_it_resumes(hub: FakeHub, tmp_path
         (disk / "filler").unlink()
         repo.faults.clear()
         kept, already = part.stat().st_size, len(hub.transfers)
-        again = subprocess.run([sys.executable, "-m", "edgellm", "pull", "google/gemma-3-270m-GGUF"],
-                               capture_output=True, text=True, env=env, timeout=300)
+        again = subprocess.run(
+            [sys.executable, "-m", "edgellm", "pull", "google/gemma-3-270m-GGUF"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert again.returncode == 0, again.stderr
         wanted = [wanted for _, wanted, _ in hub.transfers[already:] if not (wanted or "").startswith("bytes=0-")]
         assert wanted == [f"bytes={kept}-"], "only the rest was fetched"

@@ -23,6 +23,7 @@ def cancel_after(cancel: threading.Event, n_bytes: int, seen: list[Progress]):
             seen.append(event)
             if event.done >= n_bytes:
                 cancel.set()
+
     return report
 
 

@@ -40,7 +40,9 @@ def test_version() -> None:
     from edgellm import __version__
 
     assert edgellm("--version").stdout.strip() == f"edgellm {__version__}"
-    assert subprocess.run([sys.executable, "-m", "edgellm", "--version"], capture_output=True, text=True).returncode == 0
+    assert (
+        subprocess.run([sys.executable, "-m", "edgellm", "--version"], capture_output=True, text=True).returncode == 0
+    )
 
 
 def test_help_and_hw_do_not_import_the_engine_or_the_tui() -> None:
@@ -51,7 +53,8 @@ def test_help_and_hw_do_not_import_the_engine_or_the_tui() -> None:
         "    main(['hw']); main(['hw', '--json'])\n"
         "    try: main(['--help'])\n"
         "    except SystemExit: pass\n"
-        "heavy = sorted(m for m in ('llama_cpp', 'textual', 'numpy', 'gguf', 'huggingface_hub', 'fastapi', 'uvicorn') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('llama_cpp', 'textual', 'numpy', 'gguf', 'huggingface_hub', 'fastapi', 'uvicorn')\n"
+        "               if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)

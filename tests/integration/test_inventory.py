@@ -33,12 +33,15 @@ def with_gpu_free(name: str, free: int):
     return replace(profile, gpus=(replace(profile.gpus[0], memory_free_bytes=free),))
 
 
-@pytest.mark.parametrize("profile, expected", [
-    ("raspberry-pi-5-8gb", "CPU"),
-    ("cpu-laptop-8gb", "CPU"),
-    ("laptop-rtx4060-8gb", "full GPU"),
-    ("macbook-air-m2-16gb", "full GPU"),
-])
+@pytest.mark.parametrize(
+    "profile, expected",
+    [
+        ("raspberry-pi-5-8gb", "CPU"),
+        ("cpu-laptop-8gb", "CPU"),
+        ("laptop-rtx4060-8gb", "full GPU"),
+        ("macbook-air-m2-16gb", "full GPU"),
+    ],
+)
 def test_verdict_on_recorded_devices(test_model: Path, profile: str, expected: str) -> None:
     device = resolve_profile(profile)
     assert inventory.verdict(plan(device, read_spec(test_model))) == expected
@@ -95,8 +98,15 @@ def test_broken_gguf_is_listed_with_the_reason(no_other_tools: Path) -> None:
 
 
 def test_missing_store_file_is_listed_with_the_reason() -> None:
-    store.add(store.StoredModel(name="someone/gone:Q4_K_M", repo="someone/gone", quant="Q4_K_M",
-                                files=["someone/gone/gone-Q4_K_M.gguf"], size=123 * MIB))
+    store.add(
+        store.StoredModel(
+            name="someone/gone:Q4_K_M",
+            repo="someone/gone",
+            quant="Q4_K_M",
+            files=["someone/gone/gone-Q4_K_M.gguf"],
+            size=123 * MIB,
+        )
+    )
     [gone] = [m for m in inventory.local_models(resolve_profile("raspberry-pi-5-8gb")) if m.source == "pull"]
     assert gone.name == "someone/gone:Q4_K_M" and gone.size == 123 * MIB
     assert not gone.fits and gone.verdict == inventory.UNUSABLE and "gone-Q4_K_M.gguf" in say(gone.reason)
@@ -113,8 +123,9 @@ def test_empty_store() -> None:
     assert inventory.store_is_empty() and inventory.store_problem() is None
 
 
-@pytest.mark.parametrize("profile, where", [("raspberry-pi-5-8gb", {"CPU"}),
-                                             ("laptop-rtx4060-8gb", {"GPU", "GPU+CPU", "CPU"})])
+@pytest.mark.parametrize(
+    "profile, where", [("raspberry-pi-5-8gb", {"CPU"}), ("laptop-rtx4060-8gb", {"GPU", "GPU+CPU", "CPU"})]
+)
 def test_recommended_offline(profile: str, where: set[str]) -> None:
     picks = inventory.recommended(resolve_profile(profile))
     assert picks and {pick.where for pick in picks} <= where

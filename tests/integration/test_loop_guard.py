@@ -18,12 +18,17 @@ def row(cells: list[object]) -> str:
     return "| " + " | ".join(str(cell) for cell in cells) + " |\n"
 
 
-TABLE = row(["item", "a", "b", "c"]) + "|---|---|---|---|\n" + "".join(row([f"item {n}", 0, 0, 0])
-                                                                     for n in range(1, 41))
+TABLE = (
+    row(["item", "a", "b", "c"]) + "|---|---|---|---|\n" + "".join(row([f"item {n}", 0, 0, 0]) for n in range(1, 41))
+)
 WIDE_TABLE = row([f"c{n}" for n in range(30)]) + "|---" * 30 + "|\n" + row([0] * 30) + row([1] * 30)
 NUMBERED = "".join(f"{n}. Check the value again.\n" for n in range(1, 31))
-MULTIPLICATION = (row(["×", *range(1, 13)]) + "|---" * 13 + "|\n"
-                  + "".join(row([r, *(r * c for c in range(1, 13))]) for r in range(1, 13)))
+MULTIPLICATION = (
+    row(["×", *range(1, 13)])
+    + "|---" * 13
+    + "|\n"
+    + "".join(row([r, *(r * c for c in range(1, 13))]) for r in range(1, 13))
+)
 CSV = "date,rain,snow,hail,fog\n" + "".join(f"2024-01-{d:02d},0,0,0,0\n" for d in range(1, 32))
 CODE = "def reset():\n" + "    x = 0\n" * 10 + "    return x\n"  # borderline, kept: 10 lines are ~60 tokens
 RULES = "=" * 400 + "\n" + "-" * 2000 + "\n"
@@ -31,14 +36,19 @@ RULES = "=" * 400 + "\n" + "-" * 2000 + "\n"
 # Gemma 3 270M (base) answering "Tell me about the sea." greedily: this, from the first token to the end.
 GREEDY_CYCLE = "Tell me about the sea. mendatanguser\n"
 # The same at temp 0.8, seed 2: a near-loop (one extra line in the first copy), then an exact one.
-SAMPLED_LOOP = ("Tell me what's the ocean?\n言音(mā-nā-ō-me)\n(a) the sea.\n(b) the water.\n(c) the ocean.\n"
-                "(d) the sea-surface.\n(e) the water under the sea.\n"
-                + "言音(mā-nā-ō-me)\n(a) the sea.\n(b) the water.\n(c) the ocean.\n(d) the sea-surface.\n" * 12)
+SAMPLED_LOOP = (
+    "Tell me what's the ocean?\n言音(mā-nā-ō-me)\n(a) the sea.\n(b) the water.\n(c) the ocean.\n"
+    "(d) the sea-surface.\n(e) the water under the sea.\n"
+    + "言音(mā-nā-ō-me)\n(a) the sea.\n(b) the water.\n(c) the ocean.\n(d) the sea-surface.\n"
+    * 12
+)
 # At temp 0.8, seed 4: two lines that alternate, with one slip ("hear" three times) before the exact loop.
-SLIP_LOOP = ("You are not going to be able to read it. You are going to be able to hear it.\n"
-             + "I am going to be able to read it.\nI am going to be able to hear it.\n" * 3
-             + "I am going to be able to hear it.\n" * 2
-             + "I am going to be able to read it.\nI am going to be able to hear it.\n" * 14)
+SLIP_LOOP = (
+    "You are not going to be able to read it. You are going to be able to hear it.\n"
+    + "I am going to be able to read it.\nI am going to be able to hear it.\n" * 3
+    + "I am going to be able to hear it.\n" * 2
+    + "I am going to be able to read it.\nI am going to be able to hear it.\n" * 14
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +59,11 @@ def tokenize(test_model: Path):
     return lambda text: vocab.tokenize(text.encode(), add_bos=False, special=True)
 
 
-@pytest.mark.parametrize("text", [TABLE, WIDE_TABLE, NUMBERED, MULTIPLICATION, CSV, CODE, RULES],
-                         ids=["table", "wide-table", "numbered-list", "multiplication", "csv", "code", "rules"])
+@pytest.mark.parametrize(
+    "text",
+    [TABLE, WIDE_TABLE, NUMBERED, MULTIPLICATION, CSV, CODE, RULES],
+    ids=["table", "wide-table", "numbered-list", "multiplication", "csv", "code", "rules"],
+)
 def test_legitimate_repetition_is_never_cut(tokenize, text: str) -> None:
     tokens = tokenize(text)
     assert len(tokens) > 60

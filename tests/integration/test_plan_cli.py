@@ -21,10 +21,16 @@ def test_plan_for_this_machine(test_model: Path) -> None:
     data = plan_json("-m", str(test_model))
     assert data["fits"] and data["model"]["quant"] == "Q4_K_M" and data["model"]["architecture"] == "gemma3"
     settings = data["settings"]
-    assert (settings["n_gpu_layers"], settings["n_ctx"], settings["kv"], settings["flash_attn"]) == (0, 4096, "f16", True)
+    assert (settings["n_gpu_layers"], settings["n_ctx"], settings["kv"], settings["flash_attn"]) == (
+        0,
+        4096,
+        "f16",
+        True,
+    )
     (cpu,) = data["estimate"]["devices"]
-    assert cpu["total_bytes"] == sum(cpu[key] for key in ("weights_bytes", "kv_cache_bytes", "compute_bytes",
-                                                          "overhead_bytes"))
+    assert cpu["total_bytes"] == sum(
+        cpu[key] for key in ("weights_bytes", "kv_cache_bytes", "compute_bytes", "overhead_bytes")
+    )
     assert cpu["compute_bytes"] >= 262144 * 512 * 4  # the logits of one batch dominate on this vocabulary
     assert set(data["reasons"]) >= {"n_gpu_layers", "n_ctx", "threads", "flash_attn", "kv", "mmap", "mlock"}
 
@@ -32,13 +38,30 @@ def test_plan_for_this_machine(test_model: Path) -> None:
 def test_plan_text_shows_the_budget_table(test_model: Path) -> None:
     done = edgellm("plan", "-m", str(test_model), "--profile", "raspberry-pi-5-8gb")
     assert done.returncode == 0, done.stderr
-    for row in ("Memory budget: CPU RAM", "Weights", "KV cache", "Activations", "Overhead", "Total", "n_gpu_layers",
-                "threads      4"):
+    for row in (
+        "Memory budget: CPU RAM",
+        "Weights",
+        "KV cache",
+        "Activations",
+        "Overhead",
+        "Total",
+        "n_gpu_layers",
+        "threads      4",
+    ):
         assert row in done.stdout, row
 
 
-@pytest.mark.parametrize("name", ["raspberry-pi-4-4gb", "raspberry-pi-5-8gb", "jetson-orin-nano-8gb",
-                                  "macbook-air-m2-16gb", "laptop-rtx4060-8gb", "cpu-laptop-8gb"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "raspberry-pi-4-4gb",
+        "raspberry-pi-5-8gb",
+        "jetson-orin-nano-8gb",
+        "macbook-air-m2-16gb",
+        "laptop-rtx4060-8gb",
+        "cpu-laptop-8gb",
+    ],
+)
 def test_every_builtin_profile_plans_the_test_model(test_model: Path, name: str) -> None:
     data = plan_json("-m", str(test_model), "--profile", name)
     assert data["profile"] == name and data["fits"]
@@ -51,20 +74,26 @@ def test_builtin_profiles_are_made_from_the_fixtures() -> None:
     assert builtin_names() == sorted(path.stem for path in (FIXTURES / "devices").glob("*.json"))
     for fixture in sorted((FIXTURES / "devices").glob("*.json")):
         made = profile_from_recording(json.loads(fixture.read_text()), fixture.stem)
-        assert (profiles_dir() / fixture.name).read_text() == made.to_json() + "\n", \
+        assert (profiles_dir() / fixture.name).read_text() == made.to_json() + "\n", (
             f"run scripts/make_profiles.py: {fixture.name} changed"
+        )
 
 
 def test_profile_file_from_hw_json(test_model: Path, tmp_path: Path) -> None:
     saved = tmp_path / "this.json"
     saved.write_text(edgellm("hw", "--json").stdout)
-    assert plan_json("-m", str(test_model), "--profile", str(saved))["settings"] == \
-        plan_json("-m", str(test_model))["settings"]
+    assert (
+        plan_json("-m", str(test_model), "--profile", str(saved))["settings"]
+        == plan_json("-m", str(test_model))["settings"]
+    )
 
 
 def test_bad_profiles(test_model: Path, tmp_path: Path) -> None:
-    assert_one_line_error(edgellm("plan", "-m", str(test_model), "--profile", "toaster"),
-                          "no device profile 'toaster'", "raspberry-pi-5-8gb")
+    assert_one_line_error(
+        edgellm("plan", "-m", str(test_model), "--profile", "toaster"),
+        "no device profile 'toaster'",
+        "raspberry-pi-5-8gb",
+    )
     broken = json.loads((profiles_dir() / "raspberry-pi-5-8gb.json").read_text())
     del broken["cpu"]
     path = tmp_path / "broken.json"
@@ -81,8 +110,12 @@ def test_model_larger_than_every_budget(test_model: Path, tmp_path: Path) -> Non
     tiny["memory"].update(total_bytes=1 * 2**30, available_bytes=700 * 2**20)
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(tiny))
-    assert_one_line_error(edgellm("plan", "-m", str(test_model), "--profile", str(path)),
-                          "the model needs", "has 188.0 MiB usable", "use a smaller model")
+    assert_one_line_error(
+        edgellm("plan", "-m", str(test_model), "--profile", str(path)),
+        "the model needs",
+        "has 188.0 MiB usable",
+        "use a smaller model",
+    )
 
 
 def test_micro_batch_shrinks_before_giving_up(test_model: Path, tmp_path: Path) -> None:
@@ -97,8 +130,7 @@ def test_micro_batch_shrinks_before_giving_up(test_model: Path, tmp_path: Path) 
 
 def test_plan_errors(test_model: Path) -> None:
     assert_one_line_error(edgellm("plan", "-m", str(test_model), "-c", "40000"), "above the model's trained context")
-    assert_one_line_error(edgellm("plan", "-m", str(test_model), "--kv", "q8_0", "-fa", "off"),
-                          "needs flash attention")
+    assert_one_line_error(edgellm("plan", "-m", str(test_model), "--kv", "q8_0", "-fa", "off"), "needs flash attention")
 
 
 def test_folder_of_quants_picks_the_best_that_fits(tmp_path: Path) -> None:

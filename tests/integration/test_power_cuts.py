@@ -25,9 +25,13 @@ SEED = 20261127
 def shown_until_cut(model: Path, env: dict[str, str], cut_after: int) -> str:
     """Start a chat, send one message, kill -9 the process once `cut_after` bytes of the reply are on stdout;
     everything it wrote to stdout before dying."""
-    chat = subprocess.Popen([sys.executable, "-m", "edgellm", "chat", "-m", str(model), "-n", "400", "--ignore-eos",
-                             "--temp", "0.8"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env=env)
+    chat = subprocess.Popen(
+        [sys.executable, "-m", "edgellm", "chat", "-m", str(model), "-n", "400", "--ignore-eos", "--temp", "0.8"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     assert chat.stdin is not None and chat.stdout is not None
     chat.stdin.write(b"Tell me a long story about the sea.\n")
     chat.stdin.flush()
@@ -57,12 +61,14 @@ def test_fifty_power_cuts_lose_nothing_that_was_shown(test_model: Path, edgellm_
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok", f"cut {cut}"
         history = History(database)  # opening it marks the replies whose writer died as interrupted
         try:
-            (content, state), = history.db.execute(
-                "SELECT content, state FROM messages WHERE role = 'assistant' ORDER BY id DESC LIMIT 1").fetchall()
+            ((content, state),) = history.db.execute(
+                "SELECT content, state FROM messages WHERE role = 'assistant' ORDER BY id DESC LIMIT 1"
+            ).fetchall()
         finally:
             history.close()
         assert state == "interrupted", f"cut {cut}"
-        assert content.startswith(shown.strip("\n")) or shown.strip() == "", \
+        assert content.startswith(shown.strip("\n")) or shown.strip() == "", (
             f"cut {cut}: the screen showed {shown[-80:]!r}, the history kept {content[-80:]!r}"
+        )
     with sqlite3.connect(database) as db:
         assert db.execute("SELECT count(*) FROM conversations").fetchone()[0] == CUTS

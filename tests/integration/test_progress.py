@@ -101,8 +101,9 @@ def test_a_corrupted_byte_rewinds_the_count(hub: FakeHub, noise: Path) -> None:
 
 def test_resolve_reports_notices_and_prints_nothing(hub: FakeHub, capsys: pytest.CaptureFixture) -> None:
     events: list = []
-    stored = stored_or_pulled(parse_ref(f"{REPO}:Q8_0"), resolve_profile("raspberry-pi-5-8gb"), Wishes(), False,
-                     report=events.append)
+    stored = stored_or_pulled(
+        parse_ref(f"{REPO}:Q8_0"), resolve_profile("raspberry-pi-5-8gb"), Wishes(), False, report=events.append
+    )
     assert stored.name == f"{REPO}:Q8_0"
     assert events[0] == Notice(f"pulling {REPO}:Q8_0 (0.05 GiB)")
     assert isinstance(events[-1], Progress) and events[-1].finished
@@ -133,7 +134,8 @@ def test_progress_line_on_a_terminal_rewrites_itself() -> None:
         "\r0.0 / 2,048.0 MiB\x1b[K"
         "\r3.0 / 2,048.0 MiB, 1.5 MiB/s, 2:05 left\x1b[K"
         "\r2,048.0 / 2,048.0 MiB, 1.5 MiB/s\x1b[K\n"
-        "edgellm: warning: Q8_0 does not fit\n")
+        "edgellm: warning: Q8_0 does not fit\n"
+    )
 
 
 def test_a_notice_starts_on_a_line_of_its_own() -> None:
@@ -148,7 +150,8 @@ def test_a_notice_starts_on_a_line_of_its_own() -> None:
         "\r1.0 / 4.0 MiB, 1.0 MiB/s, 0:03 left\x1b[K\r2.0 / 4.0 MiB, 1.0 MiB/s\x1b[K\n"
         "edgellm: note: download stopped; run the same command again to resume where it stopped\n"
         "\r2.0 / 4.0 MiB\x1b[K\n"
-        "edgellm: note: mid-line\n")
+        "edgellm: note: mid-line\n"
+    )
 
 
 def test_progress_line_in_a_log_writes_a_line_every_5_s() -> None:
@@ -161,7 +164,8 @@ def test_progress_line_in_a_log_writes_a_line_every_5_s() -> None:
         "0.0 / 20.0 MiB, 1.0 MiB/s, 0:20 left\n"
         "5.0 / 20.0 MiB, 1.0 MiB/s, 0:15 left\n"
         "10.0 / 20.0 MiB, 1.0 MiB/s, 0:10 left\n"
-        "20.0 / 20.0 MiB, 1.0 MiB/s\n")
+        "20.0 / 20.0 MiB, 1.0 MiB/s\n"
+    )
 
 
 def test_progress_line_without_progress_shows_only_notices() -> None:

@@ -56,8 +56,12 @@ def whole_models(store: Path) -> set[str]:
 
 def cut_at(env: dict[str, str], part: Path, n_bytes: int) -> None:
     """Start `edgellm pull` and kill -9 it once `part` holds at least `n_bytes`."""
-    pull = subprocess.Popen([sys.executable, "-m", "edgellm", "pull", f"{REPO}:Q8_0"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
+    pull = subprocess.Popen(
+        [sys.executable, "-m", "edgellm", "pull", f"{REPO}:Q8_0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     deadline = time.monotonic() + 60
     while not (part.exists() and part.stat().st_size >= n_bytes):
         assert pull.poll() is None, f"the pull ended before the cut: {pull.stderr.read().decode()}"
@@ -67,11 +71,13 @@ def cut_at(env: dict[str, str], part: Path, n_bytes: int) -> None:
     pull.communicate(timeout=30)
 
 
-def test_power_cuts_during_a_pull_leave_a_store_that_resumes(hub: FakeHub, edgellm_home: Path,
-                                                             test_model: Path) -> None:
+def test_power_cuts_during_a_pull_leave_a_store_that_resumes(
+    hub: FakeHub, edgellm_home: Path, test_model: Path
+) -> None:
     env = {**os.environ, "EDGELLM_HOME": str(edgellm_home)}
-    imported = subprocess.run([sys.executable, "-m", "edgellm", "import", str(test_model)], capture_output=True,
-                              text=True, env=env)
+    imported = subprocess.run(
+        [sys.executable, "-m", "edgellm", "import", str(test_model)], capture_output=True, text=True, env=env
+    )
     assert imported.returncode == 0, imported.stderr  # a manifest with a model in it before the cuts
     store = edgellm_home / "models"
     before = whole_models(store)
@@ -89,14 +95,16 @@ def test_power_cuts_during_a_pull_leave_a_store_that_resumes(hub: FakeHub, edgel
         assert starts[-1] < len(kept) <= len(real) and prefix, f"cut {cut} at {n_bytes}: {len(kept)} bytes kept"
     kept = len(part.read_bytes())
     already = len(hub.log)
-    done = subprocess.run([sys.executable, "-m", "edgellm", "pull", f"{REPO}:Q8_0"], capture_output=True, text=True,
-                          env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "edgellm", "pull", f"{REPO}:Q8_0"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip().splitlines()[-1]) == final and sha256(final) == hub.repos[REPO].digest(FILE)
     assert not part.exists() and whole_models(store) == before | {f"{REPO}:Q8_0"}
     ranges = [wanted for method, path, wanted in hub.log if method == "GET" and f"path={FILE}" in path]
-    assert [wanted for method, path, wanted in hub.log[already:] if method == "GET" and f"path={FILE}" in path] \
-        == [f"bytes={kept}-"], "only the rest was fetched"
+    assert [wanted for method, path, wanted in hub.log[already:] if method == "GET" and f"path={FILE}" in path] == [
+        f"bytes={kept}-"
+    ], "only the rest was fetched"
     # every cut pull resumed where the one before it stopped: none started the file over
     assert set(ranges) <= {f"bytes={start}-" if start else None for start in starts + [kept]}
 
@@ -108,8 +116,12 @@ def test_a_power_cut_as_the_file_is_renamed(hub: FakeHub, edgellm_home: Path) ->
     env = {**os.environ, "EDGELLM_HOME": str(edgellm_home)}
     store = edgellm_home / "models"
     final = store / REPO / FILE
-    pull = subprocess.Popen([sys.executable, "-m", "edgellm", "pull", f"{REPO}:Q8_0"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env)
+    pull = subprocess.Popen(
+        [sys.executable, "-m", "edgellm", "pull", f"{REPO}:Q8_0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     deadline = time.monotonic() + 60
     while not final.exists():
         assert pull.poll() is None and time.monotonic() < deadline, "the pull ended without its file"
@@ -118,7 +130,8 @@ def test_a_power_cut_as_the_file_is_renamed(hub: FakeHub, edgellm_home: Path) ->
     pull.wait(30)
     assert sha256(final) == hub.repos[REPO].digest(FILE)
     assert whole_models(store) <= {f"{REPO}:Q8_0"}
-    done = subprocess.run([sys.executable, "-m", "edgellm", "pull", f"{REPO}:Q8_0"], capture_output=True, text=True,
-                          env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "edgellm", "pull", f"{REPO}:Q8_0"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert sha256(final) == hub.repos[REPO].digest(FILE) and whole_models(store) == {f"{REPO}:Q8_0"}

@@ -19,9 +19,14 @@ PROMPT = ">>> "
 
 
 def spawn_chat(model: Path, *extra: str) -> pexpect.spawn:
-    child = pexpect.spawn(sys.executable, ["-m", "edgellm", "chat", "--headless", "-m", str(model), "--temp", "0",
-                                           *extra], env=os.environ.copy(), encoding="utf-8", timeout=120,
-                          dimensions=(40, 200))
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "edgellm", "chat", "--headless", "-m", str(model), "--temp", "0", *extra],
+        env=os.environ.copy(),
+        encoding="utf-8",
+        timeout=120,
+        dimensions=(40, 200),
+    )
     child.expect("/help for commands")
     child.expect_exact(PROMPT)
     return child
@@ -100,8 +105,18 @@ def test_load_continues_a_saved_conversation(test_model: Path) -> None:
 
 
 def test_piped_stdin_gives_one_reply_per_line(test_model: Path) -> None:
-    done = edgellm("chat", "-m", str(test_model), "-n", "8", "--temp", "0", "--ignore-eos", "--no-history",
-                   input="Hello\nHow are you?\n")
+    done = edgellm(
+        "chat",
+        "-m",
+        str(test_model),
+        "-n",
+        "8",
+        "--temp",
+        "0",
+        "--ignore-eos",
+        "--no-history",
+        input="Hello\nHow are you?\n",
+    )
     assert done.returncode == 0, done.stderr
     replies = done.stdout.rstrip("\n").split("\n")
     assert len([r for r in replies if r]) >= 2
@@ -112,7 +127,11 @@ def test_piped_stdin_gives_one_reply_per_line(test_model: Path) -> None:
 def test_kill_9_mid_reply_loses_nothing_shown(test_model: Path, edgellm_home: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "edgellm", "chat", "-m", str(test_model), "--temp", "0", "--ignore-eos", "-n", "100000"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=os.environ.copy(),
+    )
     process.stdin.write(b"Write a long story.\n")
     process.stdin.flush()
     database = edgellm_home / "history.db"
@@ -177,9 +196,11 @@ def test_without_a_model_chat_takes_the_best_local_one(test_model: Path, edgellm
 def test_template_refusal_and_odd_settings_are_errors_not_crashes(tmp_path: Path) -> None:
     from edgellm.convert.tinymodel import Shape, write_model
 
-    template = ("{% for m in messages %}{% if m['role'] == 'system' %}"
-                "{{ raise_exception('System role not supported') }}{% endif %}"
-                "<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}<|assistant|>")
+    template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}"
+        "<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}<|assistant|>"
+    )
     model = write_model(tmp_path / "strict.gguf", Shape(chat_template=template))
     child = spawn_chat(model, "-n", "3")
     child.sendline("/system Be brief.")
@@ -234,7 +255,7 @@ def test_resume_continues_a_conversation_and_a_bad_id_fails_before_any_model_loa
     assert "user: Remember kiwi." in done.stderr and "conversation 1 loaded: 2 messages" in done.stderr
     assert [m["content"] for m in exported(1)["messages"] if m["role"] == "user"] == ["Remember kiwi.", "Which fruit?"]
     # checked before the model is even looked at: a missing model file is not what the error names
-    assert_one_line_error(edgellm("chat", "-m", "/nonexistent.gguf", "--resume", "9"), "no conversation 9",
-                          "edgellm history")
-    assert_one_line_error(edgellm("chat", "-m", str(test_model), "--no-history", "--resume", "1"),
-                          "drop --no-history")
+    assert_one_line_error(
+        edgellm("chat", "-m", "/nonexistent.gguf", "--resume", "9"), "no conversation 9", "edgellm history"
+    )
+    assert_one_line_error(edgellm("chat", "-m", str(test_model), "--no-history", "--resume", "1"), "drop --no-history")

@@ -32,8 +32,23 @@ def test_greedy_output_is_identical_across_runs(test_model: Path) -> None:
 def test_json_figures_agree_with_the_printed_text(test_model: Path, edgellm_home: Path) -> None:
     import llama_cpp
 
-    done = edgellm("run", "-m", str(test_model), "-p", PROMPT, "-n", "32", "--temp", "0", "--ignore-eos",
-                   "-t", "2", "-c", "1024", "--json")
+    done = edgellm(
+        "run",
+        "-m",
+        str(test_model),
+        "-p",
+        PROMPT,
+        "-n",
+        "32",
+        "--temp",
+        "0",
+        "--ignore-eos",
+        "-t",
+        "2",
+        "-c",
+        "1024",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     text, report = split_json(done.stdout)
     vocab = llama_cpp.Llama(str(test_model), vocab_only=True, verbose=False)
@@ -61,12 +76,13 @@ def test_prompt_from_stdin_matches_prompt_flag(test_model: Path) -> None:
 
 def test_config_file_sets_defaults_and_flags_win(test_model: Path, edgellm_home: Path) -> None:
     edgellm_home.mkdir(parents=True, exist_ok=True)
-    (edgellm_home / "config.toml").write_text('n-predict = 5\ntemp = 0\nctx-size = 512\nthreads = 1\n')
+    (edgellm_home / "config.toml").write_text("n-predict = 5\ntemp = 0\nctx-size = 512\nthreads = 1\n")
     from_config = split_json(edgellm("run", "-m", str(test_model), "-p", PROMPT, "--ignore-eos", "--json").stdout)[1]
     assert from_config["completion_tokens"] == 5
     assert from_config["settings"]["n_ctx"] == 512 and from_config["settings"]["threads"] == 1
-    overridden = split_json(edgellm("run", "-m", str(test_model), "-p", PROMPT, "--ignore-eos", "--json",
-                                    "-n", "7", "-t", "2").stdout)[1]
+    overridden = split_json(
+        edgellm("run", "-m", str(test_model), "-p", PROMPT, "--ignore-eos", "--json", "-n", "7", "-t", "2").stdout
+    )[1]
     assert overridden["completion_tokens"] == 7 and overridden["settings"]["threads"] == 2
 
 
@@ -85,8 +101,24 @@ def test_quantized_kv_cache_runs(test_model: Path) -> None:
 
 def test_ctrl_c_keeps_the_text_and_exits_130(test_model: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "edgellm", "run", "-m", str(test_model), "-p", PROMPT, "--ignore-eos", "-n", "100000",
-         "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+        [
+            sys.executable,
+            "-m",
+            "edgellm",
+            "run",
+            "-m",
+            str(test_model),
+            "-p",
+            PROMPT,
+            "--ignore-eos",
+            "-n",
+            "100000",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=os.environ.copy(),
+    )
     received = b""
     deadline = time.monotonic() + 120
     while len(received) < 40 and time.monotonic() < deadline:  # wait for streamed text, not for a fixed time

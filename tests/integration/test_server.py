@@ -24,8 +24,9 @@ CTX = 512
 def server(test_model: Path, tmp_path_factory: pytest.TempPathFactory):
     """One server for the module: an API key, a small context, a 1 MiB body limit."""
     home = tmp_path_factory.mktemp("serve-home")
-    started = ServerProcess("-m", str(test_model), "-c", str(CTX), "--api-key", KEY, "--max-body-mb", "1",
-                            env={"EDGELLM_HOME": str(home)})
+    started = ServerProcess(
+        "-m", str(test_model), "-c", str(CTX), "--api-key", KEY, "--max-body-mb", "1", env={"EDGELLM_HOME": str(home)}
+    )
     try:
         yield started.wait_ready()
     finally:
@@ -42,25 +43,35 @@ def auth() -> dict[str, str]:
 
 
 def stream_text(client: openai.OpenAI, content: str, max_tokens: int = 12) -> str:
-    chunks = client.chat.completions.create(model="any", messages=[{"role": "user", "content": content}],
-                                            max_tokens=max_tokens, temperature=0, stream=True)
+    chunks = client.chat.completions.create(
+        model="any", messages=[{"role": "user", "content": content}], max_tokens=max_tokens, temperature=0, stream=True
+    )
     return "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
 
 
 def test_chat_non_streaming_and_streaming_agree(client: openai.OpenAI, test_model: Path) -> None:
     """Greedy chat, whole and streamed: the same text, usage that counts the tokens, the model's id."""
     messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a colour."}]
-    whole = client.chat.completions.create(model="gemma", messages=messages, max_tokens=8, temperature=0,
-                                           extra_body={"ignore_eos": True})
+    whole = client.chat.completions.create(
+        model="gemma", messages=messages, max_tokens=8, temperature=0, extra_body={"ignore_eos": True}
+    )
     assert whole.object == "chat.completion" and whole.model == test_model.stem
     choice = whole.choices[0]
     assert choice.message.role == "assistant" and choice.message.content
     assert choice.finish_reason == "length" and whole.usage.completion_tokens == 8
     assert whole.usage.total_tokens == whole.usage.prompt_tokens + 8 and whole.usage.prompt_tokens > 10
 
-    chunks = list(client.chat.completions.create(model="gemma", messages=messages, max_tokens=8, temperature=0,
-                                                 stream=True, stream_options={"include_usage": True},
-                                                 extra_body={"ignore_eos": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="gemma",
+            messages=messages,
+            max_tokens=8,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == choice.message.content
@@ -74,21 +85,23 @@ def test_completion_matches_edgellm_run(client: openai.OpenAI, test_model: Path)
     import llama_cpp
 
     prompt = "The capital of France is"
-    done = client.completions.create(model="gemma", prompt=prompt, max_tokens=12, temperature=0,
-                                     extra_body={"ignore_eos": True})
-    ran = edgellm("run", "-m", str(test_model), "-c", str(CTX), "-p", prompt, "-n", "12", "--temp", "0",
-                  "--ignore-eos")
+    done = client.completions.create(
+        model="gemma", prompt=prompt, max_tokens=12, temperature=0, extra_body={"ignore_eos": True}
+    )
+    ran = edgellm("run", "-m", str(test_model), "-c", str(CTX), "-p", prompt, "-n", "12", "--temp", "0", "--ignore-eos")
     assert ran.returncode == 0, ran.stderr
     assert done.choices[0].text == ran.stdout
     vocab = llama_cpp.Llama(str(test_model), vocab_only=True, verbose=False)
     assert done.usage.prompt_tokens == len(vocab.tokenize(prompt.encode(), add_bos=True))
     assert done.usage.completion_tokens == 12 and done.choices[0].finish_reason == "length"
 
-    echoed = client.completions.create(model="gemma", prompt=prompt, max_tokens=12, temperature=0, echo=True,
-                                       extra_body={"ignore_eos": True})
+    echoed = client.completions.create(
+        model="gemma", prompt=prompt, max_tokens=12, temperature=0, echo=True, extra_body={"ignore_eos": True}
+    )
     assert echoed.choices[0].text == prompt + ran.stdout
-    streamed = client.completions.create(model="gemma", prompt=prompt, max_tokens=12, temperature=0, stream=True,
-                                         extra_body={"ignore_eos": True})
+    streamed = client.completions.create(
+        model="gemma", prompt=prompt, max_tokens=12, temperature=0, stream=True, extra_body={"ignore_eos": True}
+    )
     assert "".join(c.choices[0].text for c in streamed if c.choices) == ran.stdout
 
 
@@ -112,26 +125,51 @@ def test_the_key_is_required_and_never_logged(server: ServerProcess) -> None:
     assert KEY not in server.log
 
 
-@pytest.mark.parametrize("body, status, code", [
-    pytest.param(b'{"messages": [', 400, "invalid_json", id="bad-json"),
-    pytest.param(b'[1, 2]', 400, None, id="not-an-object"),
-    pytest.param(json.dumps({"messages": [{"role": "user", "content": "Hi"}], "n": 2}).encode(), 400,
-                 "unsupported_parameter", id="n"),
-    pytest.param(json.dumps({"messages": [{"role": "user", "content": "Hi"}],
-                             "tools": [{"type": "function", "function": {"name": "f"}}]}).encode(), 400,
-                 "unsupported_parameter", id="tools"),
-    pytest.param(json.dumps({"messages": [{"role": "user", "content": "Hi"}], "temprature": 0}).encode(), 400,
-                 "unknown_parameter", id="typo"),
-    pytest.param(json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 100000}).encode(), 400,
-                 "context_length_exceeded", id="max-tokens"),
-    pytest.param(json.dumps({"messages": []}).encode(), 400, None, id="no-messages"),
-    pytest.param(b"[" * 100_000, 400, "invalid_json", id="nested-too-deep"),
-    pytest.param(b'{"messages": [{"role": "user", "content": "\\ud83d"}]}', 400, None, id="lone-surrogate"),
-])
-def test_bad_requests_are_400_in_the_api_error_format(server: ServerProcess, body: bytes, status: int,
-                                                      code: str | None) -> None:
-    answer = httpx.post(f"{server.url}/v1/chat/completions", content=body,
-                        headers={**auth(), "Content-Type": "application/json"})
+@pytest.mark.parametrize(
+    "body, status, code",
+    [
+        pytest.param(b'{"messages": [', 400, "invalid_json", id="bad-json"),
+        pytest.param(b"[1, 2]", 400, None, id="not-an-object"),
+        pytest.param(
+            json.dumps({"messages": [{"role": "user", "content": "Hi"}], "n": 2}).encode(),
+            400,
+            "unsupported_parameter",
+            id="n",
+        ),
+        pytest.param(
+            json.dumps(
+                {
+                    "messages": [{"role": "user", "content": "Hi"}],
+                    "tools": [{"type": "function", "function": {"name": "f"}}],
+                }
+            ).encode(),
+            400,
+            "unsupported_parameter",
+            id="tools",
+        ),
+        pytest.param(
+            json.dumps({"messages": [{"role": "user", "content": "Hi"}], "temprature": 0}).encode(),
+            400,
+            "unknown_parameter",
+            id="typo",
+        ),
+        pytest.param(
+            json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 100000}).encode(),
+            400,
+            "context_length_exceeded",
+            id="max-tokens",
+        ),
+        pytest.param(json.dumps({"messages": []}).encode(), 400, None, id="no-messages"),
+        pytest.param(b"[" * 100_000, 400, "invalid_json", id="nested-too-deep"),
+        pytest.param(b'{"messages": [{"role": "user", "content": "\\ud83d"}]}', 400, None, id="lone-surrogate"),
+    ],
+)
+def test_bad_requests_are_400_in_the_api_error_format(
+    server: ServerProcess, body: bytes, status: int, code: str | None
+) -> None:
+    answer = httpx.post(
+        f"{server.url}/v1/chat/completions", content=body, headers={**auth(), "Content-Type": "application/json"}
+    )
     assert answer.status_code == status
     error = answer.json()["error"]
     assert error["message"] and error["type"] == "invalid_request_error"
@@ -143,14 +181,17 @@ def test_unsupported_parameters_are_named(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="logprobs"):
         client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Hi"}], logprobs=True)
     # harmless ones pass
-    done = client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Hi"}], max_tokens=2,
-                                          n=1, user="someone", logprobs=False)
+    done = client.chat.completions.create(
+        model="any", messages=[{"role": "user", "content": "Hi"}], max_tokens=2, n=1, user="someone", logprobs=False
+    )
     assert done.choices[0].message.content is not None
 
 
 def test_an_oversized_body_is_413(server: ServerProcess) -> None:
     big = json.dumps({"prompt": "word " * 300_000}).encode()
-    answer = httpx.post(f"{server.url}/v1/completions", content=big, headers={**auth(), "Content-Type": "application/json"})
+    answer = httpx.post(
+        f"{server.url}/v1/completions", content=big, headers={**auth(), "Content-Type": "application/json"}
+    )
     assert answer.status_code == 413 and answer.json()["error"]["code"] == "request_too_large"
 
     def chunked():  # no Content-Length: the limit holds while the body is read
@@ -207,10 +248,18 @@ def test_metrics_are_prometheus_text(server: ServerProcess, client: openai.OpenA
     client.completions.create(model="any", prompt="Hi", max_tokens=2)
     text = httpx.get(f"{server.url}/metrics", headers=auth()).text
     families = {family.name: family for family in text_string_to_metric_families(text)}
-    assert {"edgellm_requests", "edgellm_completion_tokens", "edgellm_prompt_tokens", "edgellm_tokens_per_second",
-            "edgellm_queue_depth"} <= set(families)
-    requests = {tuple(sorted(s.labels.items())): s.value for s in families["edgellm_requests"].samples
-                if s.name == "edgellm_requests_total"}
+    assert {
+        "edgellm_requests",
+        "edgellm_completion_tokens",
+        "edgellm_prompt_tokens",
+        "edgellm_tokens_per_second",
+        "edgellm_queue_depth",
+    } <= set(families)
+    requests = {
+        tuple(sorted(s.labels.items())): s.value
+        for s in families["edgellm_requests"].samples
+        if s.name == "edgellm_requests_total"
+    }
     assert requests[(("endpoint", "/v1/completions"), ("status", "200"))] >= 1
     assert families["edgellm_tokens_per_second"].samples[0].value > 0
 
@@ -219,10 +268,12 @@ def test_metrics_are_prometheus_text(server: ServerProcess, client: openai.OpenA
 def test_rss_stays_flat_over_200_requests(server: ServerProcess, client: openai.OpenAI) -> None:
     """The server's own memory (anonymous RSS) grows under 5% over 200 requests after a warm-up. The mapped model
     file's pages are left out: they are page cache, and grow as each new token reads its embedding row."""
+
     def one(i: int) -> None:
         if i % 2:
-            client.chat.completions.create(model="any", messages=[{"role": "user", "content": f"Say {i}"}],
-                                           max_tokens=3, temperature=0.7)
+            client.chat.completions.create(
+                model="any", messages=[{"role": "user", "content": f"Say {i}"}], max_tokens=3, temperature=0.7
+            )
         else:
             list(client.completions.create(model="any", prompt=f"Number {i} is", max_tokens=3, stream=True))
 
@@ -233,18 +284,31 @@ def test_rss_stays_flat_over_200_requests(server: ServerProcess, client: openai.
         one(i)
     grown = status_value(server.process.pid) / warm - 1
     total = status_value(server.process.pid, "VmRSS")
-    assert grown < 0.05, (f"anonymous RSS grew {grown:.1%} over 200 requests ({warm} KiB after warm-up); "
-                          f"all RSS {warm_total} -> {total} KiB")
+    assert grown < 0.05, (
+        f"anonymous RSS grew {grown:.1%} over 200 requests ({warm} KiB after warm-up); "
+        f"all RSS {warm_total} -> {total} KiB"
+    )
 
 
 # --- servers of their own --------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def small_queue(test_model: Path, tmp_path: Path):
     """A server where one request may wait, no key, the sampler's defaults."""
-    started = ServerProcess("-m", str(test_model), "-c", str(CTX), "--queue", "1", "--temp", "0",
-                            "--cors", "http://ui.example",
-                            env={"EDGELLM_HOME": str(tmp_path / "home")})
+    started = ServerProcess(
+        "-m",
+        str(test_model),
+        "-c",
+        str(CTX),
+        "--queue",
+        "1",
+        "--temp",
+        "0",
+        "--cors",
+        "http://ui.example",
+        env={"EDGELLM_HOME": str(tmp_path / "home")},
+    )
     try:
         yield started.wait_ready()
     finally:
@@ -252,8 +316,13 @@ def small_queue(test_model: Path, tmp_path: Path):
 
 
 def long_stream(server: ServerProcess, tokens: int):  # type: ignore[no-untyped-def]
-    body = {"prompt": "Once upon a time", "max_tokens": tokens, "ignore_eos": True, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "prompt": "Once upon a time",
+        "max_tokens": tokens,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     return httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=120)
 
 
@@ -267,8 +336,9 @@ def test_a_full_queue_is_503_with_retry_after(small_queue: ServerProcess) -> Non
     waiting = ThreadPoolExecutor(1)
     with long_stream(small_queue, 300) as running:
         rest = first_data(running)  # kept: a generator dropped here would close the stream
-        queued = waiting.submit(httpx.post, f"{small_queue.url}/v1/completions",
-                                json={"prompt": "Hi", "max_tokens": 2}, timeout=120)
+        queued = waiting.submit(
+            httpx.post, f"{small_queue.url}/v1/completions", json={"prompt": "Hi", "max_tokens": 2}, timeout=120
+        )
         until(lambda: small_queue.metrics()["edgellm_queue_depth"] == 1, what="the second request to wait")
         refused = httpx.post(f"{small_queue.url}/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
         assert refused.status_code == 503 and refused.headers["Retry-After"].isdigit()
@@ -283,8 +353,9 @@ def test_sigterm_finishes_the_reply_in_flight_and_refuses_the_waiting(small_queu
     waiting = ThreadPoolExecutor(1)
     with long_stream(small_queue, 60) as running:
         rest = first_data(running)
-        queued = waiting.submit(httpx.post, f"{small_queue.url}/v1/completions",
-                                json={"prompt": "Hi", "max_tokens": 2}, timeout=120)
+        queued = waiting.submit(
+            httpx.post, f"{small_queue.url}/v1/completions", json={"prompt": "Hi", "max_tokens": 2}, timeout=120
+        )
         until(lambda: small_queue.metrics()["edgellm_queue_depth"] == 1, what="the second request to wait")
         small_queue.process.terminate()
         events = [line.removeprefix("data: ") for line in rest]
@@ -299,18 +370,25 @@ def test_sigterm_finishes_the_reply_in_flight_and_refuses_the_waiting(small_queu
 
 
 def test_cors_is_off_unless_an_origin_is_named(server: ServerProcess, small_queue: ServerProcess) -> None:
-    preflight = {"Origin": "http://ui.example", "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "authorization, content-type"}
-    assert "access-control-allow-origin" not in httpx.options(f"{server.url}/v1/chat/completions",
-                                                              headers=preflight).headers
+    preflight = {
+        "Origin": "http://ui.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+    assert (
+        "access-control-allow-origin"
+        not in httpx.options(f"{server.url}/v1/chat/completions", headers=preflight).headers
+    )
     allowed = httpx.options(f"{small_queue.url}/v1/chat/completions", headers=preflight)
     assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "http://ui.example"
-    other = httpx.options(f"{small_queue.url}/v1/chat/completions",
-                          headers={**preflight, "Origin": "http://evil.example"})
+    other = httpx.options(
+        f"{small_queue.url}/v1/chat/completions", headers={**preflight, "Origin": "http://evil.example"}
+    )
     assert other.headers.get("access-control-allow-origin") != "http://evil.example"
 
 
 # --- starting ----------------------------------------------------------------------------------------------------
+
 
 def test_a_non_loopback_bind_without_a_key_is_refused(test_model: Path) -> None:
     done = edgellm("serve", "-m", str(test_model), "--host", "0.0.0.0", env={"EDGELLM_API_KEY": ""}, timeout=60)
@@ -318,10 +396,15 @@ def test_a_non_loopback_bind_without_a_key_is_refused(test_model: Path) -> None:
     assert done.stderr.count("\n") == 1 and "--api-key" in done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("flags, needle", [
-    (["--port", "70000"], "must be from 1 to 65535"), (["--queue", "-1"], "must be 0 or more"),
-    (["--max-body-mb", "0"], "must be 1 or more"), (["--port", "http"], "not a number"),
-])
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--port", "70000"], "must be from 1 to 65535"),
+        (["--queue", "-1"], "must be 0 or more"),
+        (["--max-body-mb", "0"], "must be 1 or more"),
+        (["--port", "http"], "not a number"),
+    ],
+)
 def test_bad_server_flags_are_one_line(flags: list[str], needle: str) -> None:
     done = edgellm("serve", "-m", "model.gguf", *flags, timeout=60)
     assert done.returncode == 2 and needle in done.stderr and done.stderr.count("\n") == 1
@@ -352,15 +435,19 @@ def test_a_stop_while_the_model_loads_does_not_wait_for_the_load(tmp_path: Path)
         raise AssertionError("the load was waited for")
 
     def stop_once_served() -> None:
-        address = until(lambda: next((line.split("http://")[1].split("/")[0] for line in lines
-                                      if "listening" in line), None), what="the server to listen")
+        address = until(
+            lambda: next((line.split("http://")[1].split("/")[0] for line in lines if "listening" in line), None),
+            what="the server to listen",
+        )
         until(lambda: _answers(f"http://{address}/health"), what="the server to answer")  # its handlers are set
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=stop_once_served, daemon=True).start()
     try:
-        assert serve(ServerConfig("m", 0, GenerationOptions()), Listen(port=0), load,
-                     log=lines.append) == STOPPED_WHILE_LOADING
+        assert (
+            serve(ServerConfig("m", 0, GenerationOptions()), Listen(port=0), load, log=lines.append)
+            == STOPPED_WHILE_LOADING
+        )
     finally:
         release.set()
     assert any("stopped while the model was loading" in line for line in lines)
@@ -395,8 +482,10 @@ def test_health_says_loading_until_the_model_is_loaded(tmp_path: Path) -> None:
 
     thread = threading.Thread(target=run)
     thread.start()
-    address = until(lambda: next((line.split("http://")[1].split("/")[0] for line in lines if "listening" in line),
-                                 None), what="the server to listen")
+    address = until(
+        lambda: next((line.split("http://")[1].split("/")[0] for line in lines if "listening" in line), None),
+        what="the server to listen",
+    )
     answer = httpx.get(f"http://{address}/health")
     assert answer.status_code == 503 and answer.json() == {"status": "loading"}
     chat = httpx.post(f"http://{address}/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}]})

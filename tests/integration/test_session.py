@@ -38,7 +38,8 @@ def answer(turn) -> tuple[str, list]:
 
 
 def test_a_worker_thread_streams_the_main_thread_cancels_and_history_is_read_elsewhere(
-        chat_model: ChatModel, tmp_path: Path) -> None:
+    chat_model: ChatModel, tmp_path: Path
+) -> None:
     history = History(tmp_path / "history.db")  # opened on this (the main) thread
     session = session_on(chat_model, history, ignore_eos=True)
     turn = session.send("Write a long story about the sea.")
@@ -168,7 +169,7 @@ def test_settings_are_checked_in_one_place(chat_model: ChatModel) -> None:
 def test_the_base_model_loop_is_stopped_with_a_notice(chat_model: ChatModel) -> None:
     assert chat_model.base_model and chat_model.opening_notices()[0].kind == "warning"
     session = session_on(chat_model, None, loop_guard=True)  # chat's default without -n or --ignore-eos
-    text, events = answer(session.send("Tell me about the sea."))
+    _text, events = answer(session.send("Tell me about the sea."))
     reply = events[-1].reply
     assert reply.stop_reason == "repetition"
     assert reply.stats.completion_tokens < 1000  # long before the 2048-token context is full
@@ -179,15 +180,20 @@ def test_the_base_model_loop_is_stopped_with_a_notice(chat_model: ChatModel) -> 
 REASONING_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>"
     "{% if m.reasoning_content %}<think>{{ m.reasoning_content }}</think>{% endif %}"
-    "{{ m['content'] }}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|><think>{% endif %}")
+    "{{ m['content'] }}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|><think>{% endif %}"
+)
 
 
-@pytest.mark.parametrize("template, replayed", [
-    (REASONING_TEMPLATE, True),
-    (REASONING_TEMPLATE.replace("reasoning_content", "thoughts"), False),
-])
+@pytest.mark.parametrize(
+    "template, replayed",
+    [
+        (REASONING_TEMPLATE, True),
+        (REASONING_TEMPLATE.replace("reasoning_content", "thoughts"), False),
+    ],
+)
 def test_reasoning_goes_back_by_the_templates_rule_live_and_resumed(
-        tmp_path: Path, template: str, replayed: bool) -> None:
+    tmp_path: Path, template: str, replayed: bool
+) -> None:
     from edgellm.convert.tinymodel import Shape, write_model
 
     path = write_model(tmp_path / "thinker.gguf", Shape(chat_template=template))
@@ -221,7 +227,8 @@ def test_a_history_failure_mid_reply_is_a_notice_and_the_chat_goes_on(chat_model
 
 
 def test_the_conversation_cannot_change_under_a_turn_and_a_closed_turn_frees_the_model(
-        chat_model: ChatModel, tmp_path: Path) -> None:
+    chat_model: ChatModel, tmp_path: Path
+) -> None:
     history = History(tmp_path / "history.db")
     session = session_on(chat_model, history, ignore_eos=True, max_tokens=200)
     session.set_system("Be brief.")
@@ -229,14 +236,19 @@ def test_the_conversation_cannot_change_under_a_turn_and_a_closed_turn_frees_the
     turn = session.send("Tell me a story.")
     pieces = iter(turn)
     next(pieces)  # streaming
-    for change in (lambda: session.edit_last("x"), session.regenerate, session.new, lambda: session.send("y"),
-                   lambda: session.load(session.conversation_id)):
+    for change in (
+        lambda: session.edit_last("x"),
+        session.regenerate,
+        session.new,
+        lambda: session.send("y"),
+        lambda: session.load(session.conversation_id),
+    ):
         with pytest.raises(EdgellmError, match="still being written"):
             change()
     turn.close()  # a front end that stops early: the reply is saved as interrupted and the model is free
     saved = history.messages(session.conversation_id)
     assert saved[-1].interrupted and saved[-1].role == "assistant"
-    text, events = answer(session.regenerate())  # the next turn runs
+    _text, events = answer(session.regenerate())  # the next turn runs
     assert not events[-1].reply.interrupted
     roles = [m.role for m in history.messages(session.conversation_id)]
     assert roles == ["system", "user", "assistant", "user", "assistant"]  # the system prompt survived the retry

@@ -14,16 +14,18 @@ GIB, MIB = 2**30, 2**20
 
 
 def test_plan_two_profiles_from_the_command_line(test_model: Path) -> None:
-    done = edgellm("plan", "-m", str(test_model), "--profile", "raspberry-pi-5-8gb", "--profile",
-                   "raspberry-pi-4-4gb", "--json")
+    done = edgellm(
+        "plan", "-m", str(test_model), "--profile", "raspberry-pi-5-8gb", "--profile", "raspberry-pi-4-4gb", "--json"
+    )
     assert done.returncode == 0, done.stderr
     split = json.loads(done.stdout)["split"]
     first, second = split["devices"]
     assert first["device"] == "raspberry-pi-5-8gb" and second["device"] == "raspberry-pi-4-4gb"
     assert first["layers"] + second["layers"] == 18 and first["layers"] > second["layers"] > 0
     assert split["tensor_split"] == [second["layers"] + 1] and split["fits"] and first["output"]
-    text = edgellm("plan", "-m", str(test_model), "--profile", "raspberry-pi-5-8gb", "--profile",
-                   "raspberry-pi-4-4gb").stdout
+    text = edgellm(
+        "plan", "-m", str(test_model), "--profile", "raspberry-pi-5-8gb", "--profile", "raspberry-pi-4-4gb"
+    ).stdout
     assert "Split of 18 layers across 2 devices" in text and "tensor_split" in text
 
 
@@ -31,8 +33,16 @@ def test_plan_with_two_workers_shares_layers_by_their_promises(test_model: Path)
     first, first_port = start_worker("--memory", "8000")
     second, second_port = start_worker("--memory", "4000")
     try:
-        done = edgellm("plan", "-m", str(test_model), "--profile", "raspberry-pi-4-4gb", "--rpc",
-                       f"127.0.0.1:{first_port},127.0.0.1:{second_port}", "--json")
+        done = edgellm(
+            "plan",
+            "-m",
+            str(test_model),
+            "--profile",
+            "raspberry-pi-4-4gb",
+            "--rpc",
+            f"127.0.0.1:{first_port},127.0.0.1:{second_port}",
+            "--json",
+        )
     finally:
         assert stop(first) == 0 and stop(second) == 0
     assert done.returncode == 0, done.stderr
@@ -49,12 +59,14 @@ def test_an_unreachable_worker_in_a_plan_is_one_line_and_exit_2(test_model: Path
     from edgellm.engine.side_channel import free_port_pair
 
     port = free_port_pair()
-    assert_one_line_error(edgellm("plan", "-m", str(test_model), "--rpc", f"127.0.0.1:{port}"),
-                          f"RPC worker at 127.0.0.1:{port} cannot be used", "edgellm worker")
+    assert_one_line_error(
+        edgellm("plan", "-m", str(test_model), "--rpc", f"127.0.0.1:{port}"),
+        f"RPC worker at 127.0.0.1:{port} cannot be used",
+        "edgellm worker",
+    )
 
 
-def test_llama_cpp_places_the_split_as_planned_and_keeps_the_output_here(test_model: Path,
-                                                                           edgellm_home: Path) -> None:
+def test_llama_cpp_places_the_split_as_planned_and_keeps_the_output_here(test_model: Path, edgellm_home: Path) -> None:
     """`run --rpc` over two workers: llama.cpp's own log shows each layer on the device the plan gave it, the output's
     weights kept on this CPU, and each device's model buffer near what the plan says it holds; the greedy text is
     the local one."""
@@ -66,27 +78,38 @@ def test_llama_cpp_places_the_split_as_planned_and_keeps_the_output_here(test_mo
         split = json.loads(edgellm("plan", "-m", str(test_model), "--rpc", endpoints, "--json").stdout)["split"]
         (edgellm_home / "logs").mkdir(parents=True, exist_ok=True)
         (edgellm_home / "logs" / "edgellm.log").write_text("")
-        remote = edgellm("run", "-m", str(test_model), "-p", "1, 2, 3, 4, 5,", "-n", "8", "--temp", "0", "--rpc",
-                         endpoints)
+        remote = edgellm(
+            "run", "-m", str(test_model), "-p", "1, 2, 3, 4, 5,", "-n", "8", "--temp", "0", "--rpc", endpoints
+        )
     finally:
         assert stop(first) == 0 and stop(second) == 0
     assert remote.returncode == 0, remote.stderr
     assert remote.stdout == local.stdout and local.stdout.strip()  # a sure continuation (see test_split_run)
     log = (edgellm_home / "logs" / "edgellm.log").read_text()
     # "load_tensors: layer  12 assigned to device RPC0, is_swa = 1"; llama.cpp counts the output as layer 18
-    placed = [re.search(r"layer +(\d+) assigned to device (\S+),", line).groups()
-              for line in log.splitlines() if "assigned to device" in line]
+    placed = [
+        re.search(r"layer +(\d+) assigned to device (\S+),", line).groups()
+        for line in log.splitlines()
+        if "assigned to device" in line
+    ]
     names = [name for index, name in placed if int(index) < 18]
     here, big, small = split["devices"]
     assert all(device["layers"] for device in split["devices"])
     assert [(name, names.count(name)) for name in dict.fromkeys(names)] == [
-        ("CPU", here["layers"]), ("RPC0", big["layers"]), ("RPC1", small["layers"])]
+        ("CPU", here["layers"]),
+        ("RPC0", big["layers"]),
+        ("RPC1", small["layers"]),
+    ]
     # ... but its weights stay here, where the logits are made: none of the vocabulary's crosses the network
     assert "tensor output_norm.weight (0 MiB f32) buffer type overridden to CPU" in log
     assert re.search(r"tensor token_embd\.weight .* buffer type overridden to CPU", log) and here["output"]
-    buffers = {where: float(size) for where, size in re.findall(r"load_tensors: +(\S+) model buffer size = +([\d.]+) MiB",
-                                                                 log)}
+    buffers = {
+        where: float(size) for where, size in re.findall(r"load_tensors: +(\S+) model buffer size = +([\d.]+) MiB", log)
+    }
     local_mib = sum(size for where, size in buffers.items() if where.startswith("CPU"))
-    for planned, found in ((here, local_mib), (big, buffers[f"RPC0[127.0.0.1:{first_port}]"]),
-                           (small, buffers[f"RPC0[127.0.0.1:{second_port}]"])):
+    for planned, found in (
+        (here, local_mib),
+        (big, buffers[f"RPC0[127.0.0.1:{first_port}]"]),
+        (small, buffers[f"RPC0[127.0.0.1:{second_port}]"]),
+    ):
         assert abs(planned["weights_bytes"] / MIB - found) <= max(2.0, 0.1 * found), (planned, found)

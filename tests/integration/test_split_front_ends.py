@@ -28,8 +28,11 @@ LONG = 3000  # tokens asked for a reply that is still being written when its wor
 
 
 def split_session(test_model: Path, port: int, history: History):
-    host = ModelHost(flags_of(build_parser().parse_args(
-        ["chat", "-m", str(test_model), "--temp", "0", "--rpc", f"127.0.0.1:{port}"])))
+    host = ModelHost(
+        flags_of(
+            build_parser().parse_args(["chat", "-m", str(test_model), "--temp", "0", "--rpc", f"127.0.0.1:{port}"])
+        )
+    )
     planned = host.plan()
     model = host.load(planned).model
     return host, planned, model, host.chat(history)
@@ -45,8 +48,9 @@ def kill_after_pieces(turn, worker: subprocess.Popen, pieces: int = 10) -> list:
     return events
 
 
-def test_a_chat_keeps_its_reply_when_the_worker_goes_and_goes_on_when_it_is_back(test_model: Path,
-                                                                                    tmp_path: Path) -> None:
+def test_a_chat_keeps_its_reply_when_the_worker_goes_and_goes_on_when_it_is_back(
+    test_model: Path, tmp_path: Path
+) -> None:
     worker, port = start_worker("-t", "1", "--memory", "4000")
     history = History(tmp_path / "history.db")
     host = None
@@ -61,8 +65,9 @@ def test_a_chat_keeps_its_reply_when_the_worker_goes_and_goes_on_when_it_is_back
         notices = [e for e in events if isinstance(e, Notice)]
         done = events[-1]
         assert isinstance(done, ReplyDone) and done.reply.interrupted and done.reply.content
-        assert any(f"RPC worker at 127.0.0.1:{port} went away mid-reply" in n.text and n.kind == "warning"
-                   for n in notices), notices
+        assert any(
+            f"RPC worker at 127.0.0.1:{port} went away mid-reply" in n.text and n.kind == "warning" for n in notices
+        ), notices
         shown = "".join(e.text for e in events if isinstance(e, AnswerPiece))
         saved = history.messages(session.conversation_id)
         assert saved[-1].role == "assistant" and saved[-1].content == shown and saved[-1].interrupted
@@ -92,10 +97,29 @@ def test_a_chat_keeps_its_reply_when_the_worker_goes_and_goes_on_when_it_is_back
 
 def test_the_repl_ends_the_reply_line_says_which_worker_went_and_goes_on(test_model: Path) -> None:
     worker, port = start_worker("-t", "1", "--memory", "4000")
-    chat = subprocess.Popen([sys.executable, "-m", "edgellm", "chat", "--headless", "--no-history", "-m",
-                             str(test_model), "--temp", "0", "-n", str(LONG), "--ignore-eos", "--rpc",
-                             f"127.0.0.1:{port}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    chat = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgellm",
+            "chat",
+            "--headless",
+            "--no-history",
+            "-m",
+            str(test_model),
+            "--temp",
+            "0",
+            "-n",
+            str(LONG),
+            "--ignore-eos",
+            "--rpc",
+            f"127.0.0.1:{port}",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         chat.stdin.write("Tell me a long story about the sea.\n")
         chat.stdin.flush()
@@ -124,8 +148,11 @@ def test_the_server_sends_an_error_event_when_the_worker_goes_mid_stream(test_mo
     try:
         server.wait_ready()
         assert re.search(r"\d+ of 18 layers on 1 RPC worker,", server.log), server.log
-        whole = httpx.post(f"{server.url}/v1/completions", json={"prompt": "1, 2, 3, 4, 5,", "max_tokens": 6,
-                                                                 "temperature": 0}, timeout=120)
+        whole = httpx.post(
+            f"{server.url}/v1/completions",
+            json={"prompt": "1, 2, 3, 4, 5,", "max_tokens": 6, "temperature": 0},
+            timeout=120,
+        )
         assert whole.status_code == 200 and whole.json()["choices"][0]["text"].strip(), whole.text
         body = {"prompt": "Once upon a time", "max_tokens": LONG, "ignore_eos": True, "stream": True}
         events = []
@@ -150,8 +177,9 @@ def test_the_server_sends_an_error_event_when_the_worker_goes_mid_stream(test_mo
 def test_bench_measures_a_split_and_keeps_it_apart_from_this_devices_speed(test_model: Path) -> None:
     worker, port = start_worker("-t", "1", "--memory", "4000")
     try:
-        done = edgellm("bench", "-m", str(test_model), "--pp", "16", "--tg", "4", "-r", "1", "--json", "--rpc",
-                       f"127.0.0.1:{port}")
+        done = edgellm(
+            "bench", "-m", str(test_model), "--pp", "16", "--tg", "4", "-r", "1", "--json", "--rpc", f"127.0.0.1:{port}"
+        )
     finally:
         assert stop(worker) == 0
     assert done.returncode == 0, done.stderr
@@ -205,8 +233,12 @@ def test_the_tui_opens_another_model_over_the_same_workers(test_model: Path) -> 
             await loaded(pilot)
             first = app.session
             app.open_model(str(test_model))
-            await until(pilot, lambda: app.session is not None and app.session is not first and not app.loading_model,
-                        seconds=120, what="the model opened again")
+            await until(
+                pilot,
+                lambda: app.session is not None and app.session is not first and not app.loading_model,
+                seconds=120,
+                what="the model opened again",
+            )
             assert app.screen.__class__.__name__ == "ChatScreen"  # no error dialog: the worker was free
 
     try:

@@ -19,8 +19,12 @@ COUNTING = "1, 2, 3, 4, 5,"
 
 
 def split_run(test_model: Path, endpoints: str, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edgellm", "run", "-m", str(test_model), "--temp", "0",
-                             "--rpc", endpoints, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgellm", "run", "-m", str(test_model), "--temp", "0", "--rpc", endpoints, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_run_across_two_workers_says_what_the_model_says_locally(test_model: Path) -> None:
@@ -30,16 +34,30 @@ def test_run_across_two_workers_says_what_the_model_says_locally(test_model: Pat
     first, first_port = start_worker("--memory", "8000", "-t", "1")
     second, second_port = start_worker("--memory", "4000", "-t", "1")
     try:
-        done = edgellm("run", "-m", str(test_model), "-p", COUNTING, "-n", "8", "--temp", "0", "--json", "--rpc",
-                       f"127.0.0.1:{first_port},127.0.0.1:{second_port}")
+        done = edgellm(
+            "run",
+            "-m",
+            str(test_model),
+            "-p",
+            COUNTING,
+            "-n",
+            "8",
+            "--temp",
+            "0",
+            "--json",
+            "--rpc",
+            f"127.0.0.1:{first_port},127.0.0.1:{second_port}",
+        )
     finally:
         assert stop(first) == 0 and stop(second) == 0
     assert done.returncode == 0, done.stderr
     text, report = done.stdout.rsplit("\n", 2)[0], json.loads(done.stdout.strip().splitlines()[-1])
     assert text.strip() == local.stdout.strip() and text.strip()
     settings = report["settings"]
-    assert report["completion_tokens"] == 8 and settings["rpc"] == [f"127.0.0.1:{first_port}",
-                                                                    f"127.0.0.1:{second_port}"]
+    assert report["completion_tokens"] == 8 and settings["rpc"] == [
+        f"127.0.0.1:{first_port}",
+        f"127.0.0.1:{second_port}",
+    ]
     assert settings["n_gpu_layers"] == sum(settings["tensor_split"]) > 1
 
 
@@ -48,8 +66,15 @@ def lose_a_worker_mid_reply(test_model: Path, how: signal.Signals) -> tuple[int,
     stdout after and stderr."""
     first, first_port = start_worker("-t", "1", "--memory", "8000")
     second, second_port = start_worker("-t", "1", "--memory", "4000")
-    run = split_run(test_model, f"127.0.0.1:{first_port},127.0.0.1:{second_port}", "-p", "Once upon a time",
-                    "-n", "4000", "--ignore-eos")
+    run = split_run(
+        test_model,
+        f"127.0.0.1:{first_port},127.0.0.1:{second_port}",
+        "-p",
+        "Once upon a time",
+        "-n",
+        "4000",
+        "--ignore-eos",
+    )
     try:
         shown = run.stdout.read(40)  # the reply has begun: text is on the screen
         second.send_signal(how)
@@ -63,7 +88,7 @@ def lose_a_worker_mid_reply(test_model: Path, how: signal.Signals) -> tuple[int,
 
 
 def test_a_worker_killed_mid_reply_ends_it_with_the_worker_named(test_model: Path) -> None:
-    code, shown, rest, errors, port = lose_a_worker_mid_reply(test_model, signal.SIGKILL)
+    code, shown, _rest, errors, port = lose_a_worker_mid_reply(test_model, signal.SIGKILL)
     assert code == 1 and len(shown) == 40
     lines = errors.strip().splitlines()
     assert len(lines) == 1 and f"RPC worker at 127.0.0.1:{port} went away mid-reply" in lines[0], errors
@@ -71,31 +96,46 @@ def test_a_worker_killed_mid_reply_ends_it_with_the_worker_named(test_model: Pat
 
 
 def test_a_worker_that_stops_answering_mid_reply_is_named(test_model: Path) -> None:
-    code, shown, rest, errors, port = lose_a_worker_mid_reply(test_model, signal.SIGSTOP)
+    code, _shown, _rest, errors, port = lose_a_worker_mid_reply(test_model, signal.SIGSTOP)
     assert code == 1 and f"127.0.0.1:{port}" in errors and "mid-reply" in errors and "Traceback" not in errors
 
 
 def test_an_unreachable_worker_is_one_line_and_exit_2(test_model: Path) -> None:
     port = free_port_pair()
-    assert_one_line_error(edgellm("run", "-m", str(test_model), "-p", PROMPT, "--rpc", f"127.0.0.1:{port}"),
-                          f"RPC worker at 127.0.0.1:{port} cannot be used", "edgellm worker")
+    assert_one_line_error(
+        edgellm("run", "-m", str(test_model), "-p", PROMPT, "--rpc", f"127.0.0.1:{port}"),
+        f"RPC worker at 127.0.0.1:{port} cannot be used",
+        "edgellm worker",
+    )
 
 
 def test_bad_split_input_is_one_line_and_exit_2(test_model: Path) -> None:
     port = free_port_pair()
     where = f"127.0.0.1:{port}"
-    assert_one_line_error(edgellm("run", "-m", str(test_model), "-p", PROMPT, "-ngl", "4", "--rpc", where),
-                          "a split places the layers itself", "drop -ngl")
-    assert_one_line_error(edgellm("chat", "--headless", "-m", str(test_model), "--rpc", where, input="Hi\n"),
-                          f"RPC worker at {where} cannot be used", "edgellm worker")
-    assert_one_line_error(edgellm("serve", "-m", str(test_model), "--port", "0", "--rpc", where),
-                          f"RPC worker at {where} cannot be used", "edgellm worker")
-    assert_one_line_error(edgellm("bench", "-m", str(test_model), "--rpc", where),
-                          f"RPC worker at {where} cannot be used", "edgellm worker")
-    assert_one_line_error(edgellm("chat", "--headless", "-m", str(test_model), "--rpc", "[::1]:50052"),
-                          "IPv4 only")
-    assert_one_line_error(edgellm("run", "-m", str(test_model.parent), "-p", PROMPT, "--rpc", where),
-                          "a split plans one GGUF file")
+    assert_one_line_error(
+        edgellm("run", "-m", str(test_model), "-p", PROMPT, "-ngl", "4", "--rpc", where),
+        "a split places the layers itself",
+        "drop -ngl",
+    )
+    assert_one_line_error(
+        edgellm("chat", "--headless", "-m", str(test_model), "--rpc", where, input="Hi\n"),
+        f"RPC worker at {where} cannot be used",
+        "edgellm worker",
+    )
+    assert_one_line_error(
+        edgellm("serve", "-m", str(test_model), "--port", "0", "--rpc", where),
+        f"RPC worker at {where} cannot be used",
+        "edgellm worker",
+    )
+    assert_one_line_error(
+        edgellm("bench", "-m", str(test_model), "--rpc", where),
+        f"RPC worker at {where} cannot be used",
+        "edgellm worker",
+    )
+    assert_one_line_error(edgellm("chat", "--headless", "-m", str(test_model), "--rpc", "[::1]:50052"), "IPv4 only")
+    assert_one_line_error(
+        edgellm("run", "-m", str(test_model.parent), "-p", PROMPT, "--rpc", where), "a split plans one GGUF file"
+    )
 
 
 class SilentRelay:
@@ -158,9 +198,25 @@ class SilentRelay:
 def run_through(relay: SilentRelay, test_model: Path, *extra: str) -> subprocess.Popen:
     import os
 
-    return subprocess.Popen([sys.executable, "-m", "edgellm", "run", "-m", str(test_model), "--temp", "0", "--rpc",
-                             f"127.0.0.1:{relay.port}", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "EDGELLM_RPC_SILENCE_S": "3"})
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgellm",
+            "run",
+            "-m",
+            str(test_model),
+            "--temp",
+            "0",
+            "--rpc",
+            f"127.0.0.1:{relay.port}",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "EDGELLM_RPC_SILENCE_S": "3"},
+    )
 
 
 def test_a_worker_without_a_side_channel_that_falls_silent_while_loading_is_named(test_model: Path) -> None:
@@ -168,15 +224,17 @@ def test_a_worker_without_a_side_channel_that_falls_silent_while_loading_is_name
     relay = SilentRelay(port, silent_after=4 * 2**20)  # mid-way through sending it its layers
     run = run_through(relay, test_model, "-p", PROMPT, "-n", "8")
     try:
-        out, errors = run.communicate(timeout=120)  # the condition: the run ends by itself
+        _out, errors = run.communicate(timeout=120)  # the condition: the run ends by itself
     finally:
         run.kill()
         relay.close()
         worker.kill()
     assert relay.silent.is_set() and run.returncode == 1, errors
     lines = errors.strip().splitlines()
-    assert len(lines) == 1 and f"the network to the RPC worker at 127.0.0.1:{relay.port} went silent while the " \
-        "model loaded" in lines[0], errors
+    assert (
+        len(lines) == 1
+        and f"the network to the RPC worker at 127.0.0.1:{relay.port} went silent while the model loaded" in lines[0]
+    ), errors
 
 
 def test_a_worker_without_a_side_channel_that_falls_silent_mid_reply_is_named(test_model: Path) -> None:
@@ -186,7 +244,7 @@ def test_a_worker_without_a_side_channel_that_falls_silent_mid_reply_is_named(te
     try:
         shown = run.stdout.read(40)  # the reply has begun
         relay.silent.set()
-        rest, errors = run.communicate(timeout=120)
+        _rest, errors = run.communicate(timeout=120)
     finally:
         run.kill()
         relay.close()

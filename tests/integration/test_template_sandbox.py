@@ -16,8 +16,11 @@ from tests.support import edgellm
 from tests.support.chat_templates import MESSAGES, TOOLS_STYLE
 
 
-@pytest.mark.parametrize("source", [source for source, _ in templates.FALLBACKS.values()] + [TOOLS_STYLE],
-                         ids=list(templates.FALLBACKS) + ["tools-style"])
+@pytest.mark.parametrize(
+    "source",
+    [source for source, _ in templates.FALLBACKS.values()] + [TOOLS_STYLE],
+    ids=list(templates.FALLBACKS) + ["tools-style"],
+)
 def test_renders_as_llama_cpp_python_does(source: str) -> None:
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"city": "string"}}}]
     ours = BoundedTemplate(source, "<s>", "</s>").render(MESSAGES, tools=tools)
@@ -45,24 +48,45 @@ def test_chat_with_a_hostile_template_says_so_in_one_line(tmp_path: Path) -> Non
     assert "Traceback" not in done.stderr
 
 
-LLAMA_CPP_TEMPLATES = (Path.home() / ".cache" / "edgellm" / "llama-cpp-src" / "0.3.36" / "src" / "vendor" / "llama.cpp"
-                       / "models" / "templates")
+LLAMA_CPP_TEMPLATES = (
+    Path.home()
+    / ".cache"
+    / "edgellm"
+    / "llama-cpp-src"
+    / "0.3.36"
+    / "src"
+    / "vendor"
+    / "llama.cpp"
+    / "models"
+    / "templates"
+)
 
 
-@pytest.mark.skipif(not LLAMA_CPP_TEMPLATES.is_dir(), reason="llama.cpp's source is not cached here (the benchmarks "
-                    "and packaging/build_binary.py --portable fetch it)")
+@pytest.mark.skipif(
+    not LLAMA_CPP_TEMPLATES.is_dir(),
+    reason="llama.cpp's source is not cached here (the benchmarks and packaging/build_binary.py --portable fetch it)",
+)
 def test_the_real_templates_llama_cpp_ships_render_as_llama_cpp_python_renders_them() -> None:
     """Every chat template of llama.cpp's models/templates, with tools and a 4 MiB message: the same text, or the
     same refusal, as llama-cpp-python's unbounded sandbox gives."""
-    tools = [{"type": "function", "function": {"name": "get_weather", "description": "weather in a city",
-                                               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "weather in a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     messages = MESSAGES[:-1] + [{"role": "user", "content": "word " * (2**22 // 5)}]
     checked = 0
     for path in sorted(LLAMA_CPP_TEMPLATES.glob("*.jinja")):
         source = path.read_text()
         try:
-            theirs = Jinja2ChatFormatter(source, eos_token="</s>", bos_token="<s>")(messages=messages,
-                                                                                    tools=tools).prompt
+            theirs = Jinja2ChatFormatter(source, eos_token="</s>", bos_token="<s>")(
+                messages=messages, tools=tools
+            ).prompt
         except Exception as error:
             with pytest.raises(type(error)):
                 BoundedTemplate(source, "<s>", "</s>").render(messages, tools=tools)

@@ -27,8 +27,9 @@ def test_a_message_streams_a_reply_in_batches_and_shows_its_timings(test_model: 
     app = chat_app(test_model, "-n", "48", "--ignore-eos", "--temp", "0")
 
     async def main() -> None:
-        async with app.run_test(size=(120, 40), message_hook=lambda m: batches.setdefault(id(m), m)
-                                if isinstance(m, ReplyPieces) else None) as pilot:
+        async with app.run_test(
+            size=(120, 40), message_hook=lambda m: batches.setdefault(id(m), m) if isinstance(m, ReplyPieces) else None
+        ) as pilot:
             screen = await loaded(pilot)
             await say(pilot, "The capital of France is")
             user, reply = messages(app)[-2:]
@@ -80,8 +81,15 @@ def test_conversations_switch_and_survive_a_restart(test_model: Path) -> None:
             sidebar = screen.query_one(ConversationList)
             await until(pilot, lambda: len(sidebar.query("ConversationItem")) == 2, what="two conversations listed")
             screen.post_message(ConversationList.Chosen(ids[0]))
-            await until(pilot, lambda: first.session.conversation_id == ids[0] and messages(first)
-                        and messages(first)[0].content == "apples are", what="the first conversation")
+            await until(
+                pilot,
+                lambda: (
+                    first.session.conversation_id == ids[0]
+                    and messages(first)
+                    and messages(first)[0].content == "apples are"
+                ),
+                what="the first conversation",
+            )
 
     run(chat_twice)
     assert ids[0] != ids[1]
@@ -108,16 +116,31 @@ def test_regenerate_and_edit_the_last_message(test_model: Path) -> None:
             await loaded(pilot)
             await say(pilot, "one two three")
             await pilot.press("ctrl+r")
-            await until(pilot, lambda: not app.session.busy and app.screen.reply is None
-                        and len(messages(app)) == 2 and messages(app)[-1].content, what="the new answer")
+            await until(
+                pilot,
+                lambda: (
+                    not app.session.busy
+                    and app.screen.reply is None
+                    and len(messages(app)) == 2
+                    and messages(app)[-1].content
+                ),
+                what="the new answer",
+            )
             assert [m.role for m in messages(app)] == ["user", "assistant"]
             await pilot.press("ctrl+e")
             assert app.screen.query_one("#prompt").text == "one two three"
             app.screen.query_one("#prompt").text = "four five six"
             await pilot.press("enter")
-            await until(pilot, lambda: not app.session.busy and app.screen.reply is None
-                        and messages(app)[0].content == "four five six" and messages(app)[-1].content,
-                        what="the edited message's answer")
+            await until(
+                pilot,
+                lambda: (
+                    not app.session.busy
+                    and app.screen.reply is None
+                    and messages(app)[0].content == "four five six"
+                    and messages(app)[-1].content
+                ),
+                what="the edited message's answer",
+            )
             assert len(messages(app)) == 2
             saved = History(paths.history_path()).messages(app.session.conversation_id)
             assert [m.content for m in saved if m.role == "user"] == ["four five six"]
@@ -136,8 +159,11 @@ def test_settings_are_checked_and_kept_with_the_conversation(test_model: Path) -
             await until(pilot, lambda: isinstance(app.screen, SettingsScreen), what="the settings")
             app.screen.query_one("#set-temp", Input).value = "hot"
             app.screen.query_one("#apply", Button).press()
-            await until(pilot, lambda: "temp" in str(app.screen.query_one("#settings-error").content),
-                        what="the error under the fields")
+            await until(
+                pilot,
+                lambda: "temp" in str(app.screen.query_one("#settings-error").content),
+                what="the error under the fields",
+            )
             app.screen.query_one("#set-temp", Input).value = "0.3"
             app.screen.query_one("#set-top-k", Input).value = "7"
             app.screen.query_one("#apply", Button).press()
@@ -177,8 +203,9 @@ def test_code_blocks_are_found_between_fences() -> None:
 
 def test_status_line_says_what_is_known() -> None:
     assert status_text(None, None, None, None, None, None).startswith("no model loaded")
-    line = status_text("m.gguf", 99, 18, 120, 4096, Timings(GenerationStats(ttft_ms=41.6, tokens_per_s=30.04)),
-                       "stopped")
+    line = status_text(
+        "m.gguf", 99, 18, 120, 4096, Timings(GenerationStats(ttft_ms=41.6, tokens_per_s=30.04)), "stopped"
+    )
     assert line == "m.gguf · ngl 18/18 · ctx 120/4096 · TTFT 42 ms · 30.0 tok/s · stopped"
     assert "CPU" in status_text("m.gguf", 0, 18, None, 4096, None)
 
@@ -190,8 +217,11 @@ def test_a_broken_model_is_shown_with_the_way_out_and_the_app_goes_on(tmp_path: 
 
     async def main() -> None:
         async with app.run_test(size=(80, 24)) as pilot:
-            await until(pilot, lambda: isinstance(app.screen, ErrorScreen) and app.screen.query("#error-text"),
-                        what="the error on screen")  # pushed, and drawn
+            await until(
+                pilot,
+                lambda: isinstance(app.screen, ErrorScreen) and app.screen.query("#error-text"),
+                what="the error on screen",
+            )  # pushed, and drawn
             text = str(app.screen.query_one("#error-text").content)
             assert "broken.gguf" in text and "Traceback" not in text
             assert app.screen.query_one("#way-models", Button)
@@ -229,9 +259,19 @@ def test_every_chat_action_is_in_the_palette_and_help_and_theme_work(test_model:
         async with app.run_test(size=(80, 24)) as pilot:
             screen = await loaded(pilot)
             titles = [command.title for command in app.get_system_commands(screen)]
-            for title in ("Home", "Models", "Convert", "Chat: stop the reply", "Chat: new conversation",
-                          "Chat: answer again", "Chat: edit the last message", "Chat: copy the reply",
-                          "Chat: settings", "Chat: delete the conversation", "Toggle light/dark theme"):
+            for title in (
+                "Home",
+                "Models",
+                "Convert",
+                "Chat: stop the reply",
+                "Chat: new conversation",
+                "Chat: answer again",
+                "Chat: edit the last message",
+                "Chat: copy the reply",
+                "Chat: settings",
+                "Chat: delete the conversation",
+                "Toggle light/dark theme",
+            ):
                 assert title in titles
             await pilot.press("f1")
             await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="the help")
@@ -254,8 +294,11 @@ def test_a_message_too_long_for_the_context_is_given_back(test_model: Path) -> N
             await say(pilot, "hello")
             app.screen.query_one("#prompt").text = too_long
             await pilot.press("enter")
-            await until(pilot, lambda: isinstance(app.screen, ErrorScreen) and app.screen.query("#error-text"),
-                        what="the error on screen")  # pushed, and drawn
+            await until(
+                pilot,
+                lambda: isinstance(app.screen, ErrorScreen) and app.screen.query("#error-text"),
+                what="the error on screen",
+            )  # pushed, and drawn
             assert "tokens" in str(app.screen.query_one("#error-text").content)
             await pilot.press("escape")
             await until(pilot, lambda: isinstance(app.screen, ChatScreen), what="the chat")
@@ -290,8 +333,16 @@ def test_a_second_model_replaces_the_first(test_model: Path) -> None:
             first = (await loaded(pilot)).session
             app.post_message(ChatWith(str(test_model)))
             app.post_message(ChatWith(str(test_model)))  # a second ask while loading is refused, not a second model
-            await until(pilot, lambda: app.session is not None and app.session is not first
-                        and app.screen.session is app.session and not app.loading_model, what="the new model")
+            await until(
+                pilot,
+                lambda: (
+                    app.session is not None
+                    and app.session is not first
+                    and app.screen.session is app.session
+                    and not app.loading_model
+                ),
+                what="the new model",
+            )
             assert first.model.model.closed  # the first model was freed before the second loaded
             await say(pilot, "hi")
             assert messages(app)[-1].content

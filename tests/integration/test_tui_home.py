@@ -60,8 +60,9 @@ class RecordingApp(EdgeApp):
 
 
 def make_app(profile: str = "raspberry-pi-5-8gb", sampler: Callable[[], Gauges] | None = None) -> RecordingApp:
-    return RecordingApp(flags_from(argparse.Namespace(), {}), profile=resolve_profile(profile),
-                        sampler=sampler or frozen())
+    return RecordingApp(
+        flags_from(argparse.Namespace(), {}), profile=resolve_profile(profile), sampler=sampler or frozen()
+    )
 
 
 async def until(pilot, condition: Callable[[], bool], seconds: float = 15.0) -> None:

@@ -27,8 +27,10 @@ async def wait_for(pilot, condition: Callable[[], bool], seconds: float = 60) ->
         if condition():
             return
         await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {condition}; the screen is {pilot.app.screen!r}: "
-                         f"{getattr(pilot.app.screen, 'error', '')!r}")
+    raise AssertionError(
+        f"timed out waiting for {condition}; the screen is {pilot.app.screen!r}: "
+        f"{getattr(pilot.app.screen, 'error', '')!r}"
+    )
 
 
 def test_catalog_shows_the_offline_verdict_for_the_profile() -> None:
@@ -55,8 +57,9 @@ def test_catalog_shows_the_offline_verdict_for_the_profile() -> None:
 
 async def click(pilot, selector: str) -> None:
     """Click a widget once it is laid out on the current screen (a click before lands nowhere)."""
-    await wait_for(pilot, lambda: bool(pilot.app.screen.query(selector))
-                   and pilot.app.screen.query_one(selector).region.width > 0)
+    await wait_for(
+        pilot, lambda: bool(pilot.app.screen.query(selector)) and pilot.app.screen.query_one(selector).region.width > 0
+    )
     await pilot.click(selector)
 
 
@@ -76,8 +79,14 @@ def test_download_moves_is_stopped_keeps_its_part_and_resumes(hub: FakeHub, gguf
             picker.query_one("#repo-input", Input).value = "tests/tiny-GGUF:Q8_0"
             picker.query_one("#repo-input", Input).focus()
             await pilot.press("enter")
-            await wait_for(pilot, lambda: isinstance(app.screen, PlanScreen) and bool(app.screen.query("#plan-download"))
-                           and app.screen.query_one("#plan-download").region.width > 0)  # laid out: clickable
+            await wait_for(
+                pilot,
+                lambda: (
+                    isinstance(app.screen, PlanScreen)
+                    and bool(app.screen.query("#plan-download"))
+                    and app.screen.query_one("#plan-download").region.width > 0
+                ),
+            )  # laid out: clickable
             assert "tests/tiny-GGUF:Q8_0" in str(app.screen.query_one("#plan-title", Label).render())
             assert app.screen.query_one("#plan-table")
             await click(pilot, "#plan-download")

@@ -31,8 +31,7 @@ GIB = 2**30
 PROFILE = "laptop-rtx4060-8gb"
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 CREATED = 1_767_225_600.0  # 2026-01-01 00:00 UTC
-TIMINGS = {"completion_tokens": 12, "tokens_per_s": 48.5, "ttft_ms": 120.0, "context_used": 57,
-           "stop_reason": "eos"}
+TIMINGS = {"completion_tokens": 12, "tokens_per_s": 48.5, "ttft_ms": 120.0, "context_used": 57, "stop_reason": "eos"}
 
 
 def frozen() -> Gauges:
@@ -77,9 +76,16 @@ def saved_conversation() -> int:
 @pytest.mark.parametrize("size", SIZES)
 def test_home(snap_compare, size: tuple[int, int]) -> None:
     """Hardware panel, the stored model with its fit, the recommendations, the footer's keys."""
+
     async def filled(pilot) -> None:
-        await until(pilot, lambda: isinstance(pilot.app.screen, HomeScreen)
-                    and not pilot.app.screen.query_one("#recommended-models").loading, what="the lists")
+        await until(
+            pilot,
+            lambda: (
+                isinstance(pilot.app.screen, HomeScreen)
+                and not pilot.app.screen.query_one("#recommended-models").loading
+            ),
+            what="the lists",
+        )
 
     assert snap_compare(app(start="home"), run_before=filled, terminal_size=size)
 
@@ -87,12 +93,16 @@ def test_home(snap_compare, size: tuple[int, int]) -> None:
 @pytest.mark.parametrize("size", SIZES)
 def test_models(snap_compare, size: tuple[int, int]) -> None:
     """The models screen's store tab with the verdict of the stored model."""
+
     async def filled(pilot) -> None:
         screen = pilot.app.screen
         local = screen.query_one("#local-table", DataTable)
         catalog = screen.query_one("#catalog-table", DataTable)
-        await until(pilot, lambda: local.row_count == 1 and str(local.get_row_at(0)[-1]) != ""
-                    and catalog.row_count > 0, what="the verdicts and the catalog")
+        await until(
+            pilot,
+            lambda: local.row_count == 1 and str(local.get_row_at(0)[-1]) != "" and catalog.row_count > 0,
+            what="the verdicts and the catalog",
+        )
 
     assert snap_compare(app(start="models"), run_before=filled, terminal_size=size)
 
@@ -104,13 +114,23 @@ def test_chat(snap_compare, test_model: Path, size: tuple[int, int]) -> None:
 
     async def resumed(pilot) -> None:
         application = pilot.app
-        await until(pilot, lambda: application.session is not None and isinstance(application.screen, ChatScreen)
-                    and application.session.conversation_id == conversation
-                    and len(application.screen.query(ChatMessage)) == 2
-                    and application.screen.query_one(PromptInput).has_focus, what="the resumed conversation")
+        await until(
+            pilot,
+            lambda: (
+                application.session is not None
+                and isinstance(application.screen, ChatScreen)
+                and application.session.conversation_id == conversation
+                and len(application.screen.query(ChatMessage)) == 2
+                and application.screen.query_one(PromptInput).has_focus
+            ),
+            what="the resumed conversation",
+        )
         prompt = application.screen.query_one(PromptInput)
         prompt.cursor_blink = False  # the cursor always drawn: never caught mid-blink
         prompt.notify_style_update()  # and no line cached from before drawn without it
 
-    assert snap_compare(app(start="chat", history=History(paths.history_path()), model=str(test_model),
-                            resume=conversation), run_before=resumed, terminal_size=size)
+    assert snap_compare(
+        app(start="chat", history=History(paths.history_path()), model=str(test_model), resume=conversation),
+        run_before=resumed,
+        terminal_size=size,
+    )

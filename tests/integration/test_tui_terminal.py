@@ -25,8 +25,14 @@ def env(tmp_path: Path, edgellm_home: Path) -> dict[str, str]:
     """This test's EDGELLM_HOME, and other tools' model folders empty."""
     user = tmp_path / "user-home"
     user.mkdir()
-    return {"EDGELLM_HOME": str(edgellm_home), "HOME": str(user), "HF_HUB_CACHE": str(user / "hf"),
-            "LLAMA_CACHE": str(user / "llama.cpp"), "TERM": "xterm-256color", "PATH": os.environ.get("PATH", "")}
+    return {
+        "EDGELLM_HOME": str(edgellm_home),
+        "HOME": str(user),
+        "HF_HUB_CACHE": str(user / "hf"),
+        "LLAMA_CACHE": str(user / "llama.cpp"),
+        "TERM": "xterm-256color",
+        "PATH": os.environ.get("PATH", ""),
+    }
 
 
 def test_chat_answers_in_a_real_terminal_and_quits(terminal: Terminal, env: dict[str, str], test_model: Path) -> None:
@@ -36,7 +42,7 @@ def test_chat_answers_in_a_real_terminal_and_quits(terminal: Terminal, env: dict
     assert max(len(line) for line in shown.splitlines()) > 80  # drawn for the pane's 120 columns
     terminal.keys("Hello there", "Enter")
     shown = terminal.wait(lambda shown: "TTFT" in shown, 120, "the reply")
-    after = shown[shown.index("Hello there"):]
+    after = shown[shown.index("Hello there") :]
     assert "Assistant" in after and "tokens/s" in after  # the reply with its timings, under the message
     terminal.keys("C-q")
     assert terminal.wait_exit() == 0

@@ -37,8 +37,9 @@ def test_a_worker_answers_edgellms_check_and_serves_its_profile() -> None:
 
 
 def test_a_worker_refuses_to_listen_beyond_loopback_without_the_explicit_flag(edgellm_home: Path) -> None:
-    assert_one_line_error(edgellm("worker", "--host", "0.0.0.0"), "no authentication", "SSH tunnel",
-                          "--expose-unauthenticated")
+    assert_one_line_error(
+        edgellm("worker", "--host", "0.0.0.0"), "no authentication", "SSH tunnel", "--expose-unauthenticated"
+    )
     assert_one_line_error(edgellm("worker", "--host", "::1"), "IPv4 only")
 
 
@@ -47,10 +48,13 @@ def test_a_taken_port_and_too_much_memory_are_one_line_errors() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert_one_line_error(edgellm("worker", "--port", str(port)), f"cannot listen on 127.0.0.1:{port}",
-                              "choose another --port")
-    assert_one_line_error(edgellm("worker", "--port", str(free_port_pair()), "--memory", str(2**40 // MIB)),
-                          "is more than this device can give")
+        assert_one_line_error(
+            edgellm("worker", "--port", str(port)), f"cannot listen on 127.0.0.1:{port}", "choose another --port"
+        )
+    assert_one_line_error(
+        edgellm("worker", "--port", str(free_port_pair()), "--memory", str(2**40 // MIB)),
+        "is more than this device can give",
+    )
 
 
 def test_an_unreachable_or_silent_worker_is_a_clear_error_not_an_abort() -> None:
@@ -69,18 +73,30 @@ def test_an_unreachable_or_silent_worker_is_a_clear_error_not_an_abort() -> None
 
 
 def test_worker_lists_are_parsed_strictly() -> None:
-    assert parse_endpoints("pi-a.local:50052,10.0.0.7:7000") == [Endpoint("pi-a.local", 50052),
-                                                                  Endpoint("10.0.0.7", 7000)]
-    for bad in ("pi-a.local", "pi:0", "pi:70000", "a:1,a:1", ",", "[::1]:7000", "::1:7000",
-                "localhost:7000,127.0.0.1:7000"):  # the last: one worker under two names
+    assert parse_endpoints("pi-a.local:50052,10.0.0.7:7000") == [
+        Endpoint("pi-a.local", 50052),
+        Endpoint("10.0.0.7", 7000),
+    ]
+    for bad in (
+        "pi-a.local",
+        "pi:0",
+        "pi:70000",
+        "a:1,a:1",
+        ",",
+        "[::1]:7000",
+        "::1:7000",
+        "localhost:7000,127.0.0.1:7000",
+    ):  # the last: one worker under two names
         with pytest.raises(ValueError):
             parse_endpoints(bad)
 
 
 def test_the_worker_never_imports_textual() -> None:
-    code = ("import sys; from edgellm.cli.main import build_parser; from edgellm.cli.commands import worker; "
-            "from edgellm.engine import rpc, side_channel; "
-            "print([m for m in sys.modules if m == 'textual' or m.startswith(('textual.', 'edgellm.tui'))])")
+    code = (
+        "import sys; from edgellm.cli.main import build_parser; from edgellm.cli.commands import worker; "
+        "from edgellm.engine import rpc, side_channel; "
+        "print([m for m in sys.modules if m == 'textual' or m.startswith(('textual.', 'edgellm.tui'))])"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
     assert done.stdout.strip() == "[]", done.stderr
 

@@ -3,8 +3,12 @@ instruct models."""
 
 from __future__ import annotations
 
-MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"},
-            {"role": "assistant", "content": "Hello! How can I help?"}, {"role": "user", "content": "x" * 300}]
+MESSAGES = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hi there"},
+    {"role": "assistant", "content": "Hello! How can I help?"},
+    {"role": "user", "content": "x" * 300},
+]
 
 # A template in the style of today's instruct models: tools as JSON, a namespace, loop state, a refusal.
 TOOLS_STYLE = (

@@ -50,10 +50,11 @@ PRE_TOKENIZERS = {
     "granite-embed-multi-97m": {"type": "Sequence", "pretokenizers": [split_rule(vocab_mod.GPT4O), byte_level(False)]},
     "tekken": {"type": "Sequence", "pretokenizers": [split_rule(vocab_mod.TEKKEN), byte_level(False)]},
     "seed-coder": {"type": "Sequence", "pretokenizers": [split_rule(vocab_mod.SEED_CODER), byte_level(False)]},
-    "smollm": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True},
-                                                     byte_level(True)]},
-    "deepseek-v3": {"type": "Sequence", "pretokenizers": [split_rule(r) for r in vocab_mod.DEEPSEEK3]
-                    + [byte_level(False)]},
+    "smollm": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, byte_level(True)]},
+    "deepseek-v3": {
+        "type": "Sequence",
+        "pretokenizers": [split_rule(r) for r in vocab_mod.DEEPSEEK3] + [byte_level(False)],
+    },
 }
 
 
@@ -67,8 +68,12 @@ def train_bpe(folder: Path, pre_tokenizer: dict, *, ignore_merges: bool = False,
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|start|>", "<|end|>", "<|pad|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|start|>", "<|end|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(CORPUS, trainer)
     tok.add_tokens(["<think>"])  # an added token that is not special: user-defined, matched in plain text too
     tok.post_processor = processors.TemplateProcessing(single="<|start|> $A", special_tokens=[("<|start|>", 0)])
@@ -77,9 +82,18 @@ def train_bpe(folder: Path, pre_tokenizer: dict, *, ignore_merges: bool = False,
     data["model"]["ignore_merges"] = ignore_merges
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "bos_token": "<|start|>", "eos_token": "<|end|>", "pad_token": "<|pad|>",
-        "chat_template": CHAT_TEMPLATE, "clean_up_tokenization_spaces": False}), encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<|start|>",
+                "eos_token": "<|end|>",
+                "pad_token": "<|pad|>",
+                "chat_template": CHAT_TEMPLATE,
+                "clean_up_tokenization_spaces": False,
+            }
+        ),
+        encoding="utf-8",
+    )
     return folder
 
 
@@ -91,24 +105,50 @@ def train_spm(folder: Path, vocab_size: int = 600) -> Path:
     corpus = folder / "corpus.txt"
     corpus.write_text("\n".join(line for p in CORPUS for line in p.splitlines() if line.strip()), encoding="utf-8")
     spm.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(folder / "tokenizer"), vocab_size=vocab_size, model_type="bpe",
-        byte_fallback=True, character_coverage=0.9995, normalization_rule_name="identity",
-        remove_extra_whitespaces=False, add_dummy_prefix=True, split_digits=True, allow_whitespace_only_pieces=True,
-        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1, minloglevel=2)
+        input=str(corpus),
+        model_prefix=str(folder / "tokenizer"),
+        vocab_size=vocab_size,
+        model_type="bpe",
+        byte_fallback=True,
+        character_coverage=0.9995,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=True,
+        split_digits=True,
+        allow_whitespace_only_pieces=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        num_threads=1,
+        minloglevel=2,
+    )
     corpus.unlink()
     (folder / "tokenizer.vocab").unlink()
     (folder / "chat_template.jinja").write_text(CHAT_TEMPLATE, encoding="utf-8")
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": True}), encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": True}),
+        encoding="utf-8",
+    )
     return folder
 
 
 # The transformers models: small, random, and at one shape (the tokenizer's 3 special ids first).
 
 N_VOCAB = 832  # more rows than the tokenizer's tokens: the GGUF vocabulary is padded to the embedding rows
-SHAPE = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, vocab_size=N_VOCAB, max_position_embeddings=512, initializer_range=0.1,
-             bos_token_id=0, eos_token_id=1, pad_token_id=2)
+SHAPE = dict(
+    hidden_size=256,
+    intermediate_size=512,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=N_VOCAB,
+    max_position_embeddings=512,
+    initializer_range=0.1,
+    bos_token_id=0,
+    eos_token_id=1,
+    pad_token_id=2,
+)
 
 
 def configs():
@@ -119,20 +159,36 @@ def configs():
         "llama": lambda: t.LlamaConfig(**SHAPE, tie_word_embeddings=False),
         "qwen2": lambda: t.Qwen2Config(**SHAPE, tie_word_embeddings=True),
         "qwen3": lambda: t.Qwen3Config(**SHAPE, head_dim=32, tie_word_embeddings=False),
-        "gemma3": lambda: t.Gemma3TextConfig(**SHAPE, head_dim=64, query_pre_attn_scalar=64, sliding_window=16,
-                                             tie_word_embeddings=True),
+        "gemma3": lambda: t.Gemma3TextConfig(
+            **SHAPE, head_dim=64, query_pre_attn_scalar=64, sliding_window=16, tie_word_embeddings=True
+        ),
         "phi3": lambda: t.Phi3Config(**SHAPE, original_max_position_embeddings=512, tie_word_embeddings=False),
         # Llama 3.1's rope scaling with a short original context, so that most frequencies are scaled
-        "llama3-rope": lambda: t.LlamaConfig(**SHAPE, tie_word_embeddings=False, rope_parameters={
-            "rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+        "llama3-rope": lambda: t.LlamaConfig(
+            **SHAPE,
+            tie_word_embeddings=False,
+            rope_parameters={
+                "rope_type": "llama3",
+                "rope_theta": 10000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            },
+        ),
         # Phi-3's long rope: llama.cpp picks the short factors while its context (64, padded to 256) is within the
         # original 256 positions, as transformers does for 32 tokens; both scale attention by the same factor
-        "phi3-longrope": lambda: t.Phi3Config(**{**SHAPE, "max_position_embeddings": 1024},
-                                              original_max_position_embeddings=256, tie_word_embeddings=False,
-                                              rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
-                                                               "long_factor": factors(1.0, 4.0, 3),
-                                                               "short_factor": factors(1.0, 2.0, 4)}),
+        "phi3-longrope": lambda: t.Phi3Config(
+            **{**SHAPE, "max_position_embeddings": 1024},
+            original_max_position_embeddings=256,
+            tie_word_embeddings=False,
+            rope_parameters={
+                "rope_type": "longrope",
+                "rope_theta": 10000.0,
+                "long_factor": factors(1.0, 4.0, 3),
+                "short_factor": factors(1.0, 2.0, 4),
+            },
+        ),
         # q/k/v/o and MLP biases (the q and k biases are permuted with their rows)
         "llama-bias": lambda: t.LlamaConfig(**SHAPE, attention_bias=True, mlp_bias=True),
         "mistral": lambda: t.MistralConfig(**SHAPE, sliding_window=4096, tie_word_embeddings=False),
@@ -147,10 +203,19 @@ def factors(low: float, high: float, seed: int) -> list[float]:
     return [float(x) for x in np.random.default_rng(seed).uniform(low, high, SHAPE["hidden_size"] // 8)]
 
 
-MODEL_CLASSES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
-                 "gemma3": "Gemma3ForCausalLM", "phi3": "Phi3ForCausalLM", "llama3-rope": "LlamaForCausalLM",
-                 "phi3-longrope": "Phi3ForCausalLM", "llama-bias": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
-                 "llama-spm": "LlamaForCausalLM", "gemma3-spm": "Gemma3ForCausalLM"}
+MODEL_CLASSES = {
+    "llama": "LlamaForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "gemma3": "Gemma3ForCausalLM",
+    "phi3": "Phi3ForCausalLM",
+    "llama3-rope": "LlamaForCausalLM",
+    "phi3-longrope": "Phi3ForCausalLM",
+    "llama-bias": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "llama-spm": "LlamaForCausalLM",
+    "gemma3-spm": "Gemma3ForCausalLM",
+}
 
 
 def random_checkpoint(arch: str, folder: Path, tokenizer_dir: Path):
@@ -178,7 +243,9 @@ def iter_tensors(checkpoint, out_dtype=None, *, reuse: bool = True, chunk_bytes:
 
     buffer = None
     if reuse and checkpoint.tensors:
-        largest = max(info.n_elements * checkpoint.output_dtype(info, out_dtype).itemsize for info in checkpoint.tensors)
+        largest = max(
+            info.n_elements * checkpoint.output_dtype(info, out_dtype).itemsize for info in checkpoint.tensors
+        )
         buffer = np.empty(largest, np.uint8)
     for info in checkpoint.tensors:
         yield info, checkpoint.read(info.name, out_dtype, buffer=buffer, chunk_bytes=chunk_bytes)

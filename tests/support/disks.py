@@ -20,8 +20,9 @@ def mount(where: Path, size_kib: int, read_only: bool = False) -> None:
     options = f"size={size_kib}k" + (",ro" if read_only else "")
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'not root'}): the disk-fault tests "
-                    f"need root")
+        pytest.skip(
+            f"cannot mount a small tmpfs here ({done.stderr.strip() or 'not root'}): the disk-fault tests need root"
+        )
 
 
 def fill(disk: Path) -> None:

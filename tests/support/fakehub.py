@@ -101,8 +101,9 @@ class FakeHub:
 
         return Handler
 
-    def _reply(self, handler, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
-               head: bool = False) -> None:
+    def _reply(
+        self, handler, status: int, body: bytes = b"", headers: dict[str, str] | None = None, head: bool = False
+    ) -> None:
         handler.send_response(status)
         for key, value in (headers or {}).items():
             handler.send_header(key, value)
@@ -113,8 +114,13 @@ class FakeHub:
 
     def _error(self, handler, status: int, code: str, message: str, head: bool) -> None:
         body = json.dumps({"error": message}).encode()
-        self._reply(handler, status, body, {"X-Error-Code": code, "X-Error-Message": message,
-                                            "Content-Type": "application/json"}, head)
+        self._reply(
+            handler,
+            status,
+            body,
+            {"X-Error-Code": code, "X-Error-Message": message, "Content-Type": "application/json"},
+            head,
+        )
 
     def _authorized(self, handler, repo: FakeRepo) -> bool:
         return not repo.gated or handler.headers.get("Authorization") == f"Bearer {self.token}"
@@ -135,9 +141,15 @@ class FakeHub:
         if not self._authorized(handler, repo):
             return self._error(handler, 401, "GatedRepo", f"Access to model {repo_id} is restricted", head)
         if not rest or rest[0] == "revision":
-            info = {"id": repo_id, "modelId": repo_id, "sha": repo.commit, "private": False,
-                    "gated": "manual" if repo.gated else False, "tags": ["gguf"],
-                    "siblings": [{"rfilename": path} for path in sorted(repo.files)]}
+            info = {
+                "id": repo_id,
+                "modelId": repo_id,
+                "sha": repo.commit,
+                "private": False,
+                "gated": "manual" if repo.gated else False,
+                "tags": ["gguf"],
+                "siblings": [{"rfilename": path} for path in sorted(repo.files)],
+            }
             if repo.gguf is not None and "gguf" in query.get("expand", []) + query.get("expand[]", []):
                 info["gguf"] = repo.gguf
             return self._reply(handler, 200, json.dumps(info).encode(), {"Content-Type": "application/json"}, head)
@@ -153,8 +165,10 @@ class FakeHub:
                 if path.endswith(".gguf"):
                     entry["lfs"] = {"oid": repo.digest(path), "size": size, "pointerSize": 134}
                 entries.append(entry)
-            entries += [{"type": "directory", "oid": hashlib.sha1(f.encode()).hexdigest(), "size": 0, "path": f}
-                        for f in sorted(folders)]
+            entries += [
+                {"type": "directory", "oid": hashlib.sha1(f.encode()).hexdigest(), "size": 0, "path": f}
+                for f in sorted(folders)
+            ]
             return self._reply(handler, 200, json.dumps(entries).encode(), {"Content-Type": "application/json"}, head)
         self._error(handler, 404, "EntryNotFound", "not found", head)
 
@@ -171,8 +185,19 @@ class FakeHub:
         if path.endswith(".gguf"):  # LFS: redirect to the CDN, the metadata on the redirect itself
             digest = repo.digest(path)
             cdn = f"http://127.0.0.1:{self.cdn.server_address[1]}/blob/{repo_id}/{digest}?path={path}"
-            return self._reply(handler, 302, b"", {**common, "Location": cdn, "X-Linked-Size": str(size),
-                                                   "X-Linked-Etag": f'"{digest}"', "ETag": f'"{digest[:16]}"'}, head)
+            return self._reply(
+                handler,
+                302,
+                b"",
+                {
+                    **common,
+                    "Location": cdn,
+                    "X-Linked-Size": str(size),
+                    "X-Linked-Etag": f'"{digest}"',
+                    "ETag": f'"{digest[:16]}"',
+                },
+                head,
+            )
         etag = hashlib.sha1(repo.files[path].read_bytes()).hexdigest()
         self._send_file(handler, repo, path, {**common, "ETag": f'"{etag}"'}, head)
 
@@ -229,7 +254,7 @@ class FakeHub:
                         chunk = source.read(min(CHUNK if faults.bytes_per_s is None else 65536, length - sent))
                         at = flip - start - sent if corrupt else -1
                         if 0 <= at < len(chunk):
-                            chunk = chunk[:at] + bytes([chunk[at] ^ 0xFF]) + chunk[at + 1:]
+                            chunk = chunk[:at] + bytes([chunk[at] ^ 0xFF]) + chunk[at + 1 :]
                         if drop is not None and start + sent + len(chunk) > drop:
                             chunk = chunk[: max(0, drop - start - sent)]
                             handler.wfile.write(chunk)
@@ -275,10 +300,15 @@ def sparse_model(path: Path, shape, quant: str) -> Path:
     if not shape.tied:
         tensor("output.weight", shape.n_vocab, shape.n_embd)
     for layer in range(shape.n_layers):
-        for name, rows, cols in (("attn_q", q, shape.n_embd), ("attn_k", kv, shape.n_embd),
-                                 ("attn_v", kv, shape.n_embd), ("attn_output", shape.n_embd, q),
-                                 ("ffn_gate", shape.n_ff, shape.n_embd), ("ffn_up", shape.n_ff, shape.n_embd),
-                                 ("ffn_down", shape.n_embd, shape.n_ff)):
+        for name, rows, cols in (
+            ("attn_q", q, shape.n_embd),
+            ("attn_k", kv, shape.n_embd),
+            ("attn_v", kv, shape.n_embd),
+            ("attn_output", shape.n_embd, q),
+            ("ffn_gate", shape.n_ff, shape.n_embd),
+            ("ffn_up", shape.n_ff, shape.n_embd),
+            ("ffn_down", shape.n_embd, shape.n_ff),
+        ):
             tensor(f"blk.{layer}.{name}.weight", rows, cols)
         tensor(f"blk.{layer}.attn_norm.weight", 1, shape.n_embd, GGMLQuantizationType.F32)
         tensor(f"blk.{layer}.ffn_norm.weight", 1, shape.n_embd, GGMLQuantizationType.F32)

@@ -31,11 +31,19 @@ HF_NAMES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "gemma3": 
 
 def hf_config_for(shape: Shape) -> dict:
     """The config.json of a checkpoint with tinymodel's `shape`."""
-    config = {"architectures": [HF_NAMES[shape.architecture]], "hidden_size": shape.n_embd,
-              "num_hidden_layers": shape.n_layers, "intermediate_size": shape.n_ff, "vocab_size": shape.n_vocab,
-              "num_attention_heads": shape.n_head, "num_key_value_heads": shape.n_head_kv,
-              "tie_word_embeddings": shape.tied, "max_position_embeddings": shape.context_length,
-              "rms_norm_eps": 1e-6, "rope_theta": 10000.0}
+    config = {
+        "architectures": [HF_NAMES[shape.architecture]],
+        "hidden_size": shape.n_embd,
+        "num_hidden_layers": shape.n_layers,
+        "intermediate_size": shape.n_ff,
+        "vocab_size": shape.n_vocab,
+        "num_attention_heads": shape.n_head,
+        "num_key_value_heads": shape.n_head_kv,
+        "tie_word_embeddings": shape.tied,
+        "max_position_embeddings": shape.context_length,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+    }
     if shape.head_dim:
         config["head_dim"] = shape.head_dim
     if shape.sliding_window:
@@ -46,8 +54,11 @@ def hf_config_for(shape: Shape) -> dict:
 def differences(real, estimated) -> dict:
     """Where two ModelSpecs differ, by field (the path and the file's size apart): {field: (real, estimated)}."""
     real, estimated = asdict(real), asdict(estimated)
-    return {key: (real[key], estimated[key]) for key in real
-            if key not in ("path", "file_bytes") and real[key] != estimated[key]}
+    return {
+        key: (real[key], estimated[key])
+        for key in real
+        if key not in ("path", "file_bytes") and real[key] != estimated[key]
+    }
 
 
 def write_phi3(path: Path, n_embd: int, n_layers: int, n_ff: int, n_head: int, n_vocab: int) -> Path:
@@ -95,10 +106,21 @@ def write_f16_models(folder: Path) -> dict[str, tuple[Path, HFConfig]]:
     quantizes), with its HFConfig."""
     models = {}
     for name, shape in QUANTIZED_SHAPES.items():
-        models[name] = (write_model(folder / f"{name}.gguf", shape, quant="f16"),
-                        read_config(write_config(folder / name, hf_config_for(shape))))
-    phi3 = {"architectures": ["Phi3ForCausalLM"], "hidden_size": 256, "num_hidden_layers": 8,
-            "intermediate_size": 256, "num_attention_heads": 4, "vocab_size": 512, "max_position_embeddings": 2048}
-    models["phi3"] = (write_phi3(folder / "phi3.gguf", n_embd=256, n_layers=8, n_ff=256, n_head=4, n_vocab=512),
-                      read_config(write_config(folder / "phi3", phi3)))
+        models[name] = (
+            write_model(folder / f"{name}.gguf", shape, quant="f16"),
+            read_config(write_config(folder / name, hf_config_for(shape))),
+        )
+    phi3 = {
+        "architectures": ["Phi3ForCausalLM"],
+        "hidden_size": 256,
+        "num_hidden_layers": 8,
+        "intermediate_size": 256,
+        "num_attention_heads": 4,
+        "vocab_size": 512,
+        "max_position_embeddings": 2048,
+    }
+    models["phi3"] = (
+        write_phi3(folder / "phi3.gguf", n_embd=256, n_layers=8, n_ff=256, n_head=4, n_vocab=512),
+        read_config(write_config(folder / "phi3", phi3)),
+    )
     return models

@@ -16,8 +16,9 @@ def _counts(span: int, period: int, min_span: int, min_repeats: int) -> bool:
     return span >= min_span and span >= min_repeats * period
 
 
-def find_loop(tokens: Sequence[int], min_span: int = MIN_SPAN, min_repeats: int = MIN_REPEATS,
-              max_period: int = MAX_PERIOD) -> Loop | None:
+def find_loop(
+    tokens: Sequence[int], min_span: int = MIN_SPAN, min_repeats: int = MIN_REPEATS, max_period: int = MAX_PERIOD
+) -> Loop | None:
     """The loop the sequence ends with, by its smallest qualifying period; None if it does not end in one."""
     n = len(tokens)
     for period in range(1, min(max_period, n - 1) + 1):

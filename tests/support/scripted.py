@@ -18,15 +18,22 @@ from edgellm.engine.contract import GenerationOptions, GenerationStats, LoadPara
 from edgellm.engine.loop_guard import LoopGuard
 
 BOS, EOS = 1, 2
-CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
-          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+CHATML = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 
 
 class ScriptedModel:
     """Replies from `script`: a list (taken in turn, the last repeated) or a function of the prompt's text."""
 
-    def __init__(self, script: list[str] | Callable[[str], str], n_ctx: int = 512,
-                 template: str | None = CHATML, name: str = "scripted-instruct") -> None:
+    def __init__(
+        self,
+        script: list[str] | Callable[[str], str],
+        n_ctx: int = 512,
+        template: str | None = CHATML,
+        name: str = "scripted-instruct",
+    ) -> None:
         self.script = script
         self.params = LoadParams(Path(f"/models/{name}.gguf"), n_ctx, 1, 1, 0, False, "f16", 0)
         self.load_ms = 1.0
@@ -68,8 +75,9 @@ class ScriptedModel:
         names = {BOS: "<s>" if special else "", EOS: "</s>" if special else ""}
         return "".join(names.get(t, chr(t - 3) if t > 2 else "") for t in tokens).encode()
 
-    def generation(self, prompt_tokens: list[int], options: GenerationOptions,
-                   cancel: threading.Event | None = None) -> ScriptedGeneration:
+    def generation(
+        self, prompt_tokens: list[int], options: GenerationOptions, cancel: threading.Event | None = None
+    ) -> ScriptedGeneration:
         if self.closed:
             raise RuntimeError("the scripted model was closed")
         return ScriptedGeneration(self, prompt_tokens, options, cancel)
@@ -95,8 +103,9 @@ class ScriptedModel:
 
 
 class ScriptedGeneration:
-    def __init__(self, model: ScriptedModel, prompt_tokens: list[int], options: GenerationOptions,
-                 cancel: threading.Event | None) -> None:
+    def __init__(
+        self, model: ScriptedModel, prompt_tokens: list[int], options: GenerationOptions, cancel: threading.Event | None
+    ) -> None:
         self.model, self.prompt_tokens, self.options, self.cancel = model, prompt_tokens, options, cancel
         cached = 0
         if options.cache_prompt:
@@ -105,8 +114,9 @@ class ScriptedGeneration:
                     break
                 cached += 1
         self.tokens: list[int] = []
-        self.stats = GenerationStats(prompt_tokens=len(prompt_tokens),
-                                     prompt_evaluated=max(1, len(prompt_tokens) - cached))
+        self.stats = GenerationStats(
+            prompt_tokens=len(prompt_tokens), prompt_evaluated=max(1, len(prompt_tokens) - cached)
+        )
 
     def __iter__(self) -> Iterator[str]:
         model, stats, options, cancel = self.model, self.stats, self.options, self.cancel

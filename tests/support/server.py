@@ -19,12 +19,18 @@ LISTENING = re.compile(r"listening on http://([^/]+)/v1")
 class LoggedProcess:
     """A process whose stderr is read (and kept) by a thread as it is written, so its pipe never fills."""
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str] | None = None,
-                 inherit_env: bool = True) -> None:
+    def __init__(
+        self, name: str, command: list[str], env: dict[str, str] | None = None, inherit_env: bool = True
+    ) -> None:
         self.name = name
         self.url = ""  # where it serves, once known
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                        env={**(os.environ if inherit_env else {}), **(env or {})})
+        self.process = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**(os.environ if inherit_env else {}), **(env or {})},
+        )
         self.lines: list[str] = []
         self._changed = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()

@@ -25,13 +25,20 @@ class Terminal:
         # An explicit environment, never a COLUMNS/LINES left in the process's C environ (they were 80/24 under
         # pytest here), which would make the app ignore the real size of the pane.
         clean = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES", "TMUX")}
-        return subprocess.run([TMUX, "-L", self.socket, "-f", "/dev/null", *args], capture_output=True, text=True,
-                              check=check, timeout=30, env=clean)
+        return subprocess.run(
+            [TMUX, "-L", self.socket, "-f", "/dev/null", *args],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=30,
+            env=clean,
+        )
 
     def start(self, command: list[str], env: dict[str, str]) -> None:
         script = f'"$@"; echo $? > {shlex.quote(str(self.status))}'
-        line = shlex.join(["env", *(f"{key}={value}" for key, value in env.items()), "sh", "-c", script, "sh",
-                           *command])
+        line = shlex.join(
+            ["env", *(f"{key}={value}" for key, value in env.items()), "sh", "-c", script, "sh", *command]
+        )
         self.tmux("new-session", "-d", "-x", "120", "-y", "40", "-s", self.name, line)
 
     def screen(self) -> str:

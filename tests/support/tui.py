@@ -33,8 +33,9 @@ async def until(pilot, condition: Callable[[], bool], seconds: float = 60.0, wha
 
 def chat_app(model: Path | str, *flags: str, history: History | None = None, **kwargs) -> EdgeApp:
     """The app opened on the chat with `model`, its history in EDGELLM_HOME."""
-    return EdgeApp(settings(*flags), history=history or History(paths.history_path()), model=str(model),
-                   start="chat", **kwargs)
+    return EdgeApp(
+        settings(*flags), history=history or History(paths.history_path()), model=str(model), start="chat", **kwargs
+    )
 
 
 def run(test: Callable[[], object]) -> None:
@@ -51,8 +52,9 @@ async def long_reply_started(pilot, chars: int) -> None:
     app = pilot.app
     await loaded(pilot)
     await pilot.press(*"Tell me a long story", "enter")
-    await until(pilot, lambda: app.screen.reply is not None and len(app.screen.reply.content) > chars,
-                what="part of the reply")
+    await until(
+        pilot, lambda: app.screen.reply is not None and len(app.screen.reply.content) > chars, what="part of the reply"
+    )
 
 
 async def loaded(pilot) -> ChatScreen:
@@ -68,8 +70,11 @@ async def say(pilot, text: str) -> None:
     before = len(messages(app))
     await pilot.press(*text)
     await pilot.press("enter")
-    await until(pilot, lambda: len(messages(app)) >= before + 2 and not app.session.busy
-                and app.screen.reply is None, what="the reply")
+    await until(
+        pilot,
+        lambda: len(messages(app)) >= before + 2 and not app.session.busy and app.screen.reply is None,
+        what="the reply",
+    )
 
 
 def gauges_shown(panel) -> str:

@@ -29,8 +29,11 @@ class NoLlamaCpp(importlib.abc.MetaPathFinder):
 
     def find_spec(self, name, path=None, target=None):  # type: ignore[no-untyped-def]
         if self.active and _is_llama_cpp(name):
-            raise ImportError(f"the unit tier runs without llama.cpp: {name} was imported; a test that needs "
-                              f"llama.cpp belongs in tests/integration", name=name)
+            raise ImportError(
+                f"the unit tier runs without llama.cpp: {name} was imported; a test that needs "
+                f"llama.cpp belongs in tests/integration",
+                name=name,
+            )
         return None
 
     def block(self) -> None:

@@ -11,14 +11,32 @@ from edgellm.hw.builtin import resolve_profile
 from edgellm.plan.speed import calibration_for
 
 
-def result(model: str, runs: list[tuple[str, float, float]], when: str = "2026-11-27T10:00:00Z",
-           planned: bool = True, fits: bool = True) -> dict:
+def result(
+    model: str,
+    runs: list[tuple[str, float, float]],
+    when: str = "2026-11-27T10:00:00Z",
+    planned: bool = True,
+    fits: bool = True,
+) -> dict:
     """A result record of `model` with one run per (placement, measured tg, estimated tg)."""
-    return {"schema": results.SCHEMA, "when": when, "device": {"key": "x"},
-            "model": {"key": results.model_key(model, 100), "name": model, "file_bytes": 100, "weights_bytes": 90},
-            "runs": [{"flash_attn": True, "placement": where, "pp": {"mean": 500.0, "stddev": 1.0},
-                      "tg": [{"depth": 0, "mean": measured, "stddev": 0.5}], "planned": planned, "fits": fits,
-                      "estimate": {"tokens_per_s": estimate}} for where, measured, estimate in runs]}
+    return {
+        "schema": results.SCHEMA,
+        "when": when,
+        "device": {"key": "x"},
+        "model": {"key": results.model_key(model, 100), "name": model, "file_bytes": 100, "weights_bytes": 90},
+        "runs": [
+            {
+                "flash_attn": True,
+                "placement": where,
+                "pp": {"mean": 500.0, "stddev": 1.0},
+                "tg": [{"depth": 0, "mean": measured, "stddev": 0.5}],
+                "planned": planned,
+                "fits": fits,
+                "estimate": {"tokens_per_s": estimate},
+            }
+            for where, measured, estimate in runs
+        ],
+    }
 
 
 def factor(profile, where: str) -> float | None:
@@ -34,7 +52,7 @@ def test_a_later_result_of_a_model_replaces_its_calibration_and_placements_stay_
     assert factor(laptop, "gpu") == pytest.approx(0.9)
     assert factor(laptop, "cpu") == pytest.approx((0.5 * 0.75) ** 0.5)  # a's cpu run and b's first run
     results.save_result(laptop, result("a.gguf", [("cpu", 40.0, 40.0)]))
-    assert factor(laptop, "cpu") == pytest.approx(0.75 ** 0.5)
+    assert factor(laptop, "cpu") == pytest.approx(0.75**0.5)
     assert results.calibration_samples(resolve_profile("raspberry-pi-5-8gb")) == []  # another device's file
 
 
@@ -76,13 +94,21 @@ def test_the_flags_that_take_a_choice_from_the_planner_are_named() -> None:
     from edgellm.session.flags import flags_from
 
     assert overrides(flags_from(argparse.Namespace(), {})) == []
-    assert overrides(flags_from(argparse.Namespace(threads=1, gpu_layers=0, kv="q8_0", force=True), {})) == \
-        ["threads", "gpu_layers", "kv", "force"]
+    assert overrides(flags_from(argparse.Namespace(threads=1, gpu_layers=0, kv="q8_0", force=True), {})) == [
+        "threads",
+        "gpu_layers",
+        "kv",
+        "force",
+    ]
     assert overrides(flags_from(argparse.Namespace(ctx_size=8192, flash_attn="off"), {})) == []  # still the plan's
 
 
 def test_a_result_written_when_a_partial_offload_was_called_a_split_reads_as_partial() -> None:
     from edgellm.bench.results import placed
 
-    assert [placed(run) for run in ({"placement": "split"}, {"placement": "partial"}, {"placement": "rpc"}, {})] == \
-        ["partial", "partial", "rpc", "cpu"]
+    assert [placed(run) for run in ({"placement": "split"}, {"placement": "partial"}, {"placement": "rpc"}, {})] == [
+        "partial",
+        "partial",
+        "rpc",
+        "cpu",
+    ]

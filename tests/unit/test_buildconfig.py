@@ -6,8 +6,21 @@ import pytest
 
 from edgellm.hw import buildconfig
 
-SAPPHIRE_RAPIDS = {"avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512vbmi", "avx512_vnni", "avx512_bf16",
-                   "amx_tile", "amx_int8", "amx_bf16", "avx_vnni"}
+SAPPHIRE_RAPIDS = {
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "bmi2",
+    "avx512f",
+    "avx512vbmi",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "avx_vnni",
+}
 
 
 def test_sapphire_rapids_gets_avx512_without_amx() -> None:
@@ -17,8 +30,18 @@ def test_sapphire_rapids_gets_avx512_without_amx() -> None:
         assert f"-D{option}=ON" in args
     for option in ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16"):
         assert f"-D{option}=OFF" in args
-    assert buildconfig.enabled_cpu_features(args) == ["avx", "avx2", "fma", "f16c", "bmi2", "avx_vnni", "avx512f",
-                                                      "avx512_vbmi", "avx512_vnni", "avx512_bf16"]
+    assert buildconfig.enabled_cpu_features(args) == [
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "bmi2",
+        "avx_vnni",
+        "avx512f",
+        "avx512_vbmi",
+        "avx512_vnni",
+        "avx512_bf16",
+    ]
 
 
 def test_older_x86_turns_off_what_it_lacks() -> None:
@@ -26,11 +49,14 @@ def test_older_x86_turns_off_what_it_lacks() -> None:
     assert "-DGGML_AVX2=ON" in args and "-DGGML_AVX512=OFF" in args and "-DGGML_BMI2=OFF" in args
 
 
-@pytest.mark.parametrize("features, march", [
-    ({"fp", "asimd", "fphp", "asimdhp", "asimddp"}, "armv8.2-a+fp16+dotprod"),  # Pi 5, Cortex-A76
-    ({"fp", "asimd", "crc32"}, "armv8-a"),  # Pi 4, Cortex-A72
-    ({"asimd", "fphp", "asimddp", "i8mm", "sve"}, "armv8.2-a+fp16+dotprod+i8mm+sve"),  # Neoverse V1
-])
+@pytest.mark.parametrize(
+    "features, march",
+    [
+        ({"fp", "asimd", "fphp", "asimdhp", "asimddp"}, "armv8.2-a+fp16+dotprod"),  # Pi 5, Cortex-A76
+        ({"fp", "asimd", "crc32"}, "armv8-a"),  # Pi 4, Cortex-A72
+        ({"asimd", "fphp", "asimddp", "i8mm", "sve"}, "armv8.2-a+fp16+dotprod+i8mm+sve"),  # Neoverse V1
+    ],
+)
 def test_linux_arm_march(features: set[str], march: str) -> None:
     args = buildconfig.cmake_args("cpu", "aarch64", "Linux", features)
     assert args == ["-DGGML_NATIVE=OFF", f"-DGGML_CPU_ARM_ARCH={march}", "-DGGML_RPC=ON"]
@@ -38,8 +64,11 @@ def test_linux_arm_march(features: set[str], march: str) -> None:
 
 def test_gpu_backends() -> None:
     assert "-DGGML_CUDA=ON" in buildconfig.cmake_args("cuda", "x86_64", "Linux", {"avx2"})
-    assert buildconfig.cmake_args("metal", "arm64", "Darwin", set()) == ["-DGGML_NATIVE=ON", "-DGGML_METAL=ON",
-                                                                         "-DGGML_RPC=ON"]
+    assert buildconfig.cmake_args("metal", "arm64", "Darwin", set()) == [
+        "-DGGML_NATIVE=ON",
+        "-DGGML_METAL=ON",
+        "-DGGML_RPC=ON",
+    ]
     assert "-DGGML_METAL=OFF" in buildconfig.cmake_args("cpu", "arm64", "Darwin", set())
     with pytest.raises(ValueError, match="unknown backend"):
         buildconfig.cmake_args("rocm-typo", "x86_64", "Linux", set())
@@ -76,19 +105,22 @@ HASWELL = {"sse2", "sse4_2", "avx", "f16c", "fma", "avx2", "bmi2"}
 AVX512 = {"avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"}
 
 
-@pytest.mark.parametrize("flags, variant", [
-    (set(), None),  # not x86
-    ({"sse2"}, "x64"),
-    ({"sse2", "sse4_2", "avx"}, "sandybridge"),
-    (HASWELL, "haswell"),
-    (HASWELL | {"avx_vnni"}, "alderlake"),
-    (HASWELL | {"avx512f"}, "haswell"),  # AVX-512 foundation alone is not ggml's AVX512 option
-    (HASWELL | AVX512, "skylakex"),
-    (HASWELL | AVX512 | {"avx512_vnni"}, "cascadelake"),
-    (HASWELL | AVX512 | {"avx512vbmi", "avx512_vnni"}, "icelake"),
-    (HASWELL | AVX512 | {"avx512vbmi", "avx512_vnni", "avx512_bf16"}, "zen4"),
-    (HASWELL | AVX512 | {"avx512vbmi", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8"}, "zen4"),
-])
+@pytest.mark.parametrize(
+    "flags, variant",
+    [
+        (set(), None),  # not x86
+        ({"sse2"}, "x64"),
+        ({"sse2", "sse4_2", "avx"}, "sandybridge"),
+        (HASWELL, "haswell"),
+        (HASWELL | {"avx_vnni"}, "alderlake"),
+        (HASWELL | {"avx512f"}, "haswell"),  # AVX-512 foundation alone is not ggml's AVX512 option
+        (HASWELL | AVX512, "skylakex"),
+        (HASWELL | AVX512 | {"avx512_vnni"}, "cascadelake"),
+        (HASWELL | AVX512 | {"avx512vbmi", "avx512_vnni"}, "icelake"),
+        (HASWELL | AVX512 | {"avx512vbmi", "avx512_vnni", "avx512_bf16"}, "zen4"),
+        (HASWELL | AVX512 | {"avx512vbmi", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8"}, "zen4"),
+    ],
+)
 def test_the_cpu_variant_ggml_loads(flags: set[str], variant: str | None) -> None:
     """As ggml scores its variant libraries; a Sapphire Rapids Xeon (AMX) gets zen4, its own variant left out."""
     assert buildconfig.cpu_variant(flags) == variant
@@ -97,8 +129,17 @@ def test_the_cpu_variant_ggml_loads(flags: set[str], variant: str | None) -> Non
 def test_every_variant_is_one_ggml_builds_and_the_amx_one_is_left_out() -> None:
     names = [name for name, _ in buildconfig.X86_CPU_VARIANTS]
     assert len(names) == len(set(names)) == 13 and "sapphirerapids" not in names
-    assert buildconfig.variant_features("zen4") == ["avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512_vbmi",
-                                                     "avx512_vnni", "avx512_bf16"]
+    assert buildconfig.variant_features("zen4") == [
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "bmi2",
+        "avx512f",
+        "avx512_vbmi",
+        "avx512_vnni",
+        "avx512_bf16",
+    ]
     args = buildconfig.portable_cmake_args("x86_64")
     assert {"-DGGML_BACKEND_DL=ON", "-DGGML_CPU_ALL_VARIANTS=ON", "-DGGML_RPC=ON", "-DGGML_NATIVE=OFF"} <= set(args)
     with pytest.raises(ValueError, match="build on the device"):

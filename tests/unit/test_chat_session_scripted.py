@@ -19,8 +19,9 @@ from tests.support.scripted import ScriptedModel
 
 
 def session_on(model: ScriptedModel, history: History | None = None, **options: object) -> ChatSession:
-    return ChatSession(ChatModel.for_model(model, "llama"), history, model_name="scripted",
-                       options=GenerationOptions(**options))  # type: ignore[arg-type]
+    return ChatSession(
+        ChatModel.for_model(model, "llama"), history, model_name="scripted", options=GenerationOptions(**options)
+    )  # type: ignore[arg-type]
 
 
 def answer(turn) -> tuple[str, list]:
@@ -91,8 +92,14 @@ def test_the_conversation_cannot_change_under_a_turn(history: History) -> None:
     turn = session.send("Hi")
     pieces = iter(turn)
     next(pieces)
-    for change in (lambda: session.edit_last("x"), session.regenerate, session.new, lambda: session.send("y"),
-                   lambda: session.set_system("z"), lambda: session.load(session.conversation_id)):
+    for change in (
+        lambda: session.edit_last("x"),
+        session.regenerate,
+        session.new,
+        lambda: session.send("y"),
+        lambda: session.set_system("z"),
+        lambda: session.load(session.conversation_id),
+    ):
         with pytest.raises(EdgellmError, match="still being written"):
             change()
     turn.close()  # stopped early by its front end: saved as interrupted, the model free again
@@ -106,8 +113,10 @@ def test_regenerate_edit_rename_search_delete(history: History) -> None:
     answer(session.send("Name a fruit."))
     conversation = session.conversation_id
     assert answer(session.regenerate())[0] == "Pear."
-    assert [(m.role, m.content) for m in history.messages(conversation)] == [("user", "Name a fruit."),
-                                                                            ("assistant", "Pear.")]
+    assert [(m.role, m.content) for m in history.messages(conversation)] == [
+        ("user", "Name a fruit."),
+        ("assistant", "Pear."),
+    ]
     assert answer(session.edit_last("Name a vegetable."))[0] == "Carrot."
     assert [m.content for m in history.messages(conversation)] == ["Name a vegetable.", "Carrot."]
     session.rename("Greens")
@@ -195,7 +204,9 @@ def test_a_system_prompt_survives_an_edit_and_a_resume(history: History) -> None
     session.set_system("Answer in French.")
     answer(session.edit_last("Hello"))
     assert [(m.role, m.content) for m in history.messages(session.conversation_id)][:2] == [
-        ("system", "Answer in French."), ("user", "Hello")]
+        ("system", "Answer in French."),
+        ("user", "Hello"),
+    ]
     resumed = session_on(model, history)
     resumed.load(session.conversation_id)
     assert resumed.system_prompt == "Answer in French." and [e.role for e in resumed.entries] == ["user", "assistant"]

@@ -19,102 +19,346 @@ from tests.support.hf_configs import QUANTIZED_SHAPES, config_of, differences, h
 
 # config.json as the Hub serves them (fields that do not matter here left out).
 LLAMA_32_1B = {
-    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "bos_token_id": 128000,
-    "eos_token_id": [128001, 128008, 128009], "head_dim": 64, "hidden_act": "silu", "hidden_size": 2048,
-    "intermediate_size": 8192, "max_position_embeddings": 131072, "mlp_bias": False, "model_type": "llama",
-    "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8, "rms_norm_eps": 1e-05,
-    "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
-                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
-    "rope_theta": 500000.0, "tie_word_embeddings": True, "torch_dtype": "bfloat16", "vocab_size": 128256,
+    "architectures": ["LlamaForCausalLM"],
+    "attention_bias": False,
+    "bos_token_id": 128000,
+    "eos_token_id": [128001, 128008, 128009],
+    "head_dim": 64,
+    "hidden_act": "silu",
+    "hidden_size": 2048,
+    "intermediate_size": 8192,
+    "max_position_embeddings": 131072,
+    "mlp_bias": False,
+    "model_type": "llama",
+    "num_attention_heads": 32,
+    "num_hidden_layers": 16,
+    "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": {
+        "factor": 32.0,
+        "high_freq_factor": 4.0,
+        "low_freq_factor": 1.0,
+        "original_max_position_embeddings": 8192,
+        "rope_type": "llama3",
+    },
+    "rope_theta": 500000.0,
+    "tie_word_embeddings": True,
+    "torch_dtype": "bfloat16",
+    "vocab_size": 128256,
 }
 MISTRAL_7B = {  # v0.1: the one with a sliding window, which llama.cpp's llama architecture does not use
-    "architectures": ["MistralForCausalLM"], "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu",
-    "hidden_size": 4096, "intermediate_size": 14336, "max_position_embeddings": 32768, "model_type": "mistral",
-    "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-05,
-    "rope_theta": 10000.0, "sliding_window": 4096, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "architectures": ["MistralForCausalLM"],
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "hidden_act": "silu",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "max_position_embeddings": 32768,
+    "model_type": "mistral",
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-05,
+    "rope_theta": 10000.0,
+    "sliding_window": 4096,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
     "vocab_size": 32000,
 }
 SMOLLM2_360M = {
-    "architectures": ["LlamaForCausalLM"], "bos_token_id": 1, "eos_token_id": 2, "hidden_size": 960,
-    "intermediate_size": 2560, "max_position_embeddings": 8192, "model_type": "llama", "num_attention_heads": 15,
-    "num_hidden_layers": 32, "num_key_value_heads": 5, "rms_norm_eps": 1e-05, "rope_theta": 100000,
-    "tie_word_embeddings": True, "torch_dtype": "bfloat16", "vocab_size": 49152,
+    "architectures": ["LlamaForCausalLM"],
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "hidden_size": 960,
+    "intermediate_size": 2560,
+    "max_position_embeddings": 8192,
+    "model_type": "llama",
+    "num_attention_heads": 15,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 5,
+    "rms_norm_eps": 1e-05,
+    "rope_theta": 100000,
+    "tie_word_embeddings": True,
+    "torch_dtype": "bfloat16",
+    "vocab_size": 49152,
 }
 TINYLLAMA = {
-    "architectures": ["LlamaForCausalLM"], "bos_token_id": 1, "eos_token_id": 2, "hidden_size": 2048,
-    "intermediate_size": 5632, "max_position_embeddings": 2048, "model_type": "llama", "num_attention_heads": 32,
-    "num_hidden_layers": 22, "num_key_value_heads": 4, "rms_norm_eps": 1e-05, "rope_scaling": None,
-    "rope_theta": 10000.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16", "vocab_size": 32000,
+    "architectures": ["LlamaForCausalLM"],
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "hidden_size": 2048,
+    "intermediate_size": 5632,
+    "max_position_embeddings": 2048,
+    "model_type": "llama",
+    "num_attention_heads": 32,
+    "num_hidden_layers": 22,
+    "num_key_value_heads": 4,
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": None,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "vocab_size": 32000,
 }
 QWEN25_05B = {
-    "architectures": ["Qwen2ForCausalLM"], "bos_token_id": 151643, "eos_token_id": 151645, "hidden_size": 896,
-    "intermediate_size": 4864, "max_position_embeddings": 32768, "max_window_layers": 21, "model_type": "qwen2",
-    "num_attention_heads": 14, "num_hidden_layers": 24, "num_key_value_heads": 2, "rms_norm_eps": 1e-06,
-    "rope_theta": 1000000.0, "sliding_window": 32768, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
-    "use_sliding_window": False, "vocab_size": 151936,
+    "architectures": ["Qwen2ForCausalLM"],
+    "bos_token_id": 151643,
+    "eos_token_id": 151645,
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "max_position_embeddings": 32768,
+    "max_window_layers": 21,
+    "model_type": "qwen2",
+    "num_attention_heads": 14,
+    "num_hidden_layers": 24,
+    "num_key_value_heads": 2,
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0,
+    "sliding_window": 32768,
+    "tie_word_embeddings": True,
+    "torch_dtype": "bfloat16",
+    "use_sliding_window": False,
+    "vocab_size": 151936,
 }
 QWEN3_06B = {
-    "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "bos_token_id": 151643, "eos_token_id": 151645,
-    "head_dim": 128, "hidden_size": 1024, "intermediate_size": 3072, "max_position_embeddings": 40960,
-    "model_type": "qwen3", "num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8,
-    "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000, "sliding_window": None,
-    "tie_word_embeddings": True, "torch_dtype": "bfloat16", "use_sliding_window": False, "vocab_size": 151936,
+    "architectures": ["Qwen3ForCausalLM"],
+    "attention_bias": False,
+    "bos_token_id": 151643,
+    "eos_token_id": 151645,
+    "head_dim": 128,
+    "hidden_size": 1024,
+    "intermediate_size": 3072,
+    "max_position_embeddings": 40960,
+    "model_type": "qwen3",
+    "num_attention_heads": 16,
+    "num_hidden_layers": 28,
+    "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-06,
+    "rope_scaling": None,
+    "rope_theta": 1000000,
+    "sliding_window": None,
+    "tie_word_embeddings": True,
+    "torch_dtype": "bfloat16",
+    "use_sliding_window": False,
+    "vocab_size": 151936,
 }
 GEMMA3_1B = {
-    "architectures": ["Gemma3ForCausalLM"], "attention_bias": False, "bos_token_id": 2, "eos_token_id": [1, 106],
-    "head_dim": 256, "hidden_size": 1152, "intermediate_size": 6912, "max_position_embeddings": 32768,
-    "model_type": "gemma3_text", "num_attention_heads": 4, "num_hidden_layers": 26, "num_key_value_heads": 1,
-    "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000,
-    "rope_scaling": None, "rope_theta": 1000000, "sliding_window": 512, "sliding_window_pattern": 6,
-    "torch_dtype": "bfloat16", "vocab_size": 262144,
+    "architectures": ["Gemma3ForCausalLM"],
+    "attention_bias": False,
+    "bos_token_id": 2,
+    "eos_token_id": [1, 106],
+    "head_dim": 256,
+    "hidden_size": 1152,
+    "intermediate_size": 6912,
+    "max_position_embeddings": 32768,
+    "model_type": "gemma3_text",
+    "num_attention_heads": 4,
+    "num_hidden_layers": 26,
+    "num_key_value_heads": 1,
+    "pad_token_id": 0,
+    "query_pre_attn_scalar": 256,
+    "rms_norm_eps": 1e-06,
+    "rope_local_base_freq": 10000,
+    "rope_scaling": None,
+    "rope_theta": 1000000,
+    "sliding_window": 512,
+    "sliding_window_pattern": 6,
+    "torch_dtype": "bfloat16",
+    "vocab_size": 262144,
 }
 GEMMA3_4B = {  # the multimodal wrapper: text_config holds only what differs from Gemma3TextConfig's defaults
-    "architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999, "eoi_token_index": 256000,
-    "eos_token_id": [1, 106], "image_token_index": 262144, "mm_tokens_per_image": 256, "model_type": "gemma3",
-    "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
-                    "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
-                    "sliding_window": 1024},
+    "architectures": ["Gemma3ForConditionalGeneration"],
+    "boi_token_index": 255999,
+    "eoi_token_index": 256000,
+    "eos_token_id": [1, 106],
+    "image_token_index": 262144,
+    "mm_tokens_per_image": 256,
+    "model_type": "gemma3",
+    "text_config": {
+        "hidden_size": 2560,
+        "intermediate_size": 10240,
+        "model_type": "gemma3_text",
+        "num_hidden_layers": 34,
+        "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+        "sliding_window": 1024,
+    },
     "torch_dtype": "bfloat16",
-    "vision_config": {"hidden_size": 1152, "image_size": 896, "intermediate_size": 4304,
-                      "model_type": "siglip_vision_model", "num_attention_heads": 16, "num_hidden_layers": 27},
+    "vision_config": {
+        "hidden_size": 1152,
+        "image_size": 896,
+        "intermediate_size": 4304,
+        "model_type": "siglip_vision_model",
+        "num_attention_heads": 16,
+        "num_hidden_layers": 27,
+    },
 }
 PHI3_MINI_4K = {
-    "architectures": ["Phi3ForCausalLM"], "attention_bias": False, "bos_token_id": 1, "eos_token_id": 32000,
-    "hidden_size": 3072, "intermediate_size": 8192, "max_position_embeddings": 4096, "model_type": "phi3",
-    "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32,
-    "original_max_position_embeddings": 4096, "pad_token_id": 32000, "rms_norm_eps": 1e-05, "rope_scaling": None,
-    "rope_theta": 10000.0, "sliding_window": 2047, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "architectures": ["Phi3ForCausalLM"],
+    "attention_bias": False,
+    "bos_token_id": 1,
+    "eos_token_id": 32000,
+    "hidden_size": 3072,
+    "intermediate_size": 8192,
+    "max_position_embeddings": 4096,
+    "model_type": "phi3",
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 32,
+    "original_max_position_embeddings": 4096,
+    "pad_token_id": 32000,
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": None,
+    "rope_theta": 10000.0,
+    "sliding_window": 2047,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
     "vocab_size": 32064,
 }
-PHI3_MINI_128K = {**PHI3_MINI_4K, "max_position_embeddings": 131072, "sliding_window": 262144,
-                  "rope_scaling": {"type": "longrope", "long_factor": [1.1] * 48, "short_factor": [1.0] * 48}}
+PHI3_MINI_128K = {
+    **PHI3_MINI_4K,
+    "max_position_embeddings": 131072,
+    "sliding_window": 262144,
+    "rope_scaling": {"type": "longrope", "long_factor": [1.1] * 48, "short_factor": [1.0] * 48},
+}
 
 
 # --- normalized fields -------------------------------------------------------------------------------------------
 
-FIELDS = ("hf_architecture", "architecture", "n_layers", "n_embd", "n_ff", "n_head", "n_head_kv", "head_dim",
-          "n_vocab", "context_length", "tied_embeddings", "qk_norm", "qkv_bias", "bos_token_id", "eos_token_ids")
+FIELDS = (
+    "hf_architecture",
+    "architecture",
+    "n_layers",
+    "n_embd",
+    "n_ff",
+    "n_head",
+    "n_head_kv",
+    "head_dim",
+    "n_vocab",
+    "context_length",
+    "tied_embeddings",
+    "qk_norm",
+    "qkv_bias",
+    "bos_token_id",
+    "eos_token_ids",
+)
 
 
-@pytest.mark.parametrize("config, expected", [
-    (LLAMA_32_1B, ("LlamaForCausalLM", "llama", 16, 2048, 8192, 32, 8, 64, 128256, 131072, True, False, False,
-                   128000, (128001, 128008, 128009))),
-    (MISTRAL_7B, ("MistralForCausalLM", "llama", 32, 4096, 14336, 32, 8, 128, 32000, 32768, False, False, False,
-                  1, (2,))),
-    (SMOLLM2_360M, ("LlamaForCausalLM", "llama", 32, 960, 2560, 15, 5, 64, 49152, 8192, True, False, False, 1, (2,))),
-    (TINYLLAMA, ("LlamaForCausalLM", "llama", 22, 2048, 5632, 32, 4, 64, 32000, 2048, False, False, False, 1, (2,))),
-    (QWEN25_05B, ("Qwen2ForCausalLM", "qwen2", 24, 896, 4864, 14, 2, 64, 151936, 32768, True, False, True,
-                  151643, (151645,))),
-    (QWEN3_06B, ("Qwen3ForCausalLM", "qwen3", 28, 1024, 3072, 16, 8, 128, 151936, 40960, True, True, False,
-                 151643, (151645,))),
-    (GEMMA3_1B, ("Gemma3ForCausalLM", "gemma3", 26, 1152, 6912, 4, 1, 256, 262144, 32768, True, True, False,
-                  2, (1, 106))),
-    (GEMMA3_4B, ("Gemma3ForConditionalGeneration", "gemma3", 34, 2560, 10240, 8, 4, 256, 262208, 131072, True, True,
-                  False, 2, (1, 106))),
-    (PHI3_MINI_4K, ("Phi3ForCausalLM", "phi3", 32, 3072, 8192, 32, 32, 96, 32064, 4096, False, False, False,
-                    1, (32000,))),
-], ids=["llama-3.2-1b", "mistral-7b", "smollm2-360m", "tinyllama", "qwen2.5-0.5b", "qwen3-0.6b", "gemma3-1b",
-        "gemma3-4b-wrapper", "phi3-mini"])
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        (
+            LLAMA_32_1B,
+            (
+                "LlamaForCausalLM",
+                "llama",
+                16,
+                2048,
+                8192,
+                32,
+                8,
+                64,
+                128256,
+                131072,
+                True,
+                False,
+                False,
+                128000,
+                (128001, 128008, 128009),
+            ),
+        ),
+        (
+            MISTRAL_7B,
+            ("MistralForCausalLM", "llama", 32, 4096, 14336, 32, 8, 128, 32000, 32768, False, False, False, 1, (2,)),
+        ),
+        (
+            SMOLLM2_360M,
+            ("LlamaForCausalLM", "llama", 32, 960, 2560, 15, 5, 64, 49152, 8192, True, False, False, 1, (2,)),
+        ),
+        (
+            TINYLLAMA,
+            ("LlamaForCausalLM", "llama", 22, 2048, 5632, 32, 4, 64, 32000, 2048, False, False, False, 1, (2,)),
+        ),
+        (
+            QWEN25_05B,
+            (
+                "Qwen2ForCausalLM",
+                "qwen2",
+                24,
+                896,
+                4864,
+                14,
+                2,
+                64,
+                151936,
+                32768,
+                True,
+                False,
+                True,
+                151643,
+                (151645,),
+            ),
+        ),
+        (
+            QWEN3_06B,
+            (
+                "Qwen3ForCausalLM",
+                "qwen3",
+                28,
+                1024,
+                3072,
+                16,
+                8,
+                128,
+                151936,
+                40960,
+                True,
+                True,
+                False,
+                151643,
+                (151645,),
+            ),
+        ),
+        (
+            GEMMA3_1B,
+            ("Gemma3ForCausalLM", "gemma3", 26, 1152, 6912, 4, 1, 256, 262144, 32768, True, True, False, 2, (1, 106)),
+        ),
+        (
+            GEMMA3_4B,
+            (
+                "Gemma3ForConditionalGeneration",
+                "gemma3",
+                34,
+                2560,
+                10240,
+                8,
+                4,
+                256,
+                262208,
+                131072,
+                True,
+                True,
+                False,
+                2,
+                (1, 106),
+            ),
+        ),
+        (
+            PHI3_MINI_4K,
+            ("Phi3ForCausalLM", "phi3", 32, 3072, 8192, 32, 32, 96, 32064, 4096, False, False, False, 1, (32000,)),
+        ),
+    ],
+    ids=[
+        "llama-3.2-1b",
+        "mistral-7b",
+        "smollm2-360m",
+        "tinyllama",
+        "qwen2.5-0.5b",
+        "qwen3-0.6b",
+        "gemma3-1b",
+        "gemma3-4b-wrapper",
+        "phi3-mini",
+    ],
+)
 def test_normalized_fields(tmp_path: Path, config: dict, expected: tuple) -> None:
     found = config_of(tmp_path, config)
     assert tuple(getattr(found, field) for field in FIELDS) == expected
@@ -125,14 +369,19 @@ def test_llama3_rope_scaling_and_its_rope_freqs_tensor(tmp_path: Path) -> None:
     config = config_of(tmp_path, LLAMA_32_1B)
     scaling = config.rope_scaling
     assert scaling is not None and scaling.kind == "llama3"
-    assert (scaling.factor, scaling.low_freq_factor, scaling.high_freq_factor, scaling.original_context) == \
-        (32.0, 1.0, 4.0, 8192)
+    assert (scaling.factor, scaling.low_freq_factor, scaling.high_freq_factor, scaling.original_context) == (
+        32.0,
+        1.0,
+        4.0,
+        8192,
+    )
     assert (config.rope_theta, config.rms_eps, config.rope_dim) == (500000.0, 1e-05, 64)
     freqs = [t for t in gguf_tensors(config) if t.name == "rope_freqs.weight"]
     assert [t.shape for t in freqs] == [(32,)]  # one factor per rotated pair
     without = config_of(tmp_path / "plain", {**LLAMA_32_1B, "rope_scaling": None})
-    difference = spec_from_config(config, "F16", "a").token_embd_bytes - \
-        spec_from_config(without, "F16", "b").token_embd_bytes
+    difference = (
+        spec_from_config(config, "F16", "a").token_embd_bytes - spec_from_config(without, "F16", "b").token_embd_bytes
+    )
     assert difference == 32 * 4  # F32, counted with the input tensors as spec.py counts non-layer tensors
 
 
@@ -166,18 +415,30 @@ def test_gemma3_sliding_window_layers(tmp_path: Path) -> None:
     assert [layer for layer, swa in enumerate(newer.swa_layers) if not swa] == [3, 7, 11, 15, 19, 23]
     wrapper = config_of(tmp_path / "4b", GEMMA3_4B)
     assert wrapper.sliding_window == 1024 and sum(not swa for swa in wrapper.swa_layers) == 5
-    assert wrapper.rope_scaling is not None and (wrapper.rope_scaling.kind, wrapper.rope_scaling.factor) == \
-        ("linear", 8.0)
+    assert wrapper.rope_scaling is not None and (wrapper.rope_scaling.kind, wrapper.rope_scaling.factor) == (
+        "linear",
+        8.0,
+    )
     spec = spec_from_config(wrapper, "Q4_K_M", "gemma-3-4b.gguf")
     assert spec.swa_layers == wrapper.swa_layers and spec.sliding_window == 1024
 
 
 def test_gemma3_rope_per_layer_type_as_transformers_5_saves_it(tmp_path: Path) -> None:
-    text = {k: v for k, v in GEMMA3_4B.get("text_config", GEMMA3_4B).items()
-            if k not in ("rope_scaling", "rope_theta", "rope_local_base_freq")}
-    resaved = {**GEMMA3_4B, "text_config": {**text, "rope_parameters": {
-        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
-        "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}}}}
+    text = {
+        k: v
+        for k, v in GEMMA3_4B.get("text_config", GEMMA3_4B).items()
+        if k not in ("rope_scaling", "rope_theta", "rope_local_base_freq")
+    }
+    resaved = {
+        **GEMMA3_4B,
+        "text_config": {
+            **text,
+            "rope_parameters": {
+                "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+            },
+        },
+    }
     config = config_of(tmp_path, resaved)
     assert config.rope_scaling is not None and (config.rope_scaling.kind, config.rope_scaling.factor) == ("linear", 8.0)
     assert (config.rope_theta, config.rope_theta_swa) == (1_000_000.0, 10_000.0)
@@ -185,17 +446,33 @@ def test_gemma3_rope_per_layer_type_as_transformers_5_saves_it(tmp_path: Path) -
 
 def test_phi3_original_context_at_the_top_level(tmp_path: Path) -> None:
     factors = [1.0] * 48
-    config = config_of(tmp_path, {
-        "architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_size": 3072, "intermediate_size": 8192,
-        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32064,
-        "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
-        "rope_scaling": {"type": "longrope", "long_factor": factors, "short_factor": factors}})
+    config = config_of(
+        tmp_path,
+        {
+            "architectures": ["Phi3ForCausalLM"],
+            "model_type": "phi3",
+            "hidden_size": 3072,
+            "intermediate_size": 8192,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 32,
+            "vocab_size": 32064,
+            "max_position_embeddings": 131072,
+            "original_max_position_embeddings": 4096,
+            "rope_scaling": {"type": "longrope", "long_factor": factors, "short_factor": factors},
+        },
+    )
     assert config.rope_scaling is not None and config.rope_scaling.original_context == 4096
 
 
 def test_quant_spellings() -> None:
-    assert [canonical_quant(q) for q in ("q4_k", "q4_k_m", "fp16", "bf16", "Q8_0")] == \
-        ["Q4_K_M", "Q4_K_M", "F16", "BF16", "Q8_0"]
+    assert [canonical_quant(q) for q in ("q4_k", "q4_k_m", "fp16", "bf16", "Q8_0")] == [
+        "Q4_K_M",
+        "Q4_K_M",
+        "F16",
+        "BF16",
+        "Q8_0",
+    ]
     with pytest.raises(EdgellmError, match="Q4_K_M") as raised:
         canonical_quant("IQ4_XS")
     assert "IQ4_XS" in str(raised.value)
@@ -227,6 +504,7 @@ def test_f16_spec_matches_before_quantizing(f16_models: dict, name: str) -> None
 
 # --- the planner on a spec from config.json ----------------------------------------------------------------------
 
+
 def test_plan_runs_on_a_spec_from_config(tmp_path: Path) -> None:
     profile = resolve_profile("raspberry-pi-5-8gb")
     spec = spec_from_config(config_of(tmp_path, LLAMA_32_1B), "Q4_K_M", "Llama-3.2-1B-Q4_K_M.gguf")
@@ -239,8 +517,16 @@ def test_choose_quant_on_specs_from_config(tmp_path: Path) -> None:
     config = config_of(tmp_path, MISTRAL_7B)
     candidates = [(quant, spec_from_config(config, quant, f"mistral-7b-{quant}.gguf")) for quant in SUPPORTED_QUANTS]
     sizes = {quant: spec.weight_bytes for quant, spec in candidates}
-    assert sizes["F32"] > sizes["F16"] == sizes["BF16"] > sizes["Q8_0"] > sizes["Q6_K"] > sizes["Q4_K_M"] > \
-        sizes["Q3_K_M"] > sizes["Q2_K"]
+    assert (
+        sizes["F32"]
+        > sizes["F16"]
+        == sizes["BF16"]
+        > sizes["Q8_0"]
+        > sizes["Q6_K"]
+        > sizes["Q4_K_M"]
+        > sizes["Q3_K_M"]
+        > sizes["Q2_K"]
+    )
     choice = choose_quant(resolve_profile("raspberry-pi-5-8gb"), candidates)
     assert rank(choice.quant) < rank("Q8_0")  # 7.2 GiB of Q8_0 weights leave no room on an 8 GB Pi
     assert any(line.code == "quant_does_not_fit" and line["quant"] == "Q8_0" for line in choice.considered)
@@ -248,6 +534,7 @@ def test_choose_quant_on_specs_from_config(tmp_path: Path) -> None:
 
 
 # --- errors ------------------------------------------------------------------------------------------------------
+
 
 def test_no_config_json(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
@@ -284,8 +571,15 @@ def test_unsupported_architecture_lists_the_supported_ones(tmp_path: Path) -> No
         config_of(tmp_path, mixtral)
     message = str(raised.value)
     assert raised.value.problem == "unsupported" and "MixtralForCausalLM" in message
-    for name in ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-                 "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration", "Phi3ForCausalLM"):
+    for name in (
+        "LlamaForCausalLM",
+        "MistralForCausalLM",
+        "Qwen2ForCausalLM",
+        "Qwen3ForCausalLM",
+        "Gemma3ForCausalLM",
+        "Gemma3ForConditionalGeneration",
+        "Phi3ForCausalLM",
+    ):
         assert name in message
     with pytest.raises(ModelFileError, match="model_type 'bert'"):
         config_of(tmp_path / "bert", {"model_type": "bert", "hidden_size": 768})

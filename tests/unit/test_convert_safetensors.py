@@ -88,13 +88,13 @@ def test_single_file_reads_back_exactly(tmp_path: Path) -> None:
     assert bf.dtype == np.float32 and bf.shape == (4, 6)
     np.testing.assert_array_equal(bf, EXACT_BF16)
     rough = ck.read("model.layers.0.k.weight")
-    np.testing.assert_allclose(rough, ROUGH, rtol=2 ** -8)  # bf16 keeps 8 bits of mantissa
+    np.testing.assert_allclose(rough, ROUGH, rtol=2**-8)  # bf16 keeps 8 bits of mantissa
     assert not np.array_equal(rough, ROUGH)
     np.testing.assert_array_equal(ck.read("model.layers.0.k.weight", np.uint16), to_bf16(ROUGH))  # raw bits
 
     half = ck.read("model.layers.0.k.weight", np.float16)
     assert half.dtype == np.float16
-    np.testing.assert_allclose(half.astype(np.float32), rough, rtol=2 ** -10)
+    np.testing.assert_allclose(half.astype(np.float32), rough, rtol=2**-10)
     np.testing.assert_array_equal(ck.read("model.layers.0.q.weight", np.float16), EXACT_BF16.astype(np.float16))
 
 
@@ -108,8 +108,9 @@ def test_sharded_checkpoint_with_index(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     ck = Checkpoint.open(tmp_path)
     assert ck.names() == ["a.weight", "b.weight", "c.weight", "d.weight"]
-    assert [info.file.name for info in ck.tensors] == ["model-00001-of-00002.safetensors"] * 2 + \
-        ["model-00002-of-00002.safetensors"] * 2
+    assert [info.file.name for info in ck.tensors] == ["model-00001-of-00002.safetensors"] * 2 + [
+        "model-00002-of-00002.safetensors"
+    ] * 2
     np.testing.assert_array_equal(ck.read("a.weight"), F32)
     np.testing.assert_array_equal(ck.read("b.weight"), EXACT_BF16)
     np.testing.assert_array_equal(ck.read("c.weight"), F16)
@@ -124,10 +125,10 @@ def test_order_follows_the_data_not_the_header(tmp_path: Path) -> None:
     path = write_st(tmp_path / "model.safetensors", {"z": ("F32", F32), "a": ("F16", F16)})
     raw = path.read_bytes()
     (length,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + length])
+    header = json.loads(raw[8 : 8 + length])
     reordered = json.dumps({"a": header["a"], "__metadata__": {}, "z": header["z"]}).encode()
     reordered += b" " * (length - len(reordered))  # the data must stay where it is
-    path.write_bytes(raw[:8] + reordered + raw[8 + length:])
+    path.write_bytes(raw[:8] + reordered + raw[8 + length :])
     ck = Checkpoint.open(tmp_path)
     assert ck.names() == ["z", "a"]
     np.testing.assert_array_equal(ck.read("a"), F16)
@@ -144,8 +145,17 @@ def test_lone_shard_set_without_index(tmp_path: Path) -> None:
     assert Checkpoint.open(lone / "weights.safetensors").names() == ["a"]
 
 
-@pytest.mark.parametrize(("src", "out"), [("BF16", np.float16), ("BF16", np.float32), ("BF16", None),
-                                          ("F32", np.float16), ("F16", np.float32), ("F32", None)])
+@pytest.mark.parametrize(
+    ("src", "out"),
+    [
+        ("BF16", np.float16),
+        ("BF16", np.float32),
+        ("BF16", None),
+        ("F32", np.float16),
+        ("F16", np.float32),
+        ("F32", None),
+    ],
+)
 def test_chunked_read_equals_whole_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, src: str, out) -> None:
     values = rng.standard_normal((301, 37)).astype(np.float32)
     stored = {"BF16": to_bf16(values), "F32": values, "F16": values.astype(np.float16)}[src]
@@ -185,16 +195,20 @@ def _corrupt(tmp_path: Path, case: str) -> Path:
         path = write_st(tmp_path / "model.safetensors", tensors)
         path.write_bytes(path.read_bytes()[:-3])
     elif case in ("header beyond file", "lfs pointer", "tiny file"):
-        body = {"header beyond file": struct.pack("<Q", 5000) + b'{"a": 1}',
-                "lfs pointer": b"version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 12\n",
-                "tiny file": b"\x10\0\0"}[case]
+        body = {
+            "header beyond file": struct.pack("<Q", 5000) + b'{"a": 1}',
+            "lfs pointer": b"version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 12\n",
+            "tiny file": b"\x10\0\0",
+        }[case]
         (tmp_path / "model.safetensors").write_bytes(body)
     elif case == "broken json":
         raw = b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]'
         (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 4)
     elif case == "duplicate in one header":
-        raw = b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, ' \
-              b'"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}'
+        raw = (
+            b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
+            b'"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}'
+        )
         (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 8)
     elif case == "offsets disagree":
         write_st(tmp_path / "model.safetensors", tensors, {"model.norm.weight": {"shape": [3, 5]}})
@@ -206,24 +220,31 @@ def _corrupt(tmp_path: Path, case: str) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize(("case", "problem", "words"), [
-    ("no folder", "missing", ["no such checkpoint folder"]),
-    ("no safetensors", "missing", ["no model.safetensors", "PyTorch .bin", "safe_serialization"]),
-    ("shard missing", "missing", ["s-2.safetensors", "missing", "download"]),
-    ("truncated data", "truncated", ["model.safetensors", "tensor scale", "truncated", "download it again"]),
-    ("header beyond file", "truncated", ["header needs 5008 bytes", "download it again"]),
-    ("tiny file", "truncated", ["too short"]),
-    ("lfs pointer", "missing", ["Git LFS pointer", "git lfs pull"]),
-    ("broken json", "corrupt", ["damaged safetensors header"]),
-    ("duplicate in one header", "corrupt", ["a is listed twice"]),
-    ("offsets disagree", "corrupt", ["tensor model.norm.weight", "span 24 bytes", "[3, 5] of F16 needs 30"]),
-    ("unknown dtype", "unsupported", ["tensor fp8", "F8_E4M3", "BF16 or F16 release"]),
-    ("tensor in two shards", "corrupt", ["tensor a", "stored twice", "s-1.safetensors", "s-2.safetensors"]),
-    ("index disagrees", "corrupt", ["tensor b", "puts it in s-2.safetensors"]),
-    ("index extra", "corrupt", ["s-2.safetensors", "no tensor y"]),
-    ("shard extra", "corrupt", ["tensor x", "not in model.safetensors.index.json"]),
-    ("ambiguous", "ambiguous", ["adapter_model.safetensors", "consolidated.safetensors", "no model.safetensors.index"]),
-])
+@pytest.mark.parametrize(
+    ("case", "problem", "words"),
+    [
+        ("no folder", "missing", ["no such checkpoint folder"]),
+        ("no safetensors", "missing", ["no model.safetensors", "PyTorch .bin", "safe_serialization"]),
+        ("shard missing", "missing", ["s-2.safetensors", "missing", "download"]),
+        ("truncated data", "truncated", ["model.safetensors", "tensor scale", "truncated", "download it again"]),
+        ("header beyond file", "truncated", ["header needs 5008 bytes", "download it again"]),
+        ("tiny file", "truncated", ["too short"]),
+        ("lfs pointer", "missing", ["Git LFS pointer", "git lfs pull"]),
+        ("broken json", "corrupt", ["damaged safetensors header"]),
+        ("duplicate in one header", "corrupt", ["a is listed twice"]),
+        ("offsets disagree", "corrupt", ["tensor model.norm.weight", "span 24 bytes", "[3, 5] of F16 needs 30"]),
+        ("unknown dtype", "unsupported", ["tensor fp8", "F8_E4M3", "BF16 or F16 release"]),
+        ("tensor in two shards", "corrupt", ["tensor a", "stored twice", "s-1.safetensors", "s-2.safetensors"]),
+        ("index disagrees", "corrupt", ["tensor b", "puts it in s-2.safetensors"]),
+        ("index extra", "corrupt", ["s-2.safetensors", "no tensor y"]),
+        ("shard extra", "corrupt", ["tensor x", "not in model.safetensors.index.json"]),
+        (
+            "ambiguous",
+            "ambiguous",
+            ["adapter_model.safetensors", "consolidated.safetensors", "no model.safetensors.index"],
+        ),
+    ],
+)
 def test_malformed_checkpoint_is_one_clear_error(tmp_path: Path, case: str, problem: str, words: list[str]) -> None:
     folder = _corrupt(tmp_path, case)
     with pytest.raises(ModelFileError) as caught:
@@ -250,8 +271,10 @@ def test_iterating_a_200_mb_file_holds_one_tensor(tmp_path: Path) -> None:
     """Peak traced allocation while streaming 8 BF16 tensors to F16 is one tensor (+ a chunk), not the file."""
     shape, count = (3200, 4096), 8  # 26 MB each, 210 MB in all
     nbytes = shape[0] * shape[1] * 2
-    header = {f"layers.{i}.weight": {"dtype": "BF16", "shape": list(shape),
-                                     "data_offsets": [i * nbytes, (i + 1) * nbytes]} for i in range(count)}
+    header = {
+        f"layers.{i}.weight": {"dtype": "BF16", "shape": list(shape), "data_offsets": [i * nbytes, (i + 1) * nbytes]}
+        for i in range(count)
+    }
     raw = json.dumps(header).encode()
     start = 8 + len(raw)
     path = tmp_path / "model.safetensors"
@@ -269,7 +292,7 @@ def test_iterating_a_200_mb_file_holds_one_tensor(tmp_path: Path) -> None:
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
         marks = []
-        for info, array in iter_tensors(ck, np.float16, chunk_bytes=chunk):
+        for _info, array in iter_tensors(ck, np.float16, chunk_bytes=chunk):
             assert array.shape == shape and array.dtype == np.float16
             marks.append(float(array[-1, -1]))
             assert not array[0].any()
@@ -281,13 +304,17 @@ def test_iterating_a_200_mb_file_holds_one_tensor(tmp_path: Path) -> None:
     assert one_tensor <= peak < one_tensor + chunk + (1 << 20), peak
 
 
-@pytest.mark.parametrize(("src", "out"), [("BF16", np.float16), ("BF16", np.float32), ("F32", np.float16),
-                                          ("F16", np.float32), ("F32", None)])
+@pytest.mark.parametrize(
+    ("src", "out"),
+    [("BF16", np.float16), ("BF16", np.float32), ("F32", np.float16), ("F16", np.float32), ("F32", None)],
+)
 def test_read_rows_equals_a_slice_of_the_whole_read(tmp_path: Path, src: str, out) -> None:
     values = rng.standard_normal((301, 37)).astype(np.float32)
     stored = {"BF16": to_bf16(values), "F32": values, "F16": values.astype(np.float16)}[src]
-    write_st(tmp_path / "model.safetensors", {"w": (src, stored), "v": (src, stored[:, 0].copy()),
-                                              "s": ("F32", np.array(1.0, np.float32))})
+    write_st(
+        tmp_path / "model.safetensors",
+        {"w": (src, stored), "v": (src, stored[:, 0].copy()), "s": ("F32", np.array(1.0, np.float32))},
+    )
     ck = Checkpoint.open(tmp_path)
     whole = ck.read("w", out)
     buffer = np.empty(whole.nbytes, np.uint8)
@@ -308,8 +335,10 @@ def test_bf16_to_f16_is_numpys_cast_for_every_value(tmp_path: Path) -> None:
     inf, NaN) must come out as numpy's float32 -> float16 cast gives it, in blocks of mostly odd values too."""
     bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
     shuffled = np.random.default_rng(3).permutation(bits)
-    write_st(tmp_path / "model.safetensors", {"all": ("BF16", bits.reshape(256, 256)),
-                                              "mixed": ("BF16", shuffled.reshape(256, 256))})
+    write_st(
+        tmp_path / "model.safetensors",
+        {"all": ("BF16", bits.reshape(256, 256)), "mixed": ("BF16", shuffled.reshape(256, 256))},
+    )
     ck = Checkpoint.open(tmp_path)
     for name, stored in (("all", bits), ("mixed", shuffled)):
         with np.errstate(over="ignore"):

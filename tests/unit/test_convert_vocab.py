@@ -94,8 +94,14 @@ def test_unigram_sentencepiece_is_refused(tmp_path: Path) -> None:
     corpus.write_text("\n".join(CORPUS), encoding="utf-8")
     folder = tmp_path / "ckpt"
     folder.mkdir()
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(folder / "tokenizer"), vocab_size=200,
-                                   model_type="unigram", num_threads=1, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(folder / "tokenizer"),
+        vocab_size=200,
+        model_type="unigram",
+        num_threads=1,
+        minloglevel=2,
+    )
     with pytest.raises(ModelFileError, match="unigram") as e:
         read_vocab(folder)
     assert e.value.problem == "unsupported"

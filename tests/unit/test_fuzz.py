@@ -24,11 +24,17 @@ from edgellm.hw.profile import ProfileError, from_dict
 from edgellm.session.flags import load_config
 
 LONG_RUN = int(os.environ.get("EDGELLM_FUZZ_EXAMPLES", "0"))  # set by scripts/fuzz.py: many more, not seeded
-FUZZ = settings(max_examples=LONG_RUN or 300, deadline=None, derandomize=not LONG_RUN,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-                    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner,
-                                                                                 max_size=6), max_leaves=20)
+FUZZ = settings(
+    max_examples=LONG_RUN or 300,
+    deadline=None,
+    derandomize=not LONG_RUN,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=6),
+    max_leaves=20,
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +69,9 @@ def test_gguf_header_reader_on_made_up_headers(tail: bytes, version: int, tensor
 
 @FUZZ
 @given(header=JSON, declared_extra=st.integers(-8, 64), data_size=st.integers(0, 512))
-def test_safetensors_header_reader(tmp_path_factory: pytest.TempPathFactory, header: object, declared_extra: int,
-                                   data_size: int) -> None:
+def test_safetensors_header_reader(
+    tmp_path_factory: pytest.TempPathFactory, header: object, declared_extra: int, data_size: int
+) -> None:
     raw = json.dumps(header).encode()
     length = max(0, len(raw) + declared_extra)
     path = tmp_path_factory.mktemp("st") / "model.safetensors"
@@ -125,8 +132,13 @@ def test_server_request_bodies(body: object, n_ctx: int) -> None:
 
 
 @FUZZ
-@given(st.lists(st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant", "tool", "x"]),
-                                       "content": JSON}), max_size=6), JSON)
+@given(
+    st.lists(
+        st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant", "tool", "x"]), "content": JSON}),
+        max_size=6,
+    ),
+    JSON,
+)
 def test_server_chat_messages(messages: list, extra: object) -> None:
     body = {"messages": messages, "stop": extra}
     try:

@@ -16,7 +16,8 @@ def test_agrees_with_gguf_reader_on_tensors(tiny_model: Path) -> None:
     ours = read_header(tiny_model)
     theirs = GGUFReader(str(tiny_model))
     assert [(t.name, t.offset + ours.data_offset, t.n_bytes) for t in ours.tensors] == [
-        (t.name, int(t.data_offset), int(t.n_bytes)) for t in theirs.tensors]
+        (t.name, int(t.data_offset), int(t.n_bytes)) for t in theirs.tensors
+    ]
 
 
 def test_type_table_matches_gguf_package() -> None:
@@ -27,13 +28,16 @@ def test_type_table_matches_gguf_package() -> None:
         assert GGML_QUANT_SIZES[GGMLQuantizationType(type_id)] == (block, size)
 
 
-@pytest.mark.parametrize("content, reason", [
-    (b"", "empty"),
-    (b"this is a text file, not a model\n", "not a GGUF file"),
-    (b"GGUF" + (1).to_bytes(4, "little") + bytes(16), "version 1 is not supported"),
-    (b"GGUF" + (3).to_bytes(4, "little") + (2**40).to_bytes(8, "little") + bytes(8), "corrupt"),
-    (b"GGUF" + (3).to_bytes(4, "little"), "truncated"),
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"", "empty"),
+        (b"this is a text file, not a model\n", "not a GGUF file"),
+        (b"GGUF" + (1).to_bytes(4, "little") + bytes(16), "version 1 is not supported"),
+        (b"GGUF" + (3).to_bytes(4, "little") + (2**40).to_bytes(8, "little") + bytes(8), "corrupt"),
+        (b"GGUF" + (3).to_bytes(4, "little"), "truncated"),
+    ],
+)
 def test_bad_files(tmp_path: Path, content: bytes, reason: str) -> None:
     path = tmp_path / "bad.gguf"
     path.write_bytes(content)

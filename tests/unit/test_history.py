@@ -46,10 +46,17 @@ def test_conversation_round_trip(tmp_path: Path) -> None:
     history.finish_reply(reply, "Salt water.", "thinking", False, timings)
     (listed,) = history.conversations()
     assert (listed.title, listed.model, listed.message_count, listed.settings) == (
-        "What is the sea?", "model.gguf", 3, {"temp": 0.7})
+        "What is the sea?",
+        "model.gguf",
+        3,
+        {"temp": 0.7},
+    )
     roles = [(m.role, m.content, m.state) for m in history.messages(conversation)]
-    assert roles == [("system", "Be brief.", "complete"), ("user", "What is   the\nsea?", "complete"),
-                     ("assistant", "Salt water.", "complete")]
+    assert roles == [
+        ("system", "Be brief.", "complete"),
+        ("user", "What is   the\nsea?", "complete"),
+        ("assistant", "Salt water.", "complete"),
+    ]
     assert history.messages(conversation)[-1].timings == timings
     assert history.delete(conversation) and history.conversations() == []
     assert history.messages(conversation) == []  # messages go with their conversation

@@ -33,6 +33,8 @@ def test_group_quants_with_odd_names() -> None:
     groups = group_quants(listing)
     assert [g.quant for g in groups] == ["BF16", "Q8_0", "Q4_K_XL", "Q2_K"]
     split = groups[2]
-    assert [f.path for f in split.files] == ["UD-Q4_K_XL/model-UD-Q4_K_XL-00001-of-00002.gguf",
-                                             "UD-Q4_K_XL/model-UD-Q4_K_XL-00002-of-00002.gguf"]
+    assert [f.path for f in split.files] == [
+        "UD-Q4_K_XL/model-UD-Q4_K_XL-00001-of-00002.gguf",
+        "UD-Q4_K_XL/model-UD-Q4_K_XL-00002-of-00002.gguf",
+    ]
     assert split.size == 450

@@ -47,22 +47,31 @@ def test_device_fixture(fixture: Path) -> None:
 def test_amd_gpu_through_sysfs() -> None:
     recording = json.loads((FIXTURES / "devices" / "laptop-rtx4060-8gb.json").read_text())
     recording["commands"] = {}
-    recording["files"].update({
-        "/sys/class/drm/card1/device/vendor": "0x1002\n",
-        "/sys/class/drm/card1/device/mem_info_vram_total": str(16 * 2**30) + "\n",
-        "/sys/class/drm/card1/device/mem_info_vram_used": str(2**30) + "\n",
-        "/sys/class/drm/card0/device/vendor": "0x8086\n",
-    })
+    recording["files"].update(
+        {
+            "/sys/class/drm/card1/device/vendor": "0x1002\n",
+            "/sys/class/drm/card1/device/mem_info_vram_total": str(16 * 2**30) + "\n",
+            "/sys/class/drm/card1/device/mem_info_vram_used": str(2**30) + "\n",
+            "/sys/class/drm/card0/device/vendor": "0x8086\n",
+        }
+    )
     recording["dirs"] = {"/sys/class/drm": ["card0", "card1", "renderD128", "version"]}
     gpus = detect(RecordedProbe(recording), "/tmp", None).gpus
     assert [(g.vendor, g.backend, g.memory_total_bytes, g.memory_free_bytes) for g in gpus] == [
-        ("amd", "rocm", 16 * 2**30, 15 * 2**30)]
+        ("amd", "rocm", 16 * 2**30, 15 * 2**30)
+    ]
 
 
 def test_nvml_wins_over_nvidia_smi() -> None:
     recording = json.loads((FIXTURES / "devices" / "laptop-rtx4060-8gb.json").read_text())
-    recording["nvml"] = [{"name": "NVIDIA GeForce RTX 4060 Laptop GPU", "memory_total": 8585740288,
-                          "memory_free": 8001683456, "driver": "550.107.02"}]
+    recording["nvml"] = [
+        {
+            "name": "NVIDIA GeForce RTX 4060 Laptop GPU",
+            "memory_total": 8585740288,
+            "memory_free": 8001683456,
+            "driver": "550.107.02",
+        }
+    ]
     (gpu,) = detect(RecordedProbe(recording), "/tmp", None).gpus
     assert (gpu.memory_total_bytes, gpu.memory_free_bytes, gpu.driver) == (8585740288, 8001683456, "550.107.02")
 
@@ -72,18 +81,34 @@ def valid_profile() -> dict:
     return json.loads(detect(RecordedProbe(recording), "/tmp", None).to_json())
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda p: p.pop("cpu"), "profile.cpu is missing"),
-    (lambda p: p["memory"].update(total_bytes=-5), "not a plausible size"),
-    (lambda p: p["memory"].update(total_bytes="8GB"), "memory.total_bytes should be int"),
-    (lambda p: p["memory"].update(available_bytes=2**50), "available_bytes is larger than"),
-    (lambda p: p["cpu"].update(physical_cores=0), "not a plausible core count"),
-    (lambda p: p["cpu"].update(performance_cores=64), "performance_cores <= physical_cores"),
-    (lambda p: p.update(schema_version=99), "schema_version 99"),
-    (lambda p: p.update(schema="something-else"), "not a device profile"),
-    (lambda p: p.update(gpus=[{"vendor": "nvidia", "name": "x", "memory_total_bytes": 1, "memory_free_bytes": 2,
-                               "unified_memory": False, "backend": "cuda"}]), "memory_free_bytes is larger"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda p: p.pop("cpu"), "profile.cpu is missing"),
+        (lambda p: p["memory"].update(total_bytes=-5), "not a plausible size"),
+        (lambda p: p["memory"].update(total_bytes="8GB"), "memory.total_bytes should be int"),
+        (lambda p: p["memory"].update(available_bytes=2**50), "available_bytes is larger than"),
+        (lambda p: p["cpu"].update(physical_cores=0), "not a plausible core count"),
+        (lambda p: p["cpu"].update(performance_cores=64), "performance_cores <= physical_cores"),
+        (lambda p: p.update(schema_version=99), "schema_version 99"),
+        (lambda p: p.update(schema="something-else"), "not a device profile"),
+        (
+            lambda p: p.update(
+                gpus=[
+                    {
+                        "vendor": "nvidia",
+                        "name": "x",
+                        "memory_total_bytes": 1,
+                        "memory_free_bytes": 2,
+                        "unified_memory": False,
+                        "backend": "cuda",
+                    }
+                ]
+            ),
+            "memory_free_bytes is larger",
+        ),
+    ],
+)
 def test_bad_profiles_are_named(change, message: str) -> None:
     data = valid_profile()
     change(data)

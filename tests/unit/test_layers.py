@@ -16,22 +16,53 @@ PACKAGE = REPO / "edgellm"
 
 # the floors, bottom first; a module belongs to the first prefix that names it
 FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("edgellm", "edgellm.errors", "edgellm.events", "edgellm.reasons", "edgellm.words",
-              "edgellm.formatting", "edgellm.paths")),
-    ("core", ("edgellm.gguf", "edgellm.plan", "edgellm.templates", "edgellm.api", "edgellm.hw",
-              "edgellm.engine.contract", "edgellm.engine.endpoint", "edgellm.engine.loop_guard")),
-    ("services", ("edgellm.engine", "edgellm.storage", "edgellm.hub", "edgellm.convert", "edgellm.bench",
-                  "edgellm.catalog")),
+    (
+        "base",
+        (
+            "edgellm",
+            "edgellm.errors",
+            "edgellm.events",
+            "edgellm.reasons",
+            "edgellm.words",
+            "edgellm.formatting",
+            "edgellm.paths",
+        ),
+    ),
+    (
+        "core",
+        (
+            "edgellm.gguf",
+            "edgellm.plan",
+            "edgellm.templates",
+            "edgellm.api",
+            "edgellm.hw",
+            "edgellm.engine.contract",
+            "edgellm.engine.endpoint",
+            "edgellm.engine.loop_guard",
+        ),
+    ),
+    (
+        "services",
+        ("edgellm.engine", "edgellm.storage", "edgellm.hub", "edgellm.convert", "edgellm.bench", "edgellm.catalog"),
+    ),
     ("session", ("edgellm.session",)),
     ("front ends", ("edgellm.cli", "edgellm.tui", "edgellm.server")),
     ("entry", ("edgellm.__main__",)),
 )
-HEAVY = ("llama_cpp", "textual", "fastapi", "uvicorn", "starlette", "huggingface_hub", "rich", "torch",
-         "transformers")
+HEAVY = ("llama_cpp", "textual", "fastapi", "uvicorn", "starlette", "huggingface_hub", "rich", "torch", "transformers")
 FRONT_ENDS = ("edgellm.cli", "edgellm.tui", "edgellm.server")
 ENTRIES = {"edgellm.tui.launch", "edgellm.server.launch", "edgellm.server.config"}  # how the CLI starts the others
-LLAMA_CPP_PRIVATE = {"_model", "_ctx", "_sampler", "_batch", "_stack", "_edgellm_params", "llama_chat_format",
-                     "Jinja2ChatFormatter", "llama_model_default_params"}
+LLAMA_CPP_PRIVATE = {
+    "_model",
+    "_ctx",
+    "_sampler",
+    "_batch",
+    "_stack",
+    "_edgellm_params",
+    "llama_chat_format",
+    "Jinja2ChatFormatter",
+    "llama_model_default_params",
+}
 
 
 def module_name(path: Path) -> str:
@@ -84,15 +115,19 @@ def floor(name: str) -> int:
 
 
 def test_every_import_goes_down_or_stays_on_its_floor() -> None:
-    climbs = [f"{name} ({FLOORS[floor(name)][0]}) imports {target} ({FLOORS[floor(target)][0]})"
-              for name, targets in imports().items() for target in targets
-              if target.startswith("edgellm") and floor(target) > floor(name)]
+    climbs = [
+        f"{name} ({FLOORS[floor(name)][0]}) imports {target} ({FLOORS[floor(target)][0]})"
+        for name, targets in imports().items()
+        for target in targets
+        if target.startswith("edgellm") and floor(target) > floor(name)
+    ]
     assert not climbs, "\n".join(climbs)
 
 
 def test_no_import_cycle_between_modules_or_packages() -> None:
     graph = {name: {t for t in targets if t.startswith("edgellm")} for name, targets in imports().items()}
     assert not cycles(graph), cycles(graph)
+
     def package(name: str) -> str:  # a package's modules on another floor (the engine's contract) stand apart
         return f"{'.'.join(name.split('.')[:2])} ({FLOORS[floor(name)][0]})"
 
@@ -137,8 +172,13 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_the_pure_core_imports_no_heavy_package() -> None:
-    heavy = [f"{name} imports {target}" for name, targets in imports().items() if floor(name) <= 1
-             for target in targets if target in HEAVY]
+    heavy = [
+        f"{name} imports {target}"
+        for name, targets in imports().items()
+        if floor(name) <= 1
+        for target in targets
+        if target in HEAVY
+    ]
     assert not heavy, heavy
 
 
@@ -146,9 +186,15 @@ def test_front_ends_reach_each_other_only_through_their_entry_modules() -> None:
     def front(name: str) -> str | None:
         return next((f for f in FRONT_ENDS if name == f or name.startswith(f + ".")), None)
 
-    crossings = [f"{name} imports {target}" for name, targets in imports().items() for target in targets
-                 if front(name) and front(target) and front(name) != front(target)
-                 and not (front(name) == "edgellm.cli" and target in ENTRIES)]
+    crossings = [
+        f"{name} imports {target}"
+        for name, targets in imports().items()
+        for target in targets
+        if front(name)
+        and front(target)
+        and front(name) != front(target)
+        and not (front(name) == "edgellm.cli" and target in ENTRIES)
+    ]
     assert not crossings, crossings
 
 

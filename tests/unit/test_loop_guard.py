@@ -59,8 +59,11 @@ def test_the_guard_agrees_with_find_loop_on_every_prefix() -> None:
             tokens = [rng.randrange(30) for _ in range(rng.randrange(60))] + unit * (500 // len(unit) + 1)
             for _ in range(rng.randrange(3) * (trial % 3 - 1)):
                 tokens[rng.randrange(len(tokens))] = rng.randrange(30)
-        thresholds = {"min_span": rng.choice([6, 40, 256]), "min_repeats": rng.choice([2, 3, 4]),
-                      "max_period": rng.choice([4, 30, 256])}
+        thresholds = {
+            "min_span": rng.choice([6, 40, 256]),
+            "min_repeats": rng.choice([2, 3, 4]),
+            "max_period": rng.choice([4, 30, 256]),
+        }
         guard = LoopGuard(**thresholds)
         for end, token in enumerate(tokens, 1):
             expected = find_loop(tokens[:end], **thresholds)

@@ -30,12 +30,14 @@ def test_rtx4060_offloads_an_8b_q8_model_partially_with_the_most_layers_that_fit
     assert 0 < found.n_gpu_layers < 32
     on_gpu = found.estimate.device(True)
     assert on_gpu.total <= found.gpu.usable
-    one_more = estimate(LLAMA_8B_Q8, EstimateInputs(n_ctx=4096, n_gpu_layers=found.n_gpu_layers + 1,
-                                                      gpu_backend="cuda"), "gpu")
+    one_more = estimate(
+        LLAMA_8B_Q8, EstimateInputs(n_ctx=4096, n_gpu_layers=found.n_gpu_layers + 1, gpu_backend="cuda"), "gpu"
+    )
     assert one_more.device(True).total > found.gpu.usable
     assert found.n_threads == 6  # the P-cores of the i7-13700H, not its 20 threads
-    assert found.reasons["n_gpu_layers"] == reason("gpu_some_fit", layers=found.n_gpu_layers - 1, n_layers=32,
-                                                   gpu="NVIDIA GeForce RTX 4060 Laptop GPU")
+    assert found.reasons["n_gpu_layers"] == reason(
+        "gpu_some_fit", layers=found.n_gpu_layers - 1, n_layers=32, gpu="NVIDIA GeForce RTX 4060 Laptop GPU"
+    )
 
 
 def test_rtx4060_takes_an_8b_q4_model_whole() -> None:
@@ -58,8 +60,9 @@ def test_cpu_build_with_a_gpu_present_does_not_offload() -> None:
     cpu_build = replace(laptop, llama_build=LlamaBuild("cpu", ("avx2",), "0.3.36"))
     found = plan(cpu_build, LLAMA_3B_Q4)
     assert found.n_gpu_layers == 0
-    assert found.reasons["n_gpu_layers"] == reason("gpu_unusable", gpu="NVIDIA GeForce RTX 4060 Laptop GPU",
-                                                   backend="cpu")
+    assert found.reasons["n_gpu_layers"] == reason(
+        "gpu_unusable", gpu="NVIDIA GeForce RTX 4060 Laptop GPU", backend="cpu"
+    )
 
 
 def test_unified_memory_is_one_budget() -> None:
@@ -152,8 +155,9 @@ def test_micro_batch_shrinks_before_the_cache_is_quantized() -> None:
     pi4 = resolve_profile("raspberry-pi-4-4gb")
     full = plan(pi4, LLAMA_3B_Q4)
     compute = full.estimate.device(False).compute
-    squeezed = replace(pi4, memory=replace(pi4.memory, available_bytes=full.estimate.total - compute // 3
-                                           + full.ram.margin))
+    squeezed = replace(
+        pi4, memory=replace(pi4.memory, available_bytes=full.estimate.total - compute // 3 + full.ram.margin)
+    )
     found = plan(squeezed, LLAMA_3B_Q4)
     assert (found.n_ctx, found.kv, found.n_ubatch) == (4096, "f16", 256)
     assert found.notices == (reason("ubatch_reduced", ubatch=256),)
@@ -164,10 +168,19 @@ def quants_of(base: ModelSpec, sizes: dict[str, float]) -> list[tuple[str, Model
     out = []
     for quant, bits in sizes.items():
         scale = bits / 4.89
-        out.append((quant, replace(base, file_type=quant, path=f"/models/m-{quant}.gguf",
-                                   layer_bytes=tuple(int(b * scale) for b in base.layer_bytes),
-                                   token_embd_bytes=int(base.token_embd_bytes * scale),
-                                   output_bytes=int(base.output_bytes * scale))))
+        out.append(
+            (
+                quant,
+                replace(
+                    base,
+                    file_type=quant,
+                    path=f"/models/m-{quant}.gguf",
+                    layer_bytes=tuple(int(b * scale) for b in base.layer_bytes),
+                    token_embd_bytes=int(base.token_embd_bytes * scale),
+                    output_bytes=int(base.output_bytes * scale),
+                ),
+            )
+        )
     return out
 
 
@@ -179,7 +192,10 @@ def test_quant_choice_takes_the_best_that_fits() -> None:
     choice = choose_quant(pi5, quants_of(LLAMA_8B_Q4, BITS))
     assert choice.quant == "Q5_K_M"  # Q8_0 and Q6_K need more than the Pi's usable RAM
     assert [(line.code, line["quant"]) for line in choice.considered[:3]] == [
-        ("quant_above_cpu_ceiling", "F16"), ("quant_does_not_fit", "Q8_0"), ("quant_does_not_fit", "Q6_K")]
+        ("quant_above_cpu_ceiling", "F16"),
+        ("quant_does_not_fit", "Q8_0"),
+        ("quant_does_not_fit", "Q6_K"),
+    ]
     assert choice.considered[1]["why"].code == "too_big"
 
 

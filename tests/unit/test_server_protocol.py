@@ -28,9 +28,22 @@ def refused(body: object, parse=parse_chat, n_ctx: int = 4096) -> ApiError:  # t
 
 
 def test_request_values_override_the_server_defaults() -> None:
-    request = parse_chat({"messages": HI, "temperature": 0, "top_p": 0.5, "max_tokens": 7, "stop": "END", "seed": 3,
-                          "frequency_penalty": 0.5, "top_k": 5, "stream": True,
-                          "stream_options": {"include_usage": True}}, DEFAULTS, 4096)
+    request = parse_chat(
+        {
+            "messages": HI,
+            "temperature": 0,
+            "top_p": 0.5,
+            "max_tokens": 7,
+            "stop": "END",
+            "seed": 3,
+            "frequency_penalty": 0.5,
+            "top_k": 5,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+        DEFAULTS,
+        4096,
+    )
     options = request.options
     assert options.sampling.temp == 0 and options.sampling.top_p == 0.5 and options.sampling.top_k == 5
     assert options.sampling.frequency_penalty == 0.5 and options.sampling.min_p == DEFAULTS.sampling.min_p
@@ -43,50 +56,79 @@ def test_what_the_request_leaves_out_comes_from_the_server() -> None:
     options = parse_chat({"messages": HI}, DEFAULTS, 4096).options
     assert options.sampling == DEFAULTS.sampling and options.max_tokens == -1 and options.seed == -1
     assert parse_text({"prompt": "x"}, DEFAULTS, 4096).options.max_tokens == 16  # the OpenAI API's default
-    assert parse_chat({"messages": HI, "max_completion_tokens": 9, "max_tokens": 3}, DEFAULTS, 4096).options.max_tokens == 9
+    assert (
+        parse_chat({"messages": HI, "max_completion_tokens": 9, "max_tokens": 3}, DEFAULTS, 4096).options.max_tokens
+        == 9
+    )
     assert not parse_chat({"messages": HI, "stream_options": {"include_usage": True}}, DEFAULTS, 4096).include_usage
 
 
-@pytest.mark.parametrize("extra, named", [
-    ({"n": 2}, "n"), ({"tools": [{"type": "function"}]}, "tools"), ({"logprobs": True}, "logprobs"),
-    ({"response_format": {"type": "json_object"}}, "response_format"), ({"logit_bias": {"1": 5}}, "logit_bias"),
-    ({"reasoning_effort": "low"}, "reasoning_effort"), ({"top_logprobs": 2}, "top_logprobs"),
-])
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        ({"n": 2}, "n"),
+        ({"tools": [{"type": "function"}]}, "tools"),
+        ({"logprobs": True}, "logprobs"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"logit_bias": {"1": 5}}, "logit_bias"),
+        ({"reasoning_effort": "low"}, "reasoning_effort"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+    ],
+)
 def test_unsupported_parameters_that_change_the_result_are_refused_by_name(extra: dict, named: str) -> None:
     error = refused({"messages": HI, **extra})
     assert error.param == named and named in error.message and error.code == "unsupported_parameter"
 
 
 def test_neutral_and_harmless_parameters_are_accepted() -> None:
-    request = parse_chat({"messages": HI, "n": 1, "tools": [], "logprobs": False, "user": "u", "model": "x",
-                          "response_format": {"type": "text"}, "store": False, "tool_choice": "none"}, DEFAULTS, 4096)
+    request = parse_chat(
+        {
+            "messages": HI,
+            "n": 1,
+            "tools": [],
+            "logprobs": False,
+            "user": "u",
+            "model": "x",
+            "response_format": {"type": "text"},
+            "store": False,
+            "tool_choice": "none",
+        },
+        DEFAULTS,
+        4096,
+    )
     assert request.messages == HI
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"messages": HI, "temprature": 1}, "temprature"),
-    ({"messages": HI, "temperature": "hot"}, "temperature"),
-    ({"messages": HI, "temperature": 3}, "temperature"),
-    ({"messages": HI, "max_tokens": 0}, "max_tokens"),
-    ({"messages": HI, "max_tokens": True}, "max_tokens"),
-    ({"messages": HI, "max_tokens": 5000}, "max_tokens"),
-    ({"messages": HI, "stop": ["a", ""]}, "stop"),
-    ({"messages": HI, "stream": "yes"}, "stream"),
-    ({"messages": "Hi"}, "messages"),
-    ({"messages": [{"role": "robot", "content": "Hi"}]}, "messages[0].role"),
-    ({"messages": [{"role": "tool", "content": "42"}]}, "messages[0].role"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content"),
-    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"messages": HI, "temprature": 1}, "temprature"),
+        ({"messages": HI, "temperature": "hot"}, "temperature"),
+        ({"messages": HI, "temperature": 3}, "temperature"),
+        ({"messages": HI, "max_tokens": 0}, "max_tokens"),
+        ({"messages": HI, "max_tokens": True}, "max_tokens"),
+        ({"messages": HI, "max_tokens": 5000}, "max_tokens"),
+        ({"messages": HI, "stop": ["a", ""]}, "stop"),
+        ({"messages": HI, "stream": "yes"}, "stream"),
+        ({"messages": "Hi"}, "messages"),
+        ({"messages": [{"role": "robot", "content": "Hi"}]}, "messages[0].role"),
+        ({"messages": [{"role": "tool", "content": "42"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+    ],
+)
 def test_bad_values_name_the_parameter(body: dict, param: str) -> None:
     error = refused(body)
     assert error.param == param and error.message
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"messages": [{"role": "user", "content": "\ud83d"}]}, "messages[0].content"),
-    ({"messages": HI, "stop": ["\udc00"]}, "stop"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"messages": [{"role": "user", "content": "\ud83d"}]}, "messages[0].content"),
+        ({"messages": HI, "stop": ["\udc00"]}, "stop"),
+    ],
+)
 def test_text_that_is_not_unicode_is_refused(body: dict, param: str) -> None:
     """JSON lets a lone surrogate escape through; the tokenizer cannot encode it: a 400, not a 500."""
     assert refused(body).param == param
@@ -111,14 +153,28 @@ def test_max_tokens_is_bounded_by_the_context() -> None:
 
 
 def test_message_content_parts_and_roles() -> None:
-    request = parse_chat({"messages": [
-        {"role": "developer", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}], "name": "x"},
+    request = parse_chat(
+        {
+            "messages": [
+                {"role": "developer", "content": "Be brief."},
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+                    "name": "x",
+                },
+                {"role": "assistant", "content": "ok", "reasoning_content": "thought"},
+                {"role": "user", "content": "c"},
+            ]
+        },
+        DEFAULTS,
+        4096,
+    )
+    assert request.messages == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "a\nb"},
         {"role": "assistant", "content": "ok", "reasoning_content": "thought"},
-        {"role": "user", "content": "c"}]}, DEFAULTS, 4096)
-    assert request.messages == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "a\nb"},
-                                {"role": "assistant", "content": "ok", "reasoning_content": "thought"},
-                                {"role": "user", "content": "c"}]
+        {"role": "user", "content": "c"},
+    ]
 
 
 def test_completion_prompts() -> None:
@@ -138,15 +194,23 @@ def test_answers_have_the_api_shape() -> None:
     assert whole["choices"][0]["message"] == {"role": "assistant", "content": "Hello"}
     assert whole["choices"][0]["finish_reason"] == "length"
     assert whole["usage"] == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
-    assert (whole["timings"]["stop_reason"], whole["timings"]["dropped_messages"], whole["timings"]["n_ctx"]) == \
-        ("length", 1, 2048)
+    assert (whole["timings"]["stop_reason"], whole["timings"]["dropped_messages"], whole["timings"]["n_ctx"]) == (
+        "length",
+        1,
+        2048,
+    )
     assert answer.chunk(first=True)["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert answer.chunk(reasoning="hm")["choices"][0]["delta"] == {"reasoning_content": "hm"}
     assert answer.usage_chunk(stats)["choices"] == []
     text = protocol.Answer.start(chat=False, model="m").whole("Hello", "", stats)
     assert text["object"] == "text_completion" and text["choices"][0]["text"] == "Hello"
-    assert [protocol.finish_reason(r) for r in ("eos", "stop", "length", "context", "repetition")] == \
-        ["stop", "stop", "length", "length", "stop"]
+    assert [protocol.finish_reason(r) for r in ("eos", "stop", "length", "context", "repetition")] == [
+        "stop",
+        "stop",
+        "length",
+        "length",
+        "stop",
+    ]
     assert protocol.sse("[DONE]") == b"data: [DONE]\n\n"
 
 
@@ -159,8 +223,11 @@ def test_metrics_render_as_prometheus_text() -> None:
     metrics.answered("/v1/completions", 503)
     metrics.replied(10, 20, 50.0, 40.0)
     text = render(metrics, waiting=3, running=1, running_tokens=7, loaded=True, now=lambda: 160.0)
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(text) for s in family.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
     assert samples[("edgellm_requests_total", (("endpoint", "/v1/chat/completions"), ("status", "200")))] == 2
     assert samples[("edgellm_requests_total", (("endpoint", "/v1/completions"), ("status", "503")))] == 1
     assert samples[("edgellm_completion_tokens_total", ())] == 27  # the running reply's 7 count live
@@ -168,9 +235,20 @@ def test_metrics_render_as_prometheus_text() -> None:
     assert samples[("edgellm_queue_depth", ())] == 3 and samples[("edgellm_uptime_seconds", ())] == 60
 
 
-@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True),
-                                            ("[::1]", True), ("localhost", True), ("0.0.0.0", False),
-                                            ("::", False), ("192.168.1.10", False), ("no-such-host.invalid", False)])
+@pytest.mark.parametrize(
+    "host, loopback",
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.10", False),
+        ("no-such-host.invalid", False),
+    ],
+)
 def test_loopback_addresses(host: str, loopback: bool) -> None:
     assert is_loopback(host) == loopback
 
@@ -196,6 +274,7 @@ def test_the_scheduler_runs_jobs_in_order_bounds_the_queue_and_drains() -> None:
                 if name == "first":
                     gate.wait(10)
                 yield name
+
             return run
 
         jobs = {name: Job(work(name), loop) for name in ("first", "second", "third", "fourth")}

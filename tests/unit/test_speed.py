@@ -25,8 +25,9 @@ def test_calibration_scales_the_estimate_and_nothing_else() -> None:
     samples = [Sample("cpu", weights, 0.8), Sample("cpu", weights * 2, 0.8)]
     calibrated = estimate_speed(LLAMA_1B_Q4, chosen, pi, samples)
     assert calibrated.tokens_per_s == pytest.approx(raw * 0.8)
-    assert "estimate × 0.80, calibrated by 2 benchmarks of a model of similar size on this device" in \
-        calibrated.describe()
+    assert (
+        "estimate × 0.80, calibrated by 2 benchmarks of a model of similar size on this device" in calibrated.describe()
+    )
 
 
 def test_a_calibration_applies_only_to_plans_that_place_layers_the_same_way() -> None:
@@ -42,8 +43,14 @@ def test_a_calibration_applies_only_to_plans_that_place_layers_the_same_way() ->
 
 def test_a_calibration_is_the_geometric_mean_of_samples_alike_in_place_and_size() -> None:
     gib = 2**30
-    samples = [Sample("cpu", 4 * gib, 2.0), Sample("cpu", 2 * gib, 0.5), Sample("gpu", 4 * gib, 0.7),
-               Sample("gpu", 4 * gib, 1000.0), Sample("cpu", 4 * gib, 0.0001), Sample("cpu", gib // 8, 0.1)]
+    samples = [
+        Sample("cpu", 4 * gib, 2.0),
+        Sample("cpu", 2 * gib, 0.5),
+        Sample("gpu", 4 * gib, 0.7),
+        Sample("gpu", 4 * gib, 1000.0),
+        Sample("cpu", 4 * gib, 0.0001),
+        Sample("cpu", gib // 8, 0.1),
+    ]
     cpu = calibration_for(samples, "cpu", 4 * gib)
     assert cpu.factor == pytest.approx(1.0) and cpu.models == 2  # 2.0 and 0.5; the absurd and the tiny left out
     gpu = calibration_for(samples, "gpu", 4 * gib)

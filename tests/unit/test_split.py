@@ -14,12 +14,16 @@ GIB, MIB = 2**30, 2**20
 
 
 def test_the_output_stays_here_and_llama_cpp_is_told_the_layers_each_worker_holds() -> None:
-    roomy = plan_split(LLAMA_8B_Q4, [SplitDevice("here", 64 * GIB), SplitDevice("a", 64 * GIB), SplitDevice("b", 64 * GIB)])
+    roomy = plan_split(
+        LLAMA_8B_Q4, [SplitDevice("here", 64 * GIB), SplitDevice("a", 64 * GIB), SplitDevice("b", 64 * GIB)]
+    )
     assert [share.output for share in roomy.shares] == [True, False, False]  # the logits never cross the network
     here, a, b = roomy.shares
     assert here.weights > a.weights and here.overhead > a.overhead  # the embedding, the output and the logits
     assert roomy.tensor_split == (a.layers, b.layers + 1)  # llama.cpp counts the output on the last holder
-    cramped = plan_split(LLAMA_8B_Q4, [SplitDevice("here", 6 * GIB), SplitDevice("a", 6 * GIB), SplitDevice("b", 20 * MIB)])
+    cramped = plan_split(
+        LLAMA_8B_Q4, [SplitDevice("here", 6 * GIB), SplitDevice("a", 6 * GIB), SplitDevice("b", 20 * MIB)]
+    )
     assert cramped.fits and [share.layers > 0 for share in cramped.shares] == [True, True, False]
     assert cramped.tensor_split == (cramped.shares[1].layers + 1, 0)
     assert cramped.n_gpu_layers == cramped.shares[1].layers + 1

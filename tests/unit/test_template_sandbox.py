@@ -24,10 +24,14 @@ HOSTILE = {
     "power": ("{{ 10 ** 100000000 }}", "bits"),
     "tower": ("{{ (((10 ** 64) ** 64) ** 64) ** 64 }}", "bits"),
     "product": ("{% set n = 10 ** 4000 %}{{ n * n * n * n * n * n }}", "bits"),
-    "doubling": ("{% set ns = namespace(s='a') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
-                 "items, more than"),
-    "adding": ("{% set ns = namespace(s='a') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
-               "items, more than"),
+    "doubling": (
+        "{% set ns = namespace(s='a') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+        "items, more than",
+    ),
+    "adding": (
+        "{% set ns = namespace(s='a') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+        "items, more than",
+    ),
     "width": ("{{ 'a' | center(10000000000) }}", "10,000,000,000"),
     "method width": ("{{ 'a'.ljust(10000000000) }}", "10,000,000,000"),
     "format width": ("{{ '%10000000000d' % 1 }}", "10,000,000,0"),
@@ -36,18 +40,25 @@ HOSTILE = {
     "nested width": ("{{ '{:{w}}'.format('x', w=10000000000) }}", "items, more than"),
     "repeated field": ("{% set s = 'x' * 10000000 %}{{ ('{0}' * 100).format(s) }}", "items, more than"),
     "nested list": ("{% set s = 'x' * 10000000 %}{{ [s] * 100 }}", "items, more than"),
-    "join a generator": ("{% set s = 'x' * 10000000 %}{{ ([s] * 5) | map('string') | join(s * 2) }}", "items, more than"),
+    "join a generator": (
+        "{% set s = 'x' * 10000000 %}{{ ([s] * 5) | map('string') | join(s * 2) }}",
+        "items, more than",
+    ),
     "set block": ("{% set s = 'x' * 40000000 %}{% set b %}{{ s }}{{ s }}{% endset %}", "items, more than"),
     "macro": ("{% set s = 'x' * 40000000 %}{% macro m() %}{{ s }}{{ s }}{% endmacro %}{{ m() }}", "items, more than"),
-    "many under the bound": ("{% set s = 'ab ' * 10000000 %}{% for i in range(20) %}{% set p = s.upper() %}"
-                             "{% endfor %}", "in all"),
+    "many under the bound": (
+        "{% set s = 'ab ' * 10000000 %}{% for i in range(20) %}{% set p = s.upper() %}{% endfor %}",
+        "in all",
+    ),
     "folded at compile time": ("{% set a = ' ' | center(10000000) | list %}", "items, more than"),
     "replace": ("{{ ('a' * 1000000).replace('', 'x' * 100) }}", "items, more than"),
     "indent": ("{{ ('a\n' * 1000000) | indent(1000) }}", "items, more than"),
     "join": ("{{ ('y' * 10000000).join(['a', 'b', 'c', 'd', 'e', 'f', 'g']) }}", "items, more than"),
     "expandtabs": ("{{ ('\t' * 1000000).expandtabs(100000) }}", "items, more than"),
-    "output": ("{% set s = 'x' * 1000 %}{% for i in range(100000) %}{% for j in range(100) %}{{ s }}{% endfor %}"
-               "{% endfor %}", "items, more than"),
+    "output": (
+        "{% set s = 'x' * 1000 %}{% for i in range(100000) %}{% for j in range(100) %}{{ s }}{% endfor %}{% endfor %}",
+        "items, more than",
+    ),
     "slices": ("{{ messages | slice(100000000) | list | length }}", "items, more than"),
     "list": ("{{ (messages * 100000000) | length }}", "items, more than"),
     "characters": ("{{ ('x' * 10000000) | list | length }}", "items, more than"),
@@ -70,8 +81,9 @@ def test_a_template_that_would_fill_the_memory_is_stopped_before_it_does(name: s
 def test_a_template_that_would_run_for_ever_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sandbox, "RENDER_SECONDS", 0.2)
     with pytest.raises(TemplateLimit, match="ran for more than 0.2 s"):
-        BoundedTemplate("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
-                        "", "").render(MESSAGES)
+        BoundedTemplate(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "", ""
+        ).render(MESSAGES)
 
 
 def test_lipsum_and_pythons_insides_are_out_of_reach() -> None:

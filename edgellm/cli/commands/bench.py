@@ -30,17 +30,44 @@ def flash_attn_list(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pp", type=argument_type(positive_int), default=512, metavar="N",
-                        help="prompt tokens to read per run (default 512)")
-    parser.add_argument("--tg", type=argument_type(positive_int), default=128, metavar="N",
-                        help="tokens to generate per run (default 128)")
-    parser.add_argument("-r", "--repetitions", type=argument_type(positive_int), default=3, metavar="N",
-                        help="repetitions of each test, for mean ± standard deviation (default 3)")
-    parser.add_argument("--depth", type=argument_type(depth_list), default=(0,), metavar="N[,N...]",
-                        help="context depths to measure decode speed at, such as 0,1024,4096 (default 0)")
-    parser.add_argument("-fa", "--flash-attn", dest="flash_attn_list", type=argument_type(flash_attn_list),
-                        default=None, metavar="auto|on|off[,...]",
-                        help="flash attention: auto, on, off, or on,off to compare both (default auto)")
+    parser.add_argument(
+        "--pp",
+        type=argument_type(positive_int),
+        default=512,
+        metavar="N",
+        help="prompt tokens to read per run (default 512)",
+    )
+    parser.add_argument(
+        "--tg",
+        type=argument_type(positive_int),
+        default=128,
+        metavar="N",
+        help="tokens to generate per run (default 128)",
+    )
+    parser.add_argument(
+        "-r",
+        "--repetitions",
+        type=argument_type(positive_int),
+        default=3,
+        metavar="N",
+        help="repetitions of each test, for mean ± standard deviation (default 3)",
+    )
+    parser.add_argument(
+        "--depth",
+        type=argument_type(depth_list),
+        default=(0,),
+        metavar="N[,N...]",
+        help="context depths to measure decode speed at, such as 0,1024,4096 (default 0)",
+    )
+    parser.add_argument(
+        "-fa",
+        "--flash-attn",
+        dest="flash_attn_list",
+        type=argument_type(flash_attn_list),
+        default=None,
+        metavar="auto|on|off[,...]",
+        help="flash attention: auto, on, off, or on,off to compare both (default auto)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     add_rpc_flag(parser, "measure the model split across this machine and these workers (`edgellm worker`)")
     add_model_flags(parser, leave_out=("flash_attn", *SAMPLING_DESTS))
@@ -66,17 +93,24 @@ def main(args: argparse.Namespace) -> int:
     from edgellm.plan.speed import calibration_for
 
     first = result["runs"][0]
-    calibration = calibration_for(results.calibration_samples(profile), first["placement"],
-                                  result["model"]["weights_bytes"])
+    calibration = calibration_for(
+        results.calibration_samples(profile), first["placement"], result["model"]["weights_bytes"]
+    )
     if stored is not None and first["placement"] == "rpc":
         print(f"\nStored in {stored}, apart from this device's own speed (a split across workers).")
     elif stored is not None:
-        print(f"\nStored in {stored}: `edgellm plan` and `recommend` show it"
-              + (f", and scale their speed estimates for models of this size by {calibration.factor:.2f} (from "
-                 f"{calibration.models} benchmarked model{'s' if calibration.models != 1 else ''})" if calibration
-                 else "" if first.get("planned") and first.get("fits") else
-                 "; it does not calibrate the estimates (settings chosen by hand, or a plan that does not fit)")
-              + ".")
+        print(
+            f"\nStored in {stored}: `edgellm plan` and `recommend` show it"
+            + (
+                f", and scale their speed estimates for models of this size by {calibration.factor:.2f} (from "
+                f"{calibration.models} benchmarked model{'s' if calibration.models != 1 else ''})"
+                if calibration
+                else ""
+                if first.get("planned") and first.get("fits")
+                else "; it does not calibrate the estimates (settings chosen by hand, or a plan that does not fit)"
+            )
+            + "."
+        )
     sys.stdout.flush()
     return 0
 
@@ -88,11 +122,15 @@ def figure(series: dict[str, Any], digits: int = 1) -> str:
 def render(result: dict[str, Any]) -> str:
     """The result as llama-bench prints it: one row per test, then TTFT, load time and memory per setting."""
     model, device, request = result["model"], result["device"], result["request"]
-    lines = [f"Model    {model['name']} ({model['architecture']}, {model['quant'] or 'unknown quant'}, "
-             f"{mib(model['file_bytes'])})",
-             f"Device   {device['name']}: {device['cpu']}" + (f", {', '.join(device['gpus'])}" if device['gpus'] else "")
-             + f" (llama.cpp {device['backend'] or 'unknown'} backend)",
-             f"Runs     {request['repetitions']} of each test, mean ± standard deviation", ""]
+    lines = [
+        f"Model    {model['name']} ({model['architecture']}, {model['quant'] or 'unknown quant'}, "
+        f"{mib(model['file_bytes'])})",
+        f"Device   {device['name']}: {device['cpu']}"
+        + (f", {', '.join(device['gpus'])}" if device["gpus"] else "")
+        + f" (llama.cpp {device['backend'] or 'unknown'} backend)",
+        f"Runs     {request['repetitions']} of each test, mean ± standard deviation",
+        "",
+    ]
     lines.append(f"  {'flash attn':<11} {'test':<18} {'tokens/s':>18}")
     for run in result["runs"]:
         fa = "on" if run["flash_attn"] else "off"
@@ -106,14 +144,19 @@ def render(result: dict[str, Any]) -> str:
         vram = run["vram_used_bytes"]
         shallowest = min(run["tg"], key=lambda item: item["depth"])
         estimate = run["estimate"]["tokens_per_s"]
-        lines += [f"Flash attention {'on' if run['flash_attn'] else 'off'}: "
-                  f"n_ctx {settings['n_ctx']}, {settings['threads']} threads, n_gpu_layers {run['n_gpu_layers']}, "
-                  f"KV {settings['kv']}, batch {settings['n_batch']}",
-                  f"  TTFT (pp{request['pp']})  {figure(run['ttft_ms'], 0)} ms   load {run['load_ms']:.0f} ms   "
-                  f"peak RSS {mib(run['peak_rss_bytes'], 0)}"
-                  + (f"   VRAM {mib(vram, 0)}" if vram is not None else ""),
-                  (f"  decode estimate {estimate:.1f} tokens/s, measured {shallowest['mean']:.1f} "
-                   f"(× {shallowest['mean'] / estimate:.2f}); memory estimate "
-                   if estimate else f"  split across the RPC workers {', '.join(run.get('workers', []))}; "
-                   f"memory estimate (all devices) ") + mib(run['estimate']['memory_bytes'], 0)]
+        lines += [
+            f"Flash attention {'on' if run['flash_attn'] else 'off'}: "
+            f"n_ctx {settings['n_ctx']}, {settings['threads']} threads, n_gpu_layers {run['n_gpu_layers']}, "
+            f"KV {settings['kv']}, batch {settings['n_batch']}",
+            f"  TTFT (pp{request['pp']})  {figure(run['ttft_ms'], 0)} ms   load {run['load_ms']:.0f} ms   "
+            f"peak RSS {mib(run['peak_rss_bytes'], 0)}" + (f"   VRAM {mib(vram, 0)}" if vram is not None else ""),
+            (
+                f"  decode estimate {estimate:.1f} tokens/s, measured {shallowest['mean']:.1f} "
+                f"(× {shallowest['mean'] / estimate:.2f}); memory estimate "
+                if estimate
+                else f"  split across the RPC workers {', '.join(run.get('workers', []))}; "
+                f"memory estimate (all devices) "
+            )
+            + mib(run["estimate"]["memory_bytes"], 0),
+        ]
     return "\n".join(lines)

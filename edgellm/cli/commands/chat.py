@@ -12,12 +12,16 @@ HELP = "chat with a model: the full-screen app on a terminal (--headless: a line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--headless", action="store_true",
-                        help="the line REPL, for SSH and serial consoles (no full-screen UI)")
+    parser.add_argument(
+        "--headless", action="store_true", help="the line REPL, for SSH and serial consoles (no full-screen UI)"
+    )
     parser.add_argument("--no-history", action="store_true", help="keep this session out of the history database")
     parser.add_argument("--resume", type=int, metavar="ID", help="continue a saved conversation (see edgellm history)")
-    add_rpc_flag(parser, "split the model across this machine and these workers (`edgellm worker`), as `edgellm "
-                         "plan --rpc` shows; a worker lost mid-reply ends that reply, the chat goes on once it is back")
+    add_rpc_flag(
+        parser,
+        "split the model across this machine and these workers (`edgellm worker`), as `edgellm "
+        "plan --rpc` shows; a worker lost mid-reply ends that reply, the chat goes on once it is back",
+    )
     add_model_flags(parser)
 
 
@@ -33,8 +37,9 @@ def main(args: argparse.Namespace) -> int:
     if not args.headless and sys.stdin.isatty() and sys.stdout.isatty():
         from edgellm.tui.launch import run_tui
 
-        return run_tui(flags, model=flags.model or "", resume=args.resume, use_history=not args.no_history,
-                       start="chat")
+        return run_tui(
+            flags, model=flags.model or "", resume=args.resume, use_history=not args.no_history, start="chat"
+        )
     history = None if args.no_history else History.open_or_none(paths.history_path())
     try:
         host, planned = open_host(flags)

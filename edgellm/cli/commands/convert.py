@@ -10,16 +10,28 @@ OUTTYPES = ("auto", "f32", "f16", "bf16", "q8_0")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", metavar="SRC", nargs="?",
-                        help="a checkpoint folder: config.json, *.safetensors, tokenizer files")
+    parser.add_argument(
+        "src", metavar="SRC", nargs="?", help="a checkpoint folder: config.json, *.safetensors, tokenizer files"
+    )
     parser.add_argument("-hf", "--hf-repo", metavar="REPO", help="a transformers repo on the Hub, fetched first")
-    parser.add_argument("--keep-checkpoint", action="store_true",
-                        help="with -hf, keep the downloaded checkpoint (in EDGELLM_HOME/checkpoints) afterwards")
+    parser.add_argument(
+        "--keep-checkpoint",
+        action="store_true",
+        help="with -hf, keep the downloaded checkpoint (in EDGELLM_HOME/checkpoints) afterwards",
+    )
     parser.add_argument("-o", "--output", metavar="OUT", help="the GGUF to write (default: into the model store)")
-    parser.add_argument("--outtype", choices=OUTTYPES, default="auto",
-                        help="what the GGUF writer writes (auto: the quant itself when it can, else f16 or bf16)")
-    parser.add_argument("--quant", default="auto", metavar="auto|QUANT",
-                        help="the final quant (Q4_K_M, Q5_K_M, Q6_K, Q8_0, F16, ...); auto: the best that fits")
+    parser.add_argument(
+        "--outtype",
+        choices=OUTTYPES,
+        default="auto",
+        help="what the GGUF writer writes (auto: the quant itself when it can, else f16 or bf16)",
+    )
+    parser.add_argument(
+        "--quant",
+        default="auto",
+        metavar="auto|QUANT",
+        help="the final quant (Q4_K_M, Q5_K_M, Q6_K, Q8_0, F16, ...); auto: the best that fits",
+    )
     parser.add_argument("--profile", metavar="NAME|FILE", help="choose the quant for another machine (see plan)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -40,14 +52,31 @@ def main(args: argparse.Namespace) -> int:
     output = Path(args.output).expanduser() if args.output else None
     profile = opening.profile_named(args.profile)
     report = ProgressLine(show_progress=not args.json)
-    conversion, path = convert(Path(args.src).expanduser() if args.src else None,
-                               parse_ref(args.hf_repo).repo if args.hf_repo else None, args.quant, args.outtype,
-                               profile, output, report, keep_checkpoint=args.keep_checkpoint,
-                               wishes=config_wishes())
+    conversion, path = convert(
+        Path(args.src).expanduser() if args.src else None,
+        parse_ref(args.hf_repo).repo if args.hf_repo else None,
+        args.quant,
+        args.outtype,
+        profile,
+        output,
+        report,
+        keep_checkpoint=args.keep_checkpoint,
+        wishes=config_wishes(),
+    )
     if args.json:
-        print(json.dumps({"path": str(path), "name": conversion.name if conversion.in_store else None,
-                          "quant": conversion.quant, "outtype": conversion.outtype, "size": path.stat().st_size,
-                          "architecture": conversion.config.architecture}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "path": str(path),
+                    "name": conversion.name if conversion.in_store else None,
+                    "quant": conversion.quant,
+                    "outtype": conversion.outtype,
+                    "size": path.stat().st_size,
+                    "architecture": conversion.config.architecture,
+                },
+                indent=2,
+            )
+        )
     else:
         print(path)  # the path last, as pull prints it
     return 0

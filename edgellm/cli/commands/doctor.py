@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 NAME = "doctor"
 HELP = "check the llama.cpp build (one-token self-test in a child process) and the GPU setup"
 SELFTEST_TIMEOUT_S = 300
-PIP_REBUILD = ('CMAKE_ARGS="{args}" pip install --force-reinstall --no-cache-dir '
-               f"llama-cpp-python=={buildconfig.LLAMA_CPP_PYTHON_VERSION}")
+PIP_REBUILD = (
+    'CMAKE_ARGS="{args}" pip install --force-reinstall --no-cache-dir '
+    f"llama-cpp-python=={buildconfig.LLAMA_CPP_PYTHON_VERSION}"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,11 +56,19 @@ def check_workers(endpoints: list[Endpoint]) -> tuple[list[dict[str, Any]], list
             continue
         document = fetch_profile(endpoint) or {}
         profile = document.get("profile") or {}
-        found.append({"endpoint": str(endpoint), "reachable": True, "protocol": ".".join(map(str, status.version)),
-                      "devices": [{"free_bytes": free, "total_bytes": total} for free, total in status.devices],
-                      "promised_bytes": document.get("memory_cap_bytes"), "served": document.get("devices"),
-                      "host": profile.get("name"), "cpu": (profile.get("cpu") or {}).get("model"),
-                      "edgellm": document.get("edgellm")})
+        found.append(
+            {
+                "endpoint": str(endpoint),
+                "reachable": True,
+                "protocol": ".".join(map(str, status.version)),
+                "devices": [{"free_bytes": free, "total_bytes": total} for free, total in status.devices],
+                "promised_bytes": document.get("memory_cap_bytes"),
+                "served": document.get("devices"),
+                "host": profile.get("name"),
+                "cpu": (profile.get("cpu") or {}).get("model"),
+                "edgellm": document.get("edgellm"),
+            }
+        )
     return found, problems
 
 
@@ -111,16 +121,20 @@ def diagnose(test: SelfTest, cpu_flags: set[str], cmake_args: list[str]) -> list
     fixed_args = " ".join(cmake_args)
     rebuild = f"{buildconfig.INSTALL_COMMAND} --rebuild   (or: {PIP_REBUILD.format(args=fixed_args)})"
     if test.returncode == -1000:
-        return [f"the self-test did not finish in {SELFTEST_TIMEOUT_S} s; the llama.cpp build may be broken: "
-                f"{rebuild}"]
+        return [f"the self-test did not finish in {SELFTEST_TIMEOUT_S} s; the llama.cpp build may be broken: {rebuild}"]
     if test.returncode < 0:
-        signame = signal.Signals(-test.returncode).name if -test.returncode in signal.Signals._value2member_map_ \
+        signame = (
+            signal.Signals(-test.returncode).name
+            if -test.returncode in signal.Signals._value2member_map_
             else f"signal {-test.returncode}"
+        )
         stage = "while loading the model" if test.record("loaded") is None else "on the first token"
         lines = [f"llama.cpp crashed ({signame}) {stage}"]
         if "amx_int8" in test.build_features or {"amx_int8", "amx_tile"} & cpu_flags:
-            lines.append("this CPU has AMX and ggml's AMX matrix multiply crashes on it (llama.cpp #20824): "
-                         "rebuild without AMX (GGML_NATIVE=OFF, AVX2/AVX-512 on, AMX off): " + rebuild)
+            lines.append(
+                "this CPU has AMX and ggml's AMX matrix multiply crashes on it (llama.cpp #20824): "
+                "rebuild without AMX (GGML_NATIVE=OFF, AVX2/AVX-512 on, AMX off): " + rebuild
+            )
         else:
             lines.append("rebuild llama.cpp for this CPU: " + rebuild)
         return lines
@@ -134,8 +148,10 @@ def gpu_findings(profile: DeviceProfile, build_backend: str | None, gpu_offload:
     for gpu in profile.gpus:
         usable = gpu_offload if gpu_offload is not None else build_backend == gpu.backend
         if not usable:
-            findings.append(f"{gpu.name} is present but this llama.cpp build is CPU-only; rebuild with "
-                            f"{gpu.backend.upper()}: {buildconfig.rebuild_command(gpu.backend)}")
+            findings.append(
+                f"{gpu.name} is present but this llama.cpp build is CPU-only; rebuild with "
+                f"{gpu.backend.upper()}: {buildconfig.rebuild_command(gpu.backend)}"
+            )
     return findings
 
 
@@ -151,8 +167,9 @@ def main(args: argparse.Namespace) -> int:
         model = Path(args.model) if args.model else tiny_model(Path(tmp))
         test = run_selftest(model)
     info = test.record("system_info") or {}
-    problems = diagnose(test, cpu_flags, safe_args) + gpu_findings(profile, build.get("backend") if build else None,
-                                                                   info.get("gpu_offload"))
+    problems = diagnose(test, cpu_flags, safe_args) + gpu_findings(
+        profile, build.get("backend") if build else None, info.get("gpu_offload")
+    )
     workers, worker_problems = check_workers(args.rpc) if args.rpc else ([], [])
     problems += worker_problems
     report = {
@@ -164,8 +181,7 @@ def main(args: argparse.Namespace) -> int:
         "gpu_offload": info.get("gpu_offload"),
         "cpu_library": info.get("cpu_library"),
         "devices": info.get("devices", []),
-        "selftest": {"passed": test.passed, "returncode": test.returncode, "model": str(model),
-                     "steps": test.records},
+        "selftest": {"passed": test.passed, "returncode": test.returncode, "model": str(model), "steps": test.records},
         "workers": workers,
         "problems": problems,
     }
@@ -192,8 +208,12 @@ def render(report: dict[str, Any]) -> str:
         selftest = "FAILED"
     lines = [
         f"edgellm {report['edgellm']} on Python {report['python']}",
-        "llama.cpp build: " + (f"llama-cpp-python {build['llama_cpp_python']}, backend {build['backend']}"
-                               if build else "not recorded (installed without scripts/install.py)"),
+        "llama.cpp build: "
+        + (
+            f"llama-cpp-python {build['llama_cpp_python']}, backend {build['backend']}"
+            if build
+            else "not recorded (installed without scripts/install.py)"
+        ),
         "build CPU features: " + (" ".join(report["build_cpu_features"]) or "unknown"),
         "CPU library: " + (report["cpu_library"] or "unknown"),
         "devices: " + (", ".join(report["devices"]) or "unknown"),
@@ -202,13 +222,20 @@ def render(report: dict[str, Any]) -> str:
     ]
     for worker in report.get("workers", []):
         if worker["reachable"]:
-            memory = ", ".join(f"{gib(device['free_bytes'], 1, unit=False)} of {gib(device['total_bytes'], 1)} free"
-                               for device in worker["devices"])
+            memory = ", ".join(
+                f"{gib(device['free_bytes'], 1, unit=False)} of {gib(device['total_bytes'], 1)} free"
+                for device in worker["devices"]
+            )
             promised = worker["promised_bytes"]
-            lines.append(f"worker {worker['endpoint']}: protocol {worker['protocol']}, {memory}"
-                         + (f", {gib(promised, 1)} promised" if promised is not None else
-                            ", no edgellm profile (a plain llama.cpp rpc-server?)")
-                         + (f" ({worker['host']}: {worker['cpu']})" if worker.get("host") else ""))
+            lines.append(
+                f"worker {worker['endpoint']}: protocol {worker['protocol']}, {memory}"
+                + (
+                    f", {gib(promised, 1)} promised"
+                    if promised is not None
+                    else ", no edgellm profile (a plain llama.cpp rpc-server?)"
+                )
+                + (f" ({worker['host']}: {worker['cpu']})" if worker.get("host") else "")
+            )
         else:
             lines.append(f"worker {worker['endpoint']}: cannot be used")
     lines += [f"problem: {problem}" for problem in report["problems"]]

@@ -36,12 +36,27 @@ def main(args: argparse.Namespace) -> int:
                 if m.reasoning:
                     item["reasoning"] = m.reasoning
             out.append(item)
-        print(json.dumps({"id": conversation.id, "title": conversation.title, "model": conversation.model,
-                          "settings": conversation.settings, "created": conversation.created,
-                          "updated": conversation.updated, "messages": out}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "id": conversation.id,
+                    "title": conversation.title,
+                    "model": conversation.model,
+                    "settings": conversation.settings,
+                    "created": conversation.created,
+                    "updated": conversation.updated,
+                    "messages": out,
+                },
+                indent=2,
+            )
+        )
         return 0
-    lines = [f"# {conversation.title or 'Conversation ' + str(conversation.id)}", "",
-             f"Model: `{conversation.model}`", ""]
+    lines = [
+        f"# {conversation.title or 'Conversation ' + str(conversation.id)}",
+        "",
+        f"Model: `{conversation.model}`",
+        "",
+    ]
     for m in messages:
         heading = {"system": "System", "user": "User", "assistant": "Assistant"}[m.role]
         lines += [f"## {heading}" + (" (interrupted)" if m.interrupted else ""), ""]

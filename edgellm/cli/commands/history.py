@@ -42,9 +42,22 @@ def main(args: argparse.Namespace) -> int:
             return 0
         conversations = history.conversations()
         if args.json:
-            print(json.dumps([{"id": c.id, "title": c.title, "model": c.model, "created": c.created,
-                               "updated": c.updated, "message_count": c.message_count} for c in conversations],
-                             indent=2))
+            print(
+                json.dumps(
+                    [
+                        {
+                            "id": c.id,
+                            "title": c.title,
+                            "model": c.model,
+                            "created": c.created,
+                            "updated": c.updated,
+                            "message_count": c.message_count,
+                        }
+                        for c in conversations
+                    ],
+                    indent=2,
+                )
+            )
             return 0
         if not conversations:
             print("no saved conversations")

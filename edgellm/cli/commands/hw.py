@@ -33,24 +33,44 @@ def render(profile: DeviceProfile) -> str:
         cores += f" ({cpu.performance_cores} performance + {cpu.efficiency_cores} efficiency)"
     rows = [
         ("Machine", f"{profile.name} ({profile.os})"),
-        ("Board", f"{profile.board.model}" + (f", {profile.board.module}" if profile.board.module else "")
-         + (f", {profile.board.release}" if profile.board.release else "") if profile.board else "-"),
+        (
+            "Board",
+            f"{profile.board.model}"
+            + (f", {profile.board.module}" if profile.board.module else "")
+            + (f", {profile.board.release}" if profile.board.release else "")
+            if profile.board
+            else "-",
+        ),
         ("CPU", f"{cpu.model} ({cpu.arch}), {cores}"),
         ("SIMD", " ".join(cpu.features) or "none detected"),
-        ("Memory", f"{size(memory.total_bytes)} total, {size(memory.available_bytes)} available, "
-                   f"swap {size(memory.swap_free_bytes)} free of {size(memory.swap_total_bytes)}"),
+        (
+            "Memory",
+            f"{size(memory.total_bytes)} total, {size(memory.available_bytes)} available, "
+            f"swap {size(memory.swap_free_bytes)} free of {size(memory.swap_total_bytes)}",
+        ),
         ("Disk", f"{size(profile.disk_free_bytes)} free for {profile.disk_path}"),
     ]
     for gpu in profile.gpus or ():
         kind = "unified memory" if gpu.unified_memory else "dedicated"
-        rows.append(("GPU", f"{gpu.name} ({gpu.backend}): {size(gpu.memory_free_bytes)} free of "
-                            f"{size(gpu.memory_total_bytes)} {kind}"))
+        rows.append(
+            (
+                "GPU",
+                f"{gpu.name} ({gpu.backend}): {size(gpu.memory_free_bytes)} free of "
+                f"{size(gpu.memory_total_bytes)} {kind}",
+            )
+        )
     if not profile.gpus:
         rows.append(("GPU", "none"))
     build = profile.llama_build
     variant = f" (portable build: the {build.cpu_variant} variant)" if build and build.cpu_variant else ""
-    rows.append(("llama.cpp", f"llama-cpp-python {build.llama_cpp_python}, backend {build.backend}, CPU kernels: "
-                              f"{' '.join(build.cpu_features) or 'baseline'}{variant}" if build
-                 else "build not recorded (installed without scripts/install.py); `edgellm doctor` tests it"))
+    rows.append(
+        (
+            "llama.cpp",
+            f"llama-cpp-python {build.llama_cpp_python}, backend {build.backend}, CPU kernels: "
+            f"{' '.join(build.cpu_features) or 'baseline'}{variant}"
+            if build
+            else "build not recorded (installed without scripts/install.py); `edgellm doctor` tests it",
+        )
+    )
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)

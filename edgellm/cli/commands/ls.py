@@ -23,16 +23,34 @@ def main(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     folder = store.store_dir()
     for model in store.load_models().values():
-        rows.append({"name": model.name, "alias": model.alias, "repo": model.repo, "quant": model.quant,
-                     "size": model.size, "path": str(model.path(folder)), "source": model.source,
-                     "last_used": model.last_used})
+        rows.append(
+            {
+                "name": model.name,
+                "alias": model.alias,
+                "repo": model.repo,
+                "quant": model.quant,
+                "size": model.size,
+                "path": str(model.path(folder)),
+                "source": model.source,
+                "last_used": model.last_used,
+            }
+        )
     if args.all:
         known = {row["path"] for row in rows}
         for found in store.scan_external():
             if str(found.path) not in known:
-                rows.append({"name": found.name, "alias": found.path.name.removesuffix(".gguf"),
-                             "repo": found.name.rsplit(":", 1)[0], "quant": found.name.rsplit(":", 1)[1],
-                             "size": found.size, "path": str(found.path), "source": found.source, "last_used": None})
+                rows.append(
+                    {
+                        "name": found.name,
+                        "alias": found.path.name.removesuffix(".gguf"),
+                        "repo": found.name.rsplit(":", 1)[0],
+                        "quant": found.name.rsplit(":", 1)[1],
+                        "size": found.size,
+                        "path": str(found.path),
+                        "source": found.source,
+                        "last_used": None,
+                    }
+                )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -20,10 +20,14 @@ HELP = "show the chosen n_gpu_layers, context, threads and KV cache, with the me
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", metavar="NAME|FILE", action="append",
-                        help="plan for another machine: a built-in profile (raspberry-pi-5-8gb, "
-                             "jetson-orin-nano-8gb, ...) or a file saved with `edgellm hw --json`. Given twice or "
-                             "more: plan a split of the model across those machines, the first running edgellm")
+    parser.add_argument(
+        "--profile",
+        metavar="NAME|FILE",
+        action="append",
+        help="plan for another machine: a built-in profile (raspberry-pi-5-8gb, "
+        "jetson-orin-nano-8gb, ...) or a file saved with `edgellm hw --json`. Given twice or "
+        "more: plan a split of the model across those machines, the first running edgellm",
+    )
     add_rpc_flag(parser, "plan a split of the model across this machine and these workers (`edgellm worker`)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (sizes in bytes)")
     add_model_flags(parser)
@@ -60,8 +64,9 @@ def plan_remote(flags: Flags, profile: DeviceProfile) -> ModelChoice | None:
         return None
     remote = choose_remote(ref, profile, flags.wishes())
     assert remote.spec is not None  # planned: choose_remote plans a forced quant too (plan_forced)
-    return opening.ModelChoice(Path(remote.spec.path), remote.spec, remote.plan,
-                               remote.considered if not ref.quant else ())
+    return opening.ModelChoice(
+        Path(remote.spec.path), remote.spec, remote.plan, remote.considered if not ref.quant else ()
+    )
 
 
 def show(choice: ModelChoice, profile: DeviceProfile, as_json: bool) -> int:
@@ -97,12 +102,25 @@ def show_split(flags: Flags, profiles: list[str], endpoints: list[Endpoint], as_
     path, spec, split = planned.choice.path, planned.choice.spec, planned.split
     assert split is not None  # plan_split_model always splits
     if as_json:
-        print(json.dumps({"model": {"path": str(path), "architecture": spec.architecture, "quant": spec.file_type,
-                                    "n_layers": spec.n_layers, "file_bytes": spec.file_bytes},
-                          "split": to_dict(split, CLI)}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "model": {
+                        "path": str(path),
+                        "architecture": spec.architecture,
+                        "quant": spec.file_type,
+                        "n_layers": spec.n_layers,
+                        "file_bytes": spec.file_bytes,
+                    },
+                    "split": to_dict(split, CLI),
+                },
+                indent=2,
+            )
+        )
         return 0
-    print(f"Model    {path}\n         {spec.architecture}, {spec.n_layers} layers, {spec.file_type or 'unknown quant'}"
-          f"\n")
+    print(
+        f"Model    {path}\n         {spec.architecture}, {spec.n_layers} layers, {spec.file_type or 'unknown quant'}\n"
+    )
     print(planned.budget_table(CLI))
     if not profiles:
         print("\n`--rpc` with the same workers runs this split: run, chat, serve and bench take it.")

@@ -18,7 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", metavar="NAME|FILE", help="choose for another machine (see edgellm plan)")
     parser.add_argument("--dry-run", action="store_true", help="show the choice and why; download nothing")
     parser.add_argument("--json", action="store_true", help="print the choice (quant, files, plan) as JSON")
-    parser.add_argument("-c", "--ctx-size", type=argument_type(non_negative_int), default=None, metavar="N", help="plan for this context")
+    parser.add_argument(
+        "-c",
+        "--ctx-size",
+        type=argument_type(non_negative_int),
+        default=None,
+        metavar="N",
+        help="plan for this context",
+    )
     parser.add_argument("--offline", action="store_true", help="refuse to use the network (also HF_HUB_OFFLINE)")
 
 
@@ -56,10 +63,16 @@ def main(args: argparse.Namespace) -> int:
     if choice.warning:
         show(notice(choice.warning, "warning"))
     if args.json:
-        data = {"name": choice.name, "repo": ref.repo, "quant": choice.group.quant, "commit": choice.commit,
-                "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in choice.group.files],
-                "size": choice.group.size, "considered": [say(line, CLI) for line in choice.considered],
-                "plan": report.to_dict(choice.plan, choice.spec, profile, terms=CLI)}
+        data = {
+            "name": choice.name,
+            "repo": ref.repo,
+            "quant": choice.group.quant,
+            "commit": choice.commit,
+            "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in choice.group.files],
+            "size": choice.group.size,
+            "considered": [say(line, CLI) for line in choice.considered],
+            "plan": report.to_dict(choice.plan, choice.spec, profile, terms=CLI),
+        }
         if model is not None:
             data["path"] = str(model.path(store.store_dir()))
         print(json.dumps(data, indent=2))
@@ -67,8 +80,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"{choice.name}: {gib(choice.group.size)} in {len(choice.group.files)} file(s), for {profile.name}")
     for line in choice.considered:
         print(f"  {say(line, CLI)}")
-    print(f"  plan: n_gpu_layers {choice.plan.n_gpu_layers}, context {choice.plan.n_ctx}, kv {choice.plan.kv}, "
-          f"{gib(choice.plan.estimate.total)}")
+    print(
+        f"  plan: n_gpu_layers {choice.plan.n_gpu_layers}, context {choice.plan.n_ctx}, kv {choice.plan.kv}, "
+        f"{gib(choice.plan.estimate.total)}"
+    )
     if model is not None:
         print(model.path(store.store_dir()))  # the local path last, as `hf download` prints it
     return 0

@@ -23,10 +23,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prompt = parser.add_mutually_exclusive_group()
     prompt.add_argument("-p", "--prompt", help="the prompt; - reads it from stdin")
     prompt.add_argument("-f", "--file", help="read the prompt from a file")
-    parser.add_argument("--json", action="store_true",
-                        help="after the text, print one JSON line with token counts, timings and settings")
-    add_rpc_flag(parser, "split the model across this machine and these workers (`edgellm worker`), as `edgellm "
-                         "plan --rpc` shows")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="after the text, print one JSON line with token counts, timings and settings",
+    )
+    add_rpc_flag(
+        parser,
+        "split the model across this machine and these workers (`edgellm worker`), as `edgellm plan --rpc` shows",
+    )
     add_model_flags(parser)
 
 
@@ -36,7 +41,9 @@ def read_prompt(args: argparse.Namespace) -> str:
             with open(args.file, encoding="utf-8") as handle:
                 return handle.read()
         except (OSError, UnicodeDecodeError) as error:
-            raise EdgellmError(f"cannot read the prompt file {args.file}: {getattr(error, 'strerror', None) or error}")
+            raise EdgellmError(
+                f"cannot read the prompt file {args.file}: {getattr(error, 'strerror', None) or error}"
+            ) from None
     if args.prompt == "-":
         return sys.stdin.read()
     if args.prompt is None:
@@ -89,8 +96,12 @@ def generate(model: ChatModel, options: GenerationOptions, prompt: str, as_json:
         if printed and not printed.endswith("\n"):
             out.write("\n")
         engine = model.model
-        record = {**stats.as_dict(), "load_ms": round(engine.load_ms, 1), "model": str(engine.params.path),
-                  "settings": settings_record(engine.params, options)}
+        record = {
+            **stats.as_dict(),
+            "load_ms": round(engine.load_ms, 1),
+            "model": str(engine.params.path),
+            "settings": settings_record(engine.params, options),
+        }
         out.write(json.dumps(record) + "\n")
     elif printed and not printed.endswith("\n") and out.isatty():
         out.write("\n")

@@ -20,23 +20,46 @@ def port(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("server")
-    group.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default 127.0.0.1: this machine only; any other needs an API key)")
-    group.add_argument("--port", type=argument_type(port), default=8080,
-                       help="port to listen on (default 8080; 0: any free port)")
-    group.add_argument("--api-key", metavar="KEY",
-                       help="require `Authorization: Bearer KEY` (default: $EDGELLM_API_KEY; keep it out of the "
-                            "command line on shared machines)")
-    group.add_argument("--queue", type=argument_type(non_negative_int), default=32, metavar="N",
-                       help="requests that may wait while one is generating; past it, 503 with Retry-After "
-                            "(default 32)")
-    group.add_argument("--cors", action="append", metavar="ORIGIN",
-                       help="let web pages from ORIGIN call the API (repeatable; default: none)")
+    group.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; any other needs an API key)",
+    )
+    group.add_argument(
+        "--port", type=argument_type(port), default=8080, help="port to listen on (default 8080; 0: any free port)"
+    )
+    group.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="require `Authorization: Bearer KEY` (default: $EDGELLM_API_KEY; keep it out of the "
+        "command line on shared machines)",
+    )
+    group.add_argument(
+        "--queue",
+        type=argument_type(non_negative_int),
+        default=32,
+        metavar="N",
+        help="requests that may wait while one is generating; past it, 503 with Retry-After (default 32)",
+    )
+    group.add_argument(
+        "--cors",
+        action="append",
+        metavar="ORIGIN",
+        help="let web pages from ORIGIN call the API (repeatable; default: none)",
+    )
     group.add_argument("--alias", metavar="NAME", help="the model's id in /v1/models (default: the file's name)")
-    group.add_argument("--max-body-mb", type=argument_type(positive_int), default=4, metavar="MB",
-                       help="largest request body accepted, in MiB (default 4)")
-    add_rpc_flag(parser, "split the model across this machine and these workers (`edgellm worker`), as `edgellm "
-                         "plan --rpc` shows; a worker lost mid-reply ends that reply with an error event")
+    group.add_argument(
+        "--max-body-mb",
+        type=argument_type(positive_int),
+        default=4,
+        metavar="MB",
+        help="largest request body accepted, in MiB (default 4)",
+    )
+    add_rpc_flag(
+        parser,
+        "split the model across this machine and these workers (`edgellm worker`), as `edgellm "
+        "plan --rpc` shows; a worker lost mid-reply ends that reply with an error event",
+    )
     add_model_flags(parser)
 
 
@@ -56,16 +79,23 @@ def main(args: argparse.Namespace) -> int:
         print("edgellm: note: serve takes the system prompt from each request; -sys is used by chat", file=sys.stderr)
     host, planned = open_host(flags)
     path, params = planned.choice.path, planned.params
-    config = ServerConfig(model_id=args.alias or path.name.removesuffix(".gguf"), created=int(path.stat().st_mtime),
-                          defaults=flags.generation_options(), api_key=api_key,
-                          max_body_bytes=args.max_body_mb * 2**20, cors_origins=tuple(args.cors or ()))
+    config = ServerConfig(
+        model_id=args.alias or path.name.removesuffix(".gguf"),
+        created=int(path.stat().st_mtime),
+        defaults=flags.generation_options(),
+        api_key=api_key,
+        max_body_bytes=args.max_body_mb * 2**20,
+        cors_origins=tuple(args.cors or ()),
+    )
     layers = {-1: "all layers"}.get(params.n_gpu_layers, f"{params.n_gpu_layers} layers")
     where = "on the GPU"
     if planned.split is not None:
         layers = f"{planned.split.layers_on_workers} of {planned.choice.spec.n_layers} layers"
         where = f"on {planned.split.workers} RPC worker{'s' if planned.split.workers > 1 else ''}"
-    say(f"loading {path.name}: {params.n_ctx}-token context, {layers} {where}, "
-        f"{params.n_threads} threads, KV cache {params.kv}")
+    say(
+        f"loading {path.name}: {params.n_ctx}-token context, {layers} {where}, "
+        f"{params.n_threads} threads, KV cache {params.kv}"
+    )
     code = serve(config, Listen(args.host, args.port, args.queue), lambda: host.load(planned))
     if code == STOPPED_WHILE_LOADING:
         sys.stderr.flush()

@@ -242,8 +242,9 @@ class ChatScreen(Screen[None]):
         reply = message.reply
         timings = reply.timings()
         if self.reply is not None:
-            await self.reply.finish(reply.content, reply.reasoning, interrupted=reply.interrupted,
-                                    meta=reply_meta(timings))
+            await self.reply.finish(
+                reply.content, reply.reasoning, interrupted=reply.interrupted, meta=reply_meta(timings)
+            )
         self.reply = None
         self.timings, self.context_used = timings, reply.context_used
         self.state = "stopped" if reply.interrupted else ""
@@ -341,6 +342,7 @@ class ChatScreen(Screen[None]):
 
         session = self._ready()
         if session is not None:
+
             def applied(done: bool | None) -> None:
                 if done:
                     self.app.notify("settings applied to this conversation")
@@ -456,8 +458,11 @@ class ChatScreen(Screen[None]):
                 continue
             timings = message.timings or Timings()
             meta = reply_meta(timings, message.interrupted) if message.role == "assistant" else ""
-            self._mount(ChatMessage(message.role, message.content, message.reasoning,
-                                    interrupted=message.interrupted, meta=meta))
+            self._mount(
+                ChatMessage(
+                    message.role, message.content, message.reasoning, interrupted=message.interrupted, meta=meta
+                )
+            )
             last = message.timings if message.role == "assistant" and message.timings else last
         self.timings = last
         self.context_used = last.context_used if last else None
@@ -483,8 +488,12 @@ class ChatScreen(Screen[None]):
         """The session, when a model is loaded and no reply is being written; else a notice and None."""
         if self.session is None:
             if not quiet:
-                self.app.notify("a model is being loaded: a moment" if getattr(self.app, "loading_model", False)
-                                else "no model loaded yet: choose one on Home (F2) or Models (F3)", severity="warning")
+                self.app.notify(
+                    "a model is being loaded: a moment"
+                    if getattr(self.app, "loading_model", False)
+                    else "no model loaded yet: choose one on Home (F2) or Models (F3)",
+                    severity="warning",
+                )
             return None
         if self.session.busy:
             if not quiet:
@@ -516,7 +525,7 @@ class ChatScreen(Screen[None]):
     def _remove_from(self, first: ChatMessage) -> None:
         """Remove `first` and everything shown after it."""
         children = list(self.query_one("#messages").children)
-        for child in children[children.index(first):]:
+        for child in children[children.index(first) :]:
             child.remove()
 
     def _remove_from_last_user(self) -> None:
@@ -534,12 +543,23 @@ class ChatScreen(Screen[None]):
 
     def _show_status(self) -> None:
         planned = self.planned
-        model = Path(str(planned.choice.path)).name if planned else (
-            Path(self.session.model_name).name if self.session else None)
+        model = (
+            Path(str(planned.choice.path)).name
+            if planned
+            else (Path(self.session.model_name).name if self.session else None)
+        )
         settings = planned.params if planned else None
         split = planned.split if planned else None
         on_workers = (split.layers_on_workers, split.workers) if split else None
-        self.query_one(StatusLine).update(status_text(
-            model, settings.n_gpu_layers if settings else None,
-            planned.choice.spec.n_layers if planned else None, self.context_used,
-            settings.n_ctx if settings else None, self.timings, self.state, on_workers))
+        self.query_one(StatusLine).update(
+            status_text(
+                model,
+                settings.n_gpu_layers if settings else None,
+                planned.choice.spec.n_layers if planned else None,
+                self.context_used,
+                settings.n_ctx if settings else None,
+                self.timings,
+                self.state,
+                on_workers,
+            )
+        )

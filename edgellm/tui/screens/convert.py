@@ -70,8 +70,12 @@ class ConvertScreen(StoppableJob, Screen[None]):
         yield ModeBar("convert")
         with Horizontal(id="convert-form"):
             yield Input(placeholder="a checkpoint folder, or owner/repo on the Hub", id="convert-source")
-            yield Select([("auto: what fits", "auto")] + [(quant, quant) for quant in SUPPORTED_QUANTS],
-                         value="auto", allow_blank=False, id="convert-quant")
+            yield Select(
+                [("auto: what fits", "auto")] + [(quant, quant) for quant in SUPPORTED_QUANTS],
+                value="auto",
+                allow_blank=False,
+                id="convert-quant",
+            )
             yield Button("Convert", id="convert-start", variant="primary")
         for task, title in STEPS:
             with Horizontal(id=f"step-{task}", classes="step idle"):
@@ -119,9 +123,16 @@ class ConvertScreen(StoppableJob, Screen[None]):
         try:
             source = local_source(text)
             repo = None if source is not None else parse_ref(text).repo
-            conversion, path = convert(source, repo, quant, "auto", self.app.profile,
-                                       report=self.app.reporter(self), cancel=cancel,
-                                       wishes=self.app.flags.wishes())
+            conversion, path = convert(
+                source,
+                repo,
+                quant,
+                "auto",
+                self.app.profile,
+                report=self.app.reporter(self),
+                cancel=cancel,
+                wishes=self.app.flags.wishes(),
+            )
         except Cancelled:
             self.app.call_from_thread(self._ended, "stopped: nothing was kept (a Hub download resumes)", None)
         except Exception as error:
@@ -147,8 +158,9 @@ class ConvertScreen(StoppableJob, Screen[None]):
         if progress.task not in {task for task, _ in STEPS}:
             return
         self.query_one(f"#step-{progress.task}").remove_class("idle")
-        self.query_one(f"#bar-{progress.task}", ProgressBar).update(total=max(progress.total, 1),
-                                                                     progress=progress.done)
+        self.query_one(f"#bar-{progress.task}", ProgressBar).update(
+            total=max(progress.total, 1), progress=progress.done
+        )
         self.query_one(f"#stats-{progress.task}", Label).update(progress_text(progress))
 
     def on_work_notice(self, message: WorkNotice) -> None:
@@ -178,8 +190,11 @@ class ConvertScreen(StoppableJob, Screen[None]):
     def commands(self) -> list[tuple[str, str, Callable[[], object]]]:
         """The screen's actions for the command palette."""
         found: list[tuple[str, str, Callable[[], object]]] = [
-            ("Convert a checkpoint", "a local folder or a Hub repo, to GGUF in the store",
-             lambda: self.query_one("#convert-source", Input).focus()),
+            (
+                "Convert a checkpoint",
+                "a local folder or a Hub repo, to GGUF in the store",
+                lambda: self.query_one("#convert-source", Input).focus(),
+            ),
         ]
         if self.converting:
             found.append(("Stop the conversion", "nothing is kept", self.action_stop))

@@ -40,8 +40,18 @@ def ways_out(error: BaseException, can_retry: bool, can_change: bool = False) ->
         actions.append((change_label(fit_changes(error)), "change"))
     if isinstance(error, (errors.HubUnreachable, errors.OfflineMode)) and can_retry:
         actions.append(("Try again", "retry"))
-    if isinstance(error, (errors.DoesNotFit, errors.ModelFileError, errors.NoModel, errors.LoadFailed,
-                          errors.NoSuchQuant, errors.RepoNotFound, errors.GatedRepo)):
+    if isinstance(
+        error,
+        (
+            errors.DoesNotFit,
+            errors.ModelFileError,
+            errors.NoModel,
+            errors.LoadFailed,
+            errors.NoSuchQuant,
+            errors.RepoNotFound,
+            errors.GatedRepo,
+        ),
+    ):
         actions.append(("Pick another model", "models"))
     if isinstance(error, (errors.HubUnreachable, errors.OfflineMode)):
         actions.append(("Use a local model", "home"))
@@ -58,14 +68,20 @@ class ErrorScreen(ModalScreen[str]):
 
     BINDINGS = [Binding("escape", "choose('close')", "Close")]
 
-    def __init__(self, error: BaseException, retry: Callable[[], None] | None = None,
-                 retry_with: Callable[[dict[str, object]], None] | None = None) -> None:
+    def __init__(
+        self,
+        error: BaseException,
+        retry: Callable[[], None] | None = None,
+        retry_with: Callable[[dict[str, object]], None] | None = None,
+    ) -> None:
         super().__init__()
         self.error, self.retry, self.retry_with = error, retry, retry_with
 
     def compose(self) -> ComposeResult:
         with Vertical(id="error-box"):
-            yield Label("Error" if isinstance(self.error, errors.EdgellmError) else "Unexpected error", id="error-title")
+            yield Label(
+                "Error" if isinstance(self.error, errors.EdgellmError) else "Unexpected error", id="error-title"
+            )
             yield Static(explain(self.error), id="error-text", markup=False)
             with Horizontal(id="error-actions"):
                 for label, action in ways_out(self.error, self.retry is not None, self.retry_with is not None):

@@ -35,7 +35,7 @@ Run language models on this machine, fitted to it.
 | Ctrl+E | edit the last message (Enter sends it, Esc leaves it) |
 | Ctrl+Y | copy the last reply (or the reply with focus) |
 | Ctrl+K | copy the last code block of that reply |
-| Ctrl+S | the conversation's settings: system prompt, temperature, top-k, top-p, min-p, repeat penalty, max tokens, seed |
+| Ctrl+S | this chat's settings: system prompt, temperature, top-k, top-p, min-p, repeat penalty, max tokens, seed |
 | Ctrl+B | show or hide the history |
 | F6 / F7 / Del | in the history: rename, search, delete |
 

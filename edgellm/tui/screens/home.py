@@ -25,20 +25,31 @@ if TYPE_CHECKING:
     from edgellm.catalog.recommend import Pick
     from edgellm.tui.base import EdgellmApp
 
-FIRST_RUN = ("No models in the store yet: pick one found on this machine below, "
-             "or a recommended one to download")
+FIRST_RUN = "No models in the store yet: pick one found on this machine below, or a recommended one to download"
 
-LOCAL_COLUMNS = (("name", "name"), ("size", "size"), ("fit", "verdict"), ("~tokens/s", "speed"),
-                 ("measured", "measured"), ("source", "source"))
-PICK_COLUMNS = (("name", "name"), ("quant", "quant"), ("size", "size"), ("where", "where"), ("~tokens/s", "speed"),
-                ("measured", "measured"))
+LOCAL_COLUMNS = (
+    ("name", "name"),
+    ("size", "size"),
+    ("fit", "verdict"),
+    ("~tokens/s", "speed"),
+    ("measured", "measured"),
+    ("source", "source"),
+)
+PICK_COLUMNS = (
+    ("name", "name"),
+    ("quant", "quant"),
+    ("size", "size"),
+    ("where", "where"),
+    ("~tokens/s", "speed"),
+    ("measured", "measured"),
+)
 
 
 class ListsReady(Message):
-    """The lists, computed on a thread: the local models, the recommended ones, whether the store is empty, what ails it."""
+    """The lists, computed on a thread: the local models, the recommended ones, whether the store is empty, what
+    ails it."""
 
-    def __init__(self, local: list[ModelFile], picks: list[Pick], store_empty: bool,
-                 problem: str | None) -> None:
+    def __init__(self, local: list[ModelFile], picks: list[Pick], store_empty: bool, problem: str | None) -> None:
         super().__init__()
         self.local, self.picks, self.store_empty, self.problem = local, picks, store_empty, problem
 
@@ -134,15 +145,29 @@ class HomeScreen(Screen[None]):
         local = self.query_one("#local-models", DataTable)
         local.clear()
         for model in message.local:
-            local.add_row(model.name, size(model.size), model.verdict, tokens_per_s(model.tokens_per_s),
-                          tokens_per_s(model.measured_tokens_per_s), model.source, key=str(model.path))
+            local.add_row(
+                model.name,
+                size(model.size),
+                model.verdict,
+                tokens_per_s(model.tokens_per_s),
+                tokens_per_s(model.measured_tokens_per_s),
+                model.source,
+                key=str(model.path),
+            )
         if not message.local:
             local.add_row("no model files found: see the recommended ones below", "", "", "", "", "", key="")
         picks = self.query_one("#recommended-models", DataTable)
         picks.clear()
         for pick in message.picks:
-            picks.add_row(pick.name, pick.quant, size(pick.size), pick.where, tokens_per_s(pick.tokens_per_s),
-                          tokens_per_s(pick.measured_tokens_per_s), key=f"{pick.repo}:{pick.quant}")
+            picks.add_row(
+                pick.name,
+                pick.quant,
+                size(pick.size),
+                pick.where,
+                tokens_per_s(pick.tokens_per_s),
+                tokens_per_s(pick.measured_tokens_per_s),
+                key=f"{pick.repo}:{pick.quant}",
+            )
         local.loading = picks.loading = False
         banner = self.query_one("#home-banner", Static)
         text = message.problem or (FIRST_RUN if message.store_empty else "")

@@ -41,8 +41,7 @@ def pick_text(pick: Pick | None) -> str:
     if pick is None:
         return "does not fit"
     measured = "" if pick.measured_tokens_per_s is None else f" (measured {pick.measured_tokens_per_s:.0f})"
-    return (f"{pick.quant}, {size(pick.size)}, about {pick.tokens_per_s:.0f} tokens/s{measured} "
-            f"on {pick.where}")
+    return f"{pick.quant}, {size(pick.size)}, about {pick.tokens_per_s:.0f} tokens/s{measured} on {pick.where}"
 
 
 def local_verdicts(profile: DeviceProfile, wishes: Wishes) -> dict[str, str]:
@@ -135,8 +134,9 @@ class PickerScreen(StoppableJob, Screen[None]):
             table.add_row(name, model.quant, size(model.size), model.source, verdicts.get(name, ""), key=name)
         for paused in store.paused_downloads():
             quant = paused.name.rsplit(":", 1)[1]
-            table.add_row(paused.name, quant, f"{size(paused.done)} so far", "paused", "Enter resumes",
-                          key=PAUSED + paused.name)
+            table.add_row(
+                paused.name, quant, f"{size(paused.done)} so far", "paused", "Enter resumes", key=PAUSED + paused.name
+            )
 
     @work(thread=True, exclusive=True, group="verdicts", exit_on_error=False)
     def _load_verdicts(self) -> None:
@@ -150,10 +150,14 @@ class PickerScreen(StoppableJob, Screen[None]):
         from edgellm.catalog.recommend import recommend
 
         try:
-            picks = {pick.name: pick for pick in recommend(self.app.profile, 0.0, online=False,
-                                                           wishes=self.app.flags.wishes()).picks}
-            rows = [(entry.name, entry.repo, f"{entry.params:g}B", entry.licence, pick_text(picks.get(entry.name)))
-                    for entry in load_catalog()]
+            picks = {
+                pick.name: pick
+                for pick in recommend(self.app.profile, 0.0, online=False, wishes=self.app.flags.wishes()).picks
+            }
+            rows = [
+                (entry.name, entry.repo, f"{entry.params:g}B", entry.licence, pick_text(picks.get(entry.name)))
+                for entry in load_catalog()
+            ]
         except Exception as error:
             self.app.call_from_thread(self.app.show_error, error, None)
             return
@@ -291,14 +295,18 @@ class PickerScreen(StoppableJob, Screen[None]):
     def commands(self) -> list[tuple[str, str, Callable[[], object]]]:
         """The screen's actions for the command palette."""
         found: list[tuple[str, str, Callable[[], object]]] = [
-            ("Download a Hub model", "type owner/repo[:QUANT]: the quant that fits, planned first",
-             lambda: self.query_one("#repo-input", Input).focus()),
+            (
+                "Download a Hub model",
+                "type owner/repo[:QUANT]: the quant that fits, planned first",
+                lambda: self.query_one("#repo-input", Input).focus(),
+            ),
             ("Refresh the local models", "read the model store again", self.refresh_local),
         ]
         if self.downloading:
             found.append(("Stop the download", "the partial file stays: Download again resumes it", self.action_stop))
         elif self._choice is not None and self._finished is None:
             choice = self._choice
-            found.append(("Resume the download", f"{choice.name}, from where it stopped",
-                          lambda: self.start_download(choice)))
+            found.append(
+                ("Resume the download", f"{choice.name}, from where it stopped", lambda: self.start_download(choice))
+            )
         return found

@@ -52,8 +52,11 @@ class PlanScreen(ModalScreen[bool]):
             for line in self.choice.considered:
                 yield Label(f"  {said(line)}", classes="plan-considered", markup=False)
             if self.choice.plan is not None and self.choice.spec is not None:
-                yield Static(report.render(self.choice.plan, self.choice.spec, self.profile, terms=TUI),
-                             id="plan-table", markup=False)
+                yield Static(
+                    report.render(self.choice.plan, self.choice.spec, self.profile, terms=TUI),
+                    id="plan-table",
+                    markup=False,
+                )
             with Horizontal(id="plan-actions"):
                 yield Button("Download", id="plan-download", variant="primary")
                 yield Button("Cancel", id="plan-cancel")

@@ -16,9 +16,15 @@ from edgellm.tui.words import explain
 if TYPE_CHECKING:
     from edgellm.session.chat import ChatSession
 
-FIELDS = (("temp", "temperature"), ("top-k", "top-k"), ("top-p", "top-p"), ("min-p", "min-p"),
-          ("repeat-penalty", "repeat penalty"), ("n-predict", "max tokens (-1: no limit)"),
-          ("seed", "seed (-1: random)"))
+FIELDS = (
+    ("temp", "temperature"),
+    ("top-k", "top-k"),
+    ("top-p", "top-p"),
+    ("min-p", "min-p"),
+    ("repeat-penalty", "repeat penalty"),
+    ("n-predict", "max tokens (-1: no limit)"),
+    ("seed", "seed (-1: random)"),
+)
 
 
 def current_values(session: ChatSession) -> dict[str, str]:

@@ -33,8 +33,9 @@ def bar(fraction: float, width: int = BAR_WIDTH) -> Text:
 
 def memory_gauge(label: str, used: int, total: int) -> Text:
     fraction = used / total if total else 0.0
-    return Text.assemble((f"{label:<6}", "bold"), bar(fraction),
-                         f" {gib(used, 1, unit=False)} / {gib(total, 1)} {fraction:4.0%}")
+    return Text.assemble(
+        (f"{label:<6}", "bold"), bar(fraction), f" {gib(used, 1, unit=False)} / {gib(total, 1)} {fraction:4.0%}"
+    )
 
 
 def facts_text(profile: DeviceProfile) -> Text:
@@ -43,8 +44,12 @@ def facts_text(profile: DeviceProfile) -> Text:
     cores = f"{cpu.physical_cores} cores / {cpu.logical_cores} threads"
     if cpu.efficiency_cores:
         cores += f" ({cpu.performance_cores}P + {cpu.efficiency_cores}E)"
-    text = Text.assemble(("CPU   ", "bold"), f"{cpu.model} ({cpu.arch}) · {cores}",
-                         ("\nSIMD  ", "bold"), " ".join(cpu.features) or "none detected")
+    text = Text.assemble(
+        ("CPU   ", "bold"),
+        f"{cpu.model} ({cpu.arch}) · {cores}",
+        ("\nSIMD  ", "bold"),
+        " ".join(cpu.features) or "none detected",
+    )
     if profile.board is not None:
         board = profile.board
         text.append("  Board ", "bold")
@@ -55,17 +60,22 @@ def facts_text(profile: DeviceProfile) -> Text:
 def gauges_text(profile: DeviceProfile, gauges: Gauges) -> Text:
     """The live part: RAM and CPU load, then a line per GPU with its memory (or unified memory, or no GPU)."""
     text = memory_gauge("RAM", gauges.ram_used, gauges.ram_total)
-    text.append_text(Text.assemble(("   CPU ", "bold"), bar(gauges.cpu_percent / 100, 8),
-                                   f" {gauges.cpu_percent:3.0f}%"))
+    text.append_text(
+        Text.assemble(("   CPU ", "bold"), bar(gauges.cpu_percent / 100, 8), f" {gauges.cpu_percent:3.0f}%")
+    )
     if not profile.gpus:
         text.append_text(Text.assemble(("\nGPU   ", "bold"), "no GPU: models run on the CPU"))
     for index, gpu in enumerate(profile.gpus):
         if gpu.unified_memory:
-            text.append_text(Text.assemble(("\nGPU   ", "bold"),
-                                           f"{gpu.name} ({gpu.backend}) · unified memory: shares the RAM"))
+            text.append_text(
+                Text.assemble(("\nGPU   ", "bold"), f"{gpu.name} ({gpu.backend}) · unified memory: shares the RAM")
+            )
             continue
-        used, total = gauges.gpus[index] if index < len(gauges.gpus) else (
-            gpu.memory_total_bytes - gpu.memory_free_bytes, gpu.memory_total_bytes)
+        used, total = (
+            gauges.gpus[index]
+            if index < len(gauges.gpus)
+            else (gpu.memory_total_bytes - gpu.memory_free_bytes, gpu.memory_total_bytes)
+        )
         text.append("\n")
         text.append_text(memory_gauge("VRAM", used, total))
         text.append(f"  {gpu.name} ({gpu.backend})")

@@ -29,8 +29,9 @@ class ChatMessage(Vertical, can_focus=True):
     ChatMessage .meta { color: $text-muted; }
     """
 
-    def __init__(self, role: str, content: str = "", reasoning: str = "", *, interrupted: bool = False,
-                 meta: str = "") -> None:
+    def __init__(
+        self, role: str, content: str = "", reasoning: str = "", *, interrupted: bool = False, meta: str = ""
+    ) -> None:
         super().__init__(classes=role + (" interrupted" if interrupted else ""))
         self.role, self.content, self.reasoning, self.meta = role, content, reasoning, meta
         self._stream: MarkdownStream | None = None
@@ -47,8 +48,9 @@ class ChatMessage(Vertical, can_focus=True):
             yield Static(self.meta, classes="meta", markup=False)
 
     def _reasoning_part(self) -> Collapsible:
-        return Collapsible(Static(self.reasoning, classes="reasoning-text", markup=False), title="Reasoning",
-                           collapsed=True)
+        return Collapsible(
+            Static(self.reasoning, classes="reasoning-text", markup=False), title="Reasoning", collapsed=True
+        )
 
     async def _show_reasoning(self) -> None:
         found = self.query(".reasoning-text")
@@ -90,8 +92,11 @@ class ChatMessage(Vertical, can_focus=True):
 def reply_meta(timings: Timings, interrupted: bool = False) -> str:
     """The line under a reply: tokens, speed, time to first token; and whether it was stopped (`interrupted`: a
     saved reply marked so)."""
-    names = ("tokens", "speed", "first_token", "stop") if timings.stats.completion_tokens else ("speed", "first_token",
-                                                                                               "stop")
+    names = (
+        ("tokens", "speed", "first_token", "stop")
+        if timings.stats.completion_tokens
+        else ("speed", "first_token", "stop")
+    )
     parts = timings.parts(*names)
     if interrupted and "stopped" not in parts:
         parts.append("stopped")

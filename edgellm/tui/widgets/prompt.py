@@ -22,8 +22,13 @@ class PromptInput(TextArea):
             self.prompt, self.text = prompt, text
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus",
-                         placeholder="Message (Enter sends, Alt+Enter a new line, F1 help)", **kwargs)
+        super().__init__(
+            soft_wrap=True,
+            show_line_numbers=False,
+            tab_behavior="focus",
+            placeholder="Message (Enter sends, Alt+Enter a new line, F1 help)",
+            **kwargs,
+        )
 
     async def _on_key(self, event: events.Key) -> None:
         if event.key == "enter":

@@ -7,9 +7,16 @@ from textual.widgets import Static
 from edgellm.session.events import Timings
 
 
-def status_text(model: str | None, gpu_layers: int | None, n_layers: int | None, context_used: int | None,
-                n_ctx: int | None, timings: Timings | None, state: str = "",
-                on_workers: tuple[int, int] | None = None) -> str:
+def status_text(
+    model: str | None,
+    gpu_layers: int | None,
+    n_layers: int | None,
+    context_used: int | None,
+    n_ctx: int | None,
+    timings: Timings | None,
+    state: str = "",
+    on_workers: tuple[int, int] | None = None,
+) -> str:
     """One line; parts not known yet are left out. `on_workers`: a split's layers on RPC workers, and the workers."""
     if model is None:
         return "no model loaded: F2 Home or F3 Models to choose one" + (f" · {state}" if state else "")

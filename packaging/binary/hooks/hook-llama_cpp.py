@@ -16,6 +16,9 @@ from PyInstaller.utils.hooks import get_package_paths
 _, package = get_package_paths("llama_cpp")
 FULL_VERSION = re.compile(r"\.so\.\d+\.\d+\.\d+$")
 
-binaries = [(str(path), "llama_cpp/lib") for path in sorted(Path(package, "lib").iterdir())
-            if ".so" in path.name and not FULL_VERSION.search(path.name) and not path.name.startswith("libmtmd")]
+binaries = [
+    (str(path), "llama_cpp/lib")
+    for path in sorted(Path(package, "lib").iterdir())
+    if ".so" in path.name and not FULL_VERSION.search(path.name) and not path.name.startswith("libmtmd")
+]
 excludedimports = ["llama_cpp.mtmd_cpp", "llama_cpp.server", "llama_cpp.llava_cpp"]
