@@ -33,6 +33,7 @@ def child(threads: int, tokens: int) -> None:
 
     from edgellm import paths
     from edgellm.cli.main import build_parser
+    from edgellm.session.events import Timings
     from edgellm.session.flags import flags_of
     from edgellm.session.history import History
     from edgellm.tui.app import EdgeApp
@@ -79,7 +80,7 @@ def child(threads: int, tokens: int) -> None:
             app.post_message(events.Key(letter, letter))  # as the driver's input thread posts them
             time.sleep(KEY_EVERY_S)
 
-    async def drive() -> dict:
+    async def drive() -> Timings:
         async with app.run_test(size=(120, 40)) as pilot:
             while app.session is None or not isinstance(app.screen, ChatScreen) or app.screen.session is None:
                 await pilot.pause(0.05)
@@ -95,7 +96,7 @@ def child(threads: int, tokens: int) -> None:
             presser.join()
             return app.session.stats.replies[-1]
 
-    timings = asyncio.run(drive())
+    timings = asyncio.run(drive()).as_dict()
     print(
         json.dumps(
             {

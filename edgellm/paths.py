@@ -8,12 +8,15 @@ EDGELLM_HOME's layout:
     bench/          `edgellm bench` results, one JSON file per device
     logs/           edgellm.log (llama.cpp's own log goes here unless -v)
     cache/specs/    model specs read from GGUF headers
+
+The data shipped with edgellm lives in the package itself (edgellm/data).
 """
 
 from __future__ import annotations
 
 import os
-import sys
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 HOME_ENV = "EDGELLM_HOME"
@@ -45,14 +48,7 @@ def log_path() -> Path:
     return home() / "logs" / "edgellm.log"
 
 
-def data_dir() -> Path:
-    """The data shipped with edgellm (device profiles, the catalog): `edgellm/models` when installed, the repo's
-    `models/` in a checkout, the unpacked folder in the single binary."""
-    bundled = getattr(sys, "_MEIPASS", None)  # a PyInstaller binary unpacks its data here
-    candidates = [Path(bundled) / "edgellm" / "models"] if bundled else []
-    package = Path(__file__).resolve().parent  # edgellm/
-    candidates += [package / "models", package.parent / "models"]
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-    return candidates[-1]
+def data_dir() -> Traversable:
+    """The data shipped inside the package (edgellm/data: the built-in device profiles, the catalog), read through
+    importlib.resources, so it is found the same way in a checkout, an installed wheel and the single binary."""
+    return files("edgellm") / "data"

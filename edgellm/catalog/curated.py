@@ -1,4 +1,4 @@
-"""The curated catalog of chat models for edge devices (models/catalog.toml), as specs the planner can use.
+"""The curated catalog of chat models for edge devices (edgellm/data/catalog.toml), as specs the planner can use.
 
 A catalog entry carries the model's shape; a quant's file size comes from the Hub listing when it can be
 reached, else from the parameter count and the quant's bits per weight.

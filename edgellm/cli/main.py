@@ -29,6 +29,7 @@ def build_parser() -> Parser:
     from edgellm.cli.commands import (
         bench,
         chat,
+        completion,
         convert,
         doctor,
         export,
@@ -72,10 +73,11 @@ def build_parser() -> Parser:
         hw,
         doctor,
         worker,
+        completion,
     ):
         sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP, allow_abbrev=False)
         module.add_arguments(sub)
-        sub.set_defaults(handler=module.main, command_parser=sub)
+        sub.set_defaults(handler=module.main, command_parser=sub, root_parser=parser)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Built-in device profiles (models/profiles/*.json), made from the recorded device fixtures.
+"""Built-in device profiles (edgellm/data/profiles/*.json), made from the recorded device fixtures.
 
 `--profile NAME` plans for one of them; `--profile FILE` for a profile saved with `edgellm hw --json`.
 Regenerate after changing a fixture or detection: `.venv/bin/python scripts/make_profiles.py`.
@@ -6,20 +6,24 @@ Regenerate after changing a fixture or detection: `.venv/bin/python scripts/make
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from edgellm.hw.profile import DeviceProfile, ProfileError, load
+from edgellm.hw.profile import DeviceProfile, ProfileError, from_dict, load
 from edgellm.paths import data_dir
 
 
-def profiles_dir() -> Path:
+def profiles_dir() -> Traversable:
     return data_dir() / "profiles"
 
 
 def builtin_names() -> list[str]:
-    return sorted(path.stem for path in profiles_dir().glob("*.json"))
+    return sorted(
+        entry.name.removesuffix(".json") for entry in profiles_dir().iterdir() if entry.name.endswith(".json")
+    )
 
 
 def profile_from_recording(recording: dict[str, Any], name: str) -> DeviceProfile:
@@ -35,7 +39,7 @@ def resolve_profile(name_or_path: str) -> DeviceProfile:
     """A built-in profile by name, or a profile file; ProfileError names the choices when neither exists."""
     builtin = profiles_dir() / f"{name_or_path}.json"
     if builtin.is_file():
-        return load(builtin)
+        return from_dict(json.loads(builtin.read_text(encoding="utf-8")))
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return load(path)

@@ -109,6 +109,7 @@ class Flag:
     default: Any
     help: str
     metavar: str | None = None
+    choices: tuple[str, ...] = ()  # the words it takes, for completion and the reference (`parse` checks them)
 
     @property
     def config_key(self) -> str:
@@ -136,6 +137,7 @@ MODEL_FLAGS = (
         "auto",
         "layers on the GPU: auto, all or a count",
         "auto|all|N",
+        ("auto", "all"),
     ),
     Flag(("--temp",), "temp", non_negative_float, 0.8, "sampling temperature, 0 for greedy", "T"),
     Flag(("--top-k",), "top_k", non_negative_int, 40, "top-k sampling, 0 to disable", "K"),
@@ -151,6 +153,7 @@ MODEL_FLAGS = (
         None,
         "KV cache type: f16, q8_0 or q4_0 (default: f16, q8_0 when memory is short)",
         "TYPE",
+        KV_TYPES,
     ),
     Flag(
         ("-fa", "--flash-attn"),
@@ -159,6 +162,7 @@ MODEL_FLAGS = (
         "auto",
         "flash attention: auto, on or off",
         "auto|on|off",
+        FLASH_ATTN,
     ),
     Flag(
         ("--ram-margin",),

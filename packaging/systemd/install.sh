@@ -73,20 +73,19 @@ if [[ -x "$BINARY" ]]; then
     case "$target" in
         /home/*|/root/*|/run/user/*)
             say "warning: the unit runs with ProtectHome=yes, so it cannot see $target;"
-            say "         move the checkout to e.g. /opt/edgellm (python3 scripts/install.py there) and re-link,"
+            say "         install it outside /home and re-link: EDGELLM_INSTALL_DIR=/opt/edgellm python3 scripts/install.py --user,"
             say "         or add ProtectHome=read-only with \`systemctl edit edgellm\`" ;;
     esac
 elif [[ -L "$BINARY" ]]; then
     say "warning: $BINARY is a broken link (to $(readlink "$BINARY")): re-link it to an existing edgellm"
 else
-    checkout_bin="$(cd "$HERE/../.." && pwd)/.venv/bin/edgellm"
     say "warning: $BINARY does not exist yet; the service needs it."
     say "  From the single binary (python3 packaging/build_binary.py), copy its folder and link it:"
     say "    sudo cp -r dist/edgellm-dir /opt/edgellm-dir && sudo ln -sf /opt/edgellm-dir/edgellm $BINARY"
-    say "  From a source install (a venv made by \`python3 scripts/install.py\`), link the venv's edgellm:"
-    say "    sudo ln -sf $checkout_bin $BINARY"
-    say "  The checkout must be readable by the $SERVICE_USER user and outside /home (ProtectHome=yes),"
-    say "  e.g. /opt/edgellm."
+    say "  From a checkout, a user install outside /home (ProtectHome=yes), readable by the $SERVICE_USER user:"
+    say "    sudo mkdir /opt/edgellm && sudo chown \"\$USER\" /opt/edgellm"
+    say "    EDGELLM_INSTALL_DIR=/opt/edgellm EDGELLM_BIN_DIR=/opt/edgellm/launcher python3 scripts/install.py --user"
+    say "    sudo ln -sf /opt/edgellm/bin/edgellm $BINARY"
 fi
 
 cat <<NEXT

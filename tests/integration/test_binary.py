@@ -101,6 +101,14 @@ def test_hw_json_is_a_device_profile(binary: Path, bare_env: dict[str, str]) -> 
     assert profile.disk_path and profile.disk_path.startswith(bare_env["HOME"])  # the empty HOME, not ours
 
 
+def test_the_shipped_data_is_inside(binary: Path, bare_env: dict[str, str], test_model: Path) -> None:
+    """The built-in profiles and the catalog (edgellm/data, read with importlib.resources) come with the binary."""
+    planned = run_binary(binary, "plan", "-m", str(test_model), "--profile", "raspberry-pi-5-8gb", env=bare_env)
+    assert planned.returncode == 0 and "raspberry-pi-5-8gb" in planned.stdout, planned.stderr
+    ranked = run_binary(binary, "recommend", "--offline", "--json", "--profile", "raspberry-pi-5-8gb", env=bare_env)
+    assert ranked.returncode == 0 and json.loads(ranked.stdout), ranked.stderr
+
+
 def test_run_gives_the_installed_packages_greedy_text(binary: Path, bare_env: dict[str, str], test_model: Path) -> None:
     installed = buildconfig.read_build_info() or {}
     build = bundled_build(binary, bare_env)

@@ -63,10 +63,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_flags(parser)
 
 
+SERVER_PACKAGES = ("fastapi", "uvicorn")  # the `server` extra
+
+
+def check_server_installed() -> None:
+    """The base install leaves the web server out: say what to install rather than fail on an import."""
+    import importlib.util
+
+    from edgellm.errors import EdgellmError
+
+    missing = [name for name in SERVER_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise EdgellmError(
+            f"edgellm serve needs {' and '.join(missing)}, which this install leaves out: "
+            "pip install 'edgellm[server]' (the user install, scripts/install.py --user, includes them)"
+        )
+
+
 def main(args: argparse.Namespace) -> int:
     import os
     import sys
 
+    check_server_installed()
     from edgellm.cli.host import open_host
     from edgellm.server.config import ServerConfig
     from edgellm.server.launch import STOPPED_WHILE_LOADING, Listen, api_key_from, check_exposure, say, serve
