@@ -2,8 +2,8 @@
 measured in the same run) and the converter's peak RSS against the checkpoint's size.
 
 A second anchor, in the same run on the same input: llama.cpp's own convert_hf_to_gguf.py (from llama-cpp-python's
-sdist, fetched and cached by llama_cpp_source.py), run in its folder with this environment's python, torch and
-transformers and its own gguf-py; its MiB/s and peak RSS are printed beside edgellm's, with ratios.
+sdist, unpacked by the install: `buildconfig.llama_cpp_source`), run in its folder with this environment's python,
+torch and transformers and its own gguf-py; its MiB/s and peak RSS are printed beside edgellm's, with ratios.
 
 Goal (issue 9): peak RSS under 300 MB whatever the model's size. The checkpoint is bf16, in two shards, about 1 GB
 (9 layers), with a trained SentencePiece tokenizer (or --tokenizer bpe); conversion writes f16, and the quantize step
@@ -148,7 +148,7 @@ def timed_child(argv: list[str], cwd: Path | None = None, env: dict[str, str] | 
 def anchor_convert(source: Path, out: Path) -> tuple[float, int]:
     """llama.cpp's convert_hf_to_gguf.py on `source` to f16, run from its own folder with this environment's
     python (torch, transformers) and its own gguf-py: wall seconds and peak RSS, measured as for edgellm."""
-    from llama_cpp_source import llama_cpp_source
+    from edgellm.hw.buildconfig import llama_cpp_source
 
     folder = llama_cpp_source()
     env = dict(os.environ, PYTHONPATH=str(folder / "gguf-py"))
@@ -165,7 +165,7 @@ def anchor_missing() -> str | None:
         lines = probe.stderr.strip().splitlines() or ["import failed"]
         return f"{ANCHOR_PYTHON} can't import torch and transformers ({lines[-1]})"
     try:
-        from llama_cpp_source import llama_cpp_source
+        from edgellm.hw.buildconfig import llama_cpp_source
 
         llama_cpp_source()
     except (Exception, SystemExit) as error:

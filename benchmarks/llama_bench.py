@@ -17,11 +17,10 @@ import tempfile
 from pathlib import Path
 
 from _common import REPO
-from llama_cpp_source import llama_cpp_source
 
 sys.path.insert(0, str(REPO))
 
-from edgellm.hw.buildconfig import LLAMA_CPP_PYTHON_VERSION, build_key, cache_root, read_build_info
+from edgellm.hw.buildconfig import LLAMA_CPP_PYTHON_VERSION, build_key, cache_root, llama_cpp_source, read_build_info
 
 TARGET = "llama-bench"
 FIXED_ARGS = [

@@ -491,6 +491,11 @@ def _(r: Reason, t: Terms) -> str:
     return f"{r['quant']} is the best quant of this model that fits {r['device']} ({t.setting('quant')} names another)"
 
 
+@sentence("conversion_written")
+def _(r: Reason, t: Terms) -> str:
+    return f"wrote {r['target']} as {r['quant']}"
+
+
 @sentence("outtype_cannot_become")
 def _(r: Reason, t: Terms) -> str:
     return (

@@ -72,26 +72,12 @@ def build_wheel(args: list[str], key: str, python: Path) -> Path:
     if wheels:
         say(f"reusing llama.cpp wheel built with the same flags: {wheels[-1]}")
         return wheels[-1]
+    sdist = buildconfig.llama_cpp_sdist(python=str(python))  # kept in the cache: the source the tests read too
     say("compiling llama.cpp (about 5 minutes on 2 cores) with: " + " ".join(args))
     env = dict(os.environ, CMAKE_ARGS=" ".join(args), FORCE_CMAKE="1")
     env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
     with tempfile.TemporaryDirectory(prefix="edgellm-wheel-") as tmp:
-        run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "wheel",
-                "--no-deps",
-                "--no-cache-dir",
-                "--no-binary",
-                "llama-cpp-python",
-                "-w",
-                tmp,
-                f"llama-cpp-python=={buildconfig.LLAMA_CPP_PYTHON_VERSION}",
-            ],
-            env=env,
-        )
+        run([str(python), "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-w", tmp, str(sdist)], env=env)
         return buildconfig.keep_wheel(next(Path(tmp).glob("llama_cpp_python-*.whl")), wheel_dir)
 
 
@@ -160,6 +146,8 @@ def install_for_development(backend: str, options: argparse.Namespace) -> int:
         run([sys.executable, "-m", "venv", str(VENV)])
     install_llama_cpp(VENV, backend, options.rebuild)
     run([str(venv_python()), "-m", "pip", "install", "--quiet", "-e", f"{REPO}[dev]"])
+    # llama.cpp's source as compiled, unpacked: its converter and chat templates are what the tests compare with
+    say(f"llama.cpp source: {buildconfig.llama_cpp_source(python=str(venv_python()))}")
     if not options.no_test_model:
         install_test_model()
     say("done: .venv/bin/edgellm --help")

@@ -40,6 +40,22 @@ _PREFIXES = (
 _SKIPPED = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector.")
 
 
+# transformers 5's configs of these always carry head_dim, so llama.cpp's converter always writes key/value_length
+HEAD_DIM_ALWAYS = ("llama", "qwen3", "gemma3")
+
+# Every key llama.cpp's convert_hf_to_gguf.py writes for these architectures, edgellm writes with the same value
+# (tests/integration/test_convert_parity.py compares them key by key). These it writes besides, each with the value
+# llama.cpp's loader would otherwise assume, so that a file says what it holds without the loader's defaults:
+KEYS_ONLY_EDGELLM_WRITES = (
+    "{arch}.vocab_size",  # the embedding's rows (llama.cpp writes it for llama only; it reads the token list's length)
+    "{arch}.rope.dimension_count",  # the rotated dimensions (llama.cpp writes it for llama and phi3 only)
+    "tokenizer.ggml.add_eos_token",  # SentencePiece: false, llama.cpp's default for it
+    "tokenizer.ggml.add_space_prefix",  # SentencePiece: the model's own add_dummy_prefix (gemma3: false, as llama.cpp)
+    "tokenizer.ggml.remove_extra_whitespaces",  # SentencePiece: the model's own normalizer setting
+    "tokenizer.ggml.unknown_token_id",  # SentencePiece: the model's unk piece, which llama.cpp finds by its type
+)
+
+
 @dataclass(frozen=True)
 class PlannedTensor:
     """One GGUF tensor: `shape` in ggml order, `source` the checkpoint tensor it is made from (None: generated),
@@ -155,7 +171,10 @@ def llama3_rope_factors(config: HFConfig) -> np.ndarray:
     low, high = s.low_freq_factor or 1.0, s.high_freq_factor or 4.0
     old_context = s.original_context or 8192
     dim = config.rope_dim
-    freqs = 1.0 / (config.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    # in float32 throughout, as llama.cpp's converter (torch) computes them: the same bits in the file
+    freqs = np.float32(1.0) / (
+        np.float32(config.rope_theta) ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim))
+    )
     out = []
     for freq in freqs:
         wavelen = 2 * math.pi / freq
@@ -214,7 +233,9 @@ def add_metadata(writer: gguf.GGUFWriter, config: HFConfig, file_type: int) -> N
     writer.add_feed_forward_length(c.n_ff)
     writer.add_head_count(c.n_head)
     writer.add_head_count_kv(c.n_head_kv)
-    if c.head_dim != c.n_embd // c.n_head or c.architecture == "gemma3":
+    if c.head_dim != c.n_embd // c.n_head or (
+        c.architecture != "phi3" and (c.head_dim_given or c.architecture in HEAD_DIM_ALWAYS)
+    ):
         writer.add_key_length(c.head_dim)
         writer.add_value_length(c.head_dim)
     writer.add_rope_dimension_count(c.rope_dim)
@@ -249,3 +270,13 @@ def add_metadata(writer: gguf.GGUFWriter, config: HFConfig, file_type: int) -> N
         writer.add_rope_scaling_factor(s.factor)
         if s.original_context:
             writer.add_rope_scaling_orig_ctx_len(s.original_context)
+        for value, add in (
+            (s.extrapolation_factor, writer.add_rope_scaling_yarn_ext_factor),
+            (s.attention_factor, writer.add_rope_scaling_yarn_attn_factor),
+            (s.beta_fast, writer.add_rope_scaling_yarn_beta_fast),
+            (s.beta_slow, writer.add_rope_scaling_yarn_beta_slow),
+        ):
+            if value is not None:
+                add(value)
+    elif s.kind in ("longrope", "su"):
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LONGROPE)

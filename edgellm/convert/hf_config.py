@@ -125,6 +125,10 @@ class RopeScaling:
     original_context: int | None = None  # llama3, yarn, longrope: the context before scaling
     long_factors: tuple[float, ...] = ()  # phi3 longrope: written to the GGUF as rope_factors_long
     short_factors: tuple[float, ...] = ()  # and rope_factors_short
+    extrapolation_factor: float | None = None  # yarn: ext_factor
+    attention_factor: float | None = None  # yarn: attn_factor
+    beta_fast: float | None = None  # yarn
+    beta_slow: float | None = None  # yarn
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,7 @@ class HFConfig:
     n_head: int
     n_head_kv: int
     head_dim: int  # key and value length per head
+    head_dim_given: bool  # the config names head_dim (transformers 5 always does for llama, qwen3, gemma3)
     rope_dim: int  # dimensions rotated per head (phi3's partial_rotary_factor makes it less than head_dim)
     n_vocab: int
     context_length: int  # max_position_embeddings
@@ -250,7 +255,8 @@ def parse_config(raw: dict[str, Any], path: Path | str = "config.json") -> HFCon
     n_layers = values["num_hidden_layers"]
     if values.get("num_key_value_heads") is None:
         values["num_key_value_heads"] = n_head
-    if values.get("head_dim") is None:
+    head_dim_given = values.get("head_dim") is not None
+    if not head_dim_given:
         values["head_dim"] = n_embd // n_head
     n_head_kv, head_dim = integer("num_key_value_heads"), integer("head_dim")
     if n_head % n_head_kv:
@@ -262,17 +268,7 @@ def parse_config(raw: dict[str, Any], path: Path | str = "config.json") -> HFCon
         )
     partial = values.get("partial_rotary_factor")
     rope_dim = int(head_dim * partial) if isinstance(partial, (int, float)) and 0 < partial < 1 else head_dim
-    given_rope = values.get("rope_parameters")
-    rope_params: dict[str, Any] = given_rope if isinstance(given_rope, dict) else {}
-    if isinstance(rope_params.get("full_attention"), dict):  # transformers 5 keeps Gemma 3's rope per layer type
-        given_sliding = rope_params.get("sliding_attention")
-        sliding: dict[str, Any] = given_sliding if isinstance(given_sliding, dict) else {}
-        if values.get("rope_local_base_freq") is None and "rope_theta" in sliding:
-            values["rope_local_base_freq"] = sliding["rope_theta"]
-        rope_params = rope_params["full_attention"]
-    if values.get("rope_theta") is None and "rope_theta" in rope_params:  # transformers 5 moved it there
-        values["rope_theta"] = rope_params["rope_theta"]
-    scaling = _rope_scaling(values.get("rope_scaling") or rope_params)
+    scaling = _rope_scaling(values.get("rope_parameters")) or _rope_scaling(values.get("rope_scaling"))
     top_original = values.get("original_max_position_embeddings")  # Phi-3 128k and 3.5 keep it at the top level
     if scaling is not None and scaling.original_context is None and isinstance(top_original, int):
         scaling = replace(scaling, original_context=top_original)
@@ -291,6 +287,7 @@ def parse_config(raw: dict[str, Any], path: Path | str = "config.json") -> HFCon
         n_head=n_head,
         n_head_kv=n_head_kv,
         head_dim=head_dim,
+        head_dim_given=head_dim_given,
         rope_dim=rope_dim,
         n_vocab=integer("vocab_size"),
         context_length=integer("max_position_embeddings"),
@@ -312,16 +309,39 @@ def parse_config(raw: dict[str, Any], path: Path | str = "config.json") -> HFCon
 
 
 def _merged(arch: str, raw: dict[str, Any], text: dict[str, Any] | None) -> dict[str, Any]:
-    """The architecture's defaults, then the config's values (for a Gemma 3 wrapper: text_config's, with the
-    top level's token ids and dtype where text_config has none)."""
+    """The config's own values over the architecture's defaults: a default applies only where the checkpoint says
+    nothing, at the top level or in `rope_parameters` (for a Gemma 3 wrapper: text_config's values, with the top
+    level's token ids and dtype where text_config has none)."""
     values = dict(_DEFAULTS.get(arch, {}))
     if text is None:
-        values.update({key: value for key, value in raw.items() if value is not None})
+        values.update(_explicit(raw))
         return values
     for key in ("bos_token_id", "eos_token_id", "tie_word_embeddings", "torch_dtype", "dtype"):
         if raw.get(key) is not None:
             values[key] = raw[key]
-    values.update({key: value for key, value in text.items() if value is not None})
+    values.update(_explicit(text))
+    return values
+
+
+def _explicit(config: dict[str, Any]) -> dict[str, Any]:
+    """What a config.json sets itself, in the keys older configs use: transformers 5 writes the rope's values into
+    `rope_parameters` (per layer type for Gemma 3: `full_attention`, `sliding_attention`) instead of `rope_theta`,
+    `rope_local_base_freq`, `partial_rotary_factor` and `rope_scaling` at the top level. `rope_parameters` is
+    flattened to the full-attention layers' values and wins over a top-level key, as in transformers 5 and
+    llama.cpp's converter; its scaling is read from it by `_rope_scaling`."""
+    values = {key: value for key, value in config.items() if value is not None}
+    rope = values.get("rope_parameters")
+    if not isinstance(rope, dict):
+        return values
+    if isinstance(rope.get("full_attention"), dict):
+        sliding = rope.get("sliding_attention")
+        if isinstance(sliding, dict) and sliding.get("rope_theta") is not None:
+            values["rope_local_base_freq"] = sliding["rope_theta"]
+        rope = rope["full_attention"]
+        values["rope_parameters"] = rope
+    for key in ("rope_theta", "partial_rotary_factor"):
+        if rope.get(key) is not None:
+            values[key] = rope[key]
     return values
 
 
@@ -355,6 +375,12 @@ def _rope_scaling(value: Any) -> RopeScaling | None:
         original_context=original if isinstance(original, int) else None,
         long_factors=factors("long_factor"),
         short_factors=factors("short_factor"),
+        extrapolation_factor=number("extrapolation_factor"),
+        attention_factor=number("attention_factor")
+        if value.get("attention_factor") is not None
+        else number("attn_factor"),
+        beta_fast=number("beta_fast"),
+        beta_slow=number("beta_slow"),
     )
 
 

@@ -48,6 +48,14 @@ class Conversion:
         return f"local/{self.target.parent.name}:{self.quant}"
 
 
+def requested_quant(quant: str | None, outtype: str) -> str:
+    """The quant asked for: `quant` when named; without it, a named output type is the file's type, written as it
+    is (as llama.cpp's converter does), and "auto" (the best that fits) when neither is named."""
+    if quant is not None:
+        return quant
+    return "auto" if outtype == "auto" else outtype.upper()
+
+
 def check_request(quant: str, output: Path | None) -> None:
     """What can be refused before anything is read or fetched: an unknown quant, an output that is no GGUF."""
     if quant != "auto":
@@ -58,13 +66,15 @@ def check_request(quant: str, output: Path | None) -> None:
 
 def plan_conversion(
     source: Path,
-    quant: str,
+    quant: str | None,
     outtype: str,
     profile: DeviceProfile,
     output: Path | None = None,
     wishes: Wishes = Wishes(),
 ) -> Conversion:
-    """What converting `source` will do; one-line errors for a bad checkpoint, quant or target."""
+    """What converting `source` will do; one-line errors for a bad checkpoint, quant or target. `quant` None: the
+    output type's own (see `requested_quant`)."""
+    quant = requested_quant(quant, outtype)
     check_request(quant, output)
     config = read_config(source)
     notices: list[Notice] = []
@@ -155,7 +165,7 @@ def run_conversion(
 def convert(
     source: Path | None,
     repo: str | None,
-    quant: str,
+    quant: str | None,
     outtype: str,
     profile: DeviceProfile,
     output: Path | None = None,
@@ -169,7 +179,7 @@ def convert(
     if repo is not None:
         from edgellm.hub.checkpoint import fetch_checkpoint
 
-        check_request(quant, output)  # before fetching gigabytes
+        check_request(requested_quant(quant, outtype), output)  # before fetching gigabytes
         source = fetch_checkpoint(repo, report, cancel)
     if source is None:
         raise EdgellmError("name one checkpoint: a folder or a Hub repo")
@@ -177,4 +187,5 @@ def convert(
     for told in conversion.notices:
         report(told)
     path = run_conversion(conversion, report, discard_source=repo is not None and not keep_checkpoint, cancel=cancel)
+    report(notice(reason("conversion_written", target=str(path), quant=conversion.quant)))
     return conversion, path

@@ -135,10 +135,10 @@ def read_vocab(folder: Path | str, n_vocab: int | None = None) -> Vocab:
                 folder,
                 "corrupt",
             )
-        for i in range(len(tokens), n_vocab):
+        for i in range(len(tokens), n_vocab):  # embedding rows no token uses: never matched in text, as llama.cpp
             tokens.append(f"[PAD{i}]")
-            scores.append(-1000.0)
-            types.append(USER_DEFINED)
+            scores.append(-10000.0)
+            types.append(UNUSED)
     ids = {tok: i for i, tok in enumerate(tokens)}
     model_config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
 
@@ -429,6 +429,7 @@ def _spm_vocab(pieces: dict[str, Any], config: dict[str, Any], folder: Path) -> 
 
     return {
         "model": "llama",
+        "pre": "default",  # what llama.cpp's converter writes for SentencePiece (its loader reads no split from it)
         "tokens": tokens,
         "scores": scores,
         "types": types,

@@ -155,9 +155,29 @@ def _plan(checkpoint: Checkpoint, config: HFConfig, wanted: gguf.GGMLQuantizatio
     return jobs
 
 
-def _safe_name(name: str, tokens: tuple[str, ...]) -> bool:
-    """Whether `general.name` may be `name`: llama.cpp sets Phi-3 token attributes for any model whose name holds
-    "phi3" or "phi-3", and fails to load one whose vocabulary lacks those tokens (llama-vocab.cpp, token_to_id.at)."""
+def add_general(writer: gguf.GGUFWriter, folder: Path, n_params: int, tokens: tuple[str, ...]) -> None:
+    """The `general.*` keys as llama.cpp's converter writes them, through the same gguf `Metadata`: name, basename,
+    finetune, version, size label, licence, tags and base models from the folder's README.md model card and its
+    name; the size label from the parameter count where neither gives one; the type and the quantization version."""
+    try:
+        metadata = gguf.Metadata.load(None, folder, None, n_params)
+    except Exception:  # a model card gguf cannot read (broken YAML front matter, say) names nothing
+        metadata = gguf.Metadata()
+    if metadata.name is None:
+        metadata.name = folder.name
+    if metadata.size_label is None and n_params > 0:
+        metadata.size_label = gguf.size_label(n_params, n_params, 0, 0)  # dense: every parameter is shared
+    writer.add_type(gguf.GGUFType.MODEL)
+    metadata.set_gguf_meta_model(writer)
+    if not loadable_name(metadata.name, tokens):
+        writer.kv_data[0].pop(gguf.Keys.General.NAME)  # the one key llama.cpp's loader reads a meaning into
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+
+def loadable_name(name: str, tokens: tuple[str, ...]) -> bool:
+    """Whether `general.name` may be `name` (llama.cpp's converter writes it regardless): llama.cpp sets Phi-3 token
+    attributes for any model whose name holds "phi3" or "phi-3", and fails to load one whose vocabulary lacks those
+    tokens (llama-vocab.cpp, token_to_id.at)."""
     if "phi3" not in name.lower() and "phi-3" not in name.lower():
         return True
     return {"</s>", "<unk>", "<s>", "<|endoftext|>"} <= set(tokens)
@@ -202,8 +222,7 @@ def _write(
 ) -> None:
     writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[architectures.GGUF_ARCH[config.architecture]])
     try:
-        if _safe_name(checkpoint.folder.name, vocab.tokens):
-            writer.add_name(checkpoint.folder.name)
+        add_general(writer, checkpoint.folder, sum(math.prod(job.tensor.shape) for job in jobs), vocab.tokens)
         architectures.add_metadata(writer, config, file_type)
         write_vocab(writer, vocab)
         for job in jobs:

@@ -243,8 +243,9 @@ def keep_wheel(built: Path, folder: Path) -> Path:
     return folder / built.name
 
 
-def llama_cpp_sdist(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
-    """llama-cpp-python's sdist archive, downloaded once (through pip) into ~/.cache/edgellm/llama-cpp-src/VERSION."""
+def llama_cpp_sdist(version: str = LLAMA_CPP_PYTHON_VERSION, python: str = sys.executable) -> Path:
+    """llama-cpp-python's sdist archive, downloaded once (through `python`'s pip) into
+    ~/.cache/edgellm/llama-cpp-src/VERSION."""
     root = cache_root() / "llama-cpp-src" / version
     found = sorted(root.glob(f"llama_cpp_python-{version}.tar.gz")) + sorted(
         root.glob(f"llama-cpp-python-{version}.tar.gz")
@@ -254,7 +255,7 @@ def llama_cpp_sdist(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
-            sys.executable,
+            python,
             "-m",
             "pip",
             "download",
@@ -271,6 +272,39 @@ def llama_cpp_sdist(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
     if not found:
         raise SystemExit(f"pip download left no sdist in {root}")
     return found[0]
+
+
+def llama_cpp_source(version: str = LLAMA_CPP_PYTHON_VERSION, python: str = sys.executable) -> Path:
+    """The `vendor/llama.cpp` folder of llama-cpp-python==`version`'s sdist (the source the install compiles),
+    unpacked once under ~/.cache/edgellm/llama-cpp-src/VERSION/src. The development install keeps it: llama.cpp's
+    converter and templates for the tests, llama-bench's source for the benchmarks. The archive is unpacked under a
+    temporary name and renamed when complete, so an interrupted unpack is never taken for a finished one."""
+    import tarfile
+    import tempfile
+
+    root = cache_root() / "llama-cpp-src" / version
+    unpacked = root / "src"
+    if not unpacked.is_dir():
+        archive = llama_cpp_sdist(version, python)
+        partial = Path(tempfile.mkdtemp(prefix=".unpacking-", dir=root))
+        try:
+            with tarfile.open(archive) as tar:
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(partial, filter="data")
+                else:
+                    tar.extractall(partial)  # Python < 3.10.12 has no filter; the archive is pip's own download
+            (top,) = [entry for entry in partial.iterdir() if entry.is_dir()]
+            try:
+                top.rename(unpacked)
+            except OSError:  # another process finished first
+                if not unpacked.is_dir():
+                    raise
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    folder = unpacked / "vendor" / "llama.cpp"
+    if not (folder / "convert_hf_to_gguf.py").is_file():
+        raise SystemExit(f"{folder} has no convert_hf_to_gguf.py: remove {root} and run the install again")
+    return folder
 
 
 def rebuild_command(backend: str) -> str:

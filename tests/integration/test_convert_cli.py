@@ -33,6 +33,25 @@ def test_auto_quant_asks_the_planner_and_says_why(checkpoint: Path, tmp_path: Pa
     assert "Q8_0 is the best quant of this model that fits raspberry-pi-4-4gb" in done.stderr
 
 
+def test_an_outtype_alone_is_the_type_written_and_with_a_quant_the_intermediate(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    from gguf import GGUFReader, LlamaFileType
+
+    alone = edgellm("convert", str(checkpoint), "-o", str(tmp_path / "f32.gguf"), "--outtype", "f32", "--json")
+    assert alone.returncode == 0, alone.stderr
+    assert json.loads(alone.stdout)["quant"] == "F32" and json.loads(alone.stdout)["outtype"] == "f32"
+    assert f"wrote {tmp_path / 'f32.gguf'} as F32" in alone.stderr and "quantize" not in alone.stderr
+    file_type = GGUFReader(tmp_path / "f32.gguf").fields["general.file_type"].contents()
+    assert file_type == LlamaFileType.ALL_F32  # not the Q8_0 that --quant auto would have chosen
+    both = edgellm("convert", str(checkpoint), "-o", str(tmp_path / "q.gguf"), "--outtype", "f32", "--quant", "Q4_K_M")
+    assert both.returncode == 0, both.stderr
+    assert both.stdout.strip().splitlines()[-1] == str(tmp_path / "q.gguf")
+    assert both.stderr.strip().splitlines()[-1].endswith(f"wrote {tmp_path / 'q.gguf'} as Q4_K_M")
+    assert "quantize" in both.stderr  # from the f32 intermediate, which is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f32.gguf", "q.gguf"]
+
+
 def test_bad_input_is_one_line_and_leaves_nothing(checkpoint: Path, tmp_path: Path) -> None:
     assert_one_line_error(edgellm("convert", str(tmp_path / "nowhere")), "nowhere")
     empty = tmp_path / "empty"

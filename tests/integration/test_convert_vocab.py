@@ -109,9 +109,9 @@ def test_spm_tokens_match_sentencepiece(tmp_path: Path) -> None:
     folder = train_spm(tmp_path / "ckpt")
     vocab = read_vocab(folder, n_vocab=640)  # the model's embedding has more rows than the tokenizer
     sp = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
-    assert vocab.model == "llama" and vocab.pre is None and not vocab.merges
+    assert vocab.model == "llama" and vocab.pre == "default" and not vocab.merges
     assert len(vocab) == 640 and vocab.tokens[sp.get_piece_size() :][:2] == ("[PAD600]", "[PAD601]")
-    assert vocab.token_types[sp.get_piece_size()] == gguf.TokenType.USER_DEFINED
+    assert vocab.token_types[sp.get_piece_size()] == gguf.TokenType.UNUSED
     assert vocab.tokens[:3] == ("<unk>", "<s>", "</s>")
     assert vocab.token_types[:4] == (
         gguf.TokenType.UNKNOWN,

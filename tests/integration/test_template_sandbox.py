@@ -10,6 +10,7 @@ import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from edgellm.convert.tinymodel import Shape, write_model
+from edgellm.hw.buildconfig import llama_cpp_source
 from edgellm.templates import chat as templates
 from edgellm.templates.sandbox import BoundedTemplate
 from tests.support import edgellm
@@ -48,27 +49,10 @@ def test_chat_with_a_hostile_template_says_so_in_one_line(tmp_path: Path) -> Non
     assert "Traceback" not in done.stderr
 
 
-LLAMA_CPP_TEMPLATES = (
-    Path.home()
-    / ".cache"
-    / "edgellm"
-    / "llama-cpp-src"
-    / "0.3.36"
-    / "src"
-    / "vendor"
-    / "llama.cpp"
-    / "models"
-    / "templates"
-)
-
-
-@pytest.mark.skipif(
-    not LLAMA_CPP_TEMPLATES.is_dir(),
-    reason="llama.cpp's source is not cached here (the benchmarks and packaging/build_binary.py --portable fetch it)",
-)
 def test_the_real_templates_llama_cpp_ships_render_as_llama_cpp_python_renders_them() -> None:
-    """Every chat template of llama.cpp's models/templates, with tools and a 4 MiB message: the same text, or the
-    same refusal, as llama-cpp-python's unbounded sandbox gives."""
+    """Every chat template of llama.cpp's models/templates (its source, which the install keeps), with tools and a
+    4 MiB message: the same text, or the same refusal, as llama-cpp-python's unbounded sandbox gives."""
+    templates_folder = llama_cpp_source() / "models" / "templates"
     tools = [
         {
             "type": "function",
@@ -81,7 +65,7 @@ def test_the_real_templates_llama_cpp_ships_render_as_llama_cpp_python_renders_t
     ]
     messages = MESSAGES[:-1] + [{"role": "user", "content": "word " * (2**22 // 5)}]
     checked = 0
-    for path in sorted(LLAMA_CPP_TEMPLATES.glob("*.jinja")):
+    for path in sorted(templates_folder.glob("*.jinja")):
         source = path.read_text()
         try:
             theirs = Jinja2ChatFormatter(source, eos_token="</s>", bos_token="<s>")(

@@ -444,6 +444,66 @@ def test_gemma3_rope_per_layer_type_as_transformers_5_saves_it(tmp_path: Path) -
     assert (config.rope_theta, config.rope_theta_swa) == (1_000_000.0, 10_000.0)
 
 
+LLAMA_SHAPE = {
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "vocab_size": 1000,
+}
+
+
+@pytest.mark.parametrize(
+    "rope, expected",
+    [
+        ({}, (10000.0, None)),  # nothing said: the architecture's default
+        ({"rope_theta": 500000.0}, (500000.0, None)),  # transformers 4 keeps it at the top level
+        ({"rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}}, (500000.0, None)),  # transformers 5
+        (  # both: rope_parameters wins, as in transformers 5 and llama.cpp's converter
+            {"rope_theta": 20000.0, "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}},
+            (500000.0, None),
+        ),
+        (
+            {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0, "beta_fast": 16.0}},
+            (1e6, ("yarn", 4.0)),
+        ),
+        ({"rope_scaling": {"type": "linear", "factor": 2.0}, "rope_theta": 1e6}, (1e6, ("linear", 2.0))),
+        ({"rope_parameters": {"rope_type": "dynamic", "rope_theta": 5e4, "factor": 2.0}}, (5e4, ("dynamic", 2.0))),
+    ],
+)
+def test_the_checkpoints_rope_wins_over_the_defaults_wherever_it_is(
+    tmp_path: Path, rope: dict, expected: tuple
+) -> None:
+    config = config_of(tmp_path, {**LLAMA_SHAPE, **rope})
+    scaling = config.rope_scaling
+    assert (config.rope_theta, (scaling.kind, scaling.factor) if scaling else None) == expected
+
+
+def test_transformers_5_partial_rotary_and_gemma3_bases_over_the_defaults(tmp_path: Path) -> None:
+    phi3 = config_of(
+        tmp_path / "phi3",
+        {
+            **LLAMA_SHAPE,
+            "architectures": ["Phi3ForCausalLM"],
+            "rope_parameters": {"rope_type": "default", "rope_theta": 20000.0, "partial_rotary_factor": 0.5},
+        },
+    )
+    assert (phi3.rope_theta, phi3.rope_dim, phi3.head_dim) == (20000.0, 32, 64)
+    gemma3 = config_of(
+        tmp_path / "gemma3",
+        {
+            **LLAMA_SHAPE,
+            "architectures": ["Gemma3ForCausalLM"],
+            "rope_parameters": {
+                "full_attention": {"rope_type": "default", "rope_theta": 500000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 20000.0},
+            },
+        },
+    )
+    assert (gemma3.rope_theta, gemma3.rope_theta_swa, gemma3.rope_scaling) == (500000.0, 20000.0, None)
+
+
 def test_phi3_original_context_at_the_top_level(tmp_path: Path) -> None:
     factors = [1.0] * 48
     config = config_of(

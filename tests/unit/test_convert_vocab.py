@@ -73,7 +73,7 @@ def test_tokenizer_smaller_than_n_vocab_only(tmp_path: Path) -> None:
     n = len(read_vocab(folder))
     padded = read_vocab(folder, n_vocab=n + 3)
     assert padded.tokens[n:] == (f"[PAD{n}]", f"[PAD{n + 1}]", f"[PAD{n + 2}]")
-    assert set(padded.token_types[n:]) == {gguf.TokenType.USER_DEFINED}
+    assert set(padded.token_types[n:]) == {gguf.TokenType.UNUSED}
     with pytest.raises(ModelFileError, match="embedding rows"):
         read_vocab(folder, n_vocab=n - 1)
 

@@ -24,13 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--outtype",
         choices=OUTTYPES,
         default="auto",
-        help="what the GGUF writer writes (auto: the quant itself when it can, else f16 or bf16)",
+        help="what the GGUF writer writes; named alone, the file's type, as llama.cpp's converter writes it "
+        "(auto: the quant itself when it can, else f16 or bf16, quantized from there)",
     )
     parser.add_argument(
         "--quant",
-        default="auto",
         metavar="auto|QUANT",
-        help="the final quant (Q4_K_M, Q5_K_M, Q6_K, Q8_0, F16, ...); auto: the best that fits",
+        help="the final quant (Q4_K_M, Q5_K_M, Q6_K, Q8_0, F16, ...); auto: the best that fits (the default, unless "
+        "--outtype names a type)",
     )
     parser.add_argument("--profile", metavar="NAME|FILE", help="choose the quant for another machine (see plan)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
