@@ -53,6 +53,7 @@ KEYS_ONLY_EDGELLM_WRITES = (
     "tokenizer.ggml.add_space_prefix",  # SentencePiece: the model's own add_dummy_prefix (gemma3: false, as llama.cpp)
     "tokenizer.ggml.remove_extra_whitespaces",  # SentencePiece: the model's own normalizer setting
     "tokenizer.ggml.unknown_token_id",  # SentencePiece: the model's unk piece, which llama.cpp finds by its type
+    "tokenizer.ggml.scores",  # BPE: all zero (llama.cpp's BPE reads no scores; SentencePiece's are the same)
 )
 
 
@@ -260,6 +261,8 @@ def add_metadata(writer: gguf.GGUFWriter, config: HFConfig, file_type: int) -> N
             writer.add_sliding_window(c.sliding_window)
         if c.rope_theta_swa is not None:
             writer.add_rope_freq_base_swa(c.rope_theta_swa)
+        if c.logit_softcap:
+            writer.add_final_logit_softcapping(c.logit_softcap)
     if s is None or s.kind == "llama3":
         return  # llama3: the rope_freqs tensor carries it
     if s.kind == "linear" and s.factor:

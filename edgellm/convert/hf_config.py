@@ -151,6 +151,7 @@ class HFConfig:
     rope_theta_swa: float | None  # gemma3: the sliding-window layers' rope base (rope_local_base_freq)
     rope_scaling: RopeScaling | None
     rms_eps: float
+    logit_softcap: float | None  # gemma3: final_logit_softcapping (tanh-capped logits), when the config sets one
     tied_embeddings: bool  # no output.weight: the output reuses token_embd
     sliding_window: int  # the window the GGUF records (0: none)
     swa_layers: tuple[bool, ...]  # per layer: True where llama.cpp attends to the window only
@@ -278,6 +279,7 @@ def parse_config(raw: dict[str, Any], path: Path | str = "config.json") -> HFCon
     bos = values.get("bos_token_id")
     theta_swa = values.get("rope_local_base_freq") if arch == "gemma3" else None
     tied = values.get("tie_word_embeddings")
+    softcap = values.get("final_logit_softcapping")
     return HFConfig(
         hf_architecture=hf_architecture,
         architecture=arch,
@@ -295,6 +297,7 @@ def parse_config(raw: dict[str, Any], path: Path | str = "config.json") -> HFCon
         rope_theta_swa=float(theta_swa) if theta_swa is not None else None,
         rope_scaling=scaling,
         rms_eps=number("rms_norm_eps"),
+        logit_softcap=float(softcap) if isinstance(softcap, (int, float)) and softcap and arch == "gemma3" else None,
         tied_embeddings=bool(tied) if tied is not None else arch == "gemma3",
         sliding_window=window,
         swa_layers=swa_layers,
