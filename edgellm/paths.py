@@ -15,9 +15,16 @@ The data shipped with edgellm lives in the package itself (edgellm/data).
 from __future__ import annotations
 
 import os
+import sys
 from importlib.resources import files
-from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # importlib.resources.abc is Python 3.11's; 3.10 has the same class in importlib.abc
+    if sys.version_info >= (3, 11):
+        from importlib.resources.abc import Traversable as Traversable
+    else:
+        from importlib.abc import Traversable as Traversable
 
 HOME_ENV = "EDGELLM_HOME"
 

@@ -58,11 +58,11 @@ def user_data_home() -> Path:
 
 
 def user_install_dir() -> Path:
-    return Path(os.environ.get("EDGELLM_INSTALL_DIR") or user_data_home() / "edgellm" / "app").expanduser()
+    return Path(os.environ.get("EDGELLM_INSTALL_DIR") or user_data_home() / "edgellm" / "app").expanduser().absolute()
 
 
 def user_bin_dir() -> Path:
-    return Path(os.environ.get("EDGELLM_BIN_DIR") or Path.home() / ".local" / "bin").expanduser()
+    return Path(os.environ.get("EDGELLM_BIN_DIR") or Path.home() / ".local" / "bin").expanduser().absolute()
 
 
 def build_wheel(args: list[str], key: str, python: Path) -> Path:

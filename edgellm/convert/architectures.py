@@ -44,16 +44,18 @@ _SKIPPED = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "m
 HEAD_DIM_ALWAYS = ("llama", "qwen3", "gemma3")
 
 # Every key llama.cpp's convert_hf_to_gguf.py writes for these architectures, edgellm writes with the same value
-# (tests/integration/test_convert_parity.py compares them key by key). These it writes besides, each with the value
-# llama.cpp's loader would otherwise assume, so that a file says what it holds without the loader's defaults:
+# (tests/integration/test_convert_parity.py compares them key by key, and llama.cpp's tokens of a sample text with
+# both files). These it writes besides, so that a file says what it holds rather than leave it to the loader:
 KEYS_ONLY_EDGELLM_WRITES = (
     "{arch}.vocab_size",  # the embedding's rows (llama.cpp writes it for llama only; it reads the token list's length)
     "{arch}.rope.dimension_count",  # the rotated dimensions (llama.cpp writes it for llama and phi3 only)
     "tokenizer.ggml.add_eos_token",  # SentencePiece: false, llama.cpp's default for it
-    "tokenizer.ggml.add_space_prefix",  # SentencePiece: the model's own add_dummy_prefix (gemma3: false, as llama.cpp)
-    "tokenizer.ggml.remove_extra_whitespaces",  # SentencePiece: the model's own normalizer setting
+    # SentencePiece: the model's own add_dummy_prefix; llama.cpp's converter leaves it to the loader (true), which is
+    # wrong for a model trained without the prefix (it writes false itself for gemma3 only)
+    "tokenizer.ggml.add_space_prefix",
+    "tokenizer.ggml.remove_extra_whitespaces",  # the model's normalizer setting; llama.cpp reads it for UGM only
     "tokenizer.ggml.unknown_token_id",  # SentencePiece: the model's unk piece, which llama.cpp finds by its type
-    "tokenizer.ggml.scores",  # BPE: all zero (llama.cpp's BPE reads no scores; SentencePiece's are the same)
+    "tokenizer.ggml.scores",  # BPE: 0 a token, -10000 a padding row (llama.cpp's BPE reads no scores)
 )
 
 
@@ -172,21 +174,22 @@ def llama3_rope_factors(config: HFConfig) -> np.ndarray:
     low, high = s.low_freq_factor or 1.0, s.high_freq_factor or 4.0
     old_context = s.original_context or 8192
     dim = config.rope_dim
-    # in float32 throughout, as llama.cpp's converter (torch) computes them: the same bits in the file
-    freqs = np.float32(1.0) / (
-        np.float32(config.rope_theta) ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim))
-    )
+    # in float32 throughout, as llama.cpp's converter computes them with torch, so that the file holds the same bits
+    # whatever numpy's promotion rules: each Python number made float32 where it meets one, and `number / x` as
+    # torch does it, x's reciprocal times the number
+    f32 = np.float32
+    freqs = f32(1.0) / (f32(config.rope_theta) ** (np.arange(0, dim, 2, dtype=f32) / f32(dim)))
     out = []
     for freq in freqs:
-        wavelen = 2 * math.pi / freq
-        if wavelen < old_context / high:
-            out.append(1.0)
-        elif wavelen > old_context / low:
-            out.append(factor)
+        wavelen = (f32(1.0) / freq) * f32(2 * math.pi)
+        if wavelen < f32(old_context / high):
+            out.append(f32(1.0))
+        elif wavelen > f32(old_context / low):
+            out.append(f32(factor))
         else:
-            smooth = (old_context / wavelen - low) / (high - low)
-            out.append(1.0 / ((1 - smooth) / factor + smooth))
-    return np.asarray(out, dtype=np.float32)
+            smooth = ((f32(1.0) / wavelen) * f32(old_context) - f32(low)) / f32(high - low)
+            out.append(f32(1.0) / ((f32(1.0) - smooth) / f32(factor) + smooth))
+    return np.asarray(out, dtype=f32)
 
 
 def plan_tensors(config: HFConfig, sources: dict[str, str]) -> tuple[list[PlannedTensor], list[str]]:

@@ -269,7 +269,8 @@ def parse_config(raw: dict[str, Any], path: Path | str = "config.json") -> HFCon
         )
     partial = values.get("partial_rotary_factor")
     rope_dim = int(head_dim * partial) if isinstance(partial, (int, float)) and 0 < partial < 1 else head_dim
-    scaling = _rope_scaling(values.get("rope_parameters")) or _rope_scaling(values.get("rope_scaling"))
+    given_rope = values.get("rope_parameters")  # transformers 5's, which wins over a stale rope_scaling beside it
+    scaling = _rope_scaling(given_rope if isinstance(given_rope, dict) else values.get("rope_scaling"))
     top_original = values.get("original_max_position_embeddings")  # Phi-3 128k and 3.5 keep it at the top level
     if scaling is not None and scaling.original_context is None and isinstance(top_original, int):
         scaling = replace(scaling, original_context=top_original)

@@ -109,7 +109,7 @@ class Vocab:
 
 
 def read_vocab(folder: Path | str, n_vocab: int | None = None) -> Vocab:
-    """The tokenizer of the checkpoint in `folder`, padded with `[PAD{i}]` user-defined tokens to `n_vocab`."""
+    """The tokenizer of the checkpoint in `folder`, padded with unused `[PAD{i}]` tokens to `n_vocab`."""
     folder = Path(folder)
     config = _read_json(folder / TOKENIZER_CONFIG) if (folder / TOKENIZER_CONFIG).is_file() else {}
     spm = folder / TOKENIZER_MODEL
@@ -355,9 +355,9 @@ def _bpe_vocab(path: Path, config: dict[str, Any]) -> dict[str, Any]:
         elif i in by_id:
             tokens.append(by_id[i])
             types.append(NORMAL)
-        else:
+        else:  # an id no token has: never matched in text, as llama.cpp's converter marks it
             tokens.append(f"[PAD{i}]")
-            types.append(USER_DEFINED)
+            types.append(UNUSED)
     merges = []
     for merge in model.get("merges") or []:
         if isinstance(merge, list) and len(merge) == 2:
@@ -412,10 +412,10 @@ def _spm_vocab(pieces: dict[str, Any], config: dict[str, Any], folder: Path) -> 
             if tokens[token_id] == content and entry.get("special") and types[token_id] == NORMAL:
                 types[token_id] = CONTROL
             continue
-        while len(tokens) < token_id:
+        while len(tokens) < token_id:  # ids no token has, before an added token
             tokens.append(f"[PAD{len(tokens)}]")
-            scores.append(-1000.0)
-            types.append(USER_DEFINED)
+            scores.append(-10000.0)
+            types.append(UNUSED)
         tokens.append(content)
         scores.append(-1000.0)
         types.append(CONTROL if entry.get("special") else USER_DEFINED)

@@ -170,7 +170,9 @@ def add_general(writer: gguf.GGUFWriter, folder: Path, n_params: int, tokens: tu
     writer.add_type(gguf.GGUFType.MODEL)
     metadata.set_gguf_meta_model(writer)
     if not loadable_name(metadata.name, tokens):
-        writer.kv_data[0].pop(gguf.Keys.General.NAME)  # the one key llama.cpp's loader reads a meaning into
+        # the one key llama.cpp's loader reads a meaning into; Metadata writes it unconditionally, so it is taken
+        # back out of the writer's key-value table (its first shard's: conversions write one file)
+        writer.kv_data[0].pop(gguf.Keys.General.NAME)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 

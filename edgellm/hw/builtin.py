@@ -6,14 +6,15 @@ Regenerate after changing a fixture or detection: `.venv/bin/python scripts/make
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
-from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgellm.hw.profile import DeviceProfile, ProfileError, from_dict, load
+from edgellm.hw.profile import DeviceProfile, ProfileError, load
 from edgellm.paths import data_dir
+
+if TYPE_CHECKING:
+    from edgellm.paths import Traversable
 
 
 def profiles_dir() -> Traversable:
@@ -39,7 +40,7 @@ def resolve_profile(name_or_path: str) -> DeviceProfile:
     """A built-in profile by name, or a profile file; ProfileError names the choices when neither exists."""
     builtin = profiles_dir() / f"{name_or_path}.json"
     if builtin.is_file():
-        return from_dict(json.loads(builtin.read_text(encoding="utf-8")))
+        return load(builtin)
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return load(path)

@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgellm.paths import Traversable
 
 SCHEMA = "edgellm.device-profile"
 SCHEMA_VERSION = 1
@@ -212,10 +215,11 @@ def from_dict(data: Any) -> DeviceProfile:
     )
 
 
-def load(path: str | Path) -> DeviceProfile:
-    """Read a profile file; a missing, unreadable or malformed file raises ProfileError."""
+def load(path: str | Path | Traversable) -> DeviceProfile:
+    """Read a profile file (or a built-in one, inside the package); a missing, unreadable or malformed file raises
+    ProfileError."""
     try:
-        return from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        return from_dict(json.loads((Path(path) if isinstance(path, str) else path).read_text(encoding="utf-8")))
     except OSError as error:
         raise ProfileError(f"cannot read {path}: {error.strerror or error}") from None
     except (ValueError, UnicodeDecodeError) as error:

@@ -28,3 +28,10 @@ def test_stored_models_complete_for_m_and_rm(tmp_path: Path, edgellm_home: Path,
     assert complete_in_bash(script, ["edgellm", "rm", "local/"], path=path, env=env_home) == [
         "local/gemma-3-270m-Q4_K_M:Q4_K_M"
     ]
+    # past the ':' (where bash splits words too), what follows it: bash replaces only that part of the word
+    assert complete_in_bash(script, ["edgellm", "rm", "local/gemma-3-270m-Q4_K_M:Q"], path=path, env=env_home) == [
+        "Q4_K_M"
+    ]
+    assert complete_in_bash(script, ["edgellm", "run", "-m", "local/gemma-3-270m-Q4_K_M:"], path=path, env=env_home)[
+        :1
+    ] == ["Q4_K_M"]

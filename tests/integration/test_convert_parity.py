@@ -281,10 +281,29 @@ def _metadata(path: Path) -> dict[str, Any]:
     return {key: field.contents() for key, field in reader.fields.items() if not key.startswith("GGUF.")}
 
 
-def _logits_nmse(model: torch.nn.Module, path: Path) -> float:
-    ids = [int(i) for i in np.random.default_rng(1).integers(3, 590, N_POSITIONS)]
+SAMPLE_TEXT = "  Hello  world\n\n  two spaces, a tab\there<|tool|>[PAD700] café 12345 "
+
+
+def _tokens(path: Path) -> list[int]:
+    llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+    try:
+        return llm.tokenize(SAMPLE_TEXT.encode(), add_bos=True, special=True)
+    finally:
+        llm.close()
+
+
+def _token_ids() -> list[int]:
+    return [int(i) for i in np.random.default_rng(1).integers(3, 590, N_POSITIONS)]
+
+
+def _reference_logits(model: torch.nn.Module) -> np.ndarray:
     with torch.no_grad():
-        expected = model(torch.tensor([ids])).logits[0].numpy().astype(np.float64)
+        return model(torch.tensor([_token_ids()])).logits[0].numpy().astype(np.float64)
+
+
+def _logits_nmse(model: torch.nn.Module, path: Path) -> float:
+    ids = _token_ids()
+    expected = _reference_logits(model)
     llm = llama_cpp.Llama(
         str(path),
         n_ctx=N_POSITIONS,
@@ -313,6 +332,12 @@ def test_converts_as_llama_cpp_does_and_computes_as_transformers(
     model = _checkpoint(name, folder, tokenizers[tokenizer])
     ours = convert_checkpoint(folder, tmp_path / "edgellm.gguf", "f32")
 
+    if "softcap" in name:  # the cap must change these logits, or the case would not show that it is written
+        capped = _reference_logits(model)
+        model.config.final_logit_softcapping = None
+        uncapped = _reference_logits(model)
+        model.config.final_logit_softcapping = _cases()[name][1]().final_logit_softcapping
+        assert np.sum((capped - uncapped) ** 2) / np.sum(capped**2) > 1e-3
     if name not in LLAMA_CPP_COMPUTES_OTHERWISE:
         nmse = _logits_nmse(model, ours)
         print(f"{name}: NMSE {nmse:.2e}")
@@ -331,6 +356,11 @@ def test_converts_as_llama_cpp_does_and_computes_as_transformers(
     assert set(mine) - set(reference) <= extra, f"{name}: keys edgellm writes and llama.cpp does not"
     different = {key: (mine[key], reference[key]) for key in set(reference) - left_out if mine[key] != reference[key]}
     assert not different, f"{name}: {different}"
+
+    # the keys only edgellm writes change nothing: llama.cpp splits text the same with either file (where llama.cpp
+    # can load its converter's file at all: not with a Phi-3 name over a vocabulary without Phi-3's tokens)
+    if not left_out:
+        assert _tokens(ours) == _tokens(theirs)
 
     ours_tensors = {tensor.name: tensor for tensor in GGUFReader(ours).tensors}
     their_tensors = {tensor.name: tensor for tensor in GGUFReader(theirs).tensors}

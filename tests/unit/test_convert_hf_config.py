@@ -469,6 +469,10 @@ LLAMA_SHAPE = {
             (1e6, ("yarn", 4.0)),
         ),
         ({"rope_scaling": {"type": "linear", "factor": 2.0}, "rope_theta": 1e6}, (1e6, ("linear", 2.0))),
+        (  # a stale rope_scaling beside transformers 5's rope_parameters: rope_parameters says what runs
+            {"rope_scaling": {"type": "linear", "factor": 2.0}, "rope_parameters": {"rope_type": "default"}},
+            (10000.0, None),
+        ),
         ({"rope_parameters": {"rope_type": "dynamic", "rope_theta": 5e4, "factor": 2.0}}, (5e4, ("dynamic", 2.0))),
     ],
 )
