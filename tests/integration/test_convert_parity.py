@@ -31,7 +31,7 @@ from gguf import GGUFReader
 from edgellm.convert.architectures import KEYS_ONLY_EDGELLM_WRITES
 from edgellm.convert.writer import convert_checkpoint, loadable_name
 from edgellm.hw.buildconfig import llama_cpp_source
-from tests.support.checkpoints import PRE_TOKENIZERS, SHAPE, factors, train_bpe, train_spm
+from tests.support.checkpoints import PRE_TOKENIZERS, SHAPE, factors, random_model, train_bpe, train_spm
 
 pytestmark = pytest.mark.slow  # about two minutes: each case runs llama.cpp's converter (torch imports) once
 
@@ -250,20 +250,8 @@ def tokenizers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _checkpoint(name: str, folder: Path, tokenizer: Path) -> torch.nn.Module:
-    import transformers
-
     model_class, make_config, _ = _cases()[name]
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = getattr(transformers, model_class)(make_config()).float().eval()
-    with torch.no_grad():  # norms start at one and biases at zero: make them random so their mapping is checked
-        for param_name, param in model.named_parameters():
-            if "norm" in param_name or param_name.endswith(".bias"):
-                param.add_(torch.randn_like(param) * 0.2)
-    model.save_pretrained(folder, safe_serialization=True)
-    for file in tokenizer.iterdir():
-        (folder / file.name).write_bytes(file.read_bytes())
-    return model
+    return random_model(model_class, make_config(), folder, tokenizer)
 
 
 def _llama_cpp_convert(folder: Path, out: Path) -> None:

@@ -228,12 +228,17 @@ MODEL_CLASSES = {
 
 def random_checkpoint(arch: str, folder: Path, tokenizer_dir: Path):
     """A tiny random `arch` model saved as safetensors with the test tokenizer; returns (folder, model)."""
+    return folder, random_model(MODEL_CLASSES[arch], configs()[arch](), folder, tokenizer_dir)
+
+
+def random_model(model_class: str, config, folder: Path, tokenizer_dir: Path):
+    """A random transformers `model_class` model of `config` (seeded), saved in `folder` with the tokenizer's files."""
     import torch
     import transformers
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = getattr(transformers, MODEL_CLASSES[arch])(configs()[arch]()).float().eval()
+    model = getattr(transformers, model_class)(config).float().eval()
     with torch.no_grad():  # norms start at one and biases at zero: make them random so their mapping is checked
         for name, param in model.named_parameters():
             if "norm" in name or name.endswith(".bias"):
@@ -241,7 +246,7 @@ def random_checkpoint(arch: str, folder: Path, tokenizer_dir: Path):
     model.save_pretrained(folder, safe_serialization=True)
     for file in tokenizer_dir.iterdir():
         shutil.copy(file, folder / file.name)
-    return folder, model
+    return model
 
 
 def iter_tensors(checkpoint, out_dtype=None, *, reuse: bool = True, chunk_bytes: int | None = None):
