@@ -31,7 +31,16 @@ from gguf import GGUFReader
 from edgellm.convert.architectures import KEYS_ONLY_EDGELLM_WRITES
 from edgellm.convert.writer import convert_checkpoint, loadable_name
 from edgellm.hw.buildconfig import llama_cpp_source
-from tests.support.checkpoints import PRE_TOKENIZERS, SHAPE, factors, random_model, train_bpe, train_spm
+from tests.support.checkpoints import (
+    PRE_TOKENIZERS,
+    SHAPE,
+    configs,
+    llama_cpp_logits,
+    nmse,
+    random_model,
+    train_bpe,
+    train_spm,
+)
 
 pytestmark = pytest.mark.slow  # about two minutes: each case runs llama.cpp's converter (torch imports) once
 
@@ -41,7 +50,6 @@ pytestmark = pytest.mark.slow  # about two minutes: each case runs llama.cpp's c
 LLAMA_CPP_COMPUTES_OTHERWISE = {"llama-yarn-extras"}
 N_POSITIONS = 64
 NMSE_LIMIT = 1e-6
-GGML_F32 = 0
 SPM_IDS = dict(bos_token_id=1, eos_token_id=2, pad_token_id=None)  # the trained SentencePiece's own ids
 
 
@@ -51,6 +59,13 @@ def _cases() -> dict[str, tuple[str, Callable[[], Any], str]]:
 
     spm = {**SHAPE, **SPM_IDS}
     six_layers = {**spm, "num_hidden_layers": 6}  # Gemma 3's pattern: five sliding-window layers, then a full one
+    yarn = {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0, "original_max_position_embeddings": 512}
+
+    def with_spm_ids(config: Any) -> Any:
+        for key, value in SPM_IDS.items():
+            setattr(config, key, value)
+        return config
+
     return {
         "llama-rope-base": (
             "LlamaForCausalLM",
@@ -70,12 +85,7 @@ def _cases() -> dict[str, tuple[str, Callable[[], Any], str]]:
             "LlamaForCausalLM",
             lambda: t.LlamaConfig(
                 **{**spm, "max_position_embeddings": 2048},
-                rope_parameters={
-                    "rope_type": "yarn",
-                    "rope_theta": 1000000.0,
-                    "factor": 4.0,
-                    "original_max_position_embeddings": 512,
-                },
+                rope_parameters=yarn,
             ),
             "spm",
         ),
@@ -83,15 +93,7 @@ def _cases() -> dict[str, tuple[str, Callable[[], Any], str]]:
             "LlamaForCausalLM",
             lambda: t.LlamaConfig(
                 **{**spm, "max_position_embeddings": 2048},
-                rope_parameters={
-                    "rope_type": "yarn",
-                    "rope_theta": 1000000.0,
-                    "factor": 4.0,
-                    "original_max_position_embeddings": 512,
-                    "attention_factor": 1.2,
-                    "beta_fast": 16.0,
-                    "beta_slow": 2.0,
-                },
+                rope_parameters={**yarn, "attention_factor": 1.2, "beta_fast": 16.0, "beta_slow": 2.0},
             ),
             "spm",
         ),
@@ -197,21 +199,7 @@ def _cases() -> dict[str, tuple[str, Callable[[], Any], str]]:
             ),
             "spm",
         ),
-        "phi3-longrope": (
-            "Phi3ForCausalLM",
-            lambda: t.Phi3Config(
-                **{**spm, "max_position_embeddings": 1024},
-                original_max_position_embeddings=256,
-                tie_word_embeddings=False,
-                rope_parameters={
-                    "rope_type": "longrope",
-                    "rope_theta": 10000.0,
-                    "long_factor": factors(1.0, 4.0, 3),
-                    "short_factor": factors(1.0, 2.0, 4),
-                },
-            ),
-            "spm",
-        ),
+        "phi3-longrope": ("Phi3ForCausalLM", lambda: with_spm_ids(configs()["phi3-longrope"]()), "spm"),
     }
 
 
@@ -290,25 +278,7 @@ def _reference_logits(model: torch.nn.Module) -> np.ndarray:
 
 
 def _logits_nmse(model: torch.nn.Module, path: Path) -> float:
-    ids = _token_ids()
-    expected = _reference_logits(model)
-    llm = llama_cpp.Llama(
-        str(path),
-        n_ctx=N_POSITIONS,
-        logits_all=True,
-        verbose=False,
-        n_threads=1,
-        n_gpu_layers=0,
-        type_k=GGML_F32,  # an f32 KV cache: the default f16 alone costs about 1e-6
-        type_v=GGML_F32,
-    )
-    try:
-        llm.eval(ids)
-        got = np.array(llm.scores[:N_POSITIONS], dtype=np.float64)
-    finally:
-        llm.close()
-    assert got.shape == expected.shape
-    return float(np.sum((got - expected) ** 2) / np.sum(expected**2))
+    return nmse(llama_cpp_logits(path, _token_ids(), f32_cache=True), _reference_logits(model))
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
@@ -325,11 +295,11 @@ def test_converts_as_llama_cpp_does_and_computes_as_transformers(
         model.config.final_logit_softcapping = None
         uncapped = _reference_logits(model)
         model.config.final_logit_softcapping = _cases()[name][1]().final_logit_softcapping
-        assert np.sum((capped - uncapped) ** 2) / np.sum(capped**2) > 1e-3
+        assert nmse(uncapped, capped) > 1e-3
     if name not in LLAMA_CPP_COMPUTES_OTHERWISE:
-        nmse = _logits_nmse(model, ours)
-        print(f"{name}: NMSE {nmse:.2e}")
-        assert nmse <= NMSE_LIMIT, f"{name}: llama.cpp's logits on edgellm's file are off transformers' by {nmse:.2e}"
+        error = _logits_nmse(model, ours)
+        print(f"{name}: NMSE {error:.2e}")
+        assert error <= NMSE_LIMIT, f"{name}: llama.cpp's logits on edgellm's file are off transformers' by {error:.2e}"
 
     if tokenizer == "bpe":
         return  # llama.cpp's converter refuses a BPE it has no hash for: transformers alone decides

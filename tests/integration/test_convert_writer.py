@@ -9,7 +9,6 @@ import json
 import shutil
 from pathlib import Path
 
-import llama_cpp
 import numpy as np
 import pytest
 import torch
@@ -19,7 +18,15 @@ from safetensors.numpy import load_file, save_file
 from edgellm.convert.writer import convert_checkpoint
 from edgellm.errors import EdgellmError, ModelFileError
 from edgellm.events import Progress
-from tests.support.checkpoints import PRE_TOKENIZERS, SHAPE, random_checkpoint, train_bpe, train_spm
+from tests.support.checkpoints import (
+    PRE_TOKENIZERS,
+    SHAPE,
+    llama_cpp_logits,
+    nmse,
+    random_checkpoint,
+    train_bpe,
+    train_spm,
+)
 
 N_TOKENS = 32
 
@@ -49,18 +56,12 @@ def _compare(model, gguf_path: Path) -> tuple[float, int, int]:
     ids = _token_ids()
     with torch.no_grad():
         ref = model(torch.tensor([ids])).logits[0].numpy().astype(np.float64)
-    llm = llama_cpp.Llama(str(gguf_path), n_ctx=64, logits_all=True, verbose=False, n_threads=1, n_gpu_layers=0)
-    try:
-        llm.eval(ids)
-        got = np.array(llm.scores[:N_TOKENS], dtype=np.float64)
-    finally:
-        llm.close()
-    assert got.shape == ref.shape
-    nmse = float(np.sum((got - ref) ** 2) / np.sum(ref**2))
+    got = llama_cpp_logits(gguf_path, ids)
+    error = nmse(got, ref)
     top2 = np.sort(ref, axis=1)[:, -2:]
     clear = (top2[:, 1] - top2[:, 0]) > 0.01
     wrong = int(np.sum((got.argmax(1) != ref.argmax(1)) & clear))
-    return nmse, wrong, int(clear.sum())
+    return error, wrong, int(clear.sum())
 
 
 @pytest.mark.parametrize(
