@@ -1,11 +1,13 @@
-"""llama.cpp's own `llama-bench`, built once from the same source and CMake flags as the installed wheel, and cached.
+"""llama.cpp's own tools (`llama-bench`, `llama-batched-bench`, `llama-server`), built once from the same source and
+CMake flags as the installed wheel, and cached.
 
 The anchor the report compares `edgellm bench` and `edgellm run` with: the same llama.cpp commit (llama-cpp-python's
 sdist, `llama_cpp_source()`), the same CMake flags (read from `.venv/share/edgellm/llama-build.json`, what
 `scripts/install.py` built the wheel with). The build goes to ~/.cache/edgellm/llama-bench/KEY/ (KEY: the version and
-the flags), in a temporary folder renamed when complete. On 2 cores it takes several minutes, once.
+the flags; one folder per tool), in a temporary folder renamed when complete. On 2 cores each takes several minutes,
+once.
 
-Usage: .venv/bin/python benchmarks/llama_bench.py   (prints the binary's path, building it when missing)
+Usage: .venv/bin/python benchmarks/llama_bench.py [TOOL...]   (prints each binary's path, building it when missing)
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ sys.path.insert(0, str(REPO))
 from edgellm.hw.buildconfig import LLAMA_CPP_PYTHON_VERSION, build_key, cache_root, llama_cpp_source, read_build_info
 
 TARGET = "llama-bench"
+TOOLS = ("llama-bench", "llama-batched-bench", "llama-server")
 FIXED_ARGS = [
     "-DCMAKE_BUILD_TYPE=Release",
     "-DBUILD_SHARED_LIBS=OFF",
     "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_EXAMPLES=OFF",
-    "-DLLAMA_BUILD_SERVER=OFF",
+    "-DLLAMA_BUILD_SERVER=ON",
     "-DLLAMA_BUILD_TOOLS=ON",
     "-DLLAMA_CURL=OFF",
     "-DLLAMA_OPENSSL=OFF",
@@ -46,9 +49,15 @@ def installed_cmake_args() -> list[str]:
 
 def llama_bench_path(build: bool = True) -> Path | None:
     """The cached llama-bench for the installed flags; built when missing and `build`, else None."""
+    return llama_tool_path(TARGET, build)
+
+
+def llama_tool_path(target: str, build: bool = True) -> Path | None:
+    """The cached llama.cpp tool `target` for the installed flags; built when missing and `build`, else None."""
     args = installed_cmake_args()
-    folder = cache_root() / "llama-bench" / build_key(LLAMA_CPP_PYTHON_VERSION, args)
-    binary = folder / TARGET
+    key = build_key(LLAMA_CPP_PYTHON_VERSION, args)
+    folder = cache_root() / "llama-bench" / (key if target == TARGET else f"{key}-{target}")
+    binary = folder / target
     if binary.is_file() or not build:
         return binary if binary.is_file() else None
     source = llama_cpp_source()
@@ -62,11 +71,11 @@ def llama_bench_path(build: bool = True) -> Path | None:
             stdout=subprocess.DEVNULL,
         )
         subprocess.run(
-            ["cmake", "--build", str(work / "build"), "--target", TARGET, "-j"], check=True, stdout=subprocess.DEVNULL
+            ["cmake", "--build", str(work / "build"), "--target", target, "-j"], check=True, stdout=subprocess.DEVNULL
         )
-        built = next((work / "build").glob(f"**/bin/{TARGET}"))
+        built = next((work / "build").glob(f"**/bin/{target}"))
         (work / "out").mkdir()
-        shutil.copy2(built, work / "out" / TARGET)
+        shutil.copy2(built, work / "out" / target)
         try:
             (work / "out").rename(folder)
         except OSError:  # another build finished first
@@ -78,4 +87,5 @@ def llama_bench_path(build: bool = True) -> Path | None:
 
 
 if __name__ == "__main__":
-    print(llama_bench_path())
+    for name in sys.argv[1:] or [TARGET]:
+        print(llama_tool_path(name))

@@ -215,6 +215,38 @@ def _(r: Reason, t: Terms) -> str:
     return "f16: full precision fits"
 
 
+@sentence("parallel_asked")
+def _(r: Reason, t: Terms) -> str:
+    return f"as asked: {r['parallel']} sequences decode together, each up to {r['n_ctx']} tokens, in one KV pool"
+
+
+@sentence("parallel_default")
+def _(r: Reason, t: Terms) -> str:
+    return (
+        f"{r['parallel']}, llama-server's default: this device has no `edgellm bench --parallel` results yet, "
+        f"which would tell how much it gains"
+    )
+
+
+@sentence("parallel_measured")
+def _(r: Reason, t: Terms) -> str:
+    counts = ", ".join(str(count) for count in r["measured"])
+    if r["parallel"] == r["base"]:
+        return f"{r['parallel']}: measured on this device ({counts}), more sequences did not decode faster in all"
+    return (
+        f"{r['parallel']}: measured on this device ({counts}), {r['parallel']} sequences decode "
+        f"{r['gain']}× the aggregate of {r['base']} ({r['tokens_per_s']} tokens/s), and more gained too little"
+    )
+
+
+@sentence("parallel_memory")
+def _(r: Reason, t: Terms) -> str:
+    return (
+        f"1: {r['wanted']} sequences' KV cache would not fit beside the {r['n_ctx']}-token context; "
+        f"a smaller context ({t.setting('ctx_size')}) leaves room for more"
+    )
+
+
 @sentence("ubatch_default")
 def _(r: Reason, t: Terms) -> str:
     return f"{r['ubatch']}: the default micro-batch"

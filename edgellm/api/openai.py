@@ -195,7 +195,7 @@ def _options(
         seed=seed if seed == -1 else seed % 0xFFFFFFFF,  # llama.cpp's seeds are 32-bit; 0xFFFFFFFF means random
         stop=given("stop", _stop, defaults.stop),
         ignore_eos=given("ignore_eos", _boolean("ignore_eos"), defaults.ignore_eos),
-        cache_prompt=given("cache_prompt", _boolean("cache_prompt"), False),
+        cache_prompt=given("cache_prompt", _boolean("cache_prompt"), True),
     )
     stream = given("stream", _boolean("stream"), False)
     include_usage = given("stream_options", _stream_options, False) and stream
@@ -235,13 +235,15 @@ def parse_chat(body: Any, defaults: GenerationOptions, n_ctx: int) -> Completion
     return CompletionRequest(options, stream, include_usage, messages=_messages(body.get("messages")))
 
 
-def parse_text(body: Any, defaults: GenerationOptions, n_ctx: int) -> CompletionRequest:
-    """A /v1/completions body, checked. Without max_tokens it writes 16 tokens, as the OpenAI API does, unless the
-    server was started with -n."""
+def parse_text(
+    body: Any, defaults: GenerationOptions, n_ctx: int, default_max_tokens: int | None = None
+) -> CompletionRequest:
+    """A /v1/completions body, checked. Without max_tokens it writes `default_max_tokens`; by default 16 tokens, as
+    the OpenAI API does, unless the server was started with -n."""
     body = _object(body)
-    options, stream, include_usage = _options(
-        body, defaults, n_ctx, COMMON | {"prompt", "echo"}, 16 if defaults.max_tokens < 0 else defaults.max_tokens
-    )
+    if default_max_tokens is None:
+        default_max_tokens = 16 if defaults.max_tokens < 0 else defaults.max_tokens
+    options, stream, include_usage = _options(body, defaults, n_ctx, COMMON | {"prompt", "echo"}, default_max_tokens)
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]

@@ -145,6 +145,23 @@ def measured_for(
     return measured(found, flash_attn, where) if found else None
 
 
+def parallel_measured(profile: DeviceProfile, name: str, file_bytes: int) -> tuple[tuple[int, float], ...]:
+    """The latest `bench --parallel` figures of the model file `name` on this device: (sequences, aggregate decode
+    tokens/s) each; () when it has none."""
+    key = model_key(name, file_bytes)
+    for result in reversed(load_results(profile)):
+        rows = result.get("parallel") if result["model"]["key"] == key else None
+        if isinstance(rows, list) and rows:
+            return tuple(
+                (int(row["sequences"]), float(row["tg_aggregate"]))
+                for row in rows
+                if isinstance(row, dict)
+                and isinstance(row.get("sequences"), int)
+                and isinstance(row.get("tg_aggregate"), (int, float))
+            )
+    return ()
+
+
 def measured_by_repo(profile: DeviceProfile) -> dict[tuple[str, str], Measured]:
     """Measured speeds of models pulled from the Hub, by (repo, quant): how `recommend` matches its picks."""
     found = {}

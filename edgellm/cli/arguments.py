@@ -46,3 +46,10 @@ def add_rpc_flag(parser: argparse.ArgumentParser, help: str) -> None:
     from edgellm.engine.endpoint import parse_endpoints
 
     parser.add_argument("--rpc", type=argument_type(parse_endpoints), metavar="HOST:PORT[,HOST:PORT...]", help=help)
+
+
+def add_parallel_flag(parser: argparse._ActionsContainer, default: str | None, help: str) -> None:
+    """`--parallel N|auto` (`-np`, llama-server's names): sequences decoded together by the batched engine."""
+    from edgellm.session.flags import parallel
+
+    parser.add_argument("-np", "--parallel", type=argument_type(parallel), default=default, metavar="N|auto", help=help)

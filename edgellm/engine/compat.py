@@ -179,3 +179,113 @@ def templates_left_to_edgellm() -> Iterator[None]:
             yield
         finally:
             module.Jinja2ChatFormatter = original  # type: ignore[misc]  # the library's class back (as above)
+
+
+# --- a second context on a loaded model's weights: the batched engine's ------------------------------------------
+
+
+PENALTY_LAST_N = 64  # tokens the repetition penalties look back at: llama-cpp-python's `last_n_tokens_size`
+
+
+def sliding_window(llm: Any) -> int:
+    """The model's sliding attention window in tokens; 0 when it has none."""
+    return max(0, int(llama_cpp.llama_model_n_swa(llm._model.model)))
+
+
+class SequenceContext:
+    """A llama.cpp context on `llm`'s weights holding `n_seq_max` sequences over one unified KV pool of `n_ctx`
+    cells, and the calls the batched engine makes on it (one thread at a time: the stepper's)."""
+
+    def __init__(
+        self,
+        llm: Any,
+        *,
+        n_ctx: int,
+        n_seq_max: int,
+        n_batch: int,
+        threads: int,
+        threads_batch: int,
+        flash_attn: bool,
+        type_kv: int,
+    ) -> None:
+        from llama_cpp import _internals
+
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx, params.n_seq_max, params.kv_unified = n_ctx, n_seq_max, True
+        params.n_batch = params.n_ubatch = n_batch
+        params.n_threads, params.n_threads_batch = threads, threads_batch
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        params.type_k = params.type_v = type_kv
+        params.swa_full = False  # as the single-sequence context: sliding-window layers keep only their window
+        params.no_perf = True
+        self._llm = llm
+        self._context = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        self.ctx = self._context.ctx
+        self.memory = self._context.memory
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(llm._model.vocab))
+
+    def decode(self, batch: Any) -> int:
+        """llama_decode's status: 0 done, 1 no room in the KV pool, 2 aborted, < 0 an error."""
+        return int(llama_cpp.llama_decode(self.ctx, batch))
+
+    def sample(self, sampler: Any, index: int) -> int:
+        """Sample (and accept) the token at batch index `index` with `sampler`."""
+        return int(llama_cpp.llama_sampler_sample(sampler, self.ctx, index))
+
+    def sampler(self, options: Any) -> Any:
+        """The sampler chain `options` (engine.contract.GenerationOptions) ask for: the chain llama-cpp-python's
+        `Llama` builds, so a sequence alone samples as `Llama.generate` does."""
+        from edgellm.engine.contract import LLAMA_DEFAULT_SEED
+
+        sampling = options.sampling
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        add = functools.partial(llama_cpp.llama_sampler_chain_add, chain)
+        add(
+            llama_cpp.llama_sampler_init_penalties(
+                self.n_vocab,
+                PENALTY_LAST_N,
+                sampling.repeat_penalty,
+                sampling.frequency_penalty,
+                sampling.presence_penalty,
+            )
+        )
+        seed = LLAMA_DEFAULT_SEED if options.seed < 0 else options.seed
+        if sampling.temp < 0:
+            add(llama_cpp.llama_sampler_init_dist(seed))
+        elif sampling.temp == 0:
+            add(llama_cpp.llama_sampler_init_greedy())
+        else:
+            add(llama_cpp.llama_sampler_init_top_k(sampling.top_k))
+            add(llama_cpp.llama_sampler_init_typical(1.0, 1))
+            add(llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
+            add(llama_cpp.llama_sampler_init_min_p(sampling.min_p, 1))
+            add(llama_cpp.llama_sampler_init_temp(sampling.temp))
+            add(llama_cpp.llama_sampler_init_dist(seed))
+        return chain
+
+    @staticmethod
+    def free_sampler(sampler: Any) -> None:
+        llama_cpp.llama_sampler_free(sampler)
+
+    def forget(self, sequence: int) -> None:
+        """Drop every cell of `sequence`."""
+        llama_cpp.llama_memory_seq_rm(self.memory, sequence, -1, -1)
+
+    def keep_prefix(self, sequence: int, keep: int, n_swa: int) -> int:
+        """Keep the first `keep` cells of `sequence` and drop the rest; returns how many were kept. Nothing is kept
+        when the cells cannot be cut there (a recurrent model), or when a sliding-window layer no longer holds the
+        window the next token attends to (its older cells are gone), as llama-server decides."""
+        if keep > 0 and n_swa > 0:
+            oldest = int(llama_cpp.llama_memory_seq_pos_min(self.memory, sequence))
+            if oldest > max(0, keep - n_swa):
+                keep = 0
+        if keep > 0 and not llama_cpp.llama_memory_seq_rm(self.memory, sequence, keep, -1):
+            keep = 0
+        if keep == 0:
+            self.forget(sequence)
+        return keep
+
+    def close(self) -> None:
+        self._context.close()

@@ -6,11 +6,11 @@ size, and `generation()`, which makes one `Generation` of a prompt with the opti
 the server and bench use only this; `LoadParams`, `Sampling`, `GenerationOptions` and `GenerationStats` are the
 values that cross it.
 
-What comes next fits the same shape: a batched model (one llama.cpp context with `n_seq_max` sequences) is a `Model`
-whose `generation()` may be called again while earlier generations run, each generation owning one sequence of the
-context, its own sampler (built from its own `GenerationOptions`) and its KV cells, which it removes when it ends
-(llama.cpp's `llama_memory_seq_rm`, wrapped in `engine.compat` with the other llama-cpp-python internals); a draft
-model for speculative decoding is a second `Model` loaded beside the target, its tokens checked against the target's
+A batched model (`engine.batched.BatchedModel`: one llama.cpp context with `parallel` sequences over one KV pool) is
+a `Model` whose `generation()` may be called again while earlier generations run, up to `parallel` decoding together,
+each owning one sequence of the context (a slot), its own sampler built from its own `GenerationOptions`, and its KV
+cells, kept as its slot's prompt cache when it ends; `slots()` tells what each slot holds. A draft model for
+speculative decoding will be a second `Model` loaded beside the target, its tokens checked against the target's
 vocabulary through the same `tokenize`/`detokenize`.
 """
 
@@ -25,6 +25,8 @@ from typing import Any, Literal, Protocol
 KV_TYPES = ("f16", "q8_0", "q4_0")  # KV cache types llama.cpp can hold (a quantized V needs flash attention)
 KV_GGML_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}  # their ggml_type numbers
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's "random seed"
+HOST_CONTEXT = 256  # the context of the Llama that holds the weights and vocabulary for the batched engine
+HOST_BATCH = 32  # and its micro-batch: it never generates
 StopReason = Literal["eos", "length", "context", "stop", "repetition", "interrupted"]
 
 
@@ -48,6 +50,16 @@ class LoadParams:
     tensor_split: tuple[int, ...] = ()  # per worker, the layers (and output) it holds
     output_here: bool = False  # with workers: the output layer stays on this CPU, so no logits cross the network
     vocab_only: bool = False  # the vocabulary and metadata only: tokenizing for a model run elsewhere
+    parallel: int = 0  # sequences decoded together by the batched engine, each up to n_ctx tokens; 0: none, one
+    # sequence at a time on llama-cpp-python's own context (a chat)
+    kv_pool: int = 0  # the batched engine's KV cells, shared by its sequences; 0: n_ctx per sequence
+
+    @property
+    def kv_cells(self) -> int:
+        """The KV cells the context holds: n_ctx, or the batched engine's pool."""
+        if self.parallel <= 0:
+            return self.n_ctx
+        return self.kv_pool or self.n_ctx * self.parallel
 
     def as_dict(self) -> dict[str, Any]:
         """The load parameters as `run --json`, `plan --json` and a saved conversation report them."""
@@ -62,6 +74,8 @@ class LoadParams:
             "use_mmap": self.use_mmap,
             "use_mlock": self.use_mlock,
         }
+        if self.parallel:
+            found.update(parallel=self.parallel, kv_pool=self.kv_cells)
         if self.rpc_servers:
             found.update(rpc=list(self.rpc_servers), tensor_split=list(self.tensor_split), output_here=self.output_here)
         return found
@@ -156,6 +170,7 @@ class GenerationStats:
     prompt_tokens_per_s: float | None = None
     tokens_per_s: float | None = None  # decode only: tokens after the first over the time after the first
     stop_reason: StopReason = "eos"
+    queue_ms: float | None = None  # time waiting for a slot and room in the KV pool (a batched model)
 
     def as_dict(self) -> dict[str, Any]:
         def rounded(value: float | None) -> float | None:
@@ -169,6 +184,7 @@ class GenerationStats:
             "prompt_tokens_per_s": rounded(self.prompt_tokens_per_s),
             "tokens_per_s": rounded(self.tokens_per_s),
             "stop_reason": self.stop_reason,
+            **({} if self.queue_ms is None else {"queue_ms": rounded(self.queue_ms)}),
         }
 
     @classmethod
@@ -185,11 +201,34 @@ class GenerationStats:
             ("prompt_tokens_per_s", (int, float)),
             ("tokens_per_s", (int, float)),
             ("stop_reason", str),
+            ("queue_ms", (int, float)),
         ):
             value = data.get(name)
             if isinstance(value, kinds) and not isinstance(value, bool):
                 setattr(found, name, value)
         return found
+
+
+@dataclass(frozen=True)
+class SlotState:
+    """One slot of a model: a sequence place in its context, and what it holds now (GET /slots)."""
+
+    id: int
+    busy: bool
+    n_ctx: int  # the most tokens its sequence may hold
+    cached: int  # tokens its KV cells hold (a busy slot's prompt and reply so far; an idle one's prompt cache)
+    prompt_tokens: int = 0  # the running request's
+    completion_tokens: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "is_processing": self.busy,
+            "n_ctx": self.n_ctx,
+            "cached_tokens": self.cached,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
 
 
 class Generation(Protocol):
@@ -209,6 +248,7 @@ class Model(Protocol):
 
     params: LoadParams
     load_ms: float
+    parallel: int  # generations that may run at once (1: one after another)
 
     @property
     def n_ctx(self) -> int:
@@ -244,6 +284,10 @@ class Model(Protocol):
     ) -> Generation:
         """A completion of `prompt_tokens` with `options`; a set `cancel` (even before it starts) ends it with
         stop_reason "interrupted"."""
+        ...
+
+    def slots(self) -> list[SlotState]:
+        """Each slot's state, for a server's /slots."""
         ...
 
     def close(self) -> None:

@@ -39,6 +39,7 @@ class LocalGeneration:
         self.cancel = cancel
         self._abort_callback: Any = None  # the ctypes callback llama.cpp holds while a prompt is read
         self.tokens: list[int] = []
+        self.running = False  # while it is iterated
         llm = self.llm
         cached = common_prefix(llm.input_ids[: llm.n_tokens].tolist(), prompt_tokens) if options.cache_prompt else 0
         self.stats = GenerationStats(
@@ -46,6 +47,13 @@ class LocalGeneration:
         )
 
     def __iter__(self) -> Generator[str, None, None]:
+        self.running = True
+        try:
+            yield from self._generate()
+        finally:
+            self.running = False
+
+    def _generate(self) -> Generator[str, None, None]:
         from edgellm.engine import compat
 
         llm, stats, options = self.llm, self.stats, self.options

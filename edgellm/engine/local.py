@@ -10,7 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgellm.engine.contract import KV_GGML_TYPES, LLAMA_DEFAULT_SEED, GenerationOptions, LoadParams
+from edgellm.engine.contract import (
+    HOST_BATCH,
+    HOST_CONTEXT,
+    KV_GGML_TYPES,
+    LLAMA_DEFAULT_SEED,
+    GenerationOptions,
+    LoadParams,
+    SlotState,
+)
 from edgellm.engine.llama_log import LlamaLog, interrupt_after
 from edgellm.errors import LoadFailed
 from edgellm.reasons import reason
@@ -28,6 +36,8 @@ OUTPUT_WEIGHTS = r"^(output_norm|output|token_embd)\.weight$"
 class LocalModel:
     """A model loaded in this process: the engine contract's `Model` over a llama_cpp.Llama."""
 
+    parallel = 1  # one generation at a time: llama-cpp-python's context holds one sequence
+
     def __init__(self, llm: Any, params: LoadParams, load_ms: float, log: LlamaLog) -> None:
         self.llm = llm  # llama_cpp.Llama: the engine's own (generate.py, compat.py)
         self.params = params
@@ -35,6 +45,7 @@ class LocalModel:
         self.log = log
         self.closed = False
         self._metadata: dict[str, str] = dict(llm.metadata)
+        self._current: LocalGeneration | None = None
 
     @property
     def n_ctx(self) -> int:
@@ -71,7 +82,22 @@ class LocalModel:
         """A completion of `prompt_tokens`: iterate it for text pieces; its stats and tokens once it ends."""
         from edgellm.engine.generate import LocalGeneration
 
-        return LocalGeneration(self.llm, self.n_ctx, prompt_tokens, options, cancel=cancel)
+        self._current = LocalGeneration(self.llm, self.n_ctx, prompt_tokens, options, cancel=cancel)
+        return self._current
+
+    def slots(self) -> list[SlotState]:
+        current = self._current
+        busy = current is not None and current.running
+        return [
+            SlotState(
+                0,
+                busy,
+                self.n_ctx,
+                int(self.llm.n_tokens),
+                current.stats.prompt_tokens if current and busy else 0,
+                current.stats.completion_tokens if current and busy else 0,
+            )
+        ]
 
     def close(self) -> None:
         """Free llama.cpp's model and context."""
@@ -83,7 +109,8 @@ def load(
     params: LoadParams, log: LlamaLog, keep_terminal: bool = False, progress: Callable[[float], None] | None = None
 ) -> LocalModel:
     """Load the model; a failure comes out as a LoadFailed naming the cause found in llama.cpp's log. `progress` is
-    told the fraction loaded as each tensor is read.
+    told the fraction loaded as each tensor is read. With `params.parallel`, its own context stays token-sized: the
+    batched engine (`engine.batched.open_batched`) makes the one that generates.
 
     Unless verbose, llama-cpp-python points file descriptors 1 and 2 at /dev/null while it loads; a full-screen
     UI drawing to them asks `keep_terminal` (llama.cpp's log still goes to `log`)."""
@@ -110,11 +137,12 @@ def load(
 def _llama(params: LoadParams, log: LlamaLog, keep_terminal: bool) -> Any:
     import llama_cpp
 
+    host = params.parallel > 0  # the batched engine makes its own context: this one stays token-sized
     return llama_cpp.Llama(
         model_path=str(params.path),
-        n_ctx=params.n_ctx,
-        n_batch=params.n_batch,
-        n_ubatch=params.n_batch,
+        n_ctx=HOST_CONTEXT if host else params.n_ctx,
+        n_batch=HOST_BATCH if host else params.n_batch,
+        n_ubatch=HOST_BATCH if host else params.n_batch,
         n_threads=params.n_threads,
         n_threads_batch=params.n_threads_batch,
         n_gpu_layers=params.n_gpu_layers,

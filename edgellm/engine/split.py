@@ -29,7 +29,7 @@ from collections.abc import Generator
 from dataclasses import asdict, replace
 from typing import Any
 
-from edgellm.engine.contract import GenerationOptions, GenerationStats, LoadParams, Sampling
+from edgellm.engine.contract import GenerationOptions, GenerationStats, LoadParams, Sampling, SlotState
 from edgellm.engine.llama_log import LlamaLog
 from edgellm.engine.local import LocalModel, load
 from edgellm.errors import EngineFailed, LoadFailed, WorkerLost, WorkerUnreachable
@@ -109,6 +109,8 @@ def lost(endpoints: list[str], silent: bool, phase: str) -> WorkerLost:
 class SplitModel:
     """A model split across RPC workers, run by a child process: the engine contract's `Model`, its vocabulary
     answered by a vocab-only load here."""
+
+    parallel = 1  # one generation at a time: the child runs one
 
     def __init__(
         self,
@@ -201,6 +203,10 @@ class SplitModel:
         self, prompt_tokens: list[int], options: GenerationOptions, cancel: threading.Event | None = None
     ) -> RemoteGeneration:
         return RemoteGeneration(self, prompt_tokens, options, cancel)
+
+    def slots(self) -> list[SlotState]:
+        busy = self._lock.locked()
+        return [SlotState(0, busy, self._n_ctx, 0)]
 
     def close(self) -> None:
         """End the child (it frees the workers' memory) and free the vocabulary, once no generation runs."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from edgellm.engine.contract import HOST_BATCH, HOST_CONTEXT
 from edgellm.plan.spec import ModelSpec
 
 MIB = 2**20
@@ -35,6 +36,8 @@ class EstimateInputs:
     flash_attn: bool = True
     n_ubatch: int = 512
     n_seq: int = 1
+    parallel: int = 0  # the batched engine's sequences, each up to n_ctx, in one pool (and the token-sized context
+    # of the model it runs on); 0: one sequence in llama-cpp-python's own context
     gpu_backend: str | None = None  # cuda, rocm, metal, vulkan
 
 
@@ -118,8 +121,10 @@ def output_offloaded(n_gpu_layers: int) -> bool:
 
 def estimate(spec: ModelSpec, settings: EstimateInputs, gpu_name: str = "GPU") -> MemoryEstimate:
     """Memory per device for `spec` under `settings`; a device with nothing on it is left out."""
-    n_ubatch = min(settings.n_ubatch, padded_ctx(settings.n_ctx))
-    full_cells, swa_cells = kv_cells(spec, settings.n_ctx, n_ubatch, settings.n_seq)
+    pool = settings.n_ctx * max(1, settings.parallel)
+    n_seq = max(settings.n_seq, settings.parallel)
+    n_ubatch = min(settings.n_ubatch, padded_ctx(pool))
+    full_cells, swa_cells = kv_cells(spec, pool, n_ubatch, n_seq)
     on_gpu = set(gpu_layer_range(spec, settings.n_gpu_layers)) if settings.gpu_backend else set()
     output_on_gpu = bool(settings.gpu_backend) and output_offloaded(settings.n_gpu_layers)
     output_weights = spec.output_bytes + (spec.token_embd_bytes if spec.tied_embeddings else 0)
@@ -143,16 +148,27 @@ def estimate(spec: ModelSpec, settings: EstimateInputs, gpu_name: str = "GPU") -
         kv_cache = sum(kv_layer_bytes(spec, layer, cell, settings.kv) for layer, cell in zip(layers, cells))
         n_kv = max(cells, default=0)
         compute = compute_bytes(spec, n_ubatch, n_kv, settings.flash_attn, has_output, bool(layers))
-        output_buffer = spec.n_vocab * 4 * settings.n_seq if not is_gpu else 0
+        output_buffer = spec.n_vocab * 4 * n_seq if not is_gpu else 0
+        logits_only = has_output and compute == n_ubatch * 4 * (spec.n_vocab + 2 * spec.n_embd)
+        if settings.parallel > 0:  # the model's own context beside the batched engine's: token-sized
+            host_full, host_swa = kv_cells(spec, HOST_CONTEXT, HOST_BATCH)
+            host_cells = [host_swa if spec.swa_layers[layer] else host_full for layer in layers]
+            kv_cache += sum(kv_layer_bytes(spec, layer, cell, settings.kv) for layer, cell in zip(layers, host_cells))
+            compute += compute_bytes(
+                spec, HOST_BATCH, max(host_cells, default=0), settings.flash_attn, has_output, bool(layers)
+            )
+            output_buffer += spec.n_vocab * 4 if not is_gpu else 0
         overhead = GPU_RUNTIME_OVERHEAD.get(settings.gpu_backend or "", 0) if is_gpu else CPU_OVERHEAD + output_buffer
         notes.setdefault("weights", describe_weights(spec, layers, has_output, is_gpu))
-        notes["kv_cache"] = describe_kv(spec, layers, full_cells, swa_cells, settings.kv)
+        notes["kv_cache"] = describe_kv(spec, layers, full_cells, swa_cells, settings.kv) + (
+            f", one pool for {settings.parallel} sequences of up to {settings.n_ctx}" if settings.parallel > 0 else ""
+        )
         notes["compute"] = (
             f"logits of a {n_ubatch}-token batch: {spec.n_vocab} × {n_ubatch} × 4 bytes"
-            if has_output and compute == n_ubatch * 4 * (spec.n_vocab + 2 * spec.n_embd)
+            if logits_only
             else f"activations of a {n_ubatch}-token batch"
             + ("" if settings.flash_attn else f" with {n_kv}-cell attention scores")
-        )
+        ) + (f", and of the model's own {HOST_BATCH}-token context" if settings.parallel > 0 else "")
         notes["overhead"] = (
             "GPU runtime context and workspaces"
             if is_gpu

@@ -24,6 +24,7 @@ def load_params(path: Path, plan: Plan, seed: int = -1) -> LoadParams:
         n_batch=plan.n_ubatch,
         use_mmap=plan.use_mmap,
         use_mlock=plan.use_mlock,
+        parallel=plan.parallel,
     )
 
 

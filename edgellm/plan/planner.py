@@ -49,6 +49,9 @@ class Wishes:
     gpu_margin: int | None = None  # bytes kept free on a discrete GPU (default 1 GiB)
     force: bool = False
     n_ubatch: int | None = None  # tokens per micro-batch; None: 512, less when its buffers do not fit
+    parallel: int | str = 0  # sequences decoded together (a server): N, "auto", or 0 for one at a time (a chat)
+    parallel_measured: tuple[tuple[int, float], ...] = ()  # (sequences, aggregate decode tokens/s) measured on
+    # this device (`bench --parallel`), for "auto"
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class Plan:
     unified_memory: bool
     fits: bool
     reasons: dict[str, Reason] = field(default_factory=dict)  # per setting, why it was chosen
+    parallel: int = 0  # sequences decoded together, each up to n_ctx; 0: one at a time
     notices: tuple[Reason, ...] = ()  # what was changed to fit, or that it does not
 
     @property
@@ -179,7 +183,9 @@ class Fitter:
     ubatch: int = UBATCH_OPTIONS[0]
 
     def estimate(self, n_ctx: int, kv: str, layers: int = 0) -> MemoryEstimate:
+        parallel = self.wishes.parallel
         settings = EstimateInputs(
+            parallel=parallel if isinstance(parallel, int) else 0,
             n_ctx=n_ctx,
             n_gpu_layers=layers,
             kv=kv,
@@ -233,8 +239,67 @@ class Fitter:
         return best
 
 
+PARALLEL_DEFAULT = 4  # llama-server's automatic slot count, when this device has measured nothing
+PARALLEL_WORTH = 1.15  # a doubling of the sequences is worth it when it brings this much more aggregate decode
+
+
 def plan(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes = Wishes()) -> Plan:
     """Choose the settings for `spec` on `profile`; PlanError when the wishes cannot fit (unless force)."""
+    if wishes.parallel == "auto":
+        return plan_parallel(profile, spec, wishes)
+    found = plan_one(profile, spec, wishes)
+    if isinstance(wishes.parallel, int) and wishes.parallel > 0:
+        found.reasons["parallel"] = reason("parallel_asked", parallel=wishes.parallel, n_ctx=found.n_ctx)
+        return replace(found, parallel=wishes.parallel)
+    return found
+
+
+def parallel_worth(measured: tuple[tuple[int, float], ...]) -> tuple[list[int], Reason]:
+    """The sequence counts worth decoding together on this device, the most first, and why: from what `bench
+    --parallel` measured here (a count is worth it when it decodes PARALLEL_WORTH times the aggregate of the last
+    count worth it), else llama-server's default and the halvings below it."""
+    found = sorted((count, speed) for count, speed in measured if count >= 1 and speed > 0)
+    if not found:
+        return [PARALLEL_DEFAULT, 2, 1], reason("parallel_default", parallel=PARALLEL_DEFAULT)
+    worth = [found[0]]
+    for count, speed in found[1:]:
+        if speed >= worth[-1][1] * PARALLEL_WORTH:
+            worth.append((count, speed))
+    best, base = worth[-1], found[0]
+    counts = [count for count, _ in reversed(worth)]
+    return counts + ([1] if 1 not in counts else []), reason(
+        "parallel_measured",
+        parallel=best[0],
+        gain=round(best[1] / base[1], 2) if base[1] else 1.0,
+        base=base[0],
+        tokens_per_s=round(best[1], 1),
+        measured=tuple(count for count, _ in found),
+    )
+
+
+def plan_parallel(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes) -> Plan:
+    """`parallel` auto: the most sequences worth it (`parallel_worth`) that fit beside the context one sequence
+    would get."""
+    single = plan_one(profile, spec, replace(wishes, parallel=1))
+    counts, why = parallel_worth(wishes.parallel_measured)
+    for count in counts:
+        if count == 1:
+            break
+        try:
+            found = plan_one(profile, spec, replace(wishes, parallel=count, force=False))
+        except PlanError:
+            continue
+        if found.n_ctx >= single.n_ctx:
+            found.reasons["parallel"] = why
+            return replace(found, parallel=count)
+    single.reasons["parallel"] = (
+        why if counts[0] == 1 else reason("parallel_memory", wanted=counts[0], n_ctx=single.n_ctx)
+    )
+    return replace(single, parallel=1)
+
+
+def plan_one(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes) -> Plan:
+    """The settings for a fixed number of sequences (`wishes.parallel`, an int)."""
     gpu, no_gpu_reason = usable_gpu(profile)
     backend = gpu.backend if gpu else build_backend(profile)
     flash_attn = flash_attention(wishes.flash_attn, backend)

@@ -121,7 +121,12 @@ def render(
     lines.append("Settings" + ("" if plan.fits else "  (DOES NOT FIT: forced)"))
     labels = (
         ("n_gpu_layers", "n_gpu_layers", plan.n_gpu_layers),
-        ("n_ctx", "n_ctx", plan.n_ctx),
+        ("n_ctx", "n_ctx", plan.n_ctx if not plan.parallel else f"{plan.n_ctx} per slot"),
+        *(
+            (("parallel", "parallel", f"{plan.parallel} ({plan.n_ctx * plan.parallel} pooled)"),)
+            if plan.parallel
+            else ()
+        ),
         ("n_ubatch", "n_batch", plan.n_ubatch),
         ("threads", "threads", f"{plan.n_threads} (batch {plan.n_threads_batch})"),
         ("flash_attn", "flash_attn", "on" if plan.flash_attn else "off"),

@@ -22,16 +22,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgellm.api import openai
 from edgellm.api.openai import Answer, ApiError, CompletionRequest
+from edgellm.engine.batched import BatchedModel
 from edgellm.errors import ContextOverflow, EdgellmError, TemplateRefused, WorkerLost, WorkerUnreachable
 from edgellm.server.config import ServerConfig
-from edgellm.server.metrics import CONTENT_TYPE, Metrics, render
+from edgellm.server.metrics import CONTENT_TYPE, Batching, Metrics, render
 from edgellm.server.scheduler import Ended, Job, QueueFull, Scheduler, ShuttingDown
 from edgellm.session.completion import ChatModel, Prepared
 from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply
 
 RETRY_AFTER_S = 5
 CLIENT_GONE = 499  # nginx's status for a client that closed the connection before the answer
-ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics")
+ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "/slots")
 
 
 @dataclass
@@ -74,8 +75,23 @@ class ServerState:
     def metrics_text(self) -> str:
         running_tokens = sum(reply.stats.completion_tokens for reply in self.running.values() if reply.stats)
         return render(
-            self.metrics, self.scheduler.waiting, int(self.scheduler.busy), running_tokens, self.model is not None
+            self.metrics,
+            self.scheduler.waiting,
+            self.scheduler.busy,
+            running_tokens,
+            self.model is not None,
+            batching=self.batching(),
         )
+
+    def batching(self) -> Batching:
+        if self.model is None:
+            return Batching(slots=self.scheduler.parallel)
+        engine = self.model.model
+        slots = engine.slots()
+        busy = sum(slot.busy for slot in slots)
+        if isinstance(engine, BatchedModel):
+            return Batching(len(slots), busy, engine.steps, engine.step_tokens, engine.step_sequences)
+        return Batching(len(slots), busy)
 
 
 def create_app(state: ServerState) -> FastAPI:
@@ -134,6 +150,14 @@ def create_app(state: ServerState) -> FastAPI:
     @app.get("/metrics", dependencies=[Depends(require_key)])
     async def metrics() -> Response:
         return Response(state.metrics_text(), media_type=CONTENT_TYPE)
+
+    @app.get("/slots", dependencies=[Depends(require_key)])
+    async def slots(request: Request) -> JSONResponse:
+        """Each slot's state, as llama-server's /slots shows it."""
+        model = state.model
+        found = [slot.as_dict() for slot in model.model.slots()] if model is not None else []
+        state.metrics.answered(request.url.path, 200)
+        return JSONResponse(found)
 
     @app.get("/v1/models", dependencies=[Depends(require_key)])
     async def models(request: Request) -> JSONResponse:
@@ -267,7 +291,7 @@ async def _complete(state: ServerState, http: Request, chat: bool) -> Response:
     except (QueueFull, ShuttingDown) as refusal:
         raise _refused(refusal) from None
     watcher = asyncio.create_task(_watch_disconnect(http, state.scheduler, job))
-    finish = _Finish(state, http, reply, started)
+    finish = _Finish(state, http, reply, started, job)
     try:
         first = await job.events.get()
     except BaseException:  # the handler was cancelled while its request waited
@@ -392,9 +416,15 @@ async def _watch_disconnect(http: Request, scheduler: Scheduler, job: Job) -> No
 class _Finish:
     """Counts and logs one request once, however it ends."""
 
-    def __init__(self, state: ServerState, http: Request, reply: Reply, started: float) -> None:
-        self.state, self.http, self.reply, self.started = state, http, reply, started
+    def __init__(self, state: ServerState, http: Request, reply: Reply, started: float, job: Job) -> None:
+        self.state, self.http, self.reply, self.started, self.job = state, http, reply, started, job
         self._done = False
+
+    @property
+    def queued_s(self) -> float:
+        """How long the job waited in the server's queue for a runner."""
+        job = self.job
+        return 0.0 if job.started_at is None else max(0.0, job.started_at - job.submitted_at)
 
     def end(self, status: int, error: BaseException | None = None) -> None:
         """Count the request and its tokens, and log one line (with the traceback of a reply that broke)."""
@@ -406,7 +436,10 @@ class _Finish:
         path = self.http.url.path
         state.metrics.answered(path, status)
         if stats is not None:
-            state.metrics.replied(stats.prompt_tokens, stats.completion_tokens, stats.ttft_ms, stats.tokens_per_s)
+            queued = self.queued_s + (stats.queue_ms or 0.0) / 1000
+            state.metrics.replied(
+                stats.prompt_tokens, stats.completion_tokens, stats.ttft_ms, stats.tokens_per_s, queued
+            )
         speed = f" {stats.tokens_per_s:.1f} tok/s" if stats and stats.tokens_per_s else ""
         tokens = f" {stats.prompt_tokens}+{stats.completion_tokens} tokens" if stats else ""
         gone = " (client went away)" if status == CLIENT_GONE else ""

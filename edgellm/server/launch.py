@@ -129,7 +129,7 @@ def serve(config: ServerConfig, listen: Listen, load: Callable[[], ChatModel], l
     def stop() -> None:
         if not state.stopping:
             state.stopping = True
-            log("stopping: finishing the reply in flight, refusing the waiting requests")
+            log("stopping: finishing the replies in flight, refusing the waiting requests")
         scheduler.drain()
 
     server = _Server(
@@ -149,7 +149,9 @@ def serve(config: ServerConfig, listen: Listen, load: Callable[[], ChatModel], l
     def load_model() -> None:
         try:
             started = time.perf_counter()
-            state.model = load()
+            model = load()
+            scheduler.grow(model.model.parallel)  # as many runners as the model has slots
+            state.model = model
             log(f"model loaded in {time.perf_counter() - started:.1f} s; ready")
         except BaseException as error:
             failure.append(error)

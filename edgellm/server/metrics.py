@@ -21,15 +21,22 @@ class Metrics:
     prompt_seconds: float = 0.0  # prompt evaluation, up to the first token
     decode_seconds: float = 0.0  # the tokens after the first
     last_tokens_per_s: float = 0.0
+    queue_seconds: float = 0.0  # replies' waits for a slot (the server's queue and the KV pool's)
     started: float = field(default_factory=time.time)
 
     def answered(self, endpoint: str, status: int) -> None:
         self.requests[(endpoint, str(status))] += 1
 
     def replied(
-        self, prompt_tokens: int, completion_tokens: int, ttft_ms: float | None, tokens_per_s: float | None
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        ttft_ms: float | None,
+        tokens_per_s: float | None,
+        queue_s: float = 0.0,
     ) -> None:
         """Count one finished (or stopped) reply."""
+        self.queue_seconds += queue_s
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
         if ttft_ms:
@@ -39,6 +46,17 @@ class Metrics:
             self.decode_seconds += max(0, completion_tokens - 1) / tokens_per_s
 
 
+@dataclass(frozen=True)
+class Batching:
+    """What the model's slots and steps show now (a batched model's; a single-sequence model has one slot)."""
+
+    slots: int = 1
+    busy: int = 0
+    steps: int = 0  # decode calls so far
+    step_tokens: int = 0  # tokens those calls held
+    step_sequences: int = 0  # tokens sampled by those calls: the sequences decoding together, summed
+
+
 def render(
     metrics: Metrics,
     waiting: int,
@@ -46,8 +64,10 @@ def render(
     running_tokens: int,
     loaded: bool,
     now: Callable[[], float] = time.time,
+    batching: Batching = Batching(),
 ) -> str:
-    """The exposition text; `running_tokens` is the reply in progress, so the token count grows as it is written."""
+    """The exposition text; `running_tokens` is the replies in progress, so the token count grows as they are
+    written."""
     families: list[tuple[str, str, str, list[tuple[dict[str, str], float]]]] = [
         (
             "edgellm_requests_total",
@@ -88,8 +108,29 @@ def render(
             "Decode speed of the last reply, tokens per second.",
             [({}, metrics.last_tokens_per_s)],
         ),
+        (
+            "edgellm_queue_seconds_total",
+            "counter",
+            "Seconds the replies waited for a slot and room in the KV pool.",
+            [({}, metrics.queue_seconds)],
+        ),
         ("edgellm_queue_depth", "gauge", "Requests waiting for the model.", [({}, waiting)]),
-        ("edgellm_requests_running", "gauge", "Requests generating now (0 or 1).", [({}, running)]),
+        ("edgellm_requests_running", "gauge", "Requests generating now.", [({}, running)]),
+        ("edgellm_slots", "gauge", "Sequences the model decodes together (--parallel).", [({}, batching.slots)]),
+        ("edgellm_slots_busy", "gauge", "Slots generating now.", [({}, batching.busy)]),
+        ("edgellm_decode_steps_total", "counter", "Batched decode calls (llama_decode).", [({}, batching.steps)]),
+        (
+            "edgellm_batch_tokens_total",
+            "counter",
+            "Tokens those calls held (prompt chunks and one token per generating slot).",
+            [({}, batching.step_tokens)],
+        ),
+        (
+            "edgellm_busy_slots_per_decode",
+            "gauge",
+            "Average sequences sampled per decode call: the batch occupancy (llama-server's n_busy_slots_per_decode).",
+            [({}, round(batching.step_sequences / batching.steps, 3) if batching.steps else 0.0)],
+        ),
         ("edgellm_model_loaded", "gauge", "1 once the model is loaded and requests are served.", [({}, int(loaded))]),
         (
             "edgellm_uptime_seconds",

@@ -1,9 +1,10 @@
-"""One generation at a time on the model, the rest waiting in order in a bounded queue.
+"""As many generations at once as the model decodes together, the rest waiting in order in a bounded queue.
 
-llama.cpp's context holds one sequence, so requests take turns: a model thread runs the jobs one after another,
-first come first served, and hands each job's events to the event loop that waits for them. Past the bound a
-request is refused at once (QueueFull). A job whose client went away is withdrawn, or stopped at its next token.
-`drain` (SIGTERM) lets the running job finish and answers the waiting ones with ShuttingDown.
+`parallel` runner threads (the model's slots: one for a single-sequence model) take the jobs first come first served
+and hand each job's events to the event loop that waits for them; the batched engine under them decodes the running
+jobs together. Past the bound a request is refused at once (QueueFull). A job whose client went away is withdrawn,
+or stopped at its next token. `drain` (SIGTERM) lets the running jobs finish and answers the waiting ones with
+ShuttingDown.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class Job:
     loop: asyncio.AbstractEventLoop
     cancel: threading.Event = field(default_factory=threading.Event)
     events: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    submitted_at: float = field(default_factory=time.monotonic)
+    started_at: float | None = None  # when a runner took it
     _held: list[Any] = field(default_factory=list)
     _sent_at: float = -BATCH_S  # when the work's events were last handed over: the first goes at once
 
@@ -81,24 +84,35 @@ class Job:
 
 
 class Scheduler:
-    """Runs jobs one at a time on its own thread; up to `waiting_limit` more wait their turn."""
+    """Runs up to `parallel` jobs at once, each on a runner thread; up to `waiting_limit` more wait their turn."""
 
-    def __init__(self, waiting_limit: int) -> None:
+    def __init__(self, waiting_limit: int, parallel: int = 1) -> None:
         self.waiting_limit = waiting_limit
         self._waiting: deque[Job] = deque()
-        self._running: Job | None = None
+        self._running: list[Job] = []
         self._closed = False
         self._condition = threading.Condition()
-        self._thread = threading.Thread(target=self._serve, name="edgellm-model", daemon=True)
-        self._thread.start()
+        self.parallel = 0
+        self._threads: list[threading.Thread] = []
+        self.grow(parallel)
+
+    def grow(self, parallel: int) -> None:
+        """Run up to `parallel` jobs at once from now on (once the model is loaded and its slots known)."""
+        with self._condition:
+            while self.parallel < parallel:
+                self.parallel += 1
+                thread = threading.Thread(target=self._serve, name=f"edgellm-runner-{self.parallel}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
 
     @property
     def waiting(self) -> int:
         return len(self._waiting)
 
     @property
-    def busy(self) -> bool:
-        return self._running is not None
+    def busy(self) -> int:
+        """Jobs running now."""
+        return len(self._running)
 
     def check_room(self) -> None:
         """QueueFull or ShuttingDown if a job submitted now would be refused: asked before a request's prompt is
@@ -116,7 +130,7 @@ class Scheduler:
     def _refuse_if_full(self) -> None:
         if self._closed:
             raise ShuttingDown()
-        if (self._running is not None or self._waiting) and len(self._waiting) >= self.waiting_limit:
+        if (len(self._running) >= self.parallel or self._waiting) and len(self._waiting) >= self.waiting_limit:
             raise QueueFull()
 
     def withdraw(self, job: Job) -> None:
@@ -128,20 +142,23 @@ class Scheduler:
                 job.deliver(Ended())
 
     def drain(self, stop_running: bool = False) -> None:
-        """Take no more jobs: the waiting ones end with ShuttingDown; the running one finishes, or stops at its
+        """Take no more jobs: the waiting ones end with ShuttingDown; the running ones finish, or stop at their
         next token if `stop_running` (a forced exit)."""
         with self._condition:
             self._closed = True
             refused, self._waiting = list(self._waiting), deque()
-            if stop_running and self._running is not None:
-                self._running.cancel.set()
+            if stop_running:
+                for job in self._running:
+                    job.cancel.set()
             self._condition.notify_all()
         for job in refused:
             job.deliver(Ended(ShuttingDown()))
 
     def join(self, timeout: float | None = None) -> None:
-        """Wait for the model thread to finish its last job (after drain)."""
-        self._thread.join(timeout)
+        """Wait for the runners to finish their last jobs (after drain)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in list(self._threads):
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def _serve(self) -> None:
         while True:
@@ -150,12 +167,13 @@ class Scheduler:
                     self._condition.wait()
                 if not self._waiting:
                     return
-                job = self._running = self._waiting.popleft()
+                job = self._waiting.popleft()
+                self._running.append(job)
             try:
                 self._run(job)
             finally:
                 with self._condition:
-                    self._running = None
+                    self._running.remove(job)
 
     @staticmethod
     def _run(job: Job) -> None:
@@ -163,6 +181,7 @@ class Scheduler:
         if job.cancel.is_set():
             job.deliver(Ended())
             return
+        job.started_at = time.monotonic()
         job.deliver(Started())
         error: BaseException | None = None
         try:

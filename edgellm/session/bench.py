@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 from edgellm import __version__, paths
 from edgellm.bench import results
 from edgellm.bench.measure import BenchRequest, PeakMemory, measure, now_iso
+from edgellm.bench.parallel import ParallelRequest
 from edgellm.engine.contract import Model
 from edgellm.engine.llama_log import interrupt_after
 from edgellm.errors import DoesNotFit, EdgellmError, EngineFailed
@@ -303,4 +304,65 @@ def measure_plans(
             "flash_attn": flash_attn,
         },
         "runs": runs,
+    }
+
+
+def run_parallel_bench(
+    host: ModelHost, request: ParallelRequest, cancel: threading.Event | None = None
+) -> tuple[DeviceProfile, dict[str, Any]]:
+    """`bench --parallel`: the model the host's flags name, loaded with the batched engine for the largest count (a
+    context per sequence of the request's length, unless -c), measured at each count; the result record, whose
+    figures `serve --parallel auto` reads."""
+    from edgellm.bench.parallel import measure_parallel
+    from edgellm.engine.batched import BatchedModel
+
+    flags, report = host.flags, host.report
+    if flags.rpc:
+        raise EdgellmError("bench --parallel measures this machine's batched engine; drop --rpc")
+    ctx = flags.ctx_size or -(-request.context_needed() // CTX_STEP) * CTX_STEP
+    planned = host.plan(replace(flags, ctx_size=ctx, parallel=max(request.counts)))
+    profile, spec, path = planned.profile, planned.choice.spec, planned.choice.path
+    for notice in planned.notices:
+        report(notice)
+    total = len(request.counts) * request.repetitions + 1
+    done = 0
+
+    def step(what: str) -> None:
+        nonlocal done
+        report(Progress(f"bench: {what}", done, total, unit="runs"))
+        done += 1
+
+    peak = PeakMemory()
+    with ctrl_c_sets(cancel or threading.Event()) as stop:
+        step("loading")
+        peak_since = peak.reset()
+        try:
+            with interrupt_after():
+                engine = host.load(planned).model
+            if not isinstance(engine, BatchedModel):
+                raise EngineFailed("the model did not load with the batched engine")
+            rows = measure_parallel(engine, request, step, stop)
+            load_ms = engine.load_ms
+        finally:
+            host.close()
+            gc.collect()
+    report(Progress("bench", total, total, unit="runs", finished=True))
+    return profile, {
+        "schema": results.SCHEMA,
+        "when": now_iso(),
+        "edgellm": __version__,
+        "device": device_record(profile),
+        "model": model_record(path, spec),
+        "request": {
+            "pp": request.pp,
+            "tg": request.tg,
+            "repetitions": request.repetitions,
+            "parallel": list(request.counts),
+        },
+        "runs": [],  # no single-sequence runs: this record's figures are in "parallel"
+        "parallel": rows,
+        "settings": planned.params.as_dict(),
+        "load_ms": round(load_ms, 1),
+        "peak_rss_bytes": peak.peak(),
+        "peak_rss_since": peak_since,
     }

@@ -2,7 +2,8 @@
 
 It renders messages with the model's chat template, keeps them inside the context by dropping the oldest
 turns, reuses the KV cache across calls (a next turn processes only its new tokens), and streams the reply
-with reasoning kept apart. Options come with each call; one call runs at a time (a lock), so a server's
+with reasoning kept apart. Options come with each call; as many calls run at once as the model decodes together
+(`Model.parallel`: one for a chat's model, the slots of a batched server's), the rest wait their turn, so a server's
 requests and a chat's turns can share one model. It writes no history: the session does that.
 """
 
@@ -22,6 +23,7 @@ from edgellm.templates.reasoning import ReasoningSplitter, StopMatcher
 from edgellm.templates.sandbox import TemplateLimit
 
 MIN_REPLY_ROOM = 64
+RECENT_CALLS = 16  # prompts + replies remembered as tokens, so a client re-sending its conversation hits its cache
 Messages = list[dict[str, str]]
 
 
@@ -35,14 +37,18 @@ class Prepared:
 
 @dataclass
 class ChatModel:
-    """A model that completes conversations (and raw prompts), one call at a time."""
+    """A model that completes conversations (and raw prompts), `model.parallel` calls at a time."""
 
     model: Model  # the engine's
     template: ChatTemplate
     base_model: bool = False  # no chat template and no instruct-style name: it will ramble, not chat
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _previous: tuple[str, list[int]] = ("", [])  # the last call's prompt + reply, as text and as tokens
+    _turns: threading.Semaphore = field(init=False)  # one per call the model runs at once
+    _recent: list[tuple[str, list[int]]] = field(default_factory=list)  # recent calls' prompt + reply, as text and
+    # as tokens, the latest first
     _special: tuple[str, str] | None = None  # BOS and EOS as text
+
+    def __post_init__(self) -> None:
+        self._turns = threading.Semaphore(max(1, self.model.parallel))
 
     @classmethod
     def for_model(cls, engine: Model, architecture: str) -> ChatModel:
@@ -61,8 +67,9 @@ class ChatModel:
 
     def close(self) -> None:
         """Free llama.cpp's model and context, once no call is running on them."""
-        with self._lock:
-            self.model.close()
+        for _ in range(max(1, self.model.parallel)):
+            self._turns.acquire()
+        self.model.close()
 
     @property
     def n_ctx(self) -> int:
@@ -116,12 +123,19 @@ class ChatModel:
         return max(MIN_REPLY_ROOM, min(wanted, self.n_ctx // 2))
 
     def prompt_tokens(self, text: str) -> list[int]:
-        """The prompt's tokens, extending the previous call's exactly when the text extends it: the KV cache
-        then holds every token but the new ones."""
-        previous_text, previous_tokens = self._previous  # one read: another thread may replace it meanwhile
-        if previous_text and text.startswith(previous_text):
-            return previous_tokens + self.tokenize(text[len(previous_text) :])
+        """The prompt's tokens, extending a recent call's exactly when the text extends it (the longest such): the
+        KV cache then holds every token but the new ones."""
+        found: tuple[str, list[int]] = ("", [])
+        for previous_text, previous_tokens in list(self._recent):  # a copy: another thread may change it meanwhile
+            if len(previous_text) > len(found[0]) and text.startswith(previous_text):
+                found = (previous_text, previous_tokens)
+        if found[0]:
+            return found[1] + self.tokenize(text[len(found[0]) :])
         return self.tokenize(text)
+
+    def _remember(self, text: str, tokens: list[int]) -> None:
+        recent = [(text, tokens)] + [call for call in self._recent if call[0] != text]
+        self._recent = recent[:RECENT_CALLS]
 
     def prepare(self, messages: Messages, options: GenerationOptions = GenerationOptions()) -> Prepared:
         """Fit the conversation into the context and tokenize it; ContextOverflow if one message is too long."""
@@ -148,7 +162,7 @@ class ChatModel:
         cancel: threading.Event | None = None,
     ) -> Generator[AnswerPiece | ReasoningPiece, None, None]:
         """Yield the reply's pieces, filling `reply` as they come; `cancel` stops it, even before it starts."""
-        with self._lock:
+        with self._turns:
             yield from self._stream(prepared, reply, options, cancel)
 
     def _stream(
@@ -179,7 +193,7 @@ class ChatModel:
             pieces.close()  # ends llama.cpp's generation and completes the timings, also when closed early
             reply.stats = generation.stats
             reply.context_used = len(prepared.tokens) + len(generation.tokens)
-            self._previous = (prepared.text + "".join(raw), prepared.tokens + generation.tokens)
+            self._remember(prepared.text + "".join(raw), prepared.tokens + generation.tokens)
 
 
 class PlainText:

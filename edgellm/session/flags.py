@@ -212,6 +212,7 @@ class Flags:
     force: bool
     verbose: bool
     rpc: tuple[Endpoint, ...] = ()  # RPC workers the model is split across; only from --rpc
+    parallel: int | str = 0  # sequences decoded together (serve, run --batch): N or "auto"; 0: one at a time
 
     def wishes(self) -> Wishes:
         """What these flags ask of the planner (None: choose for me), the margins included."""
@@ -224,6 +225,7 @@ class Flags:
             force=self.force,
             ram_margin=None if self.ram_margin is None else self.ram_margin * MIB,
             gpu_margin=None if self.gpu_margin is None else self.gpu_margin * MIB,
+            parallel=0 if self.rpc else self.parallel,
         )
 
     def generation_options(self, chat: bool = False) -> GenerationOptions:
@@ -295,6 +297,9 @@ def flags_from(args: object, config: dict[str, Any]) -> Flags:
         if field.name == "rpc":
             values["rpc"] = tuple(getattr(args, "rpc", None) or ())
             continue
+        if field.name == "parallel":
+            values["parallel"] = getattr(args, "parallel", None) or 0
+            continue
         given = getattr(args, field.name, None)
         values[field.name] = given if given is not None else config.get(field.name, defaults[field.name])
     return Flags(**values)
@@ -303,6 +308,16 @@ def flags_from(args: object, config: dict[str, Any]) -> Flags:
 def flags_of(args: object) -> Flags:
     """The flags given, with EDGELLM_HOME/config.toml filling what the command line left out."""
     return flags_from(args, load_config(paths.config_path()))
+
+
+def parallel(text: str) -> int | str:
+    """--parallel: auto, or how many sequences decode together (1 to 256, llama.cpp's most)."""
+    if text == "auto":
+        return text
+    value = positive_int(text)
+    if value > 256:
+        raise ValueError("must be auto or from 1 to 256 (llama.cpp decodes at most 256 sequences together)")
+    return value
 
 
 def config_wishes(ctx: int | None = None) -> Wishes:

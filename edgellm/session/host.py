@@ -118,6 +118,10 @@ class ModelHost:
             return SplitModel.open(
                 planned.params, planned.watched_workers, log, keep_terminal=self.full_screen, cancel=self._cancel
             )
+        if planned.params.parallel > 0:
+            from edgellm.engine.batched import open_batched
+
+            return open_batched(planned.params, log, keep_terminal=self.full_screen)
         from edgellm.engine.local import load
 
         return load(planned.params, log, keep_terminal=self.full_screen)

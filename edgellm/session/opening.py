@@ -6,7 +6,7 @@ reported as events; the model host (session.host) loads what is planned here, an
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -98,6 +98,10 @@ def _planned(
     path: Path, wishes: Wishes, profile: DeviceProfile, stored: store.StoredModel | None = None
 ) -> ModelChoice:
     spec = read_spec(path)
+    if wishes.parallel == "auto":
+        from edgellm.bench.results import parallel_measured
+
+        wishes = replace(wishes, parallel_measured=parallel_measured(profile, path.name, spec.file_bytes))
     try:
         choice = ModelChoice(path, spec, plan(profile, spec, wishes))
     except PlanError as error:

@@ -42,13 +42,6 @@ def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {KEY}"}
 
 
-def stream_text(client: openai.OpenAI, content: str, max_tokens: int = 12) -> str:
-    chunks = client.chat.completions.create(
-        model="any", messages=[{"role": "user", "content": content}], max_tokens=max_tokens, temperature=0, stream=True
-    )
-    return "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
-
-
 def test_chat_non_streaming_and_streaming_agree(client: openai.OpenAI, test_model: Path) -> None:
     """Greedy chat, whole and streamed: the same text, usage that counts the tokens, the model's id."""
     messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a colour."}]
@@ -215,15 +208,35 @@ def test_a_prompt_longer_than_the_context_is_400(client: openai.OpenAI) -> None:
     assert raised.value.body["code"] == "context_length_exceeded"
 
 
-def test_concurrent_streams_each_equal_the_request_made_alone(client: openai.OpenAI) -> None:
-    """16 streaming requests at once wait their turn and give exactly what each gives alone (greedy)."""
+def test_concurrent_streams_each_end_as_asked(client: openai.OpenAI) -> None:
+    """16 streaming requests at once, more than the slots: each waits its turn or decodes beside the others, and
+    ends with the tokens it asked for. (Batched output is not bit-equal to a request made alone: llama.cpp's batched
+    kernels round differently; test_batched_engine checks one sequence through the batched engine is.)"""
     prompts = ["Hi", "Name a fruit.", "Count to five.", "What is the sky's colour?"]
-    alone = {prompt: stream_text(client, prompt, 16) for prompt in prompts}
-    assert all(alone.values())
-    asked = [prompts[i % len(prompts)] for i in range(16)]
+
+    def ask(index: int) -> tuple[str, int, str | None]:
+        stream = client.completions.create(
+            model="any",
+            prompt=prompts[index % 4],
+            max_tokens=4 + index,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+        text, usage, finish = "", 0, None
+        for chunk in stream:
+            if chunk.choices:
+                text += chunk.choices[0].text
+                finish = chunk.choices[0].finish_reason or finish
+            if chunk.usage:
+                usage = chunk.usage.completion_tokens
+        return text, usage, finish
+
     with ThreadPoolExecutor(16) as pool:
-        together = list(pool.map(lambda prompt: stream_text(client, prompt, 16), asked))
-    assert together == [alone[prompt] for prompt in asked]
+        answers = list(pool.map(ask, range(16)))
+    assert [usage for _, usage, _ in answers] == [4 + index for index in range(16)]
+    assert all(text for text, _, _ in answers)
+    assert {finish for _, _, finish in answers} == {"length"}
 
 
 def test_a_client_that_leaves_stops_its_generation(server: ServerProcess, client: openai.OpenAI) -> None:
@@ -295,12 +308,14 @@ def test_rss_stays_flat_over_200_requests(server: ServerProcess, client: openai.
 
 @pytest.fixture
 def small_queue(test_model: Path, tmp_path: Path):
-    """A server where one request may wait, no key, the sampler's defaults."""
+    """A server with one slot where one request may wait, no key, the sampler's defaults."""
     started = ServerProcess(
         "-m",
         str(test_model),
         "-c",
         str(CTX),
+        "--parallel",
+        "1",
         "--queue",
         "1",
         "--temp",

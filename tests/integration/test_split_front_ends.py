@@ -72,7 +72,7 @@ def test_a_chat_keeps_its_reply_when_the_worker_goes_and_goes_on_when_it_is_back
         saved = history.messages(session.conversation_id)
         assert saved[-1].role == "assistant" and saved[-1].content == shown and saved[-1].interrupted
         # the tokens kept for the next turn's prompt are those of the text shown (the KV cache's view)
-        text, tokens = session.model._previous
+        text, tokens = session.model._recent[0]
         assert text.endswith(shown) and loaded.detokenize(tokens).decode(errors="replace").endswith(shown)
 
         # while the worker is down a turn says so and ends; the conversation stays as it was

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from edgellm.engine.contract import GenerationOptions, GenerationStats, LoadParams
+from edgellm.engine.contract import GenerationOptions, GenerationStats, LoadParams, SlotState
 from edgellm.engine.loop_guard import LoopGuard
 
 BOS, EOS = 1, 2
@@ -26,6 +26,8 @@ CHATML = (
 
 class ScriptedModel:
     """Replies from `script`: a list (taken in turn, the last repeated) or a function of the prompt's text."""
+
+    parallel = 1
 
     def __init__(
         self,
@@ -81,6 +83,9 @@ class ScriptedModel:
         if self.closed:
             raise RuntimeError("the scripted model was closed")
         return ScriptedGeneration(self, prompt_tokens, options, cancel)
+
+    def slots(self) -> list[SlotState]:
+        return [SlotState(0, self.holding.is_set(), self.n_ctx, len(self.cached))]
 
     def close(self) -> None:
         self.closed = True

@@ -49,7 +49,8 @@ def test_request_values_override_the_server_defaults() -> None:
     assert options.sampling.frequency_penalty == 0.5 and options.sampling.min_p == DEFAULTS.sampling.min_p
     assert options.max_tokens == 7 and options.stop == ("END",) and options.seed == 3
     assert request.stream and request.include_usage and request.messages == HI
-    assert not options.cache_prompt  # each request is evaluated afresh: the same request, the same answer
+    assert options.cache_prompt  # a slot's cached prefix is reused, as llama-server does by default
+    assert not parse_chat({"messages": HI, "cache_prompt": False}, DEFAULTS, 4096).options.cache_prompt
 
 
 def test_what_the_request_leaves_out_comes_from_the_server() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from edgellm.cli.arguments import add_model_flags, add_rpc_flag, argument_type
 from edgellm.formatting import mib
-from edgellm.session.flags import SAMPLING_DESTS, non_negative_int, positive_int
+from edgellm.session.flags import SAMPLING_DESTS, Flags, non_negative_int, positive_int
 
 NAME = "bench"
 HELP = "measure prompt and decode speed, TTFT and memory of a model on this device, with edgellm's plan"
@@ -23,6 +23,17 @@ def depth_list(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(values)))
 
 
+def parallel_counts(text: str) -> tuple[int, ...]:
+    """--parallel's list: sequence counts from 1 to 256, as 1,2,4,8."""
+    try:
+        counts = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise ValueError("give sequence counts separated by commas, such as 1,2,4,8") from None
+    if not counts or counts[0] < 1 or counts[-1] > 256:
+        raise ValueError("give sequence counts from 1 to 256, such as 1,2,4,8")
+    return counts
+
+
 def flash_attn_list(text: str) -> list[str]:
     from edgellm.session.bench import flash_attn_values
 
@@ -33,14 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pp",
         type=argument_type(positive_int),
-        default=512,
+        default=None,
         metavar="N",
-        help="prompt tokens to read per run (default 512)",
+        help="prompt tokens to read per run (default 512; 128 with --parallel)",
     )
     parser.add_argument(
         "--tg",
         type=argument_type(positive_int),
-        default=128,
+        default=None,
         metavar="N",
         help="tokens to generate per run (default 128)",
     )
@@ -68,6 +79,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="auto|on|off[,...]",
         help="flash attention: auto, on, off, or on,off to compare both (default auto)",
     )
+    parser.add_argument(
+        "-np",
+        "--parallel",
+        dest="parallel_counts",
+        type=argument_type(parallel_counts),
+        default=None,
+        metavar="N[,N...]",
+        help="measure decoding N sequences together instead, as llama-batched-bench does, for each N (such as "
+        "1,2,4,8; with --pp and --tg, default 128 each): aggregate and per-stream tokens/s, TTFT; "
+        "`serve --parallel auto` chooses from them",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     add_rpc_flag(parser, "measure the model split across this machine and these workers (`edgellm worker`)")
     add_model_flags(parser, leave_out=("flash_attn", *SAMPLING_DESTS))
@@ -82,7 +104,9 @@ def main(args: argparse.Namespace) -> int:
     from edgellm.session.host import ModelHost
 
     flags = flags_of(args)
-    request = BenchRequest(pp=args.pp, tg=args.tg, repetitions=args.repetitions, depths=args.depth)
+    if args.parallel_counts:
+        return bench_parallel(args, flags)
+    request = BenchRequest(pp=args.pp or 512, tg=args.tg or 128, repetitions=args.repetitions, depths=args.depth)
     host = ModelHost(flags, report=ProgressLine())
     profile, result = run_bench(host, request, args.flash_attn_list or [flags.flash_attn])
     stored = results.save_result(profile, result)
@@ -112,6 +136,35 @@ def main(args: argparse.Namespace) -> int:
             + "."
         )
     sys.stdout.flush()
+    return 0
+
+
+def bench_parallel(args: argparse.Namespace, flags: Flags) -> int:
+    """`bench --parallel`: the table, stored with the device's results."""
+    from edgellm.bench import results
+    from edgellm.bench.parallel import ParallelRequest, render_rows
+    from edgellm.cli.progress import ProgressLine
+    from edgellm.session.bench import run_parallel_bench
+    from edgellm.session.host import ModelHost
+
+    request = ParallelRequest(args.parallel_counts, pp=args.pp or 128, tg=args.tg or 128, repetitions=args.repetitions)
+    host = ModelHost(flags, report=ProgressLine())
+    profile, result = run_parallel_bench(host, request)
+    stored = results.save_result(profile, result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    model, settings = result["model"], result["settings"]
+    print(f"Model    {model['name']} ({model['architecture']}, {model['quant'] or 'unknown quant'})")
+    print(
+        f"Engine   {max(request.counts)} slots, n_ctx {settings['n_ctx']} per slot, {settings['threads']} threads "
+        f"(batch {settings['threads_batch']}), n_batch {settings['n_batch']}, KV {settings['kv']}, "
+        f"{request.repetitions} rounds each, mean"
+    )
+    print()
+    print("\n".join(render_rows(result["parallel"])))
+    if stored is not None:
+        print(f"\nStored in {stored}: `edgellm serve --parallel auto` chooses its slots from it.")
     return 0
 
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgellm.cli.arguments import add_model_flags, add_rpc_flag
+from edgellm.cli.arguments import add_model_flags, add_parallel_flag, add_rpc_flag
 
 if TYPE_CHECKING:
     from edgellm.engine.endpoint import Endpoint
@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_rpc_flag(parser, "plan a split of the model across this machine and these workers (`edgellm worker`)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (sizes in bytes)")
+    add_parallel_flag(
+        parser,
+        None,
+        "plan a server's batched engine: N sequences (or auto, as `serve` picks) decoding together, each with "
+        "the context, in one KV pool the budget counts (default: one sequence, as a chat)",
+    )
     add_model_flags(parser)
 
 

@@ -1,4 +1,5 @@
-"""`edgellm run`: complete one prompt, streaming the text to stdout as it is produced."""
+"""`edgellm run`: complete one prompt, streaming the text to stdout as it is produced; or a batch job, one request per
+JSON line, answered by the model's slots together (`--batch`)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,39 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from edgellm.cli.arguments import add_model_flags, add_rpc_flag
+from edgellm.cli.arguments import add_model_flags, add_parallel_flag, add_rpc_flag
 from edgellm.errors import EdgellmError
 
 if TYPE_CHECKING:
     from edgellm.engine.contract import GenerationOptions
+    from edgellm.session.batch import Progress
     from edgellm.session.completion import ChatModel
 
 NAME = "run"
-HELP = "complete one prompt with a model, streaming the text to stdout"
+HELP = "complete one prompt with a model, streaming the text to stdout; or a JSON-lines file of them (--batch)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     prompt = parser.add_mutually_exclusive_group()
     prompt.add_argument("-p", "--prompt", help="the prompt; - reads it from stdin")
     prompt.add_argument("-f", "--file", help="read the prompt from a file")
+    prompt.add_argument(
+        "--batch",
+        metavar="FILE.jsonl",
+        help="answer every request in FILE (one JSON object per line: a prompt or messages, with its own "
+        "max_tokens and sampling), several at once; run again to continue after a stop",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT.jsonl",
+        help="with --batch: where the answers go, one JSON line per request in input order (default: FILE.out.jsonl)",
+    )
+    add_parallel_flag(
+        parser,
+        None,
+        "with --batch: requests decoded together (default auto: the most this machine gains from)",
+    )
     parser.add_argument(
         "--json",
         action="store_true",
@@ -56,6 +75,10 @@ def main(args: argparse.Namespace) -> int:
     from edgellm.cli.host import open_host
     from edgellm.session.flags import flags_of
 
+    if args.batch:
+        return run_batch(args)
+    if args.output or args.parallel:
+        raise EdgellmError(f"{'-o' if args.output else '--parallel'} goes with --batch FILE: pass one, or drop it")
     flags = flags_of(args)
     prompt = read_prompt(args)
     host, planned = open_host(flags)
@@ -112,3 +135,103 @@ def generate(model: ChatModel, options: GenerationOptions, prompt: str, as_json:
         print("edgellm: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    """Answer a JSON-lines file of requests, several at once, showing progress; Ctrl-C stops it (exit 130) with every
+    finished answer kept for the next run."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from edgellm.cli.host import open_host
+    from edgellm.session.batch import BatchJob, default_output, journal_path, read_lines
+    from edgellm.session.flags import flags_of
+
+    flags = flags_of(args)
+    if flags.rpc:
+        raise EdgellmError("--batch runs on this machine's batched engine; drop --rpc")
+    flags = replace(flags, parallel=args.parallel or "auto")
+    source = Path(args.batch)
+    output = Path(args.output) if args.output else default_output(source)
+    if output.resolve() == source.resolve():
+        raise EdgellmError(f"-o {output} is the batch file itself: write the answers elsewhere")
+    if not source.is_file():
+        raise EdgellmError(f"no batch file {source}: pass a JSON-lines file, one request per line")
+    host, planned = open_host(flags)
+    model = host.load(planned)
+    try:
+        lines = read_lines(source, flags.generation_options(), model.n_ctx)
+        job = BatchJob(model, lines, output, ProgressLine())
+        if job.kept:
+            say(f"{len(job.kept)} of {len(lines)} requests answered already in {output}; answering the rest")
+        say(f"{len(job.todo)} requests, {planned.params.parallel} at once; answers go to {output}")
+        try:
+            progress = job.run()
+        except KeyboardInterrupt:
+            done = job.progress
+            print(file=sys.stderr)
+            say(
+                f"stopped: {done.done} of {done.total} answered, kept in {journal_path(output)}; "
+                f"run the same command again to answer the rest"
+            )
+            return 130
+    finally:
+        host.close()
+    if sys.stderr.isatty():
+        print(file=sys.stderr)  # below the progress line
+    say(summary(progress, output))
+    if args.json:
+        print(json.dumps(summary_record(progress, output)))
+    return 0
+
+
+def say(line: str) -> None:
+    print(f"edgellm: {line}", file=sys.stderr, flush=True)
+
+
+class ProgressLine:
+    """The job's progress on stderr: one line redrawn on a terminal, else a line every 10% of the requests."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.lock = threading.Lock()
+        self.shown = -1
+
+    def __call__(self, progress: Progress) -> None:
+        left = progress.seconds_left
+        text = (
+            f"[{progress.done}/{progress.total}] {progress.requests_per_s:.2f} requests/s, "
+            f"{progress.tokens_per_s:.1f} tokens/s" + (f", {left:.0f} s left" if left is not None else "")
+        )
+        with self.lock:
+            if self.tty:
+                sys.stderr.write("\r\x1b[K" + text)
+                sys.stderr.flush()
+                return
+            tenth = progress.done * 10 // max(progress.total, 1)
+            if tenth > self.shown:
+                self.shown = tenth
+                say(text)
+
+
+def summary(progress: Progress, output: object) -> str:
+    failed = f"; {progress.failed} could not be answered (their error is in the output)" if progress.failed else ""
+    return (
+        f"{progress.answered_now} requests in {progress.elapsed:.1f} s: {progress.requests_per_s:.2f} requests/s, "
+        f"{progress.tokens_per_s:.1f} tokens/s ({progress.completion_tokens} tokens written, "
+        f"{progress.prompt_tokens} read){failed}; answers in {output}"
+    )
+
+
+def summary_record(progress: Progress, output: object) -> dict[str, object]:
+    return {
+        "requests": progress.answered_now,
+        "skipped": progress.skipped,
+        "failed": progress.failed,
+        "seconds": round(progress.elapsed, 3),
+        "requests_per_s": round(progress.requests_per_s, 3),
+        "tokens_per_s": round(progress.tokens_per_s, 2),
+        "prompt_tokens": progress.prompt_tokens,
+        "completion_tokens": progress.completion_tokens,
+        "output": str(output),
+    }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgellm.cli.arguments import add_model_flags, add_rpc_flag, argument_type
+from edgellm.cli.arguments import add_model_flags, add_parallel_flag, add_rpc_flag, argument_type
 from edgellm.session.flags import non_negative_int, positive_int
 
 NAME = "serve"
@@ -34,12 +34,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="require `Authorization: Bearer KEY` (default: $EDGELLM_API_KEY; keep it out of the "
         "command line on shared machines)",
     )
+    add_parallel_flag(
+        group,
+        "auto",
+        "requests decoding together (continuous batching), each with the full context, in one KV pool; auto: the "
+        "most this machine gains from (`edgellm bench --parallel`) that fits the memory (default auto)",
+    )
     group.add_argument(
         "--queue",
         type=argument_type(non_negative_int),
         default=32,
         metavar="N",
-        help="requests that may wait while one is generating; past it, 503 with Retry-After (default 32)",
+        help="requests that may wait while every slot is generating; past it, 503 with Retry-After (default 32)",
     )
     group.add_argument(
         "--cors",
@@ -110,8 +116,9 @@ def main(args: argparse.Namespace) -> int:
     if planned.split is not None:
         layers = f"{planned.split.layers_on_workers} of {planned.choice.spec.n_layers} layers"
         where = f"on {planned.split.workers} RPC worker{'s' if planned.split.workers > 1 else ''}"
+    slots = f"{params.parallel} slots of " if params.parallel else ""
     say(
-        f"loading {path.name}: {params.n_ctx}-token context, {layers} {where}, "
+        f"loading {path.name}: {slots}{params.n_ctx}-token context, {layers} {where}, "
         f"{params.n_threads} threads, KV cache {params.kv}"
     )
     code = serve(config, Listen(args.host, args.port, args.queue), lambda: host.load(planned))

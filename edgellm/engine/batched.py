@@ -1,0 +1,511 @@
+"""Continuous batching: several generations decoding together on one model, the engine contract's `Model` whose
+`generation()` may be called again while earlier generations run.
+
+One llama.cpp context with `slots` sequences over one unified KV pool sits beside the loaded `Llama` (which keeps the
+weights, the vocabulary and a token-sized context of its own; the weights are shared, not copied). One thread, the
+stepper, owns that context. Each step: every generating sequence adds its last sampled token; prompts of new requests
+fill the rest of the micro-batch in chunks (a long prompt delays the running streams by one chunk at most); one
+`llama_decode`; each sequence sampled by its own sampler chain at its batch index. Requests join, stop and leave
+between steps only, each alone: a cancelled or finished sequence never disturbs the others.
+
+Admission: a request is admitted when a slot is idle and its prompt plus the tokens it may write fit the pool's free
+cells (idle slots' cached prompts are dropped, least recently used first, to make room); otherwise it waits, in
+order. A full pool never aborts a running sequence: the cells each one may still need are reserved when it starts.
+
+Prompt cache: a finished sequence's cells stay as its slot's cache; a new request goes to the idle slot holding its
+longest common prefix, and only the rest of its prompt is evaluated.
+
+The consumer's side (`BatchedGeneration.__iter__`, on the caller's thread) reads sampled tokens from its sequence's
+mailbox and turns them into text, so the stepper never waits for a reader.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgellm.engine.contract import KV_GGML_TYPES, GenerationOptions, GenerationStats, LoadParams, SlotState, StopReason
+from edgellm.engine.llama_log import LlamaLog
+from edgellm.engine.local import LocalModel, explain_load_failure, load
+from edgellm.engine.loop_guard import LoopGuard
+from edgellm.errors import EdgellmError
+
+SIMILAR_PREFIX = 0.5  # an idle slot's cache is reused when it covers this share of a new prompt (else the LRU slot)
+
+
+def open_batched(params: LoadParams, log: LlamaLog, keep_terminal: bool = False) -> BatchedModel:
+    """Load the model (`engine.local.load`), then the batched engine's context on its weights: `params.parallel`
+    sequences in a pool of `params.kv_cells` cells, each up to `params.n_ctx`."""
+    from edgellm.engine import compat
+
+    local = load(params, log, keep_terminal)
+    started = time.perf_counter()
+    try:
+        context = compat.SequenceContext(
+            local.llm,
+            n_ctx=params.kv_cells,
+            n_seq_max=max(1, params.parallel),
+            n_batch=params.n_batch,
+            threads=params.n_threads,
+            threads_batch=params.n_threads_batch,
+            flash_attn=params.flash_attn,
+            type_kv=KV_GGML_TYPES[params.kv],
+        )
+    except (ValueError, RuntimeError, OSError) as error:
+        local.close()
+        log.flush()
+        raise explain_load_failure(params.path, log, error) from None
+    except BaseException:
+        local.close()
+        raise
+    local.load_ms += (time.perf_counter() - started) * 1000
+    return BatchedModel(local, max(1, params.parallel), params.n_ctx, params.kv_cells, context)
+
+
+class PoolTooSmall(EdgellmError):
+    """A request needs more KV cells than the whole pool holds."""
+
+
+@dataclass(frozen=True)
+class _End:
+    """The last message in a sequence's mailbox."""
+
+    reason: StopReason
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)
+class _Sequence:
+    """One request in the stepper's hands."""
+
+    prompt: list[int]
+    options: GenerationOptions
+    cancel: threading.Event
+    limit: int  # tokens it may sample
+    limited_by_context: bool
+    mailbox: queue.SimpleQueue[int | _End] = field(default_factory=queue.SimpleQueue)
+    submitted: float = field(default_factory=time.perf_counter)
+    admitted: float = 0.0
+    first_at: float = 0.0
+    last_at: float = 0.0
+    slot: int = -1
+    pending: list[int] = field(default_factory=list)  # prompt tokens still to evaluate
+    chunk: int = 0  # how many of them this step evaluates
+    evaluated_prompt: int = 0  # prompt tokens evaluated: the rest came from its slot's cache
+    n_past: int = 0  # tokens the slot's cells hold
+    sampled: int = 0
+    last_token: int = -1
+    batch_index: int = -1  # where its output sits in this step's batch; -1: none
+    sampler: Any = None
+    guard: LoopGuard | None = None
+    left: bool = False  # its reader stopped reading
+
+    @property
+    def needs(self) -> int:
+        """The cells it may come to hold: its prompt and every token it may sample."""
+        return len(self.prompt) + self.limit
+
+
+@dataclass
+class _Slot:
+    id: int
+    cached: list[int] = field(default_factory=list)  # the tokens its cells hold
+    running: _Sequence | None = None
+    used_at: float = 0.0
+
+
+class BatchedModel:
+    """The engine contract's `Model` over `llm`'s weights with `slots` sequences decoding together in a pool of
+    `pool` KV cells (each sequence holds at most `n_ctx` of them)."""
+
+    def __init__(self, local: LocalModel, slots: int, n_ctx: int, pool: int, context: Any) -> None:
+        from edgellm.engine import compat
+
+        self.local = local
+        self.params = local.params
+        self.load_ms = local.load_ms
+        self.parallel = slots
+        self._n_ctx = n_ctx
+        self.pool = pool
+        self._context = context  # compat.SequenceContext: the llama.cpp context the stepper owns
+        self._is_eog = compat.end_of_generation(local.llm)
+        self._n_swa = compat.sliding_window(local.llm)
+        self._slots = [_Slot(i) for i in range(slots)]
+        self._waiting: deque[_Sequence] = deque()
+        self._condition = threading.Condition()
+        self._closed = False
+        self._paused = 0
+        self.steps = 0  # decode calls so far
+        self.step_tokens = 0  # tokens those calls held: over steps, the batch occupancy
+        self.step_sequences = 0  # sequences that sampled in those calls
+        self._thread = threading.Thread(target=self._run, name="edgellm-stepper", daemon=True)
+        self._thread.start()
+
+    # the contract
+
+    @property
+    def n_ctx(self) -> int:
+        return self._n_ctx
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return self.local.metadata
+
+    @property
+    def token_bos(self) -> int:
+        return self.local.token_bos
+
+    @property
+    def token_eos(self) -> int:
+        return self.local.token_eos
+
+    @property
+    def other_processes(self) -> tuple[int, ...]:
+        return ()
+
+    def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
+        return self.local.tokenize(text, add_bos=add_bos, special=special)
+
+    def detokenize(self, tokens: list[int], *, special: bool = False) -> bytes:
+        return self.local.detokenize(tokens, special=special)
+
+    def generation(
+        self, prompt_tokens: list[int], options: GenerationOptions, cancel: threading.Event | None = None
+    ) -> BatchedGeneration:
+        return BatchedGeneration(self, prompt_tokens, options, cancel or threading.Event())
+
+    def slots(self) -> list[SlotState]:
+        with self._condition:
+            return [
+                SlotState(
+                    id=slot.id,
+                    busy=slot.running is not None,
+                    n_ctx=self._n_ctx,
+                    cached=len(slot.cached),
+                    prompt_tokens=len(slot.running.prompt) if slot.running else 0,
+                    completion_tokens=slot.running.sampled if slot.running else 0,
+                )
+                for slot in self._slots
+            ]
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot or for room in the pool."""
+        return len(self._waiting)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold the stepper between two steps: requests submitted meanwhile are admitted together when it goes on
+        (a test's way to give several requests one batch shape)."""
+        with self._condition:
+            self._paused += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._paused -= 1
+                self._condition.notify_all()
+
+    def close(self) -> None:
+        """End every sequence (interrupted), stop the stepper, free the context, then the model."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+        self._thread.join()
+        self._context.close()
+        self.local.close()
+
+    # the reader's side
+
+    def _submit(self, sequence: _Sequence) -> None:
+        if sequence.needs > self.pool:
+            raise PoolTooSmall(
+                f"the request needs {sequence.needs} KV cells and the pool holds {self.pool}; "
+                f"ask for fewer max_tokens or a shorter prompt"
+            )
+        with self._condition:
+            if self._closed:
+                sequence.mailbox.put(_End("interrupted"))
+                return
+            self._waiting.append(sequence)
+            self._condition.notify_all()
+
+    def _leave(self, sequence: _Sequence) -> None:
+        """Its reader stopped: the stepper drops it before the next step."""
+        with self._condition:
+            sequence.left = True
+            self._condition.notify_all()
+
+    # the stepper
+
+    def _run(self) -> None:
+        import llama_cpp
+
+        batch = llama_cpp.llama_batch_init(self.params.n_batch, 0, 1)
+        try:
+            while True:
+                with self._condition:
+                    self._drop_left()
+                    while not self._closed and (self._paused or (not self._waiting and not self._running())):
+                        self._condition.wait()
+                        self._drop_left()
+                    if self._closed:
+                        break
+                    self._admit()
+                    running = self._running()
+                if running:
+                    self._step(batch, running)
+                else:  # waiting for room that only a leaving reader frees: wait for it
+                    with self._condition:
+                        self._condition.wait(0.05)
+        except BaseException as error:  # a bug or a broken context: every reader hears of it, none hangs
+            with self._condition:
+                self._closed = True
+                for sequence in self._running():
+                    self._end(sequence, "interrupted", error)
+                for sequence in self._waiting:
+                    sequence.mailbox.put(_End("interrupted", error))
+                self._waiting.clear()
+            raise
+        finally:
+            with self._condition:
+                for sequence in self._running():
+                    self._end(sequence, "interrupted")
+                for sequence in self._waiting:
+                    sequence.mailbox.put(_End("interrupted"))
+                self._waiting.clear()
+            llama_cpp.llama_batch_free(batch)
+
+    def _running(self) -> list[_Sequence]:
+        return [slot.running for slot in self._slots if slot.running is not None]
+
+    def _drop_left(self) -> None:
+        """Sequences whose reader left or whose cancel is set: ended now, their cells kept as their slot's cache."""
+        for sequence in self._running():
+            if sequence.left or sequence.cancel.is_set():
+                self._end(sequence, "interrupted")
+        for sequence in [s for s in self._waiting if s.left or s.cancel.is_set()]:
+            self._waiting.remove(sequence)
+            sequence.mailbox.put(_End("interrupted"))
+
+    def _admit(self) -> None:
+        """Start waiting requests, in order, while a slot is idle and the pool has room for the next one."""
+        while self._waiting:
+            sequence = self._waiting[0]
+            idle = [slot for slot in self._slots if slot.running is None]
+            if not idle:
+                return
+            slot = self._choose(idle, sequence.prompt)
+            if not self._make_room(sequence, slot):
+                return
+            self._waiting.popleft()
+            self._start(sequence, slot)
+
+    def _choose(self, idle: list[_Slot], prompt: list[int]) -> _Slot:
+        """The idle slot whose cache covers most of the prompt, else the least recently used one."""
+        best = max(idle, key=lambda slot: common_prefix(slot.cached, prompt))
+        if common_prefix(best.cached, prompt) >= max(1, int(len(prompt) * SIMILAR_PREFIX)):
+            return best
+        return min(idle, key=lambda slot: (bool(slot.cached), slot.used_at))
+
+    def _make_room(self, sequence: _Sequence, chosen: _Slot) -> bool:
+        """Whether `sequence` fits in the pool once idle slots' caches are dropped (least recently used first);
+        drops them only when it then fits."""
+        reserved = sum(slot.running.needs for slot in self._slots if slot.running is not None)
+        idle = sorted(
+            (s for s in self._slots if s.running is None and s is not chosen and s.cached), key=lambda s: s.used_at
+        )
+        held = sum(len(slot.cached) for slot in idle)
+        room = self.pool - reserved - sequence.needs
+        if room < 0:
+            return False
+        for slot in idle:
+            if held <= room:
+                break
+            self._context.forget(slot.id)
+            held -= len(slot.cached)
+            slot.cached = []
+        return True
+
+    def _start(self, sequence: _Sequence, slot: _Slot) -> None:
+        sequence.admitted = time.perf_counter()
+        sequence.slot, slot.running, slot.used_at = slot.id, sequence, sequence.admitted
+        reuse = common_prefix(slot.cached, sequence.prompt) if sequence.options.cache_prompt else 0
+        reuse = min(reuse, len(sequence.prompt) - 1)  # at least one token is evaluated: its logits are sampled
+        reuse = self._context.keep_prefix(slot.id, reuse, self._n_swa)
+        slot.cached = sequence.prompt[:reuse]
+        sequence.n_past, sequence.pending = reuse, sequence.prompt[reuse:]
+        sequence.evaluated_prompt = len(sequence.pending)
+        sequence.sampler = self._context.sampler(sequence.options)
+        sequence.guard = LoopGuard() if sequence.options.loop_guard else None
+
+    def _step(self, batch: Any, running: list[_Sequence]) -> None:
+        """One decode: a token from each generating sequence, then prompt chunks up to the batch's size."""
+        n_batch = self.params.n_batch
+        count = 0
+        generating = [s for s in running if not s.pending]
+        for sequence in generating:
+            sequence.batch_index = count
+            _put(batch, count, sequence.last_token, sequence.n_past, sequence.slot, True)
+            count += 1
+        for sequence in running:
+            sequence.chunk = min(len(sequence.pending), n_batch - count)
+            if sequence.chunk <= 0:
+                continue
+            whole = sequence.chunk == len(sequence.pending)
+            for offset, token in enumerate(sequence.pending[: sequence.chunk]):
+                last = whole and offset == sequence.chunk - 1
+                _put(batch, count + offset, token, sequence.n_past + offset, sequence.slot, last)
+            count += sequence.chunk
+            sequence.batch_index = count - 1
+        batch.n_tokens = count
+        status = self._context.decode(batch)
+        self.steps += 1
+        self.step_tokens += count
+        if status != 0:
+            self._failed(running, status)
+            return
+        with self._condition:
+            for sequence in running:
+                self._advance(sequence)
+
+    def _advance(self, sequence: _Sequence) -> None:
+        """After a decode: the sequence's evaluated tokens are in its slot; a sampled token goes to its reader."""
+        slot = self._slots[sequence.slot]
+        if sequence.pending:
+            evaluated, sequence.chunk = sequence.pending[: sequence.chunk], 0
+            slot.cached.extend(evaluated)
+            sequence.n_past += len(evaluated)
+            sequence.pending = sequence.pending[len(evaluated) :]
+            if sequence.pending or not evaluated:  # more of its prompt to go
+                return
+        else:
+            slot.cached.append(sequence.last_token)
+            sequence.n_past += 1
+        if sequence.left or sequence.cancel.is_set():
+            self._end(sequence, "interrupted")
+            return
+        token = self._context.sample(sequence.sampler, sequence.batch_index)
+        self.step_sequences += 1
+        now = time.perf_counter()
+        if not sequence.sampled:
+            sequence.first_at = now
+        sequence.last_at, sequence.sampled = now, sequence.sampled + 1
+        if self._is_eog(token) and not sequence.options.ignore_eos:
+            self._end(sequence, "eos")
+            return
+        sequence.last_token = token
+        sequence.mailbox.put(token)
+        if sequence.sampled >= sequence.limit:
+            self._end(sequence, "context" if sequence.limited_by_context else "length")
+        elif sequence.guard is not None and sequence.guard.feed(token):
+            self._end(sequence, "repetition")
+
+    def _end(self, sequence: _Sequence, reason: StopReason, error: BaseException | None = None) -> None:
+        slot = self._slots[sequence.slot]
+        slot.running, slot.used_at = None, time.perf_counter()
+        if sequence.sampler is not None:
+            self._context.free_sampler(sequence.sampler)
+            sequence.sampler = None
+        sequence.mailbox.put(_End(reason, error))
+        self._condition.notify_all()
+
+    def _failed(self, running: list[_Sequence], status: int) -> None:
+        """A decode that failed: its sequences end with the error, their slots' caches dropped (llama.cpp may have
+        kept part of the batch); the others go on."""
+        error = EdgellmError(f"llama.cpp could not decode the batch (llama_decode returned {status})")
+        with self._condition:
+            for sequence in running:
+                slot = self._slots[sequence.slot]
+                self._context.forget(slot.id)
+                slot.cached = []
+                self._end(sequence, "interrupted", error)
+
+
+def _put(batch: Any, index: int, token: int, position: int, sequence: int, output: bool) -> None:
+    batch.token[index] = token
+    batch.pos[index] = position
+    batch.n_seq_id[index] = 1
+    batch.seq_id[index][0] = sequence
+    batch.logits[index] = output
+
+
+class BatchedGeneration:
+    """One request on a `BatchedModel`: iterate it for text pieces (on the reader's thread); `stats` is complete
+    once iteration ends. Closing the iterator early, or setting `cancel`, ends the sequence at the next step."""
+
+    def __init__(
+        self, model: BatchedModel, prompt_tokens: list[int], options: GenerationOptions, cancel: threading.Event
+    ) -> None:
+        self.model = model
+        room = model.n_ctx - len(prompt_tokens)
+        limit = room if options.max_tokens < 0 else min(options.max_tokens, room)
+        self.sequence = _Sequence(
+            list(prompt_tokens), options, cancel, max(0, limit), options.max_tokens < 0 or options.max_tokens > room
+        )
+        self.tokens: list[int] = []
+        self.stats = GenerationStats(prompt_tokens=len(prompt_tokens), prompt_evaluated=0)
+
+    def __iter__(self) -> Generator[str, None, None]:
+        sequence, stats, model = self.sequence, self.stats, self.model
+        if sequence.cancel.is_set():
+            stats.stop_reason = "interrupted"
+            return
+        if sequence.limit <= 0:
+            stats.stop_reason = "context" if sequence.limited_by_context else "length"
+            stats.prompt_evaluated = max(1, len(sequence.prompt))
+            return
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        model._submit(sequence)
+        ended: _End | None = None
+        try:
+            while True:
+                item = sequence.mailbox.get()
+                if isinstance(item, _End):
+                    ended = item
+                    break
+                stats.completion_tokens += 1
+                self.tokens.append(item)
+                text = decoder.decode(model.detokenize([item]))
+                if text:
+                    yield text
+        finally:
+            if ended is None:
+                model._leave(sequence)
+                stats.stop_reason = "interrupted"
+            else:
+                stats.stop_reason = ended.reason
+            self._finish()
+        if ended.error is not None:
+            raise ended.error
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield tail
+
+    def _finish(self) -> None:
+        sequence, stats = self.sequence, self.stats
+        if sequence.admitted:
+            stats.queue_ms = (sequence.admitted - sequence.submitted) * 1000
+            stats.prompt_evaluated = sequence.evaluated_prompt
+        if sequence.first_at:
+            stats.ttft_ms = (sequence.first_at - sequence.admitted) * 1000
+            stats.prompt_tokens_per_s = stats.prompt_evaluated / max(sequence.first_at - sequence.admitted, 1e-9)
+        if sequence.sampled > 1 and sequence.last_at > sequence.first_at:
+            stats.tokens_per_s = (sequence.sampled - 1) / (sequence.last_at - sequence.first_at)
+
+
+def common_prefix(cached: list[int], tokens: list[int]) -> int:
+    """How many leading tokens two sequences share."""
+    count = 0
+    for old, new in zip(cached, tokens):
+        if old != new:
+            break
+        count += 1
+    return count
