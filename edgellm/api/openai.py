@@ -337,7 +337,7 @@ def timings(stats: GenerationStats | None, dropped_messages: int = 0, n_ctx: int
     return {
         **{
             key: data.get(key)
-            for key in ("prompt_evaluated", "ttft_ms", "prompt_tokens_per_s", "tokens_per_s", "stop_reason")
+            for key in ("prompt_evaluated", "ttft_ms", "prompt_tokens_per_s", "tokens_per_s", "stop_reason", "queue_ms")
         },
         "dropped_messages": dropped_messages,
         "n_ctx": n_ctx,

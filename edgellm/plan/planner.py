@@ -278,8 +278,8 @@ def parallel_worth(measured: tuple[tuple[int, float], ...]) -> tuple[list[int], 
 
 
 def plan_parallel(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes) -> Plan:
-    """`parallel` auto: the most sequences worth it (`parallel_worth`) that fit beside the context one sequence
-    would get."""
+    """`parallel` auto: the most sequences worth it (`parallel_worth`) that fit with what one sequence would get: its
+    context, its KV cache type, its GPU layers."""
     single = plan_one(profile, spec, replace(wishes, parallel=1))
     counts, why = parallel_worth(wishes.parallel_measured)
     for count in counts:
@@ -289,7 +289,7 @@ def plan_parallel(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes) -> Pl
             found = plan_one(profile, spec, replace(wishes, parallel=count, force=False))
         except PlanError:
             continue
-        if found.n_ctx >= single.n_ctx:
+        if found.n_ctx >= single.n_ctx and found.kv == single.kv and found.n_gpu_layers >= single.n_gpu_layers:
             found.reasons["parallel"] = why
             return replace(found, parallel=count)
     single.reasons["parallel"] = (

@@ -130,7 +130,8 @@ class Scheduler:
     def _refuse_if_full(self) -> None:
         if self._closed:
             raise ShuttingDown()
-        if (len(self._running) >= self.parallel or self._waiting) and len(self._waiting) >= self.waiting_limit:
+        beyond_the_runners = len(self._waiting) + len(self._running) - self.parallel  # those that will really wait
+        if beyond_the_runners >= self.waiting_limit:
             raise QueueFull()
 
     def withdraw(self, job: Job) -> None:

@@ -317,10 +317,8 @@ def run_parallel_bench(
     from edgellm.engine.batched import BatchedModel
 
     flags, report = host.flags, host.report
-    if flags.rpc:
-        raise EdgellmError("bench --parallel measures this machine's batched engine; drop --rpc")
     ctx = flags.ctx_size or -(-request.context_needed() // CTX_STEP) * CTX_STEP
-    planned = host.plan(replace(flags, ctx_size=ctx, parallel=max(request.counts)))
+    planned = host.plan(replace(flags, ctx_size=ctx, parallel=max(request.counts), rpc=()))
     profile, spec, path = planned.profile, planned.choice.spec, planned.choice.path
     for notice in planned.notices:
         report(notice)

@@ -181,3 +181,28 @@ def test_ctrl_c_stops_the_benchmark_and_keeps_nothing(test_model: Path, edgellm_
         process.kill()
     assert code == 130 and "edgellm: interrupted" in rest and "Traceback" not in rest
     assert not (edgellm_home / "bench").exists()
+
+
+def test_bench_parallel_measures_sequences_together_and_serve_auto_chooses_from_it(
+    test_model: Path, tmp_path: Path
+) -> None:
+    """`bench --parallel 1,2`: llama-batched-bench's figures through the batched engine, kept with the device's
+    results; then `plan --parallel auto` (what `serve` runs) says it chose from this device's measurements."""
+    env = {"EDGELLM_HOME": str(tmp_path)}
+    done = edgellm(
+        "bench", "-m", str(test_model), "--parallel", "1,2", "--pp", "32", "--tg", "12", "-r", "1", "--json", env=env
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    rows = result["parallel"]
+    assert [row["sequences"] for row in rows] == [1, 2]
+    for row in rows:
+        assert row["pp"] == 32 and row["tg"] == 12 and row["tg_aggregate"] > 0 and row["pp_tokens_per_s"] > 0
+        assert abs(row["tg_per_stream"] * row["sequences"] - row["tg_aggregate"]) < 1e-6 and row["ttft_ms"] > 0
+    assert result["settings"]["parallel"] == 2 and result["runs"] == []
+    table = edgellm("bench", "-m", str(test_model), "--parallel", "1,2", "--pp", "16", "--tg", "6", "-r", "1", env=env)
+    assert "S_TG t/s" in table.stdout and "serve --parallel auto" in table.stdout
+    planned = edgellm("plan", "-m", str(test_model), "--parallel", "auto", env=env)
+    assert planned.returncode == 0, planned.stderr
+    assert "measured on this device (1, 2)" in planned.stdout
+    assert "pooled" in planned.stdout and "per slot" in planned.stdout

@@ -219,3 +219,38 @@ def test_quant_choice_prefers_full_offload_over_a_partial_one_a_rank_higher() ->
     assert (choice.quant, choice.plan.full_offload) == ("Q5_K_M", True)
     assert any(line.code == "quant_fits" and line["quant"] == "Q6_K" for line in choice.considered)
     assert choice.considered[-1] == reason("quant_full_offload_wins", chosen="Q5_K_M", over="Q6_K")
+
+
+def test_parallel_sequences_share_one_kv_pool_the_budget_counts() -> None:
+    """N slots: N times the context in one pool (the full-attention layers' cells), and the plan says so."""
+    profile = resolve_profile("raspberry-pi-5-8gb")
+    one = plan(profile, LLAMA_1B_Q4, Wishes(ctx=4096))
+    four = plan(profile, LLAMA_1B_Q4, Wishes(ctx=4096, parallel=4))
+    assert four.parallel == 4 and four.n_ctx == 4096
+    assert four.estimate.kv_cells_full == 4 * 4096
+    assert four.estimate.devices[0].kv_cache > 3.9 * one.estimate.devices[0].kv_cache
+    assert four.reasons["parallel"].code == "parallel_asked"
+
+
+def test_parallel_auto_takes_what_this_device_measured_worth_it() -> None:
+    from edgellm.plan.planner import parallel_worth
+
+    counts, why = parallel_worth(((1, 70.0), (2, 75.0), (4, 120.0), (8, 126.0)))
+    assert counts[0] == 4 and why.code == "parallel_measured" and why["gain"] == round(120 / 70, 2)
+    assert parallel_worth(((1, 70.0), (2, 71.0)))[0][0] == 1  # nothing gained: one at a time
+    counts, why = parallel_worth(())
+    assert counts == [4, 2, 1] and why.code == "parallel_default"
+    profile = resolve_profile("raspberry-pi-5-8gb")
+    measured = ((1, 10.0), (2, 16.0), (4, 22.0))
+    chosen = plan(profile, LLAMA_1B_Q4, Wishes(ctx=2048, parallel="auto", parallel_measured=measured))
+    assert chosen.parallel == 4 and chosen.reasons["parallel"].code == "parallel_measured"
+
+
+def test_parallel_auto_never_costs_what_a_single_sequence_gets() -> None:
+    """On a board an 8B model fills, auto takes fewer slots rather than a shorter context or a quantized KV cache."""
+    profile = resolve_profile("raspberry-pi-5-8gb")
+    chosen = plan(profile, LLAMA_8B_Q4, Wishes(parallel="auto"))
+    assert (chosen.parallel, chosen.n_ctx, chosen.kv) == (2, 4096, "f16")  # 4 would need a q8_0 KV cache
+    chosen = plan(profile, LLAMA_8B_Q4, Wishes(ctx=16384, parallel="auto"))
+    assert chosen.parallel == 1 and chosen.reasons["parallel"].code == "parallel_memory"
+    assert plan(profile, LLAMA_3B_Q4, Wishes(parallel="auto")).parallel == 4

@@ -324,3 +324,49 @@ def test_a_job_that_breaks_ends_its_request_and_the_model_thread_goes_on() -> No
         scheduler.join(10)
 
     asyncio.run(scenario())
+
+
+def test_the_scheduler_runs_as_many_jobs_at_once_as_the_model_has_slots() -> None:
+    """Two runners: two jobs run together, the third waits and is the only one counted against the queue's bound."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        scheduler = Scheduler(waiting_limit=1, parallel=2)
+        gate, both = threading.Event(), threading.Barrier(2, timeout=10)
+
+        def work(cancel: threading.Event):  # type: ignore[no-untyped-def]
+            both.wait()  # only returns once the two jobs run at the same time
+            gate.wait(10)
+            yield "done"
+
+        jobs = [Job(work, loop) for _ in range(4)]
+        for job in jobs[:3]:
+            scheduler.submit(job)
+        for job in jobs[:2]:
+            assert isinstance(await job.events.get(), Started)
+        assert scheduler.busy == 2 and scheduler.waiting == 1
+        with pytest.raises(QueueFull):
+            scheduler.submit(jobs[3])
+        gate.set()
+        for job in jobs[:2]:
+            assert await job.events.get() == "done"
+        scheduler.drain()
+        scheduler.join(10)
+
+    asyncio.run(scenario())
+
+
+def test_the_batch_metrics_render_as_prometheus_text() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from edgellm.server.metrics import Batching
+
+    metrics = Metrics()
+    metrics.replied(10, 20, 100.0, 50.0, queue_s=0.5)
+    text = render(
+        metrics, 1, 2, 0, True, batching=Batching(slots=4, busy=2, steps=10, step_tokens=35, step_sequences=25)
+    )
+    found = {sample.name: sample.value for family in text_string_to_metric_families(text) for sample in family.samples}
+    assert found["edgellm_slots"] == 4 and found["edgellm_slots_busy"] == 2
+    assert found["edgellm_busy_slots_per_decode"] == 2.5 and found["edgellm_batch_tokens_total"] == 35
+    assert found["edgellm_queue_seconds_total"] == 0.5

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from edgellm.cli.arguments import add_model_flags, add_rpc_flag, argument_type
+from edgellm.errors import EdgellmError
 from edgellm.formatting import mib
 from edgellm.session.flags import SAMPLING_DESTS, Flags, non_negative_int, positive_int
 
@@ -141,6 +142,8 @@ def main(args: argparse.Namespace) -> int:
 
 def bench_parallel(args: argparse.Namespace, flags: Flags) -> int:
     """`bench --parallel`: the table, stored with the device's results."""
+    if flags.rpc:
+        raise EdgellmError("bench --parallel measures this machine's batched engine; drop --rpc")
     from edgellm.bench import results
     from edgellm.bench.parallel import ParallelRequest, render_rows
     from edgellm.cli.progress import ProgressLine
