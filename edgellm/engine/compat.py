@@ -231,15 +231,29 @@ class SequenceContext:
         return int(llama_cpp.llama_decode(self.ctx, batch))
 
     def sample(self, sampler: Any, index: int) -> int:
-        """Sample (and accept) the token at batch index `index` with `sampler`."""
+        """Sample (and accept) the token at batch index `index` with `sampler`; None: the most likely token, read
+        straight from the logits (what the greedy chain returns, the first of equal logits, without copying the
+        vocabulary into a candidate list: 0.2 ms instead of 1.5 for a 262k vocabulary)."""
+        if sampler is None:
+            import numpy
+
+            logits = llama_cpp.llama_get_logits_ith(self.ctx, index)
+            return int(numpy.ctypeslib.as_array(logits, shape=(self.n_vocab,)).argmax())
         return int(llama_cpp.llama_sampler_sample(sampler, self.ctx, index))
 
     def sampler(self, options: Any) -> Any:
         """The sampler chain `options` (engine.contract.GenerationOptions) ask for: the chain llama-cpp-python's
-        `Llama` builds, so a sequence alone samples as `Llama.generate` does."""
+        `Llama` builds, so a sequence alone samples as `Llama.generate` does; None for plain greedy decoding (no
+        penalties), which `sample` does without a chain."""
         from edgellm.engine.contract import LLAMA_DEFAULT_SEED
 
         sampling = options.sampling
+        if sampling.temp == 0 and (sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty) == (
+            1.0,
+            0.0,
+            0.0,
+        ):
+            return None
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         add = functools.partial(llama_cpp.llama_sampler_chain_add, chain)
         add(
