@@ -5,7 +5,10 @@ tokens, and print one JSON line: the estimate against the two references that br
 - logged: the sum of the buffers llama.cpp logs (what it allocated; an upper bound: compute buffers are
   not touched in full).
 
-Usage: python benchmarks/measure_memory.py MODEL [-c N] [--kv f16|q8_0] [-fa on|off]
+With --parallel N the model is loaded with the batched engine (N sequences in one KV pool, beside the model's
+token-sized own context) and N sequences generate together.
+
+Usage: python benchmarks/measure_memory.py MODEL [-c N] [--kv f16|q8_0] [-fa on|off] [--parallel N]
 Used by benchmarks/bench_estimate.py and tests/integration/test_estimate_accuracy.py, each in a fresh process.
 """
 
@@ -31,6 +34,7 @@ def main() -> None:
     parser.add_argument("-fa", default="auto")
     parser.add_argument("--prompt-tokens", type=int, default=512)
     parser.add_argument("--gen-tokens", type=int, default=64)
+    parser.add_argument("--parallel", type=int, default=0)
     options = parser.parse_args()
     os.environ.setdefault("EDGELLM_HOME", tempfile.mkdtemp(prefix="edgellm-measure-"))
 
@@ -46,29 +50,31 @@ def main() -> None:
 
     profile = detect_this_machine()
     spec = load_spec(Path(options.model))
-    chosen = plan(profile, spec, Wishes(ctx=options.c, kv=options.kv, flash_attn=options.fa))
+    chosen = plan(profile, spec, Wishes(ctx=options.c, kv=options.kv, flash_attn=options.fa, parallel=options.parallel))
     process = psutil.Process()
     before = process.memory_info().rss
     log = LlamaLog(paths.log_path(), echo=False)
-    loaded = load(
-        LoadParams(
-            Path(options.model),
-            chosen.n_ctx,
-            chosen.n_threads,
-            chosen.n_threads_batch,
-            chosen.n_gpu_layers,
-            chosen.flash_attn,
-            chosen.kv,
-            seed=0,
-            n_batch=chosen.n_ubatch,
-        ),
-        log,
+    params = LoadParams(
+        Path(options.model),
+        chosen.n_ctx,
+        chosen.n_threads,
+        chosen.n_threads_batch,
+        chosen.n_gpu_layers,
+        chosen.flash_attn,
+        chosen.kv,
+        seed=0,
+        n_batch=chosen.n_ubatch,
+        parallel=chosen.parallel,
     )
-    llm = loaded.llm
-    prompt = [llm.token_bos()] + [(index * 7919) % 5000 + 300 for index in range(options.prompt_tokens - 1)]
-    for count, _ in enumerate(llm.generate(prompt, temp=0.0), start=1):
-        if count >= options.gen_tokens:
-            break
+    if chosen.parallel:
+        generate_together(params, log, options.parallel, options.prompt_tokens, options.gen_tokens)
+    else:
+        loaded = load(params, log)
+        llm = loaded.llm
+        prompt = [llm.token_bos()] + [(index * 7919) % 5000 + 300 for index in range(options.prompt_tokens - 1)]
+        for count, _ in enumerate(llm.generate(prompt, temp=0.0), start=1):
+            if count >= options.gen_tokens:
+                break
     after = process.memory_info().rss
     log.flush()
     buffers = {}
@@ -89,6 +95,29 @@ def main() -> None:
             }
         )
     )
+
+
+def generate_together(params, log, count: int, prompt_tokens: int, gen_tokens: int) -> None:  # type: ignore[no-untyped-def]
+    """`count` sequences on the batched engine at once, each a prompt of `prompt_tokens` and `gen_tokens` more."""
+    import threading
+
+    from edgellm.engine.batched import open_batched
+    from edgellm.engine.contract import GenerationOptions, Sampling
+
+    model = open_batched(params, log)
+    options = GenerationOptions(Sampling(temp=0.0), max_tokens=gen_tokens, ignore_eos=True, cache_prompt=False)
+    bos = model.token_bos
+
+    def one(seed: int) -> None:
+        prompt = [bos] + [(index * 7919 + seed) % 5000 + 300 for index in range(prompt_tokens - 1)]
+        for _ in model.generation(prompt, options):
+            pass
+
+    readers = [threading.Thread(target=one, args=(seed,)) for seed in range(count)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
 
 
 if __name__ == "__main__":
