@@ -643,7 +643,7 @@ def part_memory(peaks: list[dict[str, int]], threads: int, home: str, findings: 
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "EDGELLM_HOME": home},
+        env={**os.environ, "EDGELLM_HOME": tempfile.mkdtemp(prefix="edgellm-memory-")},  # its own log alone
     )
     if measured.returncode != 0:
         findings.note(f"memory: measure_memory.py failed: {measured.stderr.strip()[-300:]}")

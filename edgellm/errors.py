@@ -148,6 +148,10 @@ class ContextOverflow(EdgellmError):
         self.needed, self.available = needed, available
 
 
+class EmptyPrompt(EdgellmError):
+    """A prompt with no tokens at all (an empty text on a model that adds no BOS): nothing to continue from."""
+
+
 class TemplateRefused(EdgellmError):
     """The model's chat template refused the conversation (a role it does not support, an order it forbids)."""
 

@@ -215,6 +215,14 @@ def _(r: Reason, t: Terms) -> str:
     return "f16: full precision fits"
 
 
+@sentence("prompt_and_reply_too_long")
+def _(r: Reason, t: Terms) -> str:
+    return (
+        f"the prompt is {r['prompt']} tokens and max_tokens asks for {r['wanted']} more: together more than the "
+        f"{r['n_ctx']}-token context; ask for fewer max_tokens or shorten the prompt"
+    )
+
+
 @sentence("parallel_asked")
 def _(r: Reason, t: Terms) -> str:
     return f"as asked: {r['parallel']} sequences decode together, each up to {r['n_ctx']} tokens, in one KV pool"
@@ -236,6 +244,14 @@ def _(r: Reason, t: Terms) -> str:
     return (
         f"{r['parallel']}: measured on this device ({counts}), {r['parallel']} sequences decode "
         f"{r['gain']}× the aggregate of {r['base']} ({r['tokens_per_s']} tokens/s), and more gained too little"
+    )
+
+
+@sentence("parallel_fewer")
+def _(r: Reason, t: Terms) -> str:
+    return (
+        f"{r['parallel']}: {r['wanted']} sequences' KV cache would not fit beside the {r['n_ctx']}-token context "
+        f"(wanted: {say(r['why'], t)})"
     )
 
 

@@ -14,7 +14,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from edgellm.bench.measure import Interrupted, filler_tokens
@@ -38,7 +38,7 @@ class ParallelRequest:
 def one_round(model: BatchedModel, count: int, request: ParallelRequest) -> dict[str, float]:
     """B sequences together, once: S_PP, S_TG (aggregate), TTFT (mean)."""
     prompt = filler_tokens(model, request.pp)
-    options = GenerationOptions(GREEDY_PAST_EOS.sampling, max_tokens=request.tg, ignore_eos=True, cache_prompt=False)
+    options = replace(GREEDY_PAST_EOS, max_tokens=request.tg)
     firsts: list[float] = [0.0] * count
     ends: list[float] = [0.0] * count
     stats: list[GenerationStats | None] = [None] * count

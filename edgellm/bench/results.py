@@ -81,9 +81,11 @@ def save_result(profile: DeviceProfile, result: dict[str, Any]) -> Path | None:
     KEPT_PER_MODEL per model. None when the disk would not take it (said once, as `disk.lost` says it)."""
     path = results_path(profile)
     kept = load_results(profile) + [result]
-    key = result["model"]["key"]
-    same = [item for item in kept if item["model"]["key"] == key]
-    kept = [item for item in kept if item["model"]["key"] != key or item in same[-KEPT_PER_MODEL:]]
+    kind = (result["model"]["key"], "parallel" in result)  # sequences together are kept apart from single runs
+    same = [item for item in kept if (item["model"]["key"], "parallel" in item) == kind]
+    kept = [
+        item for item in kept if (item["model"]["key"], "parallel" in item) != kind or item in same[-KEPT_PER_MODEL:]
+    ]
     partial = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgellm.engine.contract import KV_GGML_TYPES, GenerationOptions, GenerationStats, LoadParams, SlotState, StopReason
+from edgellm.engine.generate import common_prefix
 from edgellm.engine.llama_log import LlamaLog
 from edgellm.engine.local import LocalModel, explain_load_failure, load
 from edgellm.engine.loop_guard import LoopGuard
-from edgellm.errors import EdgellmError
+from edgellm.errors import EdgellmError, EmptyPrompt, EngineFailed
 
 SIMILAR_PREFIX = 0.5  # an idle slot's cache is reused when it covers this share of a new prompt (else the LRU slot)
 
@@ -45,18 +46,20 @@ def open_batched(params: LoadParams, log: LlamaLog, keep_terminal: bool = False)
     sequences in a pool of `params.kv_cells` cells, each up to `params.n_ctx`."""
     from edgellm.engine import compat
 
+    slots = max(1, params.parallel)
     local = load(params, log, keep_terminal)
     started = time.perf_counter()
     try:
         context = compat.SequenceContext(
             local.llm,
             n_ctx=params.kv_cells,
-            n_seq_max=max(1, params.parallel),
-            n_batch=params.n_batch,
+            n_seq_max=slots,
+            n_batch=max(params.n_batch, slots),
             threads=params.n_threads,
             threads_batch=params.n_threads_batch,
             flash_attn=params.flash_attn,
             type_kv=KV_GGML_TYPES[params.kv],
+            unified=params.kv_cells < params.n_ctx * slots,  # a pool smaller than the slots' contexts: shared
         )
     except (ValueError, RuntimeError, OSError) as error:
         local.close()
@@ -66,7 +69,7 @@ def open_batched(params: LoadParams, log: LlamaLog, keep_terminal: bool = False)
         local.close()
         raise
     local.load_ms += (time.perf_counter() - started) * 1000
-    return BatchedModel(local, max(1, params.parallel), params.n_ctx, params.kv_cells, context)
+    return BatchedModel(local, slots, params.n_ctx, params.kv_cells, context, max(params.n_batch, slots))
 
 
 class PoolTooSmall(EdgellmError):
@@ -125,7 +128,7 @@ class BatchedModel:
     """The engine contract's `Model` over `llm`'s weights with `slots` sequences decoding together in a pool of
     `pool` KV cells (each sequence holds at most `n_ctx` of them)."""
 
-    def __init__(self, local: LocalModel, slots: int, n_ctx: int, pool: int, context: Any) -> None:
+    def __init__(self, local: LocalModel, slots: int, n_ctx: int, pool: int, context: Any, n_batch: int) -> None:
         from edgellm.engine import compat
 
         self.local = local
@@ -134,6 +137,7 @@ class BatchedModel:
         self.parallel = slots
         self._n_ctx = n_ctx
         self.pool = pool
+        self.n_batch = n_batch  # tokens one decode holds: at least one per slot
         self._context = context  # compat.SequenceContext: the llama.cpp context the stepper owns
         self._is_eog = compat.end_of_generation(local.llm)
         self._n_swa = compat.sliding_window(local.llm)
@@ -141,6 +145,7 @@ class BatchedModel:
         self._waiting: deque[_Sequence] = deque()
         self._condition = threading.Condition()
         self._closed = False
+        self._failure: BaseException | None = None  # what broke the stepper: every later request hears of it
         self._paused = 0
         self.steps = 0  # decode calls so far
         self.step_tokens = 0  # tokens those calls held: over steps, the batch occupancy
@@ -202,8 +207,8 @@ class BatchedModel:
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
-        """Hold the stepper between two steps: requests submitted meanwhile are admitted together when it goes on
-        (a test's way to give several requests one batch shape)."""
+        """Hold the stepper between two steps: requests submitted meanwhile are admitted together when it goes on,
+        in one batch shape (`bench --parallel` and the tests)."""
         with self._condition:
             self._paused += 1
         try:
@@ -225,12 +230,16 @@ class BatchedModel:
     # the reader's side
 
     def _submit(self, sequence: _Sequence) -> None:
+        if not sequence.prompt:
+            raise EmptyPrompt("the prompt is empty: give it some text")
         if sequence.needs > self.pool:
             raise PoolTooSmall(
                 f"the request needs {sequence.needs} KV cells and the pool holds {self.pool}; "
                 f"ask for fewer max_tokens or a shorter prompt"
             )
         with self._condition:
+            if self._failure is not None:
+                raise EngineFailed(f"the batched engine stopped: {self._failure}") from self._failure
             if self._closed:
                 sequence.mailbox.put(_End("interrupted"))
                 return
@@ -248,7 +257,7 @@ class BatchedModel:
     def _run(self) -> None:
         import llama_cpp
 
-        batch = llama_cpp.llama_batch_init(self.params.n_batch, 0, 1)
+        batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         try:
             while True:
                 with self._condition:
@@ -258,20 +267,20 @@ class BatchedModel:
                         self._drop_left()
                     if self._closed:
                         break
-                    self._admit()
+                    self._admit()  # with every slot idle the next request always fits: something runs
                     running = self._running()
-                if running:
-                    self._step(batch, running)
-                else:  # waiting for room that only a leaving reader frees: wait for it
-                    with self._condition:
+                    if not running:  # cannot happen (see _submit); never spin if it did
                         self._condition.wait(0.05)
+                        continue
+                self._step(batch, running)
         except BaseException as error:  # a bug or a broken context: every reader hears of it, none hangs
             with self._condition:
-                self._closed = True
+                self._closed, self._failure = True, error
+                failure = EngineFailed(f"the batched engine stopped: {type(error).__name__}: {error}")
                 for sequence in self._running():
-                    self._end(sequence, "interrupted", error)
+                    self._end(sequence, "interrupted", failure)
                 for sequence in self._waiting:
-                    sequence.mailbox.put(_End("interrupted", error))
+                    sequence.mailbox.put(_End("interrupted", failure))
                 self._waiting.clear()
             raise
         finally:
@@ -302,18 +311,22 @@ class BatchedModel:
             idle = [slot for slot in self._slots if slot.running is None]
             if not idle:
                 return
-            slot = self._choose(idle, sequence.prompt)
+            slot = self._choose(idle, sequence)
             if not self._make_room(sequence, slot):
                 return
             self._waiting.popleft()
             self._start(sequence, slot)
 
-    def _choose(self, idle: list[_Slot], prompt: list[int]) -> _Slot:
-        """The idle slot whose cache covers most of the prompt, else the least recently used one."""
-        best = max(idle, key=lambda slot: common_prefix(slot.cached, prompt))
-        if common_prefix(best.cached, prompt) >= max(1, int(len(prompt) * SIMILAR_PREFIX)):
-            return best
-        return min(idle, key=lambda slot: (bool(slot.cached), slot.used_at))
+    def _choose(self, idle: list[_Slot], sequence: _Sequence) -> _Slot:
+        """The idle slot whose cache covers at least SIMILAR_PREFIX of the prompt (the most), else an empty one (the
+        lowest id: llama.cpp decodes consecutive sequence ids in one pass), else the least recently used one, whose
+        cache is the least likely to be asked for again (as llama-server chooses)."""
+        prompt = sequence.prompt
+        if sequence.options.cache_prompt:
+            best = max(idle, key=lambda slot: common_prefix(slot.cached, prompt))
+            if common_prefix(best.cached, prompt) >= max(1, int(len(prompt) * SIMILAR_PREFIX)):
+                return best
+        return min(idle, key=lambda slot: (bool(slot.cached), slot.used_at if slot.cached else slot.id))
 
     def _make_room(self, sequence: _Sequence, chosen: _Slot) -> bool:
         """Whether `sequence` fits in the pool once idle slots' caches are dropped (least recently used first);
@@ -338,7 +351,7 @@ class BatchedModel:
         sequence.admitted = time.perf_counter()
         sequence.slot, slot.running, slot.used_at = slot.id, sequence, sequence.admitted
         reuse = common_prefix(slot.cached, sequence.prompt) if sequence.options.cache_prompt else 0
-        reuse = min(reuse, len(sequence.prompt) - 1)  # at least one token is evaluated: its logits are sampled
+        reuse = max(0, min(reuse, len(sequence.prompt) - 1))  # at least one token is evaluated: its logits are sampled
         reuse = self._context.keep_prefix(slot.id, reuse, self._n_swa)
         slot.cached = sequence.prompt[:reuse]
         sequence.n_past, sequence.pending = reuse, sequence.prompt[reuse:]
@@ -348,7 +361,7 @@ class BatchedModel:
 
     def _step(self, batch: Any, running: list[_Sequence]) -> None:
         """One decode: a token from each generating sequence, then prompt chunks up to the batch's size."""
-        n_batch = self.params.n_batch
+        n_batch = self.n_batch
         count = 0
         generating = [s for s in running if not s.pending]
         for sequence in generating:
@@ -418,9 +431,10 @@ class BatchedModel:
         self._condition.notify_all()
 
     def _failed(self, running: list[_Sequence], status: int) -> None:
-        """A decode that failed: its sequences end with the error, their slots' caches dropped (llama.cpp may have
-        kept part of the batch); the others go on."""
-        error = EdgellmError(f"llama.cpp could not decode the batch (llama_decode returned {status})")
+        """A decode that failed (llama.cpp out of memory, a backend error): the sequences of that batch end with
+        EngineFailed and their slots' caches are dropped (llama.cpp may have kept part of the batch); the engine
+        takes the next requests."""
+        error = EngineFailed(f"llama.cpp could not decode the batch (llama_decode returned {status})")
         with self._condition:
             for sequence in running:
                 slot = self._slots[sequence.slot]
@@ -499,13 +513,3 @@ class BatchedGeneration:
             stats.prompt_tokens_per_s = stats.prompt_evaluated / max(sequence.first_at - sequence.admitted, 1e-9)
         if sequence.sampled > 1 and sequence.last_at > sequence.first_at:
             stats.tokens_per_s = (sequence.sampled - 1) / (sequence.last_at - sequence.first_at)
-
-
-def common_prefix(cached: list[int], tokens: list[int]) -> int:
-    """How many leading tokens two sequences share."""
-    count = 0
-    for old, new in zip(cached, tokens):
-        if old != new:
-            break
-        count += 1
-    return count

@@ -121,10 +121,11 @@ def output_offloaded(n_gpu_layers: int) -> bool:
 
 def estimate(spec: ModelSpec, settings: EstimateInputs, gpu_name: str = "GPU") -> MemoryEstimate:
     """Memory per device for `spec` under `settings`; a device with nothing on it is left out."""
-    pool = settings.n_ctx * max(1, settings.parallel)
+    streams = max(1, settings.parallel)  # the batched engine gives each sequence a KV stream of its own
     n_seq = max(settings.n_seq, settings.parallel)
-    n_ubatch = min(settings.n_ubatch, padded_ctx(pool))
-    full_cells, swa_cells = kv_cells(spec, pool, n_ubatch, n_seq)
+    n_ubatch = max(min(settings.n_ubatch, padded_ctx(settings.n_ctx)), settings.parallel)
+    stream_full, stream_swa = kv_cells(spec, settings.n_ctx, n_ubatch, 1 if settings.parallel else settings.n_seq)
+    full_cells, swa_cells = stream_full * streams, stream_swa * streams
     on_gpu = set(gpu_layer_range(spec, settings.n_gpu_layers)) if settings.gpu_backend else set()
     output_on_gpu = bool(settings.gpu_backend) and output_offloaded(settings.n_gpu_layers)
     output_weights = spec.output_bytes + (spec.token_embd_bytes if spec.tied_embeddings else 0)
@@ -146,7 +147,7 @@ def estimate(spec: ModelSpec, settings: EstimateInputs, gpu_name: str = "GPU") -
                 )
         cells = [swa_cells if spec.swa_layers[layer] else full_cells for layer in layers]
         kv_cache = sum(kv_layer_bytes(spec, layer, cell, settings.kv) for layer, cell in zip(layers, cells))
-        n_kv = max(cells, default=0)
+        n_kv = max((stream_swa if spec.swa_layers[layer] else stream_full for layer in layers), default=0)
         compute = compute_bytes(spec, n_ubatch, n_kv, settings.flash_attn, has_output, bool(layers))
         output_buffer = spec.n_vocab * 4 * n_seq if not is_gpu else 0
         logits_only = has_output and compute == n_ubatch * 4 * (spec.n_vocab + 2 * spec.n_embd)
@@ -161,7 +162,9 @@ def estimate(spec: ModelSpec, settings: EstimateInputs, gpu_name: str = "GPU") -
         overhead = GPU_RUNTIME_OVERHEAD.get(settings.gpu_backend or "", 0) if is_gpu else CPU_OVERHEAD + output_buffer
         notes.setdefault("weights", describe_weights(spec, layers, has_output, is_gpu))
         notes["kv_cache"] = describe_kv(spec, layers, full_cells, swa_cells, settings.kv) + (
-            f", one pool for {settings.parallel} sequences of up to {settings.n_ctx}" if settings.parallel > 0 else ""
+            f", {settings.parallel} sequences of up to {settings.n_ctx} tokens, each in its own stream"
+            if settings.parallel > 0
+            else ""
         )
         notes["compute"] = (
             f"logits of a {n_ubatch}-token batch: {spec.n_vocab} × {n_ubatch} × 4 bytes"

@@ -290,6 +290,8 @@ def plan_parallel(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes) -> Pl
         except PlanError:
             continue
         if found.n_ctx >= single.n_ctx and found.kv == single.kv and found.n_gpu_layers >= single.n_gpu_layers:
+            if count != counts[0]:  # the count wanted did not fit: say so, and why it was wanted
+                why = reason("parallel_fewer", parallel=count, wanted=counts[0], n_ctx=single.n_ctx, why=why)
             found.reasons["parallel"] = why
             return replace(found, parallel=count)
     single.reasons["parallel"] = (

@@ -23,7 +23,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from edgellm.api import openai
 from edgellm.api.openai import Answer, ApiError, CompletionRequest
 from edgellm.engine.batched import BatchedModel
-from edgellm.errors import ContextOverflow, EdgellmError, TemplateRefused, WorkerLost, WorkerUnreachable
+from edgellm.errors import (
+    ContextOverflow,
+    EdgellmError,
+    EmptyPrompt,
+    TemplateRefused,
+    WorkerLost,
+    WorkerUnreachable,
+)
 from edgellm.server.config import ServerConfig
 from edgellm.server.metrics import CONTENT_TYPE, Batching, Metrics, render
 from edgellm.server.scheduler import Ended, Job, QueueFull, Scheduler, ShuttingDown
@@ -217,12 +224,16 @@ async def read_json(request: Request, limit: int) -> Any:
 def _prepare(model: ChatModel, request: CompletionRequest) -> Prepared:
     """Render and tokenize the prompt (off the event loop: a long one takes a while), worded for the API."""
     try:
-        if request.messages is not None:
-            prepared = model.prepare(request.messages, request.options)
-        else:
-            prepared = model.prepare_text(request.prompt or "")
+        return model.prepare_request(request.messages, request.prompt, request.options)
     except ContextOverflow as error:
         n_ctx = model.n_ctx
+        if error.reason is not None and error.reason.code == "prompt_and_reply_too_long":
+            message = (
+                f"the prompt is {error.reason['prompt']} tokens and max_tokens asks for {error.reason['wanted']} "
+                f"more: together more than this server's {n_ctx}-token context; ask for fewer max_tokens or "
+                f"shorten the prompt"
+            )
+            raise ApiError(400, message, "context_length_exceeded", "max_tokens") from None
         if request.messages is None:
             message = (
                 f"the prompt is {error.needed} tokens, more than this server's {n_ctx}-token context "
@@ -237,17 +248,8 @@ def _prepare(model: ChatModel, request: CompletionRequest) -> Prepared:
         raise ApiError(400, message, "context_length_exceeded", "messages" if request.messages else "prompt") from None
     except TemplateRefused as error:
         raise ApiError(400, str(error), "template_error", "messages") from None
-    wanted, n_ctx = request.options.max_tokens, model.n_ctx
-    if wanted > 0 and len(prepared.tokens) + wanted > n_ctx:
-        raise ApiError(
-            400,
-            f"the prompt is {len(prepared.tokens)} tokens and max_tokens asks for {wanted} more: "
-            f"together more than this server's {n_ctx}-token context; ask for fewer max_tokens or "
-            f"shorten the prompt",
-            "context_length_exceeded",
-            "max_tokens",
-        )
-    return prepared
+    except EmptyPrompt:
+        raise ApiError(400, "the prompt is empty: send some text to complete", "empty_prompt", "prompt") from None
 
 
 def _refused(error: BaseException) -> ApiError:

@@ -3,9 +3,10 @@
 Each input line is a request as the OpenAI API takes it (`{"prompt": ...}` or `{"messages": [...]}`, with its own
 sampling and max_tokens; an OpenAI batch file's `{"custom_id": ..., "body": {...}}` too). Each answer is appended to a
 journal beside the output the moment it is written (`OUT.partial`), so a Ctrl-C or a kill -9 loses only the answers
-still being written; run again, the job skips the lines already answered (matched by the line's hash, so an edited
-line is answered again) and goes on. When every line is answered, the output is written whole in input order (a
-temporary name, renamed) and the journal removed. A bad line gets its error in the output; the job goes on.
+still being written (a line a kill cut short is dropped); run again, the job skips the lines already answered (matched
+by their place and their text's hash, so an edited line is answered again) and goes on. When every line is answered,
+the output is written whole in input order (a temporary name, renamed) and the journal removed. A bad line gets its
+error in the output; the job goes on.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typing import Any
 
 from edgellm.api import openai
 from edgellm.api.openai import ApiError, CompletionRequest
+from edgellm.engine.batched import PoolTooSmall
 from edgellm.engine.contract import GenerationOptions
-from edgellm.errors import ContextOverflow, EdgellmError, TemplateRefused
+from edgellm.errors import ContextOverflow, EdgellmError, EmptyPrompt, TemplateRefused
 from edgellm.session.completion import ChatModel
 from edgellm.session.events import Reply
 
@@ -148,6 +150,17 @@ def journal_path(output: Path) -> Path:
     return output.with_name(output.name + JOURNAL_SUFFIX)
 
 
+def mend_torn_tail(journal: Path) -> None:
+    """Cut a last line a kill left half-written, so the next answer starts a line of its own."""
+    try:
+        with open(journal, "rb+") as handle:
+            data = handle.read()
+            if data and not data.endswith(b"\n"):
+                handle.truncate(data.rfind(b"\n") + 1)
+    except FileNotFoundError:
+        pass
+
+
 class BatchJob:
     """Answers `lines` into `output` with up to `model.model.parallel` requests at once; `report` hears the progress
     after each answer (from the worker threads)."""
@@ -178,6 +191,7 @@ class BatchJob:
         self.output.parent.mkdir(parents=True, exist_ok=True)
         if self.kept and not journal_path(self.output).exists() and not self.todo:
             return self.progress  # answered already, output whole
+        mend_torn_tail(journal_path(self.output))
         with open(journal_path(self.output), "a", encoding="utf-8") as journal:
             self._journal = journal
             lines = iter(self.todo)
@@ -237,25 +251,15 @@ class BatchJob:
             return {**head, "error": line.error}
         model = self.model
         try:
-            if request.messages is not None:
-                prepared = model.prepare(request.messages, request.options)
-            else:
-                prepared = model.prepare_text(request.prompt or "")
-        except (ContextOverflow, TemplateRefused) as error:
+            prepared = model.prepare_request(request.messages, request.prompt, request.options)
+        except (ContextOverflow, TemplateRefused, EmptyPrompt) as error:
             return {**head, "error": str(error)}
-        wanted = request.options.max_tokens
-        if wanted > 0 and len(prepared.tokens) + wanted > model.n_ctx:
-            return {
-                **head,
-                "error": f"the prompt is {len(prepared.tokens)} tokens and max_tokens asks for {wanted} more: "
-                f"together more than the {model.n_ctx}-token context",
-            }
         reply = Reply()
         pieces = model.stream(prepared, reply, request.options, self.cancel)
         try:
             for _ in pieces:
                 pass
-        except EdgellmError as error:  # this request could not be answered (too big for the pool): said in its line
+        except PoolTooSmall as error:  # this request can never be answered here: said in its line
             return {**head, "error": str(error)}
         finally:
             pieces.close()
@@ -288,6 +292,12 @@ class BatchJob:
             for index, record in answered(self.output).items()
             if self.digests.get(index) == record["hash"]  # not a line since edited or removed
         }
+        missing = sorted(set(self.digests) - set(records))
+        if missing:  # never a whole output with a line left out: the journal stays for the next run
+            raise EdgellmError(
+                f"{len(missing)} requests have no answer in {journal_path(self.output)} (the first: line "
+                f"{missing[0] + 1}); run the same command again to answer them"
+            )
         partial = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
         try:
             with open(partial, "w", encoding="utf-8") as out:

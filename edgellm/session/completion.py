@@ -14,7 +14,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 
 from edgellm.engine.contract import GenerationOptions, Model
-from edgellm.errors import ContextOverflow, TemplateRefused
+from edgellm.errors import ContextOverflow, EmptyPrompt, TemplateRefused
 from edgellm.events import Notice
 from edgellm.reasons import reason
 from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply
@@ -150,6 +150,19 @@ class ChatModel:
             )
         return Prepared(text, tokens, dropped)
 
+    def prepare_request(self, messages: Messages | None, prompt: str | None, options: GenerationOptions) -> Prepared:
+        """A request's prompt (messages through the template, else a raw text), checked to leave room for the
+        `max_tokens` it asks: ContextOverflow (its `available` the room left), TemplateRefused or EmptyPrompt."""
+        prepared = self.prepare(messages, options) if messages is not None else self.prepare_text(prompt or "")
+        wanted = options.max_tokens
+        if wanted > 0 and len(prepared.tokens) + wanted > self.n_ctx:
+            raise ContextOverflow(
+                reason("prompt_and_reply_too_long", prompt=len(prepared.tokens), wanted=wanted, n_ctx=self.n_ctx),
+                len(prepared.tokens) + wanted,
+                self.n_ctx,
+            )
+        return prepared
+
     def prepare_text(self, prompt: str) -> Prepared:
         """A raw prompt, completed as it is (no template): BOS and its tokens; ContextOverflow if no room is left."""
         return Prepared(prompt, text_prompt_tokens(self.model, prompt), 0, chat=False)
@@ -208,8 +221,10 @@ class PlainText:
 
 def text_prompt_tokens(model: Model, prompt: str) -> list[int]:
     """A raw prompt's tokens, BOS first, as `run` and the server's /v1/completions evaluate it; ContextOverflow when
-    it leaves no room for a reply."""
+    it leaves no room for a reply, EmptyPrompt when it has no token at all (an empty text, a model with no BOS)."""
     tokens = model.tokenize(prompt, add_bos=True, special=False)
+    if not tokens:
+        raise EmptyPrompt("the prompt is empty and this model starts no text on its own: give it some text")
     n_ctx = model.n_ctx
     if len(tokens) >= n_ctx:
         raise ContextOverflow(reason("prompt_too_long", needed=len(tokens), n_ctx=n_ctx), len(tokens), n_ctx)

@@ -43,3 +43,34 @@ def test_answers_are_read_from_the_output_and_the_journal_a_cut_line_skipped(tmp
     )
     found = answered(output)
     assert found == {0: {"index": 0, "hash": "b", "text": "new"}}
+
+
+def test_a_line_a_kill_cut_short_is_dropped_before_the_next_answer(tmp_path: Path) -> None:
+    from edgellm.session.batch import mend_torn_tail
+
+    journal = tmp_path / "out.jsonl.partial"
+    journal.write_text('{"index": 0, "hash": "a"}\n{"index": 1, "ha')
+    mend_torn_tail(journal)
+    assert journal.read_text() == '{"index": 0, "hash": "a"}\n'
+    mend_torn_tail(journal)  # whole lines: nothing cut
+    assert journal.read_text() == '{"index": 0, "hash": "a"}\n'
+    mend_torn_tail(tmp_path / "none.partial")  # no journal yet: nothing to do
+
+
+def test_an_empty_prompt_on_a_model_with_no_bos_is_empty_prompt_and_too_long_a_request_says_both_numbers() -> None:
+    import pytest
+
+    from edgellm.errors import ContextOverflow, EmptyPrompt
+    from edgellm.session.completion import ChatModel
+    from tests.support.scripted import ScriptedModel
+
+    class NoBos(ScriptedModel):
+        def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
+            return super().tokenize(text, add_bos=False, special=special)
+
+    model = ChatModel.for_model(NoBos(["x"], n_ctx=64), "llama")
+    with pytest.raises(EmptyPrompt, match="empty"):
+        model.prepare_request(None, "", DEFAULTS)
+    with pytest.raises(ContextOverflow, match="asks for 60 more") as raised:
+        model.prepare_request(None, "0123456789", GenerationOptions(max_tokens=60))
+    assert raised.value.reason is not None and raised.value.reason.code == "prompt_and_reply_too_long"

@@ -92,9 +92,11 @@ def main(args: argparse.Namespace) -> int:
 
     check_server_installed()
     from edgellm.cli.host import open_host
+    from edgellm.cli.words import CLI
     from edgellm.server.config import ServerConfig
     from edgellm.server.launch import STOPPED_WHILE_LOADING, Listen, api_key_from, check_exposure, say, serve
     from edgellm.session.flags import flags_of
+    from edgellm.words import say as words_say
 
     flags = flags_of(args)
     api_key = api_key_from(args.api_key)
@@ -116,11 +118,19 @@ def main(args: argparse.Namespace) -> int:
     if planned.split is not None:
         layers = f"{planned.split.layers_on_workers} of {planned.choice.spec.n_layers} layers"
         where = f"on {planned.split.workers} RPC worker{'s' if planned.split.workers > 1 else ''}"
+    if flags.rpc and args.parallel not in (None, "auto", 1):
+        print(
+            "edgellm: note: a model split across workers serves one request at a time; --parallel is left aside",
+            file=sys.stderr,
+        )
     slots = f"{params.parallel} slots of " if params.parallel else ""
     say(
         f"loading {path.name}: {slots}{params.n_ctx}-token context, {layers} {where}, "
         f"{params.n_threads} threads, KV cache {params.kv}"
     )
+    why = planned.choice.plan.reasons.get("parallel") if planned.choice.plan else None
+    if why is not None:
+        say(f"{params.parallel} slots: {words_say(why, CLI)}")
     code = serve(config, Listen(args.host, args.port, args.queue), lambda: host.load(planned))
     if code == STOPPED_WHILE_LOADING:
         sys.stderr.flush()
