@@ -162,6 +162,17 @@ def model_record(path: Path, spec: ModelSpec) -> dict[str, Any]:
     }
 
 
+def record_head(profile: DeviceProfile, path: Path, spec: ModelSpec) -> dict[str, Any]:
+    """What every result record starts with: its schema, when, which edgellm, the device and the model."""
+    return {
+        "schema": results.SCHEMA,
+        "when": now_iso(),
+        "edgellm": __version__,
+        "device": device_record(profile),
+        "model": model_record(path, spec),
+    }
+
+
 def device_record(profile: DeviceProfile) -> dict[str, Any]:
     build = profile.llama_build
     return {
@@ -291,11 +302,7 @@ def measure_plans(
         )
     report(Progress("bench", total, total, unit="runs", finished=True))
     return {
-        "schema": results.SCHEMA,
-        "when": now_iso(),
-        "edgellm": __version__,
-        "device": device_record(profile),
-        "model": model_record(path, spec),
+        **record_head(profile, path, spec),
         "request": {
             "pp": request.pp,
             "tg": request.tg,
@@ -346,11 +353,7 @@ def run_parallel_bench(
             gc.collect()
     report(Progress("bench", total, total, unit="runs", finished=True))
     return profile, {
-        "schema": results.SCHEMA,
-        "when": now_iso(),
-        "edgellm": __version__,
-        "device": device_record(profile),
-        "model": model_record(path, spec),
+        **record_head(profile, path, spec),
         "request": {
             "pp": request.pp,
             "tg": request.tg,
