@@ -225,3 +225,17 @@ def test_a_growing_conversation_reuses_its_slots_cache(batched: BatchedModel) ->
         text += reply + f" And turn {turn}?"
     cached = max(slot.cached for slot in batched.slots())
     assert cached >= len(prompt(batched, text)) - 20
+
+
+def test_more_slots_than_the_micro_batch_holds_still_decode_together(test_model: Path, tmp_path: Path) -> None:
+    """Four slots and a 2-token micro-batch: every step has room for one token per slot (the batch grows to the
+    slots), so the four sequences decode together and end as asked."""
+    log = LlamaLog(tmp_path / "llama.log", echo=False)
+    model = open_batched(params(test_model, parallel=4, n_batch=2), log)
+    try:
+        jobs = [(prompt(model, f"Item {n}:"), replace(GREEDY, max_tokens=6 + n)) for n in range(4)]
+        answers = together(model, jobs)
+        assert [len(tokens) for _, tokens, _ in answers] == [6, 7, 8, 9]
+        assert model.n_batch == 4
+    finally:
+        model.close()
