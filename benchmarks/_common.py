@@ -7,6 +7,29 @@ import statistics
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# Subjects of short prompts ("The sky is"), one per request, so no server answers one request from another's cache
+SUBJECTS = (
+    "The sky",
+    "A cat",
+    "Paris",
+    "The ocean",
+    "Music",
+    "A river",
+    "Winter",
+    "The moon",
+    "Coffee",
+    "A forest",
+    "The sun",
+    "Bread",
+    "A mountain",
+    "Rain",
+    "The city",
+    "A book",
+    "The desert",
+    "A violin",
+    "Spring",
+    "A glacier",
+)
 TEST_MODEL = Path(os.environ.get("EDGELLM_TEST_MODEL", REPO / ".venv" / "models" / "gemma-3-270m-Q4_K_M.gguf"))
 
 

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
-from _common import REPO, TEST_MODEL, Findings, add_json_flag, median, spread
+from _common import REPO, SUBJECTS, TEST_MODEL, Findings, add_json_flag, median, spread
 
 sys.path.insert(0, str(REPO))
 from tests.support.server import LoggedProcess, ServerProcess
@@ -62,28 +62,6 @@ SERVE_CTX = 2048  # per slot, for the servers (part 3 and 5)
 CLIENTS = 4
 N_BATCH = 512
 BATCH_TOKENS = 100  # max_tokens of each `run --batch` request
-SUBJECTS = (
-    "The sky",
-    "A cat",
-    "Paris",
-    "The ocean",
-    "Music",
-    "A river",
-    "Winter",
-    "The moon",
-    "Coffee",
-    "A forest",
-    "The sun",
-    "Bread",
-    "A mountain",
-    "Rain",
-    "The city",
-    "A book",
-    "The desert",
-    "A violin",
-    "Spring",
-    "A glacier",
-)
 SOLO_PROMPT = "The capital of France is"
 
 

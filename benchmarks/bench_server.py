@@ -40,7 +40,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx2 as httpx
-from _common import REPO, TEST_MODEL, Findings, add_json_flag, median, spread
+from _common import REPO, SUBJECTS, TEST_MODEL, Findings, add_json_flag, median, spread
 
 sys.path.insert(0, str(REPO))
 from tests.support.server import LoggedProcess, ServerProcess
@@ -48,27 +48,7 @@ from tests.support.server import LoggedProcess, ServerProcess
 PROMPT = "The capital of France is"  # the test model does not stop on its own here at temperature 0
 CTX = 2048
 CONCURRENT = 16
-SHORT_PROMPTS = [
-    f"{subject} is"
-    for subject in (
-        "The sky",
-        "A cat",
-        "Paris",
-        "The ocean",
-        "Music",
-        "A river",
-        "Winter",
-        "The moon",
-        "Coffee",
-        "A forest",
-        "The sun",
-        "Bread",
-        "A mountain",
-        "Rain",
-        "The city",
-        "A book",
-    )
-]
+SHORT_PROMPTS = [f"{subject} is" for subject in SUBJECTS[:16]]
 GREETINGS = [
     "Hi",
     "Hello",

@@ -1,19 +1,21 @@
 """Continuous batching: several generations decoding together on one model, the engine contract's `Model` whose
 `generation()` may be called again while earlier generations run.
 
-One llama.cpp context with `slots` sequences over one unified KV pool sits beside the loaded `Llama` (which keeps the
-weights, the vocabulary and a token-sized context of its own; the weights are shared, not copied). One thread, the
+One llama.cpp context with `slots` sequences sits beside the loaded `Llama` (which keeps the weights, the vocabulary and
+a token-sized context of its own; the weights are shared, not copied). Each sequence has a KV stream of its own, n_ctx
+cells; a pool smaller than the slots' contexts (`LoadParams.kv_pool`) is one unified pool they share. One thread, the
 stepper, owns that context. Each step: every generating sequence adds its last sampled token; prompts of new requests
 fill the rest of the micro-batch in chunks (a long prompt delays the running streams by one chunk at most); one
-`llama_decode`; each sequence sampled by its own sampler chain at its batch index. Requests join, stop and leave
-between steps only, each alone: a cancelled or finished sequence never disturbs the others.
+`llama_decode`; each sequence sampled by its own sampler chain at its batch index. Requests join, stop and leave between
+steps only, each alone: a cancelled or finished sequence never disturbs the others.
 
-Admission: a request is admitted when a slot is idle and its prompt plus the tokens it may write fit the pool's free
-cells (idle slots' cached prompts are dropped, least recently used first, to make room); otherwise it waits, in
-order. A full pool never aborts a running sequence: the cells each one may still need are reserved when it starts.
+Admission: a request is admitted when a slot is idle and its prompt plus the tokens it may write fit the free cells
+(with a stream per sequence they always do; in a shared pool idle slots' cached prompts are dropped, least recently
+used first, to make room); otherwise it waits, in order. A full pool never aborts a running sequence: the cells each
+one may still need are reserved when it starts.
 
 Prompt cache: a finished sequence's cells stay as its slot's cache; a new request goes to the idle slot holding its
-longest common prefix, and only the rest of its prompt is evaluated.
+longest common prefix (`_choose`), and only the rest of its prompt is evaluated.
 
 The consumer's side (`BatchedGeneration.__iter__`, on the caller's thread) reads sampled tokens from its sequence's
 mailbox and turns them into text, so the stepper never waits for a reader.

@@ -6,10 +6,10 @@ size, and `generation()`, which makes one `Generation` of a prompt with the opti
 the server and bench use only this; `LoadParams`, `Sampling`, `GenerationOptions` and `GenerationStats` are the
 values that cross it.
 
-A batched model (`engine.batched.BatchedModel`: one llama.cpp context with `parallel` sequences over one KV pool) is
-a `Model` whose `generation()` may be called again while earlier generations run, up to `parallel` decoding together,
-each owning one sequence of the context (a slot), its own sampler built from its own `GenerationOptions`, and its KV
-cells, kept as its slot's prompt cache when it ends; `slots()` tells what each slot holds. A draft model for
+A batched model (`engine.batched.BatchedModel`: one llama.cpp context with `parallel` sequences, each in a KV stream of
+its own) is a `Model` whose `generation()` may be called again while earlier generations run, up to `parallel` decoding
+together, each owning one sequence of the context (a slot), its own sampler built from its own `GenerationOptions`, and
+its KV cells, kept as its slot's prompt cache when it ends; `slots()` tells what each slot holds. A draft model for
 speculative decoding will be a second `Model` loaded beside the target, its tokens checked against the target's
 vocabulary through the same `tokenize`/`detokenize`.
 """

@@ -11,12 +11,13 @@ error in the output; the job goes on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from edgellm.api.openai import ApiError, CompletionRequest
 from edgellm.engine.batched import PoolTooSmall
 from edgellm.engine.contract import GenerationOptions
 from edgellm.errors import ContextOverflow, EdgellmError, EmptyPrompt, TemplateRefused
+from edgellm.events import Progress, Report, ignore
 from edgellm.session.completion import ChatModel
 from edgellm.session.events import Reply
 
@@ -44,7 +46,7 @@ class Line:
 
 
 @dataclass
-class Progress:
+class Tally:
     """How far the job is: lines answered (this run and before), tokens written this run, time this run."""
 
     total: int
@@ -165,9 +167,7 @@ class BatchJob:
     """Answers `lines` into `output` with up to `model.model.parallel` requests at once; `report` hears the progress
     after each answer (from the worker threads)."""
 
-    def __init__(
-        self, model: ChatModel, lines: list[Line], output: Path, report: Callable[[Progress], None] = lambda p: None
-    ) -> None:
+    def __init__(self, model: ChatModel, lines: list[Line], output: Path, report: Report = ignore) -> None:
         self.model = model
         self.output = output
         self.report = report
@@ -179,20 +179,22 @@ class BatchJob:
         }
         self.todo = [line for line in lines if line.index not in self.kept]
         self.digests = {line.index: line.digest for line in lines}
-        self.progress = Progress(total=len(lines), done=len(self.kept), skipped=len(self.kept))
+        self.progress = Tally(total=len(lines), done=len(self.kept), skipped=len(self.kept))
         self.cancel = threading.Event()
         self._lock = threading.Lock()
         self._journal: Any = None
         self._error: BaseException | None = None
 
-    def run(self) -> Progress:
+    def run(self) -> Tally:
         """Answer every line not yet answered; then write the output whole. Returns the progress; `cancel` set (or a
         KeyboardInterrupt) stops it with the answers so far kept in the journal."""
-        self.output.parent.mkdir(parents=True, exist_ok=True)
         if self.kept and not journal_path(self.output).exists() and not self.todo:
             return self.progress  # answered already, output whole
-        mend_torn_tail(journal_path(self.output))
-        with open(journal_path(self.output), "a", encoding="utf-8") as journal:
+        with self._writing(journal_path(self.output)):
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+            mend_torn_tail(journal_path(self.output))
+            journal = open(journal_path(self.output), "a", encoding="utf-8")
+        with journal:
             self._journal = journal
             lines = iter(self.todo)
             workers = [
@@ -214,7 +216,27 @@ class BatchJob:
             raise self._error
         if not self.cancel.is_set():
             self._finish()
+            self._tell(finished=True)
         return self.progress
+
+    def _tell(self, finished: bool = False) -> None:
+        """The progress as the event every front end shows: requests done of all, their rate and the time left."""
+        tally = self.progress
+        task = f"batch ({tally.requests_per_s:.2f} requests/s, {tally.tokens_per_s:.1f} tokens/s)"
+        self.report(
+            Progress(task, tally.done, tally.total, tally.requests_per_s, tally.seconds_left, finished, "requests")
+        )
+
+    @contextlib.contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """A disk that refuses the answers (full, read-only, no such folder) is one line, not a traceback."""
+        try:
+            yield
+        except OSError as error:
+            raise EdgellmError(
+                f"cannot write the answers to {path}: {error.strerror or error}; free some space or write them "
+                f"elsewhere"
+            ) from None
 
     def _work(self, lines: Iterator[Line]) -> None:
         while not self.cancel.is_set():
@@ -240,7 +262,7 @@ class BatchJob:
                     progress.answered_now += 1
                     progress.prompt_tokens += record["usage"]["prompt_tokens"]
                     progress.completion_tokens += record["usage"]["completion_tokens"]
-            self.report(self.progress)
+            self._tell()
 
     def _answer(self, line: Line) -> dict[str, Any] | None:
         head: dict[str, Any] = {"index": line.index, "hash": line.digest}
@@ -281,9 +303,10 @@ class BatchJob:
 
     def _append(self, record: dict[str, Any]) -> None:
         journal = self._journal
-        journal.write(json.dumps(record, ensure_ascii=False) + "\n")
-        journal.flush()
-        os.fsync(journal.fileno())
+        with self._writing(journal_path(self.output)):
+            journal.write(json.dumps(record, ensure_ascii=False) + "\n")
+            journal.flush()
+            os.fsync(journal.fileno())
 
     def _finish(self) -> None:
         """Every line answered: the output written whole in input order, then the journal removed."""
@@ -300,7 +323,7 @@ class BatchJob:
             )
         partial = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
         try:
-            with open(partial, "w", encoding="utf-8") as out:
+            with self._writing(self.output), open(partial, "w", encoding="utf-8") as out:
                 for index in sorted(records):
                     out.write(json.dumps(records[index], ensure_ascii=False) + "\n")
                 out.flush()

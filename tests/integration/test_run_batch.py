@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support import edgellm
 from tests.support.server import until
 
 
@@ -36,28 +37,21 @@ def test_answers_come_in_input_order_with_bad_lines_answered_by_their_error(test
             {"prompt": "Cats", "max_tokens": 3, "ignore_eos": True, "stop": ["\n"], "seed": 4},
         ],
     )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgellm",
-            "run",
-            "--batch",
-            str(job),
-            "-o",
-            str(out),
-            "-m",
-            str(test_model),
-            "-c",
-            "512",
-            "--parallel",
-            "3",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
+    done = edgellm(
+        "run",
+        "--batch",
+        str(job),
+        "-o",
+        str(out),
+        "-m",
+        str(test_model),
+        "-c",
+        "512",
+        "--parallel",
+        "3",
+        "--json",
+        env={"EDGELLM_HOME": str(tmp_path / "home")},
         timeout=600,
-        env={**os.environ, "EDGELLM_HOME": str(tmp_path / "home")},
     )
     assert done.returncode == 0, done.stderr
     answers = records(out)
@@ -73,25 +67,18 @@ def test_answers_come_in_input_order_with_bad_lines_answered_by_their_error(test
     assert summary["requests"] == 4 and summary["failed"] == 3 and summary["requests_per_s"] > 0
     assert "requests/s" in done.stderr and "tokens/s" in done.stderr
     assert not (tmp_path / "answers.jsonl.partial").exists()
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgellm",
-            "run",
-            "--batch",
-            str(job),
-            "-o",
-            str(out),
-            "-m",
-            str(test_model),
-            "-c",
-            "512",
-        ],
-        capture_output=True,
-        text=True,
+    again = edgellm(
+        "run",
+        "--batch",
+        str(job),
+        "-o",
+        str(out),
+        "-m",
+        str(test_model),
+        "-c",
+        "512",
+        env={"EDGELLM_HOME": str(tmp_path / "home")},
         timeout=600,
-        env={**os.environ, "EDGELLM_HOME": str(tmp_path / "home")},
     )
     assert again.returncode == 0 and "7 of 7 requests answered already" in again.stderr
     assert records(out) == answers  # nothing answered twice
@@ -160,10 +147,5 @@ def test_a_batch_job_stopped_with_ctrl_c_keeps_its_answers(test_model: Path, tmp
 
 
 def test_a_missing_batch_file_is_one_line(tmp_path: Path, test_model: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "edgellm", "run", "--batch", str(tmp_path / "nope.jsonl"), "-m", str(test_model)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = edgellm("run", "--batch", str(tmp_path / "nope.jsonl"), "-m", str(test_model), timeout=120)
     assert done.returncode == 2 and "no batch file" in done.stderr and done.stderr.count("\n") == 1

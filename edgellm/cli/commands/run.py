@@ -14,7 +14,7 @@ from edgellm.errors import EdgellmError
 
 if TYPE_CHECKING:
     from edgellm.engine.contract import GenerationOptions
-    from edgellm.session.batch import Progress
+    from edgellm.session.batch import Tally
     from edgellm.session.completion import ChatModel
 
 NAME = "run"
@@ -144,6 +144,7 @@ def run_batch(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from edgellm.cli.host import open_host
+    from edgellm.cli.progress import ProgressLine
     from edgellm.session.batch import BatchJob, default_output, journal_path, read_lines
     from edgellm.session.flags import flags_of
 
@@ -158,10 +159,10 @@ def run_batch(args: argparse.Namespace) -> int:
     if not source.is_file():
         raise EdgellmError(f"no batch file {source}: pass a JSON-lines file, one request per line")
     host, planned = open_host(flags)
+    lines = read_lines(source, flags.generation_options(), planned.params.n_ctx)  # a bad file before the load
     model = host.load(planned)
     try:
-        lines = read_lines(source, flags.generation_options(), model.n_ctx)
-        job = BatchJob(model, lines, output, ProgressLine())
+        job = BatchJob(model, lines, output, ProgressLine())  # requests/s, tokens/s and the time left
         if job.kept:
             say(f"{len(job.kept)} of {len(lines)} requests answered already in {output}; answering the rest")
         say(f"{len(job.todo)} requests, {planned.params.parallel} at once; answers go to {output}")
@@ -177,8 +178,6 @@ def run_batch(args: argparse.Namespace) -> int:
             return 130
     finally:
         host.close()
-    if sys.stderr.isatty():
-        print(file=sys.stderr)  # below the progress line
     say(summary(progress, output))
     if args.json:
         print(json.dumps(summary_record(progress, output)))
@@ -189,32 +188,7 @@ def say(line: str) -> None:
     print(f"edgellm: {line}", file=sys.stderr, flush=True)
 
 
-class ProgressLine:
-    """The job's progress on stderr: one line redrawn on a terminal, else a line every 10% of the requests."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.lock = threading.Lock()
-        self.shown = -1
-
-    def __call__(self, progress: Progress) -> None:
-        left = progress.seconds_left
-        text = (
-            f"[{progress.done}/{progress.total}] {progress.requests_per_s:.2f} requests/s, "
-            f"{progress.tokens_per_s:.1f} tokens/s" + (f", {left:.0f} s left" if left is not None else "")
-        )
-        with self.lock:
-            if self.tty:
-                sys.stderr.write("\r\x1b[K" + text)
-                sys.stderr.flush()
-                return
-            tenth = progress.done * 10 // max(progress.total, 1)
-            if tenth > self.shown:
-                self.shown = tenth
-                say(text)
-
-
-def summary(progress: Progress, output: object) -> str:
+def summary(progress: Tally, output: object) -> str:
     failed = f"; {progress.failed} could not be answered (their error is in the output)" if progress.failed else ""
     return (
         f"{progress.answered_now} requests in {progress.elapsed:.1f} s: {progress.requests_per_s:.2f} requests/s, "
@@ -223,7 +197,7 @@ def summary(progress: Progress, output: object) -> str:
     )
 
 
-def summary_record(progress: Progress, output: object) -> dict[str, object]:
+def summary_record(progress: Tally, output: object) -> dict[str, object]:
     return {
         "requests": progress.answered_now,
         "skipped": progress.skipped,
