@@ -43,6 +43,15 @@ class EngineFailed(EdgellmError):
     exit_code = 1
 
 
+class GrammarInvalid(EdgellmError):
+    """A grammar (GBNF, or one built from a JSON schema) that llama.cpp's grammar parser refuses."""
+
+
+class GrammarDeadEnd(EdgellmError):
+    """A grammar that admits no token at some point of a reply: that reply ends with this error (llama.cpp itself
+    would stop the process); the engine goes on with the next request."""
+
+
 class EngineUnavailable(EdgellmError):
     """llama.cpp cannot be used as installed: the llama-cpp-python release differs from the one edgellm is written
     for (`installed`, `expected`)."""

@@ -33,7 +33,15 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgellm.engine.contract import KV_GGML_TYPES, GenerationOptions, GenerationStats, LoadParams, SlotState, StopReason
+from edgellm.engine.contract import (
+    KV_GGML_TYPES,
+    GenerationOptions,
+    GenerationStats,
+    LoadParams,
+    SlotState,
+    StopReason,
+    TokenLogprob,
+)
 from edgellm.engine.generate import common_prefix
 from edgellm.engine.llama_log import LlamaLog
 from edgellm.engine.local import LocalModel, explain_load_failure, load
@@ -108,7 +116,8 @@ class _Sequence:
     sampled: int = 0
     last_token: int = -1
     batch_index: int = -1  # where its output sits in this step's batch; -1: none
-    sampler: Any = None
+    sampler: Any = None  # compat.TokenSampler
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # per sampled token, when the options ask
     guard: LoopGuard | None = None
     left: bool = False  # its reader stopped reading
 
@@ -358,8 +367,12 @@ class BatchedModel:
         slot.cached = sequence.prompt[:reuse]
         sequence.n_past, sequence.pending = reuse, sequence.prompt[reuse:]
         sequence.evaluated_prompt = len(sequence.pending)
-        sequence.sampler = self._context.sampler(sequence.options)
         sequence.guard = LoopGuard() if sequence.options.loop_guard else None
+        try:
+            sequence.sampler = self._context.sampler(sequence.options)
+            sequence.sampler.found = sequence.logprobs  # the reader reads each token's as it comes
+        except EdgellmError as error:  # a grammar llama.cpp refuses: this request's error alone
+            self._end(sequence, "interrupted", error)
 
     def _step(self, batch: Any, running: list[_Sequence]) -> None:
         """One decode: a token from each generating sequence, then prompt chunks up to the batch's size."""
@@ -407,14 +420,18 @@ class BatchedModel:
         if sequence.left or sequence.cancel.is_set():
             self._end(sequence, "interrupted")
             return
-        token = self._context.sample(sequence.sampler, sequence.batch_index)
+        try:
+            token = self._context.sample(sequence.sampler, sequence.batch_index)
+        except EdgellmError as error:  # its grammar admits no token: this request's error alone
+            self._end(sequence, "interrupted", error)
+            return
         self.step_sequences += 1
         now = time.perf_counter()
         if not sequence.sampled:
             sequence.first_at = now
         sequence.last_at, sequence.sampled = now, sequence.sampled + 1
-        if self._is_eog(token) and not sequence.options.ignore_eos:
-            self._end(sequence, "eos")
+        if self._is_eog(token) and (not sequence.options.ignore_eos or sequence.options.grammar is not None):
+            self._end(sequence, "eos")  # a grammar's reply ends where the grammar lets it end
             return
         sequence.last_token = token
         sequence.mailbox.put(token)
@@ -467,6 +484,7 @@ class BatchedGeneration:
             list(prompt_tokens), options, cancel, max(0, limit), options.max_tokens < 0 or options.max_tokens > room
         )
         self.tokens: list[int] = []
+        self.logprobs = self.sequence.logprobs
         self.stats = GenerationStats(prompt_tokens=len(prompt_tokens), prompt_evaluated=0)
 
     def __iter__(self) -> Generator[str, None, None]:
@@ -479,6 +497,7 @@ class BatchedGeneration:
             stats.prompt_evaluated = max(1, len(sequence.prompt))
             return
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        special = set(sequence.options.special_text)
         model._submit(sequence)
         ended: _End | None = None
         try:
@@ -489,7 +508,7 @@ class BatchedGeneration:
                     break
                 stats.completion_tokens += 1
                 self.tokens.append(item)
-                text = decoder.decode(model.detokenize([item]))
+                text = decoder.decode(model.detokenize([item], special=item in special))
                 if text:
                     yield text
         finally:

@@ -20,7 +20,7 @@ import llama_cpp
 import llama_cpp.llama_chat_format
 import numpy
 
-from edgellm.errors import EngineUnavailable, LoadFailed
+from edgellm.errors import EngineUnavailable, GrammarDeadEnd, GrammarInvalid, LoadFailed
 from edgellm.hw.buildconfig import LLAMA_CPP_PYTHON_VERSION
 
 
@@ -182,6 +182,175 @@ def templates_left_to_edgellm() -> Iterator[None]:
             module.Jinja2ChatFormatter = original  # type: ignore[misc]  # the library's class back (as above)
 
 
+# --- sampling one sequence: its chain, its grammar, its log-probabilities ------------------------------------------
+
+LOGPROB_WINDOW = 30.0  # logits this far below the largest add under e**-30 each to the softmax: left out of its sum
+_TOKEN_DATA = numpy.dtype([("id", numpy.int32), ("logit", numpy.float32), ("p", numpy.float32)])
+
+
+def sampler_chain(n_vocab: int, options: Any) -> Any:
+    """The sampler chain `options` (engine.contract.GenerationOptions) ask for: the chain llama-cpp-python's `Llama`
+    builds, so a sequence alone samples as `Llama.generate` does; None for plain greedy decoding (no penalties), which
+    is the largest logit, read without a chain."""
+    from edgellm.engine.contract import LLAMA_DEFAULT_SEED
+
+    sampling = options.sampling
+    if sampling.temp == 0 and (sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty) == (
+        1.0,
+        0.0,
+        0.0,
+    ):
+        return None
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    add = functools.partial(llama_cpp.llama_sampler_chain_add, chain)
+    add(
+        llama_cpp.llama_sampler_init_penalties(
+            n_vocab, PENALTY_LAST_N, sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty
+        )
+    )
+    seed = LLAMA_DEFAULT_SEED if options.seed < 0 else options.seed
+    if sampling.temp < 0:
+        add(llama_cpp.llama_sampler_init_dist(seed))
+    elif sampling.temp == 0:
+        add(llama_cpp.llama_sampler_init_greedy())
+    else:
+        add(llama_cpp.llama_sampler_init_top_k(sampling.top_k))
+        add(llama_cpp.llama_sampler_init_typical(1.0, 1))
+        add(llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
+        add(llama_cpp.llama_sampler_init_min_p(sampling.min_p, 1))
+        add(llama_cpp.llama_sampler_init_temp(sampling.temp))
+        add(llama_cpp.llama_sampler_init_dist(seed))
+    return chain
+
+
+def grammar_sampler(llm: Any, grammar: Any) -> Any:
+    """llama.cpp's grammar sampler for `grammar` (engine.contract.Grammar), lazy when it has triggers; GrammarInvalid
+    when llama.cpp's parser refuses it (its reason is in llama.cpp's log)."""
+    vocab, text = llm._model.vocab, grammar.gbnf.encode()
+    if grammar.lazy:
+        patterns = (ctypes.c_char_p * max(1, len(grammar.trigger_patterns)))(
+            *[pattern.encode() for pattern in grammar.trigger_patterns]
+        )
+        tokens = (llama_cpp.llama_token * max(1, len(grammar.trigger_tokens)))(*grammar.trigger_tokens)
+        found = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+            vocab, text, b"root", patterns, len(grammar.trigger_patterns), tokens, len(grammar.trigger_tokens)
+        )
+    else:
+        found = llama_cpp.llama_sampler_init_grammar(vocab, text, b"root")
+    if not found:
+        raise GrammarInvalid("llama.cpp could not parse the grammar: check its syntax (llama.cpp's log says where)")
+    return found
+
+
+class TokenSampler:
+    """How one sequence picks its tokens: its sampler chain (or the largest logit), its grammar, and the
+    log-probabilities it records (`found`), from the logits row of each step.
+
+    With a grammar, as llama.cpp's own tools do: the token is sampled as if free, then checked alone against the
+    grammar; only when it is refused is the whole vocabulary filtered and the token sampled again. A grammar that
+    refuses every token raises GrammarDeadEnd before anything is accepted (llama.cpp would throw an exception that
+    stops the process); an end-of-generation token is never fed to the grammar (it only ends the reply)."""
+
+    def __init__(self, llm: Any, options: Any, n_vocab: int) -> None:
+        self.n_vocab = n_vocab
+        self.chain = sampler_chain(n_vocab, options)
+        self.grammar = grammar_sampler(llm, options.grammar) if options.grammar is not None else None
+        self.top_logprobs: int | None = options.logprobs
+        self.found: list[Any] = []  # engine.contract.TokenLogprob, one per sampled token
+        self._is_eog = end_of_generation(llm)
+        self._candidates: Any = None  # numpy llama_token_data, filled from a logits row when the grammar refuses
+        self._one = (llama_cpp.llama_token_data * 1)()  # a single token checked against the grammar
+
+    def sample(self, ctx: Any, index: int) -> int:
+        row = numpy.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
+        if self.grammar is None:
+            chain = self.chain
+            token = int(row.argmax()) if chain is None else int(llama_cpp.llama_sampler_sample(chain, ctx, index))
+        else:
+            token = self._constrained(row)
+        if self.top_logprobs is not None:
+            self.found.append(_logprob(row, token, self.top_logprobs))
+        return token
+
+    def _constrained(self, row: Any) -> int:
+        if self.chain is None:
+            token = int(row.argmax())
+        else:
+            token = self._pick(row, self.chain)
+        if not self._allows(token):
+            token = self._pick(row, self.chain, filtered=True)
+        if not self._is_eog(token):
+            llama_cpp.llama_sampler_accept(self.grammar, token)
+        if self.chain is not None:
+            llama_cpp.llama_sampler_accept(self.chain, token)
+        return token
+
+    def _allows(self, token: int) -> bool:
+        self._one[0] = llama_cpp.llama_token_data(token, 1.0, 0.0)
+        llama_cpp.llama_sampler_apply(
+            self.grammar, ctypes.byref(llama_cpp.llama_token_data_array(self._one, 1, -1, False))
+        )
+        return bool(self._one[0].logit != -numpy.inf)
+
+    def _pick(self, row: Any, chain: Any, filtered: bool = False) -> int:
+        """The token `chain` picks from `row` (None: the largest), after the grammar when `filtered`; accepts none."""
+        if self._candidates is None:
+            self._candidates = numpy.empty(self.n_vocab, _TOKEN_DATA)
+            self._ids = numpy.arange(self.n_vocab, dtype=numpy.int32)
+        candidates = self._candidates
+        candidates["id"], candidates["logit"], candidates["p"] = self._ids, row, 0.0
+        array = llama_cpp.llama_token_data_array(
+            candidates.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data)), self.n_vocab, -1, False
+        )
+        if filtered:
+            llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(array))
+            if not numpy.isfinite(candidates["logit"][: array.size]).any():
+                raise GrammarDeadEnd(
+                    "the grammar admits no token here: the schema or grammar cannot be completed; change it"
+                )
+        if chain is None:
+            logits = candidates["logit"][: array.size]
+            return int(candidates["id"][int(logits.argmax())])
+        llama_cpp.llama_sampler_apply(chain, ctypes.byref(array))  # may sort the data elsewhere: read it there
+        return int(array.data[array.selected].id)
+
+    def close(self) -> None:
+        for sampler in (self.chain, self.grammar):
+            if sampler is not None:
+                llama_cpp.llama_sampler_free(sampler)
+        self.chain = self.grammar = None
+
+
+def _logprob(row: Any, token: int, top: int) -> Any:
+    """`token`'s log-probability in `row` (a log-softmax of the raw logits) and the `top` most likely tokens'."""
+    from edgellm.engine.contract import TokenLogprob
+
+    largest = float(row.max())
+    near = row[row > largest - LOGPROB_WINDOW]
+    total = largest + float(numpy.log(numpy.exp(near - largest).sum(dtype=numpy.float64)))
+    best: list[tuple[int, float]] = []
+    if top > 0:
+        found = numpy.flatnonzero(row >= largest - 8.0)
+        if len(found) < top:
+            found = numpy.argpartition(row, -top)[-top:]
+        found = found[numpy.argsort(-row[found], kind="stable")[:top]]
+        best = [(int(i), float(row[i]) - total) for i in found]
+    return TokenLogprob(token, float(row[token]) - total, tuple(best))
+
+
+def use_sampler(llm: Any, sampler: TokenSampler | None) -> None:
+    """From now on `llm.generate` picks each token with `sampler` (a grammar, log-probabilities) instead of the chain
+    llama-cpp-python builds (its `sample`, for this instance, reads the last logits row); None: its own again."""
+    if sampler is None:
+        llm.__dict__.pop("sample", None)
+    else:
+        llm.sample = lambda *args, **kwargs: sampler.sample(llm._ctx.ctx, -1)
+
+
+def vocabulary_size(llm: Any) -> int:
+    return int(llama_cpp.llama_vocab_n_tokens(llm._model.vocab))
+
+
 # --- a second context on a loaded model's weights: the batched engine's ------------------------------------------
 
 
@@ -235,56 +404,17 @@ class SequenceContext:
         """llama_decode's status: 0 done, 1 no room in the KV pool, 2 aborted, < 0 an error."""
         return int(llama_cpp.llama_decode(self.ctx, batch))
 
-    def sample(self, sampler: Any, index: int) -> int:
-        """Sample (and accept) the token at batch index `index` with `sampler`; None: the most likely token, read
-        straight from the logits (what the greedy chain returns, the first of equal logits, without copying the
-        vocabulary into a candidate list: 0.2 ms instead of 1.5 for a 262k vocabulary)."""
-        if sampler is None:
-            logits = llama_cpp.llama_get_logits_ith(self.ctx, index)
-            return int(numpy.ctypeslib.as_array(logits, shape=(self.n_vocab,)).argmax())
-        return int(llama_cpp.llama_sampler_sample(sampler, self.ctx, index))
+    def sampler(self, options: Any) -> TokenSampler:
+        """The sampler of one sequence with `options` (engine.contract.GenerationOptions)."""
+        return TokenSampler(self._llm, options, self.n_vocab)
 
-    def sampler(self, options: Any) -> Any:
-        """The sampler chain `options` (engine.contract.GenerationOptions) ask for: the chain llama-cpp-python's
-        `Llama` builds, so a sequence alone samples as `Llama.generate` does; None for plain greedy decoding (no
-        penalties), which `sample` does without a chain."""
-        from edgellm.engine.contract import LLAMA_DEFAULT_SEED
-
-        sampling = options.sampling
-        if sampling.temp == 0 and (sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty) == (
-            1.0,
-            0.0,
-            0.0,
-        ):
-            return None
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        add = functools.partial(llama_cpp.llama_sampler_chain_add, chain)
-        add(
-            llama_cpp.llama_sampler_init_penalties(
-                self.n_vocab,
-                PENALTY_LAST_N,
-                sampling.repeat_penalty,
-                sampling.frequency_penalty,
-                sampling.presence_penalty,
-            )
-        )
-        seed = LLAMA_DEFAULT_SEED if options.seed < 0 else options.seed
-        if sampling.temp < 0:
-            add(llama_cpp.llama_sampler_init_dist(seed))
-        elif sampling.temp == 0:
-            add(llama_cpp.llama_sampler_init_greedy())
-        else:
-            add(llama_cpp.llama_sampler_init_top_k(sampling.top_k))
-            add(llama_cpp.llama_sampler_init_typical(1.0, 1))
-            add(llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
-            add(llama_cpp.llama_sampler_init_min_p(sampling.min_p, 1))
-            add(llama_cpp.llama_sampler_init_temp(sampling.temp))
-            add(llama_cpp.llama_sampler_init_dist(seed))
-        return chain
+    def sample(self, sampler: TokenSampler, index: int) -> int:
+        """Sample (and accept) the token at batch index `index`."""
+        return sampler.sample(self.ctx, index)
 
     @staticmethod
-    def free_sampler(sampler: Any) -> None:
-        llama_cpp.llama_sampler_free(sampler)
+    def free_sampler(sampler: TokenSampler) -> None:
+        sampler.close()
 
     def forget(self, sequence: int) -> None:
         """Drop every cell of `sequence`."""

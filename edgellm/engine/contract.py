@@ -93,6 +93,32 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class Grammar:
+    """What a reply must match: a GBNF grammar (rule `root`), enforced by llama.cpp's grammar sampler. Lazy when it
+    has triggers: the reply is free until its text ends with a match of one of `trigger_patterns` (regular
+    expressions; the grammar is fed the text from the first capture group on) or one of `trigger_tokens` is sampled,
+    and constrained from there (a tool call's opening marker)."""
+
+    gbnf: str
+    trigger_patterns: tuple[str, ...] = ()
+    trigger_tokens: tuple[int, ...] = ()
+
+    @property
+    def lazy(self) -> bool:
+        return bool(self.trigger_patterns or self.trigger_tokens)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One sampled token's log-probability under the model (the raw logits, before any sampler), and the `top` most
+    likely tokens at that step with theirs, the most likely first."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class GenerationOptions:
     """What one call asks for, passed with the call: two calls on one model never see each other's options."""
 
@@ -104,6 +130,9 @@ class GenerationOptions:
     loop_guard: bool = False  # stop a reply that repeats the same run of tokens over and over
     cache_prompt: bool = True  # reuse the KV cache of the previous call's common prefix; off: the whole prompt is
     # evaluated afresh, so the result never depends on what ran before (a server's requests)
+    grammar: Grammar | None = None  # what the reply must match; a reply that matches it whole ends (EOG)
+    logprobs: int | None = None  # None: none; k: each sampled token's log-probability and the top k (0 to 20)
+    special_text: tuple[int, ...] = ()  # special tokens written out as text (a tool call's marker, [TOOL_CALLS])
 
     def as_dict(self) -> dict[str, Any]:
         """The options as `run --json` and a saved conversation report them."""
@@ -233,10 +262,12 @@ class SlotState:
 
 class Generation(Protocol):
     """One completion of a prompt: iterate it for text pieces. `stats` grows as tokens come and is complete once
-    iteration ends (also when it ends early); `tokens` are the sampled tokens the KV cache holds."""
+    iteration ends (also when it ends early); `tokens` are the sampled tokens the KV cache holds; `logprobs`, when the
+    options ask for them, one per token of `tokens`, growing with it."""
 
     stats: GenerationStats
     tokens: list[int]
+    logprobs: list[TokenLogprob]
 
     def __iter__(self) -> Generator[str, None, None]:
         """The text pieces; closing the generator early ends the generation (its stats then say interrupted)."""

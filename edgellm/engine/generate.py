@@ -9,7 +9,7 @@ import time
 from collections.abc import Generator
 from typing import Any
 
-from edgellm.engine.contract import LLAMA_DEFAULT_SEED, GenerationOptions, GenerationStats
+from edgellm.engine.contract import LLAMA_DEFAULT_SEED, GenerationOptions, GenerationStats, TokenLogprob
 from edgellm.engine.loop_guard import LoopGuard
 
 
@@ -39,6 +39,7 @@ class LocalGeneration:
         self.cancel = cancel
         self._abort_callback: Any = None  # the ctypes callback llama.cpp holds while a prompt is read
         self.tokens: list[int] = []
+        self.logprobs: list[TokenLogprob] = []  # per sampled token, when the options ask
         self.running = False  # while it is iterated
         llm = self.llm
         cached = common_prefix(llm.input_ids[: llm.n_tokens].tolist(), prompt_tokens) if options.cache_prompt else 0
@@ -68,6 +69,12 @@ class LocalGeneration:
         llm.set_seed(LLAMA_DEFAULT_SEED if options.seed < 0 else options.seed)  # per call: samplers read it
         if not options.cache_prompt:
             llm.reset()  # no common prefix: llama-cpp-python evaluates the whole prompt and clears the KV cache
+        special = set(options.special_text)
+        sampler = None  # a grammar, or log-probabilities: edgellm's own sampler picks each token
+        if options.grammar is not None or options.logprobs is not None:
+            sampler = compat.TokenSampler(llm, options, compat.vocabulary_size(llm))
+            sampler.found = self.logprobs
+        ends_at_eog = not ignore_eos or options.grammar is not None  # a grammar's reply ends where it lets it end
         started = time.perf_counter()
         first = last = started
         sampled = 0
@@ -84,6 +91,7 @@ class LocalGeneration:
         )
         stats.stop_reason = "context" if self.limited_by_context else "length"
         self._abort_when(cancel)  # a long prompt can be stopped while llama.cpp reads it
+        compat.use_sampler(llm, sampler)
         try:
             if self.limit <= 0:
                 return
@@ -96,12 +104,12 @@ class LocalGeneration:
                 if cancel is not None and cancel.is_set():
                     stats.stop_reason = "interrupted"
                     break
-                if is_eog(token) and not ignore_eos:
+                if is_eog(token) and ends_at_eog:
                     stats.stop_reason = "eos"
                     break
                 stats.completion_tokens += 1
                 self.tokens.append(token)
-                text = decoder.decode(llm.detokenize([token]))
+                text = decoder.decode(llm.detokenize([token], special=token in special))
                 if text:
                     yield text
                 if stats.completion_tokens >= self.limit:
@@ -121,6 +129,9 @@ class LocalGeneration:
         finally:
             self._abort_when(None)
             tokens.close()
+            compat.use_sampler(llm, None)
+            if sampler is not None:
+                sampler.close()
             compat.free_sampler(llm)
             tail = decoder.decode(b"", final=True)
             self._finish(started, first, last, sampled)

@@ -29,7 +29,15 @@ from collections.abc import Generator
 from dataclasses import asdict, replace
 from typing import Any
 
-from edgellm.engine.contract import GenerationOptions, GenerationStats, LoadParams, Sampling, SlotState
+from edgellm.engine.contract import (
+    GenerationOptions,
+    GenerationStats,
+    Grammar,
+    LoadParams,
+    Sampling,
+    SlotState,
+    TokenLogprob,
+)
 from edgellm.engine.llama_log import LlamaLog
 from edgellm.engine.local import LocalModel, load
 from edgellm.errors import EngineFailed, LoadFailed, WorkerLost, WorkerUnreachable
@@ -57,7 +65,26 @@ def options_to_wire(options: GenerationOptions) -> dict[str, Any]:
 
 
 def options_from_wire(data: dict[str, Any]) -> GenerationOptions:
-    return GenerationOptions(**{**data, "sampling": Sampling(**data["sampling"]), "stop": tuple(data["stop"])})
+    grammar = data.get("grammar")
+    return GenerationOptions(
+        **{
+            **data,
+            "sampling": Sampling(**data["sampling"]),
+            "stop": tuple(data["stop"]),
+            "special_text": tuple(data.get("special_text", ())),
+            "grammar": None
+            if grammar is None
+            else Grammar(grammar["gbnf"], tuple(grammar["trigger_patterns"]), tuple(grammar["trigger_tokens"])),
+        }
+    )
+
+
+def logprobs_to_wire(found: list[TokenLogprob]) -> list[Any]:
+    return [[item.token, item.logprob, [list(pair) for pair in item.top]] for item in found]
+
+
+def logprobs_from_wire(data: list[Any]) -> list[TokenLogprob]:
+    return [TokenLogprob(token, logprob, tuple((int(i), float(p)) for i, p in top)) for token, logprob, top in data]
 
 
 def gone_workers(endpoints: list[str], timeout: float = 2.0) -> list[str]:
@@ -381,6 +408,7 @@ class RemoteGeneration:
         self.options = options
         self.cancel = cancel
         self.tokens: list[int] = []
+        self.logprobs: list[TokenLogprob] = []
         self.stats = GenerationStats(prompt_tokens=len(prompt_tokens), prompt_evaluated=len(prompt_tokens))
 
     def __iter__(self) -> Generator[str, None, None]:
@@ -414,6 +442,7 @@ class RemoteGeneration:
                         phase = "replying"
                         stats.completion_tokens = event["n"]
                         self.tokens += event["tokens"]
+                        self.logprobs += logprobs_from_wire(event.get("logprobs", []))
                         yield event["text"]
                     elif "done" in event:
                         self._take(event, stop_reason=True)

@@ -76,7 +76,7 @@ def main() -> int:
     from edgellm.engine.endpoint import parse_endpoint
     from edgellm.engine.llama_log import LlamaLog
     from edgellm.engine.local import load
-    from edgellm.engine.split import options_from_wire
+    from edgellm.engine.split import logprobs_to_wire, options_from_wire
 
     fields = json.loads(sys.stdin.readline())["load"]
     params = LoadParams(
@@ -113,8 +113,10 @@ def main() -> int:
         )
         sent = 0
         for piece in generation:  # each piece with the tokens it came from: the parent's view of the KV cache
-            tokens, sent = generation.tokens[sent:], len(generation.tokens)
-            say({"id": ident, "text": piece, "n": generation.stats.completion_tokens, "tokens": tokens})
+            tokens, logprobs = generation.tokens[sent:], generation.logprobs[sent : len(generation.tokens)]
+            sent = len(generation.tokens)
+            event = {"id": ident, "text": piece, "n": generation.stats.completion_tokens, "tokens": tokens}
+            say({**event, "logprobs": logprobs_to_wire(logprobs)} if logprobs else event)
         say({"id": ident, "done": generation.stats.as_dict(), "tokens": generation.tokens})
     loaded.close()
     return 0
