@@ -9,6 +9,7 @@ as the OpenAI API itself refuses it.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from edgellm.engine.contract import GenerationOptions, GenerationStats
+from edgellm.grammar.json_schema import UnsupportedSchema, check_schema
+from edgellm.templates.tools import Delta, Tool, ToolCall, ToolChoice
 
 MAX_STOP_SEQUENCES = 16
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -46,15 +49,29 @@ def bad(message: str, param: str | None = None, code: str | None = None) -> ApiE
 
 
 @dataclass(frozen=True)
+class ResponseFormat:
+    """`response_format`: a JSON object (`schema` None: any) the reply must be."""
+
+    schema: dict[str, Any] | None = None
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class CompletionRequest:
     """One checked request: a conversation (chat) or a raw prompt (completions), with its options."""
 
     options: GenerationOptions
     stream: bool = False
     include_usage: bool = False  # stream_options.include_usage: a last chunk with the token counts
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
     echo: bool = False  # completions: the prompt goes before the completion in the text
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = ToolChoice()
+    parallel_tool_calls: bool = True
+    response_format: ResponseFormat | None = None
+    grammar: str | None = None  # a GBNF grammar (llama-server's `grammar`)
+    logprobs: int | None = None  # None: none; k: each token's log-probability and the top k
 
 
 # --- reading values ------------------------------------------------------------------------------------------
@@ -122,14 +139,9 @@ def _neutral(*values: Any) -> Callable[[Any], bool]:
 UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "n": (_neutral(None, 1), "only one choice per request (n: 1)"),
     "best_of": (_neutral(None, 1), "only one choice per request (best_of: 1)"),
-    "tools": (_neutral(None, []), "tool calling is not supported"),
-    "tool_choice": (_neutral(None, "none", "auto"), "tool calling is not supported"),
-    "functions": (_neutral(None, []), "function calling is not supported"),
-    "function_call": (_neutral(None, "none", "auto"), "function calling is not supported"),
-    "logprobs": (_neutral(None, False, 0), "log probabilities are not returned"),
-    "top_logprobs": (_neutral(None, 0), "log probabilities are not returned"),
+    "functions": (_neutral(None, []), "the legacy `functions` are not supported: send them as `tools`"),
+    "function_call": (_neutral(None, "none", "auto"), "the legacy `function_call` is not supported: use `tool_choice`"),
     "logit_bias": (_neutral(None, {}), "logit_bias is not supported"),
-    "response_format": (_neutral(None, {"type": "text"}), "only text replies: structured output is not supported"),
     "suffix": (_neutral(None, ""), "suffix (fill-in-the-middle) is not supported"),
     "modalities": (_neutral(None, ["text"]), "only text replies"),
     "audio": (_neutral(None), "audio is not supported"),
@@ -144,7 +156,6 @@ HARMLESS = {
     "metadata",
     "store",
     "service_tier",
-    "parallel_tool_calls",
     "prompt_cache_key",
     "safety_identifier",
 }
@@ -230,9 +241,143 @@ def parse_chat(body: Any, defaults: GenerationOptions, n_ctx: int) -> Completion
     """A /v1/chat/completions body, checked."""
     body = _object(body)
     options, stream, include_usage = _options(
-        body, defaults, n_ctx, COMMON | {"messages", "max_completion_tokens"}, defaults.max_tokens
+        body,
+        defaults,
+        n_ctx,
+        COMMON
+        | {
+            "messages",
+            "max_completion_tokens",
+            "tools",
+            "tool_choice",
+            "parallel_tool_calls",
+            "response_format",
+            "grammar",
+            "logprobs",
+            "top_logprobs",
+        },
+        defaults.max_tokens,
     )
-    return CompletionRequest(options, stream, include_usage, messages=_messages(body.get("messages")))
+    tools = _tools(body.get("tools"))
+    choice = _tool_choice(body.get("tool_choice"), tools)
+    response_format = _response_format(body.get("response_format"))
+    grammar = _grammar(body.get("grammar"))
+    if tools and choice.mode != "none" and (response_format is not None or grammar is not None):
+        which = "response_format" if response_format is not None else "grammar"
+        raise bad(f"{which} cannot be combined with tools: send one or the other", which)
+    if response_format is not None and grammar is not None:
+        raise bad("response_format cannot be combined with grammar: send one or the other", "grammar")
+    return CompletionRequest(
+        options,
+        stream,
+        include_usage,
+        messages=_messages(body.get("messages")),
+        tools=tools,
+        tool_choice=choice,
+        parallel_tool_calls=_boolean("parallel_tool_calls")(body.get("parallel_tool_calls", True)),
+        response_format=response_format,
+        grammar=grammar,
+        logprobs=_chat_logprobs(body.get("logprobs"), body.get("top_logprobs")),
+    )
+
+
+MAX_TOOLS = 128
+MAX_TOP_LOGPROBS = 20
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _tools(value: Any) -> tuple[Tool, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_TOOLS:
+        raise bad(f"tools must be a list of at most {MAX_TOOLS} functions", "tools")
+    tools = []
+    for index, item in enumerate(value):
+        where = f"tools[{index}]"
+        function = item.get("function") if isinstance(item, dict) else None
+        if not isinstance(item, dict) or item.get("type") != "function" or not isinstance(function, dict):
+            raise bad(f'{where} must be {{"type": "function", "function": {{name, description, parameters}}}}', where)
+        name = function.get("name")
+        if not isinstance(name, str) or not TOOL_NAME.match(name):
+            raise bad(f"{where}.function.name must be 1 to 64 letters, digits, _ or -", f"{where}.function.name")
+        parameters = function.get("parameters", {"type": "object", "properties": {}})
+        if not isinstance(parameters, dict):
+            raise bad(f"{where}.function.parameters must be a JSON schema object", f"{where}.function.parameters")
+        _enforceable(parameters, f"{where}.function.parameters")
+        description = function.get("description", "")
+        tools.append(Tool(name, description if isinstance(description, str) else "", parameters))
+    if len({tool.name for tool in tools}) != len(tools):
+        raise bad("tools holds two functions of one name: give each its own", "tools")
+    return tuple(tools)
+
+
+def _tool_choice(value: Any, tools: tuple[Tool, ...]) -> ToolChoice:
+    if value is None:
+        return ToolChoice("auto" if tools else "none")
+    if value in ("auto", "none", "required"):
+        if value == "required" and not tools:
+            raise bad("tool_choice is required but no tools were given", "tool_choice")
+        return ToolChoice(value)
+    function = value.get("function") if isinstance(value, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    if not isinstance(value, dict) or value.get("type") != "function" or not isinstance(name, str):
+        raise bad(
+            'tool_choice must be "auto", "none", "required" or {"type": "function", "function": {"name": ...}}',
+            "tool_choice",
+        )
+    if name not in {tool.name for tool in tools}:
+        raise bad(f"tool_choice names {json.dumps(name)}, which is not among the tools", "tool_choice")
+    return ToolChoice("function", name)
+
+
+def _enforceable(schema: Any, where: str) -> None:
+    """A schema the grammar can enforce whole; else 400 naming the keyword that cannot be."""
+    try:
+        check_schema(schema)
+    except UnsupportedSchema as error:
+        raise bad(f"{where}: {error}", where, "unsupported_schema") from None
+
+
+def _response_format(value: Any) -> ResponseFormat | None:
+    if value is None or value == {"type": "text"}:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "json_object":
+        return ResponseFormat()
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        schema = spec.get("schema", {}) if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise bad("response_format.json_schema must hold a `schema` object", "response_format.json_schema")
+        _enforceable(schema, "response_format.json_schema.schema")
+        name = spec.get("name", "") if isinstance(spec, dict) else ""
+        return ResponseFormat(schema or {"type": "object"}, name if isinstance(name, str) else "")
+    raise bad('response_format.type must be "text", "json_object" or "json_schema"', "response_format")
+
+
+def _grammar(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise bad("grammar must be a GBNF grammar as a string", "grammar")
+    return _text(value, "grammar")
+
+
+def _chat_logprobs(logprobs: Any, top: Any) -> int | None:
+    wanted = False if logprobs is None else _boolean("logprobs")(logprobs)
+    count = 0 if top is None else _integer("top_logprobs", 0, MAX_TOP_LOGPROBS)(top)
+    if top is not None and not wanted:
+        raise bad("top_logprobs needs logprobs: true", "top_logprobs")
+    return count if wanted else None
+
+
+def _text_logprobs(value: Any) -> int | None:
+    """/v1/completions' `logprobs`: how many most likely tokens to show (0 to 5 in OpenAI's API; 20 here)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return 0
+    return _integer("logprobs", 0, MAX_TOP_LOGPROBS)(value)
 
 
 def parse_text(
@@ -243,7 +388,9 @@ def parse_text(
     body = _object(body)
     if default_max_tokens is None:
         default_max_tokens = 16 if defaults.max_tokens < 0 else defaults.max_tokens
-    options, stream, include_usage = _options(body, defaults, n_ctx, COMMON | {"prompt", "echo"}, default_max_tokens)
+    options, stream, include_usage = _options(
+        body, defaults, n_ctx, COMMON | {"prompt", "echo", "logprobs", "grammar"}, default_max_tokens
+    )
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
@@ -258,47 +405,81 @@ def parse_text(
         include_usage,
         prompt=_text(prompt, "prompt"),
         echo=False if echo is None else _boolean("echo")(echo),
+        grammar=_grammar(body.get("grammar")),
+        logprobs=_text_logprobs(body.get("logprobs")),
     )
 
 
-def _messages(value: Any) -> list[dict[str, str]]:
+def _messages(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not value:
         raise bad("messages must be a non-empty list of {role, content} objects", "messages")
     return [_message(item, index) for index, item in enumerate(value)]
 
 
-def _message(item: Any, index: int) -> dict[str, str]:
+MESSAGE_FIELDS = {
+    "role",
+    "content",
+    "name",
+    "reasoning_content",
+    "refusal",
+    "annotations",
+    "tool_calls",
+    "tool_call_id",
+    "function_call",
+    "audio",
+}
+
+
+def _message(item: Any, index: int) -> dict[str, Any]:
     where = f"messages[{index}]"
     if not isinstance(item, dict):
         raise bad(f"{where} must be an object with role and content", where)
     role = item.get("role")
-    if role in ("tool", "function"):
-        raise bad(f"{where}: {role} messages are not supported: this server does no tool calling", f"{where}.role")
-    if role not in ROLES:
-        raise bad(f"{where}.role must be one of {', '.join(ROLES)}, not {json.dumps(role)}", f"{where}.role")
+    if role == "function":
+        raise bad(f"{where}: function messages are the legacy API: send the result as a tool message", f"{where}.role")
+    if role not in ROLES and role != "tool":
+        raise bad(f"{where}.role must be one of {', '.join([*ROLES, 'tool'])}, not {json.dumps(role)}", f"{where}.role")
     for name in item:
-        if name in ("tool_calls", "function_call", "audio") and item[name] not in (None, []):
-            raise bad(f"{where}.{name} is not supported: this server does no tool calling or audio", f"{where}.{name}")
-        if name not in (
-            "role",
-            "content",
-            "name",
-            "reasoning_content",
-            "refusal",
-            "annotations",
-            "tool_calls",
-            "function_call",
-            "audio",
-        ):
+        if name in ("function_call", "audio") and item[name] not in (None, []):
+            raise bad(f"{where}.{name} is not supported: send calls as tool_calls", f"{where}.{name}")
+        if name not in MESSAGE_FIELDS:
             raise bad(f"{where}: unrecognized field {name}", f"{where}.{name}", "unknown_parameter")
     content = item.get("content")
     if content is None and role == "assistant":  # the API's own replies carry null beside tool calls or a refusal
         content = ""
-    message = {"role": ROLES[role], "content": _text(_content(content, where), f"{where}.content")}
+    message: dict[str, Any] = {
+        "role": ROLES.get(role, "tool"),
+        "content": _text(_content(content, where), f"{where}.content"),
+    }
     reasoning = item.get("reasoning_content")
     if isinstance(reasoning, str) and reasoning and role == "assistant":
         message["reasoning_content"] = _text(reasoning, f"{where}.reasoning_content")
+    if role == "assistant" and item.get("tool_calls"):
+        message["tool_calls"] = _past_calls(item["tool_calls"], f"{where}.tool_calls")
+    if role == "tool":
+        call = item.get("tool_call_id")
+        if not isinstance(call, str) or not call:
+            raise bad(f"{where}.tool_call_id must name the call this result answers", f"{where}.tool_call_id")
+        message["tool_call_id"] = call
+        if isinstance(item.get("name"), str):
+            message["name"] = item["name"]
     return message
+
+
+def _past_calls(value: Any, where: str) -> list[dict[str, Any]]:
+    """An assistant message's calls, as the API writes them: id, type function, name and arguments (a JSON string)."""
+    if not isinstance(value, list):
+        raise bad(f"{where} must be a list of calls", where)
+    calls = []
+    for index, call in enumerate(value):
+        function = call.get("function") if isinstance(call, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        arguments = function.get("arguments", "{}") if isinstance(function, dict) else None
+        if not isinstance(name, str) or not isinstance(arguments, (str, dict)):
+            raise bad(f"{where}[{index}] must be {{id, type: function, function: {{name, arguments}}}}", where)
+        ident = call.get("id") if isinstance(call.get("id"), str) else ""
+        calls.append({"id": ident, "type": "function", "function": {"name": name, "arguments": arguments}})
+    return calls
 
 
 def _content(value: Any, where: str) -> str:
@@ -319,9 +500,63 @@ def _content(value: Any, where: str) -> str:
 # --- answers -------------------------------------------------------------------------------------------------
 
 
-def finish_reason(stop_reason: str) -> str:
-    """The API's finish_reason for edgellm's stop reason: a length or the full context is "length"."""
-    return "length" if stop_reason in ("length", "context") else "stop"
+def finish_reason(stop_reason: str, called: bool = False) -> str:
+    """The API's finish_reason for edgellm's stop reason: a length or the full context is "length"; a reply that
+    called tools and ended on its own is "tool_calls"."""
+    if stop_reason in ("length", "context"):
+        return "length"
+    return "tool_calls" if called else "stop"
+
+
+# A token's log-probability as the session gives it: its text, its bytes, its logprob, and the most likely tokens'.
+TokenChoice = tuple[str, bytes, float]
+TokenLogprobs = tuple[TokenChoice, list[TokenChoice]]
+
+
+def chat_logprobs(found: list[TokenLogprobs]) -> dict[str, Any]:
+    """`choices[].logprobs` of a chat answer or chunk."""
+
+    def one(choice: TokenChoice) -> dict[str, Any]:
+        return {"token": choice[0], "logprob": choice[2], "bytes": list(choice[1])}
+
+    return {
+        "content": [{**one(chosen), "top_logprobs": [one(t) for t in top]} for chosen, top in found],
+        "refusal": None,
+    }
+
+
+def text_logprobs(found: list[TokenLogprobs], offset: int = 0) -> dict[str, Any]:
+    """`choices[].logprobs` of a legacy completion: tokens, their logprobs, their offsets in the text, the top ones."""
+    offsets, at = [], offset
+    for chosen, _ in found:
+        offsets.append(at)
+        at += len(chosen[0])
+    return {
+        "tokens": [chosen[0] for chosen, _ in found],
+        "token_logprobs": [chosen[2] for chosen, _ in found],
+        "top_logprobs": [{t[0]: t[2] for t in top} for _, top in found],
+        "text_offset": offsets,
+    }
+
+
+def tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    return [
+        {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+        for call in calls
+    ]
+
+
+def tool_delta(delta: Delta) -> dict[str, Any]:
+    """One streamed piece of a call: its first carries index, id, type, name and empty arguments; later ones only
+    index and an arguments fragment."""
+    if delta.name is not None:
+        return {
+            "index": delta.index,
+            "id": delta.id,
+            "type": "function",
+            "function": {"name": delta.name, "arguments": ""},
+        }
+    return {"index": delta.index, "function": {"arguments": delta.arguments}}
 
 
 def usage(stats: GenerationStats | None) -> dict[str, int]:
@@ -362,35 +597,59 @@ class Answer:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": choices}
 
     def whole(
-        self, text: str, reasoning: str, stats: GenerationStats | None, dropped_messages: int = 0, n_ctx: int = 0
+        self,
+        text: str,
+        reasoning: str,
+        stats: GenerationStats | None,
+        dropped_messages: int = 0,
+        n_ctx: int = 0,
+        calls: list[ToolCall] | None = None,
+        logprobs: list[TokenLogprobs] | None = None,
+        text_offset: int = 0,
     ) -> dict[str, Any]:
         """The non-streamed answer."""
-        reason = finish_reason(stats.stop_reason if stats is not None else "interrupted")
+        reason = finish_reason(stats.stop_reason if stats is not None else "interrupted", bool(calls))
         if self.chat:
-            message: dict[str, Any] = {"role": "assistant", "content": text}
+            message: dict[str, Any] = {"role": "assistant", "content": None if calls and not text else text}
             if reasoning:
                 message["reasoning_content"] = reasoning
-            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": reason}
+            if calls:
+                message["tool_calls"] = tool_calls(calls)
+            found = chat_logprobs(logprobs) if logprobs is not None else None
+            choice = {"index": 0, "message": message, "logprobs": found, "finish_reason": reason}
             answer = self._object("chat.completion", [choice])
         else:
+            found = text_logprobs(logprobs, text_offset) if logprobs is not None else None
             answer = self._object(
-                "text_completion", [{"text": text, "index": 0, "logprobs": None, "finish_reason": reason}]
+                "text_completion", [{"text": text, "index": 0, "logprobs": found, "finish_reason": reason}]
             )
         return {**answer, "usage": usage(stats), "timings": timings(stats, dropped_messages, n_ctx)}
 
     def chunk(
-        self, text: str = "", reasoning: str = "", finish: str | None = None, first: bool = False
+        self,
+        text: str = "",
+        reasoning: str = "",
+        finish: str | None = None,
+        first: bool = False,
+        calls: list[Delta] | None = None,
+        logprobs: list[TokenLogprobs] | None = None,
     ) -> dict[str, Any]:
         """One streamed piece: the first carries the role; the last carries finish_reason and no text."""
         if self.chat:
-            delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
+            delta: dict[str, Any] = (
+                {"role": "assistant", "content": None if calls and not text else ""} if first else {}
+            )
             if text:
                 delta["content"] = text
             if reasoning:
                 delta["reasoning_content"] = reasoning
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            if calls:
+                delta["tool_calls"] = [tool_delta(call) for call in calls]
+            found = chat_logprobs(logprobs) if logprobs else None
+            choice = {"index": 0, "delta": delta, "logprobs": found, "finish_reason": finish}
             return self._object("chat.completion.chunk", [choice])
-        return self._object("text_completion", [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}])
+        found = text_logprobs(logprobs) if logprobs else None
+        return self._object("text_completion", [{"text": text, "index": 0, "logprobs": found, "finish_reason": finish}])
 
     def usage_chunk(self, stats: GenerationStats | None, dropped_messages: int = 0, n_ctx: int = 0) -> dict[str, Any]:
         """The last chunk when stream_options.include_usage: no choices, the token counts."""

@@ -27,15 +27,19 @@ from edgellm.errors import (
     ContextOverflow,
     EdgellmError,
     EmptyPrompt,
+    GrammarDeadEnd,
+    GrammarInvalid,
     TemplateRefused,
     WorkerLost,
     WorkerUnreachable,
 )
+from edgellm.grammar.json_schema import UnsupportedSchema
 from edgellm.server.config import ServerConfig
 from edgellm.server.metrics import CONTENT_TYPE, Batching, Metrics, render
 from edgellm.server.scheduler import Ended, Job, QueueFull, Scheduler, ShuttingDown
-from edgellm.session.completion import ChatModel, Prepared
-from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply
+from edgellm.session.completion import ChatModel, Prepared, ReplyShape
+from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply, ToolCallPiece
+from edgellm.templates.tools import Delta
 
 RETRY_AFTER_S = 5
 CLIENT_GONE = 499  # nginx's status for a client that closed the connection before the answer
@@ -221,10 +225,24 @@ async def read_json(request: Request, limit: int) -> Any:
         raise ApiError(400, "the request body is JSON nested too deeply", "invalid_json") from None
 
 
+def shape(request: CompletionRequest) -> ReplyShape:
+    """What the request asks the reply to be, for the session layer."""
+    response = request.response_format
+    return ReplyShape(
+        tools=request.tools,
+        tool_choice=request.tool_choice,
+        parallel_tool_calls=request.parallel_tool_calls,
+        json=response is not None,
+        schema=response.schema if response is not None else None,
+        grammar=request.grammar,
+        logprobs=request.logprobs,
+    )
+
+
 def _prepare(model: ChatModel, request: CompletionRequest) -> Prepared:
     """Render and tokenize the prompt (off the event loop: a long one takes a while), worded for the API."""
     try:
-        return model.prepare_request(request.messages, request.prompt, request.options)
+        return model.prepare_request(request.messages, request.prompt, request.options, shape(request))
     except ContextOverflow as error:
         n_ctx = model.n_ctx
         if error.reason is not None and error.reason.code == "prompt_and_reply_too_long":
@@ -250,6 +268,8 @@ def _prepare(model: ChatModel, request: CompletionRequest) -> Prepared:
         raise ApiError(400, str(error), "template_error", "messages") from None
     except EmptyPrompt:
         raise ApiError(400, "the prompt is empty: send some text to complete", "empty_prompt", "prompt") from None
+    except UnsupportedSchema as error:
+        raise ApiError(400, str(error), "unsupported_schema", "response_format") from None
 
 
 def _refused(error: BaseException) -> ApiError:
@@ -284,8 +304,8 @@ async def _complete(state: ServerState, http: Request, chat: bool) -> Response:
     prepared = await asyncio.to_thread(_prepare, model, request)
     reply = Reply()
 
-    def work(cancel: threading.Event) -> Generator[AnswerPiece | ReasoningPiece, None, None]:
-        return model.stream(prepared, reply, request.options, cancel)
+    def work(cancel: threading.Event) -> Generator[AnswerPiece | ReasoningPiece | ToolCallPiece, None, None]:
+        return model.stream(prepared, reply, prepared.options, cancel)
 
     job = Job(work, asyncio.get_running_loop())
     try:
@@ -332,11 +352,27 @@ async def _complete(state: ServerState, http: Request, chat: bool) -> Response:
         return Response(status_code=CLIENT_GONE)
     finish.end(200)
     return JSONResponse(
-        answer.whole(text_before + reply.content, reply.reasoning, reply.stats, reply.dropped_messages, reply.n_ctx)
+        answer.whole(
+            text_before + reply.content,
+            reply.reasoning,
+            reply.stats,
+            reply.dropped_messages,
+            reply.n_ctx,
+            calls=reply.tool_calls,
+            logprobs=reply.logprobs[: _tokens(reply)] if request.logprobs is not None else None,
+            text_offset=len(text_before),
+        )
     )
 
 
+def _tokens(reply: Reply) -> int:
+    return reply.stats.completion_tokens if reply.stats is not None else len(reply.logprobs)
+
+
 def _failure(error: BaseException) -> ApiError:
+    if isinstance(error, (GrammarDeadEnd, GrammarInvalid)):  # the request's grammar: its own fault, nobody else's
+        code = "grammar_dead_end" if isinstance(error, GrammarDeadEnd) else "invalid_grammar"
+        return ApiError(400, str(error), code, "response_format")
     if isinstance(error, (WorkerLost, WorkerUnreachable)):  # a split's worker: the next request may find it back
         return ApiError(
             503,
@@ -369,22 +405,37 @@ async def _stream(
     error: BaseException | None = None
     ended = False
     try:
-        yield openai.sse(answer.chunk(text_before, first=True))
+        reply = finish.reply
+        first = bool(request.tools) and request.tool_choice.mode != "none"  # the first chunk waits: content or calls
+        if not first:
+            yield openai.sse(answer.chunk(text_before, first=True))
+        sent_logprobs = 0
         while not ended:
             events = [await job.events.get()]
             while not job.events.empty():
                 events.append(job.events.get_nowait())
             text = reasoning = ""
+            calls: list[Delta] = []
             for event in events:
                 if isinstance(event, AnswerPiece):
                     text += event.text
                 elif isinstance(event, ReasoningPiece):
                     reasoning += event.text
+                elif isinstance(event, ToolCallPiece):
+                    calls.append(event.delta)
                 elif isinstance(event, Ended):
                     ended, error = True, event.error
-            if text or reasoning:
-                yield openai.sse(answer.chunk(text, reasoning))
-        reply = finish.reply
+            logprobs = None
+            if request.logprobs is not None and len(reply.logprobs) > sent_logprobs:
+                upto = len(reply.logprobs) if not ended else _tokens(reply)
+                logprobs, sent_logprobs = reply.logprobs[sent_logprobs:upto], max(sent_logprobs, upto)
+            if first and (text or reasoning or calls or ended):
+                yield openai.sse(
+                    answer.chunk(text_before + text, reasoning, first=True, calls=calls, logprobs=logprobs)
+                )
+                first = False
+            elif text or reasoning or calls or logprobs:
+                yield openai.sse(answer.chunk(text, reasoning, calls=calls, logprobs=logprobs))
         if error is not None:
             failure = _failure(error)
             finish.end(failure.status, error)
@@ -393,7 +444,7 @@ async def _stream(
             finish.end(CLIENT_GONE)
             return
         else:
-            yield openai.sse(answer.chunk(finish=openai.finish_reason(reply.stop_reason)))
+            yield openai.sse(answer.chunk(finish=openai.finish_reason(reply.stop_reason, bool(reply.tool_calls))))
             if request.include_usage:
                 yield openai.sse(answer.usage_chunk(reply.stats, reply.dropped_messages, reply.n_ctx))
             finish.end(200)

@@ -27,7 +27,7 @@ from edgellm.errors import (
 )
 from edgellm.events import Notice
 from edgellm.session.completion import ChatModel, reply_notices
-from edgellm.session.events import ChatEvent, Reply, ReplyDone, Timings
+from edgellm.session.events import ChatEvent, Reply, ReplyDone, Timings, ToolCallPiece
 from edgellm.session.flags import MODEL_FLAGS
 from edgellm.session.history import Conversation, History, SavedMessage
 from edgellm.storage import disk
@@ -218,7 +218,8 @@ class ChatSession:
                         self._write(History.update_reply, reply_id, reply.content, reply.reasoning)
                         if self._notices:  # per token: only when a write just failed
                             yield from self._take_notices()
-                    yield piece
+                    if not isinstance(piece, ToolCallPiece):  # a chat offers no tools: none comes
+                        yield piece
             except (WorkerLost, WorkerUnreachable) as error:  # a split's worker: this reply ends, the chat goes on
                 self._notices.append(Notice(str(error), "warning", error.reason))
         finally:

@@ -9,22 +9,56 @@ requests and a chat's turns can share one model. It writes no history: the sessi
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-from edgellm.engine.contract import GenerationOptions, Model
+from edgellm.api.openai import TokenChoice
+from edgellm.engine.contract import Generation, GenerationOptions, Grammar, Model
 from edgellm.errors import ContextOverflow, EmptyPrompt, TemplateRefused
 from edgellm.events import Notice
+from edgellm.grammar.json_schema import JSON_OBJECT_GRAMMAR, schema_grammar
 from edgellm.reasons import reason
-from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply
+from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply, ToolCallPiece
 from edgellm.templates.chat import ChatTemplate, choose, looks_like_base_model
 from edgellm.templates.reasoning import ReasoningSplitter, StopMatcher
 from edgellm.templates.sandbox import TemplateLimit
+from edgellm.templates.tools import (
+    Delta,
+    Tool,
+    ToolChoice,
+    ToolFormat,
+    ToolParser,
+    detect_format,
+    generic_messages,
+    native_messages,
+    tool_grammar,
+)
 
 MIN_REPLY_ROOM = 64
 RECENT_CALLS = 16  # prompts + replies remembered as tokens, so a client re-sending its conversation hits its cache
-Messages = list[dict[str, str]]
+Messages = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ReplyShape:
+    """What a reply must be besides free text: calls to `tools` (as `tool_choice` says), JSON (`json`; matching
+    `schema` when given), or what a GBNF `grammar` allows; and `logprobs`, the top log-probabilities to report with
+    each token (None: none)."""
+
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = ToolChoice("none")
+    parallel_tool_calls: bool = True
+    json: bool = False
+    schema: dict[str, Any] | None = None
+    grammar: str | None = None
+    logprobs: int | None = None
+
+    @property
+    def calls_tools(self) -> bool:
+        return bool(self.tools) and self.tool_choice.mode != "none"
 
 
 @dataclass(frozen=True)
@@ -33,6 +67,9 @@ class Prepared:
     tokens: list[int]
     dropped: int  # old messages left out to fit the context
     chat: bool = True  # rendered from messages by the template; False: a raw text prompt, completed as it is
+    options: GenerationOptions = GenerationOptions()  # the call's options, with the grammar its shape asks for
+    shape: ReplyShape = ReplyShape()
+    tool_format: ToolFormat | None = None  # the format calls are written in, when the reply may call tools
 
 
 @dataclass
@@ -46,6 +83,7 @@ class ChatModel:
     _recent: list[tuple[str, list[int]]] = field(default_factory=list)  # recent calls' prompt + reply, as text and
     # as tokens, the latest first
     _special: tuple[str, str] | None = None  # BOS and EOS as text
+    _tool_format: ToolFormat | None = None
 
     def __post_init__(self) -> None:
         self._turns = threading.Semaphore(max(1, self.model.parallel))
@@ -99,10 +137,18 @@ class ChatModel:
             )
         return self._special
 
-    def render(self, messages: Messages) -> str:
+    @property
+    def tool_format(self) -> ToolFormat:
+        """The format this model writes tool calls in (its template probed once); `generic` without tool support."""
+        if self._tool_format is None:
+            source = self.template.source if self.template.name == "model" else None
+            self._tool_format = detect_format(source, lambda messages, tools: self.render(messages, tools))
+        return self._tool_format
+
+    def render(self, messages: Messages, tools: list[dict[str, Any]] | None = None) -> str:
         bos, eos = self.special_tokens()
         try:
-            return self.template.render(messages, bos_token=bos, eos_token=eos)
+            return self.template.render(messages, bos_token=bos, eos_token=eos, tools=tools)
         except TemplateLimit as error:
             raise TemplateRefused(
                 f"the model's chat template was stopped: {error}; the template in this GGUF is "
@@ -114,8 +160,8 @@ class ChatModel:
     def tokenize(self, text: str) -> list[int]:
         return self.model.tokenize(text, add_bos=False, special=True)
 
-    def count(self, messages: Messages) -> int:
-        return len(self.tokenize(self.render(messages)))
+    def count(self, messages: Messages, tools: list[dict[str, Any]] | None = None) -> int:
+        return len(self.tokenize(self.render(messages, tools)))
 
     def reply_room(self, max_tokens: int = -1) -> int:
         """Tokens kept free for the reply when the history is trimmed."""
@@ -137,10 +183,16 @@ class ChatModel:
         recent = [(text, tokens)] + [call for call in self._recent if call[0] != text]
         self._recent = recent[:RECENT_CALLS]
 
-    def prepare(self, messages: Messages, options: GenerationOptions = GenerationOptions()) -> Prepared:
+    def prepare(
+        self,
+        messages: Messages,
+        options: GenerationOptions = GenerationOptions(),
+        tools: list[dict[str, Any]] | None = None,
+    ) -> Prepared:
         """Fit the conversation into the context and tokenize it; ContextOverflow if one message is too long."""
-        kept, dropped = fit_history(messages, self.count, self.n_ctx - self.reply_room(options.max_tokens))
-        text = self.render(kept)
+        budget = self.n_ctx - self.reply_room(options.max_tokens)
+        kept, dropped = fit_history(messages, lambda found: self.count(found, tools), budget)
+        text = self.render(kept, tools)
         tokens = self.prompt_tokens(text) if options.cache_prompt else self.tokenize(text)
         if len(tokens) >= self.n_ctx:
             raise ContextOverflow(
@@ -150,10 +202,38 @@ class ChatModel:
             )
         return Prepared(text, tokens, dropped)
 
-    def prepare_request(self, messages: Messages | None, prompt: str | None, options: GenerationOptions) -> Prepared:
+    def prepare_request(
+        self,
+        messages: Messages | None,
+        prompt: str | None,
+        options: GenerationOptions,
+        shape: ReplyShape = ReplyShape(),
+    ) -> Prepared:
         """A request's prompt (messages through the template, else a raw text), checked to leave room for the
-        `max_tokens` it asks: ContextOverflow (its `available` the room left), TemplateRefused or EmptyPrompt."""
-        prepared = self.prepare(messages, options) if messages is not None else self.prepare_text(prompt or "")
+        `max_tokens` it asks: ContextOverflow (its `available` the room left), TemplateRefused or EmptyPrompt. With a
+        `shape`, the prompt says what the reply must be and the options carry the grammar that enforces it."""
+        options = replace(options, logprobs=shape.logprobs)
+        with_tools = messages is not None and (shape.tools or any(_is_tool_turn(m) for m in messages))
+        tool_format = self.tool_format if with_tools else None
+        if messages is None:
+            prepared = self.prepare_text(prompt or "")
+        elif tool_format is not None and tool_format.native:
+            tools = [tool.as_openai() for tool in shape.tools] or None
+            prepared = self.prepare(native_messages(messages), options, tools)
+        elif tool_format is not None:
+            prepared = self.prepare(generic_messages(messages, list(shape.tools), shape.tool_choice), options)
+        elif shape.json:
+            prepared = self.prepare(json_messages(messages, shape.schema), options)
+        else:
+            prepared = self.prepare(messages, options)
+        tool_format = tool_format if shape.calls_tools else None  # the format the reply's calls are parsed in
+        grammar, special = self._grammar(prepared, shape, tool_format)
+        prepared = replace(
+            prepared,
+            options=replace(options, grammar=grammar, special_text=special),
+            shape=shape,
+            tool_format=tool_format,
+        )
         wanted = options.max_tokens
         if wanted > 0 and len(prepared.tokens) + wanted > self.n_ctx:
             raise ContextOverflow(
@@ -162,6 +242,38 @@ class ChatModel:
                 self.n_ctx,
             )
         return prepared
+
+    def _grammar(
+        self, prepared: Prepared, shape: ReplyShape, tool_format: ToolFormat | None
+    ) -> tuple[Grammar | None, tuple[int, ...]]:
+        """The grammar the reply's shape asks for, and the special tokens its markers are (written out as text)."""
+        thinking = prepared.chat and "<think>" in self.template.source
+        starts_in_reasoning = prepared.text.rstrip().endswith("<think>")
+        if tool_format is not None:
+            found = tool_grammar(tool_format, list(shape.tools), shape.tool_choice, shape.parallel_tool_calls)
+            if found is None:
+                return None, self._marker_tokens(tool_format.marker)
+            special = self._marker_tokens(tool_format.marker)
+            tokens = special if found.trigger_patterns else ()
+            gbnf = (
+                found.gbnf
+                if found.trigger_patterns or not thinking
+                else after_reasoning(found.gbnf, starts_in_reasoning)
+            )
+            return Grammar(gbnf, found.trigger_patterns, tokens), special
+        if shape.grammar is not None:
+            return Grammar(shape.grammar), ()
+        if shape.json:
+            gbnf = schema_grammar(shape.schema) if shape.schema is not None else JSON_OBJECT_GRAMMAR
+            return Grammar(after_reasoning(gbnf, starts_in_reasoning) if thinking else gbnf), ()
+        return None, ()
+
+    def _marker_tokens(self, marker: str) -> tuple[int, ...]:
+        """The marker as one special token, when it is one (Qwen's <tool_call>, Mistral's [TOOL_CALLS])."""
+        if not marker:
+            return ()
+        tokens = self.model.tokenize(marker, add_bos=False, special=True)
+        return tuple(tokens) if len(tokens) == 1 else ()
 
     def prepare_text(self, prompt: str) -> Prepared:
         """A raw prompt, completed as it is (no template): BOS and its tokens; ContextOverflow if no room is left."""
@@ -173,14 +285,14 @@ class ChatModel:
         reply: Reply,
         options: GenerationOptions = GenerationOptions(),
         cancel: threading.Event | None = None,
-    ) -> Generator[AnswerPiece | ReasoningPiece, None, None]:
+    ) -> Generator[AnswerPiece | ReasoningPiece | ToolCallPiece, None, None]:
         """Yield the reply's pieces, filling `reply` as they come; `cancel` stops it, even before it starts."""
         with self._turns:
             yield from self._stream(prepared, reply, options, cancel)
 
     def _stream(
         self, prepared: Prepared, reply: Reply, options: GenerationOptions, cancel: threading.Event | None
-    ) -> Generator[AnswerPiece | ReasoningPiece, None, None]:
+    ) -> Generator[AnswerPiece | ReasoningPiece | ToolCallPiece, None, None]:
         reply.dropped_messages, reply.n_ctx = prepared.dropped, self.n_ctx
         generation = self.model.generation(prepared.tokens, options, cancel=cancel)
         reply.stats = generation.stats  # its counts grow as tokens come (a server's metrics read them live)
@@ -191,22 +303,40 @@ class ChatModel:
             else PlainText()
         )
         stops = StopMatcher(options.stop + (self.template.stop if prepared.chat else ()))
+        tools = (
+            ToolParser(prepared.tool_format, list(prepared.shape.tools)) if prepared.tool_format is not None else None
+        )
         raw = []
         pieces = iter(generation)
         try:
             for piece in pieces:
                 raw.append(piece)
-                yield from _collect(reply, splitter.feed(stops.feed(piece)))
+                self._take_logprobs(reply, generation)
+                yield from _collect(reply, splitter.feed(stops.feed(piece)), tools)
                 if stops.stopped:
                     pieces.close()
                     generation.stats.stop_reason = "stop"
                     break
-            yield from _collect(reply, splitter.feed(stops.flush()) + splitter.flush())
+            self._take_logprobs(reply, generation)
+            yield from _collect(reply, splitter.feed(stops.flush()) + splitter.flush(), tools)
+            if tools is not None:
+                yield from _tool_pieces(reply, tools.finish())
+                reply.tool_calls = tools.calls
         finally:
             pieces.close()  # ends llama.cpp's generation and completes the timings, also when closed early
             reply.stats = generation.stats
             reply.context_used = len(prepared.tokens) + len(generation.tokens)
             self._remember(prepared.text + "".join(raw), prepared.tokens + generation.tokens)
+
+    def _take_logprobs(self, reply: Reply, generation: Generation) -> None:
+        """The log-probabilities of the tokens sampled since the last piece, with their text."""
+        found = generation.logprobs
+        for item in found[len(reply.logprobs) : len(generation.tokens)]:
+            reply.logprobs.append((self._choice(item.token, item.logprob), [self._choice(t, p) for t, p in item.top]))
+
+    def _choice(self, token: int, logprob: float) -> TokenChoice:
+        raw = self.model.detokenize([token], special=True)
+        return raw.decode("utf-8", errors="replace"), raw, logprob
 
 
 class PlainText:
@@ -252,14 +382,55 @@ def reply_notices(reply: Reply) -> list[Notice]:
     return notices
 
 
-def _collect(reply: Reply, pieces: list[tuple[str, str]]) -> Iterator[AnswerPiece | ReasoningPiece]:
+def _collect(
+    reply: Reply, pieces: list[tuple[str, str]], tools: ToolParser | None = None
+) -> Iterator[AnswerPiece | ReasoningPiece | ToolCallPiece]:
     for kind, text in pieces:
         if kind == "reasoning":
             reply.reasoning += text
             yield ReasoningPiece(text)
+        elif tools is not None:  # the answer goes through the calls' parser: markers inside reasoning never count
+            yield from _tool_pieces(reply, tools.feed(text))
         else:
             reply.content += text
             yield AnswerPiece(text)
+
+
+def _tool_pieces(reply: Reply, deltas: list[Delta]) -> Iterator[AnswerPiece | ToolCallPiece]:
+    for delta in deltas:
+        if delta.index < 0:
+            reply.content += delta.content
+            yield AnswerPiece(delta.content)
+        else:
+            yield ToolCallPiece(delta)
+
+
+def _is_tool_turn(message: dict[str, Any]) -> bool:
+    return message["role"] == "tool" or bool(message.get("tool_calls"))
+
+
+def json_messages(messages: Messages, schema: dict[str, Any] | None) -> Messages:
+    """The conversation with the reply's JSON shape said in its system message (llama.cpp enforces a schema without
+    showing it; the model writes better JSON when it knows the fields and their descriptions)."""
+    said = "Answer with a JSON object only."
+    if schema is not None:
+        said = f"Answer with JSON only, matching this JSON schema:\n{json.dumps(schema)}"
+    if messages and messages[0]["role"] == "system":
+        return [{**messages[0], "content": f"{messages[0]['content']}\n\n{said}"}, *messages[1:]]
+    return [{"role": "system", "content": said}, *messages]
+
+
+THINK_BODY = (
+    '( [^<] | "<" ( [^/] | "/" ( [^t] | "t" ( [^h] | "h" ( [^i] | "i" ( [^n] | "n" ( [^k] | "k" [^>] ) ) ) ) ) ) )*'
+)
+
+
+def after_reasoning(gbnf: str, starts_in_reasoning: bool) -> str:
+    """`gbnf` with room for a reasoning block first: the model thinks free and the grammar holds from its answer on."""
+    body, _, rest = gbnf.partition("\n")
+    answer = body.split("::=", 1)[1].strip()
+    think = f'{THINK_BODY} "</think>"' if starts_in_reasoning else f'( "<think>" {THINK_BODY} "</think>" )?'
+    return f"root ::= {think} [ \t\n]* ( {answer} )\n{rest}"
 
 
 def fit_history(messages: Messages, count: Callable[[Messages], int], budget: int) -> tuple[Messages, int]:

@@ -8,8 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgellm.api.openai import TokenLogprobs
 from edgellm.engine.contract import GenerationStats
 from edgellm.events import Notice
+from edgellm.templates.tools import Delta, ToolCall
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,13 @@ class ReasoningPiece:
     """A piece of the model's reasoning (`<think>…</think>`), kept apart from the answer."""
 
     text: str
+
+
+@dataclass(frozen=True)
+class ToolCallPiece:
+    """A piece of a tool call: its first (index, id, name) or a later fragment of its arguments' JSON text."""
+
+    delta: Delta
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,8 @@ class Reply:
     dropped_messages: int = 0
     context_used: int = 0
     n_ctx: int = 0
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: list[TokenLogprobs] = field(default_factory=list)  # per token, when asked; grows as tokens come
 
     @property
     def stop_reason(self) -> str:

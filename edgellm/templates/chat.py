@@ -73,11 +73,18 @@ class ChatTemplate:
     stop: tuple[str, ...]  # text that ends a reply, besides the model's end-of-generation tokens
 
     def render(
-        self, messages: list[dict[str, Any]], bos_token: str, eos_token: str, add_generation_prompt: bool = True
+        self,
+        messages: list[dict[str, Any]],
+        bos_token: str,
+        eos_token: str,
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
     ) -> str:
         """The prompt text. Reasoning goes back to the model by the template's own rule: every earlier reply
-        carries it as `reasoning_content`, which a template uses or ignores (live or loaded alike)."""
-        return self.compile(bos_token, eos_token, add_generation_prompt).render(messages)
+        carries it as `reasoning_content`, which a template uses or ignores (live or loaded alike). `tools`: the
+        functions the model may call, as the OpenAI API gives them."""
+        compiled = self.compile(bos_token, eos_token, add_generation_prompt)
+        return compiled.render(messages, tools=tools) if tools else compiled.render(messages)
 
     def compile(self, bos_token: str, eos_token: str, add_generation_prompt: bool = True) -> BoundedTemplate:
         """The template compiled (once: compiling costs ~8 ms, and every turn renders it several times)."""

@@ -93,7 +93,7 @@ def generate(model: ChatModel, options: GenerationOptions, prompt: str, as_json:
     130) and keeps what was printed."""
     from edgellm.engine.contract import settings_record
     from edgellm.events import ctrl_c_sets
-    from edgellm.session.events import Reply
+    from edgellm.session.events import Reply, ToolCallPiece
 
     prepared = model.prepare_text(prompt)
     reply = Reply()
@@ -103,6 +103,8 @@ def generate(model: ChatModel, options: GenerationOptions, prompt: str, as_json:
         pieces = model.stream(prepared, reply, options, cancel)
         try:
             for piece in pieces:
+                if isinstance(piece, ToolCallPiece):  # a raw prompt offers no tools: none comes
+                    continue
                 out.write(piece.text)
                 out.flush()
                 printed = piece.text
