@@ -39,6 +39,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "edgellm.engine.contract",
             "edgellm.engine.endpoint",
             "edgellm.engine.loop_guard",
+            "edgellm.grammar",
         ),
     ),
     (
