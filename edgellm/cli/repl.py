@@ -33,7 +33,8 @@ HELP = """commands:
   /edit TEXT         replace the last message with TEXT and answer it
   /system TEXT       set the system prompt of this conversation
   /set KEY VALUE     temp, top-k, top-p, min-p, repeat-penalty, n-predict, seed, think (show|hide),
-                     loop-guard (on|off), stop TEXT (a reply ends where TEXT appears; /set stop alone clears it)
+                     loop-guard (on|off), json (on|off: every reply a JSON object),
+                     stop TEXT (a reply ends where TEXT appears; /set stop alone clears it)
   /stats             timings of the last reply and of this session
   /exit              leave (also Ctrl-D, or Ctrl-C twice)
 \"\"\" on a line of its own starts and ends a multi-line message; Ctrl-C stops a reply."""

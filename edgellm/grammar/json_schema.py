@@ -1,6 +1,6 @@
 """A JSON Schema as the GBNF grammar of the JSON values valid against it, enforced exactly or refused.
 
-`schema_grammar(schema)` is the whole grammar (rule `root`: one value, optionally between whitespace);
+`schema_grammar(schema)` is the whole grammar (rule `root`: one value, optionally after whitespace, ending the text);
 `SchemaConverter` adds the rules of several schemas to one `Rules` (a tool call's arguments inside a larger grammar);
 `check_schema` walks a schema as the converter does and raises UnsupportedSchema for the first keyword a grammar
 cannot enforce. A grammar only ever admits valid values; it admits all of them except as follows, by design:
@@ -78,12 +78,13 @@ class UnsupportedSchema(EdgellmError):
 
 
 def schema_grammar(schema: object) -> str:
-    """The GBNF grammar (rule `root`) of one JSON value valid against `schema`, optionally between whitespace."""
+    """The GBNF grammar (rule `root`) of one JSON value valid against `schema`, optionally after whitespace: the text
+    ends with the value (a model is not left to write whitespace until its end-of-text)."""
     rules = Rules()
     converter = SchemaConverter(rules)
     value = converter.visit(schema, "schema")
     ws = converter.primitive("ws")
-    return rules.text(f"{ws} {value} {ws}")
+    return rules.text(f"{ws} {value}")
 
 
 def check_schema(schema: object) -> None:
@@ -162,13 +163,13 @@ class SchemaConverter:
         return self._primitives[name]
 
     def _primitive_body(self, name: str) -> str:
-        digits = '( "0" | [1-9] [0-9]* )'
+        digits = f'( "0" | [1-9] [0-9]{{0,{MAX_DIGITS - 1}}} )'
         bodies: dict[str, Callable[[], str]] = {
             "ws": lambda: '| " " | "\\n" [ \\t]{0,20}',
             "char": lambda: STRING_CHAR,
             "string": lambda: f'"\\"" {self.primitive("char")}* "\\""',
-            "integer": lambda: '"0" | "-"? [1-9] [0-9]*',
-            "number": lambda: f'"-"? {digits} ( "." [0-9]+ )? ( [eE] [-+]? [0-9]+ )?',
+            "integer": lambda: f'"0" | "-"? [1-9] [0-9]{{0,{MAX_DIGITS - 1}}}',
+            "number": lambda: f'"-"? {digits} {FRACTION} ( [eE] [-+]? [0-9]{{1,3}} )?',
             "boolean": lambda: '"true" | "false"',
             "null": lambda: '"null"',
         }
@@ -608,7 +609,7 @@ class SchemaConverter:
             rule = add("uuid", ' "-" '.join(f"[0-9a-fA-F]{{{count}}}" for count in (8, 4, 4, 4, 12)))
             return f'"\\"" {rule} "\\""'
         hours, minutes = add("hours", '[01] [0-9] | "2" [0-3]'), add("minutes", "[0-5] [0-9]")
-        clock = f'{hours} ":" {minutes} ":" {minutes} ( "." [0-9]+ )?'
+        clock = f'{hours} ":" {minutes} ":" {minutes} ( "." [0-9]{{1,9}} )?'
         offset = add("offset", f'"Z" | [+-] {hours} ":" {minutes}')
         if name == "time":
             return f'"\\"" {add("time", f"{clock} {offset}?")} "\\""'
@@ -670,9 +671,12 @@ class SchemaConverter:
 
 
 Bound = tuple[int, bool]  # a whole number and whether it is itself in range
-FRACTION = '( "." [0-9]+ )?'
-ZERO_FRACTION = '( "." "0"+ )?'
-NONZERO_FRACTION = '"." "0"* [1-9] [0-9]*'
+# at most 16 digits before and after the point (as llama.cpp's converter: a small model left free to write digits
+# writes them until max_tokens), so a number the schema does not bound has at most 16 + 16 digits
+MAX_DIGITS = 16
+FRACTION = f'( "." [0-9]{{1,{MAX_DIGITS}}} )?'
+ZERO_FRACTION = f'( "." "0"{{1,{MAX_DIGITS}}} )?'
+NONZERO_FRACTION = f'"." "0"{{0,{MAX_DIGITS - 1}}} [1-9] [0-9]{{0,{MAX_DIGITS - 1}}}'
 KEY_CHAR = '[^"\\\\\\x00-\\x1F]'
 
 
@@ -721,7 +725,8 @@ def _naturals(low: int, high: int | None) -> list[str]:
     while high is None or 10 ** (length - 1) <= high or length == 1:
         start = max(low, 10 ** (length - 1) if length > 1 else 0)
         if high is None and start == max(10 ** (length - 1), 1):  # every longer number too
-            options.append(f"[1-9] [0-9]{{{length - 1},}}" if length > 1 else "[1-9] [0-9]*")
+            longest = max(MAX_DIGITS, length) - 1
+            options.append(f"[1-9] [0-9]{{{length - 1},{longest}}}")
             break
         end = 10**length - 1 if high is None else min(high, 10**length - 1)
         if start <= end:
@@ -780,7 +785,7 @@ def _any_object_grammar() -> str:
     rules = Rules()
     converter = SchemaConverter(rules)
     ws = converter.primitive("ws")
-    return rules.text(f"{ws} {converter.primitive('object')} {ws}")
+    return rules.text(f"{ws} {converter.primitive('object')}")
 
 
 JSON_OBJECT_GRAMMAR = _any_object_grammar()  # any JSON object (an OpenAI response_format of json_object)

@@ -26,7 +26,7 @@ from edgellm.errors import (
     WorkerUnreachable,
 )
 from edgellm.events import Notice
-from edgellm.session.completion import ChatModel, reply_notices
+from edgellm.session.completion import ChatModel, ReplyShape, json_messages, reply_notices
 from edgellm.session.events import ChatEvent, Reply, ReplyDone, Timings, ToolCallPiece
 from edgellm.session.flags import MODEL_FLAGS
 from edgellm.session.history import Conversation, History, SavedMessage
@@ -34,7 +34,7 @@ from edgellm.storage import disk
 
 SAMPLING_KEYS = ("temp", "top-k", "top-p", "min-p", "repeat-penalty")  # Sampling fields, named as the flags
 OPTION_FIELDS = {"n-predict": "max_tokens", "seed": "seed"}  # GenerationOptions fields
-SETTINGS = (*SAMPLING_KEYS, *OPTION_FIELDS, "stop", "think", "loop-guard")
+SETTINGS = (*SAMPLING_KEYS, *OPTION_FIELDS, "stop", "think", "loop-guard", "json")
 SWITCH = {"on": True, "off": False}
 BUSY = "a reply is still being written; cancel it first"
 T = TypeVar("T")
@@ -115,6 +115,7 @@ class ChatSession:
     options: GenerationOptions = GenerationOptions()
     system_prompt: str | None = None
     show_reasoning: bool = True
+    json_replies: bool = False  # every reply a JSON object, enforced by a grammar (`/set json on`)
     entries: list[Entry] = field(default_factory=list)
     conversation_id: int | None = None
     _replies: list[Timings] = field(default_factory=list)
@@ -203,12 +204,17 @@ class ChatSession:
 
     def _exchange(self, turn: Turn) -> Iterator[ChatEvent]:
         kept = self.entries[: turn.keep] + ([Entry("user", turn.text)] if turn.text is not None else [])
-        prepared = self.model.prepare(self.chat_messages(kept), self.options)  # raises before anything changes
+        messages = self.chat_messages(kept)
+        shape = ReplyShape(json=self.json_replies)
+        if self.json_replies:
+            messages = json_messages(messages, None)
+        prepared = self.model.prepare(messages, self.options)  # raises before anything changes
+        prepared = self.model.constrain(prepared, shape, self.options)
         self._forget_from(turn.keep)
         self.entries = kept
         user = kept[-1]
         reply, reply_id = Reply(), None
-        pieces = self.model.stream(prepared, reply, self.options, turn.cancelled)
+        pieces = self.model.stream(prepared, reply, prepared.options, turn.cancelled)
         try:  # from here on, however the turn ends, memory and history get the reply
             reply_id = self._write(self._save_user if user.id is None else self._save_reply_start, user)
             yield from self._take_notices()
@@ -373,6 +379,11 @@ class ChatSession:
                 raise InvalidSetting("think takes show or hide", key, value)
             self.show_reasoning = value == "show"
             return f"reasoning {'shown' if self.show_reasoning else 'hidden'}"
+        if key == "json":
+            if value not in SWITCH:
+                raise InvalidSetting("json takes on or off", key, value)
+            self.json_replies = SWITCH[value]
+            return "replies are JSON objects" if self.json_replies else "replies are free text"
         if key == "loop-guard":
             if value not in SWITCH:
                 raise InvalidSetting("loop-guard takes on or off", key, value)

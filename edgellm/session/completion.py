@@ -212,7 +212,6 @@ class ChatModel:
         """A request's prompt (messages through the template, else a raw text), checked to leave room for the
         `max_tokens` it asks: ContextOverflow (its `available` the room left), TemplateRefused or EmptyPrompt. With a
         `shape`, the prompt says what the reply must be and the options carry the grammar that enforces it."""
-        options = replace(options, logprobs=shape.logprobs)
         with_tools = messages is not None and (shape.tools or any(_is_tool_turn(m) for m in messages))
         tool_format = self.tool_format if with_tools else None
         if messages is None:
@@ -226,14 +225,7 @@ class ChatModel:
             prepared = self.prepare(json_messages(messages, shape.schema), options)
         else:
             prepared = self.prepare(messages, options)
-        tool_format = tool_format if shape.calls_tools else None  # the format the reply's calls are parsed in
-        grammar, special = self._grammar(prepared, shape, tool_format)
-        prepared = replace(
-            prepared,
-            options=replace(options, grammar=grammar, special_text=special),
-            shape=shape,
-            tool_format=tool_format,
-        )
+        prepared = self.constrain(prepared, shape, options, tool_format if shape.calls_tools else None)
         wanted = options.max_tokens
         if wanted > 0 and len(prepared.tokens) + wanted > self.n_ctx:
             raise ContextOverflow(
@@ -242,6 +234,15 @@ class ChatModel:
                 self.n_ctx,
             )
         return prepared
+
+    def constrain(
+        self, prepared: Prepared, shape: ReplyShape, options: GenerationOptions, tool_format: ToolFormat | None = None
+    ) -> Prepared:
+        """`prepared` with `options` carrying what `shape` asks: the grammar (calls in `tool_format`, JSON, GBNF), the
+        special tokens written as text, the log-probabilities."""
+        grammar, special = self._grammar(prepared, shape, tool_format)
+        options = replace(options, grammar=grammar, special_text=special, logprobs=shape.logprobs)
+        return replace(prepared, options=options, shape=shape, tool_format=tool_format)
 
     def _grammar(
         self, prepared: Prepared, shape: ReplyShape, tool_format: ToolFormat | None

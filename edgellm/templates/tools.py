@@ -86,7 +86,9 @@ def call_id(tool_format: ToolFormat, chosen: random.Random | None = None) -> str
     return "".join(pick.choice(ID_CHARS) for _ in range(9))
 
 
-def detect_format(source: str | None, render: Callable[[list[dict[str, Any]], list[dict[str, Any]]], str]) -> ToolFormat:
+def detect_format(
+    source: str | None, render: Callable[[list[dict[str, Any]], list[dict[str, Any]]], str]
+) -> ToolFormat:
     """The format `source` (a chat template) speaks, by the markers it writes; `generic` when it has no tool support:
     a probe question with a probe tool is rendered (`render(messages, tools)`), and a template that raises or never
     shows the tool takes no tools (Gemma's, Phi-4-mini's)."""
@@ -209,8 +211,8 @@ def tool_grammar(tool_format: ToolFormat, tools: list[Tool], choice: ToolChoice,
         tool_call = _json_member("tool_call", call)
         if choice.mode == "auto":
             answer = _json_member("response", converter.visit({"type": "string"}, "response"))
-            return ToolGrammar(rules.text(f"{WS} ({tool_call} | {answer}) {WS}"), (), ())
-        return ToolGrammar(rules.text(f"{WS} {tool_call} {WS}"), (), ())
+            return ToolGrammar(rules.text(f"{WS} ({tool_call} | {answer})"), (), ())
+        return ToolGrammar(rules.text(f"{WS} {tool_call}"), (), ())
     if name == "qwen-xml":
         call = rules.add("call", " | ".join(_xml_call(converter, rules, tool) for tool in chosen))
         block = rules.add("block", f'"<tool_call>\\n" {call} "\\n</tool_call>"')

@@ -119,6 +119,7 @@ class ScriptedGeneration:
                     break
                 cached += 1
         self.tokens: list[int] = []
+        self.logprobs: list = []  # the scripted model samples nothing: it reports none
         self.stats = GenerationStats(
             prompt_tokens=len(prompt_tokens), prompt_evaluated=max(1, len(prompt_tokens) - cached)
         )

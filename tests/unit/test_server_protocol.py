@@ -68,12 +68,9 @@ def test_what_the_request_leaves_out_comes_from_the_server() -> None:
     "extra, named",
     [
         ({"n": 2}, "n"),
-        ({"tools": [{"type": "function"}]}, "tools"),
-        ({"logprobs": True}, "logprobs"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"logit_bias": {"1": 5}}, "logit_bias"),
         ({"reasoning_effort": "low"}, "reasoning_effort"),
-        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"functions": [{"name": "f"}]}, "functions"),
     ],
 )
 def test_unsupported_parameters_that_change_the_result_are_refused_by_name(extra: dict, named: str) -> None:
@@ -113,7 +110,18 @@ def test_neutral_and_harmless_parameters_are_accepted() -> None:
         ({"messages": HI, "stream": "yes"}, "stream"),
         ({"messages": "Hi"}, "messages"),
         ({"messages": [{"role": "robot", "content": "Hi"}]}, "messages[0].role"),
-        ({"messages": [{"role": "tool", "content": "42"}]}, "messages[0].role"),
+        ({"messages": [{"role": "tool", "content": "42"}]}, "messages[0].tool_call_id"),
+        ({"messages": HI, "tools": [{"type": "function"}]}, "tools[0]"),
+        ({"messages": HI, "tools": [{"type": "function", "function": {"name": "a b"}}]}, "tools[0].function.name"),
+        ({"messages": HI, "tool_choice": "required"}, "tool_choice"),
+        ({"messages": HI, "top_logprobs": 2}, "top_logprobs"),
+        ({"messages": HI, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"messages": HI, "response_format": {"type": "xml"}}, "response_format"),
+        (
+            {"messages": HI, "response_format": {"type": "json_schema", "json_schema": {"schema": {"not": {}}}}},
+            "response_format.json_schema.schema",
+        ),
+        ({"messages": HI, "response_format": {"type": "json_object"}, "grammar": "root ::= x"}, "grammar"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content"),
         ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
     ],
@@ -370,3 +378,42 @@ def test_the_batch_metrics_render_as_prometheus_text() -> None:
     assert found["edgellm_slots"] == 4 and found["edgellm_slots_busy"] == 2
     assert found["edgellm_busy_slots_per_decode"] == 2.5 and found["edgellm_batch_tokens_total"] == 35
     assert found["edgellm_queue_seconds_total"] == 0.5
+
+
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+def test_tools_and_tool_choice_are_read() -> None:
+    request = parse_chat({"messages": HI, "tools": [TOOL]}, DEFAULTS, 4096)
+    assert [tool.name for tool in request.tools] == ["get_weather"] and request.tool_choice.mode == "auto"
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    request = parse_chat({"messages": HI, "tools": [TOOL], "tool_choice": named}, DEFAULTS, 4096)
+    assert (request.tool_choice.mode, request.tool_choice.name) == ("function", "get_weather")
+    assert parse_chat({"messages": HI}, DEFAULTS, 4096).tool_choice.mode == "none"
+    assert not parse_chat({"messages": HI, "parallel_tool_calls": False}, DEFAULTS, 4096).parallel_tool_calls
+
+
+def test_past_calls_and_tool_results_are_kept() -> None:
+    call = {"id": "abcdefghi", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    messages = [
+        *HI,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "abcdefghi", "content": "sunny"},
+    ]
+    found = parse_chat({"messages": messages, "tools": [TOOL]}, DEFAULTS, 4096).messages
+    assert found is not None
+    assert found[1] == {"role": "assistant", "content": "", "tool_calls": [call]}
+    assert found[2] == {"role": "tool", "content": "sunny", "tool_call_id": "abcdefghi"}
+
+
+def test_response_format_and_logprobs_are_read() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    body = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": True}}
+    request = parse_chat({"messages": HI, "response_format": body}, DEFAULTS, 4096)
+    assert request.response_format is not None and request.response_format.schema == schema
+    request = parse_chat({"messages": HI, "response_format": {"type": "json_object"}}, DEFAULTS, 4096)
+    assert request.response_format is not None and request.response_format.schema is None
+    assert parse_chat({"messages": HI, "logprobs": True}, DEFAULTS, 4096).logprobs == 0
+    assert parse_chat({"messages": HI, "logprobs": True, "top_logprobs": 5}, DEFAULTS, 4096).logprobs == 5
+    assert parse_text({"prompt": "x", "logprobs": 3}, DEFAULTS, 4096).logprobs == 3
+    assert parse_text({"prompt": "x", "grammar": 'root ::= "a"'}, DEFAULTS, 4096).grammar == 'root ::= "a"'

@@ -15,7 +15,7 @@ from edgellm.errors import EdgellmError
 if TYPE_CHECKING:
     from edgellm.engine.contract import GenerationOptions
     from edgellm.session.batch import Tally
-    from edgellm.session.completion import ChatModel
+    from edgellm.session.completion import ChatModel, ReplyShape
 
 NAME = "run"
 HELP = "complete one prompt with a model, streaming the text to stdout; or a JSON-lines file of them (--batch)"
@@ -46,6 +46,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--json",
         action="store_true",
         help="after the text, print one JSON line with token counts, timings and settings",
+    )
+    shape = parser.add_mutually_exclusive_group()
+    shape.add_argument(
+        "--format",
+        choices=["json"],
+        help="json: the completion is a JSON object, enforced by a grammar (as Ollama's --format json)",
+    )
+    shape.add_argument(
+        "--json-schema",
+        metavar="FILE|JSON",
+        help="the completion is JSON valid against this JSON schema (a file, or the schema itself), enforced by a "
+        "grammar; a keyword a grammar cannot enforce is refused by name",
+    )
+    shape.add_argument(
+        "--grammar", metavar="FILE", help="the completion matches this GBNF grammar (llama.cpp's grammar format)"
     )
     add_rpc_flag(
         parser,
@@ -84,18 +99,59 @@ def main(args: argparse.Namespace) -> int:
     host, planned = open_host(flags)
     if flags.system_prompt:
         print("edgellm: note: run completes the raw prompt; -sys is used by chat", file=sys.stderr)
+    shape = reply_shape(args)  # a bad schema or grammar file is said before the model loads
     model = host.load(planned)
-    return generate(model, flags.generation_options(), prompt, as_json=args.json, verbose=flags.verbose)
+    return generate(model, flags.generation_options(), prompt, as_json=args.json, verbose=flags.verbose, shape=shape)
 
 
-def generate(model: ChatModel, options: GenerationOptions, prompt: str, as_json: bool, verbose: bool = False) -> int:
+def reply_shape(args: argparse.Namespace) -> ReplyShape:
+    """What --format, --json-schema and --grammar ask the completion to be."""
+    from edgellm.grammar.json_schema import check_schema
+    from edgellm.session.completion import ReplyShape
+
+    if args.grammar:
+        return ReplyShape(grammar=read_text(args.grammar, "--grammar"))
+    if args.json_schema:
+        given = args.json_schema.strip()
+        text = given if given.startswith("{") else read_text(given, "--json-schema")
+        try:
+            schema = json.loads(text)
+        except ValueError as error:
+            raise EdgellmError(
+                f"--json-schema is not valid JSON ({error}): give a JSON schema or a file of one"
+            ) from None
+        if not isinstance(schema, dict):
+            raise EdgellmError("--json-schema must be a JSON object (a schema)")
+        check_schema(schema)
+        return ReplyShape(json=True, schema=schema)
+    return ReplyShape(json=args.format == "json")
+
+
+def read_text(path: str, flag: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise EdgellmError(f"cannot read {flag} {path}: {getattr(error, 'strerror', None) or error}") from None
+
+
+def generate(
+    model: ChatModel,
+    options: GenerationOptions,
+    prompt: str,
+    as_json: bool,
+    verbose: bool = False,
+    shape: ReplyShape | None = None,
+) -> int:
     """Stream the raw completion of `prompt` to stdout (the server's /v1/completions path); Ctrl-C stops it (exit
-    130) and keeps what was printed."""
+    130) and keeps what was printed. `shape`: a grammar the completion must match."""
     from edgellm.engine.contract import settings_record
     from edgellm.events import ctrl_c_sets
+    from edgellm.session.completion import ReplyShape
     from edgellm.session.events import Reply, ToolCallPiece
 
-    prepared = model.prepare_text(prompt)
+    prepared = model.constrain(model.prepare_text(prompt), shape or ReplyShape(), options)
+    options = prepared.options
     reply = Reply()
     out = sys.stdout
     printed = ""
