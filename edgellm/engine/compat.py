@@ -12,6 +12,9 @@ import contextlib
 import ctypes
 import functools
 import math
+import os
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -227,21 +230,46 @@ def sampler_chain(n_vocab: int, options: Any) -> Any:
 
 def grammar_sampler(llm: Any, grammar: Any) -> Any:
     """llama.cpp's grammar sampler for `grammar` (engine.contract.Grammar), lazy when it has triggers; GrammarInvalid
-    when llama.cpp's parser refuses it (its reason is in llama.cpp's log)."""
+    naming what llama.cpp's parser found when it refuses it (the parser writes that straight to stderr: it is caught
+    there and said in the error, once)."""
     vocab, text = llm._model.vocab, grammar.gbnf.encode()
-    if grammar.lazy:
-        patterns = (ctypes.c_char_p * max(1, len(grammar.trigger_patterns)))(
-            *[pattern.encode() for pattern in grammar.trigger_patterns]
-        )
-        tokens = (llama_cpp.llama_token * max(1, len(grammar.trigger_tokens)))(*grammar.trigger_tokens)
-        found = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
-            vocab, text, b"root", patterns, len(grammar.trigger_patterns), tokens, len(grammar.trigger_tokens)
-        )
-    else:
-        found = llama_cpp.llama_sampler_init_grammar(vocab, text, b"root")
+    with _stderr_caught() as said:
+        if grammar.lazy:
+            patterns = (ctypes.c_char_p * max(1, len(grammar.trigger_patterns)))(
+                *[pattern.encode() for pattern in grammar.trigger_patterns]
+            )
+            tokens = (llama_cpp.llama_token * max(1, len(grammar.trigger_tokens)))(*grammar.trigger_tokens)
+            found = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+                vocab, text, b"root", patterns, len(grammar.trigger_patterns), tokens, len(grammar.trigger_tokens)
+            )
+        else:
+            found = llama_cpp.llama_sampler_init_grammar(vocab, text, b"root")
     if not found:
-        raise GrammarInvalid("llama.cpp could not parse the grammar: check its syntax (llama.cpp's log says where)")
+        reason = next((line for line in said if "error parsing grammar" in line), "")
+        reason = reason.split("error parsing grammar:", 1)[-1].strip() or "see llama.cpp's log"
+        raise GrammarInvalid(f"llama.cpp could not parse the grammar ({reason}): correct it")
+    sys.stderr.write("".join(line + "\n" for line in said))  # anything else written meanwhile
     return found
+
+
+_STDERR_SWAP = threading.Lock()
+
+
+@contextlib.contextmanager
+def _stderr_caught() -> Iterator[list[str]]:
+    """While inside, what is written to file descriptor 2 (by C code too) is kept; its lines are in the list after."""
+    said: list[str] = []
+    with _STDERR_SWAP, tempfile.TemporaryFile() as caught:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            said += [line for line in caught.read().decode(errors="replace").splitlines() if line.strip()]
 
 
 class TokenSampler:
