@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from edgellm.engine.contract import GenerationOptions, GenerationStats
-from edgellm.grammar.json_schema import UnsupportedSchema, check_schema
+from edgellm.grammar.json_schema import UnsupportedSchema, check_schema, enforceable
 from edgellm.templates.tools import Delta, Tool, ToolCall, ToolChoice
 
 MAX_STOP_SEQUENCES = 16
@@ -303,9 +303,21 @@ def _tools(value: Any) -> tuple[Tool, ...]:
         parameters = function.get("parameters", {"type": "object", "properties": {}})
         if not isinstance(parameters, dict):
             raise bad(f"{where}.function.parameters must be a JSON schema object", f"{where}.function.parameters")
-        _enforceable(parameters, f"{where}.function.parameters")
+        try:
+            enforced, dropped = enforceable(parameters)
+        except UnsupportedSchema as error:
+            where = f"{where}.function.parameters"
+            raise bad(f"{where}: {error}", where, "unsupported_schema") from None
         description = function.get("description", "")
-        tools.append(Tool(name, description if isinstance(description, str) else "", parameters))
+        tools.append(
+            Tool(
+                name,
+                description if isinstance(description, str) else "",
+                parameters,
+                enforced if dropped else None,
+                tuple(error.path for error in dropped),
+            )
+        )
     if len({tool.name for tool in tools}) != len(tools):
         raise bad("tools holds two functions of one name: give each its own", "tools")
     return tuple(tools)
@@ -476,7 +488,9 @@ def _past_calls(value: Any, where: str) -> list[dict[str, Any]]:
         name = function.get("name") if isinstance(function, dict) else None
         arguments = function.get("arguments", "{}") if isinstance(function, dict) else None
         if not isinstance(name, str) or not isinstance(arguments, (str, dict)):
-            raise bad(f"{where}[{index}] must be {{id, type: function, function: {{name, arguments}}}}", where)
+            raise bad(
+                f"{where}[{index}] must be {{id, type: function, function: {{name, arguments}}}}", f"{where}[{index}]"
+            )
         ident = call.get("id") if isinstance(call.get("id"), str) else ""
         calls.append({"id": ident, "type": "function", "function": {"name": name, "arguments": arguments}})
     return calls
@@ -544,6 +558,23 @@ def tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
         {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
         for call in calls
     ]
+
+
+def delta_chunks(deltas: list[Delta]) -> list[list[Delta]]:
+    """The pieces of calls grouped into chunks where each call appears once: fragments of one call that follow each
+    other are joined, and a call's first piece (with `arguments: ""`) stays in a chunk of its own before them."""
+    chunks: list[list[Delta]] = []
+    for delta in deltas:
+        chunk = chunks[-1] if chunks else None
+        mine = [index for index, found in enumerate(chunk or []) if found.index == delta.index]
+        if chunk is not None and not mine:
+            chunk.append(delta)
+        elif chunk is not None and delta.name is None and chunk[mine[0]].name is None:
+            joined = chunk[mine[0]]
+            chunk[mine[0]] = Delta(index=joined.index, arguments=joined.arguments + delta.arguments)
+        else:
+            chunks.append([delta])
+    return chunks
 
 
 def tool_delta(delta: Delta) -> dict[str, Any]:
@@ -633,8 +664,10 @@ class Answer:
         first: bool = False,
         calls: list[Delta] | None = None,
         logprobs: list[TokenLogprobs] | None = None,
+        text_offset: int = 0,
     ) -> dict[str, Any]:
-        """One streamed piece: the first carries the role; the last carries finish_reason and no text."""
+        """One streamed piece: the first carries the role; the last carries finish_reason and no text. `text_offset`:
+        where `text` starts in the whole completion (a legacy completion's logprobs count from it)."""
         if self.chat:
             delta: dict[str, Any] = (
                 {"role": "assistant", "content": None if calls and not text else ""} if first else {}
@@ -648,7 +681,7 @@ class Answer:
             found = chat_logprobs(logprobs) if logprobs else None
             choice = {"index": 0, "delta": delta, "logprobs": found, "finish_reason": finish}
             return self._object("chat.completion.chunk", [choice])
-        found = text_logprobs(logprobs) if logprobs else None
+        found = text_logprobs(logprobs, text_offset) if logprobs else None
         return self._object("text_completion", [{"text": text, "index": 0, "logprobs": found, "finish_reason": finish}])
 
     def usage_chunk(self, stats: GenerationStats | None, dropped_messages: int = 0, n_ctx: int = 0) -> dict[str, Any]:

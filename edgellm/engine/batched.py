@@ -371,7 +371,7 @@ class BatchedModel:
         try:
             sequence.sampler = self._context.sampler(sequence.options)
             sequence.sampler.found = sequence.logprobs  # the reader reads each token's as it comes
-        except EdgellmError as error:  # a grammar llama.cpp refuses: this request's error alone
+        except (EdgellmError, OSError) as error:  # a grammar llama.cpp refuses: this request's error alone
             self._end(sequence, "interrupted", error)
 
     def _step(self, batch: Any, running: list[_Sequence]) -> None:

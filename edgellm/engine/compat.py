@@ -244,11 +244,13 @@ def grammar_sampler(llm: Any, grammar: Any) -> Any:
             )
         else:
             found = llama_cpp.llama_sampler_init_grammar(vocab, text, b"root")
+    source = {line.strip() for line in grammar.gbnf.splitlines()}  # the parser writes its error and the grammar
+    parser = [line for line in said if "error parsing grammar" in line or line.strip() in source]
+    sys.stderr.write("".join(line + "\n" for line in said if line not in parser))  # others' lines meanwhile
     if not found:
-        reason = next((line for line in said if "error parsing grammar" in line), "")
+        reason = next((line for line in parser if "error parsing grammar" in line), "")
         reason = reason.split("error parsing grammar:", 1)[-1].strip() or "see llama.cpp's log"
         raise GrammarInvalid(f"llama.cpp could not parse the grammar ({reason}): correct it")
-    sys.stderr.write("".join(line + "\n" for line in said))  # anything else written meanwhile
     return found
 
 
@@ -284,7 +286,12 @@ class TokenSampler:
     def __init__(self, llm: Any, options: Any, n_vocab: int) -> None:
         self.n_vocab = n_vocab
         self.chain = sampler_chain(n_vocab, options)
-        self.grammar = grammar_sampler(llm, options.grammar) if options.grammar is not None else None
+        try:
+            self.grammar = grammar_sampler(llm, options.grammar) if options.grammar is not None else None
+        except BaseException:
+            if self.chain is not None:
+                llama_cpp.llama_sampler_free(self.chain)
+            raise
         self.top_logprobs: int | None = options.logprobs
         self.found: list[Any] = []  # engine.contract.TokenLogprob, one per sampled token
         self._is_eog = end_of_generation(llm)

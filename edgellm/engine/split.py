@@ -40,7 +40,7 @@ from edgellm.engine.contract import (
 )
 from edgellm.engine.llama_log import LlamaLog
 from edgellm.engine.local import LocalModel, load
-from edgellm.errors import EngineFailed, LoadFailed, WorkerLost, WorkerUnreachable
+from edgellm.errors import EngineFailed, GrammarDeadEnd, GrammarInvalid, LoadFailed, WorkerLost, WorkerUnreachable
 
 WATCHDOG_S = 30.0  # silence that ends a load or a reply, for workers without a side channel to look at
 POLL_S = 1.0  # how often the workers' side channels are looked at while the child is quiet
@@ -444,6 +444,11 @@ class RemoteGeneration:
                         self.tokens += event["tokens"]
                         self.logprobs += logprobs_from_wire(event.get("logprobs", []))
                         yield event["text"]
+                    elif "refused" in event:  # the request's grammar: the child goes on
+                        self._take(event, stop_reason=True)
+                        self.tokens, done = event["tokens"], True
+                        refused = GrammarDeadEnd if event["refused"] == "dead_end" else GrammarInvalid
+                        raise refused(event["message"])
                     elif "done" in event:
                         self._take(event, stop_reason=True)
                         self.tokens, done = event["tokens"], True

@@ -77,6 +77,7 @@ def main() -> int:
     from edgellm.engine.llama_log import LlamaLog
     from edgellm.engine.local import load
     from edgellm.engine.split import logprobs_to_wire, options_from_wire
+    from edgellm.errors import GrammarDeadEnd, GrammarInvalid
 
     fields = json.loads(sys.stdin.readline())["load"]
     params = LoadParams(
@@ -112,11 +113,24 @@ def main() -> int:
             request["tokens"], options_from_wire(request["options"]), cancel=requests.cancel_event(ident)
         )
         sent = 0
-        for piece in generation:  # each piece with the tokens it came from: the parent's view of the KV cache
-            tokens, logprobs = generation.tokens[sent:], generation.logprobs[sent : len(generation.tokens)]
-            sent = len(generation.tokens)
-            event = {"id": ident, "text": piece, "n": generation.stats.completion_tokens, "tokens": tokens}
-            say({**event, "logprobs": logprobs_to_wire(logprobs)} if logprobs else event)
+        try:
+            for piece in generation:  # each piece with the tokens it came from: the parent's view of the KV cache
+                tokens, logprobs = generation.tokens[sent:], generation.logprobs[sent : len(generation.tokens)]
+                sent = len(generation.tokens)
+                event = {"id": ident, "text": piece, "n": generation.stats.completion_tokens, "tokens": tokens}
+                say({**event, "logprobs": logprobs_to_wire(logprobs)} if logprobs else event)
+        except (GrammarDeadEnd, GrammarInvalid) as error:  # this request's grammar: its error, the model stays
+            refused = "dead_end" if isinstance(error, GrammarDeadEnd) else "invalid"
+            say(
+                {
+                    "id": ident,
+                    "refused": refused,
+                    "message": str(error),
+                    "done": generation.stats.as_dict(),
+                    "tokens": generation.tokens,
+                }
+            )
+            continue
         say({"id": ident, "done": generation.stats.as_dict(), "tokens": generation.tokens})
     loaded.close()
     return 0

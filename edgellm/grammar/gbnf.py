@@ -99,3 +99,14 @@ STRING_CHAR = (
     '[^"\\\\\\x00-\\x1F] | "\\\\" ( ["\\\\/bfnrt] | "u" '
     "( [0-9a-cA-CefEF] [0-9a-fA-F]{3} | [dD] [0-7] [0-9a-fA-F]{2} ) )"
 )
+
+
+def text_without(stop: str) -> str:
+    """A GBNF expression for any text in which `stop` does not begin (before a `stop` that ends it): each character,
+    or a partial `stop` followed by a character that leaves it. For a reasoning block (`</think>`) or a raw XML
+    value (`\n</parameter>`)."""
+    alternatives = []
+    for length in range(len(stop)):
+        prefix = literal(stop[:length]) + " " if length else ""
+        alternatives.append(f"{prefix}{char_class([(ord(stop[length]), ord(stop[length]))], negated=True)}")
+    return "( " + " | ".join(alternatives) + " )*"

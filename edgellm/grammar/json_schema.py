@@ -7,8 +7,9 @@ cannot enforce. A grammar only ever admits valid values; it admits all of them e
 
 - Properties come in the schema's order (required ones always, optional ones when present), extra properties (where
   allowed) after them, with keys written without escapes and never equal to a declared property's name.
-- `additionalProperties` absent means no extra properties (as llama.cpp's converter does: a model that invents keys is
-  rarely wanted); `true` or `{}` allows any, a schema allows extra values of that schema.
+- `additionalProperties` absent means no extra properties beside declared or required ones (as llama.cpp's converter
+  does: a model that invents keys is rarely wanted); `true` or `{}` allows any, a schema allows extra values of that
+  schema. An object schema with none of `properties`, `required` and `additionalProperties` is any object.
 - `oneOf` is read as `anyOf` (a grammar cannot tell that exactly one alternative matches).
 - An integer is written without a fraction or exponent and never as `-0`; a number with a bound has no exponent.
 - A schema without `type` has the types its keywords are about (`properties`: an object, `minLength`: a string...),
@@ -92,6 +93,43 @@ def check_schema(schema: object) -> None:
     SchemaConverter(Rules()).visit(schema, "schema")
 
 
+MAX_RELAXED = 64
+
+
+def enforceable(schema: dict[str, Any]) -> tuple[dict[str, Any], list[UnsupportedSchema]]:
+    """`schema` less the keywords a grammar cannot enforce (each taken out where it is, so the grammar enforces
+    everything else), and what was taken out: for a tool's parameters, which a client rarely writes for a grammar
+    (`format: uri`, `uniqueItems`...). Raises the UnsupportedSchema of a keyword that cannot be taken out."""
+    relaxed: dict[str, Any] = json.loads(json.dumps(schema))
+    dropped: list[UnsupportedSchema] = []
+    for _ in range(MAX_RELAXED):
+        try:
+            check_schema(relaxed)
+            return relaxed, dropped
+        except UnsupportedSchema as error:
+            if not _remove(relaxed, error.path):
+                raise
+            dropped.append(error)
+    raise dropped[-1]
+
+
+def _remove(document: Any, pointer: str) -> bool:
+    """Remove what the JSON pointer `pointer` (`#/a/0/b`) names from `document`; whether it was there."""
+    *path, last = [part.replace("~1", "/").replace("~0", "~") for part in pointer.lstrip("#").split("/")[1:]] or [""]
+    found = document
+    for part in path:
+        if isinstance(found, list) and part.isdigit() and int(part) < len(found):
+            found = found[int(part)]
+        elif isinstance(found, dict) and part in found:
+            found = found[part]
+        else:
+            return False
+    if isinstance(found, dict) and last in found:
+        del found[last]
+        return True
+    return False
+
+
 def _pointer(path: str, *segments: str | int) -> str:
     """`path` with `segments` appended, escaped as a JSON pointer's are."""
     return path + "".join("/" + str(segment).replace("~", "~0").replace("/", "~1") for segment in segments)
@@ -137,12 +175,14 @@ class SchemaConverter:
         self._open_refs: dict[RefKey, int] = {}  # the refs whose target is being converted: at what depth
         self._depth = 0  # how many objects and arrays the value being converted is inside
 
-    def visit(self, schema: object, name_hint: str) -> str:
+    def visit(self, schema: object, name_hint: str, document: object = None) -> str:
         """The name of a rule matching one JSON value valid against `schema`, its rules named after `name_hint`;
-        UnsupportedSchema for a keyword a grammar cannot enforce."""
+        UnsupportedSchema for a keyword a grammar cannot enforce. `document`: the whole schema `schema` is part of,
+        which its $refs point into (by default `schema` itself)."""
         outer = self._document, self._document_hint
-        self._document, self._document_hint = schema, name_hint
-        self._documents.append(schema)
+        document = schema if document is None else document
+        self._document, self._document_hint = document, name_hint
+        self._documents.append(document)
         try:
             return self._rule(self._body(schema, "#", name_hint), name_hint)
         finally:
@@ -431,6 +471,8 @@ class SchemaConverter:
         if not isinstance(required, list) or not all(isinstance(name, str) for name in required):
             raise UnsupportedSchema("required", _pointer(path, "required"), "is not a list of names", "fix the schema")
         extra = schema.get("additionalProperties")  # absent: no extra properties (see the module's docstring)
+        if "additionalProperties" not in schema and "properties" not in schema and not required:
+            return self.primitive("object")  # `{"type": "object"}` alone: any object, as llama.cpp reads it
         extra_path = _pointer(path, "additionalProperties")
         declared = dict(properties)
         for name in required:
@@ -602,7 +644,8 @@ class SchemaConverter:
         return f'"\\"" {self.primitive("char")}{quantifier(low, high)} "\\""'
 
     def _format(self, name: object, where: str) -> str:
-        """A string of the format `name`: date (YYYY-MM-DD, a real day: February 29 in leap years only), time
+        """A string of the format `name`: date (YYYY-MM-DD, a real day of the years 0001 to 9999, as Python's and most
+        validators' dates: February 29 in leap years only), time
         (HH:MM:SS, a fraction, an offset Z or +HH:MM if any), date-time (a date, T, a time with its offset) or uuid."""
         add = self.rules.add
         if name == "uuid":
@@ -619,9 +662,11 @@ class SchemaConverter:
             ' | "02-" ( "0" [1-9] | "1" [0-9] | "2" [0-8] )'
         )
         leap_year = add(
-            "leap-year", '[0-9]{2} ( [02468] [48] | [13579] [26] | [2468] "0" ) | ( [02468] [048] | [13579] [26] ) "00"'
+            "leap-year",
+            '[0-9]{2} ( [02468] [48] | [13579] [26] | [2468] "0" ) | ( "0" [48] | [2468] [048] | [13579] [26] ) "00"',
         )
-        date = add("date", f'[0-9]{{4}} "-" ( {month_day} ) | {leap_year} "-02-29"')
+        year = add("year", '"000" [1-9] | "00" [1-9] [0-9] | "0" [1-9] [0-9]{2} | [1-9] [0-9]{3}')  # 0001 to 9999
+        date = add("date", f'{year} "-" ( {month_day} ) | {leap_year} "-02-29"')
         rule = date if name == "date" else add("date-time", f'{date} "T" {clock} {offset}')
         return f'"\\"" {rule} "\\""'
 

@@ -225,6 +225,13 @@ async def read_json(request: Request, limit: int) -> Any:
         raise ApiError(400, "the request body is JSON nested too deeply", "invalid_json") from None
 
 
+def grammar_source(request: CompletionRequest) -> str:
+    """The request field its grammar came from."""
+    if request.grammar is not None:
+        return "grammar"
+    return "response_format" if request.response_format is not None else "tools"
+
+
 def shape(request: CompletionRequest) -> ReplyShape:
     """What the request asks the reply to be, for the session layer."""
     response = request.response_format
@@ -301,6 +308,9 @@ async def _complete(state: ServerState, http: Request, chat: bool) -> Response:
         state.scheduler.check_room()  # before the prompt is prepared: a refused request costs nothing
     except (QueueFull, ShuttingDown) as refusal:
         raise _refused(refusal) from None
+    for tool in request.tools:  # said, never silent: what the grammar leaves to the tool
+        if tool.unenforced:
+            state.log(printable(f"tool {tool.name}: not enforced by the grammar: {', '.join(tool.unenforced)}"))
     prepared = await asyncio.to_thread(_prepare, model, request)
     reply = Reply()
 
@@ -344,7 +354,7 @@ async def _complete(state: ServerState, http: Request, chat: bool) -> Response:
     finally:
         watcher.cancel()
     if error is not None:
-        failure = _failure(error)
+        failure = _failure(error, request)
         finish.end(failure.status, error)
         return JSONResponse(failure.body(), status_code=failure.status)
     if job.cancel.is_set() and reply.interrupted:
@@ -369,10 +379,10 @@ def _tokens(reply: Reply) -> int:
     return reply.stats.completion_tokens if reply.stats is not None else len(reply.logprobs)
 
 
-def _failure(error: BaseException) -> ApiError:
+def _failure(error: BaseException, request: CompletionRequest) -> ApiError:
     if isinstance(error, (GrammarDeadEnd, GrammarInvalid)):  # the request's grammar: its own fault, nobody else's
         code = "grammar_dead_end" if isinstance(error, GrammarDeadEnd) else "invalid_grammar"
-        return ApiError(400, str(error), code, "response_format")
+        return ApiError(400, str(error), code, grammar_source(request))
     if isinstance(error, (WorkerLost, WorkerUnreachable)):  # a split's worker: the next request may find it back
         return ApiError(
             503,
@@ -409,7 +419,7 @@ async def _stream(
         first = bool(request.tools) and request.tool_choice.mode != "none"  # the first chunk waits: content or calls
         if not first:
             yield openai.sse(answer.chunk(text_before, first=True))
-        sent_logprobs = 0
+        sent_logprobs, offset = 0, len(text_before)  # log-probabilities sent; where the next text starts
         while not ended:
             events = [await job.events.get()]
             while not job.events.empty():
@@ -425,19 +435,26 @@ async def _stream(
                     calls.append(event.delta)
                 elif isinstance(event, Ended):
                     ended, error = True, event.error
+            if first and not (text or reasoning or calls or ended):
+                continue  # the first chunk says whether the reply is content or calls: nothing yet
             logprobs = None
             if request.logprobs is not None and len(reply.logprobs) > sent_logprobs:
                 upto = len(reply.logprobs) if not ended else _tokens(reply)
                 logprobs, sent_logprobs = reply.logprobs[sent_logprobs:upto], max(sent_logprobs, upto)
-            if first and (text or reasoning or calls or ended):
-                yield openai.sse(
-                    answer.chunk(text_before + text, reasoning, first=True, calls=calls, logprobs=logprobs)
-                )
+            groups = openai.delta_chunks(calls) or [[]]
+            if first:
+                chunk = answer.chunk(text_before + text, reasoning, first=True, calls=groups[0], logprobs=logprobs)
                 first = False
             elif text or reasoning or calls or logprobs:
-                yield openai.sse(answer.chunk(text, reasoning, calls=calls, logprobs=logprobs))
+                chunk = answer.chunk(text, reasoning, calls=groups[0], logprobs=logprobs, text_offset=offset)
+            else:
+                continue
+            offset += len(text)
+            yield openai.sse(chunk)
+            for group in groups[1:]:  # a call's first piece and its arguments go in chunks of their own
+                yield openai.sse(answer.chunk(calls=group))
         if error is not None:
-            failure = _failure(error)
+            failure = _failure(error, request)
             finish.end(failure.status, error)
             yield openai.sse(failure.body())
         elif job.cancel.is_set() and reply.interrupted:  # its client left (the watcher saw it first)

@@ -19,6 +19,7 @@ from edgellm.api.openai import TokenChoice
 from edgellm.engine.contract import Generation, GenerationOptions, Grammar, Model
 from edgellm.errors import ContextOverflow, EmptyPrompt, TemplateRefused
 from edgellm.events import Notice
+from edgellm.grammar.gbnf import text_without
 from edgellm.grammar.json_schema import JSON_OBJECT_GRAMMAR, schema_grammar
 from edgellm.reasons import reason
 from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply, ToolCallPiece
@@ -249,18 +250,18 @@ class ChatModel:
     ) -> tuple[Grammar | None, tuple[int, ...]]:
         """The grammar the reply's shape asks for, and the special tokens its markers are (written out as text)."""
         thinking = prepared.chat and "<think>" in self.template.source
-        starts_in_reasoning = prepared.text.rstrip().endswith("<think>")
+        starts_in_reasoning = prepared.chat and prepared.text.rstrip().endswith("<think>")
+        reasoning = "open" if starts_in_reasoning else "may" if thinking else "none"
         if tool_format is not None:
-            found = tool_grammar(tool_format, list(shape.tools), shape.tool_choice, shape.parallel_tool_calls)
-            if found is None:
-                return None, self._marker_tokens(tool_format.marker)
             special = self._marker_tokens(tool_format.marker)
-            tokens = special if found.trigger_patterns else ()
-            gbnf = (
-                found.gbnf
-                if found.trigger_patterns or not thinking
-                else after_reasoning(found.gbnf, starts_in_reasoning)
+            found = tool_grammar(
+                tool_format, list(shape.tools), shape.tool_choice, shape.parallel_tool_calls, reasoning
             )
+            if found is None:
+                return None, special
+            tokens = special if found.trigger_words else ()  # a marker that is one token wakes the grammar itself
+            lazy = bool(found.trigger_patterns)
+            gbnf = found.gbnf if lazy or not thinking else after_reasoning(found.gbnf, starts_in_reasoning)
             return Grammar(gbnf, found.trigger_patterns, tokens), special
         if shape.grammar is not None:
             return Grammar(shape.grammar), ()
@@ -421,9 +422,7 @@ def json_messages(messages: Messages, schema: dict[str, Any] | None) -> Messages
     return [{"role": "system", "content": said}, *messages]
 
 
-THINK_BODY = (
-    '( [^<] | "<" ( [^/] | "/" ( [^t] | "t" ( [^h] | "h" ( [^i] | "i" ( [^n] | "n" ( [^k] | "k" [^>] ) ) ) ) ) ) )*'
-)
+THINK_BODY = text_without("</think>")
 
 
 def after_reasoning(gbnf: str, starts_in_reasoning: bool) -> str:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgellm.grammar.gbnf import Rules, literal
+from edgellm.grammar.gbnf import Rules, literal, text_without
 from edgellm.grammar.json_schema import SchemaConverter
 
 WS = '( " " | "\\n" [ \\t]{0,20} )?'  # the grammar's whitespace between JSON tokens (bounded: no loop on spaces)
@@ -35,7 +35,13 @@ ID_CHARS = string.ascii_letters + string.digits
 class Tool:
     name: str
     description: str
-    parameters: dict[str, Any]  # a JSON schema of the arguments object
+    parameters: dict[str, Any]  # a JSON schema of the arguments object, as the template shows it
+    enforced: dict[str, Any] | None = None  # the part of it the grammar enforces (None: all of it)
+    unenforced: tuple[str, ...] = ()  # where the keywords left to the tool are (`#/properties/url/format`)
+
+    @property
+    def grammar_schema(self) -> dict[str, Any]:
+        return self.parameters if self.enforced is None else self.enforced
 
     def as_openai(self) -> dict[str, Any]:
         return {
@@ -195,10 +201,13 @@ class ToolGrammar:
     trigger_words: tuple[str, ...]  # markers that are one special token: the session makes them trigger tokens
 
 
-def tool_grammar(tool_format: ToolFormat, tools: list[Tool], choice: ToolChoice, parallel: bool) -> ToolGrammar | None:
+def tool_grammar(
+    tool_format: ToolFormat, tools: list[Tool], choice: ToolChoice, parallel: bool, reasoning: str = "none"
+) -> ToolGrammar | None:
     """The grammar a reply with calls must match: from the first token when a call is required (`required` or a
     named function), else from the format's marker on (None for bare-JSON formats under `auto`: nothing marks a
-    call's start, so the reply stays free and is parsed)."""
+    call's start, so the reply stays free and is parsed). `reasoning`: `none`, `may` (the reply may open with a
+    `<think>` block) or `open` (it starts inside one): a marker inside reasoning never triggers the grammar."""
     if choice.mode == "none":
         return None
     chosen = [tool for tool in tools if choice.name is None or tool.name == choice.name]
@@ -232,9 +241,25 @@ def tool_grammar(tool_format: ToolFormat, tools: list[Tool], choice: ToolChoice,
             return None
         body = rules.add("call", " | ".join(_json_call(converter, rules, tool, "parameters") for tool in chosen))
     if choice.mode == "auto":
-        pattern = f"({_regex_escape(tool_format.marker)}){WS_PATTERN}$"
-        return ToolGrammar(rules.text(body), (pattern,), (tool_format.marker,))
+        return ToolGrammar(
+            rules.text(body),
+            (trigger_pattern(tool_format, reasoning),),
+            () if reasoning != "none" else (tool_format.marker,),
+        )
     return ToolGrammar(rules.text(f"{WS} {body}" if name == "llama3" else body), (), ())
+
+
+def trigger_pattern(tool_format: ToolFormat, reasoning: str = "none") -> str:
+    """The regular expression (llama.cpp's lazy grammar's) that wakes the grammar: the reply so far ending with the
+    format's marker and exactly what its grammar admits right after (anything else fed to the grammar at that moment
+    would throw inside llama.cpp); after a finished reasoning block when the reply may reason."""
+    after = r"\n?" if tool_format.name == "qwen-xml" else WS_PATTERN
+    marker = f"({_regex_escape(tool_format.marker)}){after}$"
+    if reasoning == "open":
+        return f"^[\\s\\S]*?</think>(?:(?!<think>)[\\s\\S])*?{marker}"
+    if reasoning == "may":
+        return f"^\\s*(?:<think>[\\s\\S]*?</think>)?(?:(?!<think>)[\\s\\S])*?{marker}"
+    return marker
 
 
 def _json_member(key: str, value: str) -> str:
@@ -243,7 +268,7 @@ def _json_member(key: str, value: str) -> str:
 
 
 def _json_call(converter: SchemaConverter, rules: Rules, tool: Tool, key: str, with_id: bool = False) -> str:
-    arguments = converter.visit(tool.parameters or {"type": "object"}, f"{tool.name}-arguments")
+    arguments = converter.visit(tool.grammar_schema or {"type": "object"}, f"{tool.name}-arguments")
     parts = [
         '"{"',
         WS,
@@ -268,19 +293,45 @@ def _json_call(converter: SchemaConverter, rules: Rules, tool: Tool, key: str, w
 
 
 def _xml_call(converter: SchemaConverter, rules: Rules, tool: Tool) -> str:
-    """`<function=NAME>` and its parameters in order (required ones always), string values raw, others as JSON."""
-    properties = (tool.parameters or {}).get("properties", {}) or {}
-    required = set((tool.parameters or {}).get("required", []) or [])
+    """`<function=NAME>` and its parameters in order (required ones always): a string's value raw (`xml_value`),
+    others as JSON."""
+    document = tool.grammar_schema or {}
+    properties = document.get("properties", {}) or {}
+    required = set(document.get("required", []) or [])
     parts = [literal(f"<function={tool.name}>\n")]
     for key, schema in properties.items():
-        if isinstance(schema, dict) and schema.get("type") == "string" and not schema.get("enum"):
-            value = rules.add("xml-text", "[^<]*")
+        raw = xml_value(schema)
+        if isinstance(raw, list):
+            value = "( " + " | ".join(literal(text) for text in raw) + " )"
+        elif raw is not None:
+            low, high = raw
+            value = (
+                f"[^<\\n]{{{low},{high}}}" if high is not None or low else rules.add("xml-text", text_without(CLOSE))
+            )
         else:
-            value = converter.visit(schema, f"{tool.name}-{key}")
-        parameter = f"{literal(f'<parameter={key}>' + chr(10))} {value} {literal(chr(10) + '</parameter>' + chr(10))}"
+            value = converter.visit(schema, f"{tool.name}-{key}", document)
+        parameter = f"{literal(f'<parameter={key}>' + chr(10))} {value} {literal(CLOSE + chr(10))}"
         parts.append(parameter if key in required else f"({parameter})?")
     parts.append(literal("</function>"))
     return rules.add(f"{tool.name}-call", " ".join(parts))
+
+
+CLOSE = "\n</parameter>"
+
+
+def xml_value(schema: Any) -> list[str] | tuple[int, int | None] | None:
+    """How a Qwen XML parameter of `schema` is written: raw, as one of the strings its enum or const allows (a
+    list), or as any text of that many characters (min, max: a string without a pattern or format; bounded text
+    holds no `<` or newline); None: as JSON."""
+    if not isinstance(schema, dict):
+        return None
+    allowed = schema.get("enum", [schema["const"]] if "const" in schema else None)
+    if isinstance(allowed, list) and allowed and all(isinstance(value, str) for value in allowed):
+        return list(allowed)
+    if schema.get("type") != "string" or {"pattern", "format", "enum", "const"} & set(schema):
+        return None
+    low, high = schema.get("minLength", 0), schema.get("maxLength")
+    return (low if isinstance(low, int) else 0, high if isinstance(high, int) else None)
 
 
 def _regex_escape(text: str) -> str:
@@ -334,9 +385,8 @@ class ToolParser:
         if len(release) > len(self.content) and release.startswith(self.content):
             deltas.append(Delta(content=release[len(self.content) :]))
             self.content = release
-        for index, (name, arguments, _, given_id) in enumerate(parsed.calls):
-            if name not in self.tools:
-                continue
+        known = [call for call in parsed.calls if call[0] in self.tools]  # a call of no tool is left out
+        for index, (name, arguments, _, given_id) in enumerate(known):
             if index >= len(self.calls):
                 if index > len(self.calls):
                     break
@@ -348,9 +398,10 @@ class ToolParser:
                 deltas.append(Delta(index=index, arguments=arguments[len(call.arguments) :]))
                 call.arguments = arguments
         if final:
-            for call in self.calls:
-                if not call.arguments.strip():
-                    call.arguments = "{}"
+            for index, call in enumerate(self.calls):
+                if not call.arguments.strip():  # a call written without arguments: none
+                    deltas.append(Delta(index=index, arguments="{}"))
+                    call.arguments += "{}"
         return deltas
 
     def _parse(self, final: bool) -> _Parsed:
@@ -360,7 +411,7 @@ class ToolParser:
         if name == "mistral":
             return _parse_mistral(self.text, final)
         if name == "llama3":
-            return _parse_bare(self.text, final, ("parameters", "arguments"))
+            return _parse_bare(self.text, final, ("parameters", "arguments"), self.tools)
         return _parse_generic(self.text, final)
 
 
@@ -505,15 +556,14 @@ def _xml_call_parsed(body: str, complete: bool, tools: dict[str, Tool]) -> tuple
         return None
     name = body[head + len("<function=") : name_end].strip()
     inner = body[name_end + 1 : close if close >= 0 else len(body)]
-    properties = tools[name].parameters.get("properties", {}) if name in tools else {}
+    properties = tools[name].grammar_schema.get("properties", {}) if name in tools else {}
     arguments: dict[str, Any] = {}
     for piece in inner.split("<parameter=")[1:]:
         key, _, rest = piece.partition(">")
         value = rest.split("</parameter>")[0]
         value = value[1:] if value.startswith("\n") else value
         value = value[:-1] if value.endswith("\n") else value
-        kind = properties.get(key, {}).get("type") if isinstance(properties.get(key), dict) else None
-        if kind == "string":
+        if xml_value(properties.get(key)) is not None:
             arguments[key] = value
         else:
             try:
@@ -557,16 +607,19 @@ def _parse_mistral(text: str, final: bool) -> _Parsed:
     return parsed
 
 
-def _parse_bare(text: str, final: bool, keys: tuple[str, ...]) -> _Parsed:
-    """Llama 3's bare JSON call: a reply that starts with `{` is held until it is known to be a call or not."""
+def _parse_bare(text: str, final: bool, keys: tuple[str, ...], tools: dict[str, Tool]) -> _Parsed:
+    """Llama 3's bare JSON call: a reply that starts with `{` is held to the end, then it is a call (a tool's name,
+    the object closed and nothing after it) or content, whole (the format has no marker to tell sooner)."""
     stripped = text.lstrip()
     if not stripped.startswith("{"):
         return _Parsed(text, decided=len(text) if stripped else 0)
     found = _scan_object_fields(stripped, keys)
     end = _scan_value(stripped, 0)
-    if final and (found is None or end is None):
+    if found is not None and found[0] not in tools:
         return _Parsed(text, decided=len(text))
-    if found is None:
+    if (end is not None and stripped[end:].strip()) or (final and (found is None or end is None)):
+        return _Parsed(text, decided=len(text))
+    if not final or found is None:  # text may still follow the object: decided at the end
         return _Parsed(text, decided=0)
     return _Parsed("", [(found[0], found[1], found[2], None)], decided=0)
 

@@ -133,11 +133,11 @@ def test_the_key_is_required_and_never_logged(server: ServerProcess) -> None:
             json.dumps(
                 {
                     "messages": [{"role": "user", "content": "Hi"}],
-                    "tools": [{"type": "function", "function": {"name": "f", "parameters": {"not": {}}}}],
+                    "tools": [{"type": "function", "function": {"name": "f", "parameters": ["not", "a", "schema"]}}],
                 }
             ).encode(),
             400,
-            "unsupported_schema",
+            None,
             id="tools",
         ),
         pytest.param(

@@ -156,6 +156,30 @@ def test_bad_tools_are_refused_by_name(client: openai.OpenAI) -> None:
         client.chat.completions.create(
             model="m", messages=ASK, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}}
         )
-    bad = [{"type": "function", "function": {"name": "f", "parameters": {"type": "array", "uniqueItems": True}}}]
-    with pytest.raises(openai.BadRequestError, match="uniqueItems"):
+    with pytest.raises(openai.BadRequestError, match=r"tools\[0\].function.parameters must be a JSON schema"):
+        bad = [{"type": "function", "function": {"name": "f", "parameters": ["x"]}}]
         client.chat.completions.create(model="m", messages=ASK, tools=bad)
+
+
+def test_what_a_grammar_cannot_enforce_in_a_tool_is_left_to_the_tool_and_logged(
+    server: tuple[str, ServerProcess], client: openai.OpenAI
+) -> None:
+    """Clients rarely write tools' schemas for a grammar (`format: uri`, `uniqueItems`): the rest is enforced, the
+    request is answered, and the server's log names what was not enforced."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "url": {"type": "string", "format": "uri", "maxLength": 30},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 5}, "maxItems": 2, "uniqueItems": True},
+        },
+        "required": ["url", "tags"],
+        "additionalProperties": False,
+    }
+    fetch = [{"type": "function", "function": {"name": "fetch", "parameters": schema}}]
+    named = {"type": "function", "function": {"name": "fetch"}}
+    answer = client.chat.completions.create(
+        model="m", messages=ASK, tools=fetch, tool_choice=named, temperature=0, max_tokens=150
+    )
+    arguments = json.loads(answer.choices[0].message.tool_calls[0].function.arguments)
+    assert set(arguments) == {"url", "tags"} and len(arguments["tags"]) <= 2
+    server[1].wait_for_line(r"tool fetch: not enforced by the grammar: #/properties/url/format, .*uniqueItems")

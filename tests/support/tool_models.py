@@ -54,7 +54,7 @@ To call a function, answer with JSON {"name": function name, "parameters": its a
 {% endfor %}<|eot_id|>{% endif %}
 {% for m in messages %}
 {% if m.role == 'assistant' and m.tool_calls %}
-{% if m.tool_calls | length > 1 %}{{ raise_exception('This model only supports single tool-calls at once!') }}{% endif %}
+{% if m.tool_calls | length > 1 %}{{ raise_exception('only single tool-calls at once!') }}{% endif %}
 <|start_header_id|>assistant<|end_header_id|>
 
 {{ {"name": m.tool_calls[0].function.name, "parameters": m.tool_calls[0].function.arguments} | tojson }}<|eot_id|>
@@ -76,11 +76,12 @@ MISTRAL = """{{ bos_token }}{% for m in messages %}
 [INST]{{ m.content }}[/INST]
 {% elif m.role == 'assistant' and m.tool_calls %}[TOOL_CALLS][
 {% for call in m.tool_calls %}
-{% if call.id | length != 9 %}{{ raise_exception('Tool call IDs should be alphanumeric strings with length 9!') }}{% endif %}
+{% if call.id | length != 9 %}{{ raise_exception('Tool call IDs must have 9 characters') }}{% endif %}
 {"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments | tojson }}, "id": "{{ call.id }}"}
 {% if not loop.last %}, {% endif %}
 {% endfor %}]{{ eos_token }}
-{% elif m.role == 'tool' %}[TOOL_RESULTS]{"content": {{ m.content | tojson }}, "call_id": "{{ m.tool_call_id }}"}[/TOOL_RESULTS]
+{% elif m.role == 'tool' %}
+[TOOL_RESULTS]{"content": {{ m.content | tojson }}, "call_id": "{{ m.tool_call_id }}"}[/TOOL_RESULTS]
 {% elif m.role == 'assistant' %}{{ m.content }}{{ eos_token }}
 {% endif %}
 {% endfor %}"""

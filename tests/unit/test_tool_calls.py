@@ -218,3 +218,96 @@ def test_mistral_ids_are_kept_and_new_ids_have_nine_characters() -> None:
     parser.feed('<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call>')
     parser.finish()
     assert len(parser.calls[0].id) == 9 and parser.calls[0].id.isalnum()
+
+
+UNIT = Tool(
+    "convert",
+    "Convert.",
+    {
+        "type": "object",
+        "properties": {"unit": {"enum": ["c", "f"]}, "text": {"type": "string"}, "n": {"type": "integer"}},
+        "required": ["unit", "text"],
+    },
+)
+
+
+def test_qwen_xml_strings_are_raw_and_may_hold_angle_brackets() -> None:
+    reply = (
+        "<tool_call>\n<function=convert>\n<parameter=unit>\nc\n</parameter>\n<parameter=text>\n<div>a < b</div>\n"
+        "</parameter>\n<parameter=n>\n3\n</parameter>\n</function>\n</tool_call>"
+    )
+    grammar = tool_grammar(FORMATS["qwen-xml"], [UNIT], ToolChoice("required"), True)
+    assert grammar is not None and matches(grammar.gbnf, reply)
+    assert not matches(grammar.gbnf, reply.replace("\nc\n", '\n"c"\n'))
+    parser = ToolParser(FORMATS["qwen-xml"], [UNIT])
+    parser.feed(reply)
+    parser.finish()
+    assert json.loads(parser.calls[0].arguments) == {"unit": "c", "text": "<div>a < b</div>", "n": 3}
+
+
+def test_qwen_xml_follows_refs_into_the_whole_parameters() -> None:
+    tool = Tool(
+        "move",
+        "Move.",
+        {
+            "$defs": {"point": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}},
+            "type": "object",
+            "properties": {"to": {"$ref": "#/$defs/point"}},
+            "required": ["to"],
+        },
+    )
+    grammar = tool_grammar(FORMATS["qwen-xml"], [tool], ToolChoice("required"), True)
+    reply = '<tool_call>\n<function=move>\n<parameter=to>\n{"x": 2}\n</parameter>\n</function>\n</tool_call>'
+    assert grammar is not None and matches(grammar.gbnf, reply)
+
+
+def test_the_trigger_wakes_on_what_the_grammar_admits_and_never_inside_reasoning() -> None:
+    import re
+
+    from edgellm.templates.tools import trigger_pattern
+
+    assert re.search(trigger_pattern(FORMATS["qwen-xml"]), "text <tool_call>\n")
+    assert not re.search(trigger_pattern(FORMATS["qwen-xml"]), "text <tool_call> ")  # its grammar wants a newline
+    assert re.search(trigger_pattern(FORMATS["hermes"]), "text <tool_call> ")
+    may, open_ = trigger_pattern(FORMATS["hermes"], "may"), trigger_pattern(FORMATS["hermes"], "open")
+    assert not re.search(may, "<think>I could write <tool_call>")
+    assert re.search(may, "<think>no</think>\n<tool_call>") and re.search(may, "Sure. <tool_call>")
+    assert not re.search(open_, "thinking about <tool_call>") and re.search(open_, "done</think><tool_call>")
+    grammar = tool_grammar(FORMATS["hermes"], [WEATHER], ToolChoice("auto"), True, reasoning="may")
+    assert grammar is not None and grammar.trigger_words == ()  # a marker token would wake it inside reasoning
+
+
+def test_a_call_of_no_tool_leaves_the_numbering_of_the_others() -> None:
+    reply = (
+        '<tool_call>{"name": "nope", "arguments": {}}</tool_call>'
+        '<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call>'
+    )
+    _, calls, deltas = parse("hermes", reply, by_char=True)
+    assert [(call.name, call.arguments) for call in calls] == [("add", '{"a": 1}')]
+    assert {delta.index for delta in deltas if delta.index >= 0} == {0}
+
+
+def test_llama3_json_that_is_no_call_is_content() -> None:
+    for text in ('{"name": "Alice", "age": 30}', '{"name": "add", "parameters": {"a": 1}} and more'):
+        content, calls, _ = parse("llama3", text, by_char=True)
+        assert content == text and calls == []
+
+
+def test_a_call_without_arguments_streams_its_empty_object() -> None:
+    _, calls, deltas = parse("hermes", '<tool_call>{"name": "add"}</tool_call>', by_char=False)
+    assert calls[0].arguments == "{}"
+    assert "".join(d.arguments for d in deltas if d.index == 0) == "{}"
+
+
+def test_a_chunk_holds_each_call_once_and_a_first_piece_alone() -> None:
+    from edgellm.api.openai import delta_chunks
+    from edgellm.templates.tools import Delta
+
+    pieces = [Delta(index=0, id="a", name="f"), Delta(index=0, arguments='{"x"'), Delta(index=0, arguments=": 1}")]
+    pieces += [Delta(index=1, id="b", name="g"), Delta(index=1, arguments="{}")]
+    chunks = delta_chunks(pieces)
+    assert [[(d.index, d.name, d.arguments) for d in chunk] for chunk in chunks] == [
+        [(0, "f", "")],
+        [(0, None, '{"x": 1}'), (1, "g", "")],
+        [(1, None, "{}")],
+    ]
