@@ -298,7 +298,7 @@ class TokenSampler:
         sampling = options.sampling
         self.sampling = sampling
         neutral = (sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty) == (1.0, 0.0, 0.0)
-        # the most likely tokens decide a refused token's replacement when the chain keeps the best few: greedy, or
+        # the most likely tokens give a refused token's replacement when the chain keeps the best few: greedy, or
         # top-k sampling (penalties change the order: then the whole vocabulary is filtered)
         self._likely_suffice = self.chain is None or (neutral and sampling.temp > 0 and sampling.top_k > 0)
         self._candidates: Any = None  # numpy llama_token_data, filled from a logits row when the grammar refuses
@@ -337,12 +337,14 @@ class TokenSampler:
         return bool(self._one[0].logit != -numpy.inf)
 
     def _pick_among_likely(self, row: Any) -> int | None:
-        """The token the full filter would give, found among the most likely tokens only, when that is certain: the
-        grammar checked on the top LIKELY_TIERS[i] tokens; greedy takes the first it admits; the chain takes the
-        `top_k` first admitted, or those admitted in the tier when min-p cuts everything below it (a token below it
-        is less likely than min_p × the best admitted one: only top-p's sum then differs, by what those tokens would
-        have added before min-p removed them). None when the tier cannot tell (the whole vocabulary is filtered
-        then). Filtering 262k tokens costs 100-300 ms; a tier of 512 about 1 ms."""
+        """A refused token's replacement, found among the most likely tokens: the grammar checked on the top
+        LIKELY_TIERS[i] tokens. Greedy takes the first it admits (what filtering everything gives). The chain takes
+        the `top_k` first admitted, or those admitted in the tier when min-p cuts everything below it (a token below
+        is less likely than min_p × the best admitted one: only top-p's sum can differ) — what filtering everything
+        gives; in the last tier, whatever it admits (a token outside the 8192 most likely is left out when one inside
+        is admitted: llama.cpp's own check-then-filter would take it with a tiny probability). None when no tier
+        admits a token: the whole vocabulary is filtered then. Filtering 262k tokens costs 100-300 ms (llama.cpp's
+        grammar checks each token's text), a tier of 512 about 1 ms, of 8192 about 5."""
         sampling = self.sampling
         for size in LIKELY_TIERS:
             if size * 4 > self.n_vocab:
@@ -362,7 +364,7 @@ class TokenSampler:
                 return int(admitted["id"][0])
             below = float(row[likely[-1]])
             cut_by_min_p = sampling.min_p > 0 and below < float(admitted["logit"][0]) + math.log(sampling.min_p)
-            if len(admitted) >= sampling.top_k or cut_by_min_p:
+            if len(admitted) >= sampling.top_k or cut_by_min_p or size == LIKELY_TIERS[-1]:
                 kept = numpy.ascontiguousarray(admitted[: sampling.top_k])
                 array = llama_cpp.llama_token_data_array(
                     kept.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data)), len(kept), -1, False

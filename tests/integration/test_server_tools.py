@@ -1,5 +1,6 @@
 """Tool calls through `edgellm serve` and the official openai client, on copies of the test model that carry a
-Qwen-style (Hermes `<tool_call>`), a Llama-3-style (bare JSON) and a Mistral-style (`[TOOL_CALLS]`) template, and on
+Qwen-style (Hermes `<tool_call>`), a Qwen-3.5-style (XML parameters), a Llama-3-style (bare JSON) and a Mistral-style
+(`[TOOL_CALLS]`) template, and on
 the test model itself (no template: the generic format). A named tool_choice makes the grammar write a call whose
 arguments validate against the tool's schema, whole and streamed (the pieces add up to the same call); a round trip
 renders through the template; `auto` with no marker is plain text."""
@@ -49,7 +50,7 @@ NAMED = {"type": "function", "function": {"name": "get_weather"}}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
-@pytest.fixture(scope="module", params=["hermes", "llama3", "mistral", "generic"])
+@pytest.fixture(scope="module", params=["hermes", "qwen-xml", "llama3", "mistral", "generic"])
 def server(request: pytest.FixtureRequest, test_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     folder = tmp_path_factory.mktemp(f"tools-{request.param}")
     model = test_model

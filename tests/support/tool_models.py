@@ -1,6 +1,7 @@
 """Copies of the test model that speak a tool-call format: the same weights with another chat template written into
-their GGUF metadata, in the style of Qwen 2.5 (Hermes `<tool_call>`), Llama 3.x (bare JSON, `ipython` results) and
-Mistral Nemo (`[TOOL_CALLS]`, 9-character ids). The templates are written for these tests."""
+their GGUF metadata, in the style of Qwen 2.5 (Hermes `<tool_call>`), Qwen 3.5 (XML parameters), Llama 3.x (bare
+JSON, `ipython` results) and Mistral Nemo (`[TOOL_CALLS]`, 9-character ids). The templates are written for these
+tests."""
 
 from __future__ import annotations
 
@@ -86,7 +87,45 @@ MISTRAL = """{{ bos_token }}{% for m in messages %}
 {% endif %}
 {% endfor %}"""
 
-TEMPLATES = {"hermes": QWEN, "llama3": LLAMA3, "mistral": MISTRAL}
+QWEN_XML = """{%- if tools %}<|im_start|>system
+# Tools
+
+You have access to the following functions:
+
+<tools>
+{% for tool in tools %}{{ tool | tojson }}
+{% endfor %}</tools>
+
+To call a function, reply in the following format:
+<tool_call>
+<function=example_function_name>
+<parameter=example_parameter>
+value
+</parameter>
+</function>
+</tool_call><|im_end|>
+{% endif %}
+{% for m in messages %}
+{% if m.role == 'assistant' and m.tool_calls %}<|im_start|>assistant
+{% for call in m.tool_calls %}<tool_call>
+<function={{ call.function.name }}>
+{% for key, value in call.function.arguments.items() %}<parameter={{ key }}>
+{{ value if value is string else value | tojson }}
+</parameter>
+{% endfor %}</function>
+</tool_call>{% endfor %}<|im_end|>
+{% elif m.role == 'tool' %}<|im_start|>user
+<tool_response>
+{{ m.content }}
+</tool_response><|im_end|>
+{% else %}<|im_start|>{{ m.role }}
+{{ m.content }}<|im_end|>
+{% endif %}
+{% endfor %}
+{% if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"""
+
+TEMPLATES = {"hermes": QWEN, "qwen-xml": QWEN_XML, "llama3": LLAMA3, "mistral": MISTRAL}
 STRING = 8  # GGUF's string type
 
 

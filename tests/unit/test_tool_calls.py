@@ -40,9 +40,9 @@ def render_with(source: str):  # type: ignore[no-untyped-def]
     return lambda messages, tools: template.render(messages, "<s>", "</s>", tools=tools)
 
 
-@pytest.mark.parametrize(("name", "expected"), [("hermes", "hermes"), ("llama3", "llama3"), ("mistral", "mistral")])
-def test_a_template_is_probed_for_its_format(name: str, expected: str) -> None:
-    assert detect_format(TEMPLATES[name], render_with(TEMPLATES[name])).name == expected
+@pytest.mark.parametrize("name", ["hermes", "qwen-xml", "llama3", "mistral"])
+def test_a_template_is_probed_for_its_format(name: str) -> None:
+    assert detect_format(TEMPLATES[name], render_with(TEMPLATES[name])).name == name
 
 
 def test_a_template_without_tools_is_generic() -> None:
@@ -72,6 +72,8 @@ def test_past_calls_render_back_with_object_arguments() -> None:
     for name in ("hermes", "mistral", "llama3"):
         text = render_with(TEMPLATES[name])(native_messages(history), [WEATHER.as_openai()])
         assert '{"city": "Paris"}' in text and "21 C" in text and '\\"city' not in text  # not encoded twice
+    text = render_with(TEMPLATES["qwen-xml"])(native_messages(history), [WEATHER.as_openai()])
+    assert "<parameter=city>\nParis\n</parameter>" in text and "21 C" in text
 
 
 def test_generic_messages_describe_the_tools_and_turn_results_into_user_turns() -> None:
