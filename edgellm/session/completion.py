@@ -39,6 +39,7 @@ from edgellm.templates.tools import (
 )
 
 MIN_REPLY_ROOM = 64
+MAX_PIECES = 65536  # tokens whose text is remembered for log-probabilities (six a token with top_logprobs 5)
 RECENT_CALLS = 16  # prompts + replies remembered as tokens, so a client re-sending its conversation hits its cache
 Messages = list[dict[str, Any]]
 
@@ -85,6 +86,7 @@ class ChatModel:
     # as tokens, the latest first
     _special: tuple[str, str] | None = None  # BOS and EOS as text
     _tool_format: ToolFormat | None = None
+    _pieces: dict[int, tuple[str, bytes]] = field(default_factory=dict)  # tokens' text, for log-probabilities
 
     def __post_init__(self) -> None:
         self._turns = threading.Semaphore(max(1, self.model.parallel))
@@ -337,8 +339,13 @@ class ChatModel:
             reply.logprobs.append((self._choice(item.token, item.logprob), [self._choice(t, p) for t, p in item.top]))
 
     def _choice(self, token: int, logprob: float) -> TokenChoice:
-        raw = self.model.detokenize([token], special=True)
-        return raw.decode("utf-8", errors="replace"), raw, logprob
+        found = self._pieces.get(token)
+        if found is None:
+            if len(self._pieces) > MAX_PIECES:
+                self._pieces.clear()
+            raw = self.model.detokenize([token], special=True)
+            found = self._pieces[token] = (raw.decode("utf-8", errors="replace"), raw)
+        return found[0], found[1], logprob
 
 
 class PlainText:
