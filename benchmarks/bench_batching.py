@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,8 @@ import httpx2 as httpx
 from _common import REPO, SUBJECTS, TEST_MODEL, Findings, add_json_flag, median, spread
 
 sys.path.insert(0, str(REPO))
+from llama_server import start_llama_server
+
 from tests.support.server import LoggedProcess, ServerProcess
 
 COUNTS = (1, 2, 4, 8)
@@ -292,12 +293,6 @@ def part_one_stream(options: argparse.Namespace, threads: int, n_gpu_layers: int
 # 3. servers, 4 concurrent clients (and 5. peak memory)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_serve(parallel: int, threads: int, home: str) -> LoggedProcess:
     server = ServerProcess(
         "-m",
@@ -320,54 +315,6 @@ def start_serve(parallel: int, threads: int, home: str) -> LoggedProcess:
         server.kill()
         raise
     server.name = f"edgellm serve --parallel {parallel}"
-    return server
-
-
-def start_llama_server(binary: Path, threads: int) -> LoggedProcess:
-    port = free_port()
-    server = LoggedProcess(
-        "llama-server -np 4",
-        [
-            str(binary),
-            "-m",
-            str(TEST_MODEL),
-            "-c",
-            str(SERVE_CTX * CLIENTS),
-            "-np",
-            str(CLIENTS),
-            "-t",
-            str(threads),
-            "-tb",
-            str(threads),
-            "-b",
-            str(N_BATCH),
-            "-ub",
-            str(N_BATCH),
-            "-fa",
-            "on",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-    )
-    server.url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    try:
-        while True:  # /health answers 503 while the model loads
-            if server.process.poll() is not None:
-                raise server.failed(f"exited ({server.process.returncode}) before it was ready")
-            try:
-                if httpx.get(f"{server.url}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise server.failed("not ready within 300 s")
-            time.sleep(0.2)
-    except BaseException:
-        server.kill()
-        raise
     return server
 
 
@@ -454,7 +401,7 @@ def part_servers(options: argparse.Namespace, threads: int, home: str, findings:
         print(f"  llama-server skipped: {why}")
     kinds = [("serve4", lambda: start_serve(CLIENTS, threads, home)), ("serve1", lambda: start_serve(1, threads, home))]
     if binary is not None:
-        kinds.append(("llama", lambda: start_llama_server(binary, threads)))
+        kinds.append(("llama", lambda: start_llama_server(binary, threads, SERVE_CTX * CLIENTS, CLIENTS)))
     rates: dict[str, list[float]] = {name: [] for name, _ in kinds}
     produced: dict[str, set[int]] = {name: set() for name, _ in kinds}
     peaks: list[dict[str, int]] = []

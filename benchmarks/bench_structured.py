@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,8 @@ import httpx2 as httpx
 from _common import REPO, TEST_MODEL, Findings, add_json_flag, median, spread
 
 sys.path.insert(0, str(REPO))
+from llama_server import start_llama_server
+
 from tests.support.server import LoggedProcess, ServerProcess
 
 CTX = 2048
@@ -134,12 +135,6 @@ def tool(name: str) -> tuple[Path | None, str]:
     return found, ""
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_serve(threads: int, home: str) -> LoggedProcess:
     server = ServerProcess(
         "-m",
@@ -162,54 +157,6 @@ def start_serve(threads: int, home: str) -> LoggedProcess:
         server.kill()
         raise
     server.name = "edgellm serve --parallel 1"
-    return server
-
-
-def start_llama_server(binary: Path, threads: int) -> LoggedProcess:
-    port = free_port()
-    server = LoggedProcess(
-        "llama-server -np 1",
-        [
-            str(binary),
-            "-m",
-            str(TEST_MODEL),
-            "-c",
-            str(CTX),
-            "-np",
-            "1",
-            "-t",
-            str(threads),
-            "-tb",
-            str(threads),
-            "-b",
-            str(N_BATCH),
-            "-ub",
-            str(N_BATCH),
-            "-fa",
-            "on",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-    )
-    server.url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    try:
-        while True:  # /health answers 503 while the model loads
-            if server.process.poll() is not None:
-                raise server.failed(f"exited ({server.process.returncode}) before it was ready")
-            try:
-                if httpx.get(f"{server.url}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise server.failed("not ready within 300 s")
-            time.sleep(0.2)
-    except BaseException:
-        server.kill()
-        raise
     return server
 
 
@@ -511,7 +458,7 @@ def main() -> int:
             llama = None
             if binary is not None:
                 try:
-                    llama = start_llama_server(binary, threads)
+                    llama = start_llama_server(binary, threads, CTX, 1)
                     servers.append(llama)
                 except Exception as error:  # the anchor failed: said, and the rest goes on
                     text = f"part 'llama' failed: llama-server did not start: {str(error).splitlines()[0]}"

@@ -1,0 +1,51 @@
+"""llama-server as a benchmark's anchor: started on a free port with the settings edgellm's server gets (threads, flash
+attention, batch), and waited for until its /health answers."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+from _common import REPO, TEST_MODEL
+
+sys.path.insert(0, str(REPO))
+from tests.support.server import LoggedProcess
+
+N_BATCH = 512
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_llama_server(binary: Path, threads: int, ctx: int, parallel: int) -> LoggedProcess:
+    """`llama-server -np PARALLEL -c CTX` (it splits -c across its slots) on the test model, ready."""
+    port = free_port()
+    server = LoggedProcess(
+        f"llama-server -np {parallel}",
+        [str(binary), "-m", str(TEST_MODEL), "-c", str(ctx), "-np", str(parallel), "-t", str(threads)]
+        + ["-tb", str(threads), "-b", str(N_BATCH), "-ub", str(N_BATCH), "-fa", "on"]
+        + ["--host", "127.0.0.1", "--port", str(port)],
+    )
+    server.url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    try:
+        while True:  # /health answers 503 while the model loads
+            if server.process.poll() is not None:
+                raise server.failed(f"exited ({server.process.returncode}) before it was ready")
+            try:
+                if httpx.get(f"{server.url}/health", timeout=5).status_code == 200:
+                    return server
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise server.failed("not ready within 300 s")
+            time.sleep(0.2)
+    except BaseException:
+        server.kill()
+        raise
