@@ -217,6 +217,8 @@ class ChatModel:
         `shape`, the prompt says what the reply must be and the options carry the grammar that enforces it."""
         with_tools = messages is not None and (shape.tools or any(_is_tool_turn(m) for m in messages))
         tool_format = self.tool_format if with_tools else None
+        if messages is not None and shape.json:
+            messages = json_messages(messages, shape.schema)
         if messages is None:
             prepared = self.prepare_text(prompt or "")
         elif tool_format is not None and tool_format.native:
@@ -224,8 +226,6 @@ class ChatModel:
             prepared = self.prepare(native_messages(messages), options, tools)
         elif tool_format is not None:
             prepared = self.prepare(generic_messages(messages, list(shape.tools), shape.tool_choice), options)
-        elif shape.json:
-            prepared = self.prepare(json_messages(messages, shape.schema), options)
         else:
             prepared = self.prepare(messages, options)
         prepared = self.constrain(prepared, shape, options, tool_format if shape.calls_tools else None)

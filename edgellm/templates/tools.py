@@ -86,9 +86,9 @@ FORMATS = {
 PROBE_TOOL = Tool("probe_tool_name", "A probe.", {"type": "object", "properties": {"probe_arg": {"type": "string"}}})
 
 
-def call_id(tool_format: ToolFormat, chosen: random.Random | None = None) -> str:
+def call_id() -> str:
     """A new call's id: 9 letters and digits (Mistral's templates refuse any other), stable once given."""
-    pick = chosen or random.SystemRandom()
+    pick = random.SystemRandom()
     return "".join(pick.choice(ID_CHARS) for _ in range(9))
 
 
@@ -169,8 +169,8 @@ def generic_messages(messages: list[dict[str, Any]], tools: list[Tool], choice: 
         elif role == "tool":
             name = message.get("name") or message.get("tool_call_id") or "tool"
             found.append({"role": "user", "content": f"Result of {name}: {content}"})
-        elif role == "assistant" and content and not content.lstrip().startswith("{"):
-            found.append({"role": "assistant", "content": json.dumps({"response": content})})
+        elif role == "assistant" and instructions and content and not content.lstrip().startswith("{"):
+            found.append({"role": "assistant", "content": json.dumps({"response": content})})  # as it answers now
         else:
             found.append({"role": role, "content": content})
     if instructions and found and found[0]["role"] == "system":
@@ -362,15 +362,15 @@ class _Parsed:
 
 class ToolParser:
     """Turns a reply's answer text into content and calls as it grows: `feed` the text, take the deltas; `finish` at
-    the end. The calls' arguments are the model's own JSON text; a call whose name is no tool's stays content."""
+    the end. The calls' arguments are the model's own JSON text (Qwen XML's: built from its parameters); a call of no
+    tool is left out (a bare JSON object naming no tool is content)."""
 
     def __init__(self, tool_format: ToolFormat, tools: list[Tool], ids: Callable[[], str] | None = None) -> None:
         self.format, self.tools = tool_format, {tool.name: tool for tool in tools}
-        self._ids = ids or (lambda: call_id(tool_format))
+        self._ids = ids or call_id
         self.text = ""
         self.content = ""  # released
         self.calls: list[ToolCall] = []
-        self._sent_arguments: list[int] = []
 
     def feed(self, text: str) -> list[Delta]:
         self.text += text
@@ -391,7 +391,6 @@ class ToolParser:
                 if index > len(self.calls):
                     break
                 self.calls.append(ToolCall(given_id or self._ids(), name, ""))
-                self._sent_arguments.append(0)
                 deltas.append(Delta(index=index, id=self.calls[index].id, name=name))
             call = self.calls[index]
             if len(arguments) > len(call.arguments) and arguments.startswith(call.arguments):
