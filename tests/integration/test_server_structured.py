@@ -169,6 +169,8 @@ def test_json_object_is_an_object(client: openai.OpenAI) -> None:
         ({"type": "string", "format": "email"}, "email"),
         ({"type": "object", "patternProperties": {"^a": {}}}, "patternProperties"),
         ({"type": "number", "minimum": 0.5}, "minimum"),
+        ({"type": "integer", "minimum": 5, "maximum": 3}, "no number is in range"),  # no value can be written
+        ({"type": "string", "minLength": 5, "maxLength": 2}, "minLength"),
     ],
 )
 def test_a_keyword_that_cannot_be_enforced_is_a_400_naming_it(
