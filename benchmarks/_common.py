@@ -75,3 +75,21 @@ class Findings:
 
 def add_json_flag(parser) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the figures and goals to PATH (benchmarks/run)")
+
+
+def plan_json(home: str, *args: str) -> dict:
+    """`edgellm plan -m TEST_MODEL ARGS --json` with its own EDGELLM_HOME: the settings edgellm chooses here."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "edgellm", "plan", "-m", str(TEST_MODEL), *args, "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "EDGELLM_HOME": home},
+        timeout=300,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"edgellm plan failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout)

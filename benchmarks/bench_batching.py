@@ -50,9 +50,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
-from _common import REPO, SUBJECTS, TEST_MODEL, Findings, add_json_flag, median, spread
+from _common import REPO, SUBJECTS, TEST_MODEL, Findings, add_json_flag, median, plan_json, spread
 
 sys.path.insert(0, str(REPO))
+from llama_bench import cached_tool
 from llama_server import start_llama_server
 
 from tests.support.server import LoggedProcess, ServerProcess
@@ -74,36 +75,6 @@ def client_prompt(index: int) -> str:
 
 def edgellm_env(home: str) -> dict[str, str]:
     return {**os.environ, "EDGELLM_HOME": home}
-
-
-def plan(home: str, *args: str) -> dict:
-    """`edgellm plan -m MODEL ARGS --json`."""
-    done = subprocess.run(
-        [sys.executable, "-m", "edgellm", "plan", "-m", str(TEST_MODEL), *args, "--json"],
-        capture_output=True,
-        text=True,
-        env=edgellm_env(home),
-        timeout=300,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"edgellm plan failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout)
-
-
-def tool(name: str) -> tuple[Path | None, str]:
-    """llama.cpp's cached tool `name` (never built here), or None and why."""
-    from llama_bench import llama_tool_path
-
-    try:
-        found = llama_tool_path(name, build=False)
-    except SystemExit as missing:  # no record of the installed build's flags
-        return None, str(missing)
-    if found is None:
-        return None, f"{name} is not built: run .venv/bin/python benchmarks/llama_bench.py {name}"
-    return found, ""
-
-
-# 1. aggregate decode
 
 
 def batched_bench(binary: Path, threads: int, pp: int, tg: int, counts: tuple[int, ...]) -> dict[int, float]:
@@ -186,7 +157,7 @@ def part_aggregate(
     """Part 1; llama-batched-bench's medians per B (for part 4), or None if it is not built."""
     from edgellm.engine.batched import open_batched
 
-    binary, why = tool("llama-batched-bench")
+    binary, why = cached_tool("llama-batched-bench")
     pp = tg = options.tokens
     print(f"1. aggregate decode, PP {pp}, TG {tg}, B {','.join(map(str, COUNTS))}, {options.rounds} rounds", flush=True)
     if binary is None:
@@ -389,7 +360,7 @@ def memory_of(pid: int) -> dict[str, int]:
 
 def part_servers(options: argparse.Namespace, threads: int, home: str, findings: Findings) -> list[dict[str, int]]:
     """Part 3; the peak RSS of each serve --parallel 4 (for part 5)."""
-    binary, why = tool("llama-server")
+    binary, why = cached_tool("llama-server")
     tokens = options.tokens
     print(
         f"3. {CLIENTS} concurrent streamed clients, {tokens} tokens each, {options.bursts} burst(s) per server and "
@@ -545,7 +516,7 @@ def part_memory(peaks: list[dict[str, int]], threads: int, home: str, findings: 
     names, in a process of its own that loads the model as serve does and runs 4 sequences: ±10%), and the
     server's peak RSS, which stays within the estimate (compute buffers are reserved for a whole micro-batch's
     logits but touched only for one row per sequence)."""
-    estimate = plan(home, "-c", str(SERVE_CTX), "--parallel", str(CLIENTS), "-t", str(threads), "-fa", "on")
+    estimate = plan_json(home, "-c", str(SERVE_CTX), "--parallel", str(CLIENTS), "-t", str(threads), "-fa", "on")
     total = int(estimate["estimate"]["total_bytes"])
     devices = estimate["estimate"]["devices"]
     mib = 2**20
@@ -636,7 +607,7 @@ def main() -> int:
     from edgellm.engine.llama_log import LlamaLog
 
     with tempfile.TemporaryDirectory(prefix="edgellm-bench-") as home:
-        settings = plan(home)["settings"]
+        settings = plan_json(home)["settings"]
         threads = options.threads or int(settings["threads"])
         n_gpu_layers = int(settings["n_gpu_layers"])
         print(

@@ -39,18 +39,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
-from _common import REPO, TEST_MODEL, Findings, add_json_flag, median, spread
+from _common import REPO, TEST_MODEL, Findings, add_json_flag, median, plan_json, spread
 
 sys.path.insert(0, str(REPO))
+from llama_bench import cached_tool
 from llama_server import start_llama_server
 
 from tests.support.server import LoggedProcess, ServerProcess
@@ -106,33 +105,6 @@ def raw_prompt(rows: int) -> str:
     """Part 2's prompt, the same text for both servers; the newline at its end leads the test model to plain JSON
     (without it, it indents each line with the most whitespace the grammar allows, some 30 tokens a line)."""
     return ask(rows) + "\n"
-
-
-def plan(home: str) -> dict:
-    """`edgellm plan -m MODEL --json`."""
-    done = subprocess.run(
-        [sys.executable, "-m", "edgellm", "plan", "-m", str(TEST_MODEL), "--json"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "EDGELLM_HOME": home},
-        timeout=300,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"edgellm plan failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout)
-
-
-def tool(name: str) -> tuple[Path | None, str]:
-    """llama.cpp's cached tool `name` (never built here), or None and why."""
-    from llama_bench import llama_tool_path
-
-    try:
-        found = llama_tool_path(name, build=False)
-    except SystemExit as missing:  # no record of the installed build's flags
-        return None, str(missing)
-    if found is None:
-        return None, f"{name} is not built: run .venv/bin/python benchmarks/llama_bench.py {name}"
-    return found, ""
 
 
 def start_serve(threads: int, home: str) -> LoggedProcess:
@@ -436,7 +408,7 @@ def main() -> int:
     failed: list[str] = []
     broken: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="edgellm-bench-") as home:
-        threads = options.threads or int(plan(home)["settings"]["threads"])
+        threads = options.threads or int(plan_json(home)["settings"]["threads"])
         print(
             f"structured output: {TEST_MODEL.name}, {threads} threads (batch {threads}), flash attention on, batch "
             f"{N_BATCH}, -c {CTX}, N {options.tokens} tokens, {options.rows} rows, {options.rounds} rounds, "
@@ -446,7 +418,7 @@ def main() -> int:
         load_before = os.getloadavg()[0]
         if load_before > 0.5 * (os.cpu_count() or 1):
             print(f"  note: the machine is busy (load average {load_before:.1f}): the figures will be noisy")
-        binary, why = tool("llama-server") if "llama" not in skip else (None, "")
+        binary, why = cached_tool("llama-server") if "llama" not in skip else (None, "")
         if "llama" not in skip and binary is None:
             findings.note(f"grammar against llama-server skipped: {why}")
             print(f"  part 2 (llama-server) skipped: {why}")

@@ -86,6 +86,17 @@ def llama_tool_path(target: str, build: bool = True) -> Path | None:
     return binary
 
 
+def cached_tool(name: str) -> tuple[Path | None, str]:
+    """llama.cpp's cached tool `name` (never built here), or None and why."""
+    try:
+        found = llama_tool_path(name, build=False)
+    except SystemExit as missing:  # no record of the installed build's flags
+        return None, str(missing)
+    if found is None:
+        return None, f"{name} is not built: run .venv/bin/python benchmarks/llama_bench.py {name}"
+    return found, ""
+
+
 if __name__ == "__main__":
     for name in sys.argv[1:] or [TARGET]:
         print(llama_tool_path(name))

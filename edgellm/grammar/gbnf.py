@@ -110,3 +110,15 @@ def text_without(stop: str) -> str:
         prefix = literal(stop[:length]) + " " if length else ""
         alternatives.append(f"{prefix}{char_class([(ord(stop[length]), ord(stop[length]))], negated=True)}")
     return "( " + " | ".join(alternatives) + " )*"
+
+
+THINK_BODY = text_without("</think>")
+
+
+def after_reasoning(gbnf: str, starts_in_reasoning: bool) -> str:
+    """`gbnf` (its `root` first) with room for a reasoning block before it: the model thinks free and the grammar
+    holds from its answer on; `starts_in_reasoning`: the prompt opened the block, the reply only closes it."""
+    body, _, rest = gbnf.partition("\n")
+    answer = body.split("::=", 1)[1].strip()
+    think = f'{THINK_BODY} "</think>"' if starts_in_reasoning else f'( "<think>" {THINK_BODY} "</think>" )?'
+    return f"root ::= {think} [ \t\n]* ( {answer} )\n{rest}"

@@ -13,13 +13,12 @@ import json
 import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgellm.api.openai import TokenChoice
 from edgellm.engine.contract import Generation, GenerationOptions, Grammar, Model
 from edgellm.errors import ContextOverflow, EmptyPrompt, TemplateRefused
 from edgellm.events import Notice
-from edgellm.grammar.gbnf import text_without
+from edgellm.grammar.gbnf import after_reasoning
 from edgellm.grammar.json_schema import JSON_OBJECT_GRAMMAR, schema_grammar
 from edgellm.reasons import reason
 from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply, ToolCallPiece
@@ -37,6 +36,9 @@ from edgellm.templates.tools import (
     native_messages,
     tool_grammar,
 )
+
+if TYPE_CHECKING:
+    from edgellm.api.openai import TokenChoice
 
 MIN_REPLY_ROOM = 64
 MAX_PIECES = 65536  # tokens whose text is remembered for log-probabilities (six a token with top_logprobs 5)
@@ -72,6 +74,12 @@ class Prepared:
     options: GenerationOptions = GenerationOptions()  # the call's options, with the grammar its shape asks for
     shape: ReplyShape = ReplyShape()
     tool_format: ToolFormat | None = None  # the format calls are written in, when the reply may call tools
+
+    @property
+    def starts_in_reasoning(self) -> bool:
+        """The template opened the reasoning block in the prompt itself (DeepSeek-R1 distills): the reply starts in
+        it."""
+        return self.chat and self.text.rstrip().endswith("<think>")
 
 
 @dataclass
@@ -252,7 +260,7 @@ class ChatModel:
     ) -> tuple[Grammar | None, tuple[int, ...]]:
         """The grammar the reply's shape asks for, and the special tokens its markers are (written out as text)."""
         thinking = prepared.chat and "<think>" in self.template.source
-        starts_in_reasoning = prepared.chat and prepared.text.rstrip().endswith("<think>")
+        starts_in_reasoning = prepared.starts_in_reasoning
         reasoning = "open" if starts_in_reasoning else "may" if thinking else "none"
         if tool_format is not None:
             special = self._marker_tokens(tool_format.marker)
@@ -300,12 +308,7 @@ class ChatModel:
         reply.dropped_messages, reply.n_ctx = prepared.dropped, self.n_ctx
         generation = self.model.generation(prepared.tokens, options, cancel=cancel)
         reply.stats = generation.stats  # its counts grow as tokens come (a server's metrics read them live)
-        # some templates open the reasoning block in the prompt itself (DeepSeek-R1 distills): the reply starts in it
-        splitter = (
-            ReasoningSplitter(starts_in_reasoning=prepared.text.rstrip().endswith("<think>"))
-            if prepared.chat
-            else PlainText()
-        )
+        splitter = ReasoningSplitter(starts_in_reasoning=prepared.starts_in_reasoning) if prepared.chat else PlainText()
         stops = StopMatcher(options.stop + (self.template.stop if prepared.chat else ()))
         tools = (
             ToolParser(prepared.tool_format, list(prepared.shape.tools)) if prepared.tool_format is not None else None
@@ -427,17 +430,6 @@ def json_messages(messages: Messages, schema: dict[str, Any] | None) -> Messages
     if messages and messages[0]["role"] == "system":
         return [{**messages[0], "content": f"{messages[0]['content']}\n\n{said}"}, *messages[1:]]
     return [{"role": "system", "content": said}, *messages]
-
-
-THINK_BODY = text_without("</think>")
-
-
-def after_reasoning(gbnf: str, starts_in_reasoning: bool) -> str:
-    """`gbnf` with room for a reasoning block first: the model thinks free and the grammar holds from its answer on."""
-    body, _, rest = gbnf.partition("\n")
-    answer = body.split("::=", 1)[1].strip()
-    think = f'{THINK_BODY} "</think>"' if starts_in_reasoning else f'( "<think>" {THINK_BODY} "</think>" )?'
-    return f"root ::= {think} [ \t\n]* ( {answer} )\n{rest}"
 
 
 def fit_history(messages: Messages, count: Callable[[Messages], int], budget: int) -> tuple[Messages, int]:

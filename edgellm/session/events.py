@@ -6,12 +6,14 @@ Front ends draw these; none of them decides what a turn does.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgellm.api.openai import TokenLogprobs
 from edgellm.engine.contract import GenerationStats
 from edgellm.events import Notice
-from edgellm.templates.tools import Delta, ToolCall
+
+if TYPE_CHECKING:  # types only: a chat never imports the OpenAI shapes or the tool formats for them
+    from edgellm.api.openai import TokenLogprobs
+    from edgellm.templates.tools import Delta, ToolCall
 
 
 @dataclass(frozen=True)

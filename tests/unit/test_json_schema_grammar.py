@@ -734,3 +734,13 @@ def test_rules_keep_order_share_bodies_and_suffix_clashing_names() -> None:
     assert rules.text("item | item-2") == (
         'root ::= item | item-2\nitem ::= "a"\nitem-2 ::= "b"\nroot-2 ::= "c"\na-b-c-d ::= "d"\n'
     )
+
+
+def test_a_reasoning_block_may_come_before_the_value() -> None:
+    from edgellm.grammar.gbnf import after_reasoning
+
+    grammar = after_reasoning(schema_grammar({"type": "boolean"}), starts_in_reasoning=False)
+    assert matches(grammar, "true") and matches(grammar, "<think>a < b, so</think>\ntrue")
+    assert not matches(grammar, "<think>true") and not matches(grammar, "maybe true")
+    opened = after_reasoning(schema_grammar({"type": "boolean"}), starts_in_reasoning=True)
+    assert matches(opened, "thinking</think> false") and not matches(opened, "false")
