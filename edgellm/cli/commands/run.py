@@ -71,13 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_prompt(args: argparse.Namespace) -> str:
     if args.file:
-        try:
-            with open(args.file, encoding="utf-8") as handle:
-                return handle.read()
-        except (OSError, UnicodeDecodeError) as error:
-            raise EdgellmError(
-                f"cannot read the prompt file {args.file}: {getattr(error, 'strerror', None) or error}"
-            ) from None
+        return read_text(args.file, "the prompt file")
     if args.prompt == "-":
         return sys.stdin.read()
     if args.prompt is None:
@@ -127,12 +121,13 @@ def reply_shape(args: argparse.Namespace) -> ReplyShape:
     return ReplyShape(json=args.format == "json")
 
 
-def read_text(path: str, flag: str) -> str:
+def read_text(path: str, what: str) -> str:
+    """A UTF-8 file's text; one line naming `what` it is (a flag, the prompt file) when it cannot be read."""
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read()
     except (OSError, UnicodeDecodeError) as error:
-        raise EdgellmError(f"cannot read {flag} {path}: {getattr(error, 'strerror', None) or error}") from None
+        raise EdgellmError(f"cannot read {what} {path}: {getattr(error, 'strerror', None) or error}") from None
 
 
 def generate(
