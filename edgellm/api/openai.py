@@ -9,6 +9,7 @@ as the OpenAI API itself refuses it.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import uuid
@@ -696,5 +697,74 @@ def sse(data: dict[str, Any] | str) -> bytes:
     return f"data: {text}\n\n".encode()
 
 
-def model_list(model_id: str, created: int) -> dict[str, Any]:
-    return {"object": "list", "data": [{"id": model_id, "object": "model", "created": created, "owned_by": "edgellm"}]}
+def model_list(models: list[tuple[str, int]]) -> dict[str, Any]:
+    """GET /v1/models: each model's id and its file's time."""
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": created, "owned_by": "edgellm"} for name, created in models
+        ],
+    }
+
+
+# --- embeddings ----------------------------------------------------------------------------------------------
+
+MAX_EMBEDDING_INPUTS = 2048  # as OpenAI's own limit
+
+
+@dataclass(frozen=True)
+class EmbeddingsRequest:
+    """One checked /v1/embeddings request."""
+
+    inputs: list[str]
+    base64: bool = False  # encoding_format base64: each vector as little-endian float32 bytes, base64-encoded
+    dimensions: int | None = None  # asked for; the model's own width is the only one given
+
+
+def parse_embeddings(body: Any) -> EmbeddingsRequest:
+    """A /v1/embeddings body: `input` a string or a list of strings (token ids are refused by name)."""
+    body = _object(body)
+    for name in body:
+        if name not in ("input", "model", "encoding_format", "dimensions", "user"):
+            raise bad(f"unrecognized request argument supplied: {name}", name, "unknown_parameter")
+    value = body.get("input")
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not texts or len(texts) > MAX_EMBEDDING_INPUTS:
+        raise bad(f"input must be a string or a list of 1 to {MAX_EMBEDDING_INPUTS} strings", "input")
+    if not all(isinstance(text, str) for text in texts):
+        raise bad("input: only text is supported, not token ids: send strings", "input")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise bad(f"encoding_format must be float or base64, not {json.dumps(encoding)}", "encoding_format")
+    dimensions = body.get("dimensions")
+    if dimensions is not None:
+        dimensions = _integer("dimensions", 1)(dimensions)
+    return EmbeddingsRequest(
+        [_text(text, f"input[{index}]") for index, text in enumerate(texts)], encoding == "base64", dimensions
+    )
+
+
+def normalize(vector: list[float]) -> list[float]:
+    """The vector at unit length (L2), as both APIs give embeddings; a zero vector stays zero."""
+    length = math.sqrt(sum(value * value for value in vector))
+    return [value / length for value in vector] if length else list(vector)
+
+
+def embedding_list(model: str, vectors: list[list[float]], prompt_tokens: int, base64: bool) -> dict[str, Any]:
+    """The /v1/embeddings answer: each input's vector, normalised to length 1 (as OpenAI's and llama-server's)."""
+    import base64 as b64
+    import struct
+
+    def encoded(vector: list[float]) -> list[float] | str:
+        unit = normalize(vector)
+        return b64.b64encode(struct.pack(f"<{len(unit)}f", *unit)).decode("ascii") if base64 else unit
+
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": index, "embedding": encoded(vector)}
+            for index, vector in enumerate(vectors)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }

@@ -1,4 +1,4 @@
-"""What the command line sets for a server's whole life: the model's name, the defaults, the key, the limits."""
+"""What the command line sets for a server's whole life: the defaults, the key, the limits."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from edgellm.engine.contract import GenerationOptions
 class ServerConfig:
     """What the command line sets for the server's whole life."""
 
-    model_id: str
-    created: int  # the model file's time, for /v1/models
     defaults: GenerationOptions  # the flags' sampling; a request overrides what it names
     api_key: str | None = None
     max_body_bytes: int = 4 * 2**20

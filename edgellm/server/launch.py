@@ -20,10 +20,11 @@ from types import FrameType
 import uvicorn
 
 from edgellm.errors import EdgellmError
-from edgellm.server.app import ServerState, create_app
+from edgellm.server.app import create_app
 from edgellm.server.config import ServerConfig
-from edgellm.server.scheduler import Scheduler
-from edgellm.session.completion import ChatModel
+from edgellm.server.turns import ServerState
+from edgellm.session.opening import PlannedModel
+from edgellm.session.served import FOREVER, Entry, ServedModels
 
 API_KEY_ENV = "EDGELLM_API_KEY"
 STOPPED_WHILE_LOADING = -1  # serve's answer when stopped mid-load: the caller exits at once (os._exit), since
@@ -117,20 +118,27 @@ def say(line: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} edgellm serve: {line}", file=sys.stderr, flush=True)
 
 
-def serve(config: ServerConfig, listen: Listen, load: Callable[[], ChatModel], log: Callable[[str], None] = say) -> int:
-    """Serve until SIGTERM or Ctrl-C; 0 after a clean stop. A model that fails to load stops the server and its
-    error is raised (one line, exit 2)."""
+def serve(
+    config: ServerConfig,
+    listen: Listen,
+    models: ServedModels,
+    preload: Entry | None = None,
+    planned: PlannedModel | None = None,
+    log: Callable[[str], None] = say,
+) -> int:
+    """Serve until SIGTERM or Ctrl-C; 0 after a clean stop. `preload` (serve -m) is loaded at once (`planned`: its
+    plan, made already) and kept until a request says otherwise; requests for it wait for its load, and a preload
+    that fails stops the server with its error (one line, exit 2)."""
     check_exposure(listen.host, config.api_key)
     sock = bind(listen.host, listen.port)
-    scheduler = Scheduler(listen.queue)
-    state = ServerState(config, scheduler, log=log)
+    state = ServerState(config, models, preloading=preload is not None, log=log)
     failure: list[BaseException] = []
 
     def stop() -> None:
         if not state.stopping:
             state.stopping = True
             log("stopping: finishing the replies in flight, refusing the waiting requests")
-        scheduler.drain()
+        models.drain()
 
     server = _Server(
         uvicorn.Config(
@@ -147,39 +155,39 @@ def serve(config: ServerConfig, listen: Listen, load: Callable[[], ChatModel], l
     load_over = threading.Event()
 
     def load_model() -> None:
+        assert preload is not None
         try:
             started = time.perf_counter()
-            model = load()
-            scheduler.grow(model.model.parallel)  # as many runners as the model has slots
-            state.model = model
+            models.acquire(preload, FOREVER, planned=planned).release()
             log(f"model loaded in {time.perf_counter() - started:.1f} s; ready")
         except BaseException as error:
             failure.append(error)
         finally:
+            state.preloading = False
             load_over.set()
         if failure:
             server.should_exit = True
 
-    loader = threading.Thread(target=load_model, name="edgellm-load", daemon=True)
     where = f"[{listen.host}]" if ":" in listen.host else listen.host
     log(
-        f"listening on http://{where}:{sock.getsockname()[1]}/v1 (OpenAI API), /health, /metrics; "
-        + ("API key required" if config.api_key else "no API key: this machine only")
+        f"listening on http://{where}:{sock.getsockname()[1]}/v1 (OpenAI API), the Ollama API (/api), /health, "
+        "/metrics; " + ("API key required" if config.api_key else "no API key: this machine only")
     )
-    loader.start()
+    if preload is not None:
+        threading.Thread(target=load_model, name="edgellm-load", daemon=True).start()
+    else:
+        load_over.set()
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
         stopped = state.stopping
         state.stopping = True
-        scheduler.drain(stop_running=server.force_exit)  # a second Ctrl-C does not wait for the reply
-        scheduler.join()
+        models.drain(stop_running=server.force_exit)  # a second Ctrl-C does not wait for the reply
     if not load_over.is_set():  # stopped while llama.cpp loads, which cannot be interrupted: leave without waiting
         log("stopped while the model was loading")
         return STOPPED_WHILE_LOADING
-    if state.model is not None:
-        state.model.close()
+    models.close()
     if failure:
         raise failure[0]
     if stopped:

@@ -287,6 +287,21 @@ class ChatModel:
         tokens = self.model.tokenize(marker, add_bos=False, special=True)
         return tuple(tokens) if len(tokens) == 1 else ()
 
+    def after_context(self, prepared: Prepared, context: tuple[int, ...], max_tokens: int = -1) -> Prepared:
+        """The prompt continuing an earlier exchange given as its tokens (Ollama's `context`): those tokens, then
+        the prompt's without its BOS; the oldest context tokens are left out when they would not leave the reply
+        its room."""
+        if not context:
+            return prepared
+        tokens = prepared.tokens
+        bos = self.model.tokenize("", add_bos=True, special=False)
+        if bos and tokens[:1] == bos and context[:1] == tuple(bos):
+            tokens = tokens[1:]
+        room = self.n_ctx - len(tokens) - self.reply_room(max_tokens)
+        kept = list(context[-room:]) if room > 0 else []
+        text = self.model.detokenize(kept, special=True).decode("utf-8", "replace")
+        return replace(prepared, text=text + prepared.text, tokens=kept + tokens)
+
     def prepare_text(self, prompt: str) -> Prepared:
         """A raw prompt, completed as it is (no template): BOS and its tokens; ContextOverflow if no room is left."""
         return Prepared(prompt, text_prompt_tokens(self.model, prompt), 0, chat=False)

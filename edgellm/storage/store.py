@@ -180,7 +180,8 @@ def remove(name: str) -> tuple[StoredModel, bool]:
         raise EdgellmError(f"no model {name!r} in the store{hint}: `edgellm ls` lists them")
     with editing() as models:
         models.pop(model.name, None)
-    if model.source not in OWNED:
+        shared = any(set(other.files) & set(model.files) for other in models.values())
+    if model.source not in OWNED or shared:  # another tool's file, or one a copy still names
         return model, False
     store = store_dir()
     for relative in model.files:
@@ -193,8 +194,25 @@ def remove(name: str) -> tuple[StoredModel, bool]:
     return model, True
 
 
-def import_path(path: Path) -> StoredModel:
-    """Use a GGUF where it is (never copied); it gets a store name and an alias."""
+def copy(model: StoredModel, name: str) -> StoredModel:
+    """Another name for a stored model (Ollama's copy): the same files, never deleted through it; `name` is
+    `name:tag`."""
+    repo, _, tag = name.rpartition(":")
+    if not repo or not tag:
+        raise EdgellmError(f"{name!r} is not a model name: use name:tag")
+    found = StoredModel(
+        name, repo, model.quant, list(model.files), model.size, list(model.sha256), model.commit, "copy"
+    )
+    with editing() as models:
+        if name in models and models[name].files != model.files:
+            raise EdgellmError(f"{name} names another model already: `edgellm rm {name}` first, or pick another name")
+        found.added = time.time()
+        models[name] = found
+    return found
+
+
+def import_path(path: Path, name: str | None = None) -> StoredModel:
+    """Use a GGUF where it is (never copied); it gets a store name (`name`, else local/STEM:QUANT) and an alias."""
     from edgellm.gguf.header import GGUFError, read_header
     from edgellm.storage.specs import load_spec, shard_paths
 
@@ -206,9 +224,10 @@ def import_path(path: Path) -> StoredModel:
         raise EdgellmError(f"{path}: {error}; pass a GGUF model file") from None
     quant = spec.file_type or parse_quant(path.name) or "unknown"
     stem = path.name.removesuffix(".gguf")
+    name = name or f"local/{stem}:{quant}"
     model = StoredModel(
-        name=f"local/{stem}:{quant}",
-        repo=f"local/{stem}",
+        name=name,
+        repo=name.rpartition(":")[0] or name,
         quant=quant,
         files=[str(shard) for shard in shards],
         size=spec.file_bytes,

@@ -433,6 +433,30 @@ def test_a_port_in_use_is_one_line(test_model: Path) -> None:
     assert done.returncode == 2 and "another --port" in done.stderr and "Traceback" not in done.stderr
 
 
+def _blocked_models(release: threading.Event, failure: BaseException | None = None, calls: list[str] | None = None):  # type: ignore[no-untyped-def]
+    """Served models whose every load waits for `release`, then fails with `failure` (or an AssertionError); each
+    load's thread name goes in `calls` as it starts."""
+    from edgellm.cli.main import build_parser
+    from edgellm.hw.detect import detect_this_machine
+    from edgellm.session.flags import flags_of
+    from edgellm.session.served import ServedModels
+
+    class Blocked(ServedModels):
+        def acquire(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if calls is not None:
+                calls.append(threading.current_thread().name)
+            release.wait(60)
+            raise failure or AssertionError("the load was waited for")
+
+    return Blocked(flags_of(build_parser().parse_args(["serve"])), detect_this_machine(), default=_preload())
+
+
+def _preload(path: str = "m.gguf"):  # type: ignore[no-untyped-def]
+    from edgellm.session.served import Entry
+
+    return Entry("m", Path(path), 1, 0.0)
+
+
 def test_a_stop_while_the_model_loads_does_not_wait_for_the_load(tmp_path: Path) -> None:
     """SIGTERM during a long load: the server stops at once and says so (the command then exits 0 without
     waiting for llama.cpp)."""
@@ -445,10 +469,6 @@ def test_a_stop_while_the_model_loads_does_not_wait_for_the_load(tmp_path: Path)
 
     release, lines = threading.Event(), []
 
-    def load():  # type: ignore[no-untyped-def]
-        release.wait(60)
-        raise AssertionError("the load was waited for")
-
     def stop_once_served() -> None:
         address = until(
             lambda: next((line.split("http://")[1].split("/")[0] for line in lines if "listening" in line), None),
@@ -460,7 +480,13 @@ def test_a_stop_while_the_model_loads_does_not_wait_for_the_load(tmp_path: Path)
     threading.Thread(target=stop_once_served, daemon=True).start()
     try:
         assert (
-            serve(ServerConfig("m", 0, GenerationOptions()), Listen(port=0), load, log=lines.append)
+            serve(
+                ServerConfig(GenerationOptions()),
+                Listen(port=0),
+                _blocked_models(release),
+                _preload(),
+                log=lines.append,
+            )
             == STOPPED_WHILE_LOADING
         )
     finally:
@@ -483,15 +509,13 @@ def test_health_says_loading_until_the_model_is_loaded(tmp_path: Path) -> None:
     from edgellm.server.config import ServerConfig
     from edgellm.server.launch import Listen, serve
 
-    release, lines, raised = threading.Event(), [], []
-
-    def load():  # type: ignore[no-untyped-def]
-        release.wait(60)
-        raise LoadFailed("llama.cpp could not load the model", Path("m.gguf"), "other")
+    release, lines, raised, calls = threading.Event(), [], [], []
+    failure = LoadFailed("llama.cpp could not load the model", Path("m.gguf"), "other")
+    models = _blocked_models(release, failure, calls)
 
     def run() -> None:
         try:
-            serve(ServerConfig("m", 0, GenerationOptions()), Listen(port=0), load, log=lines.append)
+            serve(ServerConfig(GenerationOptions()), Listen(port=0), models, _preload(), log=lines.append)
         except LoadFailed as error:
             raised.append(error)
 
@@ -503,8 +527,15 @@ def test_health_says_loading_until_the_model_is_loaded(tmp_path: Path) -> None:
     )
     answer = httpx.get(f"http://{address}/health")
     assert answer.status_code == 503 and answer.json() == {"status": "loading"}
-    chat = httpx.post(f"http://{address}/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}]})
-    assert chat.status_code == 503 and chat.json()["error"]["code"] == "model_loading"
+    answers: list[httpx.Response] = []
+    body = {"messages": [{"role": "user", "content": "Hi"}]}
+    asking = threading.Thread(
+        target=lambda: answers.append(httpx.post(f"http://{address}/v1/chat/completions", json=body, timeout=60))
+    )
+    asking.start()
+    until(lambda: len(calls) == 2, what="the request to wait for the load")  # the preload's and the request's
     release.set()
+    asking.join(60)
     thread.join(60)
     assert not thread.is_alive() and raised and "could not load" in str(raised[0])
+    assert answers[0].status_code == 500 and "could not load" in answers[0].json()["error"]["message"]

@@ -14,7 +14,7 @@ from edgellm.engine.contract import GenerationOptions, GenerationStats, Sampling
 from edgellm.errors import EdgellmError
 from edgellm.server.launch import check_exposure, is_loopback
 from edgellm.server.metrics import Metrics, render
-from edgellm.server.scheduler import Ended, Job, QueueFull, Scheduler, ShuttingDown, Started
+from edgellm.session.scheduler import Ended, Job, QueueFull, Scheduler, ShuttingDown, Started
 
 DEFAULTS = GenerationOptions(sampling=Sampling(temp=0.8, top_k=40), seed=-1)
 HI = [{"role": "user", "content": "Hi"}]
@@ -150,7 +150,7 @@ def test_an_assistant_message_without_content_is_empty() -> None:
 
 
 def test_log_lines_cannot_be_forged() -> None:
-    from edgellm.server.app import printable
+    from edgellm.server.turns import printable
 
     assert printable("GET /x\n12:00:00 edgellm serve: fake 200") == "GET /x\\n12:00:00 edgellm serve: fake 200"
     assert printable("café ✓") == "café ✓"

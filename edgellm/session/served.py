@@ -1,0 +1,477 @@
+"""The models a server serves by name: loaded on first use, kept while used, unloaded when idle.
+
+A request names a model (a store name `owner/repo:QUANT`, an alias, `owner/repo` for its best stored quant that
+fits, the server's `-m` model by its id); the name is resolved to a file, and the file is loaded once however many
+requests name it (they wait for the one load). Each loaded model has its own scheduler over its slots. Models stay
+loaded together only while the planner says they fit together: a model is planned on this device's memory less
+what the loaded ones were planned to take; when it does not fit, the least recently used idle model is unloaded
+first, and a model that does not fit even alone is refused with what it needs. A model is unloaded once idle for
+its keep-alive (the request's, else the server's); at most `models_max` stay loaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgellm.api.ollama import ModelFacts, with_tag
+from edgellm.errors import DoesNotFit, EdgellmError
+from edgellm.gguf.quants import rank
+from edgellm.hw.profile import DeviceProfile
+from edgellm.session.completion import ChatModel
+from edgellm.session.flags import Flags
+from edgellm.session.host import ModelHost
+from edgellm.session.opening import PlannedModel, choose_model
+from edgellm.session.scheduler import Scheduler
+from edgellm.storage import store
+
+if TYPE_CHECKING:
+    from edgellm.engine.embed import Embedder
+
+FOREVER = math.inf
+WAIT_FOR_ROOM_S = 300.0  # how long a load waits for busy models to go idle before it is refused
+REAP_EVERY_S = 60.0  # the longest the keep-alive thread sleeps (a model kept forever is never due)
+
+
+class ModelNotFound(EdgellmError):
+    """No stored model, alias or served model has this name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"model '{name}' not found")
+        self.name = name
+
+
+class NoRoom(EdgellmError):
+    """The model fits alone but the models in use leave no room, and none went idle in time."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A model a request can name: its listed name and its file."""
+
+    name: str  # owner/repo:QUANT, or the -m model's id
+    path: Path
+    size: int
+    modified: float  # the file's time
+    sha256: str | None = None
+    stored: store.StoredModel | None = None  # None: the -m model, used where it is
+
+
+@dataclass(eq=False)
+class Served:
+    """One loaded model: its plan, its chat model (and embedder, once asked for), its scheduler and its use."""
+
+    entry: Entry
+    planned: PlannedModel
+    host: ModelHost
+    model: ChatModel
+    scheduler: Scheduler
+    load_s: float
+    keep_alive: float
+    users: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    embedder: Embedder | None = None
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def memory(self) -> tuple[int, int]:
+        """(bytes on the CPU side, bytes on the GPU) the plan gives it."""
+        plan = self.planned.choice.plan
+        if plan is None:
+            return 0, 0
+        cpu, gpu = plan.estimate.device(False), plan.estimate.device(True)
+        return (cpu.total if cpu else 0), (gpu.total if gpu else 0)
+
+    def expires_in(self, now: float) -> float | None:
+        """Seconds until it is unloaded (0 or less: due); None while in use."""
+        if self.users:
+            return None
+        return self.last_used + self.keep_alive - now
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One request's hold on a served model; released once (its keep-alive counts from then)."""
+
+    served: Served
+    keep_alive: float | None
+    _release: Callable[[Lease], None]
+    _released: list[bool] = field(default_factory=list)
+
+    @property
+    def model(self) -> ChatModel:
+        return self.served.model
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self.served.scheduler
+
+    def release(self) -> None:
+        if not self._released:
+            self._released.append(True)
+            self._release(self)
+
+
+class ServedModels:
+    """The loaded models, by file. Thread-safe: requests acquire on worker threads; a reaper unloads idle ones."""
+
+    def __init__(
+        self,
+        flags: Flags,
+        profile: DeviceProfile,
+        *,
+        keep_alive: float = 300.0,
+        models_max: int = 3,
+        queue: int = 32,
+        memory_cap: int | None = None,
+        default: Entry | None = None,
+        log: Callable[[str], None] = lambda line: None,
+    ) -> None:
+        self.flags = flags
+        self.profile = _capped(profile, memory_cap, flags)
+        self.keep_alive = keep_alive
+        self.models_max = max(1, models_max)
+        self.queue = queue
+        self.default = default
+        self.log = log
+        self._served: dict[Path, Served] = {}
+        self._condition = threading.Condition()  # guards _served and each Served's users/last_used
+        self._load_lock = threading.Lock()  # one load or unload at a time: the room is counted between them
+        self._closed = False
+        self._reaper = threading.Thread(target=self._reap, name="edgellm-keep-alive", daemon=True)
+        self._reaper.start()
+
+    # naming
+
+    def entries(self) -> list[Entry]:
+        """What requests can name: the stored models whose files are here, and the -m model."""
+        folder = store.store_dir()
+        found = []
+        for model in store.load_models().values():
+            path = model.path(folder)
+            try:
+                modified = path.stat().st_mtime
+            except OSError:
+                continue
+            sha = model.sha256[0] if model.sha256 else None
+            found.append(Entry(model.name, path, model.size, modified, sha, model))
+        if self.default is not None and all(entry.path != self.default.path for entry in found):
+            found.insert(0, self.default)
+        return found
+
+    def resolve(self, name: str, fallback: bool = False) -> Entry:
+        """The model `name` means: the -m model's id, a store name or alias (`:latest` is no tag), or `owner/repo`
+        for its highest-ranked stored quant that fits this device alone. `fallback`: an unknown name means the -m
+        model when there is one (the OpenAI API, whose clients send any name). ModelNotFound otherwise."""
+        wanted = name.strip()
+        bare = wanted.removesuffix(":latest")
+        default = self.default
+        if default is not None and bare.lower() in (default.name.lower(), default.name.lower().removesuffix(":latest")):
+            return default
+        entries = self.entries()
+        for entry in entries:
+            if entry.name.lower() in (wanted.lower(), bare.lower()):
+                return entry
+        matches = [e for e in entries if e.stored is not None and bare.lower() in (e.stored.alias.lower(),)]
+        if len(matches) == 1:
+            return matches[0]
+        of_repo = [e for e in entries if e.stored is not None and e.stored.repo.lower() == bare.lower()]
+        if of_repo:
+            return self._best_fitting(of_repo)
+        if fallback and default is not None:
+            return default
+        raise ModelNotFound(name)
+
+    def _best_fitting(self, entries: list[Entry]) -> Entry:
+        ranked = sorted(entries, key=lambda e: rank(e.stored.quant if e.stored else ""), reverse=True)
+        for entry in ranked:
+            try:
+                self._plan(entry, self.profile)
+                return entry
+            except (DoesNotFit, EdgellmError, OSError):
+                continue
+        return ranked[0]  # none fits: the best, so its load says what it needs
+
+    # use
+
+    def acquire(
+        self, entry: Entry, keep_alive: float | None = None, embed: bool = False, planned: PlannedModel | None = None
+    ) -> Lease:
+        """Hold the model `entry` names, loading it first if it is not (one load per model: requests for a model
+        being loaded wait for it). `embed`: also its embedder. `planned`: its plan, made already (serve -m, a split
+        across workers). Blocking: call it off the event loop."""
+        with self._condition:
+            served = self._served.get(entry.path)
+            if served is not None and (served.embedder is not None or not embed):
+                return self._hold(served, keep_alive)
+        with self._load_lock:
+            with self._condition:
+                served = self._served.get(entry.path)
+            if served is None:
+                served = self._load(entry, keep_alive, planned)
+            if embed and served.embedder is None:
+                served.embedder = self._open_embedder(served)
+            with self._condition:
+                return self._hold(served, keep_alive)
+
+    def _hold(self, served: Served, keep_alive: float | None) -> Lease:
+        served.users += 1
+        if keep_alive is not None:
+            served.keep_alive = keep_alive
+        return Lease(served, keep_alive, self._release)
+
+    def _release(self, lease: Lease) -> None:
+        served = lease.served
+        with self._condition:
+            served.users -= 1
+            served.last_used = time.monotonic()
+            if lease.keep_alive is not None:
+                served.keep_alive = lease.keep_alive
+            self._condition.notify_all()
+
+    def loaded(self) -> list[Served]:
+        with self._condition:
+            return list(self._served.values())
+
+    def is_loaded(self, entry: Entry) -> bool:
+        with self._condition:
+            return entry.path in self._served
+
+    def unload(self, entry: Entry) -> bool:
+        """Unload the model now if it is loaded and idle (keep_alive 0); in use, it goes once its requests end."""
+        with self._condition:
+            served = self._served.get(entry.path)
+            if served is None:
+                return False
+            served.keep_alive = 0.0
+            self._condition.notify_all()
+            if served.users:
+                return True
+        with self._load_lock:
+            self._unload_if_idle(served)
+        return True
+
+    def close(self) -> None:
+        """Stop every scheduler (the running replies finish) and free every model."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+        for served in self.loaded():
+            served.scheduler.drain()
+        for served in self.loaded():
+            served.scheduler.join()
+            self._free(served)
+        with self._condition:
+            self._served.clear()
+
+    def drain(self, stop_running: bool = False) -> None:
+        """Take no more requests: each model's waiting ones end with ShuttingDown."""
+        for served in self.loaded():
+            served.scheduler.drain(stop_running=stop_running)
+
+    # loading and unloading
+
+    def _load(self, entry: Entry, keep_alive: float | None, planned: PlannedModel | None) -> Served:
+        planned = planned or self._place(entry)
+        started = time.perf_counter()
+        host = ModelHost(self._flags(entry))
+        model = host.load(planned)
+        load_s = time.perf_counter() - started
+        served = Served(
+            entry,
+            planned,
+            host,
+            model,
+            Scheduler(self.queue, model.model.parallel),
+            load_s,
+            self.keep_alive if keep_alive is None else keep_alive,
+        )
+        with self._condition:
+            self._served[entry.path] = served
+            self._condition.notify_all()
+        if entry.stored is not None:
+            store.touch(entry.stored)
+        self.log(f"{entry.name} loaded in {load_s:.1f} s ({self._room_said()})")
+        return served
+
+    def _place(self, entry: Entry) -> PlannedModel:
+        """The model planned in the room the loaded ones leave, unloading idle ones (least recently used first)
+        while it does not fit or too many are loaded; DoesNotFit when it does not fit even alone."""
+        deadline = time.monotonic() + WAIT_FOR_ROOM_S
+        while True:
+            with self._condition:
+                loaded = len(self._served)
+            if loaded >= self.models_max and self._unload_idle_one("--models-max"):
+                continue
+            if loaded < self.models_max:
+                try:
+                    return self._plan(entry, self._room())
+                except DoesNotFit:
+                    if not loaded:
+                        raise
+                    self._plan(entry, self.profile)  # DoesNotFit: not even alone, so unload nothing for it
+                    if self._unload_idle_one("room"):
+                        continue
+            if not self._wait_for_idle(deadline):
+                raise NoRoom(
+                    f"{entry.name} needs the memory that {', '.join(s.name for s in self.loaded())} hold, and they "
+                    f"stayed busy for {WAIT_FOR_ROOM_S:.0f} s; retry later"
+                )
+
+    def _plan(self, entry: Entry, profile: DeviceProfile) -> PlannedModel:
+        from edgellm.plan.params import load_params
+
+        flags = self._flags(entry)
+        choice = choose_model(flags, profile)
+        assert choice.plan is not None
+        return PlannedModel(choice, profile, load_params(choice.path, choice.plan, flags.seed))
+
+    def _flags(self, entry: Entry) -> Flags:
+        return replace(self.flags, model=str(entry.path), hf_repo=None)
+
+    def _room(self) -> DeviceProfile:
+        """This device as the next model sees it: its memory less what the loaded models were planned to take."""
+        cpu = gpu = 0
+        for served in self.loaded():
+            on_cpu, on_gpu = served.memory
+            cpu, gpu = cpu + on_cpu, gpu + on_gpu
+        profile = self.profile
+        unified = profile.unified_memory
+        memory = replace(profile.memory, available_bytes=max(0, profile.memory.available_bytes - cpu - unified * gpu))
+        gpus = tuple(replace(g, memory_free_bytes=max(0, g.memory_free_bytes - gpu)) for g in profile.gpus[:1])
+        return replace(profile, memory=memory, gpus=gpus + profile.gpus[1:])
+
+    def _room_said(self) -> str:
+        served = self.loaded()
+        used = sum(sum(s.memory) for s in served)
+        return f"{len(served)} loaded, {used / 2**30:.2f} GiB planned"
+
+    def _unload_idle_one(self, why: str) -> bool:
+        """Unload the least recently used idle model; False when every loaded model is in use."""
+        with self._condition:
+            idle = [s for s in self._served.values() if not s.users]
+            if not idle:
+                return False
+            victim = min(idle, key=lambda s: s.last_used)
+        self.log(f"unloading {victim.name} to make room ({why})")
+        return self._unload_if_idle(victim)
+
+    def _wait_for_idle(self, deadline: float) -> bool:
+        with self._condition:
+            while not self._closed:
+                if any(not s.users for s in self._served.values()):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._condition.wait(left)
+        raise NoRoom("the server is stopping")
+
+    def _unload_if_idle(self, served: Served) -> bool:
+        """Unload `served` if nobody holds it (the load lock held)."""
+        with self._condition:
+            if served.users or self._served.get(served.entry.path) is not served:
+                return False
+            del self._served[served.entry.path]
+        served.scheduler.drain()
+        served.scheduler.join()
+        self._free(served)
+        self.log(f"{served.name} unloaded")
+        return True
+
+    @staticmethod
+    def _free(served: Served) -> None:
+        if served.embedder is not None:
+            served.embedder.close()
+        served.host.close()
+
+    def _open_embedder(self, served: Served) -> Embedder:
+        from edgellm import paths
+        from edgellm.engine.embed import open_embedder
+        from edgellm.engine.llama_log import LlamaLog
+
+        params = served.planned.params
+        return open_embedder(params.path, params.n_threads, params.n_gpu_layers, LlamaLog(paths.log_path(), echo=False))
+
+    def _reap(self) -> None:
+        """Unload each model once it has been idle for its keep-alive."""
+        while True:
+            with self._condition:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                waits = {s: w for s in self._served.values() if (w := s.expires_in(now)) is not None}
+                due = [s for s, w in waits.items() if w <= 0]
+                if not due:
+                    self._condition.wait(min([*waits.values(), REAP_EVERY_S]))
+                    continue
+            with self._load_lock:
+                for served in due:
+                    self._unload_if_idle(served)
+
+
+def _capped(profile: DeviceProfile, memory_cap: int | None, flags: Flags) -> DeviceProfile:
+    """The profile with at most `memory_cap` bytes of RAM available to models (beside the margin kept free)."""
+    if memory_cap is None:
+        return profile
+    from edgellm.plan.planner import ram_margin
+
+    available = min(profile.memory.available_bytes, memory_cap + ram_margin(profile, flags.wishes()))
+    return replace(profile, memory=replace(profile.memory, available_bytes=available))
+
+
+@functools.lru_cache(maxsize=256)
+def _header_facts(path: Path, modified: float) -> tuple[str, int, str, int | None, int | None, str, bool]:
+    """(architecture, parameters, quantization, trained context, width, chat template, pooled) from a GGUF header,
+    remembered per file and time."""
+    from edgellm.gguf.header import read_header
+    from edgellm.storage.specs import cached_spec
+
+    spec = cached_spec(path)
+    header = read_header(path)
+    counted = header.metadata.get("general.parameter_count")
+    parameters = counted if isinstance(counted, int) else sum(math.prod(t.shape) for t in header.tensors)
+    template = header.metadata.get("tokenizer.chat_template")
+    return (
+        spec.architecture,
+        parameters,
+        spec.file_type or "unknown",
+        spec.trained_ctx or None,
+        spec.n_embd or None,
+        template if isinstance(template, str) else "",
+        header.arch_value("pooling_type") not in (None, 0),
+    )
+
+
+def facts(entry: Entry) -> ModelFacts:
+    """What the Ollama API tells of a model: its header's facts, its digest and what it can do."""
+    architecture, parameters, quantization, context, width, template, pooled = _header_facts(entry.path, entry.modified)
+    capabilities = ["embedding"] if pooled else ["completion"]
+    if "tool" in template:
+        capabilities.append("tools")
+    if "<think>" in template or "reasoning" in template:
+        capabilities.append("thinking")
+    digest = entry.sha256 or hashlib.sha256(f"{entry.path}:{entry.size}:{entry.modified}".encode()).hexdigest()
+    return ModelFacts(
+        name=with_tag(entry.name),
+        size=entry.size,
+        modified_at=entry.modified,
+        digest=digest,
+        architecture=architecture,
+        parameters=parameters,
+        quantization=quantization,
+        context_length=context,
+        capabilities=tuple(capabilities),
+        template=template,
+        embedding_length=width,
+    )
