@@ -157,6 +157,15 @@ class ContextOverflow(EdgellmError):
         self.needed, self.available = needed, available
 
 
+class InputTooLong(EdgellmError):
+    """A text to embed that does not fit the embedding context, and may not be truncated: input `index` (from 0) is
+    `tokens` tokens where the context holds `context`."""
+
+    def __init__(self, message: str | Reason, index: int, tokens: int, context: int) -> None:
+        super().__init__(message)
+        self.index, self.tokens, self.context = index, tokens, context
+
+
 class EmptyPrompt(EdgellmError):
     """A prompt with no tokens at all (an empty text on a model that adds no BOS): nothing to continue from."""
 

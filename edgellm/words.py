@@ -500,6 +500,14 @@ def _(r: Reason, t: Terms) -> str:
     )
 
 
+@sentence("input_too_long")
+def _(r: Reason, t: Terms) -> str:
+    return (
+        f"input {r['index'] + 1} is {r['tokens']} tokens, more than the {r['context']}-token embedding context; "
+        f"shorten it, let it be truncated, or raise {t.setting('ctx_size')}"
+    )
+
+
 @sentence("worker_refused")
 def _(r: Reason, t: Terms) -> str:
     return (

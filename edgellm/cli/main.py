@@ -32,6 +32,7 @@ def build_parser() -> Parser:
         completion,
         convert,
         doctor,
+        embed,
         export,
         history,
         hw,
@@ -59,6 +60,7 @@ def build_parser() -> Parser:
     for module in (
         run,
         chat,
+        embed,
         serve,
         pull,
         convert,

@@ -517,3 +517,82 @@ class SequenceContext:
 
     def close(self) -> None:
         self._context.close()
+
+
+# --- a context that embeds, on a loaded model's weights: engine.embed's ---------------------------------------------
+
+
+def embedding_width(llm: Any) -> int:
+    """The floats in one of the model's embeddings (its output width: n_embd for every text model)."""
+    return int(llama_cpp.llama_model_n_embd_out(llm._model.model))
+
+
+def adds_end_token(llm: Any) -> bool:
+    """Whether tokenizing with special tokens ends each text with one (EOS or SEP: a BERT's [SEP])."""
+    vocab = llm._model.vocab
+    return bool(llama_cpp.llama_vocab_get_add_eos(vocab) or llama_cpp.llama_vocab_get_add_sep(vocab))
+
+
+def max_sequences() -> int:
+    """The most sequences one llama.cpp context holds (LLAMA_MAX_SEQ)."""
+    return int(llama_cpp.llama_max_parallel_sequences())
+
+
+class EmbeddingContext:
+    """A llama.cpp context on `llm`'s weights in embedding mode: each call decodes several token sequences in one
+    llama_decode, one sequence id each, and reads one pooled vector per sequence (`pooling`, a llama_pooling_type).
+    Its micro-batch is as large as its batch (`n_ctx` tokens), so that a sequence is never split across two: llama.cpp
+    pools each micro-batch on its own. One KV pool (unified) that any sequence may fill, emptied before each call. One
+    thread at a time (engine.embed's lock)."""
+
+    def __init__(self, llm: Any, *, n_ctx: int, n_seq_max: int, pooling: int, threads: int) -> None:
+        from llama_cpp import _internals
+
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = params.n_batch = params.n_ubatch = n_ctx
+        params.n_seq_max, params.kv_unified = n_seq_max, True
+        params.embeddings, params.pooling_type = True, pooling
+        params.n_threads = params.n_threads_batch = threads
+        params.swa_full = False
+        params.no_perf = True
+        self.n_ctx, self.n_seq_max = n_ctx, n_seq_max
+        self.width = embedding_width(llm)
+        self._context = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        self._batch: Any = llama_cpp.llama_batch_init(n_ctx, 0, 1)
+
+    def embed(self, sequences: list[list[int]]) -> list[list[float]]:
+        """One pooled vector per sequence, from one llama_decode; the sequences hold n_ctx tokens at most together.
+        EngineFailed when llama.cpp fails."""
+        from edgellm.errors import EngineFailed
+
+        batch, size = self._batch, sum(len(tokens) for tokens in sequences)
+        if size > self.n_ctx or len(sequences) > self.n_seq_max:
+            raise ValueError(f"{len(sequences)} sequences of {size} tokens do not fit one batch of {self.n_ctx}")
+        index = 0
+        for sequence, tokens in enumerate(sequences):
+            for position, token in enumerate(tokens):
+                batch.token[index], batch.pos[index] = token, position
+                batch.n_seq_id[index], batch.seq_id[index][0] = 1, sequence
+                batch.logits[index] = True  # embedding mode outputs every token: said, so llama.cpp says nothing
+                index += 1
+        batch.n_tokens = index
+        if self._context.memory is not None:  # a non-causal encoder (a BERT) keeps no KV cells
+            llama_cpp.llama_memory_clear(self._context.memory, True)
+        status = int(llama_cpp.llama_decode(self._context.ctx, batch))
+        if status != 0:
+            raise EngineFailed(
+                f"llama.cpp could not compute the embeddings (llama_decode returned {status}); see llama.cpp's log"
+            )
+        vectors = []
+        for sequence in range(len(sequences)):
+            pooled = llama_cpp.llama_get_embeddings_seq(self._context.ctx, sequence)
+            if not pooled:
+                raise EngineFailed(f"llama.cpp computed no embedding for sequence {sequence}; see llama.cpp's log")
+            vectors.append(numpy.ctypeslib.as_array(pooled, shape=(self.width,)).tolist())
+        return vectors
+
+    def close(self) -> None:
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        self._context.close()
