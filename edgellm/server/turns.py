@@ -11,6 +11,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ from edgellm.session.scheduler import Ended, Job, QueueFull, Scheduler, Shutting
 from edgellm.session.served import Entry, Lease, ServedModels
 
 RETRY_AFTER_S = 5
+LEASING_THREADS = 64  # requests that may wait for a model's load at once
 CLIENT_GONE = 499  # nginx's status for a client that closed the connection before the answer
 ENDPOINTS = (
     "/v1/chat/completions",
@@ -71,13 +73,18 @@ class ServerState:
     running: dict[int, Reply] = field(default_factory=dict)  # replies being written, by id: their tokens count live
     log: Callable[[str], None] = lambda line: None
     _finishing: set[asyncio.Task[None]] = field(default_factory=set)
+    _leasing: ThreadPoolExecutor = field(  # threads of their own: requests waiting for a load never starve the rest
+        default_factory=lambda: ThreadPoolExecutor(max_workers=LEASING_THREADS, thread_name_prefix="edgellm-lease")
+    )
 
     async def lease(self, entry: Entry, keep_alive: float | None = None, embed: bool = False) -> Lease:
         """Hold the model `entry` names, loading it first (off the event loop); a client that leaves while it
         loads lets it go once loaded."""
         if self.stopping:
             raise ShuttingDown()
-        future = asyncio.get_running_loop().run_in_executor(None, self.models.acquire, entry, keep_alive, embed)
+        future = asyncio.get_running_loop().run_in_executor(
+            self._leasing, self.models.acquire, entry, keep_alive, embed
+        )
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:

@@ -305,28 +305,35 @@ class ServedModels:
         return served
 
     def _place(self, entry: Entry) -> PlannedModel:
-        """The model planned in the room the loaded ones leave, unloading idle ones (least recently used first)
-        while it does not fit or too many are loaded; DoesNotFit when it does not fit even alone."""
+        """The model planned as it would run alone (DoesNotFit when it cannot), then room made for it: idle models
+        unloaded, least recently used first, while it does not fit beside the loaded ones or too many are loaded;
+        while every loaded model is in use, it waits for one to go idle (NoRoom after WAIT_FOR_ROOM_S)."""
+        planned = self._plan(entry, self.profile)
         deadline = time.monotonic() + WAIT_FOR_ROOM_S
         while True:
             with self._condition:
                 loaded = len(self._served)
-            if loaded >= self.models_max and self._unload_idle_one("--models-max"):
+            if loaded == 0 or (loaded < self.models_max and self._fits_beside(planned)):
+                return planned
+            if self._unload_idle_one("--models-max" if loaded >= self.models_max else "room"):
                 continue
-            if loaded < self.models_max:
-                try:
-                    return self._plan(entry, self._room())
-                except DoesNotFit:
-                    if not loaded:
-                        raise
-                    self._plan(entry, self.profile)  # DoesNotFit: not even alone, so unload nothing for it
-                    if self._unload_idle_one("room"):
-                        continue
             if not self._wait_for_idle(deadline):
                 raise NoRoom(
                     f"{entry.name} needs the memory that {', '.join(s.name for s in self.loaded())} hold, and they "
                     f"stayed busy for {WAIT_FOR_ROOM_S:.0f} s; retry later"
                 )
+
+    def _fits_beside(self, planned: PlannedModel) -> bool:
+        """Whether the plan fits in the memory the loaded models leave."""
+        from edgellm.plan.planner import budgets, fits, usable_gpu
+
+        plan = planned.choice.plan
+        if plan is None:
+            return True
+        room = self._room()
+        gpu, _ = usable_gpu(room)
+        ram, gpu_budget = budgets(room, gpu if plan.gpu is not None else None, self.flags.wishes())
+        return fits(plan.estimate, ram, gpu_budget, plan.unified_memory)
 
     def _plan(self, entry: Entry, profile: DeviceProfile) -> PlannedModel:
         from edgellm.plan.params import load_params
@@ -394,6 +401,7 @@ class ServedModels:
         if served.embedder is not None:
             served.embedder.close()
         served.host.close()
+        give_back_freed_memory()
 
     def _open_embedder(self, served: Served) -> Embedder:
         from edgellm import paths
@@ -418,6 +426,25 @@ class ServedModels:
             with self._load_lock:
                 for served in due:
                     self._unload_if_idle(served)
+
+
+def give_back_freed_memory() -> None:
+    """Collect Python's cycles (llama-cpp-python's objects hold native memory) and hand the C heap's free pages back
+    to the system (glibc keeps them otherwise: a model unloaded would leave its tokenizer's and context's heap in this
+    process's RSS). A no-op where there is no glibc."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        trim = getattr(libc, "malloc_trim", None)
+    except OSError:
+        return
+    if trim is not None:
+        trim(0)
 
 
 def _capped(profile: DeviceProfile, memory_cap: int | None, flags: Flags) -> DeviceProfile:
