@@ -42,6 +42,7 @@ def probe(args: list[str], stdin: str = "") -> tuple[int, str, list[str]]:
         ),
         pytest.param(["chat", "-m", "{model}", "-n", "2"], "Hi\n", None, id="chat-piped"),
         pytest.param(["ls"], "", "no models yet", id="ls"),
+        pytest.param(["embed", "-m", "{model}", "hello"], "", "[", id="embed"),
         pytest.param(["plan", "-m", "{model}"], "", "gemma-3-270m", id="plan"),
         pytest.param(["bench", "-m", "{model}", "--pp", "8", "--tg", "4", "-r", "1"], "", "tg4", id="bench"),
         pytest.param([], "", "usage: edgellm", id="no-command"),
