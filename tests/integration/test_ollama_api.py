@@ -253,6 +253,13 @@ def test_models_that_do_not_fit_together_swap_least_recently_used_first(
         assert re.search(rf"unloading {re.escape(second)} to make room", server.log)
     finally:
         server.stop()
+    one = ServerProcess("-c", "1024", "--parallel", "1", "--models-memory", str(int(1.5 * size / 2**20)))
+    try:  # room for one: concurrent requests for two models take turns, each waiting for the other's to end
+        answers = ask_together(one, [first, second] * 3)
+        assert all(isinstance(answer, ollama.GenerateResponse) and answer.done for answer in answers), answers
+        assert len(ollama.Client(host=one.url).ps().models) == 1, "never two, never half of one"
+    finally:
+        one.stop()
     small = ServerProcess("-c", "1024", "--parallel", "1", "--models-memory", str(max(1, room // 10)))
     try:
         answer = httpx.post(f"{small.url}/api/generate", json={"model": first, "prompt": "Hi"}, timeout=60)
@@ -261,29 +268,33 @@ def test_models_that_do_not_fit_together_swap_least_recently_used_first(
         small.stop()
 
 
+def ask_together(server: ServerProcess, names: list[str]) -> list[ollama.GenerateResponse | BaseException]:
+    """One short generation per name, all sent at once; each answer, or what it raised."""
+    answers: list[ollama.GenerateResponse | BaseException] = []
+
+    def ask(name: str) -> None:
+        try:
+            client = ollama.Client(host=server.url, timeout=300)
+            answers.append(client.generate(model=name, prompt="Hi", options={"num_predict": 4}))
+        except BaseException as error:
+            answers.append(error)
+
+    threads = [threading.Thread(target=ask, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    assert len(answers) == len(names), "every request ended"
+    return answers
+
+
 def test_requests_during_a_load_wait_for_the_one_load(two_models: tuple[str, str]) -> None:
-    """Concurrent requests for two models, more than fit at once: every one is answered, each model is loaded once per
-    residency, and nothing is left half-loaded."""
+    """Concurrent requests for two models that fit together: every one is answered and each model is loaded once (the
+    requests for a model being loaded wait for that load)."""
     first, second = two_models
     server = ServerProcess("-c", "1024", "--parallel", "2")
     try:
-        answers: list[ollama.GenerateResponse | BaseException] = []
-
-        def ask(name: str) -> None:
-            try:
-                answers.append(
-                    ollama.Client(host=server.url, timeout=120).generate(
-                        model=name, prompt="Hi", options={"num_predict": 4}
-                    )
-                )
-            except BaseException as error:
-                answers.append(error)
-
-        threads = [threading.Thread(target=ask, args=(name,)) for name in (first, second) * 4]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(180)
+        answers = ask_together(server, [first, second] * 4)
         assert len(answers) == 8 and all(
             isinstance(answer, ollama.GenerateResponse) and answer.done for answer in answers
         ), answers
@@ -309,3 +320,51 @@ def test_pull_from_the_hub_with_progress_lines(hub, edgellm_home: Path) -> None:
             client.pull("tests/no-such-GGUF")
     finally:
         server.stop()
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def test_tool_calls_come_in_ollamas_shape_and_go_back_as_tool_messages(
+    server: ServerProcess, two_models: tuple[str, str]
+) -> None:
+    """The test model has no template of its own, so it calls in the generic JSON format, held by the grammar: a call
+    or an answer. A call comes back with its arguments as an object; sent back with a tool result, it is rendered."""
+    first, _ = two_models
+    client = ollama.Client(host=server.url)
+    ask = [{"role": "user", "content": "What is the weather in Paris? Call the tool."}]
+    calls = []
+    for seed in range(4):
+        answer = client.chat(
+            model=first,
+            messages=ask,
+            tools=[WEATHER_TOOL],
+            options={"seed": seed, "temperature": 0.7, "num_predict": 60},
+        )
+        calls += answer.message.tool_calls or []
+    assert calls, "four tries made no call"
+    for call in calls:
+        assert call.function.name == "get_weather"
+        jsonschema.validate(call.function.arguments, WEATHER_TOOL["function"]["parameters"])  # an object, not a string
+    streamed = ndjson_lines(
+        f"{server.url}/api/chat",
+        {"model": first, "messages": ask, "tools": [WEATHER_TOOL], "options": {"seed": 0, "temperature": 0.7}},
+    )
+    with_calls = [line for line in streamed if line["message"].get("tool_calls")]
+    assert all(not line["done"] for line in with_calls) and streamed[-1]["done"]
+    call = {"function": {"name": calls[0].function.name, "arguments": dict(calls[0].function.arguments)}}
+    history = [
+        *ask,
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "content": '{"temperature": 21}', "tool_name": "get_weather"},
+    ]
+    answered = client.chat(model=first, messages=history, options={"num_predict": 4})
+    alone = client.chat(model=first, messages=ask, options={"num_predict": 1})
+    assert (answered.prompt_eval_count or 0) > (alone.prompt_eval_count or 0) + 10  # the call and its result are in it
