@@ -70,7 +70,6 @@ class Served:
 
     entry: Entry
     planned: PlannedModel
-    host: ModelHost
     model: ChatModel
     scheduler: Scheduler
     load_s: float
@@ -136,7 +135,10 @@ class ServedModels:
         memory_cap: int | None = None,
         default: Entry | None = None,
         log: Callable[[str], None] = lambda line: None,
+        open_model: Callable[[PlannedModel, Flags], ChatModel] | None = None,
     ) -> None:
+        """`open_model`: how a planned model is loaded (default: through a model host of its own, as every front end
+        loads one)."""
         self.flags = flags
         self.profile = _capped(profile, memory_cap, flags)
         self.keep_alive = keep_alive
@@ -144,6 +146,7 @@ class ServedModels:
         self.queue = queue
         self.default = default
         self.log = log
+        self._open = open_model or _load_through_a_host
         self._served: dict[Path, Served] = {}
         self._condition = threading.Condition()  # guards _served and each Served's users/last_used
         self._load_lock = threading.Lock()  # one load or unload at a time: the room is counted between them
@@ -284,13 +287,11 @@ class ServedModels:
     def _load(self, entry: Entry, keep_alive: float | None, planned: PlannedModel | None) -> Served:
         planned = planned or self._place(entry)
         started = time.perf_counter()
-        host = ModelHost(self._flags(entry))
-        model = host.load(planned)
+        model = self._open(planned, self._flags(entry))
         load_s = time.perf_counter() - started
         served = Served(
             entry,
             planned,
-            host,
             model,
             Scheduler(self.queue, model.model.parallel),
             load_s,
@@ -400,7 +401,7 @@ class ServedModels:
     def _free(served: Served) -> None:
         if served.embedder is not None:
             served.embedder.close()
-        served.host.close()
+        served.model.close()
         give_back_freed_memory()
 
     def _open_embedder(self, served: Served) -> Embedder:
@@ -426,6 +427,10 @@ class ServedModels:
             with self._load_lock:
                 for served in due:
                     self._unload_if_idle(served)
+
+
+def _load_through_a_host(planned: PlannedModel, flags: Flags) -> ChatModel:
+    return ModelHost(flags).load(planned)
 
 
 def give_back_freed_memory() -> None:
