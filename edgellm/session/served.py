@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgellm.api.ollama import ModelFacts, with_tag
-from edgellm.errors import DoesNotFit, EdgellmError
+from edgellm.errors import EdgellmError
 from edgellm.gguf.quants import rank
 from edgellm.hw.profile import DeviceProfile
 from edgellm.session.completion import ChatModel
@@ -148,6 +148,7 @@ class ServedModels:
         self.log = log
         self._open = open_model or _load_through_a_host
         self._served: dict[Path, Served] = {}
+        self._plans: dict[Path, PlannedModel] = {}  # plans made by the caller (serve -m), used at each load
         self._condition = threading.Condition()  # guards _served and each Served's users/last_used
         self._load_lock = threading.Lock()  # one load or unload at a time: the room is counted between them
         self._closed = False
@@ -185,7 +186,7 @@ class ServedModels:
         for entry in entries:
             if entry.name.lower() in (wanted.lower(), bare.lower()):
                 return entry
-        matches = [e for e in entries if e.stored is not None and bare.lower() in (e.stored.alias.lower(),)]
+        matches = [e for e in entries if e.stored is not None and e.stored.alias.lower() == bare.lower()]
         if len(matches) == 1:
             return matches[0]
         of_repo = [e for e in entries if e.stored is not None and e.stored.repo.lower() == bare.lower()]
@@ -201,7 +202,7 @@ class ServedModels:
             try:
                 self._plan(entry, self.profile)
                 return entry
-            except (DoesNotFit, EdgellmError, OSError):
+            except (EdgellmError, OSError):  # does not fit, or a file that cannot be read
                 continue
         return ranked[0]  # none fits: the best, so its load says what it needs
 
@@ -212,7 +213,9 @@ class ServedModels:
     ) -> Lease:
         """Hold the model `entry` names, loading it first if it is not (one load per model: requests for a model
         being loaded wait for it). `embed`: also its embedder. `planned`: its plan, made already (serve -m, a split
-        across workers). Blocking: call it off the event loop."""
+        across workers), kept for its later loads. Blocking: call it off the event loop."""
+        if planned is not None:
+            self._plans[entry.path] = planned
         with self._condition:
             served = self._served.get(entry.path)
             if served is not None and (served.embedder is not None or not embed):
@@ -221,7 +224,7 @@ class ServedModels:
             with self._condition:
                 served = self._served.get(entry.path)
             if served is None:
-                served = self._load(entry, keep_alive, planned)
+                served = self._load(entry, keep_alive)
             if embed and served.embedder is None:
                 served.embedder = self._open_embedder(served)
             with self._condition:
@@ -284,8 +287,8 @@ class ServedModels:
 
     # loading and unloading
 
-    def _load(self, entry: Entry, keep_alive: float | None, planned: PlannedModel | None) -> Served:
-        planned = planned or self._place(entry)
+    def _load(self, entry: Entry, keep_alive: float | None) -> Served:
+        planned = self._place(entry)
         started = time.perf_counter()
         model = self._open(planned, self._flags(entry))
         load_s = time.perf_counter() - started
@@ -306,10 +309,11 @@ class ServedModels:
         return served
 
     def _place(self, entry: Entry) -> PlannedModel:
-        """The model planned as it would run alone (DoesNotFit when it cannot), then room made for it: idle models
-        unloaded, least recently used first, while it does not fit beside the loaded ones or too many are loaded;
-        while every loaded model is in use, it waits for one to go idle (NoRoom after WAIT_FOR_ROOM_S)."""
-        planned = self._plan(entry, self.profile)
+        """The model planned as it would run alone (DoesNotFit when it cannot; the caller's plan when it gave one),
+        then room made for it: idle models unloaded, least recently used first, while it does not fit beside the
+        loaded ones or too many are loaded; while every loaded model is in use, it waits for one to go idle (NoRoom
+        after WAIT_FOR_ROOM_S)."""
+        planned = self._plans.get(entry.path) or self._plan(entry, self.profile)
         deadline = time.monotonic() + WAIT_FOR_ROOM_S
         while True:
             with self._condition:
