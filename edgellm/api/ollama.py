@@ -30,10 +30,10 @@ from edgellm.api.openai import (
     _boolean,
     _enforceable,
     _integer,
-    _number,
     _past_calls,
     _text,
     _tools,
+    sampling_given,
 )
 from edgellm.engine.contract import GenerationOptions
 from edgellm.templates.tools import ToolCall, ToolChoice
@@ -195,20 +195,7 @@ def _options(value: Any, defaults: GenerationOptions) -> GenerationOptions:
         found = value.get(key)
         return fallback if found is None else read(found)
 
-    def number(key: str, low: float, high: float) -> Callable[[Any], float]:
-        return _number(f"options.{key}", low, high)
-
-    sampling = defaults.sampling
-    sampling = replace(
-        sampling,
-        temp=given("temperature", number("temperature", 0, 2), sampling.temp),
-        top_p=given("top_p", number("top_p", 0, 1), sampling.top_p),
-        top_k=given("top_k", _integer("options.top_k", 0), sampling.top_k),
-        min_p=given("min_p", number("min_p", 0, 1), sampling.min_p),
-        repeat_penalty=given("repeat_penalty", number("repeat_penalty", 0, 10), sampling.repeat_penalty),
-        frequency_penalty=given("frequency_penalty", number("frequency_penalty", -2, 2), sampling.frequency_penalty),
-        presence_penalty=given("presence_penalty", number("presence_penalty", -2, 2), sampling.presence_penalty),
-    )
+    sampling = sampling_given(given, defaults.sampling, "options.")
     # num_predict: -1 (no limit) and -2 (fill the context) leave the server's own limit; 0 is no limit in Ollama too
     predict = given("num_predict", _integer("options.num_predict", -2), -1)
     seed = given("seed", _integer("options.seed", -(2**63), 2**63 - 1), defaults.seed)

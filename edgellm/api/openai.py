@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from edgellm.engine.contract import GenerationOptions, GenerationStats
+from edgellm.engine.contract import GenerationOptions, GenerationStats, Sampling
 from edgellm.grammar.json_schema import UnsupportedSchema, check_schema, enforceable
 from edgellm.templates.tools import Delta, Tool, ToolCall, ToolChoice
 
@@ -162,6 +162,28 @@ HARMLESS = {
 }
 
 
+Given = Callable[[str, Callable[[Any], Any], Any], Any]  # (key, how to read it, the value when it is absent)
+
+
+def sampling_given(given: Given, sampling: Sampling, where: str = "") -> Sampling:
+    """The sampling a request's fields set (read with `given`) over `sampling`; `where` goes before each field's name
+    in errors ("options." in Ollama's API)."""
+    return replace(
+        sampling,
+        temp=given("temperature", _number(f"{where}temperature", 0, 2), sampling.temp),
+        top_p=given("top_p", _number(f"{where}top_p", 0, 1), sampling.top_p),
+        top_k=given("top_k", _integer(f"{where}top_k", 0), sampling.top_k),
+        min_p=given("min_p", _number(f"{where}min_p", 0, 1), sampling.min_p),
+        repeat_penalty=given("repeat_penalty", _number(f"{where}repeat_penalty", 0, 10), sampling.repeat_penalty),
+        frequency_penalty=given(
+            "frequency_penalty", _number(f"{where}frequency_penalty", -2, 2), sampling.frequency_penalty
+        ),
+        presence_penalty=given(
+            "presence_penalty", _number(f"{where}presence_penalty", -2, 2), sampling.presence_penalty
+        ),
+    )
+
+
 def _options(
     body: dict[str, Any], defaults: GenerationOptions, n_ctx: int, allowed: set[str], default_max_tokens: int
 ) -> tuple[GenerationOptions, bool, bool]:
@@ -178,17 +200,7 @@ def _options(
         value = body.get(name)
         return fallback if value is None else read(value)
 
-    sampling = defaults.sampling
-    sampling = replace(
-        sampling,
-        temp=given("temperature", _number("temperature", 0, 2), sampling.temp),
-        top_p=given("top_p", _number("top_p", 0, 1), sampling.top_p),
-        top_k=given("top_k", _integer("top_k", 0), sampling.top_k),
-        min_p=given("min_p", _number("min_p", 0, 1), sampling.min_p),
-        repeat_penalty=given("repeat_penalty", _number("repeat_penalty", 0, 10), sampling.repeat_penalty),
-        frequency_penalty=given("frequency_penalty", _number("frequency_penalty", -2, 2), sampling.frequency_penalty),
-        presence_penalty=given("presence_penalty", _number("presence_penalty", -2, 2), sampling.presence_penalty),
-    )
+    sampling = sampling_given(given, defaults.sampling)
     max_tokens = given("max_completion_tokens", _integer("max_completion_tokens", 1), None)
     if max_tokens is None:
         max_tokens = given("max_tokens", _integer("max_tokens", 1), default_max_tokens)

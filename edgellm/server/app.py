@@ -31,6 +31,7 @@ from edgellm.server.turns import (
     client_of,
     embed_texts,
     failure_of,
+    next_pieces,
     prepare,
     printable,
     read_json,
@@ -38,10 +39,9 @@ from edgellm.server.turns import (
     start_job,
     wait_end,
 )
-from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply, ToolCallPiece
-from edgellm.session.scheduler import Ended, Job, QueueFull, ShuttingDown
+from edgellm.session.events import Reply
+from edgellm.session.scheduler import Job, QueueFull, ShuttingDown
 from edgellm.session.served import Entry, Lease, ModelNotFound, NoRoom
-from edgellm.templates.tools import Delta
 
 ANY_CONTEXT = 2**31  # the context a request is first checked against, before its model is known
 
@@ -292,20 +292,14 @@ async def _stream(
             yield openai.sse(answer.chunk(text_before, first=True))
         sent_logprobs, offset = 0, len(text_before)  # log-probabilities sent; where the next text starts
         while not ended:
-            events = [await job.events.get()]
-            while not job.events.empty():
-                events.append(job.events.get_nowait())
-            text = reasoning = ""
-            calls: list[Delta] = []
-            for event in events:
-                if isinstance(event, AnswerPiece):
-                    text += event.text
-                elif isinstance(event, ReasoningPiece):
-                    reasoning += event.text
-                elif isinstance(event, ToolCallPiece):
-                    calls.append(event.delta)
-                elif isinstance(event, Ended):
-                    ended, error = True, event.error
+            pieces = await next_pieces(job)
+            text, reasoning, calls, ended, error = (
+                pieces.text,
+                pieces.reasoning,
+                pieces.calls,
+                pieces.ended,
+                pieces.error,
+            )
             if first and not (text or reasoning or calls or ended):
                 continue  # the first chunk says whether the reply is content or calls: nothing yet
             logprobs = None

@@ -25,14 +25,15 @@ from edgellm.server.turns import (
     ServerState,
     embed_texts,
     failure_of,
+    next_pieces,
     prepare,
     read_json,
     refused,
     start_job,
     wait_end,
 )
-from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply, ToolCallPiece
-from edgellm.session.scheduler import Ended, QueueFull, ShuttingDown
+from edgellm.session.events import Reply
+from edgellm.session.scheduler import QueueFull, ShuttingDown
 from edgellm.session.served import Entry, Lease, ModelNotFound, NoRoom, facts
 
 NDJSON = "application/x-ndjson"
@@ -386,20 +387,9 @@ async def _stream(state: ServerState, begun: Any, lines: _Lines) -> AsyncIterato
     error: BaseException | None = None
     try:
         while not ended:
-            events = [await job.events.get()]
-            while not job.events.empty():
-                events.append(job.events.get_nowait())
-            text = thinking = ""
-            for event in events:
-                if isinstance(event, AnswerPiece):
-                    text += event.text
-                elif isinstance(event, ReasoningPiece):
-                    thinking += event.text
-                elif isinstance(event, ToolCallPiece):
-                    continue  # calls go whole, once the reply is done
-                elif isinstance(event, Ended):
-                    ended, error = True, event.error
-            line = lines.piece(text, thinking)
+            pieces = await next_pieces(job)  # pieces of calls are left: calls go whole, once the reply is done
+            ended, error = pieces.ended, pieces.error
+            line = lines.piece(pieces.text, pieces.reasoning)
             if line is not None:
                 yield ollama.ndjson(line)
         if error is not None:

@@ -36,6 +36,7 @@ from edgellm.session.completion import ChatModel, Prepared, ReplyShape
 from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply, ToolCallPiece
 from edgellm.session.scheduler import Ended, Job, QueueFull, Scheduler, ShuttingDown
 from edgellm.session.served import Entry, Lease, ServedModels
+from edgellm.templates.tools import Delta
 
 RETRY_AFTER_S = 5
 LEASING_THREADS = 64  # requests that may wait for a model's load at once
@@ -295,6 +296,36 @@ def failure_of(error: BaseException, request: CompletionRequest) -> ApiError:
             kind="server_error",
         )
     return ApiError(500, f"the reply failed: {type(error).__name__}: {error}", "generation_failed", kind="server_error")
+
+
+@dataclass
+class Pieces:
+    """What a job wrote since it was last read: text, reasoning and pieces of calls, and whether (and how) it ended."""
+
+    text: str = ""
+    reasoning: str = ""
+    calls: list[Delta] = field(default_factory=list)
+    ended: bool = False
+    error: BaseException | None = None
+
+
+async def next_pieces(job: Job) -> Pieces:
+    """The job's events since the last read, waited for and merged (the client reads slower than the model
+    writes)."""
+    events = [await job.events.get()]
+    while not job.events.empty():
+        events.append(job.events.get_nowait())
+    found = Pieces()
+    for event in events:
+        if isinstance(event, AnswerPiece):
+            found.text += event.text
+        elif isinstance(event, ReasoningPiece):
+            found.reasoning += event.text
+        elif isinstance(event, ToolCallPiece):
+            found.calls.append(event.delta)
+        elif isinstance(event, Ended):
+            found.ended, found.error = True, event.error
+    return found
 
 
 async def wait_end(job: Job) -> BaseException | None:
