@@ -77,6 +77,7 @@ class Served:
     users: int = 0
     last_used: float = field(default_factory=time.monotonic)
     embedder: Embedder | None = None
+    unload_asked: bool = False  # keep_alive 0 came while it was in use: it goes once idle, whatever else is said
 
     @property
     def name(self) -> str:
@@ -95,7 +96,7 @@ class Served:
         """Seconds until it is unloaded (0 or less: due); None while in use."""
         if self.users:
             return None
-        return self.last_used + self.keep_alive - now
+        return 0.0 if self.unload_asked else self.last_used + self.keep_alive - now
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,8 @@ class Lease:
         return self.served.scheduler
 
     def release(self) -> None:
-        if not self._released:
-            self._released.append(True)
-            self._release(self)
+        """Let the model go (once: a second call does nothing)."""
+        self._release(self)
 
 
 class ServedModels:
@@ -187,7 +187,7 @@ class ServedModels:
             if entry.name.lower() in (wanted.lower(), bare.lower()):
                 return entry
         matches = [e for e in entries if e.stored is not None and e.stored.alias.lower() == bare.lower()]
-        if len(matches) == 1:
+        if len({e.path for e in matches}) == 1:  # one file (its copies share its alias)
             return matches[0]
         of_repo = [e for e in entries if e.stored is not None and e.stored.repo.lower() == bare.lower()]
         if of_repo:
@@ -239,6 +239,9 @@ class ServedModels:
     def _release(self, lease: Lease) -> None:
         served = lease.served
         with self._condition:
+            if lease._released:
+                return
+            lease._released.append(True)
             served.users -= 1
             served.last_used = time.monotonic()
             if lease.keep_alive is not None:
@@ -259,7 +262,7 @@ class ServedModels:
             served = self._served.get(entry.path)
             if served is None:
                 return False
-            served.keep_alive = 0.0
+            served.keep_alive, served.unload_asked = 0.0, True
             self._condition.notify_all()
             if served.users:
                 return True
@@ -292,6 +295,9 @@ class ServedModels:
         started = time.perf_counter()
         model = self._open(planned, self._flags(entry))
         load_s = time.perf_counter() - started
+        if self._closed:  # the server stopped while it loaded
+            model.close()
+            raise NoRoom("the server is stopping")
         served = Served(
             entry,
             planned,
