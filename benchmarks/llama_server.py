@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx2 as httpx
@@ -23,13 +24,24 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_llama_server(binary: Path, threads: int, ctx: int, parallel: int) -> LoggedProcess:
-    """`llama-server -np PARALLEL -c CTX` (it splits -c across its slots) on the test model, ready."""
+def start_llama_server(
+    binary: Path,
+    threads: int,
+    ctx: int,
+    parallel: int | None,
+    *,
+    batch: int = N_BATCH,
+    flash: str = "on",
+    extra: Sequence[str] = (),
+) -> LoggedProcess:
+    """`llama-server -np PARALLEL -c CTX` (it splits -c across its slots; PARALLEL None: its own default) on the test
+    model, batch and micro-batch `batch`, flash attention `flash`, and `extra` flags (`--embedding`...), ready."""
     port = free_port()
+    slots = ["-np", str(parallel)] if parallel is not None else []
     server = LoggedProcess(
-        f"llama-server -np {parallel}",
-        [str(binary), "-m", str(TEST_MODEL), "-c", str(ctx), "-np", str(parallel), "-t", str(threads)]
-        + ["-tb", str(threads), "-b", str(N_BATCH), "-ub", str(N_BATCH), "-fa", "on"]
+        "llama-server" + (f" -np {parallel}" if parallel is not None else ""),
+        [str(binary), "-m", str(TEST_MODEL), "-c", str(ctx), *slots, "-t", str(threads)]
+        + ["-tb", str(threads), "-b", str(batch), "-ub", str(batch), "-fa", flash, *extra]
         + ["--host", "127.0.0.1", "--port", str(port)],
     )
     server.url = f"http://127.0.0.1:{port}"
