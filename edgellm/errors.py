@@ -166,6 +166,14 @@ class InputTooLong(EdgellmError):
         self.index, self.tokens, self.context = index, tokens, context
 
 
+class UnknownToken(EdgellmError):
+    """A token id outside the model's vocabulary (sent by a client, as Ollama's `context`): llama.cpp would abort."""
+
+    def __init__(self, token: int, n_vocab: int) -> None:
+        super().__init__(f"token {token} is not in this model's vocabulary of {n_vocab} tokens")
+        self.token, self.n_vocab = token, n_vocab
+
+
 class EmptyPrompt(EdgellmError):
     """A prompt with no tokens at all (an empty text on a model that adds no BOS): nothing to continue from."""
 

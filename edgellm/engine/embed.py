@@ -123,8 +123,11 @@ class Embedder:
     a compat.EmbeddingContext of `n_ctx` tokens holding `n_seq_max` texts per batch) and the pooling it applies. One
     caller decodes at a time (its lock)."""
 
-    def __init__(self, local: LocalModel, context: EmbeddingContext, pooling: int, keeps_end: bool) -> None:
+    def __init__(
+        self, local: LocalModel, context: EmbeddingContext, pooling: int, keeps_end: bool, owns_local: bool = True
+    ) -> None:
         self.local = local
+        self.owns_local = owns_local  # False: the weights belong to a model loaded for generation, which frees them
         self.context = context
         self.n_ctx = context.n_ctx
         self.n_seq_max = context.n_seq_max
@@ -173,14 +176,26 @@ class Embedder:
                 return
             self.closed = True
             self.context.close()
-            self.local.close()
+            if self.owns_local:
+                self.local.close()
 
 
-def open_embedder(path: Path, n_threads: int, n_gpu_layers: int, log: LlamaLog, n_ctx: int | None = None) -> Embedder:
+def open_embedder(
+    path: Path,
+    n_threads: int,
+    n_gpu_layers: int,
+    log: LlamaLog,
+    n_ctx: int | None = None,
+    loaded: LocalModel | None = None,
+) -> Embedder:
     """Load the model at `path` in embedding mode: `n_gpu_layers` on the GPU (-1: all), `n_threads` computing, a
-    context of `n_ctx` tokens (None: `embedding_context` chooses). LoadFailed naming the cause when llama.cpp cannot
-    load it or make the context; ModelFileError for a reranker (it scores pairs of texts, it embeds none)."""
-    from edgellm.engine import compat
+    context of `n_ctx` tokens (None: `embedding_context` chooses). `loaded`: the model already loaded for
+    generation, whose weights the embedding context shares (nothing is loaded twice; closing the embedder leaves
+    them). LoadFailed naming the cause when llama.cpp cannot load it or make the context; ModelFileError for a
+    reranker (it scores pairs of texts, it embeds none)."""
+
+    if loaded is not None:
+        return _embedder(loaded, path, n_threads, log, n_ctx, owns_local=False)
 
     host = LoadParams(
         path,
@@ -193,7 +208,15 @@ def open_embedder(path: Path, n_threads: int, n_gpu_layers: int, log: LlamaLog, 
         seed=-1,
         parallel=1,  # as the batched engine's host: load's own context stays token-sized, the embedding one is ours
     )
-    local = load(host, log)
+    return _embedder(load(host, log), path, n_threads, log, n_ctx, owns_local=True)
+
+
+def _embedder(
+    local: LocalModel, path: Path, n_threads: int, log: LlamaLog, n_ctx: int | None, owns_local: bool
+) -> Embedder:
+    """The embedding context on `local`'s weights (closed again when it cannot be made, if it is ours)."""
+    from edgellm.engine import compat
+
     try:
         metadata = local.metadata
         pooling = pooling_of(metadata)
@@ -211,11 +234,13 @@ def open_embedder(path: Path, n_threads: int, n_gpu_layers: int, log: LlamaLog, 
             local.llm, n_ctx=context_size, n_seq_max=n_seq_max, pooling=pooling, threads=n_threads
         )
     except (ValueError, RuntimeError, OSError) as error:
-        local.close()
+        if owns_local:
+            local.close()
         log.flush()
         raise explain_load_failure(path, log, error) from None
     except BaseException:
-        local.close()
+        if owns_local:
+            local.close()
         raise
     log.flush()
-    return Embedder(local, context, pooling, compat.adds_end_token(local.llm))
+    return Embedder(local, context, pooling, compat.adds_end_token(local.llm), owns_local)

@@ -20,7 +20,7 @@ from edgellm.engine.contract import (
     SlotState,
 )
 from edgellm.engine.llama_log import LlamaLog, interrupt_after
-from edgellm.errors import LoadFailed
+from edgellm.errors import LoadFailed, UnknownToken
 from edgellm.reasons import reason
 from edgellm.storage import disk
 
@@ -46,6 +46,7 @@ class LocalModel:
         self.closed = False
         self._metadata: dict[str, str] = dict(llm.metadata)
         self._current: LocalGeneration | None = None
+        self._vocabulary_size: int | None = None
 
     @property
     def n_ctx(self) -> int:
@@ -74,7 +75,19 @@ class LocalModel:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
 
     def detokenize(self, tokens: list[int], *, special: bool = False) -> bytes:
+        """The tokens' text; UnknownToken for an id outside the vocabulary (llama.cpp would abort the process)."""
+        n_vocab = self._n_vocab()
+        unknown = next((token for token in tokens if not 0 <= token < n_vocab), None)
+        if unknown is not None:
+            raise UnknownToken(unknown, n_vocab)
         return bytes(self.llm.detokenize(tokens, special=special))
+
+    def _n_vocab(self) -> int:
+        if self._vocabulary_size is None:
+            from edgellm.engine.compat import vocabulary_size
+
+            self._vocabulary_size = vocabulary_size(self.llm)
+        return self._vocabulary_size
 
     def generation(
         self, prompt_tokens: list[int], options: GenerationOptions, cancel: threading.Event | None = None

@@ -55,7 +55,7 @@ def create_app(state: ServerState) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(state.config.cors_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "HEAD", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
 
@@ -169,7 +169,8 @@ def _error_response(state: ServerState, request: Request, error: ApiError) -> JS
     path = request.url.path
     state.metrics.answered(path if path in ENDPOINTS else "other", error.status)
     state.log(printable(f"{client_of(request)} {request.method} {path} {error.status} {error.message}"))
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+    body = {"error": error.message} if path.startswith("/api/") else error.body()  # Ollama's shape on its routes
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
 def entry_or_404(state: ServerState, body: Any) -> Entry:

@@ -19,8 +19,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from edgellm.api import ollama
 from edgellm.api.ollama import Durations, OllamaError, OllamaRequest
-from edgellm.api.openai import ApiError, normalize
-from edgellm.errors import EdgellmError
+from edgellm.api.openai import ApiError, TokenLogprobs, normalize
+from edgellm.errors import EdgellmError, UnknownToken
 from edgellm.server.turns import (
     ServerState,
     embed_texts,
@@ -62,7 +62,10 @@ def add_routes(app: FastAPI, state: ServerState, require_key: Callable[[Request]
     async def show(request: Request) -> JSONResponse:
         body = await _body(state, request)
         entry = _entry(state, ollama.model_name(body))
-        found = await asyncio.to_thread(facts, entry)
+        try:
+            found = await asyncio.to_thread(facts, entry)
+        except (EdgellmError, OSError, ValueError) as error:
+            raise OllamaError(500, f"cannot read {entry.name}: {error}") from None
         state.metrics.answered(request.url.path, 200)
         return JSONResponse(ollama.show(found, _parameters(state, entry)))
 
@@ -118,11 +121,10 @@ def add_routes(app: FastAPI, state: ServerState, require_key: Callable[[Request]
     @app.delete("/api/delete", dependencies=guarded)
     async def delete(request: Request) -> Response:
         body = await _body(state, request)
-        entry = _entry(state, ollama.model_name(body))
+        entry = _entry(state, ollama.model_name(body), exact=True)
         if entry.stored is None:
             raise OllamaError(400, f"{entry.name} is the model this server was started with, not a stored one")
-        state.models.unload(entry)
-        await asyncio.to_thread(_remove, entry.stored.name)
+        await asyncio.to_thread(_delete, state, entry)
         state.log(f"deleted {entry.name}")
         state.metrics.answered(request.url.path, 200)
         return Response(status_code=200)
@@ -131,7 +133,7 @@ def add_routes(app: FastAPI, state: ServerState, require_key: Callable[[Request]
     async def copy(request: Request) -> Response:
         body = await _body(state, request)
         source, destination = ollama.copy_names(body)
-        entry = _entry(state, source)
+        entry = _entry(state, source, exact=True)
         await asyncio.to_thread(_copy, entry, ollama.with_tag(destination))
         state.metrics.answered(request.url.path, 200)
         return Response(status_code=200)
@@ -151,10 +153,11 @@ async def _body(state: ServerState, request: Request) -> dict[str, Any]:
     return body
 
 
-def _entry(state: ServerState, name: str) -> Entry:
-    """The model a name means (`:latest` is no tag); 404 `model 'x' not found` otherwise."""
+def _entry(state: ServerState, name: str, exact: bool = False) -> Entry:
+    """The model a name means (`:latest` is no tag; `exact`: a store name or alias, never a repo's best quant);
+    404 `model 'x' not found` otherwise."""
     try:
-        return state.models.resolve(name)
+        return state.models.resolve(name, exact=exact)
     except ModelNotFound:
         raise ollama.not_found(name) from None
 
@@ -213,6 +216,8 @@ async def _lease(state: ServerState, entry: Entry, keep_alive: float | None, emb
         raise OllamaError(503, str(error)) from None
     except EdgellmError as error:  # does not fit, cannot load
         raise OllamaError(500, f"cannot load {entry.name}: {error}") from None
+    except Exception as error:  # a bug: said in Ollama's shape all the same
+        raise OllamaError(500, f"cannot load {entry.name}: {type(error).__name__}: {error}") from None
 
 
 async def _embed(
@@ -231,19 +236,28 @@ async def _embed(
     return vectors, tokens, load_s
 
 
-def _remove(name: str) -> None:
+def _delete(state: ServerState, entry: Entry) -> None:
+    """Unload the model (once its requests end) and forget it in the store."""
     from edgellm.storage import store
 
-    store.remove(name)
+    assert entry.stored is not None
+    state.models.unload(entry)
+    try:
+        store.remove(entry.stored.name)
+    except EdgellmError as error:
+        raise OllamaError(404, str(error)) from None
 
 
 def _copy(entry: Entry, destination: str) -> None:
     from edgellm.storage import store
 
-    if entry.stored is not None:
-        store.copy(entry.stored, destination)
-    else:
-        store.import_path(entry.path, name=destination)
+    try:
+        if entry.stored is not None:
+            store.copy(entry.stored, destination)
+        else:
+            store.import_path(entry.path, name=destination)
+    except EdgellmError as error:
+        raise OllamaError(400, str(error)) from None
 
 
 # --- chat and generate ---------------------------------------------------------------------------------------
@@ -268,9 +282,14 @@ async def _complete(state: ServerState, http: Request, generate: bool) -> Respon
             prepared = await asyncio.to_thread(prepare, model, request.completion)
         except ApiError as error:
             raise OllamaError(error.status, error.message) from None
-        prepared = model.after_context(prepared, request.context, request.completion.options.max_tokens)
+        try:
+            prepared = model.after_context(prepared, request.context, request.completion.options.max_tokens)
+        except UnknownToken as error:
+            raise OllamaError(400, f"context: {error}; send back the context an answer gave") from None
         reply = Reply()
-        begun = await start_job(state, http, lease, prepared, reply, started)
+        lines = _Lines(name, generate, request, reply, load_s, started)
+        after = (lambda: lines.take_context(model.exchange(prepared, reply))) if generate else None
+        begun = await start_job(state, http, lease, prepared, reply, started, after)
     except (QueueFull, ShuttingDown) as refusal:
         lease.release()
         raise OllamaError(503, refused(refusal).message) from None
@@ -279,7 +298,6 @@ async def _complete(state: ServerState, http: Request, generate: bool) -> Respon
         raise
     if begun is None:
         return Response(status_code=499)
-    lines = _Lines(name, generate, request, reply, load_s, started, prepared.tokens, model)
     if request.completion.stream:
         return StreamingResponse(_stream(state, begun, lines), media_type=NDJSON)
     try:
@@ -330,21 +348,39 @@ class _Lines:
         reply: Reply,
         load_s: float,
         started: float,
-        prompt: list[int],
-        model: Any,
     ) -> None:
         self.name, self.generate, self.request, self.reply = name, generate, request, reply
-        self.load_s, self.started, self.prompt, self.model = load_s, started, prompt, model
+        self.load_s, self.started = load_s, started
+        self.context: list[int] | None = None  # /api/generate: the exchange's tokens, taken while the model is held
         self.show_thinking = request.think is not False
+        self.sent_logprobs = 0  # the tokens whose log-probabilities went in the lines so far
 
-    def piece(self, text: str, thinking: str) -> dict[str, Any] | None:
+    def take_context(self, tokens: list[int]) -> None:
+        self.context = tokens
+
+    def logprobs(self, ended: bool) -> list[TokenLogprobs] | None:
+        """The log-probabilities not sent yet (when asked), up to the reply's tokens once it has ended."""
+        found = self.reply.logprobs
+        if (
+            self.request.completion is None
+            or self.request.completion.logprobs is None
+            or len(found) <= self.sent_logprobs
+        ):
+            return None
+        stats = self.reply.stats
+        upto = stats.completion_tokens if ended and stats is not None else len(found)
+        fresh, self.sent_logprobs = found[self.sent_logprobs : upto], max(self.sent_logprobs, upto)
+        return fresh or None
+
+    def piece(self, text: str, thinking: str, ended: bool = False) -> dict[str, Any] | None:
         thinking = thinking if self.show_thinking else ""
-        if not (text or thinking):
+        logprobs = self.logprobs(ended)
+        if not (text or thinking or logprobs):
             return None
         created = ollama.timestamp(time.time())
         if self.generate:
-            return ollama.generate_line(self.name, created, text, thinking)
-        return ollama.chat_line(self.name, created, text, thinking)
+            return ollama.generate_line(self.name, created, text, thinking, logprobs)
+        return ollama.chat_line(self.name, created, text, thinking, logprobs=logprobs)
 
     def calls(self) -> dict[str, Any] | None:
         """The reply's tool calls, whole, on a line of their own before the last (as Ollama streams them)."""
@@ -366,18 +402,20 @@ class _Lines:
             eval_s,
         )
 
-    def last(self, text: str = "", thinking: str = "", calls: bool = False) -> dict[str, Any]:
+    def last(
+        self, text: str = "", thinking: str = "", calls: bool = False, logprobs: list[TokenLogprobs] | None = None
+    ) -> dict[str, Any]:
         reason = ollama.done_reason(self.reply.stop_reason)
         created = ollama.timestamp(time.time())
         thinking = thinking if self.show_thinking else ""
         if self.generate:
-            context = self.prompt + self.model.model.tokenize(self.reply.content, add_bos=False, special=False)
-            return ollama.generate_done(self.name, created, reason, self.durations(), context, text, thinking)
+            context = self.context
+            return ollama.generate_done(self.name, created, reason, self.durations(), context, text, thinking, logprobs)
         found = self.reply.tool_calls if calls else None
-        return ollama.chat_done(self.name, created, reason, self.durations(), text, thinking, found)
+        return ollama.chat_done(self.name, created, reason, self.durations(), text, thinking, found, logprobs)
 
     def whole(self) -> dict[str, Any]:
-        return self.last(self.reply.content, self.reply.reasoning, calls=True)
+        return self.last(self.reply.content, self.reply.reasoning, calls=True, logprobs=self.logprobs(ended=True))
 
 
 async def _stream(state: ServerState, begun: Any, lines: _Lines) -> AsyncIterator[bytes]:
@@ -389,7 +427,7 @@ async def _stream(state: ServerState, begun: Any, lines: _Lines) -> AsyncIterato
         while not ended:
             pieces = await next_pieces(job)  # pieces of calls are left: calls go whole, once the reply is done
             ended, error = pieces.ended, pieces.error
-            line = lines.piece(pieces.text, pieces.reasoning)
+            line = lines.piece(pieces.text, pieces.reasoning, ended)
             if line is not None:
                 yield ollama.ndjson(line)
         if error is not None:

@@ -253,16 +253,25 @@ class Started:
 
 
 async def start_job(
-    state: ServerState, http: Request, lease: Lease, prepared: Prepared, reply: Reply, started: float
+    state: ServerState,
+    http: Request,
+    lease: Lease,
+    prepared: Prepared,
+    reply: Reply,
+    started: float,
+    after: Callable[[], None] | None = None,
 ) -> Started | None:
     """Queue the prepared reply on the lease's model and wait for it to start; None when its client left first
-    (counted). Refusals raise QueueFull or ShuttingDown."""
+    (counted). `after`: what else needs the model once the reply is written, done in the job (the model is let go
+    when the job ends). Refusals raise QueueFull or ShuttingDown."""
     model = lease.model
 
     def work(cancel: threading.Event) -> Generator[AnswerPiece | ReasoningPiece | ToolCallPiece, None, None]:
-        return model.stream(prepared, reply, prepared.options, cancel)
+        yield from model.stream(prepared, reply, prepared.options, cancel)
+        if after is not None:
+            after()
 
-    job = Job(work, asyncio.get_running_loop())
+    job = Job(work, asyncio.get_running_loop(), on_end=lease.release)  # the model is let go when the job ends
     lease.scheduler.submit(job)
     watcher = asyncio.create_task(_watch_disconnect(http, lease.scheduler, job))
     finish = Finish(state, http, reply, started, job, lease)

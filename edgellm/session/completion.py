@@ -288,19 +288,23 @@ class ChatModel:
         return tuple(tokens) if len(tokens) == 1 else ()
 
     def after_context(self, prepared: Prepared, context: tuple[int, ...], max_tokens: int = -1) -> Prepared:
-        """The prompt continuing an earlier exchange given as its tokens (Ollama's `context`): those tokens, then
-        the prompt's without its BOS; the oldest context tokens are left out when they would not leave the reply
-        its room."""
+        """The prompt continuing an earlier exchange given as its tokens (Ollama's `context`): those tokens, then the
+        prompt's without its BOS (the context starts with one); the oldest context tokens after its BOS are left out
+        when they would not leave the reply its room. UnknownToken for an id outside the vocabulary."""
         if not context:
             return prepared
-        tokens = prepared.tokens
-        bos = self.model.tokenize("", add_bos=True, special=False)
-        if bos and tokens[:1] == bos and context[:1] == tuple(bos):
-            tokens = tokens[1:]
-        room = self.n_ctx - len(tokens) - self.reply_room(max_tokens)
-        kept = list(context[-room:]) if room > 0 else []
-        text = self.model.detokenize(kept, special=True).decode("utf-8", "replace")
+        bos = self.model.tokenize("", add_bos=True, special=False)[:1]
+        head = bos if bos and context[:1] == tuple(bos) else []
+        tokens = prepared.tokens[len(head) :] if head and prepared.tokens[:1] == head else prepared.tokens
+        room = self.n_ctx - len(head) - len(tokens) - self.reply_room(max_tokens)
+        kept = head + (list(context[len(head) :][-room:]) if room > 0 else [])
+        text = self.model.detokenize(kept, special=True).decode("utf-8", "replace")  # checks every id
         return replace(prepared, text=text + prepared.text, tokens=kept + tokens)
+
+    def exchange(self, prepared: Prepared, reply: Reply) -> list[int]:
+        """A finished exchange as tokens (Ollama's `context`, for a next request to continue from): the prompt's, then
+        the reply's text tokenized again."""
+        return prepared.tokens + self.model.tokenize(reply.content, add_bos=False, special=False)
 
     def prepare_text(self, prompt: str) -> Prepared:
         """A raw prompt, completed as it is (no template): BOS and its tokens; ContextOverflow if no room is left."""

@@ -54,8 +54,16 @@ class Job:
     events: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     submitted_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None  # when a runner took it
+    on_end: Callable[[], None] | None = None  # called once the job is over, on the thread that ends it (whether or
+    # not anyone still reads its events: a client gone before its answer began still lets its model go)
     _held: list[Any] = field(default_factory=list)
     _sent_at: float = -BATCH_S  # when the work's events were last handed over: the first goes at once
+
+    def end(self, error: BaseException | None = None) -> None:
+        """Hand the job's Ended to the loop, then run its on_end."""
+        self.deliver(Ended(error))
+        if self.on_end is not None:
+            self.on_end()
 
     def deliver(self, event: Any) -> None:
         """Hand an event to the loop now, after any held ones."""
@@ -140,7 +148,7 @@ class Scheduler:
         with self._condition:
             if job in self._waiting:
                 self._waiting.remove(job)
-                job.deliver(Ended())
+                job.end()
 
     def drain(self, stop_running: bool = False) -> None:
         """Take no more jobs: the waiting ones end with ShuttingDown; the running ones finish, or stop at their
@@ -153,7 +161,7 @@ class Scheduler:
                     job.cancel.set()
             self._condition.notify_all()
         for job in refused:
-            job.deliver(Ended(ShuttingDown()))
+            job.end(ShuttingDown())
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the runners to finish their last jobs (after drain)."""
@@ -180,7 +188,7 @@ class Scheduler:
     def _run(job: Job) -> None:
         """Run one job; whatever happens, its request gets its Ended and the model thread goes on."""
         if job.cancel.is_set():
-            job.deliver(Ended())
+            job.end()
             return
         job.started_at = time.monotonic()
         job.deliver(Started())
@@ -194,4 +202,4 @@ class Scheduler:
                 events.close()
         except BaseException as failure:
             error = failure
-        job.deliver(Ended(error))
+        job.end(error)

@@ -29,7 +29,7 @@ from edgellm.session.completion import ChatModel
 from edgellm.session.flags import Flags
 from edgellm.session.host import ModelHost
 from edgellm.session.opening import PlannedModel, choose_model
-from edgellm.session.scheduler import Scheduler
+from edgellm.session.scheduler import Scheduler, ShuttingDown
 from edgellm.storage import store
 
 if TYPE_CHECKING:
@@ -73,7 +73,8 @@ class Served:
     model: ChatModel
     scheduler: Scheduler
     load_s: float
-    keep_alive: float
+    keep_alive: float  # seconds it stays once idle: the last request's, else `default_keep_alive`
+    default_keep_alive: float  # the server's (--keep-alive), or for ever for the model serve -m preloaded
     users: int = 0
     last_used: float = field(default_factory=time.monotonic)
     embedder: Embedder | None = None
@@ -173,10 +174,11 @@ class ServedModels:
             found.insert(0, self.default)
         return found
 
-    def resolve(self, name: str, fallback: bool = False) -> Entry:
+    def resolve(self, name: str, fallback: bool = False, exact: bool = False) -> Entry:
         """The model `name` means: the -m model's id, a store name or alias (`:latest` is no tag), or `owner/repo`
         for its highest-ranked stored quant that fits this device alone. `fallback`: an unknown name means the -m
-        model when there is one (the OpenAI API, whose clients send any name). ModelNotFound otherwise."""
+        model when there is one (the OpenAI API, whose clients send any name). `exact`: a store name or alias only
+        (what a delete or copy names). ModelNotFound otherwise."""
         wanted = name.strip()
         bare = wanted.removesuffix(":latest")
         default = self.default
@@ -190,7 +192,7 @@ class ServedModels:
         if len({e.path for e in matches}) == 1:  # one file (its copies share its alias)
             return matches[0]
         of_repo = [e for e in entries if e.stored is not None and e.stored.repo.lower() == bare.lower()]
-        if of_repo:
+        if of_repo and not exact:
             return self._best_fitting(of_repo)
         if fallback and default is not None:
             return default
@@ -232,8 +234,6 @@ class ServedModels:
 
     def _hold(self, served: Served, keep_alive: float | None) -> Lease:
         served.users += 1
-        if keep_alive is not None:
-            served.keep_alive = keep_alive
         return Lease(served, keep_alive, self._release)
 
     def _release(self, lease: Lease) -> None:
@@ -244,8 +244,7 @@ class ServedModels:
             lease._released.append(True)
             served.users -= 1
             served.last_used = time.monotonic()
-            if lease.keep_alive is not None:
-                served.keep_alive = lease.keep_alive
+            served.keep_alive = served.default_keep_alive if lease.keep_alive is None else lease.keep_alive
             self._condition.notify_all()
 
     def loaded(self) -> list[Served]:
@@ -277,11 +276,12 @@ class ServedModels:
             self._condition.notify_all()
         for served in self.loaded():
             served.scheduler.drain()
-        for served in self.loaded():
-            served.scheduler.join()
-            self._free(served)
-        with self._condition:
-            self._served.clear()
+        with self._load_lock:  # no load or unload runs meanwhile: each model is freed once
+            for served in self.loaded():
+                served.scheduler.join()
+                self._free(served)
+            with self._condition:
+                self._served.clear()
 
     def drain(self, stop_running: bool = False) -> None:
         """Take no more requests: each model's waiting ones end with ShuttingDown."""
@@ -292,12 +292,13 @@ class ServedModels:
 
     def _load(self, entry: Entry, keep_alive: float | None) -> Served:
         planned = self._place(entry)
+        with self._condition:
+            loaded = self._served.get(entry.path)
+        if loaded is not None:  # another request loaded it while this one waited for room
+            return loaded
         started = time.perf_counter()
         model = self._open(planned, self._flags(entry))
         load_s = time.perf_counter() - started
-        if self._closed:  # the server stopped while it loaded
-            model.close()
-            raise NoRoom("the server is stopping")
         served = Served(
             entry,
             planned,
@@ -305,8 +306,12 @@ class ServedModels:
             Scheduler(self.queue, model.model.parallel),
             load_s,
             self.keep_alive if keep_alive is None else keep_alive,
+            FOREVER if entry.path in self._plans else self.keep_alive,  # serve -m's model stays unless told
         )
         with self._condition:
+            if self._closed:  # the server stopped while it loaded
+                model.close()
+                raise ShuttingDown()
             self._served[entry.path] = served
             self._condition.notify_all()
         if entry.stored is not None:
@@ -385,15 +390,21 @@ class ServedModels:
         return self._unload_if_idle(victim)
 
     def _wait_for_idle(self, deadline: float) -> bool:
-        with self._condition:
-            while not self._closed:
-                if any(not s.users for s in self._served.values()):
-                    return True
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._condition.wait(left)
-        raise NoRoom("the server is stopping")
+        """Wait for a loaded model to go idle (False past `deadline`), letting go of the load lock meanwhile so that
+        other loads, unloads and the keep-alive go on."""
+        self._load_lock.release()
+        try:
+            with self._condition:
+                while not self._closed:
+                    if any(not s.users for s in self._served.values()):
+                        return True
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._condition.wait(left)
+        finally:
+            self._load_lock.acquire()
+        raise ShuttingDown()
 
     def _unload_if_idle(self, served: Served) -> bool:
         """Unload `served` if nobody holds it (the load lock held)."""
@@ -415,12 +426,20 @@ class ServedModels:
         give_back_freed_memory()
 
     def _open_embedder(self, served: Served) -> Embedder:
+        """An embedding context on the loaded model's own weights (a split's are across workers: refused)."""
         from edgellm import paths
+        from edgellm.engine.batched import BatchedModel
         from edgellm.engine.embed import open_embedder
         from edgellm.engine.llama_log import LlamaLog
+        from edgellm.engine.local import LocalModel
 
+        engine = served.model.model
+        local = engine.local if isinstance(engine, BatchedModel) else engine
+        if not isinstance(local, LocalModel):
+            raise EdgellmError(f"{served.name} is split across workers: it serves no embeddings; load it alone")
         params = served.planned.params
-        return open_embedder(params.path, params.n_threads, params.n_gpu_layers, LlamaLog(paths.log_path(), echo=False))
+        log = LlamaLog(paths.log_path(), echo=False)
+        return open_embedder(params.path, params.n_threads, params.n_gpu_layers, log, loaded=local)
 
     def _reap(self) -> None:
         """Unload each model once it has been idle for its keep-alive."""
@@ -436,7 +455,10 @@ class ServedModels:
                     continue
             with self._load_lock:
                 for served in due:
-                    self._unload_if_idle(served)
+                    try:
+                        self._unload_if_idle(served)
+                    except Exception as error:
+                        self.log(f"unloading {served.name} failed: {type(error).__name__}: {error}")
 
 
 def _load_through_a_host(planned: PlannedModel, flags: Flags) -> ChatModel:

@@ -173,7 +173,8 @@ def touch(model: StoredModel) -> None:
 
 
 def remove(name: str) -> tuple[StoredModel, bool]:
-    """Forget a model; delete its files only if edgellm downloaded them. Returns (model, files deleted)."""
+    """Forget a model; delete its files only if edgellm downloaded them and no other name (a copy) names them.
+    Returns (model, files deleted)."""
     model = find(name, strict=True)
     if model is None:
         hint = " (it belongs to another tool; delete it there)" if find_external(name.lower()) else ""
@@ -181,7 +182,7 @@ def remove(name: str) -> tuple[StoredModel, bool]:
     with editing() as models:
         models.pop(model.name, None)
         shared = any(set(other.files) & set(model.files) for other in models.values())
-    if model.source not in OWNED or shared:  # another tool's file, or one a copy still names
+    if model.source not in OWNED or shared:  # another tool's file, or one another name still names
         return model, False
     store = store_dir()
     for relative in model.files:
@@ -195,13 +196,15 @@ def remove(name: str) -> tuple[StoredModel, bool]:
 
 
 def copy(model: StoredModel, name: str) -> StoredModel:
-    """Another name for a stored model (Ollama's copy): the same files, never deleted through it; `name` is
-    `name:tag`."""
+    """Another name for a stored model (Ollama's copy): the same files, which `remove` deletes (when edgellm owns
+    them) only with the last name that names them; `name` is `name:tag`."""
     repo, _, tag = name.rpartition(":")
     if not repo or not tag:
         raise EdgellmError(f"{name!r} is not a model name: use name:tag")
+    if name == model.name:
+        raise EdgellmError(f"{name} is the model's own name: pick another")
     found = StoredModel(
-        name, repo, model.quant, list(model.files), model.size, list(model.sha256), model.commit, "copy"
+        name, repo, model.quant, list(model.files), model.size, list(model.sha256), model.commit, model.source
     )
     with editing() as models:
         if name in models and models[name].files != model.files:

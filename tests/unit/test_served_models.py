@@ -560,3 +560,37 @@ def test_close_frees_every_model(
     assert not models._reaper.is_alive()
     held.release()  # a request ending after close changes nothing
     assert models.loaded() == []
+
+
+# --- Ollama's `context` and copies in the store ---------------------------------------------------------------
+
+
+def test_a_context_goes_before_the_prompt_with_one_bos_and_its_oldest_tokens_go_first() -> None:
+    from tests.support.scripted import BOS
+
+    chat = ChatModel.for_model(ScriptedModel(["ok"], n_ctx=256), "llama")
+    prepared = chat.prepare_text("next")
+    context = (BOS, *chat.model.tokenize("earlier exchange", add_bos=False, special=False))
+    joined = chat.after_context(prepared, context)
+    assert joined.tokens == list(context) + prepared.tokens[1:]  # the prompt's own BOS left out
+    assert joined.text.endswith("next") and "earlier exchange" in joined.text
+    long = (BOS, *range(10, 410))  # more than the context holds
+    trimmed = chat.after_context(prepared, long, max_tokens=16)
+    assert trimmed.tokens[0] == BOS and trimmed.tokens.count(BOS) == 1
+    assert trimmed.tokens[1 : -len(prepared.tokens) + 1] == list(long[-(len(trimmed.tokens) - len(prepared.tokens)) :])
+    assert len(trimmed.tokens) + 16 <= 256  # the reply keeps its room
+    assert chat.after_context(prepared, ()) is prepared
+
+
+def test_a_copy_keeps_the_files_until_the_last_name_goes(edgellm_home: Path, tmp_path: Path) -> None:
+    folder = store.store_dir() / "owner" / "repo"
+    folder.mkdir(parents=True)
+    (folder / "m-Q8_0.gguf").write_bytes(b"GGUF")
+    pulled = store.StoredModel("owner/repo:Q8_0", "owner/repo", "Q8_0", ["owner/repo/m-Q8_0.gguf"], 4, source="pull")
+    store.add(pulled)
+    copy = store.copy(pulled, "mine:latest")
+    with pytest.raises(Exception, match="own name"):
+        store.copy(pulled, "owner/repo:Q8_0")
+    assert store.remove("owner/repo:Q8_0") == (pulled, False) and (folder / "m-Q8_0.gguf").exists()
+    model, deleted = store.remove("mine:latest")
+    assert model.name == copy.name and deleted and not (folder / "m-Q8_0.gguf").exists()
