@@ -87,9 +87,14 @@ def add_routes(app: FastAPI, state: ServerState, require_key: Callable[[Request]
     async def embed(request: Request) -> JSONResponse:
         started = time.perf_counter()
         body = await _body(state, request)
-        texts, truncate, dimensions = ollama.embed_inputs(body)
         keep_alive = ollama.keep_alive(body.get("keep_alive"))
         entry = _entry(state, ollama.model_name(body))
+        if body.get("input") in (None, "", []):  # no input: load the model (as Ollama does), embed nothing
+            (await _lease(state, entry, keep_alive, embed=True)).release()
+            answer = ollama.embed_answer(ollama.with_tag(entry.name), [], Durations(time.perf_counter() - started))
+            state.metrics.answered(request.url.path, 200)
+            return JSONResponse(answer)
+        texts, truncate, dimensions = ollama.embed_inputs(body)
         loaded = state.models.is_loaded(entry)
         vectors, tokens, load_s = await _embed(state, entry, texts, truncate, keep_alive)
         if dimensions is not None:
