@@ -23,6 +23,7 @@ from edgellm.api.openai import ApiError, TokenLogprobs, normalize
 from edgellm.errors import EdgellmError, UnknownToken
 from edgellm.server.turns import (
     ServerState,
+    Started,
     embed_texts,
     failure_of,
     next_pieces,
@@ -423,7 +424,7 @@ class _Lines:
         return self.last(self.reply.content, self.reply.reasoning, calls=True, logprobs=self.logprobs(ended=True))
 
 
-async def _stream(state: ServerState, begun: Any, lines: _Lines) -> AsyncIterator[bytes]:
+async def _stream(state: ServerState, begun: Started, lines: _Lines) -> AsyncIterator[bytes]:
     """The reply as NDJSON lines, pieces merged when the client reads slower than the model writes."""
     job, finish = begun.job, begun.finish
     ended = False
@@ -436,7 +437,8 @@ async def _stream(state: ServerState, begun: Any, lines: _Lines) -> AsyncIterato
             if line is not None:
                 yield ollama.ndjson(line)
         if error is not None:
-            failure = failure_of(error, lines.request.completion)  # type: ignore[arg-type]
+            assert lines.request.completion is not None  # a request with nothing to complete has no job
+            failure = failure_of(error, lines.request.completion)
             finish.end(failure.status, error)
             yield ollama.ndjson({"error": failure.message})
             return
