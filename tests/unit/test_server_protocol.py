@@ -355,10 +355,11 @@ def test_the_scheduler_runs_as_many_jobs_at_once_as_the_model_has_slots() -> Non
         assert scheduler.busy == 2 and scheduler.waiting == 1
         with pytest.raises(QueueFull):
             scheduler.submit(jobs[3])
+        scheduler.drain()  # the third, still waiting, is refused (never run: alone it would wait on the barrier)
         gate.set()
         for job in jobs[:2]:
             assert await job.events.get() == "done"
-        scheduler.drain()
+        assert isinstance(await jobs[2].events.get(), Ended) and scheduler.waiting == 0
         scheduler.join(10)
 
     asyncio.run(scenario())
