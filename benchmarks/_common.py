@@ -93,3 +93,16 @@ def plan_json(home: str, *args: str) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"edgellm plan failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout)
+
+
+def sse_chunks(lines):  # type: ignore[no-untyped-def]
+    """The JSON chunks of a server-sent-events stream's `data:` lines (an error chunk included), up to [DONE]."""
+    import json
+
+    for line in lines:
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            return
+        yield json.loads(payload)

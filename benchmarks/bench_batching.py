@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
-from _common import REPO, SUBJECTS, TEST_MODEL, Findings, add_json_flag, median, plan_json, spread
+from _common import REPO, SUBJECTS, TEST_MODEL, Findings, add_json_flag, median, plan_json, spread, sse_chunks
 
 sys.path.insert(0, str(REPO))
 from llama_bench import cached_tool
@@ -305,13 +305,7 @@ def stream_tokens(client: httpx.Client, server: LoggedProcess, prompt: str, max_
         if response.status_code != 200:
             response.read()
             raise RuntimeError(f"{server.name}: {response.status_code} {response.text[:500]}")
-        for line in response.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == "[DONE]":
-                break
-            chunk = json.loads(payload)
+        for chunk in sse_chunks(response.iter_lines()):
             if "error" in chunk:
                 raise RuntimeError(f"{server.name}: {chunk['error']}")
             usage = chunk.get("usage") or usage

@@ -43,6 +43,7 @@ Usage: .venv/bin/python benchmarks/bench_models.py [--rounds 3] [--tokens 128] [
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -55,7 +56,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx2 as httpx
-from _common import REPO, TEST_MODEL, Findings, add_json_flag, median, plan_json, spread
+from _common import REPO, TEST_MODEL, Findings, add_json_flag, median, plan_json, spread, sse_chunks
 
 sys.path.insert(0, str(REPO))
 from llama_bench import cached_tool
@@ -244,13 +245,7 @@ def v1_chat(client: httpx.Client, url: str, model: str, text: str, tokens: int) 
     with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
         if response.status_code != 200:
             raise refusal(response, "/v1/chat/completions")
-        for line in response.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == "[DONE]":
-                break
-            chunk = json.loads(payload)
+        for chunk in sse_chunks(response.iter_lines()):
             if "error" in chunk:
                 raise Failed(f"/v1/chat/completions: {json.dumps(chunk['error'])[:300]}")
             usage = chunk.get("usage") or usage
@@ -603,6 +598,13 @@ def attempt(part: Part, run: Callable[[], None], findings: Findings) -> bool:
         return False
 
 
+def attempt_rounds(part: Part, rounds: int, run_round: Callable[[int], None], findings: Findings) -> None:
+    """Run a part's rounds in turn, until one fails (said and noted by `attempt`)."""
+    for round_ in range(rounds):
+        if not attempt(part, functools.partial(run_round, round_), findings):
+            return
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every part (default 3); medians")
@@ -659,15 +661,12 @@ def main() -> int:
             with httpx.Client(timeout=httpx.Timeout(600.0)) as client:
                 if "cold" in parts:
                     print("part 1: a cold load through /api/chat against edgellm run's load + TTFT", flush=True)
-                    for round_ in range(options.rounds):
-                        if not attempt(
-                            parts["cold"],
-                            lambda round_=round_: cold_round(
-                                client, serve, model, home, threads, round_, parts["cold"]
-                            ),
-                            findings,
-                        ):
-                            break
+                    attempt_rounds(
+                        parts["cold"],
+                        options.rounds,
+                        lambda round_: cold_round(client, serve, model, home, threads, round_, parts["cold"]),
+                        findings,
+                    )
                 if "api" in parts:
                     print("parts 2 and 3: the loaded model through /api/chat and /v1/chat/completions", flush=True)
 
@@ -678,15 +677,12 @@ def main() -> int:
 
                     ready = attempt(parts["api"], warm_up, findings)
                     counter = [0]
-                    for round_ in range(options.rounds if ready else 0):
-                        if not attempt(
-                            parts["api"],
-                            lambda round_=round_: api_round(
-                                client, serve, model, options, round_, counter, parts["api"]
-                            ),
-                            findings,
-                        ):
-                            break
+                    attempt_rounds(
+                        parts["api"],
+                        options.rounds if ready else 0,
+                        lambda round_: api_round(client, serve, model, options, round_, counter, parts["api"]),
+                        findings,
+                    )
                 if "embed" in parts:
                     print(f"part 4: embeddings, {options.texts} texts, /api/embed against llama-server", flush=True)
                     llama = None

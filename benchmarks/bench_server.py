@@ -40,7 +40,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx2 as httpx
-from _common import REPO, SUBJECTS, TEST_MODEL, Findings, add_json_flag, median, spread
+from _common import REPO, SUBJECTS, TEST_MODEL, Findings, add_json_flag, median, spread, sse_chunks
 
 sys.path.insert(0, str(REPO))
 from tests.support.server import LoggedProcess, ServerProcess
@@ -193,10 +193,17 @@ def body(server: LoggedProcess, prompt: str, max_tokens: int, stream: bool, long
     return data
 
 
+def _timed(lines, arrivals: list[float]):  # type: ignore[no-untyped-def]
+    """The lines, each one's arrival time noted in `arrivals`."""
+    for line in lines:
+        arrivals.append(time.perf_counter())
+        yield line
+
+
 def stream(client: httpx.Client, server: LoggedProcess, prompt: str, max_tokens: int, long: bool = False) -> dict:
     """One streamed completion, timed on the client: first byte, each chunk with text, the usage if sent."""
     started = time.perf_counter()
-    first_byte = None
+    arrivals: list[float] = []  # when each line came: the first is the first byte
     texts: list[float] = []
     usage = timings = finish = None
     with client.stream(
@@ -205,15 +212,7 @@ def stream(client: httpx.Client, server: LoggedProcess, prompt: str, max_tokens:
         if response.status_code != 200:
             response.read()
             raise RuntimeError(f"{server.name}: {response.status_code} {response.text[:500]}")
-        for line in response.iter_lines():
-            if first_byte is None:
-                first_byte = time.perf_counter()
-            if not line.startswith("data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == "[DONE]":
-                break
-            chunk = json.loads(payload)
+        for chunk in sse_chunks(_timed(response.iter_lines(), arrivals)):
             if "error" in chunk:
                 raise RuntimeError(f"{server.name}: {chunk['error']}")
             usage = chunk.get("usage") or usage
@@ -222,6 +221,7 @@ def stream(client: httpx.Client, server: LoggedProcess, prompt: str, max_tokens:
                 if choice.get("text"):
                     texts.append(time.perf_counter())
                 finish = choice.get("finish_reason") or finish
+    first_byte = arrivals[0] if arrivals else None
     if not texts or first_byte is None:
         raise RuntimeError(f"{server.name}: no text in the stream")
     if usage:

@@ -140,7 +140,7 @@ def create_app(state: ServerState) -> FastAPI:
     async def embeddings(request: Request) -> JSONResponse:
         body = await read_json(request, state.config.max_body_bytes)
         wanted = openai.parse_embeddings(body)
-        lease = await openai_lease(state, entry_or_404(state, body), embed=True)
+        lease = await openai_lease(state, await asyncio.to_thread(entry_or_404, state, body), embed=True)
         try:
             embedder = lease.served.embedder
             assert embedder is not None
@@ -211,7 +211,7 @@ async def _complete(state: ServerState, http: Request, chat: bool) -> Response:
     body = await read_json(http, state.config.max_body_bytes)
     parse = openai.parse_chat if chat else openai.parse_text
     parse(body, state.config.defaults, ANY_CONTEXT)  # a bad request is said before any model loads
-    lease = await openai_lease(state, entry_or_404(state, body))
+    lease = await openai_lease(state, await asyncio.to_thread(entry_or_404, state, body))
     try:
         model = lease.model
         request = parse(body, state.config.defaults, model.n_ctx)

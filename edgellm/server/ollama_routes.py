@@ -62,7 +62,7 @@ def add_routes(app: FastAPI, state: ServerState, require_key: Callable[[Request]
     @app.post("/api/show", dependencies=guarded)
     async def show(request: Request) -> JSONResponse:
         body = await _body(state, request)
-        entry = _entry(state, ollama.model_name(body))
+        entry = await _entry(state, ollama.model_name(body))
         try:
             found = await asyncio.to_thread(facts, entry)
         except (EdgellmError, OSError, ValueError) as error:
@@ -89,7 +89,7 @@ def add_routes(app: FastAPI, state: ServerState, require_key: Callable[[Request]
         started = time.perf_counter()
         body = await _body(state, request)
         keep_alive = ollama.keep_alive(body.get("keep_alive"))
-        entry = _entry(state, ollama.model_name(body))
+        entry = await _entry(state, ollama.model_name(body))
         if body.get("input") in (None, "", []):  # no input: load the model (as Ollama does), embed nothing
             (await _lease(state, entry, keep_alive, embed=True)).release()
             answer = ollama.embed_answer(ollama.with_tag(entry.name), [], Durations(time.perf_counter() - started))
@@ -112,7 +112,7 @@ def add_routes(app: FastAPI, state: ServerState, require_key: Callable[[Request]
     async def embeddings(request: Request) -> JSONResponse:
         body = await _body(state, request)
         prompt = ollama.embeddings_prompt(body)
-        entry = _entry(state, ollama.model_name(body))
+        entry = await _entry(state, ollama.model_name(body))
         vectors, _, _ = await _embed(state, entry, [prompt], True, ollama.keep_alive(body.get("keep_alive")))
         state.metrics.answered(request.url.path, 200)
         return JSONResponse(ollama.embeddings_answer(vectors[0]))
@@ -127,7 +127,7 @@ def add_routes(app: FastAPI, state: ServerState, require_key: Callable[[Request]
     @app.delete("/api/delete", dependencies=guarded)
     async def delete(request: Request) -> Response:
         body = await _body(state, request)
-        entry = _entry(state, ollama.model_name(body), exact=True)
+        entry = await _entry(state, ollama.model_name(body), exact=True)
         if entry.stored is None:
             raise OllamaError(400, f"{entry.name} is the model this server was started with, not a stored one")
         await asyncio.to_thread(_delete, state, entry)
@@ -139,7 +139,7 @@ def add_routes(app: FastAPI, state: ServerState, require_key: Callable[[Request]
     async def copy(request: Request) -> Response:
         body = await _body(state, request)
         source, destination = ollama.copy_names(body)
-        entry = _entry(state, source, exact=True)
+        entry = await _entry(state, source, exact=True)
         await asyncio.to_thread(_copy, entry, ollama.with_tag(destination))
         state.metrics.answered(request.url.path, 200)
         return Response(status_code=200)
@@ -159,11 +159,11 @@ async def _body(state: ServerState, request: Request) -> dict[str, Any]:
     return body
 
 
-def _entry(state: ServerState, name: str, exact: bool = False) -> Entry:
+async def _entry(state: ServerState, name: str, exact: bool = False) -> Entry:
     """The model a name means (`:latest` is no tag; `exact`: a store name or alias, never a repo's best quant);
-    404 `model 'x' not found` otherwise."""
+    404 `model 'x' not found` otherwise. The store is read off the event loop."""
     try:
-        return state.models.resolve(name, exact=exact)
+        return await asyncio.to_thread(state.models.resolve, name, False, exact)
     except ModelNotFound:
         raise ollama.not_found(name) from None
 
@@ -274,7 +274,7 @@ async def _complete(state: ServerState, http: Request, generate: bool) -> Respon
     body = await _body(state, http)
     parse = ollama.parse_generate if generate else ollama.parse_chat
     request = parse(body, state.config.defaults)
-    entry = _entry(state, request.model)
+    entry = await _entry(state, request.model)
     name = ollama.with_tag(entry.name)
     if request.completion is None:  # no prompt: load the model, or unload it (keep_alive 0)
         return await _load_or_unload(state, http, entry, request, generate, started)
