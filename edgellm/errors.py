@@ -93,6 +93,14 @@ class DoesNotFit(EdgellmError):
         self.model = model
 
 
+class DraftIncompatible(EdgellmError):
+    """A draft model that cannot draft for the model (`why`: the first difference in their vocabularies)."""
+
+    def __init__(self, message: str | Reason, draft: Path, model: Path, why: str) -> None:
+        super().__init__(message)
+        self.draft, self.model, self.why = draft, model, why
+
+
 class NoModel(EdgellmError):
     """No model was named and none in the store fits."""
 

@@ -617,3 +617,74 @@ def _(r: Reason, t: Terms) -> str:
 def _(r: Reason, t: Terms) -> str:
     keep = t.setting("keep_checkpoint")
     return f"removed the downloaded checkpoint {r['source']}" + (f" ({keep} keeps it)" if keep else "")
+
+
+# how replies are drafted (plan.speculation)
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB"
+
+
+@sentence("spec_off")
+def _(r: Reason, t: Terms) -> str:
+    return "off, as asked: every token decoded on its own"
+
+
+@sentence("spec_batched")
+def _(r: Reason, t: Terms) -> str:
+    return "off: the server's slots decode their sequences together in each batch already"
+
+
+@sentence("spec_ngram_asked")
+def _(r: Reason, t: Terms) -> str:
+    return (
+        "n-gram lookup, as asked: drafts what followed the reply's last few tokens earlier in the prompt or reply; "
+        "stops for a reply once drafting no longer pays"
+    )
+
+
+@sentence("spec_no_draft")
+def _(r: Reason, t: Terms) -> str:
+    return "n-gram lookup: a draft model was asked for, but none was named that fits beside the model"
+
+
+@sentence("spec_draft_asked")
+def _(r: Reason, t: Terms) -> str:
+    return (
+        f"draft model {r['name']} ({_mib(r['memory'])} beside the model), expected {r['gain']}× decode at the "
+        f"usual acceptance; stops for a reply once drafting no longer pays"
+    )
+
+
+@sentence("spec_draft_auto")
+def _(r: Reason, t: Terms) -> str:
+    return (
+        f"draft model {r['name']}, found in the store ({_mib(r['memory'])} beside the model): expected {r['gain']}× "
+        f"decode at the usual acceptance; stops for a reply once drafting no longer pays"
+    )
+
+
+@sentence("spec_ngram_auto")
+def _(r: Reason, t: Terms) -> str:
+    draft = f"the stored draft {r['draft']} {r['draft_why']}" if r["draft"] else "no stored model can draft for it"
+    return (
+        f"n-gram lookup ({draft}): drafts only where the reply repeats the prompt or itself (editing code, "
+        f"rewriting a text), and stops once it no longer pays"
+    )
+
+
+@sentence("spec_draft_does_not_fit")
+def _(r: Reason, t: Terms) -> str:
+    return (
+        f"the draft model {r['draft']} does not fit in the memory the model leaves; use a smaller draft, "
+        f"{t.change('ctx_size')}, or --spec ngram"
+    )
+
+
+@sentence("draft_incompatible")
+def _(r: Reason, t: Terms) -> str:
+    return (
+        f"{r['draft']} cannot draft for {r['model']}: {r['why']}; pass a draft model of the same family "
+        f"(the same tokenizer), or --spec ngram"
+    )

@@ -85,3 +85,19 @@ def terminal(tmp_path: Path) -> Iterator[Terminal]:
         yield term
     finally:
         term.tmux("kill-server", check=False)
+
+
+@pytest.fixture(scope="session")
+def draft_model(test_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test model's first 4 layers: a draft with its very vocabulary (made once a session, about 20 s)."""
+    from tests.support.drafts import first_layers_draft
+
+    return first_layers_draft(test_model, tmp_path_factory.mktemp("drafts") / "gemma-3-270m-4-layers.gguf", 4)
+
+
+@pytest.fixture(scope="session")
+def other_vocab_model(test_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test model with tokens 1000 and 1001 swapped: it runs, but llama.cpp refuses it as the test model's draft."""
+    from tests.support.drafts import other_vocab_copy
+
+    return other_vocab_copy(test_model, tmp_path_factory.mktemp("drafts") / "gemma-3-270m-other-vocab.gguf")

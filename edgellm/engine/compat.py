@@ -428,8 +428,79 @@ def use_sampler(llm: Any, sampler: TokenSampler | None) -> None:
         llm.sample = lambda *args, **kwargs: sampler.sample(llm._ctx.ctx, -1)
 
 
+def is_recurrent(llm: Any) -> bool:
+    """Whether the model keeps a recurrent state (a recurrent or hybrid model): its KV cache cannot drop a tail."""
+    model = llm._model.model
+    return bool(llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model))
+
+
 def vocabulary_size(llm: Any) -> int:
     return int(llama_cpp.llama_vocab_n_tokens(llm._model.vocab))
+
+
+# --- a loaded Llama's own sequence, driven token by token: the speculative loop's ----------------------------------
+
+
+class OwnSequence:
+    """The one sequence of a llama-cpp-python Llama's own context, as engine.speculative drives it: batches decoded
+    at its end (the logits of every row when asked), cut back to a prefix, and the Llama's own record of what its KV
+    cache holds kept in step, so that its next `generate` reuses the common prefix as always."""
+
+    def __init__(self, llm: Any, most_rows: int) -> None:
+        self.llm = llm
+        self.ctx = llm._ctx.ctx
+        self.n_batch = int(llm.n_batch)
+        self.n_vocab = vocabulary_size(llm)
+        self._batch: Any = llama_cpp.llama_batch_init(max(self.n_batch, most_rows), 0, 1)
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.llm.n_tokens)
+
+    def cached(self) -> list[int]:
+        """The tokens its KV cache holds, in order."""
+        held: list[int] = self.llm.input_ids[: self.llm.n_tokens].tolist()
+        return held
+
+    def keep(self, count: int) -> int:
+        """Keep the first `count` tokens, drop the rest; returns how many are kept (0 when llama.cpp cannot cut)."""
+        llm = self.llm
+        if count < llm.n_tokens and not llm._ctx.kv_cache_seq_rm(-1, count, -1):
+            llm._ctx.kv_cache_clear()
+            count = 0
+        llm.n_tokens = min(count, llm.n_tokens)
+        llm._requires_eval = True  # the context's logits are no longer those of its last token
+        return int(llm.n_tokens)
+
+    def decode(self, tokens: list[int], *, every_row: bool = False) -> None:
+        """Decode `tokens` after those held, in micro-batches of n_batch; the logits of the last row are kept, of every
+        row with `every_row` (then the tokens go in one batch). RuntimeError when llama.cpp stops (its abort check)
+        or fails, as llama-cpp-python's own decode raises."""
+        llm, batch = self.llm, self._batch
+        step = len(tokens) if every_row else self.n_batch
+        for start in range(0, len(tokens), max(1, step)):
+            part = tokens[start : start + step]
+            past = int(llm.n_tokens)
+            for index, token in enumerate(part):
+                batch.token[index], batch.pos[index] = token, past + index
+                batch.n_seq_id[index], batch.seq_id[index][0] = 1, 0
+                batch.logits[index] = every_row or index == len(part) - 1
+            batch.n_tokens = len(part)
+            status = int(llama_cpp.llama_decode(self.ctx, batch))
+            if status != 0:
+                raise RuntimeError(f"llama_decode returned {status}")
+            llm.input_ids[past : past + len(part)] = part
+            llm.n_tokens = past + len(part)
+        llm._requires_eval = True
+
+    def logits(self, index: int) -> Any:
+        """The logits row of batch row `index` of the last decode (-1: its last), as a NumPy view."""
+        return numpy.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
+
+    def close(self) -> None:
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
 
 
 # --- a second context on a loaded model's weights: the batched engine's ------------------------------------------

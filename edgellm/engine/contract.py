@@ -10,8 +10,8 @@ A batched model (`engine.batched.BatchedModel`: one llama.cpp context with `para
 its own) is a `Model` whose `generation()` may be called again while earlier generations run, up to `parallel` decoding
 together, each owning one sequence of the context (a slot), its own sampler built from its own `GenerationOptions`, and
 its KV cells, kept as its slot's prompt cache when it ends; `slots()` tells what each slot holds. A draft model for
-speculative decoding will be a second `Model` loaded beside the target, its tokens checked against the target's
-vocabulary through the same `tokenize`/`detokenize`.
+speculative decoding is a second model loaded beside the target (`engine.local.LocalModel.draft`), its vocabulary
+checked against the target's before it loads (`gguf.vocab`); a generation asks for drafting through its options.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+SPEC_MODES = ("auto", "off", "ngram", "draft")  # how replies are drafted (engine.speculative)
 KV_TYPES = ("f16", "q8_0", "q4_0")  # KV cache types llama.cpp can hold (a quantized V needs flash attention)
 KV_GGML_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}  # their ggml_type numbers
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's "random seed"
@@ -133,6 +134,8 @@ class GenerationOptions:
     grammar: Grammar | None = None  # what the reply must match; a reply that matches it whole ends (EOG)
     logprobs: int | None = None  # None: none; k: each sampled token's log-probability and the top k (0 to 20)
     special_text: tuple[int, ...] = ()  # special tokens written out as text (a tool call's marker, [TOOL_CALLS])
+    speculation: str = "off"  # SPEC_MODES: how the reply is drafted (auto: the model's draft if it has one, else
+    # n-gram lookup); the reply is the same whichever, only its speed differs
 
     def as_dict(self) -> dict[str, Any]:
         """The options as `run --json` and a saved conversation report them."""
@@ -148,6 +151,7 @@ class GenerationOptions:
             "ignore_eos": self.ignore_eos,
             "stop": list(self.stop),
             "loop_guard": self.loop_guard,
+            "speculation": self.speculation,
         }
 
     def with_saved(self, saved: object) -> GenerationOptions:
@@ -189,6 +193,45 @@ def settings_record(params: LoadParams, options: GenerationOptions) -> dict[str,
 
 
 @dataclass
+class SpeculationStats:
+    """What speculative decoding did in one reply: the drafter (ngram or draft), the tokens drafted and how many the
+    target kept, in how many rounds, and why drafting stopped early (empty when it did not)."""
+
+    mode: str
+    drafted: int = 0
+    accepted: int = 0
+    rounds: int = 0
+    stopped: str = ""
+
+    @property
+    def acceptance(self) -> float | None:
+        return self.accepted / self.drafted if self.drafted else None
+
+    def as_dict(self) -> dict[str, Any]:
+        acceptance = self.acceptance
+        return {
+            "mode": self.mode,
+            "drafted": self.drafted,
+            "accepted": self.accepted,
+            "rounds": self.rounds,
+            "acceptance": None if acceptance is None else round(acceptance, 3),
+            **({"stopped": self.stopped} if self.stopped else {}),
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> SpeculationStats | None:
+        if not isinstance(data, dict) or not isinstance(data.get("mode"), str):
+            return None
+        counts = {key: data.get(key) for key in ("drafted", "accepted", "rounds")}
+        stopped = data.get("stopped")
+        return cls(
+            data["mode"],
+            **{key: value for key, value in counts.items() if isinstance(value, int) and not isinstance(value, bool)},
+            stopped=stopped if isinstance(stopped, str) else "",
+        )
+
+
+@dataclass
 class GenerationStats:
     """What one generation measured; its counts grow while it runs (a server's metrics read them live)."""
 
@@ -200,6 +243,7 @@ class GenerationStats:
     tokens_per_s: float | None = None  # decode only: tokens after the first over the time after the first
     stop_reason: StopReason = "eos"
     queue_ms: float | None = None  # time waiting for a slot and room in the KV pool (a batched model)
+    speculation: SpeculationStats | None = None  # None: decoded without drafting
 
     def as_dict(self) -> dict[str, Any]:
         def rounded(value: float | None) -> float | None:
@@ -214,6 +258,7 @@ class GenerationStats:
             "tokens_per_s": rounded(self.tokens_per_s),
             "stop_reason": self.stop_reason,
             **({} if self.queue_ms is None else {"queue_ms": rounded(self.queue_ms)}),
+            **({} if self.speculation is None else {"speculation": self.speculation.as_dict()}),
         }
 
     @classmethod
@@ -235,6 +280,7 @@ class GenerationStats:
             value = data.get(name)
             if isinstance(value, kinds) and not isinstance(value, bool):
                 setattr(found, name, value)
+        found.speculation = SpeculationStats.from_dict(data.get("speculation"))
         return found
 
 

@@ -26,6 +26,7 @@ from edgellm.storage import disk
 
 if TYPE_CHECKING:
     from edgellm.engine.generate import LocalGeneration
+    from edgellm.engine.speculative import SpeculativeGeneration
 
 # The output layer's weights: its norm, its matrix, and the input embedding that a tied output reuses (the input
 # layer is on this CPU whatever the split). Anchored: llama.cpp searches the pattern in each tensor's name, and
@@ -45,8 +46,10 @@ class LocalModel:
         self.log = log
         self.closed = False
         self._metadata: dict[str, str] = dict(llm.metadata)
-        self._current: LocalGeneration | None = None
+        self._current: LocalGeneration | SpeculativeGeneration | None = None
         self._vocabulary_size: int | None = None
+        self.draft: LocalModel | None = None  # a draft model for speculative decoding, loaded beside this one
+        self.draft_cost = 0.5  # the draft's time per token over this model's (the plan's estimate)
 
     @property
     def n_ctx(self) -> int:
@@ -91,12 +94,34 @@ class LocalModel:
 
     def generation(
         self, prompt_tokens: list[int], options: GenerationOptions, cancel: threading.Event | None = None
-    ) -> LocalGeneration:
-        """A completion of `prompt_tokens`: iterate it for text pieces; its stats and tokens once it ends."""
+    ) -> LocalGeneration | SpeculativeGeneration:
+        """A completion of `prompt_tokens`: iterate it for text pieces; its stats and tokens once it ends. Drafted
+        (engine.speculative) when the options ask for it and the model's KV cache can be cut back."""
+        mode = self.drafter(options.speculation)
+        if mode != "off":
+            from edgellm.engine.speculative import SpeculativeGeneration
+
+            draft = (self.draft.llm, self.draft_cost) if mode == "draft" and self.draft is not None else None
+            self._current = SpeculativeGeneration(self.llm, self.n_ctx, prompt_tokens, options, draft, cancel=cancel)
+            return self._current
         from edgellm.engine.generate import LocalGeneration
 
         self._current = LocalGeneration(self.llm, self.n_ctx, prompt_tokens, options, cancel=cancel)
         return self._current
+
+    def drafter(self, asked: str) -> str:
+        """How a generation asking `asked` (contract.SPEC_MODES) drafts: draft (this model's draft model), ngram, or
+        off (asked so, or a recurrent model, whose KV cache cannot drop a rejected draft)."""
+        if asked == "off" or self._recurrent():
+            return "off"
+        if asked in ("auto", "draft") and self.draft is not None:
+            return "draft"
+        return "ngram"
+
+    def _recurrent(self) -> bool:
+        from edgellm.engine.compat import is_recurrent
+
+        return is_recurrent(self.llm)
 
     def slots(self) -> list[SlotState]:
         current = self._current
@@ -113,7 +138,10 @@ class LocalModel:
         ]
 
     def close(self) -> None:
-        """Free llama.cpp's model and context."""
+        """Free llama.cpp's model and context (and its draft model's)."""
+        if self.draft is not None:
+            self.draft.close()
+            self.draft = None
         self.llm.close()
         self.closed = True
 

@@ -2,6 +2,7 @@
 
 gguf's GGUFReader parses every vocabulary entry in Python (seconds on a 262k-token vocabulary);
 this reader only walks string arrays and keeps the scalars, so a header check takes milliseconds.
+A caller that needs one long array (the vocabulary's tokens) names it in `full_arrays` to have it read in full.
 Every bad file comes out as a `GGUFError` naming what is wrong, before llama.cpp sees it.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,11 +108,11 @@ class TensorInfo:
 class GGUFHeader:
     path: Path
     version: int
-    metadata: dict[str, Any]  # scalars and strings; arrays as ArrayInfo, except short ones read in full
+    metadata: dict[str, Any]  # scalars and strings; arrays as ArrayInfo (their values in small_arrays if read)
     tensors: tuple[TensorInfo, ...]
     data_offset: int
     file_size: int
-    small_arrays: dict[str, list[Any]] = field(default_factory=dict)
+    small_arrays: dict[str, list[Any]] = field(default_factory=dict)  # short arrays, and those named in full_arrays
 
     @property
     def architecture(self) -> str | None:
@@ -165,11 +167,29 @@ class _Cursor:
             raise GGUFError(f"truncated: the file ends inside {what}", "truncated")
         self.pos = pos
 
+    def strings(self, count: int, what: str) -> list[str]:
+        """Read `count` length-prefixed strings; bytes that are not UTF-8 are kept as surrogate escapes (so that
+        two arrays compare equal exactly when their bytes do), since llama.cpp loads such tokens."""
+        unpack = struct.Struct("<Q").unpack_from
+        buf, pos, size = self.buf, self.pos, self.size
+        items: list[str] = []
+        append = items.append
+        for _ in range(count):
+            if pos + 8 > size:
+                raise GGUFError(f"truncated: the file ends inside {what}", "truncated")
+            end = pos + 8 + unpack(buf, pos)[0]
+            if end > size:
+                raise GGUFError(f"truncated: the file ends inside {what}", "truncated")
+            append(str(buf[pos + 8 : end], "utf-8", "surrogateescape"))
+            pos = end
+        self.pos = pos
+        return items
+
 
 SMALL_ARRAY = 64  # arrays this short are read in full (e.g. per-layer head counts)
 
 
-def _read_value(cur: _Cursor, kind: int, key: str) -> tuple[Any, list[Any] | None]:
+def _read_value(cur: _Cursor, kind: int, key: str, read_all: bool = False) -> tuple[Any, list[Any] | None]:
     if kind == STRING:
         return cur.string(f"the value of {key}"), None
     if kind in SCALAR_FORMATS:
@@ -180,6 +200,8 @@ def _read_value(cur: _Cursor, kind: int, key: str) -> tuple[Any, list[Any] | Non
     count = cur.scalar(UINT64, f"the array {key}")
     info = ArrayInfo(item_type, count)
     if item_type == STRING:
+        if read_all:
+            return info, cur.strings(count, f"the array {key}")
         if count <= SMALL_ARRAY:
             return info, [cur.string(f"the array {key}") for _ in range(count)]
         cur.skip_strings(count, f"the array {key}")
@@ -189,7 +211,7 @@ def _read_value(cur: _Cursor, kind: int, key: str) -> tuple[Any, list[Any] | Non
     n_bytes = SCALAR_SIZES[item_type] * count
     cur.need(n_bytes, f"the array {key}")
     values = None
-    if count <= SMALL_ARRAY:
+    if count <= SMALL_ARRAY or read_all:
         values = list(struct.unpack_from(f"<{count}{SCALAR_FORMATS[item_type][1]}", cur.buf, cur.pos))
     cur.pos += n_bytes
     return info, values
@@ -203,8 +225,9 @@ def tensor_bytes(shape: tuple[int, ...], ggml_type: int) -> int:
     return elements // block * type_size
 
 
-def parse(buf: Any, path: Path, file_size: int) -> GGUFHeader:
-    """Parse a GGUF header held in `buf` (bytes or an mmap of the whole file)."""
+def parse(buf: Any, path: Path, file_size: int, full_arrays: Collection[str] = ()) -> GGUFHeader:
+    """Parse a GGUF header held in `buf` (bytes or an mmap of the whole file); the arrays named in `full_arrays`
+    are read in full into small_arrays whatever their length."""
     if file_size < 4 or bytes(buf[:4]) != MAGIC:
         raise GGUFError("not a GGUF file (it does not start with the GGUF magic bytes)", "not-gguf")
     cur = _Cursor(buf, len(MAGIC))
@@ -220,7 +243,7 @@ def parse(buf: Any, path: Path, file_size: int) -> GGUFHeader:
     for _ in range(n_metadata):
         key = cur.string("a metadata key")
         kind = cur.scalar(UINT32, f"the type of {key}")
-        value, items = _read_value(cur, kind, key)
+        value, items = _read_value(cur, kind, key, key in full_arrays)
         metadata[key] = value
         if items is not None:
             small_arrays[key] = items
@@ -256,8 +279,9 @@ def parse(buf: Any, path: Path, file_size: int) -> GGUFHeader:
     return GGUFHeader(path, version, metadata, tuple(tensors), data_offset, file_size, small_arrays)
 
 
-def read_header(path: str | os.PathLike[str]) -> GGUFHeader:
-    """Read and check the header of the GGUF file at `path`; raise GGUFError with the reason if it is bad."""
+def read_header(path: str | os.PathLike[str], full_arrays: Collection[str] = ()) -> GGUFHeader:
+    """Read and check the header of the GGUF file at `path`; raise GGUFError with the reason if it is bad.
+    The arrays named in `full_arrays` (e.g. "tokenizer.ggml.tokens") are read in full into small_arrays."""
     path = Path(path)
     try:
         with open(path, "rb") as handle:
@@ -265,7 +289,7 @@ def read_header(path: str | os.PathLike[str]) -> GGUFHeader:
             if size == 0:
                 raise GGUFError("the file is empty", "truncated")
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                return parse(buf, path, size)
+                return parse(buf, path, size, full_arrays)
     except IsADirectoryError:
         raise GGUFError("is a directory, not a GGUF file", "directory") from None
     except FileNotFoundError:

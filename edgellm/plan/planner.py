@@ -126,6 +126,19 @@ def metal_working_set(total_ram: int) -> int:
     return total_ram * 2 // 3 if total_ram <= 36 * GIB else total_ram * 3 // 4
 
 
+def room_beside(profile: DeviceProfile, plans: list[Plan]) -> DeviceProfile:
+    """This device as one more model sees it: its memory less what `plans` (the models loaded beside) take."""
+    cpu = gpu = 0
+    for other in plans:
+        on_cpu, on_gpu = other.estimate.device(False), other.estimate.device(True)
+        cpu += on_cpu.total if on_cpu else 0
+        gpu += on_gpu.total if on_gpu else 0
+    unified = profile.unified_memory
+    memory = replace(profile.memory, available_bytes=max(0, profile.memory.available_bytes - cpu - unified * gpu))
+    gpus = tuple(replace(g, memory_free_bytes=max(0, g.memory_free_bytes - gpu)) for g in profile.gpus[:1])
+    return replace(profile, memory=memory, gpus=gpus + profile.gpus[1:])
+
+
 def budgets(profile: DeviceProfile, gpu: Gpu | None, wishes: Wishes) -> tuple[Budget, Budget | None]:
     ram = Budget("RAM", profile.memory.available_bytes, ram_margin(profile, wishes))
     if gpu is None:

@@ -10,6 +10,7 @@ from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.params import load_params
 from edgellm.plan.planner import Plan
 from edgellm.plan.spec import ModelSpec
+from edgellm.plan.speculation import SpecChoice
 from edgellm.plan.speed import Measured, SpeedEstimate
 from edgellm.words import PLAIN, Terms, say
 
@@ -142,3 +143,26 @@ def render(
     for notice in plan.notices:
         lines.append(f"note: {say(notice, terms)}")
     return "\n".join(lines).rstrip()
+
+
+def render_speculation(choice: SpecChoice, draft_plan: Plan | None, terms: Terms = PLAIN) -> str:
+    """How replies are drafted, for `plan`: the choice and why, and the draft model's memory beside the model."""
+    lines = [f"Speculation  {choice.mode}: {say(choice.why, terms)}"]
+    if draft_plan is not None:
+        for device in draft_plan.estimate.devices:
+            where = f"{device.device} memory" if device.is_gpu else "CPU RAM"
+            parts = ", ".join(f"{label.lower()} {size(getattr(device, key))}" for key, label in ROWS)
+            lines.append(f"  draft on {where}: {size(device.total)} ({parts}), {draft_plan.n_gpu_layers} GPU layers")
+    return "\n".join(lines)
+
+
+def speculation_dict(choice: SpecChoice, draft_plan: Plan | None, terms: Terms = PLAIN) -> dict[str, Any]:
+    """The drafting choice for `plan --json`: mode, why in words, the draft's memory per device (bytes)."""
+    found: dict[str, Any] = {**choice.as_dict(), "why_text": say(choice.why, terms)}
+    if draft_plan is not None:
+        found["draft_memory"] = [
+            {"device": device.device, "total": device.total, **{key: getattr(device, key) for key, _ in ROWS}}
+            for device in draft_plan.estimate.devices
+        ]
+        found["draft_n_gpu_layers"] = draft_plan.n_gpu_layers
+    return found

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgellm import paths
-from edgellm.engine.contract import KV_TYPES, GenerationOptions, Sampling
+from edgellm.engine.contract import KV_TYPES, SPEC_MODES, GenerationOptions, Sampling
 from edgellm.errors import EdgellmError
 from edgellm.plan.planner import Wishes
 
@@ -180,6 +180,24 @@ MODEL_FLAGS = (
         "MiB to keep free on a discrete GPU (default 1024)",
         "MIB",
     ),
+    Flag(
+        ("--spec",),
+        "spec",
+        choice(SPEC_MODES),
+        "auto",
+        "speculative decoding: auto (a draft model when one fits and pays, else n-gram lookup), off, ngram or draft",
+        "auto|off|ngram|draft",
+        SPEC_MODES,
+    ),
+    Flag(
+        ("-md", "--model-draft"),
+        "model_draft",
+        str,
+        None,
+        "draft model for speculative decoding: a GGUF file or a stored model of the same tokenizer",
+        "MODEL",
+    ),
+    Flag(("--draft-hf",), "draft_hf", str, None, "Hugging Face repo to take the draft model from", "REPO[:QUANT]"),
     Flag(("--offline",), "offline", None, False, "use only models already stored (also HF_HUB_OFFLINE=1)"),
     Flag(("--force",), "force", None, False, "run even when the memory estimate says it will not fit"),
     Flag(("-v", "--verbose"), "verbose", None, False, "show the memory budget, llama.cpp's log and load details"),
@@ -213,6 +231,9 @@ class Flags:
     verbose: bool
     rpc: tuple[Endpoint, ...] = ()  # RPC workers the model is split across; only from --rpc
     parallel: int | str = 0  # sequences decoded together (serve, run --batch): N or "auto"; 0: one at a time
+    spec: str = "auto"  # SPEC_MODES: how replies are drafted
+    model_draft: str | None = None  # -md: the draft model
+    draft_hf: str | None = None  # --draft-hf: the draft model from the Hub
 
     def wishes(self) -> Wishes:
         """What these flags ask of the planner (None: choose for me), the margins included."""
@@ -238,6 +259,7 @@ class Flags:
             ignore_eos=self.ignore_eos,
             seed=self.seed,
             loop_guard=chat and not self.ignore_eos and self.n_predict < 0,
+            speculation=self.spec,
         )
 
 

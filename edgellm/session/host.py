@@ -21,6 +21,7 @@ from edgellm.events import Report, ignore
 from edgellm.session.completion import ChatModel
 from edgellm.session.flags import Flags
 from edgellm.session.opening import PlannedModel, plan_model
+from edgellm.session.speculation import with_speculation
 
 if TYPE_CHECKING:
     from edgellm.session.chat import ChatSession
@@ -54,7 +55,8 @@ class ModelHost:
     def plan(self, flags: Flags | None = None, cancel: threading.Event | None = None) -> PlannedModel:
         """The model `flags` (default: the host's) name, planned on this machine; a -hf model not stored is pulled
         first, reporting progress. `cancel` set stops the pull."""
-        return plan_model(flags or self.flags, self.report, cancel or self._cancel)
+        flags = flags or self.flags
+        return with_speculation(plan_model(flags, self.report, cancel or self._cancel), flags, self.report, cancel)
 
     def load(self, planned: PlannedModel, cancel: threading.Event | None = None) -> ChatModel:
         """Close the model in use, then load `planned` (llama.cpp's log to EDGELLM_HOME/logs, and to stderr with -v
@@ -70,7 +72,7 @@ class ModelHost:
         with self._loading(cancel):
             if flags.rpc:
                 self._close()
-            planned = plan_model(flags, self.report, self._cancel)
+            planned = with_speculation(plan_model(flags, self.report, self._cancel), flags, self.report, self._cancel)
             model = self._load(planned)
             self.flags = replace(flags, model=str(planned.choice.path), hf_repo=None)  # the next open finds it
             return model
@@ -124,7 +126,15 @@ class ModelHost:
             return open_batched(planned.params, log, keep_terminal=self.full_screen)
         from edgellm.engine.local import load
 
-        return load(planned.params, log, keep_terminal=self.full_screen)
+        model = load(planned.params, log, keep_terminal=self.full_screen)
+        if planned.draft is not None and planned.speculation is not None and planned.speculation.draft is not None:
+            try:
+                model.draft = load(planned.draft.params, log, keep_terminal=self.full_screen)
+            except BaseException:
+                model.close()
+                raise
+            model.draft_cost = planned.speculation.draft.cost_ratio
+        return model
 
     def _close(self) -> None:
         model, self.model, self.planned = self.model, None, None

@@ -31,6 +31,7 @@ from edgellm.words import PLAIN, Terms, notice
 
 if TYPE_CHECKING:
     from edgellm.engine.endpoint import Endpoint
+    from edgellm.plan.speculation import SpecChoice
     from edgellm.plan.split import SplitDevice, SplitPlan
 
 
@@ -156,6 +157,8 @@ class PlannedModel:
     profile: DeviceProfile
     params: LoadParams
     split: SplitPlan | None = None  # --rpc: the layers across this machine and the workers
+    speculation: SpecChoice | None = None  # how replies are drafted (None: not planned, a split or a server's slots)
+    draft: PlannedModel | None = None  # the draft model, planned beside this one
 
     @property
     def notices(self) -> list[Notice]:

@@ -364,15 +364,10 @@ class ServedModels:
 
     def _room(self) -> DeviceProfile:
         """This device as the next model sees it: its memory less what the loaded models were planned to take."""
-        cpu = gpu = 0
-        for served in self.loaded():
-            on_cpu, on_gpu = served.memory
-            cpu, gpu = cpu + on_cpu, gpu + on_gpu
-        profile = self.profile
-        unified = profile.unified_memory
-        memory = replace(profile.memory, available_bytes=max(0, profile.memory.available_bytes - cpu - unified * gpu))
-        gpus = tuple(replace(g, memory_free_bytes=max(0, g.memory_free_bytes - gpu)) for g in profile.gpus[:1])
-        return replace(profile, memory=memory, gpus=gpus + profile.gpus[1:])
+        from edgellm.plan.planner import room_beside
+
+        plans = [served.planned.choice.plan for served in self.loaded()]
+        return room_beside(self.profile, [plan for plan in plans if plan is not None])
 
     def _room_said(self) -> str:
         served = self.loaded()

@@ -54,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
         if remote is not None:
             return show(remote, profile, args.json)
     choice = opening.choose_model(flags, profile)
-    return show(choice, profile, args.json)
+    return show(choice, profile, args.json, flags)
 
 
 def plan_remote(flags: Flags, profile: DeviceProfile) -> ModelChoice | None:
@@ -75,19 +75,24 @@ def plan_remote(flags: Flags, profile: DeviceProfile) -> ModelChoice | None:
     )
 
 
-def show(choice: ModelChoice, profile: DeviceProfile, as_json: bool) -> int:
+def show(choice: ModelChoice, profile: DeviceProfile, as_json: bool, flags: Flags | None = None) -> int:
     from edgellm.bench.results import speed_of
     from edgellm.cli.words import CLI
     from edgellm.plan import report
+    from edgellm.session.speculation import plan_speculation
     from edgellm.words import say
 
     assert choice.plan is not None  # a model for this machine alone (a split is show_split's)
     speed, measured = speed_of(profile, choice.spec, choice.plan)
+    # a stored or local model: how its replies are drafted (a model not yet pulled has no vocabulary here to check)
+    drafting = plan_speculation(flags, choice.path, choice.spec, choice.plan, profile) if flags else None
     if as_json:
         data = report.to_dict(choice.plan, choice.spec, profile, speed, measured, CLI)
         if choice.alternatives:
             data["quant"] = choice.spec.file_type
             data["considered"] = [say(line, CLI) for line in choice.alternatives]
+        if drafting is not None:
+            data["speculation"] = report.speculation_dict(*drafting, CLI)
         print(json.dumps(data, indent=2))
         return 0
     if choice.alternatives:
@@ -95,6 +100,9 @@ def show(choice: ModelChoice, profile: DeviceProfile, as_json: bool) -> int:
         print("\n".join(f"  {say(line, CLI)}" for line in choice.alternatives))
         print()
     print(report.render(choice.plan, choice.spec, profile, speed, measured, CLI))
+    if drafting is not None:
+        print()
+        print(report.render_speculation(*drafting, CLI))
     return 0
 
 
