@@ -274,5 +274,5 @@ class _ReplyLine:
 
 
 def timings_line(timings: Timings) -> str:
-    """One reply's timings in a line: tokens, speed, first token, prompt reuse, context."""
-    return "[" + " · ".join(timings.parts("tokens", "speed", "first_token", "prompt", "context")) + "]"
+    """One reply's timings in a line: tokens, speed, first token, prompt reuse, context, drafting."""
+    return "[" + " · ".join(timings.parts("tokens", "speed", "first_token", "prompt", "context", "drafting")) + "]"

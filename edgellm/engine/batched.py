@@ -17,6 +17,12 @@ one may still need are reserved when it starts.
 Prompt cache: a finished sequence's cells stay as its slot's cache; a new request goes to the idle slot holding its
 longest common prefix (`_choose`), and only the rest of its prompt is evaluated.
 
+Drafting (options.speculation other than off): a sequence decoding alone, with no other running and no prompt to
+evaluate, drafts by n-gram lookup over its prompt and reply (engine.drafting) and verifies the draft in the step's
+batch, its rows sampled in turn by its own sampler and the rows not kept cut from its cells, as engine.speculative
+does for a model alone; while others run, each adds one token a step as always. The draft length adapts and drafting
+stops for the reply once its rounds yield fewer tokens per second than its plain steps.
+
 The consumer's side (`BatchedGeneration.__iter__`, on the caller's thread) reads sampled tokens from its sequence's
 mailbox and turns them into text, so the stepper never waits for a reader.
 """
@@ -39,9 +45,11 @@ from edgellm.engine.contract import (
     GenerationStats,
     LoadParams,
     SlotState,
+    SpeculationStats,
     StopReason,
     TokenLogprob,
 )
+from edgellm.engine.drafting import Controller, NgramDrafter
 from edgellm.engine.generate import common_prefix
 from edgellm.engine.llama_log import LlamaLog
 from edgellm.engine.local import LocalModel, explain_load_failure, load
@@ -120,6 +128,11 @@ class _Sequence:
     logprobs: list[TokenLogprob] = field(default_factory=list)  # per sampled token, when the options ask
     guard: LoopGuard | None = None
     left: bool = False  # its reader stopped reading
+    drafter: NgramDrafter | None = None  # n-gram lookup, when its options ask for drafting
+    controller: Controller | None = None
+    drafted: list[int] = field(default_factory=list)  # this step's draft, after its last token in the batch
+    alone: bool = False  # this step decodes it alone: its time is its own
+    step_started: float = 0.0
 
     @property
     def needs(self) -> int:
@@ -368,6 +381,11 @@ class BatchedModel:
         sequence.n_past, sequence.pending = reuse, sequence.prompt[reuse:]
         sequence.evaluated_prompt = len(sequence.pending)
         sequence.guard = LoopGuard() if sequence.options.loop_guard else None
+        if sequence.options.speculation != "off":
+            from edgellm.plan.speculation import NGRAM_MOST, NGRAM_START_LENGTH
+
+            sequence.drafter = NgramDrafter()
+            sequence.controller = Controller(NGRAM_START_LENGTH, NGRAM_MOST)
         try:
             sequence.sampler = self._context.sampler(sequence.options)
             sequence.sampler.found = sequence.logprobs  # the reader reads each token's as it comes
@@ -379,10 +397,13 @@ class BatchedModel:
         n_batch = self.n_batch
         count = 0
         generating = [s for s in running if not s.pending]
+        alone = len(running) == 1 and len(generating) == 1
         for sequence in generating:
-            sequence.batch_index = count
-            _put(batch, count, sequence.last_token, sequence.n_past, sequence.slot, True)
-            count += 1
+            sequence.batch_index, sequence.alone, sequence.step_started = count, alone, time.perf_counter()
+            sequence.drafted = self._draft(sequence) if alone else []
+            for offset, token in enumerate([sequence.last_token, *sequence.drafted]):
+                _put(batch, count, token, sequence.n_past + offset, sequence.slot, True)
+                count += 1
         for sequence in running:
             sequence.chunk = min(len(sequence.pending), n_batch - count)
             if sequence.chunk <= 0:
@@ -404,8 +425,20 @@ class BatchedModel:
             for sequence in running:
                 self._advance(sequence)
 
+    def _draft(self, sequence: _Sequence) -> list[int]:
+        """The tokens a lone sequence drafts this step (none when it does not draft, or drafting stopped)."""
+        controller, drafter = sequence.controller, sequence.drafter
+        if controller is None or drafter is None or not controller.drafting:
+            return []
+        room = min(sequence.limit - sequence.sampled, self._n_ctx - sequence.n_past, self.n_batch) - 1
+        wanted = min(controller.length, room)
+        if wanted <= 0:
+            return []
+        return drafter.propose(self._slots[sequence.slot].cached + [sequence.last_token], wanted)
+
     def _advance(self, sequence: _Sequence) -> None:
-        """After a decode: the sequence's evaluated tokens are in its slot; a sampled token goes to its reader."""
+        """After a decode: the sequence's evaluated tokens are in its slot; a sampled token goes to its reader (with a
+        draft, the drafted tokens its own sampler picks too, up to the first it does not)."""
         slot = self._slots[sequence.slot]
         if sequence.pending:
             evaluated, sequence.chunk = sequence.pending[: sequence.chunk], 0
@@ -414,17 +447,35 @@ class BatchedModel:
             sequence.pending = sequence.pending[len(evaluated) :]
             if sequence.pending or not evaluated:  # more of its prompt to go
                 return
-        else:
-            slot.cached.append(sequence.last_token)
+            self._take(sequence, sequence.batch_index)
+            return
+        drafted, accepted = sequence.drafted, 0
+        for row, token in enumerate([sequence.last_token, *drafted]):
+            slot.cached.append(token)
             sequence.n_past += 1
+            going = self._take(sequence, sequence.batch_index + row)
+            if not going or row == len(drafted) or sequence.last_token != drafted[row]:
+                break
+            accepted += 1
+        if drafted:  # the rows after the last kept one leave the slot's cells
+            self._context.cut(sequence.slot, sequence.n_past)
+        if sequence.controller is not None:
+            seconds = time.perf_counter() - sequence.step_started
+            if drafted:
+                sequence.controller.record_round(len(drafted), accepted, accepted + 1, seconds)
+            elif sequence.alone:
+                sequence.controller.record_plain(seconds)
+
+    def _take(self, sequence: _Sequence, index: int) -> bool:
+        """Sample the sequence at batch row `index` and send the token to its reader; whether it goes on."""
         if sequence.left or sequence.cancel.is_set():
             self._end(sequence, "interrupted")
-            return
+            return False
         try:
-            token = self._context.sample(sequence.sampler, sequence.batch_index)
+            token = self._context.sample(sequence.sampler, index)
         except EdgellmError as error:  # its grammar admits no token: this request's error alone
             self._end(sequence, "interrupted", error)
-            return
+            return False
         self.step_sequences += 1
         now = time.perf_counter()
         if not sequence.sampled:
@@ -432,13 +483,16 @@ class BatchedModel:
         sequence.last_at, sequence.sampled = now, sequence.sampled + 1
         if self._is_eog(token) and (not sequence.options.ignore_eos or sequence.options.grammar is not None):
             self._end(sequence, "eos")  # a grammar's reply ends where the grammar lets it end
-            return
+            return False
         sequence.last_token = token
         sequence.mailbox.put(token)
         if sequence.sampled >= sequence.limit:
             self._end(sequence, "context" if sequence.limited_by_context else "length")
-        elif sequence.guard is not None and sequence.guard.feed(token):
+            return False
+        if sequence.guard is not None and sequence.guard.feed(token):
             self._end(sequence, "repetition")
+            return False
+        return True
 
     def _end(self, sequence: _Sequence, reason: StopReason, error: BaseException | None = None) -> None:
         slot = self._slots[sequence.slot]
@@ -534,3 +588,13 @@ class BatchedGeneration:
             stats.prompt_tokens_per_s = stats.prompt_evaluated / max(sequence.first_at - sequence.admitted, 1e-9)
         if sequence.sampled > 1 and sequence.last_at > sequence.first_at:
             stats.tokens_per_s = (sequence.sampled - 1) / (sequence.last_at - sequence.first_at)
+        controller = sequence.controller
+        if controller is not None:
+            stats.speculation = SpeculationStats(
+                "ngram",
+                controller.drafted,
+                controller.accepted,
+                controller.rounds,
+                controller.stopped_why,
+                controller.gain(),
+            )

@@ -202,6 +202,7 @@ class SpeculationStats:
     accepted: int = 0
     rounds: int = 0
     stopped: str = ""
+    gain: float | None = None  # the rounds' tokens per second over the plain steps' (None: not both measured)
 
     @property
     def acceptance(self) -> float | None:
@@ -215,6 +216,7 @@ class SpeculationStats:
             "accepted": self.accepted,
             "rounds": self.rounds,
             "acceptance": None if acceptance is None else round(acceptance, 3),
+            "gain": None if self.gain is None else round(self.gain, 2),
             **({"stopped": self.stopped} if self.stopped else {}),
         }
 
@@ -223,11 +225,12 @@ class SpeculationStats:
         if not isinstance(data, dict) or not isinstance(data.get("mode"), str):
             return None
         counts = {key: data.get(key) for key in ("drafted", "accepted", "rounds")}
-        stopped = data.get("stopped")
+        stopped, gain = data.get("stopped"), data.get("gain")
         return cls(
             data["mode"],
             **{key: value for key, value in counts.items() if isinstance(value, int) and not isinstance(value, bool)},
             stopped=stopped if isinstance(stopped, str) else "",
+            gain=float(gain) if isinstance(gain, (int, float)) and not isinstance(gain, bool) else None,
         )
 
 

@@ -247,4 +247,4 @@ class SpeculativeGeneration:
             controller.accepted,
             controller.rounds,
         )
-        speculation.stopped = controller.stopped_why
+        speculation.stopped, speculation.gain = controller.stopped_why, controller.gain()

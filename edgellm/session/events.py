@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from edgellm.engine.contract import GenerationStats
+from edgellm.engine.contract import GenerationStats, SpeculationStats
 from edgellm.events import Notice
 
 if TYPE_CHECKING:  # types only: a chat never imports the OpenAI shapes or the tool formats for them
@@ -67,7 +67,8 @@ class Timings:
 
     def parts(self, *names: str, short: bool = False) -> list[str]:
         """The named figures, each in a few words, those not measured left out: tokens, speed, first_token, prompt,
-        context, stop (how it ended, when not of itself). `short`: the status line's brief forms."""
+        context, drafting (speculative decoding's acceptance and speed-up), stop (how it ended, when not of itself).
+        `short`: the status line's brief forms."""
         stats, found = self.stats, []
         for name in names:
             if name == "tokens":
@@ -80,9 +81,21 @@ class Timings:
                 found.append(f"prompt {stats.prompt_evaluated} new of {stats.prompt_tokens}")
             elif name == "context":
                 found.append(f"context {self.context_used}/{self.n_ctx}")
+            elif name == "drafting" and stats.speculation is not None and stats.speculation.drafted:
+                found.append(drafting_words(stats.speculation, short))
             elif name == "stop" and stats.stop_reason not in ("eos", "stop"):
                 found.append("stopped" if stats.stop_reason == "interrupted" else f"stopped: {stats.stop_reason}")
         return found
+
+
+def drafting_words(speculation: SpeculationStats, short: bool) -> str:
+    """Speculative decoding in one reply: `drafted 48, 40 kept (83%), 1.9× speed` (short: `draft 83% 1.9×`)."""
+    share = f"{speculation.accepted / speculation.drafted:.0%}"
+    gain = f"{speculation.gain:.1f}×" if speculation.gain is not None else ""
+    if short:
+        return " ".join(part for part in (f"{speculation.mode} {share}", gain) if part)
+    said = f"{speculation.mode}: drafted {speculation.drafted}, {speculation.accepted} kept ({share})"
+    return said + (f", {gain} speed" if gain else "") + (", then stopped drafting" if speculation.stopped else "")
 
 
 @dataclass

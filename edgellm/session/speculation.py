@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from edgellm.hw.profile import DeviceProfile
     from edgellm.plan.spec import ModelSpec
 
+DRAFT_UBATCH = 64  # the draft's micro-batch: it decodes a token at a time but the prompt; its logits buffer is
+# sized by it (262144 × 512 × 4 bytes = 512 MiB for a Gemma 3 at llama.cpp's 512, 64 MiB at 64)
 STORE_DRAFT_SHARE = 0.34  # a stored model drafts for a target only when its file is at most this share of the target's
 
 
@@ -145,6 +147,7 @@ def _candidate(
         kv=target_plan.kv,
         flash_attn="on" if target_plan.flash_attn else "off",
         threads=flags.threads,
+        n_ubatch=DRAFT_UBATCH,
     )
     try:
         draft_plan: Plan | None = plan(room_beside(profile, [target_plan]), draft_spec, wishes)

@@ -53,7 +53,9 @@ def test_commands_multiline_and_stats(test_model: Path) -> None:
     child.sendline("first line")
     child.sendline("second line")
     child.sendline('"""')
-    child.expect(r"\[\d+ tokens · [\d.]+ tokens/s · first token \d+ ms · prompt \d+ new of \d+ · context \d+/4096\]")
+    child.expect(  # then how the reply was drafted, when it was
+        r"\[\d+ tokens · [\d.]+ tokens/s · first token \d+ ms · prompt \d+ new of \d+ · context \d+/4096( · [^\]]+)?\]"
+    )
     child.expect_exact(PROMPT)
     child.sendline("/stats")
     child.expect("last reply:")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from edgellm.engine.contract import GenerationOptions, LoadParams, Sampling
+from edgellm.engine.contract import GenerationOptions, LoadParams, Model, Sampling
 from edgellm.engine.llama_log import LlamaLog
 from edgellm.engine.local import LocalModel, load
 from tests.support import edgellm
@@ -47,7 +47,7 @@ def model(test_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     found.close()
 
 
-def reply(model: LocalModel, prompt: str, options: GenerationOptions, cancel_after: int | None = None):  # type: ignore[no-untyped-def]
+def reply(model: Model, prompt: str, options: GenerationOptions, cancel_after: int | None = None):  # type: ignore[no-untyped-def]
     cancel = threading.Event()
     generation = model.generation(model.tokenize(prompt, add_bos=True, special=False), options, cancel=cancel)
     for count, _ in enumerate(generation, 1):
@@ -218,3 +218,50 @@ def test_run_reports_drafting_in_its_json(test_model: Path, draft_model: Path) -
     assert stats["speculation"]["mode"] == "draft"
     assert stats["speculation"]["drafted"] >= stats["speculation"]["accepted"] >= 0
     assert stats["settings"]["speculation"] == "auto"
+
+
+@pytest.fixture(scope="module")
+def batched(test_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Model]:
+    from edgellm.engine.batched import open_batched
+
+    params = LoadParams(
+        path=test_model,
+        n_ctx=1024,
+        n_threads=2,
+        n_threads_batch=2,
+        n_gpu_layers=0,
+        flash_attn=True,
+        kv="f16",
+        seed=-1,
+        parallel=2,
+    )
+    found = open_batched(params, LlamaLog(tmp_path_factory.mktemp("batched") / "llama.log", echo=False))
+    yield found
+    found.close()
+
+
+def test_a_lone_stream_on_the_batched_engine_drafts_and_gives_the_plain_reply(batched: Model) -> None:
+    plain = reply(batched, COPYING, replace(GREEDY, logprobs=2))
+    drafted = reply(batched, COPYING, replace(GREEDY, speculation="auto"))
+    same_until_near_tie(plain, drafted, 48)
+    speculation = drafted.stats.speculation
+    assert speculation is not None and speculation.accepted >= 32
+    assert plain.stats.speculation is None
+
+
+def test_streams_decoding_together_draft_nothing(batched: Model) -> None:
+    # (sequences sharing a batch may already differ from a lone one by the batch's rounding: only counts are compared)
+    options = replace(GREEDY, max_tokens=48, speculation="ngram")
+    generations = [
+        batched.generation(batched.tokenize(p, add_bos=True, special=False), options) for p in (COPYING, COPYING)
+    ]
+    pieces = [iter(generation) for generation in generations]
+    for stream in pieces:  # both admitted before either ends: they decode together from the start
+        next(stream)
+    for stream in pieces:
+        list(stream)
+    for generation in generations:
+        assert len(generation.tokens) == 48 and generation.stats.stop_reason == "length"
+        speculation = generation.stats.speculation
+        # the first drafts until the second is admitted (a round or two): none after, while they decode together
+        assert speculation is not None and speculation.drafted <= 12, "no drafting while another stream decodes"

@@ -1,4 +1,5 @@
-"""The chat's status line: model, layers on the GPU, context used of the total, TTFT and decode speed."""
+"""The chat's status line: model, layers on the GPU, context used of the total, TTFT, decode speed, and the last
+reply's drafting (acceptance and speed-up)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def status_text(
     if n_ctx:
         parts.append(f"ctx {context_used or 0}/{n_ctx}")
     if timings is not None:
-        parts += timings.parts("first_token", "speed", short=True)
+        parts += timings.parts("first_token", "speed", "drafting", short=True)
     if state:
         parts.append(state)
     return " · ".join(parts)
