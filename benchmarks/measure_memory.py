@@ -8,7 +8,7 @@ tokens, and print one JSON line: the estimate against the two references that br
 With --parallel N the model is loaded with the batched engine (N sequences in one KV pool, beside the model's
 token-sized own context) and N sequences generate together.
 
-Usage: python benchmarks/measure_memory.py MODEL [-c N] [--kv f16|q8_0] [-fa on|off] [--parallel N]
+Usage: python benchmarks/measure_memory.py MODEL [-c N] [--kv f16|q8_0] [-fa on|off] [--parallel N] [--ubatch N]
 Used by benchmarks/bench_estimate.py and tests/integration/test_estimate_accuracy.py, each in a fresh process.
 """
 
@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=512)
     parser.add_argument("--gen-tokens", type=int, default=64)
     parser.add_argument("--parallel", type=int, default=0)
+    parser.add_argument("--ubatch", type=int, default=None, help="the micro-batch (a draft model's plan: 64)")
     options = parser.parse_args()
     os.environ.setdefault("EDGELLM_HOME", tempfile.mkdtemp(prefix="edgellm-measure-"))
 
@@ -50,7 +51,11 @@ def main() -> None:
 
     profile = detect_this_machine()
     spec = load_spec(Path(options.model))
-    chosen = plan(profile, spec, Wishes(ctx=options.c, kv=options.kv, flash_attn=options.fa, parallel=options.parallel))
+    chosen = plan(
+        profile,
+        spec,
+        Wishes(ctx=options.c, kv=options.kv, flash_attn=options.fa, parallel=options.parallel, n_ubatch=options.ubatch),
+    )
     process = psutil.Process()
     before = process.memory_info().rss
     log = LlamaLog(paths.log_path(), echo=False)

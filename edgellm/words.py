@@ -633,7 +633,10 @@ def _(r: Reason, t: Terms) -> str:
 
 @sentence("spec_batched")
 def _(r: Reason, t: Terms) -> str:
-    return "off: the server's slots decode their sequences together in each batch already"
+    return (
+        "n-gram lookup while a request decodes alone; none while requests share a batch (they share each decode "
+        "already), and no draft model on the batched engine"
+    )
 
 
 @sentence("spec_ngram_asked")

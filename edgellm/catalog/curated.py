@@ -50,6 +50,7 @@ class CatalogModel:
     context: int
     licence: str
     window: int = 0
+    draft: str = ""  # the repo of a smaller model of the same tokenizer that drafts for it (speculative decoding)
 
     def estimated_size(self, quant: str) -> int:
         """Without the Hub: K-quant mixes keep the embedding and output at Q6_K or better, and a few

@@ -32,6 +32,7 @@ class Pick:
     sizes_from: str  # hub | estimated
     calibrated: bool = False  # the estimate was scaled by this device's benchmarks
     measured_tokens_per_s: float | None = None  # what `edgellm bench` measured for this repo and quant here
+    draft: str = ""  # a draft model's repo for speculative decoding with it (--draft-hf), when the catalog has one
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -39,7 +40,12 @@ class Pick:
         if self.measured_tokens_per_s is not None:
             data["measured_tokens_per_s"] = round(self.measured_tokens_per_s, 1)
         data["pull"] = f"edgellm pull {self.repo}:{self.quant}"
+        if self.draft:
+            data["chat"] = f"edgellm chat -hf {self.repo}:{self.quant} --draft-hf {self.draft}:{DRAFT_QUANT}"
         return data
+
+
+DRAFT_QUANT = "Q8_0"  # a draft is small: its quant costs little memory, and a sharper draft is accepted more
 
 
 @dataclass
@@ -121,6 +127,7 @@ def recommend(
                 "hub" if source == "hub" else "estimated",
                 estimated.calibration is not None,
                 found.tokens_per_s if found else None,
+                entry.draft,
             )
         )
     result.picks.sort(

@@ -14,6 +14,7 @@ from edgellm.plan.speculation import break_even
 
 NGRAM_SIZES = (4, 3, 2)  # the longest recent run of tokens that occurred before wins: its continuation is the draft
 WARM_UP_DRAFTED = 24  # drafted tokens before the controller may judge (a few rounds' worth)
+WARM_UP_ROUNDS = 8  # or rounds: a draft model's drafts end early when it is unsure, a round may draft one token
 PLAIN_STEPS_NEEDED = 3  # timed one-token decodes before a round's time is judged against theirs
 MARGIN = 1.0  # speculation goes on while it yields at least this many times the plain tokens per second
 
@@ -63,9 +64,9 @@ class Controller:
     """Sizes each round's draft and decides when drafting stops for the rest of a reply.
 
     Draft length: grows by 2 when a round's draft was accepted whole, shrinks by 1 when not (between 1 and `most`).
-    Stop: once WARM_UP_DRAFTED tokens were drafted, when the rounds yield fewer tokens per second than the timed
-    plain steps do (× MARGIN); with too few plain steps timed, when the acceptance falls below the break-even of the
-    priors (`draft_cost`: t_D / t_T(1))."""
+    Stop: once WARM_UP_DRAFTED tokens were drafted (or WARM_UP_ROUNDS rounds ran), when the rounds yield fewer
+    tokens per second than the timed plain steps do (× MARGIN); with too few plain steps timed, when the acceptance
+    falls below the break-even of the priors (`draft_cost`: t_D / t_T(1))."""
 
     length: int
     most: int
@@ -115,7 +116,7 @@ class Controller:
         return (self.round_tokens / self.round_seconds) / (self.plain_steps / self.plain_seconds)
 
     def _judge(self) -> None:
-        if not self.drafting or self.drafted < WARM_UP_DRAFTED:
+        if not self.drafting or (self.drafted < WARM_UP_DRAFTED and self.rounds < WARM_UP_ROUNDS):
             return
         gain = self.gain()
         if gain is not None:

@@ -62,10 +62,12 @@ def plan_speculation(
 ) -> tuple[SpecChoice, Plan | None]:
     """How the target's replies are drafted, and the draft model's plan when one is taken. A named draft of another
     vocabulary is refused (DraftIncompatible); one that does not fit beside the target, with --spec draft, too
-    (DoesNotFit). A batched target (serve's slots) drafts nothing: its sequences share each decode already."""
+    (DoesNotFit). A batched target (serve's slots) drafts by n-gram lookup only, while a request decodes alone."""
+    if flags.spec == "off":
+        return choose("off", []), None
     if target_plan.parallel > 0:
-        return SpecChoice("off", reason("spec_batched")), None
-    if flags.spec in ("off", "ngram"):
+        return SpecChoice("ngram", reason("spec_batched")), None
+    if flags.spec == "ngram":
         return choose(flags.spec, []), None
     named = draft_path(flags, report, cancel)
     target_vocab = _vocab(target)

@@ -83,3 +83,12 @@ def test_synthetic_shapes(tmp_path: Path, name: str) -> None:
     result = measure(model)
     assert_bracketed(result)
     assert result["n_ctx"] == 4096
+
+
+def test_a_draft_model_as_planned_beside_its_model(draft_model: Path) -> None:
+    # session.speculation plans a draft with a 64-token micro-batch (its logits buffer sized by it)
+    from edgellm.session.speculation import DRAFT_UBATCH
+
+    result = measure(draft_model, "--ubatch", str(DRAFT_UBATCH), "--prompt-tokens", "256")
+    assert_bracketed(result)
+    assert result["estimate"] <= 1.1 * result["logged"] and result["estimate"] >= 0.9 * result["logged"], result

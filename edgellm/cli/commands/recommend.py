@@ -91,6 +91,8 @@ def main(args: argparse.Namespace) -> int:
             )
         top = result.picks[0]
         print(f"\nTo get the first: edgellm pull {top.repo}:{top.quant}")
+        if top.draft:
+            print(f"Faster replies with a draft model (speculative decoding): {top.as_dict()['chat']}")
     for line in result.left_out:
         print(f"  left out: {line}")
     return 0
