@@ -131,6 +131,7 @@ class _Sequence:
     drafter: NgramDrafter | None = None  # n-gram lookup, when its options ask for drafting
     controller: Controller | None = None
     drafted: list[int] = field(default_factory=list)  # this step's draft, after its last token in the batch
+    ending: _End | None = None  # how it ends, once a sampled token ended it (said after its round is counted)
     alone: bool = False  # this step decodes it alone: its time is its own
     step_started: float = 0.0
 
@@ -165,6 +166,7 @@ class BatchedModel:
         self._context = context  # compat.SequenceContext: the llama.cpp context the stepper owns
         self._is_eog = compat.end_of_generation(local.llm)
         self._n_swa = compat.sliding_window(local.llm)
+        self._drafts = not compat.is_recurrent(local.llm)  # a recurrent state cannot drop a rejected draft's rows
         self._slots = [_Slot(i) for i in range(slots)]
         self._waiting: deque[_Sequence] = deque()
         self._condition = threading.Condition()
@@ -173,7 +175,7 @@ class BatchedModel:
         self._paused = 0
         self.steps = 0  # decode calls so far
         self.step_tokens = 0  # tokens those calls held: over steps, the batch occupancy
-        self.step_sequences = 0  # sequences that sampled in those calls
+        self.step_sequences = 0  # sequences that sampled in those calls (once each, whatever their drafts)
         self._thread = threading.Thread(target=self._run, name="edgellm-stepper", daemon=True)
         self._thread.start()
 
@@ -381,7 +383,7 @@ class BatchedModel:
         sequence.n_past, sequence.pending = reuse, sequence.prompt[reuse:]
         sequence.evaluated_prompt = len(sequence.pending)
         sequence.guard = LoopGuard() if sequence.options.loop_guard else None
-        if sequence.options.speculation != "off":
+        if sequence.options.speculation != "off" and self._drafts:
             from edgellm.plan.speculation import NGRAM_MOST, NGRAM_START_LENGTH
 
             sequence.drafter = NgramDrafter()
@@ -447,50 +449,58 @@ class BatchedModel:
             sequence.pending = sequence.pending[len(evaluated) :]
             if sequence.pending or not evaluated:  # more of its prompt to go
                 return
+            self.step_sequences += 1
             self._take(sequence, sequence.batch_index)
-            return
-        drafted, accepted = sequence.drafted, 0
-        for row, token in enumerate([sequence.last_token, *drafted]):
-            slot.cached.append(token)
-            sequence.n_past += 1
-            going = self._take(sequence, sequence.batch_index + row)
-            if not going or row == len(drafted) or sequence.last_token != drafted[row]:
-                break
-            accepted += 1
-        if drafted:  # the rows after the last kept one leave the slot's cells
-            self._context.cut(sequence.slot, sequence.n_past)
-        if sequence.controller is not None:
-            seconds = time.perf_counter() - sequence.step_started
-            if drafted:
-                sequence.controller.record_round(len(drafted), accepted, accepted + 1, seconds)
-            elif sequence.alone:
-                sequence.controller.record_plain(seconds)
+        else:
+            self.step_sequences += 1
+            drafted, accepted = sequence.drafted, 0
+            for row, token in enumerate([sequence.last_token, *drafted]):
+                slot.cached.append(token)
+                sequence.n_past += 1
+                going = self._take(sequence, sequence.batch_index + row)
+                if not going or row == len(drafted) or sequence.last_token != drafted[row]:
+                    break
+                accepted += 1
+            if drafted and not self._context.cut(sequence.slot, sequence.n_past):  # the rows not kept leave its cells
+                self._context.forget(sequence.slot)
+                slot.cached = []
+                sequence.ending = sequence.ending or _End(
+                    "interrupted", EngineFailed("llama.cpp could not drop a draft")
+                )
+            if sequence.controller is not None:
+                seconds = time.perf_counter() - sequence.step_started
+                if drafted:
+                    sequence.controller.record_round(len(drafted), accepted, accepted + 1, seconds)
+                elif sequence.alone:
+                    sequence.controller.record_plain(seconds)
+        if sequence.ending is not None:
+            self._end(sequence, sequence.ending.reason, sequence.ending.error)
 
     def _take(self, sequence: _Sequence, index: int) -> bool:
-        """Sample the sequence at batch row `index` and send the token to its reader; whether it goes on."""
+        """Sample the sequence at batch row `index` and send the token to its reader; whether it goes on (when not,
+        `sequence.ending` says how it ends)."""
         if sequence.left or sequence.cancel.is_set():
-            self._end(sequence, "interrupted")
+            sequence.ending = _End("interrupted")
             return False
         try:
             token = self._context.sample(sequence.sampler, index)
         except EdgellmError as error:  # its grammar admits no token: this request's error alone
-            self._end(sequence, "interrupted", error)
+            sequence.ending = _End("interrupted", error)
             return False
-        self.step_sequences += 1
         now = time.perf_counter()
         if not sequence.sampled:
             sequence.first_at = now
         sequence.last_at, sequence.sampled = now, sequence.sampled + 1
         if self._is_eog(token) and (not sequence.options.ignore_eos or sequence.options.grammar is not None):
-            self._end(sequence, "eos")  # a grammar's reply ends where the grammar lets it end
+            sequence.ending = _End("eos")  # a grammar's reply ends where the grammar lets it end
             return False
         sequence.last_token = token
         sequence.mailbox.put(token)
         if sequence.sampled >= sequence.limit:
-            self._end(sequence, "context" if sequence.limited_by_context else "length")
+            sequence.ending = _End("context" if sequence.limited_by_context else "length")
             return False
         if sequence.guard is not None and sequence.guard.feed(token):
-            self._end(sequence, "repetition")
+            sequence.ending = _End("repetition")
             return False
         return True
 

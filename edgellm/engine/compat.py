@@ -572,9 +572,10 @@ class SequenceContext:
         """Drop every cell of `sequence`."""
         llama_cpp.llama_memory_seq_rm(self.memory, sequence, -1, -1)
 
-    def cut(self, sequence: int, keep: int) -> None:
-        """Drop the cells of `sequence` from position `keep` on (a rejected draft's rows)."""
-        llama_cpp.llama_memory_seq_rm(self.memory, sequence, keep, -1)
+    def cut(self, sequence: int, keep: int) -> bool:
+        """Drop the cells of `sequence` from position `keep` on (a rejected draft's rows); False when llama.cpp
+        cannot (then the sequence's cells are not what its slot says: forget them)."""
+        return bool(llama_cpp.llama_memory_seq_rm(self.memory, sequence, keep, -1))
 
     def keep_prefix(self, sequence: int, keep: int, n_swa: int) -> int:
         """Keep the first `keep` cells of `sequence` and drop the rest; returns how many were kept. Nothing is kept

@@ -135,7 +135,7 @@ class GenerationOptions:
     logprobs: int | None = None  # None: none; k: each sampled token's log-probability and the top k (0 to 20)
     special_text: tuple[int, ...] = ()  # special tokens written out as text (a tool call's marker, [TOOL_CALLS])
     speculation: str = "off"  # SPEC_MODES: how the reply is drafted (auto: the model's draft if it has one, else
-    # n-gram lookup); the reply is the same whichever, only its speed differs
+    # n-gram lookup); the reply is the model's own whichever (up to the rounding of a batch's rows: docs/speculative.md)
 
     def as_dict(self) -> dict[str, Any]:
         """The options as `run --json` and a saved conversation report them."""
@@ -155,8 +155,8 @@ class GenerationOptions:
         }
 
     def with_saved(self, saved: object) -> GenerationOptions:
-        """These options with the ones a saved conversation kept (`as_dict`'s keys); unknown or odd values are
-        skipped, so an old or hand-edited record never breaks a load."""
+        """These options with the ones a saved conversation kept (`as_dict`'s keys but `speculation`, which the flags
+        decide); unknown or odd values are skipped, so an old or hand-edited record never breaks a load."""
         if not isinstance(saved, dict):
             return self
 

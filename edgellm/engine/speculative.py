@@ -45,10 +45,15 @@ class ModelDrafter:
 
         self.sequence: OwnSequence = OwnSequence(draft_llm, DRAFT_MOST + 1)
 
-    def propose(self, history: list[int], most: int) -> list[int]:
+    def catch_up(self, history: list[int]) -> None:
+        """Make its KV cache hold `history` (the common prefix kept); the logits of its last token are there after."""
         sequence = self.sequence
         kept = sequence.keep(min(common_prefix(sequence.cached(), history), len(history) - 1))
         sequence.decode(history[kept:])
+
+    def propose(self, history: list[int], most: int) -> list[int]:
+        sequence = self.sequence
+        self.catch_up(history)
         drafted: list[int] = []
         while len(drafted) < most:
             row = sequence.logits(-1)
@@ -174,6 +179,8 @@ class SpeculativeGeneration:
             self._abort_when(None)
             valid = len(prompt)
             text, going = take(sampler.sample(target.ctx, -1))
+            if isinstance(drafter, ModelDrafter) and going:  # the draft reads the prompt now, not in a timed step
+                drafter.catch_up(prompt)
             if text:
                 yield text
             while going:
@@ -202,8 +209,8 @@ class SpeculativeGeneration:
                 seconds = time.perf_counter() - step_started
                 if drafted:
                     controller.record_round(len(drafted), accepted, accepted + 1, seconds)
-                else:
-                    controller.record_plain(seconds)
+                elif not (timed and controller.drafting and wanted > 0 and draft_model is not None):
+                    controller.record_plain(seconds)  # (a draft model that drafted nothing still took its time)
         except KeyboardInterrupt:
             stats.stop_reason = "interrupted"
         except RuntimeError:  # llama_decode stopped by the abort check (a cancelled prompt), or failed

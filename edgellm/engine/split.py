@@ -229,7 +229,8 @@ class SplitModel:
     def generation(
         self, prompt_tokens: list[int], options: GenerationOptions, cancel: threading.Event | None = None
     ) -> RemoteGeneration:
-        return RemoteGeneration(self, prompt_tokens, options, cancel)
+        # no drafting across workers: each round's batch and cut would cross the network twice
+        return RemoteGeneration(self, prompt_tokens, replace(options, speculation="off"), cancel)
 
     def slots(self) -> list[SlotState]:
         busy = self._lock.locked()

@@ -54,7 +54,7 @@ class Batching:
     busy: int = 0
     steps: int = 0  # decode calls so far
     step_tokens: int = 0  # tokens those calls held
-    step_sequences: int = 0  # tokens sampled by those calls: the sequences decoding together, summed
+    step_sequences: int = 0  # sequences those calls sampled, summed: the sequences decoding together
 
 
 def render(
@@ -122,7 +122,7 @@ def render(
         (
             "edgellm_batch_tokens_total",
             "counter",
-            "Tokens those calls held (prompt chunks and one token per generating slot).",
+            "Tokens those calls held (prompt chunks, one token per generating slot, a lone slot's drafted tokens).",
             [({}, batching.step_tokens)],
         ),
         (

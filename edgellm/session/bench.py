@@ -209,7 +209,7 @@ def run_bench(
     """Benchmark the model the host's flags name on this device (or split across the --rpc workers) with each
     flash-attention setting; the result record. Progress and notices go to the host's report."""
     flags, report = host.flags, host.report
-    planned = host.plan()
+    planned = host.plan(replace(host.flags, spec="off"))  # the model alone: its speed and memory are what is stored
     profile, spec = planned.profile, planned.choice.spec
     if planned.split is not None:
         runs = split_plans(flags, spec, request, flash_attn)
@@ -325,7 +325,7 @@ def run_parallel_bench(
 
     flags, report = host.flags, host.report
     ctx = flags.ctx_size or -(-request.context_needed() // CTX_STEP) * CTX_STEP
-    planned = host.plan(replace(flags, ctx_size=ctx, parallel=max(request.counts), rpc=()))
+    planned = host.plan(replace(flags, ctx_size=ctx, parallel=max(request.counts), rpc=(), spec="off"))
     profile, spec, path = planned.profile, planned.choice.spec, planned.choice.path
     for notice in planned.notices:
         report(notice)

@@ -55,8 +55,8 @@ class ModelHost:
     def plan(self, flags: Flags | None = None, cancel: threading.Event | None = None) -> PlannedModel:
         """The model `flags` (default: the host's) name, planned on this machine; a -hf model not stored is pulled
         first, reporting progress. `cancel` set stops the pull."""
-        flags = flags or self.flags
-        return with_speculation(plan_model(flags, self.report, cancel or self._cancel), flags, self.report, cancel)
+        flags, cancel = flags or self.flags, cancel or self._cancel
+        return with_speculation(plan_model(flags, self.report, cancel), flags, self.report, cancel)
 
     def load(self, planned: PlannedModel, cancel: threading.Event | None = None) -> ChatModel:
         """Close the model in use, then load `planned` (llama.cpp's log to EDGELLM_HOME/logs, and to stderr with -v
@@ -127,13 +127,18 @@ class ModelHost:
         from edgellm.engine.local import load
 
         model = load(planned.params, log, keep_terminal=self.full_screen)
-        if planned.draft is not None and planned.speculation is not None and planned.speculation.draft is not None:
+        speculation = planned.speculation
+        if planned.draft is not None and speculation is not None and speculation.draft is not None:
             try:
                 model.draft = load(planned.draft.params, log, keep_terminal=self.full_screen)
+                model.draft_cost = speculation.draft.cost_ratio
+            except EdgellmError:
+                if speculation.why.code != "spec_draft_auto":  # one it found in the store: n-gram lookup instead
+                    model.close()
+                    raise
             except BaseException:
                 model.close()
                 raise
-            model.draft_cost = planned.speculation.draft.cost_ratio
         return model
 
     def _close(self) -> None:
