@@ -1,9 +1,10 @@
 """What the speculative loop (engine.speculative) decides without llama.cpp: n-gram drafts from the text so far, and
 the controller that sizes each round's draft and stops drafting once it no longer pays. Pure.
 
-The controller measures this device as it goes: the time of one-token decodes (plain steps) and of each round
-(drafting plus the target's batch), so its break-even is this machine's, in this reply. Until plain steps have been
-timed it judges by the acceptance alone, against the break-even the planner's priors give.
+The controller decides by what was accepted, never by the clock: drafting stops once the acceptance falls below the
+break-even of the speed model (plan.speculation). A decision made by timings would change with the machine's load,
+and with it the shapes of the batches and so (at a near tie: docs/speculative.md) the reply: the same prompt and seed
+give the same reply on one machine. It times the plain steps and the rounds too, for the speed-up it reports.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from edgellm.plan.speculation import break_even
 NGRAM_SIZES = (4, 3, 2)  # the longest recent run of tokens that occurred before wins: its continuation is the draft
 WARM_UP_DRAFTED = 24  # drafted tokens before the controller may judge (a few rounds' worth)
 WARM_UP_ROUNDS = 8  # or rounds: a draft model's drafts end early when it is unsure, a round may draft one token
-PLAIN_STEPS_NEEDED = 3  # timed one-token decodes before a round's time is judged against theirs
-MARGIN = 1.0  # speculation goes on while it yields at least this many times the plain tokens per second
+PLAIN_STEPS_NEEDED = 3  # timed one-token decodes before the rounds' speed-up is reported against theirs
 
 
 class NgramDrafter:
@@ -64,9 +64,9 @@ class Controller:
     """Sizes each round's draft and decides when drafting stops for the rest of a reply.
 
     Draft length: grows by 2 when a round's draft was accepted whole, shrinks by 1 when not (between 1 and `most`).
-    Stop: once WARM_UP_DRAFTED tokens were drafted (or WARM_UP_ROUNDS rounds ran), when the rounds yield fewer
-    tokens per second than the timed plain steps do (× MARGIN); with too few plain steps timed, when the acceptance
-    falls below the break-even of the priors (`draft_cost`: t_D / t_T(1))."""
+    Stop: once WARM_UP_DRAFTED tokens were drafted (or WARM_UP_ROUNDS rounds ran), when the acceptance falls below the
+    break-even of the speed model at the mean draft length (`draft_cost`: t_D / t_T(1)). `gain()`: what the rounds
+    yielded per second over the plain steps, reported, not decided by."""
 
     length: int
     most: int
@@ -117,11 +117,6 @@ class Controller:
 
     def _judge(self) -> None:
         if not self.drafting or (self.drafted < WARM_UP_DRAFTED and self.rounds < WARM_UP_ROUNDS):
-            return
-        gain = self.gain()
-        if gain is not None:
-            if gain < MARGIN:
-                self._stop(f"rounds yielded {gain:.2f}× the plain steps' tokens per second")
             return
         mean_length = max(1, round(sum(self._lengths) / len(self._lengths)))
         needed = break_even(mean_length, self.draft_cost)

@@ -137,15 +137,18 @@ def test_no_stop_before_the_warm_up() -> None:
     assert not control.drafting
 
 
-def test_stops_when_rounds_are_slower_than_plain_steps() -> None:
-    control = Controller(length=4, most=4)
-    for _ in range(PLAIN_STEPS_NEEDED):
-        control.record_plain(0.01)  # 3 steps in 0.03 s: 100 tokens a second
-    _slow_rounds(control, WARM_UP_DRAFTED // 4)  # 6 tokens in 6 s: 1 token a second
-    assert control.gain() == pytest.approx(0.01)  # 1 / 100
-    assert not control.drafting
-    assert "0.01" in control.stopped_why and "plain" in control.stopped_why
-    assert control.length == 1  # shrunk on each refused draft: 4 → 3 → 2 → 1
+def test_the_clock_never_decides() -> None:
+    # slow rounds, all refused, against fast plain steps: the acceptance (0) stops it, not the timings; and fast
+    # rounds of refused drafts stop it just the same (the reply must not depend on the machine's load)
+    for seconds in (1.0, 0.0001):
+        control = Controller(length=4, most=4)
+        for _ in range(PLAIN_STEPS_NEEDED):
+            control.record_plain(0.01)
+        for _ in range(WARM_UP_DRAFTED // 4):
+            control.record_round(drafted=4, accepted=0, yielded=1, seconds=seconds)
+        assert not control.drafting
+        assert "break-even" in control.stopped_why
+        assert control.length == 1  # shrunk on each refused draft: 4 → 3 → 2 → 1
 
 
 def test_gain_when_fewer_than_the_needed_plain_steps() -> None:
@@ -170,23 +173,12 @@ def test_no_stop_when_rounds_are_fast() -> None:
     assert control.stopped_why == ""
 
 
-def test_measured_gain_overrides_the_acceptance_prior() -> None:
-    # Every draft refused, yet the rounds (1 token in 0.05 s: 20/s) beat the plain steps (10/s): drafting goes on.
-    control = Controller(length=4, most=4)
-    for _ in range(PLAIN_STEPS_NEEDED):
-        control.record_plain(0.1)
-    for _ in range(10):
-        control.record_round(drafted=4, accepted=0, yielded=1, seconds=0.05)
-    assert control.acceptance == 0.0
-    assert control.drafting
-
-
 def test_stops_below_the_break_even_acceptance_without_plain_steps() -> None:
     control = Controller(length=4, most=4)
     _slow_rounds(control, WARM_UP_DRAFTED // 4 - 1)
     assert control.drafting  # still warming up
     _slow_rounds(control, 1)
-    assert control.gain() is None  # no plain step timed: judged by the acceptance
+    assert control.gain() is None  # no plain step timed: nothing to report, the acceptance decides as always
     assert not control.drafting
     assert "break-even" in control.stopped_why
     assert "0.00" in control.stopped_why  # the acceptance
