@@ -16,8 +16,9 @@ ngram-cache (their defaults), and `-md DRAFT --spec-type draft-simple`; POST /co
 draft-model variants decode 64 tokens a prompt (that draft is slow and seldom right). Decode speed is each answer's
 own figure (edgellm: stats.tokens_per_s; llama-server: timings.predicted_per_second); a group's, its tokens over its
 decode time. Drafted and accepted tokens: stats.speculation, timings.draft_n / draft_n_accepted. Every output is
-compared with edgellm's plain output token by token (greedy: edgellm's speculative output must be the same, and a
-WARNING says when not; llama-server's may part from it where two tokens are nearly tied).
+compared with its engine's plain output token by token (llama-server's plain output with edgellm's): greedy, a
+speculative reply should be the same (a WARNING says when edgellm's is not), though a batch's rounding may part them
+where two tokens are nearly tied, as it parts the two engines.
 Each round runs every variant on every prompt, the engines alternating, in an order that turns from round to round,
 after a warm-up round; medians over --rounds. Goals (the issue's): grounded, edgellm ngram ≥ 1.8 × plain and ≥ 1.5 ×
 llama-server's best n-gram mode; free text, edgellm auto ≥ 0.97 × plain. On a 2-core machine any other load makes
@@ -371,6 +372,12 @@ def report(runs: dict, prompts: dict, findings: Findings) -> None:
         keys = [k for k, p in prompts.items() if p["group"] == group]
         return median([group_rate([runs[name][k][r] for k in keys]) for r in range(len(runs[name][keys[0]]))])
 
+    def reference(name: str) -> str:
+        """What a variant's tokens are compared with: its own engine's plain decoding (llama-server's: edgellm's)."""
+        return (
+            "llama-server none" if name.startswith("llama-server ") and name != "llama-server none" else "edgellm off"
+        )
+
     groups = ("grounded", "free")
     print(
         f"\n  {'variant':<26}"
@@ -384,7 +391,7 @@ def report(runs: dict, prompts: dict, findings: Findings) -> None:
             found = results(name, group)
             table[name, group] = value = rate(name, group)
             drafted, accepted = sum(r["drafted"] for _, r in found), sum(r["accepted"] for _, r in found)
-            same = min(same_prefix(r["tokens"], plain[k][0]["tokens"]) for k, r in found)
+            same = min(same_prefix(r["tokens"], runs[reference(name)][k][0]["tokens"]) for k, r in found)
             ratio = value / table["edgellm off", group]
             share = f"{accepted / drafted:.0%} of {drafted // len(found)}" if drafted else "—"
             cells += f"{value:>14.1f} {ratio:>8.3f} {share:>14} {same:>5.0%}"
@@ -401,8 +408,9 @@ def report(runs: dict, prompts: dict, findings: Findings) -> None:
                 warnings.append(f"{name} on {group}: other tokens than plain decoding after {same:.0%} of the reply")
         print(f"  {name:<26}{cells}")
     print(
-        "  (accepted: drafted tokens the target kept, of the tokens drafted a reply; same: the share of edgellm plain's"
-        " tokens reproduced before the first difference, worst reply)"
+        "  (accepted: the drafted tokens the target kept, of the tokens drafted a reply; same: the share of a reply's\n"
+        "  tokens that its engine's plain reply has before the first difference, the worst reply; for llama-server\n"
+        "  none: edgellm plain's)"
     )
     for text in warnings:
         print(f"  WARNING: {text}")
