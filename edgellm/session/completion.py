@@ -346,7 +346,8 @@ class ChatModel:
             self._take_logprobs(reply, generation)
             yield from _collect(reply, splitter.feed(stops.flush()) + splitter.flush(), tools)
             if tools is not None:
-                yield from _tool_pieces(reply, tools.finish())
+                cut = generation.stats.stop_reason in ("length", "context")
+                yield from _tool_pieces(reply, tools.finish(cut=cut))
                 reply.tool_calls = tools.calls
         finally:
             pieces.close()  # ends llama.cpp's generation and completes the timings, also when closed early

@@ -371,12 +371,17 @@ class ToolParser:
         self.text = ""
         self.content = ""  # released
         self.calls: list[ToolCall] = []
+        self._cut = False
 
     def feed(self, text: str) -> list[Delta]:
         self.text += text
         return self._deltas(self._parse(final=False), final=False)
 
-    def finish(self) -> list[Delta]:
+    def finish(self, cut: bool = False) -> list[Delta]:
+        """The last deltas. `cut`: the reply stopped at the token or context limit, so a call still open is cut short:
+        a Qwen XML call without its `</function>` is left out (its parameters cannot be trusted); a JSON call's
+        arguments stay as written, as the OpenAI API gives them with finish_reason "length"."""
+        self._cut = cut
         return self._deltas(self._parse(final=True), final=True)
 
     def _deltas(self, parsed: _Parsed, final: bool) -> list[Delta]:
@@ -406,7 +411,7 @@ class ToolParser:
     def _parse(self, final: bool) -> _Parsed:
         name = self.format.name
         if name in ("hermes", "qwen-xml"):
-            return _parse_blocks(self.text, final, xml=name == "qwen-xml", tools=self.tools)
+            return _parse_blocks(self.text, final, xml=name == "qwen-xml", tools=self.tools, cut=self._cut)
         if name == "mistral":
             return _parse_mistral(self.text, final)
         if name == "llama3":
@@ -422,7 +427,7 @@ def _held_prefix(text: str, marker: str) -> int:
     return len(text)
 
 
-def _parse_blocks(text: str, final: bool, xml: bool, tools: dict[str, Tool]) -> _Parsed:
+def _parse_blocks(text: str, final: bool, xml: bool, tools: dict[str, Tool], cut: bool = False) -> _Parsed:
     marker = "<tool_call>"
     start = text.find(marker)
     if start < 0:
@@ -437,7 +442,7 @@ def _parse_blocks(text: str, final: bool, xml: bool, tools: dict[str, Tool]) -> 
         end = text.find("</tool_call>", body_start)
         body = text[body_start : end if end >= 0 else len(text)]
         if xml:
-            call = _xml_call_parsed(body, end >= 0 or final, tools)
+            call = _xml_call_parsed(body, end >= 0 or (final and not cut), tools)
         else:
             call = _json_call_parsed(body, ("arguments", "parameters"))
         if call is not None:
@@ -559,7 +564,9 @@ def _xml_call_parsed(body: str, complete: bool, tools: dict[str, Tool]) -> tuple
     arguments: dict[str, Any] = {}
     for piece in inner.split("<parameter=")[1:]:
         key, _, rest = piece.partition(">")
-        value = rest.split("</parameter>")[0]
+        value, closed, _ = rest.partition("</parameter>")
+        if not closed:  # the reply ended inside the value: not its closing tag's first characters
+            value = value[: _held_prefix(value, "</parameter>")]
         value = value[1:] if value.startswith("\n") else value
         value = value[:-1] if value.endswith("\n") else value
         if xml_value(properties.get(key)) is not None:

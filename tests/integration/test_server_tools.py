@@ -103,13 +103,19 @@ def test_streamed_call_deltas_add_up_to_the_whole_call(client: openai.OpenAI) ->
     jsonschema.validate(json.loads(calls[0]["arguments"]), WEATHER)
 
 
-def test_required_calls_some_tool(client: openai.OpenAI) -> None:
+def test_required_calls_some_tool(server: tuple[str, ServerProcess], client: openai.OpenAI) -> None:
+    """The test model may go on calling until the limit: then a JSON call cut short keeps its arguments as written
+    (the OpenAI API's way with finish_reason "length"), a Qwen XML call cut short is left out; every call that is
+    whole validates."""
     answer = client.chat.completions.create(
         model="m", messages=ASK, tools=TOOLS, tool_choice="required", temperature=0, max_tokens=120
     )
-    calls = answer.choices[0].message.tool_calls
+    choice = answer.choices[0]
+    calls = choice.message.tool_calls
     assert calls and all(call.function.name in ("get_weather", "add") for call in calls)
-    for call in calls:
+    assert choice.finish_reason in ("tool_calls", "length")
+    whole = calls[:-1] if choice.finish_reason == "length" and server[0] != "qwen-xml" else calls
+    for call in whole:
         schema = WEATHER if call.function.name == "get_weather" else TOOLS[1]["function"]["parameters"]
         jsonschema.validate(json.loads(call.function.arguments), schema)
 

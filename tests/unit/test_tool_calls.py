@@ -295,6 +295,27 @@ def test_llama3_json_that_is_no_call_is_content() -> None:
         assert content == text and calls == []
 
 
+def test_a_qwen_xml_call_cut_by_the_limit_is_left_out_and_an_ended_one_is_read() -> None:
+    whole = (
+        "<tool_call>\n<function=add>\n<parameter=a>\n1\n</parameter>\n<parameter=b>\n2\n</parameter>\n"
+        "</function>\n</tool_call>"
+    )
+    for cut_at in (
+        "\n<tool_call>\n<function=add>\n",
+        "\n<tool_call>\n<function=add>\n<parameter=a>\n1\n</parameter>\n<parameter=b>\n2\n</param",
+    ):
+        parser = ToolParser(FORMATS["qwen-xml"], [ADD])
+        deltas = parser.feed(whole + cut_at) + parser.finish(cut=True)
+        assert [(call.name, json.loads(call.arguments)) for call in parser.calls] == [("add", {"a": 1, "b": 2})]
+        assert {delta.index for delta in deltas if delta.index >= 0} == {0}
+    # a reply that ends on its own (end of generation) before `</function>`: its written parameters are the call,
+    # a closing tag begun is not part of the value
+    parser = ToolParser(FORMATS["qwen-xml"], [ADD])
+    parser.feed("<tool_call>\n<function=add>\n<parameter=a>\n1\n</parameter>\n<parameter=b>\n2\n</param")
+    parser.finish()
+    assert json.loads(parser.calls[0].arguments) == {"a": 1, "b": 2}
+
+
 def test_a_call_without_arguments_streams_its_empty_object() -> None:
     _, calls, deltas = parse("hermes", '<tool_call>{"name": "add"}</tool_call>', by_char=False)
     assert calls[0].arguments == "{}"
