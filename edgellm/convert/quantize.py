@@ -35,9 +35,11 @@ def quantize(
     report: Report = ignore,
     threads: int | None = None,
     cancel: threading.Event | None = None,
+    requantize: bool = False,
 ) -> Path:
-    """Quantize the GGUF `source` to `quant` (a llama.cpp file type such as Q4_K_M) at `target`. Setting `cancel`
-    kills the child and raises Cancelled, leaving no file."""
+    """Quantize the GGUF `source` to `quant` (a llama.cpp file type such as Q4_K_M) at `target`. `requantize`: the
+    source may itself be quantized (llama.cpp refuses that otherwise: the result carries both roundings). Setting
+    `cancel` kills the child and raises Cancelled, leaving no file."""
     if quant not in FTYPES:
         raise EdgellmError(f"llama.cpp cannot quantize to {quant}; use one of {', '.join(sorted(FTYPES))}")
     free = shutil.disk_usage(target.parent).free
@@ -48,7 +50,12 @@ def quantize(
         )
     partial = target.with_name(target.name + ".partial")
     command = module_command(
-        "edgellm.convert.quantize", str(source), str(partial), str(FTYPES[quant]), str(threads or os.cpu_count() or 1)
+        "edgellm.convert.quantize",
+        str(source),
+        str(partial),
+        str(FTYPES[quant]),
+        str(threads or os.cpu_count() or 1),
+        str(int(requantize)),
     )
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     tail: list[bytes] = []
@@ -92,7 +99,7 @@ def _kill_on_cancel(child: subprocess.Popen[bytes], cancel: threading.Event) -> 
             return
 
 
-def _child(source: str, target: str, ftype: int, threads: int) -> int:
+def _child(source: str, target: str, ftype: int, threads: int, requantize: bool) -> int:
     """In the child process: run llama.cpp's quantizer with its log on stdout."""
     import ctypes
 
@@ -108,8 +115,9 @@ def _child(source: str, target: str, ftype: int, threads: int) -> int:
     params.ftype = ftype
     params.nthread = threads
     params.max_buf_size = MAX_BUFFER
+    params.allow_requantize = requantize
     return 1 if llama_cpp.llama_model_quantize(source.encode(), target.encode(), ctypes.byref(params)) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+    sys.exit(_child(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"))
