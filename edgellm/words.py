@@ -55,6 +55,9 @@ class PlainTerms:
         "outtype": ("the output type", "the output type {}"),
         "output": ("the output", "{}"),
         "keep_checkpoint": ("keeping the checkpoint", "keeping the checkpoint"),
+        "imatrix": ("an importance matrix", "the importance matrix {}"),
+        "min_quality": ("the quality bound", "a quality bound of {}"),
+        "reference": ("a reference model", "the reference {}"),
     }
 
     def setting(self, name: str, value: Value = None) -> str:
@@ -383,12 +386,43 @@ def _(r: Reason, t: Terms) -> str:
 # the quants of one model, one line each (`plan` and `pull` list them)
 
 
+def quality_text(figure: tuple[float, bool, str, float] | None) -> str:
+    """A quant's KL divergence as the picker says it: "KLD 0.031 vs Q8_0, 92% same top token, measured" or
+    "KLD ~0.073 (published prior)"."""
+    if figure is None:
+        return ""
+    kld, measured, reference, same = figure
+    if not measured:
+        return f"KLD ~{kld:.3g} (published prior)"
+    against = f" vs {reference}" if reference else ""
+    agreeing = f", {100 * same:.0f}% same top token" if same >= 0 else ""
+    return f"KLD {kld:.3g}{against}{agreeing}, measured"
+
+
 @sentence("quant_fits")
 def _(r: Reason, t: Terms) -> str:
     where = (
         ", all layers on the GPU" if r["full_offload"] else f", {r['gpu_layers']} layers on the GPU" if r["gpu"] else ""
     )
-    return f"{r['quant']}: fits, {size(r['total'])}{where}"
+    quality = quality_text(r["quality"])
+    return f"{r['quant']}: fits, {size(r['total'])}{where}" + (f"; {quality}" if quality else "")
+
+
+@sentence("quant_below_quality")
+def _(r: Reason, t: Terms) -> str:
+    return (
+        f"{r['quant']}: skipped, {quality_text(r['quality'])} is above the bound {r['bound']:g} "
+        f"({t.setting('min_quality')})"
+    )
+
+
+@sentence("quant_gives_up")
+def _(r: Reason, t: Terms) -> str:
+    ratio = r["ratio"]
+    cost = f", about {ratio:.1f}× the divergence" if ratio > 0 else ""
+    return (
+        f"{r['chosen']} instead of {r['over']}: {size(abs(r['saved']))} {'less' if r['saved'] >= 0 else 'more'}{cost}"
+    )
 
 
 @sentence("quant_does_not_fit")
@@ -583,6 +617,15 @@ def _(r: Reason, t: Terms) -> str:
     )
 
 
+@sentence("no_quality_reference")
+def _(r: Reason, t: Terms) -> str:
+    return (
+        f"no reference for {r['model']}: the store holds no {r['arch']} model of its shape at a higher precision than "
+        f"{r['quant']}; pull or convert it in F16, BF16 or Q8_0 (`edgellm pull REPO:Q8_0`, `edgellm convert`), or "
+        f"{t.change('reference', 'FILE')}"
+    )
+
+
 def notice(said: Reason, kind: str = "note") -> Notice:
     """A reason as an event's notice: said plainly, the reason kept for a front end to say in its terms."""
     return Notice(say(said), kind, said)
@@ -617,6 +660,57 @@ def _(r: Reason, t: Terms) -> str:
 def _(r: Reason, t: Terms) -> str:
     keep = t.setting("keep_checkpoint")
     return f"removed the downloaded checkpoint {r['source']}" + (f" ({keep} keeps it)" if keep else "")
+
+
+# importance matrices (convert.imatrix)
+
+
+@sentence("quant_needs_imatrix")
+def _(r: Reason, t: Terms) -> str:
+    return (
+        f"{r['quant']} needs an importance matrix (llama.cpp refuses to make it without one): "
+        f"{t.change('imatrix')} to collect one on a calibration text, or {t.change('quant', 'Q2_K')} or another "
+        f"quant that needs none"
+    )
+
+
+@sentence("requantize_costs")
+def _(r: Reason, t: Terms) -> str:
+    return (
+        f"{r['source']} is already quantized ({r['from_quant']}): {r['quant']} made from it carries two roundings, "
+        f"so it is worse than {r['quant']} made from the F16 or BF16 model"
+    )
+
+
+@sentence("imatrix_unused")
+def _(r: Reason, t: Terms) -> str:
+    return f"no importance matrix: {r['quant']} is written by the converter itself, which takes none"
+
+
+@sentence("not_an_imatrix")
+def _(r: Reason, t: Terms) -> str:
+    return f"{r['path']} is not an importance matrix llama.cpp can read ({r['why']})"
+
+
+@sentence("imatrix_mismatch")
+def _(r: Reason, t: Terms) -> str:
+    return (
+        f"the importance matrix does not match {r['model']}: {r['tensor']}: {r['why']}; it was made for another "
+        f"model: collect one on this model ({t.setting('imatrix')} TEXT)"
+    )
+
+
+@sentence("imatrix_text_missing")
+def _(r: Reason, t: Terms) -> str:
+    return f"{r['text']}: no such file (a text to collect an importance matrix on, or a matrix file)"
+
+
+@sentence("imatrix_text_too_short")
+def _(r: Reason, t: Terms) -> str:
+    return (
+        f"{r['text']} is {r['tokens']} tokens: an importance matrix is collected in chunks of {r['needed']}; "
+        f"give a longer text (a few thousand tokens)"
+    )
 
 
 # how replies are drafted (plan.speculation)

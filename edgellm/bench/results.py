@@ -18,6 +18,7 @@ from typing import Any
 from edgellm import paths
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.planner import Plan
+from edgellm.plan.quality import QualityFigure
 from edgellm.plan.spec import ModelSpec
 from edgellm.plan.speed import Measured, Sample, SpeedEstimate, estimate_speed, placement
 from edgellm.storage import disk
@@ -81,11 +82,9 @@ def save_result(profile: DeviceProfile, result: dict[str, Any]) -> Path | None:
     KEPT_PER_MODEL per model. None when the disk would not take it (said once, as `disk.lost` says it)."""
     path = results_path(profile)
     kept = load_results(profile) + [result]
-    kind = (result["model"]["key"], "parallel" in result)  # sequences together are kept apart from single runs
-    same = [item for item in kept if (item["model"]["key"], "parallel" in item) == kind]
-    kept = [
-        item for item in kept if (item["model"]["key"], "parallel" in item) != kind or item in same[-KEPT_PER_MODEL:]
-    ]
+    kind = kind_of(result)  # sequences together and quality are kept apart from single runs
+    same = [item for item in kept if kind_of(item) == kind]
+    kept = [item for item in kept if kind_of(item) != kind or item in same[-KEPT_PER_MODEL:]]
     partial = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +101,80 @@ def save_result(profile: DeviceProfile, result: dict[str, Any]) -> Path | None:
         if disk.lost("the benchmark result", path.parent, error):
             return None
         raise
+
+
+def kind_of(result: dict[str, Any]) -> tuple[str, str]:
+    """A result's model and what it measured: speed, parallel (sequences together) or quality."""
+    measured = "parallel" if "parallel" in result else "quality" if "quality" in result else "speed"
+    return result["model"]["key"], measured
+
+
+def quality_results() -> list[dict[str, Any]]:
+    """Every stored quality result, of every device (what a quant costs is the file's, not the device's), oldest
+    first."""
+    found = []
+    for path in sorted(bench_dir().glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for result in data.get("results") or [] if isinstance(data, dict) else []:
+            if _well_formed(result) and isinstance(result.get("quality"), dict):
+                found.append(result)
+    return sorted(found, key=lambda result: str(result.get("when", "")))
+
+
+def quality_figure(result: dict[str, Any]) -> QualityFigure | None:
+    """A quality result as the picker shows it; None when it measured perplexity only (no reference)."""
+    found = result["quality"]
+    reference = found.get("reference")
+    if not isinstance(reference, dict) or not isinstance(found.get("kld"), (int, float)):
+        return None
+    same = found.get("same_top")
+    return QualityFigure(
+        float(found["kld"]),
+        measured=True,
+        reference=str(reference.get("quant") or reference.get("name") or ""),
+        same_top=float(same) if isinstance(same, (int, float)) else None,
+    )
+
+
+def measured_quality(
+    repo: str | None = None, files: dict[str, tuple[str, int]] | None = None
+) -> dict[str, QualityFigure]:
+    """The latest measured quality of each quant, by quant name: of the files pulled from `repo`, or of `files`
+    (quant -> (file name, size))."""
+    keys = {model_key(name, size): quant for quant, (name, size) in (files or {}).items()}
+    found: dict[str, QualityFigure] = {}
+    for result in quality_results():  # oldest first: a later result replaces an earlier one
+        model = result["model"]
+        figure = quality_figure(result)
+        if figure is None:
+            continue
+        if repo is not None and model.get("repo") == repo and model.get("quant"):
+            found[str(model["quant"]).upper()] = figure
+        elif model["key"] in keys:
+            found[keys[model["key"]].upper()] = figure
+    return found
+
+
+def quality_by_repo() -> dict[tuple[str, str], QualityFigure]:
+    """Measured quality of models pulled from the Hub, by (repo, QUANT): how `recommend` matches its picks."""
+    found = {}
+    for result in quality_results():
+        model, figure = result["model"], quality_figure(result)
+        if figure is not None and model.get("repo") and model.get("quant"):
+            found[(str(model["repo"]), str(model["quant"]).upper())] = figure
+    return found
+
+
+def quality_for(name: str, file_bytes: int) -> QualityFigure | None:
+    """The latest measured quality of the model file `name` (of `file_bytes`), if `bench --quality` measured it."""
+    key, figure = model_key(name, file_bytes), None
+    for result in quality_results():
+        if result["model"]["key"] == key:
+            figure = quality_figure(result) or figure
+    return figure
 
 
 def placed(run: dict[str, Any]) -> str:

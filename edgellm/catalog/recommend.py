@@ -11,7 +11,8 @@ from edgellm.gguf.quants import rank
 from edgellm.hub.client import list_files
 from edgellm.hub.files import group_quants
 from edgellm.hw.profile import DeviceProfile
-from edgellm.plan.planner import PlanError, Wishes, choose_quant, plan
+from edgellm.plan.planner import PlanError, Wishes, choose_quant, plan, quality_of
+from edgellm.plan.quality import QualityFigure
 from edgellm.plan.speed import Measured, Sample, estimate_speed
 
 GOOD_QUANT = "Q4_K_S"  # below it (3- and 2-bit) the loss is noticeable: rank those after every 4-bit pick
@@ -33,6 +34,8 @@ class Pick:
     calibrated: bool = False  # the estimate was scaled by this device's benchmarks
     measured_tokens_per_s: float | None = None  # what `edgellm bench` measured for this repo and quant here
     draft: str = ""  # a draft model's repo for speculative decoding with it (--draft-hf), when the catalog has one
+    kld: float | None = None  # what the quant gives up: its KL divergence from the original (measured, else prior)
+    kld_measured: bool = False  # measured by `edgellm bench --quality` for this repo and quant
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -79,12 +82,14 @@ def recommend(
     samples: list[Sample] | None = None,
     measured: dict[tuple[str, str], Measured] | None = None,
     wishes: Wishes = Wishes(),
+    qualities: dict[tuple[str, str], QualityFigure] | None = None,
 ) -> Recommendation:
     """Per catalog model, the quant the planner would choose among those fast enough; then the models
     ranked by quality: 4-bit and better before the 3- and 2-bit quants, then by parameter count.
     `samples` (this device's benchmarks) calibrate the speed estimates; `measured` speeds, by (repo, QUANT), are
-    shown beside them; `wishes` are config.toml's (its margins) or the flags'."""
-    measured = measured or {}
+    shown beside them, with the quality `bench --quality` measured (by repo and QUANT; else the published prior);
+    `wishes` are config.toml's (its margins and --min-quality) or the flags'."""
+    measured, qualities = measured or {}, qualities or {}
     result = Recommendation([], online=online)
     for entry in load_catalog():
         sizes, source = quant_sizes(entry, result.online)
@@ -103,8 +108,9 @@ def recommend(
                 fast.append((quant, spec))
             else:
                 reason = f"too slow: about {speed:.1f} tokens/s at {quant}"
+        ours = {quant: figure for (repo, quant), figure in qualities.items() if repo == entry.repo}
         try:
-            choice = choose_quant(profile, fast, wishes)
+            choice = choose_quant(profile, fast, wishes, measured=ours)
         except PlanError:
             result.left_out.append(f"{entry.name}: {reason}")
             continue
@@ -112,6 +118,7 @@ def recommend(
         where = "GPU" if chosen.full_offload else ("GPU+CPU" if chosen.gpu and chosen.n_gpu_layers else "CPU")
         estimated = estimate_speed(choice.spec, chosen, profile, samples)
         found = measured.get((entry.repo, choice.quant.upper()))
+        quality = quality_of(choice.quant, choice.spec, ours)
         result.picks.append(
             Pick(
                 entry.name,
@@ -128,6 +135,8 @@ def recommend(
                 estimated.calibration is not None,
                 found.tokens_per_s if found else None,
                 entry.draft,
+                quality.kld if quality else None,
+                bool(quality and quality.measured),
             )
         )
     result.picks.sort(

@@ -603,6 +603,11 @@ def embedding_width(llm: Any) -> int:
     return int(llama_cpp.llama_model_n_embd_out(llm._model.model))
 
 
+def adds_start_token(llm: Any) -> bool:
+    """Whether tokenizing with special tokens begins each text with BOS."""
+    return bool(llama_cpp.llama_vocab_get_add_bos(llm._model.vocab))
+
+
 def adds_end_token(llm: Any) -> bool:
     """Whether tokenizing with special tokens ends each text with one (EOS or SEP: a BERT's [SEP])."""
     vocab = llm._model.vocab
@@ -666,6 +671,56 @@ class EmbeddingContext:
                 raise EngineFailed(f"llama.cpp computed no embedding for sequence {sequence}; see llama.cpp's log")
             vectors.append(numpy.ctypeslib.as_array(pooled, shape=(self.width,)).tolist())
         return vectors
+
+    def close(self) -> None:
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        self._context.close()
+
+
+# --- a context that scores a text, on a loaded model's weights: engine.scoring's -------------------------------------
+
+
+class ScoringContext:
+    """A llama.cpp context on `llm`'s weights that reads one chunk of `n_ctx` tokens at a time, from an empty KV
+    cache, in micro-batches of `n_batch` tokens, asking for the logits of the rows from `first` on only: the logits
+    buffer holds n_batch rows, never the chunk's (Gemma 3's 262k-token vocabulary: 1 MiB a row)."""
+
+    def __init__(self, llm: Any, *, n_ctx: int, n_batch: int, threads: int) -> None:
+        from llama_cpp import _internals
+
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx, params.n_seq_max = n_ctx, 1
+        params.n_batch = params.n_ubatch = n_batch
+        params.n_threads = params.n_threads_batch = threads
+        params.swa_full = False
+        params.no_perf = True
+        self.n_ctx, self.n_batch = n_ctx, n_batch
+        self.n_vocab = vocabulary_size(llm)
+        self._context = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        self._batch: Any = llama_cpp.llama_batch_init(n_batch, 0, 1)
+
+    def read(self, tokens: list[int], first: int) -> Iterator[Any]:
+        """Decode `tokens` (one chunk) from position 0; yields, after each micro-batch that has any, the logits of its
+        rows at positions ≥ `first`, in order, as a NumPy view (rows × n_vocab) valid until the next one.
+        RuntimeError when llama.cpp fails."""
+        ctx, batch = self._context.ctx, self._batch
+        llama_cpp.llama_memory_clear(self._context.memory, True)
+        for start in range(0, len(tokens), self.n_batch):
+            part = tokens[start : start + self.n_batch]
+            for index, token in enumerate(part):
+                batch.token[index], batch.pos[index] = token, start + index
+                batch.n_seq_id[index], batch.seq_id[index][0] = 1, 0
+                batch.logits[index] = start + index >= first
+            batch.n_tokens = len(part)
+            status = int(llama_cpp.llama_decode(ctx, batch))
+            if status != 0:
+                raise RuntimeError(f"llama_decode returned {status}")
+            rows = sum(1 for index in range(len(part)) if start + index >= first)
+            if rows:
+                # the rows asked for, in batch order (llama_get_logits puts back any order llama.cpp computed them in)
+                yield numpy.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx), shape=(rows, self.n_vocab))
 
     def close(self) -> None:
         if self._batch is not None:

@@ -8,12 +8,13 @@ before the context shrinks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from edgellm.gguf.quants import CPU_CEILING, above_cpu_ceiling, loadable, rank
 from edgellm.hw.profile import DeviceProfile, Gpu
 from edgellm.plan.estimate import EstimateInputs, MemoryEstimate, estimate
+from edgellm.plan.quality import QualityFigure, divergence_ratio, parameters, prior
 from edgellm.plan.spec import ModelSpec
 from edgellm.reasons import Reason, reason
 from edgellm.words import say
@@ -52,6 +53,7 @@ class Wishes:
     parallel: int | str = 0  # sequences decoded together (a server): N, "auto", or 0 for one at a time (a chat)
     parallel_measured: tuple[tuple[int, float], ...] = ()  # (sequences, aggregate decode tokens/s) measured on
     # this device (`bench --parallel`), for "auto"
+    min_quality: float | None = None  # the largest KL divergence from the original a chosen quant may have
 
 
 @dataclass(frozen=True)
@@ -483,19 +485,29 @@ class QuantChoice:
     considered: tuple[Reason, ...]  # one per candidate: what it would need and why it was (not) taken
 
 
+def quality_of(quant: str, spec: ModelSpec, measured: Mapping[str, QualityFigure]) -> QualityFigure | None:
+    """What `quant` of this model gives up: measured for its file when `bench --quality` ran, else the prior."""
+    return measured.get(quant.upper()) or prior(quant, parameters(spec))
+
+
 def choose_quant(
     profile: DeviceProfile,
     candidates: Sequence[tuple[str, ModelSpec | Callable[[], ModelSpec]]],
     wishes: Wishes = Wishes(),
     asked: str | None = None,
     wishes_for: Callable[[ModelSpec, Wishes], Wishes] | None = None,
+    measured: Mapping[str, QualityFigure] | None = None,
 ) -> QuantChoice:
     """The best quant of one model for `profile`: the highest rank whose plan fits, preferring full GPU
-    offload over a partial offload one rank higher. Nothing above Q8_0 runs on the CPU unless asked.
+    offload over a partial offload one rank higher. Nothing above Q8_0 runs on the CPU unless asked, nothing whose
+    KL divergence (`measured` by quant name, else the prior) exceeds `wishes.min_quality`.
 
     A candidate's spec may be a callable (a remote header to read): only the candidates needed are read.
-    `wishes_for` may adjust the wishes per spec (a wider margin for a spec known only by its size).
+    `wishes_for` may adjust the wishes per spec (a wider margin for a spec known only by its size). Each line
+    considered says what its quant gives up; when a better quant did not fit, a last line says what the choice gives
+    up against it (its size saved and its divergence, as a ratio).
     """
+    measured = measured or {}
     gpu, _ = usable_gpu(profile)
     ordered = sorted((item for item in candidates if loadable(item[0])), key=lambda item: rank(item[0]), reverse=True)
     if asked:
@@ -505,6 +517,7 @@ def choose_quant(
             raise PlanError(reason("no_such_quant_file", quant=asked, names=names))
     considered: list[Reason] = []
     fitting: list[tuple[str, ModelSpec, Plan]] = []
+    missed: tuple[str, ModelSpec] | None = None  # the lowest-ranked quant that did not fit
     for quant, spec_or_reader in ordered:
         if fitting and (gpu is None or fitting[0][2].full_offload or len(fitting) == 2):
             break  # the choice cannot change any more
@@ -512,10 +525,17 @@ def choose_quant(
             considered.append(reason("quant_above_cpu_ceiling", quant=quant, ceiling=CPU_CEILING))
             continue
         spec = spec_or_reader() if callable(spec_or_reader) else spec_or_reader
+        quality = quality_of(quant, spec, measured)
+        if not asked and wishes.min_quality is not None and quality is not None and quality.kld > wishes.min_quality:
+            considered.append(
+                reason("quant_below_quality", quant=quant, quality=quality_words(quality), bound=wishes.min_quality)
+            )
+            continue
         try:
             found = plan(profile, spec, replace(wishes_for(spec, wishes) if wishes_for else wishes, force=False))
         except PlanError as error:
             considered.append(reason("quant_does_not_fit", quant=quant, why=error.reason))
+            missed = (quant, spec)  # the last one missed: the nearest above the choice
             continue
         if not asked and above_cpu_ceiling(quant) and not found.full_offload:
             considered.append(reason("quant_would_run_on_cpu", quant=quant, ceiling=CPU_CEILING))
@@ -529,6 +549,7 @@ def choose_quant(
                 full_offload=found.full_offload,
                 gpu_layers=found.n_gpu_layers,
                 gpu=gpu is not None,
+                quality=quality_words(quality),
             )
         )
     if not fitting:
@@ -537,4 +558,29 @@ def choose_quant(
     if gpu is not None and not best[2].full_offload and len(fitting) > 1 and fitting[1][2].full_offload:
         considered.append(reason("quant_full_offload_wins", chosen=fitting[1][0], over=best[0]))
         best = fitting[1]
+    elif missed is not None and rank(missed[0]) > rank(best[0]):
+        considered.append(given_up(best[0], best[1], missed[0], missed[1], measured))
     return QuantChoice(best[0], best[1], best[2], tuple(considered))
+
+
+def quality_words(quality: QualityFigure | None) -> tuple[float, bool, str, float] | None:
+    """A quality figure as a reason carries it: (KL divergence, measured, reference, same-top share or -1)."""
+    if quality is None:
+        return None
+    same = quality.same_top if quality.same_top is not None else -1.0
+    return (quality.kld, quality.measured, quality.reference or "", same)
+
+
+def given_up(
+    chosen: str, spec: ModelSpec, over: str, over_spec: ModelSpec, measured: Mapping[str, QualityFigure]
+) -> Reason:
+    """What choosing `chosen` instead of the better `over` (which did not fit) gives up: bytes saved, divergence."""
+    ours, theirs = quality_of(chosen, spec, measured), quality_of(over, over_spec, measured)
+    ratio = divergence_ratio(ours, theirs) if ours is not None and theirs is not None else None
+    return reason(
+        "quant_gives_up",
+        chosen=chosen,
+        over=over,
+        saved=over_spec.file_bytes - spec.file_bytes,
+        ratio=ratio if ratio is not None else -1.0,
+    )

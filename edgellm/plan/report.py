@@ -8,11 +8,12 @@ from typing import Any
 from edgellm.formatting import size
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.params import load_params
-from edgellm.plan.planner import Plan
+from edgellm.plan.planner import Plan, quality_words
+from edgellm.plan.quality import QualityFigure
 from edgellm.plan.spec import ModelSpec
 from edgellm.plan.speculation import SpecChoice
 from edgellm.plan.speed import Measured, SpeedEstimate
-from edgellm.words import PLAIN, Terms, say
+from edgellm.words import PLAIN, Terms, quality_text, say
 
 ROWS = (("weights", "Weights"), ("kv_cache", "KV cache"), ("compute", "Activations"), ("overhead", "Overhead"))
 
@@ -24,6 +25,7 @@ def to_dict(
     speed: SpeedEstimate | None = None,
     measured: Measured | None = None,
     terms: Terms = PLAIN,
+    quality: QualityFigure | None = None,
 ) -> dict[str, Any]:
     """The plan as JSON: every size in bytes, each reason in `terms` and as data (`reason_codes`)."""
     devices = []
@@ -78,6 +80,15 @@ def to_dict(
             },
             "measured": measured.as_dict() if measured else None,
         },
+        "quality": None
+        if quality is None
+        else {
+            "kld": round(quality.kld, 6),
+            "measured": quality.measured,
+            "reference": quality.reference,
+            "same_top": None if quality.same_top is None else round(quality.same_top, 4),
+            "text": quality_text(quality_words(quality)),
+        },
     }
 
 
@@ -88,6 +99,7 @@ def render(
     speed: SpeedEstimate | None = None,
     measured: Measured | None = None,
     terms: Terms = PLAIN,
+    quality: QualityFigure | None = None,
 ) -> str:
     """The memory budget and the settings with their reasons, for a person; the reasons in `terms`."""
     lines = [
@@ -95,6 +107,14 @@ def render(
         f"         {spec.architecture}, {spec.n_layers} layers, {spec.file_type or 'unknown quant'}, "
         f"{size(spec.file_bytes)}, trained context {spec.trained_ctx}"
         + ("" if spec.has_chat_template else ", no chat template"),
+        *(
+            [
+                f"Quality  {quality_text(quality_words(quality))}"
+                + ("" if quality.measured else "; `edgellm bench --quality` measures this file")
+            ]
+            if quality is not None
+            else []
+        ),
         f"Machine  {profile.name}: "
         + (", ".join(gpu.name for gpu in profile.gpus) or "CPU only")
         + (" (unified memory)" if plan.unified_memory else ""),

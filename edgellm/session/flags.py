@@ -198,6 +198,15 @@ MODEL_FLAGS = (
         "MODEL",
     ),
     Flag(("--draft-hf",), "draft_hf", str, None, "Hugging Face repo to take the draft model from", "REPO[:QUANT]"),
+    Flag(
+        ("--min-quality",),
+        "min_quality",
+        non_negative_float,
+        None,
+        "refuse quants whose KL divergence from the original is above KLD (measured by `bench --quality`, else a "
+        "published prior), such as 0.1",
+        "KLD",
+    ),
     Flag(("--offline",), "offline", None, False, "use only models already stored (also HF_HUB_OFFLINE=1)"),
     Flag(("--force",), "force", None, False, "run even when the memory estimate says it will not fit"),
     Flag(("-v", "--verbose"), "verbose", None, False, "show the memory budget, llama.cpp's log and load details"),
@@ -234,6 +243,7 @@ class Flags:
     spec: str = "auto"  # SPEC_MODES: how replies are drafted
     model_draft: str | None = None  # -md: the draft model
     draft_hf: str | None = None  # --draft-hf: the draft model from the Hub
+    min_quality: float | None = None  # --min-quality: the largest KL divergence a chosen quant may have
 
     def wishes(self) -> Wishes:
         """What these flags ask of the planner (None: choose for me), the margins included."""
@@ -247,6 +257,7 @@ class Flags:
             ram_margin=None if self.ram_margin is None else self.ram_margin * MIB,
             gpu_margin=None if self.gpu_margin is None else self.gpu_margin * MIB,
             parallel=0 if self.rpc else self.parallel,
+            min_quality=self.min_quality,
         )
 
     def generation_options(self, chat: bool = False) -> GenerationOptions:

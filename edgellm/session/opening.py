@@ -87,8 +87,13 @@ def choose_model(
         candidates = [
             (parse_quant(file.name) or read_spec(file).file_type or file.stem, read_spec(file)) for file in files
         ]
+        from edgellm.bench.results import measured_quality
+
+        measured = measured_quality(
+            files={quant: (Path(spec.path).name, spec.file_bytes) for quant, spec in candidates}
+        )
         try:
-            choice = choose_quant(profile, candidates, wishes)
+            choice = choose_quant(profile, candidates, wishes, measured=measured)
         except PlanError as error:
             raise DoesNotFit(reason("about", subject=str(path), reason=error.reason), str(path)) from None
         return ModelChoice(Path(choice.spec.path), choice.spec, choice.plan, choice.considered)

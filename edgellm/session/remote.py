@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from edgellm.bench.results import measured_quality
 from edgellm.errors import DoesNotFit, EdgellmError, NoSuchQuant, OfflineMode
 from edgellm.events import Notice, Report
 from edgellm.formatting import gib
@@ -135,7 +136,13 @@ def choose_remote(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, plan_fo
         )
     readers = [(quant, spec_reader(ref.repo, group, commit, fallbacks)) for quant, group in by_quant.items()]
     try:
-        chosen = choose_quant(profile, readers, wishes, wishes_for=lambda spec, base: _wider(base, spec, profile))
+        chosen = choose_quant(
+            profile,
+            readers,
+            wishes,
+            wishes_for=lambda spec, base: _wider(base, spec, profile),
+            measured=measured_quality(repo=ref.repo),
+        )
     except PlanError as error:
         smallest = min(by_quant.values(), key=lambda g: g.size)
         raise DoesNotFit(

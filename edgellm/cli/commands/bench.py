@@ -91,6 +91,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "1,2,4,8; with --pp and --tg, default 128 each): aggregate and per-stream tokens/s, TTFT; "
         "`serve --parallel auto` chooses from them",
     )
+    parser.add_argument(
+        "--quality",
+        action="store_true",
+        help="measure what the quant costs instead: perplexity over a text in chunks of 512 tokens and, against a "
+        "reference (the same model at a higher precision), the KL divergence, same-top-token share and Δp, as "
+        "llama-perplexity does; the picker shows the result beside the file's size",
+    )
+    parser.add_argument(
+        "--reference",
+        metavar="MODEL|auto",
+        help="with --quality: the same model in F16, BF16 or Q8_0 (a file or a stored name); auto: one from the "
+        "store, refused when there is none (default: one from the store if any, else perplexity only)",
+    )
+    parser.add_argument(
+        "--text",
+        metavar="FILE",
+        help="with --quality: the UTF-8 text to read (default: the evaluation text edgellm ships)",
+    )
+    parser.add_argument(
+        "--chunks",
+        type=argument_type(positive_int),
+        metavar="N",
+        help="with --quality: read the first N chunks only (default: the whole text)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     add_rpc_flag(parser, "measure the model split across this machine and these workers (`edgellm worker`)")
     add_model_flags(parser, leave_out=("flash_attn", *SAMPLING_DESTS))
@@ -105,6 +129,11 @@ def main(args: argparse.Namespace) -> int:
     from edgellm.session.host import ModelHost
 
     flags = flags_of(args)
+    quality_only = [name for name in ("reference", "text", "chunks") if getattr(args, name) is not None]
+    if quality_only and not args.quality:
+        raise EdgellmError(f"--{quality_only[0]} goes with --quality (edgellm bench --quality --{quality_only[0]} ...)")
+    if args.quality:
+        return bench_quality(args, flags)
     if args.parallel_counts:
         return bench_parallel(args, flags)
     request = BenchRequest(pp=args.pp or 512, tg=args.tg or 128, repetitions=args.repetitions, depths=args.depth)
@@ -137,6 +166,39 @@ def main(args: argparse.Namespace) -> int:
             + "."
         )
     sys.stdout.flush()
+    return 0
+
+
+def bench_quality(args: argparse.Namespace, flags: Flags) -> int:
+    """`bench --quality`: perplexity, and the divergence from a reference, stored with the device's results."""
+    from pathlib import Path
+
+    from edgellm.bench import results
+    from edgellm.cli.progress import ProgressLine
+    from edgellm.session.quality import QualityRequest, run_quality
+
+    if flags.rpc or args.parallel_counts or args.depth != (0,) or args.pp or args.tg:
+        raise EdgellmError(
+            "bench --quality reads a text with the model on this machine; drop --rpc, -np, --depth, --pp and --tg"
+        )
+    if flags.model is None:  # -hf (pulled when not stored) or the best stored model, as bench chooses them
+        from dataclasses import replace
+
+        from edgellm.session.host import ModelHost
+
+        planned = ModelHost(flags, report=ProgressLine()).plan(replace(flags, spec="off"))
+        flags = replace(flags, model=str(planned.choice.path))
+    request = QualityRequest(
+        reference=args.reference, text=Path(args.text).expanduser() if args.text else None, chunks=args.chunks
+    )
+    profile, result = run_quality(flags, request, report=ProgressLine())
+    stored = results.save_result(profile, result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(render_quality(result))
+    if stored is not None:
+        print(f"\nStored in {stored}: `edgellm plan`, `pull --dry-run`, `recommend` and the TUI show it for this file.")
     return 0
 
 
@@ -215,4 +277,40 @@ def render(result: dict[str, Any]) -> str:
             )
             + mib(run["estimate"]["memory_bytes"], 0),
         ]
+    return "\n".join(lines)
+
+
+def render_quality(result: dict[str, Any]) -> str:
+    """A quality result as llama-perplexity prints its figures, each with its standard error."""
+    model, found = result["model"], result["quality"]
+    reference = found["reference"]
+    lines = [
+        f"Model      {model['name']} ({model['architecture']}, {model['quant'] or 'unknown quant'}, "
+        f"{mib(model['file_bytes'])})",
+        "Reference  "
+        + (f"{reference['name']} ({reference['quant'] or 'unknown quant'})" if reference else "none (perplexity only)"),
+        f"Text       {found['text']['name']}: {found['chunks']} chunk{'s' if found['chunks'] != 1 else ''} of "
+        f"{found['n_ctx']} tokens, "
+        f"{found['tokens']} scored",
+        "",
+        f"  PPL                 {found['ppl']:10.4f} ± {found['ppl_se']:.4f}",
+    ]
+    if reference:
+        percentiles = found["kld_percentiles"]
+        lines += [
+            f"  PPL (reference)     {found['reference_ppl']:10.4f} ± {found['reference_ppl_se']:.4f}",
+            f"  ln(PPL / ref PPL)   {found['ln_ppl_ratio']:10.6f} ± {found['ln_ppl_ratio_se']:.6f}",
+            f"  KL divergence       {found['kld']:10.6f} ± {found['kld_se']:.6f}   "
+            f"(median {percentiles['50']:.6f}, 99% {percentiles['99']:.6f}, max {percentiles['100']:.6f})",
+            f"  same top token      {100 * found['same_top']:9.3f}% ± {100 * found['same_top_se']:.3f}",
+            f"  Δp                  {100 * found['delta_p']:9.3f}% ± {100 * found['delta_p_se']:.3f}   "
+            f"(RMS {100 * found['rms_delta_p']:.3f}% ± {100 * found['rms_delta_p_se']:.3f})",
+        ]
+    rate = found["tokens_per_s"]
+    lines += [
+        "",
+        f"  {found['seconds']:.1f} s, {rate:.0f} tokens/s read"
+        + (" by each model" if reference else "")
+        + f", {found['threads']} threads, peak RSS {mib(found['peak_rss_bytes'], 0)}",
+    ]
     return "\n".join(lines)

@@ -76,18 +76,22 @@ def plan_remote(flags: Flags, profile: DeviceProfile) -> ModelChoice | None:
 
 
 def show(choice: ModelChoice, profile: DeviceProfile, as_json: bool, flags: Flags | None = None) -> int:
-    from edgellm.bench.results import speed_of
+    from edgellm.bench.results import quality_for, speed_of
     from edgellm.cli.words import CLI
     from edgellm.plan import report
+    from edgellm.plan.quality import parameters, prior
     from edgellm.session.speculation import plan_speculation
     from edgellm.words import say
 
     assert choice.plan is not None  # a model for this machine alone (a split is show_split's)
     speed, measured = speed_of(profile, choice.spec, choice.plan)
+    quality = quality_for(choice.path.name, choice.spec.file_bytes) or prior(
+        choice.spec.file_type, parameters(choice.spec)
+    )
     # a stored or local model: how its replies are drafted (a model not yet pulled has no vocabulary here to check)
     drafting = plan_speculation(flags, choice.path, choice.spec, choice.plan, profile) if flags else None
     if as_json:
-        data = report.to_dict(choice.plan, choice.spec, profile, speed, measured, CLI)
+        data = report.to_dict(choice.plan, choice.spec, profile, speed, measured, CLI, quality)
         if choice.alternatives:
             data["quant"] = choice.spec.file_type
             data["considered"] = [say(line, CLI) for line in choice.alternatives]
@@ -99,7 +103,7 @@ def show(choice: ModelChoice, profile: DeviceProfile, as_json: bool, flags: Flag
         print("Quants considered (best first):")
         print("\n".join(f"  {say(line, CLI)}" for line in choice.alternatives))
         print()
-    print(report.render(choice.plan, choice.spec, profile, speed, measured, CLI))
+    print(report.render(choice.plan, choice.spec, profile, speed, measured, CLI, quality))
     if drafting is not None:
         print()
         print(report.render_speculation(*drafting, CLI))

@@ -41,6 +41,7 @@ def main(args: argparse.Namespace) -> int:
         samples=samples,
         measured=results.measured_by_repo(profile),
         wishes=config_wishes(),
+        qualities=results.quality_by_repo(),
     )
     if args.json:
         print(
@@ -76,13 +77,19 @@ def main(args: argparse.Namespace) -> int:
             else " (file sizes estimated: offline)"
         )
         print(f"Chat models for {profile.name}, best first{note}:")
-        print(f"  {'model':<24} {'quant':<7} {'size':>9} {'~tok/s':>7} {'measured':>8}  {'where':<14} licence")
+        print(
+            f"  {'model':<24} {'quant':<7} {'size':>9} {'~tok/s':>7} {'measured':>8} {'KLD':>7}  {'where':<14} licence"
+        )
         for pick in result.picks:
             measured = "—" if pick.measured_tokens_per_s is None else f"{pick.measured_tokens_per_s:.1f}"
+            kld = "—" if pick.kld is None else f"{pick.kld:.3f}" if pick.kld_measured else f"~{pick.kld:.3f}"
             print(
                 f"  {pick.name:<24} {pick.quant:<7} {gib(pick.size):>10} {pick.tokens_per_s:>7.1f} "
-                f"{measured:>8}  {pick.where:<14} {pick.licence}"
+                f"{measured:>8} {kld:>7}  {pick.where:<14} {pick.licence}"
             )
+        print(
+            "  (KLD: what the quant gives up, its KL divergence from the original; ~ a published prior, else measured)"
+        )
         calibrated = sum(pick.calibrated for pick in result.picks)
         if calibrated:
             print(

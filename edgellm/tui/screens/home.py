@@ -42,7 +42,15 @@ PICK_COLUMNS = (
     ("where", "where"),
     ("~tokens/s", "speed"),
     ("measured", "measured"),
+    ("KLD", "kld"),
 )
+
+
+def kld_text(pick: Pick) -> str:
+    """What the pick's quant gives up: its KL divergence, measured, or ~ a published prior."""
+    if pick.kld is None:
+        return "—"
+    return f"{pick.kld:.3f}" if pick.kld_measured else f"~{pick.kld:.3f}"
 
 
 class ListsReady(Message):
@@ -166,6 +174,7 @@ class HomeScreen(Screen[None]):
                 pick.where,
                 tokens_per_s(pick.tokens_per_s),
                 tokens_per_s(pick.measured_tokens_per_s),
+                kld_text(pick),
                 key=f"{pick.repo}:{pick.quant}",
             )
         local.loading = picks.loading = False

@@ -41,7 +41,10 @@ def pick_text(pick: Pick | None) -> str:
     if pick is None:
         return "does not fit"
     measured = "" if pick.measured_tokens_per_s is None else f" (measured {pick.measured_tokens_per_s:.0f})"
-    return f"{pick.quant}, {size(pick.size)}, about {pick.tokens_per_s:.0f} tokens/s{measured} on {pick.where}"
+    quality = ""
+    if pick.kld is not None:
+        quality = f", KLD {pick.kld:.3f} measured" if pick.kld_measured else f", KLD ~{pick.kld:.3f}"
+    return f"{pick.quant}, {size(pick.size)}, about {pick.tokens_per_s:.0f} tokens/s{measured} on {pick.where}{quality}"
 
 
 def local_verdicts(profile: DeviceProfile, wishes: Wishes) -> dict[str, str]:
