@@ -1,5 +1,5 @@
-"""llama.cpp's own tools (`llama-bench`, `llama-batched-bench`, `llama-server`), built once from the same source and
-CMake flags as the installed wheel, and cached.
+"""llama.cpp's own tools (`llama-bench`, `llama-batched-bench`, `llama-server`, `llama-perplexity`), built once from
+the same source and CMake flags as the installed wheel, and cached.
 
 The anchor the report compares `edgellm bench` and `edgellm run` with: the same llama.cpp commit (llama-cpp-python's
 sdist, `llama_cpp_source()`), the same CMake flags (read from `.venv/share/edgellm/llama-build.json`, what
@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 from edgellm.hw.buildconfig import LLAMA_CPP_PYTHON_VERSION, build_key, cache_root, llama_cpp_source, read_build_info
 
 TARGET = "llama-bench"
-TOOLS = ("llama-bench", "llama-batched-bench", "llama-server")
+TOOLS = ("llama-bench", "llama-batched-bench", "llama-server", "llama-perplexity")
 FIXED_ARGS = [
     "-DCMAKE_BUILD_TYPE=Release",
     "-DBUILD_SHARED_LIBS=OFF",

@@ -484,7 +484,7 @@ def canonical_quant(quant: str) -> str:
     if name not in _DEFAULT_TYPE:
         raise EdgellmError(
             f"{quant!r} is not a quant edgellm can convert to: use one of {', '.join(SUPPORTED_QUANTS)} "
-            f"(IQ quants need an importance matrix)"
+            f"(an IQ quant: convert to F16, then quantize that with an importance matrix: `edgellm quantize`)"
         )
     return name
 

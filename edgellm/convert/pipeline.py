@@ -22,6 +22,7 @@ from edgellm.convert.hf_config import (
     read_config,
     spec_from_config,
 )
+from edgellm.convert.imatrix import imatrix_kind, prepared_imatrix
 from edgellm.convert.quantize import quantize
 from edgellm.convert.writer import convert_checkpoint
 from edgellm.errors import DiskError, DoesNotFit, EdgellmError
@@ -42,6 +43,7 @@ class Conversion:
     target: Path
     in_store: bool
     notices: tuple[Notice, ...] = ()
+    imatrix: str | None = None  # the importance matrix to quantize with (convert.imatrix.imatrix_kind), if any
 
     @property
     def name(self) -> str:
@@ -56,12 +58,15 @@ def requested_quant(quant: str | None, outtype: str) -> str:
     return "auto" if outtype == "auto" else outtype.upper()
 
 
-def check_request(quant: str, output: Path | None) -> None:
-    """What can be refused before anything is read or fetched: an unknown quant, an output that is no GGUF."""
+def check_request(quant: str, output: Path | None, imatrix: str | None = None) -> None:
+    """What can be refused before anything is read or fetched: an unknown quant, an output that is no GGUF, an
+    importance matrix's text or file that does not exist."""
     if quant != "auto":
         canonical_quant(quant)
     if output is not None and output.suffix != ".gguf":
         raise EdgellmError(f"{output}: the output must be a .gguf file")
+    if imatrix is not None:
+        imatrix_kind(imatrix)
 
 
 def plan_conversion(
@@ -71,11 +76,13 @@ def plan_conversion(
     profile: DeviceProfile,
     output: Path | None = None,
     wishes: Wishes = Wishes(),
+    imatrix: str | None = None,
 ) -> Conversion:
     """What converting `source` will do; one-line errors for a bad checkpoint, quant or target. `quant` None: the
-    output type's own (see `requested_quant`)."""
+    output type's own (see `requested_quant`). `imatrix`: quantize with an importance matrix collected on the
+    converted model ("" the shipped calibration text, else a text file or a matrix file)."""
     quant = requested_quant(quant, outtype)
-    check_request(quant, output)
+    check_request(quant, output, imatrix)
     config = read_config(source)
     notices: list[Notice] = []
     if quant == "auto":
@@ -97,7 +104,10 @@ def plan_conversion(
     target = output if output is not None else default_target(source, quant)
     if target.exists():
         raise EdgellmError(reason("target_exists", target=str(target)))
-    return Conversion(source, config, quant, outtype, target, output is None, tuple(notices))
+    if imatrix is not None and outtype == quant.lower():
+        notices.append(notice(reason("imatrix_unused", quant=quant), "warning"))
+        imatrix = None
+    return Conversion(source, config, quant, outtype, target, output is None, tuple(notices), imatrix)
 
 
 def default_target(source: Path, quant: str) -> Path:
@@ -115,7 +125,11 @@ def _write(conversion: Conversion, report: Report, cancel: threading.Event | Non
         intermediate = target.with_name(f"{target.stem}.{conversion.outtype}.tmp.gguf")
         try:
             convert_checkpoint(conversion.source, intermediate, conversion.outtype, report, cancel)
-            quantize(intermediate, target, conversion.quant, report, cancel=cancel)
+            if conversion.imatrix is None:
+                quantize(intermediate, target, conversion.quant, report, cancel=cancel)
+            else:  # collected on the f16/bf16 model, as close to the checkpoint as a GGUF gets
+                with prepared_imatrix(intermediate, conversion.imatrix, target.parent, report, cancel=cancel) as matrix:
+                    quantize(intermediate, target, conversion.quant, report, cancel=cancel, imatrix=matrix)
         finally:
             intermediate.unlink(missing_ok=True)
     if conversion.in_store:
@@ -173,17 +187,19 @@ def convert(
     keep_checkpoint: bool = False,
     cancel: threading.Event | None = None,
     wishes: Wishes = Wishes(),
+    imatrix: str | None = None,
 ) -> tuple[Conversion, Path]:
     """The whole job for any front end: a folder's checkpoint, or a Hub repo's fetched first (and removed after
-    unless kept), planned (the quant chosen with `wishes`: config.toml's margins), reported and converted."""
+    unless kept), planned (the quant chosen with `wishes`: config.toml's margins), reported and converted; with
+    `imatrix` (see plan_conversion), quantized with an importance matrix."""
     if repo is not None:
         from edgellm.hub.checkpoint import fetch_checkpoint
 
-        check_request(requested_quant(quant, outtype), output)  # before fetching gigabytes
+        check_request(requested_quant(quant, outtype), output, imatrix)  # before fetching gigabytes
         source = fetch_checkpoint(repo, report, cancel)
     if source is None:
         raise EdgellmError("name one checkpoint: a folder or a Hub repo")
-    conversion = plan_conversion(source, quant, outtype, profile, output, wishes)
+    conversion = plan_conversion(source, quant, outtype, profile, output, wishes, imatrix)
     for told in conversion.notices:
         report(told)
     path = run_conversion(conversion, report, discard_source=repo is not None and not keep_checkpoint, cancel=cancel)

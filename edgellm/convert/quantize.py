@@ -1,9 +1,14 @@
 """K-quants through llama.cpp's own quantizer, run in a child process so progress and Ctrl-C work.
 
-The child (`python -m edgellm.convert.quantize SRC DST FTYPE THREADS`) calls `llama_model_quantize` and passes
-llama.cpp's log lines through; the parent reads the `[  i/  n]` line llama.cpp writes for each tensor and
-reports it as a Progress event. The output is written under a temporary name and renamed once complete, so an
-interrupted quantize never leaves a file that looks finished.
+The child (`python -m edgellm.convert.quantize SRC DST FTYPE THREADS REQUANTIZE [IMATRIX]`) calls
+`llama_model_quantize` and passes llama.cpp's log lines through; the parent reads the `[  i/  n]` line llama.cpp
+writes for each tensor and reports it as a Progress event. The output is written under a temporary name and renamed
+once complete, so an interrupted quantize never leaves a file that looks finished.
+
+With an importance matrix (convert.imatrix) the child hands llama.cpp each matrix's mean squared activations through
+`llama_model_quantize_params.imatrix` (an array of `llama_model_imatrix_data` ending with a NULL entry), and records
+where they came from in the file's `quantize.imatrix.*` keys, as llama-quantize does. The parent checks the matrix
+against the model first; a quant llama.cpp makes only with a matrix (gguf.quants.NEEDS_IMATRIX) is refused without.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
-from edgellm.engine.child import module_command
+from edgellm.convert.imatrix import check_matches, importance, read_imatrix
+from edgellm.engine.child import kill_on_cancel, module_command
 from edgellm.errors import DiskError, EdgellmError, check_cancel
 from edgellm.events import Progress, Report, ignore
-from edgellm.gguf.quants import FILE_TYPES
+from edgellm.gguf.quants import FILE_TYPES, needs_imatrix
 from edgellm.reasons import reason
 from edgellm.storage import disk
 
@@ -36,12 +43,19 @@ def quantize(
     threads: int | None = None,
     cancel: threading.Event | None = None,
     requantize: bool = False,
+    imatrix: Path | None = None,
 ) -> Path:
     """Quantize the GGUF `source` to `quant` (a llama.cpp file type such as Q4_K_M) at `target`. `requantize`: the
-    source may itself be quantized (llama.cpp refuses that otherwise: the result carries both roundings). Setting
-    `cancel` kills the child and raises Cancelled, leaving no file."""
+    source may itself be quantized (llama.cpp refuses that otherwise: the result carries both roundings). `imatrix`:
+    an importance matrix file (convert.imatrix) to weight the rounding by, checked against the model first; the
+    quants that need one are refused without. Setting `cancel` kills the child and raises Cancelled, leaving no
+    file."""
     if quant not in FTYPES:
         raise EdgellmError(f"llama.cpp cannot quantize to {quant}; use one of {', '.join(sorted(FTYPES))}")
+    if imatrix is None and needs_imatrix(quant):
+        raise EdgellmError(reason("quant_needs_imatrix", quant=quant))
+    if imatrix is not None:
+        check_matches(read_imatrix(imatrix), source)
     free = shutil.disk_usage(target.parent).free
     if free < source.stat().st_size:  # a quantized file is smaller than its f16 source
         raise DiskError(
@@ -56,12 +70,12 @@ def quantize(
         str(FTYPES[quant]),
         str(threads or os.cpu_count() or 1),
         str(int(requantize)),
+        *([str(imatrix)] if imatrix is not None else []),
     )
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     tail: list[bytes] = []
     total = 1
-    if cancel is not None:
-        threading.Thread(target=_kill_on_cancel, args=(child, cancel), daemon=True).start()
+    kill_on_cancel(child, cancel)
     try:
         assert child.stdout is not None  # stdout=PIPE
         for line in child.stdout:
@@ -91,16 +105,9 @@ def quantize(
     return target
 
 
-def _kill_on_cancel(child: subprocess.Popen[bytes], cancel: threading.Event) -> None:
-    """Kill the quantizer child as soon as `cancel` is set (it may print nothing for a while)."""
-    while child.poll() is None:
-        if cancel.wait(0.1):
-            child.kill()
-            return
-
-
-def _child(source: str, target: str, ftype: int, threads: int, requantize: bool) -> int:
-    """In the child process: run llama.cpp's quantizer with its log on stdout."""
+def _child(source: str, target: str, ftype: int, threads: int, requantize: bool, imatrix: str | None = None) -> int:
+    """In the child process: run llama.cpp's quantizer with its log on stdout (and the importance matrix at
+    `imatrix`, when named, kept alive until it returns)."""
     import ctypes
 
     import llama_cpp
@@ -116,8 +123,50 @@ def _child(source: str, target: str, ftype: int, threads: int, requantize: bool)
     params.nthread = threads
     params.max_buf_size = MAX_BUFFER
     params.allow_requantize = requantize
+    kept: list[object] = []
+    if imatrix is not None:
+        matrix = read_imatrix(Path(imatrix))
+        weights = importance(matrix)
+        names = [name.encode() for name in weights]
+        entries = (llama_cpp.llama_model_imatrix_data * (len(weights) + 1))()  # the last stays NULL: the end
+        for entry, name, values in zip(entries, names, weights.values()):
+            entry.name, entry.size = name, values.size
+            entry.data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        overrides = _imatrix_keys(llama_cpp, Path(imatrix).name, matrix.datasets, len(weights), matrix.chunk_count)
+        params.imatrix = entries
+        params.kv_overrides = overrides
+        kept += [names, weights, entries, overrides]  # what llama.cpp points at, alive for the call
     return 1 if llama_cpp.llama_model_quantize(source.encode(), target.encode(), ctypes.byref(params)) else 0
 
 
+def _imatrix_keys(llama_cpp: Any, file: str, datasets: tuple[str, ...], entries: int, chunks: int) -> Any:
+    """The `quantize.imatrix.*` keys llama-quantize writes into a file quantized with a matrix, as overrides (an
+    array ending with an empty key)."""
+    Override = llama_cpp.llama_model_kv_override
+    keys: list[tuple[str, int, str | int]] = [("quantize.imatrix.file", llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR, file)]
+    if datasets:
+        keys.append(("quantize.imatrix.dataset", llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR, datasets[0]))
+    keys.append(("quantize.imatrix.entries_count", llama_cpp.LLAMA_KV_OVERRIDE_TYPE_INT, entries))
+    if chunks > 0:
+        keys.append(("quantize.imatrix.chunks_count", llama_cpp.LLAMA_KV_OVERRIDE_TYPE_INT, chunks))
+    overrides = (Override * (len(keys) + 1))()
+    for override, (key, tag, value) in zip(overrides, keys):
+        override.key, override.tag = key.encode(), tag
+        if isinstance(value, str):
+            override.value.val_str = value.encode()[:127]
+        else:
+            override.value.val_i64 = value
+    return overrides
+
+
 if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"))
+    sys.exit(
+        _child(
+            sys.argv[1],
+            sys.argv[2],
+            int(sys.argv[3]),
+            int(sys.argv[4]),
+            sys.argv[5] == "1",
+            sys.argv[6] if len(sys.argv) > 6 else None,
+        )
+    )

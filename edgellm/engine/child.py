@@ -4,10 +4,17 @@ binary alike: a PyInstaller binary has no `-m`, so it takes `--edgellm-child MOD
 from __future__ import annotations
 
 import runpy
+import subprocess
 import sys
+import threading
 
 CHILD_FLAG = "--edgellm-child"
-CHILD_MODULES = ("edgellm.engine.selftest", "edgellm.convert.quantize", "edgellm.engine.split_child")
+CHILD_MODULES = (
+    "edgellm.engine.selftest",
+    "edgellm.convert.quantize",
+    "edgellm.convert.imatrix",
+    "edgellm.engine.split_child",
+)
 
 
 def module_command(module: str, *args: str) -> list[str]:
@@ -25,3 +32,17 @@ def run_if_child(argv: list[str]) -> None:
         sys.argv = [argv[2], *argv[3:]]
         runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
         sys.exit(0)
+
+
+def kill_on_cancel(child: subprocess.Popen[bytes], cancel: threading.Event | None) -> None:
+    """Kill `child` as soon as `cancel` is set (it may print nothing for a while), from a thread of its own."""
+    if cancel is None:
+        return
+
+    def watch() -> None:
+        while child.poll() is None:
+            if cancel.wait(0.1):
+                child.kill()
+                return
+
+    threading.Thread(target=watch, daemon=True).start()

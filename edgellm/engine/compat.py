@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import llama_cpp._ggml
 import llama_cpp.llama_chat_format
 import numpy
 
-from edgellm.errors import EngineUnavailable, GrammarDeadEnd, GrammarInvalid, LoadFailed
+from edgellm.errors import EdgellmError, EngineFailed, EngineUnavailable, GrammarDeadEnd, GrammarInvalid, LoadFailed
 from edgellm.hw.buildconfig import LLAMA_CPP_PYTHON_VERSION
 
 
@@ -644,7 +645,6 @@ class EmbeddingContext:
     def embed(self, sequences: list[list[int]]) -> list[list[float]]:
         """One pooled vector per sequence, from one llama_decode; the sequences hold n_ctx tokens at most together.
         EngineFailed when llama.cpp fails."""
-        from edgellm.errors import EngineFailed
 
         batch, size = self._batch, sum(len(tokens) for tokens in sequences)
         if size > self.n_ctx or len(sequences) > self.n_seq_max:
@@ -727,3 +727,243 @@ class ScoringContext:
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None
         self._context.close()
+
+
+# --- collecting an importance matrix: a model and context with an eval callback (convert.imatrix's) ---------------
+# What collecting an importance matrix needs of llama.cpp beyond llama-cpp-python's `Llama`: a model and context
+# made with an eval callback (`llama_context_params.cb_eval`, which the `Llama()` constructor does not take), a ctypes
+# mirror of `struct ggml_tensor`, and three ggml functions llama-cpp-python does not bind, declared here by hand on its
+# private `llama_cpp._ggml.libggml`. The rest of edgellm (convert/imatrix.py) sees graph nodes as `Node`s and their
+# activations as NumPy arrays.
+#
+# Imported only in the child process that collects the matrix (it imports llama_cpp). The mirror is that of the ggml
+# vendored in llama-cpp-python 0.3.36 (ggml/include/ggml.h); the release check of edgellm.engine.compat refuses
+# another release, and `check_layout` compares the mirror's size and name offset with what ggml itself reports.
+
+GGML_MAX_DIMS = 4
+GGML_MAX_OP_PARAMS = 64  # bytes
+GGML_MAX_SRC = 10
+GGML_MAX_NAME = 64
+GGML_OBJECT_SIZE = 32  # struct ggml_object: offs, size, next, type, padding[4] (ggml/src/ggml.c)
+GGML_TYPE_F32 = 0
+
+
+class GgmlTensor(ctypes.Structure):
+    """`struct ggml_tensor` (ggml/include/ggml.h), field for field."""
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("buffer", ctypes.c_void_p),
+        ("ne", ctypes.c_int64 * GGML_MAX_DIMS),
+        ("nb", ctypes.c_size_t * GGML_MAX_DIMS),
+        ("op", ctypes.c_int),
+        ("op_params", ctypes.c_int32 * (GGML_MAX_OP_PARAMS // 4)),
+        ("flags", ctypes.c_int32),
+        ("src", ctypes.c_void_p * GGML_MAX_SRC),
+        ("view_src", ctypes.c_void_p),
+        ("view_offs", ctypes.c_size_t),
+        ("data", ctypes.c_void_p),
+        ("name", ctypes.c_char * GGML_MAX_NAME),
+        ("extra", ctypes.c_void_p),
+        ("padding", ctypes.c_char * 8),
+    ]
+
+
+def _ggml() -> Any:
+    """llama-cpp-python's handle on libggml, with the functions used here declared."""
+    lib = llama_cpp._ggml.libggml
+    if not getattr(lib, "_edgellm_declared", False):
+        lib.ggml_op_name.argtypes, lib.ggml_op_name.restype = [ctypes.c_int], ctypes.c_char_p
+        lib.ggml_backend_buffer_is_host.argtypes = [ctypes.c_void_p]
+        lib.ggml_backend_buffer_is_host.restype = ctypes.c_bool
+        lib.ggml_backend_tensor_get.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t]
+        lib.ggml_backend_tensor_get.restype = None
+        lib.ggml_tensor_overhead.argtypes, lib.ggml_tensor_overhead.restype = [], ctypes.c_size_t
+        lib.ggml_get_name.argtypes, lib.ggml_get_name.restype = [ctypes.c_void_p], ctypes.c_void_p
+        lib._edgellm_declared = True
+    return lib
+
+
+def check_layout() -> None:
+    """EngineFailed unless the mirror has ggml's size (ggml_tensor_overhead less the object header)."""
+    expected = _ggml().ggml_tensor_overhead() - GGML_OBJECT_SIZE
+    if ctypes.sizeof(GgmlTensor) != expected:
+        raise EngineFailed(
+            f"this llama.cpp's ggml_tensor is {expected} bytes where edgellm expects {ctypes.sizeof(GgmlTensor)}: "
+            "it cannot collect an importance matrix with it"
+        )
+
+
+def op_numbers(*names: str) -> dict[str, int]:
+    """The enum ggml_op value of each op name ("MUL_MAT", "MUL_MAT_ID"), looked up through ggml_op_name from the
+    first op on. The lookup stops once every name is found: ggml_op_name has no bound check, so it must never be
+    asked past the ops that exist, and the names asked for are among them."""
+    lib, wanted, found = _ggml(), set(names), {}
+    for number in range(1024):
+        name = lib.ggml_op_name(number)
+        if name is not None and name.decode() in wanted:
+            found[name.decode()] = number
+            if len(found) == len(wanted):
+                return found
+    raise EngineFailed(f"this llama.cpp has no ggml op {', '.join(sorted(wanted - set(found)))}")
+
+
+class Node:
+    """A graph node as the eval callback sees it: its op, its sources, and its data read as NumPy arrays."""
+
+    __slots__ = ("address", "tensor")
+
+    def __init__(self, address: int) -> None:
+        self.address = address
+        self.tensor = GgmlTensor.from_address(address)
+
+    @property
+    def op(self) -> int:
+        return int(self.tensor.op)
+
+    @property
+    def name(self) -> str:
+        return bytes(self.tensor.name).split(b"\0", 1)[0].decode(errors="replace")
+
+    @property
+    def type(self) -> int:
+        return int(self.tensor.type)
+
+    @property
+    def ne(self) -> tuple[int, int, int, int]:
+        ne = self.tensor.ne
+        return (int(ne[0]), int(ne[1]), int(ne[2]), int(ne[3]))
+
+    def src(self, index: int) -> Node | None:
+        address = self.tensor.src[index]
+        return Node(address) if address else None
+
+    def name_in_place(self) -> bool:
+        """Whether ggml finds this node's name where the mirror does (a check of the layout on a live tensor)."""
+        return bool(_ggml().ggml_get_name(self.address) == self.address + GgmlTensor.name.offset)
+
+    def array(self, dtype: Any) -> numpy.ndarray:
+        """The node's data as an array of shape (ne3, ne2, ne1, ne0), strided as ggml lays it out; read in place
+        when it lives in host memory, else copied from the device first."""
+        t = self.tensor
+        size = numpy.dtype(dtype).itemsize
+        if t.nb[0] != size:
+            raise EngineFailed(f"{self.name}: elements of {t.nb[0]} bytes where {size} were expected")
+        ne, nb = self.ne, [int(t.nb[i]) for i in range(GGML_MAX_DIMS)]
+        nbytes = size + sum((ne[i] - 1) * nb[i] for i in range(GGML_MAX_DIMS))
+        shape, strides = tuple(reversed(ne)), tuple(reversed(nb))
+        if t.buffer and not _ggml().ggml_backend_buffer_is_host(t.buffer):
+            copy = numpy.empty(nbytes, dtype=numpy.uint8)
+            _ggml().ggml_backend_tensor_get(self.address, copy.ctypes.data, 0, nbytes)
+            buffer: Any = copy
+        elif not t.data:
+            raise EngineFailed(f"{self.name}: no data to read")
+        else:
+            buffer = (ctypes.c_char * nbytes).from_address(t.data)
+        array: numpy.ndarray = numpy.ndarray(shape, dtype=dtype, buffer=buffer, strides=strides)
+        return array
+
+
+class EvalModel:
+    """A model and a context whose graph nodes pass through `callback(node, ask)` (llama.cpp's cb_eval: asked
+    first whether a node's data is wanted, then called again once it is computed when the answer was yes). Every
+    token of a batch is an output, so every layer sees the whole batch (llama.cpp computes the last layer only for
+    the outputs otherwise)."""
+
+    def __init__(self, model: Any, context: Any, batch: Any, n_batch: int, keep: tuple[Any, ...]) -> None:
+        self.model, self.context, self.batch, self.n_batch, self._keep = model, context, batch, n_batch, keep
+        self.vocab = llama_cpp.llama_model_get_vocab(model)
+
+    @property
+    def n_vocab(self) -> int:
+        return int(llama_cpp.llama_vocab_n_tokens(self.vocab))
+
+    @property
+    def bos(self) -> int | None:
+        """The token a sequence starts with, when the model adds one."""
+        return int(llama_cpp.llama_vocab_bos(self.vocab)) if llama_cpp.llama_vocab_get_add_bos(self.vocab) else None
+
+    def tokenize(self, text: str) -> list[int]:
+        data = text.encode()
+        room = len(data) + 16
+        tokens = (llama_cpp.llama_token * room)()
+        count = llama_cpp.llama_tokenize(self.vocab, data, len(data), tokens, room, True, False)
+        if count < 0:
+            raise EngineFailed(f"llama.cpp could not tokenize the text ({-count} tokens needed)")
+        return list(tokens[:count])
+
+    def clear(self) -> None:
+        """Forget every position: the next batch starts a sequence afresh."""
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.context), True)
+
+    def decode(self, tokens: list[int], first_position: int) -> None:
+        """Decode `tokens` (at most n_batch) at positions from `first_position`, each one an output."""
+        batch = self.batch
+        batch.n_tokens = len(tokens)
+        for i, token in enumerate(tokens):
+            batch.token[i] = token
+            batch.pos[i] = first_position + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = 1
+        code = llama_cpp.llama_decode(self.context, batch)
+        if code != 0:
+            raise EngineFailed(f"llama.cpp could not decode a batch (llama_decode returned {code})")
+
+
+@contextlib.contextmanager
+def eval_model(
+    path: Path,
+    n_ctx: int,
+    n_batch: int,
+    threads: int,
+    callback: Callable[[Node, bool], bool],
+    ops: frozenset[int] | None = None,
+) -> Iterator[EvalModel]:
+    """`path` loaded on the CPU with a context of `n_ctx` whose nodes pass through `callback` (those of `ops` only,
+    when named: the others are answered no without building a Node); batches and micro-batches of `n_batch` tokens.
+    A callback that raises answers no (and its error is lost): catch inside."""
+    check_layout()
+    op_offset = GgmlTensor.op.offset
+
+    def on_node(address: int, ask: bool, user_data: Any) -> bool:
+        if ops is not None and ctypes.c_int.from_address(address + op_offset).value not in ops:
+            return False
+        return callback(Node(address), ask)
+
+    llama_cpp.llama_backend_init()
+    model_params = llama_cpp.llama_model_default_params()
+    model_params.n_gpu_layers = 0
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
+    if not model:
+        raise EdgellmError(f"llama.cpp could not load {path}")
+    context = batch = None
+    trampoline = llama_cpp.ggml_backend_sched_eval_callback(on_node)
+    try:
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = n_ctx, n_batch, n_batch, 1
+        params.n_threads = params.n_threads_batch = threads
+        params.cb_eval, params.cb_eval_user_data = trampoline, None
+        params.no_perf = True
+        context = llama_cpp.llama_init_from_model(model, params)
+        if not context:
+            raise EdgellmError(f"llama.cpp could not make a {n_ctx}-token context for {path}")
+        batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        yield EvalModel(model, context, batch, n_batch, (trampoline,))
+    finally:
+        if batch is not None:
+            llama_cpp.llama_batch_free(batch)
+        if context is not None:
+            llama_cpp.llama_free(context)
+        llama_cpp.llama_model_free(model)
+
+
+def silence_log(keep: Callable[[str], None]) -> Any:
+    """Send llama.cpp's log to `keep` (line pieces) from now on; returns the callback to keep referenced."""
+
+    def write(level: int, text: bytes, user_data: Any) -> None:
+        keep(text.decode(errors="replace"))
+
+    forward = llama_cpp.llama_log_callback(write)
+    llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
+    return forward

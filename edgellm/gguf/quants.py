@@ -84,6 +84,11 @@ FILE_TYPES = {
     38: "MXFP4",
 }
 
+# The file types llama.cpp's quantizer refuses to make without an importance matrix (llama-quant.cpp's
+# tensor_requires_imatrix: the IQ1/IQ2/IQ3_XXS tensor types, and Q2_K tensors in a Q2_K_S file; IQ2_M's default type
+# is IQ2_S). token_embd and output are exempt, so a tiny model may still quantize; edgellm refuses them all the same.
+NEEDS_IMATRIX = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "Q2_K_S")
+
 # Names with no row of their own, ranked as the quant they stand for.
 ALIASES = {
     "Q3_K": "Q3_K_M",
@@ -151,3 +156,8 @@ def loadable(quant: str) -> bool:
 def above_cpu_ceiling(quant: str) -> bool:
     """Ranked above Q8_0 (F16, BF16, Q8_K_XL…): on the CPU it decodes slower for no visible quality gain."""
     return rank(quant) > rank(CPU_CEILING)
+
+
+def needs_imatrix(quant: str) -> bool:
+    """Whether llama.cpp makes the file type `quant` only with an importance matrix (NEEDS_IMATRIX)."""
+    return normalize(quant) in NEEDS_IMATRIX

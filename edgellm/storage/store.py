@@ -27,7 +27,7 @@ from edgellm.storage import disk
 MANIFEST_VERSION = 1
 
 
-OWNED = ("pull", "convert")  # sources whose files edgellm wrote, and so may delete
+OWNED = ("pull", "convert", "quantize")  # sources whose files edgellm wrote, and so may delete
 
 
 @dataclass
@@ -39,7 +39,7 @@ class StoredModel:
     size: int
     sha256: list[str | None] = field(default_factory=list)
     commit: str | None = None
-    source: str = "pull"  # pull, convert: edgellm owns the files; import / hf-cache: used in place, never deleted
+    source: str = "pull"  # pull, convert, quantize: edgellm owns the files; import / hf-cache: used in place
     added: float = 0.0
     last_used: float | None = None
 

@@ -63,6 +63,8 @@ LLAMA_CPP_PRIVATE = {
     "llama_chat_format",
     "Jinja2ChatFormatter",
     "llama_model_default_params",
+    "_ggml",
+    "libggml",
 }
 
 

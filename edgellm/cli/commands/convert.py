@@ -33,6 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the final quant (Q4_K_M, Q5_K_M, Q6_K, Q8_0, F16, ...); auto: the best that fits (the default, unless "
         "--outtype names a type)",
     )
+    parser.add_argument(
+        "--imatrix",
+        metavar="TEXT|FILE",
+        nargs="?",
+        const="",
+        help="quantize with an importance matrix collected on the converted F16/BF16 model: alone, on the "
+        "calibration text shipped with edgellm; TEXT, on your text file; FILE, a matrix made for this model",
+    )
     parser.add_argument("--profile", metavar="NAME|FILE", help="choose the quant for another machine (see plan)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -63,6 +71,7 @@ def main(args: argparse.Namespace) -> int:
         report,
         keep_checkpoint=args.keep_checkpoint,
         wishes=config_wishes(),
+        imatrix=args.imatrix,
     )
     if args.json:
         print(
@@ -74,6 +83,7 @@ def main(args: argparse.Namespace) -> int:
                     "outtype": conversion.outtype,
                     "size": path.stat().st_size,
                     "architecture": conversion.config.architecture,
+                    "imatrix": conversion.imatrix is not None,
                 },
                 indent=2,
             )
