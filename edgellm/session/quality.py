@@ -120,14 +120,59 @@ def vocabulary_problem(path: Path, reference: Path) -> str | None:
     return draft_incompatibility(ours, theirs)
 
 
-def choose_reference(path: Path, spec: ModelSpec, asked: str | None, report: Report) -> Path | None:
-    """The reference the request names, checked, or the one `auto` finds; None for perplexity only."""
+def reference_quant(quants: list[str], spec: ModelSpec) -> str | None:
+    """Of a repo's quants, the one to pull as the reference of a model of `spec`: Q8_0 (as good as F16 for this, at
+    half the download), else F16, BF16 or F32, else the best ranked above the model's own; None when none is above."""
+    for wanted in ("Q8_0", "F16", "BF16", "F32"):
+        if wanted in quants and rank(wanted) > precision(spec):
+            return wanted
+    above = [quant for quant in quants if rank(quant) > precision(spec)]
+    return max(above, key=rank) if above else None
+
+
+def pulled_reference(path: Path, spec: ModelSpec, offline: bool, report: Report) -> Path | None:
+    """The reference pulled from the Hub repo the model came from, when it has a more precise quant; None when the
+    model came from no repo, the repo has none, or edgellm is offline."""
+    from edgellm.hub import client
+    from edgellm.hub.files import group_quants
+    from edgellm.hub.refs import parse_ref
+    from edgellm.session.bench import stored_origin
+    from edgellm.session.flags import config_wishes
+    from edgellm.session.remote import stored_or_pulled
+
+    repo = stored_origin(path).get("repo")
+    if not repo or "/" not in repo or offline or client.offline():
+        return None
+    _, files = client.list_files(repo)
+    quant = reference_quant([group.quant for group in group_quants(files) if group.loadable], spec)
+    if quant is None:
+        return None
+    stored = stored_or_pulled(
+        parse_ref(f"{repo}:{quant}"), detect_this_machine(), config_wishes(), offline, report=report
+    )
+    return stored.path(store.store_dir())
+
+
+def choose_reference(
+    path: Path, spec: ModelSpec, asked: str | None, report: Report, offline: bool = False
+) -> Path | None:
+    """The reference the request names, checked, or the one `auto` finds (in the store; asked for outright, pulled
+    from the repo the model came from); None for perplexity only."""
     if asked is None or asked == "auto":
         found = find_reference(path, spec)
+        if found is None and asked == "auto":
+            found = pulled_reference(path, spec, offline, report)
         if found is None and asked == "auto":
             raise EdgellmError(
                 reason(
                     "no_quality_reference", model=path.name, quant=spec.file_type or "its quant", arch=spec.architecture
+                )
+            )
+        if found is None:
+            report(
+                Notice(
+                    f"no reference for {path.name} in the store: perplexity only (`--reference auto` pulls one from "
+                    f"the repo it came from, `--reference FILE` takes one)"
                 )
             )
         return found
@@ -172,7 +217,7 @@ def run_quality(
     path, stored = local_model(flags.model)
     spec = read_spec(path)
     text, text_name = read_text(request.text)
-    reference = choose_reference(path, spec, request.reference, report)
+    reference = choose_reference(path, spec, request.reference, report, flags.offline)
     profile = detect_this_machine()
     threads = flags.threads or profile.cpu.performance_cores
     log = LlamaLog(paths.log_path(), echo=flags.verbose)

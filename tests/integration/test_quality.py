@@ -129,3 +129,35 @@ def test_without_a_reference_it_measures_perplexity_only(test_model: Path, tmp_p
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)["quality"]
     assert figures["reference"] is None and figures["ppl"] > 1 and "kld" not in figures
+
+
+def test_auto_pulls_the_reference_from_the_repo_the_model_came_from(
+    quants: Path, test_model: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A Q2_K pulled from a repo that also has a Q4_K_M: `--reference auto` pulls the Q4_K_M, and the picker then
+    shows the measured figure for the stored file (`plan`) and for the repo's Q2_K (`pull --dry-run`)."""
+    from tests.support.fakehub import FakeHub, FakeRepo, point_hub_at
+
+    hub = point_hub_at(FakeHub(), monkeypatch, tmp_path)
+    hub.add(
+        "tests/gemma-GGUF",
+        FakeRepo({"gemma-3-270m-Q2_K.gguf": quants / "gemma-3-270m-Q2_K.gguf", "gemma-3-270m-Q4_K_M.gguf": test_model}),
+    )
+    try:
+        pulled = edgellm("pull", "tests/gemma-GGUF:Q2_K")
+        assert pulled.returncode == 0, pulled.stderr
+        done = edgellm(
+            "bench", "--quality", "-hf", "tests/gemma-GGUF:Q2_K", "--reference", "auto", "--chunks", "1", "--json"
+        )
+        assert done.returncode == 0, done.stderr
+        figures = json.loads(done.stdout)["quality"]
+        assert figures["reference"]["repo"] == "tests/gemma-GGUF" and figures["reference"]["quant"] == "Q4_K_M"
+        assert figures["kld"] > 0
+        planned = edgellm("plan", "-hf", "tests/gemma-GGUF:Q2_K")  # the stored file: its measured quality
+        refused = edgellm("pull", "tests/gemma-GGUF", "--dry-run", "--min-quality", "0.01")  # the repo's quants
+    finally:
+        hub.close()
+    assert planned.returncode == 0, planned.stderr
+    assert f"Quality  KLD {figures['kld']:.3g} vs Q4_K_M, " in planned.stdout
+    # Q4_K_M by its prior, Q2_K by what was measured for this repo's file: both above the bound
+    assert_one_line_error(refused, "Q4_K_M: skipped, KLD ~", f"Q2_K: skipped, KLD {figures['kld']:.3g} vs Q4_K_M")

@@ -7,7 +7,7 @@ import json
 
 from edgellm.cli.arguments import argument_type
 from edgellm.cli.progress import ProgressLine
-from edgellm.session.flags import non_negative_int
+from edgellm.session.flags import non_negative_float, non_negative_int
 
 NAME = "pull"
 HELP = "download the GGUF quant of a Hugging Face repo that fits this machine best (resumable, verified)"
@@ -27,9 +27,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="plan for this context",
     )
     parser.add_argument("--offline", action="store_true", help="refuse to use the network (also HF_HUB_OFFLINE)")
+    parser.add_argument(
+        "--min-quality",
+        type=argument_type(non_negative_float),
+        metavar="KLD",
+        help="refuse quants whose KL divergence from the original is above KLD (measured by `bench --quality`, else a "
+        "published prior), such as 0.1 (also min-quality in config.toml)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from edgellm.cli.words import CLI
     from edgellm.errors import OfflineMode
     from edgellm.formatting import gib
@@ -52,6 +61,8 @@ def main(args: argparse.Namespace) -> int:
         print(stored.path(store.store_dir()))
         return 0
     wishes = config_wishes(ctx=args.ctx_size)  # config.toml's margins, and -c
+    if args.min_quality is not None:
+        wishes = replace(wishes, min_quality=args.min_quality)
     show = ProgressLine(show_progress=not args.json)  # --json: notices only, no progress line
     choice = choose_remote(ref, profile, wishes, plan_forced=args.dry_run)
     model = None

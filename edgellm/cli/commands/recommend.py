@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from edgellm.cli.arguments import argument_type
+from edgellm.session.flags import non_negative_float
+
 NAME = "recommend"
 HELP = "rank the catalog's chat models (and quants) that fit this machine at 5 tokens/s or more"
 
@@ -22,9 +25,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--offline", action="store_true", help="estimate file sizes instead of asking the Hub (also HF_HUB_OFFLINE)"
     )
+    parser.add_argument(
+        "--min-quality",
+        type=argument_type(non_negative_float),
+        metavar="KLD",
+        help="refuse quants whose KL divergence from the original is above KLD (measured by `bench --quality`, else a "
+        "published prior), such as 0.1 (also min-quality in config.toml)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from edgellm.bench import results
     from edgellm.catalog.recommend import recommend
     from edgellm.formatting import gib
@@ -40,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
         online=not (args.offline or client.offline()),
         samples=samples,
         measured=results.measured_by_repo(profile),
-        wishes=config_wishes(),
+        wishes=config_wishes() if args.min_quality is None else replace(config_wishes(), min_quality=args.min_quality),
         qualities=results.quality_by_repo(),
     )
     if args.json:
