@@ -168,13 +168,6 @@ def choose_reference(
                     "no_quality_reference", model=path.name, quant=spec.file_type or "its quant", arch=spec.architecture
                 )
             )
-        if found is None:
-            report(
-                Notice(
-                    f"no reference for {path.name} in the store: perplexity only (`--reference auto` pulls one from "
-                    f"the repo it came from, `--reference FILE` takes one)"
-                )
-            )
         return found
     reference, _ = local_model(asked)
     other = read_spec(reference)
@@ -237,6 +230,13 @@ def run_quality(
                 )
             if reference is not None:
                 base = open_scorer(reference, threads, layers, log, request.n_ctx)
+            else:  # said once the text is known to be long enough: a refusal stays one line
+                report(
+                    Notice(
+                        f"no reference for {path.name} in the store: perplexity only (`--reference auto` pulls one "
+                        f"from the repo it came from, `--reference FILE` takes one)"
+                    )
+                )
             tally = _read(model, base, chunks, request.n_ctx, threads, report, stop)
             seconds = tally.pop("seconds")
         finally:
