@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -104,7 +105,7 @@ def divergence_anchor(binary: Path, model: Path, reference: Path, chunks: int, f
         "logits_file_bytes": base.stat().st_size,
         "peak_rss_bytes": max(peak, peak_base),
     }
-    base.unlink()
+    base.unlink()  # 1 GiB for 8 chunks of Gemma's vocabulary
     return found
 
 
@@ -124,15 +125,18 @@ def main() -> int:
     from edgellm.convert.quantize import quantize
 
     folder = Path(tempfile.mkdtemp(prefix="edgellm-bench-quality-"))
-    quant = quantize(TEST_MODEL, folder / "gemma-3-270m-Q2_K.gguf", "Q2_K", requantize=True)
     home = tempfile.mkdtemp(prefix="edgellm-bench-home-")
-
-    ours_ppl, theirs_ppl = [], []
-    for _ in range(options.rounds):  # the perplexity pass alone, interleaved: its speed
-        ours_ppl.append(edgellm_quality(quant, None, options.chunks, home))
-        theirs_ppl.append(perplexity_anchor(binary, quant, options.chunks))
-    ours, ours_peak = edgellm_quality(quant, TEST_MODEL, options.chunks, home)
-    theirs = divergence_anchor(binary, quant, TEST_MODEL, options.chunks, folder)
+    try:  # the Q2_K copy (226 MiB) and llama-perplexity's logits file (1 GiB) go with the folder, whatever happens
+        quant = quantize(TEST_MODEL, folder / "gemma-3-270m-Q2_K.gguf", "Q2_K", requantize=True)
+        ours_ppl, theirs_ppl = [], []
+        for _ in range(options.rounds):  # the perplexity pass alone, interleaved: its speed
+            ours_ppl.append(edgellm_quality(quant, None, options.chunks, home))
+            theirs_ppl.append(perplexity_anchor(binary, quant, options.chunks))
+        ours, ours_peak = edgellm_quality(quant, TEST_MODEL, options.chunks, home)
+        theirs = divergence_anchor(binary, quant, TEST_MODEL, options.chunks, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
 
     ppl_ours, ppl_theirs = ours_ppl[-1][0]["ppl"], theirs_ppl[-1]["ppl"]
     speed_ours = median([found["tokens_per_s"] for found, _ in ours_ppl])

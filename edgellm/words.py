@@ -399,6 +399,13 @@ def quality_text(figure: tuple[float, bool, str, float] | None) -> str:
     return f"KLD {kld:.3g}{against}{agreeing}, measured"
 
 
+def kld_short(kld: float | None, measured: bool) -> str:
+    """A quant's KL divergence in a table cell: "0.512" measured, "~0.073" a published prior, "—" unknown."""
+    if kld is None:
+        return "—"
+    return f"{kld:.3f}" if measured else f"~{kld:.3f}"
+
+
 @sentence("quant_fits")
 def _(r: Reason, t: Terms) -> str:
     where = (
@@ -620,9 +627,9 @@ def _(r: Reason, t: Terms) -> str:
 @sentence("no_quality_reference")
 def _(r: Reason, t: Terms) -> str:
     return (
-        f"no reference for {r['model']}: the store holds no {r['arch']} model of its shape at a higher precision than "
-        f"{r['quant']}; pull or convert it in F16, BF16 or Q8_0 (`edgellm pull REPO:Q8_0`, `edgellm convert`), or "
-        f"{t.change('reference', 'FILE')}"
+        f"no reference for {r['model']}: neither the store nor the Hub repo it came from has a {r['arch']} model of "
+        f"its shape at a higher precision than {r['quant']}; pull or convert it in F16, BF16 or Q8_0 (`edgellm pull "
+        f"REPO:Q8_0`, `edgellm convert`), or {t.change('reference', 'FILE')}"
     )
 
 

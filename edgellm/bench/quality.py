@@ -6,7 +6,8 @@ The text is read as llama-perplexity reads it: tokenized once (with BOS when the
 `n_ctx` tokens (512), each read from an empty KV cache with BOS in its first place, and only its second half scored:
 the rows at positions n_ctx/2 … n_ctx−2 predict the tokens after them (255 per chunk). The figures and their standard
 errors are llama-perplexity's own (its `kl_divergence` and `perplexity`), so the two can be compared; the KL
-divergence here is exact (llama-perplexity stores the reference's logits in 16 bits, whence its f16-vs-f16 0.0005).
+divergence here is computed from both models' float32 logits, summed in float64 (llama-perplexity stores the
+reference's logits in 16 bits, whence its f16-vs-f16 0.0005).
 
 Pure: NumPy arithmetic on logits rows handed in by the engine; nothing here loads a model.
 """
@@ -14,6 +15,7 @@ Pure: NumPy arithmetic on logits rows handed in by the engine; nothing here load
 from __future__ import annotations
 
 import math
+from concurrent.futures import wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,10 +68,11 @@ def _block_figures(rows: Any, targets: Any, reference_rows: Any) -> tuple[Any, .
         return (nll,)
     reference_top, reference_lse, reference_probabilities = _row_figures(reference_rows, probabilities=True)
     reference_nll = reference_lse - reference_rows[picked, targets].astype(numpy.float64)
-    # KL(reference ‖ model) = Σ p_ref · (log p_ref − log p) = Σ p_ref · x_ref − Σ p_ref · x − lse_ref + lse
-    expected = numpy.einsum("ij,ij->i", reference_probabilities, reference_rows).astype(numpy.float64)
-    expected -= numpy.einsum("ij,ij->i", reference_probabilities, rows).astype(numpy.float64)
-    kld = numpy.maximum(0.0, expected - reference_lse + lse)
+    # KL(reference ‖ model) = Σ p_ref · (log p_ref − log p) = Σ p_ref · (x_ref − x) − lse_ref + lse; the products
+    # in float32, their sum in float64 (a float32 sum over 262k terms would be off by ~1e-5: a Q8_0's whole KLD)
+    difference = numpy.subtract(reference_rows, rows)
+    difference *= reference_probabilities
+    kld = numpy.maximum(0.0, difference.sum(axis=1, dtype=numpy.float64) - reference_lse + lse)
     delta_p = numpy.exp(-nll) - numpy.exp(-reference_nll)
     return nll, reference_nll, kld, delta_p, top == reference_top
 
@@ -97,11 +100,12 @@ class QualityTally:
             + (None if reference_rows is None else reference_rows[start : start + ROW_BLOCK],)
             for start in range(0, len(targets), ROW_BLOCK)
         ]
-        done = (
-            self.pool.map(lambda block: _block_figures(*block), blocks)
-            if self.pool
-            else map(lambda block: _block_figures(*block), blocks)
-        )
+        if self.pool is None:
+            done = [_block_figures(*block) for block in blocks]
+        else:  # every block finished (or failed) before any result is read: none outlives the rows it reads
+            futures = [self.pool.submit(_block_figures, *block) for block in blocks]
+            wait(futures)
+            done = [future.result() for future in futures]
         for figures in done:
             self.nll.append(figures[0])
             if len(figures) > 1:

@@ -355,8 +355,13 @@ def imatrix_kind(wanted: str) -> tuple[str, Path | None]:
     path = Path(wanted).expanduser()
     if not path.is_file():
         raise EdgellmError(reason("imatrix_text_missing", text=str(path)))
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+    except OSError as error:
+        raise EdgellmError(
+            f"{path}: cannot be read ({error.strerror or error}); give a readable file to --imatrix"
+        ) from None
     return ("matrix", path) if magic == b"GGUF" or path.suffix in (SUFFIX, ".dat") else ("text", path)
 
 

@@ -94,7 +94,10 @@ def quantize_file(
     warning = reason("requantize_costs", source=source.name, from_quant=spec.file_type, quant=quant)
     warn = spec.file_type is not None and requantize  # said once the matrix is ready: a refusal stays one line
     made = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EdgellmError(reason("target_unwritable", target=str(target), why=error.strerror or str(error))) from None
     try:
         if imatrix is None:
             if warn:

@@ -2,8 +2,8 @@
 
 `open_scorer` loads the model (`engine.local.load` with a token-sized context of its own, as the embedder does) and
 makes a scoring context beside it on the same weights (`compat.ScoringContext`): a chunk of n_ctx tokens from an
-empty KV cache, in micro-batches of n_batch, so that llama.cpp computes (and the process holds) the logits of
-n_batch rows at most, never of a whole chunk or text (what `logits_all=True` would keep: n_ctx × n_vocab floats).
+empty KV cache, in micro-batches of n_batch, asking llama.cpp for the logits of the scored rows only (the chunk's
+second half), never of a whole text (what `logits_all=True` would keep: n_ctx × n_vocab floats per chunk read).
 """
 
 from __future__ import annotations

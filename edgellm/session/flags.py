@@ -353,8 +353,11 @@ def parallel(text: str) -> int | str:
     return value
 
 
-def config_wishes(ctx: int | None = None) -> Wishes:
-    """What config.toml asks of the planner (its margins, context, KV cache...) for work that plans without the
-    model flags (pull, recommend, convert's quant choice); `ctx` as given on that command's line."""
+def config_wishes(ctx: int | None = None, min_quality: float | None = None) -> Wishes:
+    """What config.toml asks of the planner (its margins, context, KV cache, quality bound...) for work that plans
+    without the model flags (pull, recommend, convert's quant choice); `ctx` and `min_quality` as given on that
+    command's line."""
     wishes = flags_of(object()).wishes()
-    return wishes if ctx is None else replace(wishes, ctx=ctx)
+    if ctx is not None:
+        wishes = replace(wishes, ctx=ctx)
+    return wishes if min_quality is None else replace(wishes, min_quality=min_quality)

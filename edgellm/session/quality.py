@@ -217,8 +217,9 @@ def run_quality(
     layers = gpu_layer_count(flags.gpu_layers)
     peak = PeakMemory()
     peak_since = peak.reset()
-    with ctrl_c_sets(cancel or threading.Event()) as stop, interrupt_after():
-        model = open_scorer(path, threads, layers, log, request.n_ctx)
+    with ctrl_c_sets(cancel or threading.Event()) as stop:
+        with interrupt_after():  # a load's Ctrl-C, kept from llama.cpp's log callback; the reading checks `stop`
+            model = open_scorer(path, threads, layers, log, request.n_ctx)
         base = None
         try:
             tokens = model.tokenize(text)
@@ -228,8 +229,11 @@ def run_quality(
                     f"{text_name}: {len(tokens)} tokens, shorter than one chunk of {request.n_ctx}; give a longer text "
                     f"to --text"
                 )
+            if stop.is_set():
+                raise KeyboardInterrupt
             if reference is not None:
-                base = open_scorer(reference, threads, layers, log, request.n_ctx)
+                with interrupt_after():
+                    base = open_scorer(reference, threads, layers, log, request.n_ctx)
             else:  # said once the text is known to be long enough: a refusal stays one line
                 report(
                     Notice(
@@ -271,10 +275,22 @@ def run_quality(
 def _read(
     model: Any, base: Any, chunks: list[list[int]], n_ctx: int, threads: int, report: Report, stop: threading.Event
 ) -> dict[str, Any]:
-    """Each chunk through the model (and the reference), its scored rows into the tally; the summary."""
+    """Each chunk through the model (and the reference), its scored rows into the tally (blocks of rows worked on by
+    `threads` threads, every one finished before the logits they read are overwritten or freed); the summary."""
     first = figures.first_scored(n_ctx)
-    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
-    tally = figures.QualityTally(pool=pool)
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        return _read_chunks(model, base, chunks, first, figures.QualityTally(pool=pool), report, stop)
+
+
+def _read_chunks(
+    model: Any,
+    base: Any,
+    chunks: list[list[int]],
+    first: int,
+    tally: figures.QualityTally,
+    report: Report,
+    stop: threading.Event,
+) -> dict[str, Any]:
     started = time.perf_counter()
     for number, chunk in enumerate(chunks):
         if stop.is_set():
@@ -294,7 +310,5 @@ def _read(
                 pass
         tally.chunks += 1
     seconds = time.perf_counter() - started
-    if pool is not None:
-        pool.shutdown()
     report(Progress("bench: quality", len(chunks), len(chunks), unit="chunks", finished=True))
     return {**tally.summary(), "seconds": seconds}

@@ -161,3 +161,30 @@ def test_auto_pulls_the_reference_from_the_repo_the_model_came_from(
     assert f"Quality  KLD {figures['kld']:.3g} vs Q4_K_M, " in planned.stdout
     # Q4_K_M by its prior, Q2_K by what was measured for this repo's file: both above the bound
     assert_one_line_error(refused, "Q4_K_M: skipped, KLD ~", f"Q2_K: skipped, KLD {figures['kld']:.3g} vs Q4_K_M")
+
+
+def test_ctrl_c_stops_the_pass_between_chunks_and_keeps_nothing(test_model: Path, edgellm_home: Path) -> None:
+    """Ctrl-C once the reading has begun: the chunk in hand finishes, the pass stops, exit 130, nothing stored."""
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgellm", "bench", "--quality", "-m", str(test_model), "--reference", str(test_model)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = process.stderr.readline()  # the warning that the reference is the model itself, then...
+        while first and not first.startswith("bench: quality"):
+            first = process.stderr.readline()
+        assert first.startswith("bench: quality: 0 / 17 chunks"), first  # ...the progress line: the reading began
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=120)
+        rest = process.stderr.read()
+    finally:
+        process.kill()
+    assert code == 130 and "edgellm: interrupted" in rest and "Traceback" not in rest
+    assert "17 / 17" not in rest  # stopped before the end of the text
+    assert not (edgellm_home / "bench").exists()

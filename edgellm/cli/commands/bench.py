@@ -102,7 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--reference",
         metavar="MODEL|auto",
         help="with --quality: the same model in F16, BF16 or Q8_0 (a file or a stored name); auto: one from the "
-        "store, refused when there is none (default: one from the store if any, else perplexity only)",
+        "store, else pulled from the Hub repo the model came from, else refused (default: one from the store if any, "
+        "else perplexity only)",
     )
     parser.add_argument(
         "--text",
@@ -310,7 +311,7 @@ def render_quality(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"  {found['seconds']:.1f} s, {rate:.0f} tokens/s read"
-        + (" by each model" if reference else "")
+        + (" (both models in turn)" if reference else "")
         + f", {found['threads']} threads, peak RSS {mib(found['peak_rss_bytes'], 0)}",
     ]
     return "\n".join(lines)

@@ -37,8 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from edgellm.cli.words import CLI
     from edgellm.errors import OfflineMode
     from edgellm.formatting import gib
@@ -60,9 +58,7 @@ def main(args: argparse.Namespace) -> int:
             raise OfflineMode(f"{ref.name} is not in the store and offline mode is on; pull it without --offline")
         print(stored.path(store.store_dir()))
         return 0
-    wishes = config_wishes(ctx=args.ctx_size)  # config.toml's margins, and -c
-    if args.min_quality is not None:
-        wishes = replace(wishes, min_quality=args.min_quality)
+    wishes = config_wishes(ctx=args.ctx_size, min_quality=args.min_quality)  # config.toml's, and -c, --min-quality
     show = ProgressLine(show_progress=not args.json)  # --json: notices only, no progress line
     choice = choose_remote(ref, profile, wishes, plan_forced=args.dry_run)
     model = None

@@ -35,14 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from edgellm.bench import results
     from edgellm.catalog.recommend import recommend
     from edgellm.formatting import gib
     from edgellm.hub import client
     from edgellm.session import opening
     from edgellm.session.flags import config_wishes
+    from edgellm.words import kld_short
 
     profile = opening.profile_named(args.profile)
     samples = results.calibration_samples(profile)
@@ -52,7 +51,7 @@ def main(args: argparse.Namespace) -> int:
         online=not (args.offline or client.offline()),
         samples=samples,
         measured=results.measured_by_repo(profile),
-        wishes=config_wishes() if args.min_quality is None else replace(config_wishes(), min_quality=args.min_quality),
+        wishes=config_wishes(min_quality=args.min_quality),
         qualities=results.quality_by_repo(),
     )
     if args.json:
@@ -94,7 +93,7 @@ def main(args: argparse.Namespace) -> int:
         )
         for pick in result.picks:
             measured = "—" if pick.measured_tokens_per_s is None else f"{pick.measured_tokens_per_s:.1f}"
-            kld = "—" if pick.kld is None else f"{pick.kld:.3f}" if pick.kld_measured else f"~{pick.kld:.3f}"
+            kld = kld_short(pick.kld, pick.kld_measured)
             print(
                 f"  {pick.name:<24} {pick.quant:<7} {gib(pick.size):>10} {pick.tokens_per_s:>7.1f} "
                 f"{measured:>8} {kld:>7}  {pick.where:<14} {pick.licence}"

@@ -17,6 +17,7 @@ from edgellm.tui.messages import ChatWith, ChooseRemote, StoreChanged
 from edgellm.tui.widgets.hardware import HardwarePanel
 from edgellm.tui.widgets.modebar import ModeBar
 from edgellm.tui.words import said
+from edgellm.words import kld_short
 
 if TYPE_CHECKING:
     from textual import getters
@@ -44,13 +45,6 @@ PICK_COLUMNS = (
     ("measured", "measured"),
     ("KLD", "kld"),
 )
-
-
-def kld_text(pick: Pick) -> str:
-    """What the pick's quant gives up: its KL divergence, measured, or ~ a published prior."""
-    if pick.kld is None:
-        return "—"
-    return f"{pick.kld:.3f}" if pick.kld_measured else f"~{pick.kld:.3f}"
 
 
 class ListsReady(Message):
@@ -174,7 +168,7 @@ class HomeScreen(Screen[None]):
                 pick.where,
                 tokens_per_s(pick.tokens_per_s),
                 tokens_per_s(pick.measured_tokens_per_s),
-                kld_text(pick),
+                kld_short(pick.kld, pick.kld_measured),
                 key=f"{pick.repo}:{pick.quant}",
             )
         local.loading = picks.loading = False

@@ -41,9 +41,7 @@ def pick_text(pick: Pick | None) -> str:
     if pick is None:
         return "does not fit"
     measured = "" if pick.measured_tokens_per_s is None else f" (measured {pick.measured_tokens_per_s:.0f})"
-    quality = ""
-    if pick.kld is not None:
-        quality = f", KLD {pick.kld:.3f} measured" if pick.kld_measured else f", KLD ~{pick.kld:.3f}"
+    quality = f", {pick.quality}" if pick.quality else ""
     return f"{pick.quant}, {size(pick.size)}, about {pick.tokens_per_s:.0f} tokens/s{measured} on {pick.where}{quality}"
 
 
