@@ -113,7 +113,10 @@ def recommend(
         ours = {quant: figure for (repo, quant), figure in qualities.items() if repo == entry.repo}
         try:
             choice = choose_quant(profile, fast, wishes, measured=ours)
-        except PlanError:
+        except PlanError as error:
+            skipped = [item for item in error.reason.get("considered", ()) if item.code == "quant_below_quality"]
+            if skipped and len(skipped) == len(fast):
+                reason = f"every quant fast enough is above the quality bound {wishes.min_quality:g} (--min-quality)"
             result.left_out.append(f"{entry.name}: {reason}")
             continue
         chosen = choice.plan

@@ -41,6 +41,15 @@ def add_model_flags(parser: argparse.ArgumentParser, leave_out: tuple[str, ...] 
             )
 
 
+def add_min_quality_flag(parser: argparse.ArgumentParser) -> None:
+    """--min-quality alone, as the model flags define it: for commands that choose a quant without loading one."""
+    (flag,) = [flag for flag in MODEL_FLAGS if flag.dest == "min_quality"]
+    assert flag.parse is not None  # it takes a value
+    parser.add_argument(
+        *flag.names, dest=flag.dest, type=argument_type(flag.parse), metavar=flag.metavar, help=flag.help
+    )
+
+
 def add_rpc_flag(parser: argparse.ArgumentParser, help: str) -> None:
     """`--rpc HOST:PORT[,HOST:PORT...]`: RPC workers (`edgellm worker`), parsed and checked for repeats."""
     from edgellm.engine.endpoint import parse_endpoints

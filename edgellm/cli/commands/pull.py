@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from edgellm.cli.arguments import argument_type
+from edgellm.cli.arguments import add_min_quality_flag, argument_type
 from edgellm.cli.progress import ProgressLine
-from edgellm.session.flags import non_negative_float, non_negative_int
+from edgellm.session.flags import non_negative_int
 
 NAME = "pull"
 HELP = "download the GGUF quant of a Hugging Face repo that fits this machine best (resumable, verified)"
@@ -27,13 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="plan for this context",
     )
     parser.add_argument("--offline", action="store_true", help="refuse to use the network (also HF_HUB_OFFLINE)")
-    parser.add_argument(
-        "--min-quality",
-        type=argument_type(non_negative_float),
-        metavar="KLD",
-        help="refuse quants whose KL divergence from the original is above KLD (measured by `bench --quality`, else a "
-        "published prior), such as 0.1 (also min-quality in config.toml)",
-    )
+    add_min_quality_flag(parser)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from edgellm.cli.arguments import argument_type
-from edgellm.session.flags import non_negative_float
+from edgellm.cli.arguments import add_min_quality_flag
 
 NAME = "recommend"
 HELP = "rank the catalog's chat models (and quants) that fit this machine at 5 tokens/s or more"
@@ -25,13 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--offline", action="store_true", help="estimate file sizes instead of asking the Hub (also HF_HUB_OFFLINE)"
     )
-    parser.add_argument(
-        "--min-quality",
-        type=argument_type(non_negative_float),
-        metavar="KLD",
-        help="refuse quants whose KL divergence from the original is above KLD (measured by `bench --quality`, else a "
-        "published prior), such as 0.1 (also min-quality in config.toml)",
-    )
+    add_min_quality_flag(parser)
 
 
 def main(args: argparse.Namespace) -> int:
