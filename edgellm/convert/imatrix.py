@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import subprocess
 import sys
 import threading
 from collections import deque
@@ -39,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from edgellm.engine.child import kill_on_cancel, module_command
+from edgellm.engine.child import child_writing, module_command
 from edgellm.errors import EdgellmError, EngineFailed, ModelFileError, check_cancel
 from edgellm.events import Progress, Report, ignore
 from edgellm.gguf.header import GGUFError, GGUFHeader, read_header
@@ -437,12 +436,10 @@ def collect_imatrix(
         str(chunks or 0),
         text.name,
     )
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    kill_on_cancel(child, cancel)
     tail: deque[str] = deque(maxlen=5)
     said: dict[str, list[str]] = {}
     total = 0
-    try:
+    with child_writing(command, partial, target, cancel) as child:
         assert child.stdout is not None  # stdout=PIPE
         for raw in child.stdout:
             line = raw.decode(errors="replace").strip()
@@ -463,12 +460,6 @@ def collect_imatrix(
         if code != 0:
             why = " ".join(said["error"]) if "error" in said else (tail[-1] if tail else f"exit {code}")
             raise EdgellmError(f"llama.cpp could not collect the importance matrix of {model.name} ({why})")
-        partial.replace(target)
-    except BaseException:
-        child.kill()
-        child.wait()
-        partial.unlink(missing_ok=True)
-        raise
     report(Progress("imatrix", total, total, finished=True, unit="chunks"))
     return target
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 from edgellm.convert.imatrix import check_matches, importance, read_imatrix
-from edgellm.engine.child import kill_on_cancel, module_command
+from edgellm.engine.child import child_writing, module_command
 from edgellm.errors import DiskError, EdgellmError, check_cancel
 from edgellm.events import Progress, Report, ignore
 from edgellm.gguf.quants import FILE_TYPES, needs_imatrix
@@ -72,11 +71,9 @@ def quantize(
         str(int(requantize)),
         *([str(imatrix)] if imatrix is not None else []),
     )
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     tail: list[bytes] = []
     total = 1
-    kill_on_cancel(child, cancel)
-    try:
+    with child_writing(command, partial, target, cancel) as child:
         assert child.stdout is not None  # stdout=PIPE
         for line in child.stdout:
             found = TENSOR_LINE.search(line)
@@ -95,12 +92,6 @@ def quantize(
                 )
             last = next((t.decode(errors="replace") for t in reversed(tail) if t), f"exit {code}")
             raise EdgellmError(f"llama.cpp could not quantize {source.name} to {quant} ({last})")
-        partial.replace(target)
-    except BaseException:
-        child.kill()
-        child.wait()
-        partial.unlink(missing_ok=True)
-        raise
     report(Progress("quantize", total, total, finished=True, unit="tensors"))
     return target
 

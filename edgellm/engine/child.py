@@ -3,10 +3,13 @@ binary alike: a PyInstaller binary has no `-m`, so it takes `--edgellm-child MOD
 
 from __future__ import annotations
 
+import contextlib
 import runpy
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 CHILD_FLAG = "--edgellm-child"
 CHILD_MODULES = (
@@ -46,3 +49,22 @@ def kill_on_cancel(child: subprocess.Popen[bytes], cancel: threading.Event | Non
                 return
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+@contextlib.contextmanager
+def child_writing(
+    command: list[str], partial: Path, target: Path, cancel: threading.Event | None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process (its stdout and stderr together on a pipe) that writes `partial`: renamed to `target` when the
+    block ends without error; on any exception (a failure, Ctrl-C, `cancel` set) the child is killed and `partial`
+    removed, so nothing half-written looks finished."""
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    kill_on_cancel(child, cancel)
+    try:
+        yield child
+        partial.replace(target)
+    except BaseException:
+        child.kill()
+        child.wait()
+        partial.unlink(missing_ok=True)
+        raise

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgellm.engine.contract import HOST_CONTEXT, LoadParams
 from edgellm.engine.llama_log import LlamaLog
-from edgellm.engine.local import LocalModel, explain_load_failure, load
+from edgellm.engine.local import LocalModel, explain_load_failure, load_for_context
 from edgellm.errors import EmptyPrompt, EngineFailed, InputTooLong, ModelFileError
 from edgellm.reasons import reason
 
@@ -197,18 +196,7 @@ def open_embedder(
     if loaded is not None:
         return _embedder(loaded, path, n_threads, log, n_ctx, owns_local=False)
 
-    host = LoadParams(
-        path,
-        n_ctx=HOST_CONTEXT,
-        n_threads=n_threads,
-        n_threads_batch=n_threads,
-        n_gpu_layers=n_gpu_layers,
-        flash_attn=False,
-        kv="f16",
-        seed=-1,
-        parallel=1,  # as the batched engine's host: load's own context stays token-sized, the embedding one is ours
-    )
-    return _embedder(load(host, log), path, n_threads, log, n_ctx, owns_local=True)
+    return _embedder(load_for_context(path, n_threads, n_gpu_layers, log), path, n_threads, log, n_ctx, owns_local=True)
 
 
 def _embedder(

@@ -175,6 +175,23 @@ def load(
     return LocalModel(llm, params, (time.perf_counter() - started) * 1000, log)
 
 
+def load_for_context(path: Path, n_threads: int, n_gpu_layers: int, log: LlamaLog) -> LocalModel:
+    """The model's weights, with a token-sized context of its own (as the batched engine's host): for an engine that
+    makes its own context beside them (embedding, scoring). LoadFailed naming the cause."""
+    host = LoadParams(
+        path,
+        n_ctx=HOST_CONTEXT,
+        n_threads=n_threads,
+        n_threads_batch=n_threads,
+        n_gpu_layers=n_gpu_layers,
+        flash_attn=False,
+        kv="f16",
+        seed=-1,
+        parallel=1,  # load's own context stays token-sized; the caller's is made beside it
+    )
+    return load(host, log)
+
+
 def _llama(params: LoadParams, log: LlamaLog, keep_terminal: bool) -> Any:
     import llama_cpp
 

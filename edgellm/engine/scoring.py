@@ -12,9 +12,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgellm.engine.contract import HOST_CONTEXT, LoadParams
 from edgellm.engine.llama_log import LlamaLog
-from edgellm.engine.local import LocalModel, explain_load_failure, load
+from edgellm.engine.local import LocalModel, explain_load_failure, load_for_context
 from edgellm.errors import EngineFailed
 
 if TYPE_CHECKING:
@@ -66,18 +65,7 @@ def open_scorer(
     naming the cause when llama.cpp cannot load it or make the context."""
     from edgellm.engine import compat
 
-    host = LoadParams(
-        path,
-        n_ctx=HOST_CONTEXT,
-        n_threads=n_threads,
-        n_threads_batch=n_threads,
-        n_gpu_layers=n_gpu_layers,
-        flash_attn=False,
-        kv="f16",
-        seed=-1,
-        parallel=1,  # load's own context stays token-sized; the scoring context is ours
-    )
-    local = load(host, log)
+    local = load_for_context(path, n_threads, n_gpu_layers, log)
     try:
         context = compat.ScoringContext(local.llm, n_ctx=n_ctx, n_batch=min(n_batch, n_ctx), threads=n_threads)
     except (ValueError, RuntimeError, OSError) as error:

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from edgellm.bench.results import measured_quality
 from edgellm.errors import DoesNotFit, EdgellmError, NoSuchQuant, OfflineMode
 from edgellm.events import Notice, Report
 from edgellm.formatting import gib
@@ -134,6 +133,8 @@ def choose_remote(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, plan_fo
             None,
             [g.quant for g in groups],
         )
+    from edgellm.bench.results import measured_quality
+
     readers = [(quant, spec_reader(ref.repo, group, commit, fallbacks)) for quant, group in by_quant.items()]
     try:
         chosen = choose_quant(
