@@ -11,8 +11,10 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import sys
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -156,14 +158,26 @@ class _Cursor:
             raise GGUFError(f"corrupt: {what} is not UTF-8") from None
 
     def skip_strings(self, count: int, what: str) -> None:
-        """Walk `count` length-prefixed strings without decoding them (the hot loop of a vocabulary)."""
-        unpack = struct.Struct("<Q").unpack_from
-        buf, pos, end = self.buf, self.pos, self.size - 8
-        for _ in range(count):
-            if pos > end:
-                raise GGUFError(f"truncated: the file ends inside {what}", "truncated")
-            pos += 8 + unpack(buf, pos)[0]
-        if pos > self.size:
+        """Walk `count` length-prefixed strings without decoding them (the hot loop of a vocabulary: 262k strings
+        in Gemma 3's). Each length is read through one of eight uint64 views of the buffer, one per byte offset
+        modulo 8: an index into a memoryview costs less than a struct call."""
+        if sys.byteorder != "little":  # the views are in the machine's byte order; GGUF's is little-endian
+            for _ in repeat(None, count):
+                self.string(what)
+            return
+        pos, size = self.pos, self.size
+        whole = memoryview(self.buf)
+        views = [whole[start : start + (size - start) // 8 * 8].cast("Q") for start in range(8)]
+        try:
+            for _ in repeat(None, count):
+                pos += 8 + views[pos & 7][pos >> 3]
+        except IndexError:  # a length runs past the end of the file
+            pos = size + 1
+        finally:
+            for view in views:
+                view.release()
+            whole.release()
+        if pos > size:
             raise GGUFError(f"truncated: the file ends inside {what}", "truncated")
         self.pos = pos
 
