@@ -8,6 +8,7 @@ so no control tokens reach the model; decoding is greedy and ignores end-of-sequ
 
 from __future__ import annotations
 
+import re
 import resource
 import statistics
 import sys
@@ -76,6 +77,12 @@ class PeakMemory:
         except OSError:
             return "process start"
 
+    def current(self) -> int:
+        """This process's resident memory now."""
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+
     def peak(self, pid: int | str = "self") -> int:
         """The peak of this process, or of process `pid` (Linux only: 0 elsewhere)."""
         try:
@@ -88,6 +95,49 @@ class PeakMemory:
             return 0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak if sys.platform == "darwin" else peak * 1024
+
+
+BUFFER_LINE = re.compile(r"(\S+)\s+(model|KV|compute|output) buffer size =\s+([\d.]+) MiB")
+
+
+class LoadLog:
+    """What llama.cpp writes to its log file (EDGELLM_HOME/logs, where the model host sends it) from the moment this
+    is made: the buffers a load allocates are read from there."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.start = path.stat().st_size
+        except OSError:
+            self.start = 0
+
+    def text(self) -> str:
+        """The text logged since; from the top when the file was started afresh (moved aside when it grew large),
+        "" when it cannot be read."""
+        try:
+            with open(self.path, "rb") as file:
+                size = file.seek(0, 2)
+                file.seek(self.start if size >= self.start else 0)
+                return file.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+
+
+def logged_buffers(text: str) -> dict[str, int]:
+    """The buffers llama.cpp logged allocating in `text`, in bytes, by buffer type and kind ("CPU_Mapped model",
+    "CUDA0 KV"); a buffer logged twice is counted twice, as llama.cpp allocated it twice."""
+    found: dict[str, int] = {}
+    for match in BUFFER_LINE.finditer(text):
+        key = f"{match.group(1)} {match.group(2)}"
+        found[key] = found.get(key, 0) + round(float(match.group(3)) * 2**20)
+    return found
+
+
+def on_host(buffer: str) -> bool:
+    """Whether a llama.cpp buffer ("CPU_REPACK model", "CUDA_Host compute") is in system RAM: the CPU's own
+    (CPU, CPU_Mapped, CPU_REPACK, AMX...) and a GPU backend's pinned host memory (CUDA_Host, Vulkan_Host)."""
+    name = buffer.split()[0]
+    return name.startswith("CPU") or name == "AMX" or name.endswith("_Host")
 
 
 class Interrupted(KeyboardInterrupt):

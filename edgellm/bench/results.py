@@ -3,7 +3,9 @@
 A result is keyed by the device (its profile: host, CPU, RAM, GPUs, llama.cpp backend) and the model (file name and
 size). `plan`, `recommend` and the TUI read the latest result of a model to show the measured speed beside the
 estimate, and every model's latest result on a device to calibrate the estimate (plan/speed.py stays pure: it is
-given the calibration).
+given the calibration). The same results give the planner this device's memory calibration (measured ÷ estimated
+resident and allocated memory: plan/memory_calibration.py) and the flash-attention setting that decoded faster here
+(plan/flash_attn.py): `device_measurements`. Results written before bench recorded memory read as no sample.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from typing import Any
 
 from edgellm import paths
 from edgellm.hw.profile import DeviceProfile
-from edgellm.plan.planner import Plan
+from edgellm.plan import flash_attn, memory_calibration
+from edgellm.plan.flash_attn import FlashAttnMeasured, FlashAttnPair
+from edgellm.plan.memory_calibration import MemoryCalibration, MemorySample
+from edgellm.plan.planner import Plan, PlanError, Wishes, plan, usable_gpu
 from edgellm.plan.quality import QualityFigure
 from edgellm.plan.spec import ModelSpec
 from edgellm.plan.speed import Measured, Sample, SpeedEstimate, estimate_speed, placement
@@ -275,3 +280,95 @@ def speed_of(profile: DeviceProfile, spec: ModelSpec, plan: Plan) -> tuple[Speed
         estimate_speed(spec, plan, profile, calibration_samples(profile)),
         measured_for(profile, name, spec.file_bytes, plan.flash_attn, where=placement(plan)),
     )
+
+
+def _bytes(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def memory_samples(kept: list[dict[str, Any]]) -> list[MemorySample]:
+    """The memory calibration samples in a device's results (`load_results`, oldest first): measured ÷ estimated
+    resident and allocated memory, one per model and placement, from the latest result that ran it so (of a result's
+    runs, -fa on,off, the first of each placement). As for the speed, only runs with the settings the planner chose
+    and a plan that fits count, never a split across RPC workers, and results written before bench recorded memory
+    give none."""
+    samples: dict[tuple[str, str], MemorySample] = {}
+    for result in kept:
+        taken = set()
+        for run in result["runs"]:
+            key = (result["model"]["key"], placed(run))
+            devices = [device for device in run.get("memory") or [] if isinstance(device, dict)]
+            usable = run.get("planned") is True and run.get("fits") is True and key[1] != "rpc"
+            if key in taken or not usable or not devices:
+                continue
+            resident = memory_calibration.ratio(
+                (_bytes(device.get("resident")), _bytes(device.get("estimated_resident"))) for device in devices
+            )
+            allocated = memory_calibration.ratio(
+                (_bytes(device.get("allocated")), _bytes(device.get("estimated_allocated"))) for device in devices
+            )
+            if resident is None and allocated is None:
+                continue
+            weights = _bytes(result["model"].get("weights_bytes")) or 0
+            samples[key] = MemorySample(key[1], weights, resident, allocated)
+            taken.add(key)
+    return list(samples.values())
+
+
+def flash_attn_pairs(kept: list[dict[str, Any]]) -> list[FlashAttnPair]:
+    """The results (`load_results`, oldest first) that decoded with flash attention on and off, not split across RPC
+    workers: the decode speed of each at the shallowest depth measured."""
+    pairs = []
+    for result in kept:
+        speeds: dict[bool, float] = {}
+        for run in result["runs"]:
+            tg = min(run["tg"], key=lambda item: item["depth"]) if run["tg"] else None
+            fa = run.get("flash_attn")
+            if placed(run) != "rpc" and isinstance(fa, bool) and fa not in speeds and tg is not None:
+                speeds[fa] = float(tg["mean"])
+        if len(speeds) == 2:
+            model = result["model"]
+            pairs.append(
+                FlashAttnPair(
+                    model["key"],
+                    str(model.get("name") or model["key"]),
+                    _bytes(model.get("weights_bytes")) or 0,
+                    speeds[True],
+                    speeds[False],
+                )
+            )
+    return pairs
+
+
+def planned_placement(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes) -> str:
+    """Where the planner would put `spec`'s layers on this device before any memory calibration: all on the CPU
+    without a usable GPU; else as the uncalibrated plan places them (partly on the GPU when even that does not
+    fit)."""
+    gpu, _ = usable_gpu(profile)
+    if gpu is None:
+        return "cpu"
+    try:
+        return placement(plan(profile, spec, wishes))
+    except PlanError:
+        return "partial"
+
+
+def device_measurements(
+    profile: DeviceProfile, spec: ModelSpec, wishes: Wishes = Wishes(), kept: list[dict[str, Any]] | None = None
+) -> tuple[MemoryCalibration | None, FlashAttnMeasured | None]:
+    """What this device's `edgellm bench` results tell the planner about `spec` (planned with `wishes`): the memory
+    calibration of models placed alike and of similar size, and the decode speed with flash attention on and off of
+    this very file or, failing that, of the benchmarked model nearest in size; None for what was not measured.
+    `kept`: the device's results when already read."""
+    kept = load_results(profile) if kept is None else kept
+    if not kept:
+        return None, None
+    key = model_key(Path(spec.path).name, spec.file_bytes)
+    measured_fa = flash_attn.measured_for(flash_attn_pairs(kept), key, spec.weight_bytes)
+    samples = memory_samples(kept)
+    memory = (
+        memory_calibration.calibration_for(samples, planned_placement(profile, spec, wishes), spec.weight_bytes)
+        if samples
+        else None
+    )
+    return memory, measured_fa

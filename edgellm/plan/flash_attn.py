@@ -1,11 +1,17 @@
 """Flash attention on or off, from this device's measurements when `edgellm bench -fa on,off` has made them.
 
 On a CPU, flash attention can cost or gain 10-15 % of decode at short context, and which way differs between
-machines and builds, so a measurement beats a rule. Pure: bench/results.py reads the records."""
+machines and builds, so a measurement beats a rule. A model's own measurement is taken when it has one, else that of
+the benchmarked model nearest in weights size, within SIZE_WINDOW (the share of decode spent in attention changes
+with the model's size). Pure: bench/results.py reads the records and passes the pairs.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+SIZE_WINDOW = 4.0  # a measurement stands for models from a quarter to four times its weights (as plan/speed.py)
 
 
 @dataclass(frozen=True)
@@ -20,3 +26,38 @@ class FlashAttnMeasured:
     def faster(self) -> bool:
         """Whether flash attention on was the faster."""
         return self.on_tokens_per_s >= self.off_tokens_per_s
+
+
+@dataclass(frozen=True)
+class FlashAttnPair:
+    """One benchmark of a model on this device that decoded with flash attention on and with it off."""
+
+    key: str  # the model file's key (name and size: bench/results.model_key)
+    name: str
+    weights_bytes: int
+    on_tokens_per_s: float
+    off_tokens_per_s: float
+
+
+def measured_for(pairs: list[FlashAttnPair], key: str, weights_bytes: int) -> FlashAttnMeasured | None:
+    """What decides flash attention for the model file `key` (of `weights_bytes` of weights): its own pair (the
+    last of `pairs`, oldest first, when several), else the pair of the model nearest in weights size within
+    SIZE_WINDOW; None when no model near its size was measured both ways."""
+    usable = [pair for pair in pairs if pair.on_tokens_per_s > 0 and pair.off_tokens_per_s > 0]
+    own = [pair for pair in usable if pair.key == key]
+    if own:
+        chosen = own[-1]
+    elif weights_bytes <= 0:
+        return None
+    else:
+        near = [
+            pair
+            for pair in usable
+            if pair.weights_bytes > 0
+            and weights_bytes / SIZE_WINDOW <= pair.weights_bytes <= weights_bytes * SIZE_WINDOW
+        ]
+        if not near:
+            return None
+        distance = min(abs(math.log(pair.weights_bytes / weights_bytes)) for pair in near)
+        chosen = [pair for pair in near if abs(math.log(pair.weights_bytes / weights_bytes)) == distance][-1]
+    return FlashAttnMeasured(chosen.on_tokens_per_s, chosen.off_tokens_per_s, chosen.name)
