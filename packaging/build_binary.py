@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build edgellm as one file (`dist/edgellm`) and as one folder (`dist/edgellm-dir/edgellm`) with PyInstaller.
+"""Build edgellm as one folder (`dist/edgellm-dir/edgellm`, PyInstaller) and as one file (`dist/edgellm`).
 
     python3 packaging/build_binary.py                 # from .venv: this machine's llama.cpp build (what CI tests)
     python3 packaging/build_binary.py --portable      # every x86 CPU variant, loaded at run time (slow to build)
@@ -9,7 +9,9 @@ The default bundles the llama.cpp that `scripts/install.py` built for this CPU: 
 machine and its kind. `--portable` compiles llama-cpp-python again with GGML_BACKEND_DL and GGML_CPU_ALL_VARIANTS
 (its sdist patched so that every `libggml-cpu-<variant>.so` is installed, the AMX variant left out), installs it
 with edgellm in `build/portable/venv`, and bundles that. PyInstaller is pinned; the llama.cpp commit, the CMake
-flags and the CPU variants are recorded in the binary (`edgellm --version --verbose`).
+flags and the CPU variants are recorded in the binary (`edgellm --version --verbose`). The one file is the one
+folder packed behind a small launcher that unpacks it once into a cache and starts it from there
+(packaging/binary/onefile.py).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "packaging" / "binary")]
+
+import onefile  # noqa: E402  (packaging/binary/onefile.py)
 
 from edgellm.hw import buildconfig  # noqa: E402  (standard library only)
 
@@ -159,9 +163,10 @@ def bundle_info(python: Path, recorded: dict, cmake_args: list[str], portable: b
     }
 
 
-def pyinstaller(python: Path, mode: str, dist: Path) -> Path:
-    work = BUILD / "pyinstaller" / mode
-    env = dict(os.environ, EDGELLM_BUNDLE_MODE=mode, EDGELLM_BUNDLE_INFO=str(BUNDLE_INFO))
+def pyinstaller(python: Path, dist: Path) -> Path:
+    """The one folder, `dist/edgellm-dir/`; its program."""
+    work = BUILD / "pyinstaller" / "onedir"
+    env = dict(os.environ, EDGELLM_BUNDLE_INFO=str(BUNDLE_INFO))
     run(
         [
             str(python),
@@ -179,7 +184,7 @@ def pyinstaller(python: Path, mode: str, dist: Path) -> Path:
         env=env,
         cwd=REPO,
     )
-    return dist / ("edgellm" if mode == "onefile" else "edgellm-dir/edgellm")
+    return dist / "edgellm-dir" / "edgellm"
 
 
 def main() -> int:
@@ -205,13 +210,16 @@ def main() -> int:
     python = python_of(venv)
     run([str(python), "-m", "pip", "install", "--quiet", *PYINSTALLER])
     BUNDLE_INFO.parent.mkdir(parents=True, exist_ok=True)
-    BUNDLE_INFO.write_text(json.dumps(bundle_info(python, recorded, cmake_args, options.portable), indent=2) + "\n")
-    for mode in [options.only] if options.only else ["onedir", "onefile"]:
-        built = pyinstaller(python, mode, options.dist)
-        files = (
-            [built] if mode == "onefile" else [f for f in built.parent.rglob("*") if f.is_file() and not f.is_symlink()]
-        )
-        say(f"{mode}: {built} ({sum(f.stat().st_size for f in files) / 2**20:.1f} MiB)")
+    info = bundle_info(python, recorded, cmake_args, options.portable)
+    BUNDLE_INFO.write_text(json.dumps(info, indent=2) + "\n")
+    folder_dist = BUILD / "onefile" if options.only == "onefile" else options.dist  # one file only: folder aside
+    folder = pyinstaller(python, folder_dist)
+    files = [f for f in folder.parent.rglob("*") if f.is_file() and not f.is_symlink()]
+    say(f"onedir: {folder} ({sum(f.stat().st_size for f in files) / 2**20:.1f} MiB)")
+    if options.only != "onedir":
+        single = options.dist / "edgellm"
+        key = onefile.build(folder.parent, single, info["edgellm"])
+        say(f"onefile: {single} ({single.stat().st_size / 2**20:.1f} MiB; unpacks once into <cache>/{key})")
     say(f"done in {(time.monotonic() - started) / 60:.1f} min")
     return 0
 

@@ -2,7 +2,11 @@
 
 import sys
 
-from edgellm.engine.child import run_if_child
+from edgellm_unpacked import settle  # the one-file binary's unpacked folder (standard library only)
+
+settle(sys.executable)
+
+from edgellm.engine.child import run_if_child  # noqa: E402
 
 run_if_child(sys.argv)
 

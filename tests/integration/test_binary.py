@@ -85,6 +85,35 @@ def test_version_and_how_it_was_built(binary: Path, bare_env: dict[str, str]) ->
     assert "built with PyInstaller 6." in verbose
 
 
+def test_the_one_file_unpacks_once_and_tidies_up(binary: Path, bare_env: dict[str, str], tmp_path: Path) -> None:
+    """The one file unpacks into HOME's cache on its first run only, removes an old version's folder that no program
+    holds, and, where the cache cannot be written, runs from a temporary folder it removes at exit."""
+    with binary.open("rb") as head:
+        if head.read(2) != b"#!":
+            pytest.skip("the one folder unpacks nothing")
+    cache = Path(bare_env["HOME"]) / ".cache" / "edgellm" / "binary"
+    old = cache / ".0.0.1-0123456789abcdef.oldver"
+    old.mkdir(parents=True)
+    (old / ".edgellm-unpacked").write_text("0.0.1-0123456789abcdef")
+    (cache / "0.0.1-0123456789abcdef").symlink_to(old.name)
+    assert run_binary(binary, "--version", env=bare_env).returncode == 0
+    (key,) = [entry.name for entry in cache.iterdir() if entry.is_symlink()]  # the old version's went
+    unpacked = (cache / key).resolve()
+    assert sorted(entry.name for entry in cache.iterdir()) == sorted([key, unpacked.name])
+    assert (unpacked / ".edgellm-unpacked").read_text() == key and key.startswith("0.")
+    made = unpacked.stat().st_mtime_ns
+    again = run_binary(binary, "hw", "--json", env=bare_env)
+    assert again.returncode == 0 and json.loads(again.stdout)["llama_build"]
+    assert unpacked.stat().st_mtime_ns == made and len(list(cache.iterdir())) == 2  # started from the cache
+    blocker, tmp = tmp_path / "a-file", tmp_path / "tmp"
+    blocker.write_text("")
+    tmp.mkdir()
+    env = {**bare_env, "EDGELLM_UNPACK_DIR": str(blocker / "cache"), "TMPDIR": str(tmp)}
+    fallback = run_binary(binary, "doctor", "--json", env=env)  # a child process (the self-test) included
+    assert fallback.returncode == 0 and json.loads(fallback.stdout)["selftest"]["passed"], fallback.stderr
+    assert not list(tmp.iterdir())  # removed at exit
+
+
 def test_help_of_every_command(binary: Path, bare_env: dict[str, str]) -> None:
     listed = run_binary(binary, "--help", env=bare_env).stdout
     commands = re.findall(r"^    ([a-z]+)\b", listed, flags=re.M)
