@@ -1,9 +1,10 @@
 """Load a model with the settings edgellm plans for this machine, run a 512-token prompt and 64 generated
-tokens, and print one JSON line: the estimate against the two references that bracket the truth on a CPU.
+tokens, and print one JSON line: the plan's two estimates against what each predicts.
 
-- rss_growth: growth of this process's resident memory (pages actually touched; a lower bound);
-- logged: the sum of the buffers llama.cpp logs (what it allocated; an upper bound: compute buffers are
-  not touched in full).
+- resident (the plan's resident estimate) against rss_growth: the growth of this process's resident memory (pages
+  touched: the mapped file, the buffers written);
+- estimate (the plan's allocation estimate) against logged: the sum of the buffers llama.cpp logs (what it
+  allocated; its compute buffer is address space until written).
 
 With --parallel N the model is loaded with the batched engine (N sequences in one KV pool, beside the model's
 token-sized own context) and N sequences generate together.
@@ -19,6 +20,7 @@ import json
 import os
 import re
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from edgellm.hw.detect import detect_this_machine
@@ -46,7 +48,8 @@ def main() -> None:
     from edgellm.engine.contract import LoadParams
     from edgellm.engine.llama_log import LlamaLog
     from edgellm.engine.local import load
-    from edgellm.plan.planner import Wishes, plan
+    from edgellm.plan.estimate import estimate
+    from edgellm.plan.planner import Wishes, plan, plan_inputs
     from edgellm.storage.specs import load_spec
 
     profile = detect_this_machine()
@@ -56,6 +59,9 @@ def main() -> None:
         spec,
         Wishes(ctx=options.c, kv=options.kv, flash_attn=options.fa, parallel=options.parallel, n_ubatch=options.ubatch),
     )
+    # the resident estimate for this run: its KV cells in use are the prompt and the generated tokens
+    filled = options.prompt_tokens + options.gen_tokens
+    run_estimate = estimate(spec, replace(plan_inputs(profile, chosen), filled=filled))
     process = psutil.Process()
     before = process.memory_info().rss
     log = LlamaLog(paths.log_path(), echo=False)
@@ -94,6 +100,13 @@ def main() -> None:
                 "kv": chosen.kv,
                 "flash_attn": chosen.flash_attn,
                 "estimate": chosen.estimate.total,
+                "resident": run_estimate.resident,
+                "resident_full_context": chosen.estimate.resident,
+                "estimate_rows": {
+                    key: [getattr(device, key), device.resident_part(key)]
+                    for device in run_estimate.devices
+                    for key in ("weights", "kv_cache", "compute", "overhead")
+                },
                 "rss_growth": after - before,
                 "logged": sum(buffers.values()),
                 "buffers": buffers,

@@ -792,3 +792,42 @@ def _(r: Reason, t: Terms) -> str:
         f"{r['draft']} cannot draft for {r['model']}: {r['why']}; pass a draft model of the same family "
         f"(the same tokenizer), or --spec ngram"
     )
+
+
+# --- the memory estimate's confidence and flash attention measured on a CPU (issue 31) -----------------------------
+
+
+@sentence("flash_attn_measured")
+def _(r: Reason, t: Terms) -> str:
+    on, off = r["on_tokens_per_s"], r["off_tokens_per_s"]
+    return (
+        f"{'on' if r['on'] else 'off'}: measured faster on this CPU by bench ({r['model']}: {on:g} tokens/s with it "
+        f"on, {off:g} off)"
+    )
+
+
+PLAIN_WAYS["measure_flash_attn"] = "`edgellm bench` with flash attention on and off measures it"
+
+
+@sentence("flash_attn_cpu_guess")
+def _(r: Reason, t: Terms) -> str:
+    way = t.way("measure_flash_attn") or PLAIN_WAYS["measure_flash_attn"]
+    return f"on: a guess (on a CPU it can cost or gain 10-15 % of decode, which way differs by machine); {way}"
+
+
+@sentence("memory_measured")
+def _(r: Reason, t: Terms) -> str:
+    factors = [
+        f"{name} × {value:.2f}"
+        for name, value in (("resident", r["resident_factor"]), ("allocated", r["allocated_factor"]))
+        if value
+    ]
+    applied = f"; {', '.join(factors)} applied" if factors else ""
+    models = f"{r['models']} model{'s' if r['models'] != 1 else ''}"
+    return f"± {r['percent']} %: measured on this device by bench ({models}){applied}"
+
+
+@sentence("memory_not_measured")
+def _(r: Reason, t: Terms) -> str:
+    runtime = f"; the GPU runtime's {_mib(r['runtime_bytes'])} is {r['runtime_source']}" if r["runtime"] else ""
+    return f"not yet measured here (`edgellm bench` measures it){runtime}"

@@ -1,12 +1,21 @@
-"""How much memory llama.cpp will allocate for a model and settings, per device. Pure functions.
+"""How much memory llama.cpp will take for a model and settings, per device: what it allocates, and what of that will
+be resident. Pure functions.
 
-The terms follow llama.cpp's own buffers, calibrated against its verbose log on CPU
-(model, KV, compute and output buffer sizes) for the test model and synthetic llama, qwen2 and
-gemma3 shapes: weights are the tensor bytes (a repacked CPU copy replaces the mapped pages it
-came from, so it is counted once); the KV cache holds n_ctx cells (padded to 256) on full-attention
-layers and window + n_ubatch cells on sliding-window layers; the compute buffer is the larger of
-the output phase (the logits of one micro-batch: n_vocab × n_ubatch × 4 bytes) and the attention
-phase (without flash attention, the n_kv × n_ubatch × n_head score matrix).
+Allocated: llama.cpp's own buffers, calibrated against its verbose log on CPU (model, KV, compute and output buffer
+sizes) for the test model and synthetic llama, qwen2 and gemma3 shapes: weights are the tensor bytes (the mapped
+file's span), and beside them the copies ggml's CPU backend repacks (plan.repack: a repacked weight is held twice,
+its file pages stay mapped); the KV cache holds n_ctx cells (padded to 256) on full-attention layers and window +
+n_ubatch cells on sliding-window layers; the compute buffer is the larger of the output phase (the logits of one
+micro-batch: n_vocab × n_ubatch × 4 bytes) and the attention phase (without flash attention, the n_kv × n_ubatch ×
+n_head score matrix).
+
+Resident: what those buffers will hold in RAM once a full micro-batch has run. On a discrete GPU every allocation is
+real. On a CPU (and for the CPU's share of a unified-memory device) a buffer is address space until written, and
+Linux and macOS overcommit it: the mapped file is populated at load (llama.cpp maps it with MAP_POPULATE) and the
+KV cache and output buffer are cleared at creation, so those are resident in full; the compute buffer is written
+only where the graph of the batch runs: a micro-batch's activations for all its rows, but the logits only for the
+rows whose output is asked (one per sequence in a chat, not n_ubatch); and the process holds the vocabulary and
+ggml's contexts beside (PROCESS_OVERHEAD, per vocabulary token).
 """
 
 from __future__ import annotations
@@ -14,17 +23,71 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edgellm.engine.contract import HOST_BATCH, HOST_CONTEXT
-from edgellm.plan.spec import ModelSpec
+from edgellm.plan.repack import repacked
+from edgellm.plan.spec import OUTPUT_LAYER, ModelSpec
 
 MIB = 2**20
 CTX_PAD = 256
 KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}  # bytes per element, ggml block sizes
 CPU_OVERHEAD = 4 * MIB  # ggml contexts, tensor metadata, graph
-# Driver-side memory outside llama.cpp's buffers: the CUDA/ROCm context and BLAS workspaces. Measured for CUDA on
-# one H200 (CUDA 13, driver 580): 531 MiB once loaded and 610-705 MiB after the first batch, more than assumed here;
-# a consumer card's context is smaller (fewer SMs), and the planner's 1 GiB GPU margin covers the difference until
-# such cards are measured.
-GPU_RUNTIME_OVERHEAD = {"cuda": 384 * MIB, "rocm": 384 * MIB, "vulkan": 256 * MIB, "metal": 32 * MIB}
+PROCESS_OVERHEAD = 11 * MIB  # resident beside the buffers: ggml's contexts and graphs, threads' stacks (measured)
+VOCAB_BYTES_PER_TOKEN = 160  # resident per vocabulary token: llama.cpp's token table, maps and sampler arrays
+
+
+@dataclass(frozen=True)
+class GpuRuntime:
+    """Driver-side memory outside llama.cpp's buffers on one kind of GPU: the runtime's context, kernels and BLAS
+    workspaces, after the first batch; and where the figure comes from."""
+
+    family: str
+    overhead: int
+    source: str
+
+
+# Per GPU family, what is known. The CUDA context grows with the SM count (llama.cpp pull request 23604: 555 MiB on
+# an RTX PRO 6000 Blackwell, 107 MiB on an RTX 4060 Ti, before any kernel runs), and the first batch adds cuBLAS's
+# workspaces and the loaded kernels (on an H200, 531 MiB once loaded became 610-705 MiB).
+GPU_RUNTIMES = {
+    "cuda-datacenter": GpuRuntime(
+        "cuda-datacenter", 705 * MIB, "measured on an H200 (CUDA 13, driver 580): 610-705 MiB after the first batch"
+    ),
+    "cuda-large": GpuRuntime(
+        "cuda-large",
+        512 * MIB,
+        "published: the CUDA context alone is about 330 MiB on a 24 GB card and 555 MiB on an RTX PRO 6000; "
+        "the first batch's workspaces come on top",
+    ),
+    "cuda-small": GpuRuntime(
+        "cuda-small",
+        256 * MIB,
+        "published: the CUDA context alone is 107 MiB on an RTX 4060 Ti; the first batch's workspaces come on top",
+    ),
+    "cuda-jetson": GpuRuntime(
+        "cuda-jetson",
+        256 * MIB,
+        "assumed: a Jetson's 8-16 SMs make a context the size of a small card's, taken from the shared RAM",
+    ),
+    "rocm": GpuRuntime("rocm", 384 * MIB, "assumed, as for a CUDA card"),
+    "vulkan": GpuRuntime("vulkan", 256 * MIB, "assumed"),
+    "metal": GpuRuntime("metal", 32 * MIB, "assumed: Metal's command queues and pipelines"),
+}
+DATACENTER_NAMES = ("H100", "H200", "H800", "GH200", "B100", "B200", "GB200", "A100", "A800", "L40", "RTX PRO 6000")
+
+
+def gpu_runtime(backend: str, name: str, memory_total: int, unified: bool) -> GpuRuntime:
+    """What is known of the runtime overhead of one GPU: by its backend, and for CUDA by its family (a data-centre
+    card, a large or small consumer card, a Jetson's shared memory)."""
+    if backend != "cuda":
+        return GPU_RUNTIMES.get(backend, GpuRuntime(backend, 256 * MIB, "assumed"))
+    if unified:
+        return GPU_RUNTIMES["cuda-jetson"]
+    if any(part.lower() in name.lower() for part in DATACENTER_NAMES) or memory_total > 40 * 2**30:
+        return GPU_RUNTIMES["cuda-datacenter"]
+    return GPU_RUNTIMES["cuda-large" if memory_total >= 16 * 2**30 else "cuda-small"]
+
+
+GPU_RUNTIME_OVERHEAD = {"cuda": 384 * MIB, "rocm": 384 * MIB, "vulkan": 256 * MIB, "metal": 32 * MIB}  # the
+# backend's default when the GPU's family is not given (EstimateInputs.gpu_overhead)
 
 
 @dataclass(frozen=True)
@@ -39,6 +102,12 @@ class EstimateInputs:
     parallel: int = 0  # the batched engine's sequences, each up to n_ctx, in one pool (and the token-sized context
     # of the model it runs on); 0: one sequence in llama-cpp-python's own context
     gpu_backend: str | None = None  # cuda, rocm, metal, vulkan
+    gpu_overhead: int | None = None  # the GPU runtime's own memory (gpu_runtime); None: the backend's default
+    cpu_features: frozenset[str] = frozenset()  # the llama.cpp build's CPU features (repack.build_features): which
+    # weights its CPU backend repacks; empty: none counted
+    n_outputs: int = 1  # logits rows a prompt's micro-batch asks for per sequence (1: a chat's next token)
+    filled: int | None = None  # KV cells in use when the resident figure is taken (the attention of a batch spans
+    # them); None: the whole context, as a long conversation reaches
 
 
 @dataclass(frozen=True)
@@ -51,10 +120,28 @@ class DeviceEstimate:
     overhead: int
     layers: int  # repeating layers held here
     notes: dict[str, str] = field(default_factory=dict)  # one line per row: what the number is made of
+    repacked: int = 0  # bytes of `weights` that are the CPU backend's repacked copies (held beside the mapped file)
+    resident_compute: int | None = None  # what of the compute buffer a full micro-batch writes; None: all of it
+    resident_overhead: int | None = None  # what of the overhead is resident; None: all of it
 
     @property
     def total(self) -> int:
+        """What llama.cpp allocates here (and the runtime beside it)."""
         return self.weights + self.kv_cache + self.compute + self.overhead
+
+    def resident_part(self, key: str) -> int:
+        """One row (weights, kv_cache, compute, overhead) as it will be resident."""
+        if key == "compute" and self.resident_compute is not None:
+            return self.resident_compute
+        if key == "overhead" and self.resident_overhead is not None:
+            return self.resident_overhead
+        value: int = getattr(self, key)
+        return value
+
+    @property
+    def resident(self) -> int:
+        """What will be resident here once a full micro-batch has run: on a GPU, every allocation."""
+        return sum(self.resident_part(key) for key in ("weights", "kv_cache", "compute", "overhead"))
 
 
 @dataclass(frozen=True)
@@ -66,6 +153,10 @@ class MemoryEstimate:
     @property
     def total(self) -> int:
         return sum(device.total for device in self.devices)
+
+    @property
+    def resident(self) -> int:
+        return sum(device.resident for device in self.devices)
 
     def device(self, is_gpu: bool) -> DeviceEstimate | None:
         return next((d for d in self.devices if d.is_gpu == is_gpu), None)
@@ -107,6 +198,30 @@ def compute_bytes(spec: ModelSpec, n_ubatch: int, n_kv: int, flash_attn: bool, l
     return n_ubatch * 4 * per_token
 
 
+def resident_compute_bytes(
+    spec: ModelSpec, n_ubatch: int, n_kv: int, flash_attn: bool, logits_rows: int, logits: bool, layers: bool
+) -> int:
+    """What of a CPU's compute buffer a full micro-batch writes: the layers' activations for all its rows (the
+    attention over the `n_kv` cells in use, or the feed-forward's gate, up and product beside the residual stream,
+    whichever is larger), the logits only for the `logits_rows` whose output is asked (the buffer is reserved for the
+    whole batch's)."""
+    feed_forward = n_ubatch * 4 * (3 * spec.n_ff + 2 * spec.n_embd)
+    activations = max(compute_bytes(spec, n_ubatch, n_kv, flash_attn, False, layers), feed_forward) if layers else 0
+    output = compute_bytes(spec, min(logits_rows, n_ubatch), 0, flash_attn, True, False) if logits else 0
+    return max(activations, output)
+
+
+def repacked_bytes(spec: ModelSpec, layers: set[int] | list[int], output: bool, features: frozenset[str]) -> int:
+    """The bytes ggml's CPU backend repacks for the repeating `layers` (and the output, when `output`) held on the
+    CPU, on a build with `features`."""
+    if not features:
+        return 0
+    wanted = set(layers) | ({OUTPUT_LAYER} if output else set())
+    return sum(
+        n_bytes for layer, kind, rows, n_bytes in spec.matrices if layer in wanted and repacked(kind, rows, features)
+    )
+
+
 def gpu_layer_range(spec: ModelSpec, n_gpu_layers: int) -> range:
     """The repeating layers llama.cpp puts on the GPU: the last n_gpu_layers - 1. llama.cpp counts the output as
     layer n_layers and offloads from the top, so the output goes first (llama-model.cpp: i_gpu_start)."""
@@ -137,10 +252,13 @@ def estimate(spec: ModelSpec, settings: EstimateInputs, gpu_name: str = "GPU") -
             return None
         weights = sum(spec.layer_bytes[layer] for layer in layers)
         notes = {}
+        repack = 0
         if is_gpu:
             weights += output_weights if has_output else 0
         else:
             weights += spec.token_embd_bytes + (spec.output_bytes if has_output else 0)
+            repack = repacked_bytes(spec, layers, has_output, settings.cpu_features)
+            weights += repack
             if output_on_gpu and spec.tied_embeddings:
                 notes["weights"] = (
                     describe_weights(spec, layers, False, False) + " (the GPU holds its own copy for the tied output)"
@@ -159,8 +277,27 @@ def estimate(spec: ModelSpec, settings: EstimateInputs, gpu_name: str = "GPU") -
                 spec, HOST_BATCH, max(host_cells, default=0), settings.flash_attn, has_output, bool(layers)
             )
             output_buffer += spec.n_vocab * 4 if not is_gpu else 0
-        overhead = GPU_RUNTIME_OVERHEAD.get(settings.gpu_backend or "", 0) if is_gpu else CPU_OVERHEAD + output_buffer
+        gpu_overhead = (
+            settings.gpu_overhead
+            if settings.gpu_overhead is not None
+            else GPU_RUNTIME_OVERHEAD.get(settings.gpu_backend or "", 0)
+        )
+        overhead = gpu_overhead if is_gpu else CPU_OVERHEAD + output_buffer
+        resident_compute = resident_overhead = None
+        if not is_gpu:
+            rows = settings.n_outputs * n_seq
+            spanned = n_kv if settings.filled is None else min(n_kv, padded_ctx(max(settings.filled, 1)))
+            resident_compute = resident_compute_bytes(
+                spec, n_ubatch, spanned, settings.flash_attn, rows, has_output, bool(layers)
+            )
+            if settings.parallel > 0:
+                resident_compute += resident_compute_bytes(
+                    spec, HOST_BATCH, max(host_cells, default=0), settings.flash_attn, 1, has_output, bool(layers)
+                )
+            resident_overhead = PROCESS_OVERHEAD + VOCAB_BYTES_PER_TOKEN * spec.n_vocab + output_buffer
         notes.setdefault("weights", describe_weights(spec, layers, has_output, is_gpu))
+        if repack:
+            notes["weights"] += f", and {repack / MIB:.0f} MiB the CPU backend repacks beside the mapped file"
         notes["kv_cache"] = describe_kv(spec, layers, full_cells, swa_cells, settings.kv) + (
             f", {settings.parallel} sequences of up to {settings.n_ctx} tokens, each in its own stream"
             if settings.parallel > 0
@@ -178,7 +315,17 @@ def estimate(spec: ModelSpec, settings: EstimateInputs, gpu_name: str = "GPU") -
             else f"llama.cpp contexts and the {output_buffer // MIB or '<1'} MiB logits buffer"
         )
         return DeviceEstimate(
-            gpu_name if is_gpu else "CPU", is_gpu, weights, kv_cache, compute, overhead, len(layers), notes
+            gpu_name if is_gpu else "CPU",
+            is_gpu,
+            weights,
+            kv_cache,
+            compute,
+            overhead,
+            len(layers),
+            notes,
+            repack,
+            resident_compute,
+            resident_overhead,
         )
 
     devices = tuple(d for d in (device(True), device(False)) if d is not None)

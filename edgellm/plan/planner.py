@@ -4,6 +4,11 @@ Pure: device profile + model spec + wishes -> Plan, every choice with its reason
 each front end: edgellm.words). Layers go to the GPU while they fit (llama.cpp fills from the last layer); the
 context is kept and only reduced, never below 2048, when the user did not ask for one; a q8_0 KV cache is tried
 before the context shrinks.
+
+What fits: RAM (a CPU's, or a unified-memory device's) by what will be resident plus the margin, since Linux and
+macOS overcommit the address space llama.cpp reserves and never writes (on Linux the reserved total must still stay
+within RAM and swap); a discrete GPU by what is allocated on it. A bench run's measured memory (MemoryCalibration)
+scales the estimate when given.
 """
 
 from __future__ import annotations
@@ -13,8 +18,11 @@ from dataclasses import dataclass, field, replace
 
 from edgellm.gguf.quants import CPU_CEILING, above_cpu_ceiling, loadable, rank
 from edgellm.hw.profile import DeviceProfile, Gpu
-from edgellm.plan.estimate import EstimateInputs, MemoryEstimate, estimate
+from edgellm.plan.estimate import EstimateInputs, GpuRuntime, MemoryEstimate, estimate, gpu_runtime
+from edgellm.plan.flash_attn import FlashAttnMeasured
+from edgellm.plan.memory_calibration import MemoryCalibration
 from edgellm.plan.quality import QualityFigure, divergence_ratio, parameters, prior
+from edgellm.plan.repack import build_features
 from edgellm.plan.spec import ModelSpec
 from edgellm.reasons import Reason, reason
 from edgellm.words import say
@@ -26,6 +34,7 @@ MIN_BITS_PER_WEIGHT = 2.0  # below this no useful quant exists (IQ1_S is about 1
 UBATCH_OPTIONS = (512, 256, 128)  # a smaller micro-batch shrinks the compute buffer (the logits of one batch)
 GPU_MARGIN = GIB  # llama.cpp's --fit default
 FLASH_ATTN_BACKENDS = ("cpu", "cuda", "metal", "vulkan", "rocm")
+ESTIMATE_ERROR_PERCENT = 10  # what benchmarks/bench_estimate.py holds the estimate to where it was measured
 
 
 class PlanError(ValueError):
@@ -88,6 +97,18 @@ class Plan:
     reasons: dict[str, Reason] = field(default_factory=dict)  # per setting, why it was chosen
     parallel: int = 0  # sequences decoded together, each up to n_ctx; 0: one at a time
     notices: tuple[Reason, ...] = ()  # what was changed to fit, or that it does not
+    memory: MemoryCalibration | None = None  # this device's measured memory, applied to the fit
+    gpu_runtime: GpuRuntime | None = None  # what is known of the GPU runtime's own memory
+
+    @property
+    def resident(self) -> int:
+        """What will be resident on all devices, corrected by this device's measurements when there are some."""
+        return scaled(self.estimate.resident, self.memory.resident_factor if self.memory else None)
+
+    @property
+    def allocated(self) -> int:
+        """What llama.cpp will allocate on all devices, corrected by this device's measurements when there are some."""
+        return scaled(self.estimate.total, self.memory.allocated_factor if self.memory else None)
 
     @property
     def full_offload(self) -> bool:
@@ -96,6 +117,11 @@ class Plan:
     @property
     def estimate_layers(self) -> int:
         return sum(device.layers for device in self.estimate.devices)
+
+
+def scaled(value: int, factor: float | None) -> int:
+    """A memory figure times a measured correction factor (none: unchanged)."""
+    return round(value * factor) if factor else value
 
 
 def usable_gpu(profile: DeviceProfile) -> tuple[Gpu | None, Reason | None]:
@@ -133,12 +159,46 @@ def room_beside(profile: DeviceProfile, plans: list[Plan]) -> DeviceProfile:
     cpu = gpu = 0
     for other in plans:
         on_cpu, on_gpu = other.estimate.device(False), other.estimate.device(True)
-        cpu += on_cpu.total if on_cpu else 0
+        cpu += on_cpu.resident if on_cpu else 0
         gpu += on_gpu.total if on_gpu else 0
     unified = profile.unified_memory
     memory = replace(profile.memory, available_bytes=max(0, profile.memory.available_bytes - cpu - unified * gpu))
     gpus = tuple(replace(g, memory_free_bytes=max(0, g.memory_free_bytes - gpu)) for g in profile.gpus[:1])
     return replace(profile, memory=memory, gpus=gpus + profile.gpus[1:])
+
+
+def runtime_of(gpu: Gpu | None) -> GpuRuntime | None:
+    """What is known of `gpu`'s runtime memory (None: no GPU used)."""
+    return gpu_runtime(gpu.backend, gpu.name, gpu.memory_total_bytes, gpu.unified_memory) if gpu else None
+
+
+def device_inputs(profile: DeviceProfile, gpu: Gpu | None, settings: EstimateInputs) -> EstimateInputs:
+    """`settings` with what the device adds: the GPU's backend and runtime, the build's CPU features (repacking)."""
+    build = profile.llama_build
+    runtime = runtime_of(gpu)
+    return replace(
+        settings,
+        gpu_backend=gpu.backend if gpu else None,
+        gpu_overhead=runtime.overhead if runtime else None,
+        cpu_features=build_features(build.cpu_features if build else (), profile.cpu.features),
+    )
+
+
+def plan_inputs(profile: DeviceProfile, found: Plan) -> EstimateInputs:
+    """The estimate's inputs behind `found` on `profile`: to estimate it again for a run that differs (a
+    measurement's KV cells in use: `filled`)."""
+    return device_inputs(
+        profile,
+        usable_gpu(profile)[0] if found.gpu is not None else None,
+        EstimateInputs(
+            n_ctx=found.n_ctx,
+            n_gpu_layers=found.n_gpu_layers,
+            kv=found.kv,
+            flash_attn=found.flash_attn,
+            n_ubatch=found.n_ubatch,
+            parallel=found.parallel,
+        ),
+    )
 
 
 def budgets(profile: DeviceProfile, gpu: Gpu | None, wishes: Wishes) -> tuple[Budget, Budget | None]:
@@ -152,16 +212,37 @@ def budgets(profile: DeviceProfile, gpu: Gpu | None, wishes: Wishes) -> tuple[Bu
     return ram, Budget(gpu.name, gpu.memory_free_bytes, margin)
 
 
-def fits(est: MemoryEstimate, ram: Budget, gpu: Budget | None, unified: bool) -> bool:
+def commit_limit(profile: DeviceProfile) -> int | None:
+    """The most address space llama.cpp may reserve in RAM: Linux's heuristic overcommit refuses more than RAM and
+    swap; macOS reserves freely (None)."""
+    if profile.os == "darwin":
+        return None
+    return profile.memory.total_bytes + profile.memory.swap_total_bytes
+
+
+def fits(
+    est: MemoryEstimate,
+    ram: Budget,
+    gpu: Budget | None,
+    unified: bool,
+    memory: MemoryCalibration | None = None,
+    reserve_limit: int | None = None,
+) -> bool:
+    """Whether `est` fits: a discrete GPU by its allocations; RAM (and a unified device's shared RAM) by what will be
+    resident, with what is reserved kept within `reserve_limit`; each corrected by `memory` when measured."""
     on_gpu = est.device(True)
     on_cpu = est.device(False)
-    gpu_total = on_gpu.total if on_gpu else 0
-    cpu_total = on_cpu.total if on_cpu else 0
+    allocated_factor = memory.allocated_factor if memory else None
+    resident_factor = memory.resident_factor if memory else None
+    gpu_total = scaled(on_gpu.total, allocated_factor) if on_gpu else 0
+    cpu_resident = scaled(on_cpu.resident, resident_factor) if on_cpu else 0
     if gpu is not None and gpu_total > gpu.usable:
         return False
+    if reserve_limit is not None and on_cpu and scaled(on_cpu.total, allocated_factor) > reserve_limit:
+        return False
     if unified:
-        return gpu_total + cpu_total <= ram.usable
-    return cpu_total <= ram.usable
+        return gpu_total + cpu_resident <= ram.usable
+    return cpu_resident <= ram.usable
 
 
 def context_options(spec: ModelSpec, wishes: Wishes) -> tuple[list[int], bool]:
@@ -190,28 +271,36 @@ class Fitter:
     ram: Budget
     gpu_budget: Budget | None
     flash_attn: bool
+    ubatch: int = UBATCH_OPTIONS[0]
+    memory: MemoryCalibration | None = None
+    flash_measured: FlashAttnMeasured | None = None  # the measurement the flash-attention choice followed
 
     @property
     def unified(self) -> bool:
         return bool(self.gpu and self.gpu.unified_memory)
 
-    ubatch: int = UBATCH_OPTIONS[0]
+    @property
+    def runtime(self) -> GpuRuntime | None:
+        return runtime_of(self.gpu)
 
     def estimate(self, n_ctx: int, kv: str, layers: int = 0) -> MemoryEstimate:
         parallel = self.wishes.parallel
-        settings = EstimateInputs(
-            parallel=parallel if isinstance(parallel, int) else 0,
-            n_ctx=n_ctx,
-            n_gpu_layers=layers,
-            kv=kv,
-            flash_attn=self.flash_attn,
-            n_ubatch=self.ubatch,
-            gpu_backend=self.gpu.backend if self.gpu else None,
+        settings = device_inputs(
+            self.profile,
+            self.gpu,
+            EstimateInputs(
+                parallel=parallel if isinstance(parallel, int) else 0,
+                n_ctx=n_ctx,
+                n_gpu_layers=layers,
+                kv=kv,
+                flash_attn=self.flash_attn,
+                n_ubatch=self.ubatch,
+            ),
         )
         return estimate(self.spec, settings, self.gpu.name if self.gpu else "GPU")
 
     def fits(self, est: MemoryEstimate) -> bool:
-        return fits(est, self.ram, self.gpu_budget, self.unified)
+        return fits(est, self.ram, self.gpu_budget, self.unified, self.memory, commit_limit(self.profile))
 
     def most_gpu_layers(self, n_ctx: int, kv: str) -> tuple[int, MemoryEstimate] | None:
         """The largest n_gpu_layers (0..n_layers+1) whose estimate fits; None if not even 0 does."""
@@ -230,7 +319,8 @@ class Fitter:
         if wanted == "all":
             est = self.estimate(n_ctx, kv, self.spec.n_layers + 1)
             on_cpu = est.device(False)
-            return self.spec.n_layers + 1, est, (on_cpu.total if on_cpu else 0) <= self.ram.usable
+            resident = scaled(on_cpu.resident, self.memory.resident_factor if self.memory else None) if on_cpu else 0
+            return self.spec.n_layers + 1, est, resident <= self.ram.usable
         if isinstance(wanted, int):
             layers = min(wanted, self.spec.n_layers + 1)
             est = self.estimate(n_ctx, kv, layers)
@@ -258,11 +348,22 @@ PARALLEL_DEFAULT = 4  # llama-server's automatic slot count, when this device ha
 PARALLEL_WORTH = 1.15  # a doubling of the sequences is worth it when it brings this much more aggregate decode
 
 
-def plan(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes = Wishes()) -> Plan:
-    """Choose the settings for `spec` on `profile`; PlanError when the wishes cannot fit (unless force)."""
+def plan(
+    profile: DeviceProfile,
+    spec: ModelSpec,
+    wishes: Wishes = Wishes(),
+    *,
+    memory: MemoryCalibration | None = None,
+    flash_attn_measured: FlashAttnMeasured | None = None,
+) -> Plan:
+    """Choose the settings for `spec` on `profile`; PlanError when the wishes cannot fit (unless force).
+
+    `memory`: what `edgellm bench` measured of memory on this device against the estimate, applied to the fit.
+    `flash_attn_measured`: decode with flash attention on and off measured here; flash attention auto on a CPU takes
+    the faster."""
     if wishes.parallel == "auto":
-        return plan_parallel(profile, spec, wishes)
-    found = plan_one(profile, spec, wishes)
+        return plan_parallel(profile, spec, wishes, memory, flash_attn_measured)
+    found = plan_one(profile, spec, wishes, memory, flash_attn_measured)
     if isinstance(wishes.parallel, int) and wishes.parallel > 0:
         found.reasons["parallel"] = reason("parallel_asked", parallel=wishes.parallel, n_ctx=found.n_ctx)
         return replace(found, parallel=wishes.parallel)
@@ -292,16 +393,22 @@ def parallel_worth(measured: tuple[tuple[int, float], ...]) -> tuple[list[int], 
     )
 
 
-def plan_parallel(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes) -> Plan:
+def plan_parallel(
+    profile: DeviceProfile,
+    spec: ModelSpec,
+    wishes: Wishes,
+    memory: MemoryCalibration | None = None,
+    flash_attn_measured: FlashAttnMeasured | None = None,
+) -> Plan:
     """`parallel` auto: the most sequences worth it (`parallel_worth`) that fit with what one sequence would get: its
     context, its KV cache type, its GPU layers."""
-    single = plan_one(profile, spec, replace(wishes, parallel=1))
+    single = plan_one(profile, spec, replace(wishes, parallel=1), memory, flash_attn_measured)
     counts, why = parallel_worth(wishes.parallel_measured)
     for count in counts:
         if count == 1:
             break
         try:
-            found = plan_one(profile, spec, replace(wishes, parallel=count, force=False))
+            found = plan_one(profile, spec, replace(wishes, parallel=count, force=False), memory, flash_attn_measured)
         except PlanError:
             continue
         if found.n_ctx >= single.n_ctx and found.kv == single.kv and found.n_gpu_layers >= single.n_gpu_layers:
@@ -315,15 +422,24 @@ def plan_parallel(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes) -> Pl
     return replace(single, parallel=1)
 
 
-def plan_one(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes) -> Plan:
+def plan_one(
+    profile: DeviceProfile,
+    spec: ModelSpec,
+    wishes: Wishes,
+    memory: MemoryCalibration | None = None,
+    flash_attn_measured: FlashAttnMeasured | None = None,
+) -> Plan:
     """The settings for a fixed number of sequences (`wishes.parallel`, an int)."""
     gpu, no_gpu_reason = usable_gpu(profile)
     backend = gpu.backend if gpu else build_backend(profile)
     flash_attn = flash_attention(wishes.flash_attn, backend)
+    followed = None
+    if wishes.flash_attn == "auto" and backend == "cpu" and wishes.kv in (None, "f16") and flash_attn_measured:
+        flash_attn, followed = flash_attn_measured.faster, flash_attn_measured
     if wishes.kv not in (None, "f16") and not flash_attn:
         raise PlanError(reason("kv_needs_flash_attn", kv=wishes.kv))
     ram, gpu_budget = budgets(profile, gpu, wishes)
-    fitter = Fitter(profile, spec, wishes, gpu, ram, gpu_budget, flash_attn)
+    fitter = Fitter(profile, spec, wishes, gpu, ram, gpu_budget, flash_attn, memory=memory, flash_measured=followed)
     contexts, ctx_fixed = context_options(spec, wishes)
     kv_types = [wishes.kv] if wishes.kv else (["f16", "q8_0"] if flash_attn else ["f16"])
     ubatches = [wishes.n_ubatch] if wishes.n_ubatch else list(UBATCH_OPTIONS)
@@ -350,7 +466,7 @@ def nearest_fit(
     wishes, spec, ram, gpu = fitter.wishes, fitter.spec, fitter.ram, fitter.gpu_budget
     have = ram.usable + (gpu.usable if gpu and not fitter.unified else 0)
     asked = {
-        "needed": est.total,
+        "needed": scaled(est.resident, fitter.memory.resident_factor if fitter.memory else None),
         "n_ctx": n_ctx,
         "kv": kv,
         "device": fitter.profile.name,
@@ -367,12 +483,17 @@ def nearest_fit(
             return reason("too_big", **asked, fix="ctx", fit_ctx=largest, fit_kv=candidate, ctx_asked=ctx_fixed)
     weights = spec.weight_bytes
     smallest = fitter.estimate(min(n_ctx, MIN_AUTO_CTX), kv_types[-1])  # the least this model needs beside weights
-    room = have - (smallest.total - weights)
+    room = have - (smallest.resident - smallest_weights(smallest))
     bpw_now = weights * 8 / max(1, approx_params(spec))
     bpw_fit = bpw_now * room / weights
     if bpw_fit < MIN_BITS_PER_WEIGHT:
         return reason("too_big", **asked, fix="no_quant")
     return reason("too_big", **asked, fix="smaller_quant", weights=weights, bpw_fit=bpw_fit, bpw_now=bpw_now)
+
+
+def smallest_weights(est: MemoryEstimate) -> int:
+    """The weights of an estimate, on all devices (with the CPU's repacked copies)."""
+    return sum(device.weights for device in est.devices)
 
 
 def approx_params(spec: ModelSpec) -> int:
@@ -432,13 +553,7 @@ def finish(
             "threads_performance_cores", cores=cpu.performance_cores, siblings=cpu.logical_cores > cpu.performance_cores
         )
     )
-    reasons["flash_attn"] = (
-        reason("flash_attn_off_asked")
-        if wishes.flash_attn == "off"
-        else reason("flash_attn_no_kernels")
-        if not fitter.flash_attn
-        else reason("flash_attn_on")
-    )
+    reasons["flash_attn"] = flash_attn_reason(fitter, build_backend(profile) if gpu is None else gpu.backend)
     if wishes.kv:
         reasons["kv"] = reason("kv_asked", kv=kv)
     elif kv != "f16":
@@ -455,6 +570,7 @@ def finish(
         notices.append(reason("ubatch_reduced", ubatch=fitter.ubatch))
     reasons["mmap"] = reason("mmap_on")
     reasons["mlock"] = reason("mlock_off")
+    reasons["memory"] = memory_reason(fitter)
     if not ok:
         notices.append(reason("forced"))
     return Plan(
@@ -474,6 +590,49 @@ def finish(
         fits=ok,
         reasons=reasons,
         notices=tuple(notices),
+        memory=fitter.memory,
+        gpu_runtime=fitter.runtime,
+    )
+
+
+def flash_attn_reason(fitter: Fitter, backend: str) -> Reason:
+    """Why flash attention is on or off: asked, measured on this CPU, guessed for this CPU, or the backend's kernels."""
+    wish, measured = fitter.wishes.flash_attn, fitter.flash_measured
+    if wish == "off":
+        return reason("flash_attn_off_asked")
+    if measured is not None:
+        return reason(
+            "flash_attn_measured",
+            on=fitter.flash_attn,
+            on_tokens_per_s=round(measured.on_tokens_per_s, 1),
+            off_tokens_per_s=round(measured.off_tokens_per_s, 1),
+            model=measured.model,
+        )
+    if not fitter.flash_attn:
+        return reason("flash_attn_no_kernels")
+    if wish == "auto" and backend == "cpu":
+        return reason("flash_attn_cpu_guess")
+    return reason("flash_attn_on")
+
+
+def memory_reason(fitter: Fitter) -> Reason:
+    """How sure the memory estimate is on this device: measured here by bench (and the correction applied), or not
+    yet, with what is known of the GPU runtime's own memory."""
+    runtime = fitter.runtime
+    memory = fitter.memory
+    if memory is not None and memory.models > 0:
+        return reason(
+            "memory_measured",
+            percent=ESTIMATE_ERROR_PERCENT,
+            models=memory.models,
+            resident_factor=memory.resident_factor,
+            allocated_factor=memory.allocated_factor,
+        )
+    return reason(
+        "memory_not_measured",
+        runtime=runtime.family if runtime else None,
+        runtime_bytes=runtime.overhead if runtime else 0,
+        runtime_source=runtime.source if runtime else None,
     )
 
 
@@ -545,7 +704,7 @@ def choose_quant(
             reason(
                 "quant_fits",
                 quant=quant,
-                total=found.estimate.total,
+                total=found.resident,
                 full_offload=found.full_offload,
                 gpu_layers=found.n_gpu_layers,
                 gpu=gpu is not None,

@@ -41,6 +41,11 @@ def to_dict(
                 "compute_bytes": device.compute,
                 "overhead_bytes": device.overhead,
                 "total_bytes": device.total,
+                "allocated_bytes": device.total,
+                "resident_bytes": device.resident,
+                "resident": {f"{key}_bytes": device.resident_part(key) for key, _ in ROWS},
+                "repacked_bytes": device.repacked,
+                "fit_by": "allocated" if device.is_gpu and not plan.unified_memory else "resident",
                 "available_bytes": budget.available if budget else None,
                 "margin_bytes": budget.margin if budget else None,
             }
@@ -64,6 +69,23 @@ def to_dict(
         "estimate": {
             "devices": devices,
             "total_bytes": plan.estimate.total,
+            "allocated_bytes": plan.allocated,
+            "resident_bytes": plan.resident,
+            "calibration": None
+            if plan.memory is None
+            else {
+                "placement": plan.memory.placement,
+                "resident_factor": plan.memory.resident_factor,
+                "allocated_factor": plan.memory.allocated_factor,
+                "models": plan.memory.models,
+            },
+            "gpu_runtime": None
+            if plan.gpu_runtime is None
+            else {
+                "family": plan.gpu_runtime.family,
+                "bytes": plan.gpu_runtime.overhead,
+                "source": plan.gpu_runtime.source,
+            },
             "kv_cells": {"full": plan.estimate.kv_cells_full, "sliding_window": plan.estimate.kv_cells_swa},
         },
         "unified_memory": plan.unified_memory,
@@ -125,20 +147,29 @@ def render(
         where = f"{device.device} memory" if device.is_gpu else "CPU RAM"
         if plan.unified_memory:
             where += " (shared)"
+        by_allocation = device.is_gpu and not plan.unified_memory
         lines.append(f"Memory budget: {where}")
+        lines.append(f"  {'':<12} {'allocated':>11} {'resident':>11}")
         for key, label in ROWS:
-            lines.append(f"  {label:<12} {size(getattr(device, key)):>11}   {device.notes.get(key, '')}")
+            lines.append(
+                f"  {label:<12} {size(getattr(device, key)):>11} {size(device.resident_part(key)):>11}   "
+                f"{device.notes.get(key, '')}"
+            )
         lines.append(
-            f"  {'Total':<12} {size(device.total):>11}   "
+            f"  {'Total':<12} {size(device.total):>11} {size(device.resident):>11}   "
             + (
-                f"of {size(budget.usable)} usable ({size(budget.available)} free, {size(budget.margin)} kept free)"
+                f"{'allocated' if by_allocation else 'resident'} of {size(budget.usable)} usable "
+                f"({size(budget.available)} free, {size(budget.margin)} kept free)"
                 if budget
                 else ""
             )
         )
         lines.append("")
     if len(plan.estimate.devices) > 1:
-        lines += [f"All devices    {size(plan.estimate.total)}", ""]
+        lines += [f"All devices  {size(plan.estimate.total):>11} {size(plan.estimate.resident):>11}", ""]
+    memory_why = plan.reasons.get("memory")
+    if memory_why is not None:
+        lines += [f"Estimate {say(memory_why, terms)}", ""]
     lines.append("Settings" + ("" if plan.fits else "  (DOES NOT FIT: forced)"))
     labels = (
         ("n_gpu_layers", "n_gpu_layers", plan.n_gpu_layers),

@@ -7,17 +7,20 @@ them from the file and caches the spec.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgellm.gguf.header import ArrayInfo, GGUFError, GGUFHeader
+from edgellm.gguf.header import GGML_TYPES, ArrayInfo, GGUFError, GGUFHeader
 from edgellm.gguf.quants import FILE_TYPES, parse_quant
+from edgellm.plan.repack import row_class
 
-SPEC_VERSION = 2
+SPEC_VERSION = 3
 # Architectures whose sliding-window layers follow a fixed pattern in llama.cpp: every Nth layer is global.
 SWA_PATTERNS = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "gpt-oss": 2, "exaone4": 4}
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.")
+OUTPUT_LAYER = -1
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,14 @@ class ModelSpec:
     has_chat_template: bool
     file_bytes: int  # all shards
     n_tensors: int
+    # The matrices a matrix multiplication reads, summed by (layer, ggml type name, row class, bytes): the layer's
+    # index, or OUTPUT_LAYER for the output (the token embedding when tied); the row class is repack.row_class of the
+    # rows (ne[1]). What plan.repack needs to know which weights ggml's CPU backend copies; () when not read.
+    matrices: tuple[tuple[int, str, int, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        # a spec read back from JSON holds lists where tuples were: keep the spec hashable
+        object.__setattr__(self, "matrices", tuple(tuple(item) for item in self.matrices))
 
     @property
     def weight_bytes(self) -> int:
@@ -110,7 +121,8 @@ def model_spec(headers: list[GGUFHeader]) -> ModelSpec:
             found = _BLOCK_RE.match(tensor.name)
             if found and int(found.group(1)) < n_layers:
                 layer_bytes[int(found.group(1))] += tensor.n_bytes
-            elif tensor.name.startswith("token_embd."):
+                continue
+            if tensor.name.startswith("token_embd."):
                 token_embd += tensor.n_bytes
             elif tensor.name.startswith("output"):
                 output += tensor.n_bytes
@@ -148,4 +160,37 @@ def model_spec(headers: list[GGUFHeader]) -> ModelSpec:
         has_chat_template=isinstance(header.metadata.get("tokenizer.chat_template"), str),
         file_bytes=sum(part.file_size for part in headers),
         n_tensors=n_tensors,
+        matrices=matrices_of(
+            (
+                (tensor.name, tensor.shape, GGML_TYPES.get(tensor.ggml_type, ("?",))[0], tensor.n_bytes)
+                for part in headers
+                for tensor in part.tensors
+            ),
+            n_layers,
+        ),
     )
+
+
+def matrices_of(
+    tensors: Iterable[tuple[str, tuple[int, ...], str, int]], n_layers: int
+) -> tuple[tuple[int, str, int, int], ...]:
+    """ModelSpec.matrices from a model's tensors, each (GGUF name, shape in ggml order, ggml type name, bytes): the
+    layers' 2-D and 3-D weights and the output's (the token embedding's, when no output.weight ties them)."""
+    matrices: dict[tuple[int, str, int], int] = {}
+    embedding: tuple[str, int, int] | None = None
+    tied = True
+    for name, shape, kind, n_bytes in tensors:
+        found = _BLOCK_RE.match(name)
+        layer = int(found.group(1)) if found and int(found.group(1)) < n_layers else None
+        if layer is not None and len(shape) in (2, 3) and name.endswith(".weight"):
+            key = (layer, kind, row_class(shape[1]))
+        elif name == "output.weight" and len(shape) == 2:
+            key, tied = (OUTPUT_LAYER, kind, row_class(shape[1])), False
+        else:
+            if name == "token_embd.weight" and len(shape) == 2:
+                embedding = (kind, row_class(shape[1]), n_bytes)
+            continue
+        matrices[key] = matrices.get(key, 0) + n_bytes
+    if tied and embedding is not None:  # the tied output multiplies by the embedding itself
+        matrices[(OUTPUT_LAYER, embedding[0], embedding[1])] = embedding[2]
+    return tuple((layer, kind, rows, size) for (layer, kind, rows), size in sorted(matrices.items()))
