@@ -64,15 +64,18 @@ def assess(
     wishes: Wishes = Wishes(),
     samples: list[Sample] | None = None,
     benchmarks: dict[str, dict[str, Any]] | None = None,
+    kept: list[dict[str, Any]] | None = None,
 ) -> ModelFile:
-    """One model file with its fit on `profile`: its plan and estimated decode speed (calibrated by `samples`),
-    the speed measured for it (`benchmarks`: this device's latest result per model), or why it has none."""
+    """One model file with its fit on `profile`: its plan (given what this device's results `kept` measured of
+    memory and flash attention) and estimated decode speed (calibrated by `samples`), the speed measured for it
+    (`benchmarks`: this device's latest result per model), or why it has none."""
     try:
         spec = read_spec(path)
     except ModelFileError as error:
         return ModelFile(name, path, size, source, False, UNUSABLE, reason=error.as_reason())
+    memory, flash_attn_measured = results.device_measurements(profile, spec, wishes, kept) if kept else (None, None)
     try:
-        chosen = plan(profile, spec, wishes)
+        chosen = plan(profile, spec, wishes, memory=memory, flash_attn_measured=flash_attn_measured)
     except PlanError as error:
         return ModelFile(name, path, size or spec.file_bytes, source, False, DOES_NOT_FIT, reason=error.reason)
     measured = results.measured_for(
@@ -141,8 +144,9 @@ def local_models(profile: DeviceProfile, wishes: Wishes = Wishes()) -> list[Mode
     """Every model on this machine with its fit on `profile` as `wishes` ask (the flags and config.toml the app runs
     with), in the order `candidates` finds them."""
     samples, benchmarks = results.calibration_samples(profile), results.latest_by_model(profile)
+    kept = results.load_results(profile)
     return [
-        assess(name, path, size, source, profile, wishes, samples, benchmarks)
+        assess(name, path, size, source, profile, wishes, samples, benchmarks, kept)
         for name, path, size, source in candidates()
     ]
 

@@ -18,13 +18,16 @@ from typing import Any, Protocol, TypeVar
 
 from edgellm import __version__, paths
 from edgellm.bench import results
-from edgellm.bench.measure import BenchRequest, PeakMemory, measure, now_iso
+from edgellm.bench.measure import BenchRequest, LoadLog, PeakMemory, logged_buffers, measure, now_iso, on_host
 from edgellm.bench.parallel import ParallelRequest
 from edgellm.engine.contract import Model
 from edgellm.engine.llama_log import interrupt_after
 from edgellm.errors import DoesNotFit, EdgellmError, EngineFailed
 from edgellm.events import Progress, ctrl_c_sets
 from edgellm.hw.profile import DeviceProfile
+from edgellm.plan.estimate import DeviceEstimate, MemoryEstimate
+from edgellm.plan.flash_attn import FlashAttnMeasured
+from edgellm.plan.memory_calibration import MemoryCalibration
 from edgellm.plan.params import load_params
 from edgellm.plan.planner import DEFAULT_CTX, Plan, PlanError, Wishes, plan
 from edgellm.plan.spec import ModelSpec
@@ -71,12 +74,21 @@ def deep_enough(spec: ModelSpec, ctx_wish: int | None, request: BenchRequest, pl
         raise DoesNotFit(reason("bench_does_not_fit", **what, reason=error.as_reason()), spec.path) from None
 
 
-def bench_plan(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes, request: BenchRequest) -> Plan:
-    """The plan edgellm would run with, its context raised (when -c was not given) to what the request needs."""
+def bench_plan(
+    profile: DeviceProfile,
+    spec: ModelSpec,
+    wishes: Wishes,
+    request: BenchRequest,
+    measured: tuple[MemoryCalibration | None, FlashAttnMeasured | None] = (None, None),
+) -> Plan:
+    """The plan edgellm would run with (given what this device measured before: `results.device_measurements`), its
+    context raised (when -c was not given) to what the request needs. Its estimate stays the planner's own, which
+    the result records beside what is measured."""
+    memory, flash_attn_measured = measured
 
     def plan_at(ctx: int | None) -> Plan:
         try:
-            return plan(profile, spec, replace(wishes, ctx=ctx))
+            return plan(profile, spec, replace(wishes, ctx=ctx), memory=memory, flash_attn_measured=flash_attn_measured)
         except PlanError as error:
             raise DoesNotFit(error.reason, spec.path) from None
 
@@ -122,6 +134,36 @@ def run_plan_record(planned: opening.PlannedModel, profile: DeviceProfile) -> di
         "fits": chosen.fits,
         "estimate": {"tokens_per_s": decode_tokens_per_s(spec, chosen, profile), "memory_bytes": chosen.estimate.total},
     }
+
+
+def estimated_memory(device: DeviceEstimate) -> tuple[int, int]:
+    """(resident, allocated): the memory the plan expects one device to keep resident and llama.cpp (and a GPU's
+    runtime) to allocate there."""
+    return device.resident, device.total
+
+
+def memory_record(
+    estimated: MemoryEstimate, rss_growth: int | None, vram_used: int | None, buffers: dict[str, int]
+) -> list[dict[str, Any]]:
+    """Per device of a plan: its estimate beside what was measured: the resident growth (this process's RSS over the
+    load and the runs on the CPU; the GPU memory taken on a GPU, None on unified memory, where the RSS counts it) and
+    the buffers llama.cpp logged allocating there (None when its log could not be read)."""
+    rows = []
+    for device in estimated.devices:
+        resident, allocated = estimated_memory(device)
+        here = {name: size for name, size in buffers.items() if on_host(name) != device.is_gpu}
+        rows.append(
+            {
+                "device": device.device,
+                "gpu": device.is_gpu,
+                "estimated_resident": resident,
+                "estimated_allocated": allocated,
+                "resident": vram_used if device.is_gpu else rss_growth,
+                "allocated": sum(here.values()) if buffers else None,
+                "buffers": here,
+            }
+        )
+    return rows
 
 
 def overrides(flags: Flags) -> list[str]:
@@ -215,9 +257,10 @@ def run_bench(
         runs = split_plans(flags, spec, request, flash_attn)
     else:
         wishes = flags.wishes()
+        measured = results.device_measurements(profile, spec, wishes)
         runs = []
         for value in flash_attn:
-            chosen = bench_plan(profile, spec, replace(wishes, flash_attn=value), request)
+            chosen = bench_plan(profile, spec, replace(wishes, flash_attn=value), request, measured)
             if all(chosen.flash_attn != other.params.flash_attn for other in runs):  # auto is on or off: once
                 runs.append(
                     replace(
@@ -264,15 +307,19 @@ def measure_plans(
         split = planned.split is not None
         model: Model | None = None
         child_peak = 0
+        logged = LoadLog(paths.log_path())  # the host's log: the buffers the load allocates
         try:
             # a model loaded here: llama.cpp's calls log through a callback that would swallow Ctrl-C; a split's load
             # runs in its child and stops when Ctrl-C sets `stop`
             with contextlib.nullcontext() if split else interrupt_after():
                 gpu_before = None if unified else backends.gpu_memory_free()
                 peak_since = peak.reset()
+                rss_before = peak.current()
                 model = host.load(planned, cancel=stop if split else None).model
             load_ms = model.load_ms
             figures = measure(model, request, step, (lambda: None) if unified else backends.gpu_memory_free, stop)
+            # the peak since the load where the high-water mark could be reset, else what is resident now
+            rss_growth = max(0, (peak.peak() if peak_since == "load" else peak.current()) - rss_before)
         except RuntimeError as error:  # llama.cpp failed mid-run (a decode error, a GPU out of memory)
             raise EngineFailed(
                 f"llama.cpp failed while measuring {path.name} ({error}); see the log: {paths.log_path()}"
@@ -284,6 +331,8 @@ def measure_plans(
             host.close()
             gc.collect()
         lowest = figures.pop("lowest_gpu_free_bytes")
+        vram_used = max(0, gpu_before - lowest) if gpu_before is not None and lowest is not None else None
+        chosen = planned.choice.plan
         runs.append(
             {
                 **run_plan_record(planned, profile),
@@ -295,8 +344,11 @@ def measure_plans(
                 "peak_rss_since": peak_since,
                 # GPU memory taken while it ran (the device's free memory before less the lowest seen); None
                 # without a GPU, and on unified memory, where "free" is the system RAM the RSS counts already
-                "vram_used_bytes": max(0, gpu_before - lowest)
-                if gpu_before is not None and lowest is not None
+                "vram_used_bytes": vram_used,
+                # per device, the plan's memory estimate beside the measured resident growth and logged buffers
+                # (a split's: None, its layers are in a child process and on the workers)
+                "memory": memory_record(chosen.estimate, rss_growth, vram_used, logged_buffers(logged.text()))
+                if chosen is not None and not split
                 else None,
             }
         )

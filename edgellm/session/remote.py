@@ -166,12 +166,16 @@ def plan_forced_quant(
     wishes: Wishes,
     fallbacks: list[Reason] | tuple[Reason, ...] = (),
 ) -> RemoteChoice:
-    """Plan the quant the user named; when it does not fit, plan it anyway and say so."""
+    """Plan the quant the user named (given what this device measured: bench results' `device_measurements`); when it
+    does not fit, plan it anyway and say so."""
+    from edgellm.bench.results import device_measurements
+
     wider = _wider(wishes, spec, profile)
+    memory, flash_attn_measured = device_measurements(profile, spec, wider)
     try:
-        chosen, warning = plan(profile, spec, wider), None
+        chosen, warning = plan(profile, spec, wider, memory=memory, flash_attn_measured=flash_attn_measured), None
     except PlanError as error:
-        chosen = plan(profile, spec, replace(wider, force=True))
+        chosen = plan(profile, spec, replace(wider, force=True), memory=memory, flash_attn_measured=flash_attn_measured)
         warning = reason("forced_quant_does_not_fit", quant=choice.ref.quant, device=profile.name, reason=error.reason)
     return replace(choice, spec=spec, plan=chosen, considered=tuple(fallbacks), warning=warning)
 

@@ -278,7 +278,24 @@ def render(result: dict[str, Any]) -> str:
             )
             + mib(run["estimate"]["memory_bytes"], 0),
         ]
+        lines += [memory_line(device) for device in run.get("memory") or []]
     return "\n".join(lines)
+
+
+def memory_line(device: dict[str, Any]) -> str:
+    """One device's memory: the resident growth and the buffers llama.cpp logged, each beside the plan's estimate."""
+
+    def measured(what: str, figure: int | None, estimate: int) -> str:
+        found = f"{mib(figure, 0)} " if figure is not None else "not measured "
+        ratio = f", × {figure / estimate:.2f}" if figure is not None and estimate else ""
+        return f"{what} {found}(estimate {mib(estimate, 0)}{ratio})"
+
+    return (
+        f"  {device['device']} memory: "
+        + measured("resident", device["resident"], device["estimated_resident"])
+        + ", "
+        + measured("allocated by llama.cpp's log", device["allocated"], device["estimated_allocated"])
+    )
 
 
 def render_quality(result: dict[str, Any]) -> str:
