@@ -232,3 +232,21 @@ class WorkerLost(EdgellmError):
     def __init__(self, message: str, endpoints: list[str]) -> None:
         super().__init__(message)
         self.endpoints = endpoints
+
+
+class LoadTimedOut(EdgellmError):
+    """A model load that made no progress for `seconds` (--load-timeout): stopped, naming the file (`path`) and the
+    device it was loading onto (`device`)."""
+
+    def __init__(self, message: str | Reason, path: Path, device: str, seconds: float) -> None:
+        super().__init__(message)
+        self.path, self.device, self.seconds = path, device, seconds
+
+
+class NotEnoughMemory(EdgellmError):
+    """The memory a model needs (`needed` bytes on `device`) is more than is free there now (`free` bytes): said before
+    llama.cpp is asked to load it."""
+
+    def __init__(self, message: str | Reason, needed: int, free: int, device: str) -> None:
+        super().__init__(message)
+        self.needed, self.free, self.device = needed, free, device

@@ -58,6 +58,7 @@ class PlainTerms:
         "imatrix": ("an importance matrix", "the importance matrix {}"),
         "min_quality": ("the quality bound", "a quality bound of {}"),
         "reference": ("a reference model", "the reference {}"),
+        "load_timeout": ("the load timeout", "a load timeout of {} s"),
     }
 
     def setting(self, name: str, value: Value = None) -> str:
@@ -791,6 +792,31 @@ def _(r: Reason, t: Terms) -> str:
     return (
         f"{r['draft']} cannot draft for {r['model']}: {r['why']}; pass a draft model of the same family "
         f"(the same tokenizer), or --spec ngram"
+    )
+
+
+# a model's load: what stops it before llama.cpp is called, or while it loads
+
+
+def _gib(size: int) -> str:
+    gib = size / 2**30
+    return f"{gib:.2f} GiB" if gib < 10 else f"{gib:.1f} GiB"
+
+
+@sentence("load_needs_memory")
+def _(r: Reason, t: Terms) -> str:
+    return (
+        f"{r['model']} needs {_gib(r['needed'])} of {r['device']}, has {_gib(r['free'])} free; free some memory, "
+        f"or try a smaller {t.setting('ctx_size')} or a smaller quant"
+    )
+
+
+@sentence("load_timed_out")
+def _(r: Reason, t: Terms) -> str:
+    longer = f"{r['seconds'] * 2:g}"
+    return (
+        f"loading {r['path']} onto {r['device']} stopped: no progress for {r['seconds']:g} s; check the disk it is "
+        f"read from, or {t.change('load_timeout', longer)}"
     )
 
 

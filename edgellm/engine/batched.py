@@ -35,7 +35,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,13 +59,21 @@ from edgellm.errors import EdgellmError, EmptyPrompt, EngineFailed
 SIMILAR_PREFIX = 0.5  # an idle slot's cache is reused when it covers this share of a new prompt (else the LRU slot)
 
 
-def open_batched(params: LoadParams, log: LlamaLog, keep_terminal: bool = False) -> BatchedModel:
-    """Load the model (`engine.local.load`), then the batched engine's context on its weights: `params.parallel`
-    sequences in a pool of `params.kv_cells` cells, each up to `params.n_ctx`."""
+def open_batched(
+    params: LoadParams,
+    log: LlamaLog,
+    keep_terminal: bool = False,
+    progress: Callable[[float], None] | None = None,
+    stall_s: float | None = None,
+    device: str = "this machine",
+) -> BatchedModel:
+    """Load the model (`engine.local.load`, which reports its `progress` and stops a load stalled for `stall_s`
+    seconds), then the batched engine's context on its weights: `params.parallel` sequences in a pool of
+    `params.kv_cells` cells, each up to `params.n_ctx`."""
     from edgellm.engine import compat
 
     slots = max(1, params.parallel)
-    local = load(params, log, keep_terminal)
+    local = load(params, log, keep_terminal, progress, stall_s, device)
     started = time.perf_counter()
     try:
         context = compat.SequenceContext(

@@ -91,11 +91,12 @@ class _BufferOverride(ctypes.Structure):
 
 @contextlib.contextmanager
 def model_params(
-    cpu_weights: str | None = None, progress: Callable[[float], None] | None = None
+    cpu_weights: str | None = None, progress: Callable[[float], bool | None] | None = None
 ) -> Iterator[tuple[Any, ...]]:
     """While a model is created inside, two model parameters llama-cpp-python leaves unset: `cpu_weights`, a pattern
     of weights kept in this CPU's memory (their matrix products run here), as llama.cpp's `--override-tensor
-    PATTERN=CPU` does; and `progress`, called with the fraction loaded as each tensor is read (or sent to a worker).
+    PATTERN=CPU` does; and `progress`, called with the fraction loaded as each tensor is read (or sent to a worker):
+    its False stops the load (llama.cpp then fails it as cancelled).
     llama-cpp-python builds the parameters and loads in one call, so its default parameters come back with these set
     for the while. Yields what llama.cpp points at: keep it as long as the model (`keep_with`)."""
     if cpu_weights is None and progress is None:
@@ -108,10 +109,9 @@ def model_params(
 
         def report(fraction: float, user_data: Any) -> bool:
             try:
-                progress(fraction)
+                return progress(fraction) is not False
             except Exception:
-                pass
-            return True
+                return True
 
         kept.append(llama_cpp.llama_progress_callback(report))
     module = llama_cpp.llama_cpp

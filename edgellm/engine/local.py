@@ -20,7 +20,7 @@ from edgellm.engine.contract import (
     SlotState,
 )
 from edgellm.engine.llama_log import LlamaLog, interrupt_after
-from edgellm.errors import LoadFailed, UnknownToken
+from edgellm.errors import LoadFailed, LoadTimedOut, UnknownToken
 from edgellm.reasons import reason
 from edgellm.storage import disk
 
@@ -146,30 +146,71 @@ class LocalModel:
         self.closed = True
 
 
+class LoadWatch:
+    """A load as llama.cpp reports it, the fraction of the weights loaded as each tensor is read: passed on to
+    `progress`, and watched for a stall. With no progress for `stall_s` seconds (counted from the start of the load,
+    so a file that cannot even be opened counts), the next report stops the load (llama.cpp's progress callback
+    answered False): `stalled` says so. What comes after the weights (the context) is not watched."""
+
+    def __init__(
+        self,
+        progress: Callable[[float], None] | None = None,
+        stall_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.progress, self.stall_s, self.clock = progress, stall_s, clock
+        self.last = clock()
+        self.stalled = False
+
+    def __call__(self, fraction: float) -> bool:
+        """llama.cpp's report: False stops the load."""
+        now = self.clock()
+        if self.stalled or (self.stall_s is not None and now - self.last > self.stall_s):
+            self.stalled = True
+            return False
+        self.last = now
+        if self.progress is not None:
+            self.progress(fraction)
+        return True
+
+
 def load(
-    params: LoadParams, log: LlamaLog, keep_terminal: bool = False, progress: Callable[[float], None] | None = None
+    params: LoadParams,
+    log: LlamaLog,
+    keep_terminal: bool = False,
+    progress: Callable[[float], None] | None = None,
+    stall_s: float | None = None,
+    device: str = "this machine",
 ) -> LocalModel:
     """Load the model; a failure comes out as a LoadFailed naming the cause found in llama.cpp's log. `progress` is
-    told the fraction loaded as each tensor is read. With `params.parallel`, its own context stays token-sized: the
-    batched engine (`engine.batched.open_batched`) makes the one that generates.
+    told the fraction loaded as each tensor is read; a load with no progress for `stall_s` seconds is stopped, and
+    comes out as LoadTimedOut naming the file and `device` (where the weights go, as a person names it). With
+    `params.parallel`, its own context stays token-sized: the batched engine (`engine.batched.open_batched`) makes
+    the one that generates.
 
     Unless verbose, llama-cpp-python points file descriptors 1 and 2 at /dev/null while it loads; a full-screen
     UI drawing to them asks `keep_terminal` (llama.cpp's log still goes to `log`)."""
     from edgellm.engine import backends, compat
 
     started = time.perf_counter()
+    watch = LoadWatch(progress, stall_s)
     try:
         # a warning said while llama-cpp-python silences fds 1 and 2 is said after
         with interrupt_after(), disk.held(), compat.templates_left_to_edgellm():
             log.install()
             backends.load_backends()  # a portable build's CPU variant; logged into `log` like the rest
             cpu_weights = OUTPUT_WEIGHTS if params.output_here and params.rpc_servers else None
-            with compat.model_params(cpu_weights, progress) as held:
+            watched = watch if progress is not None or stall_s is not None else None
+            with compat.model_params(cpu_weights, watched) as held:
                 llm = _llama(params, log, keep_terminal)
             compat.keep_with(llm, held)  # llama.cpp keeps pointing at the overrides while the model lives
         llm.verbose = log.echo  # loaded: llama-cpp-python's own per-call prints only when asked for
     except (ValueError, RuntimeError, OSError) as error:
         log.flush()
+        if watch.stalled:
+            assert stall_s is not None
+            said = reason("load_timed_out", path=str(params.path), device=device, seconds=stall_s)
+            raise LoadTimedOut(said, params.path, device, stall_s) from None
         raise explain_load_failure(params.path, log, error) from None
     log.flush()
     return LocalModel(llm, params, (time.perf_counter() - started) * 1000, log)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 MIB = 2**20
 
 FLASH_ATTN = ("auto", "on", "off")
+LOAD_TIMEOUT_S = 600.0  # how long a load may go without progress: a stall (a disk that hangs), not a slow disk
 
 
 def _int(text: str) -> int:
@@ -73,6 +74,13 @@ def non_negative_float(text: str) -> float:
     value = _float(text)
     if not value >= 0:
         raise ValueError("must be 0 or more")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a number of seconds above 0")
     return value
 
 
@@ -207,6 +215,14 @@ MODEL_FLAGS = (
         "published prior), such as 0.1",
         "KLD",
     ),
+    Flag(
+        ("--load-timeout",),
+        "load_timeout",
+        positive_float,
+        LOAD_TIMEOUT_S,
+        f"seconds a model load may go without progress before it is stopped (default {LOAD_TIMEOUT_S:g})",
+        "SECONDS",
+    ),
     Flag(("--offline",), "offline", None, False, "use only models already stored (also HF_HUB_OFFLINE=1)"),
     Flag(("--force",), "force", None, False, "run even when the memory estimate says it will not fit"),
     Flag(("-v", "--verbose"), "verbose", None, False, "show the memory budget, llama.cpp's log and load details"),
@@ -244,6 +260,7 @@ class Flags:
     model_draft: str | None = None  # -md: the draft model
     draft_hf: str | None = None  # --draft-hf: the draft model from the Hub
     min_quality: float | None = None  # --min-quality: the largest KL divergence a chosen quant may have
+    load_timeout: float = LOAD_TIMEOUT_S  # --load-timeout: seconds a load may go without progress
 
     def wishes(self) -> Wishes:
         """What these flags ask of the planner (None: choose for me), the margins included."""

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 from edgellm import paths
 from edgellm.engine.contract import Model
 from edgellm.engine.llama_log import LlamaLog
-from edgellm.errors import EdgellmError
+from edgellm.errors import EdgellmError, NotEnoughMemory
 from edgellm.events import Report, ignore
 from edgellm.session.completion import ChatModel
 from edgellm.session.flags import Flags
+from edgellm.session.loading import LoadProgress, check_memory, device_of
 from edgellm.session.opening import PlannedModel, plan_model
 from edgellm.session.speculation import with_speculation
 
@@ -113,6 +114,8 @@ class ModelHost:
         return model
 
     def _engine(self, planned: PlannedModel) -> Model:
+        """The engine for `planned`: its memory checked first (NotEnoughMemory, unless --force), then loaded with its
+        progress reported (session.loading) and a load that stalls for --load-timeout stopped (LoadTimedOut)."""
         log = LlamaLog(paths.log_path(), echo=self.flags.verbose and not self.full_screen)
         if planned.split is not None:
             from edgellm.engine.split import SplitModel
@@ -120,17 +123,44 @@ class ModelHost:
             return SplitModel.open(
                 planned.params, planned.watched_workers, log, keep_terminal=self.full_screen, cancel=self._cancel
             )
+        speculation = planned.speculation
+        drafted = planned.draft is not None and speculation is not None and speculation.draft is not None
+        if not self.flags.force:
+            check_memory(planned, with_draft=False)
+            drafted = drafted and self._draft_fits(planned)
+        progress = LoadProgress(self.report)
+        try:
+            return self._loaded(planned, log, progress, device_of(planned), drafted)
+        finally:
+            progress.finish()
+
+    @staticmethod
+    def _draft_fits(planned: PlannedModel) -> bool:
+        """Whether the draft model fits beside the model in the memory free now: NotEnoughMemory for a draft asked
+        for (-md, --draft-hf), False for one found in the store (n-gram lookup instead)."""
+        try:
+            check_memory(planned, with_draft=True)
+        except NotEnoughMemory:
+            if planned.speculation is not None and planned.speculation.why.code != "spec_draft_auto":
+                raise
+            return False
+        return True
+
+    def _loaded(
+        self, planned: PlannedModel, log: LlamaLog, progress: LoadProgress, device: str, drafted: bool
+    ) -> Model:
+        stall_s = self.flags.load_timeout
         if planned.params.parallel > 0:
             from edgellm.engine.batched import open_batched
 
-            return open_batched(planned.params, log, keep_terminal=self.full_screen)
+            return open_batched(planned.params, log, self.full_screen, progress, stall_s, device)
         from edgellm.engine.local import load
 
-        model = load(planned.params, log, keep_terminal=self.full_screen)
+        model = load(planned.params, log, self.full_screen, progress, stall_s, device)
         speculation = planned.speculation
-        if planned.draft is not None and speculation is not None and speculation.draft is not None:
-            try:
-                model.draft = load(planned.draft.params, log, keep_terminal=self.full_screen)
+        if drafted and planned.draft is not None and speculation is not None and speculation.draft is not None:
+            try:  # its stall watched, its progress not told: the model's bar has ended
+                model.draft = load(planned.draft.params, log, self.full_screen, None, stall_s, device)
                 model.draft_cost = speculation.draft.cost_ratio
             except EdgellmError:
                 if speculation.why.code != "spec_draft_auto":  # one it found in the store: n-gram lookup instead

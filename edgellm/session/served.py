@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from edgellm.api.ollama import ModelFacts, with_tag
 from edgellm.errors import EdgellmError
+from edgellm.events import Report, ignore
 from edgellm.gguf.quants import rank
 from edgellm.hw.profile import DeviceProfile
 from edgellm.session.completion import ChatModel
@@ -137,9 +138,10 @@ class ServedModels:
         default: Entry | None = None,
         log: Callable[[str], None] = lambda line: None,
         open_model: Callable[[PlannedModel, Flags], ChatModel] | None = None,
+        report: Report = ignore,
     ) -> None:
         """`open_model`: how a planned model is loaded (default: through a model host of its own, as every front end
-        loads one)."""
+        loads one, reporting each load's progress to `report`)."""
         self.flags = flags
         self.profile = _capped(profile, memory_cap, flags)
         self.keep_alive = keep_alive
@@ -147,7 +149,7 @@ class ServedModels:
         self.queue = queue
         self.default = default
         self.log = log
-        self._open = open_model or _load_through_a_host
+        self._open = open_model or functools.partial(_load_through_a_host, report=report)
         self._served: dict[Path, Served] = {}
         self._plans: dict[Path, PlannedModel] = {}  # plans made by the caller (serve -m), used at each load
         self._condition = threading.Condition()  # guards _served and each Served's users/last_used
@@ -456,8 +458,8 @@ class ServedModels:
                         self.log(f"unloading {served.name} failed: {type(error).__name__}: {error}")
 
 
-def _load_through_a_host(planned: PlannedModel, flags: Flags) -> ChatModel:
-    return ModelHost(flags).load(planned)
+def _load_through_a_host(planned: PlannedModel, flags: Flags, report: Report = ignore) -> ChatModel:
+    return ModelHost(flags, report=report).load(planned)
 
 
 def give_back_freed_memory() -> None:

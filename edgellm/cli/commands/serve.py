@@ -136,7 +136,8 @@ def check_server_installed() -> None:
 def served_models(
     args: argparse.Namespace, flags: Flags, profile: DeviceProfile, default: Entry | None = None
 ) -> ServedModels:
-    """The models the server loads by name, as its flags say."""
+    """The models the server loads by name, as its flags say; each load's bar on stderr."""
+    from edgellm.cli.progress import ProgressLine
     from edgellm.server.launch import say
     from edgellm.session.served import ServedModels
 
@@ -149,6 +150,7 @@ def served_models(
         memory_cap=args.models_memory * 2**20 if args.models_memory else None,
         default=default,
         log=say,
+        report=ProgressLine(),
     )
 
 
