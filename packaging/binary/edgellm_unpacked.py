@@ -36,7 +36,8 @@ def settle(executable: str) -> None:
     if how == "temporary":
         remove_at_exit(folder)
         return
-    _held.append(_lock(folder, fcntl.LOCK_SH))
+    with contextlib.suppress(OSError):  # no locks on this file system: then nothing is removed under us either
+        _held.append(_lock(folder, fcntl.LOCK_SH))
     if how == "new":
         with contextlib.suppress(OSError):
             remove_unused(folder.parent, keep=folder)

@@ -80,6 +80,18 @@ def test_a_cache_that_cannot_be_written_falls_back_to_a_temporary_folder(single,
     assert program.parent.parent == tmp and (program.parent / onefile.MARKER).is_file()
 
 
+def test_no_home_means_a_temporary_folder(single, tmp_path: Path) -> None:
+    binary, _ = single
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    done = subprocess.run(
+        [str(binary)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp)}
+    )
+    assert done.returncode == 0, done.stderr
+    program, how, _ = done.stdout.strip().split("|")
+    assert how == "temporary" and Path(program).parent.parent == tmp
+
+
 def test_a_pack_cut_short_is_never_published(single, tmp_path: Path) -> None:
     binary, _ = single
     binary.write_bytes(binary.read_bytes()[:-1000])
