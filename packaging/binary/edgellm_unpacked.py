@@ -55,7 +55,8 @@ def _lock(folder: Path, kind: int) -> IO[bytes]:
 
 def remove_unused(base: Path, keep: Path) -> list[Path]:
     """Remove from the cache `base` every version's folder (a symlink `KEY` to `.KEY.XXXXXX`) other than `keep`
-    that no program holds, and partial unpacks (`.KEY.XXXXXX` with no link to it) older than an hour; the removed."""
+    that no program holds, and folders with no link to them (partial unpacks, or a version whose link went) older
+    than an hour that no program holds; the removed."""
     base = base.resolve()
     removed: list[Path] = []
     linked: set[Path] = set()
@@ -64,23 +65,31 @@ def remove_unused(base: Path, keep: Path) -> list[Path]:
             continue
         target = entry.resolve()
         linked.add(target)
-        if target == keep or target.parent != base:
-            continue
-        try:
-            lock = _lock(target, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            continue  # in use (or not a folder onefile.sh made)
-        with lock:
-            entry.unlink()
-            shutil.rmtree(target, ignore_errors=True)
-        removed.append(target)
+        if target != keep and target.parent == base and _remove_if_free(target, link=entry):
+            removed.append(target)
     now = time.time()
     for entry in sorted(base.iterdir()):
         if entry.name.startswith(".") and entry.is_dir() and not entry.is_symlink() and entry not in linked:
             if entry != keep and now - entry.stat().st_mtime > ABANDONED_S:
-                shutil.rmtree(entry, ignore_errors=True)
-                removed.append(entry)
+                if not (entry / MARKER).exists():  # a partial unpack, which no program can run
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry)
+                elif _remove_if_free(entry):
+                    removed.append(entry)
     return removed
+
+
+def _remove_if_free(folder: Path, link: Path | None = None) -> bool:
+    """Remove `folder` (and the `link` to it) unless a running program holds its marker's lock."""
+    try:
+        lock = _lock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # in use (or not a folder onefile.sh made)
+    with lock:
+        if link is not None:
+            link.unlink()
+        shutil.rmtree(folder, ignore_errors=True)
+    return True
 
 
 def remove_at_exit(folder: Path) -> None:

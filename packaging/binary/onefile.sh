@@ -17,6 +17,9 @@ unpack() {  # into the new, empty folder $1; true when the whole pack came out (
     tail -c +"$offset" "$0" | gzip -dc | tar -xf - -C "$1" && [ -f "$1/.edgellm-unpacked" ]
 }
 
+if [ -n "$base" ] && [ -L "$base/$key" ] && [ ! -e "$base/$key" ]; then
+    rm -f "$base/$key"  # its folder was removed by hand: unpack again
+fi
 if [ -n "$base" ] && [ ! -e "$base/$key" ] && mkdir -p "$base" 2>/dev/null && tmp=$(mktemp -d "$base/.$key.XXXXXX" 2>/dev/null); then
     # Unpacked under a temporary name, then published by one symlink: a run never sees half a folder, and of
     # two first runs at once the first to publish wins (ln -sn fails on an existing name) and the other's copy goes.

@@ -51,6 +51,10 @@ def test_the_first_run_unpacks_into_the_cache_and_later_runs_start_there(single,
     program, how, argv = start(binary, cache, tmp, "a", "b c")
     assert (program, how, argv) == (cache / key / "edgellm", "new", "a b c")
     assert (cache / key / onefile.MARKER).read_text() == key
+    (cache / os.readlink(cache / key) / onefile.MARKER).unlink()
+    subprocess.run(["rm", "-rf", str(cache / os.readlink(cache / key))], check=True)  # removed by hand
+    program, how, _ = start(binary, cache, tmp)
+    assert (program, how) == (cache / key / "edgellm", "new")  # unpacked again
     binary.write_bytes(binary.read_bytes()[:2000])  # the pack is gone: a later run must not need it
     program, how, _ = start(binary, cache, tmp)
     assert (program, how) == (cache / key / "edgellm", "")
@@ -113,13 +117,21 @@ def test_a_new_version_removes_the_old_ones_no_program_holds(tmp_path: Path) -> 
         (base / key).symlink_to(folder.name)
         folders[key] = folder
     stale, fresh = base / ".0.0.7-x.dead01", base / ".0.1.1-y.busy02"  # partial unpacks with no link to them
-    stale.mkdir()
-    fresh.mkdir()
-    os.utime(stale, (time.time() - 2 * edgellm_unpacked.ABANDONED_S,) * 2)
-    with open(folders["0.0.8-held"] / onefile.MARKER, "rb") as held:
+    orphan = base / ".0.0.6-z.runs03"  # whole, its link gone, a program still running from it
+    for folder in (stale, fresh, orphan):
+        folder.mkdir()
+    (orphan / onefile.MARKER).write_text("0.0.6-z")
+    for old in (stale, orphan):
+        os.utime(old, (time.time() - 2 * edgellm_unpacked.ABANDONED_S,) * 2)
+    with open(folders["0.0.8-held"] / onefile.MARKER, "rb") as held, open(orphan / onefile.MARKER, "rb") as runs:
         fcntl.flock(held, fcntl.LOCK_SH)  # a program of that version still runs
+        fcntl.flock(runs, fcntl.LOCK_SH)
         removed = edgellm_unpacked.remove_unused(base, keep=folders["0.1.0-ours"].resolve())
     assert sorted(p.name for p in removed) == sorted([folders["0.0.9-free"].name, stale.name])
     assert sorted(p.name for p in base.iterdir()) == sorted(
-        ["0.0.8-held", folders["0.0.8-held"].name, "0.1.0-ours", folders["0.1.0-ours"].name, fresh.name]
+        ["0.0.8-held", folders["0.0.8-held"].name, "0.1.0-ours", folders["0.1.0-ours"].name, fresh.name, orphan.name]
     )
+    assert edgellm_unpacked.remove_unused(base, keep=folders["0.1.0-ours"].resolve()) == [
+        folders["0.0.8-held"].resolve(),
+        orphan,
+    ]  # once no program holds them
