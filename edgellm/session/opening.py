@@ -103,13 +103,18 @@ def choose_model(
 def _planned(
     path: Path, wishes: Wishes, profile: DeviceProfile, stored: store.StoredModel | None = None
 ) -> ModelChoice:
+    from edgellm.bench.results import device_measurements
+
     spec = read_spec(path)
     if wishes.parallel == "auto":
         from edgellm.bench.results import parallel_measured
 
         wishes = replace(wishes, parallel_measured=parallel_measured(profile, path.name, spec.file_bytes))
+    memory, flash_attn_measured = device_measurements(profile, spec, wishes)  # what bench measured on this device
     try:
-        choice = ModelChoice(path, spec, plan(profile, spec, wishes))
+        choice = ModelChoice(
+            path, spec, plan(profile, spec, wishes, memory=memory, flash_attn_measured=flash_attn_measured)
+        )
     except PlanError as error:
         raise DoesNotFit(error.reason, str(path)) from None
     if stored is not None:
@@ -138,11 +143,15 @@ def best_local_model(profile: DeviceProfile, wishes: Wishes) -> ModelChoice:
     folder = store.store_dir()
     files = {model.path(folder) for model in store.load_models().values()}
     files |= set(store.model_files(folder)) if folder.is_dir() else set()
+    from edgellm.bench.results import device_measurements, load_results
+
+    kept = load_results(profile)  # this device's bench results, read once
     fitting = []
     for path in sorted(files):
         try:
             spec = cached_spec(path)
-            fitting.append((spec, plan(profile, spec, wishes)))
+            memory, flash_attn_measured = device_measurements(profile, spec, wishes, kept)
+            fitting.append((spec, plan(profile, spec, wishes, memory=memory, flash_attn_measured=flash_attn_measured)))
         except (GGUFError, PlanError, OSError):
             continue
     if not fitting:
