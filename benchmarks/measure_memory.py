@@ -102,6 +102,7 @@ def main() -> None:
                 "estimate": chosen.estimate.total,
                 "resident": run_estimate.resident,
                 "resident_full_context": chosen.estimate.resident,
+                "repacked": sum(device.repacked for device in chosen.estimate.devices),
                 "estimate_rows": {
                     key: [getattr(device, key), device.resident_part(key)]
                     for device in run_estimate.devices

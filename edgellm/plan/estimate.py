@@ -143,6 +143,17 @@ class DeviceEstimate:
         """What will be resident here once a full micro-batch has run: on a GPU, every allocation."""
         return sum(self.resident_part(key) for key in ("weights", "kv_cache", "compute", "overhead"))
 
+    @property
+    def reclaimable(self) -> int:
+        """What of `resident` the kernel can drop when memory is short: the mapped file's pages that the repacked
+        copies were read from (clean, and read again only row by row, for a tied embedding's lookups)."""
+        return self.repacked
+
+    @property
+    def needed(self) -> int:
+        """What must stay resident here: the figure RAM is fitted by."""
+        return self.resident - self.reclaimable
+
 
 @dataclass(frozen=True)
 class MemoryEstimate:
@@ -157,6 +168,10 @@ class MemoryEstimate:
     @property
     def resident(self) -> int:
         return sum(device.resident for device in self.devices)
+
+    @property
+    def needed(self) -> int:
+        return sum(device.needed for device in self.devices)
 
     def device(self, is_gpu: bool) -> DeviceEstimate | None:
         return next((d for d in self.devices if d.is_gpu == is_gpu), None)
@@ -297,7 +312,10 @@ def estimate(spec: ModelSpec, settings: EstimateInputs, gpu_name: str = "GPU") -
             resident_overhead = PROCESS_OVERHEAD + VOCAB_BYTES_PER_TOKEN * spec.n_vocab + output_buffer
         notes.setdefault("weights", describe_weights(spec, layers, has_output, is_gpu))
         if repack:
-            notes["weights"] += f", and {repack / MIB:.0f} MiB the CPU backend repacks beside the mapped file"
+            notes["weights"] += (
+                f", and {repack / MIB:.0f} MiB the CPU backend repacks beside the mapped file (whose pages it read"
+                " the kernel can drop)"
+            )
         notes["kv_cache"] = describe_kv(spec, layers, full_cells, swa_cells, settings.kv) + (
             f", {settings.parallel} sequences of up to {settings.n_ctx} tokens, each in its own stream"
             if settings.parallel > 0
@@ -309,10 +327,13 @@ def estimate(spec: ModelSpec, settings: EstimateInputs, gpu_name: str = "GPU") -
             else f"activations of a {n_ubatch}-token batch"
             + ("" if settings.flash_attn else f" with {n_kv}-cell attention scores")
         ) + (f", and of the model's own {HOST_BATCH}-token context" if settings.parallel > 0 else "")
+        if not is_gpu and logits_only and layers:
+            notes["compute"] += f"; written: the batch's activations and {rows} row{'s' if rows > 1 else ''} of logits"
         notes["overhead"] = (
             "GPU runtime context and workspaces"
             if is_gpu
             else f"llama.cpp contexts and the {output_buffer // MIB or '<1'} MiB logits buffer"
+            + "; resident beside: the vocabulary's tables, ggml's graphs"
         )
         return DeviceEstimate(
             gpu_name if is_gpu else "CPU",

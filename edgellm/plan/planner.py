@@ -5,9 +5,10 @@ each front end: edgellm.words). Layers go to the GPU while they fit (llama.cpp f
 context is kept and only reduced, never below 2048, when the user did not ask for one; a q8_0 KV cache is tried
 before the context shrinks.
 
-What fits: RAM (a CPU's, or a unified-memory device's) by what will be resident plus the margin, since Linux and
-macOS overcommit the address space llama.cpp reserves and never writes (on Linux the reserved total must still stay
-within RAM and swap); a discrete GPU by what is allocated on it. A bench run's measured memory (MemoryCalibration)
+What fits: RAM (a CPU's, or a unified-memory device's) by what must stay resident plus the margin (the resident
+figure less the mapped pages the kernel can drop), since Linux and macOS overcommit the address space llama.cpp
+reserves and never writes (on Linux the reserved total must still stay within RAM and swap); a discrete GPU by what
+is allocated on it. A bench run's measured memory (MemoryCalibration)
 scales the estimate when given.
 """
 
@@ -106,6 +107,12 @@ class Plan:
         return scaled(self.estimate.resident, self.memory.resident_factor if self.memory else None)
 
     @property
+    def needed(self) -> int:
+        """What must stay resident (the resident figure less the mapped pages the kernel can drop), corrected by this
+        device's measurements: what RAM is fitted by."""
+        return scaled(self.estimate.needed, self.memory.resident_factor if self.memory else None)
+
+    @property
     def allocated(self) -> int:
         """What llama.cpp will allocate on all devices, corrected by this device's measurements when there are some."""
         return scaled(self.estimate.total, self.memory.allocated_factor if self.memory else None)
@@ -159,7 +166,7 @@ def room_beside(profile: DeviceProfile, plans: list[Plan]) -> DeviceProfile:
     cpu = gpu = 0
     for other in plans:
         on_cpu, on_gpu = other.estimate.device(False), other.estimate.device(True)
-        cpu += on_cpu.resident if on_cpu else 0
+        cpu += on_cpu.needed if on_cpu else 0
         gpu += on_gpu.total if on_gpu else 0
     unified = profile.unified_memory
     memory = replace(profile.memory, available_bytes=max(0, profile.memory.available_bytes - cpu - unified * gpu))
@@ -235,7 +242,7 @@ def fits(
     allocated_factor = memory.allocated_factor if memory else None
     resident_factor = memory.resident_factor if memory else None
     gpu_total = scaled(on_gpu.total, allocated_factor) if on_gpu else 0
-    cpu_resident = scaled(on_cpu.resident, resident_factor) if on_cpu else 0
+    cpu_resident = scaled(on_cpu.needed, resident_factor) if on_cpu else 0
     if gpu is not None and gpu_total > gpu.usable:
         return False
     if reserve_limit is not None and on_cpu and scaled(on_cpu.total, allocated_factor) > reserve_limit:
@@ -319,7 +326,7 @@ class Fitter:
         if wanted == "all":
             est = self.estimate(n_ctx, kv, self.spec.n_layers + 1)
             on_cpu = est.device(False)
-            resident = scaled(on_cpu.resident, self.memory.resident_factor if self.memory else None) if on_cpu else 0
+            resident = scaled(on_cpu.needed, self.memory.resident_factor if self.memory else None) if on_cpu else 0
             return self.spec.n_layers + 1, est, resident <= self.ram.usable
         if isinstance(wanted, int):
             layers = min(wanted, self.spec.n_layers + 1)
@@ -466,7 +473,7 @@ def nearest_fit(
     wishes, spec, ram, gpu = fitter.wishes, fitter.spec, fitter.ram, fitter.gpu_budget
     have = ram.usable + (gpu.usable if gpu and not fitter.unified else 0)
     asked = {
-        "needed": scaled(est.resident, fitter.memory.resident_factor if fitter.memory else None),
+        "needed": scaled(est.needed, fitter.memory.resident_factor if fitter.memory else None),
         "n_ctx": n_ctx,
         "kv": kv,
         "device": fitter.profile.name,
@@ -483,7 +490,7 @@ def nearest_fit(
             return reason("too_big", **asked, fix="ctx", fit_ctx=largest, fit_kv=candidate, ctx_asked=ctx_fixed)
     weights = spec.weight_bytes
     smallest = fitter.estimate(min(n_ctx, MIN_AUTO_CTX), kv_types[-1])  # the least this model needs beside weights
-    room = have - (smallest.resident - smallest_weights(smallest))
+    room = have - (smallest.needed - smallest_weights(smallest) + sum(d.repacked for d in smallest.devices))
     bpw_now = weights * 8 / max(1, approx_params(spec))
     bpw_fit = bpw_now * room / weights
     if bpw_fit < MIN_BITS_PER_WEIGHT:
@@ -704,7 +711,7 @@ def choose_quant(
             reason(
                 "quant_fits",
                 quant=quant,
-                total=found.resident,
+                total=found.needed,
                 full_offload=found.full_offload,
                 gpu_layers=found.n_gpu_layers,
                 gpu=gpu is not None,

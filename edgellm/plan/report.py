@@ -45,6 +45,7 @@ def to_dict(
                 "resident_bytes": device.resident,
                 "resident": {f"{key}_bytes": device.resident_part(key) for key, _ in ROWS},
                 "repacked_bytes": device.repacked,
+                "needed_bytes": device.needed,
                 "fit_by": "allocated" if device.is_gpu and not plan.unified_memory else "resident",
                 "available_bytes": budget.available if budget else None,
                 "margin_bytes": budget.margin if budget else None,
@@ -71,6 +72,7 @@ def to_dict(
             "total_bytes": plan.estimate.total,
             "allocated_bytes": plan.allocated,
             "resident_bytes": plan.resident,
+            "needed_bytes": plan.needed,
             "calibration": None
             if plan.memory is None
             else {
@@ -158,8 +160,14 @@ def render(
         lines.append(
             f"  {'Total':<12} {size(device.total):>11} {size(device.resident):>11}   "
             + (
-                f"{'allocated' if by_allocation else 'resident'} of {size(budget.usable)} usable "
-                f"({size(budget.available)} free, {size(budget.margin)} kept free)"
+                (
+                    "allocated"
+                    if by_allocation
+                    else f"resident less {size(device.reclaimable)} the kernel can drop: {size(device.needed)}"
+                    if device.reclaimable
+                    else "resident"
+                )
+                + f" of {size(budget.usable)} usable ({size(budget.available)} free, {size(budget.margin)} kept free)"
                 if budget
                 else ""
             )

@@ -1,5 +1,7 @@
-"""The memory estimate against llama.cpp for real: between the RSS growth (lower bound) and the buffers
-llama.cpp logs (upper bound) after a 512-token prompt and 64 generated tokens, at the planned settings."""
+"""The memory estimate against llama.cpp for real, after a 512-token prompt and 64 generated tokens at the planned
+settings: the resident estimate within ± 10 % of the process's RSS growth, the allocation estimate within ± 10 % of
+the buffers llama.cpp logs, and the weights its CPU backend repacks as many bytes as its CPU_REPACK buffer.
+Small shapes, to stay fast: benchmarks/bench_estimate.py measures real shapes at three contexts."""
 
 from __future__ import annotations
 
@@ -61,18 +63,19 @@ def measure(model: Path, *extra: str) -> dict:
     return json.loads(done.stdout)
 
 
-def assert_bracketed(result: dict) -> None:
-    assert result["estimate"] >= 0.9 * result["rss_growth"], result
-    assert result["estimate"] <= 1.1 * result["logged"], result
+def assert_within_ten_percent(result: dict) -> None:
+    assert 0.9 <= result["resident"] / result["rss_growth"] <= 1.1, result
+    assert 0.9 <= result["estimate"] / result["logged"] <= 1.1, result
 
 
 def test_test_model(test_model: Path) -> None:
-    assert_bracketed(measure(test_model))
+    result = measure(test_model)
+    assert_within_ten_percent(result)
+    assert result["resident"] < result["estimate"] / 2  # the logits of a whole batch are reserved, not written
 
 
-def test_test_model_without_flash_attention_and_q8_cache(test_model: Path) -> None:
-    assert_bracketed(measure(test_model, "-fa", "off", "-c", "8192"))
-    assert_bracketed(measure(test_model, "--kv", "q8_0"))
+def test_test_model_without_flash_attention(test_model: Path) -> None:
+    assert_within_ten_percent(measure(test_model, "-fa", "off", "-c", "8192"))
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
@@ -81,8 +84,20 @@ def test_synthetic_shapes(tmp_path: Path, name: str) -> None:
 
     model = write_model(tmp_path / f"{name}.gguf", Shape(**SHAPES[name]))
     result = measure(model)
-    assert_bracketed(result)
+    assert_within_ten_percent(result)
     assert result["n_ctx"] == 4096
+
+
+def test_the_repacked_weights_are_what_llama_cpp_repacks(tmp_path: Path) -> None:
+    # a tied Q4_0 model: on an AVX2 or ARM dot-product build its layers and its tied output are repacked (the
+    # embedding stays mapped beside); elsewhere nothing is, and llama.cpp logs no CPU_REPACK buffer
+    from edgellm.convert.tinymodel import Shape, write_model
+
+    model = write_model(tmp_path / "q4_0-tied.gguf", Shape(**SHAPES["qwen2-tied"]), quant="q4_0")
+    result = measure(model)
+    logged = result["buffers"].get("CPU_REPACK model", 0)
+    assert abs(result["repacked"] - logged) <= 0.01 * max(logged, 2**20), result
+    assert_within_ten_percent(result)
 
 
 def test_a_draft_model_as_planned_beside_its_model(draft_model: Path) -> None:
@@ -90,5 +105,4 @@ def test_a_draft_model_as_planned_beside_its_model(draft_model: Path) -> None:
     from edgellm.session.speculation import DRAFT_UBATCH
 
     result = measure(draft_model, "--ubatch", str(DRAFT_UBATCH), "--prompt-tokens", "256")
-    assert_bracketed(result)
-    assert result["estimate"] <= 1.1 * result["logged"] and result["estimate"] >= 0.9 * result["logged"], result
+    assert_within_ten_percent(result)

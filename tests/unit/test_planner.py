@@ -96,7 +96,7 @@ def test_context_is_reduced_with_a_notice_but_never_below_2048() -> None:
 def test_q8_cache_is_tried_before_the_context_shrinks() -> None:
     pi4 = resolve_profile("raspberry-pi-4-4gb")
     f16 = plan(pi4, LLAMA_3B_Q4, Wishes(kv="f16", ctx=4096))
-    needed = f16.estimate.resident  # RAM is fitted by what is resident
+    needed = f16.estimate.needed  # RAM is fitted by what must stay resident
     kv_f16 = f16.estimate.device(False).kv_cache
     squeezed = replace(pi4, memory=replace(pi4.memory, available_bytes=needed - kv_f16 // 3 + f16.ram.margin))
     found = plan(squeezed, LLAMA_3B_Q4, Wishes(n_ubatch=512))
@@ -156,7 +156,7 @@ def test_micro_batch_shrinks_before_the_cache_is_quantized() -> None:
     full = plan(pi4, LLAMA_3B_Q4)
     compute = full.estimate.device(False).resident_part("compute")  # RAM is fitted by what is resident
     squeezed = replace(
-        pi4, memory=replace(pi4.memory, available_bytes=full.estimate.resident - compute // 3 + full.ram.margin)
+        pi4, memory=replace(pi4.memory, available_bytes=full.estimate.needed - compute // 3 + full.ram.margin)
     )
     found = plan(squeezed, LLAMA_3B_Q4)
     assert (found.n_ctx, found.kv, found.n_ubatch) == (4096, "f16", 256)

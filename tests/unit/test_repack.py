@@ -101,3 +101,14 @@ def test_the_arm_profiles_repack_q4_0(name: str) -> None:
     build = profile.llama_build
     assert build is not None
     assert repacked("Q4_0", 2048, build_features(build.cpu_features, profile.cpu.features))
+
+
+def test_the_mapped_pages_a_copy_was_read_from_are_resident_but_not_needed() -> None:
+    # llama.cpp maps the file populated and keeps the span of its mapped tensors: RSS shows both copies, but the
+    # pages the repacked copy was read from are clean and never read again, so the kernel drops them when short
+    spec = tied_q4_0_1b()
+    found = plan(resolve_profile("raspberry-pi-5-8gb"), spec)
+    cpu = found.estimate.device(False)
+    assert cpu is not None and cpu.repacked > 0
+    assert cpu.resident - cpu.needed == cpu.reclaimable == cpu.repacked
+    assert found.needed == found.estimate.needed < found.estimate.resident
