@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 from edgellm import paths
 from edgellm.engine.contract import KV_TYPES, SPEC_MODES, GenerationOptions, Sampling
 from edgellm.errors import EdgellmError
-from edgellm.plan.planner import Wishes
 
 if TYPE_CHECKING:
     from edgellm.engine.endpoint import Endpoint
+    from edgellm.plan.planner import Wishes
 
 MIB = 2**20
 
@@ -264,6 +264,8 @@ class Flags:
 
     def wishes(self) -> Wishes:
         """What these flags ask of the planner (None: choose for me), the margins included."""
+        from edgellm.plan.planner import Wishes  # the planner is not needed to parse a command line
+
         return Wishes(
             ctx=self.ctx_size,
             gpu_layers=self.gpu_layers,
