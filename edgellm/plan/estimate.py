@@ -154,6 +154,12 @@ class DeviceEstimate:
         """What must stay resident here: the figure RAM is fitted by."""
         return self.resident - self.reclaimable
 
+    @property
+    def committed(self) -> int:
+        """What of `total` is private memory the kernel commits (all of it but the mapped file): what Linux's
+        overcommit bounds."""
+        return self.total if self.is_gpu else self.total - (self.weights - self.repacked)
+
 
 @dataclass(frozen=True)
 class MemoryEstimate:

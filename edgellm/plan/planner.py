@@ -220,8 +220,8 @@ def budgets(profile: DeviceProfile, gpu: Gpu | None, wishes: Wishes) -> tuple[Bu
 
 
 def commit_limit(profile: DeviceProfile) -> int | None:
-    """The most address space llama.cpp may reserve in RAM: Linux's heuristic overcommit refuses more than RAM and
-    swap; macOS reserves freely (None)."""
+    """The most private memory llama.cpp may reserve (the mapped file aside): Linux's heuristic overcommit refuses
+    more than RAM and swap; macOS reserves freely (None)."""
     if profile.os == "darwin":
         return None
     return profile.memory.total_bytes + profile.memory.swap_total_bytes
@@ -235,8 +235,9 @@ def fits(
     memory: MemoryCalibration | None = None,
     reserve_limit: int | None = None,
 ) -> bool:
-    """Whether `est` fits: a discrete GPU by its allocations; RAM (and a unified device's shared RAM) by what will be
-    resident, with what is reserved kept within `reserve_limit`; each corrected by `memory` when measured."""
+    """Whether `est` fits: a discrete GPU by its allocations; RAM (and a unified device's shared RAM) by what must
+    stay resident, with the private memory reserved kept within `reserve_limit`; each corrected by `memory` when
+    measured."""
     on_gpu = est.device(True)
     on_cpu = est.device(False)
     allocated_factor = memory.allocated_factor if memory else None
@@ -245,7 +246,7 @@ def fits(
     cpu_resident = scaled(on_cpu.needed, resident_factor) if on_cpu else 0
     if gpu is not None and gpu_total > gpu.usable:
         return False
-    if reserve_limit is not None and on_cpu and scaled(on_cpu.total, allocated_factor) > reserve_limit:
+    if reserve_limit is not None and on_cpu and scaled(on_cpu.committed, allocated_factor) > reserve_limit:
         return False
     if unified:
         return gpu_total + cpu_resident <= ram.usable

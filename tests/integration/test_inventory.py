@@ -49,8 +49,9 @@ def test_verdict_on_recorded_devices(test_model: Path, profile: str, expected: s
 
 def test_verdict_partial_counts_the_output_layer(test_model: Path) -> None:
     spec = read_spec(test_model)
-    # llama.cpp offloads the output (and with it the logits of a batch) first: 1068 MiB before any repeating layer
-    partial = plan(with_gpu_free("laptop-rtx4060-8gb", GPU_MARGIN + 1100 * MIB), spec)
+    # llama.cpp offloads the output (and with it the logits of a batch) first: 940 MiB before any repeating layer
+    # (with the 256 MiB the CUDA runtime takes on a card this size), 1036 MiB with all of them
+    partial = plan(with_gpu_free("laptop-rtx4060-8gb", GPU_MARGIN + 1000 * MIB), spec)
     assert 0 < partial.n_gpu_layers <= spec.n_layers
     assert inventory.verdict(partial) == f"partial: {partial.n_gpu_layers} of {spec.n_layers + 1} layers on GPU"
 
