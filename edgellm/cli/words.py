@@ -39,6 +39,7 @@ WAYS = {
     "name_model": "pass -m PATH/TO/MODEL.gguf, a store name, or -hf REPO",
     "remove_model": "remove it (`edgellm rm` for the store)",
     "show_split": "`edgellm plan --rpc` shows where",
+    "measure_flash_attn": "`edgellm bench -fa on,off` measures it",
 }
 
 

@@ -33,7 +33,7 @@ from typing import Any
 from edgellm.errors import EdgellmError, ModelFileError
 from edgellm.gguf.header import DEFAULT_ALIGNMENT, GGML_TYPES
 from edgellm.gguf.quants import ALIASES, QUANT_ORDER, normalize
-from edgellm.plan.spec import SWA_PATTERNS, ModelSpec
+from edgellm.plan.spec import SWA_PATTERNS, ModelSpec, matrices_of
 
 # transformers class (config.json `architectures[0]`) -> GGUF architecture, as convert_hf_to_gguf.py maps them.
 ARCHITECTURES = {
@@ -622,4 +622,7 @@ def spec_from_config(config: HFConfig, quant: str, path: str, *, has_chat_templa
         has_chat_template=has_chat_template,
         file_bytes=header + data,
         n_tensors=len(tensors),
+        matrices=matrices_of(
+            ((t.name, t.shape, types[t.name], tensor_bytes(t.shape, types[t.name])) for t in tensors), config.n_layers
+        ),
     )

@@ -25,11 +25,11 @@ from edgellm.engine.llama_log import interrupt_after
 from edgellm.errors import DoesNotFit, EdgellmError, EngineFailed
 from edgellm.events import Progress, ctrl_c_sets
 from edgellm.hw.profile import DeviceProfile
-from edgellm.plan.estimate import DeviceEstimate, MemoryEstimate
+from edgellm.plan.estimate import DeviceEstimate, MemoryEstimate, estimate
 from edgellm.plan.flash_attn import FlashAttnMeasured
 from edgellm.plan.memory_calibration import MemoryCalibration
 from edgellm.plan.params import load_params
-from edgellm.plan.planner import DEFAULT_CTX, Plan, PlanError, Wishes, plan
+from edgellm.plan.planner import DEFAULT_CTX, Plan, PlanError, Wishes, plan, plan_inputs
 from edgellm.plan.spec import ModelSpec
 from edgellm.plan.speed import decode_tokens_per_s, placement
 from edgellm.reasons import reason
@@ -140,6 +140,13 @@ def estimated_memory(device: DeviceEstimate) -> tuple[int, int]:
     """(resident, allocated): the memory the plan expects one device to keep resident and llama.cpp (and a GPU's
     runtime) to allocate there."""
     return device.resident, device.total
+
+
+def run_estimate(profile: DeviceProfile, spec: ModelSpec, chosen: Plan, request: BenchRequest) -> MemoryEstimate:
+    """The plan's estimate again for the KV cells the runs filled (the attention of a batch spans those, not the
+    whole context): what the measured resident growth is compared with."""
+    filled = max(request.depths, default=0) + request.pp + request.tg
+    return estimate(spec, replace(plan_inputs(profile, chosen), filled=filled))
 
 
 def memory_record(
@@ -347,7 +354,9 @@ def measure_plans(
                 "vram_used_bytes": vram_used,
                 # per device, the plan's memory estimate beside the measured resident growth and logged buffers
                 # (a split's: None, its layers are in a child process and on the workers)
-                "memory": memory_record(chosen.estimate, rss_growth, vram_used, logged_buffers(logged.text()))
+                "memory": memory_record(
+                    run_estimate(profile, spec, chosen, request), rss_growth, vram_used, logged_buffers(logged.text())
+                )
                 if chosen is not None and not split
                 else None,
             }

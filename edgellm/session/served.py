@@ -87,12 +87,13 @@ class Served:
 
     @property
     def memory(self) -> tuple[int, int]:
-        """(bytes on the CPU side, bytes on the GPU) the plan gives it."""
+        """(bytes on the CPU side, bytes on the GPU) the plan gives it: what must stay resident in RAM, what is
+        allocated on a discrete GPU (the figures the planner fits by)."""
         plan = self.planned.choice.plan
         if plan is None:
             return 0, 0
         cpu, gpu = plan.estimate.device(False), plan.estimate.device(True)
-        return (cpu.total if cpu else 0), (gpu.total if gpu else 0)
+        return (cpu.needed if cpu else 0), (gpu.total if gpu else 0)
 
     def expires_in(self, now: float) -> float | None:
         """Seconds until it is unloaded (0 or less: due); None while in use."""

@@ -158,7 +158,7 @@ def _candidate(
     fits = draft_plan is not None and draft_plan.fits and draft_plan.n_ctx >= target_plan.n_ctx
     draft_read = sum(bytes_per_token(draft_spec, draft_plan)) if draft_plan is not None else draft_spec.file_bytes
     cost = draft_cost_ratio(draft_read, sum(bytes_per_token(spec, target_plan)))
-    memory = draft_plan.estimate.total if draft_plan is not None else draft_spec.file_bytes
+    memory = draft_plan.needed if draft_plan is not None else draft_spec.file_bytes
     return DraftCandidate(path, path.name, cost, memory, fits), draft_plan if fits else None
 
 

@@ -83,7 +83,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"  {say(line, CLI)}")
     print(
         f"  plan: n_gpu_layers {choice.plan.n_gpu_layers}, context {choice.plan.n_ctx}, kv {choice.plan.kv}, "
-        f"{gib(choice.plan.estimate.total)}"
+        f"{gib(choice.plan.needed)}"
     )
     if model is not None:
         print(model.path(store.store_dir()))  # the local path last, as `hf download` prints it
