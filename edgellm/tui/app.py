@@ -186,7 +186,8 @@ class EdgeApp(EdgellmApp):
                 stop()
         if self.session is not None:
             self.session.cancel()
-        self.host.cancel()
+        if self._host is not None:
+            self._host.cancel()
         self.exit()
 
     # actions

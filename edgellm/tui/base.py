@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from edgellm.session.chat import ChatSession
     from edgellm.session.flags import Flags
     from edgellm.session.history import History
+    from edgellm.session.host import ModelHost
     from edgellm.session.opening import PlannedModel
     from edgellm.tui.gauges import Sampler
 
@@ -41,10 +42,9 @@ class EdgellmApp(App[int]):
         start: str = "home",
         trouble: EdgellmError | None = None,
     ) -> None:
-        from edgellm.session.host import ModelHost
-
         super().__init__()
-        self.host = ModelHost(flags, full_screen=True, report=self.reporter())
+        self._flags = flags
+        self._host: ModelHost | None = None  # made when a model is first opened: the first frame comes sooner
         self._profile = profile
         self.sampler = sampler
         self.history = history
@@ -58,9 +58,18 @@ class EdgellmApp(App[int]):
     # what every screen shares
 
     @property
+    def host(self) -> ModelHost:
+        """The model host the chat's models are opened through."""
+        if self._host is None:
+            from edgellm.session.host import ModelHost
+
+            self._host = ModelHost(self._flags, full_screen=True, report=self.reporter())
+        return self._host
+
+    @property
     def flags(self) -> Flags:
         """The flags the app was started with (config.toml under them), -m being the model in use."""
-        return self.host.flags
+        return self._host.flags if self._host is not None else self._flags
 
     @property
     def profile(self) -> DeviceProfile:

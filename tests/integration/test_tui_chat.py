@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from textual.widgets import Button, Input
+from textual.widgets import Button, Input, Static
 
 from edgellm import paths
 from edgellm.engine.contract import GenerationStats
@@ -346,5 +346,43 @@ def test_a_second_model_replaces_the_first(test_model: Path) -> None:
             assert first.model.model.closed  # the first model was freed before the second loaded
             await say(pilot, "hi")
             assert messages(app)[-1].content
+
+    run(main)
+
+
+def test_a_reply_streams_its_whole_lines_as_markdown_and_the_last_as_text() -> None:
+    """While a reply is written, its whole lines are Markdown and the unfinished one plain text; a new line is drawn
+    at most every GROW_EVERY_S (held back meanwhile, never lost); the whole reply is rendered once at the end."""
+    from textual.app import App, ComposeResult
+    from textual.widgets import Markdown
+
+    from edgellm.tui.widgets.message import ChatMessage, UnfinishedLine
+
+    class OneReply(App[None]):
+        def compose(self) -> ComposeResult:
+            yield ChatMessage("assistant")
+
+    app = OneReply()
+
+    async def main() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            reply = app.query_one(ChatMessage)
+            line = reply.query_one(UnfinishedLine)
+            await reply.append("The capital is **Par", "")
+            assert line.text == "The capital is **Par" and not reply.query(Markdown)
+            await reply.append("is**.\nIt lies on the", "")
+            await reply.append(" Seine.", "")
+            await until(
+                pilot,
+                lambda: [m.source for m in reply.query(Markdown)] == ["The capital is **Paris**.\n"],
+                what="the whole line",
+            )
+            markdown = reply.query_one(Markdown)
+            assert line.text == "It lies on the Seine."
+            assert reply.content == "The capital is **Paris**.\nIt lies on the Seine."
+            await reply.finish(reply.content + "\n", "", interrupted=False, meta="3 tokens")
+            assert markdown.source == "The capital is **Paris**.\nIt lies on the Seine.\n"
+            assert not reply.query(UnfinishedLine)
+            assert str(reply.query_one(".meta", Static).content) == "3 tokens"
 
     run(main)

@@ -15,14 +15,18 @@ from textual.widgets import DataTable
 
 from edgellm import paths
 from edgellm.catalog import inventory
+from edgellm.events import Progress
 from edgellm.hw.builtin import resolve_profile
 from edgellm.session.events import Timings
 from edgellm.session.history import History
 from edgellm.storage import store
 from edgellm.tui.app import EdgeApp
 from edgellm.tui.gauges import Gauges
+from edgellm.tui.messages import ModelLoading, OpenerProgress
+from edgellm.tui.screens import chat
 from edgellm.tui.screens.chat import ChatScreen
 from edgellm.tui.screens.home import HomeScreen
+from edgellm.tui.widgets.loadbar import LoadBar
 from edgellm.tui.widgets.message import ChatMessage
 from edgellm.tui.widgets.prompt import PromptInput
 from tests.support.tui import settings, until
@@ -134,3 +138,24 @@ def test_chat(snap_compare, test_model: Path, size: tuple[int, int]) -> None:
         run_before=resumed,
         terminal_size=size,
     )
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_chat_loading(snap_compare, monkeypatch: pytest.MonkeyPatch, size: tuple[int, int]) -> None:
+    """A model being loaded: its bar, and a message sent meanwhile waiting for it (said in the status line)."""
+    monkeypatch.setattr(chat, "LOAD_BAR_AFTER_S", 0.0)  # the bar at once: no snapshot waits a second
+
+    async def loading(pilot) -> None:
+        application = pilot.app
+        await until(pilot, lambda: isinstance(application.screen, ChatScreen), what="the chat")
+        screen = application.screen
+        screen.post_message(ModelLoading("gemma-3-270m-Q4_K_M.gguf"))
+        screen.post_message(OpenerProgress(Progress("load", 400, 1000, unit="‰")))
+        await until(pilot, lambda: screen.query_one(LoadBar).display, what="the load's bar")
+        await pilot.press(*"What is the capital of France?", "enter")
+        await until(pilot, lambda: screen.waiting is not None and screen.query(ChatMessage), what="the waiting message")
+        prompt = screen.query_one(PromptInput)
+        prompt.cursor_blink = False  # the cursor always drawn: never caught mid-blink
+        prompt.notify_style_update()
+
+    assert snap_compare(app(start="chat"), run_before=loading, terminal_size=size)

@@ -1,7 +1,8 @@
 """The chat: the conversation streamed as Markdown, the history beside it, the status line under it.
 
 Every turn is the chat session's: this screen sends, stops and shows. A thread iterates the turn and
-posts the reply in batches (never one UI call per token, never waiting on the UI).
+posts the reply in batches (never one UI call per token, never waiting on the UI). While a model loads, its progress
+is drawn as a bar (after a second: a quick load shows none), and a message sent meanwhile waits for it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, ProgressBar, Static
+from textual.widgets import Footer, Header, Static
 
 from edgellm.errors import EdgellmError
 from edgellm.events import Notice
@@ -34,6 +35,7 @@ from edgellm.tui.messages import (
     ResumeConversation,
 )
 from edgellm.tui.widgets.conversations import ConversationList
+from edgellm.tui.widgets.loadbar import LoadBar
 from edgellm.tui.widgets.message import ChatMessage, reply_meta
 from edgellm.tui.widgets.modebar import ModeBar
 from edgellm.tui.widgets.prompt import PromptInput
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
     from edgellm.tui.base import EdgellmApp
 
 BATCH_S = 0.1  # reply text reaches the screen at most this often (the first piece at once)
+LOAD_BAR_AFTER_S = 1.0  # a load's bar is drawn once it has taken this long (a download's at once)
+WAITING = "sending when the model is loaded"
 SIDEBAR_MIN_WIDTH = 100  # below this terminal width the history starts hidden
 
 
@@ -72,7 +76,6 @@ class ChatScreen(Screen[None]):
     ChatScreen #messages { height: 1fr; padding: 0 1; }
     ChatScreen .notice { color: $warning; margin: 0 0 1 0; }
     ChatScreen .note { color: $text-muted; margin: 0 0 1 0; }
-    ChatScreen #load-progress { height: 1; margin: 0 1; display: none; }
     ChatScreen #editing { height: 1; color: $warning; padding: 0 1; display: none; }
     """
 
@@ -100,6 +103,10 @@ class ChatScreen(Screen[None]):
         self.state = ""
         self.timings: Timings | None = None
         self.context_used: int | None = None
+        self.loading_model: str | None = None  # the model being loaded, as the status line names it
+        self._loading_since = 0.0
+        self._released: ChatSession | None = None  # the session let go of for the load (kept if planning fails)
+        self.waiting: str | None = None  # a message sent during the load, sent once the model is ready
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -107,7 +114,7 @@ class ChatScreen(Screen[None]):
         with Horizontal(id="chat-body"):
             yield ConversationList()
             with Vertical(id="chat-main"):
-                yield ProgressBar(id="load-progress", show_eta=True)
+                yield LoadBar(id="load-progress")
                 yield VerticalScroll(id="messages")
                 yield Static("editing the last message: Enter sends it, Esc leaves it as it was", id="editing")
                 yield PromptInput(id="prompt")
@@ -125,30 +132,46 @@ class ChatScreen(Screen[None]):
     # the model
 
     def on_model_loading(self, message: ModelLoading) -> None:
-        self.session = None  # the app let go of it: nothing is sent until the next model is ready
+        # the app let go of the model in use: nothing is sent until the next model is ready
+        self._released = self.session or self._released
+        self.session, self.planned, self.timings, self.context_used = None, None, None, None
         self._leave_editing()
-        self.state = f"loading {Path(message.model).name or 'the model'}…"
+        self.loading_model = Path(message.model).name or "the model"
+        self._loading_since = time.monotonic()
+        self.state = f"loading {self.loading_model}…"
         self._show_status()
 
     def on_model_load_failed(self, message: ModelLoadFailed) -> None:
-        self.planned, self.state = None, ""
-        self.query_one("#load-progress", ProgressBar).display = False
+        self.planned, self.state, self.loading_model, self._released = None, "", None, None
+        self.query_one(LoadBar).hide()
         self._clear_messages()
+        self._give_back_waiting()
         self._show_status()
 
     def on_opener_progress(self, message: OpenerProgress) -> None:
-        bar = self.query_one("#load-progress", ProgressBar)
-        bar.display = not message.progress.finished
-        bar.update(total=message.progress.total or None, progress=message.progress.done)
+        """A download's bar at once; a load's once the load has taken LOAD_BAR_AFTER_S (a quick one shows none)."""
+        progress = message.progress
+        bar = self.query_one(LoadBar)
+        if progress.finished:
+            bar.hide()
+        elif progress.task != "load" or time.monotonic() - self._loading_since >= LOAD_BAR_AFTER_S:
+            name = self.loading_model or "the model"
+            bar.show(progress, f"{'Loading' if progress.task == 'load' else 'Downloading'} {name} …")
 
-    def on_model_ready(self, message: ModelReady) -> None:
+    async def on_model_ready(self, message: ModelReady) -> None:
+        kept = message.session is self._released and self.loading_model is not None  # planning failed: the old model
         self._use_session(message.session, message.planned)
+        if kept:
+            self._give_back_waiting()  # it was written for the model asked for: the person sends it again
+        elif self.waiting is not None:
+            text, self.waiting = self.waiting, None
+            await self._send(text)
 
     def _use_session(self, session: ChatSession, planned: PlannedModel | None) -> None:
-        self.session, self.planned = session, planned
+        self.session, self.planned, self.loading_model, self._released = session, planned, None, None
         self.state, self.timings, self.context_used = "", None, None
         self._leave_editing()
-        self.query_one("#load-progress", ProgressBar).display = False
+        self.query_one(LoadBar).hide()
         self._clear_messages()
         for notice in [*(planned.notices if planned else []), *session.opening_notices()]:
             self._mount_notice(notice)
@@ -156,15 +179,40 @@ class ChatScreen(Screen[None]):
         self._refresh_history()
         self.query_one(PromptInput).focus()
 
+    def _give_back_waiting(self) -> None:
+        """The message that waited for a load that did not bring its model: back in the box, nothing typed lost."""
+        if self.waiting is None:
+            return
+        prompt = self.query_one(PromptInput)
+        if not prompt.text:
+            prompt.text = self.waiting
+        self.waiting = None
+
     def on_resume_conversation(self, message: ResumeConversation) -> None:
         self._open_conversation(message.conversation_id)
 
     # sending and streaming
 
-    def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
+    async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
         text = event.text
         if not text.strip():
             return
+        if self.session is None and self.loading_model is not None:
+            self._wait_for_model(text)
+            return
+        await self._send(text)
+
+    def _wait_for_model(self, text: str) -> None:
+        """A message sent while the model loads: shown, and sent once the model is ready."""
+        if self.waiting is not None:
+            self.app.notify(f"a message is waiting already: {WAITING}", severity="warning")
+            return
+        self.waiting = text
+        self.query_one(PromptInput).clear()
+        self._mount(ChatMessage("user", text))
+        self._show_status()
+
+    async def _send(self, text: str) -> None:
         session = self._ready()
         if session is None:
             return
@@ -173,22 +221,28 @@ class ChatScreen(Screen[None]):
         try:
             turn = session.edit_last(text) if editing else session.send(text)
         except EdgellmError as error:
+            if not self.query_one(PromptInput).text:
+                self.query_one(PromptInput).text = text  # a message that waited for the model: nothing is lost
             self.app.show_error(error)
             return
-        event.prompt.clear()
+        prompt = self.query_one(PromptInput)
+        if prompt.text == text:
+            prompt.clear()
         self._leave_editing()
         if editing:
             self._remove_from_last_user()
-        self._mount(ChatMessage("user", text))
-        self._show_reply(turn)
+        await self._show_reply(turn, ChatMessage("user", text))
 
-    def _show_reply(self, turn: Turn) -> None:
-        """The reply's place on screen, then the turn on a thread. The model starts once the screen is drawn: on
-        a small machine, layout work beside the prompt's evaluation slows both (measured: TTFT +40%)."""
+    async def _show_reply(self, turn: Turn, *before: ChatMessage) -> None:
+        """The reply's place on screen (after `before`), then the turn on a thread. The model starts once these are
+        mounted and drawn: on a small machine, layout work beside the prompt's evaluation slows both (measured: the
+        messages composed while the prompt was read cost the UI thread ~45 ms of a core then, TTFT +40%)."""
         self.reply = ChatMessage("assistant")
-        self._mount(self.reply)
         self.state = "writing… (Esc stops)"
         self._show_status()
+        self.query_one(PromptInput).cursor_blink = False  # a steady cursor while the reply streams: no redraws
+        await self.query_one("#messages").mount_all([*before, self.reply])
+        self._follow()
         self.call_after_refresh(self._run_turn, turn)
 
     @work(thread=True, group="reply", exit_on_error=False)
@@ -231,7 +285,9 @@ class ChatScreen(Screen[None]):
     async def on_reply_pieces(self, message: ReplyPieces) -> None:
         if self.reply is not None and self.is_attached:
             await self.reply.append(message.answer, message.reasoning)
-            self._follow()
+
+    def on_chat_message_grew(self, message: ChatMessage.Grew) -> None:
+        self._follow()  # only when the reply took another line: a redraw in place needs no scroll
 
     def on_reply_notice(self, message: ReplyNotice) -> None:
         self._mount_notice(message.notice, before=self.reply)
@@ -246,6 +302,7 @@ class ChatScreen(Screen[None]):
                 reply.content, reply.reasoning, interrupted=reply.interrupted, meta=reply_meta(timings)
             )
         self.reply = None
+        self.query_one(PromptInput).cursor_blink = True
         self.timings, self.context_used = timings, reply.context_used
         self.state = "stopped" if reply.interrupted else ""
         self._show_status()
@@ -259,6 +316,7 @@ class ChatScreen(Screen[None]):
         for entry in self.session.entries if self.session is not None else []:
             self._mount(ChatMessage(entry.role, entry.content, entry.reasoning))
         prompt = self.query_one(PromptInput)
+        prompt.cursor_blink = True
         if self._sent and not prompt.text:
             prompt.text = self._sent
         self._show_status()
@@ -296,7 +354,7 @@ class ChatScreen(Screen[None]):
         self._refresh_history()
         self.query_one(PromptInput).focus()
 
-    def action_regenerate(self) -> None:
+    async def action_regenerate(self) -> None:
         session = self._ready()
         if session is None:
             return
@@ -308,7 +366,7 @@ class ChatScreen(Screen[None]):
         replies = self._messages("assistant")
         if replies:
             self._remove_from(replies[-1])
-        self._show_reply(turn)
+        await self._show_reply(turn)
 
     def action_edit_last(self) -> None:
         users = self._messages("user")
@@ -404,7 +462,7 @@ class ChatScreen(Screen[None]):
 
         self.app.push_screen(Confirm(f"Delete “{chosen.title or 'untitled'}” and its messages?"), delete)
 
-    def commands(self) -> list[tuple[str, str, Callable[[], None]]]:
+    def commands(self) -> list[tuple[str, str, Callable[[], object]]]:
         """This screen's actions for the command palette."""
         return [
             ("Chat: stop the reply", "stop generating, keeping what was written (Esc)", self.action_stop),
@@ -551,6 +609,7 @@ class ChatScreen(Screen[None]):
         settings = planned.params if planned else None
         split = planned.split if planned else None
         on_workers = (split.layers_on_workers, split.workers) if split else None
+        state = f"{self.state} · {WAITING}" if self.waiting is not None and self.state else self.state
         self.query_one(StatusLine).update(
             status_text(
                 model,
@@ -559,7 +618,8 @@ class ChatScreen(Screen[None]):
                 self.context_used,
                 settings.n_ctx if settings else None,
                 self.timings,
-                self.state,
+                state,
                 on_workers,
-            )
+            ),
+            layout=False,  # one line high whatever it says: a redraw, never a layout
         )

@@ -19,8 +19,8 @@ def status_text(
     on_workers: tuple[int, int] | None = None,
 ) -> str:
     """One line; parts not known yet are left out. `on_workers`: a split's layers on RPC workers, and the workers."""
-    if model is None:
-        return "no model loaded: F2 Home or F3 Models to choose one" + (f" · {state}" if state else "")
+    if model is None:  # none yet, or one being loaded (the state says which)
+        return state or "no model loaded: F2 Home or F3 Models to choose one"
     parts = [model]
     if on_workers is not None and n_layers:
         layers, workers = on_workers
