@@ -171,6 +171,11 @@ def test_copy_and_delete(server: ServerProcess, two_models: tuple[str, str]) -> 
     assert gone.value.status_code == 404
 
 
+def cosine(first: list[float], second: list[float]) -> float:
+    """Of two normalised vectors."""
+    return sum(a * b for a, b in zip(first, second))
+
+
 def test_embeddings_through_both_apis(server: ServerProcess, two_models: tuple[str, str]) -> None:
     first, _ = two_models
     texts = ["The cat sat on the mat.", "A dog barked at the mailman.", "The cat sat on the mat."]
@@ -178,17 +183,19 @@ def test_embeddings_through_both_apis(server: ServerProcess, two_models: tuple[s
     vectors = found.embeddings
     assert len(vectors) == 3 and len(vectors[0]) == 640
     assert all(abs(sum(v * v for v in vector) - 1) < 1e-4 for vector in vectors), "normalised"
-    assert vectors[0] == pytest.approx(vectors[2], abs=1e-5) and vectors[0] != pytest.approx(vectors[1], abs=1e-3)
+    # the same text in other rows of one batch: near, not bit for bit (llama.cpp's CPU kernels take other paths for
+    # some rows of a batch on some CPUs; tests/integration/test_embed.py pins down how near)
+    assert cosine(vectors[0], vectors[2]) > 0.999 and cosine(vectors[0], vectors[1]) < 0.99
     legacy = httpx.post(f"{server.url}/api/embeddings", json={"model": first, "prompt": texts[0]}, timeout=60).json()
     assert len(legacy["embedding"]) == 640
 
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
     answer = client.embeddings.create(model=first, input=texts[:2])
     assert [item.index for item in answer.data] == [0, 1] and answer.usage.prompt_tokens > 0
-    assert answer.data[0].embedding == pytest.approx(vectors[0], abs=1e-4)
+    assert cosine(answer.data[0].embedding, vectors[0]) > 0.999
     encoded = client.embeddings.create(model=first, input=texts[0], encoding_format="base64")
     packed = base64.b64decode(encoded.data[0].embedding)  # type: ignore[arg-type]  # asked for: left as sent
-    assert list(struct.unpack(f"<{len(packed) // 4}f", packed)) == pytest.approx(vectors[0], abs=1e-4)
+    assert cosine(list(struct.unpack(f"<{len(packed) // 4}f", packed)), vectors[0]) > 0.999
     refused = httpx.post(
         f"{server.url}/v1/embeddings", json={"model": first, "input": "x", "dimensions": 8}, timeout=60
     )
