@@ -102,8 +102,7 @@ def test_conversations_switch_and_survive_a_restart(test_model: Path) -> None:
             shown = messages(again)
             assert [m.role for m in shown] == ["user", "assistant"] and shown[0].content == "bananas are"
             assert shown[1].meta  # the saved timings come back with the reply
-            items = again.screen.query("ConversationItem")
-            assert len(items) == 2
+            await until(pilot, lambda: len(again.screen.query("ConversationItem")) == 2, what="both conversations")
 
     run(restarted)
 

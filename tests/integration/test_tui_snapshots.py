@@ -125,6 +125,7 @@ def test_chat(snap_compare, test_model: Path, size: tuple[int, int]) -> None:
                 and isinstance(application.screen, ChatScreen)
                 and application.session.conversation_id == conversation
                 and len(application.screen.query(ChatMessage)) == 2
+                and len(application.screen.query("ConversationItem")) == 1
                 and application.screen.query_one(PromptInput).has_focus
             ),
             what="the resumed conversation",
