@@ -17,6 +17,7 @@ CONFIG_KEYS = {
     "threads": "threads",
     "force": "force",
     "offline": "offline",
+    "load_timeout": "load-timeout",
 }  # what config.toml sets for the app
 SETTINGS = {
     **CONFIG_KEYS,
