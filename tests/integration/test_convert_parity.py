@@ -326,4 +326,8 @@ def test_converts_as_llama_cpp_does_and_computes_as_transformers(
     for tensor_name, tensor in their_tensors.items():
         mine_tensor = ours_tensors[tensor_name]
         assert mine_tensor.tensor_type == tensor.tensor_type, tensor_name
+        if tensor_name == "rope_freqs.weight":  # computed, not copied: float32 powers (numpy's and torch's) may
+            # differ in the last bit with the CPU's vector kernels (seen on an AVX-512 Xeon)
+            np.testing.assert_array_max_ulp(np.asarray(mine_tensor.data), np.asarray(tensor.data), maxulp=2)
+            continue
         assert np.array_equal(np.asarray(mine_tensor.data), np.asarray(tensor.data)), tensor_name
