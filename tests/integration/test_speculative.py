@@ -159,9 +159,12 @@ def test_grammar_and_logprobs_hold_while_drafting(model: LocalModel) -> None:
     drafted = reply(model, COPYING, replace(options, speculation="ngram"))
     assert drafted.tokens == plain.tokens
     assert [found.token for found in drafted.logprobs] == drafted.tokens
-    assert [round(found.logprob, 3) for found in drafted.logprobs[:3]] == [
-        round(found.logprob, 3) for found in plain.logprobs[:3]
-    ]
+    # the first token comes from the prompt's last row in both; the next from a verifying batch's rows, whose
+    # rounding differs a little from one-token decodes (by CPU: 0.006 seen on an AVX-512 Xeon, none on an EPYC)
+    assert drafted.logprobs[0].logprob == pytest.approx(plain.logprobs[0].logprob, abs=1e-4)
+    assert [found.logprob for found in drafted.logprobs[:8]] == pytest.approx(
+        [found.logprob for found in plain.logprobs[:8]], abs=0.05
+    )
 
 
 @pytest.fixture(scope="module")
