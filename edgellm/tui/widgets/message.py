@@ -17,7 +17,7 @@ from textual.widgets import Collapsible, Label, Markdown, Static
 
 from edgellm.session.events import Timings
 
-GROW_EVERY_S = 1.0  # a reply being written grows (new lines: a layout) at most this often
+GROW_EVERY_S = 0.5  # a reply being written grows (new lines: a layout) at most this often
 
 
 class UnfinishedLine(Static):
