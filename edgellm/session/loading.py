@@ -85,9 +85,9 @@ def needs(planned: PlannedModel, with_draft: bool) -> list[Need]:
     if not plans or planned.split is not None:
         return []
     ram = gpu = 0
-    for plan in plans:  # as the planner fits them: the RAM by what will be resident, a GPU by its allocations
+    for plan in plans:  # as the planner fits them: the RAM by what must stay resident, a GPU by its allocations
         on_cpu, on_gpu = plan.estimate.device(False), plan.estimate.device(True)
-        ram += on_cpu.resident if on_cpu else 0
+        ram += on_cpu.needed if on_cpu else 0
         gpu += on_gpu.total if on_gpu else 0
     first = plans[0]
     if first.unified_memory or first.gpu is None:  # a GPU that shares this machine's memory takes it from the RAM
