@@ -25,16 +25,22 @@ def status(app: EdgeApp) -> str:
     return str(app.screen.query_one(StatusLine).content)
 
 
-def test_a_message_sent_while_the_model_loads_is_sent_once_it_is_ready(test_model: Path) -> None:
-    app = chat_app(test_model, "-n", "8", "--temp", "0")
-    gate = threading.Event()  # the load waits here, so the message is surely sent during it
+def hold_the_load(app: EdgeApp) -> threading.Event:
+    """Make the app's model host wait, as it opens a model, until the returned event is set."""
+    gate = threading.Event()
     opened = app.host.open
 
-    def held_open(flags):
+    def held_open(flags):  # type: ignore[no-untyped-def]
         gate.wait(60)
         return opened(flags)
 
     app.host.open = held_open
+    return gate
+
+
+def test_a_message_sent_while_the_model_loads_is_sent_once_it_is_ready(test_model: Path) -> None:
+    app = chat_app(test_model, "-n", "8", "--temp", "0")
+    gate = hold_the_load(app)  # the load waits here, so the message is surely sent during it
 
     async def main() -> None:
         async with app.run_test(size=(120, 40)) as pilot:
@@ -80,14 +86,7 @@ def test_a_message_waiting_for_a_load_that_fails_goes_back_in_the_box(tmp_path: 
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\0" * 20)
     app = chat_app(broken)
-    gate = threading.Event()
-    opened = app.host.open
-
-    def held_open(flags):
-        gate.wait(60)
-        return opened(flags)
-
-    app.host.open = held_open
+    gate = hold_the_load(app)
 
     async def main() -> None:
         async with app.run_test(size=(120, 40)) as pilot:
