@@ -20,9 +20,9 @@ from typing import Any
 from edgellm import paths
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan import flash_attn, memory_calibration
-from edgellm.plan.flash_attn import FlashAttnMeasured, FlashAttnPair
-from edgellm.plan.memory_calibration import MemoryCalibration, MemorySample
-from edgellm.plan.planner import Plan, PlanError, Wishes, plan, usable_gpu
+from edgellm.plan.flash_attn import FlashAttnPair
+from edgellm.plan.memory_calibration import MemorySample
+from edgellm.plan.planner import NOT_MEASURED, DeviceMeasured, Plan, PlanError, Wishes, plan, usable_gpu
 from edgellm.plan.quality import QualityFigure
 from edgellm.plan.spec import ModelSpec
 from edgellm.plan.speed import Measured, Sample, SpeedEstimate, estimate_speed, placement
@@ -355,14 +355,14 @@ def planned_placement(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes) -
 
 def device_measurements(
     profile: DeviceProfile, spec: ModelSpec, wishes: Wishes = Wishes(), kept: list[dict[str, Any]] | None = None
-) -> tuple[MemoryCalibration | None, FlashAttnMeasured | None]:
+) -> DeviceMeasured:
     """What this device's `edgellm bench` results tell the planner about `spec` (planned with `wishes`): the memory
     calibration of models placed alike and of similar size, and the decode speed with flash attention on and off of
     this very file or, failing that, of the benchmarked model nearest in size; None for what was not measured.
     `kept`: the device's results when already read."""
     kept = load_results(profile) if kept is None else kept
     if not kept:
-        return None, None
+        return NOT_MEASURED
     key = model_key(Path(spec.path).name, spec.file_bytes)
     measured_fa = flash_attn.measured_for(flash_attn_pairs(kept), key, spec.weight_bytes)
     samples = memory_samples(kept)
@@ -371,4 +371,4 @@ def device_measurements(
         if samples
         else None
     )
-    return memory, measured_fa
+    return DeviceMeasured(memory, measured_fa)

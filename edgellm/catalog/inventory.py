@@ -16,7 +16,7 @@ from edgellm.bench import results
 from edgellm.catalog.recommend import Pick, recommend
 from edgellm.errors import EdgellmError, ModelFileError
 from edgellm.hw.profile import DeviceProfile
-from edgellm.plan.planner import Plan, PlanError, Wishes, plan
+from edgellm.plan.planner import NOT_MEASURED, Plan, PlanError, Wishes, plan
 from edgellm.plan.speed import Sample, estimate_speed, placement
 from edgellm.reasons import Reason
 from edgellm.storage import store
@@ -73,9 +73,9 @@ def assess(
         spec = read_spec(path)
     except ModelFileError as error:
         return ModelFile(name, path, size, source, False, UNUSABLE, reason=error.as_reason())
-    memory, flash_attn_measured = results.device_measurements(profile, spec, wishes, kept) if kept else (None, None)
+    on_device = results.device_measurements(profile, spec, wishes, kept) if kept else NOT_MEASURED
     try:
-        chosen = plan(profile, spec, wishes, memory=memory, flash_attn_measured=flash_attn_measured)
+        chosen = plan(profile, spec, wishes, measured=on_device)
     except PlanError as error:
         return ModelFile(name, path, size or spec.file_bytes, source, False, DOES_NOT_FIT, reason=error.reason)
     measured = results.measured_for(

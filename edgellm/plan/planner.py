@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from edgellm.gguf.quants import CPU_CEILING, above_cpu_ceiling, loadable, rank
 from edgellm.hw.profile import DeviceProfile, Gpu
@@ -356,22 +357,26 @@ PARALLEL_DEFAULT = 4  # llama-server's automatic slot count, when this device ha
 PARALLEL_WORTH = 1.15  # a doubling of the sequences is worth it when it brings this much more aggregate decode
 
 
-def plan(
-    profile: DeviceProfile,
-    spec: ModelSpec,
-    wishes: Wishes = Wishes(),
-    *,
-    memory: MemoryCalibration | None = None,
-    flash_attn_measured: FlashAttnMeasured | None = None,
-) -> Plan:
-    """Choose the settings for `spec` on `profile`; PlanError when the wishes cannot fit (unless force).
+class DeviceMeasured(NamedTuple):
+    """What `edgellm bench` measured on this device that a plan takes (None: not measured): `memory`, its memory
+    against the estimate, applied to the fit; `flash_attn`, decode with flash attention on and off, of which flash
+    attention auto on a CPU takes the faster."""
 
-    `memory`: what `edgellm bench` measured of memory on this device against the estimate, applied to the fit.
-    `flash_attn_measured`: decode with flash attention on and off measured here; flash attention auto on a CPU takes
-    the faster."""
+    memory: MemoryCalibration | None = None
+    flash_attn: FlashAttnMeasured | None = None
+
+
+NOT_MEASURED = DeviceMeasured()
+
+
+def plan(
+    profile: DeviceProfile, spec: ModelSpec, wishes: Wishes = Wishes(), *, measured: DeviceMeasured = NOT_MEASURED
+) -> Plan:
+    """Choose the settings for `spec` on `profile`, given what this device `measured`; PlanError when the wishes
+    cannot fit (unless force)."""
     if wishes.parallel == "auto":
-        return plan_parallel(profile, spec, wishes, memory, flash_attn_measured)
-    found = plan_one(profile, spec, wishes, memory, flash_attn_measured)
+        return plan_parallel(profile, spec, wishes, measured)
+    found = plan_one(profile, spec, wishes, measured)
     if isinstance(wishes.parallel, int) and wishes.parallel > 0:
         found.reasons["parallel"] = reason("parallel_asked", parallel=wishes.parallel, n_ctx=found.n_ctx)
         return replace(found, parallel=wishes.parallel)
@@ -402,21 +407,17 @@ def parallel_worth(measured: tuple[tuple[int, float], ...]) -> tuple[list[int], 
 
 
 def plan_parallel(
-    profile: DeviceProfile,
-    spec: ModelSpec,
-    wishes: Wishes,
-    memory: MemoryCalibration | None = None,
-    flash_attn_measured: FlashAttnMeasured | None = None,
+    profile: DeviceProfile, spec: ModelSpec, wishes: Wishes, measured: DeviceMeasured = NOT_MEASURED
 ) -> Plan:
     """`parallel` auto: the most sequences worth it (`parallel_worth`) that fit with what one sequence would get: its
     context, its KV cache type, its GPU layers."""
-    single = plan_one(profile, spec, replace(wishes, parallel=1), memory, flash_attn_measured)
+    single = plan_one(profile, spec, replace(wishes, parallel=1), measured)
     counts, why = parallel_worth(wishes.parallel_measured)
     for count in counts:
         if count == 1:
             break
         try:
-            found = plan_one(profile, spec, replace(wishes, parallel=count, force=False), memory, flash_attn_measured)
+            found = plan_one(profile, spec, replace(wishes, parallel=count, force=False), measured)
         except PlanError:
             continue
         if found.n_ctx >= single.n_ctx and found.kv == single.kv and found.n_gpu_layers >= single.n_gpu_layers:
@@ -430,24 +431,20 @@ def plan_parallel(
     return replace(single, parallel=1)
 
 
-def plan_one(
-    profile: DeviceProfile,
-    spec: ModelSpec,
-    wishes: Wishes,
-    memory: MemoryCalibration | None = None,
-    flash_attn_measured: FlashAttnMeasured | None = None,
-) -> Plan:
+def plan_one(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes, measured: DeviceMeasured = NOT_MEASURED) -> Plan:
     """The settings for a fixed number of sequences (`wishes.parallel`, an int)."""
     gpu, no_gpu_reason = usable_gpu(profile)
     backend = gpu.backend if gpu else build_backend(profile)
     flash_attn = flash_attention(wishes.flash_attn, backend)
     followed = None
-    if wishes.flash_attn == "auto" and backend == "cpu" and wishes.kv in (None, "f16") and flash_attn_measured:
-        flash_attn, followed = flash_attn_measured.faster, flash_attn_measured
+    if wishes.flash_attn == "auto" and backend == "cpu" and wishes.kv in (None, "f16") and measured.flash_attn:
+        flash_attn, followed = measured.flash_attn.faster, measured.flash_attn
     if wishes.kv not in (None, "f16") and not flash_attn:
         raise PlanError(reason("kv_needs_flash_attn", kv=wishes.kv))
     ram, gpu_budget = budgets(profile, gpu, wishes)
-    fitter = Fitter(profile, spec, wishes, gpu, ram, gpu_budget, flash_attn, memory=memory, flash_measured=followed)
+    fitter = Fitter(
+        profile, spec, wishes, gpu, ram, gpu_budget, flash_attn, memory=measured.memory, flash_measured=followed
+    )
     contexts, ctx_fixed = context_options(spec, wishes)
     kv_types = [wishes.kv] if wishes.kv else (["f16", "q8_0"] if flash_attn else ["f16"])
     ubatches = [wishes.n_ubatch] if wishes.n_ubatch else list(UBATCH_OPTIONS)

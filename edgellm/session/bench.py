@@ -26,10 +26,8 @@ from edgellm.errors import DoesNotFit, EdgellmError, EngineFailed
 from edgellm.events import Progress, ctrl_c_sets
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.estimate import DeviceEstimate, MemoryEstimate, estimate
-from edgellm.plan.flash_attn import FlashAttnMeasured
-from edgellm.plan.memory_calibration import MemoryCalibration
 from edgellm.plan.params import load_params
-from edgellm.plan.planner import DEFAULT_CTX, Plan, PlanError, Wishes, plan, plan_inputs
+from edgellm.plan.planner import DEFAULT_CTX, NOT_MEASURED, DeviceMeasured, Plan, PlanError, Wishes, plan, plan_inputs
 from edgellm.plan.spec import ModelSpec
 from edgellm.plan.speed import decode_tokens_per_s, placement
 from edgellm.reasons import reason
@@ -79,16 +77,15 @@ def bench_plan(
     spec: ModelSpec,
     wishes: Wishes,
     request: BenchRequest,
-    measured: tuple[MemoryCalibration | None, FlashAttnMeasured | None] = (None, None),
+    measured: DeviceMeasured = NOT_MEASURED,
 ) -> Plan:
     """The plan edgellm would run with (given what this device measured before: `results.device_measurements`), its
     context raised (when -c was not given) to what the request needs. Its estimate stays the planner's own, which
     the result records beside what is measured."""
-    memory, flash_attn_measured = measured
 
     def plan_at(ctx: int | None) -> Plan:
         try:
-            return plan(profile, spec, replace(wishes, ctx=ctx), memory=memory, flash_attn_measured=flash_attn_measured)
+            return plan(profile, spec, replace(wishes, ctx=ctx), measured=measured)
         except PlanError as error:
             raise DoesNotFit(error.reason, spec.path) from None
 

@@ -110,11 +110,9 @@ def _planned(
         from edgellm.bench.results import parallel_measured
 
         wishes = replace(wishes, parallel_measured=parallel_measured(profile, path.name, spec.file_bytes))
-    memory, flash_attn_measured = device_measurements(profile, spec, wishes)  # what bench measured on this device
+    measured = device_measurements(profile, spec, wishes)  # what bench measured on this device
     try:
-        choice = ModelChoice(
-            path, spec, plan(profile, spec, wishes, memory=memory, flash_attn_measured=flash_attn_measured)
-        )
+        choice = ModelChoice(path, spec, plan(profile, spec, wishes, measured=measured))
     except PlanError as error:
         raise DoesNotFit(error.reason, str(path)) from None
     if stored is not None:
@@ -150,8 +148,9 @@ def best_local_model(profile: DeviceProfile, wishes: Wishes) -> ModelChoice:
     for path in sorted(files):
         try:
             spec = cached_spec(path)
-            memory, flash_attn_measured = device_measurements(profile, spec, wishes, kept)
-            fitting.append((spec, plan(profile, spec, wishes, memory=memory, flash_attn_measured=flash_attn_measured)))
+            fitting.append(
+                (spec, plan(profile, spec, wishes, measured=device_measurements(profile, spec, wishes, kept)))
+            )
         except (GGUFError, PlanError, OSError):
             continue
     if not fitting:

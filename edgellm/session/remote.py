@@ -171,11 +171,11 @@ def plan_forced_quant(
     from edgellm.bench.results import device_measurements
 
     wider = _wider(wishes, spec, profile)
-    memory, flash_attn_measured = device_measurements(profile, spec, wider)
+    measured = device_measurements(profile, spec, wider)
     try:
-        chosen, warning = plan(profile, spec, wider, memory=memory, flash_attn_measured=flash_attn_measured), None
+        chosen, warning = plan(profile, spec, wider, measured=measured), None
     except PlanError as error:
-        chosen = plan(profile, spec, replace(wider, force=True), memory=memory, flash_attn_measured=flash_attn_measured)
+        chosen = plan(profile, spec, replace(wider, force=True), measured=measured)
         warning = reason("forced_quant_does_not_fit", quant=choice.ref.quant, device=profile.name, reason=error.reason)
     return replace(choice, spec=spec, plan=chosen, considered=tuple(fallbacks), warning=warning)
 

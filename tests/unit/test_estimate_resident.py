@@ -10,7 +10,7 @@ from edgellm.hw.builtin import resolve_profile
 from edgellm.plan.estimate import MIB, EstimateInputs, estimate, gpu_runtime
 from edgellm.plan.flash_attn import FlashAttnMeasured
 from edgellm.plan.memory_calibration import MemoryCalibration
-from edgellm.plan.planner import Wishes, plan
+from edgellm.plan.planner import DeviceMeasured, Wishes, plan
 from edgellm.plan.report import render, to_dict
 from edgellm.words import say
 from tests.support.specs import LLAMA_1B_Q4, LLAMA_3B_Q4, LLAMA_8B_Q4, llama_like
@@ -95,7 +95,7 @@ def test_a_bench_measurement_corrects_the_fit_and_the_plan_says_so() -> None:
     tight = replace(pi5, memory=replace(pi5.memory, available_bytes=found.estimate.resident + found.ram.margin))
     assert plan(tight, LLAMA_3B_Q4, wishes).fits
     larger = MemoryCalibration("cpu", 1.2, 1.0, 3)
-    measured = plan(tight, LLAMA_3B_Q4, replace(wishes, force=True), memory=larger)
+    measured = plan(tight, LLAMA_3B_Q4, replace(wishes, force=True), measured=DeviceMeasured(memory=larger))
     assert not measured.fits and measured.resident == round(found.estimate.resident * 1.2)
     words = say(measured.reasons["memory"])
     assert words.startswith("± 10 %: measured on this device by bench (3 models)") and "resident × 1.20" in words
@@ -107,14 +107,14 @@ def test_flash_attention_on_a_cpu_follows_a_measurement() -> None:
     assert guessed.flash_attn and guessed.reasons["flash_attn"].code == "flash_attn_cpu_guess"
     assert "`edgellm bench` with flash attention on and off measures it" in say(guessed.reasons["flash_attn"])
     slower = FlashAttnMeasured(on_tokens_per_s=9.0, off_tokens_per_s=10.5, model="llama-1b")
-    measured = plan(pi5, LLAMA_1B_Q4, flash_attn_measured=slower)
+    measured = plan(pi5, LLAMA_1B_Q4, measured=DeviceMeasured(flash_attn=slower))
     assert not measured.flash_attn
     assert say(measured.reasons["flash_attn"]) == (
         "off: measured faster on this CPU by bench (llama-1b: 9 tokens/s with it on, 10.5 off)"
     )
-    asked = plan(pi5, LLAMA_1B_Q4, Wishes(flash_attn="on"), flash_attn_measured=slower)
+    asked = plan(pi5, LLAMA_1B_Q4, Wishes(flash_attn="on"), measured=DeviceMeasured(flash_attn=slower))
     assert asked.flash_attn  # a setting asked for is kept
-    gpu = plan(resolve_profile("laptop-rtx4060-8gb"), LLAMA_1B_Q4, flash_attn_measured=slower)
+    gpu = plan(resolve_profile("laptop-rtx4060-8gb"), LLAMA_1B_Q4, measured=DeviceMeasured(flash_attn=slower))
     assert gpu.flash_attn and gpu.reasons["flash_attn"].code == "flash_attn_on"  # a CPU's measurement only
 
 
