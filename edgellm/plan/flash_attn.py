@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-SIZE_WINDOW = 4.0  # a measurement stands for models from a quarter to four times its weights (as plan/speed.py)
+from edgellm.plan.similar import similar_size
 
 
 @dataclass(frozen=True)
@@ -50,14 +50,9 @@ def measured_for(pairs: list[FlashAttnPair], key: str, weights_bytes: int) -> Fl
     elif weights_bytes <= 0:
         return None
     else:
-        near = [
-            pair
-            for pair in usable
-            if pair.weights_bytes > 0
-            and weights_bytes / SIZE_WINDOW <= pair.weights_bytes <= weights_bytes * SIZE_WINDOW
-        ]
+        near = [pair for pair in usable if pair.weights_bytes > 0 and similar_size(weights_bytes, pair.weights_bytes)]
         if not near:
             return None
-        distance = min(abs(math.log(pair.weights_bytes / weights_bytes)) for pair in near)
-        chosen = [pair for pair in near if abs(math.log(pair.weights_bytes / weights_bytes)) == distance][-1]
+        # the nearest in size; of two as near, the later
+        chosen = min(reversed(near), key=lambda pair: abs(math.log(pair.weights_bytes / weights_bytes)))
     return FlashAttnMeasured(chosen.on_tokens_per_s, chosen.off_tokens_per_s, chosen.name)

@@ -14,7 +14,8 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-SIZE_WINDOW = 4.0  # a sample calibrates models from a quarter to four times its weights (as plan/speed.py)
+from edgellm.plan.similar import similar_size
+
 RATIO_RANGE = (0.25, 4.0)  # measured ÷ estimated memory outside this says the measurement went wrong
 
 
@@ -60,7 +61,7 @@ def calibration_for(samples: list[MemorySample], where: str, weights_bytes: int)
         sample
         for sample in samples
         if sample.placement == where
-        and weights_bytes / SIZE_WINDOW <= sample.weights_bytes <= weights_bytes * SIZE_WINDOW
+        and similar_size(weights_bytes, sample.weights_bytes)
         and (sane(sample.resident_ratio) or sane(sample.allocated_ratio))
     ]
     if not alike:

@@ -18,11 +18,11 @@ from edgellm.hw.bandwidth import DEFAULT_GPU, system_bandwidth
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.estimate import gpu_layer_range, output_offloaded
 from edgellm.plan.planner import Plan
+from edgellm.plan.similar import similar_size
 from edgellm.plan.spec import ModelSpec
 
 EFFICIENCY = 0.45
 FACTOR_RANGE = (0.05, 20.0)  # a ratio outside this says the measurement went wrong, not the estimate
-SIZE_WINDOW = 4.0  # a sample calibrates models from a quarter to four times its weights
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def calibration_for(samples: list[Sample], where: str, weights_bytes: int) -> Ca
         for sample in samples
         if sample.placement == where
         and FACTOR_RANGE[0] <= sample.ratio <= FACTOR_RANGE[1]
-        and weights_bytes / SIZE_WINDOW <= sample.weights_bytes <= weights_bytes * SIZE_WINDOW
+        and similar_size(weights_bytes, sample.weights_bytes)
     ]
     if not ratios:
         return None

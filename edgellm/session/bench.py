@@ -25,7 +25,7 @@ from edgellm.engine.llama_log import interrupt_after
 from edgellm.errors import DoesNotFit, EdgellmError, EngineFailed
 from edgellm.events import Progress, ctrl_c_sets
 from edgellm.hw.profile import DeviceProfile
-from edgellm.plan.estimate import DeviceEstimate, MemoryEstimate, estimate
+from edgellm.plan.estimate import MemoryEstimate, estimate
 from edgellm.plan.params import load_params
 from edgellm.plan.planner import DEFAULT_CTX, NOT_MEASURED, DeviceMeasured, Plan, PlanError, Wishes, plan, plan_inputs
 from edgellm.plan.spec import ModelSpec
@@ -133,12 +133,6 @@ def run_plan_record(planned: opening.PlannedModel, profile: DeviceProfile) -> di
     }
 
 
-def estimated_memory(device: DeviceEstimate) -> tuple[int, int]:
-    """(resident, allocated): the memory the plan expects one device to keep resident and llama.cpp (and a GPU's
-    runtime) to allocate there."""
-    return device.resident, device.total
-
-
 def run_estimate(profile: DeviceProfile, spec: ModelSpec, chosen: Plan, request: BenchRequest) -> MemoryEstimate:
     """The plan's estimate again for the KV cells the runs filled (the attention of a batch spans those, not the
     whole context): what the measured resident growth is compared with."""
@@ -154,7 +148,7 @@ def memory_record(
     the buffers llama.cpp logged allocating there (None when its log could not be read)."""
     rows = []
     for device in estimated.devices:
-        resident, allocated = estimated_memory(device)
+        resident, allocated = device.resident, device.total
         here = {name: size for name, size in buffers.items() if on_host(name) != device.is_gpu}
         rows.append(
             {

@@ -9,7 +9,9 @@ keeps the model in use.
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -18,6 +20,7 @@ from edgellm.engine.contract import Model
 from edgellm.engine.llama_log import LlamaLog
 from edgellm.errors import EdgellmError, NotEnoughMemory
 from edgellm.events import Report, ignore
+from edgellm.session import loading
 from edgellm.session.completion import ChatModel
 from edgellm.session.flags import Flags
 from edgellm.session.loading import LoadProgress, check_memory, device_of
@@ -126,8 +129,9 @@ class ModelHost:
         speculation = planned.speculation
         drafted = planned.draft is not None and speculation is not None and speculation.draft is not None
         if not self.flags.force:
-            check_memory(planned, with_draft=False)
-            drafted = drafted and self._draft_fits(planned)
+            free = functools.cache(loading.free_now)  # one reading of a device for both checks (a GPU's: a probe)
+            check_memory(planned, with_draft=False, free=free)
+            drafted = drafted and self._draft_fits(planned, free)
         progress = LoadProgress(self.report)
         try:
             return self._loaded(planned, log, progress, device_of(planned), drafted)
@@ -135,11 +139,11 @@ class ModelHost:
             progress.finish()
 
     @staticmethod
-    def _draft_fits(planned: PlannedModel) -> bool:
+    def _draft_fits(planned: PlannedModel, free: Callable[[bool], int]) -> bool:
         """Whether the draft model fits beside the model in the memory free now: NotEnoughMemory for a draft asked
         for (-md, --draft-hf), False for one found in the store (n-gram lookup instead)."""
         try:
-            check_memory(planned, with_draft=True)
+            check_memory(planned, with_draft=True, free=free)
         except NotEnoughMemory:
             if planned.speculation is not None and planned.speculation.why.code != "spec_draft_auto":
                 raise

@@ -57,11 +57,9 @@ class LoadProgress:
     def finish(self) -> None:
         """The last event, once: at the end of a load, or where a failed load stopped (nothing when none was sent:
         a load that failed before llama.cpp reported anything showed no bar to close)."""
-        if self.finished or (self.sent is None and self.done < PER_MILLE):
-            self.finished = True
-            return
+        if not self.finished and (self.sent is not None or self.done >= PER_MILLE):
+            self.report(Progress(LOAD_TASK, self.done, PER_MILLE, finished=True, unit="‰"))
         self.finished = True
-        self.report(Progress(LOAD_TASK, self.done, PER_MILLE, finished=True, unit="‰"))
 
 
 # --- the memory, before llama.cpp is asked ---------------------------------------------------------------------------
@@ -76,6 +74,13 @@ class Need:
     gpu: bool
 
 
+def plan_memory(plan: Plan) -> tuple[int, int]:
+    """(bytes on the CPU side, bytes on the GPU) of a plan, as the planner fits them: the RAM by what must stay
+    resident, a GPU by its allocations."""
+    on_cpu, on_gpu = plan.estimate.device(False), plan.estimate.device(True)
+    return (on_cpu.needed if on_cpu else 0), (on_gpu.total if on_gpu else 0)
+
+
 def needs(planned: PlannedModel, with_draft: bool) -> list[Need]:
     """The memory the plan's estimate puts on each device (its draft model's too, when it is loaded beside). None for
     a split: its workers' memory is checked by the split's own planning."""
@@ -84,11 +89,8 @@ def needs(planned: PlannedModel, with_draft: bool) -> list[Need]:
         plans.append(planned.draft.choice.plan)
     if not plans or planned.split is not None:
         return []
-    ram = gpu = 0
-    for plan in plans:  # as the planner fits them: the RAM by what must stay resident, a GPU by its allocations
-        on_cpu, on_gpu = plan.estimate.device(False), plan.estimate.device(True)
-        ram += on_cpu.needed if on_cpu else 0
-        gpu += on_gpu.total if on_gpu else 0
+    ram = sum(plan_memory(plan)[0] for plan in plans)
+    gpu = sum(plan_memory(plan)[1] for plan in plans)
     first = plans[0]
     if first.unified_memory or first.gpu is None:  # a GPU that shares this machine's memory takes it from the RAM
         return [Need(first.ram.device, ram + gpu, False)]

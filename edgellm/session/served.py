@@ -29,6 +29,7 @@ from edgellm.hw.profile import DeviceProfile
 from edgellm.session.completion import ChatModel
 from edgellm.session.flags import Flags
 from edgellm.session.host import ModelHost
+from edgellm.session.loading import plan_memory
 from edgellm.session.opening import PlannedModel, choose_model
 from edgellm.session.scheduler import Scheduler, ShuttingDown
 from edgellm.storage import store
@@ -90,10 +91,7 @@ class Served:
         """(bytes on the CPU side, bytes on the GPU) the plan gives it: what must stay resident in RAM, what is
         allocated on a discrete GPU (the figures the planner fits by)."""
         plan = self.planned.choice.plan
-        if plan is None:
-            return 0, 0
-        cpu, gpu = plan.estimate.device(False), plan.estimate.device(True)
-        return (cpu.needed if cpu else 0), (gpu.total if gpu else 0)
+        return plan_memory(plan) if plan is not None else (0, 0)
 
     def expires_in(self, now: float) -> float | None:
         """Seconds until it is unloaded (0 or less: due); None while in use."""
