@@ -250,3 +250,21 @@ class NotEnoughMemory(EdgellmError):
     def __init__(self, message: str | Reason, needed: int, free: int, device: str) -> None:
         super().__init__(message)
         self.needed, self.free, self.device = needed, free, device
+
+
+class ImageRefused(EdgellmError):
+    """An image that cannot be read (`problem`: missing, unreadable, not-image, format, truncated, too-large,
+    empty, remote, url), named by `source` (a path, a URL's scheme, "image 2 of the request")."""
+
+    def __init__(self, message: str | Reason, source: str, problem: str) -> None:
+        super().__init__(message)
+        self.source, self.problem = source, problem
+
+
+class NoVision(EdgellmError):
+    """Images were sent to a model that reads text only (`model`: its file name), or a projector that does not belong
+    to the model (`projector`, `why`)."""
+
+    def __init__(self, message: str | Reason, model: str, projector: str = "", why: str = "") -> None:
+        super().__init__(message)
+        self.model, self.projector, self.why = model, projector, why

@@ -40,6 +40,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "edgellm.engine.endpoint",
             "edgellm.engine.loop_guard",
             "edgellm.grammar",
+            "edgellm.media",
         ),
     ),
     (
