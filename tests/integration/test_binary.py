@@ -172,6 +172,21 @@ def test_the_cpu_variant_loaded_is_the_one_this_cpu_should_get(binary: Path, bar
         assert library.startswith("libggml-cpu.so"), library
 
 
+def test_the_vision_library_and_its_bindings_are_inside(binary: Path, bare_env: dict[str, str]) -> None:
+    """libmtmd (a vision projector's library) is bundled beside libllama, finds every library it links inside the
+    bundle or the system's C and C++ runtime, and its bindings (`llama_cpp.mtmd_cpp`) are in the program's archive."""
+    folder = bundle_folder(binary, bare_env)
+    library = folder / "_internal" / "llama_cpp" / "lib" / "libmtmd.so"
+    assert library.is_file(), sorted(path.name for path in library.parent.iterdir())
+    linked = subprocess.run(["ldd", str(library)], capture_output=True, text=True, env={"PATH": bare_env["PATH"]})
+    assert linked.returncode == 0 and "not found" not in linked.stdout, linked.stdout
+    for name in ("libllama.so", "libggml.so", "libggml-base.so"):  # the bundle's own, not a system copy
+        assert re.search(rf"^\s*{re.escape(name)}\S* => {re.escape(str(library.parent))}/", linked.stdout, re.M), name
+    readers = pytest.importorskip("PyInstaller.archive.readers", reason="PyInstaller reads the program's archive")
+    archive = readers.CArchiveReader(str(folder / "edgellm")).open_embedded_archive("PYZ.pyz")
+    assert "llama_cpp.mtmd_cpp" in archive.toc and "llama_cpp.llama_cpp" in archive.toc
+
+
 def test_chat_headless_with_piped_input(binary: Path, bare_env: dict[str, str], test_model: Path) -> None:
     done = run_binary(
         binary,
@@ -241,3 +256,15 @@ def cpu_variant_of(library: str | None) -> str | None:
     if not library or not library.startswith("libggml-cpu-"):
         return None
     return library[len("libggml-cpu-") :].split(".so")[0]
+
+
+def bundle_folder(binary: Path, env: dict[str, str]) -> Path:
+    """The one folder the binary runs from: beside the program, or, for the one file, where its first run unpacked it
+    (into `env`'s HOME)."""
+    with binary.open("rb") as head:
+        if head.read(2) != b"#!":
+            return binary.parent
+    assert run_binary(binary, "--version", env=env).returncode == 0
+    cache = Path(env["HOME"]) / ".cache" / "edgellm" / "binary"
+    (key,) = [entry for entry in cache.iterdir() if entry.is_symlink()]
+    return key.resolve()
