@@ -76,7 +76,8 @@ def write_projector(path: Path, shape: ProjectorShape = ProjectorShape(), name: 
     n_embd, patches = shape.n_embd, (shape.image_size // shape.patch_size) ** 2
     writer.add_tensor("v.patch_embd.weight", weights(n_embd, 3, shape.patch_size, shape.patch_size))
     writer.add_tensor("v.patch_embd.bias", vector(n_embd))
-    writer.add_tensor("v.position_embd.weight", weights(patches, n_embd, scale=0.02))
+    positions = weights(patches, n_embd, scale=0.02).astype(numpy.float32)  # added to F32 activations: F32
+    writer.add_tensor("v.position_embd.weight", positions)
     for layer in range(shape.n_layers):
         prefix = f"v.blk.{layer}"
         for part in ("attn_q", "attn_k", "attn_v", "attn_out"):

@@ -35,9 +35,9 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgellm.engine.contract import (
     KV_GGML_TYPES,
@@ -48,13 +48,18 @@ from edgellm.engine.contract import (
     SpeculationStats,
     StopReason,
     TokenLogprob,
+    text_only,
 )
 from edgellm.engine.drafting import Controller, NgramDrafter
 from edgellm.engine.generate import common_prefix
 from edgellm.engine.llama_log import LlamaLog
 from edgellm.engine.local import LocalModel, explain_load_failure, load
 from edgellm.engine.loop_guard import LoopGuard
+from edgellm.engine.vision import is_image_token, resume_point, text_run
 from edgellm.errors import EdgellmError, EmptyPrompt, EngineFailed
+
+if TYPE_CHECKING:
+    from edgellm.media.images import Image
 
 SIMILAR_PREFIX = 0.5  # an idle slot's cache is reused when it covers this share of a new prompt (else the LRU slot)
 
@@ -141,6 +146,8 @@ class _Sequence:
     drafted: list[int] = field(default_factory=list)  # this step's draft, after its last token in the batch
     ending: _End | None = None  # how it ends, once a sampled token ended it (said after its round is counted)
     alone: bool = False  # this step decodes it alone: its time is its own
+    image_tokens: int = 0  # positions of the images evaluated for its prompt
+    image_ms: float | None = None  # their encoding and decoding (None: no image evaluated)
     step_started: float = 0.0
 
     @property
@@ -209,8 +216,15 @@ class BatchedModel:
     def other_processes(self) -> tuple[int, ...]:
         return ()
 
+    @property
+    def vision(self) -> bool:
+        return self.local.vision
+
     def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
         return self.local.tokenize(text, add_bos=add_bos, special=special)
+
+    def tokenize_with_images(self, text: str, images: Sequence[Image], *, add_bos: bool) -> list[int]:
+        return self.local.tokenize_with_images(text, images, add_bos=add_bos)
 
     def detokenize(self, tokens: list[int], *, special: bool = False) -> bytes:
         return self.local.detokenize(tokens, special=special)
@@ -384,7 +398,7 @@ class BatchedModel:
     def _start(self, sequence: _Sequence, slot: _Slot) -> None:
         sequence.admitted = time.perf_counter()
         sequence.slot, slot.running, slot.used_at = slot.id, sequence, sequence.admitted
-        reuse = common_prefix(slot.cached, sequence.prompt) if sequence.options.cache_prompt else 0
+        reuse = resume_point(slot.cached, sequence.prompt) if sequence.options.cache_prompt else 0
         reuse = max(0, min(reuse, len(sequence.prompt) - 1))  # at least one token is evaluated: its logits are sampled
         reuse = self._context.keep_prefix(slot.id, reuse, self._n_swa)
         slot.cached = sequence.prompt[:reuse]
@@ -415,7 +429,10 @@ class BatchedModel:
                 _put(batch, count, token, sequence.n_past + offset, sequence.slot, True)
                 count += 1
         for sequence in running:
-            sequence.chunk = min(len(sequence.pending), n_batch - count)
+            if sequence.pending and is_image_token(sequence.pending[0]):
+                self._decode_image(sequence)
+                continue
+            sequence.chunk = min(text_run(sequence.pending), n_batch - count)
             if sequence.chunk <= 0:
                 continue
             whole = sequence.chunk == len(sequence.pending)
@@ -424,6 +441,8 @@ class BatchedModel:
                 _put(batch, count + offset, token, sequence.n_past + offset, sequence.slot, last)
             count += sequence.chunk
             sequence.batch_index = count - 1
+        if count == 0:  # this step evaluated images only
+            return
         batch.n_tokens = count
         status = self._context.decode(batch)
         self.steps += 1
@@ -434,6 +453,26 @@ class BatchedModel:
         with self._condition:
             for sequence in running:
                 self._advance(sequence)
+
+    def _decode_image(self, sequence: _Sequence) -> None:
+        """Evaluate the image at the head of the sequence's pending prompt, alone (libmtmd decodes it in a batch of
+        its own: its embeddings, not tokens); a failure ends that request alone."""
+        projector = self.local.projector
+        token = sequence.pending[0]
+        try:
+            if projector is None:
+                raise text_only(self.params.path)
+            image, ms = projector.decode_image(self._context.ctx, token, sequence.n_past, sequence.slot, self.n_batch)
+        except EdgellmError as error:
+            with self._condition:
+                self._end(sequence, "interrupted", error)
+            return
+        held = sequence.pending[: image.n_pos]
+        self._slots[sequence.slot].cached.extend(held)
+        sequence.n_past += len(held)
+        sequence.pending = sequence.pending[len(held) :]
+        sequence.image_tokens += len(held)
+        sequence.image_ms = (sequence.image_ms or 0.0) + ms
 
     def _draft(self, sequence: _Sequence) -> list[int]:
         """The tokens a lone sequence drafts this step (none when it does not draft, or drafting stopped)."""
@@ -606,6 +645,8 @@ class BatchedGeneration:
             stats.prompt_tokens_per_s = stats.prompt_evaluated / max(sequence.first_at - sequence.admitted, 1e-9)
         if sequence.sampled > 1 and sequence.last_at > sequence.first_at:
             stats.tokens_per_s = (sequence.sampled - 1) / (sequence.last_at - sequence.first_at)
+        if sequence.image_ms is not None:
+            stats.image_tokens, stats.image_ms = sequence.image_tokens, sequence.image_ms
         controller = sequence.controller
         if controller is not None:
             stats.speculation = SpeculationStats(

@@ -442,6 +442,30 @@ def vocabulary_size(llm: Any) -> int:
 # --- a loaded Llama's own sequence, driven token by token: the speculative loop's ----------------------------------
 
 
+def keep_prefix(llm: Any, count: int) -> int:
+    """Keep the first `count` tokens of a Llama's own context, drop the rest; how many are kept (0 when llama.cpp
+    cannot cut)."""
+    if count < llm.n_tokens and not llm._ctx.kv_cache_seq_rm(-1, count, -1):
+        llm._ctx.kv_cache_clear()
+        count = 0
+    llm.n_tokens = min(count, llm.n_tokens)
+    llm._requires_eval = True  # the context's logits are no longer those of its last token
+    return int(llm.n_tokens)
+
+
+def record_held(llm: Any, start: int, tokens: list[int]) -> None:
+    """Record that the Llama's KV cache holds `tokens` from position `start` on (evaluated outside llama-cpp-python:
+    an image's embeddings), so its next `generate` reuses them as a common prefix."""
+    llm.input_ids[start : start + len(tokens)] = tokens
+    llm.n_tokens = start + len(tokens)
+    llm._requires_eval = True
+
+
+def context_of(llm: Any) -> Any:
+    """The llama_context a Llama decodes in."""
+    return llm._ctx.ctx
+
+
 class OwnSequence:
     """The one sequence of a llama-cpp-python Llama's own context, as engine.speculative drives it: batches decoded
     at its end (the logits of every row when asked), cut back to a prefix, and the Llama's own record of what its KV
@@ -465,13 +489,7 @@ class OwnSequence:
 
     def keep(self, count: int) -> int:
         """Keep the first `count` tokens, drop the rest; returns how many are kept (0 when llama.cpp cannot cut)."""
-        llm = self.llm
-        if count < llm.n_tokens and not llm._ctx.kv_cache_seq_rm(-1, count, -1):
-            llm._ctx.kv_cache_clear()
-            count = 0
-        llm.n_tokens = min(count, llm.n_tokens)
-        llm._requires_eval = True  # the context's logits are no longer those of its last token
-        return int(llm.n_tokens)
+        return keep_prefix(self.llm, count)
 
     def decode(self, tokens: list[int], *, every_row: bool = False) -> None:
         """Decode `tokens` after those held, in micro-batches of n_batch; the logits of the last row are kept, of every

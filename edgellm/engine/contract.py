@@ -17,10 +17,15 @@ checked against the target's before it loads (`gguf.vocab`); a generation asks f
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from edgellm.errors import NoVision
+
+if TYPE_CHECKING:
+    from edgellm.media.images import Image
 
 SPEC_MODES = ("auto", "off", "ngram", "draft")  # how replies are drafted (engine.speculative)
 KV_TYPES = ("f16", "q8_0", "q4_0")  # KV cache types llama.cpp can hold (a quantized V needs flash attention)
@@ -54,6 +59,7 @@ class LoadParams:
     parallel: int = 0  # sequences decoded together by the batched engine, each up to n_ctx tokens; 0: none, one
     # sequence at a time on llama-cpp-python's own context (a chat)
     kv_pool: int = 0  # the batched engine's KV cells, shared by its sequences; 0: n_ctx per sequence
+    projector: Path | None = None  # a vision projector (mmproj GGUF) loaded beside the model: prompts with images
 
     @property
     def kv_cells(self) -> int:
@@ -77,6 +83,8 @@ class LoadParams:
         }
         if self.parallel:
             found.update(parallel=self.parallel, kv_pool=self.kv_cells)
+        if self.projector is not None:
+            found.update(mmproj=str(self.projector))
         if self.rpc_servers:
             found.update(rpc=list(self.rpc_servers), tensor_split=list(self.tensor_split), output_here=self.output_here)
         return found
@@ -186,6 +194,15 @@ class GenerationOptions:
         )
 
 
+def text_only(path: Path) -> NoVision:
+    """The error for images sent to a model loaded without a projector."""
+    return NoVision(
+        f"{path.name} reads text only (no vision projector is loaded with it): load its projector with the model "
+        f"(--mmproj mmproj-….gguf) or use a vision model",
+        path.name,
+    )
+
+
 def settings_record(params: LoadParams, options: GenerationOptions) -> dict[str, Any]:
     """The one record of the settings a model ran with: what `run --json` reports and a saved conversation keeps
     (`plan --json` reports the load half, `LoadParams.as_dict`)."""
@@ -247,6 +264,8 @@ class GenerationStats:
     stop_reason: StopReason = "eos"
     queue_ms: float | None = None  # time waiting for a slot and room in the KV pool (a batched model)
     speculation: SpeculationStats | None = None  # None: decoded without drafting
+    image_tokens: int = 0  # context positions of the images evaluated for this prompt (0: none, or all cached)
+    image_ms: float | None = None  # encoding those images and decoding their embeddings (part of ttft_ms)
 
     def as_dict(self) -> dict[str, Any]:
         def rounded(value: float | None) -> float | None:
@@ -262,6 +281,9 @@ class GenerationStats:
             "stop_reason": self.stop_reason,
             **({} if self.queue_ms is None else {"queue_ms": rounded(self.queue_ms)}),
             **({} if self.speculation is None else {"speculation": self.speculation.as_dict()}),
+            **(
+                {} if self.image_ms is None else {"image_tokens": self.image_tokens, "image_ms": rounded(self.image_ms)}
+            ),
         }
 
     @classmethod
@@ -279,6 +301,8 @@ class GenerationStats:
             ("tokens_per_s", (int, float)),
             ("stop_reason", str),
             ("queue_ms", (int, float)),
+            ("image_tokens", int),
+            ("image_ms", (int, float)),
         ):
             value = data.get(name)
             if isinstance(value, kinds) and not isinstance(value, bool):
@@ -355,7 +379,18 @@ class Model(Protocol):
         """Processes besides this one that hold the model's memory on this machine (a split's child)."""
         ...
 
+    @property
+    def vision(self) -> bool:
+        """A projector is loaded beside the model: its prompts may carry images (`tokenize_with_images`)."""
+        ...
+
     def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]: ...
+
+    def tokenize_with_images(self, text: str, images: Sequence[Image], *, add_bos: bool) -> list[int]:
+        """A chat prompt's tokens (special tokens parsed) with `images` where the MARKERs of `text` are, in order: each
+        image a run of one negative id per context position it takes (`engine.vision.image_token`). NoVision when the
+        model has no projector; ImageRefused when llama.cpp cannot decode an image."""
+        ...
 
     def detokenize(self, tokens: list[int], *, special: bool = False) -> bytes: ...
 

@@ -7,10 +7,13 @@ import codecs
 import threading
 import time
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgellm.engine.contract import LLAMA_DEFAULT_SEED, GenerationOptions, GenerationStats, TokenLogprob
 from edgellm.engine.loop_guard import LoopGuard
+
+if TYPE_CHECKING:
+    from edgellm.engine.vision import Projector
 
 
 class LocalGeneration:
@@ -29,8 +32,10 @@ class LocalGeneration:
         prompt_tokens: list[int],
         options: GenerationOptions,
         cancel: threading.Event | None = None,
+        images: Projector | None = None,
     ) -> None:
         self.llm = llm  # llama_cpp.Llama
+        self.images = images  # the projector that evaluates the prompt's images (None: a prompt of text)
         self.prompt_tokens = prompt_tokens
         self.options = options
         room = n_ctx - len(prompt_tokens)
@@ -93,6 +98,9 @@ class LocalGeneration:
         self._abort_when(cancel)  # a long prompt can be stopped while llama.cpp reads it
         compat.use_sampler(llm, sampler)
         try:
+            if self.images is not None:
+                evaluated = self.images.evaluate(llm, self.prompt_tokens, int(llm.n_batch), cancel)
+                stats.image_tokens, stats.image_ms = evaluated.tokens, evaluated.ms
             if self.limit <= 0:
                 return
             for token in tokens:

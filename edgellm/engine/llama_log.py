@@ -110,6 +110,17 @@ def _install_callback() -> None:
     llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
 
 
+def route_projector_log() -> None:
+    """Send libmtmd's log (a projector's loading and image encoding) where llama.cpp's goes: it has its own."""
+    import ctypes
+
+    from llama_cpp import mtmd_cpp
+
+    _install_callback()
+    mtmd_cpp.mtmd_log_set(_callback, ctypes.c_void_p(0))
+    mtmd_cpp.mtmd_helper_log_set(_callback, ctypes.c_void_p(0))
+
+
 @contextlib.contextmanager
 def interrupt_after() -> Iterator[None]:
     """Ctrl-C while llama.cpp works (a model loading) is kept and raised once the block ends. Python raises

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from edgellm.engine.contract import (
     GenerationOptions,
     LoadParams,
     SlotState,
+    text_only,
 )
 from edgellm.engine.llama_log import LlamaLog, interrupt_after
 from edgellm.errors import LoadFailed, LoadTimedOut, UnknownToken
@@ -27,6 +28,8 @@ from edgellm.storage import disk
 if TYPE_CHECKING:
     from edgellm.engine.generate import LocalGeneration
     from edgellm.engine.speculative import SpeculativeGeneration
+    from edgellm.engine.vision import Projector
+    from edgellm.media.images import Image
 
 # The output layer's weights: its norm, its matrix, and the input embedding that a tied output reuses (the input
 # layer is on this CPU whatever the split). Anchored: llama.cpp searches the pattern in each tensor's name, and
@@ -50,6 +53,7 @@ class LocalModel:
         self._vocabulary_size: int | None = None
         self.draft: LocalModel | None = None  # a draft model for speculative decoding, loaded beside this one
         self.draft_cost = 0.5  # the draft's time per token over this model's (the plan's estimate)
+        self.projector: Projector | None = None  # images: libmtmd's context beside this model (params.projector)
 
     @property
     def n_ctx(self) -> int:
@@ -74,8 +78,17 @@ class LocalModel:
     def other_processes(self) -> tuple[int, ...]:
         return ()
 
+    @property
+    def vision(self) -> bool:
+        return self.projector is not None
+
     def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
+
+    def tokenize_with_images(self, text: str, images: Sequence[Image], *, add_bos: bool) -> list[int]:
+        if self.projector is None:
+            raise text_only(self.params.path)
+        return self.projector.tokenize(text, images, add_bos=add_bos)
 
     def detokenize(self, tokens: list[int], *, special: bool = False) -> bytes:
         """The tokens' text; UnknownToken for an id outside the vocabulary (llama.cpp would abort the process)."""
@@ -97,7 +110,10 @@ class LocalModel:
     ) -> LocalGeneration | SpeculativeGeneration:
         """A completion of `prompt_tokens`: iterate it for text pieces; its stats and tokens once it ends. Drafted
         (engine.speculative) when the options ask for it and the model's KV cache can be cut back."""
-        mode = self.drafter(options.speculation)
+        from edgellm.engine.vision import is_image_token
+
+        with_images = any(is_image_token(token) for token in prompt_tokens)
+        mode = "off" if with_images else self.drafter(options.speculation)  # a draft model never sees the image
         if mode != "off":
             from edgellm.engine.speculative import SpeculativeGeneration
 
@@ -106,7 +122,8 @@ class LocalModel:
             return self._current
         from edgellm.engine.generate import LocalGeneration
 
-        self._current = LocalGeneration(self.llm, self.n_ctx, prompt_tokens, options, cancel=cancel)
+        projector = self.projector if with_images else None
+        self._current = LocalGeneration(self.llm, self.n_ctx, prompt_tokens, options, cancel=cancel, images=projector)
         return self._current
 
     def drafter(self, asked: str) -> str:
@@ -142,6 +159,9 @@ class LocalModel:
         if self.draft is not None:
             self.draft.close()
             self.draft = None
+        if self.projector is not None:
+            self.projector.close()
+            self.projector = None
         self.llm.close()
         self.closed = True
 
@@ -213,7 +233,25 @@ def load(
             raise LoadTimedOut(said, params.path, device, stall_s) from None
         raise explain_load_failure(params.path, log, error) from None
     log.flush()
-    return LocalModel(llm, params, (time.perf_counter() - started) * 1000, log)
+    model = LocalModel(llm, params, (time.perf_counter() - started) * 1000, log)
+    if params.projector is not None and not params.vocab_only:
+        model.projector = load_projector(params.projector, llm, params, log)
+        model.load_ms = (time.perf_counter() - started) * 1000
+    return model
+
+
+def load_projector(path: Path, llm: Any, params: LoadParams, log: LlamaLog) -> Projector:
+    """The vision projector beside a loaded model, on its GPU when any layer is offloaded; LoadFailed (freeing the
+    model) when llama.cpp refuses it."""
+    from edgellm.engine.vision import Projector
+
+    try:
+        with interrupt_after(), disk.held():
+            return Projector(path, llm, use_gpu=params.n_gpu_layers != 0, n_threads=params.n_threads_batch)
+    except Exception:
+        log.flush()
+        llm.close()
+        raise
 
 
 def load_for_context(path: Path, n_threads: int, n_gpu_layers: int, log: LlamaLog) -> LocalModel:

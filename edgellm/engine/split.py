@@ -25,9 +25,9 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import asdict, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgellm.engine.contract import (
     GenerationOptions,
@@ -37,10 +37,14 @@ from edgellm.engine.contract import (
     Sampling,
     SlotState,
     TokenLogprob,
+    text_only,
 )
 from edgellm.engine.llama_log import LlamaLog
 from edgellm.engine.local import LocalModel, load
 from edgellm.errors import EngineFailed, GrammarDeadEnd, GrammarInvalid, LoadFailed, WorkerLost, WorkerUnreachable
+
+if TYPE_CHECKING:
+    from edgellm.media.images import Image
 
 WATCHDOG_S = 30.0  # silence that ends a load or a reply, for workers without a side channel to look at
 POLL_S = 1.0  # how often the workers' side channels are looked at while the child is quiet
@@ -219,6 +223,13 @@ class SplitModel:
     def other_processes(self) -> tuple[int, ...]:
         """The child, which holds this machine's share of the model (bench reads its peak memory)."""
         return (self._child.pid,) if self._child is not None else ()
+
+    @property
+    def vision(self) -> bool:
+        return False  # a split model's projector is not loaded: images need the whole model here
+
+    def tokenize_with_images(self, text: str, images: Sequence[Image], *, add_bos: bool) -> list[int]:
+        raise text_only(self.params.path)
 
     def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
         return self.vocab.tokenize(text, add_bos=add_bos, special=special)

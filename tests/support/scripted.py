@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from edgellm.engine.contract import GenerationOptions, GenerationStats, LoadParams, SlotState
 from edgellm.engine.loop_guard import LoopGuard
@@ -69,6 +70,13 @@ class ScriptedModel:
     @property
     def other_processes(self) -> tuple[int, ...]:
         return ()
+
+    vision = False
+
+    def tokenize_with_images(self, text: str, images: Any, *, add_bos: bool) -> list[int]:
+        from edgellm.engine.contract import text_only
+
+        raise text_only(self.params.path)
 
     def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
         return ([BOS] if add_bos else []) + [ord(c) + 3 for c in text]
