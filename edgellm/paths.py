@@ -5,6 +5,7 @@ EDGELLM_HOME's layout:
     config.toml     defaults for the command-line flags
     models/         the model store (downloaded GGUF files)
     history.db      chat history (SQLite)
+    images/         images sent in chats, by content: images/<2 hex>/<sha256>.<png|jpeg|gif|bmp>, each kept once
     bench/          `edgellm bench` results, one JSON file per device
     logs/           edgellm.log (llama.cpp's own log goes here unless -v)
     cache/specs/    model specs read from GGUF headers
@@ -49,6 +50,11 @@ def models_dir() -> Path:
 
 def history_path() -> Path:
     return home() / "history.db"
+
+
+def images_dir() -> Path:
+    """The image store: every image a conversation holds, one file per content (edgellm.storage.images)."""
+    return home() / "images"
 
 
 def log_path() -> Path:
