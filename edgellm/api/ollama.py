@@ -3,8 +3,9 @@ replies shaped as Ollama's NDJSON lines and objects, errors as its `{"error": ".
 
 Ollama's API is lenient where OpenAI's is strict, and clients count on it: unknown fields and unknown `options` keys
 (mirostat, tfs_z, num_ctx...) are accepted and ignored, `stream` is true unless said, a missing tag means `:latest`.
-What would change the result and cannot be done here (images, a custom `template`, a `suffix`) is refused by name
-(400), never ignored. Durations are whole nanoseconds; times are RFC 3339; tool-call arguments are JSON objects.
+What would change the result and cannot be done here (a custom `template`, a `suffix`) is refused by name (400),
+never ignored. `images` (base64) are read into checked images, each written as MARKER before its message's text.
+Durations are whole nanoseconds; times are RFC 3339; tool-call arguments are JSON objects.
 """
 
 from __future__ import annotations
@@ -33,9 +34,15 @@ from edgellm.api.openai import (
     _past_calls,
     _text,
     _tools,
+    marker_in,
+    marker_refused,
     sampling_given,
 )
 from edgellm.engine.contract import GenerationOptions
+from edgellm.errors import ImageRefused
+from edgellm.media import MARKER
+from edgellm.media.images import Image
+from edgellm.media.sources import image_from_base64
 from edgellm.templates.tools import ToolCall, ToolChoice
 
 VERSION = "0.30.0"  # the Ollama API level followed; clients parse it as dotted numbers (Open WebUI, VS Code)
@@ -181,6 +188,8 @@ class OllamaRequest:
     think: bool | None  # None: not said
     context: tuple[int, ...] = ()  # /api/generate's `context`: the token ids of an earlier exchange, before the prompt
     raw: bool = False  # /api/generate's `raw`: the prompt is completed as it is, with no template
+    images: bool = False  # /api/generate: the prompt carries images, so the answer gives no `context` (its tokens
+    # cannot carry them)
 
 
 def _options(value: Any, defaults: GenerationOptions) -> GenerationOptions:
@@ -247,14 +256,42 @@ def _logprobs(wanted: Any, top: Any) -> int | None:
     return count if wanted is not None and _boolean("logprobs")(wanted) else None
 
 
-def _no_images(value: Any, where: str) -> None:
-    if value:
-        raise bad(f"{where}: this server has no vision support yet, so it cannot read images; send text only")
+def _images(value: Any, where: str, before: int) -> list[Image]:
+    """Ollama's `images`: each the image file's bytes in base64 (`before`: the request's images read so far, so
+    each is numbered in the request)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise bad(f"{where} must be a list of images, each the file's bytes in base64, not {_shown(value)}")
+    images = []
+    for number, item in enumerate(value):
+        try:
+            images.append(image_from_base64(item, index=before + number + 1))
+        except ImageRefused as error:
+            raise bad(f"{where}[{number}]: {error}") from None
+    return images
+
+
+def _with_images(text: str, images: list[Image]) -> dict[str, Any]:
+    """A message's content and images as the session takes them: the images go before the text, each MARKER on a
+    line of its own (as Ollama places them)."""
+    if not images:
+        return {"content": text}
+    return {"content": f"{MARKER}\n" * len(images) + text, "images": images}
+
+
+def _no_markers(body: dict[str, Any], images: int) -> None:
+    """Text that holds MARKER is refused beside images: it would be taken for one."""
+    if not images:
+        return
+    for field in ("messages", "prompt", "system", "tools"):
+        where = marker_in(body.get(field), field, frozenset({"images"}))
+        if where is not None:
+            raise bad(marker_refused(where))
 
 
 def _refused(body: dict[str, Any]) -> None:
     """What Ollama does and this server cannot: said by name, never ignored."""
-    _no_images(body.get("images"), "images")
     if body.get("template"):
         raise bad("template is not supported: the model's own chat template is used; leave `template` out")
     if body.get("suffix"):
@@ -268,22 +305,29 @@ def _tool_list(value: Any) -> Any:
     return [{"type": "function", **item} if isinstance(item, dict) and "type" not in item else item for item in value]
 
 
-def _message(item: Any, index: int) -> dict[str, Any]:
+def _message(item: Any, index: int, images: list[Image]) -> dict[str, Any]:
     """One of Ollama's chat messages as the OpenAI layer holds it: assistant `thinking` as `reasoning_content`,
-    calls with their arguments objects, a tool result answering its call by id or else by the tool's name."""
+    calls with their arguments objects, a tool result answering its call by id or else by the tool's name; a user
+    message's `images` read and added to `images` (the request's so far)."""
     where = f"messages[{index}]"
     if not isinstance(item, dict):
         raise bad(f"{where} must be an object with role and content")
     role = item.get("role")
     if role not in ROLES and role != "tool":
         raise bad(f"{where}.role must be one of system, user, assistant, tool, not {_shown(role)}")
-    _no_images(item.get("images"), f"{where}.images")
     content = item.get("content")
     if content is None:
         content = ""
     if not isinstance(content, str):
         raise bad(f"{where}.content must be a string, not {_shown(content)}")
-    message: dict[str, Any] = {"role": ROLES.get(role, "tool"), "content": _text(content, f"{where}.content")}
+    if item.get("images") and role != "user":
+        raise bad(f"{where}.images: only user messages carry images, not {role} messages")
+    found = _images(item.get("images"), f"{where}.images", len(images))
+    images.extend(found)
+    message: dict[str, Any] = {
+        "role": ROLES.get(role, "tool"),
+        **_with_images(_text(content, f"{where}.content"), found),
+    }
     thinking = item.get("thinking")
     if role == "assistant" and isinstance(thinking, str) and thinking:
         message["reasoning_content"] = _text(thinking, f"{where}.thinking")
@@ -298,12 +342,14 @@ def _message(item: Any, index: int) -> dict[str, Any]:
     return message
 
 
-def _messages(value: Any) -> list[dict[str, Any]]:
+def _messages(value: Any) -> tuple[list[dict[str, Any]], int]:
+    """The conversation, checked, and how many images it carries."""
     if value is None:
-        return []
+        return [], 0
     if not isinstance(value, list):
         raise bad("messages must be a list of {role, content} objects")
-    return [_message(item, index) for index, item in enumerate(value)]
+    images: list[Image] = []
+    return [_message(item, index, images) for index, item in enumerate(value)], len(images)
 
 
 def _common(body: dict[str, Any], defaults: GenerationOptions) -> tuple[CompletionRequest, float | None, bool | None]:
@@ -325,7 +371,8 @@ def parse_chat(body: Any, defaults: GenerationOptions) -> OllamaRequest:
     model = model_name(body)
     with _as_ollama():
         request, alive, think = _common(body, defaults)
-        messages = _messages(body.get("messages"))
+        messages, images = _messages(body.get("messages"))
+        _no_markers(body, images)
         tools = _tools(_tool_list(body.get("tools")))
     if tools and request.response_format is not None:
         raise bad("format cannot be combined with tools: send one or the other")
@@ -360,14 +407,24 @@ def parse_generate(body: Any, defaults: GenerationOptions) -> OllamaRequest:
         raw = body.get("raw")
         raw = False if raw is None else _boolean("raw")(raw)
     context = _context(body.get("context"))
-    if not prompt:
+    images = _images(body.get("images"), "images", 0)
+    if images and raw:
+        raise bad("images cannot be sent with raw: true (a raw prompt has no place for them): leave raw out")
+    if images and context:
+        raise bad(
+            "images cannot be sent with context (its tokens cannot carry an image): send the conversation to "
+            "/api/chat as messages instead"
+        )
+    _no_markers(body, len(images))
+    if not prompt and not images:
         return OllamaRequest(model, None, alive, think, context, raw)
     if raw:
         completion = replace(request, prompt=prompt)
     else:
         messages = [{"role": "system", "content": system}] if system else []
-        completion = replace(request, messages=[*messages, {"role": "user", "content": prompt}])
-    return OllamaRequest(model, completion, alive, think, context, raw)
+        user = {"role": "user", **_with_images(prompt or "", images)}
+        completion = replace(request, messages=[*messages, user])
+    return OllamaRequest(model, completion, alive, think, context, raw, bool(images))
 
 
 # --- answers -------------------------------------------------------------------------------------------------

@@ -18,7 +18,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from edgellm.engine.contract import GenerationOptions, GenerationStats, Sampling
+from edgellm.errors import ImageRefused
 from edgellm.grammar.json_schema import UnsupportedSchema, check_schema, enforceable
+from edgellm.media import MARKER
+from edgellm.media.images import Image
+from edgellm.media.sources import image_from_url
 from edgellm.templates.tools import Delta, Tool, ToolCall, ToolChoice
 
 MAX_STOP_SEQUENCES = 16
@@ -204,13 +208,7 @@ def _options(
     max_tokens = given("max_completion_tokens", _integer("max_completion_tokens", 1), None)
     if max_tokens is None:
         max_tokens = given("max_tokens", _integer("max_tokens", 1), default_max_tokens)
-    if max_tokens > n_ctx:
-        name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-        raise bad(
-            f"{name} is {max_tokens}, more than this server's context of {n_ctx} tokens; ask for fewer",
-            name,
-            "context_length_exceeded",
-        )
+    within_context(body, max_tokens, n_ctx)
     seed = given("seed", _integer("seed", -(2**63), 2**63 - 1), defaults.seed)
     options = replace(
         defaults,
@@ -224,6 +222,18 @@ def _options(
     stream = given("stream", _boolean("stream"), False)
     include_usage = given("stream_options", _stream_options, False) and stream
     return options, stream, include_usage
+
+
+def within_context(body: dict[str, Any], max_tokens: int, n_ctx: int) -> None:
+    """Refuse a `max_tokens` past the model's context of `n_ctx` tokens (a request is checked against the model's
+    context once its model is known, without being read again)."""
+    if max_tokens > n_ctx:
+        name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+        raise bad(
+            f"{name} is {max_tokens}, more than this server's context of {n_ctx} tokens; ask for fewer",
+            name,
+            "context_length_exceeded",
+        )
 
 
 COMMON = {
@@ -250,8 +260,9 @@ def _object(body: Any) -> dict[str, Any]:
     return body
 
 
-def parse_chat(body: Any, defaults: GenerationOptions, n_ctx: int) -> CompletionRequest:
-    """A /v1/chat/completions body, checked."""
+def parse_chat(body: Any, defaults: GenerationOptions, n_ctx: int, *, local_files: bool = True) -> CompletionRequest:
+    """A /v1/chat/completions body, checked; the images it names are read (file:// URLs only with `local_files`: a
+    server reads them for clients on its own machine alone)."""
     body = _object(body)
     options, stream, include_usage = _options(
         body,
@@ -284,7 +295,7 @@ def parse_chat(body: Any, defaults: GenerationOptions, n_ctx: int) -> Completion
         options,
         stream,
         include_usage,
-        messages=_messages(body.get("messages")),
+        messages=_messages(body.get("messages"), body.get("tools"), local_files),
         tools=tools,
         tool_choice=choice,
         parallel_tool_calls=_boolean("parallel_tool_calls")(body.get("parallel_tool_calls", True)),
@@ -435,10 +446,40 @@ def parse_text(
     )
 
 
-def _messages(value: Any) -> list[dict[str, Any]]:
+def _messages(value: Any, tools: Any, local_files: bool) -> list[dict[str, Any]]:
+    """The conversation, checked; the images its `image_url` parts name are read (numbered across the request)."""
     if not isinstance(value, list) or not value:
         raise bad("messages must be a non-empty list of {role, content} objects", "messages")
-    return [_message(item, index) for index, item in enumerate(value)]
+    images: list[Image] = []
+    messages = [_message(item, index, images, local_files) for index, item in enumerate(value)]
+    if images:
+        where = marker_in(value, "messages") or marker_in(tools, "tools")
+        if where is not None:
+            raise bad(marker_refused(where), where, "image_marker_in_text")
+    return messages
+
+
+def marker_in(value: Any, where: str, skip: frozenset[str] = frozenset({"image_url"})) -> str | None:
+    """Where a text of `value` (a request's JSON, at `where`) that holds MARKER is; None when none does. The fields
+    named in `skip` (the images themselves) are not text. Walked without recursion: JSON may nest deep."""
+    waiting: list[tuple[str, Any]] = [(where, value)]
+    while waiting:
+        path, item = waiting.pop()
+        if isinstance(item, str) and MARKER in item:
+            return path
+        if isinstance(item, list):
+            waiting.extend((f"{path}[{index}]", inner) for index, inner in reversed(list(enumerate(item))))
+        elif isinstance(item, dict):
+            waiting.extend((f"{path}.{key}", inner) for key, inner in reversed(item.items()) if key not in skip)
+    return None
+
+
+def marker_refused(where: str) -> str:
+    """Why text that holds MARKER cannot go beside images: MARKER is where an image goes in the prompt."""
+    return (
+        f"{where} holds the text {MARKER}, which marks where an image goes and cannot be sent beside images: "
+        "take it out of the text or break it up (such as <__media __>)"
+    )
 
 
 MESSAGE_FIELDS = {
@@ -455,7 +496,8 @@ MESSAGE_FIELDS = {
 }
 
 
-def _message(item: Any, index: int) -> dict[str, Any]:
+def _message(item: Any, index: int, images: list[Image], local_files: bool) -> dict[str, Any]:
+    """One message, checked; the images its parts name are read and added to `images` (the request's so far)."""
     where = f"messages[{index}]"
     if not isinstance(item, dict):
         raise bad(f"{where} must be an object with role and content", where)
@@ -472,10 +514,11 @@ def _message(item: Any, index: int) -> dict[str, Any]:
     content = item.get("content")
     if content is None and role == "assistant":  # the API's own replies carry null beside tool calls or a refusal
         content = ""
-    message: dict[str, Any] = {
-        "role": ROLES.get(role, "tool"),
-        "content": _text(_content(content, where), f"{where}.content"),
-    }
+    text, found = _content(content, where, role, len(images), local_files)
+    message: dict[str, Any] = {"role": ROLES.get(role, "tool"), "content": _text(text, f"{where}.content")}
+    if found:
+        message["images"] = found
+        images.extend(found)
     reasoning = item.get("reasoning_content")
     if isinstance(reasoning, str) and reasoning and role == "assistant":
         message["reasoning_content"] = _text(reasoning, f"{where}.reasoning_content")
@@ -509,19 +552,66 @@ def _past_calls(value: Any, where: str) -> list[dict[str, Any]]:
     return calls
 
 
-def _content(value: Any, where: str) -> str:
-    """A message's text: a string, or a list of text parts joined; other parts (images, audio) are refused."""
+IMAGE_URL_FIELDS = {"url", "detail"}
+IMAGE_DETAILS = (None, "auto", "low", "high")  # the projector reads every image at its own size: all alike here
+IMAGE_CODES = {"remote": "remote_image_url", "url": "invalid_image_url"}  # any other problem: invalid_image
+
+
+def _content(value: Any, where: str, role: Any, before: int, local_files: bool) -> tuple[str, list[Image]]:
+    """A message's text and images: a string, or a list of parts whose texts are joined by newlines, each
+    `image_url` part read as its image and written as MARKER where it stands among the texts. `before`: the images
+    of the request's earlier messages. Other parts (audio, files) are refused."""
     if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        texts = []
-        for part in value:
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind != "text" or not isinstance(part.get("text"), str):
-                raise bad(f"{where}.content: only text parts are supported, not {json.dumps(kind)}", f"{where}.content")
+        return value, []
+    if not isinstance(value, list):
+        raise bad(f"{where}.content must be a string or a list of text and image_url parts", f"{where}.content")
+    texts: list[str] = []
+    images: list[Image] = []
+    for number, part in enumerate(value):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
             texts.append(part["text"])
-        return "\n".join(texts)
-    raise bad(f"{where}.content must be a string or a list of text parts", f"{where}.content")
+        elif kind == "image_url":
+            number_in_request = before + len(images) + 1
+            images.append(_image_part(part, f"{where}.content[{number}]", role, number_in_request, local_files))
+            texts.append(MARKER)
+        else:
+            raise bad(
+                f"{where}.content[{number}]: only text and image_url parts are supported, not {json.dumps(kind)}",
+                f"{where}.content",
+            )
+    return "\n".join(texts), images
+
+
+def _image_part(part: dict[str, Any], where: str, role: Any, number: int, local_files: bool) -> Image:
+    """An `image_url` part's image (`number`: its place among the request's images, from 1): a data URL, or a file
+    URL on this machine (with `local_files`); remote URLs are refused (an edge device may be offline)."""
+    param = where.rpartition(".content")[0] + ".content"
+    if role != "user":
+        raise bad(f"{where}: only user messages carry images, not {role} messages", param)
+    found = part.get("image_url")
+    url = found.get("url") if isinstance(found, dict) else found
+    if not isinstance(url, str) or not url:
+        raise bad(
+            f'{where} must be {{"type": "image_url", "image_url": {{"url": "data:image/png;base64,..."}}}}', param
+        )
+    if isinstance(found, dict):
+        for name in found:
+            if name not in IMAGE_URL_FIELDS:
+                raise bad(f"{where}.image_url: unrecognized field {name}", param, "unknown_parameter")
+        if found.get("detail") not in IMAGE_DETAILS:
+            raise bad(f'{where}.image_url.detail must be "auto", "low" or "high"', param)
+    if not local_files and url.strip()[:5].lower() == "file:":
+        raise bad(
+            f"{where}.image_url: file URLs are read only for clients on the server's own machine: send the image "
+            "as a data URL (data:image/png;base64,...)",
+            param,
+            "invalid_image_url",
+        )
+    try:
+        return image_from_url(url, index=number)
+    except ImageRefused as error:
+        raise bad(f"{where}.image_url: {error}", param, IMAGE_CODES.get(error.problem, "invalid_image")) from None
 
 
 # --- answers -------------------------------------------------------------------------------------------------

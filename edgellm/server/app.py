@@ -31,6 +31,7 @@ from edgellm.server.turns import (
     client_of,
     embed_texts,
     failure_of,
+    from_this_machine,
     next_pieces,
     prepare,
     printable,
@@ -209,12 +210,19 @@ async def openai_lease(state: ServerState, entry: Entry, embed: bool = False) ->
 async def _complete(state: ServerState, http: Request, chat: bool) -> Response:
     started = time.perf_counter()
     body = await read_json(http, state.config.max_body_bytes)
-    parse = openai.parse_chat if chat else openai.parse_text
-    parse(body, state.config.defaults, ANY_CONTEXT)  # a bad request is said before any model loads
+    # a bad request is said before any model loads; read off the event loop (its images are decoded or read), the
+    # server's files named by file:// URLs only for clients on this machine
+    if chat:
+        local = from_this_machine(http)
+        request = await asyncio.to_thread(
+            openai.parse_chat, body, state.config.defaults, ANY_CONTEXT, local_files=local
+        )
+    else:
+        request = await asyncio.to_thread(openai.parse_text, body, state.config.defaults, ANY_CONTEXT)
     lease = await openai_lease(state, await asyncio.to_thread(entry_or_404, state, body))
     try:
         model = lease.model
-        request = parse(body, state.config.defaults, model.n_ctx)
+        openai.within_context(body, request.options.max_tokens, model.n_ctx)
         lease.scheduler.check_room()  # before the prompt is prepared: a refused request costs nothing
         for tool in request.tools:  # said, never silent: what the grammar leaves to the tool
             if tool.unenforced:

@@ -273,7 +273,7 @@ async def _complete(state: ServerState, http: Request, generate: bool) -> Respon
     started = time.perf_counter()
     body = await _body(state, http)
     parse = ollama.parse_generate if generate else ollama.parse_chat
-    request = parse(body, state.config.defaults)
+    request = await asyncio.to_thread(parse, body, state.config.defaults)  # off the event loop: images are decoded
     entry = await _entry(state, request.model)
     name = ollama.with_tag(entry.name)
     if request.completion is None:  # no prompt: load the model, or unload it (keep_alive 0)
@@ -294,7 +294,10 @@ async def _complete(state: ServerState, http: Request, generate: bool) -> Respon
             raise OllamaError(400, f"context: {error}; send back the context an answer gave") from None
         reply = Reply()
         lines = _Lines(name, generate, request, reply, load_s, started)
-        after = (lambda: lines.take_context(model.exchange(prepared, reply))) if generate else None
+        # /api/generate gives the exchange's tokens back as `context`, unless they hold images (no token carries one)
+        after = (
+            (lambda: lines.take_context(model.exchange(prepared, reply))) if generate and not request.images else None
+        )
         begun = await start_job(state, http, lease, prepared, reply, started, after)
     except (QueueFull, ShuttingDown) as refusal:
         lease.release()

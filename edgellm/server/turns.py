@@ -6,6 +6,7 @@ wording of the failures a reply can meet.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import threading
 import time
@@ -25,6 +26,8 @@ from edgellm.errors import (
     EmptyPrompt,
     GrammarDeadEnd,
     GrammarInvalid,
+    ImageRefused,
+    NoVision,
     TemplateRefused,
     WorkerLost,
     WorkerUnreachable,
@@ -147,6 +150,14 @@ def client_of(request: Request) -> str:
     return request.client.host if request.client else "-"
 
 
+def from_this_machine(request: Request) -> bool:
+    """Whether the client connects from the server's own machine (a loopback address)."""
+    try:
+        return request.client is not None and ipaddress.ip_address(request.client.host).is_loopback
+    except ValueError:
+        return False
+
+
 async def read_json(request: Request, limit: int) -> Any:
     """The body as JSON: 413 past `limit` bytes (checked before reading when the length is declared), 400 if it
     is not JSON."""
@@ -222,6 +233,10 @@ def prepare(model: ChatModel, request: CompletionRequest) -> Prepared:
         raise ApiError(400, "the prompt is empty: send some text to complete", "empty_prompt", "prompt") from None
     except UnsupportedSchema as error:
         raise ApiError(400, str(error), "unsupported_schema", "response_format") from None
+    except NoVision as error:  # images sent to a model that reads text only
+        raise ApiError(400, str(error), "model_not_vision", "messages") from None
+    except ImageRefused as error:  # an image its header passed but the projector could not read
+        raise ApiError(400, str(error), "invalid_image", "messages") from None
 
 
 def refused(error: BaseException) -> ApiError:
