@@ -10,11 +10,13 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 
 from edgellm.cli.words import CLI, explain
 from edgellm.errors import EdgellmError, NoSuchConversation
 from edgellm.events import Notice
+from edgellm.media.images import Image, describe
 from edgellm.session.chat import ChatSession, Turn
 from edgellm.session.events import AnswerPiece, ReasoningPiece, ReplyDone, Timings
 from edgellm.session.history import Conversation, SavedMessage
@@ -32,6 +34,8 @@ HELP = """commands:
   /retry             answer the last message again
   /edit TEXT         replace the last message with TEXT and answer it
   /system TEXT       set the system prompt of this conversation
+  /image FILE        attach an image (PNG, JPEG, GIF, BMP) to the next message (a vision model);
+                     /image alone lists what is attached, /image clear drops it
   /set KEY VALUE     temp, top-k, top-p, min-p, repeat-penalty, n-predict, seed, think (show|hide),
                      loop-guard (on|off), json (on|off: every reply a JSON object),
                      stop TEXT (a reply ends where TEXT appears; /set stop alone clears it)
@@ -50,6 +54,7 @@ class Repl:
         self.generating = False
         self.last_interrupt = 0.0
         self.color = interactive and out.isatty()
+        self.attached: list[Image] = []  # images going with the next message
 
     # output
 
@@ -120,9 +125,19 @@ class Repl:
                     if self.command(message) == "exit":
                         return 0
                     continue
-                self.show(self.session.send(message.removeprefix("/") if message.startswith("//") else message))
+                self.send(message.removeprefix("/") if message.startswith("//") else message)
         finally:
             signal.signal(signal.SIGINT, previous)
+
+    def send(self, text: str) -> None:
+        """Send a message with the images attached to it (kept for the next one if the turn cannot start)."""
+        try:
+            turn = self.session.send(text, self.attached)
+        except EdgellmError as error:
+            self.say(f"error: {explain(error)}")
+            return
+        self.attached = []
+        self.show(turn)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self.generating:
@@ -214,8 +229,24 @@ class Repl:
         """A conversation just loaded, message by message."""
         for message in messages:
             mark = " [interrupted]" if message.interrupted else ""
+            for image in message.images:
+                self.say(f"{message.role}: [image: {describe(image)}]")
+            if message.images_lost:
+                self.say(f"{message.role}: [{message.images_lost} image(s) no longer in the image store]")
             self.say(f"{message.role}{mark}: {message.content}")
         self.say(f"conversation {conversation_id} loaded: {len(messages)} messages")
+
+    def cmd_image(self, argument: str) -> None:
+        if argument == "clear":
+            self.attached = []
+            self.say("no image attached")
+            return
+        if argument:
+            self.attached.append(self.session.read_image(Path(argument).expanduser()))
+        if not self.attached:
+            self.say("no image attached: /image FILE attaches one to the next message")
+        for image in self.attached:
+            self.say(f"attached: {describe(image)}")
 
     def cmd_rename(self, argument: str) -> None:
         self.session.rename(argument)

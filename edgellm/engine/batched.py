@@ -223,8 +223,10 @@ class BatchedModel:
     def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
         return self.local.tokenize(text, add_bos=add_bos, special=special)
 
-    def tokenize_with_images(self, text: str, images: Sequence[Image], *, add_bos: bool) -> list[int]:
-        return self.local.tokenize_with_images(text, images, add_bos=add_bos)
+    def tokenize_with_images(
+        self, text: str, images: Sequence[Image], *, add_bos: bool, special: bool = True
+    ) -> list[int]:
+        return self.local.tokenize_with_images(text, images, add_bos=add_bos, special=special)
 
     def detokenize(self, tokens: list[int], *, special: bool = False) -> bytes:
         return self.local.detokenize(tokens, special=special)

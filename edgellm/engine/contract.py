@@ -386,8 +386,11 @@ class Model(Protocol):
 
     def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]: ...
 
-    def tokenize_with_images(self, text: str, images: Sequence[Image], *, add_bos: bool) -> list[int]:
-        """A chat prompt's tokens (special tokens parsed) with `images` where the MARKERs of `text` are, in order: each
+    def tokenize_with_images(
+        self, text: str, images: Sequence[Image], *, add_bos: bool, special: bool = True
+    ) -> list[int]:
+        """A prompt's tokens (a chat prompt's special tokens parsed) with `images` where the MARKERs of `text` are, in
+        order: each
         image a run of one negative id per context position it takes (`engine.vision.image_token`). NoVision when the
         model has no projector; ImageRefused when llama.cpp cannot decode an image."""
         ...

@@ -21,7 +21,7 @@ from edgellm.engine.contract import (
     text_only,
 )
 from edgellm.engine.llama_log import LlamaLog, interrupt_after
-from edgellm.errors import LoadFailed, LoadTimedOut, UnknownToken
+from edgellm.errors import LoadFailed, LoadTimedOut, NoVision, UnknownToken
 from edgellm.reasons import reason
 from edgellm.storage import disk
 
@@ -85,10 +85,12 @@ class LocalModel:
     def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
 
-    def tokenize_with_images(self, text: str, images: Sequence[Image], *, add_bos: bool) -> list[int]:
+    def tokenize_with_images(
+        self, text: str, images: Sequence[Image], *, add_bos: bool, special: bool = True
+    ) -> list[int]:
         if self.projector is None:
             raise text_only(self.params.path)
-        return self.projector.tokenize(text, images, add_bos=add_bos)
+        return self.projector.tokenize(text, images, add_bos=add_bos, special=special)
 
     def detokenize(self, tokens: list[int], *, special: bool = False) -> bytes:
         """The tokens' text; UnknownToken for an id outside the vocabulary (llama.cpp would abort the process)."""
@@ -248,7 +250,19 @@ def load_projector(path: Path, llm: Any, params: LoadParams, log: LlamaLog) -> P
     try:
         with interrupt_after(), disk.held():
             return Projector(path, llm, use_gpu=params.n_gpu_layers != 0, n_threads=params.n_threads_batch)
-    except Exception:
+    except LoadFailed:
+        log.flush()
+        llm.close()
+        found = log.find("mtmd_init_from_file: error") or log.find("clip_init") or ""
+        why = found.split("error: ", 1)[-1].strip() or "llama.cpp refused it"
+        raise NoVision(
+            f"the projector {path.name} does not belong to {params.path.name} ({why}): pass the mmproj file "
+            f"published with this model, or --no-mmproj to chat without images",
+            params.path.name,
+            path.name,
+            why,
+        ) from None
+    except BaseException:
         log.flush()
         llm.close()
         raise

@@ -228,7 +228,9 @@ class SplitModel:
     def vision(self) -> bool:
         return False  # a split model's projector is not loaded: images need the whole model here
 
-    def tokenize_with_images(self, text: str, images: Sequence[Image], *, add_bos: bool) -> list[int]:
+    def tokenize_with_images(
+        self, text: str, images: Sequence[Image], *, add_bos: bool, special: bool = True
+    ) -> list[int]:
         raise text_only(self.params.path)
 
     def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:

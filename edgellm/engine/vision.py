@@ -114,9 +114,9 @@ class Projector:
         self._chunks: OrderedDict[str, ImageChunk] = OrderedDict()
         self._lock = threading.Lock()
 
-    def tokenize(self, text: str, images: Sequence[Image], *, add_bos: bool) -> list[int]:
+    def tokenize(self, text: str, images: Sequence[Image], *, add_bos: bool, special: bool = True) -> list[int]:
         """The prompt's tokens, each image (in the order of the MARKERs in `text`) a run of its image token; the text
-        tokenized with special tokens parsed, as a chat prompt is."""
+        tokenized with its special tokens parsed (a chat prompt's) or not (a raw prompt's)."""
         from llama_cpp import mtmd_cpp
 
         if text.count(MARKER) != len(images):
@@ -125,7 +125,7 @@ class Projector:
         chunks = mtmd_cpp.mtmd_input_chunks_init()
         try:
             encoded = text.encode("utf-8")
-            given = mtmd_cpp.mtmd_input_text(encoded, len(encoded), add_bos, True)
+            given = mtmd_cpp.mtmd_input_text(encoded, len(encoded), add_bos, special)
             array = (mtmd_cpp.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)
             with self._lock:
                 status = mtmd_cpp.mtmd_tokenize(self.context, chunks, ctypes.byref(given), array, len(bitmaps))

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
-from edgellm.engine.contract import GenerationOptions, settings_record
+from edgellm.engine.contract import GenerationOptions, settings_record, text_only
 from edgellm.errors import (
     EdgellmError,
     HistoryUnavailable,
@@ -26,6 +27,7 @@ from edgellm.errors import (
     WorkerUnreachable,
 )
 from edgellm.events import Notice
+from edgellm.media.images import Image
 from edgellm.session.completion import ChatModel, ReplyShape, json_messages, reply_notices
 from edgellm.session.events import ChatEvent, Reply, ReplyDone, Timings, ToolCallPiece
 from edgellm.session.flags import MODEL_FLAGS
@@ -48,11 +50,14 @@ class Entry:
     content: str
     reasoning: str = ""
     id: int | None = None
+    images: tuple[Image, ...] = ()  # a user message's images, in the order they were attached
 
-    def as_chat(self) -> dict[str, str]:
-        chat = {"role": self.role, "content": self.content}
+    def as_chat(self) -> dict[str, Any]:
+        chat: dict[str, Any] = {"role": self.role, "content": self.content}
         if self.reasoning:
             chat["reasoning_content"] = self.reasoning  # the template's own rule decides whether it goes back
+        if self.images:
+            chat["images"] = self.images
         return chat
 
 
@@ -81,9 +86,12 @@ class Turn:
     it as a context manager: that saves the reply as interrupted and frees the model for the next turn.
     """
 
-    def __init__(self, session: ChatSession, number: int, text: str | None, keep: int) -> None:
+    def __init__(
+        self, session: ChatSession, number: int, text: str | None, keep: int, images: tuple[Image, ...] = ()
+    ) -> None:
         self.id = number
         self.text = text  # the new user message; None answers the last one again (regenerate)
+        self.images = images  # the new message's images
         self.keep = keep  # entries kept before this turn: the rest are replaced once the prompt is known to fit
         self.cancelled = threading.Event()
         self.finished = False
@@ -127,7 +135,7 @@ class ChatSession:
 
     # the conversation
 
-    def chat_messages(self, entries: list[Entry] | None = None) -> list[dict[str, str]]:
+    def chat_messages(self, entries: list[Entry] | None = None) -> list[dict[str, Any]]:
         """The conversation (or `entries`) as the chat template takes it, the system prompt first."""
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         return system + [entry.as_chat() for entry in (self.entries if entries is None else entries)]
@@ -145,11 +153,28 @@ class ChatSession:
 
     # turns
 
-    def send(self, text: str) -> Turn:
-        """Start a turn answering `text`; iterate the Turn for its events."""
-        if not text.strip():
+    @property
+    def vision(self) -> bool:
+        """The model reads images: a message may carry them."""
+        return self.model.vision
+
+    def read_image(self, path: Path) -> Image:
+        """An image file to attach to the next message, checked now: NoVision when the model reads text only,
+        ImageRefused (naming the file and the way out) when it cannot be read as an image."""
+        from edgellm.media.images import read_image_file
+
+        if not self.vision:
+            raise text_only(self.model.model.params.path)
+        return read_image_file(path)
+
+    def send(self, text: str, images: Sequence[Image] = ()) -> Turn:
+        """Start a turn answering `text` (and its `images`); iterate the Turn for its events. NoVision at once when
+        the model reads text only."""
+        if not text.strip() and not images:
             raise EdgellmError("a message needs some text")
-        return self._start(text, lambda: len(self.entries))
+        if images and not self.vision:
+            raise text_only(self.model.model.params.path)
+        return self._start(text, lambda: len(self.entries), tuple(images))
 
     def regenerate(self) -> Turn:
         """Answer the last user message again, replacing the last reply."""
@@ -172,7 +197,8 @@ class ChatSession:
                 raise EdgellmError("there is no message to edit yet")
             return index
 
-        return self._start(text, keep)
+        last_user = next((entry for entry in reversed(self.entries) if entry.role == "user"), None)
+        return self._start(text, keep, last_user.images if last_user is not None else ())  # its images stay
 
     def cancel(self, turn_id: int | None = None) -> None:
         """Stop the turn in progress (or turn `turn_id`, if it is still the latest); safe from any thread."""
@@ -189,11 +215,11 @@ class ChatSession:
         if self.busy:
             raise EdgellmError(BUSY)
 
-    def _start(self, text: str | None, keep: Callable[[], int]) -> Turn:
+    def _start(self, text: str | None, keep: Callable[[], int], images: tuple[Image, ...] = ()) -> Turn:
         with self._starting:  # two threads cannot both start a turn
             self._idle()
             self._turns += 1
-            self._current = Turn(self, self._turns, text, keep())
+            self._current = Turn(self, self._turns, text, keep(), images)
             return self._current
 
     def _run(self, turn: Turn) -> Generator[ChatEvent, None, None]:
@@ -203,7 +229,8 @@ class ChatSession:
             turn.finished = True
 
     def _exchange(self, turn: Turn) -> Iterator[ChatEvent]:
-        kept = self.entries[: turn.keep] + ([Entry("user", turn.text)] if turn.text is not None else [])
+        new = [Entry("user", turn.text, images=turn.images)] if turn.text is not None else []
+        kept = self.entries[: turn.keep] + new
         messages = self.chat_messages(kept)
         shape = ReplyShape(json=self.json_replies)
         if self.json_replies:
@@ -273,7 +300,7 @@ class ChatSession:
             self.conversation_id = history.new_conversation(self.model_name, self.saved_settings())
             if self.system_prompt:
                 history.set_system(self.conversation_id, self.system_prompt)
-        user.id = history.add(self.conversation_id, "user", user.content)
+        user.id = history.add(self.conversation_id, "user", user.content, user.images)
         return history.start_reply(self.conversation_id)
 
     def _save_reply_start(self, history: History, user: Entry) -> int:
@@ -322,7 +349,9 @@ class ChatSession:
                 raise NoSuchConversation(f"no conversation {conversation_id}", conversation_id)
             messages = self._ask(History.messages, conversation_id)
             self.system_prompt = next((m.content for m in messages if m.role == "system"), None)
-            self.entries = [Entry(m.role, m.content, m.reasoning, m.id) for m in messages if m.role != "system"]
+            self.entries = [
+                Entry(m.role, m.content, m.reasoning, m.id, m.images) for m in messages if m.role != "system"
+            ]
             self.conversation_id, self._replies = conversation_id, []
             self.options = self.options.with_saved(conversation.settings)  # its sampling, as it was left
             return messages

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from edgellm.engine.contract import Generation, GenerationOptions, Grammar, Model
+from edgellm.engine.contract import Generation, GenerationOptions, Grammar, Model, text_only
 from edgellm.errors import ContextOverflow, EmptyPrompt, TemplateRefused
 from edgellm.events import Notice
 from edgellm.grammar.gbnf import after_reasoning
 from edgellm.grammar.json_schema import JSON_OBJECT_GRAMMAR, schema_grammar
+from edgellm.media import MARKER
+from edgellm.media.images import Image
 from edgellm.reasons import reason
 from edgellm.session.events import AnswerPiece, ReasoningPiece, Reply, ToolCallPiece
 from edgellm.templates.chat import ChatTemplate, choose, looks_like_base_model
+from edgellm.templates.images import has_images, last_user_images, place_images
 from edgellm.templates.reasoning import ReasoningSplitter, StopMatcher
 from edgellm.templates.sandbox import TemplateLimit
 from edgellm.templates.tools import (
@@ -156,7 +159,21 @@ class ChatModel:
             self._tool_format = detect_format(source, lambda messages, tools: self.render(messages, tools))
         return self._tool_format
 
+    @property
+    def vision(self) -> bool:
+        """The model reads images (a projector is loaded with it)."""
+        return self.model.vision
+
     def render(self, messages: Messages, tools: list[dict[str, Any]] | None = None) -> str:
+        """The prompt text of `messages`, each image a MARKER where it goes."""
+        return self.rendered(messages, tools)[0]
+
+    def rendered(self, messages: Messages, tools: list[dict[str, Any]] | None = None) -> tuple[str, list[Image]]:
+        """The prompt text of `messages` and its images, in the order of their MARKERs."""
+        placed, images = place_images(messages)
+        return self._render(placed, tools), images
+
+    def _render(self, messages: Messages, tools: list[dict[str, Any]] | None = None) -> str:
         bos, eos = self.special_tokens()
         try:
             return self.template.render(messages, bos_token=bos, eos_token=eos, tools=tools)
@@ -168,27 +185,32 @@ class ChatModel:
         except Exception as error:  # raise_exception() in the template, a Jinja error, RecursionError
             raise TemplateRefused(f"the model's chat template refused this conversation: {error}") from None
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, images: Sequence[Image] = ()) -> list[int]:
+        """A prompt text's tokens (its special tokens parsed), with `images` where its MARKERs are."""
+        if images:
+            return self.model.tokenize_with_images(text, images, add_bos=False)
         return self.model.tokenize(text, add_bos=False, special=True)
 
     def count(self, messages: Messages, tools: list[dict[str, Any]] | None = None) -> int:
-        return len(self.tokenize(self.render(messages, tools)))
+        return len(self.tokenize(*self.rendered(messages, tools)))
 
     def reply_room(self, max_tokens: int = -1) -> int:
         """Tokens kept free for the reply when the history is trimmed."""
         wanted = max_tokens if max_tokens > 0 else self.n_ctx // 4
         return max(MIN_REPLY_ROOM, min(wanted, self.n_ctx // 2))
 
-    def prompt_tokens(self, text: str) -> list[int]:
+    def prompt_tokens(self, text: str, images: Sequence[Image] = ()) -> list[int]:
         """The prompt's tokens, extending a recent call's exactly when the text extends it (the longest such): the
-        KV cache then holds every token but the new ones."""
+        KV cache then holds every token but the new ones. `images`: the prompt's, in the order of its MARKERs."""
         found: tuple[str, list[int]] = ("", [])
         for previous_text, previous_tokens in list(self._recent):  # a copy: another thread may change it meanwhile
             if len(previous_text) > len(found[0]) and text.startswith(previous_text):
                 found = (previous_text, previous_tokens)
         if found[0]:
-            return found[1] + self.tokenize(text[len(found[0]) :])
-        return self.tokenize(text)
+            rest = text[len(found[0]) :]
+            new_images = rest.count(MARKER)
+            return found[1] + self.tokenize(rest, images[len(images) - new_images :] if new_images else ())
+        return self.tokenize(text, images)
 
     def _remember(self, text: str, tokens: list[int]) -> None:
         recent = [(text, tokens)] + [call for call in self._recent if call[0] != text]
@@ -201,10 +223,14 @@ class ChatModel:
         tools: list[dict[str, Any]] | None = None,
     ) -> Prepared:
         """Fit the conversation into the context and tokenize it; ContextOverflow if one message is too long."""
+        if has_images(messages) and not self.vision:
+            if last_user_images(messages):
+                raise text_only(self.model.params.path)
+            messages = place_images(messages, keep=False)[0]  # a resumed history's images: this model reads text
         budget = self.n_ctx - self.reply_room(options.max_tokens)
         kept, dropped = fit_history(messages, lambda found: self.count(found, tools), budget)
-        text = self.render(kept, tools)
-        tokens = self.prompt_tokens(text) if options.cache_prompt else self.tokenize(text)
+        text, images = self.rendered(kept, tools)
+        tokens = self.prompt_tokens(text, images) if options.cache_prompt else self.tokenize(text, images)
         if len(tokens) >= self.n_ctx:
             raise ContextOverflow(
                 f"the conversation needs {len(tokens)} tokens but the context holds {self.n_ctx}",
@@ -306,9 +332,20 @@ class ChatModel:
         the reply's text tokenized again."""
         return prepared.tokens + self.model.tokenize(reply.content, add_bos=False, special=False)
 
-    def prepare_text(self, prompt: str) -> Prepared:
-        """A raw prompt, completed as it is (no template): BOS and its tokens; ContextOverflow if no room is left."""
-        return Prepared(prompt, text_prompt_tokens(self.model, prompt), 0, chat=False)
+    def prepare_text(self, prompt: str, images: Sequence[Image] = ()) -> Prepared:
+        """A raw prompt, completed as it is (no template): BOS and its tokens; ContextOverflow if no room is left.
+        `images` go where the prompt has MARKERs, else before its text."""
+        if not images:
+            return Prepared(prompt, text_prompt_tokens(self.model, prompt), 0, chat=False)
+        if not self.vision:
+            raise text_only(self.model.params.path)
+        placed = place_images([{"role": "user", "content": prompt, "images": images}])[0][0]["content"]
+        tokens = self.model.tokenize_with_images(placed, images, add_bos=True, special=False)
+        if len(tokens) >= self.n_ctx:
+            raise ContextOverflow(
+                reason("prompt_too_long", needed=len(tokens), n_ctx=self.n_ctx), len(tokens), self.n_ctx
+            )
+        return Prepared(placed, tokens, 0, chat=False)
 
     def stream(
         self,

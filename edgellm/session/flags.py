@@ -207,6 +207,16 @@ MODEL_FLAGS = (
     ),
     Flag(("--draft-hf",), "draft_hf", str, None, "Hugging Face repo to take the draft model from", "REPO[:QUANT]"),
     Flag(
+        ("-mm", "--mmproj"),
+        "mmproj",
+        str,
+        None,
+        "vision projector (mmproj GGUF) loaded with the model, so messages may carry images (default: the one kept "
+        "with the model, or an mmproj file beside it)",
+        "FILE",
+    ),
+    Flag(("--no-mmproj",), "no_mmproj", None, False, "load no vision projector, even one kept with the model"),
+    Flag(
         ("--min-quality",),
         "min_quality",
         non_negative_float,
@@ -259,6 +269,8 @@ class Flags:
     spec: str = "auto"  # SPEC_MODES: how replies are drafted
     model_draft: str | None = None  # -md: the draft model
     draft_hf: str | None = None  # --draft-hf: the draft model from the Hub
+    mmproj: str | None = None  # --mmproj: the vision projector (None: the one kept with the model, if any)
+    no_mmproj: bool = False  # --no-mmproj: text only
     min_quality: float | None = None  # --min-quality: the largest KL divergence a chosen quant may have
     load_timeout: float = LOAD_TIMEOUT_S  # --load-timeout: seconds a load may go without progress
 

@@ -14,15 +14,17 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from edgellm.errors import HistoryUnavailable
+from edgellm.errors import EdgellmError, HistoryUnavailable
 from edgellm.events import Notice
+from edgellm.media.images import Image
 from edgellm.session.events import Timings
 from edgellm.storage import disk
+from edgellm.storage.images import ImageStore
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -52,6 +54,10 @@ MIGRATIONS = (
     );
     CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
     """,
+    # 2: a message's images, kept in the image store beside the database and named here by digest
+    """
+    ALTER TABLE messages ADD COLUMN images TEXT NOT NULL DEFAULT '[]'
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -78,6 +84,8 @@ class SavedMessage:
     state: str
     timings: Timings | None
     created: float
+    images: tuple[Image, ...] = ()  # what the image store still holds of the message's images
+    images_lost: int = 0  # its images the store no longer holds (deleted by hand)
 
     @property
     def interrupted(self) -> bool:
@@ -110,6 +118,7 @@ class History:
     def __init__(self, path: Path) -> None:
         self.lock = threading.RLock()
         self.path = path
+        self.images = ImageStore(path.parent / "images")  # beside the database: EDGELLM_HOME/images
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(path), timeout=10, isolation_level=None, check_same_thread=False)
@@ -245,18 +254,45 @@ class History:
     @serialized
     def messages(self, conversation_id: int) -> list[SavedMessage]:
         rows = self.db.execute(
-            "SELECT id, role, content, reasoning, state, timings, created FROM messages WHERE conversation_id = ? "
-            "ORDER BY id",
+            "SELECT id, role, content, reasoning, state, timings, created, images FROM messages "
+            "WHERE conversation_id = ? ORDER BY id",
             (conversation_id,),
         ).fetchall()
-        return [SavedMessage(r[0], r[1], r[2], r[3], r[4], _timings(r[5]), r[6]) for r in rows]
+        found = []
+        for r in rows:
+            images = self._images(r[7])
+            found.append(
+                SavedMessage(
+                    r[0], r[1], r[2], r[3], r[4], _timings(r[5]), r[6], images, len(_names(r[7])) - len(images)
+                )
+            )
+        return found
+
+    def _images(self, saved: str) -> tuple[Image, ...]:
+        """A message's images the store still holds (unreadable or missing ones left out)."""
+        found = []
+        for digest, name in _names(saved):
+            try:
+                image = self.images.get(digest, name)
+            except EdgellmError:
+                image = None
+            if image is not None:
+                found.append(image)
+        return tuple(found)
 
     @serialized
-    def add(self, conversation_id: int, role: str, content: str) -> int:
+    def add(self, conversation_id: int, role: str, content: str, images: Sequence[Image] = ()) -> int:
+        """Add a message; its images go to the image store first (each kept once, whatever refers to it)."""
+        for image in images:
+            try:
+                self.images.put(image)
+            except OSError as error:
+                raise sqlite3.OperationalError(f"the image {image.name} could not be kept: {error}") from None
+        names = json.dumps([{"digest": image.digest, "name": image.name} for image in images])
         now = time.time()
         cursor = self.db.execute(
-            "INSERT INTO messages (conversation_id, role, content, created, updated) VALUES (?, ?, ?, ?, ?)",
-            (conversation_id, role, content, now, now),
+            "INSERT INTO messages (conversation_id, role, content, images, created, updated) VALUES (?, ?, ?, ?, ?, ?)",
+            (conversation_id, role, content, names, now, now),
         )
         self._touch(conversation_id, content if role == "user" else None)
         return _row_id(cursor)
@@ -332,6 +368,21 @@ def _timings(saved: str | None) -> Timings | None:
         return Timings.from_dict(json.loads(saved))
     except ValueError:
         return None
+
+
+def _names(saved: str | None) -> list[tuple[str, str]]:
+    """The (digest, name) of each image a message's `images` column names; [] for anything odd."""
+    try:
+        items = json.loads(saved or "[]")
+    except ValueError:
+        return []
+    if not isinstance(items, list):
+        return []
+    return [
+        (item["digest"], str(item.get("name", "")))
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("digest"), str)
+    ]
 
 
 def _row_id(cursor: sqlite3.Cursor) -> int:

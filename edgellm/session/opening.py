@@ -208,7 +208,38 @@ def plan_model(flags: Flags, report: Report = ignore, cancel: threading.Event | 
     profile = detect_this_machine()
     choice = choose_model(flags, profile, report, cancel)
     assert choice.plan is not None
-    return PlannedModel(choice, profile, load_params(choice.path, choice.plan, flags.seed))
+    params = replace(load_params(choice.path, choice.plan, flags.seed), projector=projector_path(flags, choice.path))
+    return PlannedModel(choice, profile, params)
+
+
+def projector_path(flags: Flags, model: Path) -> Path | None:
+    """The vision projector loaded with `model`: --mmproj's file (checked: a GGUF holding a vision projector), else the
+    one kept with the model (`storage.projectors.projector_for`); none with --no-mmproj."""
+    from edgellm.errors import NoVision
+    from edgellm.gguf.header import read_header
+
+    if flags.no_mmproj:
+        return None
+    if not flags.mmproj:
+        from edgellm.storage.projectors import projector_for
+
+        return projector_for(model)
+    path = Path(flags.mmproj).expanduser()
+    try:
+        header = read_header(path)
+    except GGUFError as error:
+        raise ModelFileError(
+            f"--mmproj {flags.mmproj}: {error}; pass the model's mmproj GGUF file", path, error.problem
+        ) from None
+    if header.architecture != "clip" or not header.metadata.get("clip.has_vision_encoder"):
+        raise NoVision(
+            f"--mmproj {path.name} is not a vision projector (its architecture is {header.architecture}): pass the "
+            f"model's mmproj-….gguf file",
+            model.name,
+            path.name,
+            "not a projector",
+        )
+    return path
 
 
 def plan_split_model(

@@ -73,7 +73,7 @@ class ScriptedModel:
 
     vision = False
 
-    def tokenize_with_images(self, text: str, images: Any, *, add_bos: bool) -> list[int]:
+    def tokenize_with_images(self, text: str, images: Any, *, add_bos: bool, special: bool = True) -> list[int]:
         from edgellm.engine.contract import text_only
 
         raise text_only(self.params.path)

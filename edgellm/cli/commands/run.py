@@ -13,7 +13,10 @@ from edgellm.cli.arguments import add_model_flags, add_parallel_flag, add_rpc_fl
 from edgellm.errors import EdgellmError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from edgellm.engine.contract import GenerationOptions
+    from edgellm.media.images import Image
     from edgellm.session.batch import Tally
     from edgellm.session.completion import ChatModel, ReplyShape
 
@@ -41,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser,
         None,
         "with --batch: requests decoded together (default auto: the most this machine gains from)",
+    )
+    parser.add_argument(
+        "--image",
+        action="append",
+        metavar="FILE",
+        help="an image (PNG, JPEG, GIF or BMP) for a vision model, placed where the prompt says <__media__> or else "
+        "before it; repeat for several",
     )
     parser.add_argument(
         "--json",
@@ -85,17 +95,34 @@ def main(args: argparse.Namespace) -> int:
     from edgellm.session.flags import flags_of
 
     if args.batch:
+        if args.image:
+            raise EdgellmError("--image goes with -p or -f: a --batch request carries no image")
         return run_batch(args)
     if args.output or args.parallel:
         raise EdgellmError(f"{'-o' if args.output else '--parallel'} goes with --batch FILE: pass one, or drop it")
     flags = flags_of(args)
     prompt = read_prompt(args)
+    images = read_images(args.image or [])  # a bad image is said before the model loads
     host, planned = open_host(flags)
     if flags.system_prompt:
         print("edgellm: note: run completes the raw prompt; -sys is used by chat", file=sys.stderr)
     shape = reply_shape(args)  # a bad schema or grammar file is said before the model loads
+    if images and planned.params.projector is None:
+        from edgellm.engine.contract import text_only
+
+        raise text_only(planned.params.path)
     model = host.load(planned)
-    return generate(model, flags.generation_options(), prompt, as_json=args.json, verbose=flags.verbose, shape=shape)
+    options = flags.generation_options()
+    return generate(model, options, prompt, as_json=args.json, verbose=flags.verbose, shape=shape, images=images)
+
+
+def read_images(paths: list[str]) -> list[Image]:
+    """--image's files, each checked (ImageRefused names the file and the way out)."""
+    from pathlib import Path
+
+    from edgellm.media.images import read_image_file
+
+    return [read_image_file(Path(path).expanduser()) for path in paths]
 
 
 def reply_shape(args: argparse.Namespace) -> ReplyShape:
@@ -137,6 +164,7 @@ def generate(
     as_json: bool,
     verbose: bool = False,
     shape: ReplyShape | None = None,
+    images: Sequence[Image] = (),
 ) -> int:
     """Stream the raw completion of `prompt` to stdout (the server's /v1/completions path); Ctrl-C stops it (exit
     130) and keeps what was printed. `shape`: a grammar the completion must match."""
@@ -145,7 +173,7 @@ def generate(
     from edgellm.session.completion import ReplyShape
     from edgellm.session.events import Reply, ToolCallPiece
 
-    prepared = model.constrain(model.prepare_text(prompt), shape or ReplyShape(), options)
+    prepared = model.constrain(model.prepare_text(prompt, images), shape or ReplyShape(), options)
     options = prepared.options
     reply = Reply()
     out = sys.stdout
