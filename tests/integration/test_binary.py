@@ -15,9 +15,11 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
+from edgellm.convert.tinyprojector import ProjectorShape, write_projector
 from edgellm.hw import buildconfig
 from edgellm.hw.profile import from_dict
 from tests.support import REPO, edgellm
+from tests.support.images import PHOTO
 from tests.support.server import ServerProcess
 from tests.support.terminal import Terminal
 
@@ -151,6 +153,28 @@ def test_run_gives_the_installed_packages_greedy_text(binary: Path, bare_env: di
     package = edgellm(*args)
     assert ours.returncode == 0 and package.returncode == 0, ours.stderr
     assert ours.stdout == package.stdout and len(ours.stdout.split()) > 5
+
+
+def test_run_with_an_image_gives_the_installed_packages_text(
+    binary: Path, bare_env: dict[str, str], test_model: Path, tmp_path: Path
+) -> None:
+    """The binary loads a vision projector through its own libmtmd and answers about a photo with the installed
+    package's greedy text, the image taking the projector's tokens."""
+    installed = buildconfig.read_build_info() or {}
+    build = bundled_build(binary, bare_env)
+    if build["cpu_features"] != installed.get("cpu_features"):
+        pytest.skip(f"the binary's kernels ({build['cpu_features']}) differ from the installed build's")
+    shape = ProjectorShape()
+    projector = write_projector(tmp_path / "mmproj-tiny-f16.gguf", shape)
+    args = ("run", "-m", str(test_model), "--mmproj", str(projector), "--image", str(PHOTO), "-p", "Describe it.")
+    args += ("-n", "12", "--temp", "0", "--json")
+    ours = run_binary(binary, *args, env=bare_env)
+    package = edgellm(*args)
+    assert ours.returncode == 0 and package.returncode == 0, ours.stderr[-3000:] + package.stderr[-3000:]
+    text, _, report = ours.stdout.rstrip("\n").rpartition("\n")
+    assert text and text == package.stdout.rstrip("\n").rpartition("\n")[0]
+    stats = json.loads(report)
+    assert stats.get("stats", stats)["image_tokens"] == shape.image_tokens, stats
 
 
 def test_doctor_passes_and_names_the_cpu_library(binary: Path, bare_env: dict[str, str]) -> None:
