@@ -4,8 +4,9 @@ Goals (issue 32), each against llama-mtmd-cli measured in the same run (the same
 attention; built from the wheel's llama.cpp source and CMake flags, `benchmarks/llama_bench.py llama-mtmd-cli`):
 - image speed ≥ 0.95 × llama-mtmd-cli's: encoding the image and decoding its embeddings into the model (edgellm's
   `image_ms`; llama-mtmd-cli logs "mtmd batch encoding done in X ms" and "image decoded (batch 1/1) in Y ms");
-- time to first token ≥ 0.95 × its speed (llama-mtmd-cli's: from its last line before it reads the image to its
-  first token on stdout, read as they come; edgellm's: `ttft_ms` of `run --json`);
+- time to first token ≥ 0.95 × its speed, from the prompt tokenized (the image read, decoded and preprocessed) to
+  the first token: edgellm's `ttft_ms` of `run --json`; llama-mtmd-cli's from its tokenizer's last log line to its
+  first token on stdout, each read as it comes (its reading and tokenizing is printed beside, in neither figure);
 - memory: what the projector and one image add (peak RSS of `edgellm run` with them, minus the same run without)
   within ± 10 % of the plan's projector estimate (`plan --mmproj --json`: its weights and one image's encoding).
 
@@ -46,7 +47,11 @@ SHAPE = ProjectorShape(n_embd=768, n_ff=3072, n_layers=12, n_head=12, image_size
 ENCODED = re.compile(r"(?:mtmd batch encoding done|image slice encoded) in (\d+) ms")
 DECODED = re.compile(r"image decoded \(batch \d+/\d+\) in (\d+) ms")
 IMAGE_TOKENS = re.compile(r"image_tokens->n([xy]) = (\d+)")
-BEFORE_MEDIA = "WARN: This is an experimental CLI"  # llama-mtmd-cli's last line before it loads the image
+# llama-mtmd-cli's log: its last line before it reads the image file; each text piece its tokenizer adds (the last
+# one ends the tokenizing: the image decoded and preprocessed); the start of the image's encoding
+BEFORE_MEDIA = "WARN: This is an experimental CLI"
+TOKENIZED = "add_text:"
+ENCODING = "encoding mtmd batch"
 MIB = 2**20
 
 
@@ -57,15 +62,24 @@ class Run:
     stdout: str = ""
     stderr: str = ""
     first_token_at: float | None = None  # monotonic time the second byte of stdout came (its first is a newline)
-    marker_at: float | None = None  # monotonic time the stderr line `marker` came
     peak_rss: int = 0
     returncode: int = 0
-    lines: list[str] = field(default_factory=list)
+    lines: list[tuple[float, str]] = field(default_factory=list)  # stderr's lines, each with when it came
+
+    def last_before(self, needle: str, ending: str) -> float | None:
+        """When the last stderr line holding `needle` before the first holding `ending` came."""
+        found = None
+        for at, line in self.lines:
+            if ending in line:
+                return found
+            if needle in line:
+                found = at
+        return None
 
 
-def watched(command: list[str], marker: str = "", env: dict[str, str] | None = None) -> Run:
-    """Run `command`, reading stdout and stderr as they come (so the first token and `marker`'s line are timed as
-    they arrive), and take its peak RSS from the kernel's accounting of the process (wait4)."""
+def watched(command: list[str], env: dict[str, str] | None = None) -> Run:
+    """Run `command`, reading stdout and stderr as they come (the first token and each log line timed as they
+    arrive), and take its peak RSS from the kernel's accounting of the process (wait4)."""
     run = Run()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     out: list[bytes] = []
@@ -82,10 +96,7 @@ def watched(command: list[str], marker: str = "", env: dict[str, str] | None = N
     def read_stderr() -> None:
         assert child.stderr is not None
         for raw in iter(child.stderr.readline, b""):
-            line = raw.decode(errors="replace")
-            if marker and run.marker_at is None and marker in line:
-                run.marker_at = time.monotonic()
-            run.lines.append(line)
+            run.lines.append((time.monotonic(), raw.decode(errors="replace")))
 
     readers = [threading.Thread(target=read_stdout), threading.Thread(target=read_stderr)]
     for reader in readers:
@@ -97,7 +108,7 @@ def watched(command: list[str], marker: str = "", env: dict[str, str] | None = N
     run.returncode = child.returncode
     run.peak_rss = usage.ru_maxrss * 1024  # KiB on Linux
     run.stdout = b"".join(out).decode(errors="replace")
-    run.stderr = "".join(run.lines)
+    run.stderr = "".join(line for _, line in run.lines)
     return run
 
 
@@ -112,6 +123,7 @@ class Measured:
     image_tokens: int
     peak_rss: int
     encode_ms: float | None = None  # llama-mtmd-cli: the encoding alone
+    read_ms: float | None = None  # llama-mtmd-cli: reading the image and tokenizing the prompt (not in ttft_ms)
 
 
 def anchor(tool: Path, projector: Path, image: Path, threads: int, tokens: int) -> Measured:
@@ -140,8 +152,10 @@ def anchor(tool: Path, projector: Path, image: Path, threads: int, tokens: int) 
         "gemma",
         "-v",  # the image's token counts and the decoding time are logged at debug and info level
     ]
-    run = watched(command, marker=BEFORE_MEDIA)
-    if run.returncode != 0 or run.marker_at is None or run.first_token_at is None:
+    run = watched(command)
+    before_image = run.last_before(BEFORE_MEDIA, ENCODING)
+    tokenized = run.last_before(TOKENIZED, ENCODING)
+    if run.returncode != 0 or before_image is None or tokenized is None or run.first_token_at is None:
         raise failed("llama-mtmd-cli", run)
     encoded = [float(ms) for ms in ENCODED.findall(run.stderr)]
     decoded = [float(ms) for ms in DECODED.findall(run.stderr)]
@@ -150,10 +164,11 @@ def anchor(tool: Path, projector: Path, image: Path, threads: int, tokens: int) 
     sides = dict(IMAGE_TOKENS.findall(run.stderr))
     return Measured(
         image_ms=sum(encoded) + sum(decoded),
-        ttft_ms=(run.first_token_at - run.marker_at) * 1000,
+        ttft_ms=(run.first_token_at - tokenized) * 1000,
         image_tokens=int(sides.get("x", 0)) * int(sides.get("y", 1)),
         peak_rss=run.peak_rss,
         encode_ms=sum(encoded),
+        read_ms=(tokenized - before_image) * 1000,
     )
 
 
@@ -165,7 +180,7 @@ def stat(report: dict, key: str) -> float | None:
 
 def edgellm(home: str, projector: Path | None, image: Path | None, threads: int, tokens: int) -> Measured:
     """`edgellm run --json`, with the projector and the image or (both None) without."""
-    vision = ["--mmproj", str(projector), "--image", str(image)] if projector and image else []
+    vision = ["--mmproj", str(projector), "--image", str(image)] if projector and image else ["--no-mmproj"]
     command = [
         sys.executable,
         "-m",
@@ -190,7 +205,7 @@ def edgellm(home: str, projector: Path | None, image: Path | None, threads: int,
     ]
     run = watched(command, env={**os.environ, "EDGELLM_HOME": home})
     if run.returncode != 0:
-        raise failed("edgellm run" + (" --image" if vision else ""), run)
+        raise failed("edgellm run" + (" --image" if image else ""), run)
     report = json.loads(run.stdout.strip().splitlines()[-1])
     ttft = stat(report, "ttft_ms")
     if ttft is None:
@@ -302,10 +317,14 @@ def report(
         print(f"  encode ms:                 {spread([m.encode_ms or 0.0 for m in theirs])}")
         print(f"  encode + decode image ms:  {spread([m.image_ms for m in theirs])}")
         print(f"  time to first token ms:    {spread([m.ttft_ms for m in theirs])}")
+        print(f"  (before: image read and prompt tokenized, ms {spread([m.read_ms or 0.0 for m in theirs])})")
         print(f"  peak RSS MiB:              {spread([m.peak_rss / MIB for m in theirs])}")
         findings.figure("llama-mtmd-cli image encoding", median([m.encode_ms or 0.0 for m in theirs]), "ms")
         findings.figure("llama-mtmd-cli image encode + decode", median([m.image_ms for m in theirs]), "ms")
         findings.figure("llama-mtmd-cli time to first token", median([m.ttft_ms for m in theirs]), "ms")
+        findings.figure(
+            "llama-mtmd-cli image read + prompt tokenized", median([m.read_ms or 0.0 for m in theirs]), "ms"
+        )
         findings.figure("llama-mtmd-cli peak RSS", median([m.peak_rss for m in theirs]) / MIB, "MiB")
     if ours:
         print(f"edgellm run --image ({ours[0].image_tokens} image tokens):")
