@@ -2,7 +2,8 @@
 
 Every turn is the chat session's: this screen sends, stops and shows. A thread iterates the turn and
 posts the reply in batches (never one UI call per token, never waiting on the UI). While a model loads, its progress
-is drawn as a bar (after a second: a quick load shows none), and a message sent meanwhile waits for it.
+is drawn as a bar (after a second: a quick load shows none), and a message sent meanwhile waits for it. Images go with
+the next message: attached by their path (Ctrl+O) or by pasting one, shown above the message box until it is sent.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from edgellm.errors import EdgellmError
+from edgellm.engine.contract import text_only
+from edgellm.errors import EdgellmError, ImageRefused
 from edgellm.events import Notice
+from edgellm.media.images import Image, read_image_file
 from edgellm.session.events import AnswerPiece, ReasoningPiece, ReplyDone, Timings
 from edgellm.tui.clipboard import code_blocks, copy
 from edgellm.tui.messages import (
@@ -34,13 +37,14 @@ from edgellm.tui.messages import (
     ReplyPieces,
     ResumeConversation,
 )
+from edgellm.tui.widgets.attach import AttachedImage, AttachedImages, AttachField
 from edgellm.tui.widgets.conversations import ConversationList
 from edgellm.tui.widgets.loadbar import LoadBar
 from edgellm.tui.widgets.message import ChatMessage, reply_meta
 from edgellm.tui.widgets.modebar import ModeBar
 from edgellm.tui.widgets.prompt import PromptInput
 from edgellm.tui.widgets.status import StatusLine, status_text
-from edgellm.tui.words import told
+from edgellm.tui.words import explain, told
 
 if TYPE_CHECKING:
     from textual import getters
@@ -84,6 +88,7 @@ class ChatScreen(Screen[None]):
         Binding("ctrl+n", "new", "New"),
         Binding("ctrl+r", "regenerate", "Retry"),
         Binding("ctrl+e", "edit_last", "Edit", priority=True),
+        Binding("ctrl+o", "attach", "Attach image", show=False),
         Binding("ctrl+y", "copy_reply", "Copy", priority=True, show=False),
         Binding("ctrl+k", "copy_code", "Copy code", priority=True, show=False),
         Binding("ctrl+s", "settings", "Settings"),
@@ -99,6 +104,8 @@ class ChatScreen(Screen[None]):
         self.planned: PlannedModel | None = None
         self.reply: ChatMessage | None = None  # the reply being streamed
         self._sent = ""  # the last message sent, put back in the box if its turn fails
+        self._sent_images: tuple[Image, ...] = ()  # and its images, attached again
+        self.attached: list[Image] = []  # the images that go with the next message
         self.editing = False
         self.state = ""
         self.timings: Timings | None = None
@@ -117,6 +124,8 @@ class ChatScreen(Screen[None]):
                 yield LoadBar(id="load-progress")
                 yield VerticalScroll(id="messages")
                 yield Static("editing the last message: Enter sends it, Esc leaves it as it was", id="editing")
+                yield AttachField(id="attach")
+                yield AttachedImages(id="attached")
                 yield PromptInput(id="prompt")
                 yield StatusLine(id="status", markup=False)
         yield Footer(compact=True)
@@ -195,7 +204,7 @@ class ChatScreen(Screen[None]):
 
     async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
         text = event.text
-        if not text.strip():
+        if not text.strip() and not self.attached:
             return
         if self.session is None and self.loading_model is not None:
             self._wait_for_model(text)
@@ -209,7 +218,7 @@ class ChatScreen(Screen[None]):
             return
         self.waiting = text
         self.query_one(PromptInput).clear()
-        self._mount(ChatMessage("user", text))
+        self._mount(ChatMessage("user", text, images=self.attached))
         self._show_status()
 
     async def _send(self, text: str) -> None:
@@ -217,9 +226,10 @@ class ChatScreen(Screen[None]):
         if session is None:
             return
         editing = self.editing
-        self._sent = text
+        attached = () if editing else tuple(self.attached)  # an edited message keeps the images it had
+        self._sent, self._sent_images = text, attached
         try:
-            turn = session.edit_last(text) if editing else session.send(text)
+            turn = session.edit_last(text) if editing else session.send(text, attached)
         except EdgellmError as error:
             if not self.query_one(PromptInput).text:
                 self.query_one(PromptInput).text = text  # a message that waited for the model: nothing is lost
@@ -229,9 +239,13 @@ class ChatScreen(Screen[None]):
         if prompt.text == text:
             prompt.clear()
         self._leave_editing()
+        images = turn.images
         if editing:
             self._remove_from_last_user()
-        await self._show_reply(turn, ChatMessage("user", text))
+        if attached:
+            self.attached.clear()
+            await self._show_attached()
+        await self._show_reply(turn, ChatMessage("user", text, images=images))
 
     async def _show_reply(self, turn: Turn, *before: ChatMessage) -> None:
         """The reply's place on screen (after `before`), then the turn on a thread. The model starts once these are
@@ -314,11 +328,14 @@ class ChatScreen(Screen[None]):
         self.reply, self.state = None, ""
         self._clear_messages()
         for entry in self.session.entries if self.session is not None else []:
-            self._mount(ChatMessage(entry.role, entry.content, entry.reasoning))
+            self._mount(ChatMessage(entry.role, entry.content, entry.reasoning, images=entry.images))
         prompt = self.query_one(PromptInput)
         prompt.cursor_blink = True
         if self._sent and not prompt.text:
             prompt.text = self._sent
+        if self._sent_images and not self.attached:
+            self.attached.extend(self._sent_images)
+            self.call_later(self._show_attached)
         self._show_status()
         self.app.show_error(message.error)
 
@@ -379,6 +396,69 @@ class ChatScreen(Screen[None]):
         self.editing = True
         self.query_one("#editing").display = True
         prompt.focus()
+
+    def action_attach(self) -> None:
+        """The path field, for an image to go with the next message (a model that reads text only says so)."""
+        if self._can_attach():
+            self.query_one(AttachField).open()
+
+    async def on_attach_field_chosen(self, event: AttachField.Chosen) -> None:
+        if await self._attach_image(event.path):
+            event.field.close()
+            self.query_one(PromptInput).focus()
+
+    def on_attach_field_cancelled(self, event: AttachField.Cancelled) -> None:
+        self.query_one(AttachField).close()
+        self.query_one(PromptInput).focus()
+
+    async def on_prompt_input_path_pasted(self, event: PromptInput.PathPasted) -> None:
+        """A pasted image path attaches the image; when this model cannot take one, it is typed in as pasted."""
+        if self.session is not None and self.session.vision:
+            await self._attach_image(event.path)
+            return
+        event.prompt.insert(event.text)
+        if self.session is not None:
+            self._can_attach()  # says the model reads text only, and the way out
+
+    async def on_prompt_input_empty_backspace(self, event: PromptInput.EmptyBackspace) -> None:
+        if self.attached:
+            self.attached.pop()
+            await self._show_attached()
+
+    async def on_attached_image_removed(self, event: AttachedImage.Removed) -> None:
+        if 0 <= event.index < len(self.attached):
+            del self.attached[event.index]
+            await self._show_attached()
+
+    def _can_attach(self) -> bool:
+        """Whether the model takes images; else a notice of why not and the way out."""
+        if self.session is None:
+            self._ready()  # says why there is no model
+            return False
+        if not self.session.vision:
+            refusal = text_only(Path(self.session.model_name))  # what sending an image would say
+            self.app.notify(explain(refusal), severity="warning", timeout=8)
+            return False
+        return True
+
+    async def _attach_image(self, path: Path) -> bool:
+        """Read and check the image at `path` and attach it; a refused one is a notice. Whether it was attached."""
+        if not self._can_attach():
+            return False
+        try:
+            image = read_image_file(path)
+        except ImageRefused as error:
+            self.app.notify(explain(error), severity="error", timeout=8)
+            return False
+        if any(attached.digest == image.digest for attached in self.attached):
+            self.app.notify(f"{image.name} is attached already", severity="warning")
+            return True
+        self.attached.append(image)
+        await self._show_attached()
+        return True
+
+    async def _show_attached(self) -> None:
+        await self.query_one(AttachedImages).show(self.attached)
 
     def action_copy_reply(self) -> None:
         message = self._chosen_reply()
@@ -469,6 +549,11 @@ class ChatScreen(Screen[None]):
             ("Chat: new conversation", "start over; the old one stays in the history (Ctrl+N)", self.action_new),
             ("Chat: answer again", "regenerate the last reply (Ctrl+R)", self.action_regenerate),
             ("Chat: edit the last message", "change it and get a new answer (Ctrl+E)", self.action_edit_last),
+            (
+                "Chat: attach an image",
+                "to the next message: its path, or paste one in the box (Ctrl+O)",
+                self.action_attach,
+            ),
             ("Chat: copy the reply", "to the clipboard (Ctrl+Y)", self.action_copy_reply),
             ("Chat: copy the code block", "the reply's last code block (Ctrl+K)", self.action_copy_code),
             ("Chat: settings", "system prompt and sampling for this conversation (Ctrl+S)", self.action_settings),
@@ -518,7 +603,12 @@ class ChatScreen(Screen[None]):
             meta = reply_meta(timings, message.interrupted) if message.role == "assistant" else ""
             self._mount(
                 ChatMessage(
-                    message.role, message.content, message.reasoning, interrupted=message.interrupted, meta=meta
+                    message.role,
+                    message.content,
+                    message.reasoning,
+                    interrupted=message.interrupted,
+                    meta=meta,
+                    images=message.images,
                 )
             )
             last = message.timings if message.role == "assistant" and message.timings else last

@@ -33,11 +33,17 @@ Run language models on this machine, fitted to it.
 | Ctrl+N | a new conversation |
 | Ctrl+R | answer the last message again |
 | Ctrl+E | edit the last message (Enter sends it, Esc leaves it) |
+| Ctrl+O | attach an image to the next message: its path (Tab completes, Enter attaches, Esc cancels) |
+| paste | an image file's path or file:// URL pasted in the box attaches the image (Backspace in an empty box: off) |
 | Ctrl+Y | copy the last reply (or the reply with focus) |
 | Ctrl+K | copy the last code block of that reply |
 | Ctrl+S | this chat's settings: system prompt, temperature, top-k, top-p, min-p, repeat penalty, max tokens, seed |
 | Ctrl+B | show or hide the history |
 | F6 / F7 / Del | in the history: rename, search, delete |
+
+Images need a vision model: a GGUF with its projector (`edgellm chat --mmproj FILE`, or a model pulled with its
+projector). Each attached image is shown above the box, and in the message it went with, by its name, pixel size and
+file size; PNG, JPEG, GIF and BMP are read.
 
 Copying uses the terminal's clipboard (OSC 52, which works over SSH) and, where one is installed, the system's
 clipboard tool (wl-copy, xclip, xsel, pbcopy).

@@ -7,6 +7,8 @@ lines (a layout of the screen, the costly part) at most every GROW_EVERY_S."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -16,6 +18,10 @@ from textual.timer import Timer
 from textual.widgets import Collapsible, Label, Markdown, Static
 
 from edgellm.session.events import Timings
+from edgellm.tui.widgets.attach import attached_line
+
+if TYPE_CHECKING:
+    from edgellm.media.images import Image
 
 GROW_EVERY_S = 0.5  # a reply being written grows (new lines: a layout) at most this often
 
@@ -54,7 +60,7 @@ class UnfinishedLine(Static):
 
 class ChatMessage(Vertical, can_focus=True):
     """A message; a reply is written line by line into its Markdown (the unfinished line as plain text), then
-    rendered once whole.
+    rendered once whole. A message with images shows each one's name and size above its text.
 
     The parts a message may lack (the folded reasoning, the timings line) are mounted only when it has them:
     a turn starts with as little layout work as possible, since the UI thread shares the cores with the model."""
@@ -70,13 +76,22 @@ class ChatMessage(Vertical, can_focus=True):
     ChatMessage Collapsible { margin: 0; padding: 0; border: none; }
     ChatMessage .reasoning-text { color: $text-muted; text-style: italic; }
     ChatMessage .meta { color: $text-muted; }
+    ChatMessage .image { color: $text-muted; }
     """
 
     def __init__(
-        self, role: str, content: str = "", reasoning: str = "", *, interrupted: bool = False, meta: str = ""
+        self,
+        role: str,
+        content: str = "",
+        reasoning: str = "",
+        *,
+        interrupted: bool = False,
+        meta: str = "",
+        images: Sequence[Image] = (),
     ) -> None:
         super().__init__(classes=role + (" interrupted" if interrupted else ""))
         self.role, self.content, self.reasoning, self.meta = role, content, reasoning, meta
+        self.images = tuple(images)
         self._in_markdown = 0  # how much of `content` the Markdown holds while the reply is written
         self._grown_at = 0.0  # when the reply being written last grew
         self._later: Timer | None = None  # the growth held back, drawn when GROW_EVERY_S has passed
@@ -85,6 +100,8 @@ class ChatMessage(Vertical, can_focus=True):
         yield Label("You" if self.role == "user" else "Assistant", classes="role")
         if self.reasoning:
             yield self._reasoning_part()
+        for image in self.images:
+            yield Static(attached_line(image), classes="image", markup=False)
         if self.role == "user":
             yield Static(self.content, classes="text", markup=False)  # what was typed, as typed
         elif self.content:
