@@ -15,11 +15,14 @@ from typing import Any
 from edgellm.bench import results
 from edgellm.catalog.recommend import Pick, recommend
 from edgellm.errors import EdgellmError, ModelFileError
+from edgellm.gguf.header import GGUFError
+from edgellm.gguf.projector import ProjectorSpec, read_projector
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.planner import NOT_MEASURED, Plan, PlanError, Wishes, plan
 from edgellm.plan.speed import Sample, estimate_speed, placement
 from edgellm.reasons import Reason
 from edgellm.storage import store
+from edgellm.storage.projectors import projector_for
 from edgellm.storage.specs import read_spec
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,25 @@ class ModelFile:
     n_ctx: int | None = None
     reason: Reason | None = None  # why it does not fit or cannot be read
     measured_tokens_per_s: float | None = None  # what `edgellm bench` measured for this file here
+    projector: Path | None = None  # the vision projector kept with it (storage.projectors), counted in its fit
+
+    @property
+    def vision(self) -> bool:
+        """Whether it answers about images: a projector is kept with it."""
+        return self.projector is not None
+
+
+def vision_projector(path: Path) -> tuple[Path | None, ProjectorSpec | None]:
+    """The projector kept with the model at `path` and its spec; (None, None) for a text model or one whose
+    projector cannot be read (the model is listed as a text model then)."""
+    found = projector_for(path)
+    if found is None:
+        return None, None
+    try:
+        return found, read_projector(found)
+    except (GGUFError, OSError) as error:
+        log.warning("%s: %s", found, error)
+        return None, None
 
 
 def verdict(plan: Plan | None) -> str:
@@ -66,18 +88,29 @@ def assess(
     benchmarks: dict[str, dict[str, Any]] | None = None,
     kept: list[dict[str, Any]] | None = None,
 ) -> ModelFile:
-    """One model file with its fit on `profile`: its plan (given what this device's results `kept` measured of
-    memory and flash attention) and estimated decode speed (calibrated by `samples`), the speed measured for it
-    (`benchmarks`: this device's latest result per model), or why it has none."""
+    """One model file with its fit on `profile`, with its vision projector when one is kept with it: its plan (given
+    what this device's results `kept` measured of memory and flash attention) and estimated decode speed
+    (calibrated by `samples`), the speed measured for it (`benchmarks`: this device's latest result per model), or
+    why it has none."""
     try:
         spec = read_spec(path)
     except ModelFileError as error:
         return ModelFile(name, path, size, source, False, UNUSABLE, reason=error.as_reason())
+    projector_path, projector = vision_projector(path)
     on_device = results.device_measurements(profile, spec, wishes, kept) if kept else NOT_MEASURED
     try:
-        chosen = plan(profile, spec, wishes, measured=on_device)
+        chosen = plan(profile, spec, wishes, measured=on_device, projector=projector)
     except PlanError as error:
-        return ModelFile(name, path, size or spec.file_bytes, source, False, DOES_NOT_FIT, reason=error.reason)
+        return ModelFile(
+            name,
+            path,
+            size or spec.file_bytes,
+            source,
+            False,
+            DOES_NOT_FIT,
+            reason=error.reason,
+            projector=projector_path,
+        )
     measured = results.measured_for(
         profile, path.name, spec.file_bytes, chosen.flash_attn, benchmarks or {}, where=placement(chosen)
     )
@@ -91,6 +124,7 @@ def assess(
         estimate_speed(spec, chosen, profile, samples).tokens_per_s,
         chosen.n_ctx,
         measured_tokens_per_s=measured.tokens_per_s if measured else None,
+        projector=projector_path,
     )
 
 

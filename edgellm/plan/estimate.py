@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edgellm.engine.contract import HOST_BATCH, HOST_CONTEXT
+from edgellm.gguf.projector import ProjectorSpec
 from edgellm.plan.repack import repacked
 from edgellm.plan.spec import OUTPUT_LAYER, ModelSpec
 
@@ -108,6 +109,8 @@ class EstimateInputs:
     n_outputs: int = 1  # logits rows a prompt's micro-batch asks for per sequence (1: a chat's next token)
     filled: int | None = None  # KV cells in use when the resident figure is taken (the attention of a batch spans
     # them); None: the whole context, as a long conversation reaches
+    projector: ProjectorSpec | None = None  # a vision projector loaded beside the model (libmtmd): its weights and
+    # the compute buffer of one image's encoding, on the GPU when any layer is offloaded, else on the CPU
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,8 @@ class DeviceEstimate:
     repacked: int = 0  # bytes of `weights` that are the CPU backend's repacked copies (held beside the mapped file)
     resident_compute: int | None = None  # what of the compute buffer a full micro-batch writes; None: all of it
     resident_overhead: int | None = None  # what of the overhead is resident; None: all of it
+    projector_weights: int = 0  # bytes of `weights` that are the vision projector's (read into memory, not mapped)
+    projector_compute: int = 0  # bytes of `compute` that encode one image
 
     @property
     def total(self) -> int:
@@ -158,7 +163,7 @@ class DeviceEstimate:
     def committed(self) -> int:
         """What of `total` is private memory the kernel commits (all of it but the mapped file): what Linux's
         overcommit bounds."""
-        return self.total if self.is_gpu else self.total - (self.weights - self.repacked)
+        return self.total if self.is_gpu else self.total - (self.weights - self.repacked - self.projector_weights)
 
 
 @dataclass(frozen=True)
@@ -255,8 +260,14 @@ def output_offloaded(n_gpu_layers: int) -> bool:
     return n_gpu_layers >= 1
 
 
+def projector_on_gpu(settings: EstimateInputs) -> bool:
+    """Whether the vision projector runs on the GPU: libmtmd puts it there when the model uses the GPU at all."""
+    return bool(settings.gpu_backend) and settings.n_gpu_layers > 0
+
+
 def estimate(spec: ModelSpec, settings: EstimateInputs, gpu_name: str = "GPU") -> MemoryEstimate:
-    """Memory per device for `spec` under `settings`; a device with nothing on it is left out."""
+    """Memory per device for `spec` under `settings` (and its vision projector's, when given); a device with nothing
+    on it is left out."""
     streams = max(1, settings.parallel)  # the batched engine gives each sequence a KV stream of its own
     n_seq = max(settings.n_seq, settings.parallel)
     n_ubatch = max(min(settings.n_ubatch, padded_ctx(settings.n_ctx)), settings.parallel)
@@ -317,6 +328,14 @@ def estimate(spec: ModelSpec, settings: EstimateInputs, gpu_name: str = "GPU") -
                 )
             resident_overhead = PROCESS_OVERHEAD + VOCAB_BYTES_PER_TOKEN * spec.n_vocab + output_buffer
         notes.setdefault("weights", describe_weights(spec, layers, has_output, is_gpu))
+        projector = settings.projector if projector_on_gpu(settings) == is_gpu else None
+        projector_weights = projector.weights_bytes if projector else 0
+        projector_compute = projector.encode_bytes() if projector else 0
+        if projector is not None:  # weights read into memory; the buffer an image's encoding writes in full
+            weights += projector_weights
+            compute += projector_compute
+            if resident_compute is not None:
+                resident_compute += projector_compute
         if repack:
             notes["weights"] += (
                 f", and {repack / MIB:.0f} MiB the CPU backend repacks beside the mapped file (whose pages it read"
@@ -335,6 +354,11 @@ def estimate(spec: ModelSpec, settings: EstimateInputs, gpu_name: str = "GPU") -
         ) + (f", and of the model's own {HOST_BATCH}-token context" if settings.parallel > 0 else "")
         if not is_gpu and logits_only and layers:
             notes["compute"] += f"; written: the batch's activations and {rows} row{'s' if rows > 1 else ''} of logits"
+        if projector is not None:
+            notes["weights"] += f", the vision projector ({describe_bytes(projector_weights)})"
+            notes["compute"] += (
+                f"; encoding one image: {describe_bytes(projector_compute)} ({projector.patches} patches)"
+            )
         notes["overhead"] = (
             "GPU runtime context and workspaces"
             if is_gpu
@@ -353,10 +377,17 @@ def estimate(spec: ModelSpec, settings: EstimateInputs, gpu_name: str = "GPU") -
             repack,
             resident_compute,
             resident_overhead,
+            projector_weights,
+            projector_compute,
         )
 
     devices = tuple(d for d in (device(True), device(False)) if d is not None)
     return MemoryEstimate(devices, full_cells, swa_cells)
+
+
+def describe_bytes(n_bytes: int) -> str:
+    """A size in MiB, as the notes give them (<1 MiB for less)."""
+    return f"{n_bytes / MIB:.0f} MiB" if n_bytes >= MIB else "<1 MiB"
 
 
 def describe_weights(spec: ModelSpec, layers: list[int], has_output: bool, is_gpu: bool) -> str:

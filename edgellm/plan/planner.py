@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
+from edgellm.gguf.projector import ProjectorSpec
 from edgellm.gguf.quants import CPU_CEILING, above_cpu_ceiling, loadable, rank
 from edgellm.hw.profile import DeviceProfile, Gpu
 from edgellm.plan.estimate import EstimateInputs, GpuRuntime, MemoryEstimate, estimate, gpu_runtime
@@ -101,6 +102,7 @@ class Plan:
     notices: tuple[Reason, ...] = ()  # what was changed to fit, or that it does not
     memory: MemoryCalibration | None = None  # this device's measured memory, applied to the fit
     gpu_runtime: GpuRuntime | None = None  # what is known of the GPU runtime's own memory
+    projector: ProjectorSpec | None = None  # the vision projector counted beside the model
 
     @property
     def resident(self) -> int:
@@ -205,6 +207,7 @@ def plan_inputs(profile: DeviceProfile, found: Plan) -> EstimateInputs:
             flash_attn=found.flash_attn,
             n_ubatch=found.n_ubatch,
             parallel=found.parallel,
+            projector=found.projector,
         ),
     )
 
@@ -283,6 +286,7 @@ class Fitter:
     ubatch: int = UBATCH_OPTIONS[0]
     memory: MemoryCalibration | None = None
     flash_measured: FlashAttnMeasured | None = None  # the measurement the flash-attention choice followed
+    projector: ProjectorSpec | None = None  # a vision projector loaded beside the model
 
     @property
     def unified(self) -> bool:
@@ -304,6 +308,7 @@ class Fitter:
                 kv=kv,
                 flash_attn=self.flash_attn,
                 n_ubatch=self.ubatch,
+                projector=self.projector,
             ),
         )
         return estimate(self.spec, settings, self.gpu.name if self.gpu else "GPU")
@@ -370,13 +375,18 @@ NOT_MEASURED = DeviceMeasured()
 
 
 def plan(
-    profile: DeviceProfile, spec: ModelSpec, wishes: Wishes = Wishes(), *, measured: DeviceMeasured = NOT_MEASURED
+    profile: DeviceProfile,
+    spec: ModelSpec,
+    wishes: Wishes = Wishes(),
+    *,
+    measured: DeviceMeasured = NOT_MEASURED,
+    projector: ProjectorSpec | None = None,
 ) -> Plan:
-    """Choose the settings for `spec` on `profile`, given what this device `measured`; PlanError when the wishes
-    cannot fit (unless force)."""
+    """Choose the settings for `spec` on `profile`, given what this device `measured`, with its vision `projector`
+    counted beside it when given; PlanError when the wishes cannot fit (unless force)."""
     if wishes.parallel == "auto":
-        return plan_parallel(profile, spec, wishes, measured)
-    found = plan_one(profile, spec, wishes, measured)
+        return plan_parallel(profile, spec, wishes, measured, projector)
+    found = plan_one(profile, spec, wishes, measured, projector)
     if isinstance(wishes.parallel, int) and wishes.parallel > 0:
         found.reasons["parallel"] = reason("parallel_asked", parallel=wishes.parallel, n_ctx=found.n_ctx)
         return replace(found, parallel=wishes.parallel)
@@ -407,17 +417,21 @@ def parallel_worth(measured: tuple[tuple[int, float], ...]) -> tuple[list[int], 
 
 
 def plan_parallel(
-    profile: DeviceProfile, spec: ModelSpec, wishes: Wishes, measured: DeviceMeasured = NOT_MEASURED
+    profile: DeviceProfile,
+    spec: ModelSpec,
+    wishes: Wishes,
+    measured: DeviceMeasured = NOT_MEASURED,
+    projector: ProjectorSpec | None = None,
 ) -> Plan:
     """`parallel` auto: the most sequences worth it (`parallel_worth`) that fit with what one sequence would get: its
     context, its KV cache type, its GPU layers."""
-    single = plan_one(profile, spec, replace(wishes, parallel=1), measured)
+    single = plan_one(profile, spec, replace(wishes, parallel=1), measured, projector)
     counts, why = parallel_worth(wishes.parallel_measured)
     for count in counts:
         if count == 1:
             break
         try:
-            found = plan_one(profile, spec, replace(wishes, parallel=count, force=False), measured)
+            found = plan_one(profile, spec, replace(wishes, parallel=count, force=False), measured, projector)
         except PlanError:
             continue
         if found.n_ctx >= single.n_ctx and found.kv == single.kv and found.n_gpu_layers >= single.n_gpu_layers:
@@ -431,8 +445,14 @@ def plan_parallel(
     return replace(single, parallel=1)
 
 
-def plan_one(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes, measured: DeviceMeasured = NOT_MEASURED) -> Plan:
-    """The settings for a fixed number of sequences (`wishes.parallel`, an int)."""
+def plan_one(
+    profile: DeviceProfile,
+    spec: ModelSpec,
+    wishes: Wishes,
+    measured: DeviceMeasured = NOT_MEASURED,
+    projector: ProjectorSpec | None = None,
+) -> Plan:
+    """The settings for a fixed number of sequences (`wishes.parallel`, an int), with `projector` counted beside."""
     gpu, no_gpu_reason = usable_gpu(profile)
     backend = gpu.backend if gpu else build_backend(profile)
     flash_attn = flash_attention(wishes.flash_attn, backend)
@@ -443,11 +463,20 @@ def plan_one(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes, measured: 
         raise PlanError(reason("kv_needs_flash_attn", kv=wishes.kv))
     ram, gpu_budget = budgets(profile, gpu, wishes)
     fitter = Fitter(
-        profile, spec, wishes, gpu, ram, gpu_budget, flash_attn, memory=measured.memory, flash_measured=followed
+        profile,
+        spec,
+        wishes,
+        gpu,
+        ram,
+        gpu_budget,
+        flash_attn,
+        memory=measured.memory,
+        flash_measured=followed,
+        projector=projector,
     )
     contexts, ctx_fixed = context_options(spec, wishes)
     kv_types = [wishes.kv] if wishes.kv else (["f16", "q8_0"] if flash_attn else ["f16"])
-    ubatches = [wishes.n_ubatch] if wishes.n_ubatch else list(UBATCH_OPTIONS)
+    ubatches = [wishes.n_ubatch] if wishes.n_ubatch else image_ubatches(projector)
     tried = []
     for n_ctx in contexts:
         for kv in kv_types:
@@ -461,6 +490,14 @@ def plan_one(profile: DeviceProfile, spec: ModelSpec, wishes: Wishes, measured: 
         n_ctx, kv, layers, est = tried[0]
         return finish(fitter, no_gpu_reason, n_ctx, kv, layers, est, contexts[0], ctx_fixed, False)
     raise PlanError(nearest_fit(replace(fitter, ubatch=ubatches[-1]), tried[0], kv_types, ctx_fixed))
+
+
+def image_ubatches(projector: ProjectorSpec | None) -> list[int]:
+    """The micro-batch sizes to try: UBATCH_OPTIONS, less those an image's tokens cannot be decoded in whole when
+    the projector's image attends to itself (Gemma 3); the smallest that holds them when none does."""
+    least = projector.whole_image_batch if projector else 0
+    fitting = [ubatch for ubatch in UBATCH_OPTIONS if ubatch >= least]
+    return fitting or [-(-least // 256) * 256]
 
 
 def nearest_fit(
@@ -597,6 +634,7 @@ def finish(
         notices=tuple(notices),
         memory=fitter.memory,
         gpu_runtime=fitter.runtime,
+        projector=fitter.projector,
     )
 
 
@@ -661,6 +699,7 @@ def choose_quant(
     asked: str | None = None,
     wishes_for: Callable[[ModelSpec, Wishes], Wishes] | None = None,
     measured: Mapping[str, QualityFigure] | None = None,
+    projector: ProjectorSpec | None = None,
 ) -> QuantChoice:
     """The best quant of one model for `profile`: the highest rank whose plan fits, preferring full GPU
     offload over a partial offload one rank higher. Nothing above Q8_0 runs on the CPU unless asked, nothing whose
@@ -669,7 +708,7 @@ def choose_quant(
     A candidate's spec may be a callable (a remote header to read): only the candidates needed are read.
     `wishes_for` may adjust the wishes per spec (a wider margin for a spec known only by its size). Each line
     considered says what its quant gives up; when a better quant did not fit, a last line says what the choice gives
-    up against it (its size saved and its divergence, as a ratio).
+    up against it (its size saved and its divergence, as a ratio). A vision `projector` is counted beside each.
     """
     measured = measured or {}
     gpu, _ = usable_gpu(profile)
@@ -696,7 +735,12 @@ def choose_quant(
             )
             continue
         try:
-            found = plan(profile, spec, replace(wishes_for(spec, wishes) if wishes_for else wishes, force=False))
+            found = plan(
+                profile,
+                spec,
+                replace(wishes_for(spec, wishes) if wishes_for else wishes, force=False),
+                projector=projector,
+            )
         except PlanError as error:
             considered.append(reason("quant_does_not_fit", quant=quant, why=error.reason))
             missed = (quant, spec)  # the last one missed: the nearest above the choice

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from edgellm.formatting import size
+from edgellm.gguf.projector import ProjectorSpec
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.params import load_params
 from edgellm.plan.planner import Plan, quality_words
@@ -16,6 +17,43 @@ from edgellm.plan.speed import Measured, SpeedEstimate
 from edgellm.words import PLAIN, Terms, quality_text, say
 
 ROWS = (("weights", "Weights"), ("kv_cache", "KV cache"), ("compute", "Activations"), ("overhead", "Overhead"))
+
+
+def projector_dict(plan: Plan) -> dict[str, Any] | None:
+    """The vision projector counted in `plan`, for `plan --json`: what it is, its memory and where it runs, and the
+    context tokens one image takes (counted in n_ctx, nothing reserved beside); None for a text model."""
+    projector = plan.projector
+    if projector is None:
+        return None
+    where = next((device for device in plan.estimate.devices if device.projector_weights), None)
+    return {
+        "path": projector.path,
+        "type": projector.projector_type,
+        "known_type": projector.known,
+        "quant": projector.file_type,
+        "file_bytes": projector.file_bytes,
+        "weights_bytes": projector.weights_bytes,
+        "encode_bytes": where.projector_compute if where else projector.encode_bytes(),
+        "device": where.device if where else None,
+        "on_gpu": where.is_gpu if where else False,
+        "image_tokens": projector.image_tokens,
+        "image_size": projector.image_size,
+        "patches": projector.patches,
+        "n_embd": projector.n_embd,
+        "n_layers": projector.n_layers,
+        "text_n_embd": projector.text_n_embd,
+    }
+
+
+def projector_line(projector: ProjectorSpec, plan: Plan) -> str:
+    """One line for the text report: the projector, where it runs, and what an image takes of the context."""
+    where = next((device for device in plan.estimate.devices if device.projector_weights), None)
+    kind = projector.projector_type if projector.known else f"{projector.projector_type} (tokens estimated)"
+    return (
+        f"Vision   {Path(projector.path).name}: {kind}, {size(projector.weights_bytes)}"
+        + (f" on {'the ' + where.device if where.is_gpu else 'the CPU'}" if where else "")
+        + f"; an image takes {projector.image_tokens} tokens of the context ({plan.n_ctx})"
+    )
 
 
 def to_dict(
@@ -61,6 +99,7 @@ def to_dict(
             "file_bytes": spec.file_bytes,
             "chat_template": spec.has_chat_template,
         },
+        "projector": projector_dict(plan),
         "profile": profile.name,
         "fits": plan.fits,
         "settings": load_params(Path(spec.path), plan).as_dict(),
@@ -139,6 +178,7 @@ def render(
             if quality is not None
             else []
         ),
+        *([projector_line(plan.projector, plan)] if plan.projector is not None else []),
         f"Machine  {profile.name}: "
         + (", ".join(gpu.name for gpu in profile.gpus) or "CPU only")
         + (" (unified memory)" if plan.unified_memory else ""),

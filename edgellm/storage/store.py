@@ -42,6 +42,8 @@ class StoredModel:
     source: str = "pull"  # pull, convert, quantize: edgellm owns the files; import / hf-cache: used in place
     added: float = 0.0
     last_used: float | None = None
+    projector: str | None = None  # the vision projector (mmproj) kept with it: relative to the store, or absolute;
+    # None for a text model (and in manifests written before projectors were kept)
 
     @property
     def alias(self) -> str:
@@ -52,6 +54,10 @@ class StoredModel:
     def path(self, store: Path) -> Path:
         """The file llama.cpp opens: the first (or only) shard."""
         return store / self.files[0]
+
+    def projector_path(self, store: Path) -> Path | None:
+        """The projector llama.cpp's libmtmd loads beside the model, if one is kept with it."""
+        return store / self.projector if self.projector else None
 
 
 def model_files(folder: Path) -> list[Path]:
@@ -182,17 +188,20 @@ def remove(name: str) -> tuple[StoredModel, bool]:
     with editing() as models:
         models.pop(model.name, None)
         shared = any(set(other.files) & set(model.files) for other in models.values())
-    if model.source not in OWNED or shared:  # another tool's file, or one another name still names
-        return model, False
+        projector_shared = any(other.projector == model.projector for other in models.values())
     store = store_dir()
-    for relative in model.files:
+    deleted = model.source in OWNED and not shared  # not another tool's file, nor one another name still names
+    owned = list(model.files) if deleted else []
+    if model.projector and not Path(model.projector).is_absolute() and not projector_shared:
+        owned.append(model.projector)  # a projector in the store is edgellm's download, whatever the model's source
+    for relative in owned:
         for path in (store / relative, store / (relative + ".part"), store / (relative + ".part.lock")):
             path.unlink(missing_ok=True)
         folder = (store / relative).parent
         while folder != store and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
             folder = folder.parent
-    return model, True
+    return model, deleted
 
 
 def copy(model: StoredModel, name: str) -> StoredModel:
@@ -204,7 +213,15 @@ def copy(model: StoredModel, name: str) -> StoredModel:
     if name == model.name:
         raise EdgellmError(f"{name} is the model's own name: pick another")
     found = StoredModel(
-        name, repo, model.quant, list(model.files), model.size, list(model.sha256), model.commit, model.source
+        name,
+        repo,
+        model.quant,
+        list(model.files),
+        model.size,
+        list(model.sha256),
+        model.commit,
+        model.source,
+        projector=model.projector,
     )
     with editing() as models:
         if name in models and models[name].files != model.files:
@@ -215,7 +232,8 @@ def copy(model: StoredModel, name: str) -> StoredModel:
 
 
 def import_path(path: Path, name: str | None = None) -> StoredModel:
-    """Use a GGUF where it is (never copied); it gets a store name (`name`, else local/STEM:QUANT) and an alias."""
+    """Use a GGUF where it is (never copied); it gets a store name (`name`, else local/STEM:QUANT) and an alias. A
+    projector beside it is found where it is too (storage.projectors.projector_for)."""
     from edgellm.gguf.header import GGUFError, read_header
     from edgellm.storage.specs import load_spec, shard_paths
 

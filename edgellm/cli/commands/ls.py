@@ -1,4 +1,5 @@
-"""`edgellm ls [--all] [--json]`: the models in the store (and, with --all, those other tools keep)."""
+"""`edgellm ls [--all] [--json]`: the models in the store (and, with --all, those other tools keep), vision models
+marked: those kept with a projector (storage.projectors)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from edgellm.formatting import gib
     from edgellm.storage import store
+    from edgellm.storage.projectors import projector_for
 
     rows: list[dict[str, Any]] = []
     folder = store.store_dir()
@@ -33,6 +35,7 @@ def main(args: argparse.Namespace) -> int:
                 "path": str(model.path(folder)),
                 "source": model.source,
                 "last_used": model.last_used,
+                "projector": _path(projector_for(model.path(folder))),
             }
         )
     if args.all:
@@ -49,8 +52,11 @@ def main(args: argparse.Namespace) -> int:
                         "path": str(found.path),
                         "source": found.source,
                         "last_used": None,
+                        "projector": _path(projector_for(found.path)),
                     }
                 )
+    for row in rows:
+        row["vision"] = row["projector"] is not None
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -59,5 +65,13 @@ def main(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         used = time.strftime("%Y-%m-%d", time.localtime(row["last_used"])) if row["last_used"] else "never"
-        print(f"{row['name']:<60} {gib(row['size']):>11}  used {used:<10}  {row['source']:<9} {row['path']}")
+        name = row["name"] + (VISION_MARK if row["vision"] else "")
+        print(f"{name:<60} {gib(row['size']):>11}  used {used:<10}  {row['source']:<9} {row['path']}")
     return 0
+
+
+VISION_MARK = " · vision"
+
+
+def _path(path: Any) -> str | None:
+    return None if path is None else str(path)
