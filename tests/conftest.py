@@ -101,3 +101,17 @@ def other_vocab_model(test_model: Path, tmp_path_factory: pytest.TempPathFactory
     from tests.support.drafts import other_vocab_copy
 
     return other_vocab_copy(test_model, tmp_path_factory.mktemp("drafts") / "gemma-3-270m-other-vocab.gguf")
+
+
+@pytest.fixture(scope="session")
+def projector(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A vision projector for the test model (Gemma 3's layout, random weights: 16 tokens an image)."""
+    from edgellm.convert.tinyprojector import write_projector
+
+    return write_projector(tmp_path_factory.mktemp("projector") / "mmproj-tiny-gemma3-f16.gguf")
+
+
+@pytest.fixture(scope="session")
+def photo() -> Path:
+    """A real photo (llama.cpp's own test image): 640×488 JPEG."""
+    return Path(__file__).parent / "fixtures" / "images" / "test-1.jpeg"

@@ -146,6 +146,7 @@ class _Sequence:
     drafted: list[int] = field(default_factory=list)  # this step's draft, after its last token in the batch
     ending: _End | None = None  # how it ends, once a sampled token ended it (said after its round is counted)
     alone: bool = False  # this step decodes it alone: its time is its own
+    images: dict[int, Any] = field(default_factory=dict)  # its prompt's images by token (engine.vision.ImageChunk)
     image_tokens: int = 0  # positions of the images evaluated for its prompt
     image_ms: float | None = None  # their encoding and decoding (None: no image evaluated)
     step_started: float = 0.0
@@ -459,12 +460,11 @@ class BatchedModel:
     def _decode_image(self, sequence: _Sequence) -> None:
         """Evaluate the image at the head of the sequence's pending prompt, alone (libmtmd decodes it in a batch of
         its own: its embeddings, not tokens); a failure ends that request alone."""
-        projector = self.local.projector
-        token = sequence.pending[0]
+        projector, image = self.local.projector, sequence.images.get(sequence.pending[0])
         try:
-            if projector is None:
+            if projector is None or image is None:
                 raise text_only(self.params.path)
-            image, ms = projector.decode_image(self._context.ctx, token, sequence.n_past, sequence.slot, self.n_batch)
+            ms = projector.decode_image(self._context.ctx, image, sequence.n_past, sequence.slot, self.n_batch)
         except EdgellmError as error:
             with self._condition:
                 self._end(sequence, "interrupted", error)
@@ -554,6 +554,7 @@ class BatchedModel:
         return True
 
     def _end(self, sequence: _Sequence, reason: StopReason, error: BaseException | None = None) -> None:
+        sequence.images = {}
         slot = self._slots[sequence.slot]
         slot.running, slot.used_at = None, time.perf_counter()
         if sequence.sampler is not None:
@@ -596,6 +597,9 @@ class BatchedGeneration:
         self.sequence = _Sequence(
             list(prompt_tokens), options, cancel, max(0, limit), options.max_tokens < 0 or options.max_tokens > room
         )
+        projector = model.local.projector
+        if projector is not None and any(is_image_token(token) for token in prompt_tokens):
+            self.sequence.images = projector.chunks_for(self.sequence.prompt)  # held until evaluated
         self.tokens: list[int] = []
         self.logprobs = self.sequence.logprobs
         self.stats = GenerationStats(prompt_tokens=len(prompt_tokens), prompt_evaluated=0)

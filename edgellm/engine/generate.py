@@ -36,6 +36,7 @@ class LocalGeneration:
     ) -> None:
         self.llm = llm  # llama_cpp.Llama
         self.images = images  # the projector that evaluates the prompt's images (None: a prompt of text)
+        self.chunks = images.chunks_for(prompt_tokens) if images is not None else {}  # held until evaluated
         self.prompt_tokens = prompt_tokens
         self.options = options
         room = n_ctx - len(prompt_tokens)
@@ -99,7 +100,8 @@ class LocalGeneration:
         compat.use_sampler(llm, sampler)
         try:
             if self.images is not None:
-                evaluated = self.images.evaluate(llm, self.prompt_tokens, int(llm.n_batch), cancel)
+                evaluated = self.images.evaluate(llm, self.prompt_tokens, self.chunks, int(llm.n_batch), cancel)
+                self.chunks = {}
                 stats.image_tokens, stats.image_ms = evaluated.tokens, evaluated.ms
             if self.limit <= 0:
                 return

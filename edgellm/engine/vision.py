@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,20 +55,18 @@ def text_run(tokens: list[int]) -> int:
     return next((index for index, token in enumerate(tokens) if is_image_token(token)), len(tokens))
 
 
-@dataclass
 class ImageChunk:
-    """One image tokenized by libmtmd: its chunk (owned, freed by `close`), and how many positions it takes."""
+    """One image tokenized by libmtmd: its chunk (owned: freed once neither the projector's recent images nor a
+    generation still to evaluate it holds it), and how many positions and tokens it takes."""
 
-    chunk: Any
-    n_pos: int
-    n_tokens: int
-
-    def close(self) -> None:
+    def __init__(self, chunk: Any, n_pos: int, n_tokens: int) -> None:
         from llama_cpp import mtmd_cpp
 
-        if self.chunk is not None:
-            mtmd_cpp.mtmd_input_chunk_free(self.chunk)
-            self.chunk = None
+        self.chunk, self.n_pos, self.n_tokens = chunk, n_pos, n_tokens
+        self._free = weakref.finalize(self, mtmd_cpp.mtmd_input_chunk_free, chunk)
+
+    def close(self) -> None:
+        self._free()
 
 
 @dataclass
@@ -187,17 +186,27 @@ class Projector:
             n_tokens = int(mtmd_cpp.mtmd_input_chunk_get_n_tokens(chunk))
             self._chunks[digest] = ImageChunk(owned, n_pos, n_tokens)
             while len(self._chunks) > KEPT_IMAGES:
-                self._chunks.popitem(last=False)[1].close()
+                self._chunks.popitem(last=False)  # freed once no generation holds it either
 
-    def _chunk(self, token: int) -> ImageChunk:
+    def chunks_for(self, prompt: list[int]) -> dict[int, ImageChunk]:
+        """The images of a prompt this projector tokenized, by image token: what its generation holds until it has
+        evaluated them. EngineFailed for an image it no longer holds (tokenized long ago, or by another model)."""
+        wanted = {token for token in prompt if is_image_token(token)}
         with self._lock:
-            for digest, found in self._chunks.items():
-                if image_token(digest) == token:
-                    return found
-        raise EngineFailed("an image of this prompt is no longer held by the projector: send it again")
+            found = {
+                image_token(digest): chunk for digest, chunk in self._chunks.items() if image_token(digest) in wanted
+            }
+        if len(found) < len(wanted):
+            raise EngineFailed("an image of this prompt is no longer held by the model's projector: send it again")
+        return found
 
     def evaluate(
-        self, llm: Any, prompt: list[int], n_batch: int, cancel: threading.Event | None = None
+        self,
+        llm: Any,
+        prompt: list[int],
+        chunks: dict[int, ImageChunk],
+        n_batch: int,
+        cancel: threading.Event | None = None,
     ) -> ImageTimings:
         """Evaluate `prompt` up to the end of its last image not already in the KV cache (text through
         llama-cpp-python, images through libmtmd), so that the generation evaluates only text after it."""
@@ -223,7 +232,8 @@ class Projector:
                 llm.eval(prompt[position:end])
                 position = end
                 continue
-            image, ms = self.decode_image(compat.context_of(llm), token, position, 0, n_batch)
+            image = chunks[token]
+            ms = self.decode_image(compat.context_of(llm), image, position, 0, n_batch)
             timings.ms += ms
             timings.images += 1
             timings.tokens += image.n_pos
@@ -231,15 +241,12 @@ class Projector:
             position += image.n_pos
         return timings
 
-    def decode_image(
-        self, context: Any, token: int, position: int, sequence: int, n_batch: int
-    ) -> tuple[ImageChunk, float]:
-        """Encode the image `token` stands for and decode its embeddings into `sequence` of the llama_context
-        `context` from `position` on; the image and the milliseconds it took. EngineFailed when llama.cpp fails."""
+    def decode_image(self, context: Any, image: ImageChunk, position: int, sequence: int, n_batch: int) -> float:
+        """Encode `image` and decode its embeddings into `sequence` of the llama_context `context` from `position` on;
+        the milliseconds it took. EngineFailed when llama.cpp fails."""
         from llama_cpp import llama_cpp as raw
         from llama_cpp import mtmd_cpp
 
-        image = self._chunk(token)
         started = time.perf_counter()
         new_position = raw.llama_pos(0)
         with self._lock:
@@ -248,13 +255,13 @@ class Projector:
             )
         if status != 0:
             raise EngineFailed(f"llama.cpp failed to evaluate an image (libmtmd status {status})")
-        return image, (time.perf_counter() - started) * 1000
+        return (time.perf_counter() - started) * 1000
 
     def close(self) -> None:
         from llama_cpp import mtmd_cpp
 
         for chunk in self._chunks.values():
-            chunk.close()
+            chunk.close()  # the model goes: no generation runs on it any more
         self._chunks.clear()
         if self.context:
             mtmd_cpp.mtmd_free(self.context)

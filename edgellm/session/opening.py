@@ -31,6 +31,7 @@ from edgellm.words import PLAIN, Terms, notice
 
 if TYPE_CHECKING:
     from edgellm.engine.endpoint import Endpoint
+    from edgellm.gguf.projector import ProjectorSpec
     from edgellm.plan.speculation import SpecChoice
     from edgellm.plan.split import SplitDevice, SplitPlan
 
@@ -41,6 +42,7 @@ class ModelChoice:
     spec: ModelSpec
     plan: Plan | None  # None: split across workers (PlannedModel.split)
     alternatives: tuple[Reason, ...] = ()  # the other quants considered, when -m named a folder
+    projector: Path | None = None  # the vision projector loaded with it (counted in the plan)
 
 
 def profile_named(name: str | None) -> DeviceProfile:
@@ -74,7 +76,7 @@ def choose_model(
         stored = stored_or_pulled(
             parse_ref(flags.hf_repo), profile, wishes, flags.offline, report=report, cancel=cancel
         )
-        return _planned(stored.path(store.store_dir()), wishes, profile, stored)
+        return _planned(stored.path(store.store_dir()), wishes, profile, stored, flags)
     if not flags.model:
         return best_local_model(profile, wishes)
     path, found = local_model(flags.model)
@@ -92,27 +94,57 @@ def choose_model(
         measured = measured_quality(
             files={quant: (Path(spec.path).name, spec.file_bytes) for quant, spec in candidates}
         )
+        projector_file = projector_path(flags, files[0])
+        projector = _projector_of(projector_file, candidates[0][1], files[0])
         try:
-            choice = choose_quant(profile, candidates, wishes, measured=measured)
+            choice = choose_quant(profile, candidates, wishes, measured=measured, projector=projector)
         except PlanError as error:
             raise DoesNotFit(reason("about", subject=str(path), reason=error.reason), str(path)) from None
-        return ModelChoice(Path(choice.spec.path), choice.spec, choice.plan, choice.considered)
-    return _planned(path, wishes, profile, found)
+        return ModelChoice(Path(choice.spec.path), choice.spec, choice.plan, choice.considered, projector_file)
+    return _planned(path, wishes, profile, found, flags)
+
+
+def _projector_of(projector_file: Path | None, spec: ModelSpec, model: Path) -> ProjectorSpec | None:
+    """The projector's spec, checked against the model it is loaded with: NoVision naming why it does not belong."""
+    from edgellm.errors import NoVision
+    from edgellm.gguf.projector import matches, read_projector
+
+    if projector_file is None:
+        return None
+    projector = read_projector(projector_file)
+    why = matches(projector, spec.n_embd, spec.architecture)
+    if why:
+        raise NoVision(
+            f"the projector {projector_file.name} does not belong to {model.name} ({why}): pass the mmproj file "
+            f"published with this model, or --no-mmproj to chat without images",
+            model.name,
+            projector_file.name,
+            why,
+        )
+    return projector
 
 
 def _planned(
-    path: Path, wishes: Wishes, profile: DeviceProfile, stored: store.StoredModel | None = None
+    path: Path,
+    wishes: Wishes,
+    profile: DeviceProfile,
+    stored: store.StoredModel | None = None,
+    flags: Flags | None = None,
 ) -> ModelChoice:
     from edgellm.bench.results import device_measurements
 
     spec = read_spec(path)
+    projector_file = projector_path(flags, path) if flags is not None else None
+    projector = _projector_of(projector_file, spec, path)
     if wishes.parallel == "auto":
         from edgellm.bench.results import parallel_measured
 
         wishes = replace(wishes, parallel_measured=parallel_measured(profile, path.name, spec.file_bytes))
     measured = device_measurements(profile, spec, wishes)  # what bench measured on this device
     try:
-        choice = ModelChoice(path, spec, plan(profile, spec, wishes, measured=measured))
+        choice = ModelChoice(
+            path, spec, plan(profile, spec, wishes, measured=measured, projector=projector), projector=projector_file
+        )
     except PlanError as error:
         raise DoesNotFit(error.reason, str(path)) from None
     if stored is not None:
@@ -208,7 +240,7 @@ def plan_model(flags: Flags, report: Report = ignore, cancel: threading.Event | 
     profile = detect_this_machine()
     choice = choose_model(flags, profile, report, cancel)
     assert choice.plan is not None
-    params = replace(load_params(choice.path, choice.plan, flags.seed), projector=projector_path(flags, choice.path))
+    params = replace(load_params(choice.path, choice.plan, flags.seed), projector=choice.projector)
     return PlannedModel(choice, profile, params)
 
 

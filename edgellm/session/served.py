@@ -354,13 +354,12 @@ class ServedModels:
 
     def _plan(self, entry: Entry, profile: DeviceProfile) -> PlannedModel:
         from edgellm.plan.params import load_params
-        from edgellm.session.opening import projector_path
 
         flags = self._flags(entry)
         choice = choose_model(flags, profile)
         assert choice.plan is not None
         params = load_params(choice.path, choice.plan, flags.seed)
-        return PlannedModel(choice, profile, replace(params, projector=projector_path(flags, choice.path)))
+        return PlannedModel(choice, profile, replace(params, projector=choice.projector))
 
     def _flags(self, entry: Entry) -> Flags:
         return replace(self.flags, model=str(entry.path), hf_repo=None)
