@@ -8,6 +8,7 @@ the flags; one folder per tool), in a temporary folder renamed when complete. On
 once.
 
 Usage: .venv/bin/python benchmarks/llama_bench.py [TOOL...]   (prints each binary's path, building it when missing)
+       .venv/bin/python benchmarks/llama_bench.py --cached [TOOL...]   (never builds: exit 1 when one is missing)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ sys.path.insert(0, str(REPO))
 from edgellm.hw.buildconfig import LLAMA_CPP_PYTHON_VERSION, build_key, cache_root, llama_cpp_source, read_build_info
 
 TARGET = "llama-bench"
-TOOLS = ("llama-bench", "llama-batched-bench", "llama-server", "llama-perplexity")
+TOOLS = ("llama-bench", "llama-batched-bench", "llama-server", "llama-perplexity", "llama-mtmd-cli")
 FIXED_ARGS = [
     "-DCMAKE_BUILD_TYPE=Release",
     "-DBUILD_SHARED_LIBS=OFF",
@@ -98,5 +99,10 @@ def cached_tool(name: str) -> tuple[Path | None, str]:
 
 
 if __name__ == "__main__":
-    for name in sys.argv[1:] or [TARGET]:
+    arguments = sys.argv[1:]
+    if arguments[:1] == ["--cached"]:  # print the cached tools, exit 1 if one is not built (never build)
+        found = [llama_tool_path(name, build=False) for name in arguments[1:] or [TARGET]]
+        print("\n".join(str(path) for path in found if path is not None))
+        sys.exit(0 if all(found) else 1)
+    for name in arguments or [TARGET]:
         print(llama_tool_path(name))

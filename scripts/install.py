@@ -150,8 +150,28 @@ def install_for_development(backend: str, options: argparse.Namespace) -> int:
     say(f"llama.cpp source: {buildconfig.llama_cpp_source(python=str(venv_python()))}")
     if not options.no_test_model:
         install_test_model()
+    install_anchor_tools()
     say("done: .venv/bin/edgellm --help")
     return 0
+
+
+ANCHOR_TOOLS = ("llama-mtmd-cli",)  # llama.cpp's own tools the tests compare edgellm with
+
+
+def install_anchor_tools() -> None:
+    """llama.cpp's tools the tests use as anchors, built once from the same source and flags as the wheel and cached
+    beside it (benchmarks/llama_bench.py builds and finds them; about 5 minutes on 2 cores, once per machine)."""
+    for tool in ANCHOR_TOOLS:
+        found = subprocess.run(
+            [str(venv_python()), str(REPO / "benchmarks" / "llama_bench.py"), "--cached", tool],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if found.returncode == 0:
+            continue
+        say(f"compiling llama.cpp's {tool} (the tests' anchor; about 5 minutes on 2 cores, once)")
+        run([str(venv_python()), str(REPO / "benchmarks" / "llama_bench.py"), tool])
 
 
 def launcher_target(launcher: Path) -> Path | None:

@@ -77,6 +77,7 @@ def gradient_png(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
+@pytest.mark.timeout(1800)  # builds llama-mtmd-cli when scripts/install.py has not (minutes, once)
 @pytest.mark.parametrize("kind", ["jpeg-photo", "png"])
 def test_greedy_tokens_match_llama_mtmd_cli(
     kind: str, test_model: Path, projector: Path, photo: Path, mtmd_cli: Path, tmp_path: Path
