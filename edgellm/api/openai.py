@@ -13,7 +13,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -700,14 +700,16 @@ def usage(stats: GenerationStats | None) -> dict[str, int]:
 
 
 def timings(stats: GenerationStats | None, dropped_messages: int = 0, n_ctx: int = 0) -> dict[str, Any]:
-    """edgellm's own figures for one reply (as llama-server adds `timings`): what was evaluated, how fast, and how
-    many old messages were left out of a context of `n_ctx`."""
+    """edgellm's own figures for one reply (as llama-server adds `timings`): what was evaluated (the images' context
+    positions and encoding time too, when the prompt had images), how fast, and how many old messages were left out
+    of a context of `n_ctx`."""
     data = stats.as_dict() if stats is not None else {}
     return {
         **{
             key: data.get(key)
             for key in ("prompt_evaluated", "ttft_ms", "prompt_tokens_per_s", "tokens_per_s", "stop_reason", "queue_ms")
         },
+        **{key: data[key] for key in ("image_tokens", "image_ms") if key in data},  # when the prompt had images
         "dropped_messages": dropped_messages,
         "n_ctx": n_ctx,
     }
@@ -799,14 +801,17 @@ def sse(data: dict[str, Any] | str) -> bytes:
     return f"data: {text}\n\n".encode()
 
 
-def model_list(models: list[tuple[str, int]]) -> dict[str, Any]:
-    """GET /v1/models: each model's id and its file's time."""
-    return {
-        "object": "list",
-        "data": [
-            {"id": name, "object": "model", "created": created, "owned_by": "edgellm"} for name, created in models
-        ],
-    }
+def model_list(models: list[tuple[str, int]], vision: Collection[str] = ()) -> dict[str, Any]:
+    """GET /v1/models: each model's id and its file's time; those named in `vision` (a projector goes with them)
+    carry `"capabilities": ["completion", "vision"]`."""
+
+    def listed(name: str, created: int) -> dict[str, Any]:
+        found: dict[str, Any] = {"id": name, "object": "model", "created": created, "owned_by": "edgellm"}
+        if name in vision:
+            found["capabilities"] = ["completion", "vision"]
+        return found
+
+    return {"object": "list", "data": [listed(name, created) for name, created in models]}
 
 
 # --- embeddings ----------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from edgellm.server.turns import (
     prepare,
     printable,
     read_json,
+    reads_images,
     refused,
     start_job,
     wait_end,
@@ -126,8 +127,8 @@ def create_app(state: ServerState) -> FastAPI:
     @app.get("/v1/models", dependencies=[Depends(require_key)])
     async def models(request: Request) -> JSONResponse:
         state.metrics.answered(request.url.path, 200)
-        entries = await asyncio.to_thread(state.models.entries)
-        return JSONResponse(openai.model_list([(entry.name, int(entry.modified)) for entry in entries]))
+        entries, vision = await asyncio.to_thread(_models, state)
+        return JSONResponse(openai.model_list([(entry.name, int(entry.modified)) for entry in entries], vision))
 
     @app.post("/v1/chat/completions", dependencies=[Depends(require_key)])
     async def chat_completions(request: Request) -> Response:
@@ -164,6 +165,12 @@ def create_app(state: ServerState) -> FastAPI:
 
     ollama_routes.add_routes(app, state, require_key)
     return app
+
+
+def _models(state: ServerState) -> tuple[list[Entry], set[str]]:
+    """The models the server can run, and the names of those that read images."""
+    entries = state.models.entries()
+    return entries, {entry.name for entry in entries if reads_images(state, entry)}
 
 
 def _error_response(state: ServerState, request: Request, error: ApiError) -> JSONResponse:

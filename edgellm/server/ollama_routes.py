@@ -12,6 +12,7 @@ import hashlib
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -29,6 +30,7 @@ from edgellm.server.turns import (
     next_pieces,
     prepare,
     read_json,
+    reads_images,
     refused,
     start_job,
     wait_end,
@@ -64,7 +66,7 @@ def add_routes(app: FastAPI, state: ServerState, require_key: Callable[[Request]
         body = await _body(state, request)
         entry = await _entry(state, ollama.model_name(body))
         try:
-            found = await asyncio.to_thread(facts, entry)
+            found = await asyncio.to_thread(_facts, state, entry)
         except (EdgellmError, OSError, ValueError) as error:
             raise OllamaError(500, f"cannot read {entry.name}: {error}") from None
         state.metrics.answered(request.url.path, 200)
@@ -168,11 +170,19 @@ async def _entry(state: ServerState, name: str, exact: bool = False) -> Entry:
         raise ollama.not_found(name) from None
 
 
+def _facts(state: ServerState, entry: Entry) -> ollama.ModelFacts:
+    """What the Ollama API tells of a model, `vision` among its capabilities when a projector goes with it."""
+    found = facts(entry)
+    if "vision" not in found.capabilities and reads_images(state, entry):
+        found = replace(found, capabilities=(*found.capabilities, "vision"))
+    return found
+
+
 def _listed(state: ServerState) -> list[ollama.ModelFacts]:
     listed = []
     for entry in state.models.entries():
         try:
-            listed.append(facts(entry))
+            listed.append(_facts(state, entry))
         except (EdgellmError, OSError, ValueError):  # a file that is gone or broken is left out of the list
             continue
     return listed

@@ -13,7 +13,7 @@ import time
 import traceback
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 from typing import Any
 
 from fastapi import Request
@@ -131,6 +131,21 @@ class ServerState:
                 found = Batching(len(slots), busy)
             total = Batching(*(a + b for a, b in zip(astuple(total), astuple(found), strict=True)))
         return total if total.slots else Batching()
+
+
+def reads_images(state: ServerState, entry: Entry) -> bool:
+    """Whether the model `entry` names reads images: loaded with a projector, or (not loaded) one would be loaded
+    with it (--mmproj, or the one kept with the model)."""
+    for served in state.models.loaded():
+        if served.entry.path == entry.path:
+            return served.model.vision
+    from edgellm.session.opening import projector_path
+
+    try:
+        flags = replace(state.models.flags, model=str(entry.path), hf_repo=None)
+        return projector_path(flags, entry.path) is not None
+    except (EdgellmError, OSError):
+        return False
 
 
 async def embed_texts(lease: Lease, texts: list[str], truncate: bool) -> tuple[list[list[float]], int]:
