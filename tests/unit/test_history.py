@@ -89,3 +89,38 @@ def test_reply_of_a_killed_writer_is_marked_interrupted(tmp_path: Path) -> None:
     assert history.recovered == 1
     last = history.messages(1)[-1]
     assert (last.content, last.interrupted) == ("partial answ", True)
+
+
+def test_a_message_keeps_its_images_in_the_store_beside_the_database(tmp_path: Path) -> None:
+    from edgellm.media.images import read_image
+    from tests.support import images as make
+
+    red, blue = read_image(make.png(4, 3, (250, 0, 0)), "red.png"), read_image(make.bmp(5, 2, (0, 0, 250)), "b.bmp")
+    history = History(tmp_path / "h.db")
+    conversation = history.new_conversation("model.gguf", {})
+    history.add(conversation, "user", "what colours?", [red, blue])
+    history.add(conversation, "user", "the red one again", [red])
+    kept = sorted(path.name for path in (tmp_path / "images").rglob("*.*"))
+    assert kept == sorted([f"{red.digest}.png", f"{blue.digest}.bmp"]), "each image once, whatever refers to it"
+    first, second = history.messages(conversation)
+    assert first.images == (red, blue) and second.images == (red,) and first.images_lost == 0
+    next((tmp_path / "images").rglob(f"{blue.digest}.bmp")).unlink()  # deleted by hand
+    first, _ = history.messages(conversation)
+    assert first.images == (red,) and first.images_lost == 1
+    history.close()
+
+
+def test_a_history_of_schema_1_gains_images_and_keeps_its_messages(tmp_path: Path) -> None:
+    from edgellm.session.history import MIGRATIONS
+
+    db = sqlite3.connect(tmp_path / "h.db")
+    db.executescript(MIGRATIONS[0])
+    db.execute("INSERT INTO conversations (id, created, updated) VALUES (1, 0, 0)")
+    db.execute("INSERT INTO messages (conversation_id, role, content, created, updated) VALUES (1, 'user', 'hi', 0, 0)")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    history = History(tmp_path / "h.db")
+    (message,) = history.messages(1)
+    assert message.content == "hi" and message.images == () and message.images_lost == 0
+    history.close()
