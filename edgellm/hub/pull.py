@@ -143,10 +143,18 @@ def remote_projector(repo: str, group: QuantFiles, commit: str) -> ProjectorSpec
     if group.projector is None:
         return None
     from edgellm.errors import EdgellmError
+    from edgellm.gguf.header import read_header
     from edgellm.hub.client import remote_header
 
+    projector = group.projector
+    local = store.store_dir() / repo / projector.path
+    cached = store.hf_cache_blob(repo, projector.sha256, projector.size)
     try:
-        return projector_spec(remote_header(repo, group.projector, commit))
+        if local.is_file() and local.stat().st_size == projector.size:
+            return projector_spec(read_header(local))  # a stored copy: nothing asked of the Hub
+        if cached is not None:
+            return projector_spec(read_header(cached))
+        return projector_spec(remote_header(repo, projector, commit))
     except (EdgellmError, GGUFError):
         return None
 

@@ -13,7 +13,7 @@ import time
 import traceback
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import astuple, dataclass, field, replace
+from dataclasses import astuple, dataclass, field
 from typing import Any
 
 from fastapi import Request
@@ -134,18 +134,8 @@ class ServerState:
 
 
 def reads_images(state: ServerState, entry: Entry) -> bool:
-    """Whether the model `entry` names reads images: loaded with a projector, or (not loaded) one would be loaded
-    with it (--mmproj, or the one kept with the model)."""
-    for served in state.models.loaded():
-        if served.entry.path == entry.path:
-            return served.model.vision
-    from edgellm.session.opening import projector_path
-
-    try:
-        flags = replace(state.models.flags, model=str(entry.path), hf_repo=None)
-        return projector_path(flags, entry.path) is not None
-    except (EdgellmError, OSError):
-        return False
+    """Whether the model `entry` names reads images (session.served decides)."""
+    return state.models.reads_images(entry)
 
 
 async def embed_texts(lease: Lease, texts: list[str], truncate: bool) -> tuple[list[list[float]], int]:

@@ -13,7 +13,7 @@ from edgellm.events import Notice, Report
 from edgellm.formatting import gib
 from edgellm.hub import client
 from edgellm.hub.files import QuantFiles, choosable, group_quants
-from edgellm.hub.pull import best_stored, download, local_copy
+from edgellm.hub.pull import best_stored, download, local_copy, remote_projector
 from edgellm.hub.refs import ModelRef
 from edgellm.hw.profile import DeviceProfile
 from edgellm.plan.planner import Plan, PlanError, Wishes, choose_quant, plan, ram_margin
@@ -136,6 +136,7 @@ def choose_remote(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, plan_fo
     from edgellm.bench.results import measured_quality
 
     readers = [(quant, spec_reader(ref.repo, group, commit, fallbacks)) for quant, group in by_quant.items()]
+    with_projector = next((group for group in by_quant.values() if group.projector is not None), None)
     try:
         chosen = choose_quant(
             profile,
@@ -143,6 +144,7 @@ def choose_remote(ref: ModelRef, profile: DeviceProfile, wishes: Wishes, plan_fo
             wishes,
             wishes_for=lambda spec, base: _wider(base, spec, profile),
             measured=measured_quality(repo=ref.repo),
+            projector=remote_projector(ref.repo, with_projector, commit) if with_projector is not None else None,
         )
     except PlanError as error:
         smallest = min(by_quant.values(), key=lambda g: g.size)
@@ -172,10 +174,11 @@ def plan_forced_quant(
 
     wider = _wider(wishes, spec, profile)
     measured = device_measurements(profile, spec, wider)
+    projector = remote_projector(choice.ref.repo, choice.group, choice.commit)
     try:
-        chosen, warning = plan(profile, spec, wider, measured=measured), None
+        chosen, warning = plan(profile, spec, wider, measured=measured, projector=projector), None
     except PlanError as error:
-        chosen = plan(profile, spec, replace(wider, force=True), measured=measured)
+        chosen = plan(profile, spec, replace(wider, force=True), measured=measured, projector=projector)
         warning = reason("forced_quant_does_not_fit", quant=choice.ref.quant, device=profile.name, reason=error.reason)
     return replace(choice, spec=spec, plan=chosen, considered=tuple(fallbacks), warning=warning)
 
@@ -211,5 +214,7 @@ def stored_or_pulled(
     choice = choose_remote(ref, profile, wishes, plan_forced=False)
     if choice.warning:
         report(notice(choice.warning, "warning"))
-    report(Notice(f"pulling {choice.name} ({gib(choice.group.size)})"))
+    projector = choice.group.projector
+    size = choice.group.size + (projector.size if projector is not None else 0)
+    report(Notice(f"pulling {choice.name} ({gib(size)}{', with its vision projector' if projector else ''})"))
     return pull(choice, report, cancel=cancel)

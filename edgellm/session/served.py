@@ -362,7 +362,25 @@ class ServedModels:
         return PlannedModel(choice, profile, replace(params, projector=choice.projector))
 
     def _flags(self, entry: Entry) -> Flags:
-        return replace(self.flags, model=str(entry.path), hf_repo=None)
+        """The flags `entry` loads with: --mmproj goes with the model -m named, others take the projector kept with
+        them (if any)."""
+        from edgellm.session.opening import local_model
+
+        named = self.flags.model is not None and local_model(self.flags.model)[0].resolve() == entry.path.resolve()
+        return replace(self.flags, model=str(entry.path), hf_repo=None, mmproj=self.flags.mmproj if named else None)
+
+    def reads_images(self, entry: Entry) -> bool:
+        """Whether the model `entry` names reads images: loaded with a projector, or (not loaded) one would be loaded
+        with it."""
+        from edgellm.session.opening import projector_path
+
+        for served in self.loaded():
+            if served.entry.path == entry.path:
+                return served.model.vision
+        try:
+            return projector_path(self._flags(entry), entry.path) is not None
+        except (EdgellmError, OSError):
+            return False
 
     def _room(self) -> DeviceProfile:
         """This device as the next model sees it: its memory less what the loaded models were planned to take."""
