@@ -248,7 +248,11 @@ def projector_estimate(home: str, projector: Path, threads: int) -> tuple[int | 
     if not counted or "weights_bytes" not in counted:
         return None, "edgellm plan --json has no projector object"
     weights, encode = int(counted["weights_bytes"]), int(counted.get("encode_bytes") or 0)
-    return weights + encode, f"weights {weights / MIB:.1f} MiB + one image's encoding {encode / MIB:.1f} MiB"
+    working = int(counted.get("working_bytes") or 0)
+    return weights + encode + working, (
+        f"weights {weights / MIB:.1f} MiB + one image's encoding {encode / MIB:.1f} MiB + libmtmd's context and the "
+        f"image's pixels {working / MIB:.1f} MiB"
+    )
 
 
 def test_image() -> Path:

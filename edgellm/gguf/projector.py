@@ -83,6 +83,9 @@ TEXT_ARCHITECTURES: dict[str, tuple[str, ...]] = {
 # micro-batch of the text model.
 NON_CAUSAL = ("gemma3", "gemma4uv")
 
+LIBMTMD_CONTEXT = 5 * 2**20  # RSS of loading the tiny test projector beyond its weights and encode buffer
+PHOTO_PIXELS = 2_000_000  # the image a plan budgets for: a 2-megapixel photo or a 1920×1080 screenshot
+
 # Why a projector does not go with a model (returned by `matches`; the front ends wrap it in NoVision).
 NOT_VISION = "it has no vision encoder (an audio-only projector?)"
 WRONG_WIDTH = "it projects images to {projector}-wide embeddings but the model's are {model} wide"
@@ -128,8 +131,19 @@ class ProjectorSpec:
         projection = 2 * self.text_n_embd * self.n_embd if self.projector_type == "gemma3" else 0
         return max(encoder, image_input) + projection
 
+    def working_bytes(self) -> int:
+        """What libmtmd holds besides the weights and the encode buffer: its own context (its graph's metadata, the
+        warm-up image: ~5 MiB, measured with the smallest projector), and the image being read: decoded (budgeted as
+        a 2-megapixel photo in RGB) and preprocessed to the encoder's size as floats (twice: the preprocessed image
+        and the encoder's input)."""
+        return LIBMTMD_CONTEXT + PHOTO_PIXELS * 3 + 2 * 4 * 3 * self.image_size * self.image_size
+
     def to_dict(self, flash_attn: bool = True) -> dict[str, Any]:
-        return {**asdict(self), "encode_bytes": self.encode_bytes(flash_attn)}
+        return {
+            **asdict(self),
+            "encode_bytes": self.encode_bytes(flash_attn),
+            "working_bytes": self.working_bytes(),
+        }
 
 
 def _int(header: GGUFHeader, key: str, default: int = 0) -> int:

@@ -106,8 +106,7 @@ def portable_cmake_args(machine: str) -> list[str]:
         "-DGGML_NATIVE=OFF",
         "-DGGML_BACKEND_DL=ON",
         "-DGGML_CPU_ALL_VARIANTS=ON",
-        "-DGGML_RPC=ON",
-        "-DLLAVA_BUILD=OFF",
+        "-DGGML_RPC=ON",  # libmtmd (images) is built as in the development wheel: the binary reads images too
     ]
 
 

@@ -330,7 +330,8 @@ def estimate(spec: ModelSpec, settings: EstimateInputs, gpu_name: str = "GPU") -
         notes.setdefault("weights", describe_weights(spec, layers, has_output, is_gpu))
         projector = settings.projector if projector_on_gpu(settings) == is_gpu else None
         projector_weights = projector.weights_bytes if projector else 0
-        projector_compute = projector.encode_bytes() if projector else 0
+        projector_encode = projector.encode_bytes() if projector else 0
+        projector_compute = projector_encode + projector.working_bytes() if projector else 0
         if projector is not None:  # weights read into memory; the buffer an image's encoding writes in full
             weights += projector_weights
             compute += projector_compute
@@ -357,7 +358,8 @@ def estimate(spec: ModelSpec, settings: EstimateInputs, gpu_name: str = "GPU") -
         if projector is not None:
             notes["weights"] += f", the vision projector ({describe_bytes(projector_weights)})"
             notes["compute"] += (
-                f"; encoding one image: {describe_bytes(projector_compute)} ({projector.patches} patches)"
+                f"; encoding one image: {describe_bytes(projector_encode)} ({projector.patches} patches); libmtmd "
+                f"and the image's pixels: {describe_bytes(projector.working_bytes())}"
             )
         notes["overhead"] = (
             "GPU runtime context and workspaces"

@@ -42,13 +42,14 @@ def test_on_a_cpu_the_projector_is_counted_in_ram() -> None:
     text = plan(PI5, LLAMA_1B_Q4)
     seeing = plan(PI5, LLAMA_1B_Q4, projector=GEMMA3_4B)
     cpu, cpu_text = seeing.estimate.device(False), text.estimate.device(False)
-    added = GEMMA3_4B.weights_bytes + GEMMA3_4B.encode_bytes()
+    working = GEMMA3_4B.encode_bytes() + GEMMA3_4B.working_bytes()  # its encode buffer, its context, the image
+    added = GEMMA3_4B.weights_bytes + working
     assert cpu.total - cpu_text.total == added
     assert seeing.needed - text.needed == added  # read into memory and written by an encoding: all resident
     assert cpu.committed - cpu_text.committed == added  # private memory, not the mapped file
-    assert (cpu.projector_weights, cpu.projector_compute) == (GEMMA3_4B.weights_bytes, GEMMA3_4B.encode_bytes())
+    assert (cpu.projector_weights, cpu.projector_compute) == (GEMMA3_4B.weights_bytes, working)
     assert "the vision projector (851 MiB)" in cpu.notes["weights"]
-    assert "encoding one image: 109 MiB (4096 patches)" in cpu.notes["compute"]
+    assert "encoding one image: 109 MiB (4096 patches); libmtmd and the image's pixels: 29 MiB" in cpu.notes["compute"]
     assert seeing.n_ctx == text.n_ctx  # its image tokens take room in the context, counted in n_ctx already
 
 
@@ -58,7 +59,8 @@ def test_on_a_gpu_the_projector_runs_where_the_layers_are() -> None:
     gpu, cpu = seeing.estimate.device(True), seeing.estimate.device(False)
     assert gpu.projector_weights == GEMMA3_4B.weights_bytes and cpu.projector_weights == 0
     text = plan(LAPTOP, LLAMA_3B_Q4, Wishes(gpu_layers=seeing.n_gpu_layers))
-    assert gpu.total - text.estimate.device(True).total == GEMMA3_4B.weights_bytes + GEMMA3_4B.encode_bytes()
+    added = GEMMA3_4B.weights_bytes + GEMMA3_4B.encode_bytes() + GEMMA3_4B.working_bytes()
+    assert gpu.total - text.estimate.device(True).total == added
     # no layer offloaded: libmtmd keeps it on the CPU too
     on_cpu = plan(LAPTOP, LLAMA_3B_Q4, Wishes(gpu_layers=0), projector=GEMMA3_4B)
     assert on_cpu.estimate.device(False).projector_weights == GEMMA3_4B.weights_bytes
