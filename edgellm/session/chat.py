@@ -23,6 +23,7 @@ from edgellm.errors import (
     HistoryUnavailable,
     InvalidSetting,
     NoSuchConversation,
+    NoVision,
     WorkerLost,
     WorkerUnreachable,
 )
@@ -158,13 +159,17 @@ class ChatSession:
         """The model reads images: a message may carry them."""
         return self.model.vision
 
+    def text_only(self) -> NoVision:
+        """What sending an image to this model says when it reads text only (its way out: a projector)."""
+        return text_only(self.model.model.params.path)
+
     def read_image(self, path: Path) -> Image:
         """An image file to attach to the next message, checked now: NoVision when the model reads text only,
         ImageRefused (naming the file and the way out) when it cannot be read as an image."""
         from edgellm.media.images import read_image_file
 
         if not self.vision:
-            raise text_only(self.model.model.params.path)
+            raise self.text_only()
         return read_image_file(path)
 
     def send(self, text: str, images: Sequence[Image] = ()) -> Turn:
@@ -173,7 +178,7 @@ class ChatSession:
         if not text.strip() and not images:
             raise EdgellmError("a message needs some text")
         if images and not self.vision:
-            raise text_only(self.model.model.params.path)
+            raise self.text_only()
         return self._start(text, lambda: len(self.entries), tuple(images))
 
     def regenerate(self) -> Turn:

@@ -261,3 +261,18 @@ def test_repl_image_command(test_model: Path, projector: Path, photo: Path) -> N
     assert "nope.png: no such file" in done.stderr
     with pytest.raises(ImageRefused):
         read_image_file(photo.parent / "nope.png")
+
+
+def test_resume_shows_the_images_and_says_which_are_gone(
+    test_model: Path, projector: Path, photo: Path, edgellm_home: Path
+) -> None:
+    chat = ("chat", "--headless", "-m", str(test_model), "--mmproj", str(projector), "-n", "4", "-c", "1024")
+    assert edgellm(*chat, input=f"/image {photo}\nWhat is it?\n").returncode == 0
+    resumed = edgellm(*chat, "--resume", "1", input="")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "user: [image: test-1.jpeg · 640×488 · 124 KB]" in resumed.stderr
+    for kept in (edgellm_home / "images").rglob("*.jpeg"):
+        kept.unlink()  # deleted by hand
+    resumed = edgellm(*chat, "--resume", "1", input="")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "user: [1 image(s) no longer in the image store]" in resumed.stderr

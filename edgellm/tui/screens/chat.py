@@ -21,10 +21,9 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from edgellm.engine.contract import text_only
 from edgellm.errors import EdgellmError, ImageRefused
 from edgellm.events import Notice
-from edgellm.media.images import Image, read_image_file
+from edgellm.media.images import Image
 from edgellm.session.events import AnswerPiece, ReasoningPiece, ReplyDone, Timings
 from edgellm.tui.clipboard import code_blocks, copy
 from edgellm.tui.messages import (
@@ -436,8 +435,7 @@ class ChatScreen(Screen[None]):
             self._ready()  # says why there is no model
             return False
         if not self.session.vision:
-            refusal = text_only(Path(self.session.model_name))  # what sending an image would say
-            self.app.notify(explain(refusal), severity="warning", timeout=8)
+            self.app.notify(explain(self.session.text_only()), severity="warning", timeout=8)
             return False
         return True
 
@@ -445,8 +443,9 @@ class ChatScreen(Screen[None]):
         """Read and check the image at `path` and attach it; a refused one is a notice. Whether it was attached."""
         if not self._can_attach():
             return False
+        assert self.session is not None  # _can_attach said there is one
         try:
-            image = read_image_file(path)
+            image = self.session.read_image(path)
         except ImageRefused as error:
             self.app.notify(explain(error), severity="error", timeout=8)
             return False
@@ -609,6 +608,7 @@ class ChatScreen(Screen[None]):
                     interrupted=message.interrupted,
                     meta=meta,
                     images=message.images,
+                    images_lost=message.images_lost,
                 )
             )
             last = message.timings if message.role == "assistant" and message.timings else last

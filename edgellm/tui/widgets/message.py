@@ -88,10 +88,12 @@ class ChatMessage(Vertical, can_focus=True):
         interrupted: bool = False,
         meta: str = "",
         images: Sequence[Image] = (),
+        images_lost: int = 0,
     ) -> None:
         super().__init__(classes=role + (" interrupted" if interrupted else ""))
         self.role, self.content, self.reasoning, self.meta = role, content, reasoning, meta
         self.images = tuple(images)
+        self.images_lost = images_lost  # a saved message's images the image store no longer holds
         self._in_markdown = 0  # how much of `content` the Markdown holds while the reply is written
         self._grown_at = 0.0  # when the reply being written last grew
         self._later: Timer | None = None  # the growth held back, drawn when GROW_EVERY_S has passed
@@ -102,6 +104,9 @@ class ChatMessage(Vertical, can_focus=True):
             yield self._reasoning_part()
         for image in self.images:
             yield Static(attached_line(image), classes="image", markup=False)
+        if self.images_lost:
+            lost = f"{self.images_lost} image{'s' if self.images_lost > 1 else ''}"
+            yield Static(f"📎 {lost} no longer in the image store", classes="image", markup=False)
         if self.role == "user":
             yield Static(self.content, classes="text", markup=False)  # what was typed, as typed
         elif self.content:
