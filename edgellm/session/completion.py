@@ -98,6 +98,7 @@ class ChatModel:
     _special: tuple[str, str] | None = None  # BOS and EOS as text
     _tool_format: ToolFormat | None = None
     _pieces: dict[int, tuple[str, bytes]] = field(default_factory=dict)  # tokens' text, for log-probabilities
+    _image_lengths: dict[str, int] = field(default_factory=dict)  # tokens each image takes, by digest
 
     def __post_init__(self) -> None:
         self._turns = threading.Semaphore(max(1, self.model.parallel))
@@ -192,7 +193,22 @@ class ChatModel:
         return self.model.tokenize(text, add_bos=False, special=True)
 
     def count(self, messages: Messages, tools: list[dict[str, Any]] | None = None) -> int:
-        return len(self.tokenize(*self.rendered(messages, tools)))
+        """The tokens `messages` take. An image counts as the tokens it took the first time it was tokenized, so a
+        conversation is fitted without llama.cpp decoding its images again each time it is measured."""
+        text, images = self.rendered(messages, tools)
+        if not images:
+            return len(self.tokenize(text))
+        return len(self.tokenize(text.replace(MARKER, ""))) + sum(self._image_length(image) for image in images)
+
+    def _image_length(self, image: Image) -> int:
+        """The tokens `image` takes in a prompt, its model's own markers around it included (measured once)."""
+        found = self._image_lengths.get(image.digest)
+        if found is None:
+            found = len(self.model.tokenize_with_images(MARKER, [image], add_bos=False))
+            if len(self._image_lengths) >= MAX_PIECES:
+                self._image_lengths.clear()
+            self._image_lengths[image.digest] = found
+        return found
 
     def reply_room(self, max_tokens: int = -1) -> int:
         """Tokens kept free for the reply when the history is trimmed."""

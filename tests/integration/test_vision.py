@@ -276,3 +276,32 @@ def test_resume_shows_the_images_and_says_which_are_gone(
     resumed = edgellm(*chat, "--resume", "1", input="")
     assert resumed.returncode == 0, resumed.stderr
     assert "user: [1 image(s) no longer in the image store]" in resumed.stderr
+
+
+def test_a_chat_decodes_each_image_once_not_every_turn(
+    test_model: Path, projector: Path, photo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgellm.engine.vision import Projector
+
+    decoded: list[str] = []
+    original = Projector._bitmap
+
+    def counted(self: Projector, image):  # type: ignore[no-untyped-def]
+        decoded.append(image.name)
+        return original(self, image)
+
+    monkeypatch.setattr(Projector, "_bitmap", counted)
+    host = host_for(test_model, projector)
+    model = host.open()
+    session = host.chat(None)
+    picture = read_image_file(photo)
+    reply_of(session.send(QUESTION, [picture]))
+    first = len(decoded)
+    assert 1 <= first <= 2  # measured once for fitting the history, once in the prompt
+    for text in ("And then?", "One more?", "Last one?"):
+        reply_of(session.send(text))
+    assert len(decoded) == first, "later turns fit and extend the prompt without decoding the image again"
+    messages = session.chat_messages()
+    exact = len(model.tokenize(*model.rendered(messages)))
+    assert abs(model.count(messages) - exact) <= 2  # an image counted by its first tokenization
+    host.close()
