@@ -408,7 +408,7 @@ class BatchedModel:
         sequence.n_past, sequence.pending = reuse, sequence.prompt[reuse:]
         sequence.evaluated_prompt = len(sequence.pending)
         sequence.guard = LoopGuard() if sequence.options.loop_guard else None
-        if sequence.options.speculation != "off" and self._drafts:
+        if sequence.options.speculation != "off" and self._drafts and not sequence.images:  # never an image's ids
             from edgellm.plan.speculation import NGRAM_MOST, NGRAM_START_LENGTH
 
             sequence.drafter = NgramDrafter()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -187,8 +188,13 @@ def test_cancel_and_images_in_one_batched_engine(test_model: Path, projector: Pa
         }
         assert prompts == {digest: tokens for digest, (tokens, _) in expected.items()}
 
+        drafting = replace(options, speculation="ngram")  # asked for, but an image's ids are never drafted
+        drafted: list[object] = []
+
         def answer(digest: str) -> None:
-            results[digest] = "".join(batched.generation(prompts[digest], options))
+            generation = batched.generation(prompts[digest], drafting)
+            results[digest] = "".join(generation)
+            drafted.append(generation.stats.speculation)
 
         threads = [threading.Thread(target=answer, args=(digest,)) for digest in expected]
         for thread in threads:
@@ -196,6 +202,7 @@ def test_cancel_and_images_in_one_batched_engine(test_model: Path, projector: Pa
         for thread in threads:
             thread.join(timeout=300)
         assert results == {digest: text for digest, (_, text) in expected.items()}  # each slot its own image
+        assert drafted == [None, None]
     finally:
         batched.close()
 
