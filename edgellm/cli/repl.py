@@ -305,5 +305,6 @@ class _ReplyLine:
 
 
 def timings_line(timings: Timings) -> str:
-    """One reply's timings in a line: tokens, speed, first token, prompt reuse, context, drafting."""
-    return "[" + " · ".join(timings.parts("tokens", "speed", "first_token", "prompt", "context", "drafting")) + "]"
+    """One reply's timings in a line: tokens, speed, first token, images, prompt reuse, context, drafting."""
+    names = ("tokens", "speed", "first_token", "image", "prompt", "context", "drafting")
+    return "[" + " · ".join(timings.parts(*names)) + "]"

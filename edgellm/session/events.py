@@ -66,9 +66,9 @@ class Timings:
         return cls(GenerationStats.from_dict(data), count("context_used"), count("n_ctx"), count("dropped_messages"))
 
     def parts(self, *names: str, short: bool = False) -> list[str]:
-        """The named figures, each in a few words, those not measured left out: tokens, speed, first_token, prompt,
-        context, drafting (speculative decoding's acceptance and speed-up), stop (how it ended, when not of itself).
-        `short`: the status line's brief forms."""
+        """The named figures, each in a few words, those not measured left out: tokens, speed, first_token, image
+        (the prompt's images evaluated: their tokens and time), prompt, context, drafting (speculative decoding's
+        acceptance and speed-up), stop (how it ended, when not of itself). `short`: the status line's brief forms."""
         stats, found = self.stats, []
         for name in names:
             if name == "tokens":
@@ -77,6 +77,12 @@ class Timings:
                 found.append(f"{stats.tokens_per_s:.1f} tok/s" if short else f"{stats.tokens_per_s:.1f} tokens/s")
             elif name == "first_token" and stats.ttft_ms is not None:
                 found.append(f"TTFT {stats.ttft_ms:.0f} ms" if short else f"first token {stats.ttft_ms:.0f} ms")
+            elif name == "image" and stats.image_tokens and stats.image_ms is not None:
+                found.append(
+                    f"image {stats.image_ms:.0f} ms"
+                    if short
+                    else f"images {stats.image_tokens} tokens in {stats.image_ms:.0f} ms"
+                )
             elif name == "prompt":
                 found.append(f"prompt {stats.prompt_evaluated} new of {stats.prompt_tokens}")
             elif name == "context":

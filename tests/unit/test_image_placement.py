@@ -61,3 +61,16 @@ def test_a_kept_prefix_never_ends_inside_an_image() -> None:
     assert resume_point([2, 5, blue, blue, blue], prompt) == 2
     assert resume_point([], prompt) == 0
     assert text_run(prompt) == 2 and text_run([7, 8]) == 2 and text_run([red, 7]) == 0
+
+
+def test_a_reply_s_timings_say_what_its_images_took() -> None:
+    from edgellm.cli.repl import timings_line
+    from edgellm.engine.contract import GenerationStats
+    from edgellm.session.events import Timings
+
+    seen = Timings(GenerationStats(prompt_tokens=40, prompt_evaluated=40, completion_tokens=5, ttft_ms=900.0,
+                                   image_tokens=16, image_ms=812.4), 45, 1024)  # fmt: skip
+    assert "images 16 tokens in 812 ms" in timings_line(seen)
+    assert seen.parts("image", short=True) == ["image 812 ms"]
+    cached = Timings(GenerationStats(prompt_tokens=60, completion_tokens=5, image_tokens=0, image_ms=0.0), 65, 1024)
+    assert cached.parts("image") == [] and "image" not in timings_line(cached)  # nothing evaluated, nothing said

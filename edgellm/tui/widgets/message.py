@@ -205,9 +205,9 @@ def reply_meta(timings: Timings, interrupted: bool = False) -> str:
     """The line under a reply: tokens, speed, time to first token; and whether it was stopped (`interrupted`: a
     saved reply marked so)."""
     names = (
-        ("tokens", "speed", "first_token", "stop")
+        ("tokens", "speed", "first_token", "image", "stop")
         if timings.stats.completion_tokens
-        else ("speed", "first_token", "stop")
+        else ("speed", "first_token", "image", "stop")
     )
     parts = timings.parts(*names)
     if interrupted and "stopped" not in parts:
