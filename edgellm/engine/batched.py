@@ -146,7 +146,7 @@ class _Sequence:
     drafted: list[int] = field(default_factory=list)  # this step's draft, after its last token in the batch
     ending: _End | None = None  # how it ends, once a sampled token ended it (said after its round is counted)
     alone: bool = False  # this step decodes it alone: its time is its own
-    images: dict[int, Any] = field(default_factory=dict)  # its prompt's images by token (engine.vision.ImageChunk)
+    with_images: bool = False  # its prompt holds images (evaluated by the model's projector; never drafted)
     image_tokens: int = 0  # positions of the images evaluated for its prompt
     image_ms: float | None = None  # their encoding and decoding (None: no image evaluated)
     step_started: float = 0.0
@@ -408,7 +408,7 @@ class BatchedModel:
         sequence.n_past, sequence.pending = reuse, sequence.prompt[reuse:]
         sequence.evaluated_prompt = len(sequence.pending)
         sequence.guard = LoopGuard() if sequence.options.loop_guard else None
-        if sequence.options.speculation != "off" and self._drafts and not sequence.images:  # never an image's ids
+        if sequence.options.speculation != "off" and self._drafts and not sequence.with_images:
             from edgellm.plan.speculation import NGRAM_MOST, NGRAM_START_LENGTH
 
             sequence.drafter = NgramDrafter()
@@ -460,10 +460,11 @@ class BatchedModel:
     def _decode_image(self, sequence: _Sequence) -> None:
         """Evaluate the image at the head of the sequence's pending prompt, alone (libmtmd decodes it in a batch of
         its own: its embeddings, not tokens); a failure ends that request alone."""
-        projector, image = self.local.projector, sequence.images.get(sequence.pending[0])
+        projector = self.local.projector
         try:
-            if projector is None or image is None:
+            if projector is None:
                 raise text_only(self.params.path)
+            image = projector.chunk(sequence.pending[0])
             ms = projector.decode_image(self._context.ctx, image, sequence.n_past, sequence.slot, self.n_batch)
         except EdgellmError as error:
             with self._condition:
@@ -554,7 +555,6 @@ class BatchedModel:
         return True
 
     def _end(self, sequence: _Sequence, reason: StopReason, error: BaseException | None = None) -> None:
-        sequence.images = {}
         slot = self._slots[sequence.slot]
         slot.running, slot.used_at = None, time.perf_counter()
         if sequence.sampler is not None:
@@ -597,9 +597,7 @@ class BatchedGeneration:
         self.sequence = _Sequence(
             list(prompt_tokens), options, cancel, max(0, limit), options.max_tokens < 0 or options.max_tokens > room
         )
-        projector = model.local.projector
-        if projector is not None and any(is_image_token(token) for token in prompt_tokens):
-            self.sequence.images = projector.chunks_for(self.sequence.prompt)  # held until evaluated
+        self.sequence.with_images = any(is_image_token(token) for token in prompt_tokens)
         self.tokens: list[int] = []
         self.logprobs = self.sequence.logprobs
         self.stats = GenerationStats(prompt_tokens=len(prompt_tokens), prompt_evaluated=0)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgellm.engine.contract import LLAMA_DEFAULT_SEED, GenerationOptions, GenerationStats, TokenLogprob
 from edgellm.engine.loop_guard import LoopGuard
+from edgellm.errors import EngineFailed
 
 if TYPE_CHECKING:
     from edgellm.engine.vision import Projector
@@ -36,7 +37,6 @@ class LocalGeneration:
     ) -> None:
         self.llm = llm  # llama_cpp.Llama
         self.images = images  # the projector that evaluates the prompt's images (None: a prompt of text)
-        self.chunks = images.chunks_for(prompt_tokens) if images is not None else {}  # held until evaluated
         self.prompt_tokens = prompt_tokens
         self.options = options
         room = n_ctx - len(prompt_tokens)
@@ -100,9 +100,17 @@ class LocalGeneration:
         compat.use_sampler(llm, sampler)
         try:
             if self.images is not None:
-                evaluated = self.images.evaluate(llm, self.prompt_tokens, self.chunks, int(llm.n_batch), cancel)
-                self.chunks = {}
+                try:
+                    evaluated = self.images.evaluate(llm, self.prompt_tokens, int(llm.n_batch), cancel)
+                except EngineFailed:  # an image's decode stopped by the abort check, or failed
+                    if cancel is None or not cancel.is_set():
+                        raise
+                    stats.stop_reason = "interrupted"
+                    return
                 stats.image_tokens, stats.image_ms = evaluated.tokens, evaluated.ms
+                if cancel is not None and cancel.is_set():  # between images: nothing more is evaluated
+                    stats.stop_reason = "interrupted"
+                    return
             if self.limit <= 0:
                 return
             for token in tokens:

@@ -12,9 +12,9 @@ samplers work as they do for text.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,12 +25,15 @@ from edgellm.errors import EngineFailed, ImageRefused, LoadFailed, NoVision
 from edgellm.media import MARKER
 from edgellm.media.images import Image
 
-KEPT_IMAGES = 16  # tokenized images kept for reuse (their pixels preprocessed; a chat re-sends them every turn)
+KEPT_CHUNKS = 4  # tokenized images kept ready (each holds its preprocessed pixels: ~10 MB for Gemma 3's 896 px)
+KEPT_IMAGES = 256  # images whose bytes are kept to tokenize again when their chunk is needed and was let go
 
 
-def image_token(digest: str) -> int:
-    """The id that stands for an image's positions in a prompt: negative, and the same for the same bytes."""
-    return -1 - int(digest[:7], 16)
+def image_token(digest: str, tile: int = 0) -> int:
+    """The id that stands for the positions of an image's chunk (its `tile`: a model that cuts an image into several
+    has one chunk each) in a prompt: negative, and the same for the same bytes."""
+    key = hashlib.sha256(f"{digest}#{tile}".encode()).hexdigest()
+    return -1 - (int(key[:8], 16) & 0x7FFFFFFF)
 
 
 def is_image_token(token: int) -> bool:
@@ -56,17 +59,18 @@ def text_run(tokens: list[int]) -> int:
 
 
 class ImageChunk:
-    """One image tokenized by libmtmd: its chunk (owned: freed once neither the projector's recent images nor a
-    generation still to evaluate it holds it), and how many positions and tokens it takes."""
+    """One image (or one tile of it) tokenized by libmtmd: its chunk, owned and freed by `close`, and how many context
+    positions it takes."""
 
-    def __init__(self, chunk: Any, n_pos: int, n_tokens: int) -> None:
-        from llama_cpp import mtmd_cpp
-
-        self.chunk, self.n_pos, self.n_tokens = chunk, n_pos, n_tokens
-        self._free = weakref.finalize(self, mtmd_cpp.mtmd_input_chunk_free, chunk)
+    def __init__(self, chunk: Any, n_pos: int) -> None:
+        self.chunk, self.n_pos = chunk, n_pos
 
     def close(self) -> None:
-        self._free()
+        from llama_cpp import mtmd_cpp
+
+        if self.chunk is not None:
+            mtmd_cpp.mtmd_input_chunk_free(self.chunk)
+            self.chunk = None
 
 
 @dataclass
@@ -88,6 +92,10 @@ class Projector:
         from edgellm.engine.llama_log import route_projector_log
 
         route_projector_log()
+        self._chunks: OrderedDict[int, ImageChunk] = OrderedDict()  # by image token, the most recent last
+        self._images: OrderedDict[int, tuple[Image, int]] = OrderedDict()  # by image token: the image, its tile
+        self._lock = threading.Lock()  # the two tables
+        self._encoding = threading.Lock()  # one image encoded at a time (the encoder's buffers are one)
         params = mtmd_cpp.mtmd_context_params_default()
         params.use_gpu = use_gpu
         params.n_threads = n_threads
@@ -110,8 +118,15 @@ class Projector:
                 path.name,
                 "no vision",
             )
-        self._chunks: OrderedDict[str, ImageChunk] = OrderedDict()
-        self._lock = threading.Lock()
+        if mtmd_cpp.mtmd_decode_use_mrope(self.context):
+            self.close()
+            raise NoVision(
+                f"{path.name} places an image's tokens in two dimensions (M-RoPE: the Qwen2-VL family), which edgellm "
+                f"does not support yet: use a model of another family (Gemma 3, SmolVLM), or --no-mmproj",
+                "",
+                path.name,
+                "M-RoPE",
+            )
 
     def tokenize(self, text: str, images: Sequence[Image], *, add_bos: bool, special: bool = True) -> list[int]:
         """The prompt's tokens, each image (in the order of the MARKERs in `text`) a run of its image token; the text
@@ -120,14 +135,15 @@ class Projector:
 
         if text.count(MARKER) != len(images):
             raise ValueError(f"{text.count(MARKER)} image markers for {len(images)} images")
-        bitmaps = [self._bitmap(image) for image in images]
+        bitmaps: list[Any] = []
         chunks = mtmd_cpp.mtmd_input_chunks_init()
         try:
+            for image in images:
+                bitmaps.append(self._bitmap(image))
             encoded = text.encode("utf-8")
             given = mtmd_cpp.mtmd_input_text(encoded, len(encoded), add_bos, special)
             array = (mtmd_cpp.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)
-            with self._lock:
-                status = mtmd_cpp.mtmd_tokenize(self.context, chunks, ctypes.byref(given), array, len(bitmaps))
+            status = mtmd_cpp.mtmd_tokenize(self.context, chunks, ctypes.byref(given), array, len(bitmaps))
             if status != 0:
                 raise ImageRefused(
                     f"llama.cpp could not prepare the image for this model (libmtmd status {status})",
@@ -157,10 +173,13 @@ class Projector:
         return bitmap
 
     def _tokens(self, chunks: Any, images: Sequence[Image]) -> list[int]:
+        """The chunks as tokens: text chunks their tokens, each image chunk (an image, or a tile of one: a model may
+        cut an image in several, with text between) a run of its own image token, one per position."""
         from llama_cpp import mtmd_cpp
 
+        by_digest = {image.digest: image for image in images}
+        tiles: dict[str, int] = {}
         tokens: list[int] = []
-        pictures = iter(images)
         for index in range(mtmd_cpp.mtmd_input_chunks_size(chunks)):
             chunk = mtmd_cpp.mtmd_input_chunks_get(chunks, index)
             if mtmd_cpp.mtmd_input_chunk_get_type(chunk) == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_TEXT:
@@ -168,45 +187,53 @@ class Projector:
                 found = mtmd_cpp.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))
                 tokens.extend(found[i] for i in range(count.value))
                 continue
-            image = next(pictures)
+            digest = (mtmd_cpp.mtmd_input_chunk_get_id(chunk) or b"").decode()
+            if digest not in by_digest:
+                raise EngineFailed(f"libmtmd returned an image chunk of no image of this prompt ({digest[:12]!r})")
+            tile = tiles[digest] = tiles.get(digest, -1) + 1
+            token = image_token(digest, tile)
             n_pos = int(mtmd_cpp.mtmd_input_chunk_get_n_pos(chunk))
-            self._keep(image.digest, chunk, n_pos)
-            tokens.extend([image_token(image.digest)] * n_pos)
+            self._keep(token, by_digest[digest], tile, chunk, n_pos)
+            tokens.extend([token] * n_pos)
         return tokens
 
-    def _keep(self, digest: str, chunk: Any, n_pos: int) -> None:
-        """Keep the image's chunk (a copy, the chunks list is freed) for `evaluate`, the most recent KEPT_IMAGES."""
+    def _keep(self, token: int, image: Image, tile: int, chunk: Any, n_pos: int) -> None:
+        """Keep the chunk (a copy: the chunks list is freed) ready for evaluation, the most recent KEPT_CHUNKS, and
+        the image's bytes longer, to tokenize it again when its chunk is needed after it was let go."""
         from llama_cpp import mtmd_cpp
 
         with self._lock:
-            if digest in self._chunks:
-                self._chunks.move_to_end(digest)
+            self._images[token] = (image, tile)
+            self._images.move_to_end(token)
+            while len(self._images) > KEPT_IMAGES:
+                self._images.popitem(last=False)
+            if token in self._chunks:
+                self._chunks.move_to_end(token)
                 return
-            owned = mtmd_cpp.mtmd_input_chunk_copy(chunk)
-            n_tokens = int(mtmd_cpp.mtmd_input_chunk_get_n_tokens(chunk))
-            self._chunks[digest] = ImageChunk(owned, n_pos, n_tokens)
-            while len(self._chunks) > KEPT_IMAGES:
-                self._chunks.popitem(last=False)  # freed once no generation holds it either
+            self._chunks[token] = ImageChunk(mtmd_cpp.mtmd_input_chunk_copy(chunk), n_pos)
+            while len(self._chunks) > KEPT_CHUNKS:
+                self._chunks.popitem(last=False)[1].close()
 
-    def chunks_for(self, prompt: list[int]) -> dict[int, ImageChunk]:
-        """The images of a prompt this projector tokenized, by image token: what its generation holds until it has
-        evaluated them. EngineFailed for an image it no longer holds (tokenized long ago, or by another model)."""
-        wanted = {token for token in prompt if is_image_token(token)}
+    def chunk(self, token: int) -> ImageChunk:
+        """The chunk an image token stands for, tokenized again from the image's bytes when it was let go;
+        EngineFailed when this projector never saw the image (or saw KEPT_IMAGES others since)."""
         with self._lock:
-            found = {
-                image_token(digest): chunk for digest, chunk in self._chunks.items() if image_token(digest) in wanted
-            }
-        if len(found) < len(wanted):
+            found = self._chunks.get(token)
+            if found is not None:
+                self._chunks.move_to_end(token)
+                return found
+            known = self._images.get(token)
+        if known is None:
             raise EngineFailed("an image of this prompt is no longer held by the model's projector: send it again")
+        self.tokenize(MARKER, [known[0]], add_bos=False)
+        with self._lock:
+            found = self._chunks.get(token)
+        if found is None:
+            raise EngineFailed("libmtmd tokenized an image differently the second time: send it again")
         return found
 
     def evaluate(
-        self,
-        llm: Any,
-        prompt: list[int],
-        chunks: dict[int, ImageChunk],
-        n_batch: int,
-        cancel: threading.Event | None = None,
+        self, llm: Any, prompt: list[int], n_batch: int, cancel: threading.Event | None = None
     ) -> ImageTimings:
         """Evaluate `prompt` up to the end of its last image not already in the KV cache (text through
         llama-cpp-python, images through libmtmd), so that the generation evaluates only text after it."""
@@ -232,7 +259,7 @@ class Projector:
                 llm.eval(prompt[position:end])
                 position = end
                 continue
-            image = chunks[token]
+            image = self.chunk(token)
             ms = self.decode_image(compat.context_of(llm), image, position, 0, n_batch)
             timings.ms += ms
             timings.images += 1
@@ -249,7 +276,7 @@ class Projector:
 
         started = time.perf_counter()
         new_position = raw.llama_pos(0)
-        with self._lock:
+        with self._encoding:
             status = mtmd_cpp.mtmd_helper_eval_chunk_single(
                 self.context, context, image.chunk, position, sequence, n_batch, False, ctypes.byref(new_position)
             )
@@ -260,9 +287,10 @@ class Projector:
     def close(self) -> None:
         from llama_cpp import mtmd_cpp
 
-        for chunk in self._chunks.values():
-            chunk.close()  # the model goes: no generation runs on it any more
-        self._chunks.clear()
+        with self._lock:
+            for chunk in self._chunks.values():
+                chunk.close()  # the model goes: no generation runs on it any more
+            self._chunks.clear()
         if self.context:
             mtmd_cpp.mtmd_free(self.context)
             self.context = None

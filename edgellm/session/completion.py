@@ -356,6 +356,8 @@ class ChatModel:
         if not self.vision:
             raise text_only(self.model.params.path)
         placed = place_images([{"role": "user", "content": prompt, "images": images}])[0][0]["content"]
+        if placed.endswith(MARKER):  # text after the last image: the prompt's last token is sampled from
+            placed += "\n"
         tokens = self.model.tokenize_with_images(placed, images, add_bos=True, special=False)
         if len(tokens) >= self.n_ctx:
             raise ContextOverflow(

@@ -312,3 +312,56 @@ def test_a_chat_decodes_each_image_once_not_every_turn(
     exact = len(model.tokenize(*model.rendered(messages)))
     assert abs(model.count(messages) - exact) <= 2  # an image counted by its first tokenization
     host.close()
+
+
+def test_more_images_than_the_projector_keeps_ready(test_model: Path, projector: Path) -> None:
+    """A chat's images outlive the few tokenized images the projector keeps (KEPT_CHUNKS): one needed again is
+    tokenized again from its bytes, in a later turn or in one prompt holding many."""
+    from edgellm.engine.vision import KEPT_CHUNKS
+
+    pictures = [read_image(gradient_png(40 + 8 * n, 30), f"p{n}.png") for n in range(KEPT_CHUNKS + 3)]
+    host = host_for(test_model, projector)
+    host.open()
+    session = host.chat(None)
+    for picture in pictures:
+        _, reply = reply_of(session.send("And this one?", [picture]))
+        assert reply.stats.image_tokens == 16 and not reply.interrupted
+    session.new()  # a new conversation, its first image another: every image of the prompt evaluated
+    _, reply = reply_of(session.send("All of them?", pictures[::-1]))
+    assert reply.stats.image_tokens == 16 * len(pictures)
+    host.close()
+
+
+def test_cancel_while_an_image_is_decoded_ends_the_reply_as_interrupted(
+    test_model: Path, projector: Path, photo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgellm.engine.vision import Projector
+
+    cancel = threading.Event()
+    original = Projector.decode_image
+
+    def stopped_midway(self: Projector, *args):  # type: ignore[no-untyped-def]
+        cancel.set()  # as Esc or a client gone would, while llama.cpp decodes the image
+        return original(self, *args)
+
+    monkeypatch.setattr(Projector, "decode_image", stopped_midway)
+    host = host_for(test_model, projector)
+    model = host.open()
+    prepared = model.prepare([{"role": "user", "content": QUESTION, "images": [read_image_file(photo)]}])
+    generation = model.model.generation(prepared.tokens, GenerationOptions(max_tokens=8), cancel=cancel)
+    assert "".join(generation) == ""
+    assert generation.stats.stop_reason == "interrupted"
+    monkeypatch.setattr(Projector, "decode_image", original)
+    again = model.model.generation(prepared.tokens, GenerationOptions(max_tokens=4))
+    list(again)
+    assert again.stats.image_tokens == 16 and again.stats.completion_tokens == 4  # the model goes on
+    host.close()
+
+
+def test_a_raw_prompt_ending_with_its_image(test_model: Path, projector: Path, photo: Path) -> None:
+    done = edgellm(
+        "run", "-m", str(test_model), "--mmproj", str(projector), "--image", str(photo), "-p", f"Look: {MARKER}",
+        "-n", "4", "--temp", "0", "-c", "1024", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert '"image_tokens": 16' in done.stdout
