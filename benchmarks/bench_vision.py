@@ -12,7 +12,7 @@ attention; built from the wheel's llama.cpp source and CMake flags, `benchmarks/
 
 The files: the Gemma 3 test model, a projector of a realistic size written with edgellm.convert.tinyprojector (a
 SIGLIP-base-like tower: 768 wide, 12 layers, 448 px, 64 image tokens; random weights, 167 MiB in F16) into a
-temporary folder, and llama.cpp's test photo (tools/mtmd/test-1.jpeg, 1476×1020). Fresh processes, alternating
+temporary folder, and llama.cpp's test photo (tools/mtmd/test-1.jpeg, 640×488). Fresh processes, alternating
 (llama-mtmd-cli, edgellm with the image, edgellm without), several rounds; medians.
 
 Usage: .venv/bin/python benchmarks/bench_vision.py [--rounds 3] [--threads 2] [--tokens 16] [--json PATH]
