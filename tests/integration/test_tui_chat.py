@@ -371,13 +371,15 @@ def test_a_reply_streams_its_whole_lines_as_markdown_and_the_last_as_text() -> N
             assert line.text == "The capital is **Par" and not reply.query(Markdown)
             await reply.append("is**.\nIt lies on the", "")
             await reply.append(" Seine.", "")
-            await until(
+            await until(  # the Markdown takes the whole line, then the last line is drawn: one growth, two steps
                 pilot,
-                lambda: [m.source for m in reply.query(Markdown)] == ["The capital is **Paris**.\n"],
-                what="the whole line",
+                lambda: (
+                    [m.source for m in reply.query(Markdown)] == ["The capital is **Paris**.\n"]
+                    and line.text == "It lies on the Seine."
+                ),
+                what="the whole line, and the last one apart",
             )
             markdown = reply.query_one(Markdown)
-            assert line.text == "It lies on the Seine."
             assert reply.content == "The capital is **Paris**.\nIt lies on the Seine."
             await reply.finish(reply.content + "\n", "", interrupted=False, meta="3 tokens")
             assert markdown.source == "The capital is **Paris**.\nIt lies on the Seine.\n"
