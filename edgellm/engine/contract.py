@@ -203,6 +203,17 @@ def text_only(path: Path) -> NoVision:
     )
 
 
+def projector_mismatch(projector: Path, model: Path, why: str) -> NoVision:
+    """The error for a projector that does not go with the model it is loaded with (`why`: the difference)."""
+    return NoVision(
+        f"the projector {projector.name} does not belong to {model.name} ({why}): pass the mmproj file published "
+        f"with this model, or --no-mmproj to chat without images",
+        model.name,
+        projector.name,
+        why,
+    )
+
+
 def settings_record(params: LoadParams, options: GenerationOptions) -> dict[str, Any]:
     """The one record of the settings a model ran with: what `run --json` reports and a saved conversation keeps
     (`plan --json` reports the load half, `LoadParams.as_dict`)."""

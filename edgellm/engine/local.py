@@ -18,10 +18,11 @@ from edgellm.engine.contract import (
     GenerationOptions,
     LoadParams,
     SlotState,
+    projector_mismatch,
     text_only,
 )
 from edgellm.engine.llama_log import LlamaLog, interrupt_after
-from edgellm.errors import LoadFailed, LoadTimedOut, NoVision, UnknownToken
+from edgellm.errors import LoadFailed, LoadTimedOut, UnknownToken
 from edgellm.reasons import reason
 from edgellm.storage import disk
 
@@ -255,13 +256,7 @@ def load_projector(path: Path, llm: Any, params: LoadParams, log: LlamaLog) -> P
         llm.close()
         found = log.find("mtmd_init_from_file: error") or log.find("clip_init") or ""
         why = found.split("error: ", 1)[-1].strip() or "llama.cpp refused it"
-        raise NoVision(
-            f"the projector {path.name} does not belong to {params.path.name} ({why}): pass the mmproj file "
-            f"published with this model, or --no-mmproj to chat without images",
-            params.path.name,
-            path.name,
-            why,
-        ) from None
+        raise projector_mismatch(path, params.path, why) from None
     except BaseException:
         log.flush()
         llm.close()

@@ -43,7 +43,7 @@ def is_image_token(token: int) -> bool:
 def resume_point(held: list[int], prompt: list[int]) -> int:
     """How many leading tokens of `prompt` a KV cache holding `held` can keep: their common prefix, cut back to the
     start of an image it would end inside (an image is evaluated whole)."""
-    count = 0
+    count = 0  # engine.generate.common_prefix, written again: generate imports this module
     for old, new in zip(held, prompt):
         if old != new:
             break
@@ -75,10 +75,9 @@ class ImageChunk:
 
 @dataclass
 class ImageTimings:
-    """What evaluating a prompt's images cost: images evaluated, their positions, and the milliseconds of encoding
+    """What evaluating a prompt's images cost: the positions they take, and the milliseconds of encoding
     and decoding them (the KV cache's own images are not evaluated again)."""
 
-    images: int = 0
     tokens: int = 0
     ms: float = 0.0
 
@@ -262,7 +261,6 @@ class Projector:
             image = self.chunk(token)
             ms = self.decode_image(compat.context_of(llm), image, position, 0, n_batch)
             timings.ms += ms
-            timings.images += 1
             timings.tokens += image.n_pos
             compat.record_held(llm, position, [token] * image.n_pos)
             position += image.n_pos

@@ -36,7 +36,6 @@ from edgellm.server.turns import (
     prepare,
     printable,
     read_json,
-    reads_images,
     refused,
     start_job,
     wait_end,
@@ -170,7 +169,7 @@ def create_app(state: ServerState) -> FastAPI:
 def _models(state: ServerState) -> tuple[list[Entry], set[str]]:
     """The models the server can run, and the names of those that read images."""
     entries = state.models.entries()
-    return entries, {entry.name for entry in entries if reads_images(state, entry)}
+    return entries, {entry.name for entry in entries if state.models.reads_images(entry)}
 
 
 def _error_response(state: ServerState, request: Request, error: ApiError) -> JSONResponse:

@@ -30,7 +30,6 @@ from edgellm.server.turns import (
     next_pieces,
     prepare,
     read_json,
-    reads_images,
     refused,
     start_job,
     wait_end,
@@ -173,7 +172,7 @@ async def _entry(state: ServerState, name: str, exact: bool = False) -> Entry:
 def _facts(state: ServerState, entry: Entry) -> ollama.ModelFacts:
     """What the Ollama API tells of a model, `vision` among its capabilities when a projector goes with it."""
     found = facts(entry)
-    if "vision" not in found.capabilities and reads_images(state, entry):
+    if "vision" not in found.capabilities and state.models.reads_images(entry):
         found = replace(found, capabilities=(*found.capabilities, "vision"))
     return found
 

@@ -133,11 +133,6 @@ class ServerState:
         return total if total.slots else Batching()
 
 
-def reads_images(state: ServerState, entry: Entry) -> bool:
-    """Whether the model `entry` names reads images (session.served decides)."""
-    return state.models.reads_images(entry)
-
-
 async def embed_texts(lease: Lease, texts: list[str], truncate: bool) -> tuple[list[list[float]], int]:
     """The texts' pooled vectors (not normalised) from the lease's embedder, and the tokens they took."""
     embedder = lease.served.embedder

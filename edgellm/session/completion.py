@@ -351,19 +351,13 @@ class ChatModel:
     def prepare_text(self, prompt: str, images: Sequence[Image] = ()) -> Prepared:
         """A raw prompt, completed as it is (no template): BOS and its tokens; ContextOverflow if no room is left.
         `images` go where the prompt has MARKERs, else before its text."""
-        if not images:
-            return Prepared(prompt, text_prompt_tokens(self.model, prompt), 0, chat=False)
-        if not self.vision:
-            raise text_only(self.model.params.path)
-        placed = place_images([{"role": "user", "content": prompt, "images": images}])[0][0]["content"]
-        if placed.endswith(MARKER):  # text after the last image: the prompt's last token is sampled from
-            placed += "\n"
-        tokens = self.model.tokenize_with_images(placed, images, add_bos=True, special=False)
-        if len(tokens) >= self.n_ctx:
-            raise ContextOverflow(
-                reason("prompt_too_long", needed=len(tokens), n_ctx=self.n_ctx), len(tokens), self.n_ctx
-            )
-        return Prepared(placed, tokens, 0, chat=False)
+        if images:
+            if not self.vision:
+                raise text_only(self.model.params.path)
+            prompt = place_images([{"role": "user", "content": prompt, "images": images}])[0][0]["content"]
+            if prompt.endswith(MARKER):  # text after the last image: the prompt's last token is sampled from
+                prompt += "\n"
+        return Prepared(prompt, text_prompt_tokens(self.model, prompt, images), 0, chat=False)
 
     def stream(
         self,
@@ -436,10 +430,14 @@ class PlainText:
         return []
 
 
-def text_prompt_tokens(model: Model, prompt: str) -> list[int]:
-    """A raw prompt's tokens, BOS first, as `run` and the server's /v1/completions evaluate it; ContextOverflow when
-    it leaves no room for a reply, EmptyPrompt when it has no token at all (an empty text, a model with no BOS)."""
-    tokens = model.tokenize(prompt, add_bos=True, special=False)
+def text_prompt_tokens(model: Model, prompt: str, images: Sequence[Image] = ()) -> list[int]:
+    """A raw prompt's tokens, BOS first (`images` where its MARKERs are), as `run` and the server's /v1/completions
+    evaluate it; ContextOverflow when it leaves no room for a reply, EmptyPrompt when it has no token at all (an empty
+    text, a model with no BOS)."""
+    if images:
+        tokens = model.tokenize_with_images(prompt, images, add_bos=True, special=False)
+    else:
+        tokens = model.tokenize(prompt, add_bos=True, special=False)
     if not tokens:
         raise EmptyPrompt("the prompt is empty and this model starts no text on its own: give it some text")
     n_ctx = model.n_ctx

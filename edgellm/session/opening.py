@@ -106,7 +106,7 @@ def choose_model(
 
 def _projector_of(projector_file: Path | None, spec: ModelSpec, model: Path) -> ProjectorSpec | None:
     """The projector's spec, checked against the model it is loaded with: NoVision naming why it does not belong."""
-    from edgellm.errors import NoVision
+    from edgellm.engine.contract import projector_mismatch
     from edgellm.gguf.projector import matches, read_projector
 
     if projector_file is None:
@@ -114,13 +114,7 @@ def _projector_of(projector_file: Path | None, spec: ModelSpec, model: Path) -> 
     projector = read_projector(projector_file)
     why = matches(projector, spec.n_embd, spec.architecture)
     if why:
-        raise NoVision(
-            f"the projector {projector_file.name} does not belong to {model.name} ({why}): pass the mmproj file "
-            f"published with this model, or --no-mmproj to chat without images",
-            model.name,
-            projector_file.name,
-            why,
-        )
+        raise projector_mismatch(projector_file, model, why)
     return projector
 
 
